@@ -1,0 +1,1 @@
+"""The OCI image model: digests, media types, descriptors, manifests, indexes, configs."""

@@ -1,0 +1,55 @@
+"""The two interfaces every image home implements: a registry, the local store, an OCI
+layout directory, an oci-archive or a docker-archive.
+
+``transfer.copy`` is written once against these and so copies between any two homes.
+A source is opened on one image (a reference resolved in that home); a destination is
+opened on one name it will write to. Blob methods may be called from several threads.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from dockyard.oci.descriptor import Descriptor
+
+
+@dataclass(frozen=True)
+class RawManifest:
+    """A manifest or index exactly as stored, with the media type it was served as."""
+
+    data: bytes
+    media_type: str
+
+
+class ImageSource(Protocol):
+    def root_manifest(self) -> RawManifest:
+        """The manifest or index the opened reference points at."""
+        ...
+
+    def manifest(self, digest: str) -> RawManifest:
+        """A manifest by digest (the children of an index)."""
+        ...
+
+    def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
+        """A stream of the blob's bytes; reading it to EOF verifies its digest."""
+        ...
+
+
+class ImageDestination(Protocol):
+    def has_blob(self, desc: Descriptor) -> bool:
+        """True if the destination already holds the blob (the copy skips it)."""
+        ...
+
+    def put_blob(self, desc: Descriptor, stream: BinaryIO) -> None:
+        """Store a blob; the bytes must match ``desc`` or nothing is kept."""
+        ...
+
+    def put_manifest(self, manifest: RawManifest, *, root: bool) -> None:
+        """Store a manifest; ``root`` is the one the destination name/tag points at."""
+        ...
+
+    def commit(self) -> None:
+        """Finish (write the archive index, flush); called once after a successful copy."""
+        ...

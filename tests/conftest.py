@@ -1,0 +1,124 @@
+"""Shared, session-scoped fixtures: real registries and offline base images.
+
+Expensive things (a registry process, a busybox image) are made once per session and
+shared; tests that change them make their own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float = 20.0, ok=(200, 401)) -> None:
+    """Poll ``url`` until it answers with one of ``ok`` (a server we just started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1.0).status_code in ok:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up within {timeout}s")
+        time.sleep(0.05)
+
+
+def need(*tools: str) -> None:
+    """Skip outside CI when a peer tool is missing; in CI a missing tool is a failure."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI machine lacks {', '.join(missing)}: .ci/run must install it")
+        pytest.skip(f"needs {', '.join(missing)}")
+
+
+@dataclass
+class Registry:
+    """A running CNCF distribution registry (Debian's docker-registry) on loopback."""
+
+    host: str  # "127.0.0.1:PORT"
+    storage: Path
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+
+def start_docker_registry(workdir: Path, auth_yaml: str = "") -> Registry:
+    need("docker-registry")
+    port = free_port()
+    storage = workdir / "storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    config = workdir / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log: {level: error, accesslog: {disabled: true}}\n"
+        f"storage: {{filesystem: {{rootdirectory: {storage}}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: '127.0.0.1:{port}'}}\n" + auth_yaml
+    )
+    log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v2/")
+    except RuntimeError:
+        proc.kill()
+        raise
+    return Registry(f"127.0.0.1:{port}", storage, proc)
+
+
+def stop(registry: Registry) -> None:
+    registry.process.terminate()
+    try:
+        registry.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        registry.process.kill()
+
+
+@pytest.fixture(scope="session")
+def docker_registry(tmp_path_factory) -> Iterator[Registry]:
+    """One anonymous docker-registry for the whole session; use unique repo names."""
+    registry = start_docker_registry(tmp_path_factory.mktemp("docker-registry"))
+    yield registry
+    stop(registry)
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory) -> Path:
+    """A minimal rootfs: static busybox as /bin/sh plus the usual top-level dirs."""
+    need("busybox")
+    root = tmp_path_factory.mktemp("busybox") / "rootfs"
+    for d in ("bin", "etc", "tmp", "root", "usr/bin", "var", "dev", "proc", "sys"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "tmp").chmod(0o1777)
+    busybox = Path(shutil.which("busybox") or "/bin/busybox").resolve()
+    shutil.copy2(busybox, root / "bin/busybox")
+    for applet in ("sh", "ls", "cat", "echo", "true"):
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
+    (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    return root
+
+
+@pytest.fixture
+def store_root(tmp_path) -> Path:
+    """An empty dockyard store for one test."""
+    root = tmp_path / "store"
+    root.mkdir()
+    return root
