@@ -122,3 +122,18 @@ def store_root(tmp_path) -> Path:
     root = tmp_path / "store"
     root.mkdir()
     return root
+
+
+@pytest.fixture(scope="session")
+def busybox_layout(tmp_path_factory, busybox_rootfs) -> Path:
+    """An OCI layout dir ``<dir>:latest`` holding a busybox image, made by umoci (not by us),
+    so it is also an independent fixture for readers."""
+    need("umoci")
+    layout = tmp_path_factory.mktemp("busybox-layout") / "oci"
+    run = lambda *a: subprocess.run(["umoci", *a], check=True, capture_output=True)  # noqa: E731
+    run("init", "--layout", str(layout))
+    run("new", "--image", f"{layout}:latest")
+    run("insert", "--image", f"{layout}:latest", str(busybox_rootfs), "/")
+    run("config", "--image", f"{layout}:latest", "--config.cmd", "/bin/sh",
+        "--config.env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+    return layout
