@@ -111,7 +111,9 @@ def busybox_rootfs(tmp_path_factory) -> Path:
     shutil.copy2(busybox, root / "bin/busybox")
     for applet in ("sh", "ls", "cat", "echo", "true"):
         (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"
+    )
     (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
     return root
 
@@ -134,6 +136,13 @@ def busybox_layout(tmp_path_factory, busybox_rootfs) -> Path:
     run("init", "--layout", str(layout))
     run("new", "--image", f"{layout}:latest")
     run("insert", "--image", f"{layout}:latest", str(busybox_rootfs), "/")
-    run("config", "--image", f"{layout}:latest", "--config.cmd", "/bin/sh",
-        "--config.env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+    run(
+        "config",
+        "--image",
+        f"{layout}:latest",
+        "--config.cmd",
+        "/bin/sh",
+        "--config.env",
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+    )
     return layout

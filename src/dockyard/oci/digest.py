@@ -64,9 +64,7 @@ class VerifyingReader:
             self._hash.update(data)
             self._read += len(data)
             if self.size is not None and self._read > self.size:
-                raise DigestError(
-                    f"blob {self.digest}: more than the expected {self.size} bytes"
-                )
+                raise DigestError(f"blob {self.digest}: more than the expected {self.size} bytes")
         elif n != 0:
             self.check()
         return data

@@ -104,7 +104,9 @@ def parse(raw: bytes, hint: str | None = None, where: str = "manifest") -> Manif
         return Index(
             raw,
             media_type,
-            tuple(Descriptor.from_dict(d, f"{where}: manifests[{i}]") for i, d in enumerate(entries)),
+            tuple(
+                Descriptor.from_dict(d, f"{where}: manifests[{i}]") for i, d in enumerate(entries)
+            ),
             annotations,
         )
     layers = doc.get("layers")
@@ -147,9 +149,7 @@ def build_manifest(
     return result
 
 
-def build_index(
-    manifests: list[Descriptor], *, media_type: str = mt.OCI_INDEX
-) -> Index:
+def build_index(manifests: list[Descriptor], *, media_type: str = mt.OCI_INDEX) -> Index:
     doc = {
         "schemaVersion": 2,
         "mediaType": media_type,

@@ -1,0 +1,1 @@
+"""The ``dockyard`` command line: thin commands over the library."""

@@ -1,0 +1,112 @@
+"""Entry point: a click group whose subcommands are imported only when invoked.
+
+``dockyard --help`` must start fast, so no command module (and none of httpx, rich,
+isal...) is imported until a command actually runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+# command name -> (module, attribute, one-line help); the module is imported on first use.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "pull": ("dockyard.cli.images", "pull", "Pull an image from a registry into the local store."),
+    "push": ("dockyard.cli.images", "push", "Push an image from the local store to a registry."),
+    "images": ("dockyard.cli.images", "images", "List images in the local store."),
+    "inspect": ("dockyard.cli.images", "inspect", "Show an image's manifest and config as JSON."),
+    "tag": ("dockyard.cli.images", "tag", "Give a stored image another name."),
+    "rmi": ("dockyard.cli.images", "rmi", "Remove image names (blobs stay until prune)."),
+    "prune": ("dockyard.cli.images", "prune", "Delete blobs no image in the store refers to."),
+    "save": ("dockyard.cli.archives", "save", "Write images to a docker- or oci-archive."),
+    "load": ("dockyard.cli.archives", "load", "Read a docker- or oci-archive into the store."),
+    "copy": ("dockyard.cli.archives", "copy", "Copy an image between any two transports."),
+    "export": ("dockyard.cli.archives", "export", "Flatten an image into a rootfs directory."),
+    "manifest": ("dockyard.cli.plumbing", "manifest", "Get or put raw manifests."),
+    "blob": ("dockyard.cli.plumbing", "blob", "Check, fetch or upload single blobs."),
+    "layer": ("dockyard.cli.plumbing", "layer", "Pull one layer into a dir, or push a dir as one."),
+    "login": ("dockyard.cli.auth", "login", "Store credentials for a registry."),
+    "logout": ("dockyard.cli.auth", "logout", "Forget the credentials for a registry."),
+}
+
+
+@dataclass
+class Settings:
+    """Options every command may need, from the top-level group."""
+
+    root: Path
+    debug: bool
+
+
+class LazyGroup(click.Group):
+    """A group that lists commands from a table and imports one only to run it."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        entry = COMMANDS.get(name)
+        if entry is None:
+            return None
+        module, attribute, _ = entry
+        return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List commands from the table, so ``--help`` imports none of them."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, entry[2]) for name, entry in sorted(COMMANDS.items())])
+
+
+def default_root() -> Path:
+    """``$DOCKYARD_ROOT``, else /var/lib/dockyard as root, ~/.local/share/dockyard otherwise."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/dockyard")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(data) / "dockyard"
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DOCKYARD_ROOT",
+    help="Local store directory [env DOCKYARD_ROOT].",
+)
+@click.option("--debug", is_flag=True, envvar="DOCKYARD_DEBUG", help="Show tracebacks.")
+@click.version_option(package_name="dockyard", prog_name="dockyard")
+@click.pass_context
+def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
+    """Daemonless container images: pull, push, copy, save, load, inspect and build."""
+    ctx.obj = Settings(root or default_root(), debug)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv or bool(os.environ.get("DOCKYARD_DEBUG"))
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:
+        from dockyard.errors import DockyardError
+
+        if debug or not isinstance(e, DockyardError | OSError):
+            raise
+        click.echo(f"dockyard: error: {e}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

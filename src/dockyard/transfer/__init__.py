@@ -1,0 +1,1 @@
+"""Copying images between any two homes (registry, store, OCI layout, archives)."""

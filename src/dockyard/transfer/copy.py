@@ -1,0 +1,140 @@
+"""Copy one image from any :class:`ImageSource` to any :class:`ImageDestination`.
+
+Blobs go in parallel, each skipped when the destination already has it; manifests go
+last, children before the index that names them, so a reader never sees a manifest
+whose blobs are missing.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+from dockyard.errors import DigestError
+from dockyard.oci import digest as digests
+from dockyard.oci import manifest as manifests
+from dockyard.oci.descriptor import Descriptor, Platform
+from dockyard.oci.home import ImageDestination, ImageSource, RawManifest
+
+DEFAULT_JOBS = 6
+
+
+class CopyProgress(Protocol):
+    """What a progress display is told; every method may be called from worker threads."""
+
+    def blob_started(self, desc: Descriptor) -> None: ...
+
+    def blob_advanced(self, desc: Descriptor, nbytes: int) -> None: ...
+
+    def blob_finished(self, desc: Descriptor, *, skipped: bool) -> None: ...
+
+
+class _Silent:
+    def blob_started(self, desc: Descriptor) -> None:
+        pass
+
+    def blob_advanced(self, desc: Descriptor, nbytes: int) -> None:
+        pass
+
+    def blob_finished(self, desc: Descriptor, *, skipped: bool) -> None:
+        pass
+
+
+class _CountingReader:
+    """Reports bytes to the progress display as the destination reads them."""
+
+    def __init__(self, stream: BinaryIO, desc: Descriptor, progress: CopyProgress):
+        self._stream = stream
+        self._desc = desc
+        self._progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        if data:
+            self._progress.blob_advanced(self._desc, len(data))
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+@dataclass
+class CopyResult:
+    """What was copied: the root written to the destination and the blob accounting."""
+
+    manifest: RawManifest
+    digest: str
+    copied: list[Descriptor] = field(default_factory=list)
+    skipped: list[Descriptor] = field(default_factory=list)
+
+
+def copy_image(
+    source: ImageSource,
+    destination: ImageDestination,
+    *,
+    platform: Platform | None = None,
+    all_platforms: bool = False,
+    jobs: int = DEFAULT_JOBS,
+    progress: CopyProgress | None = None,
+) -> CopyResult:
+    """Copy the image ``source`` is opened on into ``destination`` and commit it.
+
+    An index is resolved to one platform (``platform``, default the host's) unless
+    ``all_platforms`` is set, in which case the index and every child are copied.
+    """
+    progress = progress or _Silent()
+    root = source.root_manifest()
+    parsed = manifests.parse(root.data, root.media_type)
+    result = CopyResult(root, parsed.digest)
+
+    if isinstance(parsed, manifests.Index):
+        if all_platforms:
+            children = [_fetch_child(source, d) for d in parsed.manifests]
+        else:
+            chosen = parsed.select(platform or Platform.host())
+            children = [_fetch_child(source, chosen)]
+    else:
+        children = [(root, parsed)]
+
+    blobs: dict[str, Descriptor] = {}
+    for _, child in children:
+        if isinstance(child, manifests.Manifest):
+            for desc in child.blobs:
+                blobs.setdefault(desc.digest, desc)
+
+    def copy_blob(desc: Descriptor) -> bool:
+        progress.blob_started(desc)
+        if destination.has_blob(desc):
+            progress.blob_finished(desc, skipped=True)
+            return False
+        with source.open_blob(desc) as stream:
+            destination.put_blob(desc, _CountingReader(stream, desc, progress))
+        progress.blob_finished(desc, skipped=False)
+        return True
+
+    ordered = sorted(blobs.values(), key=lambda d: -d.size)  # big ones first: less tail
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for desc, copied in zip(ordered, pool.map(copy_blob, ordered), strict=True):
+            (result.copied if copied else result.skipped).append(desc)
+
+    if isinstance(parsed, manifests.Index) and all_platforms:
+        for raw, _ in children:
+            destination.put_manifest(raw, root=False)
+        destination.put_manifest(root, root=True)
+    else:
+        raw, child = children[0]
+        destination.put_manifest(raw, root=True)
+        result.manifest, result.digest = raw, child.digest
+    destination.commit()
+    return result
+
+
+def _fetch_child(
+    source: ImageSource, desc: Descriptor
+) -> tuple[RawManifest, manifests.Manifest | manifests.Index]:
+    raw = source.manifest(desc.digest)
+    actual = digests.of_bytes(raw.data)
+    if actual != desc.digest:
+        raise DigestError(f"manifest {desc.digest}: content has digest {actual}")
+    return raw, manifests.parse(raw.data, raw.media_type or desc.media_type, where=desc.digest)
