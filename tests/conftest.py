@@ -74,7 +74,11 @@ def start_docker_registry(workdir: Path, auth_yaml: str = "") -> Registry:
         f"http: {{addr: '127.0.0.1:{port}'}}\n" + auth_yaml
     )
     log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
+    # docker-registry reads REGISTRY_* variables as config overrides (REGISTRY_AUTH_FILE!).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(config)], stdout=log, stderr=log, env=env
+    )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/v2/")
     except RuntimeError:

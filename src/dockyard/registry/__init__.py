@@ -1,0 +1,1 @@
+"""Registries: ``registry.client`` talks the distribution API; ``registry.server`` serves it."""

@@ -1,0 +1,90 @@
+"""When and how patiently to retry: 5xx (but 501), 429, and dropped or stalled connections."""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+log = logging.getLogger("dockyard.registry")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` tries in all, waiting ``base_delay * 2**n`` (jittered, capped) between."""
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 15.0
+
+    def delay(self, failures: int, retry_after: str | None = None) -> float:
+        """Seconds to wait after the ``failures``-th failed try (0-based); a numeric
+        ``Retry-After`` lengthens it, up to ``max_delay``."""
+        wait = min(self.max_delay, self.base_delay * 2**failures) * random.uniform(0.5, 1.0)
+        if retry_after and retry_after.strip().isdigit():
+            wait = max(wait, min(self.max_delay, float(retry_after)))
+        return wait
+
+
+def retryable_status(status: int) -> bool:
+    """429 and server errors that may pass (not 501/505, which are permanent)."""
+    return status == 429 or (500 <= status < 600 and status not in (501, 505))
+
+
+def _is_tls_failure(error: BaseException) -> bool:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def is_transient(error: httpx.TransportError) -> bool:
+    """Resets, timeouts and truncated answers; not TLS failures or bad URLs."""
+    transient = httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
+    return isinstance(error, transient) and not _is_tls_failure(error)
+
+
+def describe(error: httpx.TransportError) -> str:
+    """A short phrase for a transport failure, for error messages."""
+    detail = str(error) or type(error).__name__
+    if _is_tls_failure(error):
+        return f"TLS failure ({detail}); for an insecure registry pass tls_verify=False"
+    if isinstance(error, httpx.TimeoutException):
+        return f"timed out ({type(error).__name__})"
+    if isinstance(error, httpx.ConnectError):
+        return f"cannot connect ({detail})"
+    return f"connection failed ({detail})"
+
+
+def call_with_retries(
+    policy: RetryPolicy, attempt: Callable[[], httpx.Response], what: str
+) -> httpx.Response:
+    """Call ``attempt`` until its answer is not retryable or the tries run out.
+
+    Returns the last answer, whatever its status; re-raises the last transport error.
+    An answer that is retried is closed.
+    """
+    failures = 0
+    while True:
+        try:
+            response = attempt()
+        except httpx.TransportError as e:
+            if failures + 1 >= policy.attempts or not is_transient(e):
+                raise
+            wait = policy.delay(failures)
+            log.debug("%s: %s; retrying in %.1fs", what, describe(e), wait)
+        else:
+            if failures + 1 >= policy.attempts or not retryable_status(response.status_code):
+                return response
+            response.close()
+            wait = policy.delay(failures, response.headers.get("retry-after"))
+            log.debug("%s: HTTP %d; retrying in %.1fs", what, response.status_code, wait)
+        failures += 1
+        time.sleep(wait)
