@@ -1,0 +1,1 @@
+"""Image homes on disk: OCI layout directories, oci-archive and docker-archive files."""

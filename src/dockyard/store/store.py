@@ -1,0 +1,201 @@
+"""The local image store: an OCI image layout at the store root, named by full references.
+
+``<root>/index.json`` holds one entry per name, annotated with the full reference
+(``org.opencontainers.image.ref.name = docker.io/library/busybox:latest``, or
+``name@digest`` for an image pulled by digest only), so ``skopeo`` and ``umoci`` can read
+the store as they read any layout. ``<root>/tmp/`` holds blobs being written.
+
+Concurrency: ``index.json`` is rewritten under its lock file; blobs are written before
+the name that keeps them, under a *lease* (a shared lock on ``<root>/gc.lock``) which
+:meth:`Store.prune` waits for (it takes the lock exclusively), so it never deletes the
+blobs of a pull in progress.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dockyard import reference
+from dockyard.errors import InvalidReference, ManifestError, NotFound, StoreError
+from dockyard.layout.locking import FileLock
+from dockyard.layout.oci_dir import OCILayout, ref_name
+from dockyard.oci import manifest as manifests
+from dockyard.oci.descriptor import Descriptor, Platform
+from dockyard.reference import Reference
+from dockyard.store import gc
+from dockyard.store.home import StoreDestination, StoreSource
+
+GC_LOCK_FILE = "gc.lock"
+MAX_CONFIG_SIZE = 16 << 20
+
+
+def default_root() -> Path:
+    """``$DOCKYARD_ROOT``, else /var/lib/dockyard as root, else ~/.local/share/dockyard."""
+    if env := os.environ.get("DOCKYARD_ROOT"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/dockyard")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(data) / "dockyard"
+
+
+def ref_key(ref: Reference) -> str:
+    """The name a reference has in the store: ``host/repo:tag``, else ``host/repo@digest``."""
+    if ref.tag:
+        return f"{ref.name}:{ref.tag}"
+    if ref.digest:
+        return f"{ref.name}@{ref.digest}"
+    raise InvalidReference(f"{ref}: a stored image needs a tag or a digest")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """One named image, as ``dockyard images`` lists it."""
+
+    ref: Reference
+    descriptor: Descriptor
+    image_id: str  # the config digest, as docker reports it
+    created: datetime | None
+    size: int  # bytes of the stored blobs (compressed layers, config, manifest)
+
+
+class Store:
+    """The image store at ``root`` (:func:`default_root` if None); created on first write."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        self.layout = OCILayout(self.root, tmp_dir=self.root / "tmp")
+        self.blobs = self.layout.blobs
+
+    # names
+
+    def resolve(self, ref: Reference) -> Descriptor:
+        """The manifest ``ref`` names: by digest if it is pinned, else by tag."""
+        if ref.digest:
+            if not self.blobs.has(ref.digest):
+                raise NotFound(f"image {ref} not found in store {self.root}")
+            raw = self.layout.read_manifest(ref.digest)
+            return Descriptor(raw.media_type, ref.digest, len(raw.data))
+        key = ref_key(ref)
+        for entry in self.layout.index().manifests:
+            if ref_name(entry) == key:
+                return entry
+        raise NotFound(f"image {ref} not found in store {self.root}")
+
+    def tag(self, ref: Reference, desc: Descriptor) -> None:
+        """Name the stored manifest ``desc`` ``ref`` (moving the name if it existed)."""
+        if ref.digest and ref.digest != desc.digest:
+            raise ManifestError(f"{ref}: cannot name manifest {desc.digest} by another digest")
+        self.layout.ensure()
+        with self.lease():
+            if not self.blobs.has(desc.digest):
+                raise NotFound(f"manifest {desc.digest} not found in store {self.root}")
+            self.layout.set_name(ref_key(ref), desc)
+
+    def untag(self, ref: Reference) -> None:
+        """Remove the name ``ref`` (its blobs stay until :meth:`prune`)."""
+        if not self.layout.remove_name(ref_key(ref)):
+            raise NotFound(f"image {ref} not found in store {self.root}")
+
+    def images(self) -> list[ImageInfo]:
+        """Every named image, in the order they were first named."""
+        infos = []
+        for entry in self.layout.index().manifests:
+            name = ref_name(entry)
+            if not name or "/" not in name:
+                continue  # an entry another tool wrote, unnamed or with a bare tag
+            try:
+                ref = reference.parse(name, default_tag=False)
+            except InvalidReference:
+                continue
+            manifest = self.image_manifest(entry)
+            config = self.read_config(manifest) if manifest else {}
+            infos.append(
+                ImageInfo(
+                    ref,
+                    entry,
+                    manifest.config.digest if manifest else entry.digest,
+                    _created(config),
+                    entry.size + (sum(b.size for b in manifest.blobs) if manifest else 0),
+                )
+            )
+        return infos
+
+    # reading and writing images
+
+    def source(self, ref: Reference) -> StoreSource:
+        """Read the image ``ref`` names."""
+        return StoreSource(self.layout, self.resolve(ref))
+
+    def destination(self, ref: Reference) -> StoreDestination:
+        """Write an image named ``ref`` at commit; holds a lease until then."""
+        ref_key(ref)  # fail now, not after the copy, if ref cannot name an image
+        self.layout.ensure()
+        return StoreDestination(self, ref)
+
+    def read_manifest(self, desc: Descriptor) -> manifests.Manifest | manifests.Index:
+        raw = self.layout.read_manifest(desc.digest, desc.size, desc.media_type)
+        return manifests.parse(raw.data, raw.media_type, f"manifest {desc.digest}")
+
+    def image_manifest(
+        self, desc: Descriptor, platform: Platform | None = None
+    ) -> manifests.Manifest | None:
+        """The image manifest ``desc`` stands for on ``platform`` (default: the host):
+        itself, or its index's child if stored; None if no such child is stored."""
+        parsed = self.read_manifest(desc)
+        if isinstance(parsed, manifests.Manifest):
+            return parsed
+        try:
+            child = parsed.select(platform or Platform.host())
+        except ManifestError:
+            return None
+        if not self.blobs.has(child.digest):
+            return None
+        result = self.read_manifest(child)
+        return result if isinstance(result, manifests.Manifest) else None
+
+    def read_config(self, manifest: manifests.Manifest) -> dict[str, Any]:
+        """An image's config document, verified and parsed."""
+        config = manifest.config
+        if config.size > MAX_CONFIG_SIZE:
+            raise ManifestError(f"config {config.digest}: {config.size} bytes is too big")
+        return manifests.parse_config(
+            self.blobs.read_bytes(config.digest, config.size), f"config {config.digest}"
+        )
+
+    # garbage collection
+
+    def lease(self) -> FileLock:
+        """A shared lock that keeps :meth:`prune` away while held: hold it from writing
+        the first blob of an image until the image is named."""
+        return FileLock(self.root / GC_LOCK_FILE, shared=True)
+
+    def prune(self, *, wait: bool = True) -> gc.PruneResult:
+        """Delete blobs no named image reaches, and abandoned temp files.
+
+        Waits until no lease is held (or raises :class:`StoreError` if ``wait`` is False),
+        and holds new leases off while it runs.
+        """
+        if not self.layout.exists():
+            return gc.PruneResult()
+        lock = FileLock(self.root / GC_LOCK_FILE)
+        if not lock.acquire(blocking=wait):
+            raise StoreError(f"store {self.root} is busy: an image is being written")
+        try:
+            return gc.sweep(self.layout)
+        finally:
+            lock.release()
+
+
+def _created(config: dict[str, Any]) -> datetime | None:
+    text = config.get("created")
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
