@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,3 +151,51 @@ def busybox_layout(tmp_path_factory, busybox_rootfs) -> Path:
         "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
     )
     return layout
+
+
+@pytest.fixture(scope="session")
+def busybox_ref(docker_registry, busybox_layout) -> str:
+    """``HOST/fixtures/busybox:latest`` in the session registry, pushed by skopeo."""
+    need("skopeo")
+    ref = f"{docker_registry.host}/fixtures/busybox:latest"
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            f"oci:{busybox_layout}:latest",
+            f"docker://{ref}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return ref
+
+
+@dataclass
+class Dockyard:
+    """Runs the ``dockyard`` command line on one store root, as a user would."""
+
+    root: Path
+
+    def __call__(self, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+        env = {**os.environ, "DOCKYARD_ROOT": str(self.root)}
+        env.pop("DOCKYARD_DEBUG", None)
+        result = subprocess.run(
+            [sys.executable, "-m", "dockyard.cli.main", *args],
+            capture_output=True,
+            env=env,
+            **kw,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"dockyard {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stderr.decode(errors='replace')}"
+            )
+        return result
+
+
+@pytest.fixture
+def dockyard(store_root) -> Dockyard:
+    return Dockyard(store_root)

@@ -74,7 +74,7 @@ def test_abandoned_destination_releases_its_lease(store_root):
     image = sample_image()
     dest = store.destination(parse("x"))
     dest.put_blob(image.doc.config, image.open_blob(image.doc.config))
-    dest.close()
+    dest.abort()
     assert store.prune(wait=False).removed == [image.doc.config.digest]
     with store.destination(parse("y")):
         pass

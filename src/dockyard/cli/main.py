@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 class Settings:
     """Options every command may need, from the top-level group."""
 
-    root: Path
+    root: Path | None  # None: the store's default root
     debug: bool
 
 
@@ -62,27 +62,19 @@ class LazyGroup(click.Group):
             formatter.write_dl([(name, entry[2]) for name, entry in sorted(COMMANDS.items())])
 
 
-def default_root() -> Path:
-    """``$DOCKYARD_ROOT``, else /var/lib/dockyard as root, ~/.local/share/dockyard otherwise."""
-    if os.geteuid() == 0:
-        return Path("/var/lib/dockyard")
-    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(data) / "dockyard"
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="DOCKYARD_ROOT",
-    help="Local store directory [env DOCKYARD_ROOT].",
+    help="Local store directory [env DOCKYARD_ROOT; default /var/lib/dockyard as root].",
 )
 @click.option("--debug", is_flag=True, envvar="DOCKYARD_DEBUG", help="Show tracebacks.")
 @click.version_option(package_name="dockyard", prog_name="dockyard")
 @click.pass_context
 def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
     """Daemonless container images: pull, push, copy, save, load, inspect and build."""
-    ctx.obj = Settings(root or default_root(), debug)
+    ctx.obj = Settings(root, debug)
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import CHUNK, VerifyingReader
-from dockyard.oci.home import RawManifest
+from dockyard.oci.home import BlobOpener, RawManifest
 from dockyard.reference import Reference
 
 MANIFEST_FILE = "manifest.json"
@@ -213,7 +213,9 @@ class DockerArchiveWriter:
         with self._lock:
             return desc.digest in self._diff_ids or desc.digest in self._configs
 
-    def put_blob(self, desc: Descriptor, stream: BinaryIO) -> None:
+    def put_blob(
+        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+    ) -> None:
         """Store a config as ``<hex>.json`` and a layer uncompressed as ``<diff_id hex>.tar``."""
         reader = VerifyingReader(stream, desc.digest, desc.size)
         if desc.media_type not in mt.LAYERS:
@@ -315,7 +317,9 @@ class DockerArchiveImage:
     def has_blob(self, desc: Descriptor) -> bool:
         return self._writer.has_blob(desc)
 
-    def put_blob(self, desc: Descriptor, stream: BinaryIO) -> None:
+    def put_blob(
+        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+    ) -> None:
         self._writer.put_blob(desc, stream)
 
     def put_manifest(self, manifest: RawManifest, *, root: bool) -> None:
@@ -332,6 +336,9 @@ class DockerArchiveImage:
         if self._manifest is None:
             raise StoreError(f"nothing to commit to {self._writer.tar.path}: no root manifest")
         self._writer.add_image(self._ref, self._manifest)
+
+    def abort(self) -> None:
+        """Nothing to undo for one image: the writer's owner aborts the archive."""
 
 
 class DockerArchiveDestination(DockerArchiveImage):

@@ -30,7 +30,7 @@ from dockyard.oci import digest as digests
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import VerifyingReader
-from dockyard.oci.home import RawManifest
+from dockyard.oci.home import BlobOpener, RawManifest
 
 
 def blob_name(digest: str) -> str:
@@ -134,7 +134,9 @@ class OCIArchiveImage:
     def has_blob(self, desc: Descriptor) -> bool:
         return self._writer.tar.has(blob_name(desc.digest))
 
-    def put_blob(self, desc: Descriptor, stream: BinaryIO) -> None:
+    def put_blob(
+        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+    ) -> None:
         reader = VerifyingReader(stream, desc.digest, desc.size)
         self._writer.tar.add(blob_name(desc.digest), reader, desc.size)
 
@@ -149,6 +151,9 @@ class OCIArchiveImage:
         if self._root is None:
             raise StoreError(f"nothing to commit to {self._writer.tar.path}: no root manifest")
         self._writer.add_entry(self._tag, self._root)
+
+    def abort(self) -> None:
+        """Nothing to undo for one image: the writer's owner aborts the archive."""
 
 
 class OCIArchiveDestination(OCIArchiveImage):

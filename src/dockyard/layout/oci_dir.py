@@ -28,7 +28,7 @@ from dockyard.layout.locking import FileLock
 from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
-from dockyard.oci.home import RawManifest
+from dockyard.oci.home import BlobOpener, RawManifest
 
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -213,7 +213,9 @@ class LayoutDestination:
     def has_blob(self, desc: Descriptor) -> bool:
         return self.layout.blobs.has(desc.digest)
 
-    def put_blob(self, desc: Descriptor, stream: BinaryIO) -> None:
+    def put_blob(
+        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+    ) -> None:
         self.layout.blobs.write(desc.digest, stream, desc.size)
 
     def put_manifest(self, manifest: RawManifest, *, root: bool) -> None:
@@ -226,3 +228,6 @@ class LayoutDestination:
         if self._root is None:
             raise StoreError(f"nothing to commit to {self.layout.root}: no root manifest")
         self.layout.set_name(self.tag, self._root)
+
+    def abort(self) -> None:
+        """Nothing to undo: unnamed blobs are harmless and pruned later."""

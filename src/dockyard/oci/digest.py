@@ -60,6 +60,11 @@ class VerifyingReader:
 
     def read(self, n: int = -1) -> bytes:
         data = self._stream.read(n)
+        if n is None or n < 0:  # read to EOF: verify now
+            self._hash.update(data)
+            self._read += len(data)
+            self.check()
+            return data
         if data:
             self._hash.update(data)
             self._read += len(data)

@@ -8,11 +8,15 @@ opened on one name it will write to. Blob methods may be called from several thr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from dockyard.oci.descriptor import Descriptor
+
+BlobOpener = Callable[[], AbstractContextManager[BinaryIO]]
+"""Opens a blob's bytes again from the start (for a destination that must retry)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,14 @@ class ImageDestination(Protocol):
         """True if the destination already holds the blob (the copy skips it)."""
         ...
 
-    def put_blob(self, desc: Descriptor, stream: BinaryIO) -> None:
-        """Store a blob; the bytes must match ``desc`` or nothing is kept."""
+    def put_blob(
+        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+    ) -> None:
+        """Store a blob; the bytes must match ``desc`` or nothing is kept.
+
+        A destination that can fail half-way (a network) may call ``reopen`` to read the
+        bytes again from the start; local homes ignore it.
+        """
         ...
 
     def put_manifest(self, manifest: RawManifest, *, root: bool) -> None:
@@ -52,4 +62,11 @@ class ImageDestination(Protocol):
 
     def commit(self) -> None:
         """Finish (write the archive index, flush); called once after a successful copy."""
+        ...
+
+    def abort(self) -> None:
+        """Give up after a failed copy: drop an unfinished archive, release locks.
+
+        Harmless after :meth:`commit` and when called twice.
+        """
         ...

@@ -11,7 +11,7 @@ from dockyard.errors import StoreError
 from dockyard.layout.oci_dir import OCILayout
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor
-from dockyard.oci.home import RawManifest
+from dockyard.oci.home import BlobOpener, RawManifest
 from dockyard.reference import Reference
 
 if TYPE_CHECKING:
@@ -54,7 +54,9 @@ class StoreDestination:
     def has_blob(self, desc: Descriptor) -> bool:
         return self.store.blobs.has(desc.digest)
 
-    def put_blob(self, desc: Descriptor, stream: BinaryIO) -> None:
+    def put_blob(
+        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+    ) -> None:
         self.store.blobs.write(desc.digest, stream, desc.size)
 
     def put_manifest(self, manifest: RawManifest, *, root: bool) -> None:
@@ -70,9 +72,9 @@ class StoreDestination:
         try:
             self.store.tag(self.ref, self._root)
         finally:
-            self.close()
+            self.abort()
 
-    def close(self) -> None:
+    def abort(self) -> None:
         """End the lease without naming anything (the copy failed)."""
         self._release()
 
@@ -82,4 +84,4 @@ class StoreDestination:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self.abort()

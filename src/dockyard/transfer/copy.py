@@ -7,15 +7,16 @@ whose blobs are missing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from dockyard.errors import DigestError
-from dockyard.oci import digest as digests
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.home import ImageDestination, ImageSource, RawManifest
+from dockyard.transfer.resolve import fetch_child
 
 DEFAULT_JOBS = 6
 
@@ -84,16 +85,32 @@ def copy_image(
     ``all_platforms`` is set, in which case the index and every child are copied.
     """
     progress = progress or _Silent()
+    try:
+        result = _copy(source, destination, platform, all_platforms, jobs, progress)
+    except BaseException:
+        destination.abort()
+        raise
+    return result
+
+
+def _copy(
+    source: ImageSource,
+    destination: ImageDestination,
+    platform: Platform | None,
+    all_platforms: bool,
+    jobs: int,
+    progress: CopyProgress,
+) -> CopyResult:
     root = source.root_manifest()
     parsed = manifests.parse(root.data, root.media_type)
     result = CopyResult(root, parsed.digest)
 
     if isinstance(parsed, manifests.Index):
         if all_platforms:
-            children = [_fetch_child(source, d) for d in parsed.manifests]
+            children = [fetch_child(source, d) for d in parsed.manifests]
         else:
             chosen = parsed.select(platform or Platform.host())
-            children = [_fetch_child(source, chosen)]
+            children = [fetch_child(source, chosen)]
     else:
         children = [(root, parsed)]
 
@@ -108,8 +125,14 @@ def copy_image(
         if destination.has_blob(desc):
             progress.blob_finished(desc, skipped=True)
             return False
-        with source.open_blob(desc) as stream:
-            destination.put_blob(desc, _CountingReader(stream, desc, progress))
+
+        @contextmanager
+        def reopen() -> Iterator[BinaryIO]:
+            with source.open_blob(desc) as again:
+                yield _CountingReader(again, desc, progress)  # type: ignore[misc]
+
+        with reopen() as stream:
+            destination.put_blob(desc, stream, reopen=reopen)
         progress.blob_finished(desc, skipped=False)
         return True
 
@@ -128,13 +151,3 @@ def copy_image(
         result.manifest, result.digest = raw, child.digest
     destination.commit()
     return result
-
-
-def _fetch_child(
-    source: ImageSource, desc: Descriptor
-) -> tuple[RawManifest, manifests.Manifest | manifests.Index]:
-    raw = source.manifest(desc.digest)
-    actual = digests.of_bytes(raw.data)
-    if actual != desc.digest:
-        raise DigestError(f"manifest {desc.digest}: content has digest {actual}")
-    return raw, manifests.parse(raw.data, raw.media_type or desc.media_type, where=desc.digest)

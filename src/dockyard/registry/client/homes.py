@@ -10,10 +10,10 @@ from dockyard.errors import DigestError
 from dockyard.oci import digest as digests
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import VerifyingReader
-from dockyard.oci.home import RawManifest
+from dockyard.oci.home import BlobOpener, RawManifest
 from dockyard.reference import Reference
 from dockyard.registry.client.client import RegistryClient, RegistryManifest
-from dockyard.registry.client.upload import Opener, StreamNotReopenable
+from dockyard.registry.client.upload import StreamNotReopenable
 
 
 class RegistrySource:
@@ -66,7 +66,9 @@ class RegistryDestination:
     def has_blob(self, desc: Descriptor) -> bool:
         return self.client.has_blob(self.ref.repository, desc.digest)
 
-    def put_blob(self, desc: Descriptor, stream: BinaryIO, *, reopen: Opener | None = None) -> None:
+    def put_blob(
+        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+    ) -> None:
         """Mount or upload a blob; the bytes are verified against ``desc`` before the
         registry may commit them.
 
@@ -99,3 +101,6 @@ class RegistryDestination:
 
     def commit(self) -> None:
         """Nothing to do: a registry shows each write as soon as it is made."""
+
+    def abort(self) -> None:
+        """Nothing to undo: blobs without a manifest are the registry's garbage."""

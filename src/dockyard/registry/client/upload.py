@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from dockyard.errors import DigestError
 from dockyard.oci import digest as digests
 from dockyard.oci.descriptor import Descriptor
+from dockyard.oci.home import BlobOpener
 
-Opener = Callable[[], AbstractContextManager[BinaryIO]]
+Opener = BlobOpener
 """Opens the blob's bytes from the start; called once per upload attempt."""
 
 

@@ -1,0 +1,95 @@
+"""Shared helpers for the benchmarks: a throwaway registry, timing, a test image."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def docker_registry() -> Iterator[str]:
+    """A fresh docker-registry on loopback with empty storage; yields ``host:port``."""
+    with tempfile.TemporaryDirectory(prefix="bench-registry-") as tmp:
+        port = free_port()
+        config = Path(tmp) / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\n"
+            f"storage: {{filesystem: {{rootdirectory: {tmp}/data}}}}\n"
+            f"http: {{addr: '127.0.0.1:{port}'}}\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        proc = subprocess.Popen(
+            ["docker-registry", "serve", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            yield f"127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
+def run(*argv: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+
+
+def timed(
+    action: Callable[[], None], prepare: Callable[[], None] | None = None, repeat: int = 3
+) -> float:
+    """Median wall time of ``action`` over ``repeat`` runs, ``prepare`` untimed before each."""
+    times = []
+    for _ in range(repeat):
+        if prepare:
+            prepare()
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forget_skopeo_blob_cache() -> None:
+    """skopeo mounts blobs it saw before instead of uploading (PITFALLS): forget them."""
+    for path in (
+        Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb"),
+        Path.home() / ".local/share/containers/cache/blob-info-cache-v1.boltdb",
+    ):
+        path.unlink(missing_ok=True)
+
+
+def reset_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def report(title: str, rows: list[tuple[str, float, float]], goal: float | None = None) -> None:
+    """Print ``(case, ours, peer)`` rows with their ratio."""
+    print(f"\n{title}")
+    print(f"{'case':<28}{'dockyard':>12}{'peer':>12}{'ratio':>9}")
+    for case, ours, peer in rows:
+        flag = "" if goal is None else ("  ok" if ours / peer <= goal else f"  > {goal}")
+        print(f"{case:<28}{ours:>11.3f}s{peer:>11.3f}s{ours / peer:>9.2f}{flag}")

@@ -1,0 +1,81 @@
+"""What several commands share: the store, reference parsing, the TLS option, output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from dockyard import reference
+from dockyard.cli.main import Settings
+
+if TYPE_CHECKING:
+    from dockyard.oci.home import ImageSource
+    from dockyard.store import Store
+    from dockyard.transfer.transports import Location
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings() -> Settings:
+    return click.get_current_context().find_root().obj
+
+
+def open_store() -> Store:
+    from dockyard.store import Store
+
+    return Store(settings().root)
+
+
+def parse_ref(text: str) -> reference.Reference:
+    return reference.parse(text)
+
+
+def tls_option(f: F) -> F:
+    """``--tls-verify=false``: talk plain HTTP / skip TLS checks for a non-loopback host."""
+    return click.option(
+        "--tls-verify",
+        type=click.BOOL,
+        default=None,
+        help="Require HTTPS with verified certificates (default: yes, except on loopback).",
+    )(f)
+
+
+def platform_option(f: F) -> F:
+    return click.option(
+        "--platform",
+        metavar="OS/ARCH[/VARIANT]",
+        help="Image to take from a multi-platform index (default: the host's).",
+    )(f)
+
+
+def progress_option(f: F) -> F:
+    return click.option(
+        "--progress",
+        type=click.Choice(["auto", "tty", "plain", "quiet"]),
+        default="auto",
+        show_default=True,
+        help="How to show transfer progress (on stderr).",
+    )(f)
+
+
+def parse_platform(text: str | None):
+    if not text:
+        return None
+    from dockyard.oci.descriptor import Platform
+
+    return Platform.parse(text)
+
+
+def open_source(location: Location, tls_verify: bool | None = None) -> ImageSource:
+    from dockyard.transfer.transports import open_source as _open
+
+    return _open(location, store_root=settings().root, tls_verify=tls_verify)
+
+
+def print_json(doc: Any) -> None:
+    json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")

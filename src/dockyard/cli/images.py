@@ -1,0 +1,188 @@
+"""Image commands over the local store: pull, push, images, inspect, tag, rmi, prune."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+
+import click
+
+from dockyard.cli.common import (
+    open_source,
+    open_store,
+    parse_platform,
+    parse_ref,
+    platform_option,
+    print_json,
+    progress_option,
+    tls_option,
+)
+from dockyard.cli.progress import progress_display
+
+
+@click.command()
+@click.argument("image")
+@platform_option
+@click.option("--all-platforms", is_flag=True, help="Keep the whole index, every platform.")
+@tls_option
+@progress_option
+@click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
+def pull(
+    image: str,
+    platform: str | None,
+    all_platforms: bool,
+    tls_verify: bool | None,
+    progress: str,
+    quiet: bool,
+) -> None:
+    """Pull IMAGE from its registry into the local store."""
+    from dockyard.registry.client import RegistrySource, client_for
+    from dockyard.transfer.copy import copy_image
+
+    ref = parse_ref(image)
+    source = RegistrySource(client_for(ref, tls_verify=tls_verify), ref)
+    with progress_display("quiet" if quiet else progress) as display:
+        result = copy_image(
+            source,
+            open_store().destination(ref),
+            platform=parse_platform(platform),
+            all_platforms=all_platforms,
+            progress=display,
+        )
+    click.echo(result.digest if quiet else f"{ref}: {result.digest}")
+
+
+@click.command()
+@click.argument("image")
+@click.argument("destination", required=False)
+@tls_option
+@progress_option
+def push(image: str, destination: str | None, tls_verify: bool | None, progress: str) -> None:
+    """Push IMAGE from the store to its registry, or to DESTINATION.
+
+    Only blobs the registry lacks are sent; blobs of another repository of the same
+    registry are mounted instead of uploaded.
+    """
+    from dockyard.registry.client import RegistryDestination, client_for
+    from dockyard.transfer.copy import copy_image
+
+    ref = parse_ref(image)
+    target = parse_ref(destination) if destination else ref
+    mount_from = ref.repository if ref.registry == target.registry else None
+    dest = RegistryDestination(client_for(target, tls_verify=tls_verify), target, mount_from)
+    with progress_display(progress) as display:
+        result = copy_image(open_store().source(ref), dest, all_platforms=True, progress=display)
+    click.echo(f"{target}: {result.digest}")
+
+
+def _age(created: datetime | None) -> str:
+    if created is None:
+        return "-"
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    seconds = (datetime.now(UTC) - created).total_seconds()
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return "just now"
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+@click.command()
+@click.option("-q", "--quiet", is_flag=True, help="Print only image IDs.")
+@click.option("--digests", is_flag=True, help="Show manifest digests.")
+def images(quiet: bool, digests: bool) -> None:
+    """List the images in the local store."""
+    infos = open_store().images()
+    if quiet:
+        for info in infos:
+            click.echo(info.image_id.split(":", 1)[1][:12])
+        return
+    rows = [("REPOSITORY", "TAG", *(("DIGEST",) if digests else ()), "IMAGE ID", "CREATED", "SIZE")]
+    for info in infos:
+        rows.append(
+            (
+                info.ref.name,
+                info.ref.tag or "<none>",
+                *((info.descriptor.digest,) if digests else ()),
+                info.image_id.split(":", 1)[1][:12],
+                _age(info.created),
+                _size(info.size),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.command()
+@click.argument("image")
+@platform_option
+@tls_option
+@click.option("--raw", is_flag=True, help="Print the root manifest exactly as stored.")
+def inspect(image: str, platform: str | None, tls_verify: bool | None, raw: bool) -> None:
+    """Show IMAGE's manifest and config as JSON.
+
+    IMAGE is a store reference or any transport (docker://REF, oci:DIR:TAG, ...).
+    """
+    import json
+
+    from dockyard.oci import manifest as manifests
+    from dockyard.transfer.resolve import resolve_image
+    from dockyard.transfer.transports import parse_location
+
+    location = parse_location(image)
+    source = open_source(location, tls_verify)
+    root = source.root_manifest()
+    if raw:
+        sys.stdout.buffer.write(root.data)
+        return
+    image_manifest = resolve_image(source, root, parse_platform(platform))
+    with source.open_blob(image_manifest.config) as stream:
+        config = manifests.parse_config(stream.read(), f"config {image_manifest.config.digest}")
+    print_json(
+        {
+            "Name": str(location),
+            "Digest": manifests.parse(root.data, root.media_type).digest,
+            "MediaType": root.media_type,
+            "Manifest": json.loads(image_manifest.raw),
+            "Config": config,
+        }
+    )
+
+
+@click.command()
+@click.argument("source")
+@click.argument("targets", nargs=-1, required=True)
+def tag(source: str, targets: tuple[str, ...]) -> None:
+    """Give the stored image SOURCE the names TARGETS."""
+    store = open_store()
+    desc = store.resolve(parse_ref(source))
+    for target in targets:
+        store.tag(parse_ref(target), desc)
+
+
+@click.command()
+@click.argument("image_refs", metavar="IMAGE...", nargs=-1, required=True)
+def rmi(image_refs: tuple[str, ...]) -> None:
+    """Remove image names from the store; blobs stay until `dockyard prune`."""
+    store = open_store()
+    for text in image_refs:
+        ref = parse_ref(text)
+        store.untag(ref)
+        click.echo(f"Untagged: {ref}")
+
+
+@click.command()
+def prune() -> None:
+    """Delete blobs that no named image in the store refers to."""
+    result = open_store().prune()
+    click.echo(f"removed {len(result.removed)} blobs, {_size(result.freed)} freed")
