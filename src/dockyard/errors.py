@@ -42,3 +42,17 @@ class RegistryError(DockyardError):
 
 class AuthError(RegistryError):
     """The registry refused our credentials (401/403)."""
+
+
+class BuildError(DockyardError):
+    """A Dockerfile (or pipeline file) problem, or a failed build step, at ``file:line``."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None):
+        where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
+        super().__init__(f"{where}{message}")
+        self.file = file
+        self.line = line
+
+
+class ContainerError(DockyardError):
+    """A container could not be set up or run (mounts, namespaces, the OCI runtime)."""
