@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "load": ("dockyard.cli.archives", "load", "Read a docker- or oci-archive into the store."),
     "copy": ("dockyard.cli.archives", "copy", "Copy an image between any two transports."),
     "export": ("dockyard.cli.archives", "export", "Flatten an image into a rootfs directory."),
+    "import": ("dockyard.cli.archives", "import_", "Make a directory a one-layer image."),
     "manifest": ("dockyard.cli.plumbing", "manifest", "Get or put raw manifests."),
     "blob": ("dockyard.cli.plumbing", "blob", "Check, fetch or upload single blobs."),
     "layer": ("dockyard.cli.plumbing", "layer", "Pull one layer into a dir, or push a dir as one."),

@@ -171,7 +171,8 @@ class Store:
 
     def lease(self) -> FileLock:
         """A shared lock that keeps :meth:`prune` away while held: hold it from writing
-        the first blob of an image until the image is named."""
+        the first blob of an image until the image is named. Creates the store."""
+        self.layout.ensure()
         return FileLock(self.root / GC_LOCK_FILE, shared=True)
 
     def prune(self, *, wait: bool = True) -> gc.PruneResult:
