@@ -54,6 +54,35 @@ def temp_file(directory: Path, hint: str = "") -> Iterator[tuple[BinaryIO, Path]
         raise
 
 
+WRITEBACK_STEP = 8 << 20
+
+
+class EarlyWriteback:
+    """Ask the kernel to start writing a growing file to disk every few MiB.
+
+    The final fsync then waits for the last few MiB only, instead of the whole blob:
+    durability at a fraction of the cost (POSIX_FADV_DONTNEED starts asynchronous
+    writeback of dirty pages on Linux).
+    """
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._written = 0
+        self._flushed = 0
+
+    def wrote(self, n: int) -> None:
+        self._written += n
+        if self._written - self._flushed >= WRITEBACK_STEP:
+            self._f.flush()
+            os.posix_fadvise(
+                self._f.fileno(),
+                self._flushed,
+                self._written - self._flushed,
+                os.POSIX_FADV_DONTNEED,
+            )
+            self._flushed = self._written
+
+
 def commit(f: BinaryIO, temp: Path, target: Path) -> None:
     """Flush and fsync ``f`` (the open temp file), then rename it onto ``target``."""
     f.flush()

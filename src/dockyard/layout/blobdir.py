@@ -80,8 +80,10 @@ class BlobDir:
         try:
             with atomic.temp_file(self.tmp_dir or directory, target.name[:12]) as (f, temp):
                 reader = VerifyingReader(stream, digest, size)
+                writeback = atomic.EarlyWriteback(f)
                 while chunk := reader.read(CHUNK):
                     f.write(chunk)
+                    writeback.wrote(len(chunk))
                 reader.check()
                 atomic.commit(f, temp, target)
         except OSError as e:
