@@ -79,12 +79,11 @@ class BlobDir:
         directory = self._ensure_dir(target.parent)
         try:
             with atomic.temp_file(self.tmp_dir or directory, target.name[:12]) as (f, temp):
-                reader = VerifyingReader(stream, digest, size)
+                reader = digests.verified(stream, digest, size)
                 writeback = atomic.EarlyWriteback(f)
                 while chunk := reader.read(CHUNK):
                     f.write(chunk)
                     writeback.wrote(len(chunk))
-                reader.check()
                 atomic.commit(f, temp, target)
         except OSError as e:
             raise StoreError(f"cannot write blob {digest} to {self.root}: {e}") from None

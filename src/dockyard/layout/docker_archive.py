@@ -217,7 +217,7 @@ class DockerArchiveWriter:
         self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
     ) -> None:
         """Store a config as ``<hex>.json`` and a layer uncompressed as ``<diff_id hex>.tar``."""
-        reader = VerifyingReader(stream, desc.digest, desc.size)
+        reader = digests.verified(stream, desc.digest, desc.size)
         if desc.media_type not in mt.LAYERS:
             self._put_config(desc, reader)
         elif mt.layer_compression(desc.media_type) is None:
@@ -276,25 +276,23 @@ class DockerArchiveWriter:
     ) -> None:
         self.abort()
 
-    def _put_config(self, desc: Descriptor, reader: VerifyingReader) -> None:
+    def _put_config(self, desc: Descriptor, reader: BinaryIO) -> None:
         if desc.size > MAX_CONFIG_SIZE:
             raise ManifestError(f"config {desc.digest}: {desc.size} bytes is too big")
-        data = b"".join(iter(lambda: reader.read(CHUNK), b""))
-        reader.check()
+        data = b"".join(iter(lambda: reader.read(CHUNK), b""))  # EOF verifies
         self.tar.add_bytes(f"{digests.hex_part(desc.digest)}.json", data)
         with self._lock:
             self._configs[desc.digest] = data
 
-    def _put_compressed_layer(self, desc: Descriptor, reader: VerifyingReader) -> None:
+    def _put_compressed_layer(self, desc: Descriptor, reader: BinaryIO) -> None:
         with tempfile.TemporaryFile(dir=self.tar.path.parent) as spool:
             h = hashlib.sha256()
             with compression.open_decompressed(reader) as tar_stream:
                 while chunk := tar_stream.read(CHUNK):
                     h.update(chunk)
                     spool.write(chunk)
-            while reader.read(CHUNK):  # trailing bytes still count towards the digest
+            while reader.read(CHUNK):  # trailing bytes count too; EOF verifies
                 pass
-            reader.check()
             diff_id = f"sha256:{h.hexdigest()}"
             size = spool.tell()
             spool.seek(0)

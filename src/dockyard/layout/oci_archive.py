@@ -137,7 +137,7 @@ class OCIArchiveImage:
     def put_blob(
         self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
     ) -> None:
-        reader = VerifyingReader(stream, desc.digest, desc.size)
+        reader = digests.verified(stream, desc.digest, desc.size)
         self._writer.tar.add(blob_name(desc.digest), reader, desc.size)
 
     def put_manifest(self, manifest: RawManifest, *, root: bool) -> None:

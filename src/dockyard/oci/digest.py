@@ -43,16 +43,29 @@ def of_file(path: str) -> tuple[str, int]:
     return "sha256:" + h.hexdigest(), size
 
 
+def verified(stream: BinaryIO, digest: str, size: int | None = None) -> BinaryIO:
+    """``stream``, made to raise :class:`DigestError` at EOF unless it matches ``digest``.
+
+    A stream that already verifies that digest (its ``verifies`` attribute names it) is
+    returned as it is: hashing a blob twice on its way through costs CPU and buys nothing.
+    """
+    if getattr(stream, "verifies", None) == digest:
+        return stream
+    return VerifyingReader(stream, digest, size)  # type: ignore[return-value]
+
+
 class VerifyingReader:
     """Wrap a stream of a blob; raise :class:`DigestError` at EOF if digest or size differ.
 
     Reading the whole stream is the verification: a consumer that stops early has not
     verified anything, so writers must read to EOF before they commit the content.
+    ``verifies`` names the digest checked, for :func:`verified`.
     """
 
     def __init__(self, stream: BinaryIO, digest: str, size: int | None = None):
         self._stream = stream
         self.digest = digest
+        self.verifies = digest
         self.size = size
         self._hash = hasher(digest)
         self._read = 0

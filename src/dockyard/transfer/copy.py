@@ -59,6 +59,10 @@ class _CountingReader:
     def readable(self) -> bool:
         return True
 
+    @property
+    def verifies(self) -> str | None:
+        return getattr(self._stream, "verifies", None)
+
 
 @dataclass
 class CopyResult:

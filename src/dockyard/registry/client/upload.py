@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from dockyard.errors import DigestError
 from dockyard.oci import digest as digests
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.home import BlobOpener
@@ -34,21 +33,11 @@ def verified_chunks(stream: BinaryIO, desc: Descriptor, chunk_size: int) -> Iter
     Size and digest are checked before the last piece is yielded, so a registry never
     receives the whole of a wrong body: :class:`DigestError` aborts the upload first.
     """
-    hasher = digests.hasher(desc.digest)
-    size = 0
+    reader = digests.verified(stream, desc.digest, desc.size)
     held = b""
-    while data := read_full(stream, chunk_size):
-        hasher.update(data)
-        size += len(data)
-        if size > desc.size:
-            raise DigestError(f"blob {desc.digest}: more than the expected {desc.size} bytes")
+    while data := read_full(reader, chunk_size):  # the read at EOF verifies
         if held:
             yield held
         held = data
-    if size != desc.size:
-        raise DigestError(f"blob {desc.digest}: size {size} does not match expected {desc.size}")
-    actual = f"{hasher.name}:{hasher.hexdigest()}"
-    if actual != desc.digest:
-        raise DigestError(f"blob {desc.digest}: content has digest {actual}")
     if held:
         yield held
