@@ -1,0 +1,50 @@
+"""Running processes in isolated root filesystems: snapshots, mounts, runc.
+
+The common case, as the builder and pipelines use it::
+
+    store = Store(root)
+    snapshots = Snapshots(store)
+    lowers = snapshots.prepare(store.image_manifest(store.resolve(ref)))
+    with snapshots.scratch() as scratch:
+        with overlay_rootfs(lowers, scratch) as rootfs:
+            code = run(rootfs.merged, ContainerConfig(["sh", "-c", "make"]), root=store.root)
+        # rootfs.upper now holds the changes: pack it, then snapshots.commit(...) it
+
+- :mod:`.snapshots`: layers extracted once as overlay lower dirs, keyed by chain ID.
+- :mod:`.rootfs`: an overlay of snapshots plus a fresh upper dir, mounted for a run.
+- :mod:`.container`: one process under runc: namespaces, ``/proc``, ``/dev``, user,
+  mounts, output streaming, timeouts that kill the whole tree, cleanup.
+- :mod:`.netns`: persistent network namespaces that containers join (a pod's network).
+- :mod:`.imageconfig`: docker's rules from an image config to what runs.
+- :mod:`.mounts`: overlay (any number of layers), bind, tmpfs, proc, unmount.
+
+Everything here needs root, runc, and Linux 5.10 or later (``openat2``, ``volatile``
+overlays); with 6.8 or later an overlay takes any number of layers.
+"""
+
+from dockyard.runtime.config import HOST, NONE, ContainerConfig, Mount
+from dockyard.runtime.container import Container, ContainerTimeout, OutputCallback, run
+from dockyard.runtime.imageconfig import container_config
+from dockyard.runtime.netns import create_netns, netns, remove_netns
+from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs
+from dockyard.runtime.snapshots import Snapshots, chain_id, chain_ids
+
+__all__ = [
+    "HOST",
+    "NONE",
+    "Container",
+    "ContainerConfig",
+    "ContainerTimeout",
+    "Mount",
+    "OutputCallback",
+    "OverlayRootfs",
+    "Snapshots",
+    "chain_id",
+    "chain_ids",
+    "container_config",
+    "create_netns",
+    "netns",
+    "overlay_rootfs",
+    "remove_netns",
+    "run",
+]

@@ -1,0 +1,64 @@
+"""What to run in a container: the process, its identity, its network and its mounts.
+
+A :class:`ContainerConfig` is plain data, independent of runc; :mod:`.spec` turns it
+into an OCI runtime spec and :mod:`.imageconfig` derives one from an image's config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+HOST = "host"
+"""``network=HOST``: share the host's network namespace."""
+
+NONE = "none"
+"""``network=NONE``: a new network namespace with only a loopback interface."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    """An extra mount: a host path bound in (:meth:`bind`) or an empty tmpfs (:meth:`tmpfs`)."""
+
+    destination: str
+    type: Literal["bind", "tmpfs"] = "bind"
+    source: str = ""
+    readonly: bool = False
+    size: int | None = None  # tmpfs only: bytes
+
+    @classmethod
+    def bind(cls, source: str, destination: str, *, readonly: bool = False) -> Mount:
+        """``source`` (a host file or directory, mounts below it included) at ``destination``.
+
+        Cache mounts are binds of a directory in the store."""
+        return cls(destination, "bind", source, readonly)
+
+    @classmethod
+    def tmpfs(cls, destination: str, *, size: int | None = None) -> Mount:
+        """An empty tmpfs (mode 1777) of at most ``size`` bytes at ``destination``."""
+        return cls(destination, "tmpfs", size=size)
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """One process to run in a rootfs, and its surroundings.
+
+    ``network`` is :data:`HOST`, :data:`NONE`, or the path of a network namespace to
+    join (see :func:`dockyard.runtime.netns.create_netns`): containers joining one
+    namespace reach each other on 127.0.0.1, like the containers of a pod.
+    ``user`` is ``uid[:gid]`` or names, resolved in the rootfs; ``groups`` are
+    additional groups. ``hosts`` adds ``/etc/hosts`` entries (name -> address).
+    """
+
+    args: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+    user: str = ""
+    groups: Sequence[str] = ()
+    hostname: str | None = None  # default: the container id's short form
+    network: str = NONE
+    mounts: Sequence[Mount] = ()
+    hosts: Mapping[str, str] = field(default_factory=dict)
+    terminal: bool = False
+    readonly_rootfs: bool = False

@@ -1,0 +1,324 @@
+"""Running one process in an isolated rootfs with runc.
+
+:func:`run` is the common case: run, stream the output, return the exit code. A
+:class:`Container` is the same thing in steps, for containers that run alongside
+others (a pipeline's services): :meth:`~Container.start`, :meth:`~Container.wait`,
+:meth:`~Container.kill`, and :meth:`~Container.close`, which its ``with`` block calls.
+
+runc runs in the foreground (``runc run``), as our child: it sets the container up,
+waits for the process and removes the container's state and cgroups when it exits,
+and its exit status is the container's (128 + N after signal N). Its own failures are
+told apart from the command's through its JSON log (``--log``). Its state lives in
+``<store root>/runc`` (``--root``), so other runc users never see our containers; the
+bundle (``config.json``, the ``/etc`` files) in ``<store root>/bundles/<id>``.
+
+Stopping is ``runc kill --all ID KILL``: every process of the container's pid namespace
+and cgroup, so a timeout ends the whole tree. Cleanup is safe to repeat and runs on
+success, failure, timeout and Ctrl-C: kill what runs, ``runc delete --force`` if runc
+left state behind, remove the mount stubs runc made in the rootfs, delete the bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO
+
+from dockyard.errors import ContainerError
+from dockyard.runtime import etcfiles, interrupts
+from dockyard.runtime.config import HOST, ContainerConfig
+from dockyard.runtime.inroot import MountStubs
+from dockyard.runtime.spec import build_spec
+from dockyard.runtime.users import resolve_in_rootfs
+
+RUNC = "runc"
+RUNC_DIR = "runc"
+BUNDLES_DIR = "bundles"
+KILL_GRACE = 10.0  # seconds to wait for the container to go after SIGKILL
+
+OutputCallback = Callable[[str, bytes], None]
+"""Receives ``("stdout" | "stderr", chunk)`` as output arrives (from a reader thread)."""
+
+File = int | IO[bytes] | IO[str] | None
+
+
+class ContainerTimeout(ContainerError):
+    """The process outlived its timeout; the whole container has been killed."""
+
+    def __init__(self, container_id: str, timeout: float):
+        super().__init__(f"container {container_id} timed out after {timeout:g}s and was killed")
+        self.timeout = timeout
+
+
+def new_id() -> str:
+    """A fresh container id: ``dockyard-`` and 12 random hex digits."""
+    return f"dockyard-{os.urandom(6).hex()}"
+
+
+def run(
+    rootfs: str | os.PathLike[str],
+    config: ContainerConfig,
+    *,
+    root: str | os.PathLike[str],
+    timeout: float | None = None,
+    on_output: OutputCallback | None = None,
+    stdin: File = None,
+    stdout: File = None,
+    stderr: File = None,
+    container_id: str | None = None,
+) -> int:
+    """Run ``config`` in ``rootfs`` and return its exit code.
+
+    ``root`` is the store root (runc's state and the bundle go below it). Output goes to
+    ``on_output`` if given, else to ``stdout``/``stderr`` (default: ours); stdin is
+    ``/dev/null`` unless given. After ``timeout`` seconds every process of the
+    container is killed and :class:`ContainerTimeout` raised. Nothing is left behind.
+    ``container_id`` defaults to :func:`new_id`.
+    """
+    with Container(
+        rootfs,
+        config,
+        root=root,
+        on_output=on_output,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        container_id=container_id,
+    ) as container:
+        return container.wait(timeout)
+
+
+class Container:
+    """One container: a process in ``rootfs`` as ``config`` describes, run by runc.
+
+    ``with Container(...) as c:`` starts it and always cleans up; see :func:`run` for
+    the arguments. The rootfs must stay mounted until :meth:`close` has returned.
+    """
+
+    def __init__(
+        self,
+        rootfs: str | os.PathLike[str],
+        config: ContainerConfig,
+        *,
+        root: str | os.PathLike[str],
+        on_output: OutputCallback | None = None,
+        stdin: File = None,
+        stdout: File = None,
+        stderr: File = None,
+        container_id: str | None = None,
+    ):
+        if on_output is not None and config.terminal:
+            raise ContainerError("a terminal's output cannot go to a callback")
+        self.id = container_id or new_id()
+        self.rootfs = os.path.abspath(rootfs)
+        self.config = config
+        self.runc_root = Path(root) / RUNC_DIR
+        self.bundle = Path(root) / BUNDLES_DIR / self.id
+        self._on_output = on_output
+        self._stdio = (stdin, stdout, stderr)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._reader_error: BaseException | None = None
+        self._stubs: MountStubs | None = None
+        self._closed = False
+
+    def __enter__(self) -> Container:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the runc process that runs the container (None before start)."""
+        return self._process.pid if self._process else None
+
+    def start(self) -> None:
+        """Write the bundle and start the container; return once runc is running.
+
+        If this fails (or is interrupted), everything it made is removed again.
+        """
+        if self._process is not None or self._closed:
+            raise ContainerError(f"container {self.id} was already started")
+        try:
+            # Ctrl-C waits until runc is ours to kill: close() then stops it.
+            with interrupts.deferred():
+                self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        config = self.config
+        user = resolve_in_rootfs(self.rootfs, config.user, config.groups)
+        hostname = config.hostname or (
+            os.uname().nodename if config.network == HOST else self.id.rpartition("-")[2]
+        )
+        self.bundle.mkdir(parents=True)
+        etcfiles.write(self.bundle, hostname, config.network, config.hosts)
+        spec = build_spec(
+            config, rootfs=self.rootfs, user=user, hostname=hostname, etc_dir=self.bundle
+        )
+        (self.bundle / "config.json").write_text(json.dumps(spec))
+        self._stubs = MountStubs.find(self.rootfs, _rootfs_destinations(spec["mounts"]))
+        self.runc_root.mkdir(parents=True, exist_ok=True)
+        stdin, stdout, stderr = self._stdio
+        piped = self._on_output is not None
+        self._process = subprocess.Popen(
+            [
+                *self._runc("--log", str(self.bundle / "runc.log"), "--log-format", "json"),
+                "run",
+                "--bundle",
+                str(self.bundle),
+                self.id,
+            ],
+            stdin=stdin if stdin is not None or config.terminal else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if piped else stdout,
+            stderr=subprocess.PIPE if piped else stderr,
+            # A terminal needs the caller's session; otherwise Ctrl-C reaches us alone
+            # and we stop the container (runc would forward SIGINT, which pid 1 ignores).
+            start_new_session=not config.terminal,
+        )
+        if piped:
+            self._reader = threading.Thread(
+                target=self._pump, name=f"{self.id}-output", daemon=True
+            )
+            self._reader.start()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the process to exit and return its exit code.
+
+        After ``timeout`` seconds, kill the whole container and raise
+        :class:`ContainerTimeout`. Raise :class:`ContainerError` if runc itself failed
+        (the command could not be started, say).
+        """
+        process = self._started()
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ContainerTimeout(self.id, timeout or 0) from None
+        self._join_reader()
+        if self._reader_error is not None:
+            raise self._reader_error
+        if code != 0 and (message := self._runc_error()):
+            raise ContainerError(f"container {self.id}: {message}")
+        return 128 - code if code < 0 else code
+
+    def kill(self) -> None:
+        """SIGKILL every process in the container and wait until runc has gone."""
+        process = self._started()
+        deadline = time.monotonic() + KILL_GRACE
+        while process.poll() is None:
+            if self._state_exists():
+                self._runc_quiet("kill", "--all", self.id, "KILL")
+            try:
+                process.wait(0.05)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    process.kill()  # runc itself is stuck
+                    process.wait()
+        if self._state_exists():  # runc died without cleaning up: its processes may live on
+            self._runc_quiet("delete", "--force", self.id)
+        self._join_reader()
+
+    def close(self) -> None:
+        """Stop the container if it runs and remove everything it left; idempotent."""
+        if self._closed:
+            return
+        with interrupts.deferred():
+            try:
+                if self._process is not None:
+                    self.kill()
+                    for stream in (self._process.stdout, self._process.stderr):
+                        if stream is not None:
+                            stream.close()
+                if self._stubs is not None:
+                    self._stubs.remove()
+            finally:
+                shutil.rmtree(self.bundle, ignore_errors=True)
+                self._closed = True
+
+    # -- internals ----------------------------------------------------------------
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise ContainerError(f"container {self.id} has not been started")
+        return self._process
+
+    def _runc(self, *args: str) -> list[str]:
+        return [RUNC, "--root", str(self.runc_root), *args]
+
+    def _runc_quiet(self, *args: str) -> None:
+        """Run a runc command whose failure (the container is already gone) is fine."""
+        subprocess.run(
+            self._runc(*args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def _state_exists(self) -> bool:
+        return (self.runc_root / self.id).exists()
+
+    def _runc_error(self) -> str | None:
+        """The last error runc logged about itself, if any."""
+        try:
+            lines = (self.bundle / "runc.log").read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return None
+        errors = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+                    errors.append(str(entry.get("msg", "")))
+        return errors[-1] if errors else None
+
+    def _pump(self) -> None:
+        """Reader thread: hand each chunk of output to the callback until both pipes end.
+
+        If the callback raises, the container is killed and the error re-raised by
+        :meth:`wait`; the rest of the output is drained and dropped.
+        """
+        process = self._started()
+        assert self._on_output is not None
+        with selectors.DefaultSelector() as selector:
+            for name, stream in (("stdout", process.stdout), ("stderr", process.stderr)):
+                assert stream is not None
+                selector.register(stream, selectors.EVENT_READ, name)
+            while selector.get_map():
+                for key, _ in selector.select():
+                    data = os.read(key.fd, 1 << 16)
+                    if not data:
+                        selector.unregister(key.fileobj)
+                    elif self._reader_error is None:
+                        try:
+                            self._on_output(key.data, data)
+                        except BaseException as e:
+                            self._reader_error = e
+                            self._runc_quiet("kill", "--all", self.id, "KILL")
+
+    def _join_reader(self) -> None:
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join()
+
+
+def _rootfs_destinations(mounts: Iterable[dict[str, object]]) -> list[str]:
+    """Mount destinations that are in the rootfs itself, not inside another mount."""
+    destinations = [str(m["destination"]) for m in mounts]
+    return [
+        d
+        for d in destinations
+        if not any(d != other and d.startswith(other.rstrip("/") + "/") for other in destinations)
+    ]

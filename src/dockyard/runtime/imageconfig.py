@@ -1,0 +1,65 @@
+"""Docker's rules for turning an image config plus ``run`` options into what to run.
+
+- The command is ENTRYPOINT + CMD. Arguments given to ``run`` replace CMD; an
+  ``--entrypoint`` replaces ENTRYPOINT *and* drops the image's CMD (``""`` clears it).
+- ENV from the image, then the caller's variables over it.
+- USER and WORKDIR from the image unless given (WORKDIR defaults to ``/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from dockyard.errors import ContainerError
+from dockyard.runtime.config import ContainerConfig
+
+
+def parse_env(items: Sequence[str]) -> dict[str, str]:
+    """``["K=V", ...]`` as a dict, later entries winning; ``K`` alone means ``K=``."""
+    env: dict[str, str] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return env
+
+
+def command(
+    config: Mapping[str, Any], args: Sequence[str] = (), entrypoint: str | None = None
+) -> list[str]:
+    """The argv docker would run for an image ``config`` (its ``config`` section)."""
+    if entrypoint is None:
+        prefix = list(config.get("Entrypoint") or [])
+        rest = list(args) or list(config.get("Cmd") or [])
+    else:
+        prefix = [entrypoint] if entrypoint else []
+        rest = list(args)
+    argv = prefix + rest
+    if not argv:
+        raise ContainerError("no command specified: the image has no ENTRYPOINT or CMD")
+    return argv
+
+
+def container_config(
+    image_config: Mapping[str, Any],
+    *,
+    args: Sequence[str] = (),
+    entrypoint: str | None = None,
+    env: Mapping[str, str] | None = None,
+    user: str | None = None,
+    workdir: str | None = None,
+    base: ContainerConfig | None = None,
+) -> ContainerConfig:
+    """A :class:`ContainerConfig` for an image (its whole config document), with the
+    ``run`` overrides applied; other settings (network, mounts...) come from ``base``."""
+    section = image_config.get("config") or {}
+    merged_env = parse_env(section.get("Env") or [])
+    merged_env.update(env or {})
+    return replace(
+        base or ContainerConfig(args=()),
+        args=command(section, args, entrypoint),
+        env=merged_env,
+        user=user if user is not None else section.get("User") or "",
+        cwd=workdir or section.get("WorkingDir") or "/",
+    )

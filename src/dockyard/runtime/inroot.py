@@ -1,0 +1,192 @@
+"""Paths inside a container's rootfs, resolved as the container would resolve them.
+
+An image controls its rootfs: its ``/etc/passwd`` may be a symlink to ``/etc/shadow``,
+meaning the host's if followed naively. Everything here resolves inside the rootfs:
+``openat2(RESOLVE_IN_ROOT)`` makes the kernel treat the rootfs as ``/`` for every
+symlink on the way, and lookups that must see symlinks themselves walk one component
+at a time through such fds.
+
+Mount stubs: runc creates a mount's destination in the rootfs when it is missing
+(``/etc/hosts`` in an image without one, a bind mount's target), and in an overlay
+those files and directories land in the upper dir, so in the next layer. A
+:class:`MountStubs` notes beforehand which paths runc will create, and removes them
+afterwards if they are still empty, as BuildKit does.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from dockyard.errors import ContainerError
+from dockyard.runtime import syscalls
+
+_RESOLVE = syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS
+_DIR = os.O_PATH | os.O_DIRECTORY
+_MAX_SYMLINKS = 40
+_MAX_READ = 16 << 20
+
+
+def open_in_root(root_fd: int, path: str, flags: int) -> int:
+    """An fd of ``path`` inside the directory ``root_fd``, symlinks resolved inside it."""
+    return syscalls.openat2(root_fd, path.lstrip("/") or ".", flags, _RESOLVE)
+
+
+def read_file(rootfs: str | os.PathLike[str], path: str, limit: int = _MAX_READ) -> bytes | None:
+    """The content of the regular file ``path`` in ``rootfs``, or None if there is none."""
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = open_in_root(root_fd, path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise ContainerError(f"cannot read {path} in {rootfs}: {e.strerror}") from None
+    finally:
+        os.close(root_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ContainerError(f"{path} in {rootfs} is larger than {limit} bytes")
+    return data
+
+
+def resolve(root_fd: int, path: str) -> tuple[str, list[str]]:
+    """Split ``path`` into the real path of its longest existing part (relative to the
+    root, symlinks resolved inside it, ``""`` for the root) and the missing components
+    after it -- what runc's securejoin would create."""
+    todo = path.split("/")[::-1]
+    real: list[str] = []
+    missing: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if missing:
+                missing.pop()
+            elif real:
+                real.pop()
+            continue
+        if missing:
+            missing.append(part)
+            continue
+        dir_fd = open_in_root(root_fd, "/".join(real), _DIR)
+        try:
+            try:
+                mode = os.lstat(part, dir_fd=dir_fd).st_mode
+            except FileNotFoundError:
+                missing.append(part)
+                continue
+            if stat.S_ISLNK(mode):
+                links += 1
+                if links > _MAX_SYMLINKS:
+                    raise ContainerError(f"{path}: too many levels of symlinks in the rootfs")
+                target = os.readlink(part, dir_fd=dir_fd)
+                if target.startswith("/"):
+                    real.clear()
+                todo.extend(target.split("/")[::-1])
+                continue
+        finally:
+            os.close(dir_fd)
+        real.append(part)
+    return "/".join(real), missing
+
+
+@dataclass
+class MountStubs:
+    """The mount points runc is about to create in a rootfs, to remove after the run.
+
+    ``paths`` are real paths relative to the rootfs, parents before children; each
+    existing directory they were created in (an *anchor*) gets its times back.
+    """
+
+    rootfs: str
+    paths: list[str] = field(default_factory=list)
+    anchors: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> atime, mtime ns
+
+    @classmethod
+    def find(cls, rootfs: str | os.PathLike[str], destinations: Iterable[str]) -> MountStubs:
+        """Note which of ``destinations`` (and their parents) are missing in ``rootfs``."""
+        stubs = cls(os.fspath(rootfs))
+        root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for destination in destinations:
+                try:
+                    real, missing = resolve(root_fd, destination)
+                except OSError:
+                    continue  # runc will fail on it and say why
+                if not missing:
+                    continue
+                if real not in stubs.anchors:
+                    st = _stat_in_root(root_fd, real)
+                    if st is None:
+                        continue
+                    stubs.anchors[real] = (st.st_atime_ns, st.st_mtime_ns)
+                for depth in range(1, len(missing) + 1):
+                    path = "/".join(filter(None, (real, *missing[:depth])))
+                    if path not in stubs.paths:
+                        stubs.paths.append(path)
+        finally:
+            os.close(root_fd)
+        return stubs
+
+    def remove(self) -> None:
+        """Remove the stubs that are still empty (deepest first), restore anchor times.
+
+        The container has exited, but it may have replaced stubs or their parents with
+        symlinks: every lookup stays inside the rootfs, and only empty files and empty
+        directories are removed.
+        """
+        if not self.paths:
+            return
+        root_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for path in reversed(self.paths):
+                parent, _, name = path.rpartition("/")
+                _remove_if_empty(root_fd, parent, name)
+            for anchor, (atime, mtime) in self.anchors.items():
+                try:
+                    fd = open_in_root(root_fd, anchor, _DIR)
+                except OSError:
+                    continue
+                try:
+                    os.utime(f"/proc/self/fd/{fd}", ns=(atime, mtime))
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(root_fd)
+
+
+def _stat_in_root(root_fd: int, path: str) -> os.stat_result | None:
+    try:
+        fd = open_in_root(root_fd, path, _DIR)
+    except OSError:
+        return None
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_if_empty(root_fd: int, parent: str, name: str) -> None:
+    try:
+        dir_fd = open_in_root(root_fd, parent, _DIR)
+    except OSError:
+        return
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+        if stat.S_ISDIR(st.st_mode):
+            os.rmdir(name, dir_fd=dir_fd)
+        elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass  # gone, or not empty: the container put something there, so it stays
+    finally:
+        os.close(dir_fd)
