@@ -16,6 +16,8 @@ import click
 
 # command name -> (module, attribute, one-line help); the module is imported on first use.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "build": ("dockyard.cli.build", "build", "Build an image from a Dockerfile, no daemon."),
+    "history": ("dockyard.cli.build", "history", "Show the layers of an image and what made them."),
     "pull": ("dockyard.cli.images", "pull", "Pull an image from a registry into the local store."),
     "push": ("dockyard.cli.images", "push", "Push an image from the local store to a registry."),
     "images": ("dockyard.cli.images", "images", "List images in the local store."),
@@ -33,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "layer": ("dockyard.cli.plumbing", "layer", "Pull one layer into a dir, or push a dir as one."),
     "login": ("dockyard.cli.auth", "login", "Store credentials for a registry."),
     "logout": ("dockyard.cli.auth", "logout", "Forget the credentials for a registry."),
+    "run": ("dockyard.cli.run", "run", "Run a command in a new container from an image."),
+    "registry": ("dockyard.cli.registry", "registry", "Run a registry server (mirror, gc, bundles)."),
 }
 
 
@@ -81,7 +85,7 @@ def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
 def main() -> None:
     debug = "--debug" in sys.argv or bool(os.environ.get("DOCKYARD_DEBUG"))
     try:
-        cli.main(standalone_mode=False)
+        sys.exit(cli.main(standalone_mode=False) or 0)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -84,10 +84,15 @@ class Snapshots:
                 f"config {manifest.config.digest}: rootfs.diff_ids does not match the "
                 f"{len(manifest.layers)} layers of manifest {manifest.digest}"
             )
+        return self.ensure(manifest.layers, diff_ids)
+
+    def ensure(self, layers: Sequence[Descriptor], diff_ids: Sequence[str]) -> list[Path]:
+        """Make sure the stack ``layers`` (bottom first, blobs in the store, with their
+        ``diff_ids``) has its snapshots; return the lower dirs, top layer first."""
         chains = chain_ids(diff_ids)
         missing = [
             (layer, diff_id, chain)
-            for layer, diff_id, chain in zip(manifest.layers, diff_ids, chains, strict=True)
+            for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True)
             if not self.exists(chain)
         ]
         if missing:
