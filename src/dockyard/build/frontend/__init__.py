@@ -1,0 +1,25 @@
+"""The Dockerfile frontend: text in, a validated stage graph out (nothing runs here).
+
+``plan_build(text, build_args=..., target=...)`` parses a Dockerfile (:mod:`.parser`),
+types its instructions (:mod:`.instructions`) and builds the stage graph
+(:mod:`.stages`); the builder then walks ``plan.order`` (or ``plan.levels``) and, per
+stage, feeds each instruction through ``StageScope.apply`` to get it expanded exactly
+as docker would. :mod:`.dockerignore` decides which context files a build sees.
+"""
+
+from dockyard.build.frontend.dockerignore import IgnoreMatcher
+from dockyard.build.frontend.parser import BuildWarning, Dockerfile, parse
+from dockyard.build.frontend.platforms import Platform
+from dockyard.build.frontend.stages import BuildPlan, Stage, StageScope, plan_build
+
+__all__ = [
+    "BuildPlan",
+    "BuildWarning",
+    "Dockerfile",
+    "IgnoreMatcher",
+    "Platform",
+    "Stage",
+    "StageScope",
+    "parse",
+    "plan_build",
+]
