@@ -1,0 +1,231 @@
+"""Offline bundles: every stored or cached image as one OCI archive, and back.
+
+``export`` names each tagged image by its upstream name (``quay.io/org/repo:tag``) in
+``index.json``, adds untagged manifests as unnamed entries, and records where each image
+lived in ``dockyard-registry.json`` (an extra file, ignored by other tools), so
+``import`` puts everything back into the same repositories, mirrors included. An archive
+from elsewhere (``dockyard save``, skopeo) is imported by its ref names.
+
+Images the cache holds only in part (a pulled platform of a multi-platform index, a
+manifest fetched without its layers) are exported as far as they are there: an index
+keeps the children that are complete; a manifest missing blobs is left out, with a note.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard import reference
+from dockyard.errors import DockyardError, InvalidReference, ManifestError
+from dockyard.layout import atomic
+from dockyard.layout.oci_archive import OCIArchiveWriter, blob_name
+from dockyard.layout.oci_dir import INDEX_FILE, REF_NAME, parse_index
+from dockyard.layout.tarreader import TarReader
+from dockyard.oci import manifest as manifests
+from dockyard.oci.descriptor import Descriptor
+from dockyard.oci.digest import VerifyingReader
+from dockyard.oci.home import RawManifest
+from dockyard.registry.server import names
+from dockyard.registry.server.mirror import UPSTREAM_FILE, upstream_name_of
+from dockyard.registry.server.storage import Storage, referrer_info
+
+META_FILE = "dockyard-registry.json"
+REPOSITORY_ANNOTATION = "io.dockyard.registry.repository"
+
+
+@dataclass(frozen=True)
+class BundledImage:
+    repository: str  # where it lives in the registry
+    name: str  # as users know it: upstream name for mirrors, else the repository
+    tag: str | None
+    digest: str
+
+
+def _matches(patterns: Iterable[str], *candidates: str) -> bool:
+    patterns = list(patterns)
+    return not patterns or any(fnmatch.fnmatchcase(c, p) for p in patterns for c in candidates)
+
+
+def _children(storage: Storage, repo: str, digest: str) -> list[str]:
+    media_type = storage.manifest_media_type(repo, digest)
+    try:
+        parsed = manifests.parse(storage.blobs.read_bytes(digest), media_type)
+    except DockyardError:
+        return []
+    return [d.digest for d in parsed.manifests] if isinstance(parsed, manifests.Index) else []
+
+
+def export(
+    storage: Storage,
+    output: Path,
+    patterns: Iterable[str] = (),
+    say: Callable[[str], None] | None = None,
+) -> list[BundledImage]:
+    """Write the images of every repository matching ``patterns`` (globs on the
+    repository or upstream name; none = all) to the oci-archive ``output``."""
+    say = say or (lambda _m: None)
+    patterns = list(patterns)
+    done: list[BundledImage] = []
+    with OCIArchiveWriter(output) as writer, storage.gc_lock(shared=True):
+        for repo in storage.repositories():
+            upstream = upstream_name_of(storage, repo)
+            external = upstream or repo
+            if not _matches(patterns, repo, external):
+                continue
+            revisions = [d for d in storage.revisions(repo) if storage.blobs.has(d)]
+            children = {c for d in revisions for c in _children(storage, repo, d)}
+            roots: list[tuple[str | None, str]] = []
+            tagged = set()
+            for tag in storage.tags(repo):
+                digest = storage.resolve_tag(repo, tag)
+                if digest and storage.has_manifest(repo, digest):
+                    roots.append((tag, digest))
+                    tagged.add(digest)
+            roots += [(None, d) for d in sorted(revisions) if d not in tagged | children]
+            for tag, digest in roots:
+                image = writer.destination(f"{external}:{tag}" if tag else None)
+                what = f"{external}:{tag}" if tag else f"{external}@{digest}"
+                if not _export_manifest(storage, repo, digest, image, True, what, say):
+                    continue
+                image.commit()
+                done.append(BundledImage(repo, external, tag, digest))
+        if not done:
+            raise DockyardError("no complete image matched: nothing to export")
+        meta = {
+            "version": 1,
+            "images": [
+                {
+                    "repository": i.repository,
+                    "name": i.name,
+                    "upstream": upstream_name_of(storage, i.repository),
+                    "tag": i.tag,
+                    "digest": i.digest,
+                }
+                for i in done
+            ],
+        }
+        writer.tar.add_bytes(META_FILE, json.dumps(meta, indent=1).encode())
+        writer.commit()
+    return done
+
+
+def _export_manifest(storage, repo, digest, image, root, what, say) -> bool:
+    media_type = storage.manifest_media_type(repo, digest) or "application/octet-stream"
+    raw = storage.blobs.read_bytes(digest)
+    try:
+        parsed = manifests.parse(raw, media_type)
+    except ManifestError:
+        parsed = None  # an artifact we cannot read: the manifest alone
+    if isinstance(parsed, manifests.Index):
+        kept = 0
+        for child in parsed.manifests:
+            if not storage.has_manifest(repo, child.digest):
+                say(f"{what}: platform {child.platform or child.digest} is not cached; left out")
+                continue
+            kept += _export_manifest(storage, repo, child.digest, image, False, what, say)
+        if kept == 0:
+            say(f"{what}: no platform of the index is complete; skipped")
+            return False
+    elif isinstance(parsed, manifests.Manifest):
+        missing = [d.digest for d in parsed.blobs if not storage.blobs.has(d.digest) and not d.urls]
+        if missing:
+            say(f"{what}: {len(missing)} blob(s) not cached (e.g. {missing[0]}); skipped")
+            return False
+        for desc in parsed.blobs:
+            if storage.blobs.has(desc.digest):
+                size = storage.blobs.size(desc.digest)
+                blob = Descriptor(desc.media_type, desc.digest, size)
+                if not image.has_blob(blob):
+                    with storage.blobs.open(desc.digest, size) as stream:
+                        image.put_blob(blob, stream)
+    image.put_manifest(RawManifest(raw, media_type), root=root)
+    return True
+
+
+def _local_name(ref: reference.Reference, upstream_names: dict[str, str]) -> str:
+    prefix = upstream_names.get(ref.registry)
+    if prefix:
+        return f"{prefix}/{ref.repository}"
+    return f"{ref.registry.replace(':', '-').lower()}/{ref.repository}"
+
+
+def import_archive(
+    storage: Storage,
+    path: Path,
+    upstream_names: dict[str, str] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> list[BundledImage]:
+    """Load every image of the oci-archive ``path`` into the registry.
+
+    ``upstream_names`` maps a registry host to an upstream prefix (``{"quay.io":
+    "quay"}``) for archives without our ``dockyard-registry.json``.
+    """
+    say = say or (lambda _m: None)
+    storage.ensure()
+    loaded: list[BundledImage] = []
+    with TarReader(path) as tar:
+        if not tar.has(INDEX_FILE):
+            raise DockyardError(f"{path} is not an oci-archive (no {INDEX_FILE})")
+        wanted: list[tuple[str, str | None, str, str | None]] = []  # repo, tag, digest, upstream
+        if tar.has(META_FILE):
+            meta = tar.read_json(META_FILE)
+            for entry in meta.get("images", []):
+                wanted.append(
+                    (entry["repository"], entry.get("tag"), entry["digest"], entry.get("upstream"))
+                )
+        else:
+            with tar.open(INDEX_FILE) as f:
+                index = parse_index(f.read(), f"{path}: {INDEX_FILE}")
+            for entry in index.manifests:
+                name = entry.annotations.get(REF_NAME)
+                if not name:
+                    say(f"{path}: entry {entry.digest} has no name; skipped")
+                    continue
+                try:
+                    ref = reference.parse(name)
+                except InvalidReference:
+                    say(f"{path}: entry name {name!r} is not an image reference; skipped")
+                    continue
+                wanted.append((_local_name(ref, upstream_names or {}), ref.tag, entry.digest, None))
+        with storage.gc_lock(shared=True):
+            for repo, tag, digest, upstream in wanted:
+                if not names.valid_name(repo) or (tag is not None and not names.valid_tag(tag)):
+                    say(f"{repo}:{tag}: not a valid repository name or tag; skipped")
+                    continue
+                _import_manifest(storage, tar, repo, digest, say)
+                if tag:
+                    storage.set_tag(repo, tag, digest)
+                if upstream:
+                    marker = storage.repo_dir(repo) / UPSTREAM_FILE
+                    if not marker.exists():
+                        atomic.write_bytes(marker, upstream.encode())
+                loaded.append(BundledImage(repo, upstream or repo, tag, digest))
+    return loaded
+
+
+def _import_manifest(storage: Storage, tar: TarReader, repo: str, digest: str, say) -> None:
+    with VerifyingReader(tar.open(blob_name(digest)), digest) as reader:
+        raw = reader.read()
+    parsed: manifests.Manifest | manifests.Index | None
+    try:
+        parsed = manifests.parse(raw)
+        media_type = parsed.media_type
+    except ManifestError:
+        parsed, media_type = None, json.loads(raw).get("mediaType") or "application/octet-stream"
+    if isinstance(parsed, manifests.Index):
+        for child in parsed.manifests:
+            if tar.has(blob_name(child.digest)):
+                _import_manifest(storage, tar, repo, child.digest, say)
+    elif isinstance(parsed, manifests.Manifest):
+        for desc in parsed.blobs:
+            member = blob_name(desc.digest)
+            if not tar.has(member):
+                continue
+            if not storage.blobs.has(desc.digest):
+                storage.blobs.write(desc.digest, tar.open(member), tar.size(member))
+            storage.link_blob(repo, desc.digest)
+    storage.put_manifest(repo, raw, media_type, **referrer_info(raw))

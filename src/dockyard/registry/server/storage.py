@@ -1,0 +1,515 @@
+"""The registry's files under ``--root``.
+
+```
+blobs/sha256/<hex>                        every blob and manifest, once (a BlobDir)
+tmp/                                      temp files of blobs being written
+uploads/<uuid>/data, uploads/<uuid>/repo  uploads in progress (bytes so far; whose)
+repos/<name>/_layers/sha256/<hex>         the blobs a repository holds (empty links)
+repos/<name>/_manifests/revisions/sha256/<hex>   its manifests (content: media type)
+repos/<name>/_manifests/tags/<tag>        a tag (content: the manifest digest)
+repos/<name>/_referrers/<alg>-<subject hex>/<alg>-<hex>   referrer descriptors (JSON)
+gc.lock                                   shared by manifest writes, exclusive for gc
+```
+
+Every file that is read back is written temp + fsync + rename, so a reader (or a server
+restarted after ``kill -9``) sees a complete old or new file, never half of one. A blob
+appears under ``blobs/`` only once its digest was verified; an upload's bytes move there
+with one ``rename``. Names, tags and digests are validated (``names``) before they are
+joined into paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import DigestError, ManifestError, StoreError
+from dockyard.layout import atomic
+from dockyard.layout.blobdir import BlobDir
+from dockyard.layout.locking import FileLock
+from dockyard.oci import manifest as manifests
+from dockyard.oci.descriptor import Descriptor
+from dockyard.oci.digest import CHUNK
+from dockyard.registry.server import names
+
+REPOS = "repos"
+UPLOADS = "uploads"
+LAYERS = "_layers"
+MANIFESTS = "_manifests"
+REFERRERS = "_referrers"
+
+
+def _split(digest: str) -> tuple[str, str]:
+    if not names.valid_digest(digest):
+        raise DigestError(f"invalid digest {digest!r}")
+    algorithm, hex_part = digest.split(":", 1)
+    return algorithm, hex_part
+
+
+def _read_small(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).decode().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    data: bytes
+    media_type: str
+    digest: str
+
+
+class Storage:
+    """All repositories of one registry root; safe for many threads and processes."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.blobs = BlobDir(self.root / "blobs", self.root / "tmp")
+        self.repos_dir = self.root / REPOS
+        self.uploads_dir = self.root / UPLOADS
+        self.uploads = Uploads(self)
+
+    def ensure(self) -> None:
+        for d in (
+            self.root / "blobs" / "sha256",
+            self.root / "tmp",
+            self.repos_dir,
+            self.uploads_dir,
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def gc_lock(self, *, shared: bool) -> FileLock:
+        """Manifest writes hold it shared; gc holds it exclusive while it marks and sweeps."""
+        return FileLock(self.root / "gc.lock", shared=shared)
+
+    # -- repositories ------------------------------------------------------------------
+
+    def repo_dir(self, name: str) -> Path:
+        if not names.valid_name(name):
+            raise StoreError(f"invalid repository name {name!r}")
+        return self.repos_dir / name
+
+    def repo_exists(self, name: str) -> bool:
+        d = self.repo_dir(name)
+        return (d / MANIFESTS).is_dir() or (d / LAYERS).is_dir()
+
+    def repositories(self) -> list[str]:
+        """Every repository name, sorted."""
+        found: list[str] = []
+
+        def walk(directory: Path, prefix: str) -> None:
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            if any(e.name in (MANIFESTS, LAYERS) for e in entries):
+                found.append(prefix)
+            for entry in entries:
+                if not entry.name.startswith(("_", ".")) and entry.is_dir(follow_symlinks=False):
+                    walk(Path(entry.path), f"{prefix}/{entry.name}" if prefix else entry.name)
+
+        walk(self.repos_dir, "")
+        return sorted(n for n in found if n)
+
+    # -- blobs of a repository -----------------------------------------------------------
+
+    def _layer_link(self, name: str, digest: str) -> Path:
+        algorithm, hex_part = _split(digest)
+        return self.repo_dir(name) / LAYERS / algorithm / hex_part
+
+    def blob_stat(self, digest: str) -> os.stat_result | None:
+        try:
+            return os.stat(self.blobs.path(digest))
+        except FileNotFoundError:
+            return None
+
+    def has_blob(self, name: str, digest: str) -> bool:
+        """The repository links the blob and the blob is there."""
+        return self._layer_link(name, digest).exists() and self.blobs.has(digest)
+
+    def link_blob(self, name: str, digest: str) -> None:
+        """Add the blob to the repository; also marks the blob recently used (gc grace)."""
+        link = self._layer_link(name, digest)
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.touch()
+        self.touch_blob(digest)
+
+    def touch_blob(self, digest: str) -> None:
+        """Mark a blob as in use now: gc spares blobs younger than its grace period."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.blobs.path(digest))
+
+    def unlink_blob(self, name: str, digest: str) -> bool:
+        try:
+            self._layer_link(name, digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def linked_blobs(self, name: str) -> list[str]:
+        out = []
+        base = self.repo_dir(name) / LAYERS
+        for algorithm in ("sha256", "sha512"):
+            with contextlib.suppress(FileNotFoundError):
+                out += [
+                    f"{algorithm}:{e}"
+                    for e in os.listdir(base / algorithm)
+                    if names.valid_digest(f"{algorithm}:{e}")
+                ]
+        return out
+
+    # -- manifests -----------------------------------------------------------------------
+
+    def _revision(self, name: str, digest: str) -> Path:
+        algorithm, hex_part = _split(digest)
+        return self.repo_dir(name) / MANIFESTS / "revisions" / algorithm / hex_part
+
+    def _tag_path(self, name: str, tag: str) -> Path:
+        if not names.valid_tag(tag):
+            raise StoreError(f"invalid tag {tag!r}")
+        return self.repo_dir(name) / MANIFESTS / "tags" / tag
+
+    def manifest_media_type(self, name: str, digest: str) -> str | None:
+        """The media type of a manifest the repository holds; None if it holds none."""
+        media_type = _read_small(self._revision(name, digest))
+        if media_type is None or not self.blobs.has(digest):
+            return None
+        return media_type or "application/octet-stream"
+
+    def has_manifest(self, name: str, digest: str) -> bool:
+        return self.manifest_media_type(name, digest) is not None
+
+    def resolve_tag(self, name: str, tag: str) -> str | None:
+        digest = _read_small(self._tag_path(name, tag))
+        return digest if digest and names.valid_digest(digest) else None
+
+    def tag_age(self, name: str, tag: str) -> float | None:
+        """Seconds since a tag was written or last confirmed (:meth:`touch_tag`)."""
+        try:
+            return time.time() - os.stat(self._tag_path(name, tag)).st_mtime
+        except FileNotFoundError:
+            return None
+
+    def touch_tag(self, name: str, tag: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self._tag_path(name, tag))
+
+    def get_manifest(self, name: str, reference: str) -> StoredManifest | None:
+        """A manifest by tag or digest, verified against its digest; None if unknown."""
+        digest = reference if names.is_digest_like(reference) else self.resolve_tag(name, reference)
+        if digest is None:
+            return None
+        media_type = self.manifest_media_type(name, digest)
+        if media_type is None:
+            return None
+        try:
+            data = self.blobs.read_bytes(digest)
+        except StoreError:
+            return None
+        return StoredManifest(data, media_type, digest)
+
+    def put_manifest(
+        self,
+        name: str,
+        data: bytes,
+        media_type: str,
+        tags: tuple[str, ...] = (),
+        *,
+        subject: Descriptor | None = None,
+        artifact_type: str | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> str:
+        """Store a (validated) manifest in the repository and point ``tags`` at it.
+
+        Order: the blob, then the revision link, then referrers and tags, each atomic,
+        so no tag ever names a manifest that is not there.
+        """
+        digest = self.blobs.write_bytes(data)
+        self.touch_blob(digest)
+        revision = self._revision(name, digest)
+        revision.parent.mkdir(parents=True, exist_ok=True)
+        if _read_small(revision) != media_type:
+            atomic.write_bytes(revision, media_type.encode())
+        if subject is not None:
+            entry = Descriptor(
+                media_type, digest, len(data), annotations or {}, artifact_type=artifact_type
+            )
+            self._add_referrer(name, subject.digest, entry)
+        for tag in tags:
+            self.set_tag(name, tag, digest)
+        return digest
+
+    def set_tag(self, name: str, tag: str, digest: str) -> None:
+        path = self._tag_path(name, tag)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(path, digest.encode())
+
+    def delete_tag(self, name: str, tag: str) -> bool:
+        try:
+            self._tag_path(name, tag).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def tags(self, name: str) -> list[str]:
+        try:
+            entries = os.listdir(self.repo_dir(name) / MANIFESTS / "tags")
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(e for e in entries if names.valid_tag(e) and not atomic.is_temp(e))
+
+    def tags_of(self, name: str, digest: str) -> list[str]:
+        return [t for t in self.tags(name) if self.resolve_tag(name, t) == digest]
+
+    def revisions(self, name: str) -> list[str]:
+        out = []
+        base = self.repo_dir(name) / MANIFESTS / "revisions"
+        for algorithm in ("sha256", "sha512"):
+            with contextlib.suppress(FileNotFoundError):
+                out += [
+                    f"{algorithm}:{e}"
+                    for e in os.listdir(base / algorithm)
+                    if names.valid_digest(f"{algorithm}:{e}")
+                ]
+        return out
+
+    def delete_manifest(self, name: str, digest: str) -> bool:
+        """Remove a manifest from the repository with its tags and referrer entry."""
+        revision = self._revision(name, digest)
+        if not revision.exists():
+            return False
+        for tag in self.tags_of(name, digest):
+            self.delete_tag(name, tag)
+        with contextlib.suppress(Exception):
+            parsed = manifests.parse(self.blobs.read_bytes(digest))
+            subject = getattr(parsed, "subject", None)
+            if subject is not None:
+                self._referrer_path(name, subject.digest, digest).unlink(missing_ok=True)
+        revision.unlink(missing_ok=True)
+        return True
+
+    # -- referrers -------------------------------------------------------------------------
+
+    def _referrer_dir(self, name: str, subject: str) -> Path:
+        algorithm, hex_part = _split(subject)
+        return self.repo_dir(name) / REFERRERS / f"{algorithm}-{hex_part}"
+
+    def _referrer_path(self, name: str, subject: str, digest: str) -> Path:
+        algorithm, hex_part = _split(digest)
+        return self._referrer_dir(name, subject) / f"{algorithm}-{hex_part}"
+
+    def _add_referrer(self, name: str, subject: str, entry: Descriptor) -> None:
+        path = self._referrer_path(name, subject, entry.digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(path, manifests.dumps(entry.to_dict()))
+
+    def referrers(self, name: str, subject: str) -> list[dict[str, Any]]:
+        """Descriptors of the manifests whose ``subject`` is ``subject``, oldest first."""
+        directory = self._referrer_dir(name, subject)
+        try:
+            entries = [e for e in os.scandir(directory) if not atomic.is_temp(e.name)]
+        except FileNotFoundError:
+            return []
+        out = []
+        for entry in sorted(entries, key=lambda e: (e.stat().st_mtime, e.name)):
+            try:
+                doc = json.loads(Path(entry.path).read_bytes())
+            except (OSError, ValueError):
+                continue
+            if self.has_manifest(name, doc.get("digest", "")):
+                out.append(doc)
+        return out
+
+
+class Uploads:
+    """Upload sessions: bytes appended to ``uploads/<id>/data``, hashed as they arrive.
+
+    The hash state of each session stays in memory between requests; after a restart
+    (or for a sha512 digest) the file is hashed again from the start.
+    """
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self._state: dict[str, tuple[Any, int]] = {}  # id -> (sha256 object, bytes hashed)
+        self._lock = threading.Lock()
+
+    def _dir(self, upload_id: str) -> Path:
+        if not names.valid_upload_id(upload_id):
+            raise StoreError(f"invalid upload id {upload_id!r}")
+        return self.storage.uploads_dir / upload_id
+
+    def start(self, name: str) -> str:
+        upload_id = str(uuid.uuid4())
+        directory = self._dir(upload_id)
+        directory.mkdir(parents=True)
+        (directory / "data").touch()
+        atomic.write_bytes(directory / "repo", name.encode())
+        with self._lock:
+            self._state[upload_id] = (hashlib.sha256(), 0)
+        return upload_id
+
+    def repository(self, upload_id: str) -> str | None:
+        """The repository the session belongs to; None if there is no such session."""
+        if not names.valid_upload_id(upload_id):
+            return None
+        return _read_small(self._dir(upload_id) / "repo")
+
+    def size(self, upload_id: str) -> int:
+        try:
+            return os.stat(self._dir(upload_id) / "data").st_size
+        except FileNotFoundError:
+            return 0
+
+    def open(self, upload_id: str) -> UploadWriter:
+        return UploadWriter(self, upload_id, self._dir(upload_id))
+
+    def cancel(self, upload_id: str) -> None:
+        with self._lock:
+            self._state.pop(upload_id, None)
+        shutil.rmtree(self._dir(upload_id), ignore_errors=True)
+
+    def ids(self) -> list[str]:
+        try:
+            return [e for e in os.listdir(self.storage.uploads_dir) if names.valid_upload_id(e)]
+        except FileNotFoundError:
+            return []
+
+    def last_activity(self, upload_id: str) -> float:
+        directory = self._dir(upload_id)
+        times = []
+        for part in ("data", "repo", ""):
+            with contextlib.suppress(FileNotFoundError):
+                times.append(os.stat(directory / part).st_mtime)
+        return max(times, default=0.0)
+
+    def _take_state(self, upload_id: str) -> tuple[Any, int] | None:
+        with self._lock:
+            return self._state.pop(upload_id, None)
+
+    def _put_state(self, upload_id: str, state: tuple[Any, int]) -> None:
+        with self._lock:
+            self._state[upload_id] = state
+
+
+class UploadWriter:
+    """Appends to one upload session; :meth:`finish` verifies and publishes the blob.
+
+    One writer per session at a time (the server serialises requests per session).
+    """
+
+    def __init__(self, uploads: Uploads, upload_id: str, directory: Path):
+        self._uploads = uploads
+        self.upload_id = upload_id
+        self.directory = directory
+        self.data_path = directory / "data"
+        self._f = open(self.data_path, "ab")  # noqa: SIM115 - closed by close()/finish()
+        self.offset = self._f.tell()
+        state = uploads._take_state(upload_id)
+        if state is not None and state[1] == self.offset:
+            self._hash = state[0]
+        else:  # restarted server, or a write that failed half-way: hash what is there
+            self._hash = self._hash_file("sha256")
+
+    def _hash_file(self, algorithm: str) -> Any:
+        h = hashlib.new(algorithm)
+        with open(self.data_path, "rb") as f:
+            remaining = self.offset
+            while remaining > 0 and (chunk := f.read(min(CHUNK * 4, remaining))):
+                h.update(chunk)
+                remaining -= len(chunk)
+        return h
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._f.write(data)
+        self._hash.update(data)
+        self.offset += len(data)
+
+    def close(self) -> None:
+        """Keep the session for more chunks (the hash state stays in memory)."""
+        if self._f.closed:
+            return
+        try:
+            self._f.flush()
+        finally:
+            self._f.close()
+        self._uploads._put_state(self.upload_id, (self._hash, self.offset))
+
+    def digest(self, algorithm: str = "sha256") -> str:
+        self._f.flush()
+        h = self._hash if algorithm == "sha256" else self._hash_file(algorithm)
+        return f"{algorithm}:{h.hexdigest()}"
+
+    def finish(self, digest: str, storage: Storage) -> bool:
+        """Check the bytes are ``digest``; move them into the blob dir; end the session.
+
+        Raises :class:`DigestError` (and drops the session: nothing is kept) on a
+        mismatch. Returns False if the blob was already there (ours is dropped).
+        """
+        algorithm, _ = _split(digest)
+        actual = self.digest(algorithm)
+        if actual != digest:
+            self._f.close()
+            self._uploads.cancel(self.upload_id)
+            raise DigestError(f"upload has digest {actual}, not {digest}")
+        target = storage.blobs.path(digest)
+        added = not target.exists()
+        if added:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.fchmod(self._f.fileno(), atomic.FILE_MODE)
+            os.fsync(self._f.fileno())
+            self._f.close()
+            os.replace(self.data_path, target)
+            atomic.fsync_dir(target.parent)
+        self._f.close()
+        self._uploads.cancel(self.upload_id)
+        storage.touch_blob(digest)
+        return added
+
+    def abort(self) -> None:
+        """Drop the session and its bytes (a failed monolithic upload)."""
+        self._f.close()
+        self._uploads.cancel(self.upload_id)
+
+
+def iter_manifest_blobs(raw: bytes, media_type: str | None = None) -> Iterator[str]:
+    """Digests a manifest refers to: config and layers, or an index's children."""
+    parsed = manifests.parse(raw, media_type)
+    if isinstance(parsed, manifests.Index):
+        for d in parsed.manifests:
+            yield d.digest
+    else:
+        for d in parsed.blobs:
+            yield d.digest
+
+
+def referrer_info(raw: bytes) -> dict[str, Any]:
+    """``subject``/``artifact_type``/``annotations`` keyword arguments of
+    :meth:`Storage.put_manifest` for a manifest's bytes (empty without a subject)."""
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or not isinstance(doc.get("subject"), dict):
+            return {}
+        subject = Descriptor.from_dict(doc["subject"], "subject")
+    except (ValueError, UnicodeDecodeError, ManifestError):
+        return {}
+    config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+    artifact_type = doc.get("artifactType") or config.get("mediaType")
+    annotations = doc.get("annotations") if isinstance(doc.get("annotations"), dict) else None
+    return {
+        "subject": subject,
+        "artifact_type": artifact_type if isinstance(artifact_type, str) else None,
+        "annotations": annotations,
+    }
