@@ -81,6 +81,21 @@ def _digest_of(data: bytes, like: str) -> str:
     return f"{h.name}:{h.hexdigest()}"
 
 
+def _tune_httpcore() -> None:
+    """Read answers 1 MiB at a time instead of httpcore's 64 KiB: per-read overhead,
+    not bandwidth, limits a Python client on a fast link (450 -> 820 MB/s hashed).
+    A class attribute of httpcore's; harmless if httpcore changes."""
+    try:
+        from httpcore._sync.http11 import HTTP11Connection
+    except ImportError:
+        return
+    if getattr(HTTP11Connection, "READ_NUM_BYTES", None) == 64 * 1024:
+        HTTP11Connection.READ_NUM_BYTES = 1 << 20
+
+
+_tune_httpcore()
+
+
 class RegistryClient:
     """The distribution API of one registry ``host`` (``host[:port]``, as in references).
 

@@ -57,18 +57,6 @@ class Unknown(Exception):
     """The upstream says it has no such thing (404, or 401/403 for a missing repo)."""
 
 
-def _tune_httpcore() -> None:
-    """Read upstream answers 1 MiB at a time instead of httpcore's 64 KiB: per-read
-    overhead, not bandwidth, limits a Python client on a fast link (450 -> 820 MB/s
-    hashed). Only this server process is affected; harmless if httpcore changes."""
-    try:
-        from httpcore._sync.http11 import HTTP11Connection
-    except ImportError:
-        return
-    if getattr(HTTP11Connection, "READ_NUM_BYTES", None) == 64 * 1024:
-        HTTP11Connection.READ_NUM_BYTES = 1 << 20
-
-
 class Upstream:
     """One configured upstream registry and its (lazily made) client."""
 
@@ -92,7 +80,6 @@ class Upstream:
     def client(self):
         from dockyard.registry.client import Credentials, RegistryClient, RetryPolicy
 
-        _tune_httpcore()
         with self._lock:
             if self._client is None:
                 c = self.config
