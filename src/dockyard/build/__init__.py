@@ -1,0 +1,1 @@
+"""Dockerfile builds: frontend, solver, cache, context."""

@@ -1,0 +1,610 @@
+"""``dockyard build``: a Dockerfile becomes an image in the store, with no daemon.
+
+The frontend gives a stage graph; stages whose dependencies are done run in parallel.
+Each instruction either changes the config (ENV, CMD, ...: no layer) or changes files
+(RUN, COPY, ADD, WORKDIR): those are looked up in the build cache by a key made of the
+parent state's content identity and what the step does, and executed in an overlay
+only on a miss. A miss does not stop later lookups: a step whose parent came out
+identical to a cached one hits again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dockyard import reference
+from dockyard.build.cache import BuildCache, CacheRecord, step_key
+from dockyard.build.context import BuildContext, index_file_for
+from dockyard.build.frontend import instructions as ins
+from dockyard.build.frontend.dockerignore import IgnoreMatcher
+from dockyard.build.frontend.stages import BuildPlan, Stage, StageScope, plan_build
+from dockyard.build.image import ImageState
+from dockyard.build.steps import OutputTail, StepLayer, StepRunner, run_failed, secret_files
+from dockyard.errors import BuildError, NotFound
+from dockyard.oci import manifest as manifests
+from dockyard.oci.descriptor import Platform
+from dockyard.oci.home import RawManifest
+from dockyard.reference import Reference
+from dockyard.runtime import config as runtime_config
+from dockyard.runtime.snapshots import Snapshots
+from dockyard.store import Store
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class BuildOptions:
+    """What ``dockyard build`` takes; see the CLI for each option's meaning."""
+
+    context: Path
+    dockerfile: Path | None = None  # default: CONTEXT/Dockerfile
+    tags: list[Reference] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    no_cache: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    network: str = "host"  # default network of RUN steps: host | none
+    platform: Platform | None = None
+    source_date_epoch: int | None = None
+    cache_from: list[str] = field(default_factory=list)
+    cache_to: str | None = None
+
+
+@dataclass
+class BuildResult:
+    """The built image: its manifest (in the store) and how the cache did."""
+
+    manifest: manifests.Manifest
+    config: bytes
+    cached: int = 0
+    executed: int = 0
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
+
+    @property
+    def image_id(self) -> str:
+        return self.manifest.config.digest
+
+
+@dataclass
+class StageResult:
+    state: ImageState
+    scope: StageScope
+
+
+class Builder:
+    """One build against one store."""
+
+    def __init__(self, store: Store, options: BuildOptions, log: Log | None = None):
+        self.store = store
+        self.options = options
+        self.log = log or (lambda line: None)
+        self.cache = BuildCache(store.root)
+        self.snapshots = Snapshots(store)
+        self.steps = StepRunner(store, self.snapshots, source_date_epoch=options.source_date_epoch)
+        epoch = options.source_date_epoch
+        when = datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
+        self.created = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._counts = {"cached": 0, "executed": 0}
+        self._lock = threading.Lock()
+        self._context: BuildContext | None = None
+
+    # the whole build
+
+    def build(self) -> BuildResult:
+        options = self.options
+        dockerfile = options.dockerfile or options.context / "Dockerfile"
+        try:
+            text = dockerfile.read_text()
+        except OSError as e:
+            raise BuildError(f"cannot read Dockerfile: {e.strerror}", str(dockerfile)) from None
+        platform = options.platform or Platform.host()
+        plan = plan_build(
+            text,
+            file=str(dockerfile),
+            build_args=options.build_args,
+            target=options.target,
+            platform=_frontend_platform(platform),
+        )
+        for warning in plan.warnings:
+            self.log(f"warning: {warning}")
+        self._context = BuildContext(
+            options.context,
+            *_ignore(options.context, dockerfile),
+            index_file=index_file_for(self.store.root, options.context),
+        )
+        if options.cache_from:
+            from dockyard.build.cache_export import import_cache
+
+            for ref in options.cache_from:
+                import_cache(self.cache, ref, self.log)
+        results: dict[int, StageResult] = {}
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for level in plan.levels:
+                futures = {s.index: pool.submit(self._stage, plan, s, results) for s in level}
+                for index, future in futures.items():
+                    results[index] = future.result()
+        state = results[plan.target.index].state
+        if options.labels:
+            state.config.setdefault("Labels", {}).update(options.labels)
+        config, manifest = state.finish(self.created)
+        self.store.blobs.write_bytes(config)
+        self._name(manifest)
+        self._context.save_index()
+        if options.cache_to:
+            from dockyard.build.cache_export import export_cache
+
+            export_cache(self.store, self.cache.used, options.cache_to, self.log)
+        return BuildResult(manifest, config, self._counts["cached"], self._counts["executed"])
+
+    def _name(self, manifest: manifests.Manifest) -> None:
+        names = self.options.tags or [
+            Reference("localhost", "dockyard-build", digest=manifest.digest)
+        ]
+        raw = RawManifest(manifest.raw, manifest.media_type)
+        for ref in names:
+            destination = self.store.destination(ref)
+            destination.put_manifest(raw, root=True)
+            destination.commit()
+
+    # stages
+
+    def _stage(self, plan: BuildPlan, stage: Stage, results: dict[int, StageResult]) -> StageResult:
+        triggers: tuple[ins.Instruction, ...] = stage.triggers
+        if stage.base_stage is not None:
+            base = results[stage.base_stage]
+            state = base.state.copy()
+            scope = plan.scope(stage, base=base.scope)
+        elif stage.is_scratch:
+            state = ImageState.scratch(self.options.platform or Platform.host())
+            scope = plan.scope(stage)
+        else:
+            state = self._image_state(stage.base, stage.from_)
+            scope = plan.scope(stage, image_env=state.config.get("Env") or [])
+            triggers = plan.image_triggers(stage, state.config.get("OnBuild") or [])
+        state.config.pop("OnBuild", None)  # triggers fire once, in the first child
+        todo = [*triggers, *stage.instructions]
+        cmd_set = False
+        for number, instr in enumerate(todo, 1):
+            self.log(f"[{stage.id} {number}/{len(todo)}] {instr.original}")
+            done = scope.apply(instr)
+            if isinstance(done, ins.Cmd):
+                cmd_set = True
+            elif isinstance(done, ins.Entrypoint) and not cmd_set:
+                state.config.pop("Cmd", None)
+            self._instruction(done, state, scope, results, plan)
+        return StageResult(state, scope)
+
+    def _image_state(self, name: str, instr: ins.Instruction) -> ImageState:
+        """The base image ``name``, from the store or pulled into it."""
+        try:
+            ref = reference.parse(name)
+        except Exception as e:
+            raise instr.error(str(e)) from None
+        platform = self.options.platform or Platform.host()
+        try:
+            desc = self.store.resolve(ref)
+        except NotFound:
+            self.log(f"pulling {ref}")
+            from dockyard.registry.client import RegistrySource, client_for
+            from dockyard.transfer.copy import copy_image
+
+            copy_image(
+                RegistrySource(client_for(ref), ref),
+                self.store.destination(ref),
+                platform=platform,
+            )
+            desc = self.store.resolve(ref)
+        manifest = self.store.image_manifest(desc, platform)
+        if manifest is None:
+            raise instr.error(f"{ref} has no image for platform {platform}")
+        return ImageState.from_image(
+            self.store.read_config(manifest), list(manifest.layers), manifest.digest
+        )
+
+    # instructions
+
+    def _instruction(
+        self,
+        instr: ins.Instruction,
+        state: ImageState,
+        scope: StageScope,
+        results: dict[int, StageResult],
+        plan: BuildPlan,
+    ) -> None:
+        config = state.config
+        shell = tuple(config.get("Shell") or ins.DEFAULT_SHELL)
+        history: str | None = None
+        match instr:
+            case ins.Run():
+                self._run(instr, state, scope, results, plan)
+            case ins.Copy() | ins.Add():
+                self._copy(instr, state, results, plan)
+            case ins.Workdir():
+                workdir = instr.resolve(config.get("WorkingDir") or "/")
+                config["WorkingDir"] = workdir
+                self._workdir(instr, workdir, state)
+            case ins.Env():
+                for pair in instr.pairs:
+                    state.set_env(pair.key, pair.value)
+                history = instr.created_by()
+            case ins.Arg():
+                history = instr.created_by()
+            case ins.Label():
+                labels = config.setdefault("Labels", {})
+                for pair in instr.pairs:
+                    labels[pair.key] = pair.value
+                history = instr.created_by()
+            case ins.Maintainer():
+                state.doc["author"] = instr.maintainer
+                history = instr.created_by()
+            case ins.Expose():
+                ports = config.setdefault("ExposedPorts", {})
+                for port in instr.ports:
+                    ports[port] = {}
+                history = instr.created_by()
+            case ins.Volume():
+                volumes = config.setdefault("Volumes", {})
+                for volume in instr.volumes:
+                    volumes[volume] = {}
+                history = instr.created_by()
+            case ins.User():
+                config["User"] = instr.user
+                history = instr.created_by()
+            case ins.StopSignal():
+                config["StopSignal"] = instr.signal
+                history = instr.created_by()
+            case ins.Healthcheck():
+                config["Healthcheck"] = _healthcheck(instr)
+                history = instr.created_by()
+            case ins.Shell():
+                config["Shell"] = list(instr.shell)
+                history = instr.created_by()
+            case ins.Cmd() | ins.Entrypoint():
+                config[instr.keyword.title()] = instr.config_value(shell)
+                history = instr.created_by(shell)
+            case ins.Onbuild():
+                config.setdefault("OnBuild", []).append(instr.expression)
+            case _:
+                raise instr.error(f"{instr.keyword} is not supported")
+        if history is not None:
+            state.add_history(history, self.created, empty_layer=True)
+
+    def _layer_step(
+        self,
+        state: ImageState,
+        payload: dict[str, Any],
+        created_by: str,
+        execute: Callable[[], StepLayer],
+    ) -> None:
+        """Look the step up in the cache; execute it on a miss; add its layer (if any)."""
+        key = step_key(state.identity(), payload)
+        record = None if self.options.no_cache else self._cached(key)
+        if record is not None:
+            self.log("  CACHED")
+            kind = "cached"
+        else:
+            result = execute()
+            packed = result.packed
+            record = CacheRecord(
+                key,
+                packed.descriptor() if packed else None,
+                packed.diff_id if packed else None,
+            )
+            self.cache.put(record)
+            kind = "executed"
+        with self._lock:
+            self._counts[kind] += 1
+        if record.layer is None or record.diff_id is None:
+            state.add_history(created_by, self.created, empty_layer=True)
+        else:
+            state.add_layer(record.layer, record.diff_id, created_by, self.created)
+
+    def _cached(self, key: str) -> CacheRecord | None:
+        found = self.cache.get(key)
+        if found is None:
+            return None
+        record, origin = found
+        if record.layer is not None and not self.store.blobs.has(record.layer.digest):
+            if origin is None:
+                return None  # the blob was pruned: a miss
+            from dockyard.build.cache_export import fetch_blob
+
+            fetch_blob(self.store, origin, record.layer)
+        return record
+
+    def _run(
+        self,
+        instr: ins.Run,
+        state: ImageState,
+        scope: StageScope,
+        results: dict[int, StageResult],
+        plan: BuildPlan,
+    ) -> None:
+        config = state.config
+        args, script = instr.command_line(tuple(config.get("Shell") or ins.DEFAULT_SHELL))
+        workdir = config.get("WorkingDir") or "/"
+        network = self.options.network if instr.network == "default" else instr.network
+        mounts = instr.mounts or ()
+        mount_keys = [self._mount_key(instr, m, workdir, results, plan) for m in mounts]
+        payload = {
+            "op": "RUN",
+            "args": args,
+            "build_args": scope.history_args(),
+            "network": network,
+            "security": instr.security,
+            "mounts": mount_keys,
+            "script": script.data if script else None,
+        }
+        created_by = instr.created_by(args, scope.history_args())
+
+        def execute() -> StepLayer:
+            tail = OutputTail(lambda line: self.log(f"  {line}"))
+            exit_code = 0
+
+            def work(fs) -> None:
+                nonlocal exit_code
+                with ExitStack() as stack:
+                    extra_env: dict[str, str] = {}
+                    specs = [
+                        self._mount(instr, m, workdir, stack, extra_env, results, plan)
+                        for m in mounts
+                    ]
+                    if script is not None:
+                        specs.append(self._script_mount(script, stack))
+                    from dockyard.runtime.container import run
+
+                    exit_code = run(
+                        fs.merged,
+                        runtime_config.ContainerConfig(
+                            args=args,
+                            env=scope.run_env() | extra_env,
+                            cwd=workdir,
+                            user=config.get("User") or "",
+                            network=runtime_config.HOST
+                            if network == "host"
+                            else runtime_config.NONE,
+                            mounts=[s for s in specs if s is not None],
+                        ),
+                        root=self.store.root,
+                        on_output=tail,
+                    )
+                if exit_code != 0:
+                    raise run_failed(instr, exit_code, tail.lines())
+
+            return self.steps.change(state, work)
+
+        self._layer_step(state, payload, created_by, execute)
+
+    def _mount_key(
+        self,
+        instr: ins.Run,
+        mount: ins.Mount,
+        workdir: str,
+        results: dict[int, StageResult],
+        plan: BuildPlan,
+    ) -> list[Any]:
+        """What of a RUN mount goes into the cache key: sources by content, caches and
+        secrets by id only (never their content)."""
+        target = instr.mount_target(mount, workdir) if mount.type != "secret" else mount.target
+        key: list[Any] = [mount.type, target, mount.read_only]
+        if mount.type == "bind":
+            if mount.from_:
+                key.append(self._source_state(mount.from_, instr, results, plan).identity())
+                key.append(mount.source)
+            else:
+                assert self._context is not None
+                key.append(self._context.checksum([_context_path(mount.source)]))
+        elif mount.type == "cache":
+            key += [mount.id or target, mount.sharing]
+        elif mount.type in ("secret", "ssh"):
+            key += [mount.id, mount.env]
+        elif mount.type == "tmpfs":
+            key.append(mount.size)
+        return key
+
+    def _mount(
+        self,
+        instr: ins.Run,
+        mount: ins.Mount,
+        workdir: str,
+        stack: ExitStack,
+        extra_env: dict[str, str],
+        results: dict[int, StageResult],
+        plan: BuildPlan,
+    ) -> runtime_config.Mount | None:
+        if mount.type == "ssh":
+            raise instr.error("RUN --mount=type=ssh is not supported")
+        if mount.type == "secret":
+            return self._secret_mount(instr, mount, stack, extra_env)
+        target = instr.mount_target(mount, workdir)
+        if mount.type == "tmpfs":
+            return runtime_config.Mount.tmpfs(target, size=mount.size or None)
+        if mount.type == "cache":
+            directory = self._cache_dir(mount, target, stack)
+            return runtime_config.Mount.bind(str(directory), target, readonly=mount.read_only)
+        if mount.from_:
+            root = stack.enter_context(
+                self.steps.view(self._source_state(mount.from_, instr, results, plan))
+            )
+        else:
+            assert self._context is not None
+            root = self._context.root
+        source = _inside(root, mount.source, instr)
+        return runtime_config.Mount.bind(str(source), target, readonly=mount.read_only)
+
+    def _secret_mount(
+        self, instr: ins.Run, mount: ins.Mount, stack: ExitStack, extra_env: dict[str, str]
+    ) -> runtime_config.Mount | None:
+        secret_id = mount.id or os.path.basename(mount.target)
+        if secret_id not in self.options.secrets:
+            if mount.required:
+                raise instr.error(f"secret {secret_id} not found: pass --secret id={secret_id},...")
+            return None
+        if mount.env:
+            extra_env[mount.env] = self.options.secrets[secret_id].decode()
+            if not mount.target:
+                return None
+        files = stack.enter_context(
+            secret_files(self.options.secrets, [secret_id], self.store.root / "tmp")
+        )
+        target = mount.target or f"/run/secrets/{secret_id}"
+        return runtime_config.Mount.bind(str(files[secret_id]), target, readonly=True)
+
+    def _cache_dir(self, mount: ins.Mount, target: str, stack: ExitStack) -> Path:
+        """The store directory behind a cache mount: one per id (default: the target)."""
+        import hashlib
+
+        from dockyard.layout.locking import FileLock
+
+        name = hashlib.sha256((mount.id or target).encode()).hexdigest()[:32]
+        base = self.store.root / "build" / "cache-mounts"
+        directory = base / name
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
+            os.chown(directory, mount.uid or 0, mount.gid or 0)
+        if mount.sharing == "locked":
+            stack.enter_context(FileLock(base / f"{name}.lock"))
+        return directory
+
+    def _script_mount(self, script: ins.RunScript, stack: ExitStack) -> runtime_config.Mount:
+        import tempfile
+
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self._tmp())))
+        path = directory / "script"
+        path.write_text(script.data)
+        path.chmod(0o755)
+        return runtime_config.Mount.bind(str(path), script.path, readonly=True)
+
+    def _tmp(self) -> Path:
+        path = self.store.root / "tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _source_state(
+        self, name: str, instr: ins.Instruction, results: dict[int, StageResult], plan: BuildPlan
+    ) -> ImageState:
+        """The stage (by name or index) or image a ``--from`` names."""
+        stage = plan.source_stage(name)
+        if stage is not None:
+            return results[stage.index].state
+        return self._image_state(name, instr)
+
+    def _copy(
+        self,
+        instr: ins.Copy | ins.Add,
+        state: ImageState,
+        results: dict[int, StageResult],
+        plan: BuildPlan,
+    ) -> None:
+        from dockyard.build import copier
+
+        workdir = state.config.get("WorkingDir") or "/"
+        from_ = instr.from_ if isinstance(instr, ins.Copy) else ""
+        source_state = self._source_state(from_, instr, results, plan) if from_ else None
+        with (
+            self._source_root(source_state) as source_root,
+            copier.plan_copy(
+                instr, None if from_ else self._context, source_root, tmp_dir=self._tmp()
+            ) as copy_plan,
+        ):
+            assert self._context is not None
+            payload: dict[str, Any] = {
+                "op": instr.keyword,
+                "workdir": workdir,
+                "plan": copy_plan.key,
+                "content": self._context.checksum(copy_plan.context_paths),
+                "from": source_state.identity() if source_state else None,
+            }
+
+            def execute() -> StepLayer:
+                return self.steps.change(
+                    state,
+                    lambda fs: copier.execute_copy(copy_plan, fs.merged, workdir=workdir),
+                )
+
+            self._layer_step(state, payload, instr.created_by(), execute)
+
+    @contextmanager
+    def _source_root(self, state: ImageState | None) -> Iterator[Path | None]:
+        if state is None:
+            yield None
+            return
+        with self.steps.view(state) as root:
+            yield root
+
+    def _workdir(self, instr: ins.Workdir, workdir: str, state: ImageState) -> None:
+        """WORKDIR creates the directory (owned by the current USER), as BuildKit does."""
+        if workdir == "/":
+            state.add_history(instr.created_by(workdir), self.created, empty_layer=True)
+            return
+        user = state.config.get("User") or ""
+
+        def execute() -> StepLayer:
+            from dockyard.build.copier import make_dirs
+
+            return self.steps.change(state, lambda fs: make_dirs(fs.merged, workdir, user))
+
+        self._layer_step(
+            state,
+            {"op": "WORKDIR", "path": workdir, "user": user},
+            instr.created_by(workdir),
+            execute,
+        )
+
+
+def _frontend_platform(platform: Platform):
+    from dockyard.build.frontend.platforms import Platform as FrontendPlatform
+
+    return FrontendPlatform.parse(str(platform))
+
+
+def _ignore(context: Path, dockerfile: Path):
+    matcher = IgnoreMatcher.load(context, dockerfile)
+    return matcher.excluded, matcher.may_contain
+
+
+def _context_path(source: str) -> str:
+    """A bind mount's context source as a context-relative path (``""``: the root)."""
+    return os.path.normpath("/" + source).lstrip("/")
+
+
+def _inside(root: Path, source: str, instr: ins.Instruction) -> Path:
+    """``source`` under ``root``, resolved without leaving it (symlinks included)."""
+    resolved = (root / os.path.normpath("/" + source).lstrip("/")).resolve()
+    if resolved != root.resolve() and root.resolve() not in resolved.parents:
+        raise instr.error(f"mount source {source!r} leaves its root")
+    if not resolved.exists():
+        raise instr.error(f"mount source {source!r} not found")
+    return resolved
+
+
+def _healthcheck(instr: ins.Healthcheck) -> dict[str, Any]:
+    check: dict[str, Any] = {"Test": list(instr.test)}
+    for key, value in (
+        ("Interval", instr.interval),
+        ("Timeout", instr.timeout),
+        ("StartPeriod", instr.start_period),
+        ("StartInterval", instr.start_interval),
+        ("Retries", instr.retries),
+    ):
+        if value:
+            check[key] = value
+    return check
+
+
+def build(store: Store, options: BuildOptions, log: Log | None = None) -> BuildResult:
+    """Build ``options`` into ``store``; see :class:`Builder`."""
+    return Builder(store, options, log).build()

@@ -1,0 +1,94 @@
+"""The build cache: what a layer-producing step made, by the step's cache key.
+
+A key covers everything that decides a step's result: the state it starts from (the
+parent's layers and config, by content), the instruction after expansion, the ARGs it
+can see, content checksums of what it copies and of its mount sources. A record names
+the layer the step produced; the layer itself is an ordinary blob of the store.
+
+Records live in ``<store>/build/cache/<key>``. ``--cache-from`` adds the records of a
+cache image in a registry (their blobs are fetched only when needed); ``--cache-to``
+writes one (see :mod:`dockyard.build.cache_export`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockyard.layout import atomic
+from dockyard.oci.descriptor import Descriptor
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """A step's result: the layer it added (None: it changed no file) and its diff ID."""
+
+    key: str
+    layer: Descriptor | None
+    diff_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer.to_dict() if self.layer else None,
+            "diff_id": self.diff_id,
+        }
+
+    @classmethod
+    def from_dict(cls, key: str, doc: dict[str, Any]) -> CacheRecord:
+        layer = doc.get("layer")
+        return cls(key, Descriptor.from_dict(layer) if layer else None, doc.get("diff_id"))
+
+
+class BuildCache:
+    """Local records plus those imported from cache images; thread-safe."""
+
+    def __init__(self, store_root: Path):
+        self.directory = store_root / "build" / "cache"
+        self._imported: dict[str, tuple[CacheRecord, str]] = {}  # key -> (record, source)
+        self._used: dict[str, CacheRecord] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[CacheRecord, str | None] | None:
+        """The record for ``key`` and, if it came from a cache image, that image's name."""
+        path = self.directory / key
+        try:
+            record = CacheRecord.from_dict(key, json.loads(path.read_bytes()))
+            origin = None
+        except FileNotFoundError:
+            with self._lock:
+                found = self._imported.get(key)
+            if found is None:
+                return None
+            record, origin = found
+        except (ValueError, KeyError):
+            return None  # a damaged record is a miss, not an error
+        with self._lock:
+            self._used[key] = record
+        return record, origin
+
+    def put(self, record: CacheRecord) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(self.directory / record.key, json.dumps(record.to_dict()).encode())
+        with self._lock:
+            self._used[record.key] = record
+
+    def add_imported(self, records: dict[str, CacheRecord], origin: str) -> None:
+        with self._lock:
+            for key, record in records.items():
+                self._imported.setdefault(key, (record, origin))
+
+    @property
+    def used(self) -> dict[str, CacheRecord]:
+        """Records this build hit or wrote: what ``--cache-to`` exports."""
+        with self._lock:
+            return dict(self._used)
+
+
+def step_key(parent: str, payload: dict[str, Any]) -> str:
+    """The cache key of a step: the parent state's identity plus what the step does."""
+    doc = json.dumps({"parent": parent, **payload}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(doc.encode()).hexdigest()

@@ -1,0 +1,112 @@
+"""The image a stage is building: layers so far plus the config docker writes.
+
+Keeps the config exactly in docker's shape (``config`` with Env, Cmd, Entrypoint,
+WorkingDir, User, Labels, ExposedPorts, Volumes, StopSignal, Healthcheck, OnBuild,
+Shell; ``rootfs.diff_ids``; ``history`` with ``empty_layer`` for metadata steps).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.oci import manifest as manifests
+from dockyard.oci import mediatypes as mt
+from dockyard.oci.descriptor import Descriptor, Platform
+
+HISTORY_COMMENT = "buildkit.dockerfile.v0"
+
+
+@dataclass
+class ImageState:
+    """A stage's image between two instructions."""
+
+    doc: dict[str, Any]  # the whole image config document
+    layers: list[Descriptor] = field(default_factory=list)
+    base: str | None = None  # the base image's manifest digest ("scratch": None)
+
+    @classmethod
+    def scratch(cls, platform: Platform) -> ImageState:
+        doc = {
+            "architecture": platform.architecture,
+            "os": platform.os,
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "history": [],
+        }
+        if platform.variant:
+            doc["variant"] = platform.variant
+        return cls(doc)
+
+    @classmethod
+    def from_image(
+        cls, config: dict[str, Any], layers: list[Descriptor], digest: str
+    ) -> ImageState:
+        doc = copy.deepcopy(config)
+        doc.setdefault("config", {})
+        doc.setdefault("history", [])
+        return cls(doc, list(layers), digest)
+
+    def copy(self) -> ImageState:
+        return ImageState(copy.deepcopy(self.doc), list(self.layers), self.base)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The runtime part (``config`` field): Env, Cmd, WorkingDir, User, ..."""
+        return self.doc["config"]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return self.doc["rootfs"]["diff_ids"]
+
+    @property
+    def env(self) -> dict[str, str]:
+        out = {}
+        for item in self.config.get("Env") or []:
+            key, _, value = item.partition("=")
+            out[key] = value
+        return out
+
+    def set_env(self, key: str, value: str) -> None:
+        env = [e for e in self.config.get("Env") or [] if e.partition("=")[0] != key]
+        env.append(f"{key}={value}")
+        self.config["Env"] = env
+
+    def identity(self) -> str:
+        """What a step starting from this state depends on: layers and runtime config by
+        content (never times or history), so equal states give equal cache keys."""
+        doc = {
+            "diff_ids": self.diff_ids,
+            "config": self.config,
+            "platform": [self.doc.get("os"), self.doc.get("architecture"), self.doc.get("variant")],
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def add_history(self, created_by: str, created: str, *, empty_layer: bool) -> None:
+        entry: dict[str, Any] = {
+            "created": created,
+            "created_by": created_by,
+            "comment": HISTORY_COMMENT,
+        }
+        if empty_layer:
+            entry["empty_layer"] = True
+        self.doc["history"].append(entry)
+
+    def add_layer(self, layer: Descriptor, diff_id: str, created_by: str, created: str) -> None:
+        self.layers.append(layer)
+        self.diff_ids.append(diff_id)
+        self.add_history(created_by, created, empty_layer=False)
+
+    def finish(self, created: str) -> tuple[bytes, manifests.Manifest]:
+        """The config blob and the manifest of this state as a finished image."""
+        self.doc["created"] = created
+        if not self.config:
+            self.doc["config"] = {}
+        config = manifests.dumps(self.doc)
+        manifest = manifests.build_manifest(
+            Descriptor.of_bytes(mt.OCI_CONFIG, config), list(self.layers)
+        )
+        return config, manifest

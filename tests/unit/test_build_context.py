@@ -1,0 +1,87 @@
+import os
+
+import pytest
+
+from dockyard.build.context import BuildContext, index_file_for
+from dockyard.build.frontend.dockerignore import IgnoreMatcher
+
+
+@pytest.fixture
+def context(tmp_path):
+    root = tmp_path / "ctx"
+    (root / "src/pkg").mkdir(parents=True)
+    (root / "src/main.py").write_text("print('hi')\n")
+    (root / "src/pkg/mod.py").write_text("X = 1\n")
+    (root / "README").write_text("readme\n")
+    (root / "src/link").symlink_to("main.py")
+    return root
+
+
+def hashed_files(monkeypatch) -> list[str]:
+    seen: list[str] = []
+    original = BuildContext._hash_file
+
+    def counting(self, entry):
+        seen.append(entry.path)
+        original(self, entry)
+
+    monkeypatch.setattr(BuildContext, "_hash_file", counting)
+    return seen
+
+
+def test_checksum_ignores_times_but_not_content_mode_or_links(context):
+    first = BuildContext(context).checksum(["src"])
+    os.utime(context / "src/main.py", (1, 1))
+    assert BuildContext(context).checksum(["src"]) == first
+    (context / "src/main.py").write_text("print('bye')\n")
+    changed = BuildContext(context).checksum(["src"])
+    assert changed != first
+    os.chmod(context / "src/main.py", 0o755)
+    assert BuildContext(context).checksum(["src"]) != changed
+    (context / "src/link").unlink()
+    (context / "src/link").symlink_to("pkg")
+    assert BuildContext(context).checksum(["src"]) != changed
+
+
+def test_checksum_covers_only_selected_paths(context):
+    before = BuildContext(context).checksum(["src"])
+    (context / "README").write_text("changed\n")
+    assert BuildContext(context).checksum(["src"]) == before
+    assert BuildContext(context).checksum(["README"]) != BuildContext(context).checksum(["src"])
+
+
+def test_stat_cache_skips_reading_unchanged_files(context, tmp_path, monkeypatch):
+    index = index_file_for(tmp_path / "store", context)
+    seen = hashed_files(monkeypatch)
+    first = BuildContext(context, index_file=index)
+    digest = first.checksum([""])
+    first.save_index()
+    assert sorted(seen) == ["README", "src/main.py", "src/pkg/mod.py"]
+
+    seen.clear()
+    second = BuildContext(context, index_file=index)
+    assert second.checksum([""]) == digest
+    assert seen == []
+
+    (context / "src/pkg/mod.py").write_text("X = 2\n")
+    seen.clear()
+    third = BuildContext(context, index_file=index)
+    assert third.checksum([""]) != digest
+    assert seen == ["src/pkg/mod.py"]
+
+
+def test_dockerignore_excludes_and_exceptions(context):
+    (context / ".dockerignore").write_text("src/**/*.py\n!src/pkg/mod.py\nREADME\n")
+    matcher = IgnoreMatcher.load(context, context / "Dockerfile")
+    ctx = BuildContext(context, matcher.excluded, matcher.may_contain)
+    assert "README" not in ctx.entries
+    assert "src/main.py" not in ctx.entries
+    assert "src/pkg/mod.py" in ctx.entries
+    assert "src/link" in ctx.entries
+
+
+def test_missing_context_is_a_build_error(tmp_path):
+    from dockyard.errors import BuildError
+
+    with pytest.raises(BuildError, match="not a directory"):
+        BuildContext(tmp_path / "nope")
