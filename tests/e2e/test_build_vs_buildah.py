@@ -17,8 +17,9 @@ from tests.conftest import need
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# What buildah leaves that BuildKit does not (PITFALLS): empty /etc files, mount points.
-BUILDAH_ONLY = {"etc/hosts", "etc/hostname", "etc/resolv.conf", "run", "run/secrets"}
+# What buildah leaves that BuildKit does not (PITFALLS): empty /etc files, mount points
+# (``/mnt`` is the parent of a RUN --mount target below).
+BUILDAH_ONLY = {"etc/hosts", "etc/hostname", "etc/resolv.conf", "run", "run/secrets", "mnt"}
 IGNORED_LABELS = {"io.buildah.version"}
 CONFIG_KEYS = (
     "Env",
@@ -68,7 +69,7 @@ CORPUS = {
         COPY --chmod=0640 files/a.txt /opt/single
         COPY files/*.txt /opt/glob/
         USER nobody
-        WORKDIR /home/nobody
+        WORKDIR /opt/files
     """,
     "multistage": """
         ARG BASE={base}
@@ -203,3 +204,17 @@ def test_same_rootfs_and_config_as_buildah(name, tmp_path, dockyard, busybox_ref
     assert sorted(ours) == sorted(theirs)
     assert ours == theirs
     assert config_of(layout, "ours") == config_of(layout, "theirs")
+
+
+def test_workdir_is_created_for_the_user_as_buildkit_does(tmp_path, dockyard, busybox_ref):
+    """buildah creates a WORKDIR only when a RUN needs it; BuildKit (and we) at once,
+    owned by the current USER."""
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM {busybox_ref}\nUSER 65534:65534\nWORKDIR /home/app\n"
+    )
+    dockyard("build", "-q", "-t", "localhost/corpus/workdir:1", str(context))
+    dockyard("copy", "localhost/corpus/workdir:1", f"oci:{tmp_path}/layout:ours")
+    rootfs = unpack(tmp_path / "layout", "ours", tmp_path / "rootfs")
+    assert rootfs["home/app"][:4] == (stat.S_IFDIR, 0o755, 65534, 65534)

@@ -1,0 +1,158 @@
+"""dockyard build vs buildah on the issue's 11-step Dockerfile (busybox base pulled):
+warm rebuild (all hits), cold build (--no-cache), one source file edited; and the
+snapshot cost of a RUN that creates 100k small files against ``tar -c`` of that dir.
+
+Goals (issue 3): warm <= 0.25x buildah, cold <= 0.6x, edited <= 0.3x; snapshot within
+2x of tar. Run as root: ``python3 bench/bench_build.py [--repeat N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common import docker_registry, report, run, timed
+
+DOCKERFILE = """\
+FROM {base}
+ARG VERSION=1
+ENV APP=/app
+WORKDIR /app
+COPY src/ /app/src/
+RUN find /app/src -type f | wc -l > /app/count
+RUN echo "version $VERSION" > /app/version
+RUN mkdir -p /app/out && cp /app/count /app/out/
+COPY big.bin /app/big.bin
+LABEL org.example.bench=1
+CMD ["cat", "/app/version"]
+"""
+
+
+def make_context(root: Path, base: str) -> Path:
+    context = root / "context"
+    for i in range(3000):
+        path = context / "src" / f"d{i % 30}" / f"f{i}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"file {i}\n" * 4)
+    (context / "big.bin").write_bytes(os.urandom(20 << 20))
+    (context / "Dockerfile").write_text(DOCKERFILE.format(base=base))
+    return context
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp, docker_registry() as host:
+        work = Path(tmp)
+        rootfs = work / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        shutil.copy("/bin/busybox", rootfs / "bin/busybox")
+        for applet in ("sh", "cat", "find", "wc", "mkdir", "cp", "echo"):
+            (rootfs / "bin" / applet).symlink_to("busybox")
+        store = work / "store"
+        env = {**os.environ, "DOCKYARD_ROOT": str(store)}
+        base = f"{host}/bench/busybox:1"
+        run("dockyard", "import", str(rootfs), base, env=env)
+        run("dockyard", "push", "--progress=quiet", base, env=env)
+        context = make_context(work, base)
+        short = Path("/tmp") / f"bb-{os.getpid()}"
+        storage = ["--root", str(short / "r"), "--runroot", str(short / "rr")]
+        run("buildah", *storage, "pull", "--tls-verify=false", base)
+
+        def ours(*extra: str):
+            return lambda: run(
+                "dockyard", "build", "-q", *extra, "-t", "localhost/bench:1", str(context), env=env
+            )
+
+        def theirs(*extra: str):
+            return lambda: run(
+                "buildah",
+                *storage,
+                "bud",
+                "--layers",
+                "--runtime",
+                "runc",
+                "--format",
+                "docker",
+                "--tls-verify=false",
+                "--network",
+                "host",
+                *extra,
+                "-t",
+                "bench",
+                str(context),
+            )
+
+        ours()()
+        theirs()()
+        rows = [
+            (
+                "warm rebuild (all hits)",
+                timed(ours(), repeat=args.repeat),
+                timed(theirs(), repeat=args.repeat),
+            ),
+            (
+                "cold (--no-cache)",
+                timed(ours("--no-cache"), repeat=args.repeat),
+                timed(theirs("--no-cache"), repeat=args.repeat),
+            ),
+        ]
+        edited = context / "src/d0/f0.txt"
+        counter = iter(range(10**6))
+
+        def edit() -> None:
+            edited.write_text(f"edited {next(counter)}\n")
+
+        rows.append(
+            (
+                "one source file edited",
+                timed(ours(), prepare=edit, repeat=args.repeat),
+                timed(theirs(), prepare=edit, repeat=args.repeat),
+            )
+        )
+        report("dockyard build vs buildah bud --layers (median wall time)", rows)
+        print("goals: warm <= 0.25, cold <= 0.6, edited <= 0.3")
+
+        # Snapshot cost of a RUN creating 100k files: the layer packing vs tar -c.
+        (context / "Dockerfile").write_text(
+            f"FROM {base}\nRUN mkdir /many && cd /many && i=0; while [ $i -lt 100000 ]; do "
+            f"echo $i > f$i; i=$((i+1)); done\n"
+        )
+        start = time.perf_counter()
+        run(
+            "dockyard", "build", "-q", "--no-cache", "-t", "localhost/many:1", str(context), env=env
+        )
+        build_time = time.perf_counter() - start
+        many = work / "many"
+        run("dockyard", "export", "localhost/many:1", str(many), env=env)
+        from dockyard.layers import pack
+
+        with open(os.devnull, "wb") as sink:
+            start = time.perf_counter()
+            pack(many / "many", sink)
+            ours_pack = time.perf_counter() - start
+        start = time.perf_counter()
+        subprocess.run(
+            ["tar", "-C", str(many / "many"), "-cf", "-", "."],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        tar_time = time.perf_counter() - start
+        report(
+            "100k-file layer: pack (tar+gzip+sha256) vs tar -c",
+            [("pack vs tar -c", ours_pack, tar_time)],
+            goal=2.0,
+        )
+        print(f"(whole --no-cache build of that RUN: {build_time:.2f}s)")
+        subprocess.run(["buildah", *storage, "rm", "--all"], capture_output=True)
+        shutil.rmtree(short, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
