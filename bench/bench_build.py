@@ -12,11 +12,10 @@ import argparse
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from common import docker_registry, report, run, timed
+from common import docker_registry, report, run, scratch_dir, timed
 
 DOCKERFILE = """\
 FROM {base}
@@ -48,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp, docker_registry() as host:
+    with scratch_dir("build-") as tmp, docker_registry() as host:
         work = Path(tmp)
         rootfs = work / "rootfs"
         (rootfs / "bin").mkdir(parents=True)
@@ -61,7 +60,7 @@ def main() -> None:
         run("dockyard", "import", str(rootfs), base, env=env)
         run("dockyard", "push", "--progress=quiet", base, env=env)
         context = make_context(work, base)
-        short = Path("/tmp") / f"bb-{os.getpid()}"
+        short = work / "bh"
         storage = ["--root", str(short / "r"), "--runroot", str(short / "rr")]
         run("buildah", *storage, "pull", "--tls-verify=false", base)
 

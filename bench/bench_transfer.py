@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 from common import (
@@ -18,6 +17,7 @@ from common import (
     report,
     reset_dir,
     run,
+    scratch_dir,
     timed,
 )
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-transfer-") as tmp:
+    with scratch_dir("transfer-") as tmp:
         work = Path(tmp)
         store = work / "store"
         name = "bench.local/big:1"
