@@ -179,8 +179,10 @@ class Dockyard:
 
     root: Path
 
-    def __call__(self, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-        env = {**os.environ, "DOCKYARD_ROOT": str(self.root)}
+    def __call__(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None, **kw
+    ) -> subprocess.CompletedProcess:
+        env = {**os.environ, **(env or {}), "DOCKYARD_ROOT": str(self.root)}
         env.pop("DOCKYARD_DEBUG", None)
         result = subprocess.run(
             [sys.executable, "-m", "dockyard.cli.main", *args],

@@ -555,7 +555,11 @@ class Builder:
         def execute() -> StepLayer:
             from dockyard.build.copier import make_dirs
 
-            return self.steps.change(state, lambda fs: make_dirs(fs.merged, workdir, user))
+            epoch = self.options.source_date_epoch
+            mtime = epoch * 10**9 if epoch is not None else None
+            return self.steps.change(
+                state, lambda fs: make_dirs(fs.merged, workdir, user, mtime_ns=mtime)
+            )
 
         self._layer_step(
             state,

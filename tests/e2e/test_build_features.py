@@ -1,0 +1,180 @@
+"""Builder features buildah cannot judge (BuildKit's documented behaviour is the
+reference): heredocs, secrets, cache export/import, reproducible builds, errors."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def context_with(tmp_path: Path, dockerfile: str, **files: str) -> Path:
+    context = tmp_path / f"ctx-{uuid.uuid4().hex[:6]}"
+    context.mkdir()
+    (context / "Dockerfile").write_text(textwrap.dedent(dockerfile))
+    for name, text in files.items():
+        (context / name).write_text(text)
+    return context
+
+
+def export(dockyard, ref: str, tmp_path: Path) -> Path:
+    rootfs = tmp_path / f"rootfs-{uuid.uuid4().hex[:6]}"
+    dockyard("export", ref, str(rootfs))
+    return rootfs
+
+
+def test_heredocs_run_and_copy(dockyard, busybox_ref, tmp_path):
+    context = context_with(
+        tmp_path,
+        f"""\
+        FROM {busybox_ref}
+        ARG WHO=builder
+        RUN <<EOF
+        echo "one $WHO" > /one
+        echo two >> /one
+        EOF
+        RUN <<-'EOT' sh -x
+        \techo "quoted $HOME" > /two
+        EOT
+        COPY <<EOF /etc/made-by
+        made by ${{WHO}}
+        EOF
+        """,
+    )
+    dockyard("build", "-q", "-t", "localhost/t/heredoc:1", str(context))
+    rootfs = export(dockyard, "localhost/t/heredoc:1", tmp_path)
+    assert (rootfs / "one").read_text() == "one builder\ntwo\n"
+    assert (rootfs / "two").read_text() == "quoted /root\n"
+    assert (rootfs / "etc/made-by").read_text() == "made by builder\n"
+
+
+def test_secret_never_lands_in_a_layer_or_the_cache(dockyard, busybox_ref, tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t-value-" + uuid.uuid4().hex)
+    context = context_with(
+        tmp_path,
+        f"""\
+        FROM {busybox_ref}
+        RUN --mount=type=secret,id=token cat /run/secrets/token | wc -c > /token-length
+        """,
+    )
+    dockyard(
+        "build",
+        "-q",
+        "-t",
+        "localhost/t/secret:1",
+        "--secret",
+        f"id=token,src={secret}",
+        str(context),
+    )
+    rootfs = export(dockyard, "localhost/t/secret:1", tmp_path)
+    assert int((rootfs / "token-length").read_text()) == len(secret.read_text())
+    assert not (rootfs / "run/secrets/token").exists()
+    value = secret.read_bytes()
+    for path in dockyard.root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert value not in path.read_bytes(), f"secret found in {path}"
+    # The secret's content is not in the cache key: a new value still hits the cache.
+    secret.write_text("another value entirely")
+    out = dockyard(
+        "build", "-t", "localhost/t/secret:1", "--secret", f"id=token,src={secret}", str(context)
+    )
+    assert b"1 cached" in out.stderr
+
+
+def test_cache_export_gives_a_fresh_store_all_hits(
+    dockyard, docker_registry, busybox_ref, tmp_path
+):
+    from tests.conftest import Dockyard
+
+    context = context_with(
+        tmp_path,
+        f"""\
+        FROM {busybox_ref}
+        COPY data.txt /data.txt
+        RUN wc -c /data.txt > /size
+        RUN echo done > /done
+        """,
+        **{"data.txt": "cached across runners\n"},
+    )
+    cache = f"{docker_registry.host}/t{uuid.uuid4().hex[:6]}/cache:build"
+    dockyard("build", "-q", "-t", "localhost/t/cached:1", "--cache-to", cache, str(context))
+    first = json.loads(dockyard("inspect", "localhost/t/cached:1").stdout)["Config"]["rootfs"]
+
+    fresh_root = tmp_path / "fresh-store"
+    fresh_root.mkdir()
+    fresh = Dockyard(fresh_root)
+    out = fresh("build", "-t", "localhost/t/cached:1", "--cache-from", cache, str(context))
+    assert b"0 steps run, 3 cached" in out.stderr
+    assert json.loads(fresh("inspect", "localhost/t/cached:1").stdout)["Config"]["rootfs"] == first
+    rootfs = export(fresh, "localhost/t/cached:1", tmp_path)
+    assert (rootfs / "done").read_text() == "done\n"
+
+
+def test_source_date_epoch_makes_builds_reproducible(dockyard, busybox_ref, tmp_path):
+    context = context_with(
+        tmp_path,
+        f"""\
+        FROM {busybox_ref}
+        COPY data.txt /data.txt
+        RUN echo hi > /hi
+        """,
+        **{"data.txt": "same\n"},
+    )
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    digests = []
+    for _ in range(2):
+        dockyard("build", "-q", "--no-cache", "-t", "localhost/t/repro:1", str(context), env=env)
+        digests.append(json.loads(dockyard("inspect", "localhost/t/repro:1").stdout)["Digest"])
+    assert digests[0] == digests[1]
+    config = json.loads(dockyard("inspect", "localhost/t/repro:1").stdout)["Config"]
+    assert config["created"] == "2023-11-14T22:13:20Z"
+
+
+def test_failing_run_names_the_line_and_shows_output(dockyard, busybox_ref, tmp_path):
+    context = context_with(
+        tmp_path,
+        f"""\
+        FROM {busybox_ref}
+        RUN echo fine
+        RUN echo "about to fail" && exit 7
+        """,
+    )
+    result = dockyard("build", "-t", "localhost/t/fail:1", str(context), check=False)
+    assert result.returncode == 1
+    assert f"{context}/Dockerfile:3:".encode() in result.stderr
+    assert b"exited with code 7" in result.stderr
+    assert b"about to fail" in result.stderr
+    assert b"Traceback" not in result.stderr
+    assert b"localhost/t/fail" not in dockyard("images").stdout
+
+
+def test_bad_dockerfile_is_one_line_with_file_and_line(dockyard, tmp_path):
+    context = context_with(tmp_path, "FROM scratch\nCOPY\n")
+    result = dockyard("build", str(context), check=False)
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().count("\n") == 0
+    assert f"{context}/Dockerfile:2:".encode() in result.stderr
+
+
+def test_run_mounts_leave_no_mount_points_behind(dockyard, busybox_ref, tmp_path):
+    context = context_with(
+        tmp_path,
+        f"""\
+        FROM {busybox_ref}
+        RUN --mount=type=tmpfs,target=/scratch/tmp --mount=type=cache,target=/var/cache/x \\
+            echo ok > /ok
+        """,
+    )
+    dockyard("build", "-q", "-t", "localhost/t/mounts:1", str(context))
+    rootfs = export(dockyard, "localhost/t/mounts:1", tmp_path)
+    assert (rootfs / "ok").exists()
+    assert not (rootfs / "scratch").exists()
+    assert not (rootfs / "var/cache/x").exists()
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(dockyard.root) not in mounts
