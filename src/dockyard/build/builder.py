@@ -132,6 +132,9 @@ class Builder:
         results: dict[int, StageResult] = {}
         with ThreadPoolExecutor(max_workers=2) as pool:
             for level in plan.levels:
+                if len(level) == 1:  # nothing to overlap with: stay on this thread
+                    results[level[0].index] = self._stage(plan, level[0], results)
+                    continue
                 futures = {s.index: pool.submit(self._stage, plan, s, results) for s in level}
                 for index, future in futures.items():
                     results[index] = future.result()
