@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logout": ("dockyard.cli.auth", "logout", "Forget the credentials for a registry."),
     "run": ("dockyard.cli.run", "run", "Run a command in a new container from an image."),
     "registry": ("dockyard.cli.registry", "registry", "Run a registry (mirror, gc, bundles)."),
+    "ci": ("dockyard.cli.ci", "ci", "Run a pipeline file locally; list and show past runs."),
 }
 
 

@@ -1,0 +1,65 @@
+"""The images a run's containers start from: in the store, pulled on first use.
+
+An image built by an earlier step is in the store under its tag, so it is found like
+any other. Within a run, one image is pulled once even when parallel steps want it at
+the same moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import NotFound
+from dockyard.reference import Reference
+from dockyard.runtime import Snapshots, overlay_rootfs
+from dockyard.store import Store
+
+
+@dataclass(frozen=True)
+class Image:
+    """A stored image ready to run: its config and its snapshot dirs (top first)."""
+
+    ref: Reference
+    config: dict[str, Any]
+    lowers: list[Path]
+
+
+class Images:
+    """The images of one store, as one run uses them."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.snapshots = Snapshots(store)
+        self._lock = threading.Lock()
+        self._pulling: dict[Reference, threading.Lock] = {}
+
+    def get(self, ref: Reference, note: Callable[[str], None]) -> Image:
+        """The image ``ref``, pulled into the store if missing (``note`` hears of it),
+        with its snapshots made."""
+        with self._lock:
+            lock = self._pulling.setdefault(ref, threading.Lock())
+        with lock:
+            try:
+                descriptor = self.store.resolve(ref)
+            except NotFound:
+                note(f"pulling {ref}")
+                from dockyard.registry.client import RegistrySource, client_for
+                from dockyard.transfer.copy import copy_image
+
+                copy_image(RegistrySource(client_for(ref), ref), self.store.destination(ref))
+                descriptor = self.store.resolve(ref)
+        manifest = self.store.image_manifest(descriptor)
+        if manifest is None:
+            raise NotFound(f"image {ref} has no image for this platform in the store")
+        return Image(ref, self.store.read_config(manifest), self.snapshots.prepare(manifest))
+
+    @contextlib.contextmanager
+    def rootfs(self, image: Image) -> Iterator[Path]:
+        """A fresh writable rootfs of ``image`` for the block; gone afterwards."""
+        with self.snapshots.scratch() as scratch, overlay_rootfs(image.lowers, scratch) as fs:
+            yield fs.merged

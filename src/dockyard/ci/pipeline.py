@@ -1,0 +1,446 @@
+"""The pipeline file (``.dockyard.yml``): its schema, and loading it with precise errors.
+
+::
+
+    env: {GLOBAL: "1"}
+    services:
+      web:
+        image: REF
+        command: [busybox, httpd, -f, -p, "8080"]
+        ready: {tcp: 8080, timeout: 30s}          # or {command: [...]}
+    steps:
+      - name: test
+        image: REF
+        commands: [make test]                     # sh -e, in /workspace
+        depends_on: [compile]
+        secrets: [API_TOKEN]
+        cache: [/root/.cache/pip]
+        reports: {junit: report.xml}
+        artifacts: ["dist/**"]
+        timeout: 10m
+        failure: ignore
+        when: {status: [success, failure], branch: main, event: push}
+      - name: image
+        build: {context: ., dockerfile: Dockerfile, tags: [REF], push: false}
+
+Unknown fields are errors, as are unknown or cyclic ``depends_on`` names and repeated
+step names. Every error names the file, the line and the field::
+
+    .dockyard.yml:14: steps[2].timeout: invalid duration '10x'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from dockyard import reference
+from dockyard.ci import yamlmarks
+from dockyard.ci.graph import Node, StepGraph, find_cycle
+from dockyard.errors import BuildError, InvalidReference
+from dockyard.reference import Reference
+
+DEFAULT_FILE = ".dockyard.yml"
+MAX_FILE_SIZE = 1 << 20
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a pipeline file, where it is."""
+
+    field: str  # such as steps[2].timeout; empty for the file as a whole
+    message: str
+    line: int | None
+
+    def format(self, file: str) -> str:
+        where = f"{file}:{self.line}" if self.line else file
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class PipelineError(BuildError):
+    """The pipeline file is invalid; ``problems`` lists every error found, in order."""
+
+    def __init__(self, file: str, problems: Sequence[Problem]):
+        first = problems[0]
+        message = f"{first.field}: {first.message}" if first.field else first.message
+        super().__init__(message, file, first.line)
+        self.problems = list(problems)
+
+    def __str__(self) -> str:
+        return "\n".join(problem.format(self.file or "") for problem in self.problems)
+
+
+# -- field types -----------------------------------------------------------------------
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"1h30m"``, ``"1.5m"`` or ``"250ms"``; above 0."""
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif text and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
+            seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+    if seconds is None or seconds <= 0:
+        raise ValueError(f"invalid duration {value!r}")
+    return seconds
+
+
+def _text(value: object) -> str:
+    """YAML scalars as the strings a shell or an environment would see."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    if value is None:
+        return ""
+    raise ValueError(f"expected a string, number or boolean, not {type(value).__name__}")
+
+
+def _list(value: object) -> object:
+    """A lone string where a list is expected is a list of one."""
+    return [value] if isinstance(value, str) else value
+
+
+def _image(value: object) -> Reference:
+    if isinstance(value, Reference):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected an image reference")
+    try:
+        return reference.parse(value)
+    except InvalidReference as e:
+        raise ValueError(str(e)) from None
+
+
+def _step_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"invalid name {value!r}: letters, digits, '_', '.', '-'; 63 at most")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        raise ValueError(f"invalid variable name {value!r}")
+    return value
+
+
+def _relative(value: str) -> str:
+    """A path inside the workspace: relative, no ``..``."""
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{value!r}: expected a relative path inside the workspace")
+    return value
+
+
+def _absolute(value: str) -> str:
+    path = PurePosixPath(value)
+    if not path.is_absolute() or ".." in path.parts or path == PurePosixPath("/"):
+        raise ValueError(f"{value!r}: expected an absolute path below /")
+    return str(path)
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+ImageRef = Annotated[Reference, BeforeValidator(_image)]
+StepName = Annotated[str, AfterValidator(_step_name)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+RelativePath = Annotated[str, AfterValidator(_relative)]
+AbsolutePath = Annotated[str, AfterValidator(_absolute)]
+Env = dict[EnvName, Text]
+
+
+def _hostname(value: str) -> str:
+    if not _HOSTNAME.match(value):
+        raise ValueError(f"invalid service name {value!r}: it must be a valid hostname")
+    return value
+
+
+ServiceName = Annotated[str, AfterValidator(_hostname)]
+
+
+# -- the schema ------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class Ready(_Model):
+    """When a service counts as up: a TCP port accepts connections on 127.0.0.1 of the
+    run's network, or a command (in a container of the service's image) exits 0."""
+
+    tcp: int | None = Field(None, ge=1, le=65535)
+    command: tuple[Text, ...] | None = None
+    timeout: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _one_check(self) -> Ready:
+        if (self.tcp is None) == (self.command is None):
+            raise ValueError("give exactly one of tcp and command")
+        if self.command is not None and not self.command:
+            raise ValueError("command: must not be empty")
+        return self
+
+
+class Service(_Model):
+    """A container started before the steps and stopped after them."""
+
+    image: ImageRef
+    command: tuple[Text, ...] = ()  # replaces the image's CMD, as in compose
+    environment: Env = {}
+    ready: Ready | None = None
+
+
+class When(_Model):
+    """Conditions for a step to run; each list matches if any of its items does."""
+
+    status: Annotated[tuple[Literal["success", "failure"], ...], BeforeValidator(_list)] = (
+        "success",
+    )
+    branch: Annotated[tuple[str, ...], BeforeValidator(_list)] = ()  # glob patterns
+    event: Annotated[tuple[str, ...], BeforeValidator(_list)] = ()
+
+    @model_validator(mode="after")
+    def _some_status(self) -> When:
+        if not self.status:
+            raise ValueError("status: must name success, failure or both")
+        return self
+
+    def skip_reason(self, *, branch: str | None, event: str, upstream_failed: bool) -> str:
+        """Why a step with these conditions must not run, or "" if it may run.
+
+        ``upstream_failed``: whether anything the step waits for has failed."""
+        if self.branch and not (branch and any(fnmatchcase(branch, p) for p in self.branch)):
+            return f"branch {branch or '(unknown)'} does not match when.branch"
+        if self.event and event not in self.event:
+            return f"event {event} does not match when.event"
+        status = "failure" if upstream_failed else "success"
+        if status not in self.status:
+            return "an earlier step failed" if upstream_failed else "nothing failed"
+        return ""
+
+
+class Build(_Model):
+    """An image built in-process from the workspace; paths relative to the workspace."""
+
+    context: RelativePath = "."
+    dockerfile: RelativePath | None = None  # default: CONTEXT/Dockerfile
+    tags: Annotated[tuple[ImageRef, ...], BeforeValidator(_list)] = ()
+    push: bool = False
+    build_args: dict[str, Text] = {}
+    cache_from: Annotated[tuple[str, ...], BeforeValidator(_list)] = ()
+    cache_to: str | None = None
+
+    @model_validator(mode="after")
+    def _push_needs_tags(self) -> Build:
+        if self.push and not self.tags:
+            raise ValueError("push: needs tags to push to")
+        return self
+
+
+class Reports(_Model):
+    junit: Annotated[tuple[RelativePath, ...], BeforeValidator(_list)] = ()  # glob patterns
+
+
+_COMMAND_FIELDS = ("image", "commands", "environment", "cache", "reports", "artifacts")
+
+
+class Step(_Model):
+    """A command step (``image`` and ``commands``) or a build step (``build``)."""
+
+    name: StepName
+    image: ImageRef | None = None
+    commands: tuple[Text, ...] = ()  # empty: the image's own command
+    environment: Env = {}
+    secrets: tuple[EnvName, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    cache: tuple[AbsolutePath, ...] = ()
+    reports: Reports = Reports()
+    artifacts: tuple[RelativePath, ...] = ()  # glob patterns
+    timeout: Duration | None = None
+    failure: Literal["fail", "ignore"] = "fail"
+    when: When = When()
+    build: Build | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> Step:
+        if self.build is not None:
+            extra = [f for f in _COMMAND_FIELDS if f in self.model_fields_set]
+            if extra:
+                raise ValueError(f"a build step cannot have {', '.join(extra)}")
+        elif self.image is None:
+            raise ValueError("a step needs image (to run commands) or build")
+        return self
+
+
+class PipelineSpec(_Model):
+    """The whole file."""
+
+    name: str | None = None  # keys the caches; default: the file's path
+    env: Env = {}
+    services: dict[ServiceName, Service] = {}
+    steps: tuple[Step, ...]
+
+    @field_validator("steps")
+    @classmethod
+    def _some_steps(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
+        if not steps:
+            raise ValueError("a pipeline needs at least one step")
+        return steps
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline file."""
+
+    file: Path
+    spec: PipelineSpec
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self.spec.steps
+
+    @property
+    def services(self) -> dict[str, Service]:
+        return self.spec.services
+
+    @property
+    def cache_key(self) -> str:
+        """What keys this pipeline's caches: its name, else its file's absolute path."""
+        return self.spec.name or str(self.file.absolute())
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    @cached_property
+    def graph(self) -> StepGraph:
+        return StepGraph(Node(s.name, s.depends_on, "failure" in s.when.status) for s in self.steps)
+
+
+# -- loading ---------------------------------------------------------------------------
+
+
+def load_pipeline(file: str | os.PathLike[str]) -> Pipeline:
+    """Read and validate a pipeline file; raise :class:`PipelineError` if it is invalid."""
+    path = Path(file)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_SIZE + 1)
+    except OSError as e:
+        raise PipelineError(str(path), [Problem("", f"cannot read: {e.strerror}", None)]) from None
+    if len(data) > MAX_FILE_SIZE:
+        raise PipelineError(str(path), [Problem("", "larger than 1 MiB", None)])
+    return parse_pipeline(data.decode("utf-8", "replace"), path)
+
+
+def parse_pipeline(text: str, file: Path) -> Pipeline:
+    """Validate the text of the pipeline file ``file`` (used in messages only)."""
+    try:
+        document = yamlmarks.load(text)
+    except yamlmarks.YamlError as e:
+        raise PipelineError(str(file), [Problem("", e.message, e.line)]) from None
+    if not isinstance(document.data, dict):
+        raise PipelineError(str(file), [Problem("", "expected a mapping with steps", 1)])
+    try:
+        spec = PipelineSpec.model_validate(document.data)
+    except ValidationError as e:
+        problems = [_problem(error, document) for error in e.errors(include_url=False)]
+        problems.sort(key=lambda problem: problem.line or 0)  # in the order of the file
+        raise PipelineError(str(file), problems) from None
+    pipeline = Pipeline(file, spec)
+    problems = _cross_check(pipeline, document)
+    if problems:
+        raise PipelineError(str(file), problems)
+    return pipeline
+
+
+def _problem(error: Any, document: yamlmarks.MarkedDocument) -> Problem:
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif error["type"] == "missing":
+        message = "required field missing"
+    loc = tuple(part for part in loc if part != "[key]")
+    return Problem(field_name(loc), message, document.line_of(loc))
+
+
+def field_name(loc: Sequence[str | int]) -> str:
+    """``("steps", 2, "timeout")`` as ``steps[2].timeout``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _cross_check(pipeline: Pipeline, document: yamlmarks.MarkedDocument) -> list[Problem]:
+    """What one field cannot tell alone: unique names, known and acyclic dependencies,
+    and images built in the run used only after their build step."""
+    spec = pipeline.spec
+    problems: list[Problem] = []
+
+    def add(loc: tuple[str | int, ...], message: str) -> None:
+        problems.append(Problem(field_name(loc), message, document.line_of(loc)))
+
+    index: dict[str, int] = {}
+    for i, step in enumerate(spec.steps):
+        if step.name in index:
+            add(("steps", i, "name"), f"step name {step.name!r} is used twice")
+        index.setdefault(step.name, i)
+    for i, step in enumerate(spec.steps):
+        for j, dep in enumerate(step.depends_on):
+            if dep not in index:
+                add(("steps", i, "depends_on", j), f"no step is named {dep!r}")
+            elif dep == step.name:
+                add(("steps", i, "depends_on", j), "a step cannot depend on itself")
+    if problems:
+        return problems
+    cycle = find_cycle({s.name: s.depends_on for s in spec.steps})
+    if cycle:
+        add(("steps", index[cycle[0]], "depends_on"), f"dependency cycle: {' -> '.join(cycle)}")
+        return problems
+    graph = pipeline.graph
+    builders = {tag: s.name for s in spec.steps if s.build for tag in s.build.tags}
+    for i, step in enumerate(spec.steps):
+        builder = builders.get(step.image) if step.image else None
+        if builder and builder not in graph.upstream(step.name):
+            add(
+                ("steps", i, "image"),
+                f"{step.image} is built by step {builder!r}: add it to depends_on",
+            )
+    return problems

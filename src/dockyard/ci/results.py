@@ -1,0 +1,107 @@
+"""What a run reports: per-step results, the run's result, and live events.
+
+A :class:`RunResult` is what ``run.json`` and ``--json`` hold (:meth:`RunResult.to_json`);
+:class:`Events` is how a caller (the CLI) follows a run as it happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.ci.junit import TestCounts
+
+# Step statuses
+SUCCESS = "success"
+FAILURE = "failure"  # exited non-zero, or could not be run
+TIMEOUT = "timeout"  # killed at its timeout
+SKIPPED = "skipped"  # not run: its ``when`` did not match
+CANCELLED = "cancelled"  # interrupted (Ctrl-C) before or while it ran
+FAILED = (FAILURE, TIMEOUT)
+
+
+@dataclass
+class StepResult:
+    """How one step ended."""
+
+    name: str
+    status: str
+    exit_code: int | None = None
+    duration: float = 0.0  # seconds
+    reason: str = ""  # why it failed or was skipped, in a few words
+    ignored: bool = False  # failed with ``failure: ignore``: the pipeline goes on
+    tests: TestCounts | None = None
+    artifacts: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """A failure that counts: it fails the pipeline and skips its dependants."""
+        return self.status in FAILED and not self.ignored
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "duration": round(self.duration, 3),
+            "reason": self.reason,
+            "ignored": self.ignored,
+            "artifacts": self.artifacts,
+        }
+        if self.tests is not None:
+            doc["tests"] = {
+                "passed": self.tests.passed,
+                "failed": self.tests.failed,
+                "skipped": self.tests.skipped,
+                "failing": list(self.tests.failing),
+            }
+        return doc
+
+
+@dataclass
+class RunResult:
+    """How a run ended; ``error`` says what failed outside any step (a service)."""
+
+    id: str
+    pipeline: str  # the pipeline file
+    status: str  # success | failure | cancelled (| running while it runs)
+    started: str  # ISO 8601, UTC
+    branch: str | None
+    event: str
+    duration: float = 0.0
+    error: str = ""
+    steps: list[StepResult] = field(default_factory=list)
+    pid: int | None = None  # of the process running it, while it runs
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == SUCCESS
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "status": self.status,
+            "started": self.started,
+            "duration": round(self.duration, 3),
+            "branch": self.branch,
+            "event": self.event,
+            "error": self.error,
+            "pid": self.pid,
+            "steps": [step.to_json() for step in self.steps],
+        }
+
+
+class Events:
+    """Callbacks for following a run; the default does nothing. Called from several
+    threads at once: an implementation that prints must serialise itself."""
+
+    def line(self, source: str, text: str, *, note: bool = False) -> None:
+        """A line of output of a step or service (``source``), secrets masked; ``note``
+        for what dockyard says about it (pulling, readiness, exit) rather than output."""
+
+    def step_started(self, name: str) -> None:
+        """A step's container (or build) is about to start."""
+
+    def step_finished(self, result: StepResult) -> None:
+        """A step ended, or was skipped."""

@@ -1,0 +1,123 @@
+"""Where pipeline runs live in the store, and their records.
+
+::
+
+    <store root>/ci/runs/<run id>/
+        run.json              the record: status, steps, durations, tests (see RunResult)
+        <step>.log            each step's output, secrets masked
+        services/<name>.log   each service's output
+        artifacts/<step>/     what the step's ``artifacts`` matched
+        workspace/            during the run only
+        netns                 during the run only: the run's network namespace
+    <store root>/ci/cache/<key>/   cache dirs (see :mod:`.caches`)
+
+A run id is ``YYYYmmdd-HHMMSS-`` and 4 random hex digits, so ids sort by start time.
+``run.json`` is replaced atomically; while a run goes on it says ``running`` and holds
+the pid of the process running it, so a run whose process died is told apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import NotFound
+from dockyard.layout import atomic
+
+RUNS_DIR = Path("ci") / "runs"
+RECORD = "run.json"
+RUNNING = "running"
+ABANDONED = "abandoned"  # said of a running record whose process is gone
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The directory of one run."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls, store_root: Path) -> RunDir:
+        """A new, empty run directory with a fresh id."""
+        runs = store_root / RUNS_DIR
+        runs.mkdir(parents=True, exist_ok=True)
+        while True:
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            path = runs / f"{stamp}-{os.urandom(2).hex()}"
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return cls(path)
+
+    @classmethod
+    def find(cls, store_root: Path, run_id: str) -> RunDir:
+        """The run ``run_id``, or the one run whose id starts with it; ``last`` is the
+        newest run."""
+        ids = run_ids(store_root)
+        if run_id == "last" and ids:
+            return cls(store_root / RUNS_DIR / ids[-1])
+        matches = [i for i in ids if i == run_id] or [i for i in ids if i.startswith(run_id)]
+        if len(matches) != 1:
+            problem = "no run" if not matches else f"{len(matches)} runs"
+            raise NotFound(f"{problem} with id {run_id!r} in {store_root / RUNS_DIR}")
+        return cls(store_root / RUNS_DIR / matches[0])
+
+    @property
+    def workspace(self) -> Path:
+        return self.path / "workspace"
+
+    @property
+    def netns(self) -> Path:
+        return self.path / "netns"
+
+    def step_log(self, step: str) -> Path:
+        return self.path / f"{step}.log"
+
+    def service_log(self, service: str) -> Path:
+        return self.path / "services" / f"{service}.log"
+
+    def artifacts(self, step: str) -> Path:
+        return self.path / "artifacts" / step
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        atomic.write_bytes(self.path / RECORD, json.dumps(record, indent=2).encode() + b"\n")
+
+    def read_record(self) -> dict[str, Any]:
+        """The record, with ``status`` ``abandoned`` if it says running but its process
+        is gone."""
+        try:
+            record = json.loads((self.path / RECORD).read_text())
+        except (OSError, ValueError):
+            return {"id": self.id, "status": ABANDONED, "steps": []}
+        if record.get("status") == RUNNING and not _alive(record.get("pid")):
+            record["status"] = ABANDONED
+        return record
+
+
+def run_ids(store_root: Path) -> list[str]:
+    """The ids of every run in the store, oldest first."""
+    try:
+        return sorted(p.name for p in (store_root / RUNS_DIR).iterdir() if p.is_dir())
+    except FileNotFoundError:
+        return []
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,179 @@
+"""Running one step: commands in a container, or an image build, and what it leaves.
+
+A command step runs ``sh -e -c SCRIPT`` in a fresh rootfs of its image, in
+``/workspace``, where the script echoes each command (``+ make``) before running it
+and stops at the first that fails. A step without commands runs its image's own
+command. Its cache dirs are bind-mounted; its environment is the image's, then the
+``CI_*`` variables, the pipeline's, the step's, and its secrets last.
+
+A build step builds a Dockerfile of the workspace in-process into the store, where
+later steps find the image by its tag; secrets go to the build's secret mounts
+(``RUN --mount=type=secret``), never into a layer.
+
+After a step its JUnit reports are counted and its artifacts copied into the run
+directory, whether it succeeded or not.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from dockyard.ci.caches import cache_dir
+from dockyard.ci.context import RunContext
+from dockyard.ci.junit import read_reports
+from dockyard.ci.output import OutputLog
+from dockyard.ci.pipeline import Build, Step
+from dockyard.ci.results import CANCELLED, FAILED, FAILURE, SUCCESS, TIMEOUT, StepResult
+from dockyard.ci.workspace import MOUNT_POINT, collect_artifacts
+from dockyard.errors import DockyardError
+from dockyard.runtime import ContainerTimeout, Mount, container_config
+
+
+class StepTimeout(Exception):
+    """A build step passed its timeout."""
+
+
+def script(commands: tuple[str, ...]) -> str:
+    """The shell script of ``commands``: each echoed as ``+ command``, then run."""
+    return "".join(f"printf '+ %s\\n' {shlex.quote(c)}\n{c}\n" for c in commands)
+
+
+def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str) -> StepResult:
+    """Run ``step`` to its end and report how it went. Never raises: any error fails
+    the step (an unexpected one is named by its type in the reason).
+
+    ``env`` holds the variables every step gets; ``cache_key`` keys its cache dirs.
+    """
+    log = OutputLog(step.name, ctx.run.step_log(step.name), ctx.masked, ctx.events)
+    result = StepResult(step.name, FAILURE)
+    started = time.monotonic()
+    deadline = started + step.timeout if step.timeout else None
+    try:
+        if step.build is not None:
+            _build(ctx, step.build, {n: ctx.secrets[n] for n in step.secrets}, log, deadline)
+            result.exit_code = 0
+        else:
+            step_env = {**env, **step.environment, **{n: ctx.secrets[n] for n in step.secrets}}
+            result.exit_code = _commands(ctx, step, step_env, cache_key, log)
+        result.status = SUCCESS if result.exit_code == 0 else FAILURE
+        if result.exit_code:
+            result.reason = f"exit code {result.exit_code}"
+    except Exception as e:
+        if ctx.cancel.cancelled:
+            result.status, result.reason = CANCELLED, "cancelled"
+        elif isinstance(e, ContainerTimeout | StepTimeout) or (
+            step.build is not None and deadline is not None and time.monotonic() > deadline
+        ):  # a build may wrap the StepTimeout its log raised
+            result.status, result.reason = TIMEOUT, f"timed out after {step.timeout:g}s"
+        else:
+            detail = (
+                str(e) if isinstance(e, DockyardError | OSError) else f"{type(e).__name__}: {e}"
+            )
+            result.reason = detail.splitlines()[0] if detail else type(e).__name__
+            log.note(f"error: {detail}")
+    try:
+        if result.status != CANCELLED:
+            _collect(ctx, step, result, log)
+    finally:
+        result.duration = time.monotonic() - started
+        result.ignored = result.status in FAILED and step.failure == "ignore"
+        log.note(_summary(result))
+        log.close()
+    return result
+
+
+def _commands(
+    ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str, log: OutputLog
+) -> int:
+    assert step.image is not None
+    image = ctx.images.get(step.image, log.note)
+    caches = [
+        Mount.bind(str(cache_dir(ctx.store.root, cache_key, path)), path) for path in step.cache
+    ]
+    config = container_config(
+        image.config,
+        args=("-e", "-c", script(step.commands)) if step.commands else (),
+        entrypoint="/bin/sh" if step.commands else None,
+        env=env,
+        workdir=MOUNT_POINT,
+        base=ctx.base_config(step.name, caches),
+    )
+    with ctx.images.rootfs(image) as rootfs:
+        return ctx.cancel.run(
+            rootfs, config, root=ctx.store.root, timeout=step.timeout, on_output=log
+        )
+
+
+def _build(
+    ctx: RunContext,
+    build: Build,
+    secrets: Mapping[str, str],
+    log: OutputLog,
+    deadline: float | None,
+) -> None:
+    from dockyard.build.builder import BuildOptions
+    from dockyard.build.builder import build as build_image
+
+    workspace = ctx.run.workspace.resolve()
+    context = _inside(workspace, build.context)
+    dockerfile = _inside(workspace, build.dockerfile) if build.dockerfile else None
+
+    def line(text: str) -> None:  # the builder's log; the one place to stop it
+        ctx.cancel.check()
+        if deadline is not None and time.monotonic() > deadline:
+            raise StepTimeout
+        log.line(text)
+
+    options = BuildOptions(
+        context=context,
+        dockerfile=dockerfile,
+        tags=list(build.tags),
+        build_args=dict(build.build_args),
+        secrets={name: value.encode() for name, value in secrets.items()},
+        cache_from=list(build.cache_from),
+        cache_to=build.cache_to,
+    )
+    built = build_image(ctx.store, options, log=line)
+    log.note(f"built {built.digest}" + "".join(f", tagged {t}" for t in build.tags))
+    if build.push:
+        from dockyard.registry.client import RegistryDestination, client_for
+        from dockyard.transfer.copy import copy_image
+
+        for tag in build.tags:
+            ctx.cancel.check()
+            log.note(f"pushing {tag}")
+            copy_image(ctx.store.source(tag), RegistryDestination(client_for(tag), tag))
+
+
+def _collect(ctx: RunContext, step: Step, result: StepResult, log: OutputLog) -> None:
+    """Count the step's test reports and copy its artifacts out of the workspace."""
+    if step.reports.junit:
+        result.tests, problems = read_reports(ctx.run.workspace, step.reports.junit)
+        for problem in problems:
+            log.note(problem)
+        tests = result.tests
+        log.note(f"tests: {tests.passed} passed, {tests.failed} failed, {tests.skipped} skipped")
+    if step.artifacts:
+        target = ctx.run.artifacts(step.name)
+        try:
+            result.artifacts = collect_artifacts(ctx.run.workspace, step.artifacts, target)
+        except OSError as e:
+            log.note(f"artifacts: {e}")
+        log.note(f"artifacts: {len(result.artifacts)} paths saved in {target}")
+
+
+def _inside(workspace: Path, relative: str) -> Path:
+    path = (workspace / relative).resolve()
+    if not path.is_relative_to(workspace):
+        raise DockyardError(f"{relative} leads out of the workspace")
+    return path
+
+
+def _summary(result: StepResult) -> str:
+    text = f"{result.status} in {result.duration:.1f}s"
+    if result.reason and result.status != SUCCESS:
+        text += f" ({result.reason})"
+    return text + (", ignored" if result.ignored else "")

@@ -1,0 +1,109 @@
+"""YAML with line numbers: plain data, plus the line each key and item was written on.
+
+A schema error must name the line of the offending field, which ``yaml.safe_load``
+forgets. Here the document is composed into nodes (which carry marks) and converted by
+hand: every mapping key and sequence item records its line under its path, such as
+``("steps", 2, "timeout")``. Scalars are typed by PyYAML's safe constructors.
+
+Duplicate keys, which PyYAML silently resolves to the last one, are errors; so are
+recursive aliases and alias expansions past a size limit (the "billion laughs").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+FieldPath = tuple[str | int, ...]
+MAX_NODES = 100_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class YamlError(Exception):
+    """The text is not a YAML document we accept; ``line`` is 1-based, if known."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+@dataclass(frozen=True)
+class MarkedDocument:
+    """A YAML document as plain data, and the line of each path in it."""
+
+    data: Any
+    lines: dict[FieldPath, int]
+
+    def line_of(self, path: FieldPath) -> int | None:
+        """The line of ``path``, or of its nearest ancestor that was written."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return line
+        return None
+
+
+def load(text: str) -> MarkedDocument:
+    """Parse one YAML document (an empty text is ``None``)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        converter = _Converter(loader)
+        data = converter.convert(node, ()) if node is not None else None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        problem = e.problem or str(e)
+        raise YamlError(problem, mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as e:
+        raise YamlError(str(e)) from None
+    finally:
+        loader.dispose()
+    lines = converter.lines if node is not None else {}
+    return MarkedDocument(data, lines)
+
+
+class _Converter:
+    def __init__(self, loader: yaml.SafeLoader):
+        self.loader = loader
+        self.lines: dict[FieldPath, int] = {(): 1}
+        self.count = 0
+        self.active: set[int] = set()  # ids of the collection nodes being converted
+
+    def convert(self, node: yaml.Node, path: FieldPath) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise YamlError(f"document too large (over {MAX_NODES} values)", _line(node))
+        if isinstance(node, yaml.ScalarNode):
+            return self.loader.construct_object(node, deep=True)
+        if id(node) in self.active:
+            raise YamlError("recursive alias", _line(node))
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                items = []
+                for index, item in enumerate(node.value):
+                    self.lines[(*path, index)] = _line(item)
+                    items.append(self.convert(item, (*path, index)))
+                return items
+            assert isinstance(node, yaml.MappingNode)
+            mapping: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    raise YamlError("merge keys (<<) are not supported", _line(key_node))
+                key = self.convert(key_node, path)
+                if not isinstance(key, str | int | float | bool) and key is not None:
+                    raise YamlError("mapping keys must be scalars", _line(key_node))
+                if key in mapping:
+                    raise YamlError(f"duplicate key {key!r}", _line(key_node))
+                self.lines[(*path, key)] = _line(key_node)
+                mapping[key] = self.convert(value_node, (*path, key))
+            return mapping
+        finally:
+            self.active.discard(id(node))
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1

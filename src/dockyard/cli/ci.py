@@ -1,0 +1,302 @@
+"""``dockyard ci run | logs | runs``: pipelines run locally, and their saved runs.
+
+``run`` prints each step's output as it comes, prefixed by the step's name (coloured on
+a terminal), then a summary table; it exits 0 only if the pipeline succeeded, 130 on
+Ctrl-C (or SIGTERM), after cleaning up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from dockyard.ci.results import Events
+from dockyard.cli.common import open_store
+
+if TYPE_CHECKING:
+    from dockyard.ci import RunResult, StepResult
+
+INTERRUPTED = 130
+_COLOURS = ("cyan", "magenta", "blue", "yellow", "green", "bright_cyan", "bright_magenta")
+_STATUS_COLOURS = {"success": "green", "failure": "red", "timeout": "red", "skipped": "yellow"}
+
+
+@click.group()
+def ci() -> None:
+    """Run pipelines (.dockyard.yml) locally, in containers; show past runs."""
+
+
+@ci.command("run")
+@click.option(
+    "-f",
+    "--file",
+    "file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Pipeline file [default: DIR/.dockyard.yml].",
+)
+@click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    metavar="NAME[=VALUE]",
+    help="A secret; a bare NAME takes its value from the environment (needs --from-env).",
+)
+@click.option("--from-env", is_flag=True, help="Allow bare --secret NAME (value from env).")
+@click.option(
+    "--secrets-file",
+    "secrets_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="NAME=VALUE lines ('#' comments; one pair of quotes around a value is dropped).",
+)
+@click.option("--env", "env", multiple=True, metavar="K=V", help="A variable for every step.")
+@click.option("--branch", help="The branch for when.branch [default: the git branch of DIR].")
+@click.option("--event", default="manual", show_default=True, help="The event for when.event.")
+@click.option("--only", multiple=True, metavar="STEP", help="Run STEP and its dependencies.")
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the result as JSON.",
+)
+@click.option("-j", "--parallel", type=click.IntRange(min=1), help="Steps at a time.")
+@click.argument(
+    "directory",
+    required=False,
+    default=".",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+def run(
+    file: Path | None,
+    secrets: tuple[str, ...],
+    from_env: bool,
+    secrets_files: tuple[Path, ...],
+    env: tuple[str, ...],
+    branch: str | None,
+    event: str,
+    only: tuple[str, ...],
+    json_file: Path | None,
+    parallel: int | None,
+    directory: Path,
+) -> None:
+    """Run the pipeline of DIR (default: .) with DIR copied as its workspace."""
+    from dockyard.ci import RunOptions, load_pipeline, run_pipeline
+    from dockyard.ci.pipeline import DEFAULT_FILE
+
+    pipeline = load_pipeline(file or directory / DEFAULT_FILE)
+    options = RunOptions(
+        store_root=open_store().root,
+        source=directory,
+        secrets=_secrets(secrets, from_env, secrets_files),
+        env=_pairs(env, "--env"),
+        branch=branch if branch is not None else _git_branch(directory),
+        event=event,
+        only=only,
+    )
+    if parallel:
+        options.parallel = parallel
+    printer = _Printer([s.name for s in pipeline.steps] + list(pipeline.services))
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    try:
+        result = run_pipeline(pipeline, options, printer)
+    except KeyboardInterrupt:
+        click.echo("dockyard: run cancelled; everything it started has been removed", err=True)
+        sys.exit(INTERRUPTED)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _summary(result, printer.colour)
+    if json_file:
+        json_file.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    sys.exit(0 if result.succeeded else 1)
+
+
+@ci.command("logs")
+@click.argument("run_id", metavar="RUN")
+@click.argument("name", metavar="[STEP]", required=False)
+def logs(run_id: str, name: str | None) -> None:
+    """Print the saved logs of RUN (an id, a unique prefix, or 'last'): of STEP (or
+    service) only, else of every step, prefixed by its name."""
+    from dockyard.ci import RunDir
+    from dockyard.errors import NotFound
+
+    run = RunDir.find(open_store().root, run_id)
+    if name is not None:
+        for path in (run.step_log(name), run.service_log(name)):
+            if path.is_file():
+                sys.stdout.buffer.write(path.read_bytes())
+                return
+        raise NotFound(f"run {run.id} has no log of a step or service named {name!r}")
+    steps = [s["name"] for s in run.read_record().get("steps", [])]
+    width = max((len(s) for s in steps), default=0)
+    for step in steps:
+        path = run.step_log(step)
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                click.echo(f"{step:<{width}} | {line}")
+
+
+@ci.command("runs")
+def runs() -> None:
+    """List the pipeline runs in the store, oldest first."""
+    from dockyard.ci import RunDir, run_ids
+
+    root = open_store().root
+    rows = [("RUN", "STATUS", "STARTED", "DURATION", "PIPELINE")]
+    for run_id in run_ids(root):
+        record = RunDir.find(root, run_id).read_record()
+        rows.append(
+            (
+                run_id,
+                str(record.get("status", "?")),
+                str(record.get("started", "-")),
+                _duration(record.get("duration")),
+                str(record.get("pipeline", "-")),
+            )
+        )
+    _table(rows)
+
+
+# -- output ----------------------------------------------------------------------------
+
+
+class _Printer(Events):
+    """Live output: ``name | line``, one line at a time, coloured on a terminal."""
+
+    def __init__(self, names: list[str]):
+        self.colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        self.width = max(len(n) for n in names)
+        self.colours = dict(zip(names, itertools.cycle(_COLOURS), strict=False))
+        self.lock = threading.Lock()
+
+    def line(self, source: str, text: str, *, note: bool = False) -> None:
+        prefix = f"{source:<{self.width}} |"
+        if self.colour:
+            prefix = click.style(prefix, fg=self.colours.get(source))
+            text = click.style(text, dim=True) if note else text
+        elif note:
+            text = f"--- {text}"
+        with self.lock:
+            click.echo(f"{prefix} {text}")
+
+    def step_finished(self, result: StepResult) -> None:
+        if result.status == "skipped":
+            self.line(result.name, f"skipped: {result.reason}", note=True)
+
+
+def _summary(result: RunResult, colour: bool) -> None:
+    rows = [("STEP", "STATUS", "DURATION", "EXIT", "TESTS")]
+    for step in result.steps:
+        status = step.status + (" (ignored)" if step.ignored else "")
+        tests = step.tests
+        rows.append(
+            (
+                step.name,
+                status,
+                _duration(step.duration) if step.status != "skipped" else "-",
+                "-" if step.exit_code is None else str(step.exit_code),
+                f"{tests.passed} passed, {tests.failed} failed" if tests else "-",
+            )
+        )
+    click.echo()
+    _table(rows, colour)
+    for step in result.steps:
+        if step.tests and step.tests.failing:
+            click.echo(f"failing tests in {step.name}: {', '.join(step.tests.failing)}")
+    outcome = result.status.upper()
+    if colour:
+        outcome = click.style(outcome, fg=_STATUS_COLOURS.get(result.status), bold=True)
+    error = f": {result.error}" if result.error else ""
+    click.echo(f"{outcome} in {_duration(result.duration)}{error} (run {result.id})")
+
+
+def _table(rows: list[tuple[str, ...]], colour: bool = False) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for number, row in enumerate(rows):
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        if colour and number:
+            cells[1] = click.style(cells[1], fg=_STATUS_COLOURS.get(row[1].split()[0]))
+        click.echo("  ".join(cells).rstrip())
+
+
+def _duration(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+# -- options ---------------------------------------------------------------------------
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not key or not sep:
+            raise click.BadParameter(f"{value!r}: expected NAME=VALUE", param_hint=option)
+        out[key] = rest
+    return out
+
+
+def _secrets(values: tuple[str, ...], from_env: bool, files: tuple[Path, ...]) -> dict[str, str]:
+    """Secrets from files first, then --secret, later ones winning."""
+    secrets: dict[str, str] = {}
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            name, sep, value = text.partition("=")
+            if not sep or not name.strip():
+                raise click.BadParameter(
+                    f"{path}:{number}: expected NAME=VALUE", param_hint="--secrets-file"
+                )
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            secrets[name.strip()] = value
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if sep:
+            secrets[name] = rest
+        elif not from_env:
+            raise click.BadParameter(
+                f"{value!r}: give NAME=VALUE, or add --from-env", param_hint="--secret"
+            )
+        elif name not in os.environ:
+            raise click.BadParameter(f"{name} is not set in the environment", param_hint="--secret")
+        else:
+            secrets[name] = os.environ[name]
+    return secrets
+
+
+def _git_branch(directory: Path) -> str | None:
+    """The checked-out branch of the git work tree at ``directory``, if any."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "--abbrev-ref", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    branch = out.stdout.strip()
+    return branch if out.returncode == 0 and branch and branch != "HEAD" else None
+
+
+def _sigterm_as_sigint(signum: int, frame: object) -> None:
+    """SIGTERM stops a run as Ctrl-C does, with the same cleanup."""
+    signal.raise_signal(signal.SIGINT)

@@ -1,0 +1,304 @@
+"""The pipeline file schema: what it accepts, and errors that name file, line and field."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dockyard.ci.pipeline import PipelineError, load_pipeline, parse_duration, parse_pipeline
+
+FILE = Path(".dockyard.yml")
+
+
+def parse(text: str):
+    return parse_pipeline(textwrap.dedent(text), FILE)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(PipelineError) as info:
+        parse(text)
+    return str(info.value).splitlines()
+
+
+FULL = """\
+    name: demo
+    env: {GLOBAL: 1, FLAG: true}
+    services:
+      web:
+        image: 127.0.0.1:5000/tools/busybox:1
+        command: [busybox, httpd, -f, -p, 8080]
+        environment: {K: v}
+        ready: {tcp: 8080, timeout: 30s}
+      db:
+        image: postgres
+        ready: {command: [pg_isready], timeout: 1m}
+    steps:
+      - name: compile
+        image: busybox
+        commands: [make]
+        cache: [/root/.cache/pip]
+      - name: test
+        image: busybox
+        depends_on: [compile]
+        environment: {FOO: bar}
+        secrets: [API_TOKEN]
+        commands: ["./run-tests --junit report.xml"]
+        reports: {junit: report.xml}
+        artifacts: ["dist/**"]
+        timeout: 10m
+        failure: ignore
+        when: {status: [success, failure], branch: main, event: push}
+      - name: image
+        depends_on: [test]
+        build:
+          context: .
+          dockerfile: Dockerfile
+          tags: [localhost/demo:1]
+          push: false
+          build_args: {V: 2}
+          cache_from: [localhost/demo:cache]
+          cache_to: localhost/demo:cache
+      - name: smoke
+        depends_on: [image]
+        image: localhost/demo:1
+        commands: ["demo --version"]
+"""
+
+
+def test_the_issue_example_is_accepted():
+    pipeline = parse(FULL)
+    assert pipeline.spec.env == {"GLOBAL": "1", "FLAG": "true"}
+    web = pipeline.services["web"]
+    assert web.command == ("busybox", "httpd", "-f", "-p", "8080")
+    assert web.ready is not None and (web.ready.tcp, web.ready.timeout) == (8080, 30.0)
+    assert str(web.image) == "127.0.0.1:5000/tools/busybox:1"
+    db = pipeline.services["db"].ready
+    assert db is not None and db.command == ("pg_isready",) and db.timeout == 60.0
+    test = pipeline.step("test")
+    assert test.timeout == 600.0
+    assert test.failure == "ignore"
+    assert test.when.status == ("success", "failure")
+    assert test.when.branch == ("main",)
+    assert test.reports.junit == ("report.xml",)
+    build = pipeline.step("image").build
+    assert build is not None
+    assert [str(t) for t in build.tags] == ["localhost/demo:1"]
+    assert build.build_args == {"V": "2"}
+    assert pipeline.cache_key == "demo"
+    assert pipeline.graph.order == ["compile", "test", "image", "smoke"]
+
+
+def test_defaults():
+    step = parse("steps: [{name: a, image: busybox}]").step("a")
+    assert step.commands == ()
+    assert step.when.status == ("success",)
+    assert step.failure == "fail"
+    assert step.timeout is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(90, 90.0), ("90", 90.0), ("30s", 30.0), ("1h30m", 5400.0), ("1.5m", 90.0), ("250ms", 0.25)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["10x", "", "m", "-1s", "0", True, "1 h"])
+def test_bad_durations(text):
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_error_names_file_line_and_field():
+    text = """\
+        steps:
+          - name: a
+            image: busybox
+          - name: b
+            image: busybox
+          - name: c
+            image: busybox
+            commands: [true]
+            timeout: 10x
+    """
+    assert problems(text) == [".dockyard.yml:9: steps[2].timeout: invalid duration '10x'"]
+
+
+def test_unknown_fields_are_errors_at_their_line():
+    text = """\
+        steps:
+          - name: a
+            image: busybox
+            comands: [make]
+        services:
+          web: {image: busybox, port: 80}
+        extra: 1
+    """
+    assert problems(text) == [
+        ".dockyard.yml:4: steps[0].comands: unknown field",
+        ".dockyard.yml:6: services.web.port: unknown field",
+        ".dockyard.yml:7: extra: unknown field",
+    ]
+
+
+def test_missing_fields_point_at_their_parent():
+    assert problems("steps:\n  - image: busybox\n") == [
+        ".dockyard.yml:2: steps[0].name: required field missing"
+    ]
+    assert problems("env: {}\n") == [".dockyard.yml:1: steps: required field missing"]
+
+
+def test_dependencies_must_exist_and_not_cycle():
+    text = """\
+        steps:
+          - name: a
+            image: busybox
+            depends_on: [nope]
+    """
+    assert problems(text) == [".dockyard.yml:4: steps[0].depends_on[0]: no step is named 'nope'"]
+    text = """\
+        steps:
+          - {name: a, image: busybox, depends_on: [c]}
+          - {name: b, image: busybox, depends_on: [a]}
+          - {name: c, image: busybox, depends_on: [b]}
+    """
+    assert problems(text) == [
+        ".dockyard.yml:2: steps[0].depends_on: dependency cycle: a -> c -> b -> a"
+    ]
+
+
+def test_step_names_are_unique_and_safe():
+    text = """\
+        steps:
+          - {name: a, image: busybox}
+          - {name: a, image: busybox}
+          - {name: ../x, image: busybox}
+    """
+    assert problems(text) == [
+        ".dockyard.yml:4: steps[2].name: invalid name '../x': letters, digits, '_', '.', '-'; "
+        "63 at most",
+    ]
+    assert problems("steps:\n  - {name: a, image: busybox}\n  - {name: a, image: busybox}\n") == [
+        ".dockyard.yml:3: steps[1].name: step name 'a' is used twice"
+    ]
+
+
+def test_step_kinds():
+    assert problems("steps:\n  - name: a\n    commands: [make]\n") == [
+        ".dockyard.yml:2: steps[0]: a step needs image (to run commands) or build"
+    ]
+    text = """\
+        steps:
+          - name: a
+            image: busybox
+            build: {context: .}
+    """
+    assert problems(text) == [".dockyard.yml:2: steps[0]: a build step cannot have image"]
+
+
+def test_paths_and_names():
+    text = """\
+        services:
+          Web_1: {image: busybox}
+        steps:
+          - name: a
+            image: busybox
+            cache: [relative]
+            artifacts: [../out]
+            secrets: [not-a-var]
+            when: {status: [maybe]}
+    """
+    assert problems(text) == [
+        ".dockyard.yml:2: services.Web_1: invalid service name 'Web_1': it must be a valid "
+        "hostname",
+        ".dockyard.yml:6: steps[0].cache[0]: 'relative': expected an absolute path below /",
+        ".dockyard.yml:7: steps[0].artifacts[0]: '../out': expected a relative path inside "
+        "the workspace",
+        ".dockyard.yml:8: steps[0].secrets[0]: invalid variable name 'not-a-var'",
+        ".dockyard.yml:9: steps[0].when.status[0]: Input should be 'success' or 'failure'",
+    ]
+
+
+def test_images_are_checked():
+    assert problems("steps:\n  - {name: a, image: 'Upper/Case'}\n")[0].startswith(
+        ".dockyard.yml:2: steps[0].image: invalid reference 'Upper/Case'"
+    )
+
+
+def test_ready_needs_exactly_one_check():
+    text = """\
+        services:
+          web:
+            image: busybox
+            ready: {timeout: 5s}
+        steps: [{name: a, image: b}]
+    """
+    assert problems(text) == [
+        ".dockyard.yml:4: services.web.ready: give exactly one of tcp and command"
+    ]
+
+
+def test_a_built_image_is_used_only_after_its_build():
+    text = """\
+        steps:
+          - {name: build, build: {tags: [localhost/app:1]}}
+          - {name: use, image: localhost/app:1}
+    """
+    assert problems(text) == [
+        ".dockyard.yml:3: steps[1].image: localhost/app:1 is built by step 'build': "
+        "add it to depends_on"
+    ]
+
+
+def test_yaml_problems():
+    assert problems("steps:\n  - name: a\n    name: b\n    image: x\n") == [
+        ".dockyard.yml:3: duplicate key 'name'"
+    ]
+    assert problems("- a\n") == [".dockyard.yml:1: expected a mapping with steps"]
+    assert problems("a: &x [*x]\n") == [".dockyard.yml:1: recursive alias"]
+
+
+def test_syntax_errors_have_a_line():
+    with pytest.raises(PipelineError) as info:
+        parse("steps:\n  - name: a\n   image: [\n")
+    assert info.value.line is not None
+
+
+def test_load_names_the_file(tmp_path):
+    path = tmp_path / "ci.yml"
+    path.write_text("steps:\n  - {name: a, image: busybox, timeout: soon}\n")
+    with pytest.raises(PipelineError) as info:
+        load_pipeline(path)
+    assert str(info.value) == f"{path}:2: steps[0].timeout: invalid duration 'soon'"
+    assert (info.value.file, info.value.line) == (str(path), 2)
+    with pytest.raises(PipelineError, match="cannot read"):
+        load_pipeline(tmp_path / "missing.yml")
+
+
+def test_cache_key_defaults_to_the_file(tmp_path):
+    path = tmp_path / ".dockyard.yml"
+    path.write_text("steps: [{name: a, image: busybox}]\n")
+    assert load_pipeline(path).cache_key == str(path)
+
+
+@pytest.mark.parametrize(
+    ("when", "branch", "event", "failed", "reason"),
+    [
+        ({}, None, "manual", False, ""),
+        ({}, None, "manual", True, "an earlier step failed"),
+        ({"status": ["failure"]}, None, "manual", False, "nothing failed"),
+        ({"status": ["failure"]}, None, "manual", True, ""),
+        ({"status": ["success", "failure"]}, None, "manual", True, ""),
+        ({"branch": ["main", "release/*"]}, "release/1.2", "push", False, ""),
+        ({"branch": "main"}, "dev", "push", False, "branch dev does not match when.branch"),
+        ({"branch": "main"}, None, "push", False, "branch (unknown) does not match when.branch"),
+        ({"event": "push"}, "main", "manual", False, "event manual does not match when.event"),
+    ],
+)
+def test_when(when, branch, event, failed, reason):
+    step = parse(f"steps: [{{name: a, image: busybox, when: {json.dumps(when)}}}]").step("a")
+    assert step.when.skip_reason(branch=branch, event=event, upstream_failed=failed) == reason
