@@ -28,7 +28,7 @@ from dockyard.build.frontend.dockerignore import IgnoreMatcher
 from dockyard.build.frontend.stages import BuildPlan, Stage, StageScope, plan_build
 from dockyard.build.image import ImageState
 from dockyard.build.steps import OutputTail, StepLayer, StepRunner, run_failed, secret_files
-from dockyard.errors import BuildError, NotFound
+from dockyard.errors import BuildError
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Platform
 from dockyard.oci.home import RawManifest
@@ -36,6 +36,7 @@ from dockyard.reference import Reference
 from dockyard.runtime import config as runtime_config
 from dockyard.runtime.snapshots import Snapshots
 from dockyard.store import Store
+from dockyard.transfer.pull import ensure_image
 
 Log = Callable[[str], None]
 
@@ -196,19 +197,7 @@ class Builder:
         except Exception as e:
             raise instr.error(str(e)) from None
         platform = self.options.platform or Platform.host()
-        try:
-            desc = self.store.resolve(ref)
-        except NotFound:
-            self.log(f"pulling {ref}")
-            from dockyard.registry.client import RegistrySource, client_for
-            from dockyard.transfer.copy import copy_image
-
-            copy_image(
-                RegistrySource(client_for(ref), ref),
-                self.store.destination(ref),
-                platform=platform,
-            )
-            desc = self.store.resolve(ref)
+        desc = ensure_image(self.store, ref, platform=platform, note=self.log)
         manifest = self.store.image_manifest(desc, platform)
         if manifest is None:
             raise instr.error(f"{ref} has no image for platform {platform}")

@@ -18,6 +18,7 @@ from dockyard.errors import NotFound
 from dockyard.reference import Reference
 from dockyard.runtime import Snapshots, overlay_rootfs
 from dockyard.store import Store
+from dockyard.transfer.pull import ensure_image
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,7 @@ class Images:
         with self._lock:
             lock = self._pulling.setdefault(ref, threading.Lock())
         with lock:
-            try:
-                descriptor = self.store.resolve(ref)
-            except NotFound:
-                note(f"pulling {ref}")
-                from dockyard.registry.client import RegistrySource, client_for
-                from dockyard.transfer.copy import copy_image
-
-                copy_image(RegistrySource(client_for(ref), ref), self.store.destination(ref))
-                descriptor = self.store.resolve(ref)
+            descriptor = ensure_image(self.store, ref, note=note)
         manifest = self.store.image_manifest(descriptor)
         if manifest is None:
             raise NotFound(f"image {ref} has no image for this platform in the store")

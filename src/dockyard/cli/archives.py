@@ -133,20 +133,14 @@ def export(image: str, directory: Path, platform: str | None, tls_verify: bool |
 
     IMAGE is a store reference or any transport (docker://REF, oci:DIR:TAG, ...).
     """
-    from contextlib import ExitStack
-
-    from dockyard.layers import flatten
-    from dockyard.transfer.resolve import resolve_image
+    from dockyard.transfer.export import export_rootfs
     from dockyard.transfer.transports import parse_location
 
     if directory.exists() and any(directory.iterdir()):
         raise click.UsageError(f"{directory} is not empty")
     source = open_source(parse_location(image), tls_verify)
-    manifest = resolve_image(source, platform=parse_platform(platform))
-    with ExitStack() as stack:
-        blobs = (stack.enter_context(source.open_blob(layer)) for layer in manifest.layers)
-        for warning in flatten(blobs, directory):
-            click.echo(f"warning: {warning}", err=True)
+    for warning in export_rootfs(source, directory, parse_platform(platform)):
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.command(name="import")

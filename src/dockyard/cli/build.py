@@ -153,16 +153,9 @@ def _export(store, digest: str, kind: str, dest: Path) -> None:
     ref = Reference("localhost", "dockyard-build", digest=digest)
     source = store.source(ref)
     if kind == "local":
-        from contextlib import ExitStack
+        from dockyard.transfer.export import export_rootfs
 
-        from dockyard.layers import flatten
-        from dockyard.transfer.resolve import resolve_image
-
-        manifest = resolve_image(source)
-        with ExitStack() as stack:
-            flatten(
-                (stack.enter_context(source.open_blob(layer)) for layer in manifest.layers), dest
-            )
+        export_rootfs(source, dest)
         return
     copy_image(source, open_destination(Location(kind, dest, None), store_root=store.root))
 

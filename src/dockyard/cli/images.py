@@ -36,17 +36,16 @@ def pull(
     quiet: bool,
 ) -> None:
     """Pull IMAGE from its registry into the local store."""
-    from dockyard.registry.client import RegistrySource, client_for
-    from dockyard.transfer.copy import copy_image
+    from dockyard.transfer.pull import pull as pull_image
 
     ref = parse_ref(image)
-    source = RegistrySource(client_for(ref, tls_verify=tls_verify), ref)
     with progress_display("quiet" if quiet else progress) as display:
-        result = copy_image(
-            source,
-            open_store().destination(ref),
+        result = pull_image(
+            open_store(),
+            ref,
             platform=parse_platform(platform),
             all_platforms=all_platforms,
+            tls_verify=tls_verify,
             progress=display,
         )
     click.echo(result.digest if quiet else f"{ref}: {result.digest}")

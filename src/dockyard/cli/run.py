@@ -20,12 +20,10 @@ from typing import TYPE_CHECKING
 import click
 
 from dockyard.cli.common import open_store, parse_ref, tls_option
+from dockyard.cli.progress import progress_display
 
 if TYPE_CHECKING:
-    from dockyard.oci.descriptor import Descriptor
-    from dockyard.reference import Reference
     from dockyard.runtime import Mount
-    from dockyard.store import Store
 
 CONTAINERS_DIR = "containers"
 RUN_FAILED = 125
@@ -76,16 +74,20 @@ def run(
     from dockyard.runtime.container import new_id
     from dockyard.runtime.mounts import remove_tree
     from dockyard.runtime.rootfs import overlay_rootfs
+    from dockyard.transfer.pull import ensure_image
 
     if tty and not os.isatty(sys.stdin.fileno()):
         raise click.UsageError("the input device is not a TTY (drop -t)")
     ref = parse_ref(image)
     store = open_store()
-    try:
-        descriptor = store.resolve(ref)
-    except NotFound:
-        click.echo(f"Unable to find image {ref} locally, pulling it", err=True)
-        descriptor = _pull(ref, store, tls_verify)
+    with progress_display("auto") as display:
+        descriptor = ensure_image(
+            store,
+            ref,
+            tls_verify=tls_verify,
+            progress=display,
+            note=lambda _: click.echo(f"Unable to find image {ref} locally, pulling it", err=True),
+        )
     manifest = store.image_manifest(descriptor)
     if manifest is None:
         raise NotFound(f"image {ref} has no image for this platform in the store")
@@ -133,17 +135,6 @@ def run(
         elif state.exists():
             _write_record(state, {**record, "exit_code": code})
     sys.exit(code)  # not ctx.exit(): main() runs click non-standalone, which drops it
-
-
-def _pull(ref: Reference, store: Store, tls_verify: bool | None) -> Descriptor:
-    from dockyard.cli.progress import progress_display
-    from dockyard.registry.client import RegistrySource, client_for
-    from dockyard.transfer.copy import copy_image
-
-    source = RegistrySource(client_for(ref, tls_verify=tls_verify), ref)
-    with progress_display("auto") as display:
-        copy_image(source, store.destination(ref), progress=display)
-    return store.resolve(ref)
 
 
 def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
