@@ -23,7 +23,7 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from dockyard.errors import LayerError
@@ -50,11 +50,18 @@ def apply_layer(
     malformed content; ``rootfs`` is then half-applied and should be discarded. The
     stream is read to its end, so a digest-verifying stream gets to verify.
     """
-    if as_root is None:
-        as_root = os.geteuid() == 0
+    root = os.geteuid() == 0 if as_root is None else as_root
+    return apply_with(lambda root_fd: _Applier(root_fd, root), tar_stream, rootfs)
+
+
+def apply_with(
+    make_applier: Callable[[int], _Applier], tar_stream: BinaryIO, rootfs: str | os.PathLike[str]
+) -> list[str]:
+    """Drive an applier (made for the rootfs's dir fd) over a streamed layer tar: the
+    loop shared by :func:`apply_layer` and the runtime's overlay-format extraction."""
     root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        applier = _Applier(root_fd, as_root)
+        applier = make_applier(root_fd)
         try:
             with tarfile.open(fileobj=tar_stream, mode="r|") as tar:
                 while (member := tar.next()) is not None:

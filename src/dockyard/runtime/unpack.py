@@ -24,8 +24,7 @@ from typing import BinaryIO
 
 from dockyard.errors import LayerError
 from dockyard.layers import whiteouts
-from dockyard.layers.compression import CHUNK
-from dockyard.layers.extract import _Applier
+from dockyard.layers.extract import _Applier, apply_with
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
@@ -34,22 +33,7 @@ def unpack_layer(tar_stream: BinaryIO, target: str | os.PathLike[str]) -> list[s
     """Extract one uncompressed layer tar into the empty directory ``target`` in overlay
     format; return the applier's warnings. Raise :class:`LayerError` for hostile or
     malformed content (``target`` should then be discarded). Reads the stream to EOF."""
-    root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        applier = _OverlayApplier(root_fd, True)
-        try:
-            with tarfile.open(fileobj=tar_stream, mode="r|") as tar:
-                while (member := tar.next()) is not None:
-                    tar.members.clear()  # a streamed layer can have millions of entries
-                    applier.apply(member, tar)
-        except tarfile.TarError as e:
-            raise LayerError(f"malformed layer tar: {e}") from None
-        applier.finish()
-    finally:
-        os.close(root_fd)
-    while tar_stream.read(CHUNK):
-        pass
-    return applier.warnings
+    return apply_with(lambda root_fd: _OverlayApplier(root_fd, True), tar_stream, target)
 
 
 class _OverlayApplier(_Applier):
