@@ -197,7 +197,38 @@ class LayoutSource:
         return self.layout.blobs.open(desc.digest, desc.size)
 
 
-class LayoutDestination:
+class BlobsDestination:
+    """The blob side of a destination backed by a :class:`BlobDir`: blobs and manifests
+    land as they come, and the root manifest is remembered for the subclass's
+    ``commit`` to name."""
+
+    def __init__(self, blobs: BlobDir, where: object):
+        self.blobs = blobs
+        self._where = where
+        self._root: Descriptor | None = None
+
+    def has_blob(self, desc: Descriptor) -> bool:
+        return self.blobs.has(desc.digest)
+
+    def put_blob(
+        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+    ) -> None:
+        self.blobs.write(desc.digest, stream, desc.size)
+
+    def put_manifest(self, manifest: RawManifest, *, root: bool) -> None:
+        digest = self.blobs.write_bytes(manifest.data)
+        if root:
+            media_type = manifests.detect_media_type(manifest.data, manifest.media_type)
+            self._root = Descriptor(media_type, digest, len(manifest.data))
+
+    def root(self) -> Descriptor:
+        """The root manifest written; StoreError if there was none."""
+        if self._root is None:
+            raise StoreError(f"nothing to commit to {self._where}: no root manifest")
+        return self._root
+
+
+class LayoutDestination(BlobsDestination):
     """Write one image into the layout at ``path`` (created if needed) under ``tag``.
 
     Blobs land as they come; ``index.json`` names the image only at :meth:`commit`, so
@@ -207,27 +238,11 @@ class LayoutDestination:
     def __init__(self, path: Path, tag: str | None = None):
         self.layout = OCILayout(path)
         self.layout.ensure()
+        super().__init__(self.layout.blobs, self.layout.root)
         self.tag = tag
-        self._root: Descriptor | None = None
-
-    def has_blob(self, desc: Descriptor) -> bool:
-        return self.layout.blobs.has(desc.digest)
-
-    def put_blob(
-        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
-    ) -> None:
-        self.layout.blobs.write(desc.digest, stream, desc.size)
-
-    def put_manifest(self, manifest: RawManifest, *, root: bool) -> None:
-        digest = self.layout.blobs.write_bytes(manifest.data)
-        if root:
-            media_type = manifests.detect_media_type(manifest.data, manifest.media_type)
-            self._root = Descriptor(media_type, digest, len(manifest.data))
 
     def commit(self) -> None:
-        if self._root is None:
-            raise StoreError(f"nothing to commit to {self.layout.root}: no root manifest")
-        self.layout.set_name(self.tag, self._root)
+        self.layout.set_name(self.tag, self.root())
 
     def abort(self) -> None:
         """Nothing to undo: unnamed blobs are harmless and pruned later."""

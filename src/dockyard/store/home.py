@@ -7,11 +7,9 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO
 
-from dockyard.errors import StoreError
-from dockyard.layout.oci_dir import OCILayout
-from dockyard.oci import manifest as manifests
+from dockyard.layout.oci_dir import BlobsDestination, OCILayout
 from dockyard.oci.descriptor import Descriptor
-from dockyard.oci.home import BlobOpener, RawManifest
+from dockyard.oci.home import RawManifest
 from dockyard.reference import Reference
 
 if TYPE_CHECKING:
@@ -36,7 +34,7 @@ class StoreSource:
         return self.layout.blobs.open(desc.digest, desc.size)
 
 
-class StoreDestination:
+class StoreDestination(BlobsDestination):
     """Write one image into the store, named ``ref`` at :meth:`commit`.
 
     Holds the store's lease from creation until :meth:`commit` or :meth:`close` (or
@@ -44,33 +42,17 @@ class StoreDestination:
     """
 
     def __init__(self, store: Store, ref: Reference):
+        super().__init__(store.blobs, ref)
         self.store = store
         self.ref = ref
-        self._root: Descriptor | None = None
         lease = store.lease()
         lease.acquire()
         self._release = weakref.finalize(self, lease.release)
 
-    def has_blob(self, desc: Descriptor) -> bool:
-        return self.store.blobs.has(desc.digest)
-
-    def put_blob(
-        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
-    ) -> None:
-        self.store.blobs.write(desc.digest, stream, desc.size)
-
-    def put_manifest(self, manifest: RawManifest, *, root: bool) -> None:
-        digest = self.store.blobs.write_bytes(manifest.data)
-        if root:
-            media_type = manifests.detect_media_type(manifest.data, manifest.media_type)
-            self._root = Descriptor(media_type, digest, len(manifest.data))
-
     def commit(self) -> None:
         """Name the image, then end the lease."""
-        if self._root is None:
-            raise StoreError(f"nothing to commit for {self.ref}: no root manifest")
         try:
-            self.store.tag(self.ref, self._root)
+            self.store.tag(self.ref, self.root())
         finally:
             self.abort()
 
