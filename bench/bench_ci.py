@@ -29,7 +29,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench_runtime import ULIMITS, busybox_layout
-from common import report, run, timed
+from common import podman_command, report, run, timed
 
 IMAGE = "localhost/bench/busybox:latest"
 SLEEP = 0.1
@@ -101,15 +101,7 @@ def main() -> None:
             sys.exit(f"needs {tool}")
 
     work = Path(tempfile.mkdtemp(prefix="dyc-", dir="/tmp"))  # short paths for podman
-    podman = [
-        "podman",
-        "--root", str(work / "pr"),
-        "--runroot", str(work / "prr"),
-        "--runtime", "runc",  # crun fails on this host's hybrid cgroups (PITFALLS)
-        "--cgroup-manager", "cgroupfs",
-        "--events-backend", "file",
-        "--storage-driver", "overlay",
-    ]  # fmt: skip
+    podman = podman_command(work)
     store = work / "store"
     env = {**os.environ, "DOCKYARD_ROOT": str(store), "PYTHONPYCACHEPREFIX": str(work / "pyc")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import report, run, timed
+from common import podman_command, report, run, timed
 
 IMAGE = "localhost/bench/busybox:latest"
 ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
@@ -80,15 +80,7 @@ def main() -> None:
             sys.exit(f"needs {tool}")
 
     work = Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp"))  # short paths for podman
-    podman = [
-        "podman",
-        "--root", str(work / "pr"),
-        "--runroot", str(work / "prr"),
-        "--runtime", "runc",  # crun fails on this host's hybrid cgroups (PITFALLS)
-        "--cgroup-manager", "cgroupfs",
-        "--events-backend", "file",
-        "--storage-driver", "overlay",
-    ]  # fmt: skip
+    podman = podman_command(work)
     store = work / "store"
     # Bytecode cached (in the temp dir, not the tree), as for an installed dockyard.
     env = {**os.environ, "DOCKYARD_ROOT": str(store), "PYTHONPYCACHEPREFIX": str(work / "pyc")}

@@ -24,6 +24,20 @@ def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=prefix, dir=base)
 
 
+def podman_command(work: Path) -> list[str]:
+    """podman on throwaway storage under ``work`` (keep ``work`` short: podman refuses a
+    runroot of 50 characters or more), with runc and no systemd, as this host needs."""
+    return [
+        "podman",
+        "--root", str(work / "pr"),
+        "--runroot", str(work / "prr"),
+        "--runtime", "runc",  # crun fails on this host's hybrid cgroups (PITFALLS)
+        "--cgroup-manager", "cgroupfs",
+        "--events-backend", "file",
+        "--storage-driver", "overlay",
+    ]  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
