@@ -20,16 +20,14 @@ Run as root: ``python bench/bench_ci.py [--repeat N]``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
 from bench_runtime import ULIMITS, busybox_layout
-from common import podman_command, report, run, timed
+from common import container_bench, report, run, timed
 
 IMAGE = "localhost/bench/busybox:latest"
 SLEEP = 0.1
@@ -94,17 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root: containers need it")
-    for tool in ("runc", "podman", "umoci", "busybox"):
-        if not shutil.which(tool):
-            sys.exit(f"needs {tool}")
-
-    work = Path(tempfile.mkdtemp(prefix="dyc-", dir="/tmp"))  # short paths for podman
-    podman = podman_command(work)
-    store = work / "store"
-    env = {**os.environ, "DOCKYARD_ROOT": str(store), "PYTHONPYCACHEPREFIX": str(work / "pyc")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    work, podman, store, env = container_bench("dyc-")
     dockyard = [sys.executable, "-m", "dockyard.cli.main"]
     one, five = work / "one", work / "five"
     for directory, text in ((one, ONE_STEP), (five, FIVE_STEPS)):

@@ -16,14 +16,12 @@ Run as root: ``python bench/bench_runtime.py [--repeat N]``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from common import podman_command, report, run, timed
+from common import container_bench, report, run, timed
 
 IMAGE = "localhost/bench/busybox:latest"
 ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
@@ -73,18 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root: containers need it")
-    for tool in ("runc", "podman", "umoci", "busybox"):
-        if not shutil.which(tool):
-            sys.exit(f"needs {tool}")
-
-    work = Path(tempfile.mkdtemp(prefix="dyb-", dir="/tmp"))  # short paths for podman
-    podman = podman_command(work)
-    store = work / "store"
-    # Bytecode cached (in the temp dir, not the tree), as for an installed dockyard.
-    env = {**os.environ, "DOCKYARD_ROOT": str(store), "PYTHONPYCACHEPREFIX": str(work / "pyc")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    work, podman, store, env = container_bench("dyb-")
     dockyard = [sys.executable, "-m", "dockyard.cli.main"]
     try:
         layout = busybox_layout(work)

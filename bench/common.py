@@ -7,6 +7,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -36,6 +37,22 @@ def podman_command(work: Path) -> list[str]:
         "--events-backend", "file",
         "--storage-driver", "overlay",
     ]  # fmt: skip
+
+
+def container_bench(prefix: str) -> tuple[Path, list[str], Path, dict[str, str]]:
+    """Checks and set-up shared by the container benchmarks: root and the tools, a short
+    work dir (podman's runroot limit), podman on it, and the env for the dockyard CLI
+    (store in the work dir; bytecode cached there, as for an installed dockyard)."""
+    if os.geteuid() != 0:
+        sys.exit("run as root: containers need it")
+    for tool in ("runc", "podman", "umoci", "busybox"):
+        if not shutil.which(tool):
+            sys.exit(f"needs {tool}")
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    store = work / "store"
+    env = {**os.environ, "DOCKYARD_ROOT": str(store), "PYTHONPYCACHEPREFIX": str(work / "pyc")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return work, podman_command(work), store, env
 
 
 def free_port() -> int:

@@ -160,16 +160,7 @@ class Storage:
         return True
 
     def linked_blobs(self, name: str) -> list[str]:
-        out = []
-        base = self.repo_dir(name) / LAYERS
-        for algorithm in ("sha256", "sha512"):
-            with contextlib.suppress(FileNotFoundError):
-                out += [
-                    f"{algorithm}:{e}"
-                    for e in os.listdir(base / algorithm)
-                    if names.valid_digest(f"{algorithm}:{e}")
-                ]
-        return out
+        return _digests_under(self.repo_dir(name) / LAYERS)
 
     # -- manifests -----------------------------------------------------------------------
 
@@ -275,16 +266,7 @@ class Storage:
         return [t for t in self.tags(name) if self.resolve_tag(name, t) == digest]
 
     def revisions(self, name: str) -> list[str]:
-        out = []
-        base = self.repo_dir(name) / MANIFESTS / "revisions"
-        for algorithm in ("sha256", "sha512"):
-            with contextlib.suppress(FileNotFoundError):
-                out += [
-                    f"{algorithm}:{e}"
-                    for e in os.listdir(base / algorithm)
-                    if names.valid_digest(f"{algorithm}:{e}")
-                ]
-        return out
+        return _digests_under(self.repo_dir(name) / MANIFESTS / "revisions")
 
     def delete_manifest(self, name: str, digest: str) -> bool:
         """Remove a manifest from the repository with its tags and referrer entry."""
@@ -513,3 +495,16 @@ def referrer_info(raw: bytes) -> dict[str, Any]:
         "artifact_type": artifact_type if isinstance(artifact_type, str) else None,
         "annotations": annotations,
     }
+
+
+def _digests_under(base: Path) -> list[str]:
+    """The digests named by ``base/<algorithm>/<hex>`` entries (link dirs of a repo)."""
+    out = []
+    for algorithm in ("sha256", "sha512"):
+        with contextlib.suppress(FileNotFoundError):
+            out += [
+                f"{algorithm}:{e}"
+                for e in os.listdir(base / algorithm)
+                if names.valid_digest(f"{algorithm}:{e}")
+            ]
+    return out
