@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
-import sys
 from contextlib import ExitStack
 from pathlib import Path
 
 from bench_runtime import ULIMITS, busybox_layout
-from common import container_bench, report, run, timed
+from common import DOCKYARD, container_bench, report, run, timed
 
 IMAGE = "localhost/bench/busybox:latest"
 SLEEP = 0.1
@@ -93,7 +92,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
     work, podman, store, env = container_bench("dyc-")
-    dockyard = [sys.executable, "-m", "dockyard.cli.main"]
+    dockyard = [DOCKYARD]
     one, five = work / "one", work / "five"
     for directory, text in ((one, ONE_STEP), (five, FIVE_STEPS)):
         directory.mkdir()

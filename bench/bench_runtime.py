@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import container_bench, report, run, timed
+from common import DOCKYARD, container_bench, report, run, timed
 
 IMAGE = "localhost/bench/busybox:latest"
 ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
     work, podman, store, env = container_bench("dyb-")
-    dockyard = [sys.executable, "-m", "dockyard.cli.main"]
+    dockyard = [DOCKYARD]
     try:
         layout = busybox_layout(work)
         run(*dockyard, "copy", f"oci:{layout}:latest", IMAGE, env=env)

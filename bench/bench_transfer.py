@@ -12,7 +12,9 @@ import os
 from pathlib import Path
 
 from common import (
+    DOCKYARD,
     docker_registry,
+    dockyard_env,
     forget_skopeo_blob_cache,
     report,
     reset_dir,
@@ -68,9 +70,9 @@ def main() -> None:
         store = work / "store"
         name = "bench.local/big:1"
         make_image(work, store, name)
-        env = {**os.environ, "DOCKYARD_ROOT": str(store)}
+        env = dockyard_env(store, work / "pyc")
         pull_store = work / "pull-store"
-        pull_env = {**os.environ, "DOCKYARD_ROOT": str(pull_store)}
+        pull_env = dockyard_env(pull_store, work / "pyc")
         skopeo_dir = work / "skopeo-oci"
         rows = []
 
@@ -91,7 +93,7 @@ def main() -> None:
 
         startup = timed(registry_only, repeat=args.repeat)
         ours = timed(
-            push_with(lambda h: ["dockyard", "push", "--progress=quiet", name, f"{h}/b/ours:1"]),
+            push_with(lambda h: [DOCKYARD, "push", "--progress=quiet", name, f"{h}/b/ours:1"]),
             repeat=args.repeat,
         )
         peer = timed(
@@ -111,9 +113,9 @@ def main() -> None:
 
         # Pull: one registry holding the image; each run into an empty destination.
         with docker_registry() as host:
-            run("dockyard", "push", "--progress=quiet", name, f"{host}/b/img:1", env=env)
+            run(DOCKYARD, "push", "--progress=quiet", name, f"{host}/b/img:1", env=env)
             ours = timed(
-                lambda: run("dockyard", "pull", "-q", f"{host}/b/img:1", env=pull_env),
+                lambda: run(DOCKYARD, "pull", "-q", f"{host}/b/img:1", env=pull_env),
                 prepare=lambda: reset_dir(pull_store),
                 repeat=args.repeat,
             )

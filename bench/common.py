@@ -16,6 +16,28 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _dockyard_script() -> str:
+    """The ``dockyard`` console script of the interpreter running the benchmark.
+
+    Not a PATH lookup: version managers put a shell shim first on PATH (pyenv's costs
+    ~100 ms per call here), which would be timed as ours; skopeo and podman run direct.
+    """
+    script = Path(sys.executable).parent / "dockyard"
+    return str(script) if script.exists() else shutil.which("dockyard") or "dockyard"
+
+
+DOCKYARD = _dockyard_script()
+
+
+def dockyard_env(store: Path, pycache: Path) -> dict[str, str]:
+    """The environment for the dockyard CLI: the store at ``store`` and bytecode cached
+    under ``pycache``, as for an installed dockyard (pip compiles on install). Some hosts
+    set PYTHONDONTWRITEBYTECODE, which would time a compile of every module per call."""
+    env = {**os.environ, "DOCKYARD_ROOT": str(store), "PYTHONPYCACHEPREFIX": str(pycache)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory:
     """A temp dir for a benchmark's stores and peers' storage, under ``$BENCH_DIR``
     (default ``~/.cache/dockyard-bench``): on some hosts /tmp is watched (file-event
@@ -42,7 +64,7 @@ def podman_command(work: Path) -> list[str]:
 def container_bench(prefix: str) -> tuple[Path, list[str], Path, dict[str, str]]:
     """Checks and set-up shared by the container benchmarks: root and the tools, a short
     work dir (podman's runroot limit), podman on it, and the env for the dockyard CLI
-    (store in the work dir; bytecode cached there, as for an installed dockyard)."""
+    (store and bytecode cache in the work dir)."""
     if os.geteuid() != 0:
         sys.exit("run as root: containers need it")
     for tool in ("runc", "podman", "umoci", "busybox"):
@@ -50,9 +72,7 @@ def container_bench(prefix: str) -> tuple[Path, list[str], Path, dict[str, str]]
             sys.exit(f"needs {tool}")
     work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     store = work / "store"
-    env = {**os.environ, "DOCKYARD_ROOT": str(store), "PYTHONPYCACHEPREFIX": str(work / "pyc")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return work, podman_command(work), store, env
+    return work, podman_command(work), store, dockyard_env(store, work / "pyc")
 
 
 def free_port() -> int:

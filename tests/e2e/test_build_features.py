@@ -178,3 +178,49 @@ def test_run_mounts_leave_no_mount_points_behind(dockyard, busybox_ref, tmp_path
     assert not (rootfs / "var/cache/x").exists()
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(dockyard.root) not in mounts
+
+
+def test_copy_link_layer_is_reused_on_a_changed_base(dockyard, busybox_ref, tmp_path):
+    """BuildKit's ``COPY --link``: the layer does not depend on the layers below it, so
+    it stays cached (same blob) after the base changed, and a symlink in the base is
+    not followed (the layer's directory replaces it)."""
+    files = {"app.txt": "linked\n"}
+    layers = []
+    for base_content in ("one", "two"):
+        context = context_with(
+            tmp_path,
+            f"""\
+            FROM {busybox_ref}
+            RUN echo {base_content} > /base && mkdir /real && ln -s /real /app
+            COPY --link --chown=7:root app.txt /app/
+            """,
+            **files,
+        )
+        out = dockyard("build", "-t", f"localhost/t/link-{base_content}:1", str(context))
+        inspected = json.loads(dockyard("inspect", f"localhost/t/link-{base_content}:1").stdout)
+        layers.append(inspected["Config"]["rootfs"]["diff_ids"])
+    assert b"1 steps run, 1 cached" in out.stderr  # the RUN reran, the COPY hit
+    assert layers[0][-1] == layers[1][-1]
+    assert layers[0][-2] != layers[1][-2]
+
+    rootfs = export(dockyard, "localhost/t/link-two:1", tmp_path)
+    assert (rootfs / "base").read_text() == "two\n"
+    assert (rootfs / "app").is_dir() and not (rootfs / "app").is_symlink()
+    copied = rootfs / "app/app.txt"
+    assert copied.read_text() == "linked\n"
+    assert (copied.stat().st_uid, copied.stat().st_gid) == (7, 0)
+    assert list((rootfs / "real").iterdir()) == []
+
+
+def test_copy_link_refuses_owner_names(dockyard, busybox_ref, tmp_path):
+    context = context_with(
+        tmp_path,
+        f"""\
+        FROM {busybox_ref}
+        COPY --link --chown=nobody app.txt /app/
+        """,
+        **{"app.txt": "x\n"},
+    )
+    out = dockyard("build", "-q", str(context), check=False)
+    assert out.returncode == 1
+    assert b"Dockerfile:2" in out.stderr and b"--chown=nobody with --link" in out.stderr

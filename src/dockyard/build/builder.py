@@ -40,6 +40,9 @@ from dockyard.transfer.pull import ensure_image
 
 Log = Callable[[str], None]
 
+DETACHED_PARENT = "detached"
+"""The parent identity in the cache key of a step whose layer ignores its parent."""
+
 
 @dataclass
 class BuildOptions:
@@ -279,9 +282,14 @@ class Builder:
         payload: dict[str, Any],
         created_by: str,
         execute: Callable[[], StepLayer],
+        *,
+        detached: bool = False,
     ) -> None:
-        """Look the step up in the cache; execute it on a miss; add its layer (if any)."""
-        key = step_key(state.identity(), payload)
+        """Look the step up in the cache; execute it on a miss; add its layer (if any).
+
+        A ``detached`` step's layer does not depend on ``state`` (``COPY --link``), so
+        neither does its key: it hits after the layers below it changed."""
+        key = step_key(DETACHED_PARENT if detached else state.identity(), payload)
         record = None if self.options.no_cache else self._cached(key)
         if record is not None:
             self.log("  CACHED")
@@ -504,6 +512,8 @@ class Builder:
         from dockyard.build import copier
 
         workdir = state.config.get("WorkingDir") or "/"
+        if instr.link:
+            _check_link_owner(instr)
         from_ = instr.from_ if isinstance(instr, ins.Copy) else ""
         source_state = self._source_state(from_, instr, results, plan) if from_ else None
         with (
@@ -522,12 +532,16 @@ class Builder:
             }
 
             def execute() -> StepLayer:
+                if instr.link:
+                    return self.steps.detached(
+                        state, lambda root: copier.execute_copy(copy_plan, root, workdir=workdir)
+                    )
                 return self.steps.change(
                     state,
                     lambda fs: copier.execute_copy(copy_plan, fs.merged, workdir=workdir),
                 )
 
-            self._layer_step(state, payload, instr.created_by(), execute)
+            self._layer_step(state, payload, instr.created_by(), execute, detached=instr.link)
 
     @contextmanager
     def _source_root(self, state: ImageState | None) -> Iterator[Path | None]:
@@ -585,6 +599,17 @@ def _inside(root: Path, source: str, instr: ins.Instruction) -> Path:
     if not resolved.exists():
         raise instr.error(f"mount source {source!r} not found")
     return resolved
+
+
+def _check_link_owner(instr: ins.Copy | ins.Add) -> None:
+    """``--link`` copies into an empty layer, with no passwd file to look names up in:
+    ``--chown`` takes numeric ids or ``root`` only (BuildKit refuses names too)."""
+    for part in instr.chown.split(":") if instr.chown else ():
+        if part and part != "root" and not part.isdigit():
+            raise instr.error(
+                f"--chown={instr.chown} with --link: use numeric ids, {part!r} cannot be"
+                " looked up in a layer made apart from the image"
+            )
 
 
 def _healthcheck(instr: ins.Healthcheck) -> dict[str, Any]:

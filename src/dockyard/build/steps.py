@@ -59,17 +59,31 @@ class StepRunner:
         with self.snapshots.scratch() as scratch:
             with overlay_rootfs(self.lowers(state), scratch) as fs:
                 work(fs)
-            upper = scratch / "upper"
-            if not any(os.scandir(upper)):
-                return StepLayer(None)
-            with self.store.blobs.ingest() as blob:
-                packed = pack(
-                    upper, blob.file, overlay=True, source_date_epoch=self.source_date_epoch
-                )
-                blob.commit(packed.digest)
-            parent = chain_ids(state.diff_ids)
-            self.snapshots.commit(upper, chain_id(parent[-1] if parent else None, packed.diff_id))
-            return StepLayer(packed)
+            return self._layer(state, scratch / "upper", overlay=True)
+
+    def detached(self, state, work: Callable[[Path], None]) -> StepLayer:
+        """A layer made apart from ``state`` (``COPY --link``): ``work`` writes into an
+        empty dir, which becomes the layer on top of ``state``. Nothing below is read, so
+        the layer is the same whatever ``state`` holds."""
+        with self.snapshots.scratch() as scratch:
+            root = scratch / "upper"
+            root.mkdir()
+            work(root)
+            return self._layer(state, root, overlay=False)
+
+    def _layer(self, state, upper: Path, *, overlay: bool) -> StepLayer:
+        """Pack ``upper`` into a layer blob in the store and make it the snapshot above
+        ``state``'s layers. An empty dir makes no layer."""
+        if not any(os.scandir(upper)):
+            return StepLayer(None)
+        with self.store.blobs.ingest() as blob:
+            packed = pack(
+                upper, blob.file, overlay=overlay, source_date_epoch=self.source_date_epoch
+            )
+            blob.commit(packed.digest)
+        parent = chain_ids(state.diff_ids)
+        self.snapshots.commit(upper, chain_id(parent[-1] if parent else None, packed.diff_id))
+        return StepLayer(packed)
 
 
 class OutputTail:

@@ -313,6 +313,8 @@ def resolve_owner(
         entry = _lookup(rootfs, "/etc/passwd", user, 3)
         if entry:
             uid, gid = _field_id(entry[2]), _field_id(entry[3])
+        elif user == "root":
+            pass  # 0:0 without a passwd file, as BuildKit (COPY --link has none to read)
         elif strict:
             raise ValueError(f"unable to find user {user}: no matching entries in passwd file")
     if has_group:
@@ -325,6 +327,8 @@ def resolve_owner(
             entry = _lookup(rootfs, "/etc/group", group, 2)
             if entry:
                 gid = _field_id(entry[2])
+            elif group == "root":
+                gid = 0
             elif strict:
                 raise ValueError(f"unable to find group {group}: no matching entries in group file")
     return uid, gid
