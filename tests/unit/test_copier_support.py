@@ -76,3 +76,32 @@ def mode(path: Path) -> int:
 def owner(path: Path) -> tuple[int, int]:
     st = path.lstat()
     return st.st_uid, st.st_gid
+
+
+@pytest.mark.parametrize("size", [0, 1, 4097, (1 << 20) + 3])
+@pytest.mark.parametrize("source_dir", ["same", "/dev/shm"])
+def test_data_copier_copies_exact_bytes_across_filesystems(tmp_path, size, source_dir):
+    """copy_file_range where it works, sendfile where it fails (across filesystems, as
+    into an overlay mount): the same bytes either way, for one copier used many times."""
+    from dockyard.build.copier.writer import _DataCopier
+
+    where = tmp_path if source_dir == "same" else Path(source_dir)
+    if not where.is_dir():
+        pytest.skip(f"no {source_dir}")
+    data = os.urandom(size)
+    source = where / f"dockyard-src-{os.getpid()}-{size}"
+    source.write_bytes(data)
+    copier_ = _DataCopier()
+    try:
+        for n in range(2):
+            target = tmp_path / f"copy{n}"
+            src = os.open(source, os.O_RDONLY)
+            dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                copier_.copy(src, dst, size)
+            finally:
+                os.close(src)
+                os.close(dst)
+            assert target.read_bytes() == data
+    finally:
+        source.unlink()

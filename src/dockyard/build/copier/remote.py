@@ -10,7 +10,6 @@ be refused clearly.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import os
 import posixpath
@@ -116,6 +115,8 @@ def _http_time(value: str | None) -> int:
     """``Last-Modified`` in ns (Go's ``http.ParseTime`` formats); 0 without it."""
     if not value:
         return 0
+    import email.utils  # only ADD of a URL needs it: kept off every build's start-up
+
     try:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

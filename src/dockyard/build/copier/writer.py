@@ -85,6 +85,7 @@ class Writer:
         self.chmod = chmod
         self.fd = os.open(self.root, _DIR_FD)
         self.inodes: dict[tuple[int, int], list[str]] = {}
+        self._data = _DataCopier()
 
     def __enter__(self) -> Writer:
         return self
@@ -240,7 +241,7 @@ class Writer:
                 os.close(parent)
                 raise
         try:
-            self._copy_children(src_dir, node, dst, comps)
+            self._copy_children(src_dir, node, dst, comps, fresh=created)
             if created:
                 self._set_meta(parent, name, meta, fd=dst, xattrs_from=xattrs_from)
             else:  # fsutil: an existing top directory only gets the source's times
@@ -252,7 +253,11 @@ class Writer:
 
     # -- trees ------------------------------------------------------------------------
 
-    def _copy_children(self, src_dir: int, node: Node, dst_dir: int, comps: list[str]) -> None:
+    def _copy_children(
+        self, src_dir: int, node: Node, dst_dir: int, comps: list[str], *, fresh: bool = False
+    ) -> None:
+        """Copy ``node``'s children; ``fresh``: ``dst_dir`` was just made, so nothing in
+        it can be in the way (no lookup per entry)."""
         for child in node.children:
             name = child.name
             path = [*comps, name]
@@ -264,7 +269,8 @@ class Writer:
                 raise CopyError(f"{_display(path)}: source changed during the build")
             source = f"/proc/self/fd/{src_dir}/{name}"
             if child.kind != stat.S_IFDIR:
-                self._make_empty(dst_dir, name, path)
+                if not fresh:
+                    self._make_empty(dst_dir, name, path)
                 self._create(
                     dst_dir,
                     name,
@@ -285,7 +291,7 @@ class Writer:
             try:
                 sub_dst = os.open(name, _CHILD_DIR, dir_fd=dst_dir)
                 try:
-                    self._copy_children(sub_src, child, sub_dst, path)
+                    self._copy_children(sub_src, child, sub_dst, path, fresh=created)
                     if child.included:
                         self._set_meta(dst_dir, name, st, fd=sub_dst, xattrs_from=source)
                 finally:
@@ -350,11 +356,12 @@ class Writer:
                     elif content is not None:
                         src = content()
                         try:
-                            if not stat.S_ISREG(os.fstat(src).st_mode):
+                            src_st = os.fstat(src)
+                            if not stat.S_ISREG(src_st.st_mode):
                                 raise CopyError(
                                     f"{_display(comps)}: source changed during the build"
                                 )
-                            _copy_data(src, fd)
+                            self._data.copy(src, fd, src_st.st_size)
                         finally:
                             os.close(src)
                     self._set_meta(parent, name, meta, fd=fd, xattrs_from=xattrs_from)
@@ -441,26 +448,39 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _copy_data(src: int, dst: int) -> None:
-    """Kernel-side copy (copy_file_range, else sendfile), plain reads as a last resort."""
-    size = os.fstat(src).st_size
-    if size == 0:
-        return
-    try:
-        while os.copy_file_range(src, dst, _CHUNK * 64):
-            pass
-        return
-    except OSError as e:
-        if e.errno not in _FALLBACK_ERRNOS:
-            raise
-    offset = os.lseek(dst, 0, os.SEEK_CUR)
-    os.lseek(src, offset, os.SEEK_SET)
-    try:
-        while sent := os.sendfile(dst, src, None, _CHUNK * 64):
-            del sent
-        return
-    except OSError as e:
-        if e.errno not in _FALLBACK_ERRNOS:
-            raise
-    while data := os.read(src, _CHUNK):
-        _write_all(dst, data)
+class _DataCopier:
+    """Copies file data kernel-side: copy_file_range (reflinks where the filesystem can),
+    else sendfile, plain reads as a last resort. A method that fails once is not tried
+    again by this copier: copy_file_range into an overlay mount always fails (EXDEV),
+    and a COPY of many small files would pay that failed call for each of them."""
+
+    def __init__(self) -> None:
+        self._methods = [self._copy_file_range, self._sendfile]
+
+    def copy(self, src: int, dst: int, size: int) -> None:
+        """Copy the ``size`` bytes of ``src`` (at offset 0) to the empty file ``dst``."""
+        if size == 0:
+            return
+        for method in list(self._methods):
+            try:
+                method(src, dst, size)
+                return
+            except OSError as e:
+                if e.errno not in _FALLBACK_ERRNOS:
+                    raise
+                self._methods.remove(method)
+                os.lseek(src, os.lseek(dst, 0, os.SEEK_CUR), os.SEEK_SET)  # resume there
+        while data := os.read(src, _CHUNK):
+            _write_all(dst, data)
+
+    @staticmethod
+    def _copy_file_range(src: int, dst: int, size: int) -> None:
+        copied = 0
+        while copied < size and (n := os.copy_file_range(src, dst, size - copied)):
+            copied += n
+
+    @staticmethod
+    def _sendfile(src: int, dst: int, size: int) -> None:
+        sent = os.lseek(dst, 0, os.SEEK_CUR)
+        while sent < size and (n := os.sendfile(dst, src, None, size - sent)):
+            sent += n
