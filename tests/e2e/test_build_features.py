@@ -224,3 +224,31 @@ def test_copy_link_refuses_owner_names(dockyard, busybox_ref, tmp_path):
     out = dockyard("build", "-q", str(context), check=False)
     assert out.returncode == 1
     assert b"Dockerfile:2" in out.stderr and b"--chown=nobody with --link" in out.stderr
+
+
+def test_copy_from_a_rebuilt_stage_hits_while_the_files_are_the_same(
+    dockyard, busybox_ref, tmp_path
+):
+    """``COPY --from`` is keyed by what it copies, not by the stage's history: a builder
+    stage that reran but made the same artifact leaves the final stage cached."""
+    context = context_with(
+        tmp_path,
+        f"""\
+        FROM {busybox_ref} AS builder
+        ARG OUT=artifact
+        COPY note.txt /note.txt
+        RUN echo $OUT > /out
+        FROM {busybox_ref}
+        COPY --from=builder /out /out
+        RUN cat /out > /copied
+        """,
+        **{"note.txt": "first\n"},
+    )
+    dockyard("build", "-q", "-t", "localhost/t/from:1", str(context))
+    (context / "note.txt").write_text("second\n")
+    out = dockyard("build", "-t", "localhost/t/from:1", str(context))
+    assert b"2 steps run, 2 cached" in out.stderr
+
+    out = dockyard("build", "-t", "localhost/t/from:1", "--build-arg", "OUT=other", str(context))
+    assert b"3 steps run, 1 cached" in out.stderr  # RUN, then COPY --from and its RUN
+    assert (export(dockyard, "localhost/t/from:1", tmp_path) / "copied").read_text() == "other\n"

@@ -105,3 +105,34 @@ def test_data_copier_copies_exact_bytes_across_filesystems(tmp_path, size, sourc
             assert target.read_bytes() == data
     finally:
         source.unlink()
+
+
+def test_rootfs_digest_follows_content_and_metadata_but_not_times(tmp_path):
+    from dockyard.build.copier.sources import Filters, RootfsTree, build_node, rootfs_digest
+
+    root = tmp_path / "stage"
+    (root / "app").mkdir(parents=True)
+    (root / "app/bin").write_bytes(b"binary")
+    (root / "app/link").symlink_to("bin")
+
+    def digest() -> str:
+        tree = RootfsTree(root)
+        try:
+            node = build_node(tree, "app", "app", Filters.make(()))
+            return rootfs_digest(tree, [("app", "app", node)])
+        finally:
+            tree.close()
+
+    first = digest()
+    os.utime(root / "app/bin", (1, 1))
+    assert digest() == first  # times are not part of the key
+    (root / "app/bin").write_bytes(b"other!")
+    changed = digest()
+    assert changed != first
+    (root / "app/bin").chmod(0o700)
+    assert digest() != changed
+    os.link(root / "app/bin", root / "app/hard")
+    with_link = digest()
+    (root / "app/hard").unlink()
+    (root / "app/hard").write_bytes(b"other!")  # same content, no longer a hardlink
+    assert digest() != with_link

@@ -29,6 +29,7 @@ from dockyard.build.frontend.stages import BuildPlan, Stage, StageScope, plan_bu
 from dockyard.build.image import ImageState
 from dockyard.build.steps import OutputTail, StepLayer, StepRunner, run_failed, secret_files
 from dockyard.errors import BuildError
+from dockyard.layout import atomic
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Platform
 from dockyard.oci.home import RawManifest
@@ -40,6 +41,7 @@ from dockyard.transfer.pull import ensure_image
 
 Log = Callable[[str], None]
 
+FROM_DIGESTS_DIR = "build/from-digests"
 DETACHED_PARENT = "detached"
 """The parent identity in the cache key of a step whose layer ignores its parent."""
 
@@ -528,7 +530,9 @@ class Builder:
                 "workdir": workdir,
                 "plan": copy_plan.key,
                 "content": self._context.checksum(copy_plan.context_paths),
-                "from": source_state.identity() if source_state else None,
+                "from": self._from_digest(source_state, copy_plan, source_root)
+                if source_state
+                else None,
             }
 
             def execute() -> StepLayer:
@@ -542,6 +546,22 @@ class Builder:
                 )
 
             self._layer_step(state, payload, instr.created_by(), execute, detached=instr.link)
+
+    def _from_digest(self, state: ImageState, plan, root: Path | None) -> str:
+        """What a ``COPY --from`` reads, by content: a rebuilt stage that yields the same
+        files keeps the copy (and what follows) cached, as BuildKit's content keys do.
+        Memoised per source state, whose snapshots never change: a warm build reads
+        nothing."""
+        assert root is not None
+        memo = self.store.root / FROM_DIGESTS_DIR / step_key(state.identity(), plan.key)
+        try:
+            return memo.read_text()
+        except FileNotFoundError:
+            pass
+        digest = plan.from_digest(root)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(memo, digest.encode())
+        return digest
 
     @contextmanager
     def _source_root(self, state: ImageState | None) -> Iterator[Path | None]:

@@ -51,6 +51,7 @@ from dockyard.build.copier.sources import (
     glob,
     has_wildcards,
     open_parent,
+    rootfs_digest,
 )
 from dockyard.build.copier.writer import CopyError, Meta, Writer
 from dockyard.build.frontend.golang import clean_path
@@ -81,17 +82,28 @@ class _Item:
 @dataclass
 class CopyPlan:
     """A COPY/ADD with its sources resolved; ``key`` (JSON-able) identifies its result
-    given the destination state and workdir. ``context_paths``: the context paths the
-    sources resolved to. Holds downloads in a temp dir until :meth:`close` (or garbage
-    collection)."""
+    given the destination state and workdir, but for the content of ``--from`` sources
+    (see :meth:`from_digest`). ``context_paths``: the context paths the sources resolved
+    to; ``from_sources``: the sources in a ``--from`` stage or image. Holds downloads in
+    a temp dir until :meth:`close` (or garbage collection)."""
 
     instr: Copy | Add
     key: dict[str, Any]
     context_paths: list[str]
     chmod: Chmod | None
     items: list[_Item] = field(default_factory=list)
+    from_sources: list[tuple[str, str, Node]] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory | None = None
     _tmp_parent: Path | None = None
+
+    def from_digest(self, source_root: Path) -> str:
+        """The content digest of what the plan copies from ``source_root`` (its
+        ``--from`` stage or image, mounted), for the cache key."""
+        tree = RootfsTree(source_root)
+        try:
+            return rootfs_digest(tree, self.from_sources)
+        finally:
+            tree.close()
 
     def close(self) -> None:
         """Remove downloads (the plan cannot be executed afterwards if it had any)."""
@@ -252,6 +264,8 @@ def _key(plan: CopyPlan, parents: bool, unpack_flag: bool | None) -> dict[str, A
                 context_tree = item.tree
                 context_sources.append((item.real, item.name, item.node))
                 plan.context_paths.append(item.real)
+            else:
+                plan.from_sources.append((item.real, item.name, item.node))
         elif item.kind == "url":
             if item.download is not None:
                 d = item.download

@@ -33,6 +33,8 @@ from dockyard.runtime import inroot
 _MAX_LINKS = 255  # continuity's RootPath limit
 _DIR_FD = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _PATH_FD = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_READ_FD = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_HASH_CHUNK = 1 << 20
 _WILDCARDS = "*?["
 
 
@@ -173,7 +175,8 @@ class RootfsTree(Tree):
             os.close(self._fd)
             self._fd = None
 
-    def _lstat(self, path: str) -> os.stat_result | None:
+    def lstat(self, path: str) -> os.stat_result | None:
+        """``path``'s own metadata (not followed), None if it does not exist."""
         parent, _, name = path.rpartition("/")
         try:
             fd = inroot.open_in_root(self._root_fd(), parent, _PATH_FD)
@@ -187,8 +190,19 @@ class RootfsTree(Tree):
             os.close(fd)
 
     def kind(self, path: str) -> int | None:
-        st = self._lstat(path)
+        st = self.lstat(path)
         return None if st is None else stat.S_IFMT(st.st_mode)
+
+    def file_digest(self, path: str) -> str:
+        """sha256 of the regular file ``path`` (not followed if it is a symlink)."""
+        fd = inroot.open_in_root(self._root_fd(), path, _READ_FD)
+        try:
+            h = hashlib.sha256()
+            while data := os.read(fd, _HASH_CHUNK):
+                h.update(data)
+            return h.hexdigest()
+        finally:
+            os.close(fd)
 
     def readlink(self, path: str) -> str:
         parent, _, name = path.rpartition("/")
@@ -420,6 +434,43 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
                 "utf-8", "surrogateescape"
             )
         )
+    return "sha256:" + h.hexdigest()
+
+
+def rootfs_digest(tree: RootfsTree, sources: list[tuple[str, str, Node]]) -> str:
+    """A digest of what copying ``sources`` (``(real path, dest name, node)``) from a
+    stage or image writes: names, types, permissions, owners, device numbers, link
+    targets, hardlinks and file contents, never times. Equal digests, equal layers but
+    for mtimes, which BuildKit's content cache keys ignore too."""
+    h = hashlib.sha256()
+    for index, (real, name, top) in enumerate(sources):
+        first_names: dict[tuple[int, int], str] = {}  # hardlinks stay links per source
+        entries = [(f"{index}\0{name}", real, top)]
+        entries += [
+            (f"{index}\0{name}/{rel}", f"{real}/{rel}" if real else rel, node)
+            for rel, node in top.walk()
+        ]
+        for label, path, node in entries:
+            st = tree.lstat(path)
+            if st is None:
+                raise NotFound(path)
+            kind = stat.S_IFMT(st.st_mode)
+            if kind == stat.S_IFLNK:
+                detail = tree.readlink(path)
+            elif kind != stat.S_IFREG:
+                detail = f"{st.st_rdev:x}" if kind in (stat.S_IFCHR, stat.S_IFBLK) else ""
+            elif (
+                st.st_nlink > 1
+                and (first := first_names.setdefault((st.st_dev, st.st_ino), label)) != label
+            ):
+                detail = f"link\0{first}"
+            else:
+                detail = tree.file_digest(path)
+            record = (
+                f"{label}\0{kind:o}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_uid}\0{st.st_gid}"
+                f"\0{int(node.included)}\0{detail}\n"
+            )
+            h.update(record.encode("utf-8", "surrogateescape"))
     return "sha256:" + h.hexdigest()
 
 
