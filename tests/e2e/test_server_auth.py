@@ -183,7 +183,7 @@ def test_anonymous_pull(htpasswd, tmp_path, busybox_layout):
         server.stop()
 
 
-def test_tls(tmp_path, busybox_layout):
+def test_tls(tmp_path, busybox_layout, monkeypatch):
     need("openssl")
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     run(
@@ -224,6 +224,21 @@ def test_tls(tmp_path, busybox_layout):
             f"docker://{server.host}/tls/app:1",
         )
         skopeo("inspect", "--cert-dir", str(certs), f"docker://{server.host}/tls/app:1")
+
+        # Our client verifies too, trusting what SSL_CERT_FILE names (read at the first
+        # handshake, not when the client is made), and refuses the unknown certificate.
+        from dockyard.errors import RegistryError
+        from dockyard.registry.client import RegistryClient, RetryPolicy
+
+        with RegistryClient(server.host, tls_verify=True, retry=RetryPolicy(attempts=1)) as c:
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+            assert c.list_tags("tls/app") == ["1"]
+        monkeypatch.delenv("SSL_CERT_FILE")
+        with (
+            RegistryClient(server.host, tls_verify=True, retry=RetryPolicy(attempts=1)) as c,
+            pytest.raises(RegistryError, match=r"(?i)certificate"),
+        ):
+            c.list_tags("tls/app")
     finally:
         server.stop()
 

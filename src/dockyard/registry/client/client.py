@@ -45,6 +45,7 @@ from dockyard.registry.client.retry import (
     log,
     retryable_status,
 )
+from dockyard.registry.client.tls import LazyTrustContext
 from dockyard.registry.client.upload import Opener, StreamNotReopenable, verified_chunks
 
 MANIFEST_ACCEPT = mt.MANIFEST_ACCEPT
@@ -131,7 +132,7 @@ class RegistryClient:
             )
             self._base = None if insecure else f"https://{host}"
         self._http = httpx.Client(
-            verify=not insecure,
+            verify=False if insecure else LazyTrustContext(),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
