@@ -88,8 +88,18 @@ CORPUS = {
         RUN --mount=type=bind,source=files,target=/mnt/files cat /mnt/files/a.txt > /from-bind
         RUN --mount=type=cache,target=/cache echo cached > /cache/x && cat /cache/x > /from-cache
         RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && ls /scratch > /from-tmpfs
+        RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /from-secret
+    """,
+    "user_switch": """
+        FROM {base}
+        RUN mkdir -m 1777 /shared && mkdir /owned && chown 65534:65534 /owned
+        USER nobody
+        RUN echo mine > /shared/by-nobody && mkdir /owned/sub && echo x > /owned/sub/f
+        USER 0:0
+        RUN echo root > /shared/by-root && rm /owned/sub/f
     """,
 }
+SECRET = "not-in-any-layer\n"
 
 
 def write_context(tmp_path: Path, dockerfile: str, base: str) -> Path:
@@ -168,8 +178,11 @@ def buildah_dirs(tmp_path_factory):
 def test_same_rootfs_and_config_as_buildah(name, tmp_path, dockyard, busybox_ref, buildah_dirs):
     context = write_context(tmp_path, CORPUS[name], busybox_ref)
     layout = tmp_path / "layout"
+    token = tmp_path / "token"
+    token.write_text(SECRET)
+    secret = f"id=token,src={token}"
 
-    dockyard("build", "-q", "-t", f"localhost/corpus/{name}:1", str(context))
+    dockyard("build", "-q", "--secret", secret, "-t", f"localhost/corpus/{name}:1", str(context))
     dockyard("copy", f"localhost/corpus/{name}:1", f"oci:{layout}:ours")
 
     storage = ["--root", str(buildah_dirs[0]), "--runroot", str(buildah_dirs[1])]
@@ -186,6 +199,8 @@ def test_same_rootfs_and_config_as_buildah(name, tmp_path, dockyard, busybox_ref
             "--tls-verify=false",
             "--network",
             "host",
+            "--secret",
+            secret,
             "-t",
             f"corpus-{name}",
             str(context),
