@@ -1,7 +1,8 @@
 """Shared, session-scoped fixtures: real registries and offline base images.
 
-Expensive things (a registry process, a busybox image) are made once per session and
-shared; tests that change them make their own.
+Expensive things (a registry process, a busybox image, a Debian rootfs) are made once
+per session and shared; tests that change them make their own. The Debian rootfs is
+also cached across sessions in ``~/.cache/dockyard-test``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from dockyard.runtime.mounts import remove_tree
 
 
 def free_port() -> int:
@@ -171,6 +174,85 @@ def busybox_ref(docker_registry, busybox_layout) -> str:
         capture_output=True,
     )
     return ref
+
+
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = os.environ.get("DOCKYARD_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+DEBIAN_REF = f"localhost/fixtures/debian:{DEBIAN_SUITE}"
+
+
+def fixture_cache_dir() -> Path:
+    """Where fixtures too slow to remake every session are kept between sessions."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dockyard-test"
+
+
+def _debootstrap(tarball: Path, workdir: Path) -> None:
+    """Make a minbase Debian rootfs with debootstrap and save it as ``tarball``.
+
+    An unreachable mirror skips the test (fails it in CI); any other failure fails it.
+    """
+    release = f"{DEBIAN_MIRROR}/dists/{DEBIAN_SUITE}/Release"
+    try:
+        httpx.head(release, timeout=10.0, follow_redirects=True).raise_for_status()
+    except httpx.HTTPError as e:
+        reason = f"Debian mirror unreachable ({release}: {e})"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI machine: {reason}")
+        pytest.skip(reason)
+    target = workdir / "rootfs"
+    try:
+        result = subprocess.run(
+            ["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(target), DEBIAN_MIRROR],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+            pytest.fail(f"debootstrap exited {result.returncode}:\n{tail}")
+        tarball.parent.mkdir(parents=True, exist_ok=True)
+        partial = tarball.with_name(f".{tarball.name}.{os.getpid()}")
+        # Not kept: what the kernel provides, and apt's downloads and indexes (~90 MB).
+        excluded = (
+            "dev/*",
+            "proc/*",
+            "sys/*",
+            "var/cache/apt/archives/*.deb",
+            "var/lib/apt/lists/deb.*",
+        )
+        excludes = [f"--exclude=./{pattern}" for pattern in excluded]
+        _tar("--create", "--file", str(partial), "--directory", str(target), *excludes, ".")
+        partial.rename(tarball)
+    finally:
+        remove_tree(target)  # debootstrap's /proc and /sys mounts included
+
+
+def _tar(*args: str) -> None:
+    """GNU tar, keeping owners by number and extended attributes (file capabilities)."""
+    subprocess.run(["tar", "--numeric-owner", "--xattrs", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def debian_rootfs(tmp_path_factory) -> Path:
+    """A Debian bookworm rootfs from ``debootstrap --variant=minbase``: a real toolchain
+    (bash, coreutils, perl, dpkg, tar, gzip) for pipelines. Only the first session on a
+    machine runs debootstrap (minutes, needs the mirror); later ones unpack its tarball."""
+    need("debootstrap", "tar")
+    tarball = fixture_cache_dir() / f"debian-{DEBIAN_SUITE}-minbase.tar"
+    if not tarball.is_file():
+        _debootstrap(tarball, tmp_path_factory.mktemp("debootstrap"))
+    root = tmp_path_factory.mktemp("debian") / "rootfs"
+    root.mkdir()
+    _tar("--extract", "--file", str(tarball), "--directory", str(root))
+    return root
+
+
+@pytest.fixture
+def debian_ref(dockyard, debian_rootfs) -> str:
+    """The Debian rootfs as a one-layer image in the test's store (``dockyard import``)."""
+    dockyard("import", "--compression", "none", str(debian_rootfs), DEBIAN_REF)
+    return DEBIAN_REF
 
 
 @dataclass

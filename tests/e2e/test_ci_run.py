@@ -17,8 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dockyard.ci.runs import RunDir
+from dockyard.mountinfo import mount_points_under
+from dockyard.runtime import create_netns
 from dockyard.runtime.container import BUNDLES_DIR
-from dockyard.runtime.mounts import mount_points_under
 from tests.conftest import need
 from tests.e2e.test_runtime_container import runc_containers
 
@@ -105,6 +107,11 @@ def output(out: str, source: str) -> list[str]:
 
 def steps(doc) -> dict[str, dict]:
     return {step["name"]: step for step in doc["steps"]}
+
+
+def listed_runs(dockyard) -> list[str]:
+    """The run ids ``dockyard ci runs`` lists."""
+    return [row.split()[0] for row in dockyard("ci", "runs").stdout.decode().splitlines()[1:]]
 
 
 def saved_logs(store_root: Path) -> bytes:
@@ -287,6 +294,33 @@ def test_a_timeout_kills_the_whole_tree(dockyard, project):
     assert result["after"]["status"] == "skipped"
 
 
+def test_a_silent_build_stops_at_its_timeout(dockyard, project):
+    directory = project(
+        """
+        steps:
+          - {name: pull, image: IMAGE, commands: [true]}  # the build then starts at once
+          - name: image
+            depends_on: [pull]
+            timeout: 2s
+            build: {context: .}
+          - name: after
+            depends_on: [image]
+            image: IMAGE
+            commands: [echo never]
+        """,
+        Dockerfile="FROM IMAGE\nRUN echo started; sleep 1748\n",
+    )
+    out, doc = ci_run(dockyard, directory, expect=1)
+    result = steps(doc)
+    assert "  started" in output(out, "image")  # killed while running, silent
+    assert (result["image"]["status"], result["image"]["reason"]) == (
+        "timeout",
+        "timed out after 2s",
+    )
+    assert result["image"]["duration"] < 60
+    assert result["after"]["status"] == "skipped"
+
+
 def test_a_service_that_never_gets_ready_fails_the_run(dockyard, project):
     directory = project(
         """
@@ -328,6 +362,58 @@ def test_a_service_that_exits_fails_the_run(dockyard, project):
     assert "no-such-command" in problems[1]
 
 
+def test_services_stop_with_their_stop_signal_and_are_killed_after_their_timeout(
+    dockyard, project, store_root, tmp_path, busybox_ref
+):
+    usr1 = tmp_path / "usr1"
+    usr1.mkdir()
+    (usr1 / "Dockerfile").write_text(f"FROM {busybox_ref}\nSTOPSIGNAL SIGUSR1\n")
+    dockyard("build", "-t", "localhost/ci-e2e/usr1:1", str(usr1))
+    # Each service traps (or ignores) signals, says it is up, and idles interruptibly.
+    loop = "echo up > /workspace/$0.up; while true; do sleep 1 & wait; done"
+    polite = "trap 'echo cleaning up; sleep 0.2; echo done; exit 0' TERM"
+    directory = project(
+        f"""
+        services:
+          polite:
+            image: IMAGE
+            command: [sh, -c, "{polite}; {loop}", polite]
+          usr1:
+            image: localhost/ci-e2e/usr1:1
+            command: [sh, -c, "trap 'echo got TERM' TERM; trap 'exit 5' USR1; {loop}", usr1]
+          stubborn:
+            image: IMAGE
+            command: [sh, -c, "trap 'echo not stopping' TERM; {loop}", stubborn]
+            stop_timeout: 1s
+          deaf:
+            image: IMAGE
+            command: [sh, -c, "trap '' TERM; {loop}", deaf]
+        steps:
+          - name: wait
+            image: IMAGE
+            timeout: 60s
+            commands:
+              - for s in polite usr1 stubborn deaf; do until [ -e $s.up ]; do sleep 0.05; done; done
+        """
+    )
+    out, doc = ci_run(dockyard, directory)
+    assert output(out, "polite")[-3:] == [
+        "cleaning up",
+        "done",
+        "--- stopped by SIGTERM: exited with code 0",
+    ]
+    assert output(out, "usr1")[-1] == "--- stopped by SIGUSR1: exited with code 5"
+    assert "got TERM" not in output(out, "usr1")
+    assert output(out, "stubborn")[-2:] == [
+        "not stopping",
+        "--- killed: still running 1s after SIGTERM",
+    ]
+    # Not waited for: it would have taken 10s.
+    assert output(out, "deaf")[-1] == "--- killed: its first process has no handler for SIGTERM"
+    saved = (store_root / "ci" / "runs" / doc["id"] / "services" / "polite.log").read_text()
+    assert saved.endswith("done\n--- stopped by SIGTERM: exited with code 0\n")
+
+
 def test_reports_artifacts_and_saved_runs(dockyard, project, store_root):
     report = (
         '<testsuite><testcase classname="t" name="ok"/>'
@@ -359,6 +445,38 @@ def test_reports_artifacts_and_saved_runs(dockyard, project, store_root):
     assert "test | + echo app > dist/app.bin" in dockyard("ci", "logs", "last").stdout.decode()
     runs = dockyard("ci", "runs").stdout.decode().splitlines()
     assert runs[1].split()[:2] == [doc["id"], "success"]
+
+
+def test_prune_deletes_old_runs_unused_caches_and_what_killed_runs_left(
+    dockyard, project, store_root
+):
+    directory = project(
+        """
+        steps:
+          - {name: a, image: IMAGE, commands: [echo hi, echo data > /cache/file], cache: [/cache]}
+        """
+    )
+    _, first = ci_run(dockyard, directory)
+    _, last = ci_run(dockyard, directory)
+    # A run whose process was killed: its record says running, its namespace is mounted.
+    killed = RunDir(store_root / "ci" / "runs" / "20000101-000000-dead")
+    killed.path.mkdir()
+    killed.write_record({"id": killed.id, "status": "running", "pid": 2**22 + 1})
+    create_netns(killed.netns)
+    assert listed_runs(dockyard) == [killed.id, first["id"], last["id"]]
+
+    pruned = dockyard("ci", "prune", "--keep", "1").stdout.decode()
+    assert pruned.startswith("removed 2 runs and 0 caches, ")
+    assert listed_runs(dockyard) == [last["id"]]
+    assert b"\nhi\n" in dockyard("ci", "logs", last["id"], "a").stdout
+    assert len(list((store_root / "ci" / "cache").iterdir())) == 1
+
+    pruned = dockyard("ci", "prune", "--keep", "0", "--caches-unused-for", "1ms").stdout.decode()
+    assert pruned.startswith("removed 1 runs and 1 caches, ")
+    assert listed_runs(dockyard) == []
+    assert list((store_root / "ci" / "cache").iterdir()) == []
+    bad = dockyard("ci", "prune", "--caches-unused-for", "soon", check=False)
+    assert b"invalid duration 'soon'" in bad.stderr
 
 
 def test_only_selected_steps_and_their_dependencies_run(dockyard, project):
@@ -407,6 +525,7 @@ WHILE_STEPS_RUN = """
     steps:
       - name: long
         image: IMAGE
+        cache: [/cache]
         commands: ["echo started", "sleep 1743 & sleep 1743"]
       - name: other
         image: IMAGE
@@ -427,28 +546,105 @@ WHILE_SERVICES_GET_READY = """
 """
 
 
+WHILE_A_BUILD_RUNS = """
+    steps:
+      - name: image
+        build: {context: .}
+"""
+SILENT_BUILD = {"Dockerfile": "FROM IMAGE\nRUN echo started; sleep 1749\n"}
+
+
 @pytest.mark.parametrize(
-    ("pipeline", "started"),
-    [(WHILE_STEPS_RUN, b"long  | started"), (WHILE_SERVICES_GET_READY, b"db   | started")],
-    ids=["steps", "readiness"],
+    ("pipeline", "files", "started", "signum"),
+    [
+        (WHILE_STEPS_RUN, {}, b"long  | started", signal.SIGINT),
+        (WHILE_SERVICES_GET_READY, {}, b"db   | started", signal.SIGINT),
+        (WHILE_A_BUILD_RUNS, SILENT_BUILD, b"image |   started", signal.SIGTERM),
+    ],
+    ids=["steps", "readiness", "build-sigterm"],
 )
-def test_ctrl_c_stops_everything(project, store_root, pipeline, started):
-    directory = project(pipeline)
+def test_ctrl_c_and_sigterm_stop_everything(
+    dockyard, project, store_root, tmp_path, pipeline, files, started, signum
+):
+    directory = project(pipeline, **files)
+    report = tmp_path / "result.json"
+    command = ["ci", "run", "--json", str(report), str(directory)]
     child = subprocess.Popen(
-        [sys.executable, "-m", "dockyard.cli.main", "ci", "run", str(directory)],
+        [sys.executable, "-m", "dockyard.cli.main", *command],
         env={**os.environ, "DOCKYARD_ROOT": str(store_root)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     assert child.stdout is not None
-    for line in child.stdout:
-        if line.strip() == started:
-            break
-    child.send_signal(signal.SIGINT)
-    _, stderr = child.communicate(timeout=60)
+    try:
+        for line in child.stdout:
+            if line.strip() == started:
+                break
+        pruned = dockyard("ci", "prune", "--keep", "0", "--caches-unused-for", "1ms").stdout
+    finally:
+        child.send_signal(signum)
+        _, stderr = child.communicate(timeout=60)
+    assert pruned.startswith(b"removed 0 runs and 0 caches")  # the run holds both
     assert child.returncode == 130, stderr.decode()
     assert b"run cancelled" in stderr
     (record,) = (store_root / "ci" / "runs").glob("*/run.json")
     doc = json.loads(record.read_text())
     assert doc["status"] == "cancelled"
     assert {s["status"] for s in doc["steps"]} == {"cancelled"}
+    assert json.loads(report.read_text()) == doc
+
+
+GREET_PACKAGE = """\
+#!/bin/bash
+# Packages a perl program as a .deb with dpkg-deb: Debian's own toolchain.
+set -euo pipefail
+root=build/greet
+mkdir -p "$root/DEBIAN" "$root/usr/bin" dist
+printf '#!/usr/bin/perl\\nprint "hello from greet 1.0, perl ", substr($^V, 1), "\\\\n";\\n' \\
+  > "$root/usr/bin/greet"
+chmod 755 "$root/usr/bin/greet"
+printf '%s\\n' 'Package: greet' 'Version: 1.0' 'Architecture: all' \\
+  'Maintainer: ci <ci@example.org>' 'Description: says hello' > "$root/DEBIAN/control"
+dpkg-deb --root-owner-group --build "$root" dist/greet_1.0_all.deb
+sha256sum dist/greet_1.0_all.deb > dist/SHA256SUMS
+"""
+
+
+@pytest.mark.slow
+def test_a_debian_toolchain_packages_installs_and_builds(dockyard, project, debian_ref):
+    directory = project(
+        """
+        steps:
+          - name: package
+            image: DEBIAN
+            commands: [bash package.sh, "dpkg-deb --field dist/greet_1.0_all.deb Version"]
+            artifacts: ["dist/*.deb"]
+          - name: install
+            depends_on: [package]
+            image: DEBIAN
+            commands: [sha256sum -c dist/SHA256SUMS, dpkg -i dist/greet_1.0_all.deb, greet]
+          - name: image
+            depends_on: [package]
+            build: {context: ., tags: [localhost/ci-e2e/greet:1]}
+          - name: smoke
+            depends_on: [image]
+            image: localhost/ci-e2e/greet:1
+            commands: [greet, "dpkg-query -W greet"]
+        """.replace("DEBIAN", debian_ref),
+        **{"package.sh": GREET_PACKAGE},
+        Dockerfile=(
+            f"FROM {debian_ref}\n"
+            "COPY dist/greet_1.0_all.deb /tmp/\n"
+            "RUN dpkg -i /tmp/greet_1.0_all.deb && rm /tmp/greet_1.0_all.deb\n"
+        ),
+    )
+    out, doc = ci_run(dockyard, directory)
+    assert doc["status"] == "success"
+    assert "1.0" in output(out, "package")
+    assert steps(doc)["package"]["artifacts"] == ["dist/greet_1.0_all.deb"]
+    install = output(out, "install")
+    assert "dist/greet_1.0_all.deb: OK" in install
+    greeting = next(line for line in install if line.startswith("hello from greet 1.0"))
+    assert greeting.startswith("hello from greet 1.0, perl 5.")
+    assert greeting in output(out, "smoke")
+    assert "greet\t1.0" in output(out, "smoke")

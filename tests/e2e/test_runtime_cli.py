@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from dockyard.mountinfo import mount_points_under
 from dockyard.runtime.container import BUNDLES_DIR
-from dockyard.runtime.mounts import mount_points_under
 from tests.conftest import need
 from tests.e2e.test_runtime_container import runc_containers
 

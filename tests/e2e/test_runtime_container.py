@@ -22,6 +22,7 @@ import pytest
 
 from dockyard import reference
 from dockyard.errors import ContainerError
+from dockyard.mountinfo import mount_points_under
 from dockyard.runtime import (
     HOST,
     Container,
@@ -34,7 +35,6 @@ from dockyard.runtime import (
     run,
 )
 from dockyard.runtime.container import BUNDLES_DIR, RUNC_DIR
-from dockyard.runtime.mounts import mount_points_under
 from dockyard.store import Store
 from dockyard.transfer.copy import copy_image
 from dockyard.transfer.transports import open_source, parse_location

@@ -13,13 +13,15 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from dockyard import reference
-from dockyard.errors import ContainerError, DigestError
+from dockyard.errors import ContainerError, DigestError, StoreError
 from dockyard.layers import flatten, pack
+from dockyard.mountinfo import mount_points_under
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.manifest import build_manifest, dumps
@@ -36,13 +38,16 @@ from dockyard.runtime import (
 from dockyard.runtime import mounts as mounts_module
 from dockyard.runtime.mounts import (
     bind,
-    mount_points_under,
     proc,
     remove_tree,
     tmpfs,
     unmount,
 )
 from dockyard.store import Store
+from dockyard.store.trash import remove_tree as remove_trash
+from dockyard.transfer.copy import copy_image
+from dockyard.transfer.transports import open_source, parse_location
+from tests.conftest import need
 from tests.e2e.test_runtime_container import Output, busybox_image, no_leaks
 
 SHARED_FIXTURES = (busybox_image, no_leaks)  # pytest finds them here by name
@@ -188,7 +193,8 @@ def test_a_layer_that_does_not_match_its_diff_id_makes_no_snapshot(store):
     store.blobs.write_bytes(bad.raw)
     with pytest.raises(DigestError):
         Snapshots(store).prepare(bad)
-    assert sorted(p.name for p in (store.root / "snapshots").iterdir()) == [".locks"]
+    assert sorted(p.name for p in (store.root / "snapshots").iterdir()) == [".holds", ".locks"]
+    assert list((store.root / "snapshots/.holds").iterdir()) == []  # released with its owner
 
 
 def test_concurrent_preparation_extracts_each_layer_once(store, tmp_path):
@@ -215,7 +221,8 @@ def test_concurrent_preparation_extracts_each_layer_once(store, tmp_path):
     assert all(child.returncode == 0 for child in children)
     assert results[0] == results[1] == results[2]
     entries = sorted(p.name for p in (store.root / "snapshots").iterdir())
-    assert len(entries) == 5 and ".locks" in entries  # four snapshots, no temp dirs
+    assert len(entries) == 6 and entries[:2] == [".holds", ".locks"]  # 4 snapshots, no temps
+    assert list((store.root / "snapshots/.holds").iterdir()) == []  # the children exited
     assert len(os.listdir(results[0][-1])) == 3000
 
 
@@ -373,3 +380,204 @@ def test_remove_tree_never_deletes_through_a_mount(tmp_path):
     assert not tree_root.exists()
     assert (precious / "data").read_text() == "keep me"
     remove_tree(tree_root)  # missing is fine
+
+
+# -- pruning snapshots and what killed processes left -------------------------------------
+
+
+def child_env(store_root: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "DOCKYARD_ROOT": str(store_root)}
+
+
+def wait_for(condition, what: str, process: subprocess.Popen) -> None:
+    """Wait (a minute at most) until ``condition()``; fail early if ``process`` ends."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert process.poll() is None, f"{what}: the process ended first"
+        assert time.monotonic() < deadline, f"{what}: still waiting after a minute"
+        time.sleep(0.01)
+
+
+def store_busybox(store: Store, busybox_layout: Path, name: str) -> reference.Reference:
+    ref = reference.parse(f"localhost/prune/{name}:latest")
+    source = open_source(parse_location(f"oci:{busybox_layout}:latest"), store_root=None)
+    copy_image(source, store.destination(ref))
+    return ref
+
+
+def snapshot_dirs(store: Store) -> list[str]:
+    return sorted(p.name for p in (store.root / "snapshots").iterdir() if p.name[0] != ".")
+
+
+def test_prune_after_rmi_removes_only_the_snapshots_no_other_image_shares(store, tmp_path):
+    one = store_image(store, "one", LAYERS[:2])
+    two = store_image(store, "two", LAYERS)
+    with Snapshots(store) as snapshots:
+        snapshots.prepare(one)
+        lowers_two = snapshots.prepare(two)
+    store.untag(reference.parse("localhost/snapshots/two:latest"))
+
+    result = Snapshots(store).prune()
+    assert result.removed == ["sha256:" + lowers_two[0].name] and result.temps == 0
+    assert result.freed == len("again") + len("f")  # the files of LAYERS[2]; whiteouts are 0
+    assert snapshot_dirs(store) == sorted(p.name for p in lowers_two[1:])
+    assert set(store.prune().removed) == {two.digest, two.config.digest, two.layers[2].digest}
+    with Snapshots(store) as snapshots:
+        lowers_one = snapshots.prepare(one)
+        with snapshots.scratch() as scratch, overlay_rootfs(lowers_one, scratch) as fs:
+            merged = tree(fs.merged)
+    flatten([io.BytesIO(layer) for layer in LAYERS[:2]], tmp_path / "flat")
+    assert merged == tree(tmp_path / "flat")
+
+
+def test_prune_spares_the_snapshots_of_a_running_container(
+    dockyard, store_root, busybox_layout, tmp_path
+):
+    need("runc")
+    store = Store(store_root)
+    ref = store_busybox(store, busybox_layout, "running")
+    manifest = store.image_manifest(store.resolve(ref))
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    os.mkfifo(volume / "go")
+    script = "echo up > /vol/started; read x < /vol/go; cat /etc/passwd"
+    command = ["run", "--rm", "-v", f"{volume}:/vol", str(ref), "sh", "-c", script]
+    running = subprocess.Popen(
+        [sys.executable, "-m", "dockyard.cli.main", *command],
+        env=child_env(store_root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for((volume / "started").exists, "container start", running)
+        in_use = snapshot_dirs(store)
+        assert len(in_use) == len(manifest.layers)
+        dockyard("rmi", str(ref))
+        out = dockyard("prune").stdout.decode()
+        assert out.startswith(f"removed {len(manifest.blobs) + 1} blobs and 0 snapshots, ")
+        assert snapshot_dirs(store) == in_use
+    finally:
+        wait_for(lambda: _reader_waits(volume / "go"), "container reading", running)
+        with open(volume / "go", "w") as go:
+            go.write("go\n")
+        stdout, stderr = running.communicate(timeout=60)
+    assert running.returncode == 0, stderr
+    assert stdout.startswith(b"root:x:0:0:")  # read from a lower dir after the prune
+    out = dockyard("prune").stdout.decode()
+    assert out.startswith(f"removed 0 blobs and {len(in_use)} snapshots, ")
+    assert snapshot_dirs(store) == []
+
+
+def _reader_waits(fifo: Path) -> bool:
+    """Has someone opened ``fifo`` for reading (so that opening it to write won't block)?"""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # ENXIO: no reader yet
+        return False
+    return True
+
+
+def test_an_extraction_killed_midway_is_reaped_and_redone(store):
+    big = tar_layer(*[("file", f"f{i:04}", "x" * 1000) for i in range(2000)])
+    manifest = store_image(store, "killed", [big], gzip_them=False)
+    blob = store.blobs.path(manifest.layers[0].digest)
+    blob.unlink()
+    os.mkfifo(blob)  # the extraction will wait for us to feed it, mid-way
+    script = textwrap.dedent(
+        """
+        from dockyard import reference
+        from dockyard.runtime import Snapshots
+        from dockyard.store import Store
+
+        store = Store()
+        manifest = store.image_manifest(store.resolve(reference.parse(
+            "localhost/snapshots/killed:latest"
+        )))
+        Snapshots(store).prepare(manifest)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], env=child_env(store.root))
+    try:
+        wait_for(lambda: _reader_waits(blob), "extraction start", child)
+        with open(blob, "wb") as feed:
+            feed.write(big[: len(big) // 2])
+            temps = list((store.root / "snapshots").glob(".tmp-*"))
+            assert len(temps) == 1 and temps[0].is_dir()
+            child.kill()
+            child.wait()
+    finally:
+        child.kill()
+        child.wait()
+    assert (store.root / "snapshots" / ".holds").exists()
+    blob.unlink()
+    store.blobs.write_bytes(big)
+
+    result = Snapshots(store).prune()
+    assert result.removed == [] and result.temps == 1
+    assert sorted(p.name for p in (store.root / "snapshots").iterdir()) == [".holds", ".locks"]
+    assert list((store.root / "snapshots/.holds").iterdir()) == []  # the dead one's hold
+    assert list((store.root / "snapshots/.locks").iterdir()) == []
+    lowers = Snapshots(store).prepare(manifest)
+    assert len(os.listdir(lowers[0])) == 2000
+
+
+def test_a_process_killed_with_its_overlay_mounted_leaves_nothing_after_prune(
+    dockyard, store_root, busybox_layout
+):
+    need("runc")
+    store = Store(store_root)
+    ref = store_busybox(store, busybox_layout, "base")
+    script = textwrap.dedent(
+        f"""
+        import signal
+        from dockyard import reference
+        from dockyard.runtime import Snapshots, overlay_rootfs
+        from dockyard.store import Store
+
+        store = Store()
+        snapshots = Snapshots(store)
+        lowers = snapshots.prepare(store.image_manifest(store.resolve(reference.parse(
+            {str(ref)!r}
+        ))))
+        with snapshots.scratch() as scratch, overlay_rootfs(lowers, scratch) as fs:
+            (fs.merged / "written").write_text("by a process about to be killed")
+            print(scratch, flush=True)
+            signal.pause()
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], env=child_env(store_root), stdout=subprocess.PIPE
+    )
+    try:
+        scratch = Path(child.stdout.readline().decode().strip())
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert mount_points_under(store_root) == [str(scratch / "merged")]
+    assert (scratch / "upper/written").exists()
+    snapshots_before = snapshot_dirs(store)
+
+    result = Snapshots(store).prune()
+    assert result.removed == [] and result.temps == 1
+    assert result.freed >= len("by a process about to be killed")
+    assert mount_points_under(store_root) == [] and not scratch.exists()
+    assert snapshot_dirs(store) == snapshots_before
+    run_result = dockyard("run", "--rm", str(ref), "sh", "-c", "echo still runs")
+    assert run_result.stdout == b"still runs\n"
+
+
+def test_trash_is_never_deleted_through_a_mount(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data").write_text("keep me")
+    doomed = tmp_path / ".trash-x"
+    (doomed / "a").mkdir(parents=True)
+    bind(precious, doomed / "a")
+    try:
+        with pytest.raises(StoreError, match="mount point"):
+            remove_trash(doomed)
+        assert (precious / "data").read_text() == "keep me"
+    finally:
+        unmount(doomed / "a")
+    assert remove_trash(doomed) == 0 and not doomed.exists()

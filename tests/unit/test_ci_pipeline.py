@@ -35,6 +35,7 @@ FULL = """\
       db:
         image: postgres
         ready: {command: [pg_isready], timeout: 1m}
+        stop_timeout: 30s
     steps:
       - name: compile
         image: busybox
@@ -77,6 +78,7 @@ def test_the_issue_example_is_accepted():
     assert str(web.image) == "127.0.0.1:5000/tools/busybox:1"
     db = pipeline.services["db"].ready
     assert db is not None and db.command == ("pg_isready",) and db.timeout == 60.0
+    assert (web.stop_timeout, pipeline.services["db"].stop_timeout) == (10.0, 30.0)
     test = pipeline.step("test")
     assert test.timeout == 600.0
     assert test.failure == "ignore"
@@ -101,7 +103,15 @@ def test_defaults():
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(90, 90.0), ("90", 90.0), ("30s", 30.0), ("1h30m", 5400.0), ("1.5m", 90.0), ("250ms", 0.25)],
+    [
+        (90, 90.0),
+        ("90", 90.0),
+        ("30s", 30.0),
+        ("1h30m", 5400.0),
+        ("1.5m", 90.0),
+        ("250ms", 0.25),
+        ("7d", 604800.0),
+    ],
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
@@ -260,6 +270,61 @@ def test_yaml_problems():
     ]
     assert problems("- a\n") == [".dockyard.yml:1: expected a mapping with steps"]
     assert problems("a: &x [*x]\n") == [".dockyard.yml:1: recursive alias"]
+
+
+def test_merge_keys_bring_anchored_fields():
+    pipeline = parse(
+        """\
+        env: &env {GLOBAL: "1", LEVEL: "pipeline"}
+        steps:
+          - &base
+            name: a
+            image: busybox
+            environment: {A: "1"}
+            timeout: 1m
+          - <<: *base
+            name: b
+            environment: {<<: *env, LEVEL: step}
+          - <<: [{name: first, timeout: 2m}, *base, {cache: [/root/.cache]}]
+            image: alpine
+        """
+    )
+    a, b, c = pipeline.steps
+    assert (b.name, str(b.image), b.timeout) == ("b", str(a.image), 60.0)
+    assert b.environment == {"GLOBAL": "1", "LEVEL": "step"}  # replaced, not merged deeply
+    assert (c.name, c.timeout, c.environment) == ("first", 120.0, {"A": "1"})
+    assert (str(c.image), c.cache) == ("docker.io/library/alpine:latest", ("/root/.cache",))
+
+
+def test_merged_fields_are_named_at_the_line_that_wrote_them():
+    assert problems(
+        """\
+        steps:
+          - &base
+            name: a
+            image: busybox
+            timeout: soon
+          - <<: *base
+            name: b
+          - <<: *base
+            name: c
+            timeout: later
+        """
+    ) == [
+        ".dockyard.yml:5: steps[0].timeout: invalid duration 'soon'",
+        ".dockyard.yml:5: steps[1].timeout: invalid duration 'soon'",
+        ".dockyard.yml:10: steps[2].timeout: invalid duration 'later'",
+    ]
+
+
+def test_bad_merge_keys():
+    assert problems("steps:\n  - <<: 3\n    name: a\n") == [
+        ".dockyard.yml:2: << must be given a mapping or a list of mappings"
+    ]
+    assert problems("a: &a {x: 1}\nsteps:\n  - {<<: *a, <<: *a}\n") == [
+        ".dockyard.yml:3: duplicate key '<<'"
+    ]
+    assert problems("steps:\n  - &s {name: a, <<: *s}\n") == [".dockyard.yml:2: recursive alias"]
 
 
 def test_syntax_errors_have_a_line():

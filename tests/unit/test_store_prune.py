@@ -1,13 +1,23 @@
+import multiprocessing
+import os
+import select
+import signal
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from dockyard.errors import StoreError
 from dockyard.layout.atomic import is_temp
+from dockyard.layout.blobdir import STALE_TEMP_SECONDS
+from dockyard.layout.locking import FileLock
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor, Platform
+from dockyard.oci.digest import hex_part
 from dockyard.oci.home import RawManifest
 from dockyard.reference import parse
+from dockyard.runtime.snapshots import Snapshots, chain_ids
 from dockyard.store import Store
 from tests.unit.test_layout_sample import copy_by_hand, sample_image
 
@@ -103,3 +113,183 @@ def test_prune_refuses_to_guess_when_a_manifest_is_unreadable(store_root):
 def test_prune_of_a_missing_store_is_a_no_op(tmp_path):
     assert Store(tmp_path / "none").prune().removed == []
     assert not (tmp_path / "none").exists()
+
+
+# -- snapshots: the layers' extracted dirs, kept for named images and live holders ---------
+
+
+def snapshot(snapshots: Snapshots, chain: str, files: dict[str, bytes]) -> Path:
+    """A snapshot dir as extraction or a commit leaves it (made by hand: no root here)."""
+    path = snapshots.path(chain)
+    path.mkdir(parents=True)
+    for name, data in files.items():
+        (path / name).write_bytes(data)
+    return path
+
+
+def stored_with_snapshots(store: Store, name: str, *layers: dict[str, bytes]) -> list[str]:
+    """Store an image of ``layers`` named ``name``, make its snapshots; its chain IDs."""
+    image = sample_image(*layers)
+    copy_by_hand(image, store.destination(parse(name)))
+    chains = chain_ids(image.diff_ids)
+    snapshots = Snapshots(store)
+    for chain, files in zip(chains, layers, strict=True):
+        if not snapshots.exists(chain):
+            snapshot(snapshots, chain, files)
+    return chains
+
+
+def entries(store: Store) -> list[str]:
+    return sorted(p.name for p in (store.root / "snapshots").iterdir())
+
+
+def test_snapshot_prune_after_rmi_keeps_the_layers_another_image_shares(store_root):
+    store = Store(store_root)
+    kept = stored_with_snapshots(store, "kept", {"k": b"keep"})
+    gone = stored_with_snapshots(store, "gone", {"k": b"keep"}, {"d": b"12345"}, {"e": b"678"})
+    assert gone[0] == kept[0]
+    store.untag(parse("gone"))
+
+    result = Snapshots(store).prune()
+    assert sorted(result.removed) == sorted(gone[1:])
+    assert result.freed == len(b"12345678") and result.temps == 0
+    assert entries(store) == [".locks", hex_part(kept[0])]
+    assert list((store_root / "snapshots/.locks").iterdir()) == []
+    assert Snapshots(store).prune().removed == []
+
+
+def test_snapshot_prune_keeps_every_platform_of_an_index(store_root):
+    store = Store(store_root)
+    image = sample_image({"a": b"amd64"})
+    child = Descriptor(
+        image.doc.media_type, image.doc.digest, len(image.doc.raw), platform=Platform.host()
+    )
+    index = manifests.build_index([child])
+    dest = store.destination(parse("multi"))
+    for desc in image.doc.blobs:
+        dest.put_blob(desc, image.open_blob(desc))
+    dest.put_manifest(image.root_manifest(), root=False)
+    dest.put_manifest(RawManifest(index.raw, index.media_type), root=True)
+    dest.commit()
+    snapshots = Snapshots(store)
+    snapshot(snapshots, image.diff_ids[0], {"a": b"amd64"})
+    snapshot(snapshots, "sha256:" + "e" * 64, {"stray": b"no image has me"})
+
+    assert Snapshots(store).prune().removed == ["sha256:" + "e" * 64]
+    assert snapshots.exists(image.diff_ids[0])
+
+
+def test_held_snapshots_are_spared_until_their_holder_lets_go(store_root):
+    store = Store(store_root)
+    chains = stored_with_snapshots(store, "x", {"a": b"1"}, {"b": b"2"})
+    holder = Snapshots(store)
+    assert holder.lowers(chains) == [holder.path(c) for c in reversed(chains)]
+    store.untag(parse("x"))
+
+    assert Snapshots(store).prune().removed == []
+    assert all(holder.exists(c) for c in chains)
+    holder.close()
+    assert sorted(Snapshots(store).prune().removed) == sorted(chains)
+    assert entries(store) == [".holds", ".locks"]
+    assert list((store_root / "snapshots/.holds").iterdir()) == []
+
+
+def test_a_held_scratch_dir_is_spared_and_an_abandoned_one_reaped(store_root):
+    store = Store(store_root)
+    abandoned = store_root / "snapshots/.scratch-killed"
+    (abandoned / "upper/etc").mkdir(parents=True)
+    (abandoned / "upper/etc/f").write_bytes(b"written by a killed build")
+    (abandoned / "work/work").mkdir(parents=True)
+    (abandoned / "work/work").chmod(0)  # as overlayfs leaves it
+    with Snapshots(store).scratch() as live:
+        (live / "upper").mkdir()
+        result = Snapshots(store).prune()
+        assert live.is_dir() and not abandoned.exists()
+    assert result.temps == 1 and result.freed == len(b"written by a killed build")
+    assert entries(store) == [".holds", ".locks"]
+
+
+def test_a_snapshot_being_made_is_spared(store_root):
+    store = Store(store_root)
+    copy_by_hand(sample_image(), store.destination(parse("x")))
+    snapshots = Snapshots(store)
+    chain = "sha256:" + "a" * 64
+    snapshot(snapshots, chain, {"f": b"made"})
+    temp = store_root / "snapshots" / f".tmp-{'b' * 64}-x1"
+    temp.mkdir()
+    (temp / "half").write_bytes(b"extracting")
+    (store_root / "snapshots/.locks").mkdir()
+    making = [FileLock(store_root / "snapshots/.locks" / n) for n in ("a" * 64, "b" * 64)]
+    for lock in making:
+        lock.acquire()
+    try:
+        result = Snapshots(store).prune()
+        assert result.removed == [] and result.temps == 0
+        assert snapshots.exists(chain) and temp.is_dir()
+    finally:
+        for lock in making:
+            lock.release()
+    result = Snapshots(store).prune()
+    assert result.removed == [chain] and result.temps == 1
+    assert result.freed == len(b"made") + len(b"extracting")
+    assert entries(store) == [".locks"]
+
+
+def test_prune_finishes_a_killed_prune_and_reaps_dead_holds(store_root):
+    store = Store(store_root)
+    copy_by_hand(sample_image(), store.destination(parse("x")))
+    half_deleted = store_root / "snapshots/.trash-" / "deep"
+    half_deleted.mkdir(parents=True)
+    (half_deleted / "rest").write_bytes(b"123")
+    (store_root / "snapshots/.holds").mkdir()
+    (store_root / "snapshots/.holds/4242-dead").write_text("a" * 64 + "\n")  # nobody locks it
+    snapshot(Snapshots(store), "sha256:" + "a" * 64, {"f": b"x"})
+
+    result = Snapshots(store).prune()
+    assert result.removed == ["sha256:" + "a" * 64] and result.temps == 1
+    assert result.freed == len(b"123x")
+    assert entries(store) == [".holds", ".locks"]
+    assert list((store_root / "snapshots/.holds").iterdir()) == []
+
+
+def _hold_until_killed(root: Path, chains: list[str], ready_fd: int) -> None:
+    snapshots = Snapshots(Store(root))
+    snapshots.lowers(chains)
+    os.write(ready_fd, b"1")
+    signal.pause()  # the parent kills us here
+
+
+def test_a_killed_holder_holds_nothing(store_root):
+    store = Store(store_root)
+    chains = stored_with_snapshots(store, "x", {"a": b"1"})
+    store.untag(parse("x"))
+    ready_r, ready_w = os.pipe()
+    child = multiprocessing.get_context("fork").Process(
+        target=_hold_until_killed, args=(store_root, chains, ready_w)
+    )
+    child.start()
+    try:
+        assert select.select([ready_r], [], [], 60)[0], "child never held the snapshot"
+        assert Snapshots(store).prune().removed == []
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        os.close(ready_r)
+        os.close(ready_w)
+    assert Snapshots(store).prune().removed == chains
+    assert list((store_root / "snapshots/.holds").iterdir()) == []
+
+
+def test_prune_reaps_old_work_dirs_in_the_store_tmp_dir(store_root):
+    store = Store(store_root)
+    copy_by_hand(sample_image(), store.destination(parse("x")))
+    old, fresh = store_root / "tmp/tmp-old-secrets", store_root / "tmp/tmp-running"
+    for directory in (old, fresh):
+        directory.mkdir()
+        (directory / "secret").write_bytes(b"s3cret")
+    day_and_a_bit = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(old, (day_and_a_bit, day_and_a_bit))
+
+    result = store.prune()
+    assert result.temps == 1 and result.freed == len(b"s3cret")
+    assert not old.exists() and (fresh / "secret").exists()

@@ -10,6 +10,7 @@ identical to a cached one hits again.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -141,7 +142,14 @@ class Builder:
                 if len(level) == 1:  # nothing to overlap with: stay on this thread
                     results[level[0].index] = self._stage(plan, level[0], results)
                     continue
-                futures = {s.index: pool.submit(self._stage, plan, s, results) for s in level}
+                # Each stage runs in a copy of this thread's context: a container group
+                # set by the caller (to cancel the build) then covers its RUN steps too.
+                futures = {
+                    s.index: pool.submit(
+                        contextvars.copy_context().run, self._stage, plan, s, results
+                    )
+                    for s in level
+                }
                 for index, future in futures.items():
                     results[index] = future.result()
         state = results[plan.target.index].state

@@ -17,7 +17,8 @@ persist in the store, secrets are masked in all output.
 - :mod:`.runner`: a whole run; :mod:`.steps` and :mod:`.services` its parts;
 - :mod:`.masking`, :mod:`.output`: secret masking and per-step logs;
 - :mod:`.junit`, :mod:`.workspace`, :mod:`.caches`: reports, artifacts, caches;
-- :mod:`.runs`: run directories and records in the store.
+- :mod:`.runs`: run directories and records in the store; :mod:`.prune` deletes old
+  ones and unused caches.
 """
 
 from dockyard.ci.pipeline import Pipeline, PipelineError, load_pipeline

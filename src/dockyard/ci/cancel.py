@@ -5,7 +5,8 @@ reaches: Python delivers it to the main thread only. That thread calls
 :meth:`Cancellation.cancel`, which kills every container being waited for and makes
 sure none starts afterwards; the workers then see :class:`Cancelled`, clean up their
 mounts and return. A container started in the same instant as the cancel is killed
-right after its start.
+right after its start. Containers that a build starts for its RUN steps are reached
+through a :class:`~dockyard.runtime.container.ContainerGroup` (:meth:`Cancellation.group`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from dockyard.errors import ContainerError
 from dockyard.runtime import Container, ContainerConfig, OutputCallback
+from dockyard.runtime.container import ContainerGroup
 
 
 class Cancelled(Exception):
@@ -29,7 +31,7 @@ class Cancellation:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cancelled = False
-        self._live: set[Container] = set()
+        self._live: set[Container | ContainerGroup] = set()
         self._event = threading.Event()
 
     @property
@@ -54,6 +56,23 @@ class Cancellation:
         for container in live:
             with contextlib.suppress(ContainerError):  # it may be ending by itself
                 container.kill()
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[ContainerGroup]:
+        """A group for the containers started in the block (and its context), killed on
+        :meth:`cancel`: for code that starts containers of its own, such as a build."""
+        group = ContainerGroup()
+        with self._lock:
+            self._live.add(group)
+            cancelled = self._cancelled
+        try:
+            if cancelled:
+                raise Cancelled
+            with group.active():
+                yield group
+        finally:
+            with self._lock:
+                self._live.discard(group)
 
     @contextlib.contextmanager
     def tracking(self, container: Container) -> Iterator[Container]:

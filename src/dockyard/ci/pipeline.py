@@ -8,6 +8,7 @@
         image: REF
         command: [busybox, httpd, -f, -p, "8080"]
         ready: {tcp: 8080, timeout: 30s}          # or {command: [...]}
+        stop_timeout: 10s                         # from StopSignal to SIGKILL
     steps:
       - name: test
         image: REF
@@ -63,8 +64,8 @@ MAX_FILE_SIZE = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ class PipelineError(BuildError):
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"1h30m"``, ``"1.5m"`` or ``"250ms"``; above 0."""
+    """Seconds from ``90``, ``"90s"``, ``"1h30m"``, ``"1.5m"``, ``"250ms"`` or ``"7d"``;
+    above 0."""
     seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
@@ -218,6 +220,7 @@ class Service(_Model):
     command: tuple[Text, ...] = ()  # replaces the image's CMD, as in compose
     environment: Env = {}
     ready: Ready | None = None
+    stop_timeout: Duration = 10.0  # after the image's StopSignal, before SIGKILL
 
 
 class When(_Model):

@@ -105,3 +105,6 @@ class Events:
 
     def step_finished(self, result: StepResult) -> None:
         """A step ended, or was skipped."""
+
+    def run_finished(self, result: RunResult) -> None:
+        """The run ended, however it did (Ctrl-C included): its result, as saved."""

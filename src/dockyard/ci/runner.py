@@ -11,7 +11,8 @@ A run, in order:
    whether anything it waits for failed. Failed steps thus skip their dependants, and
    ``when: status: [failure]`` steps run after a failure;
 4. whatever happened (Ctrl-C included): every container killed, every mount and the
-   namespace removed, the workspace deleted, and ``run.json`` written.
+   namespace removed, the workspace deleted, and ``run.json`` written. Until then the
+   run and its caches are held from ``dockyard ci prune`` (see :mod:`.runs`).
 
 Ctrl-C reaches the main thread, which cancels the run (see :mod:`.cancel`), waits for
 the workers to clean up, and re-raises :class:`KeyboardInterrupt`.
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dockyard.ci.caches import cache_name
 from dockyard.ci.context import RunContext
 from dockyard.ci.graph import Schedule
 from dockyard.ci.images import Images
@@ -41,7 +43,7 @@ from dockyard.ci.results import (
     RunResult,
     StepResult,
 )
-from dockyard.ci.runs import RUNNING, RunDir
+from dockyard.ci.runs import HOLDS_DIR, RUNNING, RunDir
 from dockyard.ci.services import ServiceError, Services
 from dockyard.ci.steps import run_step
 from dockyard.ci.workspace import MOUNT_POINT, create_workspace
@@ -49,6 +51,7 @@ from dockyard.errors import DockyardError
 from dockyard.runtime import interrupts, netns
 from dockyard.runtime.mounts import remove_tree
 from dockyard.store import Store
+from dockyard.store.holds import Hold
 
 DEFAULT_EVENT = "manual"
 
@@ -83,7 +86,13 @@ def run_pipeline(
     events = events or Events()
     selected = _select(pipeline, options)
     store = Store(options.store_root)
-    run = RunDir.create(store.root)
+    hold = Hold(store.root / HOLDS_DIR)
+    caches = {
+        cache_name(pipeline.cache_key, path)
+        for name in selected
+        for path in pipeline.step(name).cache
+    }
+    run = RunDir.create_held(store, hold, sorted(caches))
     result = RunResult(
         id=run.id,
         pipeline=str(pipeline.file.absolute()),
@@ -146,6 +155,8 @@ def run_pipeline(
         result.duration = time.monotonic() - started
         result.pid = None
         run.write_record(result.to_json())
+        hold.release()
+        events.run_finished(result)
     return result
 
 

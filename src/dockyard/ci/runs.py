@@ -9,17 +9,23 @@
         artifacts/<step>/     what the step's ``artifacts`` matched
         workspace/            during the run only
         netns                 during the run only: the run's network namespace
-    <store root>/ci/cache/<key>/   cache dirs (see :mod:`.caches`)
+    <store root>/ci/cache/<name>/  cache dirs (see :mod:`.caches`)
+    <store root>/ci/holds/         what runs in progress keep from a prune
 
 A run id is ``YYYYmmdd-HHMMSS-`` and 4 random hex digits, so ids sort by start time.
 ``run.json`` is replaced atomically; while a run goes on it says ``running`` and holds
 the pid of the process running it, so a run whose process died is told apart.
+
+While it runs, its process holds the run's id and the names of its caches
+(:mod:`dockyard.store.holds`), so that ``dockyard ci prune`` (:mod:`.prune`) deletes
+neither under it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +33,11 @@ from typing import Any
 
 from dockyard.errors import NotFound
 from dockyard.layout import atomic
+from dockyard.store import Store
+from dockyard.store.holds import Hold
 
 RUNS_DIR = Path("ci") / "runs"
+HOLDS_DIR = Path("ci") / "holds"
 RECORD = "run.json"
 RUNNING = "running"
 ABANDONED = "abandoned"  # said of a running record whose process is gone
@@ -57,6 +66,16 @@ class RunDir:
             except FileExistsError:
                 continue
             return cls(path)
+
+    @classmethod
+    def create_held(cls, store: Store, hold: Hold, caches: Iterable[str] = ()) -> RunDir:
+        """:meth:`create`, with the new run's id and the names of the ``caches`` it
+        will use added to ``hold`` under the store's lease: a prune then either sees
+        them held or ran entirely before they existed."""
+        with store.lease():
+            run = cls.create(store.root)
+            hold.add([run.id, *caches])
+        return run
 
     @classmethod
     def find(cls, store_root: Path, run_id: str) -> RunDir:
@@ -106,7 +125,11 @@ class RunDir:
 def run_ids(store_root: Path) -> list[str]:
     """The ids of every run in the store, oldest first."""
     try:
-        return sorted(p.name for p in (store_root / RUNS_DIR).iterdir() if p.is_dir())
+        return sorted(
+            p.name
+            for p in (store_root / RUNS_DIR).iterdir()
+            if p.is_dir() and not p.name.startswith(".")  # not a run being deleted
+        )
     except FileNotFoundError:
         return []
 

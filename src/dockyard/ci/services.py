@@ -9,8 +9,14 @@ in every container's ``/etc/hosts``. Readiness is checked for all services at on
   the namespace, tried again until the timeout.
 
 A service that exits before it is ready, or is not ready in time, fails the run. A
-service that exits later is only noted. :meth:`Services.close` kills every service
-container and removes its rootfs, whatever happened (Ctrl-C included).
+service that exits later is only noted.
+
+:meth:`Services.close` stops the services as ``docker stop`` does, all at once: the
+image's ``StopSignal`` (default SIGTERM) to each service's first process, then, for
+those still running after their ``stop_timeout`` (default 10s), SIGKILL to every
+process. So a service can flush and clean up. A first process with no handler for the
+signal never gets it (it is its pid namespace's init), so it is killed at once rather
+than waited for in vain. Then every rootfs is removed, whatever happened (Ctrl-C too).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from dockyard.ci.output import OutputLog
 from dockyard.ci.pipeline import Ready, Service
 from dockyard.errors import ContainerError, DockyardError
 from dockyard.runtime import Container, ContainerTimeout, container_config, interrupts
+from dockyard.runtime.imageconfig import parse_signal, signal_name
 
 RETRY_INTERVAL = 0.2  # seconds between readiness commands
 
@@ -46,6 +53,7 @@ class _Running:
     image: Image
     log: OutputLog
     container: Container
+    stop_signal: int
     exited: threading.Event = field(default_factory=threading.Event)
     ended: str = ""  # how it ended: "with code N", or runc's error
 
@@ -88,7 +96,10 @@ class Services:
             self._stopping = True
             for done in self._checks:
                 done.wait()  # readiness checks end quickly once the run is cancelled
-            self._stack.close()
+            try:
+                self._stop()
+            finally:
+                self._stack.close()
 
     # -- starting ----------------------------------------------------------------------
 
@@ -99,6 +110,11 @@ class Services:
             image = self.ctx.images.get(spec.image, log.note)
         except DockyardError as e:
             raise ServiceError(f"service {name}: {e}") from None
+        stop = (image.config.get("config") or {}).get("StopSignal") or "SIGTERM"
+        try:
+            stop_signal = parse_signal(stop)
+        except ValueError as e:
+            raise ServiceError(f"service {name}: image StopSignal: {e}") from None
         with interrupts.deferred():  # no Ctrl-C between a mount and its cleanup's registration
             rootfs = self._stack.enter_context(self.ctx.images.rootfs(image))
         config = container_config(
@@ -108,7 +124,7 @@ class Services:
             base=self.ctx.base_config(name),
         )
         container = Container(rootfs, config, root=self.ctx.store.root, on_output=log)
-        service = _Running(name, spec, image, log, container)
+        service = _Running(name, spec, image, log, container, stop_signal)
         watcher = threading.Thread(target=self._watch, args=(service,), name=f"svc-{name}")
         self._stack.callback(lambda: watcher.is_alive() and watcher.join())
         self.ctx.cancel.check()
@@ -131,6 +147,33 @@ class Services:
             service.exited.set()
         if not self._stopping:
             service.log.note(f"exited {service.ended}")
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def _stop(self) -> None:
+        """Ask every running service to stop; kill those that cannot hear the signal at
+        once, and those that do not stop by their timeout then."""
+        started = time.monotonic()
+        asked = {
+            service.name: service.container.send_signal(service.stop_signal)
+            for service in self._running
+            if not service.exited.is_set()
+        }
+        for service in self._running:
+            if service.name not in asked:
+                continue
+            name = signal_name(service.stop_signal)
+            deadline = started + service.spec.stop_timeout
+            if not asked[service.name]:
+                service.container.kill()
+                service.log.note(f"killed: its first process has no handler for {name}")
+            elif service.exited.wait(max(0.0, deadline - time.monotonic())):
+                service.log.note(f"stopped by {name}: exited {service.ended}")
+            else:
+                service.container.kill()
+                service.log.note(
+                    f"killed: still running {service.spec.stop_timeout:g}s after {name}"
+                )
 
     # -- readiness ---------------------------------------------------------------------
 

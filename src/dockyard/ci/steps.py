@@ -8,7 +8,9 @@ command. Its cache dirs are bind-mounted; its environment is the image's, then t
 
 A build step builds a Dockerfile of the workspace in-process into the store, where
 later steps find the image by its tag; secrets go to the build's secret mounts
-(``RUN --mount=type=secret``), never into a layer.
+(``RUN --mount=type=secret``), never into a layer. Its timeout and a cancel kill the
+RUN step running at the time, silent or not; the build itself stops at its next log
+line.
 
 After a step its JUnit reports are counted and its artifacts copied into the run
 directory, whether it succeeded or not.
@@ -16,9 +18,11 @@ directory, whether it succeeded or not.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from dockyard.ci.caches import cache_dir
@@ -30,6 +34,7 @@ from dockyard.ci.results import CANCELLED, FAILED, FAILURE, SUCCESS, TIMEOUT, St
 from dockyard.ci.workspace import MOUNT_POINT, collect_artifacts
 from dockyard.errors import DockyardError
 from dockyard.runtime import ContainerTimeout, Mount, container_config
+from dockyard.runtime.container import ContainerGroup
 
 
 class StepTimeout(Exception):
@@ -136,7 +141,8 @@ def _build(
         cache_from=list(build.cache_from),
         cache_to=build.cache_to,
     )
-    built = build_image(ctx.store, options, log=line)
+    with ctx.cancel.group() as runs, _killed_at(runs, deadline):
+        built = build_image(ctx.store, options, log=line)
     log.note(f"built {built.digest}" + "".join(f", tagged {t}" for t in build.tags))
     if build.push:
         from dockyard.registry.client import RegistryDestination, client_for
@@ -146,6 +152,22 @@ def _build(
             ctx.cancel.check()
             log.note(f"pushing {tag}")
             copy_image(ctx.store.source(tag), RegistryDestination(client_for(tag), tag))
+
+
+@contextlib.contextmanager
+def _killed_at(group: ContainerGroup, deadline: float | None) -> Iterator[None]:
+    """Kill ``group`` at ``deadline`` (a ``time.monotonic()`` time) if the block is
+    still running then."""
+    if deadline is None:
+        yield
+        return
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), group.kill)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
 
 
 def _collect(ctx: RunContext, step: Step, result: StepResult, log: OutputLog) -> None:

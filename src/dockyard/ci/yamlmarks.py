@@ -5,6 +5,10 @@ forgets. Here the document is composed into nodes (which carry marks) and conver
 hand: every mapping key and sequence item records its line under its path, such as
 ``("steps", 2, "timeout")``. Scalars are typed by PyYAML's safe constructors.
 
+Merge keys work as in YAML 1.1 (``<<: *defaults`` or ``<<: [*a, *b]``): a mapping's
+own keys win over merged ones, and earlier merged mappings over later ones. A merged
+key keeps the line where its value is written, in the anchored mapping.
+
 Duplicate keys, which PyYAML silently resolves to the last one, are errors; so are
 recursive aliases and alias expansions past a size limit (the "billion laughs").
 """
@@ -89,20 +93,36 @@ class _Converter:
                     items.append(self.convert(item, (*path, index)))
                 return items
             assert isinstance(node, yaml.MappingNode)
-            mapping: dict[Any, Any] = {}
+            merges = [(k, v) for k, v in node.value if k.tag == _MERGE_TAG]
+            if len(merges) > 1:
+                raise YamlError("duplicate key '<<'", _line(merges[1][0]))
+            # Merged first, so that the mapping's own keys then replace values and lines.
+            mapping = self._merged(merges[0][1], path) if merges else {}
+            own: set[Any] = set()
             for key_node, value_node in node.value:
                 if key_node.tag == _MERGE_TAG:
-                    raise YamlError("merge keys (<<) are not supported", _line(key_node))
+                    continue
                 key = self.convert(key_node, path)
                 if not isinstance(key, str | int | float | bool) and key is not None:
                     raise YamlError("mapping keys must be scalars", _line(key_node))
-                if key in mapping:
+                if key in own:
                     raise YamlError(f"duplicate key {key!r}", _line(key_node))
+                own.add(key)
                 self.lines[(*path, key)] = _line(key_node)
                 mapping[key] = self.convert(value_node, (*path, key))
             return mapping
         finally:
             self.active.discard(id(node))
+
+    def _merged(self, node: yaml.Node, path: FieldPath) -> dict[Any, Any]:
+        """The keys a ``<<`` value brings into the mapping at ``path``."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if not sources or not all(isinstance(s, yaml.MappingNode) for s in sources):
+            raise YamlError("<< must be given a mapping or a list of mappings", _line(node))
+        merged: dict[Any, Any] = {}
+        for source in reversed(sources):  # the earlier ones win: converted last
+            merged.update(self.convert(source, path))
+        return merged
 
 
 def _line(node: yaml.Node) -> int:

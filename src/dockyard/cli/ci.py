@@ -1,8 +1,8 @@
-"""``dockyard ci run | logs | runs``: pipelines run locally, and their saved runs.
+"""``dockyard ci run | logs | runs | prune``: pipelines run locally, and their saved runs.
 
 ``run`` prints each step's output as it comes, prefixed by the step's name (coloured on
 a terminal), then a summary table; it exits 0 only if the pipeline succeeded, 130 on
-Ctrl-C (or SIGTERM), after cleaning up.
+Ctrl-C (or SIGTERM), after cleaning up. ``--json`` is written however the run ended.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ _STATUS_COLOURS = {"success": "green", "failure": "red", "timeout": "red", "skip
 
 @click.group()
 def ci() -> None:
-    """Run pipelines (.dockyard.yml) locally, in containers; show past runs."""
+    """Run pipelines (.dockyard.yml) locally, in containers; show and prune past runs."""
 
 
 @ci.command("run")
@@ -113,9 +113,9 @@ def run(
         sys.exit(INTERRUPTED)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if json_file and printer.result:
+            json_file.write_text(json.dumps(printer.result.to_json(), indent=2) + "\n")
     _summary(result, printer.colour)
-    if json_file:
-        json_file.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     sys.exit(0 if result.succeeded else 1)
 
 
@@ -142,6 +142,37 @@ def logs(run_id: str, name: str | None) -> None:
         if path.is_file():
             for line in path.read_text(errors="replace").splitlines():
                 click.echo(f"{step:<{width}} | {line}")
+
+
+@ci.command("prune")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="How many of the newest runs to keep.",
+)
+@click.option(
+    "--caches-unused-for",
+    "caches_age",
+    metavar="DURATION",
+    help="Also delete the caches no step has used for DURATION (such as 12h or 7d).",
+)
+def prune(keep: int, caches_age: str | None) -> None:
+    """Delete the runs (records, logs, artifacts) older than the newest KEEP, and
+    unused caches if asked; runs in progress and their caches are kept."""
+    from dockyard.ci.pipeline import parse_duration
+    from dockyard.ci.prune import prune as prune_runs
+
+    try:
+        unused_for = parse_duration(caches_age) if caches_age is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--caches-unused-for") from None
+    result = prune_runs(open_store(), keep=keep, caches_unused_for=unused_for)
+    click.echo(
+        f"removed {len(result.runs)} runs and {len(result.caches)} caches, "
+        f"{result.freed / 1e6:.1f} MB freed"
+    )
 
 
 @ci.command("runs")
@@ -176,6 +207,7 @@ class _Printer(Events):
         self.width = max(len(n) for n in names)
         self.colours = dict(zip(names, itertools.cycle(_COLOURS), strict=False))
         self.lock = threading.Lock()
+        self.result: RunResult | None = None  # once the run has ended
 
     def line(self, source: str, text: str, *, note: bool = False) -> None:
         prefix = f"{source:<{self.width}} |"
@@ -190,6 +222,9 @@ class _Printer(Events):
     def step_finished(self, result: StepResult) -> None:
         if result.status == "skipped":
             self.line(result.name, f"skipped: {result.reason}", note=True)
+
+    def run_finished(self, result: RunResult) -> None:
+        self.result = result
 
 
 def _summary(result: RunResult, colour: bool) -> None:

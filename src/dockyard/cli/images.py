@@ -182,6 +182,15 @@ def rmi(image_refs: tuple[str, ...]) -> None:
 
 @click.command()
 def prune() -> None:
-    """Delete blobs that no named image in the store refers to."""
-    result = open_store().prune()
-    click.echo(f"removed {len(result.removed)} blobs, {_size(result.freed)} freed")
+    """Delete blobs and snapshots that no named image in the store refers to, and what
+    killed processes left behind."""
+    from dockyard.runtime.snapshots import Snapshots
+
+    store = open_store()
+    blobs = store.prune()
+    snapshots = Snapshots(store).prune()
+    freed = _size(blobs.freed + snapshots.freed)
+    line = f"removed {len(blobs.removed)} blobs and {len(snapshots.removed)} snapshots"
+    if leftovers := blobs.temps + snapshots.temps:
+        line += f" and {leftovers} leftovers of killed processes"
+    click.echo(f"{line}, {freed} freed")

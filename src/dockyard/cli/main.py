@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("dockyard.cli.images", "inspect", "Show an image's manifest and config as JSON."),
     "tag": ("dockyard.cli.images", "tag", "Give a stored image another name."),
     "rmi": ("dockyard.cli.images", "rmi", "Remove image names (blobs stay until prune)."),
-    "prune": ("dockyard.cli.images", "prune", "Delete blobs no image in the store refers to."),
+    "prune": ("dockyard.cli.images", "prune", "Delete blobs and snapshots no image needs."),
     "save": ("dockyard.cli.archives", "save", "Write images to a docker- or oci-archive."),
     "load": ("dockyard.cli.archives", "load", "Read a docker- or oci-archive into the store."),
     "copy": ("dockyard.cli.archives", "copy", "Copy an image between any two transports."),
@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logout": ("dockyard.cli.auth", "logout", "Forget the credentials for a registry."),
     "run": ("dockyard.cli.run", "run", "Run a command in a new container from an image."),
     "registry": ("dockyard.cli.registry", "registry", "Run a registry (mirror, gc, bundles)."),
-    "ci": ("dockyard.cli.ci", "ci", "Run a pipeline file locally; list and show past runs."),
+    "ci": ("dockyard.cli.ci", "ci", "Run a pipeline file locally; list, show and prune past runs."),
 }
 
 

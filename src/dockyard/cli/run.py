@@ -115,8 +115,9 @@ def run(
         "created": datetime.now(UTC).isoformat(),
     }
     code = RUN_FAILED
+    snapshots = Snapshots(store)  # holds the image's snapshots until the process ends
     try:
-        lowers = Snapshots(store).prepare(manifest)
+        lowers = snapshots.prepare(manifest)
         state.mkdir(parents=True)
         _write_record(state, record)
         with overlay_rootfs(lowers, state) as rootfs:

@@ -13,14 +13,18 @@ told apart from the command's through its JSON log (``--log``). Its state lives 
 bundle (``config.json``, the ``/etc`` files) in ``<store root>/bundles/<id>``.
 
 Stopping is ``runc kill --all ID KILL``: every process of the container's pid namespace
-and cgroup, so a timeout ends the whole tree. Cleanup is safe to repeat and runs on
-success, failure, timeout and Ctrl-C: kill what runs, ``runc delete --force`` if runc
-left state behind, remove the mount stubs runc made in the rootfs, delete the bundle.
+and cgroup, so a timeout ends the whole tree (:meth:`~Container.send_signal` may first
+ask the first process to end, as ``docker stop`` does). Cleanup is safe to repeat and
+runs on success, failure, timeout and Ctrl-C: kill what runs, ``runc delete --force``
+if runc left state behind, remove the mount stubs runc made in the rootfs, delete the
+bundle. A :class:`ContainerGroup` kills, from any thread, the containers that code
+started out of the caller's sight (a build's RUN steps, for a cancelled pipeline).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import selectors
@@ -28,7 +32,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -128,6 +132,7 @@ class Container:
         self._reader: threading.Thread | None = None
         self._reader_error: BaseException | None = None
         self._stubs: MountStubs | None = None
+        self._group = _GROUP.get()
         self._closed = False
 
     def __enter__(self) -> Container:
@@ -153,6 +158,8 @@ class Container:
             # Ctrl-C waits until runc is ours to kill: close() then stops it.
             with interrupts.deferred():
                 self._start()
+                if self._group is not None:
+                    self._group._join(self)  # once there is a process to kill
         except BaseException:
             self.close()
             raise
@@ -214,6 +221,20 @@ class Container:
             raise ContainerError(f"container {self.id}: {message}")
         return 128 - code if code < 0 else code
 
+    def send_signal(self, signum: int) -> bool:
+        """Send ``signum`` to the container's first process only, as ``docker stop``
+        does before it kills. False if it cannot arrive: the container has ended, or
+        its first process, the init of its pid namespace, has no handler for the signal
+        (the kernel drops such signals to an init), so waiting for it to act is futile.
+        """
+        if self._started().poll() is not None:
+            return False
+        pid = self._init_pid()
+        if pid is None or not _catches(pid, signum):
+            return False
+        self._runc_quiet("kill", self.id, str(signum))
+        return True
+
     def kill(self) -> None:
         """SIGKILL every process in the container and wait until runc has gone."""
         process = self._started()
@@ -236,6 +257,8 @@ class Container:
         if self._closed:
             return
         with interrupts.deferred():
+            if self._group is not None:
+                self._group._leave(self)
             try:
                 if self._process is not None:
                     self.kill()
@@ -267,6 +290,20 @@ class Container:
             stderr=subprocess.DEVNULL,
             check=False,
         )
+
+    def _init_pid(self) -> int | None:
+        """The host pid of the container's first process, while it runs."""
+        state = subprocess.run(
+            self._runc("state", self.id),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+        try:
+            pid = json.loads(state.stdout)["pid"] if state.returncode == 0 else None
+        except (ValueError, KeyError, TypeError):
+            return None
+        return pid if isinstance(pid, int) and pid > 0 else None
 
     def _state_exists(self) -> bool:
         return (self.runc_root / self.id).exists()
@@ -312,6 +349,67 @@ class Container:
     def _join_reader(self) -> None:
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join()
+
+
+class ContainerGroup:
+    """The containers started while the group is :meth:`active`, to be killed at once
+    from another thread: the way to stop a job that starts containers out of sight
+    (a build's RUN steps) without waiting for it to look up.
+
+    A container belongs to the group active in the context it is made in: its thread's,
+    or a copy of it (``contextvars.copy_context``). Once killed, the group lets no
+    container start (:class:`ContainerError`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: set[Container] = set()
+        self._killed = False
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[ContainerGroup]:
+        """Containers made in the block belong to this group."""
+        token = _GROUP.set(self)
+        try:
+            yield self
+        finally:
+            _GROUP.reset(token)
+
+    def kill(self) -> None:
+        """Kill every running container of the group; none starts from now on."""
+        with self._lock:
+            self._killed = True
+            live = list(self._live)
+        for container in live:
+            with contextlib.suppress(ContainerError):  # it may be ending by itself
+                container.kill()
+
+    def _join(self, container: Container) -> None:
+        with self._lock:
+            if self._killed:
+                raise ContainerError(f"container {container.id} killed at its start with its group")
+            self._live.add(container)
+
+    def _leave(self, container: Container) -> None:
+        with self._lock:
+            self._live.discard(container)
+
+
+_GROUP: contextvars.ContextVar[ContainerGroup | None] = contextvars.ContextVar(
+    "dockyard_container_group", default=None
+)
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (``SigCgt`` in its status)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 def _rootfs_destinations(mounts: Iterable[dict[str, object]]) -> list[str]:

@@ -4,10 +4,12 @@
   ``--entrypoint`` replaces ENTRYPOINT *and* drops the image's CMD (``""`` clears it).
 - ENV from the image, then the caller's variables over it.
 - USER and WORKDIR from the image unless given (WORKDIR defaults to ``/``).
+- STOPSIGNAL by name (``SIGTERM``, ``TERM``), number or ``SIGRTMIN+n``.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -63,3 +65,27 @@ def container_config(
         user=user if user is not None else section.get("User") or "",
         cwd=workdir or section.get("WorkingDir") or "/",
     )
+
+
+def parse_signal(name: str) -> int:
+    """The number of a signal as images name it (``StopSignal``): ``SIGTERM``, ``TERM``,
+    ``15`` or ``SIGRTMIN+3``."""
+    text = name.strip().upper().removeprefix("SIG")
+    rtmin, plus, offset = text.partition("+")
+    if text.isdigit():
+        number = int(text)
+    elif rtmin == "RTMIN" and plus and offset.isdigit():
+        number = signal.SIGRTMIN + int(offset)
+    else:
+        number = signal.Signals.__members__.get(f"SIG{text}", 0)
+    if not 0 < number <= signal.SIGRTMAX:
+        raise ValueError(f"{name!r} is not a signal")
+    return number
+
+
+def signal_name(number: int) -> str:
+    """``SIGTERM`` for 15; real-time signals by number."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

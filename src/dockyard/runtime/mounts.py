@@ -25,6 +25,7 @@ import shutil
 from collections.abc import Sequence
 
 from dockyard.errors import ContainerError
+from dockyard.mountinfo import mount_points_under
 from dockyard.runtime import syscalls
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -191,22 +192,3 @@ def remove_tree(directory: str | os.PathLike[str]) -> None:
             if e.errno not in (errno.EINVAL, errno.ENOENT):
                 raise ContainerError(f"not deleting {directory}: {point} stays mounted") from e
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def mount_points_under(directory: str | os.PathLike[str]) -> list[str]:
-    """Mount points at or below ``directory`` in this mount namespace (from mountinfo)."""
-    prefix = os.path.realpath(directory)
-    found = []
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            point = _unescape(line.split(b" ")[4].decode(errors="surrogateescape"))
-            if point == prefix or point.startswith(prefix.rstrip("/") + "/"):
-                found.append(point)
-    return found
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as ``\\ooo``."""
-    for code in ("040", "011", "012", "134"):
-        field = field.replace("\\" + code, chr(int(code, 8)))
-    return field

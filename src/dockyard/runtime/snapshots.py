@@ -11,16 +11,32 @@ Writes are atomic, durable and safe between processes: a snapshot is extracted i
 temp dir beside it, synced, and renamed into place (``RENAME_NOREPLACE``), under a
 per-snapshot lock so that a second builder wanting the same snapshot waits for the
 first and uses its work. A temp dir left by a killed process is removed by the next
-one taking that lock.
+one taking that lock, or by a prune.
 
-Nothing deletes snapshots yet: pruning them belongs with the store's GC (it must spare
-those in use by a running container or build).
+Pruning (:meth:`Snapshots.prune`) deletes the snapshots of layers no named image has,
+under the store's GC lock. What a :class:`Snapshots` object uses -- the snapshots it
+prepared or committed, its scratch dirs -- it *holds* (:mod:`dockyard.store.holds`)
+while it lives, so a prune spares the lower dirs of a running build, container or
+pipeline. Holds are taken under the store's
+lease, in the same step that checks or makes the snapshot, so a prune never slips in
+between. Per-snapshot locks and lock files are only opened under that lease too.
+
+Layout of ``<store root>/snapshots/``::
+
+    <chain id hex>/     a snapshot
+    .locks/<hex>        its lock, held while it is made or deleted
+    .holds/<id>         what a live process holds (see :mod:`dockyard.store.holds`)
+    .tmp-<hex>-*/       a snapshot being extracted
+    .scratch-*/         an overlay's upper, work and merged dirs (see :meth:`scratch`)
+    .trash-*/           a tree being deleted (see :mod:`dockyard.store.trash`)
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,17 +44,21 @@ from pathlib import Path
 
 from dockyard.errors import ContainerError, ManifestError
 from dockyard.layout.locking import FileLock
+from dockyard.mountinfo import mount_points_under
 from dockyard.oci import digest as digests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.manifest import Manifest
 from dockyard.runtime import interrupts, mounts, syscalls
-from dockyard.store import Store
+from dockyard.store import PruneResult, Store, trash
+from dockyard.store.holds import Hold, held_names
 
 SNAPSHOTS_DIR = "snapshots"
 _TEMP = ".tmp-"
 _SCRATCH = ".scratch-"
 _LOCKS = ".locks"
+_HOLDS = ".holds"
+_SNAPSHOT_NAME = re.compile(r"^(?:[a-f0-9]{64}|[a-f0-9]{128})$")  # a chain ID's hex
 
 
 def chain_id(parent: str | None, diff_id: str) -> str:
@@ -58,11 +78,27 @@ def chain_ids(diff_ids: Iterable[str]) -> list[str]:
 
 
 class Snapshots:
-    """The snapshot dirs of the store ``store``."""
+    """The snapshot dirs of the store ``store``, and this user's hold on those it uses.
+
+    The hold lasts until :meth:`close` (or the end of the ``with`` block), until the
+    object is garbage collected, or until the process ends: keep the object while its
+    dirs are mounted.
+    """
 
     def __init__(self, store: Store):
         self.store = store
         self.root = store.root / SNAPSHOTS_DIR
+        self._hold = Hold(self.root / _HOLDS)
+
+    def close(self) -> None:
+        """Stop holding what this object used: a prune may take it from now on."""
+        self._hold.release()
+
+    def __enter__(self) -> Snapshots:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def path(self, chain: str) -> Path:
         """Where the snapshot ``chain`` lives (whether or not it exists)."""
@@ -88,21 +124,23 @@ class Snapshots:
 
     def ensure(self, layers: Sequence[Descriptor], diff_ids: Sequence[str]) -> list[Path]:
         """Make sure the stack ``layers`` (bottom first, blobs in the store, with their
-        ``diff_ids``) has its snapshots; return the lower dirs, top layer first."""
+        ``diff_ids``) has its snapshots, and hold them; return the lower dirs, top
+        layer first."""
         chains = chain_ids(diff_ids)
-        missing = [
-            (layer, diff_id, chain)
-            for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True)
-            if not self.exists(chain)
-        ]
-        if missing:
-            with self.store.lease():  # a prune waits until the layers are read
-                for layer, diff_id, chain in missing:
-                    self._extract(chain, layer, diff_id)
+        if not self._holds_existing(chains):
+            with self.store.lease():  # a prune waits until they are held and made
+                self._hold.add(digests.hex_part(chain) for chain in chains)
+                for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
+                    if not self.exists(chain):
+                        self._extract(chain, layer, diff_id)
         return [self.path(chain) for chain in reversed(chains)]
 
     def lowers(self, chains: Sequence[str]) -> list[Path]:
-        """The lower dirs of existing snapshots ``chains`` (bottom first), top first."""
+        """The lower dirs of existing snapshots ``chains`` (bottom first), top first;
+        they are held from now on."""
+        if not self._holds_existing(chains):
+            with self.store.lease():
+                self._hold.add(digests.hex_part(chain) for chain in chains)
         paths = [self.path(chain) for chain in reversed(chains)]
         for chain, path in zip(reversed(chains), paths, strict=True):
             if not path.is_dir():
@@ -111,10 +149,12 @@ class Snapshots:
 
     @contextlib.contextmanager
     def scratch(self) -> Iterator[Path]:
-        """A temp dir on the snapshots' filesystem, removed on exit: the place for an
-        overlay's upper dir that :meth:`commit` may then take."""
+        """A temp dir on the snapshots' filesystem, held, and removed on exit: the place
+        for an overlay's upper dir that :meth:`commit` may then take."""
         self.root.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=_SCRATCH, dir=self.root))
+        with self.store.lease():  # a prune would take it for a killed process's
+            path = Path(tempfile.mkdtemp(prefix=_SCRATCH, dir=self.root))
+            self._hold.add([path.name])
         try:
             yield path
         finally:
@@ -124,7 +164,8 @@ class Snapshots:
     def commit(self, upper: Path, chain: str) -> Path:
         """Make the (unmounted) overlay upper dir ``upper`` the snapshot ``chain``, by
         renaming it: no copy, no re-extraction. If that snapshot exists already (another
-        build made it), ``upper`` is deleted and the existing one kept. Return its path.
+        build made it), ``upper`` is deleted and the existing one kept. Either way it is
+        held. Return its path.
 
         ``upper`` must be on the snapshots' filesystem (see :meth:`scratch`) and must
         hold exactly the layer that has ``chain`` as its chain ID. It is synced to disk
@@ -134,11 +175,92 @@ class Snapshots:
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             syscalls.syncfs(upper)
-            if not syscalls.rename_noreplace(upper, target):
+            with self.store.lease():
+                self._hold.add([target.name])
+                taken = syscalls.rename_noreplace(upper, target)
+            if not taken:
                 shutil.rmtree(upper)
         except OSError as e:
             raise ContainerError(f"cannot make {upper} snapshot {chain}: {e.strerror}") from None
         return target
+
+    def prune(self, *, wait: bool = True) -> PruneResult:
+        """Delete the snapshots of layers that no named image in the store has (as
+        :meth:`.Store.prune` deletes their blobs), unless a live process holds them or
+        one is being made; and what killed processes left: extraction temps, scratch
+        dirs (unmounting what is still mounted there), half-deleted trees.
+
+        Returns the chain IDs removed, the bytes freed and the leftovers reaped. Runs
+        under the store's GC lock (``wait`` as for :meth:`.Store.gc_lock`); the trees
+        are only renamed under it, and deleted after it is released.
+        """
+        result = PruneResult()
+        if not self.store.layout.exists() or not self.root.is_dir():
+            return result
+        doomed: list[Path] = []
+        with self.store.gc_lock(wait=wait):
+            spared = held_names(self.root / _HOLDS) | {
+                digests.hex_part(chain)
+                for stack in self.store.image_diff_ids()
+                for chain in chain_ids(stack)
+            }
+            (self.root / _LOCKS).mkdir(exist_ok=True)
+            for entry in list(os.scandir(self.root)):
+                name, path = entry.name, Path(entry.path)
+                if _SNAPSHOT_NAME.match(name):
+                    if name not in spared and (gone := self._discard(path, name)):
+                        doomed.append(gone)
+                        result.removed.append(f"sha{len(name) * 4}:{name}")
+                elif name.startswith(_TEMP):
+                    hex_id = name.removeprefix(_TEMP).partition("-")[0]
+                    if gone := self._discard(path, hex_id):
+                        doomed.append(gone)
+                        result.temps += 1
+                elif name.startswith(_SCRATCH) and name not in spared:
+                    for point in sorted(mount_points_under(path), key=len, reverse=True):
+                        mounts.unmount(point)
+                    if gone := trash.move_to_trash(path):
+                        doomed.append(gone)
+                        result.temps += 1
+                elif trash.is_trash(name):
+                    doomed.append(path)  # a killed prune's: finish it
+                    result.temps += 1
+            self._remove_unused_locks()
+        for path in doomed:
+            result.freed += trash.remove_tree(path)
+        return result
+
+    def _holds_existing(self, chains: Sequence[str]) -> bool:
+        """Do we hold every one of ``chains`` already, and do they exist?"""
+        return all(digests.hex_part(c) in self._hold and self.exists(c) for c in chains)
+
+    def _discard(self, path: Path, hex_id: str) -> Path | None:
+        """Move ``path`` (the snapshot ``hex_id`` or one of its temps) to the trash, unless
+        its lock is held (it is being made); return where it went."""
+        lock = FileLock(self.root / _LOCKS / hex_id)
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            return trash.move_to_trash(path)
+        finally:
+            lock.release()
+
+    def _remove_unused_locks(self) -> None:
+        """Delete the lock files of snapshots that are gone. Only under the GC lock:
+        nobody has them open then (they are opened under a lease)."""
+        try:
+            entries = list(os.scandir(self.root / _LOCKS))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if (self.root / entry.name).exists():
+                continue
+            lock = FileLock(Path(entry.path))
+            if lock.acquire(blocking=False):
+                try:
+                    os.unlink(entry.path)
+                finally:
+                    lock.release()
 
     def _extract(self, chain: str, layer: Descriptor, diff_id: str) -> None:
         # Imported here: a container start with its snapshots ready needs neither.

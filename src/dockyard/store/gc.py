@@ -7,7 +7,11 @@ writing blobs and naming them (the store's lease lock does).
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dockyard.errors import DockyardError, StoreError
 from dockyard.layout import atomic
@@ -15,11 +19,13 @@ from dockyard.layout.blobdir import STALE_TEMP_SECONDS
 from dockyard.layout.oci_dir import OCILayout
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor
+from dockyard.store import trash
 
 
 @dataclass
 class PruneResult:
-    """What a prune removed."""
+    """What a prune removed: blobs or snapshots by digest, bytes, leftovers of dead
+    processes (temp files and dirs)."""
 
     removed: list[str] = field(default_factory=list)
     freed: int = 0
@@ -33,12 +39,27 @@ def reachable(layout: OCILayout) -> set[str]:
     knowing its children would delete them.
     """
     keep: set[str] = set()
+    for desc, parsed in _walk(layout):
+        keep.add(desc.digest)
+        if isinstance(parsed, manifests.Manifest):
+            keep.update(b.digest for b in parsed.blobs)
+    return keep
+
+
+def image_configs(layout: OCILayout) -> list[Descriptor]:
+    """The config of every image manifest a root reaches (each platform of an index)."""
+    return [m.config for _, m in _walk(layout) if isinstance(m, manifests.Manifest)]
+
+
+def _walk(layout: OCILayout) -> Iterator[tuple[Descriptor, manifests.Manifest | manifests.Index]]:
+    """Every stored manifest and index the roots reach, once each, parsed."""
+    seen: set[str] = set()
     pending: list[Descriptor] = list(layout.index().manifests)
     while pending:
         desc = pending.pop()
-        if desc.digest in keep or not layout.blobs.has(desc.digest):
+        if desc.digest in seen or not layout.blobs.has(desc.digest):
             continue  # an index may name platforms that were never pulled
-        keep.add(desc.digest)
+        seen.add(desc.digest)
         try:
             raw = layout.read_manifest(desc.digest, desc.size, desc.media_type)
             parsed = manifests.parse(raw.data, raw.media_type, f"manifest {desc.digest}")
@@ -46,9 +67,7 @@ def reachable(layout: OCILayout) -> set[str]:
             raise StoreError(f"cannot prune {layout.root}: {e}") from None
         if isinstance(parsed, manifests.Index):
             pending.extend(parsed.manifests)
-        else:
-            keep.update(b.digest for b in parsed.blobs)
-    return keep
+        yield desc, parsed
 
 
 def sweep(layout: OCILayout) -> PruneResult:
@@ -71,4 +90,24 @@ def sweep(layout: OCILayout) -> PruneResult:
     result.temps = layout.blobs.remove_stale_temps(0)
     # index.json is rewritten without a lease: only a temp a killed writer left is old.
     result.temps += atomic.remove_stale_temps(layout.root, STALE_TEMP_SECONDS)
+    return result
+
+
+def remove_stale_dirs(directory: Path, older_than: float) -> PruneResult:
+    """Delete the subdirectories of ``directory`` unchanged for ``older_than`` seconds:
+    work dirs a killed process left in a shared temp dir (the builder's secret and
+    script dirs in the store's ``tmp/``). Each counts as one temp."""
+    result = PruneResult()
+    cutoff = time.time() - older_than
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return result
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime <= cutoff:
+                result.freed += trash.remove_tree(Path(entry.path))
+                result.temps += 1
+        except FileNotFoundError:
+            continue
     return result

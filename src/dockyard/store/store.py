@@ -3,24 +3,29 @@
 ``<root>/index.json`` holds one entry per name, annotated with the full reference
 (``org.opencontainers.image.ref.name = docker.io/library/busybox:latest``, or
 ``name@digest`` for an image pulled by digest only), so ``skopeo`` and ``umoci`` can read
-the store as they read any layout. ``<root>/tmp/`` holds blobs being written.
+the store as they read any layout. ``<root>/tmp/`` holds blobs being written (and the
+work dirs of other writers, such as a build's secret files).
 
 Concurrency: ``index.json`` is rewritten under its lock file; blobs are written before
 the name that keeps them, under a *lease* (a shared lock on ``<root>/gc.lock``) which
-:meth:`Store.prune` waits for (it takes the lock exclusively), so it never deletes the
-blobs of a pull in progress.
+:meth:`Store.prune` waits for (it takes the lock exclusively, :meth:`Store.gc_lock`), so
+it never deletes the blobs of a pull in progress. Snapshots (``<root>/snapshots/``) are
+made under a lease too and pruned under the same lock (see :mod:`dockyard.store.holds`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dockyard import reference
-from dockyard.errors import InvalidReference, ManifestError, NotFound, StoreError
+from dockyard.errors import DockyardError, InvalidReference, ManifestError, NotFound, StoreError
+from dockyard.layout.blobdir import STALE_TEMP_SECONDS
 from dockyard.layout.locking import FileLock
 from dockyard.layout.oci_dir import OCILayout, ref_name
 from dockyard.oci import manifest as manifests
@@ -30,6 +35,7 @@ from dockyard.store import gc
 from dockyard.store.home import StoreDestination, StoreSource
 
 GC_LOCK_FILE = "gc.lock"
+TMP_DIR = "tmp"
 MAX_CONFIG_SIZE = 16 << 20
 
 
@@ -68,7 +74,7 @@ class Store:
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else default_root()
-        self.layout = OCILayout(self.root, tmp_dir=self.root / "tmp")
+        self.layout = OCILayout(self.root, tmp_dir=self.root / TMP_DIR)
         self.blobs = self.layout.blobs
 
     # names
@@ -160,7 +166,9 @@ class Store:
 
     def read_config(self, manifest: manifests.Manifest) -> dict[str, Any]:
         """An image's config document, verified and parsed."""
-        config = manifest.config
+        return self._config_document(manifest.config)
+
+    def _config_document(self, config: Descriptor) -> dict[str, Any]:
         if config.size > MAX_CONFIG_SIZE:
             raise ManifestError(f"config {config.digest}: {config.size} bytes is too big")
         return manifests.parse_config(
@@ -175,21 +183,55 @@ class Store:
         self.layout.ensure()
         return FileLock(self.root / GC_LOCK_FILE, shared=True)
 
-    def prune(self, *, wait: bool = True) -> gc.PruneResult:
-        """Delete blobs no named image reaches, and abandoned temp files.
+    @contextlib.contextmanager
+    def gc_lock(self, *, wait: bool = True) -> Iterator[None]:
+        """Hold every lease off for the block (the lock :meth:`lease` shares, taken
+        exclusively): what a prune holds while it decides what is garbage.
 
-        Waits until no lease is held (or raises :class:`StoreError` if ``wait`` is False),
-        and holds new leases off while it runs.
+        Waits until no lease is held, or raises :class:`StoreError` if ``wait`` is False.
         """
-        if not self.layout.exists():
-            return gc.PruneResult()
         lock = FileLock(self.root / GC_LOCK_FILE)
         if not lock.acquire(blocking=wait):
             raise StoreError(f"store {self.root} is busy: an image is being written")
         try:
-            return gc.sweep(self.layout)
+            yield
         finally:
             lock.release()
+
+    def prune(self, *, wait: bool = True) -> gc.PruneResult:
+        """Delete blobs no named image reaches, and abandoned temp files and dirs.
+
+        Runs under :meth:`gc_lock` (``wait`` as there). Snapshots are pruned by
+        :meth:`.Snapshots.prune`.
+        """
+        if not self.layout.exists():
+            return gc.PruneResult()
+        with self.gc_lock(wait=wait):
+            result = gc.sweep(self.layout)
+        stale = gc.remove_stale_dirs(self.root / TMP_DIR, STALE_TEMP_SECONDS)
+        result.freed += stale.freed
+        result.temps += stale.temps
+        return result
+
+    def image_diff_ids(self) -> list[list[str]]:
+        """The layer diff IDs (bottom first) of every image the names reach, each
+        platform of an index included: the layer stacks whose snapshots a prune keeps.
+
+        Call it under :meth:`gc_lock` for an answer that stays true. Raise
+        :class:`StoreError` if a manifest or config cannot be read.
+        """
+        stacks = []
+        for config in gc.image_configs(self.layout):
+            if not self.blobs.has(config.digest):
+                continue  # not an image we can have snapshots of
+            try:
+                doc = self._config_document(config)
+            except DockyardError as e:
+                raise StoreError(f"cannot prune {self.root}: {e}") from None
+            diff_ids = (doc.get("rootfs") or {}).get("diff_ids")
+            if isinstance(diff_ids, list) and all(isinstance(d, str) for d in diff_ids):
+                stacks.append(diff_ids)
+        return stacks
 
 
 def _created(config: dict[str, Any]) -> datetime | None:

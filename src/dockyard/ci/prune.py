@@ -1,0 +1,86 @@
+"""Deleting what pipeline runs leave in the store: old runs, and caches left unused.
+
+``prune(store, keep=10)`` deletes every run but the newest ``keep``, with its logs,
+artifacts and record; with ``caches_unused_for=SECONDS`` it also deletes the cache
+dirs no step has used for that long (a use sets a cache dir's mtime). A run in
+progress and the caches it uses are never taken: its process holds them
+(:mod:`dockyard.store.holds`) and the hold ends with the process, however it ends, so
+a killed run's directory does go, after its leftover mounts (its network namespace)
+are detached.
+
+As for snapshots, the holds are read and what goes is moved to the trash under the
+store's GC lock; the trash is emptied after it is released.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard.ci.caches import CACHE_DIR
+from dockyard.ci.runs import HOLDS_DIR, RUNS_DIR, run_ids
+from dockyard.mountinfo import mount_points_under
+from dockyard.runtime import mounts
+from dockyard.store import Store, trash
+from dockyard.store.holds import held_names
+
+DEFAULT_KEEP = 10
+
+
+@dataclass
+class PruneResult:
+    """What a prune deleted."""
+
+    runs: list[str] = field(default_factory=list)  # run ids
+    caches: list[str] = field(default_factory=list)  # cache dir names
+    freed: int = 0  # bytes
+
+
+def prune(
+    store: Store, *, keep: int = DEFAULT_KEEP, caches_unused_for: float | None = None
+) -> PruneResult:
+    """Delete all runs but the newest ``keep``, and, if ``caches_unused_for`` (seconds)
+    is given, the caches unused for that long; spare what runs in progress hold."""
+    result = PruneResult()
+    if not store.layout.exists():
+        return result
+    doomed: list[Path] = []
+    with store.gc_lock():
+        for directory in (RUNS_DIR, CACHE_DIR):  # what a killed prune left
+            doomed += [
+                Path(e.path) for e in _entries(store.root / directory) if trash.is_trash(e.name)
+            ]
+        held = held_names(store.root / HOLDS_DIR)
+        ids = run_ids(store.root)
+        for run_id in ids[: max(0, len(ids) - keep)]:
+            if run_id not in held and (gone := _discard_run(store.root / RUNS_DIR / run_id)):
+                doomed.append(gone)
+                result.runs.append(run_id)
+        if caches_unused_for is not None:
+            cutoff = time.time() - caches_unused_for
+            for entry in _entries(store.root / CACHE_DIR):
+                name = entry.name
+                if trash.is_trash(name) or name in held or entry.stat().st_mtime >= cutoff:
+                    continue
+                if gone := trash.move_to_trash(Path(entry.path)):
+                    doomed.append(gone)
+                    result.caches.append(name)
+    for path in doomed:
+        result.freed += trash.remove_tree(path)
+    return result
+
+
+def _discard_run(path: Path) -> Path | None:
+    """Move the run dir ``path`` to the trash, its leftover mounts detached first."""
+    for point in sorted(mount_points_under(path), key=len, reverse=True):
+        mounts.unmount(point)
+    return trash.move_to_trash(path)
+
+
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(directory))
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,83 @@
+"""Holds: names a live process keeps from a prune; a dead process holds nothing."""
+
+import gc
+import multiprocessing
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from dockyard.store.holds import Hold, held_names
+
+
+def test_a_live_hold_keeps_its_names_until_released(tmp_path):
+    hold = Hold(tmp_path / "holds")
+    assert held_names(tmp_path / "holds") == set()
+    assert not (tmp_path / "holds").exists()  # nothing held, no file
+    hold.add(["a", "b"])
+    hold.add(["b", "c"])
+    assert "a" in hold and "z" not in hold
+    assert held_names(tmp_path / "holds") == {"a", "b", "c"}
+    assert (tmp_path / "holds").iterdir().__next__().read_text() == "a\nb\nc\n"
+    hold.release()
+    assert held_names(tmp_path / "holds") == set()
+    assert list((tmp_path / "holds").iterdir()) == []
+    hold.release()  # twice is fine
+
+
+def test_a_forgotten_hold_is_released_when_collected(tmp_path):
+    hold = Hold(tmp_path / "holds")
+    hold.add(["a"])
+    del hold
+    gc.collect()
+    assert list((tmp_path / "holds").iterdir()) == []
+
+
+def _hold_until_killed(directory: Path, ready_fd: int) -> None:
+    hold = Hold(directory)
+    hold.add(["held-by-the-dead"])
+    os.write(ready_fd, b"1")
+    signal.pause()  # the parent kills us here
+
+
+def test_the_hold_of_a_killed_process_is_dead_and_its_file_deleted(tmp_path):
+    ready_r, ready_w = os.pipe()
+    child = multiprocessing.get_context("fork").Process(
+        target=_hold_until_killed, args=(tmp_path / "holds", ready_w)
+    )
+    child.start()
+    try:
+        assert select.select([ready_r], [], [], 60)[0], "child never held anything"
+        assert held_names(tmp_path / "holds") == {"held-by-the-dead"}
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        os.close(ready_r)
+        os.close(ready_w)
+    assert held_names(tmp_path / "holds") == set()
+    assert list((tmp_path / "holds").iterdir()) == []
+
+
+def test_a_forked_child_exiting_leaves_its_parents_hold_alone(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        from dockyard.store.holds import Hold, held_names
+        hold = Hold(Path({str(tmp_path / "holds")!r}))
+        hold.add(["parent's"])
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # a normal exit: finalizers run in the child
+        os.waitpid(pid, 0)
+        print(sorted(held_names(Path({str(tmp_path / "holds")!r}))))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout == '["parent\'s"]\n'
