@@ -252,3 +252,40 @@ def test_copy_from_a_rebuilt_stage_hits_while_the_files_are_the_same(
     out = dockyard("build", "-t", "localhost/t/from:1", "--build-arg", "OUT=other", str(context))
     assert b"3 steps run, 1 cached" in out.stderr  # RUN, then COPY --from and its RUN
     assert (export(dockyard, "localhost/t/from:1", tmp_path) / "copied").read_text() == "other\n"
+
+
+def test_a_prune_during_a_build_spares_its_layers(dockyard, busybox_ref, tmp_path):
+    """The layers a build writes are named only when it ends; until then they are in
+    the build's blob hold, so a prune meanwhile spares them."""
+    import os
+    import subprocess
+    import sys
+
+    from dockyard.store import Store
+
+    context = context_with(
+        tmp_path,
+        f"""\
+        FROM {busybox_ref}
+        COPY data.txt /data.txt
+        RUN --mount=type=bind,target=/ctx while [ ! -e /ctx/go ]; do sleep 0.05; done
+        """,
+        **{"data.txt": "kept\n"},
+    )
+    command = ["build", "--progress=plain", "-t", "localhost/t/leased:1", str(context)]
+    build = subprocess.Popen(
+        [sys.executable, "-m", "dockyard.cli.main", *command],
+        env={**os.environ, "DOCKYARD_ROOT": str(dockyard.root)},
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert build.stderr is not None
+        for line in build.stderr:  # wait until the COPY layer exists and RUN is going
+            if b"] RUN" in line:
+                break
+        Store(dockyard.root).prune(wait=False)  # a build going on does not block it
+    finally:
+        (context / "go").touch()
+        build.communicate(timeout=120)
+    assert build.returncode == 0
+    assert (export(dockyard, "localhost/t/leased:1", tmp_path) / "data.txt").read_text() == "kept\n"

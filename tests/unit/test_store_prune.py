@@ -293,3 +293,17 @@ def test_prune_reaps_old_work_dirs_in_the_store_tmp_dir(store_root):
     result = store.prune()
     assert result.temps == 1 and result.freed == len(b"s3cret")
     assert not old.exists() and (fresh / "secret").exists()
+
+
+def test_prune_spares_blobs_a_live_process_holds(tmp_path):
+    """A build's layers are named only at its end; its blob hold keeps them till then."""
+    store = Store(tmp_path / "store")
+    hold = store.blob_hold()
+    with store.lease():
+        held = store.blobs.write_bytes(b"a layer no image names yet")
+        hold.add([held])
+        loose = store.blobs.write_bytes(b"garbage")
+    assert store.prune().removed == [loose]
+    assert store.blobs.has(held)
+    hold.release()
+    assert store.prune().removed == [held]

@@ -99,7 +99,13 @@ class Builder:
         self.log = log or (lambda line: None)
         self.cache = BuildCache(store.root)
         self.snapshots = Snapshots(store)
-        self.steps = StepRunner(store, self.snapshots, source_date_epoch=options.source_date_epoch)
+        self.blob_hold = store.blob_hold()
+        self.steps = StepRunner(
+            store,
+            self.snapshots,
+            self.blob_hold,
+            source_date_epoch=options.source_date_epoch,
+        )
         epoch = options.source_date_epoch
         when = datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
         self.created = when.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -110,6 +116,14 @@ class Builder:
     # the whole build
 
     def build(self) -> BuildResult:
+        """Build the image. The layer blobs it writes or reuses are named only at its
+        end; until then they are in a blob hold, which a prune spares."""
+        try:
+            return self._build()
+        finally:
+            self.blob_hold.release()
+
+    def _build(self) -> BuildResult:
         options = self.options
         dockerfile = options.dockerfile or options.context / "Dockerfile"
         try:
@@ -156,8 +170,9 @@ class Builder:
         if options.labels:
             state.config.setdefault("Labels", {}).update(options.labels)
         config, manifest = state.finish(self.created)
-        self.store.blobs.write_bytes(config)
-        self._name(manifest)
+        with self.store.lease():
+            self.store.blobs.write_bytes(config)
+            self._name(manifest)
         self._context.save_index()
         if options.cache_to:
             from dockyard.build.cache_export import export_cache
@@ -326,12 +341,16 @@ class Builder:
         if found is None:
             return None
         record, origin = found
-        if record.layer is not None and not self.store.blobs.has(record.layer.digest):
-            if origin is None:
-                return None  # the blob was pruned: a miss
-            from dockyard.build.cache_export import fetch_blob
+        if record.layer is None:
+            return record
+        with self.store.lease():  # so that the blob found is the blob held
+            if not self.store.blobs.has(record.layer.digest):
+                if origin is None:
+                    return None  # the blob was pruned: a miss
+                from dockyard.build.cache_export import fetch_blob
 
-            fetch_blob(self.store, origin, record.layer)
+                fetch_blob(self.store, origin, record.layer)
+            self.blob_hold.add([record.layer.digest])
         return record
 
     def _run(

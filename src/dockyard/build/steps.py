@@ -23,6 +23,7 @@ from dockyard.layers import PackedLayer, pack
 from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs
 from dockyard.runtime.snapshots import Snapshots, chain_id, chain_ids
 from dockyard.store import Store
+from dockyard.store.holds import Hold
 
 FAILED_OUTPUT_LINES = 20
 
@@ -37,9 +38,17 @@ class StepLayer:
 class StepRunner:
     """Overlay mounts, layer packing and snapshot bookkeeping for one store."""
 
-    def __init__(self, store: Store, snapshots: Snapshots, *, source_date_epoch: int | None):
+    def __init__(
+        self,
+        store: Store,
+        snapshots: Snapshots,
+        blob_hold: Hold,
+        *,
+        source_date_epoch: int | None,
+    ):
         self.store = store
         self.snapshots = snapshots
+        self.blob_hold = blob_hold  # keeps the new layer blobs until the image names them
         self.source_date_epoch = source_date_epoch
 
     def lowers(self, state) -> list[Path]:
@@ -76,11 +85,12 @@ class StepRunner:
         ``state``'s layers. An empty dir makes no layer."""
         if not any(os.scandir(upper)):
             return StepLayer(None)
-        with self.store.blobs.ingest() as blob:
+        with self.store.lease(), self.store.blobs.ingest() as blob:
             packed = pack(
                 upper, blob.file, overlay=overlay, source_date_epoch=self.source_date_epoch
             )
             blob.commit(packed.digest)
+            self.blob_hold.add([packed.digest])
         parent = chain_ids(state.diff_ids)
         self.snapshots.commit(upper, chain_id(parent[-1] if parent else None, packed.diff_id))
         return StepLayer(packed)

@@ -12,7 +12,8 @@
     <store root>/ci/cache/<name>/  cache dirs (see :mod:`.caches`)
     <store root>/ci/holds/         what runs in progress keep from a prune
 
-A run id is ``YYYYmmdd-HHMMSS-`` and 4 random hex digits, so ids sort by start time.
+A run id is its start time, ``YYYYmmdd-HHMMSS-uuuuuu`` (UTC, microseconds), so ids sort
+by start time, also for runs started within one second.
 ``run.json`` is replaced atomically; while a run goes on it says ``running`` and holds
 the pid of the process running it, so a run whose process died is told apart.
 
@@ -59,8 +60,7 @@ class RunDir:
         runs = store_root / RUNS_DIR
         runs.mkdir(parents=True, exist_ok=True)
         while True:
-            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-            path = runs / f"{stamp}-{os.urandom(2).hex()}"
+            path = runs / datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
             try:
                 path.mkdir()
             except FileExistsError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,12 +70,13 @@ def _walk(layout: OCILayout) -> Iterator[tuple[Descriptor, manifests.Manifest | 
         yield desc, parsed
 
 
-def sweep(layout: OCILayout) -> PruneResult:
-    """Delete unreachable blobs and the temp files of dead writers.
+def sweep(layout: OCILayout, held: Collection[str] = ()) -> PruneResult:
+    """Delete blobs neither reachable nor ``held`` (by live processes: see
+    :meth:`.Store.blob_hold`), and the temp files of dead writers.
 
     No blob writer may be running (every temp file in the blob temp dir is deleted).
     """
-    keep = reachable(layout)
+    keep = reachable(layout) | set(held)
     result = PruneResult()
     for digest in list(layout.blobs):
         if digest in keep:

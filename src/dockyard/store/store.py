@@ -32,9 +32,11 @@ from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.reference import Reference
 from dockyard.store import gc
+from dockyard.store.holds import Hold, held_names
 from dockyard.store.home import StoreDestination, StoreSource
 
 GC_LOCK_FILE = "gc.lock"
+BLOB_HOLDS_DIR = "holds/blobs"
 TMP_DIR = "tmp"
 MAX_CONFIG_SIZE = 16 << 20
 
@@ -183,6 +185,11 @@ class Store:
         self.layout.ensure()
         return FileLock(self.root / GC_LOCK_FILE, shared=True)
 
+    def blob_hold(self) -> Hold:
+        """A hold on blobs no image names yet, which a prune then spares: a build's
+        layers until it names its image. Write each blob and add it under :meth:`lease`."""
+        return Hold(self.root / BLOB_HOLDS_DIR)
+
     @contextlib.contextmanager
     def gc_lock(self, *, wait: bool = True) -> Iterator[None]:
         """Hold every lease off for the block (the lock :meth:`lease` shares, taken
@@ -199,7 +206,8 @@ class Store:
             lock.release()
 
     def prune(self, *, wait: bool = True) -> gc.PruneResult:
-        """Delete blobs no named image reaches, and abandoned temp files and dirs.
+        """Delete blobs no named image reaches nor a live process holds, and abandoned
+        temp files and dirs.
 
         Runs under :meth:`gc_lock` (``wait`` as there). Snapshots are pruned by
         :meth:`.Snapshots.prune`.
@@ -207,7 +215,7 @@ class Store:
         if not self.layout.exists():
             return gc.PruneResult()
         with self.gc_lock(wait=wait):
-            result = gc.sweep(self.layout)
+            result = gc.sweep(self.layout, held_names(self.root / BLOB_HOLDS_DIR))
         stale = gc.remove_stale_dirs(self.root / TMP_DIR, STALE_TEMP_SECONDS)
         result.freed += stale.freed
         result.temps += stale.temps
