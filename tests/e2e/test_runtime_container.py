@@ -190,7 +190,7 @@ def test_hostname_and_etc_files(rootfs, busybox_image):
     code, out = run_sh(rootfs, busybox_image, script, hostname="box", hosts={"db": "127.0.0.1"})
     assert code == 0
     assert out.stdout.split() == ["box", "box", "1"]
-    code, out = run_sh(rootfs, busybox_image, "grep db /etc/hosts", hosts={"db": "127.0.0.1"})
+    code, out = run_sh(rootfs, busybox_image, "grep -w db /etc/hosts", hosts={"db": "127.0.0.1"})
     assert out.stdout == "127.0.0.1\tdb\n"
 
 

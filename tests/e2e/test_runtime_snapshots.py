@@ -221,8 +221,9 @@ def test_concurrent_preparation_extracts_each_layer_once(store, tmp_path):
     assert all(child.returncode == 0 for child in children)
     assert results[0] == results[1] == results[2]
     entries = sorted(p.name for p in (store.root / "snapshots").iterdir())
-    assert len(entries) == 6 and entries[:2] == [".holds", ".locks"]  # 4 snapshots, no temps
+    assert len(entries) == 7 and entries[:3] == [".holds", ".locks", ".unsynced"]  # no temps
     assert list((store.root / "snapshots/.holds").iterdir()) == []  # the children exited
+    assert len(os.listdir(store.root / "snapshots/.unsynced")) == 4  # one marker each
     assert len(os.listdir(results[0][-1])) == 3000
 
 
@@ -581,3 +582,24 @@ def test_trash_is_never_deleted_through_a_mount(tmp_path):
     finally:
         unmount(doomed / "a")
     assert remove_trash(doomed) == 0 and not doomed.exists()
+
+
+def test_a_snapshot_unsynced_before_a_reboot_is_made_again(store):
+    """Snapshots are not synced one by one; one made in an earlier boot and never synced
+    (its marker says so) may have lost files in a crash, and is extracted anew."""
+    manifest = store_image(store, "unsynced", LAYERS)
+    snapshots = Snapshots(store)
+    bottom = snapshots.prepare(manifest)[-1]
+    marker = store.root / "snapshots/.unsynced" / bottom.name
+    assert marker.read_text() == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+    (bottom / "etc/a").unlink()  # what a crash can do to files never written out
+    marker.write_text("an-earlier-boot")
+    assert Snapshots(store).prepare(manifest)[-1] == bottom
+    assert (bottom / "etc/a").read_text() == "a"  # extracted again
+    assert marker.read_text() != "an-earlier-boot"
+
+    snapshots.close()
+    Snapshots(store).prune()  # syncs once: markers of this boot go, snapshots stay
+    assert list((store.root / "snapshots/.unsynced").iterdir()) == []
+    assert (bottom / "etc/a").read_text() == "a"

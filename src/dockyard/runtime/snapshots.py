@@ -7,11 +7,21 @@ container. The key is the OCI chain ID, which names a layer *with everything bel
 it*: ``ChainID(L0) = DiffID(L0)``, ``ChainID(Ln) = sha256(ChainID(Ln-1) + " " +
 DiffID(Ln))``. So two images sharing their bottom layers share those snapshots.
 
-Writes are atomic, durable and safe between processes: a snapshot is extracted into a
-temp dir beside it, synced, and renamed into place (``RENAME_NOREPLACE``), under a
-per-snapshot lock so that a second builder wanting the same snapshot waits for the
-first and uses its work. A temp dir left by a killed process is removed by the next
-one taking that lock, or by a prune.
+Writes are atomic and safe between processes: a snapshot is extracted into a temp dir
+beside it and renamed into place, under a per-snapshot lock so that a second builder
+wanting the same snapshot waits for the first and uses its work. A temp dir left by a
+killed process is removed by the next one taking that lock, or by a prune.
+
+Durability without a sync per snapshot: ``syncfs`` writes out *everything* cached for
+the filesystem -- with other jobs' dirty data about, one costs seconds, and a build
+makes a snapshot per step. Instead, before a new snapshot is renamed into place, a
+marker ``.unsynced/<hex>`` holding the current boot ID is created. A rename that
+reached the disk implies the marker's creation did (filesystem journals commit metadata
+in order), so after a crash an unsynced snapshot is known by its marker: one from
+another boot (or emptied by the crash) means its files may be incomplete, and the
+snapshot is made again from its layer blob on first use. A killed *process* loses
+nothing (the page cache survives it), so markers of this boot mean a good snapshot. A
+prune syncs the filesystem once and removes the markers of this boot.
 
 Pruning (:meth:`Snapshots.prune`) deletes the snapshots of layers no named image has,
 under the store's GC lock. What a :class:`Snapshots` object uses -- the snapshots it
@@ -25,6 +35,7 @@ Layout of ``<store root>/snapshots/``::
 
     <chain id hex>/     a snapshot
     .locks/<hex>        its lock, held while it is made or deleted
+    .unsynced/<hex>     the boot ID when it was made, until a prune syncs it to disk
     .holds/<id>         what a live process holds (see :mod:`dockyard.store.holds`)
     .tmp-<hex>-*/       a snapshot being extracted
     .scratch-*/         an overlay's upper, work and merged dirs (see :meth:`scratch`)
@@ -34,6 +45,7 @@ Layout of ``<store root>/snapshots/``::
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -58,6 +70,8 @@ _TEMP = ".tmp-"
 _SCRATCH = ".scratch-"
 _LOCKS = ".locks"
 _HOLDS = ".holds"
+_UNSYNCED = ".unsynced"
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 _SNAPSHOT_NAME = re.compile(r"^(?:[a-f0-9]{64}|[a-f0-9]{128})$")  # a chain ID's hex
 
 
@@ -105,7 +119,28 @@ class Snapshots:
         return self.root / digests.hex_part(chain)
 
     def exists(self, chain: str) -> bool:
-        return self.path(chain).is_dir()
+        """Is the snapshot there, and whole (not made before a crash and lost with it)?"""
+        return self.path(chain).is_dir() and self._whole(digests.hex_part(chain))
+
+    def _whole(self, hex_id: str) -> bool:
+        """False if the snapshot ``hex_id`` was made in another boot and never synced."""
+        try:
+            return (self.root / _UNSYNCED / hex_id).read_text() == _boot_id()
+        except FileNotFoundError:
+            return True  # synced (or made before markers existed)
+
+    def _mark_unsynced(self, hex_id: str) -> None:
+        """Record, before the snapshot ``hex_id`` is renamed into place, that it is not
+        synced yet. Hold its lock."""
+        marker = self.root / _UNSYNCED / hex_id
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(_boot_id())
+
+    def _replace_partial(self, hex_id: str) -> None:
+        """Move a snapshot left incomplete by a crash out of the way. Hold its lock."""
+        path = self.root / hex_id
+        if path.is_dir() and not self._whole(hex_id) and (moved := trash.move_to_trash(path)):
+            trash.remove_tree(moved)
 
     def prepare(self, manifest: Manifest) -> list[Path]:
         """Make sure every layer of the stored image ``manifest`` has its snapshot;
@@ -141,11 +176,10 @@ class Snapshots:
         if not self._holds_existing(chains):
             with self.store.lease():
                 self._hold.add(digests.hex_part(chain) for chain in chains)
-        paths = [self.path(chain) for chain in reversed(chains)]
-        for chain, path in zip(reversed(chains), paths, strict=True):
-            if not path.is_dir():
+        for chain in chains:
+            if not self.exists(chain):
                 raise ContainerError(f"snapshot {chain} does not exist in {self.root}")
-        return paths
+        return [self.path(chain) for chain in reversed(chains)]
 
     @contextlib.contextmanager
     def scratch(self) -> Iterator[Path]:
@@ -168,15 +202,18 @@ class Snapshots:
         held. Return its path.
 
         ``upper`` must be on the snapshots' filesystem (see :meth:`scratch`) and must
-        hold exactly the layer that has ``chain`` as its chain ID. It is synced to disk
-        first: overlays are mounted ``volatile``, and a snapshot outlives crashes.
+        hold exactly the layer that has ``chain`` as its chain ID. It is marked unsynced
+        (see the module doc), not synced.
         """
         target = self.path(chain)
         self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / _LOCKS).mkdir(exist_ok=True)
         try:
-            syscalls.syncfs(upper)
-            with self.store.lease():
+            with self.store.lease(), FileLock(self.root / _LOCKS / target.name):
                 self._hold.add([target.name])
+                self._replace_partial(target.name)
+                if not target.exists():
+                    self._mark_unsynced(target.name)
                 taken = syscalls.rename_noreplace(upper, target)
             if not taken:
                 shutil.rmtree(upper)
@@ -226,9 +263,23 @@ class Snapshots:
                     doomed.append(path)  # a killed prune's: finish it
                     result.temps += 1
             self._remove_unused_locks()
+            self._settle_markers()
         for path in doomed:
             result.freed += trash.remove_tree(path)
         return result
+
+    def _settle_markers(self) -> None:
+        """Sync the filesystem once, then drop the unsynced markers of this boot's
+        snapshots and those of snapshots that are gone. Under the GC lock."""
+        try:
+            markers = list(os.scandir(self.root / _UNSYNCED))
+        except FileNotFoundError:
+            return
+        syscalls.syncfs(self.root)
+        for marker in markers:
+            if not (self.root / marker.name).is_dir() or self._whole(marker.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(marker.path)
 
     def _holds_existing(self, chains: Sequence[str]) -> bool:
         """Do we hold every one of ``chains`` already, and do they exist?"""
@@ -276,6 +327,7 @@ class Snapshots:
                 return  # another process made it while we waited
             for stale in self.root.glob(f"{_TEMP}{hex_id}-*"):
                 shutil.rmtree(stale, ignore_errors=True)  # only the lock holder extracts
+            self._replace_partial(hex_id)
             temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP}{hex_id}-", dir=self.root))
             try:
                 temp.chmod(0o755)
@@ -284,9 +336,15 @@ class Snapshots:
                     open_decompressed(blob) as tar,
                 ):
                     unpack_layer(digests.VerifyingReader(tar, diff_id), temp)
-                syscalls.syncfs(temp)  # on disk before it is visible under its name
+                self._mark_unsynced(hex_id)
                 if not syscalls.rename_noreplace(temp, self.path(chain)):
                     shutil.rmtree(temp)
             except BaseException:
                 shutil.rmtree(temp, ignore_errors=True)
                 raise
+
+
+@functools.cache
+def _boot_id() -> str:
+    """This boot's random ID (a different one after every reboot)."""
+    return _BOOT_ID.read_text().strip()
