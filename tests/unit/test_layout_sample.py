@@ -100,6 +100,20 @@ def sample_image(
     return SampleImage(built, tars, blobs)
 
 
+def put_indexed(
+    image: SampleImage, destination: ImageDestination, children: list[Descriptor]
+) -> manifests.Index:
+    """Write ``image`` under an index of ``children`` (its own descriptor among them, as
+    the caller places it), the index as the root; return the index."""
+    index = manifests.build_index(children)
+    for desc in image.doc.blobs:
+        destination.put_blob(desc, image.open_blob(desc))
+    destination.put_manifest(image.root_manifest(), root=False)
+    destination.put_manifest(RawManifest(index.raw, index.media_type), root=True)
+    destination.commit()
+    return index
+
+
 def copy_by_hand(source: ImageSource, destination: ImageDestination) -> manifests.Manifest:
     """Copy a single-manifest image with the interface methods alone; return the manifest."""
     root = source.root_manifest()

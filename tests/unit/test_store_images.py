@@ -5,13 +5,11 @@ from pathlib import Path
 import pytest
 
 from dockyard.errors import InvalidReference, ManifestError, NotFound
-from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor, Platform
-from dockyard.oci.home import RawManifest
 from dockyard.reference import parse
 from dockyard.store import Store, default_root, ref_key
-from tests.unit.test_layout_sample import copy_by_hand, sample_image
+from tests.unit.test_layout_sample import copy_by_hand, put_indexed, sample_image
 
 REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -115,13 +113,7 @@ def test_multi_platform_image_is_listed_by_its_host_child(store_root):
     other = Descriptor(
         mt.OCI_MANIFEST, "sha256:" + "2" * 64, 10, platform=Platform("linux", "s390x")
     )
-    index = manifests.build_index([host, other])
-    dest = store.destination(parse("multi"))
-    for desc in image.doc.blobs:
-        dest.put_blob(desc, image.open_blob(desc))
-    dest.put_manifest(image.root_manifest(), root=False)
-    dest.put_manifest(RawManifest(index.raw, index.media_type), root=True)
-    dest.commit()
+    index = put_indexed(image, store.destination(parse("multi")), [host, other])
     [info] = store.images()
     assert info.descriptor.digest == index.digest
     assert info.image_id == image.doc.config.digest

@@ -12,14 +12,12 @@ from dockyard.errors import StoreError
 from dockyard.layout.atomic import is_temp
 from dockyard.layout.blobdir import STALE_TEMP_SECONDS
 from dockyard.layout.locking import FileLock
-from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.digest import hex_part
-from dockyard.oci.home import RawManifest
 from dockyard.reference import parse
 from dockyard.runtime.snapshots import Snapshots, chain_ids
 from dockyard.store import Store
-from tests.unit.test_layout_sample import copy_by_hand, sample_image
+from tests.unit.test_layout_sample import copy_by_hand, put_indexed, sample_image
 
 
 def test_prune_keeps_what_names_reach_and_deletes_the_rest(store_root):
@@ -49,13 +47,7 @@ def test_prune_follows_indexes(store_root):
     child = Descriptor(
         image.doc.media_type, image.doc.digest, len(image.doc.raw), platform=Platform.host()
     )
-    index = manifests.build_index([child])
-    dest = store.destination(parse("multi"))
-    for desc in image.doc.blobs:
-        dest.put_blob(desc, image.open_blob(desc))
-    dest.put_manifest(image.root_manifest(), root=False)
-    dest.put_manifest(RawManifest(index.raw, index.media_type), root=True)
-    dest.commit()
+    index = put_indexed(image, store.destination(parse("multi")), [child])
     assert store.prune().removed == []
     assert set(store.blobs) == {index.digest, image.doc.digest, *image.blobs}
 
@@ -164,13 +156,7 @@ def test_snapshot_prune_keeps_every_platform_of_an_index(store_root):
     child = Descriptor(
         image.doc.media_type, image.doc.digest, len(image.doc.raw), platform=Platform.host()
     )
-    index = manifests.build_index([child])
-    dest = store.destination(parse("multi"))
-    for desc in image.doc.blobs:
-        dest.put_blob(desc, image.open_blob(desc))
-    dest.put_manifest(image.root_manifest(), root=False)
-    dest.put_manifest(RawManifest(index.raw, index.media_type), root=True)
-    dest.commit()
+    put_indexed(image, store.destination(parse("multi")), [child])
     snapshots = Snapshots(store)
     snapshot(snapshots, image.diff_ids[0], {"a": b"amd64"})
     snapshot(snapshots, "sha256:" + "e" * 64, {"stray": b"no image has me"})
