@@ -220,3 +220,24 @@ def test_ingest_keeps_nothing_unless_committed_with_the_right_digest(tmp_path):
         blob.file.write(DATA)
         raise RuntimeError("packing failed")
     assert files_in(tmp_path) == []
+
+
+def test_unsynced_blobs_from_another_boot_count_as_absent(tmp_path):
+    """Blobs written without fsync are marked; after a crash (a marker from another
+    boot, or emptied) the blob may be torn, so it is absent until written again."""
+    from dockyard.layout.unsynced import UnsyncedMarkers
+
+    markers = tmp_path / "unsynced"
+    blobs = BlobDir(tmp_path / "blobs", unsynced=UnsyncedMarkers(markers))
+    digest = blobs.write_bytes(b"layer bytes")
+    marker = markers / f"sha256-{digest.split(':')[1]}"
+    assert blobs.has(digest) and marker.read_text()
+
+    blobs.path(digest).write_bytes(b"layer")  # what a crash can leave of a file
+    marker.write_text("")  # ...and of its marker
+    assert not blobs.has(digest)
+    assert blobs.write_bytes(b"layer bytes") == digest  # written again, not skipped
+    assert blobs.has(digest) and blobs.read_bytes(digest) == b"layer bytes"
+
+    blobs.settle()  # one sync; this boot's markers go, the blob stays
+    assert list(markers.iterdir()) == [] and blobs.has(digest)

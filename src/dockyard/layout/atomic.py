@@ -92,6 +92,14 @@ def commit(f: BinaryIO, temp: Path, target: Path) -> None:
     fsync_dir(target.parent)
 
 
+def publish(f: BinaryIO, temp: Path, target: Path) -> None:
+    """Rename ``f`` (the open temp file) onto ``target`` without syncing: atomic for
+    readers, not durable (the caller records that; see :mod:`.unsynced`)."""
+    f.flush()
+    os.fchmod(f.fileno(), FILE_MODE)
+    os.replace(temp, target)
+
+
 def write_bytes(target: Path, data: bytes) -> None:
     """Replace ``target`` with ``data`` atomically."""
     with temp_file(target.parent, target.name) as (f, temp):

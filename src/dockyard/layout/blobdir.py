@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from dockyard.errors import DigestError, NotFound, StoreError
 from dockyard.layout import atomic
+from dockyard.layout.unsynced import UnsyncedMarkers
 from dockyard.oci import digest as digests
 from dockyard.oci.digest import CHUNK, VerifyingReader
 
@@ -31,12 +32,17 @@ class BlobDir:
     """Blobs under ``root`` (an OCI layout's ``blobs/``); temp files in ``tmp_dir``.
 
     ``tmp_dir`` defaults to each algorithm directory itself (hidden names); it must be
-    on the same filesystem as ``root``.
+    on the same filesystem as ``root``. Each blob is fsynced before it is renamed into
+    place, unless ``unsynced`` is given: then it is marked there instead (see
+    :mod:`.unsynced`), and one a crash may have damaged counts as absent.
     """
 
-    def __init__(self, root: Path, tmp_dir: Path | None = None):
+    def __init__(
+        self, root: Path, tmp_dir: Path | None = None, unsynced: UnsyncedMarkers | None = None
+    ):
         self.root = root
         self.tmp_dir = tmp_dir
+        self.unsynced = unsynced
 
     def path(self, digest: str) -> Path:
         """Where the blob ``digest`` lives (whether or not it exists)."""
@@ -44,7 +50,8 @@ class BlobDir:
         return self.root / algorithm / hex_part
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        path = self.path(digest)
+        return path.is_file() and (self.unsynced is None or self.unsynced.whole(_key(path)))
 
     def size(self, digest: str) -> int:
         try:
@@ -74,17 +81,18 @@ class BlobDir:
         Returns at once if the blob is already present.
         """
         target = self.path(digest)
-        if target.is_file():
+        if self.has(digest):
             return target
         directory = self._ensure_dir(target.parent)
         try:
             with atomic.temp_file(self.tmp_dir or directory, target.name[:12]) as (f, temp):
                 reader = digests.verified(stream, digest, size)
-                writeback = atomic.EarlyWriteback(f)
+                writeback = atomic.EarlyWriteback(f) if self.unsynced is None else None
                 while chunk := reader.read(CHUNK):
                     f.write(chunk)
-                    writeback.wrote(len(chunk))
-                atomic.commit(f, temp, target)
+                    if writeback:
+                        writeback.wrote(len(chunk))
+                self.place(f, temp, target)
         except OSError as e:
             raise StoreError(f"cannot write blob {digest} to {self.root}: {e}") from None
         return target
@@ -131,6 +139,21 @@ class BlobDir:
         dirs = [self.tmp_dir] if self.tmp_dir else [self.root / a for a in _HEX_RE]
         return sum(atomic.remove_stale_temps(d, older_than) for d in dirs)
 
+    def place(self, f: BinaryIO, temp: Path, target: Path) -> None:
+        """Move the written temp file ``f`` onto the blob path ``target``: fsynced, or
+        marked unsynced first."""
+        if self.unsynced is None:
+            atomic.commit(f, temp, target)
+            return
+        self.unsynced.mark(_key(target))
+        atomic.publish(f, temp, target)
+
+    def settle(self) -> None:
+        """Sync the blobs written unsynced and drop their markers (see :mod:`.unsynced`);
+        only where no writer can be running."""
+        if self.unsynced is not None:
+            self.unsynced.settle(lambda key: (self.root / key.replace("-", "/", 1)).is_file())
+
     def _ensure_dir(self, directory: Path) -> Path:
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -139,6 +162,11 @@ class BlobDir:
         except OSError as e:
             raise StoreError(f"cannot create {directory}: {e.strerror}") from None
         return directory
+
+
+def _key(path: Path) -> str:
+    """A blob's marker name: ``<algorithm>-<hex>``."""
+    return f"{path.parent.name}-{path.name}"
 
 
 class Ingest:
@@ -158,7 +186,7 @@ class Ingest:
             raise DigestError(f"blob {digest}: content written has digest {actual}")
         target = self._blobs.path(digest)
         try:
-            atomic.commit(self._f, self._temp, target)
+            self._blobs.place(self._f, self._temp, target)
         except OSError as e:
             raise StoreError(f"cannot write blob {digest} to {self._blobs.root}: {e}") from None
         self.committed = True

@@ -25,6 +25,7 @@ from dockyard.errors import ManifestError, NotFound, StoreError
 from dockyard.layout import atomic
 from dockyard.layout.blobdir import BlobDir
 from dockyard.layout.locking import FileLock
+from dockyard.layout.unsynced import UnsyncedMarkers
 from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
@@ -71,9 +72,15 @@ def parse_index(raw: bytes, where: str) -> manifests.Index:
 class OCILayout:
     """One OCI image layout directory: its blobs and its ``index.json``."""
 
-    def __init__(self, root: Path, *, tmp_dir: Path | None = None):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        tmp_dir: Path | None = None,
+        unsynced: UnsyncedMarkers | None = None,
+    ):
         self.root = Path(root)
-        self.blobs = BlobDir(self.root / "blobs", tmp_dir)
+        self.blobs = BlobDir(self.root / "blobs", tmp_dir, unsynced)
         self._index_path = self.root / INDEX_FILE
 
     def exists(self) -> bool:

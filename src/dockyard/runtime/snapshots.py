@@ -12,16 +12,9 @@ beside it and renamed into place, under a per-snapshot lock so that a second bui
 wanting the same snapshot waits for the first and uses its work. A temp dir left by a
 killed process is removed by the next one taking that lock, or by a prune.
 
-Durability without a sync per snapshot: ``syncfs`` writes out *everything* cached for
-the filesystem -- with other jobs' dirty data about, one costs seconds, and a build
-makes a snapshot per step. Instead, before a new snapshot is renamed into place, a
-marker ``.unsynced/<hex>`` holding the current boot ID is created. A rename that
-reached the disk implies the marker's creation did (filesystem journals commit metadata
-in order), so after a crash an unsynced snapshot is known by its marker: one from
-another boot (or emptied by the crash) means its files may be incomplete, and the
-snapshot is made again from its layer blob on first use. A killed *process* loses
-nothing (the page cache survives it), so markers of this boot mean a good snapshot. A
-prune syncs the filesystem once and removes the markers of this boot.
+Snapshots are not synced one by one: a new one is marked unsynced before it is renamed
+into place (:mod:`dockyard.layout.unsynced`), so one a crash may have damaged is made
+again from its layer blob on first use; a prune syncs once and drops the markers.
 
 Pruning (:meth:`Snapshots.prune`) deletes the snapshots of layers no named image has,
 under the store's GC lock. What a :class:`Snapshots` object uses -- the snapshots it
@@ -45,7 +38,6 @@ Layout of ``<store root>/snapshots/``::
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
 import re
@@ -56,6 +48,7 @@ from pathlib import Path
 
 from dockyard.errors import ContainerError, ManifestError
 from dockyard.layout.locking import FileLock
+from dockyard.layout.unsynced import UnsyncedMarkers
 from dockyard.mountinfo import mount_points_under
 from dockyard.oci import digest as digests
 from dockyard.oci import mediatypes as mt
@@ -71,7 +64,6 @@ _SCRATCH = ".scratch-"
 _LOCKS = ".locks"
 _HOLDS = ".holds"
 _UNSYNCED = ".unsynced"
-_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 _SNAPSHOT_NAME = re.compile(r"^(?:[a-f0-9]{64}|[a-f0-9]{128})$")  # a chain ID's hex
 
 
@@ -103,6 +95,7 @@ class Snapshots:
         self.store = store
         self.root = store.root / SNAPSHOTS_DIR
         self._hold = Hold(self.root / _HOLDS)
+        self._unsynced = UnsyncedMarkers(self.root / _UNSYNCED)
 
     def close(self) -> None:
         """Stop holding what this object used: a prune may take it from now on."""
@@ -120,26 +113,13 @@ class Snapshots:
 
     def exists(self, chain: str) -> bool:
         """Is the snapshot there, and whole (not made before a crash and lost with it)?"""
-        return self.path(chain).is_dir() and self._whole(digests.hex_part(chain))
-
-    def _whole(self, hex_id: str) -> bool:
-        """False if the snapshot ``hex_id`` was made in another boot and never synced."""
-        try:
-            return (self.root / _UNSYNCED / hex_id).read_text() == _boot_id()
-        except FileNotFoundError:
-            return True  # synced (or made before markers existed)
-
-    def _mark_unsynced(self, hex_id: str) -> None:
-        """Record, before the snapshot ``hex_id`` is renamed into place, that it is not
-        synced yet. Hold its lock."""
-        marker = self.root / _UNSYNCED / hex_id
-        marker.parent.mkdir(exist_ok=True)
-        marker.write_text(_boot_id())
+        return self.path(chain).is_dir() and self._unsynced.whole(digests.hex_part(chain))
 
     def _replace_partial(self, hex_id: str) -> None:
         """Move a snapshot left incomplete by a crash out of the way. Hold its lock."""
-        path = self.root / hex_id
-        if path.is_dir() and not self._whole(hex_id) and (moved := trash.move_to_trash(path)):
+        if self._unsynced.whole(hex_id):
+            return
+        if moved := trash.move_to_trash(self.root / hex_id):  # None: not there
             trash.remove_tree(moved)
 
     def prepare(self, manifest: Manifest) -> list[Path]:
@@ -213,7 +193,7 @@ class Snapshots:
                 self._hold.add([target.name])
                 self._replace_partial(target.name)
                 if not target.exists():
-                    self._mark_unsynced(target.name)
+                    self._unsynced.mark(target.name)
                 taken = syscalls.rename_noreplace(upper, target)
             if not taken:
                 shutil.rmtree(upper)
@@ -263,23 +243,10 @@ class Snapshots:
                     doomed.append(path)  # a killed prune's: finish it
                     result.temps += 1
             self._remove_unused_locks()
-            self._settle_markers()
+            self._unsynced.settle(lambda name: (self.root / name).is_dir())
         for path in doomed:
             result.freed += trash.remove_tree(path)
         return result
-
-    def _settle_markers(self) -> None:
-        """Sync the filesystem once, then drop the unsynced markers of this boot's
-        snapshots and those of snapshots that are gone. Under the GC lock."""
-        try:
-            markers = list(os.scandir(self.root / _UNSYNCED))
-        except FileNotFoundError:
-            return
-        syscalls.syncfs(self.root)
-        for marker in markers:
-            if not (self.root / marker.name).is_dir() or self._whole(marker.name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(marker.path)
 
     def _holds_existing(self, chains: Sequence[str]) -> bool:
         """Do we hold every one of ``chains`` already, and do they exist?"""
@@ -336,15 +303,9 @@ class Snapshots:
                     open_decompressed(blob) as tar,
                 ):
                     unpack_layer(digests.VerifyingReader(tar, diff_id), temp)
-                self._mark_unsynced(hex_id)
+                self._unsynced.mark(hex_id)
                 if not syscalls.rename_noreplace(temp, self.path(chain)):
                     shutil.rmtree(temp)
             except BaseException:
                 shutil.rmtree(temp, ignore_errors=True)
                 raise
-
-
-@functools.cache
-def _boot_id() -> str:
-    """This boot's random ID (a different one after every reboot)."""
-    return _BOOT_ID.read_text().strip()

@@ -11,6 +11,11 @@ the name that keeps them, under a *lease* (a shared lock on ``<root>/gc.lock``) 
 :meth:`Store.prune` waits for (it takes the lock exclusively, :meth:`Store.gc_lock`), so
 it never deletes the blobs of a pull in progress. Snapshots (``<root>/snapshots/``) are
 made under a lease too and pruned under the same lock (see :mod:`dockyard.store.holds`).
+
+Durability: blobs are not fsynced one by one but marked unsynced in ``<root>/unsynced/``
+(:mod:`dockyard.layout.unsynced`); after a crash, a blob that may have lost data counts
+as absent, so the next pull fetches it again. ``index.json`` is fsynced; a prune syncs
+once and drops the markers.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dockyard.errors import DockyardError, InvalidReference, ManifestError, NotF
 from dockyard.layout.blobdir import STALE_TEMP_SECONDS
 from dockyard.layout.locking import FileLock
 from dockyard.layout.oci_dir import OCILayout, ref_name
+from dockyard.layout.unsynced import UnsyncedMarkers
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.reference import Reference
@@ -38,6 +44,7 @@ from dockyard.store.home import StoreDestination, StoreSource
 GC_LOCK_FILE = "gc.lock"
 BLOB_HOLDS_DIR = "holds/blobs"
 TMP_DIR = "tmp"
+UNSYNCED_DIR = "unsynced"  # blobs not synced to disk yet (see dockyard.layout.unsynced)
 MAX_CONFIG_SIZE = 16 << 20
 
 
@@ -76,7 +83,11 @@ class Store:
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else default_root()
-        self.layout = OCILayout(self.root, tmp_dir=self.root / TMP_DIR)
+        self.layout = OCILayout(
+            self.root,
+            tmp_dir=self.root / TMP_DIR,
+            unsynced=UnsyncedMarkers(self.root / UNSYNCED_DIR),
+        )
         self.blobs = self.layout.blobs
 
     # names
@@ -216,6 +227,7 @@ class Store:
             return gc.PruneResult()
         with self.gc_lock(wait=wait):
             result = gc.sweep(self.layout, held_names(self.root / BLOB_HOLDS_DIR))
+            self.blobs.settle()
         stale = gc.remove_stale_dirs(self.root / TMP_DIR, STALE_TEMP_SECONDS)
         result.freed += stale.freed
         result.temps += stale.temps
