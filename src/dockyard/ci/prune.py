@@ -21,7 +21,6 @@ from pathlib import Path
 
 from dockyard.ci.caches import CACHE_DIR
 from dockyard.ci.runs import HOLDS_DIR, RUNS_DIR, run_ids
-from dockyard.mountinfo import mount_points_under
 from dockyard.runtime import mounts
 from dockyard.store import Store, trash
 from dockyard.store.holds import held_names
@@ -74,8 +73,7 @@ def prune(
 
 def _discard_run(path: Path) -> Path | None:
     """Move the run dir ``path`` to the trash, its leftover mounts detached first."""
-    for point in sorted(mount_points_under(path), key=len, reverse=True):
-        mounts.unmount(point)
+    mounts.unmount_all(path)
     return trash.move_to_trash(path)
 
 

@@ -182,6 +182,13 @@ def unmount(target: str | os.PathLike[str]) -> None:
             raise ContainerError(f"cannot detach {target}: {e2.strerror}") from None
 
 
+def unmount_all(directory: str | os.PathLike[str]) -> None:
+    """Unmount everything mounted at or below ``directory``, innermost first (what a
+    killed process left there)."""
+    for point in sorted(mount_points_under(directory), key=len, reverse=True):
+        unmount(point)
+
+
 def remove_tree(directory: str | os.PathLike[str]) -> None:
     """Delete the tree ``directory`` (missing is fine), detaching every mount below it
     first: nothing is ever deleted through a mount, such as a bind of a host dir."""

@@ -49,7 +49,6 @@ from pathlib import Path
 from dockyard.errors import ContainerError, ManifestError
 from dockyard.layout.locking import FileLock
 from dockyard.layout.unsynced import UnsyncedMarkers
-from dockyard.mountinfo import mount_points_under
 from dockyard.oci import digest as digests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
@@ -234,8 +233,7 @@ class Snapshots:
                         doomed.append(gone)
                         result.temps += 1
                 elif name.startswith(_SCRATCH) and name not in spared:
-                    for point in sorted(mount_points_under(path), key=len, reverse=True):
-                        mounts.unmount(point)
+                    mounts.unmount_all(path)
                     if gone := trash.move_to_trash(path):
                         doomed.append(gone)
                         result.temps += 1
