@@ -1,9 +1,6 @@
 import hashlib
 import io
-import multiprocessing
 import os
-import select
-import signal
 import threading
 
 import pytest
@@ -13,6 +10,7 @@ from dockyard.layout.atomic import is_temp
 from dockyard.layout.blobdir import BlobDir
 from dockyard.oci import digest as digests
 from dockyard.oci.digest import CHUNK
+from tests.killing import StallingReader, killed_when_ready
 
 DATA = b"some blob content\n" * 1000
 DIGEST = digests.of_bytes(DATA)
@@ -152,41 +150,13 @@ def test_concurrent_writers_of_one_digest_both_succeed(tmp_path):
     assert files_in(tmp_path) == [DIGEST[7:]]
 
 
-def _write_until_killed(root, ready_fd, block_fd):
-    class Stalling:
-        """One chunk, then tell the parent and block forever (until SIGKILL)."""
-
-        def __init__(self):
-            self.calls = 0
-
-        def read(self, n=-1):
-            self.calls += 1
-            if self.calls == 1:
-                return DATA[: len(DATA) // 2]
-            os.write(ready_fd, b"1")
-            os.read(block_fd, 1)
-            return b""
-
-    BlobDir(root).write(DIGEST, Stalling(), len(DATA))
+def _write_until_killed(root, ready_fd):
+    BlobDir(root).write(DIGEST, StallingReader(DATA, ready_fd), len(DATA))
 
 
 def test_sigkill_mid_write_leaves_no_blob(tmp_path):
-    ready_r, ready_w = os.pipe()
-    block_r, block_w = os.pipe()
-    child = multiprocessing.get_context("fork").Process(
-        target=_write_until_killed, args=(tmp_path, ready_w, block_r)
-    )
-    child.start()
-    try:
-        readable, _, _ = select.select([ready_r], [], [], 60)
-        assert readable, "child never started writing"
-        os.read(ready_r, 1)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.join()
-        for fd in (ready_r, ready_w, block_r, block_w):
-            os.close(fd)
-    assert child.exitcode == -signal.SIGKILL
+    with killed_when_ready(_write_until_killed, tmp_path):
+        pass
 
     blobs = BlobDir(tmp_path)
     leftovers = list((tmp_path / "sha256").iterdir())

@@ -2,13 +2,11 @@
 
 import json
 import multiprocessing
-import os
-import select
-import signal
 
 from dockyard.layout.atomic import is_temp
 from dockyard.reference import parse
 from dockyard.store import Store
+from tests.killing import StallingReader, killed_when_ready
 from tests.unit.test_layout_sample import copy_by_hand, sample_image
 
 TAGS_PER_WORKER = 20
@@ -39,42 +37,16 @@ def test_concurrent_pulls_keep_every_tag(store_root):
     assert not any(is_temp(p.name) for p in store_root.rglob("*"))
 
 
-def _pull_until_killed(root, ready_fd, block_fd):
+def _pull_until_killed(root, ready_fd):
     image = sample_image({"big": b"x" * 100_000}, compression=None)
     layer = image.doc.layers[0]
-    data = image.blobs[layer.digest]
-
-    class Stalling:
-        def __init__(self):
-            self.calls = 0
-
-        def read(self, n=-1):
-            self.calls += 1
-            if self.calls == 1:
-                return data[: len(data) // 2]
-            os.write(ready_fd, b"1")
-            os.read(block_fd, 1)  # never answered: the parent kills us here
-            return b""
-
-    Store(root).destination(parse("killed")).put_blob(layer, Stalling())
+    stream = StallingReader(image.blobs[layer.digest], ready_fd)
+    Store(root).destination(parse("killed")).put_blob(layer, stream)
 
 
 def test_writer_killed_mid_blob_leaves_no_corrupt_blob(store_root):
-    ready_r, ready_w = os.pipe()
-    block_r, block_w = os.pipe()
-    child = multiprocessing.get_context("fork").Process(
-        target=_pull_until_killed, args=(store_root, ready_w, block_r)
-    )
-    child.start()
-    try:
-        readable, _, _ = select.select([ready_r], [], [], 60)
-        assert readable, "child never started writing"
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.join()
-        for fd in (ready_r, ready_w, block_r, block_w):
-            os.close(fd)
-    assert child.exitcode == -signal.SIGKILL
+    with killed_when_ready(_pull_until_killed, store_root):
+        pass
 
     store = Store(store_root)
     image = sample_image({"big": b"x" * 100_000}, compression=None)

@@ -1,9 +1,7 @@
 """Holds: names a live process keeps from a prune; a dead process holds nothing."""
 
 import gc
-import multiprocessing
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -11,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 from dockyard.store.holds import Hold, held_names
+from tests.killing import killed_when_ready
 
 
 def test_a_live_hold_keeps_its_names_until_released(tmp_path):
@@ -44,19 +43,8 @@ def _hold_until_killed(directory: Path, ready_fd: int) -> None:
 
 
 def test_the_hold_of_a_killed_process_is_dead_and_its_file_deleted(tmp_path):
-    ready_r, ready_w = os.pipe()
-    child = multiprocessing.get_context("fork").Process(
-        target=_hold_until_killed, args=(tmp_path / "holds", ready_w)
-    )
-    child.start()
-    try:
-        assert select.select([ready_r], [], [], 60)[0], "child never held anything"
+    with killed_when_ready(_hold_until_killed, tmp_path / "holds"):
         assert held_names(tmp_path / "holds") == {"held-by-the-dead"}
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
-        os.close(ready_r)
-        os.close(ready_w)
     assert held_names(tmp_path / "holds") == set()
     assert list((tmp_path / "holds").iterdir()) == []
 

@@ -1,6 +1,4 @@
-import multiprocessing
 import os
-import select
 import signal
 import threading
 import time
@@ -17,6 +15,7 @@ from dockyard.oci.digest import hex_part
 from dockyard.reference import parse
 from dockyard.runtime.snapshots import Snapshots, chain_ids
 from dockyard.store import Store
+from tests.killing import killed_when_ready
 from tests.unit.test_layout_sample import copy_by_hand, put_indexed, sample_image
 
 
@@ -249,19 +248,8 @@ def test_a_killed_holder_holds_nothing(store_root):
     store = Store(store_root)
     chains = stored_with_snapshots(store, "x", {"a": b"1"})
     store.untag(parse("x"))
-    ready_r, ready_w = os.pipe()
-    child = multiprocessing.get_context("fork").Process(
-        target=_hold_until_killed, args=(store_root, chains, ready_w)
-    )
-    child.start()
-    try:
-        assert select.select([ready_r], [], [], 60)[0], "child never held the snapshot"
+    with killed_when_ready(_hold_until_killed, store_root, chains):
         assert Snapshots(store).prune().removed == []
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
-        os.close(ready_r)
-        os.close(ready_w)
     assert Snapshots(store).prune().removed == chains
     assert list((store_root / "snapshots/.holds").iterdir()) == []
 
