@@ -4,6 +4,7 @@ reference): heredocs, secrets, cache export/import, reproducible builds, errors.
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 import uuid
 from pathlib import Path
@@ -257,7 +258,6 @@ def test_copy_from_a_rebuilt_stage_hits_while_the_files_are_the_same(
 def test_a_prune_during_a_build_spares_its_layers(dockyard, busybox_ref, tmp_path):
     """The layers a build writes are named only when it ends; until then they are in
     the build's blob hold, so a prune meanwhile spares them."""
-    import os
     import subprocess
     import sys
 
@@ -289,3 +289,112 @@ def test_a_prune_during_a_build_spares_its_layers(dockyard, busybox_ref, tmp_pat
         build.communicate(timeout=120)
     assert build.returncode == 0
     assert (export(dockyard, "localhost/t/leased:1", tmp_path) / "data.txt").read_text() == "kept\n"
+
+
+def _edit_build(dockyard, busybox_ref, tmp_path) -> Path:
+    """A context whose COPY of many files is followed by steps that do and do not
+    depend on the one file the tests edit."""
+    context = context_with(
+        tmp_path,
+        f"""\
+        FROM {busybox_ref}
+        WORKDIR /app
+        COPY src/ /app/src/
+        RUN find /app/src -type f | wc -l > /app/count
+        RUN cat /app/src/d1/edited.txt > /app/edited-copy
+        COPY big.txt /app/big.txt
+        """,
+        **{"big.txt": "big\n" * 50_000},
+    )
+    for i in range(60):
+        (context / "src" / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (context / "src" / f"d{i % 3}" / f"f{i}.txt").write_text(f"file {i}\n")
+    (context / "src/d1/edited.txt").write_text("before\n")
+    return context
+
+
+def _layers(dockyard, ref: str) -> list[str]:
+    return json.loads(dockyard("inspect", ref).stdout)["Config"]["rootfs"]["diff_ids"]
+
+
+def _snapshot(dockyard, diff_ids: list[str], index: int) -> Path:
+    from dockyard.runtime.snapshots import chain_ids
+
+    return dockyard.root / "snapshots" / chain_ids(diff_ids)[index].split(":")[1]
+
+
+def test_an_edited_copy_shares_unchanged_files_and_later_layers_keep_digests(
+    dockyard, busybox_ref, tmp_path
+):
+    """One file edited under a COPY of many: the new snapshot takes new inodes for the
+    edited file only, and of the steps after it only those whose files changed get
+    new layers (the issue's "later layers whose content did not change keep their
+    digests")."""
+    context = _edit_build(dockyard, busybox_ref, tmp_path)
+    dockyard("build", "-q", "-t", "localhost/t/edit:1", str(context))
+    before = _layers(dockyard, "localhost/t/edit:1")
+    (context / "src/d1/edited.txt").write_text("after, longer\n")
+    out = dockyard("build", "--progress=plain", "-t", "localhost/t/edit:1", str(context))
+    after = _layers(dockyard, "localhost/t/edit:1")
+
+    copy, count, edited_copy, big = range(len(before) - 4, len(before))
+    assert after[: copy - 1] == before[: copy - 1]  # the base and WORKDIR hit the cache
+    assert after[copy] != before[copy]
+    assert after[count] == before[count]  # the same 61 files: the layer is kept
+    assert after[edited_copy] != before[edited_copy]  # its file changed
+    assert after[big] == before[big]
+    assert out.stderr.count(b"its layer is kept") == 2
+
+    old, new = _snapshot(dockyard, before, copy), _snapshot(dockyard, after, copy)
+    unchanged = "app/src/d0/f0.txt"
+    assert (new / unchanged).stat().st_ino == (old / unchanged).stat().st_ino
+    assert (new / "app/src/d1/edited.txt").stat().st_ino != (
+        old / "app/src/d1/edited.txt"
+    ).stat().st_ino
+    assert (old / "app/src/d1/edited.txt").read_text() == "before\n"  # never written
+    rootfs = export(dockyard, "localhost/t/edit:1", tmp_path)
+    assert (rootfs / "app/edited-copy").read_text() == "after, longer\n"
+    assert (rootfs / "app/count").read_text().strip() == "61"
+
+
+def test_an_edit_keeping_size_and_time_is_copied_not_shared(dockyard, busybox_ref, tmp_path):
+    """Sharing compares bytes: an edit that keeps a file's size and mtime (a checkout
+    of another version, a restored archive) still lands, in a new inode."""
+    context = _edit_build(dockyard, busybox_ref, tmp_path)
+    edited = context / "src/d1/edited.txt"
+    dockyard("build", "-q", "-t", "localhost/t/same-size:1", str(context))
+    before = _layers(dockyard, "localhost/t/same-size:1")
+    times = edited.stat()
+    edited.write_text("BEFORE\n")
+    os.utime(edited, ns=(times.st_atime_ns, times.st_mtime_ns))
+    dockyard("build", "-q", "-t", "localhost/t/same-size:1", str(context))
+    after = _layers(dockyard, "localhost/t/same-size:1")
+
+    copy = len(before) - 4
+    old, new = _snapshot(dockyard, before, copy), _snapshot(dockyard, after, copy)
+    assert (new / "app/src/d1/edited.txt").read_text() == "BEFORE\n"
+    assert (old / "app/src/d1/edited.txt").read_text() == "before\n"
+    assert (new / "app/src/d0/f0.txt").stat().st_ino == (old / "app/src/d0/f0.txt").stat().st_ino
+    rootfs = export(dockyard, "localhost/t/same-size:1", tmp_path)
+    assert (rootfs / "app/edited-copy").read_text() == "BEFORE\n"
+
+
+def test_an_incremental_rebuild_equals_a_fresh_build(dockyard, busybox_ref, tmp_path):
+    """With SOURCE_DATE_EPOCH, the image an edited rebuild makes (shared inodes, kept
+    layers) is the image a fresh store builds from the edited context."""
+    from tests.conftest import Dockyard
+
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    context = _edit_build(dockyard, busybox_ref, tmp_path)
+    dockyard("build", "-q", "-t", "localhost/t/incr:1", str(context), env=env)
+    (context / "src/d1/edited.txt").write_text("edited\n")
+    (context / "src/d2/new.txt").write_text("new\n")
+    (context / "src/d0/f0.txt").unlink()
+    dockyard("build", "-q", "-t", "localhost/t/incr:1", str(context), env=env)
+    fresh = Dockyard(tmp_path / "fresh-store")
+    fresh("build", "-q", "-t", "localhost/t/incr:1", str(context), env=env)
+
+    def digest(tool: Dockyard) -> str:
+        return json.loads(tool("inspect", "localhost/t/incr:1").stdout)["Digest"]
+
+    assert digest(dockyard) == digest(fresh)

@@ -28,7 +28,15 @@ from dockyard.build.frontend import instructions as ins
 from dockyard.build.frontend.dockerignore import IgnoreMatcher
 from dockyard.build.frontend.stages import BuildPlan, Stage, StageScope, plan_build
 from dockyard.build.image import ImageState
-from dockyard.build.steps import OutputTail, StepLayer, StepRunner, run_failed, secret_files
+from dockyard.build.lineage import LastRun, StepLineage
+from dockyard.build.steps import (
+    OutputTail,
+    StepLayer,
+    StepRunner,
+    fits_in_memory,
+    run_failed,
+    secret_files,
+)
 from dockyard.errors import BuildError
 from dockyard.layout import atomic
 from dockyard.oci import manifest as manifests
@@ -98,6 +106,7 @@ class Builder:
         self.options = options
         self.log = log or (lambda line: None)
         self.cache = BuildCache(store.root)
+        self.lineage = StepLineage(store.root)
         self.snapshots = Snapshots(store)
         self.blob_hold = store.blob_hold()
         self.steps = StepRunner(
@@ -123,9 +132,13 @@ class Builder:
         finally:
             self.blob_hold.release()
 
+    @property
+    def _dockerfile(self) -> Path:
+        return self.options.dockerfile or self.options.context / "Dockerfile"
+
     def _build(self) -> BuildResult:
         options = self.options
-        dockerfile = options.dockerfile or options.context / "Dockerfile"
+        dockerfile = self._dockerfile
         try:
             text = dockerfile.read_text()
         except OSError as e:
@@ -306,22 +319,35 @@ class Builder:
         state: ImageState,
         payload: dict[str, Any],
         created_by: str,
-        execute: Callable[[], StepLayer],
+        execute: Callable[[LastRun | None, bool], StepLayer],
         *,
         detached: bool = False,
     ) -> None:
         """Look the step up in the cache; execute it on a miss; add its layer (if any).
 
         A ``detached`` step's layer does not depend on ``state`` (``COPY --link``), so
-        neither does its key: it hits after the layers below it changed."""
+        neither does its key: it hits after the layers below it changed.
+
+        ``execute`` gets the step's last run (see :mod:`.lineage`) and whether that
+        run's layer may be kept if this one makes the same files: when the inputs but
+        the starting state are the same, and ``--no-cache`` was not asked for."""
         key = step_key(DETACHED_PARENT if detached else state.identity(), payload)
         record = None if self.options.no_cache else self._cached(key)
         if record is not None:
             self.log("  CACHED")
             kind = "cached"
         else:
-            result = execute()
+            workdir = state.config.get("WorkingDir") or "/"
+            place = StepLineage.key(self.options.context, self._dockerfile, created_by, workdir)
+            inputs = step_key(f"epoch:{self.options.source_date_epoch}", payload)
+            last = self.lineage.get(place)
+            keep = last is not None and last.inputs == inputs and not self.options.no_cache
+            result = execute(last, keep)
             packed = result.packed
+            if result.kept:
+                self.log("  same files as the last run: its layer is kept")
+            if packed is not None and result.chain is not None:
+                self.lineage.put(place, LastRun(result.chain, packed, inputs))
             record = CacheRecord(
                 key,
                 packed.descriptor() if packed else None,
@@ -378,7 +404,7 @@ class Builder:
         }
         created_by = instr.created_by(args, scope.history_args())
 
-        def execute() -> StepLayer:
+        def execute(last: LastRun | None, keep: bool) -> StepLayer:
             tail = OutputTail(lambda line: self.log(f"  {line}"))
             exit_code = 0
 
@@ -412,7 +438,7 @@ class Builder:
                 if exit_code != 0:
                     raise run_failed(instr, exit_code, tail.lines())
 
-            return self.steps.change(state, work)
+            return self.steps.change(state, work, last=last, keep_if_same=keep)
 
         self._layer_step(state, payload, created_by, execute)
 
@@ -562,17 +588,34 @@ class Builder:
                 else None,
             }
 
-            def execute() -> StepLayer:
+            def execute(last: LastRun | None, keep: bool) -> StepLayer:
+                options = {
+                    "last": last,
+                    "in_memory": self._fits_in_memory(copy_plan),
+                    "keep_if_same": keep,
+                }
                 if instr.link:
                     return self.steps.detached(
-                        state, lambda root: copier.execute_copy(copy_plan, root, workdir=workdir)
+                        state,
+                        lambda root: copier.execute_copy(copy_plan, root, workdir=workdir),
+                        **options,
                     )
                 return self.steps.change(
                     state,
                     lambda fs: copier.execute_copy(copy_plan, fs.merged, workdir=workdir),
+                    **options,
                 )
 
             self._layer_step(state, payload, instr.created_by(), execute, detached=instr.link)
+
+    def _fits_in_memory(self, plan) -> bool:
+        """May this COPY write into memory (see :meth:`.StepRunner.change`)? Only if it
+        copies build-context files and heredocs, whose size is known, and they fit."""
+        inline = plan.inline_bytes()
+        if inline is None:
+            return False
+        assert self._context is not None
+        return fits_in_memory(self._context.footprint(plan.context_paths) + inline)
 
     def _from_digest(self, state: ImageState, plan, root: Path | None) -> str:
         """What a ``COPY --from`` reads, by content: a rebuilt stage that yields the same
@@ -605,13 +648,16 @@ class Builder:
             return
         user = state.config.get("User") or ""
 
-        def execute() -> StepLayer:
+        def execute(last: LastRun | None, keep: bool) -> StepLayer:
             from dockyard.build.copier import make_dirs
 
             epoch = self.options.source_date_epoch
             mtime = epoch * 10**9 if epoch is not None else None
             return self.steps.change(
-                state, lambda fs: make_dirs(fs.merged, workdir, user, mtime_ns=mtime)
+                state,
+                lambda fs: make_dirs(fs.merged, workdir, user, mtime_ns=mtime),
+                last=last,
+                keep_if_same=keep,
             )
 
         self._layer_step(

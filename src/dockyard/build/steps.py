@@ -18,21 +18,47 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.build.lineage import LastRun
 from dockyard.errors import BuildError
 from dockyard.layers import PackedLayer, pack
+from dockyard.runtime import mounts
 from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs
 from dockyard.runtime.snapshots import Snapshots, chain_id, chain_ids
+from dockyard.runtime.treecopy import same_but_times
 from dockyard.store import Store
 from dockyard.store.holds import Hold
 
 FAILED_OUTPUT_LINES = 20
 
 
+IN_MEMORY_LIMIT = 256 << 20
+"""The most a step may write to an in-memory upper dir (see :meth:`StepRunner.change`)."""
+
+
 @dataclass(frozen=True)
 class StepLayer:
-    """What a file-changing step produced; ``packed`` is None when it changed nothing."""
+    """What a file-changing step produced: its layer and snapshot (chain ID), both None
+    when it changed nothing."""
 
     packed: PackedLayer | None
+    chain: str | None = None
+    kept: bool = False  # the layer is the last run's: this run made the same files
+
+
+def fits_in_memory(footprint: int) -> bool:
+    """May a step that writes ``footprint`` bytes (file data, each entry at least a 4 KiB
+    page) have its upper dir in memory? Under :data:`IN_MEMORY_LIMIT`, and under an
+    eighth of the memory available now."""
+    if footprint > IN_MEMORY_LIMIT:
+        return False
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return footprint * 8 <= int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 class StepRunner:
@@ -62,38 +88,125 @@ class StepRunner:
         with self.snapshots.scratch() as scratch, overlay_rootfs(self.lowers(state), scratch) as fs:
             yield fs.merged
 
-    def change(self, state, work: Callable[[OverlayRootfs], None]) -> StepLayer:
+    def change(
+        self,
+        state,
+        work: Callable[[OverlayRootfs], None],
+        *,
+        last: LastRun | None = None,
+        in_memory: bool = False,
+        keep_if_same: bool = False,
+    ) -> StepLayer:
         """Mount ``state``, let ``work`` change the merged dir, and turn the upper dir
-        into a layer blob in the store and a snapshot. An empty diff makes no layer."""
-        with self.snapshots.scratch() as scratch:
-            with overlay_rootfs(self.lowers(state), scratch) as fs:
-                work(fs)
-            return self._layer(state, scratch / "upper", overlay=True)
+        into a layer blob in the store and a snapshot. An empty diff makes no layer.
 
-    def detached(self, state, work: Callable[[Path], None]) -> StepLayer:
+        ``last``: what the last run of this step made (see :mod:`.lineage`), used if its
+        snapshot still exists. ``in_memory`` (for steps whose writes fit, see
+        :func:`fits_in_memory`): the upper dir is a tmpfs, copied into the snapshot
+        sharing the inodes of the files ``last`` made the same, so an edited COPY of many
+        files creates inodes on disk for the changed ones only. ``keep_if_same``: if the
+        upper dir holds what ``last``'s did but for times, ``last``'s layer is kept.
+        """
+        with self.snapshots.scratch() as scratch:
+            donor = self.snapshots.holding(last.chain) if last else None
+            state_dir = self._upper_place(scratch, in_memory and donor is not None)
+            with overlay_rootfs(self.lowers(state), state_dir) as fs:
+                work(fs)
+            return self._layer(
+                state,
+                state_dir / "upper",
+                overlay=True,
+                donor=donor,
+                copy=state_dir != scratch,
+                keep=last if keep_if_same else None,
+            )
+
+    def detached(
+        self,
+        state,
+        work: Callable[[Path], None],
+        *,
+        last: LastRun | None = None,
+        in_memory: bool = False,
+        keep_if_same: bool = False,
+    ) -> StepLayer:
         """A layer made apart from ``state`` (``COPY --link``): ``work`` writes into an
         empty dir, which becomes the layer on top of ``state``. Nothing below is read, so
-        the layer is the same whatever ``state`` holds."""
+        the layer is the same whatever ``state`` holds. The options as for
+        :meth:`change`."""
         with self.snapshots.scratch() as scratch:
-            root = scratch / "upper"
+            donor = self.snapshots.holding(last.chain) if last else None
+            state_dir = self._upper_place(scratch, in_memory and donor is not None)
+            root = state_dir / "upper"
             root.mkdir()
             work(root)
-            return self._layer(state, root, overlay=False)
+            return self._layer(
+                state,
+                root,
+                overlay=False,
+                donor=donor,
+                copy=state_dir != scratch,
+                keep=last if keep_if_same else None,
+            )
 
-    def _layer(self, state, upper: Path, *, overlay: bool) -> StepLayer:
-        """Pack ``upper`` into a layer blob in the store and make it the snapshot above
-        ``state``'s layers. An empty dir makes no layer."""
+    @staticmethod
+    def _upper_place(scratch: Path, in_memory: bool) -> Path:
+        """Where the upper dir goes: ``scratch`` itself, or a tmpfs in it."""
+        if not in_memory:
+            return scratch
+        memory = scratch / "memory"
+        memory.mkdir()
+        mounts.tmpfs(memory, size=2 * IN_MEMORY_LIMIT, mode=0o755)
+        return memory
+
+    def _layer(
+        self,
+        state,
+        upper: Path,
+        *,
+        overlay: bool,
+        donor: Path | None,
+        copy: bool,
+        keep: LastRun | None,
+    ) -> StepLayer:
+        """Make ``upper`` the layer and snapshot above ``state``'s layers: ``keep``'s
+        layer if ``upper`` holds what its snapshot ``donor`` holds but for times, else
+        a new blob packed from ``upper``. The snapshot is ``upper`` renamed, or a copy
+        of it (``copy``: it is in memory) sharing ``donor``'s identical files. An empty
+        dir makes no layer."""
         if not any(os.scandir(upper)):
             return StepLayer(None)
+        parent = chain_ids(state.diff_ids)
+        below = parent[-1] if parent else None
+        if (
+            keep is not None
+            and donor is not None
+            and self._hold_blob(keep.layer.digest)
+            and same_but_times(str(upper), str(donor))
+        ):
+            chain = chain_id(below, keep.layer.diff_id)
+            self.snapshots.commit_copy(donor, chain, share_with=donor)
+            return StepLayer(keep.layer, chain, kept=True)
         with self.store.lease(), self.store.blobs.ingest() as blob:
             packed = pack(
                 upper, blob.file, overlay=overlay, source_date_epoch=self.source_date_epoch
             )
             blob.commit(packed.digest)
             self.blob_hold.add([packed.digest])
-        parent = chain_ids(state.diff_ids)
-        self.snapshots.commit(upper, chain_id(parent[-1] if parent else None, packed.diff_id))
-        return StepLayer(packed)
+        chain = chain_id(below, packed.diff_id)
+        if copy:
+            self.snapshots.commit_copy(upper, chain, share_with=donor)
+        else:
+            self.snapshots.commit(upper, chain)
+        return StepLayer(packed, chain)
+
+    def _hold_blob(self, digest: str) -> bool:
+        """Is the blob ``digest`` in the store? If so it is held until the build ends."""
+        with self.store.lease():
+            if not self.store.blobs.has(digest):
+                return False
+            self.blob_hold.add([digest])
+        return True
 
 
 class OutputTail:

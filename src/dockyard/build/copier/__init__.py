@@ -105,6 +105,18 @@ class CopyPlan:
         finally:
             tree.close()
 
+    def inline_bytes(self) -> int | None:
+        """The bytes of the heredocs the plan copies, if it copies nothing else but
+        build-context files as they are (no archive extracted, no download, no
+        ``--from``); else None."""
+        total = 0
+        for item in self.items:
+            if item.kind == "inline":
+                total += len(item.data)
+            elif item.kind != "tree" or item.unpack or not isinstance(item.tree, ContextTree):
+                return None
+        return total
+
     def close(self) -> None:
         """Remove downloads (the plan cannot be executed afterwards if it had any)."""
         if self._tmp is not None:

@@ -34,7 +34,6 @@ _MAX_LINKS = 255  # continuity's RootPath limit
 _DIR_FD = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _PATH_FD = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _READ_FD = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_HASH_CHUNK = 1 << 20
 _WILDCARDS = "*?["
 
 
@@ -196,13 +195,8 @@ class RootfsTree(Tree):
     def file_digest(self, path: str) -> str:
         """sha256 of the regular file ``path`` (not followed if it is a symlink)."""
         fd = inroot.open_in_root(self._root_fd(), path, _READ_FD)
-        try:
-            h = hashlib.sha256()
-            while data := os.read(fd, _HASH_CHUNK):
-                h.update(data)
-            return h.hexdigest()
-        finally:
-            os.close(fd)
+        with open(fd, "rb", buffering=0) as f:  # readinto one reused buffer
+            return hashlib.file_digest(f, "sha256").hexdigest()
 
     def readlink(self, path: str) -> str:
         parent, _, name = path.rpartition("/")

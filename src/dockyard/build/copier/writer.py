@@ -351,20 +351,21 @@ class Writer:
                     self.inodes[key] = comps
                 fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
                 try:
-                    if isinstance(content, bytes):
-                        _write_all(fd, content)
-                    elif content is not None:
-                        src = content()
-                        try:
-                            src_st = os.fstat(src)
-                            if not stat.S_ISREG(src_st.st_mode):
-                                raise CopyError(
-                                    f"{_display(comps)}: source changed during the build"
-                                )
-                            self._data.copy(src, fd, src_st.st_size)
-                        finally:
-                            os.close(src)
-                    self._set_meta(parent, name, meta, fd=fd, xattrs_from=xattrs_from)
+                    if isinstance(content, bytes) or content is None:
+                        _write_all(fd, content or b"")
+                        self._set_meta(parent, name, meta, fd=fd, xattrs_from=xattrs_from)
+                        return
+                    src = content()
+                    try:
+                        src_st = os.fstat(src)
+                        if not stat.S_ISREG(src_st.st_mode):
+                            raise CopyError(f"{_display(comps)}: source changed during the build")
+                        self._data.copy(src, fd, src_st.st_size)
+                        # xattrs read through the open source: a /proc path costs more
+                        xattrs = src if xattrs_from is not None else None
+                        self._set_meta(parent, name, meta, fd=fd, xattrs_from=xattrs)
+                    finally:
+                        os.close(src)
                 finally:
                     os.close(fd)
                 return
@@ -395,7 +396,7 @@ class Writer:
         meta,
         *,
         fd: int | None = None,
-        xattrs_from: str | None = None,
+        xattrs_from: int | str | None = None,
     ) -> None:
         """fsutil's ``copyFileInfo`` then ``copyXAttrs``: owner, mode (--chmod applied;
         not for symlinks), times, xattrs. Through ``fd`` when given, else ``name`` in
@@ -425,18 +426,20 @@ class Writer:
             _copy_xattrs(xattrs_from, target)
 
 
-def _copy_xattrs(source: str, target: int | str) -> None:
+def _copy_xattrs(source: int | str, target: int | str) -> None:
     """Best effort, as BuildKit (it logs failures): not SELinux labels, which belong to
-    the host, nor overlayfs's own attributes."""
+    the host, nor overlayfs's own attributes. ``source``: an fd, or a path not
+    followed."""
+    follow = isinstance(source, int)
     try:
-        names = os.listxattr(source, follow_symlinks=False)
+        names = os.listxattr(source, follow_symlinks=follow)
     except OSError:
         return
     for attr in names:
         if attr in _SKIPPED_XATTRS or whiteouts.is_overlay_xattr(attr):
             continue
         try:
-            value = os.getxattr(source, attr, follow_symlinks=False)
+            value = os.getxattr(source, attr, follow_symlinks=follow)
             os.setxattr(target, attr, value, follow_symlinks=isinstance(target, int))
         except OSError:
             continue

@@ -1,0 +1,75 @@
+"""What the last run of a step made, found by the step's place in a build rather than
+by its inputs.
+
+A step that misses the cache often makes much of what its last run made. An edited
+COPY rewrites a few files of many: the last run's snapshot is where the new one finds
+the others, to share their inodes instead of creating them again. A step that reran
+only because a step above it changed (a RUN after an edited COPY) often makes the same
+files but for their times: it then keeps the last run's layer, so the layers after an
+edit keep their digests (see :meth:`.StepRunner.change`).
+
+Records are only hints: what is shared or kept is compared entry by entry, byte for
+byte, first. They live in ``<store>/build/lineage/<key>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard.errors import DigestError
+from dockyard.layers import PackedLayer
+from dockyard.layout import atomic
+from dockyard.oci import digest as digests
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """A step's last run: the snapshot (chain ID) and layer it made, and a digest of
+    its inputs, all but the state it started from."""
+
+    chain: str
+    layer: PackedLayer
+    inputs: str
+
+
+class StepLineage:
+    """The records of one store."""
+
+    def __init__(self, store_root: Path):
+        self.directory = store_root / "build" / "lineage"
+
+    @staticmethod
+    def key(context: Path, dockerfile: Path, step: str, workdir: str) -> str:
+        """A step's place: its build context and Dockerfile, the step as the history
+        names it (edited sources or a new base leave it the same), its directory."""
+        doc = [str(context.resolve()), str(dockerfile.resolve()), step, workdir]
+        return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+
+    def get(self, key: str) -> LastRun | None:
+        """The last run of step ``key``, if recorded (a damaged record is none)."""
+        try:
+            doc = json.loads((self.directory / key).read_bytes())
+            layer = PackedLayer(
+                digest=digests.validate(doc["digest"]),
+                size=int(doc["size"]),
+                diff_id=digests.validate(doc["diff_id"]),
+                media_type=str(doc["media_type"]),
+            )
+            return LastRun(digests.validate(doc["chain"]), layer, str(doc["inputs"]))
+        except (OSError, ValueError, KeyError, TypeError, DigestError):
+            return None
+
+    def put(self, key: str, run: LastRun) -> None:
+        doc = {
+            "chain": run.chain,
+            "digest": run.layer.digest,
+            "size": run.layer.size,
+            "diff_id": run.layer.diff_id,
+            "media_type": run.layer.media_type,
+            "inputs": run.inputs,
+        }
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(self.directory / key, json.dumps(doc).encode())
