@@ -398,3 +398,25 @@ def test_an_incremental_rebuild_equals_a_fresh_build(dockyard, busybox_ref, tmp_
         return json.loads(tool("inspect", "localhost/t/incr:1").stdout)["Digest"]
 
     assert digest(dockyard) == digest(fresh)
+
+
+def test_prune_drops_the_build_records_of_what_it_took(dockyard, busybox_ref, tmp_path):
+    """Cache and lineage records naming pruned layers go with them; those of a kept
+    image stay, so it still rebuilds from the cache."""
+    kept = context_with(tmp_path, f"FROM {busybox_ref}\nRUN echo kept > /kept\n")
+    dockerfile = f"FROM {busybox_ref}\nCOPY a.txt /a.txt\nRUN echo dropped > /d\n"
+    dropped = context_with(tmp_path, dockerfile, **{"a.txt": "a"})
+    dockyard("build", "-q", "-t", "localhost/t/kept:1", str(kept))
+    dockyard("build", "-q", "-t", "localhost/t/dropped:1", str(dropped))
+    records = {
+        name: len(list((dockyard.root / "build" / name).iterdir())) for name in ("cache", "lineage")
+    }
+    dockyard("rmi", "localhost/t/dropped:1")
+    out = dockyard("prune").stdout.decode()
+    assert " and 4 build records," in out  # a COPY and a RUN: a cache and a lineage record each
+    for name, before in records.items():
+        assert len(list((dockyard.root / "build" / name).iterdir())) == before - 2
+    again = dockyard("build", "-t", "localhost/t/kept:1", str(kept))
+    assert b"0 steps run, 1 cached" in again.stderr
+    rebuilt = dockyard("build", "-t", "localhost/t/dropped:1", str(dropped))
+    assert b"2 steps run, 0 cached" in rebuilt.stderr

@@ -455,7 +455,7 @@ def test_prune_spares_the_snapshots_of_a_running_container(
         assert len(in_use) == len(manifest.layers)
         dockyard("rmi", str(ref))
         out = dockyard("prune").stdout.decode()
-        assert out.startswith(f"removed {len(manifest.blobs) + 1} blobs and 0 snapshots, ")
+        assert out.startswith(f"removed {len(manifest.blobs) + 1} blobs, 0 snapshots and ")
         assert snapshot_dirs(store) == in_use
     finally:
         wait_for(lambda: _reader_waits(volume / "go"), "container reading", running)
@@ -465,7 +465,7 @@ def test_prune_spares_the_snapshots_of_a_running_container(
     assert running.returncode == 0, stderr
     assert stdout.startswith(b"root:x:0:0:")  # read from a lower dir after the prune
     out = dockyard("prune").stdout.decode()
-    assert out.startswith(f"removed 0 blobs and {len(in_use)} snapshots, ")
+    assert out.startswith(f"removed 0 blobs, {len(in_use)} snapshots and ")
     assert snapshot_dirs(store) == []
 
 

@@ -23,6 +23,18 @@ def test_remove_tree_counts_each_file_once_and_leaves_nothing(tmp_path):
     assert remove_tree(tree) == 0  # missing is fine
 
 
+def test_remove_tree_counts_no_file_linked_from_outside(tmp_path):
+    """Snapshots share inodes: deleting one frees only what no other one links."""
+    tree, other = tmp_path / "tree", tmp_path / "other"
+    tree.mkdir()
+    other.mkdir()
+    (tree / "own").write_bytes(b"123")
+    (tree / "shared").write_bytes(b"4567")
+    os.link(tree / "shared", other / "shared")
+    assert remove_tree(tree) == 3
+    assert (other / "shared").read_bytes() == b"4567"
+
+
 def test_move_to_trash_renames_the_tree_beside_itself(tmp_path):
     tree = tmp_path / "0123abcd"
     tree.mkdir()

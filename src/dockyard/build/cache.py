@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dockyard.layout import atomic
 from dockyard.oci.descriptor import Descriptor
+from dockyard.store import Store
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,20 @@ class BuildCache:
             for key, record in records.items():
                 self._imported.setdefault(key, (record, origin))
 
+    def prune(self, has_blob: Callable[[str], bool]) -> int:
+        """Delete the local records whose layer blob is gone (a prune took it): they
+        could only miss. Return how many went."""
+        removed = 0
+        for path in _records(self.directory):
+            try:
+                record = CacheRecord.from_dict(path.name, json.loads(path.read_bytes()))
+            except (OSError, ValueError, KeyError):
+                record = None  # damaged: a miss too
+            if record is None or (record.layer is not None and not has_blob(record.layer.digest)):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     @property
     def used(self) -> dict[str, CacheRecord]:
         """Records this build hit or wrote: what ``--cache-to`` exports."""
@@ -88,7 +105,32 @@ class BuildCache:
             return dict(self._used)
 
 
+def _records(directory: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(directory) if not e.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
 def step_key(parent: str, payload: dict[str, Any]) -> str:
     """The cache key of a step: the parent state's identity plus what the step does."""
     doc = json.dumps({"parent": parent, **payload}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def prune_build_records(store: Store, snapshot_exists: Callable[[str], bool]) -> int:
+    """After a prune of the store's blobs and snapshots: delete the build records that
+    name what it took (cache records, :mod:`.lineage` records) and the temp files of
+    killed writers among them. Return how many records went."""
+    from dockyard.build.lineage import StepLineage
+
+    def has_blob(digest: str) -> bool:
+        return store.blobs.has(digest)
+
+    cache = BuildCache(store.root)
+    lineage = StepLineage(store.root)
+    removed = cache.prune(has_blob)
+    removed += lineage.prune(lambda run: snapshot_exists(run.chain) and has_blob(run.layer.digest))
+    for directory in (cache.directory, lineage.directory):
+        atomic.remove_stale_temps(directory, older_than=3600)
+    return removed

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,21 @@ class StepLineage:
             return LastRun(digests.validate(doc["chain"]), layer, str(doc["inputs"]))
         except (OSError, ValueError, KeyError, TypeError, DigestError):
             return None
+
+    def prune(self, still_there: Callable[[LastRun], bool]) -> int:
+        """Delete the records of runs whose snapshot or layer is gone (``still_there``
+        says), and damaged ones. Return how many went."""
+        removed = 0
+        try:
+            names = [e.name for e in os.scandir(self.directory) if not e.name.startswith(".")]
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            run = self.get(name)
+            if run is None or not still_there(run):
+                (self.directory / name).unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def put(self, key: str, run: LastRun) -> None:
         doc = {

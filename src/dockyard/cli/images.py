@@ -182,15 +182,22 @@ def rmi(image_refs: tuple[str, ...]) -> None:
 
 @click.command()
 def prune() -> None:
-    """Delete blobs and snapshots that no named image in the store refers to, and what
-    killed processes left behind."""
+    """Delete blobs and snapshots that no named image in the store refers to, the build
+    records that named them, and what killed processes left behind."""
+    from dockyard.build.cache import prune_build_records
     from dockyard.runtime.snapshots import Snapshots
 
     store = open_store()
     blobs = store.prune()
-    snapshots = Snapshots(store).prune()
-    freed = _size(blobs.freed + snapshots.freed)
-    line = f"removed {len(blobs.removed)} blobs and {len(snapshots.removed)} snapshots"
-    if leftovers := blobs.temps + snapshots.temps:
-        line += f" and {leftovers} leftovers of killed processes"
-    click.echo(f"{line}, {freed} freed")
+    with Snapshots(store) as snapshots:
+        pruned = snapshots.prune()
+        records = prune_build_records(store, snapshots.exists)
+    parts = [
+        f"{len(blobs.removed)} blobs",
+        f"{len(pruned.removed)} snapshots",
+        f"{records} build records",
+    ]
+    if leftovers := blobs.temps + pruned.temps:
+        parts.append(f"{leftovers} leftovers of killed processes")
+    freed = _size(blobs.freed + pruned.freed)
+    click.echo(f"removed {', '.join(parts[:-1])} and {parts[-1]}, {freed} freed")

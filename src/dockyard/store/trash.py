@@ -57,9 +57,9 @@ def remove_tree(path: Path) -> int:
 
 
 def _measure(path: Path) -> int:
-    """The apparent size of the files under ``path``, each inode once."""
-    seen: set[int] = set()
-    size = 0
+    """The apparent size of the files under ``path`` that deleting it frees: each inode
+    once, and only if all its links are under ``path`` (snapshots share inodes)."""
+    links: dict[int, list[int]] = {}  # inode -> [size, links left outside the tree]
     pending = [path]
     while pending:
         directory = pending.pop()
@@ -74,10 +74,10 @@ def _measure(path: Path) -> int:
                 continue
             if stat.S_ISDIR(info.st_mode):
                 pending.append(Path(entry.path))
-            elif info.st_ino not in seen:
-                seen.add(info.st_ino)
-                size += info.st_size
-    return size
+                continue
+            counted = links.setdefault(info.st_ino, [info.st_size, info.st_nlink])
+            counted[1] -= 1
+    return sum(size for size, outside in links.values() if outside <= 0)
 
 
 class _RetryWithPermissions:
