@@ -420,3 +420,37 @@ def test_prune_drops_the_build_records_of_what_it_took(dockyard, busybox_ref, tm
     assert b"0 steps run, 1 cached" in again.stderr
     rebuilt = dockyard("build", "-t", "localhost/t/dropped:1", str(dropped))
     assert b"2 steps run, 0 cached" in rebuilt.stderr
+
+
+def test_prune_ends_what_a_killed_build_left_running(dockyard, busybox_ref, tmp_path):
+    """``kill -9`` of a build mid-RUN leaves the container running (runc has a session
+    of its own) and its overlay mounted; ``dockyard prune`` ends and removes both."""
+    import signal
+    import subprocess
+    import sys
+
+    from dockyard.mountinfo import mount_points_under
+    from tests.e2e.test_runtime_container import processes_running
+
+    marker = "sleep 1726"
+    context = context_with(tmp_path, f"FROM {busybox_ref}\nRUN echo started; {marker}\n")
+    command = ["build", "--progress=plain", "--no-cache", str(context)]
+    build = subprocess.Popen(
+        [sys.executable, "-m", "dockyard.cli.main", *command],
+        env={**os.environ, "DOCKYARD_ROOT": str(dockyard.root)},
+        stderr=subprocess.PIPE,
+    )
+    assert build.stderr is not None
+    for line in build.stderr:
+        if line.strip() == b"started":  # the output, not the instruction echoed
+            break
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    assert processes_running(marker)
+    assert mount_points_under(dockyard.root)
+
+    out = dockyard("prune").stdout.decode()
+    assert "leftovers of killed processes" in out
+    assert processes_running(marker) == []
+    assert mount_points_under(dockyard.root) == []
+    assert not list((dockyard.root / "bundles").iterdir())

@@ -140,3 +140,30 @@ def test_terminal(busybox_ref, store_root):
     os.close(controller)
     assert child.wait(timeout=60) == 5
     assert b"has-a-tty" in output
+
+
+def test_prune_ends_a_killed_runs_container_and_keeps_its_changes(dockyard, busybox_ref):
+    """``kill -9`` of ``dockyard run`` leaves runc's container running; prune ends it
+    and unmounts its rootfs, whose upper dir (kept for a commit) holds what it wrote."""
+    import signal
+
+    from tests.e2e.test_runtime_container import processes_running
+
+    marker = "sleep 1727"
+    script = f"echo kept > /written; echo started; {marker}"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "dockyard.cli.main", "run", busybox_ref, "sh", "-c", script],
+        env={**os.environ, "DOCKYARD_ROOT": str(dockyard.root)},
+        stdout=subprocess.PIPE,
+    )
+    assert run.stdout is not None
+    assert run.stdout.readline() == b"started\n"
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert processes_running(marker)
+
+    dockyard("prune")
+    assert processes_running(marker) == []
+    assert mount_points_under(dockyard.root) == []
+    (state,) = (dockyard.root / "containers").iterdir()
+    assert (state / "upper/written").read_text() == "kept\n"

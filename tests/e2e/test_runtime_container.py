@@ -34,11 +34,12 @@ from dockyard.runtime import (
     overlay_rootfs,
     run,
 )
-from dockyard.runtime.container import BUNDLES_DIR, RUNC_DIR
+from dockyard.runtime.container import BUNDLES_DIR, RUNC_DIR, reap_orphans
 from dockyard.store import Store
 from dockyard.transfer.copy import copy_image
 from dockyard.transfer.transports import open_source, parse_location
 from tests.conftest import need
+from tests.killing import killed_when_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -452,3 +453,35 @@ def test_a_killed_runc_leaves_nothing_running(rootfs, busybox_image):
         assert len(processes_running(marker)) == 2  # orphaned, still running
     assert processes_running(marker) == []
     assert out.stdout == "up\n"
+
+
+def _start_then_wait(rootfs: Path, root: Path, marker: str, ready_fd: int) -> None:
+    """In a child: start a container, say so once it runs, wait to be killed."""
+    container = Container(rootfs, sh(f"{marker} & {marker}"), root=root)
+    container.start()
+    deadline = time.monotonic() + 10
+    while len(processes_running(marker)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.write(ready_fd, b"1")
+    signal.pause()
+
+
+def test_containers_of_a_killed_process_are_reaped_and_live_ones_kept(rootfs, busybox_image):
+    """SIGKILL leaves runc's container running, in a session of its own; reaping ends
+    it and deletes its state, and spares a container whose process lives."""
+    root = busybox_image.store.root
+    orphan, ours = "sleep 1723", "sleep 1724"
+    with (
+        Snapshots(busybox_image.store).scratch() as scratch,
+        overlay_rootfs(busybox_image.lowers, scratch) as other,
+        Container(other.merged, sh(f"exec {ours}"), root=root) as live,
+    ):
+        with killed_when_ready(_start_then_wait, rootfs, root, orphan):
+            pass
+        assert len(processes_running(orphan)) == 2  # its owner is gone, it is not
+        assert len(reap_orphans(root)) == 1
+        assert processes_running(orphan) == []
+        assert runc_containers(root) == [live.id]
+        assert [p.name for p in (root / BUNDLES_DIR).iterdir()] == [live.id]
+        assert len(processes_running(ours)) == 1
+    assert processes_running(ours) == []

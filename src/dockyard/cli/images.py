@@ -185,9 +185,15 @@ def prune() -> None:
     """Delete blobs and snapshots that no named image in the store refers to, the build
     records that named them, and what killed processes left behind."""
     from dockyard.build.cache import prune_build_records
+    from dockyard.cli.run import CONTAINERS_DIR
+    from dockyard.runtime import mounts
+    from dockyard.runtime.container import reap_orphans
     from dockyard.runtime.snapshots import Snapshots
 
     store = open_store()
+    orphans = reap_orphans(store.root)  # first: their rootfs are overlays of snapshots
+    for container_id in orphans:  # a killed `dockyard run`'s rootfs stays for a commit
+        mounts.unmount_all(store.root / CONTAINERS_DIR / container_id)
     blobs = store.prune()
     with Snapshots(store) as snapshots:
         pruned = snapshots.prune()
@@ -197,7 +203,7 @@ def prune() -> None:
         f"{len(pruned.removed)} snapshots",
         f"{records} build records",
     ]
-    if leftovers := blobs.temps + pruned.temps:
-        parts.append(f"{leftovers} leftovers of killed processes")
+    if leftovers := len(orphans) + blobs.temps + pruned.temps:
+        parts.append(f"{leftovers} leftovers of killed processes (containers included)")
     freed = _size(blobs.freed + pruned.freed)
     click.echo(f"removed {', '.join(parts[:-1])} and {parts[-1]}, {freed} freed")

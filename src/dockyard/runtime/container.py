@@ -19,6 +19,12 @@ runs on success, failure, timeout and Ctrl-C: kill what runs, ``runc delete --fo
 if runc left state behind, remove the mount stubs runc made in the rootfs, delete the
 bundle. A :class:`ContainerGroup` kills, from any thread, the containers that code
 started out of the caller's sight (a build's RUN steps, for a cancelled pipeline).
+
+A process killed outright (SIGKILL, the OOM killer) cleans nothing up, and runc, in a
+session of its own, keeps the container running. So every container is *held* by the
+process that started it (:mod:`dockyard.store.holds`, in ``<store root>/containers``,
+taken before its bundle exists); :func:`reap_orphans` (run by ``dockyard prune``)
+kills and deletes the containers nobody holds.
 """
 
 from __future__ import annotations
@@ -42,10 +48,12 @@ from dockyard.runtime.config import HOST, ContainerConfig
 from dockyard.runtime.inroot import MountStubs
 from dockyard.runtime.spec import build_spec
 from dockyard.runtime.users import resolve_in_rootfs
+from dockyard.store.holds import Hold, held_names
 
 RUNC = "runc"
 RUNC_DIR = "runc"
 BUNDLES_DIR = "bundles"
+HOLDS_DIR = "container-holds"
 KILL_GRACE = 10.0  # seconds to wait for the container to go after SIGKILL
 
 OutputCallback = Callable[[str, bytes], None]
@@ -60,6 +68,42 @@ class ContainerTimeout(ContainerError):
     def __init__(self, container_id: str, timeout: float):
         super().__init__(f"container {container_id} timed out after {timeout:g}s and was killed")
         self.timeout = timeout
+
+
+_holds: dict[Path, Hold] = {}  # this process's: a forked child takes its own
+_holds_lock = threading.Lock()
+os.register_at_fork(after_in_child=_holds.clear)
+
+
+def _owner_hold(root: Path) -> Hold:
+    """This process's hold on the containers it starts under the store ``root``."""
+    with _holds_lock:
+        return _holds.setdefault(root, Hold(root / HOLDS_DIR))
+
+
+def reap_orphans(root: str | os.PathLike[str]) -> list[str]:
+    """Kill and delete the containers under the store ``root`` whose starting process
+    died without cleaning up (their hold is gone); return their ids."""
+    root = Path(root)
+    runc_root = root / RUNC_DIR
+    found: set[str] = set()
+    for directory in (root / BUNDLES_DIR, runc_root):
+        with contextlib.suppress(FileNotFoundError):
+            found.update(e.name for e in os.scandir(directory) if e.name.startswith("dockyard-"))
+    orphans = found - held_names(root / HOLDS_DIR)  # read after listing: see the module doc
+    for container_id in sorted(orphans):
+        for command in (
+            ["kill", "--all", container_id, "KILL"],
+            ["delete", "--force", container_id],
+        ):
+            subprocess.run(
+                [RUNC, "--root", str(runc_root), *command],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=False,
+            )
+        shutil.rmtree(root / BUNDLES_DIR / container_id, ignore_errors=True)
+    return sorted(orphans)
 
 
 def new_id() -> str:
@@ -126,6 +170,7 @@ class Container:
         self.config = config
         self.runc_root = Path(root) / RUNC_DIR
         self.bundle = Path(root) / BUNDLES_DIR / self.id
+        self._owner = _owner_hold(Path(root))
         self._on_output = on_output
         self._stdio = (stdin, stdout, stderr)
         self._process: subprocess.Popen[bytes] | None = None
@@ -170,6 +215,7 @@ class Container:
         hostname = config.hostname or (
             os.uname().nodename if config.network == HOST else self.id.rpartition("-")[2]
         )
+        self._owner.add([self.id])  # before anything a reaper could find
         self.bundle.mkdir(parents=True)
         etcfiles.write(self.bundle, hostname, config.network, config.hosts)
         spec = build_spec(
