@@ -6,9 +6,22 @@
 - :func:`open_decompressed` / :class:`CompressingWriter` stream gzip and zstd.
 """
 
-from dockyard.layers.compression import CompressingWriter, open_decompressed
-from dockyard.layers.extract import apply_layer, flatten
-from dockyard.layers.packer import PackedLayer, pack
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dockyard.layers.compression import CompressingWriter, open_decompressed
+    from dockyard.layers.extract import apply_layer, flatten
+    from dockyard.layers.packer import PackedLayer, pack
+
+# Imported on first use: packing needs neither extraction nor the decompressors.
+_WHERE = {
+    **dict.fromkeys(["CompressingWriter", "open_decompressed"], "compression"),
+    **dict.fromkeys(["apply_layer", "flatten"], "extract"),
+    **dict.fromkeys(["PackedLayer", "pack"], "packer"),
+}
 
 __all__ = [
     "CompressingWriter",
@@ -18,3 +31,11 @@ __all__ = [
     "open_decompressed",
     "pack",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -22,12 +22,29 @@ Everything here needs root, runc, and Linux 5.10 or later (``openat2``, ``volati
 overlays); with 6.8 or later an overlay takes any number of layers.
 """
 
-from dockyard.runtime.config import HOST, NONE, ContainerConfig, Mount
-from dockyard.runtime.container import Container, ContainerTimeout, OutputCallback, run
-from dockyard.runtime.imageconfig import container_config
-from dockyard.runtime.netns import create_netns, netns, remove_netns
-from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs
-from dockyard.runtime.snapshots import Snapshots, chain_id, chain_ids
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dockyard.runtime.config import HOST, NONE, ContainerConfig, Mount
+    from dockyard.runtime.container import Container, ContainerTimeout, OutputCallback, run
+    from dockyard.runtime.imageconfig import container_config
+    from dockyard.runtime.netns import create_netns, netns, remove_netns
+    from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs
+    from dockyard.runtime.snapshots import Snapshots, chain_id, chain_ids
+
+# Imported on first use: a build that hits its cache runs no container, and a command
+# importing one submodule should not pay for all of them.
+_WHERE = {
+    **dict.fromkeys(["HOST", "NONE", "ContainerConfig", "Mount"], "config"),
+    **dict.fromkeys(["Container", "ContainerTimeout", "OutputCallback", "run"], "container"),
+    "container_config": "imageconfig",
+    **dict.fromkeys(["create_netns", "netns", "remove_netns"], "netns"),
+    **dict.fromkeys(["OverlayRootfs", "overlay_rootfs"], "rootfs"),
+    **dict.fromkeys(["Snapshots", "chain_id", "chain_ids"], "snapshots"),
+}
 
 __all__ = [
     "HOST",
@@ -48,3 +65,11 @@ __all__ = [
     "remove_netns",
     "run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
