@@ -107,6 +107,8 @@ class IgnoreMatcher:
         ``is_dir`` only tells the matcher to remember the directory's result for its
         entries; docker's matching itself does not distinguish files from directories.
         """
+        if not self._patterns:  # no .dockerignore: nothing to match, per entry or parent
+            return False
         return self._state(path, remember=is_dir)[0]
 
     def may_contain(self, directory: str) -> bool:
