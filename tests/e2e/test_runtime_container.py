@@ -226,6 +226,19 @@ def test_masked_and_readonly_paths(rootfs, busybox_image):
     assert code != 0  # /proc/sys is read-only
 
 
+def test_seccomp_refuses_new_namespaces_but_not_forks(rootfs, busybox_image):
+    """A user namespace needs no capability (runc without our filter makes one here):
+    the filter refuses it, and a network namespace, while plain forks work."""
+    code, out = run_sh(
+        rootfs,
+        busybox_image,
+        "unshare -U true; echo user=$?; unshare -n true; echo net=$?; (exit 3); echo fork=$?",
+    )
+    assert code == 0
+    assert out.stdout == "user=1\nnet=1\nfork=3\n"
+    assert out.stderr.count("Operation not permitted") == 2
+
+
 def test_runc_failure_is_an_error_not_an_exit_code(rootfs, busybox_image):
     with pytest.raises(ContainerError, match="no such file"):
         run(rootfs, ContainerConfig(["/no/such/binary"]), root=busybox_image.store.root)

@@ -4,12 +4,13 @@ Defaults follow docker's: namespaces mount/pid/uts/ipc (and network unless the h
 ``/proc``, a tmpfs ``/dev`` that runc fills with the standard devices (null, zero, full,
 random, urandom, tty, ptmx via devpts), ``/dev/shm``, read-only ``/sys``, docker's
 default capabilities, its masked and read-only paths, a device cgroup that denies what
-runc does not allow by default, and ``noNewPrivileges`` off.
+runc does not allow by default, ``noNewPrivileges`` off, and a seccomp filter refusing
+what docker's default profile refuses and no capability stops (:mod:`.seccomp`).
 
 Deliberately absent: rlimits (the process inherits ours: a limit above the current hard
 limit makes runc fail on hosts without CAP_SYS_RESOURCE), ``cgroupsPath`` and resource
 limits (runc then makes ``/<id>`` below our own cgroups, which works on cgroup v1, v2
-and hybrid hosts without systemd), seccomp and AppArmor profiles (not yet).
+and hybrid hosts without systemd), AppArmor profiles (not yet).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import ContainerError
-from dockyard.runtime import etcfiles
+from dockyard.runtime import etcfiles, seccomp
 from dockyard.runtime.config import HOST, NONE, ContainerConfig, Mount
 from dockyard.runtime.users import User
 
@@ -122,6 +123,7 @@ def build_spec(
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            "seccomp": seccomp.profile(),
         },
     }
 
