@@ -24,7 +24,7 @@ from dockyard.layers import PackedLayer, pack
 from dockyard.runtime import mounts
 from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs
 from dockyard.runtime.snapshots import Snapshots, chain_id, chain_ids
-from dockyard.runtime.treecopy import same_but_times
+from dockyard.runtime.treecopy import copy_tree, same_but_times
 from dockyard.store import Store
 from dockyard.store.holds import Hold
 
@@ -115,6 +115,7 @@ class StepRunner:
             return self._layer(
                 state,
                 state_dir / "upper",
+                scratch,
                 overlay=True,
                 donor=donor,
                 copy=state_dir != scratch,
@@ -143,6 +144,7 @@ class StepRunner:
             return self._layer(
                 state,
                 root,
+                scratch,
                 overlay=False,
                 donor=donor,
                 copy=state_dir != scratch,
@@ -163,6 +165,7 @@ class StepRunner:
         self,
         state,
         upper: Path,
+        scratch: Path,
         *,
         overlay: bool,
         donor: Path | None,
@@ -171,9 +174,9 @@ class StepRunner:
     ) -> StepLayer:
         """Make ``upper`` the layer and snapshot above ``state``'s layers: ``keep``'s
         layer if ``upper`` holds what its snapshot ``donor`` holds but for times, else
-        a new blob packed from ``upper``. The snapshot is ``upper`` renamed, or a copy
-        of it (``copy``: it is in memory) sharing ``donor``'s identical files. An empty
-        dir makes no layer."""
+        a new blob packed from ``upper``. The snapshot is ``upper`` renamed, or (``copy``:
+        ``upper`` is in memory) a copy of it in ``scratch`` sharing ``donor``'s identical
+        files. An empty dir makes no layer."""
         if not any(os.scandir(upper)):
             return StepLayer(None)
         parent = chain_ids(state.diff_ids)
@@ -185,7 +188,7 @@ class StepRunner:
             and same_but_times(str(upper), str(donor))
         ):
             chain = chain_id(below, keep.layer.diff_id)
-            self.snapshots.commit_copy(donor, chain, share_with=donor)
+            self.snapshots.commit(_copy_sharing(donor, scratch, donor), chain)
             return StepLayer(keep.layer, chain, kept=True)
         with self.store.lease(), self.store.blobs.ingest() as blob:
             packed = pack(
@@ -193,11 +196,10 @@ class StepRunner:
             )
             blob.commit(packed.digest)
             self.blob_hold.add([packed.digest])
+        # A thread copying while the layer is packed was measured slower: the GIL.
+        snapshot = _copy_sharing(upper, scratch, donor) if copy else upper
         chain = chain_id(below, packed.diff_id)
-        if copy:
-            self.snapshots.commit_copy(upper, chain, share_with=donor)
-        else:
-            self.snapshots.commit(upper, chain)
+        self.snapshots.commit(snapshot, chain)
         return StepLayer(packed, chain)
 
     def _hold_blob(self, digest: str) -> bool:
@@ -207,6 +209,15 @@ class StepRunner:
                 return False
             self.blob_hold.add([digest])
         return True
+
+
+def _copy_sharing(tree: Path, scratch: Path, donor: Path | None) -> Path:
+    """A copy of ``tree`` on the snapshots' filesystem (in ``scratch``), its entries
+    identical in the snapshot ``donor`` sharing their inodes; return it."""
+    target = scratch / "snapshot"
+    target.mkdir()
+    copy_tree(str(tree), str(target), share_with=donor and str(donor))
+    return target
 
 
 class OutputTail:

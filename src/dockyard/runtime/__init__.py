@@ -27,11 +27,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# Imported now: the function ``netns`` shares its name with its module, and importing
+# the module later would rebind the package's ``netns`` to the module.
+from dockyard.runtime.netns import create_netns, netns, remove_netns
+
 if TYPE_CHECKING:
     from dockyard.runtime.config import HOST, NONE, ContainerConfig, Mount
     from dockyard.runtime.container import Container, ContainerTimeout, OutputCallback, run
     from dockyard.runtime.imageconfig import container_config
-    from dockyard.runtime.netns import create_netns, netns, remove_netns
     from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs
     from dockyard.runtime.snapshots import Snapshots, chain_id, chain_ids
 
@@ -41,7 +44,6 @@ _WHERE = {
     **dict.fromkeys(["HOST", "NONE", "ContainerConfig", "Mount"], "config"),
     **dict.fromkeys(["Container", "ContainerTimeout", "OutputCallback", "run"], "container"),
     "container_config": "imageconfig",
-    **dict.fromkeys(["create_netns", "netns", "remove_netns"], "netns"),
     **dict.fromkeys(["OverlayRootfs", "overlay_rootfs"], "rootfs"),
     **dict.fromkeys(["Snapshots", "chain_id", "chain_ids"], "snapshots"),
 }

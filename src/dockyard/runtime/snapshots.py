@@ -43,7 +43,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dockyard.errors import ContainerError, ManifestError
@@ -54,7 +54,6 @@ from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.manifest import Manifest
 from dockyard.runtime import interrupts, mounts, syscalls
-from dockyard.runtime.treecopy import copy_tree
 from dockyard.store import PruneResult, Store, trash
 from dockyard.store.holds import Hold, held_names
 
@@ -185,45 +184,20 @@ class Snapshots:
         hold exactly the layer that has ``chain`` as its chain ID. It is marked unsynced
         (see the module doc), not synced.
         """
-        return self._place(chain, upper, lambda: upper)
-
-    def commit_copy(self, upper: Path, chain: str, *, share_with: Path | None) -> Path:
-        """Like :meth:`commit` for an upper dir on another filesystem (in memory): it is
-        copied, and every entry identical in the snapshot ``share_with`` (a path from
-        :meth:`holding`) shares that entry's inode instead of taking a new one (see
-        :mod:`.treecopy`). ``upper`` is left as it is."""
-
-        def copy() -> Path:
-            hex_id = digests.hex_part(chain)
-            temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP}{hex_id}-", dir=self.root))
-            try:
-                copy_tree(str(upper), str(temp), share_with=share_with and str(share_with))
-            except BaseException:
-                shutil.rmtree(temp, ignore_errors=True)
-                raise
-            return temp
-
-        return self._place(chain, None, copy)
-
-    def _place(self, chain: str, given: Path | None, make: Callable[[], Path]) -> Path:
-        """Put the tree ``make()`` returns in place as the snapshot ``chain`` unless it
-        exists (``given``: a tree to delete then); hold it; return its path."""
         target = self.path(chain)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / _LOCKS).mkdir(exist_ok=True)
-        leftover = given
         try:
             with self.store.lease(), FileLock(self.root / _LOCKS / target.name):
                 self._hold.add([target.name])
                 self._replace_partial(target.name)
                 if not target.exists():
-                    made = make()
                     self._unsynced.mark(target.name)
-                    leftover = None if syscalls.rename_noreplace(made, target) else made
-            if leftover is not None:
-                shutil.rmtree(leftover)
+                taken = syscalls.rename_noreplace(upper, target)
+            if not taken:
+                shutil.rmtree(upper)
         except OSError as e:
-            raise ContainerError(f"cannot make snapshot {chain}: {e.strerror}") from None
+            raise ContainerError(f"cannot make {upper} snapshot {chain}: {e.strerror}") from None
         return target
 
     def holding(self, chain: str) -> Path | None:
