@@ -412,3 +412,26 @@ def test_overlay_pack_then_apply_deletes_from_lower(tmp_path):
     flatten(layers, rootfs)
     files = sorted(str(p.relative_to(rootfs)) for p in rootfs.rglob("*"))
     assert files == ["keep", "keep/file", "opaque", "opaque/new"]
+
+
+@pytest.mark.parametrize(
+    "name, uid, size, mtime",
+    [
+        (b"plain.txt", 0, 12, 1_700_000_000),
+        (b"d/" + b"x" * 98, 65534, 0, 0),  # exactly 100 bytes
+        (b"d/" + b"x" * 99, 1, 5, 1),  # 101: a pax path record
+        ("é.txt".encode(), 0, 1, 1),  # not ASCII: a pax path record
+        (b"big", 8**7, 8**11, 8**11),  # id, size and time beyond ustar: pax records
+    ],
+)
+def test_the_fast_file_header_is_the_general_one(name, uid, size, mtime):
+    from dockyard.layers import tarformat
+
+    general = tarformat.header(
+        name, tarformat.REGTYPE, mode=0o4755, uid=uid, gid=7, mtime=mtime, size=size
+    )
+    assert tarformat.file_header(name, 0o4755, uid, 7, size, mtime) == general
+    with tarfile.open(fileobj=io.BytesIO(general + bytes(1024)), mode="r:") as tar:
+        member = tar.next()  # the header alone: no data follows
+    assert member is not None
+    assert member.name == name.decode() and member.size == size and member.uid == uid

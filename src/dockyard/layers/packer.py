@@ -277,16 +277,21 @@ class _TarPipe:
                     self.write(_ids_header(name, tarformat.LNKTYPE, st, mtime, linkname=first))
                     return
             size = st.st_size
-            header = tarformat.header(
-                name,
-                tarformat.REGTYPE,
-                mode=stat.S_IMODE(st.st_mode),
-                uid=st.st_uid,
-                gid=st.st_gid,
-                mtime=mtime,
-                size=size,
-                xattrs=_xattrs(fd, name, overlay),
-            )
+            mode = stat.S_IMODE(st.st_mode)
+            xattrs = _xattrs(fd, name, overlay)
+            if xattrs:
+                header = tarformat.header(
+                    name,
+                    tarformat.REGTYPE,
+                    mode=mode,
+                    uid=st.st_uid,
+                    gid=st.st_gid,
+                    mtime=mtime,
+                    size=size,
+                    xattrs=xattrs,
+                )
+            else:
+                header = tarformat.file_header(name, mode, st.st_uid, st.st_gid, size, mtime)
             if size <= CHUNK:  # the common case, kept to one buffer append
                 data = os.read(fd, size)
                 while len(data) < size and (more := os.read(fd, size - len(data))):

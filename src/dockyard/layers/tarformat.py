@@ -38,9 +38,31 @@ _MAX_NUM = 8**11  # 11 octal digits: sizes and times
 _PAX_NAME = b"././@PaxHeader"
 
 
+_REG_TAIL = REGTYPE + bytes(100) + _MAGIC + _NO_NAMES + _NO_DEVICE + _NO_PREFIX
+_REG_SUM = _CONSTANT_SUM + REGTYPE[0] + sum(_NO_DEVICE)
+_PADDING = [bytes(n) for n in range(BLOCK)]
+
+
+def file_header(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int) -> bytes:
+    """What :func:`header` gives for a regular file without xattrs, faster: most files
+    of a tree fit the plain ustar block, whose constant part is made once."""
+    if (
+        len(name) > 100
+        or not name.isascii()
+        or size >= _MAX_NUM
+        or not 0 <= mtime < _MAX_NUM
+        or uid >= _MAX_ID
+        or gid >= _MAX_ID
+    ):
+        return header(name, REGTYPE, mode=mode, uid=uid, gid=gid, mtime=mtime, size=size)
+    numbers = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode, uid, gid, size, mtime)
+    checksum = _REG_SUM + sum(name) + sum(numbers)
+    return b"%s%s%06o\0 %s" % (name.ljust(100, b"\0"), numbers, checksum, _REG_TAIL)
+
+
 def padding(size: int) -> bytes:
     """The zero bytes that follow ``size`` bytes of file data to fill the last block."""
-    return bytes(-size % BLOCK)
+    return _PADDING[-size % BLOCK]
 
 
 def header(
