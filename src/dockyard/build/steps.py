@@ -107,20 +107,13 @@ class StepRunner:
         files creates inodes on disk for the changed ones only. ``keep_if_same``: if the
         upper dir holds what ``last``'s did but for times, ``last``'s layer is kept.
         """
-        with self.snapshots.scratch() as scratch:
-            donor = self.snapshots.holding(last.chain) if last else None
-            state_dir = self._upper_place(scratch, in_memory and donor is not None)
+
+        def make_upper(state_dir: Path) -> Path:
             with overlay_rootfs(self.lowers(state), state_dir) as fs:
                 work(fs)
-            return self._layer(
-                state,
-                state_dir / "upper",
-                scratch,
-                overlay=True,
-                donor=donor,
-                copy=state_dir != scratch,
-                keep=last if keep_if_same else None,
-            )
+            return fs.upper
+
+        return self._step(state, make_upper, True, last, in_memory, keep_if_same)
 
     def detached(
         self,
@@ -135,17 +128,34 @@ class StepRunner:
         empty dir, which becomes the layer on top of ``state``. Nothing below is read, so
         the layer is the same whatever ``state`` holds. The options as for
         :meth:`change`."""
-        with self.snapshots.scratch() as scratch:
-            donor = self.snapshots.holding(last.chain) if last else None
-            state_dir = self._upper_place(scratch, in_memory and donor is not None)
+
+        def make_upper(state_dir: Path) -> Path:
             root = state_dir / "upper"
             root.mkdir()
             work(root)
+            return root
+
+        return self._step(state, make_upper, False, last, in_memory, keep_if_same)
+
+    def _step(
+        self,
+        state,
+        make_upper: Callable[[Path], Path],
+        overlay: bool,
+        last: LastRun | None,
+        in_memory: bool,
+        keep_if_same: bool,
+    ) -> StepLayer:
+        """What :meth:`change` and :meth:`detached` share: ``make_upper`` fills an upper
+        dir in the directory it is given, on disk or in memory."""
+        with self.snapshots.scratch() as scratch:
+            donor = self.snapshots.holding(last.chain) if last else None
+            state_dir = self._upper_place(scratch, in_memory and donor is not None)
             return self._layer(
                 state,
-                root,
+                make_upper(state_dir),
                 scratch,
-                overlay=False,
+                overlay=overlay,
                 donor=donor,
                 copy=state_dir != scratch,
                 keep=last if keep_if_same else None,

@@ -24,8 +24,9 @@ overlays); with 6.8 or later an overlay takes any number of layers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dockyard import lazy
 
 # Imported now: the function ``netns`` shares its name with its module, and importing
 # the module later would rebind the package's ``netns`` to the module.
@@ -69,9 +70,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy.exports(__name__, _WHERE)
