@@ -124,9 +124,7 @@ def prune_build_records(store: Store, snapshot_exists: Callable[[str], bool]) ->
     killed writers among them. Return how many records went."""
     from dockyard.build.lineage import StepLineage
 
-    def has_blob(digest: str) -> bool:
-        return store.blobs.has(digest)
-
+    has_blob = store.blobs.has
     cache = BuildCache(store.root)
     lineage = StepLineage(store.root)
     removed = cache.prune(has_blob)

@@ -6,6 +6,10 @@ WORKDIR write straight into the merged dir (no container). What the step changed
 exactly the upper dir: it is packed into the layer blob (overlay whiteouts become OCI
 whiteouts) and then renamed into the snapshot of the new chain ID, so the next step
 mounts it without extracting anything.
+
+A step that reran meets what its last run made (:mod:`.lineage`): a small COPY then
+writes into memory and its snapshot shares the last run's unchanged files, and a step
+that made the same files but for their times keeps the last run's layer.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from dockyard.store import Store
 from dockyard.store.holds import Hold
 
 FAILED_OUTPUT_LINES = 20
-
 
 IN_MEMORY_LIMIT = 256 << 20
 """The most a step may write to an in-memory upper dir (see :meth:`StepRunner.change`)."""
