@@ -27,6 +27,30 @@ def test_a_live_hold_keeps_its_names_until_released(tmp_path):
     hold.release()  # twice is fine
 
 
+def test_a_reader_never_meets_a_hold_file_before_it_is_locked(tmp_path, monkeypatch):
+    """A reader that came between a hold file's creation and its lock would take it
+    for a dead process's and delete it; the file is locked before it is visible."""
+    import fcntl
+
+    from dockyard.store import holds
+
+    seen: list[set[str]] = []
+    flock = fcntl.flock
+
+    def reader_first(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX:  # the owner's lock: a prune comes just before it
+            seen.append(held_names(tmp_path / "holds"))
+        flock(fd, operation)
+
+    monkeypatch.setattr(holds.fcntl, "flock", reader_first)
+    hold = Hold(tmp_path / "holds")
+    hold.add(["a"])
+    monkeypatch.setattr(holds.fcntl, "flock", flock)
+    assert seen[0] == set()
+    assert held_names(tmp_path / "holds") == {"a"}
+    hold.release()
+
+
 def test_a_forgotten_hold_is_released_when_collected(tmp_path):
     hold = Hold(tmp_path / "holds")
     hold.add(["a"])

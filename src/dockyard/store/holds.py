@@ -65,9 +65,14 @@ class Hold:
             return self._fd
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            path = self.directory / f"{os.getpid()}-{os.urandom(6).hex()}"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC)
-            fcntl.flock(fd, fcntl.LOCK_EX)  # no prune runs now: nobody can have taken it
+            name = f"{os.getpid()}-{os.urandom(6).hex()}"
+            path = self.directory / name
+            # Locked under a hidden name, then renamed: a reader never meets it unlocked
+            # (it would take the file for a dead process's and delete it).
+            hidden = self.directory / f".{name}"
+            fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(hidden, path)
         except OSError as e:
             raise StoreError(f"cannot create a hold file in {self.directory}: {e}") from None
         self._fd = fd
@@ -91,6 +96,8 @@ def held_names(directory: Path) -> set[str]:
     except FileNotFoundError:
         return names
     for entry in entries:
+        if entry.name.startswith("."):
+            continue  # being made (see Hold._open)
         try:
             fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
