@@ -48,15 +48,13 @@ def copy_tree(source: str, target: str, *, share_with: str | None = None) -> Tre
     metadata is set from ``source``'s), linking entries identical to those at the same
     paths under ``share_with``. Must run as root (owners, devices, trusted xattrs)."""
     stats = TreeCopyStats()
-    src = os.open(source, _DIR)
-    dst = os.open(target, _DIR)
-    donor = -1
-    if share_with is not None:
-        try:
-            donor = os.open(share_with, _DIR)
-        except OSError:
-            donor = -1  # gone: a plain copy
+    src = dst = donor = -1
     try:
+        src = os.open(source, _DIR)
+        dst = os.open(target, _DIR)
+        if share_with is not None:
+            with contextlib.suppress(OSError):  # gone: a plain copy
+                donor = os.open(share_with, _DIR)
         _Copier(stats, os.path.abspath(target)).directory(src, dst, donor, "")
         _set_meta(dst, os.fstat(src), _xattrs(src))
     finally:
@@ -100,13 +98,13 @@ class _Copier:
     ) -> None:
         os.mkdir(name, 0o700, dir_fd=dst)
         self.stats.copied += 1
-        sub_src = os.open(name, _DIR, dir_fd=src)
-        sub_dst = os.open(name, _DIR, dir_fd=dst)
-        sub_donor = -1
-        if donor >= 0:
-            with contextlib.suppress(OSError):  # not a directory there: nothing to share
-                sub_donor = os.open(name, _DIR, dir_fd=donor)
+        sub_src = sub_dst = sub_donor = -1
         try:
+            sub_src = os.open(name, _DIR, dir_fd=src)
+            sub_dst = os.open(name, _DIR, dir_fd=dst)
+            if donor >= 0:
+                with contextlib.suppress(OSError):  # not a directory there: nothing to share
+                    sub_donor = os.open(name, _DIR, dir_fd=donor)
             self.directory(sub_src, sub_dst, sub_donor, path)
             _set_meta(sub_dst, st, _xattrs(sub_src))
         finally:
