@@ -211,3 +211,64 @@ def test_store_and_erase_through_the_helper(env, monkeypatch):
     assert creds.erase("r") is True
     assert creds.lookup("r") is None
     assert creds.erase("r") is False
+
+
+# -- a run's own credentials (registry_auth) ----------------------------------------------
+
+
+def test_from_auth_config_reads_auths_by_host():
+    pair = base64.b64encode(b"ci:pw").decode()
+    doc = {"auths": {"reg.example:5000": {"auth": pair}, "https://index.docker.io/v1/": {
+        "identitytoken": "tok"}}}  # fmt: skip
+    found = creds.from_auth_config(json.dumps(doc), "secret REG")
+    assert found == {
+        "reg.example:5000": Credentials("ci", "pw"),
+        "docker.io": Credentials(identity_token="tok"),
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ci:hunter2",
+        json.dumps({"auths": {}, "credsStore": "hunter2"}),
+        json.dumps({"auths": {"h": {"auth": "hunter2!"}}}),
+        json.dumps({"auths": ["hunter2"]}),
+    ],
+)
+def test_from_auth_config_refuses_other_documents_without_quoting_them(text):
+    with pytest.raises(AuthError) as err:
+        creds.from_auth_config(text, "secret REG")
+    assert str(err.value).startswith("secret REG")
+    assert "hunter2" not in str(err.value)
+
+
+def test_a_credential_scope_never_reads_the_hosts_auth_files(tmp_path, monkeypatch):
+    import contextvars
+    import threading
+
+    from dockyard.registry.client import CredentialScope, client_for
+
+    auth_file = tmp_path / "auth.json"
+    pair = base64.b64encode(b"host-user:host-pw").decode()
+    auth_file.write_text(json.dumps({"auths": {"a.example": {"auth": pair}}}))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
+    assert client_for("a.example").auth.credentials == Credentials("host-user", "host-pw")
+
+    run = CredentialScope({"b.example": Credentials("ci", "pw")}, host_credentials=False)
+    with run.active():
+        assert client_for("a.example").auth.credentials == Credentials()  # anonymous
+        assert client_for("b.example").auth.credentials == Credentials("ci", "pw")
+        seen = []
+        context = contextvars.copy_context()  # as the builder's stage threads run
+        thread = threading.Thread(
+            target=context.run, args=(lambda: seen.append(client_for("a.example")),)
+        )
+        thread.start()
+        thread.join()
+        assert seen[0].auth.credentials == Credentials()
+    run.close()
+    allowed = CredentialScope({}, host_credentials=True)
+    with allowed.active():
+        assert client_for("a.example").auth.credentials == Credentials("host-user", "host-pw")
+    assert client_for("a.example").auth.credentials == Credentials("host-user", "host-pw")

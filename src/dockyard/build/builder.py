@@ -35,7 +35,6 @@ from dockyard.build.steps import (
     StepRunner,
     fits_in_memory,
     run_failed,
-    secret_files,
 )
 from dockyard.errors import BuildError
 from dockyard.layout import atomic
@@ -482,7 +481,7 @@ class Builder:
         if mount.type == "ssh":
             raise instr.error("RUN --mount=type=ssh is not supported")
         if mount.type == "secret":
-            return self._secret_mount(instr, mount, stack, extra_env)
+            return self._secret_mount(instr, mount, extra_env)
         target = instr.mount_target(mount, workdir)
         if mount.type == "tmpfs":
             return runtime_config.Mount.tmpfs(target, size=mount.size or None)
@@ -500,7 +499,7 @@ class Builder:
         return runtime_config.Mount.bind(str(source), target, readonly=mount.read_only)
 
     def _secret_mount(
-        self, instr: ins.Run, mount: ins.Mount, stack: ExitStack, extra_env: dict[str, str]
+        self, instr: ins.Run, mount: ins.Mount, extra_env: dict[str, str]
     ) -> runtime_config.Mount | None:
         secret_id = mount.id or os.path.basename(mount.target)
         if secret_id not in self.options.secrets:
@@ -511,11 +510,14 @@ class Builder:
             extra_env[mount.env] = self.options.secrets[secret_id].decode()
             if not mount.target:
                 return None
-        files = stack.enter_context(
-            secret_files(self.options.secrets, [secret_id], self.store.root / "tmp")
+        # Staged in the container's private bundle, owned and moded as BuildKit does.
+        return runtime_config.Mount.file(
+            self.options.secrets[secret_id],
+            mount.target or f"/run/secrets/{secret_id}",
+            uid=mount.uid or 0,
+            gid=mount.gid or 0,
+            mode=0o400 if mount.mode is None else mount.mode,
         )
-        target = mount.target or f"/run/secrets/{secret_id}"
-        return runtime_config.Mount.bind(str(files[secret_id]), target, readonly=True)
 
     def _cache_dir(self, mount: ins.Mount, target: str, stack: ExitStack) -> Path:
         """The store directory behind a cache mount: one per id (default: the target)."""

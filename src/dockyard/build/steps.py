@@ -15,10 +15,9 @@ that made the same files but for their times keeps the last run's layer.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,26 +253,6 @@ class OutputTail:
         if self._partial:
             self.__call__("", b"\n")
         return list(self._lines)
-
-
-@contextmanager
-def secret_files(
-    secrets: dict[str, bytes], wanted: list[str], where: Path
-) -> Iterator[dict[str, Path]]:
-    """The ``wanted`` secrets as 0600 files in a private temp dir (outside any rootfs),
-    deleted afterwards: bind-mounted into RUN, never in a layer or the cache."""
-    with ExitStack() as stack:
-        where.mkdir(parents=True, exist_ok=True)
-        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=where)))
-        os.chmod(directory, 0o700)
-        files = {}
-        for secret_id in wanted:
-            path = directory / secret_id.replace("/", "_")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets[secret_id])
-            files[secret_id] = path
-        yield files
 
 
 def run_failed(instr, exit_code: int, tail: list[str]) -> BuildError:

@@ -7,9 +7,11 @@ pod model): they reach each other on 127.0.0.1, and each service's name resolves
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockyard.ci.cancel import Cancellation
 from dockyard.ci.images import Images
@@ -18,6 +20,9 @@ from dockyard.ci.runs import RunDir
 from dockyard.ci.workspace import MOUNT_POINT
 from dockyard.runtime import ContainerConfig, Mount
 from dockyard.store import Store
+
+if TYPE_CHECKING:
+    from dockyard.registry.client import Credentials, CredentialScope
 
 
 @dataclass
@@ -32,6 +37,11 @@ class RunContext:
     secrets: dict[str, str]  # every secret given to the run: all are masked
     events: Events
     cancel: Cancellation = field(default_factory=Cancellation)
+    # registry_auth secrets read (name -> host -> credentials), the pipeline's, and
+    # whether hosts without any may be reached with the host's own logins
+    registry_credentials: dict[str, dict[str, Credentials]] = field(default_factory=dict)
+    registry_auth: str | None = None
+    allow_host_credentials: bool = False
 
     def base_config(self, hostname: str, mounts: Sequence[Mount] = ()) -> ContainerConfig:
         """A container of this run: its network, its hosts, the workspace mounted."""
@@ -43,6 +53,44 @@ class RunContext:
             mounts=[Mount.bind(str(self.run.workspace), MOUNT_POINT), *mounts],
         )
 
+    def credential_scope(self, secret: str | None) -> CredentialScope:
+        """The registry credentials of a build naming the ``registry_auth`` ``secret``
+        (None: the pipeline's); the caller closes it."""
+        return credential_scope(
+            self.registry_credentials,
+            secret or self.registry_auth,
+            self.allow_host_credentials,
+        )
+
     @property
     def masked(self) -> list[str]:
-        return list(self.secrets.values())
+        """Every secret, and the forms of registry passwords a log could show."""
+        derived = [
+            form
+            for hosts in self.registry_credentials.values()
+            for credentials in hosts.values()
+            for form in _credential_forms(credentials)
+        ]
+        return list(self.secrets.values()) + derived
+
+
+def credential_scope(
+    registry_credentials: dict[str, dict[str, Credentials]],
+    secret: str | None,
+    allow_host_credentials: bool,
+) -> CredentialScope:
+    """The registry access of a run's pulls or build: the ``secret``'s credentials (none
+    if None), and the host's own logins only if the operator allowed them."""
+    from dockyard.registry.client import CredentialScope
+
+    return CredentialScope(
+        registry_credentials.get(secret, {}) if secret else {},
+        host_credentials=allow_host_credentials,
+    )
+
+
+def _credential_forms(credentials: Credentials) -> list[str]:
+    """A password or token as given, and ``user:password`` as sent (base64)."""
+    pair = f"{credentials.username}:{credentials.password}".encode()
+    forms = [credentials.password, credentials.identity_token, base64.b64encode(pair).decode()]
+    return [form for form in forms if form]

@@ -12,13 +12,16 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import NotFound
 from dockyard.reference import Reference
 from dockyard.runtime import Snapshots, overlay_rootfs
 from dockyard.store import Store
 from dockyard.transfer.pull import ensure_image
+
+if TYPE_CHECKING:
+    from dockyard.registry.client import CredentialScope
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,14 @@ class Image:
 
 
 class Images:
-    """The images of one store, as one run uses them."""
+    """The images of one store, as one run uses them; pulled with ``credentials`` only
+    (default: anonymously), never with the host's logins unless those allow it."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, credentials: CredentialScope | None = None):
+        from dockyard.registry.client import CredentialScope
+
         self.store = store
+        self.credentials = credentials or CredentialScope(host_credentials=False)
         self.snapshots = Snapshots(store)
         self._lock = threading.Lock()
         self._pulling: dict[Reference, threading.Lock] = {}
@@ -44,7 +51,7 @@ class Images:
         with its snapshots made."""
         with self._lock:
             lock = self._pulling.setdefault(ref, threading.Lock())
-        with lock:
+        with lock, self.credentials.active():
             descriptor = ensure_image(self.store, ref, note=note)
         manifest = self.store.image_manifest(descriptor)
         if manifest is None:

@@ -3,6 +3,7 @@
 ::
 
     env: {GLOBAL: "1"}
+    registry_auth: REGISTRY_AUTH                  # a secret: the run's registry logins
     services:
       web:
         image: REF
@@ -22,7 +23,13 @@
         failure: ignore
         when: {status: [success, failure], branch: main, event: push}
       - name: image
-        build: {context: ., dockerfile: Dockerfile, tags: [REF], push: false}
+        build: {context: ., dockerfile: Dockerfile, tags: [REF], push: true,
+                registry_auth: PUSH_AUTH}         # the build's logins (default: the run's)
+
+``registry_auth`` names a secret holding a docker config (``{"auths": {HOST: {"auth":
+BASE64(user:password)}}}``): the only registry credentials the run's pulls, builds and
+pushes use. Without one they are anonymous; the host's own logins are used only when the
+operator allows it (``RunOptions.allow_host_credentials``).
 
 Unknown fields are errors, as are unknown or cyclic ``depends_on`` names and repeated
 step names. Every error names the file, the line and the field::
@@ -262,6 +269,7 @@ class Build(_Model):
     build_args: dict[str, Text] = {}
     cache_from: Annotated[tuple[str, ...], BeforeValidator(_list)] = ()
     cache_to: str | None = None
+    registry_auth: EnvName | None = None  # a secret; default: the pipeline's
 
     @model_validator(mode="after")
     def _push_needs_tags(self) -> Build:
@@ -310,6 +318,7 @@ class PipelineSpec(_Model):
 
     name: str | None = None  # keys the caches; default: the file's path
     env: Env = {}
+    registry_auth: EnvName | None = None  # a secret: the run's registry credentials
     services: dict[ServiceName, Service] = {}
     steps: tuple[Step, ...]
 

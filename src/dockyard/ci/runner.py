@@ -28,9 +28,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockyard.ci.caches import cache_name
-from dockyard.ci.context import RunContext
+from dockyard.ci.context import RunContext, credential_scope
 from dockyard.ci.graph import Schedule
 from dockyard.ci.images import Images
 from dockyard.ci.pipeline import Pipeline
@@ -47,11 +48,14 @@ from dockyard.ci.runs import HOLDS_DIR, RUNNING, RunDir
 from dockyard.ci.services import ServiceError, Services
 from dockyard.ci.steps import run_step
 from dockyard.ci.workspace import MOUNT_POINT, create_workspace
-from dockyard.errors import DockyardError
+from dockyard.errors import AuthError, DockyardError
 from dockyard.runtime import interrupts, netns
 from dockyard.runtime.mounts import remove_tree
 from dockyard.store import Store
 from dockyard.store.holds import Hold
+
+if TYPE_CHECKING:
+    from dockyard.registry.client import Credentials
 
 DEFAULT_EVENT = "manual"
 
@@ -72,6 +76,9 @@ class RunOptions:
     event: str = DEFAULT_EVENT
     only: Sequence[str] = ()  # run these steps and what they depend on; default: all
     parallel: int = max(4, os.cpu_count() or 1)  # steps at a time
+    # Registry access without a registry_auth secret for the host: the host's own logins
+    # (an operator's choice: a pipeline may be anyone's), or anonymous (the default).
+    allow_host_credentials: bool = False
 
 
 def run_pipeline(
@@ -79,12 +86,14 @@ def run_pipeline(
 ) -> RunResult:
     """Run ``pipeline`` to its end; the result is also saved as the run's ``run.json``.
 
-    Raise :class:`RunError` before anything starts if ``only`` names an unknown step
-    or a selected step needs a secret that was not given.
+    Raise :class:`RunError` before anything starts if ``only`` names an unknown step,
+    a selected step needs a secret that was not given, or a ``registry_auth`` secret is
+    not a docker config.
     """
     options = options or RunOptions()
     events = events or Events()
     selected = _select(pipeline, options)
+    registry_credentials = _registry_credentials(pipeline, options, selected)
     store = Store(options.store_root)
     hold = Hold(store.root / HOLDS_DIR)
     caches = {
@@ -103,14 +112,20 @@ def run_pipeline(
         pid=os.getpid(),
     )
     run.write_record(result.to_json())
+    pulls = credential_scope(  # for step and service images
+        registry_credentials, pipeline.spec.registry_auth, options.allow_host_credentials
+    )
     ctx = RunContext(
         store=store,
-        images=Images(store),
+        images=Images(store, pulls),
         run=run,
         netns=run.netns,
         services=list(pipeline.services),
         secrets=dict(options.secrets),
         events=events,
+        registry_credentials=registry_credentials,
+        registry_auth=pipeline.spec.registry_auth,
+        allow_host_credentials=options.allow_host_credentials,
     )
     env = {
         "CI": "true",
@@ -155,6 +170,7 @@ def run_pipeline(
         result.duration = time.monotonic() - started
         result.pid = None
         run.write_record(result.to_json())
+        pulls.close()
         hold.release()
         events.run_finished(result)
     return result
@@ -169,12 +185,37 @@ def _select(pipeline: Pipeline, options: RunOptions) -> list[str]:
     selected = (
         pipeline.graph.with_dependencies(options.only) if options.only else pipeline.graph.order
     )
-    missing = sorted(
-        {s for name in selected for s in pipeline.step(name).secrets} - set(options.secrets)
-    )
+    wanted = {s for name in selected for s in pipeline.step(name).secrets}
+    wanted.update(_registry_auth_names(pipeline, selected))
+    missing = sorted(wanted - set(options.secrets))
     if missing:
         raise RunError(f"secrets not given: {', '.join(missing)} (use --secret)")
     return selected
+
+
+def _registry_auth_names(pipeline: Pipeline, selected: Sequence[str]) -> set[str]:
+    """The ``registry_auth`` secrets the pipeline and its selected build steps name."""
+    names = {pipeline.spec.registry_auth} if pipeline.spec.registry_auth else set()
+    for name in selected:
+        build = pipeline.step(name).build
+        if build is not None and build.registry_auth:
+            names.add(build.registry_auth)
+    return names
+
+
+def _registry_credentials(
+    pipeline: Pipeline, options: RunOptions, selected: Sequence[str]
+) -> dict[str, dict[str, Credentials]]:
+    """Each ``registry_auth`` secret, read as a docker config: host -> credentials."""
+    from dockyard.registry.client.credentials import from_auth_config
+
+    found = {}
+    for name in sorted(_registry_auth_names(pipeline, selected)):
+        try:
+            found[name] = from_auth_config(options.secrets[name], f"secret {name}")
+        except AuthError as e:
+            raise RunError(f"{e} (registry_auth)") from None
+    return found
 
 
 class _Scheduler:

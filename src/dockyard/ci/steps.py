@@ -8,7 +8,9 @@ command. Its cache dirs are bind-mounted; its environment is the image's, then t
 
 A build step builds a Dockerfile of the workspace in-process into the store, where
 later steps find the image by its tag; secrets go to the build's secret mounts
-(``RUN --mount=type=secret``), never into a layer. Its timeout and a cancel kill the
+(``RUN --mount=type=secret``), never into a layer. Its registry access (base images,
+cache, push) uses its ``registry_auth`` secret's credentials only (see
+:class:`~dockyard.registry.client.CredentialScope`). Its timeout and a cancel kill the
 RUN step running at the time, silent or not; the build itself stops at its next log
 line.
 
@@ -141,17 +143,21 @@ def _build(
         cache_from=list(build.cache_from),
         cache_to=build.cache_to,
     )
-    with ctx.cancel.group() as runs, _killed_at(runs, deadline):
-        built = build_image(ctx.store, options, log=line)
-    log.note(f"built {built.digest}" + "".join(f", tagged {t}" for t in build.tags))
-    if build.push:
-        from dockyard.registry.client import RegistryDestination, client_for
-        from dockyard.transfer.copy import copy_image
+    # Its pulls, cache import/export and pushes use the run's registry_auth, never
+    # (unless the operator allows it) the host's logins.
+    credentials = ctx.credential_scope(build.registry_auth)
+    with contextlib.closing(credentials), credentials.active():
+        with ctx.cancel.group() as runs, _killed_at(runs, deadline):
+            built = build_image(ctx.store, options, log=line)
+        log.note(f"built {built.digest}" + "".join(f", tagged {t}" for t in build.tags))
+        if build.push:
+            from dockyard.registry.client import RegistryDestination, client_for
+            from dockyard.transfer.copy import copy_image
 
-        for tag in build.tags:
-            ctx.cancel.check()
-            log.note(f"pushing {tag}")
-            copy_image(ctx.store.source(tag), RegistryDestination(client_for(tag), tag))
+            for tag in build.tags:
+                ctx.cancel.check()
+                log.note(f"pushing {tag}")
+                copy_image(ctx.store.source(tag), RegistryDestination(client_for(tag), tag))
 
 
 @contextlib.contextmanager

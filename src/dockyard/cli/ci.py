@@ -69,6 +69,13 @@ def ci() -> None:
     help="Also write the result as JSON.",
 )
 @click.option("-j", "--parallel", type=click.IntRange(min=1), help="Steps at a time.")
+@click.option(
+    "--allow-host-credentials",
+    is_flag=True,
+    help="Let the run's pulls and pushes use this host's registry logins (docker "
+    "config.json, dockyard login) for registries its registry_auth does not cover. "
+    "Only for pipelines you trust.",
+)
 @click.argument(
     "directory",
     required=False,
@@ -86,6 +93,7 @@ def run(
     only: tuple[str, ...],
     json_file: Path | None,
     parallel: int | None,
+    allow_host_credentials: bool,
     directory: Path,
 ) -> None:
     """Run the pipeline of DIR (default: .) with DIR copied as its workspace."""
@@ -101,6 +109,7 @@ def run(
         branch=branch if branch is not None else _git_branch(directory),
         event=event,
         only=only,
+        allow_host_credentials=allow_host_credentials,
     )
     if parallel:
         options.parallel = parallel

@@ -19,13 +19,18 @@ NONE = "none"
 
 @dataclass(frozen=True)
 class Mount:
-    """An extra mount: a host path bound in (:meth:`bind`) or an empty tmpfs (:meth:`tmpfs`)."""
+    """An extra mount: a host path bound in (:meth:`bind`), an empty tmpfs (:meth:`tmpfs`)
+    or a file of given content (:meth:`file`)."""
 
     destination: str
-    type: Literal["bind", "tmpfs"] = "bind"
+    type: Literal["bind", "tmpfs", "file"] = "bind"
     source: str = ""
     readonly: bool = False
     size: int | None = None  # tmpfs only: bytes
+    content: bytes = field(default=b"", repr=False)  # file only, and its owner and mode:
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o400
 
     @classmethod
     def bind(cls, source: str, destination: str, *, readonly: bool = False) -> Mount:
@@ -38,6 +43,15 @@ class Mount:
     def tmpfs(cls, destination: str, *, size: int | None = None) -> Mount:
         """An empty tmpfs (mode 1777) of at most ``size`` bytes at ``destination``."""
         return cls(destination, "tmpfs", size=size)
+
+    @classmethod
+    def file(
+        cls, content: bytes, destination: str, *, uid: int = 0, gid: int = 0, mode: int = 0o400
+    ) -> Mount:
+        """A read-only file holding ``content`` (a secret), owned by ``uid:gid`` with
+        ``mode``, at ``destination``: written in the container's private bundle (see
+        :mod:`.bundles`), never in the rootfs, and gone with the container."""
+        return cls(destination, "file", readonly=True, content=content, uid=uid, gid=gid, mode=mode)
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,17 @@ started out of the caller's sight (a build's RUN steps, for a cancelled pipeline
 A process killed outright (SIGKILL, the OOM killer) cleans nothing up, and runc, in a
 session of its own, keeps the container running. So every container is *held* by the
 process that started it (:mod:`dockyard.store.holds`, in ``<store root>/containers``,
-taken before its bundle exists); :func:`reap_orphans` (run by ``dockyard prune``)
-kills and deletes the containers nobody holds.
+taken before its bundle exists); :func:`reap_orphans` kills and deletes the containers
+nobody holds, and their bundles. ``dockyard prune`` runs it, and so does every process
+before it starts its first container in a store: a bundle holds secrets (the process's
+environment, secret files; see :mod:`.bundles`), so none outlives a crash for long.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import json
 import os
 import selectors
@@ -43,7 +46,7 @@ from pathlib import Path
 from typing import IO
 
 from dockyard.errors import ContainerError
-from dockyard.runtime import etcfiles, interrupts
+from dockyard.runtime import bundles, etcfiles, interrupts
 from dockyard.runtime.config import HOST, ContainerConfig
 from dockyard.runtime.inroot import MountStubs
 from dockyard.runtime.spec import build_spec
@@ -104,6 +107,20 @@ def reap_orphans(root: str | os.PathLike[str]) -> list[str]:
             )
         shutil.rmtree(root / BUNDLES_DIR / container_id, ignore_errors=True)
     return sorted(orphans)
+
+
+_reaped: set[Path] = set()  # the store roots this process has reaped
+_reaped_lock = threading.Lock()
+
+
+def _reap_once(root: Path) -> None:
+    """Reap the orphans under the store ``root`` if this process has not yet: a crashed
+    dockyard's containers and bundles (secrets in them) go at the next start."""
+    with _reaped_lock:
+        if root in _reaped:
+            return
+        reap_orphans(root)
+        _reaped.add(root)
 
 
 def new_id() -> str:
@@ -215,13 +232,16 @@ class Container:
         hostname = config.hostname or (
             os.uname().nodename if config.network == HOST else self.id.rpartition("-")[2]
         )
+        _reap_once(self.runc_root.parent)  # what a killed dockyard left: secrets too
         self._owner.add([self.id])  # before anything a reaper could find
-        self.bundle.mkdir(parents=True)
+        bundles.create(self.bundle)  # private: it holds secrets (see bundles)
+        bundles.write_private(self.bundle / "runc.log", b"")  # runc would make it 0644
         etcfiles.write(self.bundle, hostname, config.network, config.hosts)
+        config = dataclasses.replace(config, mounts=bundles.stage_files(self.bundle, config.mounts))
         spec = build_spec(
             config, rootfs=self.rootfs, user=user, hostname=hostname, etc_dir=self.bundle
         )
-        (self.bundle / "config.json").write_text(json.dumps(spec))
+        bundles.write_private(self.bundle / "config.json", json.dumps(spec).encode())
         self._stubs = MountStubs.find(self.rootfs, _rootfs_destinations(spec["mounts"]))
         self.runc_root.mkdir(parents=True, exist_ok=True)
         stdin, stdout, stderr = self._stdio

@@ -19,7 +19,7 @@ from dockyard.registry.client.client import (
     RegistryManifest,
 )
 from dockyard.registry.client.credentials import Credentials
-from dockyard.registry.client.factory import api_host, client_for
+from dockyard.registry.client.factory import CredentialScope, api_host, client_for
 from dockyard.registry.client.homes import RegistryDestination, RegistrySource
 from dockyard.registry.client.login import login, logout
 from dockyard.registry.client.retry import RetryPolicy
@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MANIFEST_ACCEPT",
     "Challenge",
+    "CredentialScope",
     "Credentials",
     "Opener",
     "RegistryClient",

@@ -98,6 +98,27 @@ def from_config(doc: dict[str, Any], host: str, where: str = "config.json") -> C
     return helper_get(store, config_key(host)) if store else None
 
 
+def from_auth_config(text: str, where: str) -> dict[str, Credentials]:
+    """The credentials of a docker-config-style JSON document given as data (a pipeline's
+    ``registry_auth`` secret), by host: its ``auths`` entries (``auth``, ``identitytoken``).
+    Credential helpers are refused: they would hand out the host's own logins. Errors name
+    ``where`` and never quote the document."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("auths"), dict):
+        raise AuthError(f'{where}: expected a docker config, a JSON object with "auths"')
+    if doc.get("credsStore") or doc.get("credHelpers"):
+        raise AuthError(f"{where}: credential helpers (credsStore, credHelpers) are refused")
+    found: dict[str, Credentials] = {}
+    for key, entry in doc["auths"].items():
+        credentials = _decode_entry(entry, f"{where}: auths[{key!r}]")
+        if credentials is not None:
+            found[_key_host(key)] = credentials
+    return found
+
+
 def _cred_helper(doc: dict[str, Any], host: str, where: str) -> str | None:
     for key, name in _section(doc, "credHelpers", where).items():
         if _key_host(key) == host and isinstance(name, str) and name:

@@ -1,15 +1,22 @@
-"""One shared :class:`RegistryClient` per registry host (and TLS choice) per process."""
+"""One shared :class:`RegistryClient` per registry host (and TLS choice) per process, or
+per :class:`CredentialScope` for code that must not use the host's registry logins."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
+from collections.abc import Iterator, Mapping
 
 from dockyard.reference import DOCKER_HUB_API, Reference
 from dockyard.registry.client.client import RegistryClient
-from dockyard.registry.client.credentials import canonical_host
+from dockyard.registry.client.credentials import Credentials, canonical_host
 
 _clients: dict[tuple[str, bool | None], RegistryClient] = {}
 _lock = threading.Lock()
+
+ANONYMOUS = Credentials()
+"""Credentials that are none: a client given them never reads the host's auth files."""
 
 
 def api_host(host: str) -> str:
@@ -18,10 +25,72 @@ def api_host(host: str) -> str:
 
 
 def client_for(target: Reference | str, tls_verify: bool | None = None) -> RegistryClient:
-    """The process-wide client for a reference's registry or a ``host[:port]``."""
+    """The client for a reference's registry or a ``host[:port]``: the active
+    :class:`CredentialScope`'s, else the process-wide one (the host's logins)."""
     host = target.api_host if isinstance(target, Reference) else api_host(target)
+    scope = _SCOPE.get()
+    if scope is not None:
+        return scope.client(host, tls_verify)
     with _lock:
         client = _clients.get((host, tls_verify))
         if client is None:
             client = _clients[host, tls_verify] = RegistryClient(host, tls_verify=tls_verify)
         return client
+
+
+class CredentialScope:
+    """The registry credentials one job may use (a pipeline run's, given to it), in place
+    of the host's own logins (docker's ``config.json``, ``dockyard login``).
+
+    In an :meth:`active` block (its thread, and contexts copied from it) :func:`client_for`
+    gives clients that authenticate to a host of ``credentials`` (keyed by host, as in a
+    docker config) with those, and go anonymous to any other host; with
+    ``host_credentials`` (an operator's explicit choice) to the others with the host's
+    logins instead. :meth:`close` closes the clients it made.
+    """
+
+    def __init__(
+        self, credentials: Mapping[str, Credentials] | None = None, *, host_credentials: bool
+    ):
+        self._credentials = {canonical_host(h): c for h, c in (credentials or {}).items()}
+        self.host_credentials = host_credentials
+        self._clients: dict[tuple[str, bool | None], RegistryClient] = {}
+        self._lock = threading.Lock()
+
+    def client(self, host: str, tls_verify: bool | None = None) -> RegistryClient:
+        """The client for ``host`` under this scope's credentials."""
+        credentials = self._credentials.get(canonical_host(host))
+        if credentials is None and self.host_credentials:
+            token = _SCOPE.set(None)
+            try:
+                return client_for(host, tls_verify)
+            finally:
+                _SCOPE.reset(token)
+        with self._lock:
+            client = self._clients.get((host, tls_verify))
+            if client is None:
+                client = RegistryClient(
+                    host, tls_verify=tls_verify, credentials=credentials or ANONYMOUS
+                )
+                self._clients[host, tls_verify] = client
+            return client
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[CredentialScope]:
+        """:func:`client_for` answers from this scope in the block."""
+        token = _SCOPE.set(self)
+        try:
+            yield self
+        finally:
+            _SCOPE.reset(token)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+_SCOPE: contextvars.ContextVar[CredentialScope | None] = contextvars.ContextVar(
+    "dockyard_registry_credentials", default=None
+)
