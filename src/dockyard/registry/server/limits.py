@@ -41,7 +41,10 @@ def body_cap(path: str) -> int | None:
 
 
 def too_large(cap: int) -> APIError:
-    return APIError("PAYLOAD_TOO_LARGE", f"request body over {cap} bytes")
+    """413; the connection is closed after it, so the rest of the body is not read."""
+    return APIError(
+        "PAYLOAD_TOO_LARGE", f"request body over {cap} bytes", headers={"Connection": "close"}
+    )
 
 
 class BoundedReceive:
