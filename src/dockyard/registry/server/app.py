@@ -6,7 +6,10 @@ decides: ``.../manifests/<ref>``, ``.../blobs/<digest>``, ``.../blobs/uploads/<i
 calls the handler. Small metadata reads run on the event loop (they are page-cache
 hits); blob bodies and anything that fsyncs run in threads. Uploads stream to disk in
 1 MiB batches, hashed as they arrive, the write of one batch overlapping the receipt of
-the next; downloads stream from disk in 1 MiB reads.
+the next; downloads stream from disk in 1 MiB reads. Handlers read bodies only through
+:mod:`.limits`' caps, and check passwords only through :mod:`.logins` (bcrypt off the
+event loop, failures rate-limited). A blob is served through a repository only if it is
+linked there (pushed, mounted from a readable repository, or fetched from its upstream).
 """
 
 from __future__ import annotations

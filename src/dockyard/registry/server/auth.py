@@ -5,8 +5,10 @@ Basic mode: every request carries ``Authorization: Basic``; a missing or wrong o
 ``GET /token?service=&scope=`` (or the OAuth2 ``POST /token`` password grant) issued to
 an htpasswd user; a request without one is challenged with ``WWW-Authenticate: Bearer
 realm=".../token",service=...,scope=...``, which docker, podman, skopeo and dockyard
-all follow. Tokens are HMAC-signed (the key lives in ``<root>/auth/token.key``), so they
-outlive a restart; they carry the granted scopes and an expiry.
+all follow. Tokens are HMAC-signed (the key lives in ``<root>/auth/token.key``, 0600), so
+they outlive a restart; they carry the user, the granted scopes and an expiry, and stop
+working when the user leaves the htpasswd file. Password checks go through
+:mod:`.logins` (bcrypt in a thread, failures rate-limited).
 """
 
 from __future__ import annotations
