@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import logging
 import math
 
@@ -48,9 +49,12 @@ class Logins:
         often lately."""
         if self.htpasswd.remembered(user, password):
             return True
+        if self.htpasswd.broken is not None:
+            return False  # refused, but not the client's failure
+        user_key = hashlib.sha256(user.encode()).hexdigest()  # names can be 64 KiB long
         wait = self.by_client.take(client)
         if wait is None:
-            wait = self.by_user.take(user)
+            wait = self.by_user.take(user_key)
             if wait is not None:
                 self.by_client.give_back(client)
         if wait is not None:
@@ -63,8 +67,8 @@ class Logins:
         ok = await loop.run_in_executor(self._pool, self.htpasswd.check, user, password)
         if ok:
             self.by_client.give_back(client)
-            self.by_user.give_back(user)
-        elif self.by_client.exhausted(client) or self.by_user.exhausted(user):
+            self.by_user.give_back(user_key)
+        elif self.by_client.exhausted(client) or self.by_user.exhausted(user_key):
             log.warning("too many failed logins from %s as %r: throttled", client, user)
         return ok
 
