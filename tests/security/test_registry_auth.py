@@ -70,21 +70,24 @@ def peak_rss_kib(pid: int) -> int:
 # -- request bodies -------------------------------------------------------------------
 
 
-def send_huge_body(port: int, path: str, total: int, chunked: bool) -> bytes:
-    """POST ``total`` bytes (declared, or chunked) while reading the answer; the answer."""
+def send_huge_body(port: int, request_line: str, total: int, chunked: bool) -> tuple[bytes, int]:
+    """Send ``total`` bytes of body (declared, or chunked) while reading the answer; the
+    answer and how many bytes the server took before it hung up."""
     sock = socket.create_connection(("127.0.0.1", port))
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    head = (
+        f"{request_line} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    )
     head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {total}\r\n\r\n"
     sock.sendall(head.encode())
     chunk = b"a=" + b"b" * ((1 << 20) - 2)
     piece = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk
+    sent = [0]
 
     def pour() -> None:
-        sent = 0
         try:
-            while sent < total:
+            while sent[0] < total:
                 sock.sendall(piece)
-                sent += len(chunk)
+                sent[0] += len(chunk)
             if chunked:
                 sock.sendall(b"0\r\n\r\n")
         except OSError:
@@ -103,25 +106,41 @@ def send_huge_body(port: int, path: str, total: int, chunked: bool) -> bytes:
     finally:
         sender.join(60)
         sock.close()
-    return answer
+    return answer, sent[0]
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bodies")
+    htpasswd = write_htpasswd(tmp / "htpasswd", {"alice": PASSWORDS["alice"]})
+    server = start_server(tmp / "server", "--htpasswd", str(htpasswd), "--auth", "token")
+    yield server
+    server.stop()
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_token_form_of_200mb_is_refused_without_buffering_it(tmp_path, chunked):
-    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"alice": PASSWORDS["alice"]})
-    server = start_server(tmp_path / "server", "--htpasswd", str(htpasswd), "--auth", "token")
-    try:
-        before = peak_rss_kib(server.process.pid)
-        answer = send_huge_body(server.port, "/token", 200 << 20, chunked)
-        status_line, _, rest = answer.partition(b"\r\n")
-        assert b" 413 " in status_line, answer[:300]
-        body = json.loads(rest.partition(b"\r\n\r\n")[2])
-        assert body["errors"][0]["code"] == "PAYLOAD_TOO_LARGE"
-        grown = peak_rss_kib(server.process.pid) - before
-        assert grown < 32 << 10, f"server peak RSS grew {grown >> 10} MiB"
-        assert httpx.get(f"{server.url}/v2/").status_code == 401  # still serving
-    finally:
-        server.stop()
+def test_token_form_of_200mb_is_refused_without_buffering_it(token_server, chunked):
+    before = peak_rss_kib(token_server.process.pid)
+    answer, sent = send_huge_body(token_server.port, "POST /token", 200 << 20, chunked)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 413 " in status_line, answer[:300]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["errors"][0]["code"] == "PAYLOAD_TOO_LARGE"
+    grown = peak_rss_kib(token_server.process.pid) - before
+    assert grown < 32 << 10, f"server peak RSS grew {grown >> 10} MiB"
+    assert sent < 64 << 20, f"the server read {sent >> 20} MiB of a refused body"
+    assert httpx.get(f"{token_server.url}/v2/").status_code == 401  # still serving
+
+
+@pytest.mark.parametrize(
+    "request_line", ["PUT /v2/a/b/manifests/x", "POST /v2/a/b/blobs/uploads/?digest=sha256:00"]
+)
+def test_refused_request_does_not_read_its_body(token_server, request_line):
+    """Unauthenticated 200 MB bodies: 401, and the server hangs up instead of reading
+    (and dropping) the rest to keep the connection alive."""
+    answer, sent = send_huge_body(token_server.port, request_line, 200 << 20, chunked=False)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
+    assert sent < 64 << 20, f"the server read {sent >> 20} MiB of a refused body"
 
 
 def test_manifest_body_over_cap_is_refused(tmp_path):

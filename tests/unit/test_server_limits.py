@@ -104,3 +104,19 @@ def test_buckets_table_is_bounded():
     for key in "efg":  # nothing full to forget: the least recently used goes
         assert buckets.take(key) is None
     assert len(buckets._buckets) == 3 and not buckets.exhausted("d")
+
+
+def test_bounded_receive_knows_an_unread_body():
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"abc", "more_body": False}
+
+    def bounded(*headers) -> limits.BoundedReceive:
+        return limits.BoundedReceive(receive, {"headers": list(headers)}, 10)
+
+    assert not bounded().unread  # no body at all
+    assert not bounded((b"content-length", b"0")).unread
+    assert bounded((b"transfer-encoding", b"chunked")).unread
+    declared = bounded((b"content-length", b"3"))
+    assert declared.unread
+    asyncio.run(declared())
+    assert not declared.unread

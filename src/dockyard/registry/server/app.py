@@ -156,6 +156,8 @@ class RegistryApp:
         except Exception as e:
             log.exception("%s %s failed", request.method, scope.get("path"))
             response = _error_response(APIError("UNKNOWN", f"internal error: {e}"))
+        if response.status_code >= 400 and bounded.unread:
+            response.headers["Connection"] = "close"
         await response(scope, receive, send)
 
     async def _lifespan(self, receive, send) -> None:

@@ -4,18 +4,18 @@ The rule: a handler either streams its body to disk (blob uploads) or reads at m
 cap :func:`body_cap` gives its route. The app hands every handler a ``receive`` wrapped
 in :class:`BoundedReceive`, so a body over the cap (by its ``Content-Length``, or by the
 bytes that actually arrive) ends in ``413 PAYLOAD_TOO_LARGE`` after at most the cap was
-buffered, whatever the handler does with it.
+buffered, whatever the handler does with it. A refused request (any 4xx/5xx) whose body
+was not read to its end closes the connection instead of reading the rest.
 
-| route                              | cap                                     |
-|------------------------------------|-----------------------------------------|
-| ``POST /token`` (OAuth2 form)      | :data:`TOKEN_FORM_MAX` (64 KiB)         |
-| ``PUT /v2/<name>/manifests/<ref>`` | :data:`MANIFEST_MAX` (4 MiB, as distribution) |
-| ``/v2/<name>/blobs/uploads/...``   | none here: streamed to disk in batches  |
-| anything else                      | :data:`OTHER_MAX` (0: no other handler reads a body) |
+- ``POST /token`` (the OAuth2 form): :data:`TOKEN_FORM_MAX`, 64 KiB
+- ``PUT /v2/<name>/manifests/<ref>``: :data:`MANIFEST_MAX`, 4 MiB (as distribution)
+- ``/v2/<name>/blobs/uploads/...``: no cap here, streamed to disk in batches
+- anything else: :data:`OTHER_MAX`, 0 (no other handler reads a body)
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -41,10 +41,8 @@ def body_cap(path: str) -> int | None:
 
 
 def too_large(cap: int) -> APIError:
-    """413; the connection is closed after it, so the rest of the body is not read."""
-    return APIError(
-        "PAYLOAD_TOO_LARGE", f"request body over {cap} bytes", headers={"Connection": "close"}
-    )
+    """413 (the connection is closed after it: the rest of the body is never read)."""
+    return APIError("PAYLOAD_TOO_LARGE", f"request body over {cap} bytes")
 
 
 class BoundedReceive:
@@ -60,25 +58,35 @@ class BoundedReceive:
         self._receive = receive
         self._cap = cap
         self._seen = 0
-        self._declared = _content_length(scope) if cap is not None else None
+        self._declared, chunked = _body_headers(scope)
+        self._ended = self._declared == 0 or (self._declared is None and not chunked)
+
+    @property
+    def unread(self) -> bool:
+        """Body bytes are still on their way that no handler read: refusing the request,
+        close the connection rather than read them (and drop them) to keep it alive."""
+        return not self._ended
 
     async def __call__(self) -> dict[str, Any]:
         cap = self._cap
         if cap is not None and self._declared is not None and self._declared > cap:
             raise too_large(cap)
         message = await self._receive()
-        if cap is not None and message["type"] == "http.request":
+        if message["type"] == "http.request":
             self._seen += len(message.get("body", b""))
-            if self._seen > cap:
+            self._ended = not message.get("more_body", False)
+            if cap is not None and self._seen > cap:
                 raise too_large(cap)
         return message
 
 
-def _content_length(scope: dict[str, Any]) -> int | None:
+def _body_headers(scope: dict[str, Any]) -> tuple[int | None, bool]:
+    """The declared ``Content-Length`` (None if absent or bad), and whether it is chunked."""
+    length, chunked = None, False
     for key, value in scope.get("headers", ()):
         if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+            with contextlib.suppress(ValueError):
+                length = int(value)
+        elif key == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+    return length, chunked
