@@ -19,6 +19,7 @@ import statistics
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bcrypt
@@ -258,6 +259,20 @@ def test_failed_logins_are_limited_per_user(tmp_path):
         assert alices_laptop.get("/v2/", headers=basic("alice")).status_code == 200
     finally:
         app.close()
+
+
+def test_parallel_logins_share_one_check(tmp_path):
+    """A client opening many connections at once with a password not checked yet: one
+    bcrypt run, no failure budget spent, every request answered."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", PASSWORDS, rounds=8)
+    app = create_app(ServerConfig(tmp_path / "root", htpasswd=htpasswd, auth_failure_limit=2))
+    bcrypt_runs = []
+    check = app.htpasswd.check
+    app.htpasswd.check = lambda *a: bcrypt_runs.append(a) or check(*a)
+    with TestClient(app, client=("10.0.0.5", 40000)) as client, ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda _: client.get("/v2/", headers=basic("bob")), range(16)))
+    assert [r.status_code for r in statuses] == [200] * 16
+    assert len(bcrypt_runs) == 1
 
 
 def test_token_realm_is_rate_limited_too(tmp_path):

@@ -129,6 +129,11 @@ class Htpasswd:
         self.refresh()
         return user in self._users
 
+    def fingerprint(self, user: str, password: str) -> bytes | None:
+        """Names one user and password (keyed hash, no secret in it); None for an unknown
+        user."""
+        return self._cache_key(user, password)[1]
+
     def _cache_key(self, user: str, password: str) -> tuple[bytes | None, bytes | None]:
         hashed = self._users.get(user)
         if hashed is None:

@@ -7,6 +7,8 @@ would freeze every other request for that long. So:
   (an HMAC lookup, fine on the event loop);
 - every other check runs bcrypt in a small pool of its own (:data:`BCRYPT_THREADS`), so
   a flood of checks queues there while the event loop and the I/O pool serve on;
+- concurrent checks of one user and password share one bcrypt run (a client that
+  opens many connections at once does not spend its failure budget on them);
 - before bcrypt runs, the attempt spends a token of its client address and one of its
   user name (:mod:`.ratelimit`); a good password gets them back, so only failures count.
   With either bucket empty the answer is ``429 TOOMANYREQUESTS`` with ``Retry-After``
@@ -43,6 +45,7 @@ class Logins:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             BCRYPT_THREADS, thread_name_prefix="registry-bcrypt"
         )
+        self._pending: dict[bytes, asyncio.Future[bool]] = {}  # checks under way
 
     async def check(self, client: str, user: str, password: str) -> bool:
         """True for a good password; raises 429 when the client or the user failed too
@@ -51,6 +54,9 @@ class Logins:
             return True
         if self.htpasswd.broken is not None:
             return False  # refused, but not the client's failure
+        fingerprint = self.htpasswd.fingerprint(user, password)
+        if fingerprint is not None and fingerprint in self._pending:
+            return await asyncio.shield(self._pending[fingerprint])  # the same check: share it
         user_key = hashlib.sha256(user.encode()).hexdigest()  # names can be 64 KiB long
         wait = self.by_client.take(client)
         if wait is None:
@@ -64,12 +70,19 @@ class Logins:
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
         loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(self._pool, self.htpasswd.check, user, password)
+        pending = loop.run_in_executor(self._pool, self.htpasswd.check, user, password)
+        if fingerprint is not None:
+            self._pending[fingerprint] = pending
+        try:
+            ok = await asyncio.shield(pending)
+        finally:
+            if fingerprint is not None:
+                self._pending.pop(fingerprint, None)
         if ok:
             self.by_client.give_back(client)
             self.by_user.give_back(user_key)
         elif self.by_client.exhausted(client) or self.by_user.exhausted(user_key):
-            log.warning("too many failed logins from %s as %r: throttled", client, user)
+            log.warning("too many failed logins from %s as %r: throttled", client, user[:64])
         return ok
 
     def close(self) -> None:
