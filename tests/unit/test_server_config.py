@@ -68,6 +68,7 @@ read_only = true
 htpasswd = "/etc/htpasswd"
 mode = "token"
 anonymous_pull = true
+failure_limit = 20
 
 [[upstream]]
 name = "quay"
@@ -95,6 +96,7 @@ def test_toml_and_yaml_config(tmp_path):
     config = from_document(load_file(path), str(path), ServerConfig(Path("/r")))
     assert config.addr == "0.0.0.0:5001" and config.tag_ttl == 120 and config.read_only
     assert config.auth_mode == "token" and config.anonymous_pull
+    assert config.auth_failure_limit == 20
     quay = config.upstream("quay")
     assert quay.username == "robot" and quay.password == "secret" and quay.tag_ttl == 30
     assert "secret" not in repr(quay)
@@ -113,6 +115,8 @@ def test_toml_and_yaml_config(tmp_path):
         "nope = 1",
         '[[upstream]]\nname = "x"',
         '[auth]\nmode = "magic"',
+        "[auth]\nfailure_limit = 0",
+        '[auth]\nfailure_limit = "many"',
         'tag_ttl = "soon"',
         '[[upstream]]\nname = "x"\nurl = "https://x.io"\nextra = 1',
     ],

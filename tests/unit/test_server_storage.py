@@ -146,6 +146,22 @@ def test_htpasswd_bcrypt(tmp_path):
         auth.Htpasswd(path)
 
 
+def test_htpasswd_remembers_good_passwords_briefly(tmp_path):
+    now = [0.0]
+    path = tmp_path / "htpasswd"
+    path.write_text(f"alice:{bcrypt.hashpw(b'pw', bcrypt.gensalt(rounds=4)).decode()}\n")
+    users = auth.Htpasswd(path, cache_ttl=60, clock=lambda: now[0])
+    assert not users.remembered("alice", "pw")
+    assert users.check("alice", "pw") and users.remembered("alice", "pw")
+    assert not users.remembered("alice", "other") and not users.remembered("bob", "pw")
+    now[0] = 61.0
+    assert not users.remembered("alice", "pw")  # expired
+    assert users.check("alice", "pw")
+    path.write_text(f"alice:{bcrypt.hashpw(b'pw', bcrypt.gensalt(rounds=4)).decode()}\n# x\n")
+    assert not users.remembered("alice", "pw")  # a reload forgets
+    assert users.broken is None
+
+
 def test_tokens(tmp_path):
     issuer = auth.TokenIssuer(tmp_path / "key")
     requested = auth.parse_scope("repository:a/b:pull,push registry:catalog:*")

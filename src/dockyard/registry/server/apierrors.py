@@ -48,6 +48,8 @@ class APIError(Exception):
         self.detail = detail
         self.status = status or default_status
         self.headers = headers or {}
+        if self.status == 413:  # hang up rather than read (and drop) the rest of the body
+            self.headers.setdefault("Connection", "close")
 
     def body(self) -> bytes:
         entry: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -6,7 +6,10 @@ decides: ``.../manifests/<ref>``, ``.../blobs/<digest>``, ``.../blobs/uploads/<i
 calls the handler. Small metadata reads run on the event loop (they are page-cache
 hits); blob bodies and anything that fsyncs run in threads. Uploads stream to disk in
 1 MiB batches, hashed as they arrive, the write of one batch overlapping the receipt of
-the next; downloads stream from disk in 1 MiB reads.
+the next; downloads stream from disk in 1 MiB reads. Handlers read bodies only through
+:mod:`.limits`' caps, and check passwords only through :mod:`.logins` (bcrypt off the
+event loop, failures rate-limited). A blob is served through a repository only if it is
+linked there (pushed, mounted from a readable repository, or fetched from its upstream).
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from dockyard.errors import DigestError, ManifestError
 from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Platform
-from dockyard.registry.server import auth, names
+from dockyard.registry.server import auth, limits, names
 from dockyard.registry.server.apierrors import APIError
 from dockyard.registry.server.config import ServerConfig
+from dockyard.registry.server.logins import Logins
 from dockyard.registry.server.mirror import STALE_HEADERS, Mirror, Route
 from dockyard.registry.server.storage import (
     Storage,
@@ -88,6 +92,11 @@ def _accepts(request: Request) -> list[str]:
     return out
 
 
+def _client(request: Request) -> str:
+    """The client's address, as failed logins are counted."""
+    return request.client.host if request.client else ""
+
+
 def _page_params(request: Request) -> tuple[int | None, str | None]:
     n_text = request.query_params.get("n")
     last = request.query_params.get("last") or None
@@ -119,6 +128,7 @@ class RegistryApp:
         self.storage.ensure()
         self.mirror = Mirror(self.storage, config)
         self.htpasswd = auth.Htpasswd(config.htpasswd) if config.htpasswd else None
+        self.logins = Logins(self.htpasswd, config.auth_failure_limit) if self.htpasswd else None
         self.tokens = (
             auth.TokenIssuer(config.root / "auth" / "token.key")
             if self.htpasswd and config.auth_mode == "token"
@@ -135,7 +145,8 @@ class RegistryApp:
             return
         if scope["type"] != "http":
             return
-        request = Request(scope, receive)
+        bounded = limits.BoundedReceive(receive, scope, limits.body_cap(scope["path"]))
+        request = Request(scope, bounded)
         try:
             response = await self.handle(request)
         except APIError as e:
@@ -145,6 +156,8 @@ class RegistryApp:
         except Exception as e:
             log.exception("%s %s failed", request.method, scope.get("path"))
             response = _error_response(APIError("UNKNOWN", f"internal error: {e}"))
+        if response.status_code >= 400 and bounded.unread:
+            response.headers["Connection"] = "close"
         await response(scope, receive, send)
 
     async def _lifespan(self, receive, send) -> None:
@@ -160,6 +173,8 @@ class RegistryApp:
 
     def close(self) -> None:
         self.mirror.close()
+        if self.logins is not None:
+            self.logins.close()
         self._io.shutdown(wait=False)
 
     async def _run(self, fn, *args):
@@ -173,12 +188,12 @@ class RegistryApp:
         if path == "/token" and self.tokens is not None:
             return await self.token(request)
         if path in ("/v2", "/v2/"):
-            self._authorize(request, None, None)
+            await self._authorize(request, None, None)
             return JSONResponse({}, headers=API_VERSION)
         if path == "/v2/_catalog":
             if method not in _READ_METHODS:
                 raise APIError("UNSUPPORTED", status=405)
-            self._authorize(request, "registry:catalog", "*")
+            await self._authorize(request, "registry:catalog", "*")
             return self.catalog(request)
         match = _PATH_RE.match(path)
         if match is None:
@@ -195,7 +210,11 @@ class RegistryApp:
             if route is None:
                 raise APIError("NAME_INVALID", detail={"name": name})
         action = "pull" if method in _READ_METHODS else ("delete" if method == "DELETE" else "push")
-        self._authorize(request, f"repository:{name}", action)
+        if route is not None and route != self.mirror.route(name):
+            # ?ns= reads another repository than the path names: the scope is for that one
+            await self._authorize(request, f"repository:{route.local}", action)
+        else:
+            await self._authorize(request, f"repository:{name}", action)
         if method not in _READ_METHODS:
             if self.config.read_only:
                 raise APIError("UNSUPPORTED", "the registry is read-only", status=405)
@@ -271,15 +290,16 @@ class RegistryApp:
 
     # -- auth --------------------------------------------------------------------------
 
-    def _authorize(self, request: Request, resource: str | None, action: str | None) -> None:
-        """Raise 401 unless the request may do ``action`` on ``resource`` (None: any user)."""
-        if self.htpasswd is None:
+    async def _authorize(self, request: Request, resource: str | None, action: str | None) -> None:
+        """Raise 401 unless the request may do ``action`` on ``resource`` (None: any user);
+        429 for a client or user that failed to log in too often."""
+        if self.logins is None or self.htpasswd is None:
             return
         header = request.headers.get("authorization")
         config = self.config
         if self.tokens is None:  # basic
             user = auth.parse_basic(header)
-            if user is not None and self.htpasswd.check(*user):
+            if user is not None and await self.logins.check(_client(request), *user):
                 return
             if config.anonymous_pull and user is None and action in ("pull", None):
                 return
@@ -289,7 +309,9 @@ class RegistryApp:
             )
         granted: list[auth.Access] | None = None
         if header and header[:7].lower() == "bearer ":
-            granted = self.tokens.verify(header[7:].strip())
+            checked = self.tokens.verify_user(header[7:].strip())
+            if checked is not None and (not checked[0] or self.htpasswd.knows(checked[0])):
+                granted = checked[1]  # a removed user's tokens end with the user
         if granted is not None:
             if resource is None:
                 return
@@ -315,7 +337,7 @@ class RegistryApp:
 
     async def token(self, request: Request) -> Response:
         """Our token realm: ``GET`` with basic credentials, or the OAuth2 ``POST``."""
-        assert self.tokens is not None and self.htpasswd is not None
+        assert self.tokens is not None and self.logins is not None
         user: str | None = None
         scopes: list[str] = []
         if request.method == "POST":
@@ -328,14 +350,14 @@ class RegistryApp:
             if form.get("grant_type") != "password":
                 return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
             creds = (form.get("username", ""), form.get("password", ""))
-            if not await self._run(self.htpasswd.check, *creds):
+            if not await self.logins.check(_client(request), *creds):
                 return JSONResponse({"error": "invalid_grant"}, status_code=401)
             user = creds[0]
             scopes = form.get("scope", "").split()
         else:
             creds = auth.parse_basic(request.headers.get("authorization"))
             if creds is not None:
-                if not await self._run(self.htpasswd.check, *creds):
+                if not await self.logins.check(_client(request), *creds):
                     raise APIError(
                         "UNAUTHORIZED",
                         "bad user name or password",
@@ -471,26 +493,22 @@ class RegistryApp:
         return Response(status_code=201, headers=headers)
 
     def _check_references(self, name: str, parsed: manifests.Manifest | manifests.Index) -> None:
-        """Every blob (or child manifest) a manifest names must be there; link them."""
+        """Every blob (or child manifest) a manifest names must be in this repository
+        (pushed to it, or mounted into it): naming a digest of another repository's
+        content never makes it readable here."""
         storage = self.storage
         if isinstance(parsed, manifests.Index):
             for entry in parsed.manifests:
-                if storage.has_manifest(name, entry.digest):
-                    continue
-                if storage.blobs.has(entry.digest):  # pushed to another repository
-                    with_type = entry.media_type or "application/octet-stream"
-                    storage.put_manifest(name, storage.blobs.read_bytes(entry.digest), with_type)
-                    continue
-                raise APIError("MANIFEST_BLOB_UNKNOWN", detail={"digest": entry.digest})
+                if not storage.has_manifest(name, entry.digest):
+                    raise APIError("MANIFEST_BLOB_UNKNOWN", detail={"digest": entry.digest})
             return
         for desc in parsed.blobs:
             if desc.urls and "nondistributable" in desc.media_type + "foreign":
                 continue
-            if not storage.blobs.has(desc.digest):
-                if desc.urls:
-                    continue  # foreign layer, fetched from its URLs
+            if storage.has_blob(name, desc.digest):
+                storage.touch_blob(desc.digest)  # gc grace
+            elif not desc.urls and not storage.has_manifest(name, desc.digest):
                 raise APIError("MANIFEST_BLOB_UNKNOWN", detail={"digest": desc.digest})
-            storage.link_blob(name, desc.digest)
 
     async def delete_manifest(self, name: str, reference: str) -> Response:
         if names.is_digest_like(reference):
@@ -512,7 +530,14 @@ class RegistryApp:
         headers = {**API_VERSION, "Docker-Content-Digest": digest}
         if route is not None:
             local = route.local
-            stat = storage.blob_stat(digest)
+            stat = storage.blob_stat(digest) if storage.has_blob(local, digest) else None
+            if stat is None and storage.blob_stat(digest) is not None:
+                # stored for another repository: serve it here only if the upstream has it
+                # for this one
+                if await self.mirror.blob_size(route, digest) is None:
+                    raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
+                await self._run(storage.link_blob, local, digest)
+                stat = storage.blob_stat(digest)
             if stat is None:
                 if request.method == "HEAD":
                     size = await self.mirror.blob_size(route, digest)
@@ -530,8 +555,6 @@ class RegistryApp:
                 return StreamingResponse(
                     body, headers=headers, media_type="application/octet-stream"
                 )
-            if not storage.has_blob(local, digest):
-                await self._run(storage.link_blob, local, digest)
         else:
             if not storage.has_blob(name, digest):
                 raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
@@ -588,22 +611,20 @@ class RegistryApp:
     async def start_upload(self, request: Request, name: str) -> Response:
         storage = self.storage
         query = request.query_params
-        mount = query.get("mount")
-        if mount:
-            source = query.get("from")
-            if names.valid_digest(mount) and storage.blobs.has(mount):
-                allowed = source is None
-                if source is not None and names.valid_name(source):
-                    route = self.mirror.route(source)
-                    allowed = storage.has_blob(route.local if route else source, mount)
-                    if allowed and self.htpasswd is not None:
-                        try:
-                            self._authorize(request, f"repository:{source}", "pull")
-                        except APIError:
-                            allowed = False
-                if allowed:
-                    await self._run(storage.link_blob, name, mount)
-                    return self._blob_created(name, mount)
+        mount, source = query.get("mount"), query.get("from")
+        if mount and source and names.valid_digest(mount) and names.valid_name(source):
+            # only from a repository that has the blob and the client may read; without
+            # from=, no mount (the spec's 202): a digest alone proves nothing
+            route = self.mirror.route(source)
+            allowed = storage.has_blob(route.local if route else source, mount)
+            if allowed and self.htpasswd is not None:
+                try:
+                    await self._authorize(request, f"repository:{source}", "pull")
+                except APIError:
+                    allowed = False
+            if allowed:
+                await self._run(storage.link_blob, name, mount)
+                return self._blob_created(name, mount)
         digest = query.get("digest")
         if digest is not None and not names.valid_digest(digest):
             raise APIError("DIGEST_INVALID", detail={"digest": digest})

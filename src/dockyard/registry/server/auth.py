@@ -5,22 +5,25 @@ Basic mode: every request carries ``Authorization: Basic``; a missing or wrong o
 ``GET /token?service=&scope=`` (or the OAuth2 ``POST /token`` password grant) issued to
 an htpasswd user; a request without one is challenged with ``WWW-Authenticate: Bearer
 realm=".../token",service=...,scope=...``, which docker, podman, skopeo and dockyard
-all follow. Tokens are HMAC-signed (the key lives in ``<root>/auth/token.key``), so they
-outlive a restart; they carry the granted scopes and an expiry.
+all follow. Tokens are HMAC-signed (the key lives in ``<root>/auth/token.key``, 0600), so
+they outlive a restart; they carry the user, the granted scopes and an expiry, and stop
+working when the user leaves the htpasswd file. Password checks go through
+:mod:`.logins` (bcrypt in a thread, failures rate-limited).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,10 @@ from dockyard.layout import atomic
 
 TOKEN_TTL = 300  # seconds
 SERVICE = "dockyard-registry"
+GOOD_PASSWORD_TTL = 60.0  # seconds a checked password is remembered
+MAX_REMEMBERED = 10_000
+
+log = logging.getLogger("dockyard.registry.server")
 
 
 class HtpasswdError(DockyardError):
@@ -37,26 +44,49 @@ class HtpasswdError(DockyardError):
 
 class Htpasswd:
     """``user:hash`` lines; bcrypt (``$2y$``/``$2b$``/``$2a$``) hashes as ``htpasswd -B``
-    writes them. The file is re-read when it changes; good passwords are remembered (as a
-    keyed hash) so bcrypt runs once per user and password, not once per request."""
+    writes them.
 
-    def __init__(self, path: Path):
+    The file is re-read when it changes (its size, mtime, ctime or inode). A reload that
+    fails (unreadable, malformed) fails closed: no user is known until the file is valid
+    again, and the reason is logged once per change of the file. A good password is
+    remembered for ``cache_ttl`` seconds (keyed by an HMAC of user, password and hash
+    under a per-process key, so the memory holds no password), and forgotten on reload:
+    bcrypt runs once per user and password a while, not once per request.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        cache_ttl: float = GOOD_PASSWORD_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.path = path
+        self.cache_ttl = cache_ttl
+        self._clock = clock
         self._users: dict[str, bytes] = {}
-        self._mtime: float | None = None
-        self._good: set[bytes] = set()
+        self._seen: tuple[int, ...] | None = None  # what the loaded file looked like
+        self._broken: str | None = None
+        self._good: dict[bytes, float] = {}  # key -> until when (clock)
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._load()
+        stat, users = self._read()  # a bad file at start-up is an error
+        self._users, self._seen = users, _signature(stat)
 
-    def _load(self) -> None:
+    @property
+    def broken(self) -> str | None:
+        """Why the last reload failed (all users refused), or None."""
+        self.refresh()
+        return self._broken
+
+    def _read(self) -> tuple[os.stat_result, dict[str, bytes]]:
         try:
-            stat = os.stat(self.path)
-            if stat.st_mtime == self._mtime:
-                return
-            text = self.path.read_text()
+            with open(self.path, "rb") as f:
+                stat = os.fstat(f.fileno())
+                text = f.read().decode()
         except OSError as e:
             raise HtpasswdError(f"{self.path}: cannot read: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise HtpasswdError(f"{self.path}: not UTF-8 text") from None
         users = {}
         for number, line in enumerate(text.splitlines(), 1):
             line = line.strip()
@@ -68,22 +98,68 @@ class Htpasswd:
                     f"{self.path}:{number}: only bcrypt entries are supported (htpasswd -B)"
                 )
             users[user] = hashed.encode()
+        return stat, users
+
+    def refresh(self) -> None:
+        """Re-read the file if it changed; on failure, refuse every user until it is
+        valid again."""
+        try:
+            seen = _signature(os.stat(self.path))
+        except OSError:
+            seen = None
+        if seen is not None and seen == self._seen:
+            return
         with self._lock:
-            self._users, self._mtime, self._good = users, stat.st_mtime, set()
+            if seen is not None and seen == self._seen:
+                return  # another thread reloaded it
+            try:
+                stat, users = self._read()
+            except HtpasswdError as e:
+                if self._broken != str(e) or self._users:
+                    log.error("htpasswd reload failed, refusing all users until fixed: %s", e)
+                self._users, self._good, self._broken, self._seen = {}, {}, str(e), seen
+                return
+            if self._broken is not None:
+                log.warning("htpasswd %s is valid again: %d user(s)", self.path, len(users))
+            self._users, self._good, self._broken = users, {}, None
+            self._seen = _signature(stat)
 
-    def check(self, user: str, password: str) -> bool:
-        import bcrypt
+    def knows(self, user: str) -> bool:
+        """The user is in the (valid) file now."""
+        self.refresh()
+        return user in self._users
 
-        with contextlib.suppress(HtpasswdError):  # keep the users we had
-            self._load()
+    def fingerprint(self, user: str, password: str) -> bytes | None:
+        """Names one user and password (keyed hash, no secret in it); None for an unknown
+        user."""
+        return self._cache_key(user, password)[1]
+
+    def _cache_key(self, user: str, password: str) -> tuple[bytes | None, bytes | None]:
         hashed = self._users.get(user)
         if hashed is None:
-            return False
+            return None, None
         key = hmac.new(
             self._key, b"\0".join((user.encode(), password.encode(), hashed)), hashlib.sha256
         ).digest()
-        if key in self._good:
+        return hashed, key
+
+    def remembered(self, user: str, password: str) -> bool:
+        """The password was found good moments ago (no bcrypt: cheap enough for the
+        event loop)."""
+        self.refresh()
+        _, key = self._cache_key(user, password)
+        until = self._good.get(key) if key is not None else None
+        return until is not None and until > self._clock()
+
+    def check(self, user: str, password: str) -> bool:
+        """bcrypt (slow on purpose: run it in a thread), or the cache."""
+        import bcrypt
+
+        if self.remembered(user, password):
             return True
+        hashed, key = self._cache_key(user, password)
+        if hashed is None or key is None:
+            return False
         candidate = hashed
         if candidate.startswith(b"$2y$"):
             candidate = b"$2b$" + candidate[4:]
@@ -92,9 +168,17 @@ class Htpasswd:
         except ValueError:
             ok = False
         if ok:
+            now = self._clock()
             with self._lock:
-                self._good.add(key)
+                if self._users.get(user) == hashed:  # not reloaded meanwhile
+                    if len(self._good) >= MAX_REMEMBERED:
+                        self._good = {k: t for k, t in self._good.items() if t > now}
+                    self._good[key] = now + self.cache_ttl
         return ok
+
+
+def _signature(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -138,14 +222,34 @@ class TokenIssuer:
 
     @staticmethod
     def _load_key(path: Path) -> bytes:
+        """The key in ``path``; a new one if there is none (or it is not a key).
+
+        A new key is written to a temp file created 0600 with ``O_EXCL`` (``mkstemp``),
+        synced, then linked into place, so the key is never readable by others, not even
+        for a moment, and two servers starting at once agree on one key.
+        """
         try:
             return bytes.fromhex(path.read_text().strip())
         except (FileNotFoundError, ValueError):
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = secrets.token_bytes(32)
-        atomic.write_bytes(path, key.hex().encode())
-        os.chmod(path, 0o600)
+        f, temp = atomic.create_temp(path.parent, path.name)
+        try:
+            with f:
+                f.write(key.hex().encode())
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(temp, path)
+            except FileExistsError:  # a bad key file, or another server was first
+                try:
+                    return bytes.fromhex(path.read_text().strip())
+                except ValueError:
+                    os.replace(temp, path)
+            atomic.fsync_dir(path.parent)
+        finally:
+            temp.unlink(missing_ok=True)
         return key
 
     def issue(self, user: str, granted: list[Access]) -> tuple[str, int]:
@@ -162,6 +266,11 @@ class TokenIssuer:
 
     def verify(self, token: str) -> list[Access] | None:
         """The access a valid, unexpired token grants; None for anything else."""
+        checked = self.verify_user(token)
+        return None if checked is None else checked[1]
+
+    def verify_user(self, token: str) -> tuple[str, list[Access]] | None:
+        """Whom a valid, unexpired token was issued to ("" anonymous) and what it grants."""
         body, sep, sig = token.partition(".")
         if not sep:
             return None
@@ -174,7 +283,7 @@ class TokenIssuer:
             payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
             if payload["exp"] < time.time():
                 return None
-            return [
+            return str(payload["sub"]), [
                 Access(a["type"], a["name"], frozenset(a["actions"])) for a in payload["access"]
             ]
         except (ValueError, KeyError, TypeError):

@@ -11,6 +11,7 @@ gc_grace = 3600          # seconds: younger blobs survive gc
 htpasswd = "/etc/dockyard/htpasswd"   # bcrypt entries (htpasswd -B)
 mode = "basic"                        # or "token": the server is its own token realm
 anonymous_pull = false
+failure_limit = 10                    # failed logins per client address, and per user, a minute
 
 [tls]
 cert = "/etc/dockyard/tls.crt"
@@ -87,6 +88,7 @@ class ServerConfig:
     auth_mode: str = "basic"  # with an htpasswd file: "basic" or "token"
     token_realm: str | None = None  # default: <scheme>://<Host header>/token
     anonymous_pull: bool = False
+    auth_failure_limit: int = 10  # failed logins per client, and per user, per minute (burst)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     read_only: bool = False
@@ -204,6 +206,11 @@ def from_document(doc: dict[str, Any], where: str, base: ServerConfig) -> Server
         changes["token_realm"] = str(auth["realm"])
     if "anonymous_pull" in auth:
         changes["anonymous_pull"] = bool(auth["anonymous_pull"])
+    if "failure_limit" in auth:
+        limit = auth["failure_limit"]
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"{where}: auth.failure_limit must be a whole number above 0")
+        changes["auth_failure_limit"] = limit
     tls = doc.get("tls") or {}
     if not isinstance(tls, dict):
         raise ConfigError(f"{where}: [tls] must be a table")
