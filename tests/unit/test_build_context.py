@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.build.context import BuildContext, index_file_for
 from dockyard.build.frontend.dockerignore import IgnoreMatcher
 
@@ -72,7 +73,8 @@ def test_stat_cache_skips_reading_unchanged_files(context, tmp_path, monkeypatch
 
 def test_dockerignore_excludes_and_exceptions(context):
     (context / ".dockerignore").write_text("src/**/*.py\n!src/pkg/mod.py\nREADME\n")
-    matcher = IgnoreMatcher.load(context, context / "Dockerfile")
+    with ConfinedDir.open(context) as root:
+        matcher = IgnoreMatcher.load(root, ConfinedFile(root, "Dockerfile"))
     ctx = BuildContext(context, matcher.excluded, matcher.may_contain)
     assert "README" not in ctx.entries
     assert "src/main.py" not in ctx.entries

@@ -42,6 +42,12 @@ def _location(spec: str):
     )
 
 
+def check_location(spec: str) -> None:
+    """DockyardError now if ``spec`` is no cache location: a build checks ``--cache-to``
+    before its first step, not after its last."""
+    _location(spec)
+
+
 class _StoreBlobs:
     """An image source over blobs already in the store (the cache image we assemble)."""
 

@@ -8,9 +8,12 @@ command. Its cache dirs are bind-mounted; its environment is the image's, then t
 
 A build step builds a Dockerfile of the workspace in-process into the store, where
 later steps find the image by its tag; secrets go to the build's secret mounts
-(``RUN --mount=type=secret``), never into a layer. Its timeout and a cancel kill the
-RUN step running at the time, silent or not; the build itself stops at its next log
-line.
+(``RUN --mount=type=secret``), never into a layer. Its context and Dockerfile
+directory are opened inside the workspace (symlinks resolved inside it) when it
+starts, and the builder reads only through those fds: a parallel step that swaps them
+for symlinks to host directories meanwhile changes nothing the build sees. Its timeout
+and a cancel kill the RUN step running at the time, silent or not; the build itself
+stops at its next log line.
 
 After a step its JUnit reports are counted and its artifacts copied into the run
 directory, whether it succeeded or not.
@@ -19,12 +22,13 @@ directory, whether it succeeded or not.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import shlex
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 
+from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.ci.caches import cache_dir
 from dockyard.ci.context import RunContext
 from dockyard.ci.junit import read_reports
@@ -122,27 +126,25 @@ def _build(
     from dockyard.build.builder import BuildOptions
     from dockyard.build.builder import build as build_image
 
-    workspace = ctx.run.workspace.resolve()
-    context = _inside(workspace, build.context)
-    dockerfile = _inside(workspace, build.dockerfile) if build.dockerfile else None
-
     def line(text: str) -> None:  # the builder's log; the one place to stop it
         ctx.cancel.check()
         if deadline is not None and time.monotonic() > deadline:
             raise StepTimeout
         log.line(text)
 
-    options = BuildOptions(
-        context=context,
-        dockerfile=dockerfile,
-        tags=list(build.tags),
-        build_args=dict(build.build_args),
-        secrets={name: value.encode() for name, value in secrets.items()},
-        cache_from=list(build.cache_from),
-        cache_to=build.cache_to,
-    )
-    with ctx.cancel.group() as runs, _killed_at(runs, deadline):
-        built = build_image(ctx.store, options, log=line)
+    with contextlib.ExitStack() as stack:
+        workspace = stack.enter_context(ConfinedDir.open(ctx.run.workspace, "workspace"))
+        options = BuildOptions(
+            context=stack.enter_context(workspace.subdir(build.context)),
+            dockerfile=_dockerfile(workspace, build.dockerfile, stack),
+            tags=list(build.tags),
+            build_args=dict(build.build_args),
+            secrets={name: value.encode() for name, value in secrets.items()},
+            cache_from=list(build.cache_from),
+            cache_to=build.cache_to,
+        )
+        with ctx.cancel.group() as runs, _killed_at(runs, deadline):
+            built = build_image(ctx.store, options, log=line)
     log.note(f"built {built.digest}" + "".join(f", tagged {t}" for t in build.tags))
     if build.push:
         from dockyard.registry.client import RegistryDestination, client_for
@@ -187,11 +189,14 @@ def _collect(ctx: RunContext, step: Step, result: StepResult, log: OutputLog) ->
         log.note(f"artifacts: {len(result.artifacts)} paths saved in {target}")
 
 
-def _inside(workspace: Path, relative: str) -> Path:
-    path = (workspace / relative).resolve()
-    if not path.is_relative_to(workspace):
-        raise DockyardError(f"{relative} leads out of the workspace")
-    return path
+def _dockerfile(
+    workspace: ConfinedDir, relative: str | None, stack: contextlib.ExitStack
+) -> ConfinedFile | None:
+    """A build's ``dockerfile:``, in its directory opened inside the workspace."""
+    if relative is None:
+        return None  # the builder reads Dockerfile in the context
+    directory, name = posixpath.split(posixpath.normpath(relative))
+    return ConfinedFile(stack.enter_context(workspace.subdir(directory)), name)
 
 
 def _summary(result: StepResult) -> str:
