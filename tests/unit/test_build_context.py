@@ -1,4 +1,6 @@
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -87,3 +89,26 @@ def test_missing_context_is_a_build_error(tmp_path):
 
     with pytest.raises(BuildError, match="not a directory"):
         BuildContext(tmp_path / "nope")
+
+
+def test_parallel_readers_all_see_the_whole_context(tmp_path):
+    """Stages run two at a time and read one context: none may see it half-walked (an
+    empty context, a bogus "not found"). Many readers start at once, many times over."""
+    root = tmp_path / "ctx"
+    for d in range(20):
+        (root / f"dir{d}").mkdir(parents=True)
+        for f in range(50):
+            (root / f"dir{d}" / f"f{f}").write_text(f"{d}/{f}\n")
+    expected = 1 + 20 + 20 * 50
+    readers = 8
+    for _ in range(20):
+        ctx = BuildContext(root)
+        start = threading.Barrier(readers)
+
+        def read(_: int, ctx: BuildContext = ctx, start: threading.Barrier = start) -> int:
+            start.wait()
+            return len(ctx.entries)
+
+        with ThreadPoolExecutor(readers) as pool:
+            assert list(pool.map(read, range(readers))) == [expected] * readers
+        ctx.close()
