@@ -22,7 +22,7 @@ from dockyard.ci.pipeline import Build, Step
 from dockyard.ci.results import SUCCESS, Events
 from dockyard.ci.runs import RunDir
 from dockyard.ci.steps import run_step
-from dockyard.errors import BuildError
+from dockyard.errors import BuildError, DockyardError
 from dockyard.layers import open_decompressed
 from dockyard.store import Store
 
@@ -64,44 +64,44 @@ def leaked(store_root: Path, marker: str) -> list[str]:
 
 
 class Flipper(threading.Thread):
-    """Swaps ``context`` and ``context/sub`` between their real directories and symlinks
-    to ``host`` (absolute and relative targets, by turns) until stopped, as a parallel
-    pipeline step sharing the workspace can."""
+    """Swaps each of ``paths`` (outermost first) between its real directory and a
+    symlink to ``host`` (absolute and relative targets, by turns) until stopped, as a
+    parallel pipeline step sharing the workspace can. A path flips only while the
+    flipped paths above it are real."""
 
-    def __init__(self, context: Path, host: Path):
+    def __init__(self, paths: list[Path], host: Path):
         super().__init__(daemon=True)
-        self.context = context
+        self.paths = paths
         self.host = host
         self.flips = 0
         self.lock = threading.Lock()
         self.stopped = threading.Event()
-        self.linked = {context: False, context / "sub": False}
+        self.linked = dict.fromkeys(paths, False)
 
-    def real(self, relative: str) -> Path:
-        """Where ``relative`` (under the context) is right now, as a real path; call
-        with :attr:`lock` held."""
-        base = self.context.with_name(self.context.name + ".real")
-        base = base if self.linked[self.context] else self.context
-        parts = relative.split("/")
-        if parts[0] == "sub" and self.linked[self.context / "sub"]:
-            parts[0] = "sub.real"
-        return base.joinpath(*parts)
+    def real(self, path: Path) -> Path:
+        """Where ``path`` is right now as a real path; call with :attr:`lock` held."""
+        for flipped in reversed(self.paths):
+            if self.linked[flipped] and (path == flipped or flipped in path.parents):
+                path = _stash(flipped) / path.relative_to(flipped)
+        return path
 
     def run(self) -> None:
         chance = random.Random(0)
         while not self.stopped.is_set():
             with self.lock:
-                sub = self.context / "sub"
-                path = sub if chance.random() < 0.5 and not self.linked[self.context] else None
-                self._toggle(path or self.context)
+                free = [
+                    p
+                    for p in self.paths
+                    if not any(self.linked[q] for q in self.paths if q in p.parents)
+                ]
+                self._toggle(chance.choice(free))
 
     def _toggle(self, path: Path) -> None:
-        stash = path.with_name(path.name + ".real")
         if self.linked[path]:
             path.unlink()
-            stash.rename(path)
+            _stash(path).rename(path)
         else:
-            path.rename(stash)
+            path.rename(_stash(path))
             target = self.host if self.flips % 4 < 2 else os.path.relpath(self.host, path.parent)
             path.symlink_to(target)
         self.linked[path] = not self.linked[path]
@@ -111,9 +111,13 @@ class Flipper(threading.Thread):
         self.stopped.set()
         self.join()
         with self.lock:
-            for path in (self.context, self.context / "sub"):
+            for path in self.paths:
                 if self.linked[path]:
                     self._toggle(path)
+
+
+def _stash(path: Path) -> Path:
+    return path.with_name(path.name + ".real")
 
 
 @pytest.fixture
@@ -124,7 +128,7 @@ def flipping(tmp_path: Path, host: Path) -> Iterator[tuple[Path, Flipper]]:
     (context / "sub").mkdir(parents=True)
     (context / "Dockerfile").write_text("FROM scratch\nCOPY . /out/\n")
     (context / "sub" / "a").write_text("a\n")
-    flipper = Flipper(context, host)
+    flipper = Flipper([context, context / "sub"], host)
     yield workspace, flipper
     if flipper.is_alive():
         flipper.stop()
@@ -158,9 +162,9 @@ def test_a_pipeline_build_never_copies_a_host_dir_swapped_in_for_its_context(
     step = Step(name="image", build=Build(context="ctx"))
     succeeded = builds = 0
     flipper.start()
-    while flipper.flips < MIN_FLIPS or builds < 150:
+    while flipper.flips < MIN_FLIPS or builds < 150 or (succeeded < 3 and builds < 600):
         with flipper.lock:  # a new file each time: no build is a cache hit
-            flipper.real("n").write_text(f"{builds}\n")
+            flipper.real(workspace / "ctx" / "n").write_text(f"{builds}\n")
         result = run_step(run_context(store, workspace), step, {}, "key")
         builds += 1
         succeeded += result.status == SUCCESS
@@ -212,3 +216,64 @@ def test_dockerignore_symlinked_to_a_host_file_is_not_read(store_root, tmp_path,
     assert result.executed == 1
     assert marker_of(host).upper() not in "\n".join(lines)
     assert leaked(store_root, marker_of(host)) == []
+
+
+BUSYBOX = "localhost/fixtures/busybox-build-confine:1"
+
+
+@pytest.fixture
+def busybox(dockyard, busybox_rootfs) -> str:
+    """A busybox image in the test's store, imported (no registry needed)."""
+    dockyard("import", "--compression", "none", str(busybox_rootfs), BUSYBOX)
+    return BUSYBOX
+
+
+@pytest.mark.e2e
+def test_a_bind_mount_source_swapped_for_a_host_symlink_is_never_mounted(
+    dockyard, busybox, tmp_path, host
+):
+    """``RUN --mount=type=bind,source=sub`` while ``sub`` flips between the context's
+    directory and a symlink to a host dir: the builder binds what it opened inside the
+    context, never a path the container runtime resolves again later."""
+    context = tmp_path / "ctx"
+    (context / "sub").mkdir(parents=True)
+    (context / "Dockerfile").write_text(
+        f"FROM {busybox}\nRUN --mount=type=bind,source=sub,target=/m cp -r /m /copied\n"
+    )
+    flipper = Flipper([context / "sub"], host)  # a CLI build's context is the operator's
+    store = Store(dockyard.root)
+    succeeded = builds = 0
+    flipper.start()
+    try:
+        while builds < 80 or (succeeded < 3 and builds < 300):
+            with flipper.lock:  # new content each time: the RUN step is no cache hit
+                flipper.real(context / "sub" / "n").write_text(f"{builds}\n")
+            try:
+                build(store, BuildOptions(context=context))
+                succeeded += 1
+            except (DockyardError, OSError):
+                pass  # the context changed while it was read: refused (the old code
+                # failed with OSError now and then, and leaked at other times)
+            builds += 1
+    finally:
+        flipper.stop()
+    assert leaked(dockyard.root, marker_of(host)) == []
+    assert flipper.flips >= MIN_FLIPS
+    assert succeeded > 0, "no build got through: the test proved nothing"
+
+
+@pytest.mark.e2e
+def test_a_read_write_bind_mount_of_the_context_never_writes_to_it(dockyard, busybox, tmp_path):
+    """``rw`` lets a RUN step write to its bind mount, but what it writes is thrown away
+    (BuildKit): a Dockerfile must not plant files (a git hook, say) in its context."""
+    context = tmp_path / "ctx"
+    (context / "sub").mkdir(parents=True)
+    (context / "sub" / "f").write_text("f\n")
+    (context / "Dockerfile").write_text(
+        f"FROM {busybox}\n"
+        "RUN --mount=type=bind,target=/c,rw touch /c/planted && echo x >> /c/sub/f\n"
+        "RUN --mount=type=bind,source=sub/f,target=/f,rw echo y >> /f\n"
+    )
+    build(Store(dockyard.root), BuildOptions(context=context))
+    assert sorted(p.name for p in context.rglob("*")) == ["Dockerfile", "f", "sub"]
+    assert (context / "sub" / "f").read_text() == "f\n"
