@@ -277,3 +277,23 @@ def test_a_read_write_bind_mount_of_the_context_never_writes_to_it(dockyard, bus
     build(Store(dockyard.root), BuildOptions(context=context))
     assert sorted(p.name for p in context.rglob("*")) == ["Dockerfile", "f", "sub"]
     assert (context / "sub" / "f").read_text() == "f\n"
+
+
+@pytest.mark.parametrize("field", ["cache_to", "cache_from"])
+def test_a_pipeline_build_cache_names_no_host_directory(store_root, tmp_path, field):
+    """``cache_to: type=local,dest=/host/dir`` would write to (``cache_from`` read from)
+    a host path the pipeline chose: refused before the build starts."""
+    workspace = tmp_path / "workspace"
+    (workspace / "ctx").mkdir(parents=True)
+    (workspace / "ctx" / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    outside = tmp_path / "host-cache"
+    spec = f"type=local,dest={outside}" if field == "cache_to" else f"type=local,src={outside}"
+    value = spec if field == "cache_to" else [spec]
+    ctx = run_context(Store(store_root), workspace)
+    result = run_step(
+        ctx, Step(name="image", build=Build(context="ctx", **{field: value})), {}, "k"
+    )
+    assert result.status != SUCCESS
+    assert "may only name a registry" in result.reason
+    assert not outside.exists()
+    assert "COPY" not in ctx.run.step_log("image").read_text()

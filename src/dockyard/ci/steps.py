@@ -11,9 +11,10 @@ later steps find the image by its tag; secrets go to the build's secret mounts
 (``RUN --mount=type=secret``), never into a layer. Its context and Dockerfile
 directory are opened inside the workspace (symlinks resolved inside it) when it
 starts, and the builder reads only through those fds: a parallel step that swaps them
-for symlinks to host directories meanwhile changes nothing the build sees. Its timeout
-and a cancel kill the RUN step running at the time, silent or not; the build itself
-stops at its next log line.
+for symlinks to host directories meanwhile changes nothing the build sees; its
+``cache_from``/``cache_to`` name registries only (a local directory is a host path).
+Its timeout and a cancel kill the RUN step running at the time, silent or not; the
+build itself stops at its next log line.
 
 After a step its JUnit reports are counted and its artifacts copied into the run
 directory, whether it succeeded or not.
@@ -125,6 +126,10 @@ def _build(
 ) -> None:
     from dockyard.build.builder import BuildOptions
     from dockyard.build.builder import build as build_image
+    from dockyard.build.cache_export import check_location
+
+    for spec in (*build.cache_from, *([build.cache_to] if build.cache_to else [])):
+        check_location(spec, registry_only=True)  # type=local would be a host path
 
     def line(text: str) -> None:  # the builder's log; the one place to stop it
         ctx.cancel.check()
