@@ -88,9 +88,10 @@ class ConfinedDir:
             if e.errno in _MISSING:
                 return None
             raise BuildError(f"cannot read {relative}: {e.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
             data = f.read(limit + 1)
         if len(data) > limit:
             raise BuildError(f"{relative} is larger than {limit} bytes")
@@ -105,6 +106,9 @@ class ConfinedDir:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # one forgotten: its fd does not outlive it
         self.close()
 
 
