@@ -1,7 +1,10 @@
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.build.context import BuildContext, index_file_for
 from dockyard.build.frontend.dockerignore import IgnoreMatcher
 
@@ -72,7 +75,8 @@ def test_stat_cache_skips_reading_unchanged_files(context, tmp_path, monkeypatch
 
 def test_dockerignore_excludes_and_exceptions(context):
     (context / ".dockerignore").write_text("src/**/*.py\n!src/pkg/mod.py\nREADME\n")
-    matcher = IgnoreMatcher.load(context, context / "Dockerfile")
+    with ConfinedDir.open(context) as root:
+        matcher = IgnoreMatcher.load(root, ConfinedFile(root, "Dockerfile"))
     ctx = BuildContext(context, matcher.excluded, matcher.may_contain)
     assert "README" not in ctx.entries
     assert "src/main.py" not in ctx.entries
@@ -85,3 +89,26 @@ def test_missing_context_is_a_build_error(tmp_path):
 
     with pytest.raises(BuildError, match="not a directory"):
         BuildContext(tmp_path / "nope")
+
+
+def test_parallel_readers_all_see_the_whole_context(tmp_path):
+    """Stages run two at a time and read one context: none may see it half-walked (an
+    empty context, a bogus "not found"). Many readers start at once, many times over."""
+    root = tmp_path / "ctx"
+    for d in range(20):
+        (root / f"dir{d}").mkdir(parents=True)
+        for f in range(50):
+            (root / f"dir{d}" / f"f{f}").write_text(f"{d}/{f}\n")
+    expected = 1 + 20 + 20 * 50
+    readers = 8
+    for _ in range(20):
+        ctx = BuildContext(root)
+        start = threading.Barrier(readers)
+
+        def read(_: int, ctx: BuildContext = ctx, start: threading.Barrier = start) -> int:
+            start.wait()
+            return len(ctx.entries)
+
+        with ThreadPoolExecutor(readers) as pool:
+            assert list(pool.map(read, range(readers))) == [expected] * readers
+        ctx.close()

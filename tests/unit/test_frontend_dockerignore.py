@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.build.frontend.dockerignore import IgnoreMatcher, ignore_file, read_patterns
 from dockyard.errors import BuildError
 
@@ -118,32 +119,39 @@ def test_bad_patterns(bad: str) -> None:
 
 def test_bad_pattern_in_file_names_the_line(tmp_path: Path) -> None:
     (tmp_path / ".dockerignore").write_text("ok\n\n[oops\n")
-    with pytest.raises(BuildError) as info:
-        IgnoreMatcher.load(tmp_path)
+    with pytest.raises(BuildError) as info, ConfinedDir.open(tmp_path) as context:
+        IgnoreMatcher.load(context)
     assert info.value.line == 3
     assert info.value.file == str(tmp_path / ".dockerignore")
 
 
 def test_ignore_file_selection(tmp_path: Path) -> None:
-    context = tmp_path / "ctx"
-    (context / "docker").mkdir(parents=True)
-    dockerfile = context / "docker" / "build.Dockerfile"
-    assert ignore_file(context, dockerfile) is None
+    root = tmp_path / "ctx"
+    (root / "docker").mkdir(parents=True)
+    context = ConfinedDir.open(root)
+    dockerfile = ConfinedFile(context, "docker/build.Dockerfile")
+
+    def chosen(dockerfile: ConfinedFile | None = None) -> str | None:
+        found = ignore_file(context, dockerfile)
+        return found and found[0]
+
+    assert chosen(dockerfile) is None
     assert not IgnoreMatcher.load(context, dockerfile).excluded("x")
 
-    (context / ".dockerignore").write_text("x\n")
-    assert ignore_file(context, dockerfile) == context / ".dockerignore"
+    (root / ".dockerignore").write_text("x\n")
+    assert chosen(dockerfile) == str(root / ".dockerignore")
     assert IgnoreMatcher.load(context, dockerfile).excluded("x")
 
-    specific = context / "docker" / "build.Dockerfile.dockerignore"
+    specific = root / "docker" / "build.Dockerfile.dockerignore"
     specific.write_text("y\n")
-    assert ignore_file(context, dockerfile) == specific
+    assert chosen(dockerfile) == str(specific)
     m = IgnoreMatcher.load(context, dockerfile)
     assert m.excluded("y") and not m.excluded("x")
 
-    (context / "Dockerfile.dockerignore").write_text("z\n")
-    assert ignore_file(context, context / "Dockerfile") == context / "Dockerfile.dockerignore"
-    assert ignore_file(context) == context / ".dockerignore"
+    (root / "Dockerfile.dockerignore").write_text("z\n")
+    assert chosen(ConfinedFile(context, "Dockerfile")) == str(root / "Dockerfile.dockerignore")
+    assert chosen() == str(root / ".dockerignore")
+    context.close()
 
 
 def test_walk(tmp_path: Path) -> None:

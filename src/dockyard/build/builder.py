@@ -6,12 +6,19 @@ Each instruction either changes the config (ENV, CMD, ...: no layer) or changes 
 parent state's content identity and what the step does, and executed in an overlay
 only on a miss. A miss does not stop later lookups: a step whose parent came out
 identical to a cached one hits again.
+
+The build context and the Dockerfile's directory are opened once, when the build
+starts, and read only through those fds (:mod:`.confined`): the Dockerfile, the ignore
+file, COPY/ADD sources and RUN bind-mount sources all resolve inside them, however
+their paths change while the build runs.
 """
 
 from __future__ import annotations
 
 import contextvars
 import os
+import shutil
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +30,7 @@ from typing import Any
 
 from dockyard import reference
 from dockyard.build.cache import BuildCache, CacheRecord, step_key
+from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.build.context import BuildContext, index_file_for
 from dockyard.build.frontend import instructions as ins
 from dockyard.build.frontend.dockerignore import IgnoreMatcher
@@ -43,6 +51,8 @@ from dockyard.oci.descriptor import Platform
 from dockyard.oci.home import RawManifest
 from dockyard.reference import Reference
 from dockyard.runtime import config as runtime_config
+from dockyard.runtime import mounts
+from dockyard.runtime.rootfs import overlay_rootfs
 from dockyard.runtime.snapshots import Snapshots
 from dockyard.store import Store
 from dockyard.transfer.pull import ensure_image
@@ -58,8 +68,8 @@ DETACHED_PARENT = "detached"
 class BuildOptions:
     """What ``dockyard build`` takes; see the CLI for each option's meaning."""
 
-    context: Path
-    dockerfile: Path | None = None  # default: CONTEXT/Dockerfile
+    context: Path | ConfinedDir  # a directory held open: a pipeline's, in its workspace
+    dockerfile: Path | ConfinedFile | None = None  # default: Dockerfile in the context
     tags: list[Reference] = field(default_factory=list)
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None
@@ -120,6 +130,7 @@ class Builder:
         self._counts = {"cached": 0, "executed": 0}
         self._lock = threading.Lock()
         self._context: BuildContext | None = None
+        self._dockerfile: ConfinedFile | None = None
 
     # the whole build
 
@@ -127,25 +138,26 @@ class Builder:
         """Build the image. The layer blobs it writes or reuses are named only at its
         end; until then they are in a blob hold, which a prune spares."""
         try:
-            return self._build()
+            if self.options.cache_to:  # a bad value fails before any step runs
+                from dockyard.build.cache_export import check_location
+
+                check_location(self.options.cache_to)
+            with ExitStack() as stack:
+                context_dir = self.options.context
+                if not isinstance(context_dir, ConfinedDir):
+                    context_dir = stack.enter_context(ConfinedDir.open(context_dir))
+                self._dockerfile = _dockerfile_in(context_dir, self.options.dockerfile, stack)
+                return self._build(context_dir, self._dockerfile)
         finally:
             self.blob_hold.release()
 
-    @property
-    def _dockerfile(self) -> Path:
-        return self.options.dockerfile or self.options.context / "Dockerfile"
-
-    def _build(self) -> BuildResult:
+    def _build(self, context_dir: ConfinedDir, dockerfile: ConfinedFile) -> BuildResult:
         options = self.options
-        dockerfile = self._dockerfile
-        try:
-            text = dockerfile.read_text()
-        except OSError as e:
-            raise BuildError(f"cannot read Dockerfile: {e.strerror}", str(dockerfile)) from None
+        text = _read_dockerfile(dockerfile)
         platform = options.platform or Platform.host()
         plan = plan_build(
             text,
-            file=str(dockerfile),
+            file=str(dockerfile.path),
             build_args=options.build_args,
             target=options.target,
             platform=_frontend_platform(platform),
@@ -153,9 +165,9 @@ class Builder:
         for warning in plan.warnings:
             self.log(f"warning: {warning}")
         self._context = BuildContext(
-            options.context,
-            *_ignore(options.context, dockerfile),
-            index_file=index_file_for(self.store.root, options.context),
+            context_dir,
+            *_ignore(context_dir, dockerfile),
+            index_file=index_file_for(self.store.root, context_dir.path),
         )
         if options.cache_from:
             from dockyard.build.cache_export import import_cache
@@ -337,7 +349,8 @@ class Builder:
             kind = "cached"
         else:
             workdir = state.config.get("WorkingDir") or "/"
-            place = StepLineage.key(self.options.context, self._dockerfile, created_by, workdir)
+            assert self._context is not None and self._dockerfile is not None
+            place = StepLineage.key(self._context.path, self._dockerfile.path, created_by, workdir)
             inputs = step_key(f"epoch:{self.options.source_date_epoch}", payload)
             last = self.lineage.get(place)
             keep = last is not None and last.inputs == inputs and not self.options.no_cache
@@ -489,14 +502,47 @@ class Builder:
             directory = self._cache_dir(mount, target, stack)
             return runtime_config.Mount.bind(str(directory), target, readonly=mount.read_only)
         if mount.from_:
-            root = stack.enter_context(
-                self.steps.view(self._source_state(mount.from_, instr, results, plan))
-            )
+            view = self.steps.view(self._source_state(mount.from_, instr, results, plan))
+            root = stack.enter_context(ConfinedDir.open(stack.enter_context(view), "stage"))
         else:
             assert self._context is not None
-            root = self._context.root
-        source = _inside(root, mount.source, instr)
+            root = self._context.dir
+        source = self._bind_source(root, mount, instr, stack)
         return runtime_config.Mount.bind(str(source), target, readonly=mount.read_only)
+
+    def _bind_source(
+        self, root: ConfinedDir, mount: ins.Mount, instr: ins.Instruction, stack: ExitStack
+    ) -> Path:
+        """A path for the RUN container to bind: a private bind mount of ``mount.source``
+        opened inside ``root`` (the context or a stage), made in a scratch dir of the
+        builder's own, so no path the build's author controls is ever resolved again.
+        Writes to a read-write mount are thrown away, as BuildKit does (an overlay over
+        a directory, a copy of a file), never written to the context."""
+        try:
+            fd = root.open_fd(mount.source, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            raise instr.error(f"mount source {mount.source!r} not found") from None
+        try:
+            mode = os.fstat(fd).st_mode
+            scratch = stack.enter_context(self.snapshots.scratch())
+            source = scratch / "source"
+            if stat.S_ISDIR(mode):
+                source.mkdir()
+            else:
+                source.touch(0o600)
+            mounts.bind(f"/proc/self/fd/{fd}", source, readonly=True, recursive=False)
+        finally:
+            os.close(fd)
+        if mount.read_only:
+            return source
+        if stat.S_ISDIR(mode):
+            return stack.enter_context(overlay_rootfs([source], scratch / "rw")).merged
+        if not stat.S_ISREG(mode):
+            raise instr.error(f"mount source {mount.source!r}: rw needs a file or a directory")
+        copy = scratch / "copy"
+        shutil.copyfile(source, copy)
+        copy.chmod(stat.S_IMODE(mode))
+        return copy
 
     def _secret_mount(
         self, instr: ins.Run, mount: ins.Mount, extra_env: dict[str, str]
@@ -676,24 +722,40 @@ def _frontend_platform(platform: Platform):
     return FrontendPlatform.parse(str(platform))
 
 
-def _ignore(context: Path, dockerfile: Path):
+def _ignore(context: ConfinedDir, dockerfile: ConfinedFile):
     matcher = IgnoreMatcher.load(context, dockerfile)
     return matcher.excluded, matcher.may_contain
+
+
+def _dockerfile_in(
+    context: ConfinedDir, dockerfile: Path | ConfinedFile | None, stack: ExitStack
+) -> ConfinedFile:
+    """Where the Dockerfile is read: ``Dockerfile`` in the context by default; an
+    operator's path (``-f``) inside its own directory, which is opened here (BuildKit
+    reads it from that directory too)."""
+    if dockerfile is None:
+        return ConfinedFile(context, "Dockerfile")
+    if isinstance(dockerfile, ConfinedFile):
+        return dockerfile
+    directory = ConfinedDir.open(dockerfile.absolute().parent, "Dockerfile directory")
+    return ConfinedFile(stack.enter_context(directory), dockerfile.name)
+
+
+def _read_dockerfile(dockerfile: ConfinedFile) -> str:
+    """The Dockerfile's text; BuildError at the line of a byte that is not UTF-8."""
+    data = dockerfile.read()
+    if data is None:
+        raise BuildError("cannot read Dockerfile: no such file", str(dockerfile.path))
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise BuildError("Dockerfile is not valid UTF-8", str(dockerfile.path), line) from None
 
 
 def _context_path(source: str) -> str:
     """A bind mount's context source as a context-relative path (``""``: the root)."""
     return os.path.normpath("/" + source).lstrip("/")
-
-
-def _inside(root: Path, source: str, instr: ins.Instruction) -> Path:
-    """``source`` under ``root``, resolved without leaving it (symlinks included)."""
-    resolved = (root / os.path.normpath("/" + source).lstrip("/")).resolve()
-    if resolved != root.resolve() and root.resolve() not in resolved.parents:
-        raise instr.error(f"mount source {source!r} leaves its root")
-    if not resolved.exists():
-        raise instr.error(f"mount source {source!r} not found")
-    return resolved
 
 
 def _check_link_owner(instr: ins.Copy | ins.Add) -> None:

@@ -42,6 +42,15 @@ def _location(spec: str):
     )
 
 
+def check_location(spec: str, *, registry_only: bool = False) -> None:
+    """DockyardError now if ``spec`` is no cache location: a build checks ``--cache-to``
+    before its first step, not after its last. ``registry_only``: a local directory is
+    refused too (a pipeline names no host path)."""
+    location = _location(spec)
+    if registry_only and location.transport != "docker":
+        raise DockyardError(f"cache location {spec!r}: a pipeline may only name a registry")
+
+
 class _StoreBlobs:
     """An image source over blobs already in the store (the cache image we assemble)."""
 

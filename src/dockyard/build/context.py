@@ -4,6 +4,11 @@ Hashing is incremental, like git's index: a stat cache remembers each file's
 (inode, size, mtime, ctime) and digest, so an unchanged 10k-file context costs a walk
 of stats, not a read of every byte. Checksums cover name, type, permissions, owner,
 link target and content, never times, so a fresh checkout hits the same cache keys.
+
+Everything is read from the context's directory fd (:class:`.ConfinedDir`), one
+component at a time with ``O_NOFOLLOW``: a directory swapped for a symlink while the
+context is read is an error, never a way out. Stages run in parallel read one context:
+its index is made once, under a lock, and published whole.
 """
 
 from __future__ import annotations
@@ -12,16 +17,20 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.build.confined import ConfinedDir
 from dockyard.errors import BuildError
 from dockyard.layout import atomic
 
 PAGE = 4096
 HASH_THREADS = 4
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 IgnoreCheck = Callable[[str, bool], bool]
 """``(relative path, is_dir) -> excluded?``; paths use ``/`` and have no leading ``./``."""
@@ -60,40 +69,57 @@ class Entry:
 class BuildContext:
     """The context directory ``root`` as the build sees it.
 
-    ``ignore`` excludes paths (the .dockerignore rules); ``may_contain`` tells whether an
-    excluded directory could still hold an included path (a ``!`` exception), so the
-    walk only enters such directories. ``index_file`` is the stat cache (None: no cache).
+    ``root`` is a path (opened here, and closed by :meth:`close`) or a directory the
+    caller holds open. ``ignore`` excludes paths (the .dockerignore rules);
+    ``may_contain`` tells whether an excluded directory could still hold an included
+    path (a ``!`` exception), so the walk only enters such directories. ``index_file``
+    is the stat cache (None: no cache).
     """
 
     def __init__(
         self,
-        root: Path,
+        root: Path | ConfinedDir,
         ignore: IgnoreCheck | None = None,
         may_contain: Callable[[str], bool] | None = None,
         index_file: Path | None = None,
     ):
-        self.root = root.resolve()
-        if not self.root.is_dir():
-            raise BuildError(f"build context {root} is not a directory")
+        self._owned = not isinstance(root, ConfinedDir)
+        self.dir = ConfinedDir.open(root) if isinstance(root, Path) else root
+        self.path = self.dir.path  # for messages and keys: never opened by name
         self._ignore = ignore or (lambda path, is_dir: False)
         self._may_contain = may_contain or (lambda path: False)
         self._index_file = index_file
+        self._lock = threading.Lock()
         self._entries: dict[str, Entry] | None = None
         self._children: dict[str, list[str]] = {}
         self._cached = self._load_index()
+
+    def close(self) -> None:
+        """Close the context's directory if it was opened here."""
+        if self._owned:
+            self.dir.close()
 
     # walking
 
     @property
     def entries(self) -> dict[str, Entry]:
         """Every included entry by relative path (the root itself is ``""``)."""
-        if self._entries is None:
-            self._entries = {}
-            self._children = {}
-            root_stat = os.lstat(self.root)
-            self._entries[""] = self._entry("", root_stat, None)
-            self._walk(self.root, "")
-        return self._entries
+        with self._lock:  # parallel stages: one walk, never a half-made index
+            if self._entries is None:
+                entries: dict[str, Entry] = {}
+                children: dict[str, list[str]] = {}
+                try:
+                    fd = self.dir.open_fd("", _DIR)
+                except OSError as e:
+                    raise BuildError(f"cannot read build context: {e.strerror}") from None
+                try:
+                    entries[""] = self._entry("", os.fstat(fd), None)
+                    self._walk(fd, "", entries, children)
+                finally:
+                    os.close(fd)
+                self._children = children
+                self._entries = entries
+            return self._entries
 
     def _entry(self, rel: str, st: os.stat_result, link: str | None) -> Entry:
         entry = Entry(rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, link)
@@ -104,30 +130,44 @@ class BuildContext:
                 entry.digest = cached[4]
         return entry
 
-    def _walk(self, directory: Path, prefix: str) -> None:
-        children = self._children.setdefault(prefix, [])
+    def _walk(
+        self,
+        dir_fd: int,
+        prefix: str,
+        entries: dict[str, Entry],
+        children: dict[str, list[str]],
+    ) -> None:
+        """Add the included entries under the open directory ``dir_fd`` (``prefix``)."""
+        listed = children.setdefault(prefix, [])
         try:
-            scan = list(os.scandir(directory))
+            names = os.listdir(dir_fd)
         except OSError as e:
-            raise BuildError(f"cannot read build context {directory}: {e.strerror}") from None
-        for item in scan:
-            rel = f"{prefix}/{item.name}" if prefix else item.name
-            st = item.stat(follow_symlinks=False)
+            raise BuildError(f"cannot read build context {prefix or '.'}: {e.strerror}") from None
+        for name in names:
+            rel = f"{prefix}/{name}" if prefix else name
+            try:
+                st = os.lstat(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue  # removed since it was listed
             is_dir = stat.S_ISDIR(st.st_mode)
             item_excluded = self._ignore(rel, is_dir)
             if is_dir:
                 if item_excluded and not self._may_contain(rel):
                     continue
-                if not item_excluded:
-                    self._entries[rel] = self._entry(rel, st, None)
-                    children.append(rel)
-                self._walk(Path(item.path), rel)
+                sub = _open_subdir(dir_fd, name, rel)
+                try:
+                    if not item_excluded:
+                        entries[rel] = self._entry(rel, os.fstat(sub), None)
+                        listed.append(rel)
+                    self._walk(sub, rel, entries, children)
+                finally:
+                    os.close(sub)
                 continue
             if item_excluded:
                 continue
-            link = os.readlink(item.path) if stat.S_ISLNK(st.st_mode) else None
-            self._entries[rel] = self._entry(rel, st, link)
-            children.append(rel)
+            link = _readlink(dir_fd, name, rel) if stat.S_ISLNK(st.st_mode) else None
+            entries[rel] = self._entry(rel, st, link)
+            listed.append(rel)
 
     def tree(self, path: str) -> list[Entry]:
         """``path`` and everything included under it, in sorted order."""
@@ -151,7 +191,13 @@ class BuildContext:
     # checksums
 
     def _hash_file(self, entry: Entry) -> None:
-        with open(self.root / entry.path, "rb", buffering=0) as f:  # one reused buffer
+        try:
+            fd = self.dir.open_fd(entry.path, _READ)
+        except OSError as e:
+            raise _changed(entry.path, e) from None
+        with open(fd, "rb", buffering=0) as f:  # one reused buffer
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _changed(entry.path)
             entry.digest = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
     def fill_digests(self, entries: Iterable[Entry]) -> None:
@@ -185,7 +231,7 @@ class BuildContext:
             doc = json.loads(self._index_file.read_bytes())
         except (OSError, ValueError):
             return {}
-        return doc.get("files", {}) if doc.get("root") == str(self.root) else {}
+        return doc.get("files", {}) if doc.get("root") == str(self.path) else {}
 
     def save_index(self) -> None:
         """Remember the digests computed, for the next build of this context."""
@@ -199,7 +245,7 @@ class BuildContext:
         if files == self._cached:
             return
         self._index_file.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"root": str(self.root), "files": files}
+        doc = {"root": str(self.path), "files": files}
         atomic.write_bytes(self._index_file, json.dumps(doc, separators=(",", ":")).encode())
 
 
@@ -207,3 +253,25 @@ def index_file_for(store_root: Path, context_root: Path) -> Path:
     """Where the stat cache of a context directory lives in the store."""
     key = hashlib.sha256(str(context_root.resolve()).encode()).hexdigest()[:32]
     return store_root / "build" / "context-index" / f"{key}.json"
+
+
+def _open_subdir(dir_fd: int, name: str, rel: str) -> int:
+    """The directory ``name`` in ``dir_fd``, never through a symlink."""
+    try:
+        return os.open(name, _DIR, dir_fd=dir_fd)
+    except OSError as e:
+        raise _changed(rel, e) from None
+
+
+def _readlink(dir_fd: int, name: str, rel: str) -> str:
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError as e:
+        raise _changed(rel, e) from None
+
+
+def _changed(rel: str, error: OSError | None = None) -> BuildError:
+    """A context path that changed kind while the build read it (a directory or file
+    swapped for a symlink, say): the build stops rather than follow it."""
+    why = f" ({error.strerror})" if error is not None else ""
+    return BuildError(f"build context changed while it was read: {rel}{why}")

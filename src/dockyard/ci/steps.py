@@ -8,11 +8,15 @@ command. Its cache dirs are bind-mounted; its environment is the image's, then t
 
 A build step builds a Dockerfile of the workspace in-process into the store, where
 later steps find the image by its tag; secrets go to the build's secret mounts
-(``RUN --mount=type=secret``), never into a layer. Its registry access (base images,
-cache, push) uses its ``registry_auth`` secret's credentials only (see
-:class:`~dockyard.registry.client.CredentialScope`). Its timeout and a cancel kill the
-RUN step running at the time, silent or not; the build itself stops at its next log
-line.
+(``RUN --mount=type=secret``), never into a layer. Its context and Dockerfile
+directory are opened inside the workspace (symlinks resolved inside it) when it
+starts, and the builder reads only through those fds: a parallel step that swaps them
+for symlinks to host directories meanwhile changes nothing the build sees; its
+``cache_from``/``cache_to`` name registries only (a local directory is a host path).
+Its registry access (base images, cache, push) uses its ``registry_auth`` secret's
+credentials only (see :class:`~dockyard.registry.client.CredentialScope`). Its timeout
+and a cancel kill the RUN step running at the time, silent or not; the build itself
+stops at its next log line.
 
 After a step its JUnit reports are counted and its artifacts copied into the run
 directory, whether it succeeded or not.
@@ -21,12 +25,13 @@ directory, whether it succeeded or not.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import shlex
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 
+from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.ci.caches import cache_dir
 from dockyard.ci.context import RunContext
 from dockyard.ci.junit import read_reports
@@ -123,10 +128,10 @@ def _build(
 ) -> None:
     from dockyard.build.builder import BuildOptions
     from dockyard.build.builder import build as build_image
+    from dockyard.build.cache_export import check_location
 
-    workspace = ctx.run.workspace.resolve()
-    context = _inside(workspace, build.context)
-    dockerfile = _inside(workspace, build.dockerfile) if build.dockerfile else None
+    for spec in (*build.cache_from, *([build.cache_to] if build.cache_to else [])):
+        check_location(spec, registry_only=True)  # type=local would be a host path
 
     def line(text: str) -> None:  # the builder's log; the one place to stop it
         ctx.cancel.check()
@@ -134,21 +139,23 @@ def _build(
             raise StepTimeout
         log.line(text)
 
-    options = BuildOptions(
-        context=context,
-        dockerfile=dockerfile,
-        tags=list(build.tags),
-        build_args=dict(build.build_args),
-        secrets={name: value.encode() for name, value in secrets.items()},
-        cache_from=list(build.cache_from),
-        cache_to=build.cache_to,
-    )
     # Its pulls, cache import/export and pushes use the run's registry_auth, never
     # (unless the operator allows it) the host's logins.
     credentials = ctx.credential_scope(build.registry_auth)
     with contextlib.closing(credentials), credentials.active():
-        with ctx.cancel.group() as runs, _killed_at(runs, deadline):
-            built = build_image(ctx.store, options, log=line)
+        with contextlib.ExitStack() as stack:
+            workspace = stack.enter_context(ConfinedDir.open(ctx.run.workspace, "workspace"))
+            options = BuildOptions(
+                context=stack.enter_context(workspace.subdir(build.context)),
+                dockerfile=_dockerfile(workspace, build.dockerfile, stack),
+                tags=list(build.tags),
+                build_args=dict(build.build_args),
+                secrets={name: value.encode() for name, value in secrets.items()},
+                cache_from=list(build.cache_from),
+                cache_to=build.cache_to,
+            )
+            with ctx.cancel.group() as runs, _killed_at(runs, deadline):
+                built = build_image(ctx.store, options, log=line)
         log.note(f"built {built.digest}" + "".join(f", tagged {t}" for t in build.tags))
         if build.push:
             from dockyard.registry.client import RegistryDestination, client_for
@@ -193,11 +200,14 @@ def _collect(ctx: RunContext, step: Step, result: StepResult, log: OutputLog) ->
         log.note(f"artifacts: {len(result.artifacts)} paths saved in {target}")
 
 
-def _inside(workspace: Path, relative: str) -> Path:
-    path = (workspace / relative).resolve()
-    if not path.is_relative_to(workspace):
-        raise DockyardError(f"{relative} leads out of the workspace")
-    return path
+def _dockerfile(
+    workspace: ConfinedDir, relative: str | None, stack: contextlib.ExitStack
+) -> ConfinedFile | None:
+    """A build's ``dockerfile:``, in its directory opened inside the workspace."""
+    if relative is None:
+        return None  # the builder reads Dockerfile in the context
+    directory, name = posixpath.split(posixpath.normpath(relative))
+    return ConfinedFile(stack.enter_context(workspace.subdir(directory)), name)
 
 
 def _summary(result: StepResult) -> str:

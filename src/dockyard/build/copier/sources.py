@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,7 +48,6 @@ class NotFound(Exception):
 class Tree:
     """A directory tree to copy from; paths are relative (``""`` is the root)."""
 
-    root: Path
     reset_owner: bool  # the build context: every entry arrives as 0:0
 
     def kind(self, path: str) -> int | None:
@@ -95,7 +95,7 @@ class Tree:
 
     def open(self) -> int:
         """A directory fd of the root (for :func:`open_parent`)."""
-        return os.open(self.root, _DIR_FD)
+        raise NotImplementedError
 
 
 class ContextTree(Tree):
@@ -106,7 +106,6 @@ class ContextTree(Tree):
 
     def __init__(self, context: BuildContext):
         self.context = context
-        self.root = context.root
         self.entries = context.entries
         self.children: dict[str, list[str]] = {}
         self.implicit: set[str] = set()  # excluded directories holding included paths
@@ -125,10 +124,15 @@ class ContextTree(Tree):
 
     @classmethod
     def of(cls, context: BuildContext) -> ContextTree:
-        tree = _CONTEXT_TREES.get(context)
-        if tree is None:
-            tree = _CONTEXT_TREES[context] = cls(context)
-        return tree
+        """The one tree of ``context`` (stages copying in parallel share it)."""
+        with _CONTEXT_TREES_LOCK:
+            tree = _CONTEXT_TREES.get(context)
+            if tree is None:
+                tree = _CONTEXT_TREES[context] = cls(context)
+            return tree
+
+    def open(self) -> int:
+        return self.context.dir.open_fd("", _DIR_FD)
 
     def kind(self, path: str) -> int | None:
         entry = self.entries.get(path)
@@ -153,6 +157,7 @@ class ContextTree(Tree):
 
 
 _CONTEXT_TREES: weakref.WeakKeyDictionary[BuildContext, ContextTree] = weakref.WeakKeyDictionary()
+_CONTEXT_TREES_LOCK = threading.Lock()
 
 
 class RootfsTree(Tree):
@@ -168,6 +173,9 @@ class RootfsTree(Tree):
         if self._fd is None:
             self._fd = os.open(self.root, _PATH_FD)
         return self._fd
+
+    def open(self) -> int:
+        return os.open(self.root, _DIR_FD)  # a mount of dockyard's own: trusted
 
     def close(self) -> None:
         if self._fd is not None:
@@ -421,7 +429,10 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
             perm = stat.S_IMODE(entry.mode)
             detail = entry.link if entry.link is not None else (entry.digest or "")
         else:  # an excluded directory holding included paths: only its mode is copied
-            perm = stat.S_IMODE(os.lstat(tree.root / path).st_mode)
+            st = tree.context.dir.lstat(path)
+            if st is None:
+                raise NotFound(path)
+            perm = stat.S_IMODE(st.st_mode)
             detail = ""
         h.update(
             f"{label}\0{node.kind:o}\0{perm:o}\0{int(node.included)}\0{detail}\n".encode(

@@ -10,16 +10,18 @@ walked when an exception could match inside it: :meth:`IgnoreMatcher.may_contain
 
 The ignore file is ``<Dockerfile name>.dockerignore`` next to the Dockerfile when it
 exists (``Dockerfile.dockerignore``, ``build.Dockerfile.dockerignore``), else
-``.dockerignore`` at the context root.
+``.dockerignore`` at the context root. Both are read inside their directory
+(:class:`.ConfinedDir`): a symlink to a host file is not followed out of it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
+from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.build.frontend.golang import clean_path
 from dockyard.errors import BuildError
 
@@ -56,14 +58,20 @@ def read_patterns(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def ignore_file(context: Path, dockerfile: Path | None = None) -> Path | None:
-    """The ignore file that applies: the Dockerfile-specific one wins."""
+def ignore_file(
+    context: ConfinedDir, dockerfile: ConfinedFile | None = None
+) -> tuple[str, bytes] | None:
+    """The ignore file that applies, as (its path for messages, its content): the
+    Dockerfile-specific one wins."""
+    candidates = [ConfinedFile(context, ".dockerignore")]
     if dockerfile is not None:
-        specific = dockerfile.parent / (dockerfile.name + ".dockerignore")
-        if specific.is_file():
-            return specific
-    default = context / ".dockerignore"
-    return default if default.is_file() else None
+        specific = os.path.basename(dockerfile.name) + ".dockerignore"
+        candidates.insert(0, dockerfile.sibling(specific))
+    for candidate in candidates:
+        data = candidate.read()
+        if data is not None:
+            return str(candidate.path), data
+    return None
 
 
 class IgnoreMatcher:
@@ -93,13 +101,14 @@ class IgnoreMatcher:
         self._dirs: dict[str, tuple[bool, ...]] = {}
 
     @classmethod
-    def load(cls, context: Path, dockerfile: Path | None = None) -> IgnoreMatcher:
+    def load(cls, context: ConfinedDir, dockerfile: ConfinedFile | None = None) -> IgnoreMatcher:
         """The matcher for a build of ``context`` with ``dockerfile`` (none: no file)."""
-        path = ignore_file(context, dockerfile)
-        if path is None:
+        found = ignore_file(context, dockerfile)
+        if found is None:
             return cls([])
-        numbered = read_patterns(path.read_text(encoding="utf-8", errors="surrogateescape"))
-        return cls([p for _, p in numbered], file=str(path), lines=[n for n, _ in numbered])
+        path, data = found
+        numbered = read_patterns(data.decode("utf-8", errors="surrogateescape"))
+        return cls([p for _, p in numbered], file=path, lines=[n for n, _ in numbered])
 
     def excluded(self, path: str, is_dir: bool = False) -> bool:
         """Whether ``path`` (relative, ``/``-separated) is left out of the context.
