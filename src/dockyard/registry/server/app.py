@@ -29,10 +29,12 @@ from dockyard.errors import DigestError, ManifestError
 from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Platform
-from dockyard.registry.server import auth, names
+from dockyard.registry.server import auth, manifest_checks, names
 from dockyard.registry.server.apierrors import APIError
 from dockyard.registry.server.config import ServerConfig
 from dockyard.registry.server.mirror import STALE_HEADERS, Mirror, Route
+from dockyard.registry.server.secureheaders import with_security_headers
+from dockyard.registry.server.slowclients import BodyDeadline, UploadSlots
 from dockyard.registry.server.storage import (
     Storage,
     StoredManifest,
@@ -43,7 +45,6 @@ from dockyard.registry.server.storage import (
 log = logging.getLogger("dockyard.registry.server")
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
-MAX_MANIFEST_SIZE = 4 << 20
 WRITE_BATCH = 1 << 20
 READ_CHUNK = 1 << 20
 DEFAULT_PAGE = 1000
@@ -126,6 +127,7 @@ class RegistryApp:
         )
         self._io = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="registry-io")
         self._upload_locks: dict[str, asyncio.Lock] = {}
+        self.upload_slots = UploadSlots(config.max_uploads_per_client)
 
     # -- ASGI --------------------------------------------------------------------------
 
@@ -135,6 +137,9 @@ class RegistryApp:
             return
         if scope["type"] != "http":
             return
+        config = self.config
+        send = with_security_headers(send)
+        receive = BodyDeadline(receive, config.body_timeout, config.body_min_rate)
         request = Request(scope, receive)
         try:
             response = await self.handle(request)
@@ -214,7 +219,8 @@ class RegistryApp:
             return await self._manifest_dispatch(request, method, name, reference, route)
         if match["upload"] is not None or path.endswith("/blobs/uploads"):
             upload = match["upload"] or ""
-            return await self._upload_dispatch(request, method, name, upload)
+            with self.upload_slots.hold(request.client.host if request.client else ""):
+                return await self._upload_dispatch(request, method, name, upload)
         if (digest := match["digest"]) is not None:
             if method in _READ_METHODS:
                 return await self.get_blob(request, name, digest, route)
@@ -413,36 +419,12 @@ class RegistryApp:
         )
 
     async def put_manifest(self, request: Request, name: str, reference: str) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
-            raise APIError("PAYLOAD_TOO_LARGE", f"manifest over {MAX_MANIFEST_SIZE} bytes")
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > MAX_MANIFEST_SIZE:
-                raise APIError("PAYLOAD_TOO_LARGE", f"manifest over {MAX_MANIFEST_SIZE} bytes")
-        raw = bytes(data)
-        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
+        raw = await manifest_checks.read_body(request)
         try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise APIError("MANIFEST_INVALID", f"manifest is not JSON: {e}") from None
-        if not isinstance(doc, dict):
-            raise APIError("MANIFEST_INVALID", "manifest is not a JSON object")
-        declared = doc.get("mediaType")
-        if declared and content_type in mt.ALL_MANIFESTS and declared != content_type:
-            raise APIError(
-                "MANIFEST_INVALID",
-                f"Content-Type {content_type} does not match the manifest's mediaType {declared}",
-            )
-        hint = declared or (content_type if content_type in mt.ALL_MANIFESTS else None)
-        try:
-            parsed = manifests.parse(raw, hint, "manifest")
+            checked = manifest_checks.check(raw, manifest_checks.content_type_of(request))
         except ManifestError as e:
             raise APIError("MANIFEST_INVALID", str(e)) from None
-        media_type = declared or content_type or parsed.media_type
-        if media_type not in mt.ALL_MANIFESTS and content_type in mt.ALL_MANIFESTS:
-            media_type = content_type
+        doc, parsed, media_type = checked.doc, checked.parsed, checked.media_type
         if names.is_digest_like(reference):
             h = hashlib.new(reference.split(":", 1)[0])
             h.update(raw)
@@ -476,16 +458,18 @@ class RegistryApp:
         if isinstance(parsed, manifests.Index):
             for entry in parsed.manifests:
                 if storage.has_manifest(name, entry.digest):
+                    manifest_checks.check_blob_size(storage, entry)
                     continue
                 if storage.blobs.has(entry.digest):  # pushed to another repository
-                    with_type = entry.media_type or "application/octet-stream"
-                    storage.put_manifest(name, storage.blobs.read_bytes(entry.digest), with_type)
+                    raw = manifest_checks.child_manifest(storage, entry)
+                    storage.put_manifest(name, raw, entry.media_type)
                     continue
                 raise APIError("MANIFEST_BLOB_UNKNOWN", detail={"digest": entry.digest})
             return
         for desc in parsed.blobs:
             if desc.urls and "nondistributable" in desc.media_type + "foreign":
                 continue
+            manifest_checks.check_blob_size(storage, desc)
             if not storage.blobs.has(desc.digest):
                 if desc.urls:
                     continue  # foreign layer, fetched from its URLs
