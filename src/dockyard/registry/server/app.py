@@ -6,7 +6,9 @@ decides: ``.../manifests/<ref>``, ``.../blobs/<digest>``, ``.../blobs/uploads/<i
 calls the handler. Small metadata reads run on the event loop (they are page-cache
 hits); blob bodies and anything that fsyncs run in threads. Uploads stream to disk in
 1 MiB batches, hashed as they arrive, the write of one batch overlapping the receipt of
-the next; downloads stream from disk in 1 MiB reads.
+the next; downloads stream from disk in 1 MiB reads. What a manifest must be is in
+:mod:`manifest_checks`; how slowly and how many uploads at once a client may send, in
+:mod:`slowclients`.
 """
 
 from __future__ import annotations

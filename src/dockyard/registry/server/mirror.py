@@ -11,7 +11,9 @@ Digests are immutable: once cached they are served forever. A tag is served from
 cache for its TTL, then re-checked upstream with a ``HEAD``; if the upstream cannot be
 reached, the cached tag is served anyway, marked stale. A blob that is not cached yet
 streams to the client while it is written to the cache (one pass, bounded memory); it
-becomes visible in the cache only when complete and verified.
+becomes visible in the cache only when complete and verified. A manifest from upstream
+passes the checks a pushed one does (:mod:`manifest_checks`); one that fails them, is
+too big or does not match its digest is a 502 to the client and is not cached.
 """
 
 from __future__ import annotations

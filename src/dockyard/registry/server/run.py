@@ -1,4 +1,5 @@
-"""Running the server: uvicorn (httptools and uvloop when installed), TLS, logging."""
+"""Running the server: uvicorn (httptools and uvloop when installed, with the request
+head deadline of :mod:`slowclients`), TLS, logging."""
 
 from __future__ import annotations
 
