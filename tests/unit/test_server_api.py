@@ -328,7 +328,7 @@ def test_delete_tag_manifest_blob(client):
 
 
 def test_index_and_accept_negotiation(client):
-    _, amd = image(client, "multi/arch", [b"amd64 layer"], tag=None)
+    raw_amd, amd = image(client, "multi/arch", [b"amd64 layer"], tag=None)
     raw_arm, arm = image(client, "multi/arch", [b"arm64 layer"], tag=None)
     index = {
         "schemaVersion": 2,
@@ -337,7 +337,7 @@ def test_index_and_accept_negotiation(client):
             {
                 "mediaType": mt.OCI_MANIFEST,
                 "digest": amd,
-                "size": 1,
+                "size": len(raw_amd),
                 "platform": {"os": "linux", "architecture": "amd64"},
             },
             {

@@ -15,10 +15,10 @@ from dockyard.registry.server.ratelimit import Buckets
     ("path", "cap"),
     [
         ("/token", limits.TOKEN_FORM_MAX),
-        ("/v2/a/b/manifests/latest", limits.MANIFEST_MAX),
+        ("/v2/a/b/manifests/latest", limits.MAX_MANIFEST_SIZE),
         ("/v2/a/b/blobs/uploads/", None),
         ("/v2/a/b/blobs/uploads/0b5e1c8a-1111-2222-3333-444455556666", None),
-        ("/v2/a/blobs/uploads/b/manifests/1", limits.MANIFEST_MAX),  # a repo named so
+        ("/v2/a/blobs/uploads/b/manifests/1", limits.MAX_MANIFEST_SIZE),  # a repo named so
         ("/v2/a/b/blobs/sha256:00", limits.OTHER_MAX),
         ("/v2/", limits.OTHER_MAX),
     ],

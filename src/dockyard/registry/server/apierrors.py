@@ -25,6 +25,7 @@ CODES: dict[str, tuple[int, str]] = {
     "RANGE_INVALID": (416, "invalid content range"),
     "UNAVAILABLE": (503, "upstream registry unavailable"),
     "PAYLOAD_TOO_LARGE": (413, "payload too large"),
+    "REQUEST_TIMEOUT": (408, "request body arrived too slowly"),
     "UNKNOWN": (500, "unknown error"),
 }
 

@@ -10,6 +10,8 @@ the next; downloads stream from disk in 1 MiB reads. Handlers read bodies only t
 :mod:`.limits`' caps, and check passwords only through :mod:`.logins` (bcrypt off the
 event loop, failures rate-limited). A blob is served through a repository only if it is
 linked there (pushed, mounted from a readable repository, or fetched from its upstream).
+What a manifest must be is in :mod:`.manifest_checks`; how slowly and how many uploads
+at once a client may send, in :mod:`.slowclients`.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from dockyard.errors import DigestError, ManifestError
 from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Platform
-from dockyard.registry.server import auth, limits, names
+from dockyard.registry.server import auth, limits, manifest_checks, names
 from dockyard.registry.server.apierrors import APIError
 from dockyard.registry.server.config import ServerConfig
 from dockyard.registry.server.logins import Logins
 from dockyard.registry.server.mirror import STALE_HEADERS, Mirror, Route
+from dockyard.registry.server.secureheaders import with_security_headers
+from dockyard.registry.server.slowclients import BodyDeadline, UploadSlots
 from dockyard.registry.server.storage import (
     Storage,
     StoredManifest,
@@ -47,7 +51,6 @@ from dockyard.registry.server.storage import (
 log = logging.getLogger("dockyard.registry.server")
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
-MAX_MANIFEST_SIZE = 4 << 20
 WRITE_BATCH = 1 << 20
 READ_CHUNK = 1 << 20
 DEFAULT_PAGE = 1000
@@ -136,6 +139,7 @@ class RegistryApp:
         )
         self._io = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="registry-io")
         self._upload_locks: dict[str, asyncio.Lock] = {}
+        self.upload_slots = UploadSlots(config.max_uploads_per_client)
 
     # -- ASGI --------------------------------------------------------------------------
 
@@ -145,6 +149,9 @@ class RegistryApp:
             return
         if scope["type"] != "http":
             return
+        config = self.config
+        send = with_security_headers(send)
+        receive = BodyDeadline(receive, config.body_timeout, config.body_min_rate)
         bounded = limits.BoundedReceive(receive, scope, limits.body_cap(scope["path"]))
         request = Request(scope, bounded)
         try:
@@ -233,7 +240,8 @@ class RegistryApp:
             return await self._manifest_dispatch(request, method, name, reference, route)
         if match["upload"] is not None or path.endswith("/blobs/uploads"):
             upload = match["upload"] or ""
-            return await self._upload_dispatch(request, method, name, upload)
+            with self.upload_slots.hold(request.client.host if request.client else ""):
+                return await self._upload_dispatch(request, method, name, upload)
         if (digest := match["digest"]) is not None:
             if method in _READ_METHODS:
                 return await self.get_blob(request, name, digest, route)
@@ -435,36 +443,12 @@ class RegistryApp:
         )
 
     async def put_manifest(self, request: Request, name: str, reference: str) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
-            raise APIError("PAYLOAD_TOO_LARGE", f"manifest over {MAX_MANIFEST_SIZE} bytes")
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > MAX_MANIFEST_SIZE:
-                raise APIError("PAYLOAD_TOO_LARGE", f"manifest over {MAX_MANIFEST_SIZE} bytes")
-        raw = bytes(data)
-        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
+        raw = await request.body()  # capped by limits.BoundedReceive
         try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise APIError("MANIFEST_INVALID", f"manifest is not JSON: {e}") from None
-        if not isinstance(doc, dict):
-            raise APIError("MANIFEST_INVALID", "manifest is not a JSON object")
-        declared = doc.get("mediaType")
-        if declared and content_type in mt.ALL_MANIFESTS and declared != content_type:
-            raise APIError(
-                "MANIFEST_INVALID",
-                f"Content-Type {content_type} does not match the manifest's mediaType {declared}",
-            )
-        hint = declared or (content_type if content_type in mt.ALL_MANIFESTS else None)
-        try:
-            parsed = manifests.parse(raw, hint, "manifest")
+            checked = manifest_checks.check(raw, manifest_checks.content_type_of(request))
         except ManifestError as e:
             raise APIError("MANIFEST_INVALID", str(e)) from None
-        media_type = declared or content_type or parsed.media_type
-        if media_type not in mt.ALL_MANIFESTS and content_type in mt.ALL_MANIFESTS:
-            media_type = content_type
+        doc, parsed, media_type = checked.doc, checked.parsed, checked.media_type
         if names.is_digest_like(reference):
             h = hashlib.new(reference.split(":", 1)[0])
             h.update(raw)
@@ -501,11 +485,13 @@ class RegistryApp:
             for entry in parsed.manifests:
                 if not storage.has_manifest(name, entry.digest):
                     raise APIError("MANIFEST_BLOB_UNKNOWN", detail={"digest": entry.digest})
+                manifest_checks.check_blob_size(storage, entry)
             return
         for desc in parsed.blobs:
             if desc.urls and "nondistributable" in desc.media_type + "foreign":
                 continue
             if storage.has_blob(name, desc.digest):
+                manifest_checks.check_blob_size(storage, desc)
                 storage.touch_blob(desc.digest)  # gc grace
             elif not desc.urls and not storage.has_manifest(name, desc.digest):
                 raise APIError("MANIFEST_BLOB_UNKNOWN", detail={"digest": desc.digest})

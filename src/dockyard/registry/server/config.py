@@ -6,6 +6,10 @@ root = "/var/lib/dockyard-registry"
 tag_ttl = 300            # seconds a mirrored tag is served before asking upstream again
 read_only = false
 gc_grace = 3600          # seconds: younger blobs survive gc
+header_timeout = 20      # seconds for a request's line and headers to arrive in full
+body_timeout = 30        # a request body must bring body_min_rate bytes/s over each
+body_min_rate = 1024     #   body_timeout seconds, else it is cut off (408)
+max_uploads_per_client = 16   # upload requests in flight per client address (else 429)
 
 [auth]
 htpasswd = "/etc/dockyard/htpasswd"   # bcrypt entries (htpasswd -B)
@@ -28,6 +32,7 @@ tag_ttl = 60                 # optional, overrides the global one
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dockyard.errors import DockyardError
+from dockyard.registry.server import slowclients
 from dockyard.registry.server.names import valid_name
 
 DEFAULT_ADDR = "127.0.0.1:5000"
@@ -96,6 +102,10 @@ class ServerConfig:
     upload_max_age: float = DEFAULT_UPLOAD_MAX_AGE
     upstream_attempts: int = 2  # tries per upstream request: fail over to stale fast
     access_log: bool = False
+    header_timeout: float = slowclients.DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = slowclients.DEFAULT_BODY_TIMEOUT
+    body_min_rate: float = slowclients.DEFAULT_BODY_MIN_RATE
+    max_uploads_per_client: int = slowclients.DEFAULT_MAX_UPLOADS_PER_CLIENT
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         return next((u for u in self.upstreams if u.name == name), None)
@@ -134,6 +144,12 @@ def _seconds(value: Any, where: str) -> float:
             return float(text)
         except ValueError:
             raise ConfigError(f"{where}: {value!r} is not a duration") from None
+    return float(value)
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: expected a number")
     return float(value)
 
 
@@ -176,6 +192,10 @@ def from_document(doc: dict[str, Any], where: str, base: ServerConfig) -> Server
         "upstream",
         "upstreams",
         "access_log",
+        "header_timeout",
+        "body_timeout",
+        "body_min_rate",
+        "max_uploads_per_client",
     }
     unknown = set(doc) - known
     if unknown:
@@ -185,9 +205,16 @@ def from_document(doc: dict[str, Any], where: str, base: ServerConfig) -> Server
         changes["addr"] = str(doc["addr"])
     if "root" in doc:
         changes["root"] = Path(doc["root"])
-    for key in ("tag_ttl", "gc_grace", "upload_max_age"):
+    for key in ("tag_ttl", "gc_grace", "upload_max_age", "header_timeout", "body_timeout"):
         if key in doc:
             changes[key] = _seconds(doc[key], f"{where}: {key}")
+    if "body_min_rate" in doc:
+        changes["body_min_rate"] = _number(doc["body_min_rate"], f"{where}: body_min_rate")
+    if "max_uploads_per_client" in doc:
+        value = doc["max_uploads_per_client"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}: max_uploads_per_client must be a whole number >= 1")
+        changes["max_uploads_per_client"] = value
     for key in ("read_only", "access_log"):
         if key in doc:
             if not isinstance(doc[key], bool):
@@ -266,4 +293,9 @@ def check(config: ServerConfig) -> ServerConfig:
         raise ConfigError("token auth needs an htpasswd file for its users")
     if config.tag_ttl < 0:
         raise ConfigError("tag_ttl must not be negative")
+    for key in ("header_timeout", "body_timeout"):
+        if not 0 < getattr(config, key) < math.inf:
+            raise ConfigError(f"{key} must be a positive number of seconds")
+    if not 0 <= config.body_min_rate < math.inf:
+        raise ConfigError("body_min_rate must be a number of bytes per second, 0 or more")
     return config

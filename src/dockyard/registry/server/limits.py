@@ -8,7 +8,8 @@ buffered, whatever the handler does with it. A refused request (any 4xx/5xx) who
 was not read to its end closes the connection instead of reading the rest.
 
 - ``POST /token`` (the OAuth2 form): :data:`TOKEN_FORM_MAX`, 64 KiB
-- ``PUT /v2/<name>/manifests/<ref>``: :data:`MANIFEST_MAX`, 4 MiB (as distribution)
+- ``PUT /v2/<name>/manifests/<ref>``: :data:`.manifest_checks.MAX_MANIFEST_SIZE`, 4 MiB
+  (as distribution)
 - ``/v2/<name>/blobs/uploads/...``: no cap here, streamed to disk in batches
 - anything else: :data:`OTHER_MAX`, 0 (no other handler reads a body)
 """
@@ -20,9 +21,9 @@ import re
 from typing import Any
 
 from dockyard.registry.server.apierrors import APIError
+from dockyard.registry.server.manifest_checks import MAX_MANIFEST_SIZE
 
 TOKEN_FORM_MAX = 64 << 10
-MANIFEST_MAX = 4 << 20
 OTHER_MAX = 0
 
 _UPLOAD_RE = re.compile(r"^/v2/.+/blobs/uploads(?:/[^/]*)?$")
@@ -36,7 +37,7 @@ def body_cap(path: str) -> int | None:
     if path == "/token":
         return TOKEN_FORM_MAX
     if _MANIFEST_RE.match(path):
-        return MANIFEST_MAX
+        return MAX_MANIFEST_SIZE
     return OTHER_MAX
 
 

@@ -11,7 +11,9 @@ Digests are immutable: once cached they are served forever. A tag is served from
 cache for its TTL, then re-checked upstream with a ``HEAD``; if the upstream cannot be
 reached, the cached tag is served anyway, marked stale. A blob that is not cached yet
 streams to the client while it is written to the cache (one pass, bounded memory); it
-becomes visible in the cache only when complete and verified.
+becomes visible in the cache only when complete and verified. A manifest from upstream
+passes the checks a pushed one does (:mod:`manifest_checks`); one that fails them, is
+too big or does not match its digest is a 502 to the client and is not cached.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from dockyard.errors import DigestError, RegistryError
+from dockyard.errors import DigestError, ManifestError, RegistryError
 from dockyard.layout import atomic
 from dockyard.oci.descriptor import Descriptor
-from dockyard.registry.server import fetch, names
+from dockyard.registry.server import fetch, manifest_checks, names
 from dockyard.registry.server.apierrors import APIError
 from dockyard.registry.server.config import ServerConfig, UpstreamConfig
 from dockyard.registry.server.storage import Storage, StoredManifest, referrer_info
@@ -191,6 +193,7 @@ class Mirror:
             atomic.write_bytes(marker, route.upstream.external_name(route.remote).encode())
 
     def _store(self, route: Route, got, tag: str | None) -> StoredManifest:
+        manifest_checks.check(got.data, got.media_type)  # nothing bad reaches the cache
         self._remember(route)
         with self.storage.gc_lock(shared=True):
             digest = self.storage.put_manifest(
@@ -237,6 +240,8 @@ class Mirror:
                 raise APIError("MANIFEST_UNKNOWN", detail={"reference": reference}) from None
             except Unavailable as e:
                 raise APIError("UNAVAILABLE", f"upstream unavailable: {e}") from None
+            except (DigestError, ManifestError) as e:
+                raise _bad_manifest(route, reference, e) from None
         if cached is not None:
             age = storage.tag_age(route.local, reference)
             if age is not None and age < route.upstream.ttl:
@@ -249,9 +254,11 @@ class Mirror:
             return await self._call(self._fetch_manifest, route, reference), False
         except Unknown:
             raise APIError("MANIFEST_UNKNOWN", detail={"tag": reference}) from None
-        except (Unavailable, DigestError) as e:
+        except (Unavailable, DigestError, ManifestError) as e:
             if isinstance(e, Unavailable) and not route.upstream.is_down:
                 route.upstream.mark_down()
+            if cached is None and not isinstance(e, Unavailable):
+                raise _bad_manifest(route, reference, e) from None
             if cached is None:
                 raise APIError("UNAVAILABLE", f"upstream unavailable: {e}") from None
             log.warning(
@@ -286,7 +293,8 @@ class Mirror:
         If the client goes away, the download still finishes into the cache (the next
         pull is a hit). A digest mismatch aborts the answer and keeps nothing; the last
         bytes are held back until the digest is verified, so a client never gets a
-        complete answer with wrong content.
+        complete answer with wrong content. The first batch is awaited before the answer
+        starts: a lie found by then (any blob up to one batch) is a 502, not a cut-off.
         """
         self._remember(route)
         if not _PROXIED:  # the plain case: one GET, its Content-Length is the size
@@ -295,11 +303,13 @@ class Mirror:
             except fetch.Fallback as e:
                 log.debug("mirror %s@%s: general client (%s)", route.local, digest, e)
             else:
-                return self._tee(route, digest, self._direct_source(body, digest)), body.size
+                tee = self._tee(route, digest, self._direct_source(body, digest))
+                return await _started(route, digest, tee), body.size
         size = await self.blob_size(route, digest)
         if size is None:
             return None
-        return self._tee(route, digest, self._threaded_source(route, digest, size)), size
+        tee = self._tee(route, digest, self._threaded_source(route, digest, size))
+        return await _started(route, digest, tee), size
 
     async def _open_direct(self, route: Route, digest: str) -> fetch.BlobBody:
         client = route.upstream.client
@@ -427,6 +437,44 @@ class Mirror:
                     queue.get_nowait()
 
         return body()
+
+
+def _bad_manifest(route: Route, reference: str, error: Exception) -> APIError:
+    """502 for a manifest the upstream sent that we refuse (and did not cache)."""
+    where = f"{route.upstream.external_name(route.remote)}:{reference}"
+    log.error("mirror %s: upstream sent a bad manifest for %s: %s", route.local, where, error)
+    return APIError(
+        "MANIFEST_INVALID",
+        f"upstream {route.upstream.name} sent a bad manifest for {where}: {error}",
+        status=502,
+    )
+
+
+async def _started(route: Route, digest: str, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``body`` with its first batch already received; an upstream failure by then
+    raises a 502 (a lie) or 503 (unreachable) before the answer starts."""
+    try:
+        first = await anext(body)
+    except StopAsyncIteration:
+        first = None
+    except DigestError as e:
+        raise APIError(
+            "DIGEST_INVALID",
+            f"upstream {route.upstream.name} sent wrong bytes for {digest}: {e}",
+            detail={"digest": digest},
+            status=502,
+        ) from None
+    except (OSError, RegistryError) as e:
+        raise APIError("UNAVAILABLE", f"upstream unavailable: {e}") from None
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first is None:
+            return
+        yield first
+        async for batch in body:
+            yield batch
+
+    return rest()
 
 
 def upstream_name_of(storage: Storage, name: str) -> str | None:

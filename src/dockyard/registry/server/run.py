@@ -1,10 +1,12 @@
-"""Running the server: uvicorn (httptools and uvloop when installed), TLS, logging."""
+"""Running the server: uvicorn (httptools and uvloop when installed, with the request
+head deadline of :mod:`slowclients`), TLS, logging."""
 
 from __future__ import annotations
 
 import logging
 
 from dockyard.registry.server.config import ConfigError, ServerConfig
+from dockyard.registry.server.slowclients import http_protocol
 
 log = logging.getLogger("dockyard.registry.server")
 
@@ -51,7 +53,7 @@ def serve(config: ServerConfig) -> None:
         app,
         host=host,
         port=port,
-        http="auto",
+        http=http_protocol(config.header_timeout),
         loop="auto",
         lifespan="on",
         access_log=config.access_log,

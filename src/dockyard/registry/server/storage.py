@@ -41,6 +41,7 @@ from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import CHUNK
 from dockyard.registry.server import names
+from dockyard.registry.server.manifest_checks import ACCEPTED, MAX_MANIFEST_SIZE
 
 REPOS = "repos"
 UPLOADS = "uploads"
@@ -199,15 +200,20 @@ class Storage:
             os.utime(self._tag_path(name, tag))
 
     def get_manifest(self, name: str, reference: str) -> StoredManifest | None:
-        """A manifest by tag or digest, verified against its digest; None if unknown."""
+        """A manifest by tag or digest, verified against its digest; None if unknown.
+
+        Only what was stored as a manifest (an accepted manifest media type) and is no
+        bigger than a manifest may be is read: nothing else is served as one.
+        """
         digest = reference if names.is_digest_like(reference) else self.resolve_tag(name, reference)
         if digest is None:
             return None
         media_type = self.manifest_media_type(name, digest)
-        if media_type is None:
+        stat = self.blob_stat(digest)
+        if media_type not in ACCEPTED or stat is None or stat.st_size > MAX_MANIFEST_SIZE:
             return None
         try:
-            data = self.blobs.read_bytes(digest)
+            data = self.blobs.read_bytes(digest, stat.st_size)
         except StoreError:
             return None
         return StoredManifest(data, media_type, digest)
