@@ -40,8 +40,8 @@ def test_artifacts_keep_their_paths(tmp_path):
     (ws / "build.log").write_text("log")
     (ws / "other.txt").write_text("no")
     target = tmp_path / "artifacts"
-    copied = collect_artifacts(ws, ["dist/**", "*.log", "missing/*"], target)
-    assert copied == ["dist", "build.log"]
+    copied, problems = collect_artifacts(ws, ["dist/**", "*.log", "missing/*"], target)
+    assert (copied, problems) == (["dist", "build.log"], [])
     assert (target / "dist" / "app.tar").read_text() == "app"
     assert (target / "dist" / "sub" / ".hidden").read_text() == "h"
     assert (target / "build.log").read_text() == "log"
@@ -57,8 +57,8 @@ def test_artifacts_never_follow_links_out_of_the_workspace(tmp_path):
     (ws / "out").symlink_to(outside)
     (ws / "file").symlink_to(outside / "private")
     target = tmp_path / "artifacts"
-    copied = collect_artifacts(ws, ["out/*", "out", "file"], target)
-    assert copied == ["out", "file"]
+    copied, problems = collect_artifacts(ws, ["out/*", "out", "file"], target)
+    assert (copied, problems) == (["out", "file"], [])
     assert os.readlink(target / "out") == str(outside)  # copied as links
     assert os.readlink(target / "file") == str(outside / "private")
 

@@ -13,7 +13,10 @@ RUN step running at the time, silent or not; the build itself stops at its next 
 line.
 
 After a step its JUnit reports are counted and its artifacts copied into the run
-directory, whether it succeeded or not.
+directory, whether it succeeded or not (not if it was cancelled). That collection is
+cancellable too, and bounded by the step's timeout: it has what is left of it, and at
+least ``COLLECT_GRACE`` seconds so that a step that timed out still leaves its reports.
+Past that, the step times out and what was copied so far stays.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from dockyard.ci.caches import cache_dir
+from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
 from dockyard.ci.junit import read_reports
 from dockyard.ci.output import OutputLog
@@ -36,9 +40,12 @@ from dockyard.errors import DockyardError
 from dockyard.runtime import ContainerTimeout, Mount, container_config
 from dockyard.runtime.container import ContainerGroup
 
+COLLECT_GRACE = 30.0
+
 
 class StepTimeout(Exception):
-    """A build step passed its timeout."""
+    """A build step, or the collection of a step's reports and artifacts, passed its
+    timeout."""
 
 
 def script(commands: tuple[str, ...]) -> str:
@@ -81,7 +88,12 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
             log.note(f"error: {detail}")
     try:
         if result.status != CANCELLED:
-            _collect(ctx, step, result, log)
+            _collect(ctx, step, result, log, deadline)
+    except (Cancelled, StepTimeout) as e:
+        timeout = isinstance(e, StepTimeout)
+        result.status = TIMEOUT if timeout else CANCELLED
+        result.reason = f"timed out after {step.timeout:g}s" if timeout else "cancelled"
+        log.note(f"collecting reports and artifacts stopped: {result.reason}")
     finally:
         result.duration = time.monotonic() - started
         result.ignored = result.status in FAILED and step.failure == "ignore"
@@ -170,10 +182,21 @@ def _killed_at(group: ContainerGroup, deadline: float | None) -> Iterator[None]:
         timer.join()
 
 
-def _collect(ctx: RunContext, step: Step, result: StepResult, log: OutputLog) -> None:
-    """Count the step's test reports and copy its artifacts out of the workspace."""
+def _collect(
+    ctx: RunContext, step: Step, result: StepResult, log: OutputLog, deadline: float | None
+) -> None:
+    """Count the step's test reports and copy its artifacts out of the workspace;
+    raise :class:`Cancelled` or :class:`StepTimeout` if stopped."""
+    if deadline is not None:
+        deadline = max(deadline, time.monotonic() + COLLECT_GRACE)
+
+    def check() -> None:
+        ctx.cancel.check()
+        if deadline is not None and time.monotonic() > deadline:
+            raise StepTimeout
+
     if step.reports.junit:
-        result.tests, problems = read_reports(ctx.run.workspace, step.reports.junit)
+        result.tests, problems = read_reports(ctx.run.workspace, step.reports.junit, check=check)
         for problem in problems:
             log.note(problem)
         tests = result.tests
@@ -181,7 +204,11 @@ def _collect(ctx: RunContext, step: Step, result: StepResult, log: OutputLog) ->
     if step.artifacts:
         target = ctx.run.artifacts(step.name)
         try:
-            result.artifacts = collect_artifacts(ctx.run.workspace, step.artifacts, target)
+            result.artifacts, problems = collect_artifacts(
+                ctx.run.workspace, step.artifacts, target, check=check
+            )
+            for problem in problems:
+                log.note(f"artifact {problem}")
         except OSError as e:
             log.note(f"artifacts: {e}")
         log.note(f"artifacts: {len(result.artifacts)} paths saved in {target}")
