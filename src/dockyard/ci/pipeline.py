@@ -32,6 +32,7 @@ step names. Every error names the file, the line and the field::
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -66,6 +67,7 @@ _HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_DURATION = 365 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ class PipelineError(BuildError):
 
 def parse_duration(value: object) -> float:
     """Seconds from ``90``, ``"90s"``, ``"1h30m"``, ``"1.5m"``, ``"250ms"`` or ``"7d"``;
-    above 0."""
+    above 0 and at most a year (never NaN or infinite: ``.nan``, ``.inf`` are YAML
+    floats)."""
     seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
@@ -111,8 +114,10 @@ def parse_duration(value: object) -> float:
             seconds = float(text)
         elif text and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
             seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
-    if seconds is None or seconds <= 0:
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"invalid duration {value!r}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"invalid duration {value!r}: longer than a year")
     return seconds
 
 
@@ -365,7 +370,13 @@ def load_pipeline(file: str | os.PathLike[str]) -> Pipeline:
         raise PipelineError(str(path), [Problem("", f"cannot read: {e.strerror}", None)]) from None
     if len(data) > MAX_FILE_SIZE:
         raise PipelineError(str(path), [Problem("", "larger than 1 MiB", None)])
-    return parse_pipeline(data.decode("utf-8", "replace"), path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        problem = Problem("", f"not UTF-8 text (byte 0x{data[e.start]:02x})", line)
+        raise PipelineError(str(path), [problem]) from None
+    return parse_pipeline(text, path)
 
 
 def parse_pipeline(text: str, file: Path) -> Pipeline:
