@@ -1,4 +1,5 @@
-"""Attacks on what a pipeline run reads back from its workspace after steps ran.
+"""Attacks on what a pipeline run reads back from its workspace after steps ran, and
+on the store dirs it mounts into steps.
 
 Steps write the workspace and may run in parallel with the collection of another
 step's artifacts and reports, so every path in it can turn into a symlink to a host
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.ci.caches import CACHE_DIR, cache_dir, cache_name
 from dockyard.ci.cancel import Cancellation, Cancelled
 from dockyard.ci.junit import read_reports
 from dockyard.ci.workspace import collect_artifacts
+from dockyard.errors import DockyardError
 
 VICTIM = b"host secret"
 ROUNDS = 30
@@ -173,3 +176,14 @@ def test_a_cancelled_collection_stops_and_leaves_no_half_copied_file(tmp_path):
     with pytest.raises(Cancelled):
         collect_artifacts(ws, ["dist/**"], target, check=check)
     assert not (target / "dist" / "big").exists()
+
+
+def test_a_symlink_in_place_of_a_cache_dir_is_refused_not_mounted(tmp_path):
+    host = host_dir(tmp_path, {"private": VICTIM})
+    before = os.stat(host).st_mtime_ns
+    name = cache_name("pipeline", "/root/.cache")
+    (tmp_path / "store" / CACHE_DIR).mkdir(parents=True)
+    (tmp_path / "store" / CACHE_DIR / name).symlink_to(host)
+    with pytest.raises(DockyardError, match="is not a directory"):
+        cache_dir(tmp_path / "store", "pipeline", "/root/.cache")
+    assert os.stat(host).st_mtime_ns == before
