@@ -3,6 +3,7 @@ one ``file:line: problem`` error, never a traceback, and nothing absurd is accep
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -64,3 +65,32 @@ def test_the_cli_prints_one_line_for_a_binary_pipeline(tmp_path, dockyard):
     assert result.returncode == 1
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"dockyard: error: {tmp_path}/.dockyard.yml:")
+
+
+def test_a_pipeline_file_linked_out_of_its_repository_is_not_read(tmp_path, dockyard):
+    host = tmp_path / "host.yml"  # a sacrificial host file, shaped to be echoed
+    host.write_text("steps:\n  - name: HOST-SECRET-VALUE!\n    image: busybox\n")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / ".dockyard.yml").symlink_to(host)
+    with pytest.raises(PipelineError, match="cannot read: it leads out of its directory"):
+        load_pipeline(repo / ".dockyard.yml", within=repo)
+    result = dockyard("ci", "run", str(repo), check=False)
+    assert result.returncode == 1
+    assert b"HOST-SECRET" not in result.stdout + result.stderr
+    assert b"leads out of its directory" in result.stderr
+
+
+def test_a_pipeline_file_linked_inside_its_repository_is_read(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "ci").mkdir(parents=True)
+    (repo / "ci" / "pipeline.yml").write_text(STEP)
+    (repo / ".dockyard.yml").symlink_to("ci/pipeline.yml")
+    assert load_pipeline(repo / ".dockyard.yml", within=repo).steps[0].name == "a"
+
+
+def test_a_fifo_as_pipeline_file_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / ".dockyard.yml")
+    for within in (None, tmp_path):
+        with pytest.raises(PipelineError, match="not a regular file"):
+            load_pipeline(tmp_path / ".dockyard.yml", within=within)
