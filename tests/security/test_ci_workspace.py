@@ -14,14 +14,21 @@ import contextlib
 import ctypes
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from dockyard.ci import steps
 from dockyard.ci.caches import CACHE_DIR, cache_dir, cache_name
 from dockyard.ci.cancel import Cancellation, Cancelled
 from dockyard.ci.junit import read_reports
+from dockyard.ci.output import OutputLog
+from dockyard.ci.pipeline import parse_pipeline
+from dockyard.ci.results import Events, StepResult
+from dockyard.ci.runs import RunDir
 from dockyard.ci.workspace import collect_artifacts
 from dockyard.errors import DockyardError
 
@@ -187,3 +194,27 @@ def test_a_symlink_in_place_of_a_cache_dir_is_refused_not_mounted(tmp_path):
     with pytest.raises(DockyardError, match="is not a directory"):
         cache_dir(tmp_path / "store", "pipeline", "/root/.cache")
     assert os.stat(host).st_mtime_ns == before
+
+
+@pytest.mark.parametrize("stop", ["cancel", "timeout"])
+def test_collection_after_a_step_honours_cancel_and_the_step_timeout(tmp_path, monkeypatch, stop):
+    run = RunDir.create(tmp_path / "store")
+    loops(tmp_path).rename(run.workspace)  # links to their parent: old globs never ended
+    (run.workspace / "out" / "r.xml").write_text("<testsuite/>")
+    pipeline = parse_pipeline(
+        'steps: [{name: s, image: busybox, artifacts: ["out/**"], reports: {junit: "**"}}]',
+        Path(".dockyard.yml"),
+    )
+    ctx = SimpleNamespace(run=run, cancel=Cancellation())
+    log = OutputLog("s", run.step_log("s"), [], Events())
+    monkeypatch.setattr(steps, "COLLECT_GRACE", 0.0)
+    if stop == "cancel":
+        ctx.cancel.cancel()
+    deadline = None if stop == "cancel" else time.monotonic() - 1
+    result = StepResult("s", "success")
+    with pytest.raises(Cancelled if stop == "cancel" else steps.StepTimeout):
+        steps._collect(ctx, pipeline.steps[0], result, log, deadline)
+    assert result.artifacts == []
+    if stop == "timeout":  # the same without a timeout: everything is collected
+        steps._collect(ctx, pipeline.steps[0], result, log, None)
+        assert result.artifacts == ["out"] and result.tests.passed == 0
