@@ -7,9 +7,10 @@ external entities. Report paths are globs matched through directory fds
 (:mod:`.treeglob`: no symlinked directory is entered), and each report is opened
 with ``openat2(RESOLVE_BENEATH)`` from the workspace: a report that is a symlink is
 read only if it leads to a regular file inside the workspace, whatever a parallel
-step swaps meanwhile. Counts come from the ``testcase`` elements themselves, so nested
-``testsuite`` totals are never added twice; a case with a ``failure`` or ``error``
-child failed, one with ``skipped`` was skipped.
+step swaps meanwhile; it is read up to its size when opened. Counts come from the
+``testcase`` elements themselves, so nested ``testsuite`` totals are never added
+twice; a case with a ``failure`` or ``error`` child failed, one with ``skipped`` was
+skipped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 from xml.parsers import expat
 
 from dockyard.ci.treeglob import DIR_FLAGS, TreeError, matches, no_check
@@ -61,7 +62,11 @@ class TestCounts:
         )
 
 
-def parse_junit(stream: BinaryIO) -> TestCounts:
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def parse_junit(stream: Readable) -> TestCounts:
     """Count the test cases of one JUnit XML document."""
     parser = expat.ParserCreate()
     counts = {"passed": 0, "failed": 0, "skipped": 0}
@@ -128,7 +133,7 @@ def read_reports(
                     found = True
                     try:
                         with _open_report(root, match.path) as f:
-                            total += parse_junit(f)
+                            total += parse_junit(_SizedReader(f, check))
                     except (OSError, ReportError) as e:
                         message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                         problems.append(f"report {match.path}: {message}")
@@ -139,6 +144,22 @@ def read_reports(
     finally:
         os.close(root)
     return total, problems
+
+
+class _SizedReader:
+    """A report read up to its size when it was opened (a step still appending to it
+    is not followed), ``check`` called before each chunk."""
+
+    def __init__(self, f: BinaryIO, check: Callable[[], None]):
+        self._f = f
+        self._left = os.fstat(f.fileno()).st_size
+        self._check = check
+
+    def read(self, size: int = -1) -> bytes:
+        self._check()
+        data = self._f.read(self._left if size < 0 else min(size, self._left))
+        self._left -= len(data)
+        return data
 
 
 def _open_report(root: int, path: str) -> BinaryIO:
