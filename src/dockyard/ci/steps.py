@@ -41,6 +41,7 @@ from dockyard.runtime import ContainerTimeout, Mount, container_config
 from dockyard.runtime.container import ContainerGroup
 
 COLLECT_GRACE = 30.0
+MAX_PROBLEM_NOTES = 20  # a workspace full of FIFOs must not flood the log
 
 
 class StepTimeout(Exception):
@@ -197,8 +198,7 @@ def _collect(
 
     if step.reports.junit:
         result.tests, problems = read_reports(ctx.run.workspace, step.reports.junit, check=check)
-        for problem in problems:
-            log.note(problem)
+        _notes(log, problems, "")
         tests = result.tests
         log.note(f"tests: {tests.passed} passed, {tests.failed} failed, {tests.skipped} skipped")
     if step.artifacts:
@@ -207,11 +207,18 @@ def _collect(
             result.artifacts, problems = collect_artifacts(
                 ctx.run.workspace, step.artifacts, target, check=check
             )
-            for problem in problems:
-                log.note(f"artifact {problem}")
+            _notes(log, problems, "artifact ")
         except OSError as e:
             log.note(f"artifacts: {e}")
         log.note(f"artifacts: {len(result.artifacts)} paths saved in {target}")
+
+
+def _notes(log: OutputLog, problems: list[str], prefix: str) -> None:
+    """Note the first ``MAX_PROBLEM_NOTES`` problems, and how many more there were."""
+    for problem in problems[:MAX_PROBLEM_NOTES]:
+        log.note(prefix + problem)
+    if len(problems) > MAX_PROBLEM_NOTES:
+        log.note(f"... and {len(problems) - MAX_PROBLEM_NOTES} more")
 
 
 def _inside(workspace: Path, relative: str) -> Path:
