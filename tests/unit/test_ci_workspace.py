@@ -40,8 +40,8 @@ def test_artifacts_keep_their_paths(tmp_path):
     (ws / "build.log").write_text("log")
     (ws / "other.txt").write_text("no")
     target = tmp_path / "artifacts"
-    copied = collect_artifacts(ws, ["dist/**", "*.log", "missing/*"], target)
-    assert copied == ["dist", "build.log"]
+    copied, problems = collect_artifacts(ws, ["dist/**", "*.log", "missing/*"], target)
+    assert (copied, problems) == (["dist", "build.log"], [])
     assert (target / "dist" / "app.tar").read_text() == "app"
     assert (target / "dist" / "sub" / ".hidden").read_text() == "h"
     assert (target / "build.log").read_text() == "log"
@@ -57,8 +57,8 @@ def test_artifacts_never_follow_links_out_of_the_workspace(tmp_path):
     (ws / "out").symlink_to(outside)
     (ws / "file").symlink_to(outside / "private")
     target = tmp_path / "artifacts"
-    copied = collect_artifacts(ws, ["out/*", "out", "file"], target)
-    assert copied == ["out", "file"]
+    copied, problems = collect_artifacts(ws, ["out/*", "out", "file"], target)
+    assert (copied, problems) == (["out", "file"], [])
     assert os.readlink(target / "out") == str(outside)  # copied as links
     assert os.readlink(target / "file") == str(outside / "private")
 
@@ -83,3 +83,31 @@ def test_run_dirs_and_records(tmp_path):
     with pytest.raises(NotFound):
         RunDir.find(tmp_path, "nope")
     assert run_ids(tmp_path / "empty") == []
+
+
+def test_artifacts_are_files_dirs_and_links_only_without_setuid_bits(tmp_path):
+    ws = tmp_path / "ws"
+    (ws / "dist").mkdir(parents=True)
+    (ws / "dist" / "tool").write_text("x")
+    os.chmod(ws / "dist" / "tool", 0o4755)
+    os.mkfifo(ws / "dist" / "fifo")
+    target = tmp_path / "artifacts"
+    copied, problems = collect_artifacts(ws, ["dist", "dist/tool"], target)
+    assert copied == ["dist"]
+    assert problems == ["dist/fifo: not saved: not a file, directory or symlink"]
+    saved = os.stat(target / "dist" / "tool")
+    assert saved.st_mode & 0o7777 == 0o755
+    assert saved.st_mtime_ns == os.stat(ws / "dist" / "tool").st_mtime_ns
+    assert not (target / "dist" / "fifo").exists()
+
+
+def test_artifact_patterns_merge_into_what_earlier_ones_copied(tmp_path):
+    ws = tmp_path / "ws"
+    (ws / "out" / "a").mkdir(parents=True)
+    (ws / "out" / "a" / "x").write_text("x")
+    (ws / "out" / "b").write_text("b")
+    target = tmp_path / "artifacts"
+    copied, problems = collect_artifacts(ws, ["out/a/*", "out", "."], target)
+    assert (copied, problems) == (["out/a/x", "out", "."], [])
+    assert (target / "out" / "a" / "x").read_text() == "x"
+    assert (target / "out" / "b").read_text() == "b"

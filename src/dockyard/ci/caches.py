@@ -9,13 +9,22 @@ run that name the same path see one directory at once, as with BuildKit's defaul
 
 Each use sets the directory's mtime, so that ``dockyard ci prune`` can tell the caches
 nobody has used for a while (see :mod:`.prune`).
+
+Steps fill caches, and dockyard never reads what is in them: it mounts them (runc
+resolves the destination inside the container's rootfs) and prune deletes them
+(``shutil.rmtree``, which never follows a symlink). A cache dir itself must be a real
+directory: a symlink found in its place is refused, never mounted, so that no host
+directory can become a cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
+
+from dockyard.errors import DockyardError
 
 CACHE_DIR = Path("ci") / "cache"
 
@@ -28,7 +37,17 @@ def cache_name(pipeline_key: str, path: str) -> str:
 def cache_dir(store_root: Path, pipeline_key: str, path: str) -> Path:
     """The store directory for the cache ``path`` of the pipeline ``pipeline_key``,
     created if missing, and marked as used now."""
-    directory = store_root / CACHE_DIR / cache_name(pipeline_key, path)
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    os.utime(directory)
+    parent = store_root / CACHE_DIR
+    parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    directory = parent / cache_name(pipeline_key, path)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o755)
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise DockyardError(f"cache {path}: {directory} is not a directory") from e
+    try:
+        os.utime(fd)
+    finally:
+        os.close(fd)
     return directory

@@ -3,22 +3,35 @@
 Reports are written by the pipeline's own commands, so they are untrusted input: the
 parser is expat driven directly (no tree is built, memory stays flat) and a document
 type declaration is refused outright, which rules out entity expansion bombs and
-external entities. Counts come from the ``testcase`` elements themselves, so nested
-``testsuite`` totals are never added twice; a case with a ``failure`` or ``error``
-child failed, one with ``skipped`` was skipped.
+external entities. Report paths are globs matched through directory fds
+(:mod:`.treeglob`: no symlinked directory is entered), and each report is opened
+with ``openat2(RESOLVE_BENEATH)`` from the workspace: a report that is a symlink is
+read only if it leads to a regular file inside the workspace, whatever a parallel
+step swaps meanwhile; it is read up to its size when opened. Counts come from the
+``testcase`` elements themselves, so nested ``testsuite`` totals are never added
+twice; a case with a ``failure`` or ``error`` child failed, one with ``skipped`` was
+skipped.
 """
 
 from __future__ import annotations
 
-import glob
+import errno
 import os
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 from xml.parsers import expat
+
+from dockyard.ci.treeglob import DIR_FLAGS, TreeError, matches, no_check
+from dockyard.runtime import syscalls
 
 MAX_REPORT_SIZE = 256 << 20
 MAX_FAILING_NAMES = 200
+_OPEN = os.O_RDONLY | os.O_NONBLOCK  # a FIFO must not block
+_BENEATH = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_MAGICLINKS
+_RETRIES = 8  # openat2 says EAGAIN when a rename raced the lookup
 
 
 class ReportError(ValueError):
@@ -49,7 +62,11 @@ class TestCounts:
         )
 
 
-def parse_junit(stream: BinaryIO) -> TestCounts:
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def parse_junit(stream: Readable) -> TestCounts:
     """Count the test cases of one JUnit XML document."""
     parser = expat.ParserCreate()
     counts = {"passed": 0, "failed": 0, "skipped": 0}
@@ -97,25 +114,74 @@ def parse_junit(stream: BinaryIO) -> TestCounts:
     return TestCounts(counts["passed"], counts["failed"], counts["skipped"], tuple(failing))
 
 
-def read_reports(workspace: Path, patterns: tuple[str, ...]) -> tuple[TestCounts, list[str]]:
-    """The sum of the reports matching ``patterns`` (globs relative to ``workspace``),
-    and a problem message for each report that could not be read."""
+def read_reports(
+    workspace: Path, patterns: tuple[str, ...], *, check: Callable[[], None] = no_check
+) -> tuple[TestCounts, list[str]]:
+    """The sum of the reports matching ``patterns`` (globs relative to ``workspace``,
+    see :mod:`.treeglob`), and a problem message for each report that could not be
+    read. ``check`` is called for every entry looked at; it stops the reading by
+    raising."""
     total, problems = TestCounts(), []
-    root = workspace.resolve()
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern, root_dir=root, recursive=True, include_hidden=True))
-        if not matches:
-            problems.append(f"no report matches {pattern}")
-        for relative in matches:
-            path = root / relative
+    root = os.open(workspace, DIR_FLAGS)
+    try:
+        for pattern in patterns:
+            found = False
             try:
-                if not path.resolve().is_relative_to(root):
-                    raise ReportError("outside the workspace")
-                with open(path, "rb") as f:
-                    if os.fstat(f.fileno()).st_size > MAX_REPORT_SIZE:
-                        raise ReportError("too large")
-                    total += parse_junit(f)
-            except (OSError, ReportError) as e:
-                message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-                problems.append(f"report {relative}: {message}")
+                for match in matches(root, pattern, check=check):
+                    if stat.S_ISDIR(match.stat.st_mode):
+                        continue
+                    found = True
+                    try:
+                        with _open_report(root, match.path) as f:
+                            total += parse_junit(_SizedReader(f, check))
+                    except (OSError, ReportError) as e:
+                        message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                        problems.append(f"report {match.path}: {message}")
+            except TreeError as e:
+                problems.append(f"reports {pattern}: {e}")
+            if not found:
+                problems.append(f"no report matches {pattern}")
+    finally:
+        os.close(root)
     return total, problems
+
+
+class _SizedReader:
+    """A report read up to its size when it was opened (a step still appending to it
+    is not followed), ``check`` called before each chunk."""
+
+    def __init__(self, f: BinaryIO, check: Callable[[], None]):
+        self._f = f
+        self._left = os.fstat(f.fileno()).st_size
+        self._check = check
+
+    def read(self, size: int = -1) -> bytes:
+        self._check()
+        data = self._f.read(self._left if size < 0 else min(size, self._left))
+        self._left -= len(data)
+        return data
+
+
+def _open_report(root: int, path: str) -> BinaryIO:
+    """The regular file ``path`` under the directory ``root``, symlinks followed only
+    while they stay beneath it."""
+    for _ in range(_RETRIES):
+        try:
+            fd = syscalls.openat2(root, path, _OPEN, _BENEATH)
+            break
+        except OSError as e:
+            if e.errno == errno.EXDEV:
+                raise ReportError("outside the workspace") from None
+            if e.errno != errno.EAGAIN:
+                raise
+    else:
+        raise ReportError("the workspace kept changing while it was opened")
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        raise ReportError("not a regular file")
+    if st.st_size > MAX_REPORT_SIZE:
+        f.close()
+        raise ReportError("too large")
+    return f

@@ -39,8 +39,11 @@ step names. Every error names the file, the line and the field::
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -64,6 +67,7 @@ from dockyard.ci import yamlmarks
 from dockyard.ci.graph import Node, StepGraph, find_cycle
 from dockyard.errors import BuildError, InvalidReference
 from dockyard.reference import Reference
+from dockyard.runtime import syscalls
 
 DEFAULT_FILE = ".dockyard.yml"
 MAX_FILE_SIZE = 1 << 20
@@ -73,6 +77,8 @@ _HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_DURATION = 365 * 86400.0
+_BENEATH = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_MAGICLINKS
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,8 @@ class PipelineError(BuildError):
 
 def parse_duration(value: object) -> float:
     """Seconds from ``90``, ``"90s"``, ``"1h30m"``, ``"1.5m"``, ``"250ms"`` or ``"7d"``;
-    above 0."""
+    above 0 and at most a year (never NaN or infinite: ``.nan``, ``.inf`` are YAML
+    floats)."""
     seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
@@ -118,8 +125,10 @@ def parse_duration(value: object) -> float:
             seconds = float(text)
         elif text and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
             seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
-    if seconds is None or seconds <= 0:
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"invalid duration {value!r}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"invalid duration {value!r}: longer than a year")
     return seconds
 
 
@@ -364,17 +373,51 @@ class Pipeline:
 # -- loading ---------------------------------------------------------------------------
 
 
-def load_pipeline(file: str | os.PathLike[str]) -> Pipeline:
-    """Read and validate a pipeline file; raise :class:`PipelineError` if it is invalid."""
+def load_pipeline(
+    file: str | os.PathLike[str], *, within: str | os.PathLike[str] | None = None
+) -> Pipeline:
+    """Read and validate a pipeline file; raise :class:`PipelineError` if it is invalid.
+
+    ``within``: a directory ``file`` lies in (a repository) that symlinks may not lead
+    out of, so that a ``.dockyard.yml`` linked to a host file is not read, nor its
+    content echoed in an error. Only a regular file is read (a FIFO never blocks).
+    """
     path = Path(file)
     try:
-        with open(path, "rb") as f:
+        fd = _open_regular(path, within)
+        with os.fdopen(fd, "rb") as f:
             data = f.read(MAX_FILE_SIZE + 1)
     except OSError as e:
-        raise PipelineError(str(path), [Problem("", f"cannot read: {e.strerror}", None)]) from None
+        reason = "it leads out of its directory" if e.errno == errno.EXDEV else e.strerror
+        raise PipelineError(str(path), [Problem("", f"cannot read: {reason}", None)]) from None
     if len(data) > MAX_FILE_SIZE:
         raise PipelineError(str(path), [Problem("", "larger than 1 MiB", None)])
-    return parse_pipeline(data.decode("utf-8", "replace"), path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        problem = Problem("", f"not UTF-8 text (byte 0x{data[e.start]:02x})", line)
+        raise PipelineError(str(path), [problem]) from None
+    return parse_pipeline(text, path)
+
+
+def _open_regular(path: Path, within: str | os.PathLike[str] | None) -> int:
+    """An fd of the regular file ``path``, opened beneath ``within`` if given."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if within is None:
+        fd = os.open(path, flags)
+    else:
+        root = os.open(within, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            relative = os.path.relpath(os.path.abspath(path), os.path.abspath(within))
+            fd = syscalls.openat2(root, relative, flags, _BENEATH)
+        finally:
+            os.close(root)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def parse_pipeline(text: str, file: Path) -> Pipeline:

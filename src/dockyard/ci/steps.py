@@ -19,7 +19,10 @@ and a cancel kill the RUN step running at the time, silent or not; the build its
 stops at its next log line.
 
 After a step its JUnit reports are counted and its artifacts copied into the run
-directory, whether it succeeded or not.
+directory, whether it succeeded or not (not if it was cancelled). That collection is
+cancellable too, and bounded by the step's timeout: it has what is left of it, and at
+least ``COLLECT_GRACE`` seconds so that a step that timed out still leaves its reports.
+Past that, the step times out and what was copied so far stays.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from collections.abc import Iterator, Mapping
 
 from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.ci.caches import cache_dir
+from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
 from dockyard.ci.junit import read_reports
 from dockyard.ci.output import OutputLog
@@ -43,9 +47,13 @@ from dockyard.errors import DockyardError
 from dockyard.runtime import ContainerTimeout, Mount, container_config
 from dockyard.runtime.container import ContainerGroup
 
+COLLECT_GRACE = 30.0
+MAX_PROBLEM_NOTES = 20  # a workspace full of FIFOs must not flood the log
+
 
 class StepTimeout(Exception):
-    """A build step passed its timeout."""
+    """A build step, or the collection of a step's reports and artifacts, passed its
+    timeout."""
 
 
 def script(commands: tuple[str, ...]) -> str:
@@ -88,7 +96,12 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
             log.note(f"error: {detail}")
     try:
         if result.status != CANCELLED:
-            _collect(ctx, step, result, log)
+            _collect(ctx, step, result, log, deadline)
+    except (Cancelled, StepTimeout) as e:
+        timeout = isinstance(e, StepTimeout)
+        result.status = TIMEOUT if timeout else CANCELLED
+        result.reason = f"timed out after {step.timeout:g}s" if timeout else "cancelled"
+        log.note(f"collecting reports and artifacts stopped: {result.reason}")
     finally:
         result.duration = time.monotonic() - started
         result.ignored = result.status in FAILED and step.failure == "ignore"
@@ -183,18 +196,31 @@ def _killed_at(group: ContainerGroup, deadline: float | None) -> Iterator[None]:
         timer.join()
 
 
-def _collect(ctx: RunContext, step: Step, result: StepResult, log: OutputLog) -> None:
-    """Count the step's test reports and copy its artifacts out of the workspace."""
+def _collect(
+    ctx: RunContext, step: Step, result: StepResult, log: OutputLog, deadline: float | None
+) -> None:
+    """Count the step's test reports and copy its artifacts out of the workspace;
+    raise :class:`Cancelled` or :class:`StepTimeout` if stopped."""
+    if deadline is not None:
+        deadline = max(deadline, time.monotonic() + COLLECT_GRACE)
+
+    def check() -> None:
+        ctx.cancel.check()
+        if deadline is not None and time.monotonic() > deadline:
+            raise StepTimeout
+
     if step.reports.junit:
-        result.tests, problems = read_reports(ctx.run.workspace, step.reports.junit)
-        for problem in problems:
-            log.note(problem)
+        result.tests, problems = read_reports(ctx.run.workspace, step.reports.junit, check=check)
+        _notes(log, problems, "")
         tests = result.tests
         log.note(f"tests: {tests.passed} passed, {tests.failed} failed, {tests.skipped} skipped")
     if step.artifacts:
         target = ctx.run.artifacts(step.name)
         try:
-            result.artifacts = collect_artifacts(ctx.run.workspace, step.artifacts, target)
+            result.artifacts, problems = collect_artifacts(
+                ctx.run.workspace, step.artifacts, target, check=check
+            )
+            _notes(log, problems, "artifact ")
         except OSError as e:
             log.note(f"artifacts: {e}")
         log.note(f"artifacts: {len(result.artifacts)} paths saved in {target}")
@@ -208,6 +234,14 @@ def _dockerfile(
         return None  # the builder reads Dockerfile in the context
     directory, name = posixpath.split(posixpath.normpath(relative))
     return ConfinedFile(stack.enter_context(workspace.subdir(directory)), name)
+
+
+def _notes(log: OutputLog, problems: list[str], prefix: str) -> None:
+    """Note the first ``MAX_PROBLEM_NOTES`` problems, and how many more there were."""
+    for problem in problems[:MAX_PROBLEM_NOTES]:
+        log.note(prefix + problem)
+    if len(problems) > MAX_PROBLEM_NOTES:
+        log.note(f"... and {len(problems) - MAX_PROBLEM_NOTES} more")
 
 
 def _summary(result: StepResult) -> str:

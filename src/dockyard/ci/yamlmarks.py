@@ -10,7 +10,9 @@ own keys win over merged ones, and earlier merged mappings over later ones. A me
 key keeps the line where its value is written, in the anchored mapping.
 
 Duplicate keys, which PyYAML silently resolves to the last one, are errors; so are
-recursive aliases and alias expansions past a size limit (the "billion laughs").
+recursive aliases and alias expansions past a size limit (the "billion laughs"),
+nesting deeper than ``MAX_DEPTH`` (PyYAML composes recursively: ``[[[[...`` would
+exhaust Python's stack), and characters YAML does not allow (NUL, other controls).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import yaml
 
 FieldPath = tuple[str | int, ...]
 MAX_NODES = 100_000
+MAX_DEPTH = 100
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -52,7 +55,10 @@ class MarkedDocument:
 
 def load(text: str) -> MarkedDocument:
     """Parse one YAML document (an empty text is ``None``)."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow, such as NUL
+        raise _reader_error(e, text) from None
     try:
         node = loader.get_single_node()
         converter = _Converter(loader)
@@ -61,12 +67,30 @@ def load(text: str) -> MarkedDocument:
         mark = e.problem_mark or e.context_mark
         problem = e.problem or str(e)
         raise YamlError(problem, mark.line + 1 if mark else None) from None
+    except yaml.reader.ReaderError as e:
+        raise _reader_error(e, text) from None
     except yaml.YAMLError as e:
         raise YamlError(str(e)) from None
     finally:
         loader.dispose()
     lines = converter.lines if node is not None else {}
     return MarkedDocument(data, lines)
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing nesting deeper than ``MAX_DEPTH``."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise YamlError(f"nested deeper than {MAX_DEPTH} levels", mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 class _Converter:
@@ -123,6 +147,13 @@ class _Converter:
         for source in reversed(sources):  # the earlier ones win: converted last
             merged.update(self.convert(source, path))
         return merged
+
+
+def _reader_error(error: yaml.reader.ReaderError, text: str) -> YamlError:
+    """A reader error (which knows an offset, not a line) as one naming its line."""
+    character = error.character if isinstance(error.character, int) else 0
+    line = text.count("\n", 0, error.position) + 1
+    return YamlError(f"character #x{character:04x} is not allowed in YAML", line)
 
 
 def _line(node: yaml.Node) -> int:

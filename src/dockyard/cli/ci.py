@@ -100,7 +100,7 @@ def run(
     from dockyard.ci import RunOptions, load_pipeline, run_pipeline
     from dockyard.ci.pipeline import DEFAULT_FILE
 
-    pipeline = load_pipeline(file or directory / DEFAULT_FILE)
+    pipeline = load_pipeline(file or directory / DEFAULT_FILE, within=None if file else directory)
     options = RunOptions(
         store_root=open_store().root,
         source=directory,
