@@ -217,7 +217,7 @@ class Container:
         )
         self._owner.add([self.id])  # before anything a reaper could find
         self.bundle.mkdir(parents=True)
-        etcfiles.write(self.bundle, hostname, config.network, config.hosts)
+        etcfiles.write(self.bundle, hostname, config.network, config.hosts, config.dns)
         spec = build_spec(
             config, rootfs=self.rootfs, user=user, hostname=hostname, etc_dir=self.bundle
         )
