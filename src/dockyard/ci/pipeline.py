@@ -262,6 +262,7 @@ class Build(_Model):
     build_args: dict[str, Text] = {}
     cache_from: Annotated[tuple[str, ...], BeforeValidator(_list)] = ()
     cache_to: str | None = None
+    network: Literal["default", "none", "host"] = "default"  # host: if the run allows it
 
     @model_validator(mode="after")
     def _push_needs_tags(self) -> Build:

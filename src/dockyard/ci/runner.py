@@ -72,6 +72,7 @@ class RunOptions:
     event: str = DEFAULT_EVENT
     only: Sequence[str] = ()  # run these steps and what they depend on; default: all
     parallel: int = max(4, os.cpu_count() or 1)  # steps at a time
+    allow_host_network: bool = False  # may build steps (their RUN steps) use the host's?
 
 
 def run_pipeline(
@@ -111,6 +112,7 @@ def run_pipeline(
         services=list(pipeline.services),
         secrets=dict(options.secrets),
         events=events,
+        allow_host_network=options.allow_host_network,
     )
     env = {
         "CI": "true",
@@ -174,6 +176,14 @@ def _select(pipeline: Pipeline, options: RunOptions) -> list[str]:
     )
     if missing:
         raise RunError(f"secrets not given: {', '.join(missing)} (use --secret)")
+    if not options.allow_host_network:
+        for name in selected:
+            build = pipeline.step(name).build
+            if build is not None and build.network == "host":
+                raise RunError(
+                    f"step {name!r} builds with the host's network, which this run does "
+                    "not allow (--allow-host-network)"
+                )
     return selected
 
 

@@ -69,6 +69,11 @@ def ci() -> None:
     help="Also write the result as JSON.",
 )
 @click.option("-j", "--parallel", type=click.IntRange(min=1), help="Steps at a time.")
+@click.option(
+    "--allow-host-network",
+    is_flag=True,
+    help="Let build steps use the host's network (build network: host, RUN --network=host).",
+)
 @click.argument(
     "directory",
     required=False,
@@ -86,6 +91,7 @@ def run(
     only: tuple[str, ...],
     json_file: Path | None,
     parallel: int | None,
+    allow_host_network: bool,
     directory: Path,
 ) -> None:
     """Run the pipeline of DIR (default: .) with DIR copied as its workspace."""
@@ -101,6 +107,7 @@ def run(
         branch=branch if branch is not None else _git_branch(directory),
         event=event,
         only=only,
+        allow_host_network=allow_host_network,
     )
     if parallel:
         options.parallel = parallel

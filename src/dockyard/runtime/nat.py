@@ -168,9 +168,9 @@ def host_addresses(fib_trie: str | None = None) -> list[str]:
     previous = ""
     for line in fib_trie.splitlines():
         fields = line.split()
-        if fields[:3] == ["/32", "host", "LOCAL"] and previous:
-            if not ipaddress.IPv4Address(previous).is_loopback:
-                found[previous] = None
+        local = fields[:3] == ["/32", "host", "LOCAL"]
+        if local and previous and not ipaddress.IPv4Address(previous).is_loopback:
+            found[previous] = None
         previous = fields[-1] if len(fields) == 2 and fields[0] == "|--" else ""
     return list(found)
 
