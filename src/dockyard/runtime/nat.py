@@ -10,7 +10,8 @@ reach too:
   address (``10.0.2.2``, which would be the host's 127.0.0.1); its DNS address
   (``10.0.2.3``) forwards UDP port 53 to the host's resolver and nothing else;
 - the host's own addresses (any interface's, read from ``/proc/net/fib_trie`` when the
-  namespace is made): a reject route for each in the namespace. A container never has
+  namespace is made; one the host gains later is not covered): a reject route for each
+  in the namespace. A container never has
   ``CAP_NET_ADMIN`` (routes stay) and on this network not ``CAP_NET_RAW`` either,
   which would let it write frames past the routes straight to slirp4netns;
 - IPv6: slirp4netns runs without it, so the namespace has no IPv6 route out.
@@ -64,8 +65,7 @@ class NatNetwork:
     block) ends it. :meth:`apply` puts a container config on it."""
 
     def __init__(self) -> None:
-        blocked = [a for a in host_addresses() if a not in (GATEWAY, NAMESERVER, ADDRESS)]
-        self._netns_fd = _new_netns(blocked)
+        self._netns_fd = _new_netns(_blocked(host_networks()))
         self.path = f"/proc/{os.getpid()}/fd/{self._netns_fd}"
         self._exit_fd: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -158,24 +158,34 @@ def nat_network() -> Iterator[NatNetwork]:
         yield network
 
 
-def host_addresses(fib_trie: str | None = None) -> list[str]:
-    """The host's own IPv4 addresses but loopback ones, from ``/proc/net/fib_trie``
-    (the kernel's table of local addresses, every interface's, secondaries too)."""
+def host_networks(fib_trie: str | None = None) -> list[ipaddress.IPv4Network]:
+    """The host's own IPv4 addresses but loopback ones, as networks (a ``/32`` each, or
+    a wider ``local`` route), from ``/proc/net/fib_trie``: the kernel's table of local
+    addresses, every interface's, secondaries too."""
     if fib_trie is None:
         with open("/proc/net/fib_trie") as f:
             fib_trie = f.read()
-    found: dict[str, None] = {}
-    previous = ""
+    found: dict[ipaddress.IPv4Network, None] = {}
+    leaf = ""
     for line in fib_trie.splitlines():
         fields = line.split()
-        local = fields[:3] == ["/32", "host", "LOCAL"]
-        if local and previous and not ipaddress.IPv4Address(previous).is_loopback:
-            found[previous] = None
-        previous = fields[-1] if len(fields) == 2 and fields[0] == "|--" else ""
+        if len(fields) >= 2 and fields[0] in ("|--", "+--"):
+            leaf = fields[1].partition("/")[0] if fields[0] == "|--" else ""
+        elif leaf and fields[1:3] == ["host", "LOCAL"] and fields[0].startswith("/"):
+            network = ipaddress.IPv4Network(f"{leaf}{fields[0]}", strict=False)
+            if not network.is_loopback:
+                found[network] = None
     return list(found)
 
 
-def _new_netns(blocked: Iterable[str]) -> int:
+def _blocked(networks: Iterable[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
+    """``networks`` but those a reject route would take slirp4netns's own addresses
+    from (a route at least as narrow as its ``/24``; a wider one loses to that)."""
+    own = [ipaddress.IPv4Address(a) for a in (GATEWAY, NAMESERVER, ADDRESS)]
+    return [n for n in networks if n.prefixlen < 24 or not any(a in n for a in own)]
+
+
+def _new_netns(blocked: Iterable[ipaddress.IPv4Network]) -> int:
     """A new network namespace with loopback up and a reject route for each of
     ``blocked``, as an open fd. Made by a thread that then exits, as in :mod:`.netns`."""
     outcome: list[int | BaseException] = []
@@ -187,8 +197,8 @@ def _new_netns(blocked: Iterable[str]) -> int:
             outcome.append(fd)
             loopback_up()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                for address in blocked:
-                    fcntl.ioctl(s, _SIOCADDRT, bytes(_reject_route(address)))
+                for network in blocked:
+                    fcntl.ioctl(s, _SIOCADDRT, bytes(_reject_route(network)))
         except BaseException as e:  # reported to the caller's thread
             outcome.append(e)
 
@@ -233,14 +243,15 @@ class _RtEntry(ctypes.Structure):
     ]
 
 
-def _reject_route(address: str) -> _RtEntry:
-    """A host route to ``address`` that refuses every packet (``EHOSTUNREACH``)."""
+def _reject_route(network: ipaddress.IPv4Network) -> _RtEntry:
+    """A route to ``network`` that refuses every packet (``EHOSTUNREACH``)."""
 
-    def sockaddr(text: str) -> _SockaddrIn:
-        return _SockaddrIn(socket.AF_INET, 0, (ctypes.c_ubyte * 4)(*socket.inet_aton(text)))
+    def sockaddr(address: ipaddress.IPv4Address) -> _SockaddrIn:
+        return _SockaddrIn(socket.AF_INET, 0, (ctypes.c_ubyte * 4)(*address.packed))
 
+    host = _RTF_HOST if network.prefixlen == 32 else 0
     return _RtEntry(
-        dst=sockaddr(address),
-        genmask=sockaddr("255.255.255.255"),
-        flags=_RTF_UP | _RTF_HOST | _RTF_REJECT,
+        dst=sockaddr(network.network_address),
+        genmask=sockaddr(network.netmask),
+        flags=_RTF_UP | host | _RTF_REJECT,
     )
