@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.runtime.nat import NatNetwork
 from tests.conftest import need
+from tests.killing import killed_when_ready
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -272,3 +276,29 @@ def test_run_network_host_in_a_pipeline_build_needs_the_run_to_allow_it(
     allowed = ci_run(dockyard, project, "--allow-host-network")
     assert allowed.returncode == 0, allowed.stderr.decode()
     assert answers(allowed.stdout.decode()) == HOST
+
+
+# -- what a killed dockyard leaves -------------------------------------------------
+
+
+def _hold_a_network(pid_fd: int, ready_fd: int) -> None:
+    network = NatNetwork()
+    assert network._process is not None
+    os.write(pid_fd, f"{network._process.pid}\n".encode())
+    os.write(ready_fd, b"1")
+    signal.pause()
+
+
+def test_a_killed_dockyard_leaves_no_nat_process_running():
+    need("slirp4netns")
+    pid_r, pid_w = os.pipe()
+    try:
+        with killed_when_ready(_hold_a_network, pid_w):
+            slirp = int(os.read(pid_r, 32))
+            watch = os.pidfd_open(slirp)
+            assert not select.select([watch], [], [], 0)[0]  # running while its owner lives
+        assert select.select([watch], [], [], 10)[0], "slirp4netns outlived its owner"
+        os.close(watch)
+    finally:
+        os.close(pid_r)
+        os.close(pid_w)
