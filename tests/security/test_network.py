@@ -302,3 +302,21 @@ def test_a_killed_dockyard_leaves_no_nat_process_running():
     finally:
         os.close(pid_r)
         os.close(pid_w)
+
+
+# -- package downloads through the NAT ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_apt_installs_through_the_nat_on_the_default_network(dockyard, tmp_path, debian_ref):
+    """DNS through the NAT's resolver (forwarded to the host's) and downloads from the
+    Debian mirror, as a real build needs them."""
+    need("slirp4netns")
+    dockerfile = (
+        f"FROM {debian_ref}\n"
+        "RUN grep -x 'nameserver 10.0.2.3' /etc/resolv.conf"
+        " && apt-get update -q && apt-get install -y -q --no-install-recommends netbase"
+        " && echo INSTALLED-$(dpkg-query -W -f '${Status}' netbase | tr ' ' -)\n"
+    )
+    log = build(dockyard, tmp_path, dockerfile)
+    assert re.search(r"(?m)^\s*INSTALLED-install-ok-installed$", log), log
