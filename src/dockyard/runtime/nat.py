@@ -8,18 +8,18 @@ reach too:
 
 - the host's loopback: slirp4netns ``--disable-host-loopback`` refuses its gateway
   address (``10.0.2.2``, which would be the host's 127.0.0.1); its DNS address
-  (``10.0.2.3``) forwards UDP port 53 to the host's resolver and nothing else;
+  (``10.0.2.3``) forwards port 53 (UDP and TCP) to the host's resolver, no other port;
 - the host's own addresses (any interface's, read from ``/proc/net/fib_trie`` when the
-  namespace is made; one the host gains later is not covered): a reject route for each
-  in the namespace. A container never has
-  ``CAP_NET_ADMIN`` (routes stay) and on this network not ``CAP_NET_RAW`` either,
-  which would let it write frames past the routes straight to slirp4netns;
+  namespace is made; one the host gains later is not covered): a reject route for
+  each in the namespace. A container never has ``CAP_NET_ADMIN`` (the routes stay)
+  and on this network not ``CAP_NET_RAW`` either, which would let it write frames
+  past the routes straight to slirp4netns;
 - IPv6: slirp4netns runs without it, so the namespace has no IPv6 route out.
 
 The namespace is held by an open file descriptor, not a mount, and containers join it
-by ``/proc/<our pid>/fd/<fd>``: slirp4netns ends when the pipe we hold (``--exit-fd``)
-closes, so a dockyard process killed outright leaves neither a mount nor a process
-behind. Start-up is a few milliseconds (slirp4netns says when it is ready through
+by ``/proc/<our pid>/fd/<fd>``. slirp4netns also ends when the pipe we hold
+(``--exit-fd``) closes, so a dockyard process killed outright leaves neither a mount
+nor a process behind. Start-up is ~5 ms (slirp4netns says when it is ready through
 ``--ready-fd``); a build makes one network for all its RUN steps.
 
 .. _slirp4netns: https://github.com/rootless-containers/slirp4netns
