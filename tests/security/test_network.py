@@ -52,10 +52,14 @@ def _serve(listener: socket.socket, banner: bytes) -> None:
             connection.sendall(banner)
 
 
-def _listen(address: str, banner: bytes) -> tuple[socket.socket, str]:
-    listener = socket.create_server((address, 0))
+def _listen_on(address: str, port: int, banner: bytes) -> tuple[socket.socket, str]:
+    listener = socket.create_server((address, port))
     threading.Thread(target=_serve, args=(listener, banner), daemon=True).start()
     return listener, f"{address} {listener.getsockname()[1]}"
+
+
+def _listen(address: str, banner: bytes) -> tuple[socket.socket, str]:
+    return _listen_on(address, 0, banner)
 
 
 OUTSIDE_SERVER = """
@@ -320,3 +324,64 @@ def test_apt_installs_through_the_nat_on_the_default_network(dockyard, tmp_path,
     )
     log = build(dockyard, tmp_path, dockerfile)
     assert re.search(r"(?m)^\s*INSTALLED-install-ok-installed$", log), log
+
+
+# -- the NAT's DNS forward ----------------------------------------------------------
+
+NAT_IN_OWN_MOUNTS = """
+import subprocess, sys
+from dockyard.runtime.nat import NatNetwork
+with NatNetwork() as network:
+    print(subprocess.run(
+        ["nsenter", "--net=" + network.path, sys.executable, "-c", sys.argv[1]],
+        capture_output=True, text=True, timeout=30,
+    ).stdout, end="")
+"""
+
+CONNECT = """
+import socket
+def tcp(address, port):
+    try:
+        with socket.create_connection((address, port), timeout=3) as s:
+            return s.recv(64).decode().strip() or "connected"
+    except OSError:
+        return ""
+print("dns=" + tcp("10.0.2.3", 53))
+print("other_port=" + tcp("10.0.2.3", PORT))
+print("gateway=" + tcp("10.0.2.2", PORT))
+"""
+
+
+def test_the_dns_forward_reaches_the_resolvers_port_53_and_no_other(tmp_path):
+    """With a resolver on the host's loopback, as systemd-resolved's, 10.0.2.3 reaches
+    its port 53, never another port of the host's loopback."""
+    need("slirp4netns", "nsenter", "unshare")
+    resolver, _ = _listen_on("127.0.0.2", 53, b"RESOLVER\n")
+    other, other_at = _listen("127.0.0.2", b"LOOPBACK\n")
+    port = other_at.split()[1]
+    same_port, _ = _listen_on("127.0.0.1", int(port), b"LOOPBACK\n")  # where 10.0.2.2 leads
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("nameserver 127.0.0.2\n")
+    try:
+        result = subprocess.run(
+            [
+                *(
+                    "unshare",
+                    "--mount",
+                    "sh",
+                    "-c",
+                    'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+                ),
+                *(str(resolv_conf), sys.executable, "-c", NAT_IN_OWN_MOUNTS),
+                CONNECT.replace("PORT", port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        for listener in (resolver, other, same_port):
+            listener.close()
+    found = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    assert found == {"dns": "RESOLVER", "other_port": "", "gateway": ""}
