@@ -7,7 +7,7 @@ Three ways of running the same busybox image:
   overlay, runc, cleanup) -- goal: at most 0.5x podman;
 - ``podman run --rm --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 IMAGE true``
   (the ulimits avoid rlimits this host cannot grant, see PITFALLS), with its default
-  network and with ``--network none`` (dockyard's default), on a temp ``--root``.
+  network (NAT'd, as dockyard's default) and with ``--network none``, on a temp ``--root``.
 
 podman gets the image from ``dockyard save`` (a docker-archive) via ``podman load``.
 Run as root: ``python bench/bench_runtime.py [--repeat N]``.

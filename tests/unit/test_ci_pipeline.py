@@ -367,3 +367,14 @@ def test_cache_key_defaults_to_the_file(tmp_path):
 def test_when(when, branch, event, failed, reason):
     step = parse(f"steps: [{{name: a, image: busybox, when: {json.dumps(when)}}}]").step("a")
     assert step.when.skip_reason(branch=branch, event=event, upstream_failed=failed) == reason
+
+
+def test_build_network():
+    def build_network(fields: str):
+        return parse(f"steps: [{{name: b, build: {{{fields}}}}}]").step("b").build.network
+
+    assert build_network("") == "default"
+    assert build_network("network: host") == "host"
+    assert build_network("network: none") == "none"
+    with pytest.raises(PipelineError, match="network"):
+        build_network("network: bridge")

@@ -26,6 +26,15 @@ def test_resolv_conf_drops_loopback_name_servers_outside_the_host_network(monkey
     assert etcfiles.resolv_conf("/run/netns/pod") == etcfiles.resolv_conf(NONE)
 
 
+def test_resolv_conf_with_given_name_servers_keeps_only_the_hosts_search_and_options(
+    monkeypatch,
+):
+    host = "search corp\nnameserver 127.0.0.53\nnameserver 10.1.1.1\noptions x"
+    monkeypatch.setattr(etcfiles, "_read", lambda path: host)
+    expected = "search corp\noptions x\nnameserver 10.0.2.3\n"
+    assert etcfiles.resolv_conf("/proc/1/fd/3", ["10.0.2.3"]) == expected
+
+
 def test_write_makes_the_three_files(tmp_path):
     etcfiles.write(tmp_path, "box", NONE, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(etcfiles.FILES)

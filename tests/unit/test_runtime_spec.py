@@ -45,6 +45,12 @@ def test_host_network_has_no_network_namespace():
     assert set(namespaces(spec(network=HOST))) == {"mount", "pid", "uts", "ipc"}
 
 
+def test_dropped_capabilities_are_in_no_set():
+    process = spec(drop_capabilities=["CAP_NET_RAW"])["process"]
+    for kind in ("bounding", "effective", "permitted"):
+        assert process["capabilities"][kind] == [c for c in CAPABILITIES if c != "CAP_NET_RAW"]
+
+
 def test_joining_a_network_namespace_by_path():
     assert namespaces(spec(network="/run/pod/net"))["network"] == "/run/pod/net"
     with pytest.raises(ContainerError, match="netns path"):

@@ -26,7 +26,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard import reference
 from dockyard.build.cache import BuildCache, CacheRecord, step_key
@@ -57,6 +57,9 @@ from dockyard.runtime.snapshots import Snapshots
 from dockyard.store import Store
 from dockyard.transfer.pull import ensure_image
 
+if TYPE_CHECKING:
+    from dockyard.runtime.nat import NatNetwork
+
 Log = Callable[[str], None]
 
 FROM_DIGESTS_DIR = "build/from-digests"
@@ -76,7 +79,8 @@ class BuildOptions:
     secrets: dict[str, bytes] = field(default_factory=dict)
     no_cache: bool = False
     labels: dict[str, str] = field(default_factory=dict)
-    network: str = "host"  # default network of RUN steps: host | none
+    network: str = "default"  # of RUN steps: default (private, outbound NAT) | none | host
+    allow_network_host: bool = False  # honour RUN --network=host (BuildKit's network.host)
     platform: Platform | None = None
     source_date_epoch: int | None = None
     cache_from: list[str] = field(default_factory=list)
@@ -131,6 +135,7 @@ class Builder:
         self._lock = threading.Lock()
         self._context: BuildContext | None = None
         self._dockerfile: ConfinedFile | None = None
+        self._nat: NatNetwork | None = None  # shared by the build's RUN steps, made on first use
 
     # the whole build
 
@@ -150,6 +155,8 @@ class Builder:
                 return self._build(context_dir, self._dockerfile)
         finally:
             self.blob_hold.release()
+            if self._nat is not None:
+                self._nat.close()
 
     def _build(self, context_dir: ConfinedDir, dockerfile: ConfinedFile) -> BuildResult:
         options = self.options
@@ -402,7 +409,7 @@ class Builder:
         config = state.config
         args, script = instr.command_line(tuple(config.get("Shell") or ins.DEFAULT_SHELL))
         workdir = config.get("WorkingDir") or "/"
-        network = self.options.network if instr.network == "default" else instr.network
+        network = self._network(instr)
         mounts = instr.mounts or ()
         mount_keys = [self._mount_key(instr, m, workdir, results, plan) for m in mounts]
         payload = {
@@ -432,18 +439,19 @@ class Builder:
                         specs.append(self._script_mount(script, stack))
                     from dockyard.runtime.container import run
 
+                    container = runtime_config.ContainerConfig(
+                        args=args,
+                        env=scope.run_env() | extra_env,
+                        cwd=workdir,
+                        user=config.get("User") or "",
+                        network=runtime_config.HOST if network == "host" else runtime_config.NONE,
+                        mounts=[s for s in specs if s is not None],
+                    )
+                    if network == "default":
+                        container = self._nat_network().apply(container)
                     exit_code = run(
                         fs.merged,
-                        runtime_config.ContainerConfig(
-                            args=args,
-                            env=scope.run_env() | extra_env,
-                            cwd=workdir,
-                            user=config.get("User") or "",
-                            network=runtime_config.HOST
-                            if network == "host"
-                            else runtime_config.NONE,
-                            mounts=[s for s in specs if s is not None],
-                        ),
+                        container,
                         root=self.store.root,
                         on_output=tail,
                     )
@@ -453,6 +461,28 @@ class Builder:
             return self.steps.change(state, work, last=last, keep_if_same=keep)
 
         self._layer_step(state, payload, created_by, execute)
+
+    def _network(self, instr: ins.Run) -> str:
+        """The network a RUN step runs in: its own ``--network``, else the build's.
+        ``--network=host`` needs the operator's leave, as BuildKit's entitlement."""
+        if instr.network == "default":
+            return self.options.network
+        if instr.network == "host" and not (
+            self.options.allow_network_host or self.options.network == "host"
+        ):
+            raise instr.error(
+                "RUN --network=host is not allowed: the operator must grant network.host"
+            )
+        return instr.network
+
+    def _nat_network(self) -> NatNetwork:
+        """The build's private network with outbound NAT, made on first use."""
+        with self._lock:
+            if self._nat is None:
+                from dockyard.runtime.nat import NatNetwork
+
+                self._nat = NatNetwork()
+            return self._nat
 
     def _mount_key(
         self,

@@ -3,6 +3,8 @@
 All of a run's containers, services and steps alike, join one network namespace (the
 pod model): they reach each other on 127.0.0.1, and each service's name resolves to
 127.0.0.1 through ``/etc/hosts``. All see the run's workspace at ``/workspace``.
+The RUN steps of a build step are apart: a private network with outbound NAT of their
+own (:mod:`dockyard.runtime.nat`), the host's only if the operator allows it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class RunContext:
     registry_credentials: dict[str, dict[str, Credentials]] = field(default_factory=dict)
     registry_auth: str | None = None
     allow_host_credentials: bool = False
+    allow_host_network: bool = False  # for build steps: the operator's choice
 
     def base_config(self, hostname: str, mounts: Sequence[Mount] = ()) -> ContainerConfig:
         """A container of this run: its network, its hosts, the workspace mounted."""

@@ -279,6 +279,7 @@ class Build(_Model):
     cache_from: Annotated[tuple[str, ...], BeforeValidator(_list)] = ()
     cache_to: str | None = None
     registry_auth: EnvName | None = None  # a secret; default: the pipeline's
+    network: Literal["default", "none", "host"] = "default"  # host: if the run allows it
 
     @model_validator(mode="after")
     def _push_needs_tags(self) -> Build:

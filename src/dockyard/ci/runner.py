@@ -79,6 +79,7 @@ class RunOptions:
     # Registry access without a registry_auth secret for the host: the host's own logins
     # (an operator's choice: a pipeline may be anyone's), or anonymous (the default).
     allow_host_credentials: bool = False
+    allow_host_network: bool = False  # may build steps (their RUN steps) use the host's?
 
 
 def run_pipeline(
@@ -126,6 +127,7 @@ def run_pipeline(
         registry_credentials=registry_credentials,
         registry_auth=pipeline.spec.registry_auth,
         allow_host_credentials=options.allow_host_credentials,
+        allow_host_network=options.allow_host_network,
     )
     env = {
         "CI": "true",
@@ -190,6 +192,14 @@ def _select(pipeline: Pipeline, options: RunOptions) -> list[str]:
     missing = sorted(wanted - set(options.secrets))
     if missing:
         raise RunError(f"secrets not given: {', '.join(missing)} (use --secret)")
+    if not options.allow_host_network:
+        for name in selected:
+            build = pipeline.step(name).build
+            if build is not None and build.network == "host":
+                raise RunError(
+                    f"step {name!r} builds with the host's network, which this run does "
+                    "not allow (--allow-host-network)"
+                )
     return selected
 
 

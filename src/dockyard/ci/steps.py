@@ -166,6 +166,8 @@ def _build(
                 secrets={name: value.encode() for name, value in secrets.items()},
                 cache_from=list(build.cache_from),
                 cache_to=build.cache_to,
+                network=build.network,
+                allow_network_host=ctx.allow_host_network,
             )
             with ctx.cancel.group() as runs, _killed_at(runs, deadline):
                 built = build_image(ctx.store, options, log=line)

@@ -70,7 +70,20 @@ def _output(value: str | None) -> tuple[str, str | None]:
 @click.option("--output", "output", metavar="type=TYPE,dest=PATH")
 @click.option("--push", is_flag=True, help="Push every -t name.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
-@click.option("--network", type=click.Choice(["host", "none"]), default="host", show_default=True)
+@click.option(
+    "--network",
+    type=click.Choice(["default", "none", "host"]),
+    default="default",
+    show_default=True,
+    help="RUN steps' network: private with outbound NAT, loopback only, or the host's.",
+)
+@click.option(
+    "--allow",
+    "entitlements",
+    multiple=True,
+    type=click.Choice(["network.host"]),
+    help="Grant an entitlement: network.host honours RUN --network=host.",
+)
 @platform_option
 @click.option("--progress", type=click.Choice(["auto", "plain", "tty", "quiet"]), default="auto")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
@@ -88,6 +101,7 @@ def build(
     push: bool,
     labels: tuple[str, ...],
     network: str,
+    entitlements: tuple[str, ...],
     platform: str | None,
     progress: str,
     quiet: bool,
@@ -110,6 +124,7 @@ def build(
         no_cache=no_cache,
         labels=_pairs(labels, "--label"),
         network=network,
+        allow_network_host="network.host" in entitlements,
         platform=parse_platform(platform),
         source_date_epoch=int(epoch) if epoch else None,
         cache_from=list(cache_from),

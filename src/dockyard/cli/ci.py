@@ -76,6 +76,11 @@ def ci() -> None:
     "config.json, dockyard login) for registries its registry_auth does not cover. "
     "Only for pipelines you trust.",
 )
+@click.option(
+    "--allow-host-network",
+    is_flag=True,
+    help="Let build steps use the host's network (build network: host, RUN --network=host).",
+)
 @click.argument(
     "directory",
     required=False,
@@ -94,6 +99,7 @@ def run(
     json_file: Path | None,
     parallel: int | None,
     allow_host_credentials: bool,
+    allow_host_network: bool,
     directory: Path,
 ) -> None:
     """Run the pipeline of DIR (default: .) with DIR copied as its workspace."""
@@ -110,6 +116,7 @@ def run(
         event=event,
         only=only,
         allow_host_credentials=allow_host_credentials,
+        allow_host_network=allow_host_network,
     )
     if parallel:
         options.parallel = parallel

@@ -10,6 +10,7 @@ Exit status: the command's own; 125 if the container could not be run (as docker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -39,10 +40,10 @@ RUN_FAILED = 125
 @click.option("-u", "--user", metavar="USER[:GROUP]", help="Names or ids, resolved in the image.")
 @click.option(
     "--network",
-    type=click.Choice(["none", "host"]),
-    default="none",
+    type=click.Choice(["default", "none", "host"]),
+    default="default",
     show_default=True,
-    help="Own network namespace with loopback only, or the host's network.",
+    help="Private with outbound NAT (no host address reachable), loopback only, or the host's.",
 )
 @click.option("--entrypoint", help='Replace the image ENTRYPOINT (and drop its CMD); "" clears it.')
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin connected.")
@@ -69,10 +70,11 @@ def run(
     The exit status is COMMAND's, or 125 if the container could not be run.
     """
     from dockyard.errors import ContainerError, NotFound
-    from dockyard.runtime import ContainerConfig, Snapshots, chain_ids, container_config
+    from dockyard.runtime import NONE, ContainerConfig, Snapshots, chain_ids, container_config
     from dockyard.runtime import run as run_container
     from dockyard.runtime.container import new_id
     from dockyard.runtime.mounts import remove_tree
+    from dockyard.runtime.nat import nat_network
     from dockyard.runtime.rootfs import overlay_rootfs
     from dockyard.transfer.pull import ensure_image
 
@@ -100,7 +102,10 @@ def run(
         user=user,
         workdir=workdir,
         base=ContainerConfig(
-            args=(), network=network, mounts=[_parse_volume(v) for v in volumes], terminal=tty
+            args=(),
+            network=NONE if network == "default" else network,
+            mounts=[_parse_volume(v) for v in volumes],
+            terminal=tty,
         ),
     )
     container_id = new_id()
@@ -120,7 +125,10 @@ def run(
         lowers = snapshots.prepare(manifest)
         state.mkdir(parents=True)
         _write_record(state, record)
-        with overlay_rootfs(lowers, state) as rootfs:
+        with contextlib.ExitStack() as stack:
+            if network == "default":
+                config = stack.enter_context(nat_network()).apply(config)
+            rootfs = stack.enter_context(overlay_rootfs(lowers, state))
             code = run_container(
                 rootfs.merged,
                 config,

@@ -15,6 +15,8 @@ The common case, as the builder and pipelines use it::
 - :mod:`.container`: one process under runc: namespaces, ``/proc``, ``/dev``, user,
   mounts, output streaming, timeouts that kill the whole tree, cleanup.
 - :mod:`.netns`: persistent network namespaces that containers join (a pod's network).
+- :mod:`.nat`: a private network namespace with outbound NAT (slirp4netns), the
+  default network of RUN steps and ``dockyard run``: the host itself is unreachable.
 - :mod:`.imageconfig`: docker's rules from an image config to what runs.
 - :mod:`.mounts`: overlay (any number of layers), bind, tmpfs, proc, unmount.
 

@@ -60,7 +60,11 @@ class ContainerConfig:
 
     ``network`` is :data:`HOST`, :data:`NONE`, or the path of a network namespace to
     join (see :func:`dockyard.runtime.netns.create_netns`): containers joining one
-    namespace reach each other on 127.0.0.1, like the containers of a pod.
+    namespace reach each other on 127.0.0.1, like the containers of a pod. A
+    :class:`dockyard.runtime.nat.NatNetwork` sets it, ``dns`` and
+    ``drop_capabilities`` for a private network with outbound NAT.
+    ``dns`` are the name servers of ``/etc/resolv.conf`` (default: the host's that the
+    network can reach). ``drop_capabilities`` are taken from docker's default set.
     ``user`` is ``uid[:gid]`` or names, resolved in the rootfs; ``groups`` are
     additional groups. ``hosts`` adds ``/etc/hosts`` entries (name -> address).
     """
@@ -74,5 +78,7 @@ class ContainerConfig:
     network: str = NONE
     mounts: Sequence[Mount] = ()
     hosts: Mapping[str, str] = field(default_factory=dict)
+    dns: Sequence[str] = ()
+    drop_capabilities: Sequence[str] = ()
     terminal: bool = False
     readonly_rootfs: bool = False

@@ -236,7 +236,7 @@ class Container:
         self._owner.add([self.id])  # before anything a reaper could find
         bundles.create(self.bundle)  # private: it holds secrets (see bundles)
         bundles.write_private(self.bundle / "runc.log", b"")  # runc would make it 0644
-        etcfiles.write(self.bundle, hostname, config.network, config.hosts)
+        etcfiles.write(self.bundle, hostname, config.network, config.hosts, config.dns)
         config = dataclasses.replace(config, mounts=bundles.stage_files(self.bundle, config.mounts))
         spec = build_spec(
             config, rootfs=self.rootfs, user=user, hostname=hostname, etc_dir=self.bundle

@@ -8,7 +8,7 @@ container may have its own (pipeline services reachable by name, say).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dockyard.runtime.config import HOST
@@ -37,21 +37,39 @@ def hosts(hostname: str, network: str, extra: Mapping[str, str]) -> str:
     return text + "".join(f"{address}\t{name}\n" for name, address in extra.items())
 
 
-def resolv_conf(network: str) -> str:
+def resolv_conf(network: str, nameservers: Sequence[str] = ()) -> str:
     """The host's resolver configuration; in a network namespace of its own, without
-    the host's loopback name servers, which are not reachable from there."""
+    the host's loopback name servers, which are not reachable from there. Given
+    ``nameservers`` (a NAT's resolver) replace the host's."""
     text = _read("/etc/resolv.conf") or ""
-    if network == HOST:
+    if network == HOST and not nameservers:
         return text
-    lines = [line for line in text.splitlines(keepends=True) if not _loopback_nameserver(line)]
-    return "".join(lines)
+    drop = _nameserver if nameservers else _loopback_nameserver
+    lines = [line for line in text.splitlines(keepends=True) if not drop(line)]
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    return "".join(lines) + "".join(f"nameserver {n}\n" for n in nameservers)
 
 
-def write(directory: Path, hostname: str, network: str, extra_hosts: Mapping[str, str]) -> None:
+def write(
+    directory: Path,
+    hostname: str,
+    network: str,
+    extra_hosts: Mapping[str, str],
+    nameservers: Sequence[str] = (),
+) -> None:
     """Write the three files into ``directory``."""
-    contents = (hosts(hostname, network, extra_hosts), resolv_conf(network), hostname + "\n")
+    contents = (
+        hosts(hostname, network, extra_hosts),
+        resolv_conf(network, nameservers),
+        hostname + "\n",
+    )
     for name, text in zip(FILES, contents, strict=True):
         (directory / name).write_text(text)
+
+
+def _nameserver(line: str) -> bool:
+    return line.split()[:1] == ["nameserver"]
 
 
 def _loopback_nameserver(line: str) -> bool:

@@ -77,9 +77,14 @@ def _make(target: Path, failure: list[BaseException]) -> None:
     try:
         syscalls.unshare(syscalls.CLONE_NEWNET)
         mounts.bind(f"/proc/self/task/{threading.get_native_id()}/ns/net", target, recursive=False)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            request = struct.pack(_IFREQ, b"lo", 0)
-            flags = struct.unpack(_IFREQ, fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
-            fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | _IFF_UP))
+        loopback_up()
     except BaseException as e:  # reported to the caller's thread
         failure.append(e)
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in the calling thread's network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack(_IFREQ, b"lo", 0)
+        flags = struct.unpack(_IFREQ, fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | _IFF_UP))

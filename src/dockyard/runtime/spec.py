@@ -98,7 +98,7 @@ def build_spec(
     :mod:`.etcfiles` in ``etc_dir`` are bound at ``/etc``."""
     if not config.args:
         raise ContainerError("no command to run")
-    caps = list(CAPABILITIES)
+    caps = [c for c in CAPABILITIES if c not in config.drop_capabilities]
     return {
         "ociVersion": OCI_VERSION,
         "process": {

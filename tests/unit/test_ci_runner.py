@@ -1,0 +1,28 @@
+"""What a run checks before it starts anything."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dockyard.ci.pipeline import parse_pipeline
+from dockyard.ci.runner import RunError, RunOptions, _select
+
+PIPELINE = """\
+steps:
+  - name: test
+    image: busybox
+    commands: [true]
+  - name: image
+    build: {tags: [localhost/x:1], network: host}
+"""
+
+
+def test_a_build_step_gets_the_host_network_only_if_the_run_allows_it():
+    pipeline = parse_pipeline(textwrap.dedent(PIPELINE), Path(".dockyard.yml"))
+    with pytest.raises(RunError, match=r"'image'.*--allow-host-network"):
+        _select(pipeline, RunOptions())
+    assert _select(pipeline, RunOptions(only=["test"])) == ["test"]
+    assert _select(pipeline, RunOptions(allow_host_network=True)) == ["test", "image"]
