@@ -149,7 +149,7 @@ def test_failing_run_names_the_line_and_shows_output(dockyard, busybox_ref, tmp_
     result = dockyard("build", "-t", "localhost/t/fail:1", str(context), check=False)
     assert result.returncode == 1
     assert f"{context}/Dockerfile:3:".encode() in result.stderr
-    assert b"exited with code 7" in result.stderr
+    assert b"did not complete successfully: exit code: 7" in result.stderr
     assert b"about to fail" in result.stderr
     assert b"Traceback" not in result.stderr
     assert b"localhost/t/fail" not in dockyard("images").stdout

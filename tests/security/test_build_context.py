@@ -174,12 +174,14 @@ def test_a_pipeline_build_never_copies_a_host_dir_swapped_in_for_its_context(
     assert succeeded > 0, "no build got through: the test proved nothing"
 
 
-def test_default_dockerfile_symlinked_to_a_host_file_is_not_read(store_root, tmp_path, host):
-    """``Dockerfile -> /host/Dockerfile``: resolved inside the context, where there is
-    none; the host file's first line is in no message."""
+@pytest.mark.parametrize("name", ["Dockerfile", "dockerfile"])
+def test_default_dockerfile_symlinked_to_a_host_file_is_not_read(store_root, tmp_path, host, name):
+    """``Dockerfile -> /host/Dockerfile`` (or the lower-case ``dockerfile`` a build falls
+    back to): resolved inside the context, where there is none; the host file's first
+    line is in no message."""
     context = tmp_path / "ctx"
     context.mkdir()
-    (context / "Dockerfile").symlink_to(host / "Dockerfile")
+    (context / name).symlink_to(host / "Dockerfile")
     with pytest.raises(BuildError) as info:
         build(Store(store_root), BuildOptions(context=context))
     assert marker_of(host).upper() not in str(info.value)

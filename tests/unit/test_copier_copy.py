@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -259,6 +260,32 @@ def test_special_files(ctx, rootfs):
     assert stat.S_ISFIFO((rootfs / "s/fifo").lstat().st_mode) and mode(rootfs / "s/fifo") == 0o640
     st = (rootfs / "s/null").lstat()
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+
+
+def make_socket(directory: Path, name: str, monkeypatch) -> None:
+    """A Unix socket ``name`` in ``directory`` (bound by a relative name: tmp paths can
+    be longer than a socket address)."""
+    monkeypatch.chdir(directory)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(name)
+    os.chmod(directory / name, 0o751)
+    os.utime(directory / name, ns=(T1, T1), follow_symlinks=False)
+
+
+def test_a_socket_becomes_an_empty_file(ctx, rootfs, tmp_path, monkeypatch):
+    """fsutil copies a socket as an empty regular file with its mode and times (BuildKit's
+    testCopySocket), from the context and from a stage, inside a tree or named alone."""
+    make_socket(ctx / "dir", "sock", monkeypatch)
+    stage = tmp_path / "stage"
+    (stage / "run").mkdir(parents=True)
+    make_socket(stage / "run", "app.sock", monkeypatch)
+    run("COPY dir /s", rootfs, ctx)
+    run("COPY dir/sock /alone", rootfs, ctx)
+    run("COPY --from=stage /run /from-stage", rootfs, source_root=stage)
+    for path in ("s/sock", "alone", "from-stage/app.sock"):
+        st = (rootfs / path).lstat()
+        assert stat.S_ISREG(st.st_mode), path
+        assert (st.st_size, stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (0, 0o751, T1), path
 
 
 # -- --chown and --chmod -----------------------------------------------------------------

@@ -63,6 +63,9 @@ def test_octal_and_invalid_modes():
     for bad in ("8", "17777", "u+z", "u", "+x,"):
         with pytest.raises(ValueError, match="invalid chmod parameter"):
             Chmod.parse(bad)
+    for numeric in ("64a", "8", "0o7", "17777"):  # BuildKit: starts with a digit, so octal
+        with pytest.raises(ValueError, match="it should be octal string and between 0 and"):
+            Chmod.parse(numeric)
 
 
 @pytest.fixture

@@ -113,6 +113,59 @@ def test_parse_errors(text: str, message: str, line: int) -> None:
     assert str(e).startswith(f"Dockerfile:{line}: ")
 
 
+@pytest.mark.parametrize(
+    ("text", "message", "line"),
+    [
+        (
+            'FROM a\nFNTRYPOINT ["/bin/sh"]\n',
+            "unknown instruction: FNTRYPOINT (did you mean ENTRYPOINT?)",
+            2,
+        ),
+        ("FROM a\n\ncopi a b\n", "unknown instruction: copi (did you mean copy?)", 3),
+        ("FROM a\nBOGUSWORD x\n", "unknown instruction: BOGUSWORD", 2),  # nothing near
+        (
+            "FROM a\nRUN \\\n  --mont=target=/x,type=tmpfs true\n",
+            "unknown flag: --mont (did you mean mount?)",
+            2,
+        ),
+        ("FROM a\nCOPY --chmood=644 a b\n", "unknown flag: --chmood (did you mean chmod?)", 2),
+    ],
+)
+def test_misspelt_names_get_a_suggestion_at_their_line(text: str, message: str, line: int) -> None:
+    e = error(text)
+    assert str(e) == f"Dockerfile:{line}: {message}"
+    assert e.line == line
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("typ=tmpfs", "unexpected key 'typ' in 'typ=tmpfs' (did you mean type?)"),
+        ("type=tmp", 'unsupported mount type "tmp" (did you mean tmpfs?)'),
+        ("type=cache,target=/x,sharing=lockd", 'unsupported sharing value "lockd" (did you mean'),
+        ("target=/x,readonli=true", "unexpected key 'readonli' in 'readonli=true' (did you mean"),
+    ],
+)
+def test_misspelt_mount_keys_and_types_get_a_suggestion(spec: str, message: str) -> None:
+    run = one(f"RUN \\\n  --mount={spec} true\n")
+    with pytest.raises(BuildError) as info:
+        run.expand(ENV)
+    assert str(info.value).startswith(f"Dockerfile:1: {message}")
+    assert str(info.value).endswith("?)")
+
+
+@pytest.mark.parametrize("keyword", ["COPY", "ADD"])
+@pytest.mark.parametrize("chmod", ["64a", "10000", "0o755", "8"])
+def test_numeric_looking_chmod_gets_buildkits_octal_message(keyword: str, chmod: str) -> None:
+    instr = one(f"{keyword} --chmod={chmod} foo /\n")
+    with pytest.raises(BuildError) as info:
+        instr.expand({})
+    assert str(info.value) == (
+        f"Dockerfile:1: invalid chmod parameter: '{chmod}'. it should be octal string and "
+        "between 0 and 07777"
+    )
+
+
 def test_from() -> None:
     assert one("FROM --platform=$BUILDPLATFORM golang:1.22 As Build\n") == From(
         base="golang:1.22",

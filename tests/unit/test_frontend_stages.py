@@ -163,6 +163,18 @@ def test_stage_graph_dependencies_and_levels() -> None:
     assert p.source_stage("0", by_index=False) is None
 
 
+def test_misspelt_target_gets_a_suggestion() -> None:
+    text = "FROM a AS build\nFROM b AS test\nFROM c\n"
+    with pytest.raises(BuildError) as info:
+        plan(text, target="bulid")
+    assert str(info.value) == (
+        'Dockerfile: target stage "bulid" could not be found (did you mean build?)'
+    )
+    with pytest.raises(BuildError) as info:
+        plan(text, target="release")
+    assert str(info.value) == 'Dockerfile: target stage "release" could not be found'
+
+
 def test_target_selects_needed_stages() -> None:
     text = "FROM a AS base\nFROM base AS test\nRUN t\nFROM base AS release\nFROM release\n"
     p = plan(text, target="Test")

@@ -37,6 +37,7 @@ from dockyard.build.frontend.dockerignore import IgnoreMatcher
 from dockyard.build.frontend.stages import BuildPlan, Stage, StageScope, plan_build
 from dockyard.build.image import ImageState
 from dockyard.build.lineage import LastRun, StepLineage
+from dockyard.build.step_names import StepNames
 from dockyard.build.steps import (
     OutputTail,
     StepLayer,
@@ -160,11 +161,11 @@ class Builder:
 
     def _build(self, context_dir: ConfinedDir, dockerfile: ConfinedFile) -> BuildResult:
         options = self.options
-        text = _read_dockerfile(dockerfile)
+        text, read = _read_dockerfile(dockerfile)
         platform = options.platform or Platform.host()
         plan = plan_build(
             text,
-            file=str(dockerfile.path),
+            file=str(read.path),
             build_args=options.build_args,
             target=options.target,
             platform=_frontend_platform(platform),
@@ -237,11 +238,15 @@ class Builder:
             scope = plan.scope(stage, image_env=state.config.get("Env") or [])
             triggers = plan.image_triggers(stage, state.config.get("OnBuild") or [])
         state.config.pop("OnBuild", None)  # triggers fire once, in the first child
-        todo = [*triggers, *stage.instructions]
+        names = StepNames(stage, triggers, len(plan.stages))
+        if not stage.is_scratch and stage.base_stage is None:
+            self.log(names.base(stage.base))
         cmd_set = False
-        for number, instr in enumerate(todo, 1):
-            self.log(f"[{stage.id} {number}/{len(todo)}] {instr.original}")
+        for number, instr in enumerate([*triggers, *stage.instructions], 1):
             done = scope.apply(instr)
+            line = names.step(done, scope.env, trigger=number <= len(triggers))
+            if line is not None:
+                self.log(line)
             if isinstance(done, ins.Cmd):
                 cmd_set = True
             elif isinstance(done, ins.Entrypoint) and not cmd_set:
@@ -456,7 +461,7 @@ class Builder:
                         on_output=tail,
                     )
                 if exit_code != 0:
-                    raise run_failed(instr, exit_code, tail.lines())
+                    raise run_failed(instr, args, exit_code, tail.lines())
 
             return self.steps.change(state, work, last=last, keep_if_same=keep)
 
@@ -580,7 +585,9 @@ class Builder:
         secret_id = mount.id or os.path.basename(mount.target)
         if secret_id not in self.options.secrets:
             if mount.required:
-                raise instr.error(f"secret {secret_id} not found: pass --secret id={secret_id},...")
+                raise instr.error(
+                    f"secret {secret_id}: not found (pass --secret id={secret_id},...)"
+                )
             return None
         if mount.env:
             extra_env[mount.env] = self.options.secrets[secret_id].decode()
@@ -760,7 +767,8 @@ def _ignore(context: ConfinedDir, dockerfile: ConfinedFile):
 def _dockerfile_in(
     context: ConfinedDir, dockerfile: Path | ConfinedFile | None, stack: ExitStack
 ) -> ConfinedFile:
-    """Where the Dockerfile is read: ``Dockerfile`` in the context by default; an
+    """Where the Dockerfile is read: ``Dockerfile`` (or ``dockerfile``, see
+    :func:`_read_dockerfile`) in the context by default; an
     operator's path (``-f``) inside its own directory, which is opened here (BuildKit
     reads it from that directory too)."""
     if dockerfile is None:
@@ -771,13 +779,19 @@ def _dockerfile_in(
     return ConfinedFile(stack.enter_context(directory), dockerfile.name)
 
 
-def _read_dockerfile(dockerfile: ConfinedFile) -> str:
-    """The Dockerfile's text; BuildError at the line of a byte that is not UTF-8."""
+def _read_dockerfile(dockerfile: ConfinedFile) -> tuple[str, ConfinedFile]:
+    """The Dockerfile's text and the file it was read from: a missing ``Dockerfile`` is
+    looked for as ``dockerfile`` in the same directory, as BuildKit does. BuildError at
+    the line of a byte that is not UTF-8."""
     data = dockerfile.read()
+    if data is None and os.path.basename(dockerfile.name) == "Dockerfile":
+        lower_case = dockerfile.sibling("dockerfile")
+        if (data := lower_case.read()) is not None:
+            dockerfile = lower_case
     if data is None:
         raise BuildError("cannot read Dockerfile: no such file", str(dockerfile.path))
     try:
-        return data.decode()
+        return data.decode(), dockerfile
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise BuildError("Dockerfile is not valid UTF-8", str(dockerfile.path), line) from None

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.build.frontend.golang import quote
 from dockyard.build.lineage import LastRun
 from dockyard.errors import BuildError
 from dockyard.layers import PackedLayer, pack
@@ -255,7 +256,12 @@ class OutputTail:
         return list(self._lines)
 
 
-def run_failed(instr, exit_code: int, tail: list[str]) -> BuildError:
+def run_failed(instr, args: list[str], exit_code: int, tail: list[str]) -> BuildError:
+    """The error of a RUN whose command ``args`` exited non-zero, in BuildKit's words
+    (``process "/bin/sh -c make" did not complete successfully: exit code: 2``), then
+    the last lines of its output."""
     shown = "\n".join(f"  {line}" for line in tail)
-    message = f"{instr.original!r} exited with code {exit_code}"
+    message = (
+        f"process {quote(' '.join(args))} did not complete successfully: exit code: {exit_code}"
+    )
     return instr.error(f"{message}\n{shown}" if shown else message)

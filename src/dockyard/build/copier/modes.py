@@ -225,10 +225,11 @@ class Chmod:
 
     @classmethod
     def parse(cls, spec: str) -> Chmod | None:
-        """None for an empty spec; ValueError with BuildKit's message if invalid."""
+        """None for an empty spec; ValueError with BuildKit's message if invalid (a
+        spec starting with a digit gets the octal one)."""
         if not spec:
             return None
-        if spec.isascii() and spec.isdigit():
+        if spec[:1].isascii() and spec[:1].isdigit():
             if any(c not in "01234567" for c in spec) or int(spec, 8) > 0o7777:
                 raise ValueError(
                     f"invalid chmod parameter: '{spec}'. it should be octal string and "

@@ -372,7 +372,9 @@ class Writer:
             if kind == stat.S_IFLNK:
                 assert link is not None
                 os.symlink(link, name, dir_fd=parent)
-            else:  # devices, FIFOs, sockets
+            elif kind == stat.S_IFSOCK:  # fsutil copies a socket as an empty file
+                os.close(os.open(name, _NEW_FILE, 0o600, dir_fd=parent))
+            else:  # devices, FIFOs
                 os.mknod(name, kind | 0o600, meta.st_rdev, dir_fd=parent)
         except OSError as e:
             raise _oserror(f"failed to copy {_display(comps)}", e) from None

@@ -34,6 +34,7 @@ from dockyard.build.frontend.parser import (
     split_fields,
 )
 from dockyard.build.frontend.shell_lex import ExpansionError, Lex
+from dockyard.build.frontend.suggest import did_you_mean
 from dockyard.errors import BuildError
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
@@ -44,6 +45,12 @@ _ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
 _MODE_CLAUSE = r"[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+"
 _SYMBOLIC_MODE = re.compile(rf"{_MODE_CLAUSE}(?:,{_MODE_CLAUSE})*\Z")
+_MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
+_SHARING_MODES = ("shared", "private", "locked")
+_MOUNT_KEYS = (  # in BuildKit's order, which decides between equally near suggestions
+    *("type", "from", "source", "target", "readonly", "id", "sharing", "required", "size"),
+    *("mode", "uid", "gid", "src", "dst", "destination", "ro", "rw", "readwrite", "env"),
+)
 _RAM_SIZE = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _SIGNALS = frozenset(
     [
@@ -633,7 +640,7 @@ class _Flags:
             key = name[2:]
             kind = accepted.get(key)
             if kind is None:
-                raise ValueError(f"unknown flag: {name}")
+                raise ValueError(did_you_mean(f"unknown flag: {name}", key, accepted))
             if kind != "texts" and (key in self.texts or key in self.bools):
                 raise ValueError(f"duplicate flag specified: {name}")
             if kind == "bool":
@@ -992,7 +999,13 @@ def parse_instruction(
     """The typed instruction for ``node``; BuildError at its first line when invalid."""
     parse = _PARSERS.get(node.keyword)
     if parse is None:
-        raise BuildError(f"unknown instruction: {node.command}", file, node.start_line)
+        message = did_you_mean(
+            f"unknown instruction: {node.command}",
+            node.command,
+            [name.upper() for name in _PARSERS],
+            case_sensitive=False,
+        )
+        raise BuildError(message, file, node.start_line)
     common = {
         "line": node.start_line,
         "end_line": node.end_line,
@@ -1067,8 +1080,9 @@ def _parse_mount(spec: str, expand: Callable[[str], str]) -> Mount:
             continue
         value = expand(value)
         if key == "type":
-            if value.lower() not in ("bind", "cache", "tmpfs", "secret", "ssh"):
-                raise ValueError(f"unsupported mount type {golang.quote(value)}")
+            if value.lower() not in _MOUNT_TYPES:
+                message = f"unsupported mount type {golang.quote(value)}"
+                raise ValueError(did_you_mean(message, value, _MOUNT_TYPES))
             m["type"] = value.lower()
         elif key == "from":
             m["from_"] = value
@@ -1094,8 +1108,9 @@ def _parse_mount(spec: str, expand: Callable[[str], str]) -> Mount:
         elif key == "id":
             m["id"] = value
         elif key == "sharing":
-            if value.lower() not in ("shared", "private", "locked"):
-                raise ValueError(f"unsupported sharing value {golang.quote(value)}")
+            if value.lower() not in _SHARING_MODES:
+                message = f"unsupported sharing value {golang.quote(value)}"
+                raise ValueError(did_you_mean(message, value, _SHARING_MODES))
             m["sharing"] = value.lower()
             m["sharing_set"] = True
         elif key in ("mode", "uid", "gid"):
@@ -1106,7 +1121,7 @@ def _parse_mount(spec: str, expand: Callable[[str], str]) -> Mount:
         elif key == "env":
             m["env"] = value
         else:
-            raise ValueError(f"unexpected key '{key}' in '{fld}'")
+            raise ValueError(did_you_mean(f"unexpected key '{key}' in '{fld}'", key, _MOUNT_KEYS))
     kind = m["type"]
     if kind not in ("secret", "ssh", "cache"):
         for key in ("mode", "uid", "gid"):
@@ -1162,8 +1177,10 @@ def _ram_in_bytes(text: str) -> int:
 
 
 def _check_chmod(instr: _CopyBase) -> None:
+    """BuildKit's check: a value starting with a digit must be octal up to 07777 (its
+    message says so, ``64a`` included); anything else a symbolic mode."""
     chmod = instr.chmod
-    if chmod.isascii() and chmod.isdigit():
+    if chmod[:1].isascii() and chmod[:1].isdigit():
         if any(c not in "01234567" for c in chmod) or int(chmod, 8) > 0o7777:
             raise instr.error(
                 f"invalid chmod parameter: '{chmod}'. it should be octal string and "

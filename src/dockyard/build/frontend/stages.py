@@ -37,6 +37,7 @@ from dockyard.build.frontend.instructions import (
 from dockyard.build.frontend.parser import BuildWarning, Dockerfile, parse
 from dockyard.build.frontend.platforms import Platform
 from dockyard.build.frontend.shell_lex import ExpansionError, Lex
+from dockyard.build.frontend.suggest import did_you_mean
 from dockyard.errors import BuildError, InvalidReference
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -336,7 +337,8 @@ def plan_build(
     if target:
         chosen = names.get(target.lower())
         if chosen is None:
-            raise BuildError(f"target stage {golang.quote(target)} could not be found", df.file)
+            message = f"target stage {golang.quote(target)} could not be found"
+            raise BuildError(did_you_mean(message, target, names), df.file)
         target_stage = stages[chosen]
     else:
         target_stage = stages[-1]
