@@ -421,9 +421,10 @@ class _Applier:
             # from the stream itself, which tarfile has just left at the member's data.
             if tar.fileobj.tell() != member.offset_data:
                 raise LayerError(f"layer entry {member.name!r}: data not where expected")
+            end = 0  # of what was written
             for offset, length in regions:
-                self._copy_region(tar.fileobj, fd, offset, length, member.name)
-            if os.fstat(fd).st_size != member.size:
+                end = self._copy_region(tar.fileobj, fd, offset, length, member.name) or end
+            if end < member.size:
                 os.ftruncate(fd, member.size)  # the holes at the end
             if self._as_root:
                 os.chown(fd, member.uid, member.gid)
@@ -434,10 +435,11 @@ class _Applier:
         finally:
             os.close(fd)
 
-    def _copy_region(self, source: BinaryIO, fd: int, offset: int, length: int, entry: str) -> None:
+    def _copy_region(self, source: BinaryIO, fd: int, offset: int, length: int, entry: str) -> int:
         """Copy ``length`` bytes from ``source`` to ``fd`` at ``offset``, blocks of zeros
-        left as holes."""
+        left as holes; return where the last byte written ends (0 if none was)."""
         end = offset + length
+        written_end = 0
         while offset < end:
             data = source.read(min(end - offset, CHUNK))
             if not data:
@@ -449,7 +451,9 @@ class _Applier:
                 while view:
                     written = os.pwrite(fd, view, at)
                     view, at = view[written:], at + written
+                written_end = at
             offset += len(data)
+        return written_end
 
     def _hardlink(self, dir_fd: int, name: str, key: str, member: tarfile.TarInfo) -> bool:
         """Link ``name`` to the member's target, itself resolved inside the root.
