@@ -99,14 +99,16 @@ def bomb_layer(kind: str = "gnu") -> bytes:
     return gzip.compress(tar, mtime=0)
 
 
-def gzip_of_zeros(size: int, *, prefix: bytes = b"", suffix: bytes = b"") -> bytes:
-    """``prefix``, ``size`` zero bytes and ``suffix``, gzipped without holding the zeros."""
+def gzip_of_zeros(
+    size: int, *, prefix: bytes = b"", suffix: bytes = b"", fill: bytes = bytes(MIB)
+) -> bytes:
+    """``prefix``, ``size`` zero bytes (or MiBs of ``fill``) and ``suffix``, gzipped
+    without holding them all."""
     gz = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     out = [gz.compress(prefix)]
-    zeros = bytes(MIB)
-    for _ in range(size // MIB):
-        out.append(gz.compress(zeros))
-    out += [gz.compress(bytes(size % MIB)), gz.compress(suffix), gz.flush()]
+    for _ in range(size // len(fill)):
+        out.append(gz.compress(fill))
+    out += [gz.compress(fill[: size % len(fill)]), gz.compress(suffix), gz.flush()]
     return b"".join(out)
 
 
@@ -357,3 +359,66 @@ def test_add_of_a_sparse_archive_keeps_holes_and_a_bomb_is_stopped(tmp_path, lim
         message = str(error.value)
         assert "\n" not in message
         assert message.endswith("expands to more than 16 MiB (limit $DOCKYARD_MAX_LAYER_SIZE)")
+
+
+# -- headers held in memory -------------------------------------------------------------
+
+
+def header_block(type_: bytes, size: int, name: str = "h") -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type, info.size = type_, size
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
+def endless_gnu_sparse_extensions(count: int) -> bytes:
+    """An old-GNU sparse header whose map goes on for ``count`` extension blocks."""
+    header = bytearray(gnu_sparse_member("f", GIB, [(0, b"x")])[: tarfile.BLOCKSIZE])
+    header[482] = 1  # isextended
+    header[148:156] = b" " * 8
+    header[148:155] = b"%06o\0" % tarfile.calc_chksums(bytes(header))[0]
+    extension = bytearray(tarfile.BLOCKSIZE)
+    extension[0:24] = tarfile.itn(1, 12, tarfile.GNU_FORMAT) * 2  # offset 1, 1 byte
+    extension[504] = 1  # and another extension follows
+    gz = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [gz.compress(bytes(header))]
+    run = bytes(extension) * 2048  # 1 MiB
+    out += [gz.compress(run) for _ in range(count // 2048)]
+    return b"".join([*out, gz.flush()])
+
+
+HEADER_BOMBS = {
+    # tarfile reads a PAX header, a GNU long name, a sparse map whole into memory
+    "pax header": lambda: gzip_of_zeros(256 * MIB, prefix=header_block(tarfile.XHDTYPE, 256 * MIB)),
+    "gnu long name": lambda: gzip_of_zeros(
+        256 * MIB, prefix=header_block(tarfile.GNUTYPE_LONGNAME, 256 * MIB, "././@LongLink")
+    ),
+    "pax sparse map": lambda: gzip_of_zeros(
+        256 * MIB,
+        prefix=_strip_end(pax_sparse_member("f", GIB, [(0, b"x")]))[: 3 * tarfile.BLOCKSIZE]
+        + b"999999999999\n",
+        fill=b"1\n" * (MIB // 2),  # a map of 999999999999 regions: a list of ints
+    ),
+    "gnu sparse extensions": lambda: endless_gnu_sparse_extensions(256 * 2048),
+}
+
+
+@pytest.mark.parametrize("kind", list(HEADER_BOMBS))
+def test_a_huge_header_is_refused_before_it_fills_memory(kind, tmp_path, limits):
+    blob = HEADER_BOMBS[kind]()
+    assert len(blob) < 2 * MIB
+    counted = CountingReader(open_decompressed(io.BytesIO(blob)))
+    with pytest.raises(LayerError, match="a tar member's headers take more than 16 MiB"):
+        apply_layer(counted, tmp_path, name="layer sha256:abc")
+    assert counted.count <= 17 * MIB
+
+
+def test_data_left_unread_by_the_applier_is_not_taken_for_headers(tmp_path, limits):
+    """A whiteout, or AUFS's hardlink stash, may carry data: passed over, not refused."""
+    big = os.urandom(20 * MIB)
+    layer = tar_of(
+        regular_member(".wh.gone", big),
+        regular_member(".wh..wh.plnk/123.456", big),
+        regular_member("kept", b"kept"),
+    )
+    apply_layer(io.BytesIO(layer), tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["kept"]

@@ -635,3 +635,26 @@ def test_data_regions_of_plain_and_sparse_members():
         sparse.sparse = bad
         with pytest.raises(LayerError, match="'s': invalid sparse map"):
             extract.data_regions(sparse)
+
+
+def test_a_nul_in_a_pax_path_is_a_layer_error_not_a_traceback(box):
+    info, data = file("x")
+    info.pax_headers = {"path": "a\0b"}
+    with pytest.raises(LayerError, match=r"^layer entry 'a\\x00b': embedded null byte$"):
+        box.apply((info, data))
+
+
+def test_a_sparse_map_without_its_numbers_is_a_layer_error_not_a_traceback(box):
+    info = tarfile.TarInfo("GNUSparseFile.0/f")
+    info.size = 1024
+    info.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": "f",
+        "GNU.sparse.realsize": "10",
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(b"99\n" + bytes(1021)))  # 99 numbers promised, none
+    with pytest.raises(LayerError, match=r"^malformed layer tar: "):
+        apply_layer(io.BytesIO(out.getvalue()), box.rootfs)

@@ -23,13 +23,15 @@ disk. What one layer may expand to and write is capped (:mod:`.limits`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import os
 import shutil
 import stat
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from dockyard.errors import LayerError
 from dockyard.layers import tarformat, whiteouts
@@ -39,6 +41,7 @@ from dockyard.layers.limits import Limits, Meter, MeteredReader
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_T = TypeVar("_T")
 _MAX_SYMLINKS = 40  # what Linux follows in one path before ELOOP
 _XATTR_REFUSED = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES)
 _NS = 1_000_000_000
@@ -88,10 +91,8 @@ def apply_with(
         try:
             applier = make_applier(root_fd, meter)
             try:
-                with tarfile.open(fileobj=stream, mode="r|") as tar:
-                    while (member := tar.next()) is not None:
-                        tar.members.clear()  # a streamed layer can have millions of entries
-                        applier.apply(member, tar)
+                for member, tar in _members(stream):
+                    applier.apply(member, tar)
             except tarfile.TarError as e:
                 raise LayerError(f"malformed layer tar: {e}") from None
             applier.finish()
@@ -174,6 +175,8 @@ class _Applier:
             self._apply(member, tar)
         except OSError as e:
             raise LayerError(f"layer entry {member.name!r}: {e.strerror or e}") from e
+        except ValueError as e:  # a NUL in a (PAX) name
+            raise LayerError(f"layer entry {member.name!r}: {e}") from e
 
     def _apply(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
         entry = member.name
@@ -572,6 +575,39 @@ def _remove(dir_fd: int, name: str) -> None:
 
 def _mtime_ns(member: tarfile.TarInfo) -> int:
     return round(member.mtime * _NS) if isinstance(member.mtime, float) else member.mtime * _NS
+
+
+def _members(stream: MeteredReader) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
+    """The members of the streamed tar, each with the tar its data is read from. Each
+    member's headers are read within the header limit; data the consumer leaves is
+    passed over before the next."""
+    with contextlib.ExitStack() as stack:
+        opening = functools.partial(tarfile.open, fileobj=stream, mode="r|")
+        tar = stack.enter_context(_headers(stream, opening))  # reads the first member's
+        while (member := _headers(stream, tar.next)) is not None:
+            tar.members.clear()  # a streamed layer can have millions of entries
+            yield member, tar
+            _pass_data(member, tar)
+
+
+def _headers(stream: MeteredReader, read: Callable[[], _T]) -> _T:
+    """``read()``, which reads a member's headers, within the header limit."""
+    with stream.reading_headers():
+        try:
+            return read()
+        except ValueError as e:  # tarfile's, for some malformed headers
+            raise LayerError(f"malformed layer tar: {e}") from None
+
+
+def _pass_data(member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+    """Read what the applier left of a regular member's data (a whiteout's, say), so
+    that reading the next header reads nothing but headers."""
+    if not member.isreg():
+        return
+    stored = sum(length for _, length in data_regions(member))
+    rest = member.offset_data + stored - tar.fileobj.tell()
+    while rest > 0 and (data := tar.fileobj.read(min(rest, CHUNK))):
+        rest -= len(data)
 
 
 def data_regions(member: tarfile.TarInfo) -> list[tuple[int, int]]:

@@ -10,6 +10,10 @@ capped, per layer, as it is applied:
 - the bytes it *writes* to disk: file data only, holes (sparse regions and long zero
   runs) not counted. ``$DOCKYARD_MAX_LAYER_WRITE``, default 32 GiB.
 
+The headers of one member (PAX records, GNU long names, sparse maps), which tarfile
+reads whole into memory, may take :data:`HEADER_LIMIT` bytes of the tar: no real header
+comes near, and a claimed 30 GiB PAX header would otherwise be held in memory.
+
 Environment variables rather than options: layers are extracted by ``export``, ``run``,
 ``build`` (base images and ``ADD``), ``layer pull`` and the CI runner, and the limit is
 the host operator's policy, the same for all of them (like ``$DOCKYARD_ROOT``). Values
@@ -18,9 +22,11 @@ are bytes with an optional binary suffix (``K``, ``M``, ``G``, ``T``), or ``none
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -31,6 +37,7 @@ WRITE_VAR = "DOCKYARD_MAX_LAYER_WRITE"
 DEFAULT_SIZE = 128 << 30
 DEFAULT_WRITE = 32 << 30
 
+HEADER_LIMIT = 16 << 20
 _STEP = 1 << 20
 _UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 _SIZE = re.compile(r"(\d+)\s*([KMGT]?)(?:I?B)?")
@@ -110,6 +117,17 @@ class MeteredReader(io.RawIOBase):
     def __init__(self, stream: BinaryIO, meter: Meter):
         self._stream = stream
         self._meter = meter
+        self._header_budget: int | None = None
+
+    @contextlib.contextmanager
+    def reading_headers(self) -> Iterator[None]:
+        """Within this, at most :data:`HEADER_LIMIT` bytes may be read: the tar reader
+        is reading one member's headers, and holds them in memory."""
+        self._header_budget = HEADER_LIMIT
+        try:
+            yield
+        finally:
+            self._header_budget = None
 
     def readable(self) -> bool:
         return True
@@ -119,6 +137,12 @@ class MeteredReader(io.RawIOBase):
             return b"".join(iter(lambda: self.read(_STEP), b""))
         data = self._stream.read(size)
         self._meter.expand(len(data))
+        if self._header_budget is not None:
+            self._header_budget -= len(data)
+            if self._header_budget < 0:
+                raise LayerError(
+                    f"a tar member's headers take more than {format_size(HEADER_LIMIT)}"
+                )
         return data
 
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
