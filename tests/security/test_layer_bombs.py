@@ -326,6 +326,11 @@ def test_a_snapshot_keeps_holes_and_a_bomb_past_the_limit_leaves_nothing(tmp_pat
     assert not [p for p in snapshots_root.iterdir() if not p.name.startswith(".")]
     assert not list(snapshots_root.glob(".tmp-*"))
 
+    result = dockyard(tmp_path / "store", "run", "--rm", name, "/bin/true")  # the user's path
+    assert result.returncode == 1
+    assert result.stderr == f"dockyard: error: {error.value}\n"
+    assert not [p for p in snapshots_root.iterdir() if not p.name.startswith(".")]
+
     limits()
     with Snapshots(store) as snapshots:
         (lower,) = snapshots.prepare(manifest)
@@ -359,6 +364,24 @@ def test_add_of_a_sparse_archive_keeps_holes_and_a_bomb_is_stopped(tmp_path, lim
         message = str(error.value)
         assert "\n" not in message
         assert message.endswith("expands to more than 16 MiB (limit $DOCKYARD_MAX_LAYER_SIZE)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="builds run as root")
+def test_a_dockerfile_add_of_a_bomb_fails_with_one_line_and_leaves_nothing(tmp_path, limits):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "bomb.tar.gz").write_bytes(bomb_layer())
+    (ctx / "Dockerfile").write_text("FROM scratch\nADD bomb.tar.gz /\n")
+    limits(size="64M")
+    result = dockyard(tmp_path / "store", "build", "-t", "localhost/bomb:1", str(ctx))
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"dockyard: error: {ctx}/Dockerfile:2: failed to extract archive into /: "
+        "expands to more than 64 MiB (limit $DOCKYARD_MAX_LAYER_SIZE)"
+    )
+    used = sum(p.lstat().st_blocks * 512 for p in (tmp_path / "store").rglob("*"))
+    assert used < ON_DISK_MAX  # no half-extracted step left in the store
+    assert not [p for p in (tmp_path / "store/snapshots").iterdir() if not p.name.startswith(".")]
 
 
 # -- headers held in memory -------------------------------------------------------------
