@@ -631,7 +631,7 @@ def test_data_regions_of_plain_and_sparse_members():
     sparse.size = 1000
     sparse.sparse = [(0, 0), (10, 5), (512, 0), (600, 400), (1000, 0)]
     assert extract.data_regions(sparse) == [(10, 5), (600, 400)]  # empty regions dropped
-    for bad in ([(10, 5), (12, 1)], [(600, 10), (10, 5)], [(990, 11)]):
+    for bad in ([(10, 5), (12, 1)], [(600, 10), (10, 5)], [(990, 11)], [(10, -5)]):
         sparse.sparse = bad
         with pytest.raises(LayerError, match="'s': invalid sparse map"):
             extract.data_regions(sparse)

@@ -153,10 +153,10 @@ def clean_path(name: str) -> list[str]:
 class _Applier:
     """The state of applying one layer: what it created, what waits for the end."""
 
-    def __init__(self, root_fd: int, as_root: bool, meter: Meter | None = None):
+    def __init__(self, root_fd: int, as_root: bool, meter: Meter):
         self._root = root_fd
         self._as_root = as_root
-        self._meter = meter or Meter(Limits(None, None))
+        self._meter = meter  # what the layer has expanded to and written
         self.warnings: list[str] = []
         # Real paths ("a/b") this layer created, and all their ancestors: whiteouts
         # and opaque markers only remove what is not in here.
@@ -619,7 +619,7 @@ def data_regions(member: tarfile.TarInfo) -> list[tuple[int, int]]:
     regions = [(offset, length) for offset, length in member.sparse if length]
     end = 0
     for offset, length in regions:
-        if offset < end or offset + length > member.size:
+        if offset < end or length < 0 or offset + length > member.size:
             raise LayerError(f"layer entry {member.name!r}: invalid sparse map")
         end = offset + length
     return regions
