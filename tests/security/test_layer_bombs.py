@@ -255,8 +255,9 @@ def test_a_bad_limit_value_is_a_clear_error(tmp_path, limits):
 # -- export, run, ADD -------------------------------------------------------------------
 
 
-def store_bomb(root: Path) -> tuple[str, str]:
-    """A store at ``root`` holding an image of the bomb layer; its name and layer digest."""
+def store_bomb(root: Path, layer: bytes | None = None) -> tuple[str, str]:
+    """A store at ``root`` holding an image of the gzipped ``layer`` (the sparse bomb by
+    default); its name and layer digest."""
     from dockyard import reference
     from dockyard.oci import mediatypes as mt
     from dockyard.oci.descriptor import Descriptor
@@ -264,8 +265,12 @@ def store_bomb(root: Path) -> tuple[str, str]:
     from dockyard.store import Store
 
     store = Store(root)
-    layer = bomb_layer()
-    diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
+    layer = layer or bomb_layer()
+    diff = hashlib.sha256()
+    with open_decompressed(io.BytesIO(layer)) as tar:
+        while chunk := tar.read(MIB):
+            diff.update(chunk)
+    diff_id = f"sha256:{diff.hexdigest()}"
     layer_desc = Descriptor(mt.OCI_LAYER_GZIP, store.blobs.write_bytes(layer), len(layer))
     rootfs = {"type": "layers", "diff_ids": [diff_id]}
     config = dumps({"architecture": "amd64", "os": "linux", "rootfs": rootfs})
@@ -304,6 +309,20 @@ def test_export_keeps_holes_and_a_bomb_past_the_limit_leaves_nothing(tmp_path, l
         )
         assert dest.exists() == existing  # made and removed, or given and emptied again
         assert not existing or not any(dest.iterdir())
+
+
+def test_saving_a_decompression_bomb_to_a_docker_archive_stops_at_the_limit(tmp_path, limits):
+    """docker-archive stores layers uncompressed: the bomb would be written out whole."""
+    name, digest = store_bomb(tmp_path / "store", zero_member_bomb(256 * MIB))
+    limits(size="16M")
+    out = tmp_path / "out.tar"
+    result = dockyard(tmp_path / "store", "save", "-o", str(out), name)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"dockyard: error: layer {digest}: expands to more than 16 MiB "
+        "(limit $DOCKYARD_MAX_LAYER_SIZE)\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["store"]  # no archive, no spool left
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="snapshots need root (whiteout devices)")
