@@ -16,9 +16,9 @@ comes near, and a claimed 30 GiB PAX header would otherwise be held in memory.
 
 Environment variables rather than options: layers are expanded by ``export``, ``run``,
 ``build`` (base images and ``ADD``), ``layer pull``, ``save`` to a docker-archive and
-the CI runner, and the limit is
-the host operator's policy, the same for all of them (like ``$DOCKYARD_ROOT``). Values
-are bytes with an optional binary suffix (``K``, ``M``, ``G``, ``T``), or ``none``.
+the CI runner, and the limit is the host operator's policy, the same for all of them
+(like ``$DOCKYARD_ROOT``). Values are bytes with an optional binary suffix (``K``,
+``M``, ``G``, ``T``), or ``none``.
 """
 
 from __future__ import annotations
