@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.errors import LayerError
-from dockyard.layers import apply_layer, flatten
+from dockyard.layers import apply_layer, extract, flatten
 from dockyard.layers.compression import CompressingWriter
 
 ROOT = os.geteuid() == 0
@@ -569,3 +569,92 @@ def test_flatten_mixed_compressions_in_order(box, tmp_path):
         rootfs,
     )
     assert tree(rootfs) == {"etc": "dir", "etc/extra": "three", "etc/os": "two"}
+
+
+def test_flatten_names_the_layer_in_its_errors(box):
+    bad = io.BytesIO(layer(file("../../escape")).getvalue())
+    with pytest.raises(LayerError, match=r"^layer sha256:1: layer entry '../../escape': path"):
+        flatten(
+            [io.BytesIO(layer(file("ok")).getvalue()), bad],
+            box.rootfs,
+            names=["l0", "layer sha256:1"],
+        )
+
+
+# -- holes ---------------------------------------------------------------------------
+
+BLOCK = extract.HOLE_BLOCK
+
+
+@pytest.mark.parametrize(
+    ("data", "offset", "runs"),
+    [
+        (b"", 0, []),
+        (b"x" * 100, 0, [(0, 100)]),
+        (bytes(BLOCK - 1), 0, [(0, BLOCK - 1)]),  # shorter than a block: written
+        (bytes(BLOCK), 0, []),
+        (bytes(3 * BLOCK), 0, []),
+        (b"x" + bytes(2 * BLOCK), 0, [(0, BLOCK), (2 * BLOCK, 2 * BLOCK + 1)]),
+        (bytes(BLOCK) + b"x" + bytes(BLOCK), 0, [(BLOCK, 2 * BLOCK + 1)]),
+        # at file offset 10, the first aligned block starts at BLOCK - 10 in data
+        (bytes(2 * BLOCK), 10, [(0, BLOCK - 10), (2 * BLOCK - 10, 2 * BLOCK)]),
+        (bytes(BLOCK) + b"x", BLOCK, [(BLOCK, BLOCK + 1)]),
+    ],
+)
+def test_nonzero_runs_skip_only_whole_aligned_blocks_of_zeros(data, offset, runs):
+    assert list(extract.nonzero_runs(data, offset)) == runs
+
+
+def test_a_file_with_zero_blocks_reads_back_the_same_and_has_holes(box):
+    data = b"head" + bytes(4 * BLOCK) + b"middle" + bytes(3 * extract.CHUNK) + b"end"
+    box.apply(file("f", data))
+    path = box.rootfs / "f"
+    assert path.read_bytes() == data
+    assert path.stat().st_blocks * 512 <= 4 * BLOCK  # the blocks holding data, not 3 MiB
+
+
+def test_a_file_ending_in_zeros_keeps_its_size(box):
+    data = b"x" + bytes(2 * extract.CHUNK)
+    box.apply(file("f", data), file("empty", b""))
+    assert (box.rootfs / "f").stat().st_size == len(data)
+    assert (box.rootfs / "f").read_bytes() == data
+    assert (box.rootfs / "empty").stat().st_size == 0
+
+
+def test_data_regions_of_plain_and_sparse_members():
+    plain = tarfile.TarInfo("f")
+    plain.size = 10
+    assert extract.data_regions(plain) == [(0, 10)]
+    plain.size = 0
+    assert extract.data_regions(plain) == []
+    sparse = tarfile.TarInfo("s")
+    sparse.size = 1000
+    sparse.sparse = [(0, 0), (10, 5), (512, 0), (600, 400), (1000, 0)]
+    assert extract.data_regions(sparse) == [(10, 5), (600, 400)]  # empty regions dropped
+    for bad in ([(10, 5), (12, 1)], [(600, 10), (10, 5)], [(990, 11)], [(10, -5)]):
+        sparse.sparse = bad
+        with pytest.raises(LayerError, match="'s': invalid sparse map"):
+            extract.data_regions(sparse)
+
+
+def test_a_nul_in_a_pax_path_is_a_layer_error_not_a_traceback(box):
+    info, data = file("x")
+    info.pax_headers = {"path": "a\0b"}
+    with pytest.raises(LayerError, match=r"^layer entry 'a\\x00b': embedded null byte$"):
+        box.apply((info, data))
+
+
+def test_a_sparse_map_without_its_numbers_is_a_layer_error_not_a_traceback(box):
+    info = tarfile.TarInfo("GNUSparseFile.0/f")
+    info.size = 1024
+    info.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": "f",
+        "GNU.sparse.realsize": "10",
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(b"99\n" + bytes(1021)))  # 99 numbers promised, none
+    with pytest.raises(LayerError, match=r"^malformed layer tar: "):
+        apply_layer(io.BytesIO(out.getvalue()), box.rootfs)

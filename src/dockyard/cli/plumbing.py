@@ -125,7 +125,8 @@ def layer_pull(
         ) from None
     directory.mkdir(parents=True, exist_ok=True)
     with source.open_blob(desc) as stream:
-        for warning in apply_layer(open_decompressed(stream), directory):
+        layer_stream = open_decompressed(stream)
+        for warning in apply_layer(layer_stream, directory, name=f"layer {desc.digest}"):
             click.echo(f"warning: {warning}", err=True)
     click.echo(desc.digest)
 

@@ -14,82 +14,122 @@ hardlink's mode and owner to whatever inode the link points at.
 
 Whiteouts follow the OCI image spec: ``.wh.<name>`` and ``.wh..wh..opq`` remove what
 *lower* layers put there; what this layer adds stays, wherever it sits in the tar.
+
+Holes stay holes: a sparse member (GNU or PAX sparse formats) gets only its data
+regions written, and in any file a whole block of zeros (:data:`HOLE_BLOCK`) is
+skipped rather than written, so a tiny layer claiming a huge file of zeros costs no
+disk. What one layer may expand to and write is capped (:mod:`.limits`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Iterable
-from typing import BinaryIO
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO, TypeVar
 
 from dockyard.errors import LayerError
 from dockyard.layers import tarformat, whiteouts
 from dockyard.layers.compression import CHUNK, open_decompressed
+from dockyard.layers.limits import Limits, Meter, MeteredReader
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_T = TypeVar("_T")
 _MAX_SYMLINKS = 40  # what Linux follows in one path before ELOOP
 _XATTR_REFUSED = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES)
 _NS = 1_000_000_000
 _XATTR_PAX = tarformat.XATTR_PAX_PREFIX
+HOLE_BLOCK = 64 << 10  # a run of zeros this long, so aligned in the file, is left a hole
+_ZEROS = bytes(HOLE_BLOCK)
 
 
 def apply_layer(
-    tar_stream: BinaryIO, rootfs: str | os.PathLike[str], *, as_root: bool | None = None
+    tar_stream: BinaryIO,
+    rootfs: str | os.PathLike[str],
+    *,
+    as_root: bool | None = None,
+    name: str | None = None,
 ) -> list[str]:
     """Apply one uncompressed layer tar, read sequentially, onto the directory ``rootfs``.
 
     Return warnings about what was not applied: device nodes and ownership need root
     (``as_root`` defaults to ``os.geteuid() == 0``), some xattrs need privileges or
     filesystem support. Raise :class:`LayerError` naming the entry for hostile or
-    malformed content; ``rootfs`` is then half-applied and should be discarded. The
-    stream is read to its end, so a digest-verifying stream gets to verify.
+    malformed content, :class:`.LayerTooLarge` past the limits of :mod:`.limits`; errors
+    start with ``name`` (e.g. ``layer sha256:...``) if given. ``rootfs`` is then
+    half-applied and should be discarded. The stream is read to its end, so a
+    digest-verifying stream gets to verify.
     """
     root = os.geteuid() == 0 if as_root is None else as_root
-    return apply_with(lambda root_fd: _Applier(root_fd, root), tar_stream, rootfs)
+    return apply_with(
+        lambda root_fd, meter: _Applier(root_fd, root, meter), tar_stream, rootfs, name=name
+    )
 
 
 def apply_with(
-    make_applier: Callable[[int], _Applier], tar_stream: BinaryIO, rootfs: str | os.PathLike[str]
+    make_applier: Callable[[int, Meter], _Applier],
+    tar_stream: BinaryIO,
+    rootfs: str | os.PathLike[str],
+    *,
+    name: str | None = None,
 ) -> list[str]:
-    """Drive an applier (made for the rootfs's dir fd) over a streamed layer tar: the
-    loop shared by :func:`apply_layer` and the runtime's overlay-format extraction."""
-    root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """Drive an applier (made for the rootfs's dir fd and the layer's meter) over a
+    streamed layer tar: the loop shared by :func:`apply_layer` and the runtime's
+    overlay-format extraction. Every byte read, and every byte written, is metered
+    against the limits in the environment."""
+    meter = Meter(Limits.from_env())
+    stream = MeteredReader(tar_stream, meter)
     try:
-        applier = make_applier(root_fd)
+        root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            with tarfile.open(fileobj=tar_stream, mode="r|") as tar:
-                while (member := tar.next()) is not None:
-                    tar.members.clear()  # a streamed layer can have millions of entries
+            applier = make_applier(root_fd, meter)
+            try:
+                for member, tar in _members(stream):
                     applier.apply(member, tar)
-        except tarfile.TarError as e:
-            raise LayerError(f"malformed layer tar: {e}") from None
-        applier.finish()
-    finally:
-        os.close(root_fd)
-    while tar_stream.read(CHUNK):
-        pass
+            except tarfile.TarError as e:
+                raise LayerError(f"malformed layer tar: {e}") from None
+            applier.finish()
+        finally:
+            os.close(root_fd)
+        while stream.read(CHUNK):
+            pass
+    except LayerError as e:
+        if name is None:
+            raise
+        raise type(e)(f"{name}: {e}") from e
     return applier.warnings
 
 
 def flatten(
-    blobs: Iterable[BinaryIO], rootfs: str | os.PathLike[str], *, as_root: bool | None = None
+    blobs: Iterable[BinaryIO],
+    rootfs: str | os.PathLike[str],
+    *,
+    as_root: bool | None = None,
+    names: Sequence[str] = (),
 ) -> list[str]:
     """Apply layer blobs (gzip, zstd or plain tar), bottom layer first, into ``rootfs``.
 
     This is an image's filesystem, as ``dockyard export`` writes it. ``rootfs`` is
     created if missing and should be empty. Streams are read to the end, not closed.
-    Return the warnings of :func:`apply_layer`.
+    An error in the i-th blob starts with ``names[i]`` if given. Return the warnings of
+    :func:`apply_layer`.
     """
     os.makedirs(rootfs, exist_ok=True)
     warnings: list[str] = []
-    for blob in blobs:
-        warnings += apply_layer(open_decompressed(blob), rootfs, as_root=as_root)
+    for i, blob in enumerate(blobs):
+        name = names[i] if i < len(names) else None
+        try:
+            tar_stream = open_decompressed(blob)
+        except LayerError as e:
+            raise LayerError(f"{name}: {e}" if name else str(e)) from e
+        warnings += apply_layer(tar_stream, rootfs, as_root=as_root, name=name)
     return warnings
 
 
@@ -113,9 +153,10 @@ def clean_path(name: str) -> list[str]:
 class _Applier:
     """The state of applying one layer: what it created, what waits for the end."""
 
-    def __init__(self, root_fd: int, as_root: bool):
+    def __init__(self, root_fd: int, as_root: bool, meter: Meter):
         self._root = root_fd
         self._as_root = as_root
+        self._meter = meter  # what the layer has expanded to and written
         self.warnings: list[str] = []
         # Real paths ("a/b") this layer created, and all their ancestors: whiteouts
         # and opaque markers only remove what is not in here.
@@ -134,6 +175,8 @@ class _Applier:
             self._apply(member, tar)
         except OSError as e:
             raise LayerError(f"layer entry {member.name!r}: {e.strerror or e}") from e
+        except ValueError as e:  # a NUL in a (PAX) name
+            raise LayerError(f"layer entry {member.name!r}: {e}") from e
 
     def _apply(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
         entry = member.name
@@ -373,19 +416,19 @@ class _Applier:
     def _write_file(
         self, dir_fd: int, name: str, member: tarfile.TarInfo, tar: tarfile.TarFile
     ) -> None:
+        regions = data_regions(member)
+        self._meter.expand(member.size - sum(length for _, length in regions))  # the holes
         fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
-            source = tar.extractfile(member)
-            assert source is not None  # a regular file always has data
-            remaining = member.size
-            while remaining:
-                data = source.read(min(remaining, CHUNK))
-                if not data:
-                    raise LayerError(f"layer entry {member.name!r}: data ends early")
-                remaining -= len(data)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+            # The stored data regions follow one another in the tar: read them in order
+            # from the stream itself, which tarfile has just left at the member's data.
+            if tar.fileobj.tell() != member.offset_data:
+                raise LayerError(f"layer entry {member.name!r}: data not where expected")
+            end = 0  # of what was written
+            for offset, length in regions:
+                end = self._copy_region(tar.fileobj, fd, offset, length, member.name) or end
+            if end < member.size:
+                os.ftruncate(fd, member.size)  # the holes at the end
             if self._as_root:
                 os.chown(fd, member.uid, member.gid)
             os.chmod(fd, member.mode & 0o7777)  # after chown, which clears setuid bits
@@ -394,6 +437,26 @@ class _Applier:
             os.utime(fd, ns=(mtime, mtime))
         finally:
             os.close(fd)
+
+    def _copy_region(self, source: BinaryIO, fd: int, offset: int, length: int, entry: str) -> int:
+        """Copy ``length`` bytes from ``source`` to ``fd`` at ``offset``, blocks of zeros
+        left as holes; return where the last byte written ends (0 if none was)."""
+        end = offset + length
+        written_end = 0
+        while offset < end:
+            data = source.read(min(end - offset, CHUNK))
+            if not data:
+                raise LayerError(f"layer entry {entry!r}: data ends early")
+            for start, stop in nonzero_runs(data, offset):
+                self._meter.write(stop - start)
+                view = memoryview(data)[start:stop]
+                at = offset + start
+                while view:
+                    written = os.pwrite(fd, view, at)
+                    view, at = view[written:], at + written
+                written_end = at
+            offset += len(data)
+        return written_end
 
     def _hardlink(self, dir_fd: int, name: str, key: str, member: tarfile.TarInfo) -> bool:
         """Link ``name`` to the member's target, itself resolved inside the root.
@@ -512,3 +575,68 @@ def _remove(dir_fd: int, name: str) -> None:
 
 def _mtime_ns(member: tarfile.TarInfo) -> int:
     return round(member.mtime * _NS) if isinstance(member.mtime, float) else member.mtime * _NS
+
+
+def _members(stream: MeteredReader) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
+    """The members of the streamed tar, each with the tar its data is read from. Each
+    member's headers are read within the header limit; data the consumer leaves is
+    passed over before the next."""
+    with contextlib.ExitStack() as stack:
+        opening = functools.partial(tarfile.open, fileobj=stream, mode="r|")
+        tar = stack.enter_context(_headers(stream, opening))  # reads the first member's
+        while (member := _headers(stream, tar.next)) is not None:
+            tar.members.clear()  # a streamed layer can have millions of entries
+            yield member, tar
+            _pass_data(member, tar)
+
+
+def _headers(stream: MeteredReader, read: Callable[[], _T]) -> _T:
+    """``read()``, which reads a member's headers, within the header limit."""
+    with stream.reading_headers():
+        try:
+            return read()
+        except ValueError as e:  # tarfile's, for some malformed headers
+            raise LayerError(f"malformed layer tar: {e}") from None
+
+
+def _pass_data(member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+    """Read what the applier left of a regular member's data (a whiteout's, say), so
+    that reading the next header reads nothing but headers."""
+    if not member.isreg():
+        return
+    stored = sum(length for _, length in data_regions(member))
+    rest = member.offset_data + stored - tar.fileobj.tell()
+    while rest > 0 and (data := tar.fileobj.read(min(rest, CHUNK))):
+        rest -= len(data)
+
+
+def data_regions(member: tarfile.TarInfo) -> list[tuple[int, int]]:
+    """``(offset, length)`` of the data a regular member stores, in the order stored:
+    the whole file, or a sparse member's map (everything else is a hole). Raise
+    :class:`LayerError` for a map whose regions overlap, go back or pass the end."""
+    if not member.sparse:
+        return [(0, member.size)] if member.size else []
+    regions = [(offset, length) for offset, length in member.sparse if length]
+    end = 0
+    for offset, length in regions:
+        if offset < end or length < 0 or offset + length > member.size:
+            raise LayerError(f"layer entry {member.name!r}: invalid sparse map")
+        end = offset + length
+    return regions
+
+
+def nonzero_runs(data: bytes, offset: int) -> Iterator[tuple[int, int]]:
+    """The ``[start, stop)`` runs of ``data`` (which goes at file ``offset``) to write:
+    all of it but its whole :data:`HOLE_BLOCK`-aligned blocks of zeros. One memcmp per
+    block, failing at the first non-zero byte, so ordinary data costs next to nothing."""
+    size = len(data)
+    start = 0  # of the run being gathered
+    block = -offset % HOLE_BLOCK  # the first aligned block starts here
+    while block + HOLE_BLOCK <= size:
+        if data.startswith(_ZEROS, block, block + HOLE_BLOCK):
+            if block > start:
+                yield start, block
+            start = block + HOLE_BLOCK
+        block += HOLE_BLOCK
+    if start < size:
+        yield start, size

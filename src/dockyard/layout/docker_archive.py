@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 from dockyard import reference
 from dockyard.errors import InvalidReference, LayerError, ManifestError, NotFound, StoreError
 from dockyard.layers import compression
+from dockyard.layers.limits import LayerTooLarge, Limits, Meter, MeteredReader
 from dockyard.layout.tarreader import TarReader
 from dockyard.layout.tarwriter import TarWriter
 from dockyard.oci import digest as digests
@@ -287,10 +288,16 @@ class DockerArchiveWriter:
     def _put_compressed_layer(self, desc: Descriptor, reader: BinaryIO) -> None:
         with tempfile.TemporaryFile(dir=self.tar.path.parent) as spool:
             h = hashlib.sha256()
-            with compression.open_decompressed(reader) as tar_stream:
-                while chunk := tar_stream.read(CHUNK):
-                    h.update(chunk)
-                    spool.write(chunk)
+            # stored uncompressed: a decompression bomb stops at the layer size limit
+            meter = Meter(Limits.from_env())
+            with compression.open_decompressed(reader) as decompressed:
+                tar_stream = MeteredReader(decompressed, meter)
+                try:
+                    while chunk := tar_stream.read(CHUNK):
+                        h.update(chunk)
+                        spool.write(chunk)
+                except LayerTooLarge as e:
+                    raise LayerTooLarge(f"layer {desc.digest}: {e}") from None
             while reader.read(CHUNK):  # trailing bytes count too; EOF verifies
                 pass
             diff_id = f"sha256:{h.hexdigest()}"

@@ -308,7 +308,9 @@ class Snapshots:
                     self.store.blobs.open(layer.digest, layer.size) as blob,
                     open_decompressed(blob) as tar,
                 ):
-                    unpack_layer(digests.VerifyingReader(tar, diff_id), temp)
+                    unpack_layer(
+                        digests.VerifyingReader(tar, diff_id), temp, name=f"layer {layer.digest}"
+                    )
                 self._unsynced.mark(hex_id)
                 if not syscalls.rename_noreplace(temp, self.path(chain)):
                     shutil.rmtree(temp)

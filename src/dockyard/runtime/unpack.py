@@ -29,11 +29,16 @@ from dockyard.layers.extract import _Applier, apply_with
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
-def unpack_layer(tar_stream: BinaryIO, target: str | os.PathLike[str]) -> list[str]:
+def unpack_layer(
+    tar_stream: BinaryIO, target: str | os.PathLike[str], *, name: str | None = None
+) -> list[str]:
     """Extract one uncompressed layer tar into the empty directory ``target`` in overlay
     format; return the applier's warnings. Raise :class:`LayerError` for hostile or
-    malformed content (``target`` should then be discarded). Reads the stream to EOF."""
-    return apply_with(lambda root_fd: _OverlayApplier(root_fd, True), tar_stream, target)
+    malformed content, or past the size limits (``target`` should then be discarded),
+    starting with ``name`` if given. Reads the stream to EOF."""
+    return apply_with(
+        lambda root_fd, meter: _OverlayApplier(root_fd, True, meter), tar_stream, target, name=name
+    )
 
 
 class _OverlayApplier(_Applier):

@@ -8,8 +8,9 @@ resolve inside that directory. We get the same confinement by handing
 :func:`dockyard.layers.apply_layer` the destination directory itself (through
 ``/proc/self/fd``) as its root. Entries keep the tar's modes, times and owners; with
 ``--chown`` every entry is chowned afterwards (``--chmod`` does not apply, as in
-BuildKit). Differences from moby's ``Untar``: ``.wh.`` entries act as whiteouts, and
-directories that gain entries keep their times.
+BuildKit). Differences from moby's ``Untar``: ``.wh.`` entries act as whiteouts,
+directories that gain entries keep their times, holes stay holes, and an archive stops
+at the layer size limits (:mod:`dockyard.layers.limits`), whatever its compression.
 """
 
 from __future__ import annotations

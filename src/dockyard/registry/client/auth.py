@@ -19,7 +19,7 @@ from dockyard.errors import AuthError, RegistryError
 from dockyard.registry.client import credentials as creds
 from dockyard.registry.client.challenge import Challenge, parse_www_authenticate
 from dockyard.registry.client.errors import response_error, transport_error
-from dockyard.registry.client.retry import RetryPolicy, call_with_retries
+from dockyard.registry.client.retry import RetryPolicy, call_with_retries, is_transient
 
 CLIENT_ID = "dockyard"
 DEFAULT_EXPIRES_IN = 60  # seconds, when the token server does not say (distribution spec)
@@ -159,7 +159,8 @@ class Authenticator:
         try:
             response = call_with_retries(self._retry, lambda: self._http.send(request()), what)
         except httpx.TransportError as e:
-            raise transport_error(self.host, what, e) from e
+            tries = self._retry.attempts if is_transient(e) else 1
+            raise transport_error(self.host, what, e, tries) from e
         if response.status_code != 200:
             raise response_error(self.host, what, response.status_code, response.content)
         try:

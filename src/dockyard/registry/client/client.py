@@ -44,6 +44,7 @@ from dockyard.registry.client.retry import (
     is_transient,
     log,
     retryable_status,
+    stall_timeout,
 )
 from dockyard.registry.client.tls import LazyTrustContext
 from dockyard.registry.client.upload import Opener, StreamNotReopenable, verified_chunks
@@ -102,9 +103,12 @@ class RegistryClient:
 
     ``credentials`` None looks them up in docker/podman auth files when first challenged.
     ``tls_verify`` None means: HTTP for loopback, ``registries.toml`` for the rest.
-    ``chunk_size`` forces chunked (PATCH) uploads; by default a blob goes in one PUT and
-    chunks are used only if the registry refuses that (413). ``transport`` replaces the
-    httpx transport (the pool size and TLS settings then are the transport's).
+    ``timeout`` is how many seconds the registry may send (or take) no bytes before a
+    try fails, ``$DOCKYARD_REGISTRY_TIMEOUT`` (default 30) if None; replayable requests
+    are then retried, downloads resumed. ``chunk_size`` forces chunked (PATCH) uploads;
+    by default a blob goes in one PUT and chunks are used only if the registry refuses
+    that (413). ``transport`` replaces the httpx transport (the pool size and TLS
+    settings then are the transport's).
     Safe to use from many threads.
     """
 
@@ -117,11 +121,13 @@ class RegistryClient:
         retry: RetryPolicy | None = None,
         chunk_size: int | None = None,
         max_connections: int = 16,
-        timeout: float = 300.0,
+        timeout: float | None = None,
         transport: httpx.BaseTransport | None = None,
     ):
         self.host = host
         self.retry = retry or RetryPolicy()
+        if timeout is None:
+            timeout = stall_timeout()
         self.chunk_size = chunk_size
         self._base: str | None  # scheme://host, None until an insecure host is probed
         if tls_verify is not True and is_loopback_host(host):
@@ -133,7 +139,9 @@ class RegistryClient:
             self._base = None if insecure else f"https://{host}"
         self._http = httpx.Client(
             verify=False if insecure else LazyTrustContext(),
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+            # A stall fails a try after ``timeout``; waiting for a free connection
+            # is not bounded: the transfers holding them are, by their own stalls.
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0), pool=None),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
@@ -185,9 +193,15 @@ class RegistryClient:
         content: bytes | None = None,
         stream: bool = False,
         follow_redirects: bool = False,
+        max_manifest: int | None = None,
     ) -> httpx.Response:
         """Send a replayable request with auth and retries; return the answer if its status
-        is in ``ok`` (a streamed one for the caller to close), else raise."""
+        is in ``ok`` (a streamed one for the caller to close), else raise.
+
+        With ``max_manifest`` the body of an ``ok`` answer is read within the try (so a
+        stall or reset in it is retried like one before it), at most that many bytes:
+        past them :class:`ManifestError`.
+        """
 
         def once(authorization: str | None) -> httpx.Response:
             request = self._http.build_request(
@@ -195,7 +209,8 @@ class RegistryClient:
             )
             if authorization:
                 request.headers["Authorization"] = authorization
-            return self._http.send(request, stream=stream, follow_redirects=follow_redirects)
+            streamed = stream or max_manifest is not None
+            return self._http.send(request, stream=streamed, follow_redirects=follow_redirects)
 
         def attempt() -> httpx.Response:
             authorization = self.auth.authorization(scopes)
@@ -205,12 +220,15 @@ class RegistryClient:
             ):
                 response.close()
                 response = once(self.auth.authorization(scopes))
+            if max_manifest is not None and response.status_code in ok:
+                return self._read_manifest(response, max_manifest, what)
             return response
 
         try:
             response = call_with_retries(self.retry, attempt, f"{self.host}: {method} {what}")
         except httpx.TransportError as e:
-            raise transport_error(self.host, what, e) from e
+            tries = self.retry.attempts if is_transient(e) else 1
+            raise transport_error(self.host, what, e, tries) from e
         if response.status_code not in ok:
             raise self._error(response, what)
         return response
@@ -249,6 +267,24 @@ class RegistryClient:
         ):
             raise _Restart(error)
         raise error
+
+    def _read_manifest(self, response: httpx.Response, limit: int, what: str) -> httpx.Response:
+        """The streamed answer ``response`` read whole (at most ``limit`` bytes, decoded)
+        and closed: an answer holding those bytes."""
+        data = bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    raise ManifestError(
+                        f"registry {self.host}: manifest {what} is over {limit} bytes"
+                    )
+        finally:
+            response.close()
+        decoded = [(k, v) for k, v in response.headers.multi_items() if k != "content-encoding"]
+        return httpx.Response(
+            response.status_code, headers=decoded, content=bytes(data), request=response.request
+        )
 
     def _error(self, response: httpx.Response, what: str) -> RegistryError:
         """The error for a failed answer, reading at most a little of its body."""
@@ -298,20 +334,9 @@ class RegistryClient:
             what=what,
             ok=(200,),
             headers={"Accept": accept},
-            stream=True,
+            max_manifest=MAX_MANIFEST_SIZE,
         )
-        data = bytearray()
-        try:
-            for chunk in response.iter_bytes():
-                data += chunk
-                if len(data) > MAX_MANIFEST_SIZE:
-                    raise ManifestError(
-                        f"registry {self.host}: manifest {what} is over {MAX_MANIFEST_SIZE} bytes"
-                    )
-        except httpx.TransportError as e:
-            raise transport_error(self.host, what, e) from e
-        finally:
-            response.close()
+        data = response.content
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         if media_type not in mt.ALL_MANIFESTS:
             with suppress(ManifestError):  # not an image manifest: keep the served type

@@ -47,7 +47,8 @@ class ResumingStream:
                 chunk = next(self._chunks, b"")
             except httpx.TransportError as e:
                 if self._failures + 1 >= self._retry.attempts or not is_transient(e):
-                    raise RegistryError(f"{self._where}: {describe(e)}") from e
+                    tries = f" ({self._failures + 1} tries)" if self._failures else ""
+                    raise RegistryError(f"{self._where}: {describe(e)}{tries}") from e
                 wait = self._retry.delay(self._failures)
                 log.debug("%s: %s at byte %d; resuming", self._where, describe(e), self._received)
                 self._failures += 1

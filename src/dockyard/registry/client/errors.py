@@ -59,6 +59,9 @@ def response_error(host: str, what: str, status: int, body: bytes = b"") -> Regi
     return cls(f"registry {host}: {summary}: {what} ({tail})", status, code)
 
 
-def transport_error(host: str, what: str, error: httpx.TransportError) -> RegistryError:
-    """The error for a registry we could not talk to (after any retries)."""
-    return RegistryError(f"registry {host}: {describe(error)}: {what}")
+def transport_error(
+    host: str, what: str, error: httpx.TransportError, tries: int = 1
+) -> RegistryError:
+    """The error for a registry we could not talk to, after ``tries`` tries."""
+    after = f" ({tries} tries)" if tries > 1 else ""
+    return RegistryError(f"registry {host}: {describe(error)}{after}: {what}")

@@ -1,8 +1,15 @@
-"""When and how patiently to retry: 5xx (but 501), 429, and dropped or stalled connections."""
+"""When and how patiently to retry: 5xx (but 501), 429, and dropped or stalled connections.
+
+A registry that stops sending (or taking) bytes for the *stall timeout* --
+``$DOCKYARD_REGISTRY_TIMEOUT`` seconds, default 30 -- has failed that try; replayable
+requests are then retried like any dropped connection, and downloads resume.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import random
 import ssl
 import time
@@ -11,7 +18,27 @@ from dataclasses import dataclass
 
 import httpx
 
+from dockyard.errors import RegistryError
+
 log = logging.getLogger("dockyard.registry")
+
+TIMEOUT_VAR = "DOCKYARD_REGISTRY_TIMEOUT"
+DEFAULT_TIMEOUT = 30.0
+
+
+def stall_timeout() -> float:
+    """Seconds without a byte after which a try fails: ``$DOCKYARD_REGISTRY_TIMEOUT``,
+    else :data:`DEFAULT_TIMEOUT`."""
+    text = os.environ.get(TIMEOUT_VAR)
+    if text is None:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise RegistryError(f"{TIMEOUT_VAR}={text!r}: expected a number of seconds above 0")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -56,11 +83,23 @@ def describe(error: httpx.TransportError) -> str:
     detail = str(error) or type(error).__name__
     if _is_tls_failure(error):
         return f"TLS failure ({detail}); for an insecure registry pass tls_verify=False"
+    if isinstance(error, httpx.ReadTimeout | httpx.WriteTimeout):
+        seconds = _timeout(error, "read" if isinstance(error, httpx.ReadTimeout) else "write")
+        return f"stalled: no data for {seconds} (${TIMEOUT_VAR})"
     if isinstance(error, httpx.TimeoutException):
         return f"timed out ({type(error).__name__})"
     if isinstance(error, httpx.ConnectError):
         return f"cannot connect ({detail})"
     return f"connection failed ({detail})"
+
+
+def _timeout(error: httpx.TimeoutException, kind: str) -> str:
+    """The ``kind`` timeout the failed request had, as ``30s``."""
+    try:
+        seconds = error.request.extensions["timeout"][kind]
+    except (RuntimeError, KeyError, TypeError):  # no request attached: say no number
+        return "too long"
+    return f"{seconds:g}s"
 
 
 def call_with_retries(
