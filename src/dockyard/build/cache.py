@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +29,32 @@ from dockyard.store import Store
 
 @dataclass(frozen=True)
 class CacheRecord:
-    """A step's result: the layer it added (None: it changed no file) and its diff ID."""
+    """A step's result: the layer it added (None: it changed no file), its diff ID and
+    when it was made (its history time in every image that reuses it, so that a rebuild
+    that hits everywhere gives the same image; None in records older than that)."""
 
     key: str
     layer: Descriptor | None
     diff_id: str | None
+    created: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "layer": self.layer.to_dict() if self.layer else None,
             "diff_id": self.diff_id,
+            "created": self.created,
         }
 
     @classmethod
     def from_dict(cls, key: str, doc: dict[str, Any]) -> CacheRecord:
         layer = doc.get("layer")
-        return cls(key, Descriptor.from_dict(layer) if layer else None, doc.get("diff_id"))
+        created = doc.get("created")
+        return cls(
+            key,
+            Descriptor.from_dict(layer) if layer else None,
+            doc.get("diff_id"),
+            created if isinstance(created, str) and _is_time(created) else None,
+        )
 
 
 class BuildCache:
@@ -103,6 +114,15 @@ class BuildCache:
         """Records this build hit or wrote: what ``--cache-to`` exports."""
         with self._lock:
             return dict(self._used)
+
+
+def _is_time(text: str) -> bool:
+    """Is ``text`` an RFC 3339 time (a record may come from a hostile cache image)?"""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) <= 64
 
 
 def _records(directory: Path) -> list[Path]:
