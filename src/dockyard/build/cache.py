@@ -2,8 +2,9 @@
 
 A key covers everything that decides a step's result: the state it starts from (the
 parent's layers and config, by content), the instruction after expansion, the ARGs it
-can see, content checksums of what it copies and of its mount sources. A record names
-the layer the step produced; the layer itself is an ordinary blob of the store.
+can see, content checksums of what it copies and of its mount sources, every flag and
+mount option, SOURCE_DATE_EPOCH. A record names the layer the step produced and when it
+was made; the layer itself is an ordinary blob of the store.
 
 Records live in ``<store>/build/cache/<key>``. ``--cache-from`` adds the records of a
 cache image in a registry (their blobs are fetched only when needed); ``--cache-to``
