@@ -1,4 +1,6 @@
-"""USER resolution against a rootfs's passwd and group files, with runc's rules."""
+"""USER resolution against a rootfs's passwd and group files, with runc's rules and
+containerd's (the primary gid is always a supplementary group, as BuildKit's
+testUserAdditionalGids expects)."""
 
 from __future__ import annotations
 
@@ -30,18 +32,18 @@ nogroup:x:65534:
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("", User(0, 0, (10,), "/root")),
-        ("root", User(0, 0, (10,), "/root")),
-        ("0", User(0, 0, (10,), "/root")),
-        ("nobody", User(65534, 65534, (), "/nonexistent")),
-        ("65534", User(65534, 65534, (), "/nonexistent")),
-        ("builder", User(1000, 1000, (10, 999), "/home/builder")),
-        ("builder:docker", User(1000, 999, (), "/home/builder")),  # explicit group: no sgids
-        ("builder:0", User(1000, 0, (), "/home/builder")),
-        ("1000:4242", User(1000, 4242, (), "/home/builder")),
-        ("4242", User(4242, 0, (), "/")),  # numeric, not in passwd: gid 0, home /
-        ("4242:nogroup", User(4242, 65534, (), "/")),
-        ("01000", User(1000, 1000, (10, 999), "/home/builder")),  # numeric is always an id
+        ("", User(0, 0, (0, 10), "/root")),
+        ("root", User(0, 0, (0, 10), "/root")),
+        ("0", User(0, 0, (0, 10), "/root")),
+        ("nobody", User(65534, 65534, (65534,), "/nonexistent")),
+        ("65534", User(65534, 65534, (65534,), "/nonexistent")),
+        ("builder", User(1000, 1000, (1000, 10, 999), "/home/builder")),
+        ("builder:docker", User(1000, 999, (999,), "/home/builder")),  # explicit group: only it
+        ("builder:0", User(1000, 0, (0,), "/home/builder")),
+        ("1000:4242", User(1000, 4242, (4242,), "/home/builder")),
+        ("4242", User(4242, 0, (0,), "/")),  # numeric, not in passwd: gid 0, home /
+        ("4242:nogroup", User(4242, 65534, (65534,), "/")),
+        ("01000", User(1000, 1000, (1000, 10, 999), "/home/builder")),  # numeric is always an id
     ],
 )
 def test_docker_rules(spec, expected):
@@ -65,16 +67,16 @@ def test_out_of_range_ids_fail():
 
 
 def test_without_passwd_or_group_files():
-    assert resolve_user("", None, None) == User(0, 0, (), "/")
-    assert resolve_user("1000:1000", None, None) == User(1000, 1000, (), "/")
+    assert resolve_user("", None, None) == User(0, 0, (0,), "/")
+    assert resolve_user("1000:1000", None, None) == User(1000, 1000, (1000,), "/")
     with pytest.raises(ContainerError):
         resolve_user("builder", None, None)
 
 
 def test_additional_groups_by_name_or_id():
     user = resolve_user("nobody", PASSWD, GROUP, ["docker", "10", "31337", "docker"])
-    assert user.additional_gids == (999, 10, 31337)
-    assert resolve_user("builder", PASSWD, GROUP, ["wheel"]).additional_gids == (10, 999)
+    assert user.additional_gids == (65534, 999, 10, 31337)
+    assert resolve_user("builder", PASSWD, GROUP, ["wheel"]).additional_gids == (1000, 10, 999)
     with pytest.raises(ContainerError, match="unable to find group ghosts"):
         resolve_user("", PASSWD, GROUP, ["ghosts"])
 
@@ -83,7 +85,7 @@ def test_reads_the_rootfs_files(tmp_path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/passwd").write_text(PASSWD)
     (tmp_path / "etc/group").write_text(GROUP)
-    assert resolve_in_rootfs(tmp_path, "builder").additional_gids == (10, 999)
+    assert resolve_in_rootfs(tmp_path, "builder").additional_gids == (1000, 10, 999)
 
 
 def test_symlinked_passwd_resolves_inside_the_rootfs_never_on_the_host(tmp_path):
@@ -101,10 +103,10 @@ def test_symlinked_passwd_resolves_inside_the_rootfs_never_on_the_host(tmp_path)
     # ...and one climbing out with .. stops at the rootfs.
     (rootfs / "etc/passwd").unlink()
     (rootfs / "etc/passwd").symlink_to("../../../../../../real/passwd")
-    assert resolve_in_rootfs(rootfs, "intruder") == User(7, 7, (), "/inside")
+    assert resolve_in_rootfs(rootfs, "intruder") == User(7, 7, (7,), "/inside")
 
 
 def test_a_fifo_as_passwd_does_not_hang(tmp_path):
     (tmp_path / "etc").mkdir()
     os.mkfifo(tmp_path / "etc/passwd")
-    assert resolve_in_rootfs(tmp_path, "") == User(0, 0, (), "/")
+    assert resolve_in_rootfs(tmp_path, "") == User(0, 0, (0,), "/")

@@ -16,10 +16,12 @@ their paths change while the build runs.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import os
 import shutil
 import stat
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -34,7 +36,13 @@ from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.build.context import BuildContext, index_file_for
 from dockyard.build.frontend import instructions as ins
 from dockyard.build.frontend.dockerignore import IgnoreMatcher
-from dockyard.build.frontend.stages import BuildPlan, Stage, StageScope, plan_build
+from dockyard.build.frontend.stages import (
+    DEFAULT_PATH,
+    BuildPlan,
+    Stage,
+    StageScope,
+    plan_build,
+)
 from dockyard.build.image import ImageState
 from dockyard.build.lineage import LastRun, StepLineage
 from dockyard.build.step_names import StepNames
@@ -123,13 +131,8 @@ class Builder:
         self.lineage = StepLineage(store.root)
         self.snapshots = Snapshots(store)
         self.blob_hold = store.blob_hold()
-        self.steps = StepRunner(
-            store,
-            self.snapshots,
-            self.blob_hold,
-            source_date_epoch=options.source_date_epoch,
-        )
-        epoch = options.source_date_epoch
+        epoch = self.source_date_epoch = _source_date_epoch(options)
+        self.steps = StepRunner(store, self.snapshots, self.blob_hold, source_date_epoch=epoch)
         when = datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
         self.created = when.strftime("%Y-%m-%dT%H:%M:%SZ")
         self._counts = {"cached": 0, "executed": 0}
@@ -137,6 +140,7 @@ class Builder:
         self._context: BuildContext | None = None
         self._dockerfile: ConfinedFile | None = None
         self._nat: NatNetwork | None = None  # shared by the build's RUN steps, made on first use
+        self._emptied_cache_mounts: set[str] = set()  # --no-cache: emptied once per build
 
     # the whole build
 
@@ -201,7 +205,7 @@ class Builder:
         state = results[plan.target.index].state
         if options.labels:
             state.config.setdefault("Labels", {}).update(options.labels)
-        config, manifest = state.finish(self.created)
+        config, manifest = state.finish(self.created, fixed=self.source_date_epoch is not None)
         with self.store.lease():
             self.store.blobs.write_bytes(config)
             self._name(manifest)
@@ -241,6 +245,8 @@ class Builder:
         names = StepNames(stage, triggers, len(plan.stages))
         if not stage.is_scratch and stage.base_stage is None:
             self.log(names.base(stage.base))
+        if "PATH" not in state.env and state.doc.get("os") != "windows":
+            state.set_env("PATH", DEFAULT_PATH)  # as BuildKit: PATH is always set (not Windows)
         cmd_set = False
         for number, instr in enumerate([*triggers, *stage.instructions], 1):
             done = scope.apply(instr)
@@ -334,8 +340,8 @@ class Builder:
                 config.setdefault("OnBuild", []).append(instr.expression)
             case _:
                 raise instr.error(f"{instr.keyword} is not supported")
-        if history is not None:
-            state.add_history(history, self.created, empty_layer=True)
+        if history is not None:  # its time: the layers' around it (see ImageState.finish)
+            state.add_history(history, None, empty_layer=True)
 
     def _layer_step(
         self,
@@ -354,6 +360,7 @@ class Builder:
         ``execute`` gets the step's last run (see :mod:`.lineage`) and whether that
         run's layer may be kept if this one makes the same files: when the inputs but
         the starting state are the same, and ``--no-cache`` was not asked for."""
+        payload = {**payload, "source_date_epoch": self.source_date_epoch}  # layer times
         key = step_key(DETACHED_PARENT if detached else state.identity(), payload)
         record = None if self.options.no_cache else self._cached(key)
         if record is not None:
@@ -363,7 +370,7 @@ class Builder:
             workdir = state.config.get("WorkingDir") or "/"
             assert self._context is not None and self._dockerfile is not None
             place = StepLineage.key(self._context.path, self._dockerfile.path, created_by, workdir)
-            inputs = step_key(f"epoch:{self.options.source_date_epoch}", payload)
+            inputs = step_key("inputs", payload)
             last = self.lineage.get(place)
             keep = last is not None and last.inputs == inputs and not self.options.no_cache
             result = execute(last, keep)
@@ -376,15 +383,19 @@ class Builder:
                 key,
                 packed.descriptor() if packed else None,
                 packed.diff_id if packed else None,
+                created=self.created,
             )
             self.cache.put(record)
             kind = "executed"
         with self._lock:
             self._counts[kind] += 1
+        # A hit keeps the time its layer was made: a rebuild that changes nothing gives
+        # the same image, as BuildKit's (records from before times were kept: now).
+        created = record.created or self.created
         if record.layer is None or record.diff_id is None:
-            state.add_history(created_by, self.created, empty_layer=True)
+            state.add_history(created_by, created, empty_layer=True)
         else:
-            state.add_layer(record.layer, record.diff_id, created_by, self.created)
+            state.add_layer(record.layer, record.diff_id, created_by, created)
 
     def _cached(self, key: str) -> CacheRecord | None:
         found = self.cache.get(key)
@@ -497,24 +508,50 @@ class Builder:
         results: dict[int, StageResult],
         plan: BuildPlan,
     ) -> list[Any]:
-        """What of a RUN mount goes into the cache key: sources by content, caches and
-        secrets by id only (never their content)."""
+        """What of a RUN mount goes into the cache key: every option as given (ids,
+        modes, owners, sizes...), a bind source by content (of ``source`` only in a
+        ``from`` stage or image, as ``COPY --from``), caches and secrets by id (never
+        their content)."""
+        if mount.type == "cache" and (mount.from_ or mount.source):
+            raise instr.error(
+                "RUN --mount=type=cache with from= or source= (a cache seeded from a stage)"
+                " is not supported"
+            )
         target = instr.mount_target(mount, workdir) if mount.type != "secret" else mount.target
-        key: list[Any] = [mount.type, target, mount.read_only]
+        key: list[Any] = [dataclasses.asdict(mount), target]
         if mount.type == "bind":
             if mount.from_:
-                key.append(self._source_state(mount.from_, instr, results, plan).identity())
-                key.append(mount.source)
+                source_state = self._source_state(mount.from_, instr, results, plan)
+                key.append(self._mount_digest(source_state, mount, instr))
             else:
                 assert self._context is not None
                 key.append(self._context.checksum([_context_path(mount.source)]))
-        elif mount.type == "cache":
-            key += [mount.id or target, mount.sharing]
-        elif mount.type in ("secret", "ssh"):
-            key += [mount.id, mount.env]
-        elif mount.type == "tmpfs":
-            key.append(mount.size)
         return key
+
+    def _mount_digest(self, state: ImageState, mount: ins.Mount, instr: ins.Run) -> str:
+        """The content digest of a bind mount's ``source`` in a stage or image, memoised
+        as :meth:`_from_digest` is."""
+        from dockyard.build.copier.sources import Filters, RootfsTree, build_node, rootfs_digest
+
+        memo_key = step_key(state.identity(), {"mount source": mount.source})
+        memo = self.store.root / FROM_DIGESTS_DIR / memo_key
+        try:
+            return memo.read_text()
+        except FileNotFoundError:
+            pass
+        with self.steps.view(state) as root:
+            tree = RootfsTree(root)
+            try:
+                real = tree.resolve(_context_path(mount.source))
+                if real is None:
+                    raise instr.error(f"mount source {mount.source!r} not found")
+                node = build_node(tree, real, "source", Filters.make(()))
+                digest = rootfs_digest(tree, [(real, "source", node)])
+            finally:
+                tree.close()
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(memo, digest.encode())
+        return digest
 
     def _mount(
         self,
@@ -603,7 +640,9 @@ class Builder:
         )
 
     def _cache_dir(self, mount: ins.Mount, target: str, stack: ExitStack) -> Path:
-        """The store directory behind a cache mount: one per id (default: the target)."""
+        """The store directory behind a cache mount: one per id (default: the target).
+        Under ``--no-cache`` the build starts it empty (BuildKit's cache mounts are part
+        of the cache it ignores): the old one is set aside at its first use."""
         import hashlib
 
         from dockyard.layout.locking import FileLock
@@ -611,6 +650,11 @@ class Builder:
         name = hashlib.sha256((mount.id or target).encode()).hexdigest()[:32]
         base = self.store.root / "build" / "cache-mounts"
         directory = base / name
+        with self._lock:
+            empty_it = self.options.no_cache and name not in self._emptied_cache_mounts
+            self._emptied_cache_mounts.add(name)
+        if empty_it:
+            self._discard(directory)
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
             os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
@@ -618,6 +662,16 @@ class Builder:
         if mount.sharing == "locked":
             stack.enter_context(FileLock(base / f"{name}.lock"))
         return directory
+
+    def _discard(self, directory: Path) -> None:
+        """Remove ``directory`` (a cache mount's): renamed away first, so that a build
+        using it now keeps the old one and a new one can be made at once."""
+        aside = self._tmp() / f"discarded-{uuid.uuid4().hex}"
+        try:
+            os.rename(directory, aside)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(aside, ignore_errors=True)
 
     def _script_mount(self, script: ins.RunScript, stack: ExitStack) -> runtime_config.Mount:
         import tempfile
@@ -729,14 +783,14 @@ class Builder:
     def _workdir(self, instr: ins.Workdir, workdir: str, state: ImageState) -> None:
         """WORKDIR creates the directory (owned by the current USER), as BuildKit does."""
         if workdir == "/":
-            state.add_history(instr.created_by(workdir), self.created, empty_layer=True)
+            state.add_history(instr.created_by(workdir), None, empty_layer=True)
             return
         user = state.config.get("User") or ""
 
         def execute(last: LastRun | None, keep: bool) -> StepLayer:
             from dockyard.build.copier import make_dirs
 
-            epoch = self.options.source_date_epoch
+            epoch = self.source_date_epoch
             mtime = epoch * 10**9 if epoch is not None else None
             return self.steps.change(
                 state,
@@ -751,6 +805,17 @@ class Builder:
             instr.created_by(workdir),
             execute,
         )
+
+
+def _source_date_epoch(options: BuildOptions) -> int | None:
+    """The build's SOURCE_DATE_EPOCH: the build arg (as BuildKit reads it), else the
+    option (the CLI's environment variable); None for neither."""
+    value = options.build_args.get("SOURCE_DATE_EPOCH") or None
+    if value is None:
+        return options.source_date_epoch
+    if not (value.isascii() and value.isdigit()):
+        raise BuildError(f"invalid SOURCE_DATE_EPOCH {value!r}: seconds since 1970 expected")
+    return int(value)
 
 
 def _frontend_platform(platform: Platform):

@@ -2,8 +2,9 @@
 
 A key covers everything that decides a step's result: the state it starts from (the
 parent's layers and config, by content), the instruction after expansion, the ARGs it
-can see, content checksums of what it copies and of its mount sources. A record names
-the layer the step produced; the layer itself is an ordinary blob of the store.
+can see, content checksums of what it copies and of its mount sources, every flag and
+mount option, SOURCE_DATE_EPOCH. A record names the layer the step produced and when it
+was made; the layer itself is an ordinary blob of the store.
 
 Records live in ``<store>/build/cache/<key>``. ``--cache-from`` adds the records of a
 cache image in a registry (their blobs are fetched only when needed); ``--cache-to``
@@ -18,6 +19,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +30,32 @@ from dockyard.store import Store
 
 @dataclass(frozen=True)
 class CacheRecord:
-    """A step's result: the layer it added (None: it changed no file) and its diff ID."""
+    """A step's result: the layer it added (None: it changed no file), its diff ID and
+    when it was made (its history time in every image that reuses it, so that a rebuild
+    that hits everywhere gives the same image; None in records older than that)."""
 
     key: str
     layer: Descriptor | None
     diff_id: str | None
+    created: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "layer": self.layer.to_dict() if self.layer else None,
             "diff_id": self.diff_id,
+            "created": self.created,
         }
 
     @classmethod
     def from_dict(cls, key: str, doc: dict[str, Any]) -> CacheRecord:
         layer = doc.get("layer")
-        return cls(key, Descriptor.from_dict(layer) if layer else None, doc.get("diff_id"))
+        created = doc.get("created")
+        return cls(
+            key,
+            Descriptor.from_dict(layer) if layer else None,
+            doc.get("diff_id"),
+            created if isinstance(created, str) and _is_time(created) else None,
+        )
 
 
 class BuildCache:
@@ -103,6 +115,15 @@ class BuildCache:
         """Records this build hit or wrote: what ``--cache-to`` exports."""
         with self._lock:
             return dict(self._used)
+
+
+def _is_time(text: str) -> bool:
+    """Is ``text`` an RFC 3339 time (a record may come from a hostile cache image)?"""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) <= 64
 
 
 def _records(directory: Path) -> list[Path]:

@@ -30,10 +30,12 @@ class ImageState:
 
     @classmethod
     def scratch(cls, platform: Platform) -> ImageState:
+        """``FROM scratch``: BuildKit's empty image, working dir ``/`` (the builder adds
+        ``PATH`` to every stage's Env that lacks it)."""
         doc = {
             "architecture": platform.architecture,
             "os": platform.os,
-            "config": {},
+            "config": {"WorkingDir": "/"},
             "rootfs": {"type": "layers", "diff_ids": []},
             "history": [],
         }
@@ -85,12 +87,11 @@ class ImageState:
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
-    def add_history(self, created_by: str, created: str, *, empty_layer: bool) -> None:
-        entry: dict[str, Any] = {
-            "created": created,
-            "created_by": created_by,
-            "comment": HISTORY_COMMENT,
-        }
+    def add_history(self, created_by: str, created: str | None, *, empty_layer: bool) -> None:
+        """A history entry; ``created`` None (a metadata step): the time of the layers
+        around it, filled in by :meth:`finish`."""
+        entry: dict[str, Any] = {"created": created} if created else {}
+        entry |= {"created_by": created_by, "comment": HISTORY_COMMENT}
         if empty_layer:
             entry["empty_layer"] = True
         self.doc["history"].append(entry)
@@ -100,9 +101,16 @@ class ImageState:
         self.diff_ids.append(diff_id)
         self.add_history(created_by, created, empty_layer=False)
 
-    def finish(self, created: str) -> tuple[bytes, manifests.Manifest]:
-        """The config blob and the manifest of this state as a finished image."""
-        self.doc["created"] = created
+    def finish(self, now: str, *, fixed: bool = False) -> tuple[bytes, manifests.Manifest]:
+        """The config blob and the manifest of this state as a finished image.
+
+        Times as BuildKit's exporter gives them: history entries without one take the
+        first new layer's time (or the previous entry's), and the image is as old as its
+        last history entry, so a rebuild whose steps all hit the cache gives the same
+        digest. ``now`` if there is no time at all, or always if ``fixed`` (the build's
+        SOURCE_DATE_EPOCH)."""
+        last = _fill_history_times(self.doc["history"])
+        self.doc["created"] = now if fixed or last is None else last
         if not self.config:
             self.doc["config"] = {}
         config = manifests.dumps(self.doc)
@@ -110,3 +118,29 @@ class ImageState:
             Descriptor.of_bytes(mt.OCI_CONFIG, config), list(self.layers)
         )
         return config, manifest
+
+
+def _fill_history_times(history: list[dict[str, Any]]) -> str | None:
+    """Give the entries without a time one, as BuildKit's ``normalizeLayersAndHistory``:
+    those before the first timed entry after a gap take that entry's time, later ones
+    the previous entry's. Return the last time (None: no entry has one)."""
+    created = None
+    gap = False
+    for entry in history:
+        if entry.get("created"):
+            created = entry["created"]
+            if gap:
+                break
+        else:
+            gap = True
+    gap = False
+    for index, entry in enumerate(history):
+        if entry.get("created"):
+            if gap:
+                created = entry["created"]
+        else:
+            gap = True
+            if created is not None:
+                history[index] = {"created": created, **entry}
+    times = [entry["created"] for entry in history if entry.get("created")]
+    return times[-1] if times else None

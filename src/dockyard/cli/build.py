@@ -64,7 +64,7 @@ def _output(value: str | None) -> tuple[str, str | None]:
 @click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE")
 @click.option("--target", help="Build up to this stage.")
 @click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=FILE|env=VAR")
-@click.option("--no-cache", is_flag=True, help="Execute every step.")
+@click.option("--no-cache", is_flag=True, help="Execute every step, cache mounts empty.")
 @click.option("--cache-from", multiple=True, metavar="REF", help="Import a cache image.")
 @click.option("--cache-to", metavar="REF", help="Export the cache of this build.")
 @click.option("--output", "output", metavar="type=TYPE,dest=PATH")

@@ -3,7 +3,12 @@
 The rules are runc's and docker's (``GetExecUser``): an empty spec is root; a name must
 exist in ``/etc/passwd``; a numeric uid need not (its gid is then 0 and its home ``/``);
 an explicit group replaces the passwd gid and disables supplementary groups, which
-otherwise are the ``/etc/group`` entries listing the user by name.
+otherwise are the ``/etc/group`` entries listing the user by name. The primary gid is
+always the first supplementary group too (containerd's ``WithAdditionalGIDs``, which
+docker and BuildKit use: ``id`` shows ``groups=0(root),10(wheel)`` for root).
+
+This is the one place users are resolved: RUN steps, ``dockyard run`` and pipeline
+steps all run containers through :mod:`.container`, which calls it.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ def resolve_user(
             raise ContainerError(f"unable to find group {extra}")
         if extra_gid not in supplementary:
             supplementary.append(extra_gid)
+    if gid not in supplementary:
+        supplementary.insert(0, gid)
     return User(uid, gid, tuple(supplementary), home or "/")
 
 

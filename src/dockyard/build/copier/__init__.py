@@ -288,6 +288,7 @@ def _key(plan: CopyPlan, parents: bool, unpack_flag: bool | None) -> dict[str, A
             sources.append(["inline", item.name, hashlib.sha256(item.data).hexdigest()])
     return {
         "op": instr.keyword,
+        "written": list(instr.sources),  # --parents keeps what follows "/./": the text counts
         "dest": instr.dest,
         "chown": instr.chown,
         "chmod": instr.chmod,
