@@ -9,6 +9,7 @@ import click
 from dockyard.cli.common import (
     open_source,
     open_store,
+    parse_pairs,
     parse_platform,
     parse_ref,
     platform_option,
@@ -164,6 +165,6 @@ def import_(
         ref,
         compression=None if compression == "none" else compression,
         cmd=list(command) or None,
-        env=list(env),
+        env=[f"{k}={v}" for k, v in parse_pairs(env, "--env").items()],
     )
     click.echo(f"{ref}: {digest}")
