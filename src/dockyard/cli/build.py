@@ -204,12 +204,14 @@ def build(
 
 def _push(store, tags) -> None:
     from dockyard.registry.client import RegistryDestination, client_for
+    from dockyard.transfer.convert import plan
     from dockyard.transfer.copy import copy_image
 
     if not tags:
         raise click.UsageError("--push needs at least one -t name")
     for ref in tags:
-        copy_image(store.source(ref), RegistryDestination(client_for(ref), ref), all_platforms=True)
+        destination = RegistryDestination(client_for(ref), ref)
+        copy_image(store.source(ref), destination, all_platforms=True, conversion=plan("docker"))
 
 
 def _export(store, digest: str, output: Output, name) -> None:
@@ -219,6 +221,7 @@ def _export(store, digest: str, output: Output, name) -> None:
     import tempfile
 
     from dockyard.reference import Reference
+    from dockyard.transfer.convert import plan
     from dockyard.transfer.copy import copy_image
     from dockyard.transfer.transports import Location, open_destination
 
@@ -232,12 +235,14 @@ def _export(store, digest: str, output: Output, name) -> None:
     tag = None if name is None else str(name) if output.kind == "docker-archive" else name.tag
     if not output.to_stdout:
         location = Location(output.kind, Path(output.dest), tag)
-        copy_image(source, open_destination(location, store_root=store.root))
+        destination = open_destination(location, store_root=store.root)
+        copy_image(source, destination, conversion=plan(output.kind))
         return
     with tempfile.TemporaryDirectory(prefix="dockyard-output-") as tmp:
         archive = Path(tmp) / "image.tar"
         location = Location(output.kind, archive, tag)
-        copy_image(source, open_destination(location, store_root=store.root))
+        destination = open_destination(location, store_root=store.root)
+        copy_image(source, destination, conversion=plan(output.kind))
         with open(archive, "rb") as f:
             shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
         sys.stdout.buffer.flush()

@@ -106,3 +106,20 @@ def parse_pairs(values: tuple[str, ...], option: str, *, bare: str = "error") ->
         else:
             raise click.BadParameter(f"{value!r}: expected KEY=VALUE", param_hint=option)
     return out
+
+
+def conversion_options(f: F) -> F:
+    """``--compression-format`` and ``--preserve-digests``, for commands that write images."""
+    f = click.option(
+        "--preserve-digests",
+        is_flag=True,
+        help="Keep every byte (no OCI conversion, no compression); fail where the "
+        "destination cannot hold the image so.",
+    )(f)
+    return click.option(
+        "--compression-format",
+        type=click.Choice(["gzip", "zstd", "none"]),
+        default=None,
+        help="Write every layer in this compression (default: keep; a registry gets "
+        "plain-tar layers gzipped).",
+    )(f)

@@ -9,8 +9,9 @@ Manifests are stored byte for byte, and an entry's ``mediaType`` is the manifest
 type. For a Docker schema 2 manifest that means a Docker media type in ``index.json``:
 valid OCI, but ``skopeo``'s ``oci:`` transport (containers/image 5.2x) skips such
 entries when it looks a name up (it still opens a layout whose only entry it is, when
-no name is given), and ``umoci`` refuses them. Convert to OCI before writing (changing
-the digest) when those tools must read the layout by name.
+no name is given), and ``umoci`` refuses them. So the commands that write layouts
+convert such an image to OCI on the way (:mod:`dockyard.transfer.convert`), unless
+``--preserve-digests``; the store, which other tools do not read, keeps it as it is.
 """
 
 from __future__ import annotations
