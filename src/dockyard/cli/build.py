@@ -180,7 +180,7 @@ def build(
         cache_from=list(cache_from),
         cache_to=cache_to,
     )
-    silent = quiet or progress == "quiet" or target_output.to_stdout
+    silent = quiet or progress == "quiet"
     started = time.monotonic()
     store = open_store()
     result = run_build(store, options, None if silent else lambda line: click.echo(line, err=True))
@@ -188,17 +188,17 @@ def build(
         _push(store, options.tags)
     if target_output.kind not in ("store", "registry"):
         _export(store, result.digest, target_output, options.tags[0] if options.tags else None)
-    if target_output.to_stdout:
-        return
+    stdout_free = not target_output.to_stdout  # else it holds the tarball alone
     if quiet:
-        click.echo(result.image_id)
+        if stdout_free:
+            click.echo(result.image_id)
         return
     click.echo(
         f"built {result.digest} (image ID {result.image_id[7:19]}) in "
         f"{time.monotonic() - started:.2f}s: {result.executed} steps run, {result.cached} cached",
         err=True,
     )
-    for ref in options.tags:
+    for ref in options.tags if stdout_free else ():
         click.echo(str(ref))
 
 
