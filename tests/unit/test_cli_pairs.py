@@ -29,3 +29,12 @@ def test_a_bare_key_is_empty_or_refused_as_the_flag_says():
     for bad in ("=v", " A=1"):
         with pytest.raises(click.BadParameter):
             parse_pairs((bad,), "--env", bare="empty")
+
+
+def test_secret_fields_go_through_the_same_parser(monkeypatch):
+    from dockyard.cli.build import _secrets
+
+    monkeypatch.setenv("DOCKYARD_TEST_TOKEN", "t0k")
+    assert _secrets(("id=token,env=DOCKYARD_TEST_TOKEN",)) == {"token": b"t0k"}
+    with pytest.raises(click.BadParameter, match="'srcfile': expected KEY=VALUE"):
+        _secrets(("id=token,srcfile",))  # was silently dropped: src defaulted to ./token

@@ -22,7 +22,7 @@ def _secrets(values: tuple[str, ...]) -> dict[str, bytes]:
     """``id=ID,src=FILE`` or ``id=ID,env=VAR`` (``src`` defaults to ``id``)."""
     out = {}
     for value in values:
-        fields = dict(item.split("=", 1) for item in value.split(",") if "=" in item)
+        fields = parse_pairs(tuple(value.split(",")), "--secret")
         secret_id = fields.get("id")
         if not secret_id:
             raise click.BadParameter(f"{value!r}: missing id=", param_hint="--secret")
