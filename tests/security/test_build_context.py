@@ -281,15 +281,19 @@ def test_a_read_write_bind_mount_of_the_context_never_writes_to_it(dockyard, bus
     assert (context / "sub" / "f").read_text() == "f\n"
 
 
+@pytest.mark.parametrize("form", ["type=local", "oci:"])
 @pytest.mark.parametrize("field", ["cache_to", "cache_from"])
-def test_a_pipeline_build_cache_names_no_host_directory(store_root, tmp_path, field):
-    """``cache_to: type=local,dest=/host/dir`` would write to (``cache_from`` read from)
-    a host path the pipeline chose: refused before the build starts."""
+def test_a_pipeline_build_cache_names_no_host_directory(store_root, tmp_path, field, form):
+    """``cache_to: type=local,dest=/host/dir`` (or ``oci:/host/dir``) would write to
+    (``cache_from`` read from) a host path the pipeline chose: refused before the build
+    starts."""
     workspace = tmp_path / "workspace"
     (workspace / "ctx").mkdir(parents=True)
     (workspace / "ctx" / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
     outside = tmp_path / "host-cache"
     spec = f"type=local,dest={outside}" if field == "cache_to" else f"type=local,src={outside}"
+    if form == "oci:":
+        spec = f"oci:{outside}"
     value = spec if field == "cache_to" else [spec]
     ctx = run_context(Store(store_root), workspace)
     result = run_step(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 
 import pytest
 
@@ -46,8 +47,10 @@ def test_random_chunking_never_leaks():
         chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
         out = stream(secrets, chunks)
         assert out == SecretMasker(secrets).mask(text)
-        for secret in secrets:
+        for secret in secrets[:2]:
             assert secret.encode() not in out
+        unmasked = out.replace(MASK, b"M")  # what was next to a short secret stays a word
+        assert re.search(rb"(?<!\w)tok(?!\w)", unmasked) is None
 
 
 def test_a_held_back_prefix_is_released_when_it_is_not_a_secret():
@@ -60,10 +63,23 @@ def test_a_held_back_prefix_is_released_when_it_is_not_a_secret():
 
 
 def test_overlapping_secrets_are_masked_as_one_run():
-    assert stream(["abc", "bcd"], [b"xabcdx"]) == b"x" + MASK + b"x"
-    assert stream(["aa"], [b"aaa"]) == MASK
-    assert stream(["abc", "bcd"], [b"xab", b"cdx"]) == b"x" + MASK + b"x"
+    assert stream(["abcd", "bcde"], [b"xabcdex"]) == b"x" + MASK + b"x"
+    assert stream(["aaaa"], [b"aaaaa"]) == MASK
+    assert stream(["abcd", "bcde"], [b"xab", b"cdex"]) == b"x" + MASK + b"x"
     assert stream(["abcdef", "cde"], [b"abcde", b"f cde"]) == MASK + b" " + MASK
+
+
+def test_a_short_secret_is_masked_only_as_a_whole_word():
+    text = b"bash: a=1 (a) sets a\nabc a\n"
+    expected = b"bash: ********=1 (********) sets ********\nabc ********\n"
+    assert SecretMasker(["a"]).mask(text) == expected
+    for cut1, cut2 in itertools.combinations(range(len(text) + 1), 2):
+        assert stream(["a"], [text[:cut1], text[cut1:cut2], text[cut2:]]) == expected
+
+
+def test_a_short_secret_is_not_joined_across_a_line_break():
+    assert SecretMasker(["ab"]).mask(b"a\nb ab") == b"a\nb " + MASK
+    assert stream(["ab"], [b"xa", b"\nb", b"x"]) == b"xa\nbx"
 
 
 def test_a_secret_inside_another():

@@ -135,3 +135,14 @@ def test_concurrent_namers_all_keep_their_entry(tmp_path):
         t.join()
     names = {e["annotations"][REF_NAME] for e in index_doc(tmp_path)["manifests"]}
     assert names == {f"w{w}-{i}" for w in range(4) for i in range(25)}
+
+
+def test_a_written_layout_holds_no_lock_file(tmp_path):
+    """skopeo, umoci and friends see only what the spec names: the index lock is the
+    directory itself."""
+    layout = OCILayout(tmp_path / "oci")
+    layout.ensure()
+    digest = layout.blobs.write(digests.of_bytes(b"m"), io.BytesIO(b"m")).name
+    layout.set_name("v1", Descriptor(mt.OCI_MANIFEST, "sha256:" + digest, 1))
+    layout.remove_name("v1")
+    assert sorted(p.name for p in layout.root.iterdir()) == ["blobs", "index.json", "oci-layout"]

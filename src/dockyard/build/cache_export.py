@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import BinaryIO
 
 from dockyard.build.cache import BuildCache, CacheRecord
@@ -25,9 +26,13 @@ LOCAL_TAG = "buildcache"
 
 
 def _location(spec: str):
-    """``REF``, ``type=registry,ref=REF`` or ``type=local,dest=DIR`` (``src=`` too)."""
+    """``REF``, ``oci:DIR[:TAG]``, ``type=registry,ref=REF`` or ``type=local,dest=DIR``
+    (``src=`` too); an OCI layout's image is tagged ``buildcache`` unless named."""
     from dockyard.transfer.transports import parse_location
 
+    if spec.startswith("oci:"):
+        location = parse_location(spec)
+        return replace(location, name=location.name or LOCAL_TAG)
     if "=" not in spec.split(",", 1)[0]:
         return parse_location(f"docker://{spec}")
     fields = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
@@ -37,7 +42,7 @@ def _location(spec: str):
     if kind == "local" and ("dest" in fields or "src" in fields):
         return parse_location(f"oci:{fields.get('dest') or fields['src']}:{LOCAL_TAG}")
     raise DockyardError(
-        f"invalid cache location {spec!r}: expected REF, type=registry,ref=REF "
+        f"invalid cache location {spec!r}: expected REF, oci:DIR, type=registry,ref=REF "
         "or type=local,dest=DIR"
     )
 

@@ -17,7 +17,10 @@ What is masked, for each secret (see :func:`patterns`):
   lines. Each piece is masked on its own line; a blank line ends a secret.
 
 Encoded forms shorter than ``MIN_ENCODED`` characters are not masked: they would hide
-ordinary words (a 3-byte secret's hex form is 6 digits). Nothing else is: a secret
+ordinary words (a 3-byte secret's hex form is 6 digits). A value (or line) shorter than
+``MIN_SUBSTRING`` characters is masked only as a whole word, on one line: a secret ``a``
+hides ``a`` in ``key a set`` but not the ``a`` of ``bash``, which would otherwise be
+masked in every log line. Nothing else is: a secret
 transformed in any other way (other encodings, JSON or shell escaping, compression,
 encryption, reversed, one character per line, or printed in pieces by a script
 that wants to leak it) is printed as it comes. Masking keeps honest output clean; it
@@ -41,6 +44,8 @@ from urllib.parse import quote_from_bytes, quote_plus
 
 MASK = b"********"
 MIN_ENCODED = 8
+MIN_SUBSTRING = 4  # shorter patterns are masked only as whole words
+_WORD = re.compile(rb"\w")
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 _BREAKS = re.compile(rb"[\r\n]+")
 _BREAK_BYTES = b"\r\n"
@@ -99,6 +104,9 @@ class SecretMasker:
             if len(pattern) > _HEAD:
                 self._heads.setdefault(pattern[:_HEAD], []).append(pattern)
             self._short.update(pattern[:n] for n in range(1, min(_HEAD, len(pattern))))
+            if len(pattern) < MIN_SUBSTRING:  # whole word only if what follows is no letter
+                self._short.add(pattern)
+        self._before = b""  # the last byte released: what precedes the held-back bytes
         heads = sorted({pattern[:_HEAD] for pattern in self._patterns})
         self._any_head = re.compile(b"|".join(map(re.escape, heads)))
 
@@ -111,7 +119,7 @@ class SecretMasker:
         if len(view.text) <= _SMALL and not self._any_head.search(view.text):
             intervals, release = [], len(view.text) - self._short_tail(view.text)
         else:  # a match or a tail of _HEAD bytes or more starts with a head
-            intervals = self._matches(view.text)
+            intervals = self._matches(view, self._before)
             release = len(view.text) - self._tail(view.text)
         for start, end in intervals:  # never release part of a match: hold it all back
             if start < release < end:
@@ -121,27 +129,36 @@ class SecretMasker:
         if len(buffer) - cut > self._max_pending:  # held only for its line breaks
             done, cut = [view.span(s, e) for s, e in intervals], len(buffer)
         self._pending = buffer[cut:]
+        self._before = buffer[cut - 1 : cut] or self._before
         return _mask(buffer[:cut], done)
 
     def flush(self) -> bytes:
         """The end of the stream: release everything held back, masked."""
         buffer, self._pending = self._pending, b""
-        return self.mask(buffer)
+        before, self._before = self._before, b""
+        return self._mask_text(buffer, before)
 
     def mask(self, data: bytes) -> bytes:
         """Mask a complete text (no stream state involved)."""
+        return self._mask_text(data, b"")
+
+    def _mask_text(self, data: bytes, before: bytes) -> bytes:
         if not self._patterns:
             return data
         view = _View(data)
-        return _mask(data, [view.span(s, e) for s, e in self._matches(view.text)])
+        return _mask(data, [view.span(s, e) for s, e in self._matches(view, before)])
 
-    def _matches(self, text: bytes) -> list[tuple[int, int]]:
-        """Every occurrence of every pattern, overlapping ones merged, in order."""
+    def _matches(self, view: _View, before: bytes) -> list[tuple[int, int]]:
+        """Every occurrence of every pattern, overlapping ones merged, in order; a short
+        pattern only where it is a whole word on one line (``before`` precedes the text)."""
+        text = view.text
         found = []
         for pattern in self._patterns:
             start = text.find(pattern)
             while start != -1:
-                found.append((start, start + len(pattern)))
+                end = start + len(pattern)
+                if len(pattern) >= MIN_SUBSTRING or _whole_word(view, start, end, before):
+                    found.append((start, end))
                 start = text.find(pattern, start + 1)
         found.sort()
         merged: list[tuple[int, int]] = []
@@ -174,6 +191,16 @@ class SecretMasker:
             if text[size - length :] in self._short:
                 return length
         return 0
+
+
+def _whole_word(view: _View, start: int, end: int, before: bytes) -> bool:
+    """Is the text's ``start:end`` one line's whole word in the buffer?"""
+    first, last = view.span(start, end)
+    if last - first != end - start:  # a line break inside
+        return False
+    preceding = view.buffer[first - 1 : first] if first else before
+    following = view.buffer[last : last + 1]
+    return not _WORD.match(preceding) and not _WORD.match(following)
 
 
 class _View:

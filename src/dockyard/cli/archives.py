@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 
 from dockyard.cli.common import (
+    conversion_options,
     open_source,
     open_store,
+    parse_pairs,
     parse_platform,
     parse_ref,
     platform_option,
@@ -30,14 +32,28 @@ from dockyard.cli.progress import progress_display
     show_default=True,
 )
 @platform_option
+@conversion_options
 def save(
-    image_refs: tuple[str, ...], output: Path, archive_format: str, platform: str | None
+    image_refs: tuple[str, ...],
+    output: Path,
+    archive_format: str,
+    platform: str | None,
+    compression_format: str | None,
+    preserve_digests: bool,
 ) -> None:
-    """Write stored images to one archive that docker, podman and skopeo load."""
+    """Write stored images to one archive that docker, podman and skopeo load.
+
+    An oci-archive gets OCI media types (a Docker image is converted, as skopeo does)
+    unless --preserve-digests.
+    """
     from dockyard.layout.docker_archive import DockerArchiveWriter
     from dockyard.layout.oci_archive import OCIArchiveWriter
+    from dockyard.transfer.convert import plan
     from dockyard.transfer.copy import copy_image
 
+    conversion = plan(
+        archive_format, compression_format=compression_format, preserve_digests=preserve_digests
+    )
     store = open_store()
     refs = [parse_ref(text) for text in image_refs]
     docker = archive_format == "docker-archive"
@@ -50,6 +66,7 @@ def save(
                 destination,
                 platform=parse_platform(platform),
                 all_platforms=not docker and platform is None,
+                conversion=conversion,
             )
         writer.commit()
     click.echo(f"saved {len(refs)} image(s) to {output}")
@@ -84,6 +101,7 @@ def load(archive: Path) -> None:
     "--dest-tls-verify", type=click.BOOL, default=None, help="--tls-verify for DESTINATION only."
 )
 @progress_option
+@conversion_options
 def copy(
     source: str,
     destination: str,
@@ -93,18 +111,29 @@ def copy(
     src_tls_verify: bool | None,
     dest_tls_verify: bool | None,
     progress: str,
+    compression_format: str | None,
+    preserve_digests: bool,
 ) -> None:
     """Copy an image from SOURCE to DESTINATION, any transport to any.
 
     \b
     Transports: docker://REF  oci:DIR[:TAG]  oci-archive:FILE[:TAG]
                 docker-archive:FILE[:REF]  local:REF (the store; also a bare REF)
+
+    An OCI layout or archive gets OCI media types (a Docker image is converted, as
+    skopeo does) and a registry compressed layers, unless --preserve-digests.
     """
+    from dockyard.transfer.convert import plan
     from dockyard.transfer.copy import copy_image
     from dockyard.transfer.transports import open_destination, parse_location
 
     src_location = parse_location(source)
     dest_location = parse_location(destination)
+    conversion = plan(
+        dest_location.transport,
+        compression_format=compression_format,
+        preserve_digests=preserve_digests,
+    )
     src = open_source(src_location, src_tls_verify if src_tls_verify is not None else tls_verify)
     dest = open_destination(
         dest_location,
@@ -119,6 +148,7 @@ def copy(
             platform=parse_platform(platform),
             all_platforms=all_platforms,
             progress=display,
+            conversion=conversion,
         )
     click.echo(f"{dest_location}: {result.digest}")
 
@@ -164,6 +194,6 @@ def import_(
         ref,
         compression=None if compression == "none" else compression,
         cmd=list(command) or None,
-        env=list(env),
+        env=[f"{k}={v}" for k, v in parse_pairs(env, "--env").items()],
     )
     click.echo(f"{ref}: {digest}")

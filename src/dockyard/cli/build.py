@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from dockyard.cli.common import open_store, parse_platform, parse_ref, platform_option
-
-
-def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
-    out = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not key:
-            raise click.BadParameter(f"{value!r}: expected KEY=VALUE", param_hint=what)
-        out[key] = val if sep else os.environ.get(key, "")
-    return out
+from dockyard.cli.common import (
+    open_store,
+    parse_pairs,
+    parse_platform,
+    parse_ref,
+    platform_option,
+)
 
 
 def _secrets(values: tuple[str, ...]) -> dict[str, bytes]:
     """``id=ID,src=FILE`` or ``id=ID,env=VAR`` (``src`` defaults to ``id``)."""
     out = {}
     for value in values:
-        fields = dict(item.split("=", 1) for item in value.split(",") if "=" in item)
+        fields = parse_pairs(tuple(value.split(",")), "--secret")
         secret_id = fields.get("id")
         if not secret_id:
             raise click.BadParameter(f"{value!r}: missing id=", param_hint="--secret")
@@ -44,30 +41,81 @@ def _secrets(values: tuple[str, ...]) -> dict[str, bytes]:
     return out
 
 
-def _output(value: str | None) -> tuple[str, str | None]:
+OUTPUT_TYPES = {
+    "store": "the local store (the default)",
+    "registry": "push every -t name",
+    "oci": "an oci-archive tarball at dest (a layout directory with tar=false)",
+    "docker": "a docker-archive tarball at dest",
+    "oci-archive": "= oci",
+    "docker-archive": "= docker",
+    "local": "the image's filesystem, flattened, into the directory dest",
+}
+OUTPUT_HELP = (
+    "Where the image goes: type=TYPE[,dest=PATH][,tar=false]; dest=- writes a tarball to "
+    "stdout. Types: " + "; ".join(f"{name}: {what}" for name, what in OUTPUT_TYPES.items())
+)
+
+
+@dataclass(frozen=True)
+class Output:
+    """A parsed ``--output``: a transport kind (``store``, ``registry``, ``local``, or a
+    transfer transport: ``oci``, ``oci-archive``, ``docker-archive``) and its dest."""
+
+    kind: str
+    dest: str | None = None
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.dest == "-"
+
+
+def parse_output(value: str | None) -> Output:
+    """``type=TYPE,dest=PATH[,tar=BOOL]``, as ``docker buildx build --output`` takes it."""
     if not value:
-        return "store", None
-    fields = dict(item.split("=", 1) for item in value.split(",") if "=" in item)
-    kind = fields.get("type", "store")
-    if kind not in ("store", "registry", "oci", "oci-archive", "docker-archive", "local"):
-        raise click.BadParameter(f"unknown output type {kind!r}", param_hint="--output")
-    dest = fields.get("dest")
-    if kind not in ("store", "registry") and not dest:
+        return Output("store")
+    fields = parse_pairs(tuple(value.split(",")), "--output")
+    kind = fields.pop("type", "store")
+    if kind not in OUTPUT_TYPES:
+        raise click.BadParameter(
+            f"unknown output type {kind!r} (one of {', '.join(OUTPUT_TYPES)})",
+            param_hint="--output",
+        )
+    dest = fields.pop("dest", None)
+    tar = fields.pop("tar", "true").lower()
+    if fields or tar not in ("true", "false") or (tar == "false" and kind != "oci"):
+        raise click.BadParameter(f"{value!r}: unknown or bad option", param_hint="--output")
+    if kind in ("store", "registry"):
+        return Output(kind)
+    if not dest:
         raise click.BadParameter(f"type={kind} needs dest=PATH", param_hint="--output")
-    return kind, dest
+    if kind == "oci":
+        kind = "oci" if tar == "false" else "oci-archive"
+    elif kind == "docker":
+        kind = "docker-archive"
+    if dest == "-" and kind not in ("oci-archive", "docker-archive"):
+        raise click.BadParameter(
+            f"dest=- needs a tarball output, not {kind}", param_hint="--output"
+        )
+    return Output(kind, dest)
 
 
 @click.command()
 @click.argument("context", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-t", "--tag", "tags", multiple=True, help="Name the image (repeatable).")
 @click.option("-f", "--file", "dockerfile", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE")
+@click.option(
+    "--build-arg",
+    "build_args",
+    multiple=True,
+    metavar="KEY[=VALUE]",
+    help="Set an ARG; a bare KEY takes the environment's value, if set.",
+)
 @click.option("--target", help="Build up to this stage.")
 @click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=FILE|env=VAR")
 @click.option("--no-cache", is_flag=True, help="Execute every step, cache mounts empty.")
 @click.option("--cache-from", multiple=True, metavar="REF", help="Import a cache image.")
 @click.option("--cache-to", metavar="REF", help="Export the cache of this build.")
-@click.option("--output", "output", metavar="type=TYPE,dest=PATH")
+@click.option("--output", "output", metavar="type=TYPE,dest=PATH", help=OUTPUT_HELP)
 @click.option("--push", is_flag=True, help="Push every -t name.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
 @click.option(
@@ -112,17 +160,19 @@ def build(
     from dockyard.build.builder import BuildOptions
     from dockyard.build.builder import build as run_build
 
-    kind, dest = _output(output)
+    target_output = parse_output(output)
+    if target_output.to_stdout and sys.stdout.isatty():
+        raise click.UsageError("dest=- would write a tarball to a terminal: redirect stdout")
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     options = BuildOptions(
         context=context,
         dockerfile=dockerfile,
         tags=[parse_ref(t) for t in tags],
-        build_args=_pairs(build_args, "--build-arg"),
+        build_args=parse_pairs(build_args, "--build-arg", bare="environment"),
         target=target,
         secrets=_secrets(secrets),
         no_cache=no_cache,
-        labels=_pairs(labels, "--label"),
+        labels=parse_pairs(labels, "--label", bare="empty"),
         network=network,
         allow_network_host="network.host" in entitlements,
         platform=parse_platform(platform),
@@ -134,45 +184,68 @@ def build(
     started = time.monotonic()
     store = open_store()
     result = run_build(store, options, None if silent else lambda line: click.echo(line, err=True))
-    if push or kind == "registry":
+    if push or target_output.kind == "registry":
         _push(store, options.tags)
-    if kind not in ("store", "registry"):
-        _export(store, result.digest, kind, Path(dest))
+    if target_output.kind not in ("store", "registry"):
+        _export(store, result.digest, target_output, options.tags[0] if options.tags else None)
+    stdout_free = not target_output.to_stdout  # else it holds the tarball alone
     if quiet:
-        click.echo(result.image_id)
+        if stdout_free:
+            click.echo(result.image_id)
         return
     click.echo(
         f"built {result.digest} (image ID {result.image_id[7:19]}) in "
         f"{time.monotonic() - started:.2f}s: {result.executed} steps run, {result.cached} cached",
         err=True,
     )
-    for ref in options.tags:
+    for ref in options.tags if stdout_free else ():
         click.echo(str(ref))
 
 
 def _push(store, tags) -> None:
     from dockyard.registry.client import RegistryDestination, client_for
+    from dockyard.transfer.convert import plan
     from dockyard.transfer.copy import copy_image
 
     if not tags:
         raise click.UsageError("--push needs at least one -t name")
     for ref in tags:
-        copy_image(store.source(ref), RegistryDestination(client_for(ref), ref), all_platforms=True)
+        destination = RegistryDestination(client_for(ref), ref)
+        copy_image(store.source(ref), destination, all_platforms=True, conversion=plan("docker"))
 
 
-def _export(store, digest: str, kind: str, dest: Path) -> None:
+def _export(store, digest: str, output: Output, name) -> None:
+    """Write the built image where ``output`` says, named ``name`` (the first -t) in an
+    archive or layout; a tarball for stdout is written to a temp file first."""
+    import shutil
+    import tempfile
+
     from dockyard.reference import Reference
+    from dockyard.transfer.convert import plan
     from dockyard.transfer.copy import copy_image
     from dockyard.transfer.transports import Location, open_destination
 
     ref = Reference("localhost", "dockyard-build", digest=digest)
     source = store.source(ref)
-    if kind == "local":
+    if output.kind == "local":
         from dockyard.transfer.export import export_rootfs
 
-        export_rootfs(source, dest)
+        export_rootfs(source, Path(output.dest))
         return
-    copy_image(source, open_destination(Location(kind, dest, None), store_root=store.root))
+    tag = None if name is None else str(name) if output.kind == "docker-archive" else name.tag
+    if not output.to_stdout:
+        location = Location(output.kind, Path(output.dest), tag)
+        destination = open_destination(location, store_root=store.root)
+        copy_image(source, destination, conversion=plan(output.kind))
+        return
+    with tempfile.TemporaryDirectory(prefix="dockyard-output-") as tmp:
+        archive = Path(tmp) / "image.tar"
+        location = Location(output.kind, archive, tag)
+        destination = open_destination(location, store_root=store.root)
+        copy_image(source, destination, conversion=plan(output.kind))
+        with open(archive, "rb") as f:
+            shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
 
 
 @click.command()

@@ -79,3 +79,47 @@ def open_source(location: Location, tls_verify: bool | None = None) -> ImageSour
 def print_json(doc: Any) -> None:
     json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
+
+
+def parse_pairs(values: tuple[str, ...], option: str, *, bare: str = "error") -> dict[str, str]:
+    """``KEY=VALUE`` option values as a dict, later ones winning; the value may hold ``=``.
+
+    A bare ``KEY`` is refused (``bare="error"``), an empty value (``"empty"``, as
+    docker's ``--label``), or the environment variable ``KEY``'s value, left out when it
+    is unset (``"environment"``, as docker's ``--build-arg`` and ``-e``: an unset build
+    arg keeps the Dockerfile's ``ARG KEY=default``).
+    """
+    import os
+
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not key or key != key.strip():
+            raise click.BadParameter(f"{value!r}: expected KEY=VALUE", param_hint=option)
+        if sep:
+            out[key] = rest
+        elif bare == "empty":
+            out[key] = ""
+        elif bare == "environment":
+            if key in os.environ:
+                out[key] = os.environ[key]
+        else:
+            raise click.BadParameter(f"{value!r}: expected KEY=VALUE", param_hint=option)
+    return out
+
+
+def conversion_options(f: F) -> F:
+    """``--compression-format`` and ``--preserve-digests``, for commands that write images."""
+    f = click.option(
+        "--preserve-digests",
+        is_flag=True,
+        help="Keep every byte (no OCI conversion, no compression); fail where the "
+        "destination cannot hold the image so.",
+    )(f)
+    return click.option(
+        "--compression-format",
+        type=click.Choice(["gzip", "zstd", "none"]),
+        default=None,
+        help="Write every layer in this compression (default: keep; a registry gets "
+        "plain-tar layers gzipped).",
+    )(f)

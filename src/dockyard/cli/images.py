@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import click
 
 from dockyard.cli.common import (
+    conversion_options,
     open_source,
     open_store,
     parse_platform,
@@ -56,21 +57,40 @@ def pull(
 @click.argument("destination", required=False)
 @tls_option
 @progress_option
-def push(image: str, destination: str | None, tls_verify: bool | None, progress: str) -> None:
+@conversion_options
+def push(
+    image: str,
+    destination: str | None,
+    tls_verify: bool | None,
+    progress: str,
+    compression_format: str | None,
+    preserve_digests: bool,
+) -> None:
     """Push IMAGE from the store to its registry, or to DESTINATION.
 
     Only blobs the registry lacks are sent; blobs of another repository of the same
-    registry are mounted instead of uploaded.
+    registry are mounted instead of uploaded. Plain-tar layers (a docker-archive's) are
+    gzipped on the way, as podman and skopeo do, unless --preserve-digests.
     """
     from dockyard.registry.client import RegistryDestination, client_for
+    from dockyard.transfer.convert import plan
     from dockyard.transfer.copy import copy_image
 
     ref = parse_ref(image)
     target = parse_ref(destination) if destination else ref
     mount_from = ref.repository if ref.registry == target.registry else None
+    conversion = plan(
+        "docker", compression_format=compression_format, preserve_digests=preserve_digests
+    )
     dest = RegistryDestination(client_for(target, tls_verify=tls_verify), target, mount_from)
     with progress_display(progress) as display:
-        result = copy_image(open_store().source(ref), dest, all_platforms=True, progress=display)
+        result = copy_image(
+            open_store().source(ref),
+            dest,
+            all_platforms=True,
+            progress=display,
+            conversion=conversion,
+        )
     click.echo(f"{target}: {result.digest}")
 
 

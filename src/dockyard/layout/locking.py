@@ -2,7 +2,8 @@
 
 Each acquisition opens its own file description, so the lock also excludes other threads
 of the same process. The lock file is never deleted (deleting it would let two processes
-lock two different inodes).
+lock two different inodes). A directory can be the lock itself (``directory=True``):
+nothing is created, so a written OCI layout holds no lock file.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from dockyard.errors import StoreError
 class FileLock:
     """An exclusive or shared ``flock`` on ``path``; use as a context manager."""
 
-    def __init__(self, path: Path, *, shared: bool = False):
+    def __init__(self, path: Path, *, shared: bool = False, directory: bool = False):
         self.path = path
         self.shared = shared
+        self._flags = (
+            os.O_RDONLY | os.O_DIRECTORY if directory else os.O_RDWR | os.O_CREAT
+        ) | os.O_CLOEXEC
         self._fd: int | None = None
 
     def acquire(self, *, blocking: bool = True) -> bool:
@@ -28,7 +32,7 @@ class FileLock:
         if self._fd is not None:
             raise RuntimeError(f"lock {self.path} is already held")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, self._flags, 0o644)
         except OSError as e:
             raise StoreError(f"cannot open lock file {self.path}: {e.strerror}") from None
         flags = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | (

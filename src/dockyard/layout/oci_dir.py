@@ -1,15 +1,17 @@
 """OCI image layout directories (``oci-layout``, ``index.json``, ``blobs/``) as image homes.
 
 An ``index.json`` entry names an image through its ``org.opencontainers.image.ref.name``
-annotation. Entries are rewritten under a lock file (``index.json.lock``) and replaced
-atomically, so concurrent writers of different names all keep their entry.
+annotation. Entries are rewritten under a lock (``flock`` on the layout directory
+itself, so no lock file is left in the layout) and replaced atomically, so concurrent
+writers of different names all keep their entry.
 
 Manifests are stored byte for byte, and an entry's ``mediaType`` is the manifest's own
 type. For a Docker schema 2 manifest that means a Docker media type in ``index.json``:
 valid OCI, but ``skopeo``'s ``oci:`` transport (containers/image 5.2x) skips such
 entries when it looks a name up (it still opens a layout whose only entry it is, when
-no name is given), and ``umoci`` refuses them. Convert to OCI before writing (changing
-the digest) when those tools must read the layout by name.
+no name is given), and ``umoci`` refuses them. So the commands that write layouts
+convert such an image to OCI on the way (:mod:`dockyard.transfer.convert`), unless
+``--preserve-digests``; the store, which other tools do not read, keeps it as it is.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from dockyard.oci.home import BlobOpener, RawManifest
 
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
-LOCK_FILE = "index.json.lock"
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
 MAX_MANIFEST_SIZE = 4 << 20  # what registries accept; more is not a manifest
@@ -105,8 +106,9 @@ class OCILayout:
                     atomic.write_bytes(self._index_path, manifests.build_index([]).raw)
 
     def lock(self) -> FileLock:
-        """The lock that serialises read-modify-write of ``index.json``."""
-        return FileLock(self.root / LOCK_FILE)
+        """The lock that serialises read-modify-write of ``index.json``: the layout
+        directory itself."""
+        return FileLock(self.root, directory=True)
 
     def index(self) -> manifests.Index:
         """The parsed ``index.json`` (empty if the file does not exist yet)."""

@@ -2,20 +2,32 @@
 
 Blobs go in parallel, each skipped when the destination already has it; manifests go
 last, children before the index that names them, so a reader never sees a manifest
-whose blobs are missing.
+whose blobs are missing. A :class:`~.convert.Conversion` rewrites media types and layer
+compression on the way (the manifests then are new documents, written after the blobs
+they name).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
+from dockyard.oci import digest as digests
 from dockyard.oci import manifest as manifests
+from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.home import ImageDestination, ImageSource, RawManifest
+from dockyard.transfer.convert import (
+    Blob,
+    Conversion,
+    rewrite_index,
+    rewrite_layer,
+    rewrite_manifest,
+    workspace,
+)
 from dockyard.transfer.resolve import fetch_child
 
 DEFAULT_JOBS = 6
@@ -82,15 +94,21 @@ def copy_image(
     all_platforms: bool = False,
     jobs: int = DEFAULT_JOBS,
     progress: CopyProgress | None = None,
+    conversion: Conversion | None = None,
 ) -> CopyResult:
     """Copy the image ``source`` is opened on into ``destination`` and commit it.
 
     An index is resolved to one platform (``platform``, default the host's) unless
     ``all_platforms`` is set, in which case the index and every child are copied.
+    ``conversion`` (default: none) rewrites media types and layers on the way.
     """
     progress = progress or _Silent()
+    conversion = conversion or Conversion()
     try:
-        result = _copy(source, destination, platform, all_platforms, jobs, progress)
+        with nullcontext(None) if conversion.changes_nothing else workspace() as workdir:
+            result = _copy(
+                source, destination, platform, all_platforms, jobs, progress, conversion, workdir
+            )
     except BaseException:
         destination.abort()
         raise
@@ -104,6 +122,8 @@ def _copy(
     all_platforms: bool,
     jobs: int,
     progress: CopyProgress,
+    conversion: Conversion,
+    workdir,
 ) -> CopyResult:
     root = source.root_manifest()
     parsed = manifests.parse(root.data, root.media_type)
@@ -124,8 +144,16 @@ def _copy(
             for desc in child.blobs:
                 blobs.setdefault(desc.digest, desc)
 
+    rewritten: dict[str, Blob] = {}
+
     def copy_blob(desc: Descriptor) -> bool:
         progress.blob_started(desc)
+        if conversion.touches(desc):
+            blob = rewritten[desc.digest] = rewrite_layer(
+                conversion, lambda: source.open_blob(desc), desc, workdir
+            )
+            if blob.path is not None:
+                return put_rewritten(desc, blob)
         if destination.has_blob(desc):
             progress.blob_finished(desc, skipped=True)
             return False
@@ -140,18 +168,53 @@ def _copy(
         progress.blob_finished(desc, skipped=False)
         return True
 
+    def put_rewritten(desc: Descriptor, blob: Blob) -> bool:
+        target = Descriptor(mt.layer_media_type(blob.compression), blob.digest, blob.size)
+        if destination.has_blob(target):
+            progress.blob_finished(desc, skipped=True)
+            return False
+
+        def reopen() -> BinaryIO:
+            return open(blob.path, "rb")  # type: ignore[arg-type]
+
+        with reopen() as stream:
+            destination.put_blob(target, stream, reopen=reopen)
+        progress.blob_advanced(desc, desc.size)
+        progress.blob_finished(desc, skipped=False)
+        return True
+
     ordered = sorted(blobs.values(), key=lambda d: -d.size)  # big ones first: less tail
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for desc, copied in zip(ordered, pool.map(copy_blob, ordered), strict=True):
             (result.copied if copied else result.skipped).append(desc)
 
+    written = [_converted(conversion, raw, child, rewritten) for raw, child in children]
     if isinstance(parsed, manifests.Index) and all_platforms:
-        for raw, _ in children:
+        for raw in written:
             destination.put_manifest(raw, root=False)
+        if not conversion.changes_nothing:
+            new = {
+                child.digest: Descriptor(raw.media_type, digests.of_bytes(raw.data), len(raw.data))
+                for (_, child), raw in zip(children, written, strict=True)
+            }
+            root = RawManifest(*rewrite_index(conversion, parsed, new))
+            result.manifest, result.digest = root, digests.of_bytes(root.data)
         destination.put_manifest(root, root=True)
     else:
-        raw, child = children[0]
+        raw = written[0]
         destination.put_manifest(raw, root=True)
-        result.manifest, result.digest = raw, child.digest
+        result.manifest, result.digest = raw, digests.of_bytes(raw.data)
     destination.commit()
     return result
+
+
+def _converted(
+    conversion: Conversion,
+    raw: RawManifest,
+    parsed: manifests.Manifest | manifests.Index,
+    rewritten: dict[str, Blob],
+) -> RawManifest:
+    """An image manifest as the conversion has it (a nested index stays as it is)."""
+    if conversion.changes_nothing or not isinstance(parsed, manifests.Manifest):
+        return raw
+    return RawManifest(*rewrite_manifest(conversion, parsed, rewritten))
