@@ -36,3 +36,14 @@ def test_a_bad_cache_to_fails_before_any_step_runs(dockyard, context, cache_to):
     assert "Traceback" not in err
     assert "COPY" not in err  # no step was started, let alone run
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("epoch", ["yesterday", "-1", "1e9"])
+def test_a_bad_source_date_epoch_in_the_environment_is_one_line(dockyard, context, epoch):
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
+    result = dockyard("build", str(context), check=False, env={"SOURCE_DATE_EPOCH": epoch})
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert "Traceback" not in err
+    assert "SOURCE_DATE_EPOCH" in err
+    assert "COPY" not in err

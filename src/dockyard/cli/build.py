@@ -163,7 +163,9 @@ def build(
     target_output = parse_output(output)
     if target_output.to_stdout and sys.stdout.isatty():
         raise click.UsageError("dest=- would write a tarball to a terminal: redirect stdout")
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    epoch = os.environ.get("SOURCE_DATE_EPOCH") or None
+    if epoch is not None and not (epoch.isascii() and epoch.isdigit()):
+        raise click.UsageError(f"SOURCE_DATE_EPOCH={epoch!r}: seconds since 1970 expected")
     options = BuildOptions(
         context=context,
         dockerfile=dockerfile,
@@ -176,7 +178,7 @@ def build(
         network=network,
         allow_network_host="network.host" in entitlements,
         platform=parse_platform(platform),
-        source_date_epoch=int(epoch) if epoch else None,
+        source_date_epoch=int(epoch) if epoch is not None else None,
         cache_from=list(cache_from),
         cache_to=cache_to,
     )
