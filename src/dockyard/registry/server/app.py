@@ -579,9 +579,13 @@ class RegistryApp:
         if route is not None:
             local = route.local
             stat = storage.blob_stat(digest) if storage.has_blob(local, digest) else None
-            if stat is None and storage.blob_stat(digest) is not None:
+            if (
+                stat is None
+                and route.upstream.config.trusted
+                and storage.blob_stat(digest) is not None
+            ):
                 # stored for another repository: serve it here only if the upstream has it
-                # for this one
+                # for this one (an upstream a client named must send the bytes instead)
                 if await self.mirror.blob_size(route, digest) is None:
                     raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
                 await self._run(storage.link_blob, local, digest)
