@@ -1,16 +1,21 @@
 """Helpers for the registry server's end-to-end tests (no tests here): start and stop
-``dockyard registry serve`` as a subprocess, run skopeo/podman/buildah on it."""
+``dockyard registry serve`` as a subprocess, run skopeo/podman/buildah on it, fake
+upstream registries."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -158,3 +163,105 @@ def manifest_digest(url: str, name: str, ref: str, **kw) -> str:
     )
     r.raise_for_status()
     return r.headers["docker-content-digest"]
+
+
+class FakeRegistry:
+    """A distribution API on 127.0.0.1 serving ``images`` (``repo -> (tag, manifest,
+    blobs)``) from memory, and noting every request it gets (method, path, the
+    ``Authorization`` header). ``lie_about_blobs`` makes it claim every blob and send
+    wrong bytes for those it lacks; ``basic_auth`` makes it demand a login."""
+
+    def __init__(self, images=None, *, lie_about_blobs: bool = False, basic_auth: bool = False):
+        self.images = images or {}
+        self.lie_about_blobs = lie_about_blobs
+        self.basic_auth = basic_auth
+        self.requests: list[tuple[str, str, str | None]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                fake._answer(self, body=True)
+
+            def do_HEAD(self):
+                fake._answer(self, body=False)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _find(self, path: str) -> tuple[str, bytes] | None:
+        """(content type, bytes) for a manifest or blob path."""
+        for repo, (tag, manifest, blobs) in self.images.items():
+            for kind in ("manifests", "blobs"):
+                prefix = f"/v2/{repo}/{kind}/"
+                if not path.startswith(prefix):
+                    continue
+                ref = path[len(prefix) :]
+                if kind == "manifests" and ref in (tag, sha256_of(manifest)):
+                    return "application/vnd.oci.image.manifest.v1+json", manifest
+                if kind == "blobs" and ref in blobs:
+                    return "application/octet-stream", blobs[ref]
+        if self.lie_about_blobs and "/blobs/sha256:" in path:
+            return "application/octet-stream", b"not what you asked for" * 10
+        return None
+
+    def _answer(self, handler: BaseHTTPRequestHandler, body: bool) -> None:
+        path = handler.path.split("?", 1)[0]
+        self.requests.append((handler.command, path, handler.headers.get("Authorization")))
+        if self.basic_auth and path != "/v2/" and not handler.headers.get("Authorization"):
+            status, headers, data = 401, {"WWW-Authenticate": 'Basic realm="fake"'}, b"{}"
+        elif path == "/v2/":
+            status, headers, data = 200, {}, b"{}"
+        elif (found := self._find(path)) is not None:
+            media_type, data = found
+            headers = {"Content-Type": media_type, "Docker-Content-Digest": sha256_of(data)}
+            status = 200
+        else:
+            status, headers, data = 404, {"Content-Type": "application/json"}, b"{}"
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        if body:
+            handler.wfile.write(data)
+
+
+def sha256_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def fake_image(layer: bytes) -> tuple[bytes, dict[str, bytes]]:
+    """A one-layer OCI image: (manifest bytes, {digest: blob})."""
+    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256_of(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha256_of(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    return manifest, {sha256_of(config): config, sha256_of(layer): layer}

@@ -121,6 +121,57 @@ def test_blob_range(client):
     assert r.headers["content-range"] == f"bytes 100-299/{len(data)}"
 
 
+@pytest.mark.parametrize(
+    "header",
+    ["bytes=500-0", "bytes=99999-", "bytes=-0", "items=0-5", "bytes=x-5", "bytes=5"],
+)
+def test_blob_range_refused_with_error_json(client, header):
+    """A Range that cannot be served is a 416 in the distribution error format (with the
+    blob's size), never the framework's plain-text 400."""
+    data = bytes(range(256)) * 10
+    digest = push_blob(client, "r/badrange", data)
+    r = client.get(f"/v2/r/badrange/blobs/{digest}", headers={"Range": header})
+    assert r.status_code == 416, r.text
+    assert error_code(r) == "RANGE_INVALID"
+    assert r.headers["content-range"] == f"bytes */{len(data)}"
+
+
+def test_blob_suffix_and_open_ranges_still_served(client):
+    data = bytes(range(256)) * 10
+    digest = push_blob(client, "r/okrange", data)
+    r = client.get(f"/v2/r/okrange/blobs/{digest}", headers={"Range": "bytes=-100"})
+    assert r.status_code == 206 and r.content == data[-100:]
+    r = client.get(f"/v2/r/okrange/blobs/{digest}", headers={"Range": "bytes=2500-"})
+    assert r.status_code == 206 and r.content == data[2500:]
+
+
+def test_final_put_out_of_order_is_refused_and_upload_kept(client):
+    """The final PUT's Content-Range is checked as a PATCH's is: an out-of-order last
+    chunk is a 416 and writes nothing; the upload then finishes in order."""
+    data = b"a" * 1024 + b"b" * 1024 + b"c" * 1019
+    location = client.post("/v2/c/lastput/blobs/uploads/").headers["location"]
+    r = client.patch(location, content=data[:1024], headers={"Content-Range": "0-1023"})
+    assert r.status_code == 202
+    bad = client.put(
+        f"{location}?digest={sha(data)}",
+        content=data[2048:],
+        headers={"Content-Range": "2048-3066"},
+    )
+    assert bad.status_code == 416, bad.text
+    assert error_code(bad) == "RANGE_INVALID"
+    assert bad.headers["range"] == "0-1023"
+    assert client.get(location).headers["range"] == "0-1023"  # nothing of it was written
+    r = client.patch(location, content=data[1024:2048], headers={"Content-Range": "1024-2047"})
+    assert r.status_code == 202
+    r = client.put(
+        f"{location}?digest={sha(data)}",
+        content=data[2048:],
+        headers={"Content-Range": "2048-3066"},
+    )
+    assert r.status_code == 201, r.text
+    assert client.get(f"/v2/c/lastput/blobs/{sha(data)}").content == data
+
+
 def test_session_upload_chunks_and_status(client):
     data = b"x" * 5000 + b"y" * 3000
     r = client.post("/v2/c/chunks/blobs/uploads/")
@@ -261,7 +312,7 @@ def test_bad_names(client, path):
         ("/v2/a/b/blobs/sha256:..", "DIGEST_INVALID"),
         ("/v2/a/b/blobs/sha256:abc", "DIGEST_INVALID"),
         ("/v2/a/b/manifests/sha256:" + "G" * 64, "DIGEST_INVALID"),
-        ("/v2/a/b/manifests/%2e%2e", "TAG_INVALID"),
+        ("/v2/a/b/manifests/%2e%2e", "MANIFEST_UNKNOWN"),
         ("/v2/a/b/blobs/uploads/%2e%2e", "BLOB_UPLOAD_UNKNOWN"),
         ("/v2/a/b/referrers/sha256:%2e%2e", "DIGEST_INVALID"),
     ],
@@ -455,3 +506,66 @@ def test_sha512_blob(client):
     r = client.post(f"/v2/h/512/blobs/uploads/?digest={digest}", content=data)
     assert r.status_code == 201
     assert client.get(f"/v2/h/512/blobs/{digest}").content == data
+
+
+def test_sha512_manifest_kept_as_pushed(client):
+    """A manifest pushed by a sha512 digest is stored, answered and found under that
+    digest, and an index may name it by it."""
+    raw, _ = image(client, "h/m512", [b"layer"], tag="t")
+    digest = "sha512:" + hashlib.sha512(raw).hexdigest()
+    r = client.put(
+        f"/v2/h/m512/manifests/{digest}", content=raw, headers={"Content-Type": mt.OCI_MANIFEST}
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers["docker-content-digest"] == digest
+    assert r.headers["location"] == f"/v2/h/m512/manifests/{digest}"
+    for method in ("GET", "HEAD"):
+        got = client.request(method, f"/v2/h/m512/manifests/{digest}")
+        assert got.status_code == 200
+        assert got.headers["docker-content-digest"] == digest
+    assert client.get(f"/v2/h/m512/manifests/{digest}").content == raw
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [{"mediaType": mt.OCI_MANIFEST, "digest": digest, "size": len(raw)}],
+        }
+    ).encode()
+    index_digest = "sha512:" + hashlib.sha512(index).hexdigest()
+    r = client.put(
+        f"/v2/h/m512/manifests/{index_digest}",
+        content=index,
+        headers={"Content-Type": mt.OCI_INDEX},
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers["docker-content-digest"] == index_digest
+    assert client.delete(f"/v2/h/m512/manifests/{digest}").status_code == 202
+    assert client.get(f"/v2/h/m512/manifests/{digest}").status_code == 404
+
+
+def test_sha512_manifest_digest_must_match(client):
+    raw, _ = image(client, "h/m512bad", [b"layer"], tag="t")
+    wrong = "sha512:" + hashlib.sha512(raw + b" ").hexdigest()
+    r = client.put(
+        f"/v2/h/m512bad/manifests/{wrong}", content=raw, headers={"Content-Type": mt.OCI_MANIFEST}
+    )
+    assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+    assert client.get(f"/v2/h/m512bad/manifests/{wrong}").status_code == 404
+
+
+@pytest.mark.parametrize("tag", [".INVALID", "-x", "a" * 129, "a%20b"])
+def test_invalid_tags_get_the_spec_codes(client, tag):
+    """No manifest can be under a tag the grammar refuses: reading or deleting one is the
+    spec's 404 MANIFEST_UNKNOWN; putting one is 400 MANIFEST_INVALID (TAG_INVALID is a
+    Docker schema1 code the spec does not list)."""
+    raw, _ = image(client, "t/bad", [b"layer"], tag="ok")
+    for method in ("GET", "HEAD", "DELETE"):
+        r = client.request(method, f"/v2/t/bad/manifests/{tag}")
+        assert r.status_code == 404, (method, r.text)
+        if method != "HEAD":
+            assert error_code(r) == "MANIFEST_UNKNOWN"
+    r = client.put(
+        f"/v2/t/bad/manifests/{tag}", content=raw, headers={"Content-Type": mt.OCI_MANIFEST}
+    )
+    assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID"
+    assert client.get("/v2/t/bad/tags/list").json()["tags"] == ["ok"]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.registry.server import names
+from dockyard.registry.server import names, nshosts
+from dockyard.registry.server.apierrors import APIError
 from dockyard.registry.server.config import (
     ConfigError,
     ServerConfig,
@@ -179,3 +180,102 @@ def test_routing(tmp_path):
         assert mirror.route("org/repo", ns="elsewhere.io") is None
     finally:
         mirror.close()
+
+
+def test_allowed_upstream_routing(tmp_path):
+    """?ns= names a host no upstream is configured for: served from ns/<host>/ if the
+    allow-list permits it, 403 if not; ns/ then takes no pushes."""
+    config = check(
+        ServerConfig(
+            tmp_path,
+            upstreams=(parse_upstream("quay=https://quay.io"),),
+            allow_upstreams=("ghcr.io", "127.0.0.1:5000", "Docker.io"),
+        )
+    )
+    mirror = Mirror(Storage(tmp_path), config)
+    try:
+        route = mirror.route("org/app", ns="ghcr.io")
+        assert (route.upstream.name, route.remote, route.local) == (
+            "ns/ghcr.io",
+            "org/app",
+            "ns/ghcr.io/org/app",
+        )
+        assert not route.upstream.config.trusted
+        assert route.upstream.config.url == "https://ghcr.io"
+        assert route.upstream.external_name(route.remote) == "ghcr.io/org/app"
+        assert mirror.route("org/repo", ns="quay.io").local == "quay/org/repo"  # configured
+        local = mirror.route("app", ns="127.0.0.1:5000")
+        assert local.local == "ns/127.0.0.1_5000/app"
+        assert local.upstream.config.url == "http://127.0.0.1:5000"  # loopback: plain HTTP
+        hub = mirror.route("busybox", ns="registry-1.docker.io")
+        assert hub.local == "ns/docker.io/library/busybox"
+        assert hub.upstream.config.url == "https://registry-1.docker.io"
+        # the cache by its own name, the same upstream object
+        assert mirror.route("ns/ghcr.io/org/app") == route
+        assert mirror.route("ns/127.0.0.1_5000/app").upstream is local.upstream
+        assert mirror.route("ns/notallowed.io/app") is None
+        assert mirror.is_mirrored("ns/anything/x") and not mirror.is_mirrored("nsx/a")
+        for ns in ("evil.example", "127.0.0.1:5001", "user@ghcr.io", "[::1]:5000", "a/b"):
+            with pytest.raises(APIError) as refused:
+                mirror.route("org/app", ns=ns)
+            assert refused.value.status == 403 and refused.value.code == "DENIED"
+    finally:
+        mirror.close()
+
+
+def test_any_upstream_allowed(tmp_path):
+    mirror = Mirror(Storage(tmp_path), check(ServerConfig(tmp_path, allow_upstreams=("*",))))
+    try:
+        assert mirror.route("x/y", ns="Registry.Example:8443").local == (
+            "ns/registry.example_8443/x/y"
+        )
+        with pytest.raises(APIError):
+            mirror.route("x/y", ns="not a host")
+    finally:
+        mirror.close()
+    # without an allow-list ?ns= of an unknown host is ignored (a local repository)
+    mirror = Mirror(Storage(tmp_path), check(ServerConfig(tmp_path)))
+    try:
+        assert mirror.route("x/y", ns="ghcr.io") is None
+        assert not mirror.is_mirrored("ns/ghcr.io/x")
+    finally:
+        mirror.close()
+
+
+def test_allowed_upstreams_config(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('allow_upstreams = ["ghcr.io", "*"]\n')
+    config = from_document(load_file(path), str(path), ServerConfig(Path("/r")))
+    assert check(config).allow_upstreams == ("ghcr.io", "*")
+    with pytest.raises(ConfigError, match="HOST"):
+        check(ServerConfig(Path("/r"), allow_upstreams=("https://ghcr.io/x",)))
+    with pytest.raises(ConfigError, match="ns/"):  # the prefix of the clients' caches
+        check(
+            ServerConfig(
+                Path("/r"),
+                upstreams=(parse_upstream("ns/x=https://x.io"),),
+                allow_upstreams=("ghcr.io",),
+            )
+        )
+    path.write_text('allow_upstreams = "ghcr.io"\n')
+    with pytest.raises(ConfigError):
+        from_document(load_file(path), str(path), ServerConfig(Path("/r")))
+
+
+@pytest.mark.parametrize(
+    "host,prefix",
+    [
+        ("ghcr.io", "ns/ghcr.io"),
+        ("127.0.0.1:5000", "ns/127.0.0.1_5000"),
+        ("localhost", "ns/localhost"),
+    ],
+)
+def test_ns_cache_prefix_round_trip(host, prefix):
+    assert nshosts.cache_prefix(host) == prefix
+    assert names.valid_name(prefix)
+    assert nshosts.host_of_prefix(prefix.split("/", 1)[1]) == host
+
+
+@pytest.mark.parametrize("text", ["", "a_b.io", "-a.io", "a.io:0", "a.io:99999", "a.io/x", "[::1]"])
+def test_ns_hosts_refused(text):
+    assert nshosts.normalize_host(text) is None

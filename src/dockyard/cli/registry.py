@@ -34,6 +34,9 @@ def _load(root: Path | None, config_file: Path | None, **flags: Any):
             settings,
             upstreams=tuple(u for u in settings.upstreams if u.name not in given) + tuple(parsed),
         )
+    allowed = flags.pop("allow_upstreams", ())
+    if allowed:
+        flags["allow_upstreams"] = tuple(dict.fromkeys((*settings.allow_upstreams, *allowed)))
     changes = {k: v for k, v in flags.items() if v is not None and v is not False}
     if root is not None:
         changes["root"] = root
@@ -97,6 +100,14 @@ def registry() -> None:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--read-only", is_flag=True, help="Refuse pushes and deletes.")
 @click.option("--tag-ttl", type=float, help="Seconds a mirrored tag is served before re-checking.")
+@click.option(
+    "--allow-upstream",
+    "allow_upstreams",
+    multiple=True,
+    metavar="HOST",
+    help="Let clients pull through HOST with ?ns=HOST (containerd's mirror parameter), "
+    "cached under ns/HOST/ (repeatable; '*': any host).",
+)
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def serve(root: Path | None, config_file: Path | None, **flags: Any) -> None:
     """Serve the distribution API until interrupted."""

@@ -66,6 +66,7 @@ _PATH_RE = re.compile(
     r")$"
 )
 _READ_METHODS = frozenset({"GET", "HEAD"})
+_RANGE_PART = re.compile(r"^([0-9]*)-([0-9]*)$")
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -112,6 +113,56 @@ def _page_params(request: Request) -> tuple[int | None, str | None]:
     if n < 0:
         raise APIError("UNSUPPORTED", "n must not be negative", status=400)
     return min(n, MAX_PAGE), last
+
+
+def _check_chunk_start(request: Request, writer: UploadWriter, name: str, upload: str) -> None:
+    """416 for a chunk (``PATCH``, or the final ``PUT``) whose ``Content-Range`` does not
+    start where the upload ends: nothing of it is written."""
+    content_range = request.headers.get("content-range")
+    if not content_range:
+        return
+    start = content_range.removeprefix("bytes ").split("-", 1)[0].strip()
+    if not start.isdigit() or int(start) != writer.offset:
+        raise APIError(
+            "RANGE_INVALID",
+            f"chunk starts at {start}, upload has {writer.offset} bytes",
+            headers={
+                "Location": f"/v2/{name}/blobs/uploads/{upload}",
+                "Range": f"0-{max(writer.offset - 1, 0)}",
+            },
+        )
+
+
+def _check_range(header: str | None, size: int) -> None:
+    """416 (with the error JSON) for a ``Range`` Starlette would refuse in plain text: not
+    ``bytes=``, a part that is not ``first-[last]`` or ``-suffix``, a last byte before the
+    first, or nothing of the blob in reach (``bytes=500-0`` is all three)."""
+    if header is None or _range_servable(header, size):
+        return
+    raise APIError(
+        "RANGE_INVALID",
+        f"range {header!r} cannot be served from a blob of {size} bytes",
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
+def _range_servable(header: str, size: int) -> bool:
+    units, sep, spec = header.partition("=")
+    if not sep or units.strip().lower() != "bytes":
+        return False
+    parts = [p.strip() for p in spec.split(",")]
+    if len(parts) > BlobResponse.max_ranges:
+        return True  # Starlette ignores so many: the whole blob
+    for part in parts:
+        match = _RANGE_PART.match(part)
+        if match is None or match[0] == "-":
+            return False
+        first, last = match.groups()
+        if first and (int(first) >= size or (last and int(last) < int(first))):
+            return False
+        if not first and (int(last) == 0 or size == 0):
+            return False
+    return True
 
 
 def _paginate(items: list[str], n: int | None, last: str | None) -> tuple[list[str], bool]:
@@ -261,7 +312,15 @@ class RegistryApp:
             if not names.valid_digest(reference):
                 raise APIError("DIGEST_INVALID", detail={"digest": reference})
         elif not names.valid_tag(reference):
-            raise APIError("TAG_INVALID", detail={"tag": reference})
+            # the spec's codes: no such manifest can exist (404), and one cannot be put
+            # there (400 MANIFEST_INVALID); TAG_INVALID is a Docker schema1 code
+            if method == "PUT":
+                raise APIError(
+                    "MANIFEST_INVALID",
+                    f"{reference!r} is not a valid tag",
+                    detail={"tag": reference},
+                )
+            raise APIError("MANIFEST_UNKNOWN", detail={"tag": reference})
         if method in _READ_METHODS:
             return await self.get_manifest(request, name, reference, route)
         if method == "PUT":
@@ -459,12 +518,15 @@ class RegistryApp:
         if isinstance(doc.get("subject"), dict) and not extras:
             raise APIError("MANIFEST_INVALID", "bad subject descriptor")
         subject = extras.get("subject")
-        tags = () if names.is_digest_like(reference) else (reference,)
+        by_digest = names.is_digest_like(reference)
+        tags = () if by_digest else (reference,)
 
         def store() -> str:
             with self.storage.gc_lock(shared=True):
                 self._check_references(name, parsed)
-                return self.storage.put_manifest(name, raw, media_type, tags, **extras)
+                return self.storage.put_manifest(
+                    name, raw, media_type, tags, digest=reference if by_digest else None, **extras
+                )
 
         digest = await self._run(store)
         headers = {
@@ -517,9 +579,13 @@ class RegistryApp:
         if route is not None:
             local = route.local
             stat = storage.blob_stat(digest) if storage.has_blob(local, digest) else None
-            if stat is None and storage.blob_stat(digest) is not None:
+            if (
+                stat is None
+                and route.upstream.config.trusted
+                and storage.blob_stat(digest) is not None
+            ):
                 # stored for another repository: serve it here only if the upstream has it
-                # for this one
+                # for this one (an upstream a client named must send the bytes instead)
                 if await self.mirror.blob_size(route, digest) is None:
                     raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
                 await self._run(storage.link_blob, local, digest)
@@ -552,6 +618,7 @@ class RegistryApp:
             headers["Content-Length"] = str(stat.st_size)
             headers["Accept-Ranges"] = "bytes"
             return Response(status_code=200, headers=headers, media_type="application/octet-stream")
+        _check_range(request.headers.get("range"), stat.st_size)
         return BlobResponse(
             storage.blobs.path(digest),
             headers=headers,
@@ -630,18 +697,7 @@ class RegistryApp:
         storage = self.storage
         writer = await self._run(storage.uploads.open, upload)
         try:
-            content_range = request.headers.get("content-range")
-            if content_range:
-                start = content_range.removeprefix("bytes ").split("-", 1)[0].strip()
-                if not start.isdigit() or int(start) != writer.offset:
-                    raise APIError(
-                        "RANGE_INVALID",
-                        f"chunk starts at {start}, upload has {writer.offset} bytes",
-                        headers={
-                            "Location": f"/v2/{name}/blobs/uploads/{upload}",
-                            "Range": f"0-{max(writer.offset - 1, 0)}",
-                        },
-                    )
+            _check_chunk_start(request, writer, name, upload)
             try:
                 await self._receive(request, writer)
             except ClientDisconnect:
@@ -657,6 +713,7 @@ class RegistryApp:
             raise APIError("DIGEST_INVALID", detail={"digest": digest})
         writer = await self._run(self.storage.uploads.open, upload)
         try:
+            _check_chunk_start(request, writer, name, upload)  # the last chunk, in order
             await self._receive(request, writer)
         except BaseException:
             await self._run(writer.close)

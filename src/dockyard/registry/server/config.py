@@ -10,6 +10,7 @@ header_timeout = 20      # seconds for a request's line and headers to arrive in
 body_timeout = 30        # a request body must bring body_min_rate bytes/s over each
 body_min_rate = 1024     #   body_timeout seconds, else it is cut off (408)
 max_uploads_per_client = 16   # upload requests in flight per client address (else 429)
+allow_upstreams = ["ghcr.io"] # hosts a client may name with ?ns= (cached as ns/<host>/...)
 
 [auth]
 htpasswd = "/etc/dockyard/htpasswd"   # bcrypt entries (htpasswd -B)
@@ -64,6 +65,7 @@ class UpstreamConfig:
     password: str | None = field(default=None, repr=False)
     tag_ttl: float | None = None
     insecure: bool = False
+    trusted: bool = True  # False: named by a client (?ns=), see nshosts
 
     @property
     def host(self) -> str:
@@ -106,6 +108,7 @@ class ServerConfig:
     body_timeout: float = slowclients.DEFAULT_BODY_TIMEOUT
     body_min_rate: float = slowclients.DEFAULT_BODY_MIN_RATE
     max_uploads_per_client: int = slowclients.DEFAULT_MAX_UPLOADS_PER_CLIENT
+    allow_upstreams: tuple[str, ...] = ()  # hosts a client may name with ?ns=; "*": any
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         return next((u for u in self.upstreams if u.name == name), None)
@@ -196,6 +199,7 @@ def from_document(doc: dict[str, Any], where: str, base: ServerConfig) -> Server
         "body_timeout",
         "body_min_rate",
         "max_uploads_per_client",
+        "allow_upstreams",
     }
     unknown = set(doc) - known
     if unknown:
@@ -215,6 +219,11 @@ def from_document(doc: dict[str, Any], where: str, base: ServerConfig) -> Server
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where}: max_uploads_per_client must be a whole number >= 1")
         changes["max_uploads_per_client"] = value
+    if "allow_upstreams" in doc:
+        hosts = doc["allow_upstreams"]
+        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+            raise ConfigError(f"{where}: allow_upstreams must be a list of hosts")
+        changes["allow_upstreams"] = tuple(hosts)
     for key in ("read_only", "access_log"):
         if key in doc:
             if not isinstance(doc[key], bool):
@@ -287,6 +296,18 @@ def check(config: ServerConfig) -> ServerConfig:
         for other in names:
             if other != name and other.startswith(name + "/"):
                 raise ConfigError(f"upstream {other!r} lies inside upstream {name!r}")
+    if config.allow_upstreams:
+        from dockyard.registry.server import nshosts
+
+        for host in config.allow_upstreams:
+            if host != nshosts.ANY_HOST and nshosts.normalize_host(host) is None:
+                raise ConfigError(f"allowed upstream {host!r}: expected HOST[:PORT] or '*'")
+        for name in names:
+            if name == nshosts.NS_PREFIX or name.startswith(nshosts.NS_PREFIX + "/"):
+                raise ConfigError(
+                    f"upstream {name!r}: {nshosts.NS_PREFIX}/ holds the caches of the hosts "
+                    "clients name with ?ns= (allowed upstreams): choose another name"
+                )
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("TLS needs both a certificate and a key")
     if config.auth_mode == "token" and not config.htpasswd:

@@ -2,7 +2,10 @@
 
 ``--upstream quay=https://quay.io`` makes repository ``quay/org/repo`` a mirror of
 ``quay.io/org/repo`` (Docker Hub's one-component names get ``library/``). containerd's
-mirror protocol (``?ns=quay.io``) picks the upstream by host instead. Mirrored content
+mirror protocol (``?ns=quay.io``) picks the upstream by host instead, and may name a
+host no upstream is configured for if ``--allow-upstream`` permits it (:mod:`nshosts`):
+such an upstream is asked anonymously, and its word that it holds a blob we already
+have for another repository is not enough -- it must send the bytes. Mirrored content
 is stored like any other (blobs in the shared blob dir, manifests and tags in the
 repository), plus ``_upstream`` naming the upstream repository, so ``export`` can name
 images by their upstream name without any configuration.
@@ -26,13 +29,14 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from dockyard.errors import DigestError, ManifestError, RegistryError
 from dockyard.layout import atomic
 from dockyard.oci.descriptor import Descriptor
-from dockyard.registry.server import fetch, manifest_checks, names
+from dockyard.registry.server import fetch, manifest_checks, names, nshosts
 from dockyard.registry.server.apierrors import APIError
 from dockyard.registry.server.config import ServerConfig, UpstreamConfig
 from dockyard.registry.server.storage import Storage, StoredManifest, referrer_info
@@ -44,6 +48,7 @@ BATCH = 1 << 20  # bytes handed to the client at a time
 READ_SIZE = 1 << 20
 QUEUE_DEPTH = 8  # batches buffered per download: memory stays bounded
 DOWN_BACKOFF = 5.0  # seconds an unreachable upstream is not asked again for tags
+MAX_NAMED_UPSTREAMS = 64  # clients' ?ns= upstreams kept (clients) at once, least recent out
 _PROXIED = any(
     os.environ.get(v)
     for v in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -86,7 +91,7 @@ class Upstream:
             if self._client is None:
                 c = self.config
                 credentials = None
-                if c.username or c.password:
+                if c.username or c.password or not c.trusted:  # a client's host: anonymous
                     credentials = Credentials(c.username or "", c.password or "")
                 tls_verify = (not c.insecure) if c.scheme == "https" else False
                 self._client = RegistryClient(
@@ -136,7 +141,11 @@ class Mirror:
 
     def __init__(self, storage: Storage, config: ServerConfig):
         self.storage = storage
+        self.config = config
         self.upstreams = [Upstream(u, config) for u in config.upstreams]
+        self.allowed = nshosts.AllowList(config.allow_upstreams)
+        self._named: OrderedDict[str, Upstream] = OrderedDict()  # host -> client-named
+        self._named_lock = threading.Lock()
         # longest prefix first, so "a/b" wins over "a"
         self._by_prefix = sorted(self.upstreams, key=lambda u: -len(u.name))
         self._pool = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="mirror")
@@ -149,24 +158,59 @@ class Mirror:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for upstream in self.upstreams:
+        for upstream in [*self.upstreams, *self._named.values()]:
             upstream.close()
 
     # -- routing -------------------------------------------------------------------------
 
     def route(self, name: str, ns: str | None = None) -> Route | None:
-        """The upstream serving repository ``name`` (``ns``: containerd's mirror host)."""
+        """The upstream serving repository ``name`` (``ns``: containerd's mirror host).
+
+        A ``ns`` host no upstream is configured for is served if the allow-list permits
+        it, and refused (403) if there is an allow-list that does not; with none, ``ns``
+        is ignored (``name`` is then an ordinary repository)."""
         if ns:
             host = "docker.io" if ns in ("index.docker.io", "registry-1.docker.io") else ns
             for upstream in self.upstreams:
                 if upstream.config.canonical_host == host or upstream.config.host == ns:
                     remote = upstream.remote_path(name)
                     return self._route(upstream, remote)
+            if self.allowed:
+                named = self._named_upstream(ns)
+                return self._route(named, named.remote_path(name))
         for upstream in self._by_prefix:
             if name.startswith(upstream.name + "/"):
                 remote = upstream.remote_path(name[len(upstream.name) + 1 :])
                 return self._route(upstream, remote)
+        if self.allowed and name.startswith(nshosts.NS_PREFIX + "/"):
+            # the cache of a client-named upstream, read by its own name
+            component, _, rest = name[len(nshosts.NS_PREFIX) + 1 :].partition("/")
+            host = nshosts.host_of_prefix(component)
+            if host is not None and rest and self.allowed.permits(host):
+                named = self._named_upstream(host)
+                return self._route(named, named.remote_path(rest))
         return None
+
+    def _named_upstream(self, ns: str) -> Upstream:
+        """The upstream for a host a client named; 403 unless the allow-list permits it."""
+        host = nshosts.normalize_host(ns)
+        if host is None or not self.allowed.permits(host):
+            raise APIError(
+                "DENIED",
+                f"upstream {ns!r} is not allowed here (registry serve --allow-upstream)",
+                detail={"ns": ns},
+            )
+        with self._named_lock:
+            upstream = self._named.get(host)
+            if upstream is None:
+                config = UpstreamConfig(
+                    nshosts.cache_prefix(host), nshosts.url_of(host), trusted=False
+                )
+                upstream = self._named[host] = Upstream(config, self.config)
+                while len(self._named) > MAX_NAMED_UPSTREAMS:  # in-flight users keep theirs
+                    self._named.popitem(last=False)
+            self._named.move_to_end(host)
+            return upstream
 
     def _route(self, upstream: Upstream, remote: str) -> Route | None:
         local = f"{upstream.name}/{remote}"
@@ -175,7 +219,11 @@ class Mirror:
         return Route(upstream, remote, local)
 
     def is_mirrored(self, name: str) -> bool:
-        return any(name == u.name or name.startswith(u.name + "/") for u in self.upstreams)
+        """``name`` is (under) a cache: no push may write there."""
+        prefixes = [u.name for u in self.upstreams]
+        if self.allowed:
+            prefixes.append(nshosts.NS_PREFIX)
+        return any(name == p or name.startswith(p + "/") for p in prefixes)
 
     # -- upstream calls (run in threads) ---------------------------------------------------
 

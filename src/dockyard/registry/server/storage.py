@@ -228,13 +228,15 @@ class Storage:
         subject: Descriptor | None = None,
         artifact_type: str | None = None,
         annotations: dict[str, str] | None = None,
+        digest: str | None = None,
     ) -> str:
         """Store a (validated) manifest in the repository and point ``tags`` at it.
 
-        Order: the blob, then the revision link, then referrers and tags, each atomic,
-        so no tag ever names a manifest that is not there.
+        ``digest`` is the one the client named (sha512 is kept as sha512); sha256 of the
+        bytes if None. Order: the blob, then the revision link, then referrers and tags,
+        each atomic, so no tag ever names a manifest that is not there.
         """
-        digest = self.blobs.write_bytes(data)
+        digest = self.blobs.write_bytes(data, digest)
         self.touch_blob(digest)
         revision = self._revision(name, digest)
         revision.parent.mkdir(parents=True, exist_ok=True)
