@@ -344,3 +344,19 @@ def test_committed_image_unpacks_with_umoci_to_the_containers_rootfs(
     assert os.stat(theirs / "etc/keep").st_ino == os.stat(theirs / "etc/keep-link").st_ino
     assert os.getxattr(theirs / "with-xattr", "user.note") == b"kept"
     shutil.rmtree(theirs)
+
+
+def test_from_scratch_by_hand(dockyard, busybox_rootfs):
+    name = lines(dockyard("container", "create", "scratch"))[0]
+    assert name == "working-container"
+    merged = Path(lines(dockyard("container", "mount", name))[0])
+    shutil.copy2(busybox_rootfs / "bin/busybox", merged / "busybox")
+    (merged / "d").mkdir()
+    (merged / "d/f").write_text("hi\n")
+    assert lines(dockyard("container", "diff", name)) == ["A /busybox", "A /d", "A /d/f"]
+    dockyard("container", "umount", name)
+    dockyard("container", "commit", "-c", 'ENTRYPOINT ["/busybox"]', name, "localhost/t/s:1")
+    config = config_of(dockyard, "localhost/t/s:1")
+    assert config["config"] == {"Entrypoint": ["/busybox"]}
+    assert len(config["rootfs"]["diff_ids"]) == len(config["history"]) == 1
+    assert dockyard("run", "--rm", "localhost/t/s:1", "cat", "/d/f").stdout == b"hi\n"
