@@ -360,3 +360,40 @@ def test_from_scratch_by_hand(dockyard, busybox_rootfs):
     assert config["config"] == {"Entrypoint": ["/busybox"]}
     assert len(config["rootfs"]["diff_ids"]) == len(config["history"]) == 1
     assert dockyard("run", "--rm", "localhost/t/s:1", "cat", "/d/f").stdout == b"hi\n"
+
+
+def _commit_then_stall(root: Path, name: str, ref: str, renamed: bool, ready_fd: int) -> None:
+    """``container commit`` in this (forked) process, stopping for good at the freeze:
+    before the upper dir is renamed into a snapshot, or just after."""
+    import time
+
+    from dockyard.cli.main import cli
+    from dockyard.runtime.snapshots import Snapshots
+
+    freeze = Snapshots.commit
+
+    def stall(self, upper, chain):
+        if renamed:
+            freeze(self, upper, chain)
+        os.write(ready_fd, b"x")
+        time.sleep(3600)
+
+    Snapshots.commit = stall  # type: ignore[method-assign]
+    os.environ["DOCKYARD_ROOT"] = str(root)
+    cli.main(["container", "commit", name, ref], standalone_mode=False)
+
+
+@pytest.mark.parametrize("renamed", [False, True], ids=["before-freeze", "after-freeze"])
+def test_a_killed_commit_is_finished_by_the_next_command(dockyard, base, renamed):
+    from tests.killing import killed_when_ready
+
+    name = lines(dockyard("container", "create", base))[0]
+    dockyard("container", "run", name, "sh", "-c", "echo 1 > /one")
+    with killed_when_ready(_commit_then_stall, dockyard.root, name, "localhost/t/k:1", renamed):
+        pass
+    assert lines(dockyard("container", "diff", name)) == []  # the commit was finished
+    dockyard("container", "run", name, "sh", "-c", "echo 2 > /two")
+    dockyard("container", "commit", name, "localhost/t/k:2")
+    assert layer_names(dockyard, "localhost/t/k:2", -1) == {"etc", "two"}
+    out = dockyard("run", "--rm", "localhost/t/k:2", "sh", "-c", "cat /one /two")
+    assert out.stdout == b"1\n2\n"
