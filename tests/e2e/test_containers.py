@@ -7,6 +7,7 @@ skopeo and unpacked by ``umoci raw unpack``, it is exactly the container's rootf
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -397,3 +398,25 @@ def test_a_killed_commit_is_finished_by_the_next_command(dockyard, base, renamed
     assert layer_names(dockyard, "localhost/t/k:2", -1) == {"etc", "two"}
     out = dockyard("run", "--rm", "localhost/t/k:2", "sh", "-c", "cat /one /two")
     assert out.stdout == b"1\n2\n"
+
+
+def test_run_with_a_terminal_keeps_what_it_wrote(dockyard, base):
+    """``container run -it`` on a pseudo-terminal, as a user types at it."""
+    import pty
+
+    name = lines(dockyard("container", "create", base))[0]
+    controller, terminal = pty.openpty()
+    script = "test -t 0 && test -t 1 && echo tty > /typed; exit 4"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "dockyard.cli.main", "container", "run", "-it", name,
+         "sh", "-c", script],
+        stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True,
+        env={**os.environ, "DOCKYARD_ROOT": str(dockyard.root)},
+    )  # fmt: skip
+    os.close(terminal)
+    with contextlib.suppress(OSError):  # EIO: every writer has gone
+        while os.read(controller, 4096):
+            pass
+    os.close(controller)
+    assert child.wait(timeout=60) == 4
+    assert dockyard("container", "run", name, "cat", "/typed").stdout == b"tty\n"
