@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 import uuid
 from pathlib import Path
 
@@ -191,6 +192,59 @@ def test_layer_push_then_pull(dockyard, docker_registry, tmp_path):
     dockyard("layer", "pull", f"{repo}:1", "0", str(out))
     assert (out / "etc/motd").read_text() == "layer plumbing\n"
     assert os.readlink(out / "etc/link") == "motd"
+
+
+def layer_members(dockyard, repo: str, digest: str, tmp_path: Path) -> dict[str, bytes]:
+    """name -> tar type of every entry of the layer blob ``digest`` in ``repo``."""
+    blob = tmp_path / "blob"
+    dockyard("blob", "get", repo, digest, "-o", str(blob))
+    with tarfile.open(blob) as tar:
+        return {m.name.rstrip("/"): m.type for m in tar.getmembers()}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="overlayfs needs root")
+def test_layer_push_of_an_overlay_upper_dir_packs_whiteouts(dockyard, docker_registry, tmp_path):
+    """What overlayfs wrote for deletions (a 0/0 character device, an opaque dir) goes
+    up as OCI whiteouts, never as a device a runtime would create in the rootfs."""
+    lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
+    for d in (lower / "dir", upper, work, merged):
+        d.mkdir(parents=True)
+    (lower / "gone").write_text("x\n")
+    (lower / "dir/old").write_text("old\n")
+    options = f"lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True)
+    try:
+        (merged / "gone").unlink()
+        subprocess.run(["rm", "-r", str(merged / "dir")], check=True)
+        (merged / "dir").mkdir()  # over a deleted lower dir: opaque
+        (merged / "dir/new").write_text("new\n")
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+    repo = unique_repo(docker_registry)
+    digest = dockyard("layer", "push", repo, str(upper)).stdout.split()[0].decode()
+    members = layer_members(dockyard, repo, digest, tmp_path)
+    assert members == {
+        ".wh.gone": tarfile.REGTYPE,
+        "dir": tarfile.DIRTYPE,
+        "dir/.wh..wh..opq": tarfile.REGTYPE,
+        "dir/new": tarfile.REGTYPE,
+    }
+
+
+def test_layer_push_takes_oci_whiteout_files_as_written(dockyard, docker_registry, tmp_path):
+    source = tmp_path / "layer"
+    (source / "etc").mkdir(parents=True)
+    (source / "etc/.wh.motd").touch()
+    (source / "etc/.wh..wh..opq").touch()
+    (source / "etc/issue").write_text("hi\n")
+    repo = unique_repo(docker_registry)
+    digest = dockyard("layer", "push", repo, str(source)).stdout.split()[0].decode()
+    assert layer_members(dockyard, repo, digest, tmp_path) == {
+        "etc": tarfile.DIRTYPE,
+        "etc/.wh..wh..opq": tarfile.REGTYPE,
+        "etc/.wh.motd": tarfile.REGTYPE,
+        "etc/issue": tarfile.REGTYPE,
+    }
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ def test_pulls_then_passes_the_exit_code_through(dockyard, busybox_ref, store_ro
     assert result.returncode == 3
     assert result.stdout == b"hi\n"
     assert b"pulling" in result.stderr
-    assert list((store_root / "containers").iterdir()) == []
+    assert not (store_root / "containers").exists()
     result = dockyard("run", "--rm", busybox_ref, "sh", "-c", "exit 0")  # now stored: no pull
     assert b"pulling" not in result.stderr
 
@@ -86,22 +86,24 @@ def test_image_defaults_and_entrypoint(dockyard, busybox_ref):
 
 
 def test_without_rm_the_changes_and_a_record_stay(dockyard, busybox_ref, store_root):
-    dockyard("run", busybox_ref, "sh", "-c", "echo kept > /kept")
+    """A working container (see test_containers.py), named on stderr."""
+    result = dockyard("run", busybox_ref, "sh", "-c", "echo kept > /kept")
+    name = result.stderr.decode().splitlines()[-1]  # after the pull's progress
     (state,) = (store_root / "containers").iterdir()
+    assert state.name == name == "busybox-working-container"
     record = json.loads((state / "container.json").read_text())
-    assert record["id"] == state.name
     assert record["exit_code"] == 0
-    assert record["args"] == ["sh", "-c", "echo kept > /kept"]
-    assert record["chain"] and record["manifest"].startswith("sha256:")
-    assert (state / record["upper"] / "kept").read_text() == "kept\n"
-    assert sorted(p.name for p in state.iterdir()) == ["container.json", "upper"]
+    assert record["command"] == ["sh", "-c", "echo kept > /kept"]
+    assert record["chain"] and record["head"]["digest"].startswith("sha256:")
+    assert (state / "upper/kept").read_text() == "kept\n"
+    assert sorted(p.name for p in state.iterdir()) == ["container.json", "lock", "upper"]
 
 
 def test_a_container_that_cannot_start_exits_125(dockyard, busybox_ref, store_root):
     result = dockyard("run", "--rm", busybox_ref, "/no/such/command", check=False)
     assert result.returncode == 125
     assert b"no such file" in result.stderr
-    assert list((store_root / "containers").iterdir()) == []
+    assert not (store_root / "containers").exists()
 
 
 def test_bad_options(dockyard, busybox_ref, tmp_path):

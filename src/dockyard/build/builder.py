@@ -286,7 +286,6 @@ class Builder:
         plan: BuildPlan,
     ) -> None:
         config = state.config
-        shell = tuple(config.get("Shell") or ins.DEFAULT_SHELL)
         history: str | None = None
         match instr:
             case ins.Run():
@@ -297,49 +296,10 @@ class Builder:
                 workdir = instr.resolve(config.get("WorkingDir") or "/")
                 config["WorkingDir"] = workdir
                 self._workdir(instr, workdir, state)
-            case ins.Env():
-                for pair in instr.pairs:
-                    state.set_env(pair.key, pair.value)
-                history = instr.created_by()
             case ins.Arg():
                 history = instr.created_by()
-            case ins.Label():
-                labels = config.setdefault("Labels", {})
-                for pair in instr.pairs:
-                    labels[pair.key] = pair.value
-                history = instr.created_by()
-            case ins.Maintainer():
-                state.doc["author"] = instr.maintainer
-                history = instr.created_by()
-            case ins.Expose():
-                ports = config.setdefault("ExposedPorts", {})
-                for port in instr.ports:
-                    ports[port] = {}
-                history = instr.created_by()
-            case ins.Volume():
-                volumes = config.setdefault("Volumes", {})
-                for volume in instr.volumes:
-                    volumes[volume] = {}
-                history = instr.created_by()
-            case ins.User():
-                config["User"] = instr.user
-                history = instr.created_by()
-            case ins.StopSignal():
-                config["StopSignal"] = instr.signal
-                history = instr.created_by()
-            case ins.Healthcheck():
-                config["Healthcheck"] = _healthcheck(instr)
-                history = instr.created_by()
-            case ins.Shell():
-                config["Shell"] = list(instr.shell)
-                history = instr.created_by()
-            case ins.Cmd() | ins.Entrypoint():
-                config[instr.keyword.title()] = instr.config_value(shell)
-                history = instr.created_by(shell)
-            case ins.Onbuild():
-                config.setdefault("OnBuild", []).append(instr.expression)
             case _:
-                raise instr.error(f"{instr.keyword} is not supported")
+                history = state.apply_metadata(instr)
         if history is not None:  # its time: the layers' around it (see ImageState.finish)
             state.add_history(history, None, empty_layer=True)
 
@@ -876,20 +836,6 @@ def _check_link_owner(instr: ins.Copy | ins.Add) -> None:
                 f"--chown={instr.chown} with --link: use numeric ids, {part!r} cannot be"
                 " looked up in a layer made apart from the image"
             )
-
-
-def _healthcheck(instr: ins.Healthcheck) -> dict[str, Any]:
-    check: dict[str, Any] = {"Test": list(instr.test)}
-    for key, value in (
-        ("Interval", instr.interval),
-        ("Timeout", instr.timeout),
-        ("StartPeriod", instr.start_period),
-        ("StartInterval", instr.start_interval),
-        ("Retries", instr.retries),
-    ):
-        if value:
-            check[key] = value
-    return check
 
 
 def build(store: Store, options: BuildOptions, log: Log | None = None) -> BuildResult:

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard.build.frontend import instructions as ins
 from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor, Platform
@@ -87,6 +88,49 @@ class ImageState:
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
+    def apply_metadata(self, instr: ins.Instruction) -> str | None:
+        """Apply an instruction that only changes the config (ENV, CMD, LABEL, USER,
+        ...: everything but FROM, RUN, COPY, ADD, WORKDIR's directory and ARG), already
+        expanded; return its history text (None: ONBUILD, which docker records in no
+        history). Used by builds and by ``container commit --change``."""
+        config = self.config
+        match instr:
+            case ins.Env():
+                for pair in instr.pairs:
+                    self.set_env(pair.key, pair.value)
+            case ins.Label():
+                labels = config.setdefault("Labels", {})
+                for pair in instr.pairs:
+                    labels[pair.key] = pair.value
+            case ins.Maintainer():
+                self.doc["author"] = instr.maintainer
+            case ins.Expose():
+                ports = config.setdefault("ExposedPorts", {})
+                for port in instr.ports:
+                    ports[port] = {}
+            case ins.Volume():
+                volumes = config.setdefault("Volumes", {})
+                for volume in instr.volumes:
+                    volumes[volume] = {}
+            case ins.User():
+                config["User"] = instr.user
+            case ins.StopSignal():
+                config["StopSignal"] = instr.signal
+            case ins.Healthcheck():
+                config["Healthcheck"] = _healthcheck(instr)
+            case ins.Shell():
+                config["Shell"] = list(instr.shell)
+            case ins.Cmd() | ins.Entrypoint():
+                shell = tuple(config.get("Shell") or ins.DEFAULT_SHELL)
+                config[instr.keyword.title()] = instr.config_value(shell)
+                return instr.created_by(shell)
+            case ins.Onbuild():
+                config.setdefault("OnBuild", []).append(instr.expression)
+                return None
+            case _:
+                raise instr.error(f"{instr.keyword} is not supported")
+        return instr.created_by()
+
     def add_history(self, created_by: str, created: str | None, *, empty_layer: bool) -> None:
         """A history entry; ``created`` None (a metadata step): the time of the layers
         around it, filled in by :meth:`finish`."""
@@ -144,3 +188,17 @@ def _fill_history_times(history: list[dict[str, Any]]) -> str | None:
                 history[index] = {"created": created, **entry}
     times = [entry["created"] for entry in history if entry.get("created")]
     return times[-1] if times else None
+
+
+def _healthcheck(instr: ins.Healthcheck) -> dict[str, Any]:
+    check: dict[str, Any] = {"Test": list(instr.test)}
+    for key, value in (
+        ("Interval", instr.interval),
+        ("Timeout", instr.timeout),
+        ("StartPeriod", instr.start_period),
+        ("StartInterval", instr.start_interval),
+        ("Retries", instr.retries),
+    ):
+        if value:
+            check[key] = value
+    return check

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from datetime import UTC, datetime
 
@@ -205,15 +206,17 @@ def prune() -> None:
     """Delete blobs and snapshots that no named image in the store refers to, the build
     records that named them, and what killed processes left behind."""
     from dockyard.build.cache import prune_build_records
-    from dockyard.cli.run import CONTAINERS_DIR
-    from dockyard.runtime import mounts
+    from dockyard.containers.catalog import Catalog
+    from dockyard.errors import ContainerError
     from dockyard.runtime.container import reap_orphans
     from dockyard.runtime.snapshots import Snapshots
 
     store = open_store()
     orphans = reap_orphans(store.root)  # first: their rootfs are overlays of snapshots
-    for container_id in orphans:  # a killed `dockyard run`'s rootfs stays for a commit
-        mounts.unmount_all(store.root / CONTAINERS_DIR / container_id)
+    catalog = Catalog(store)
+    for found in catalog.list():  # a killed run's overlay goes; its changes stay
+        with contextlib.suppress(ContainerError), catalog.locked(found):
+            pass  # taking the lock repairs (see Catalog.locked)
     blobs = store.prune()
     with Snapshots(store) as snapshots:
         pruned = snapshots.prune()

@@ -36,6 +36,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "login": ("dockyard.cli.auth", "login", "Store credentials for a registry."),
     "logout": ("dockyard.cli.auth", "logout", "Forget the credentials for a registry."),
     "run": ("dockyard.cli.run", "run", "Run a command in a new container from an image."),
+    "container": (
+        "dockyard.cli.containers",
+        "container",
+        "Working containers: create, run, mount, diff, commit, ls, rm.",
+    ),
     "registry": ("dockyard.cli.registry", "registry", "Run a registry (mirror, gc, bundles)."),
     "ci": ("dockyard.cli.ci", "ci", "Run a pipeline file locally; list, show and prune past runs."),
 }

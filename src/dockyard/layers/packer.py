@@ -11,7 +11,9 @@ records, sockets are skipped.
 
 With ``overlay=True`` the directory is an overlayfs upper dir and its deletions become
 OCI whiteouts: a 0/0 character device becomes ``.wh.<name>``, an opaque directory gets
-a ``<dir>/.wh..wh..opq`` entry, and overlay's own xattrs stay out of the tar.
+a ``<dir>/.wh..wh..opq`` entry, and overlay's own xattrs stay out of the tar. With
+``whiteout_names=True`` files already named ``.wh.*`` are packed as written (a directory
+holding a layer in OCI form); otherwise such names are refused, as they would delete.
 """
 
 from __future__ import annotations
@@ -73,19 +75,21 @@ def pack(
     level: int | None = None,
     source_date_epoch: int | None = None,
     overlay: bool = False,
+    whiteout_names: bool = False,
 ) -> PackedLayer:
     """Write the tree under ``source`` as a layer blob to ``out``, in one pass.
 
     ``compression`` is ``"gzip"``, ``"zstd"`` or None (plain tar); ``level`` overrides
     its default (isal 1, zstd 3). ``source_date_epoch`` clamps mtimes to that time.
-    ``overlay`` reads ``source`` as an overlayfs upper dir (see the module docstring).
+    ``overlay`` reads ``source`` as an overlayfs upper dir, ``whiteout_names`` lets
+    ``.wh.*`` files through as whiteouts (see the module docstring).
     The tree must not change while it is packed: a file that shrinks raises
     :class:`LayerError`, as does anything that cannot be read. ``source`` itself is not
     an entry; paths are relative to it.
     """
     root = os.fsencode(source)
     try:
-        entries = _scan(root, overlay)
+        entries = _scan(root, overlay, whiteout_names)
     except OSError as e:
         raise LayerError(f"cannot pack {os.fsdecode(e.filename or root)}: {e.strerror}") from e
     blob = _DigestingSink(out)
@@ -118,7 +122,7 @@ def pack(
 _Entry = tuple[bytes, bytes, os.stat_result | None, int]
 
 
-def _scan(root: bytes, overlay: bool) -> list[_Entry]:
+def _scan(root: bytes, overlay: bool, whiteout_names: bool) -> list[_Entry]:
     """Every entry under ``root`` as ``(tar name, disk path, lstat, kind)``, sorted by name.
 
     The whole tree is listed before anything is written: a bytewise sort of full paths
@@ -133,7 +137,7 @@ def _scan(root: bytes, overlay: bool) -> list[_Entry]:
         with os.scandir(directory) as listing:
             for found in listing:
                 name = prefix + found.name
-                if found.name.startswith(_WH):
+                if found.name.startswith(_WH) and not whiteout_names:
                     raise LayerError(
                         f"{os.fsdecode(found.path)}: names starting with {whiteouts.PREFIX!r} "
                         "are whiteouts in a layer and cannot be packed as files"

@@ -56,6 +56,8 @@ from dockyard.oci.manifest import Manifest
 from dockyard.runtime import interrupts, mounts, syscalls
 from dockyard.store import PruneResult, Store, trash
 from dockyard.store.holds import Hold, held_names
+from dockyard.store.pins import pinned_names
+from dockyard.store.store import PINS_DIR
 
 SNAPSHOTS_DIR = "snapshots"
 _TEMP = ".tmp-"
@@ -210,8 +212,9 @@ class Snapshots:
 
     def prune(self, *, wait: bool = True) -> PruneResult:
         """Delete the snapshots of layers that no named image in the store has (as
-        :meth:`.Store.prune` deletes their blobs), unless a live process holds them or
-        one is being made; and what killed processes left: extraction temps, scratch
+        :meth:`.Store.prune` deletes their blobs), unless a live process holds them, a
+        record pins them (:mod:`dockyard.store.pins`: a working container's) or one is
+        being made; and what killed processes left: extraction temps, scratch
         dirs (unmounting what is still mounted there), half-deleted trees.
 
         Returns the chain IDs removed, the bytes freed and the leftovers reaped. Runs
@@ -223,7 +226,8 @@ class Snapshots:
             return result
         doomed: list[Path] = []
         with self.store.gc_lock(wait=wait):
-            spared = held_names(self.root / _HOLDS) | {
+            pinned = pinned_names(self.store.root / PINS_DIR)  # working containers'
+            spared = held_names(self.root / _HOLDS) | pinned | {
                 digests.hex_part(chain)
                 for stack in self.store.image_diff_ids()
                 for chain in chain_ids(stack)

@@ -40,9 +40,11 @@ from dockyard.reference import Reference
 from dockyard.store import gc
 from dockyard.store.holds import Hold, held_names
 from dockyard.store.home import StoreDestination, StoreSource
+from dockyard.store.pins import pinned_names
 
 GC_LOCK_FILE = "gc.lock"
 BLOB_HOLDS_DIR = "holds/blobs"
+PINS_DIR = "pins"  # what records on disk keep from a prune (see dockyard.store.pins)
 TMP_DIR = "tmp"
 UNSYNCED_DIR = "unsynced"  # blobs not synced to disk yet (see dockyard.layout.unsynced)
 MAX_CONFIG_SIZE = 16 << 20
@@ -217,8 +219,8 @@ class Store:
             lock.release()
 
     def prune(self, *, wait: bool = True) -> gc.PruneResult:
-        """Delete blobs no named image reaches nor a live process holds, and abandoned
-        temp files and dirs.
+        """Delete blobs no named image reaches, no live process holds and no record pins
+        (:mod:`.pins`: a working container's image), and abandoned temp files and dirs.
 
         Runs under :meth:`gc_lock` (``wait`` as there). Snapshots are pruned by
         :meth:`.Snapshots.prune`.
@@ -226,7 +228,8 @@ class Store:
         if not self.layout.exists():
             return gc.PruneResult()
         with self.gc_lock(wait=wait):
-            result = gc.sweep(self.layout, held_names(self.root / BLOB_HOLDS_DIR))
+            held = held_names(self.root / BLOB_HOLDS_DIR) | pinned_names(self.root / PINS_DIR)
+            result = gc.sweep(self.layout, held)
             self.blobs.settle()
         stale = gc.remove_stale_dirs(self.root / TMP_DIR, STALE_TEMP_SECONDS)
         result.freed += stale.freed

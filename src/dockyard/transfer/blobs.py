@@ -62,13 +62,19 @@ def upload_file(
 def push_directory(
     client: RegistryClient, repository: str, directory: Path, compression: str | None = "gzip"
 ) -> PackedLayer:
-    """Pack ``directory`` as a layer (one pass: tar, compress, digest) and upload it."""
+    """Pack ``directory`` as a layer (one pass: tar, compress, digest) and upload it.
+
+    Deletions travel as whiteouts in either form the directory may hold them: an
+    overlayfs upper dir's (0/0 character devices, ``overlay.opaque`` directories) or
+    OCI's own ``.wh.*`` files, packed as written."""
     from dockyard.layers import pack
 
     with tempfile.TemporaryDirectory(prefix="dockyard-layer-") as tmp:
         blob_path = Path(tmp) / "layer"
         with open(blob_path, "wb") as out:
-            packed = pack(directory, out, compression=compression)
+            packed = pack(
+                directory, out, compression=compression, overlay=True, whiteout_names=True
+            )
         if not client.has_blob(repository, packed.digest):
             client.upload_blob(repository, packed.descriptor(), _file_opener(blob_path))
     return packed
