@@ -462,7 +462,7 @@ def test_prune_deletes_old_runs_unused_caches_and_what_killed_runs_left(
     killed = RunDir(store_root / "ci" / "runs" / "20000101-000000-dead")
     killed.path.mkdir()
     killed.write_record({"id": killed.id, "status": "running", "pid": 2**22 + 1})
-    create_netns(killed.netns)
+    create_netns(killed.path / "netns")
     assert listed_runs(dockyard) == [killed.id, first["id"], last["id"]]
 
     pruned = dockyard("ci", "prune", "--keep", "1").stdout.decode()

@@ -22,9 +22,15 @@
         timeout: 10m
         failure: ignore
         when: {status: [success, failure], branch: main, event: push}
+        network: none                             # default: the run's, with outbound NAT
       - name: image
         build: {context: ., dockerfile: Dockerfile, tags: [REF], push: true,
+                keep: true,                       # tag it in the store too (default: no)
                 registry_auth: PUSH_AUTH}         # the build's logins (default: the run's)
+
+The ``tags`` of a build step name its image within the run only (later steps and
+services of the run find it by them, before any other image so named); ``push`` sends
+it to a registry under them, ``keep`` names it by them in the store for after the run.
 
 ``registry_auth`` names a secret holding a docker config (``{"auths": {HOST: {"auth":
 BASE64(user:password)}}}``): the only registry credentials the run's pulls, builds and
@@ -275,6 +281,7 @@ class Build(_Model):
     dockerfile: RelativePath | None = None  # default: CONTEXT/Dockerfile
     tags: Annotated[tuple[ImageRef, ...], BeforeValidator(_list)] = ()
     push: bool = False
+    keep: bool = False  # also tag it in the store (else the tags are the run's own)
     build_args: dict[str, Text] = {}
     cache_from: Annotated[tuple[str, ...], BeforeValidator(_list)] = ()
     cache_to: str | None = None
@@ -292,7 +299,15 @@ class Reports(_Model):
     junit: Annotated[tuple[RelativePath, ...], BeforeValidator(_list)] = ()  # glob patterns
 
 
-_COMMAND_FIELDS = ("image", "commands", "environment", "cache", "reports", "artifacts")
+_COMMAND_FIELDS = (
+    "image",
+    "commands",
+    "environment",
+    "cache",
+    "reports",
+    "artifacts",
+    "network",
+)
 
 
 class Step(_Model):
@@ -310,6 +325,7 @@ class Step(_Model):
     timeout: Duration | None = None
     failure: Literal["fail", "ignore"] = "fail"
     when: When = When()
+    network: Literal["default", "none"] = "default"  # none: loopback only, no services
     build: Build | None = None
 
     @model_validator(mode="after")

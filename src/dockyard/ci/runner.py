@@ -4,14 +4,16 @@ A run, in order:
 
 1. a run directory in the store (:mod:`.runs`) and the workspace, a copy of the
    pipeline's directory (:mod:`.workspace`);
-2. the run's network namespace, and the services in it, ready (:mod:`.services`);
+2. the run's network namespace, with outbound NAT (:mod:`dockyard.runtime.nat`), and
+   the services in it, ready (:mod:`.services`);
 3. the steps, as their dependencies allow (:mod:`.graph`), at most ``parallel`` at a
    time, each in a worker thread (:mod:`.steps`). Before a step starts, its ``when``
    is checked: branch and event against the run's, and its status list against
    whether anything it waits for failed. Failed steps thus skip their dependants, and
    ``when: status: [failure]`` steps run after a failure;
 4. whatever happened (Ctrl-C included): every container killed, every mount and the
-   namespace removed, the workspace deleted, and ``run.json`` written. Until then the
+   namespace removed, the workspace deleted, the run's names of the images it built
+   removed (:mod:`.images`), and ``run.json`` written. Until then the
    run and its caches are held from ``dockyard ci prune`` (see :mod:`.runs`).
 
 Ctrl-C reaches the main thread, which cancels the run (see :mod:`.cancel`), waits for
@@ -49,8 +51,9 @@ from dockyard.ci.services import ServiceError, Services
 from dockyard.ci.steps import run_step
 from dockyard.ci.workspace import MOUNT_POINT, create_workspace
 from dockyard.errors import AuthError, DockyardError
-from dockyard.runtime import interrupts, netns
+from dockyard.runtime import interrupts
 from dockyard.runtime.mounts import remove_tree
+from dockyard.runtime.nat import NAMESERVER, NatNetwork
 from dockyard.store import Store
 from dockyard.store.holds import Hold
 
@@ -120,7 +123,7 @@ def run_pipeline(
         store=store,
         images=Images(store, pulls),
         run=run,
-        netns=run.netns,
+        netns=Path("/nonexistent"),  # set when the network exists
         services=list(pipeline.services),
         secrets=dict(options.secrets),
         events=events,
@@ -149,7 +152,9 @@ def run_pipeline(
             )
             try:
                 with interrupts.deferred():  # no Ctrl-C between creation and registration
-                    stack.enter_context(netns(run.netns))
+                    network = stack.enter_context(NatNetwork())
+                ctx.netns, ctx.dns = Path(network.path), (NAMESERVER,)
+                stack.callback(ctx.images.forget_built)
                 services = stack.enter_context(Services(ctx, env, pipeline.services))
                 services.start()
                 scheduler.run()

@@ -8,7 +8,6 @@
         services/<name>.log   each service's output
         artifacts/<step>/     what the step's ``artifacts`` matched
         workspace/            during the run only
-        netns                 during the run only: the run's network namespace
     <store root>/ci/cache/<name>/  cache dirs (see :mod:`.caches`)
     <store root>/ci/holds/         what runs in progress keep from a prune
 
@@ -93,10 +92,6 @@ class RunDir:
     @property
     def workspace(self) -> Path:
         return self.path / "workspace"
-
-    @property
-    def netns(self) -> Path:
-        return self.path / "netns"
 
     def step_log(self, step: str) -> Path:
         return self.path / f"{step}.log"

@@ -38,9 +38,10 @@ from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.ci.caches import cache_dir
 from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
+from dockyard.ci.images import run_name
 from dockyard.ci.junit import read_reports
 from dockyard.ci.output import OutputLog
-from dockyard.ci.pipeline import Build, Step
+from dockyard.ci.pipeline import Step
 from dockyard.ci.results import CANCELLED, FAILED, FAILURE, SUCCESS, TIMEOUT, StepResult
 from dockyard.ci.workspace import MOUNT_POINT, collect_artifacts
 from dockyard.errors import DockyardError
@@ -73,7 +74,7 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
     deadline = started + step.timeout if step.timeout else None
     try:
         if step.build is not None:
-            _build(ctx, step.build, {n: ctx.secrets[n] for n in step.secrets}, log, deadline)
+            _build(ctx, step, {n: ctx.secrets[n] for n in step.secrets}, log, deadline)
             result.exit_code = 0
         else:
             step_env = {**env, **step.environment, **{n: ctx.secrets[n] for n in step.secrets}}
@@ -124,7 +125,7 @@ def _commands(
         entrypoint="/bin/sh" if step.commands else None,
         env=env,
         workdir=MOUNT_POINT,
-        base=ctx.base_config(step.name, caches),
+        base=ctx.base_config(step.name, caches, network=step.network),
     )
     with ctx.images.rootfs(image) as rootfs:
         return ctx.cancel.run(
@@ -134,15 +135,20 @@ def _commands(
 
 def _build(
     ctx: RunContext,
-    build: Build,
+    step: Step,
     secrets: Mapping[str, str],
     log: OutputLog,
     deadline: float | None,
 ) -> None:
+    """Build the image of ``step`` under the run's own name for it (see :mod:`.images`);
+    name it by its tags in the store (``keep``) or a registry (``push``) if asked."""
     from dockyard.build.builder import BuildOptions
     from dockyard.build.builder import build as build_image
     from dockyard.build.cache_export import check_location
 
+    build = step.build
+    assert build is not None
+    name = run_name(ctx.run.id, step.name)
     for spec in (*build.cache_from, *([build.cache_to] if build.cache_to else [])):
         check_location(spec, registry_only=True)  # type=local would be a host path
 
@@ -161,7 +167,7 @@ def _build(
             options = BuildOptions(
                 context=stack.enter_context(workspace.subdir(build.context)),
                 dockerfile=_dockerfile(workspace, build.dockerfile, stack),
-                tags=list(build.tags),
+                tags=[name],
                 build_args=dict(build.build_args),
                 secrets={name: value.encode() for name, value in secrets.items()},
                 cache_from=list(build.cache_from),
@@ -171,7 +177,12 @@ def _build(
             )
             with ctx.cancel.group() as runs, _killed_at(runs, deadline):
                 built = build_image(ctx.store, options, log=line)
-        log.note(f"built {built.digest}" + "".join(f", tagged {t}" for t in build.tags))
+        descriptor = ctx.images.built(name, list(build.tags))
+        log.note(f"built {built.digest}" + "".join(f", tagged {t} in this run" for t in build.tags))
+        if build.keep:
+            for tag in build.tags:
+                ctx.store.tag(tag, descriptor)
+                log.note(f"tagged {tag} in the store")
         if build.push:
             from dockyard.registry.client import RegistryDestination, client_for
             from dockyard.transfer.copy import copy_image
@@ -179,7 +190,8 @@ def _build(
             for tag in build.tags:
                 ctx.cancel.check()
                 log.note(f"pushing {tag}")
-                copy_image(ctx.store.source(tag), RegistryDestination(client_for(tag), tag))
+                destination = RegistryDestination(client_for(tag), tag)
+                copy_image(ctx.store.source(name), destination)
 
 
 @contextlib.contextmanager

@@ -185,8 +185,9 @@ def prune(keep: int, caches_age: str | None) -> None:
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--caches-unused-for") from None
     result = prune_runs(open_store(), keep=keep, caches_unused_for=unused_for)
+    leftovers = f", {result.leftovers} leftovers of killed runs" if result.leftovers else ""
     click.echo(
-        f"removed {len(result.runs)} runs and {len(result.caches)} caches, "
+        f"removed {len(result.runs)} runs and {len(result.caches)} caches{leftovers}, "
         f"{result.freed / 1e6:.1f} MB freed"
     )
 
