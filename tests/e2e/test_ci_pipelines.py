@@ -82,3 +82,36 @@ def test_keep_tags_the_built_image_in_the_store(dockyard, tmp_path, busybox_ref)
     assert f"--- tagged {APP} in the store" in output(out, "image")
     assert "ci-e2e/app" in dockyard("images").stdout.decode()
     dockyard("rmi", APP)
+
+
+def test_a_failed_service_runs_the_failure_steps_and_is_killed_at_once(
+    dockyard, tmp_path, busybox_ref
+):
+    """The service ignores SIGTERM and has a minute to stop: killed as it fails its
+    check, the run ends well before that; the failure step runs, the others not."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        services:
+          db:
+            image: IMAGE
+            command: [sh, -c, "trap '' TERM; sleep 1742 & wait; sleep 1742"]
+            ready: {tcp: 5432, timeout: 1s}
+            stop_timeout: 60s
+        steps:
+          - {name: test, image: IMAGE, commands: [echo never]}
+          - name: report
+            image: IMAGE
+            when: {status: [failure]}
+            commands: [echo hook-ran]
+        """,
+    )
+    out, doc = ci_run(dockyard, directory, expect=1)
+    assert doc["error"] == "service db not ready after 1s"
+    result = steps(doc)
+    assert (result["test"]["status"], result["test"]["reason"]) == ("cancelled", "services failed")
+    assert result["report"]["status"] == "success"
+    assert "hook-ran" in output(out, "report")
+    assert "--- killed: not ready in time" in output(out, "db")
+    assert doc["duration"] < 30

@@ -10,7 +10,9 @@ A run, in order:
    time, each in a worker thread (:mod:`.steps`). Before a step starts, its ``when``
    is checked: branch and event against the run's, and its status list against
    whether anything it waits for failed. Failed steps thus skip their dependants, and
-   ``when: status: [failure]`` steps run after a failure;
+   ``when: status: [failure]`` steps run after a failure. If a service failed, every
+   step counts as failed before: only those that run on failure run, the others are
+   cancelled;
 4. whatever happened (Ctrl-C included): every container killed, every mount and the
    namespace removed, the workspace deleted, the run's names of the images it built
    removed (:mod:`.images`), and ``run.json`` written. Until then the
@@ -156,16 +158,18 @@ def run_pipeline(
                 ctx.netns, ctx.dns = Path(network.path), (NAMESERVER,)
                 stack.callback(ctx.images.forget_built)
                 services = stack.enter_context(Services(ctx, env, pipeline.services))
-                services.start()
+                try:
+                    services.start()
+                except ServiceError as e:  # the failure steps still run
+                    result.error = str(e)
+                    scheduler.failed_before = "services failed"
                 scheduler.run()
             except BaseException:
                 with interrupts.deferred():
                     ctx.cancel.cancel()
                 raise
-        result.status = FAILURE if any(s.failed for s in scheduler.results.values()) else SUCCESS
-    except ServiceError as e:
-        result.status, result.error = FAILURE, str(e)
-        scheduler.not_run("services failed")
+        failed = result.error or any(s.failed for s in scheduler.results.values())
+        result.status = FAILURE if failed else SUCCESS
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
         result.status = CANCELLED if interrupted else FAILURE
@@ -251,6 +255,7 @@ class _Scheduler:
         self.schedule = Schedule(pipeline.graph, selected)
         self.selected = selected
         self.results: dict[str, StepResult] = {}
+        self.failed_before = ""  # why the run failed before any step (services)
 
     def run(self) -> None:
         """Run the selected steps; their results end up in :attr:`results`."""
@@ -263,8 +268,12 @@ class _Scheduler:
                     reason = step.when.skip_reason(
                         branch=self.options.branch,
                         event=self.options.event,
-                        upstream_failed=self.schedule.upstream_failed(name),
+                        upstream_failed=bool(self.failed_before)
+                        or self.schedule.upstream_failed(name),
                     )
+                    if self.failed_before and "failure" not in step.when.status:
+                        self._finish(StepResult(name, CANCELLED, reason=self.failed_before))
+                        continue
                     if reason:
                         self._finish(StepResult(name, SKIPPED, reason=reason))
                         continue
