@@ -3,10 +3,19 @@ the steps' network, service failures and failure steps, live logs, run listings.
 
 from __future__ import annotations
 
+import os
+import queue
+import re
+import subprocess
+import sys
 import textwrap
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
+from dockyard.ci.runs import RunDir, run_ids
 from tests.e2e.test_ci_run import (  # noqa: F401 - clean_host: autouse here too
     ci_run,
     clean_host,
@@ -115,3 +124,103 @@ def test_a_failed_service_runs_the_failure_steps_and_is_killed_at_once(
     assert "hook-ran" in output(out, "report")
     assert "--- killed: not ready in time" in output(out, "db")
     assert doc["duration"] < 30
+
+
+def cli(store_root: Path, *args: str) -> subprocess.Popen[str]:
+    """``dockyard ARGS`` started in the background, its stdout a pipe of text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dockyard.cli.main", *args],
+        env={**os.environ, "DOCKYARD_ROOT": str(store_root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def lines_of(process: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    """``process``'s stdout, line by line as it comes (None at its end)."""
+    assert process.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read(stream: IO[str]) -> None:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, args=(process.stdout,), daemon=True).start()
+    return lines
+
+
+def read_until(lines: queue.Queue[str | None], wanted: str, timeout: float = 60) -> list[str]:
+    """The lines up to the one equal to ``wanted``."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while not seen or seen[-1] != wanted:
+        line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        assert line is not None, f"ended before {wanted!r}; got {seen}"
+        seen.append(line)
+    return seen
+
+
+def rest_of(lines: queue.Queue[str | None], timeout: float = 60) -> list[str]:
+    """The lines until the end."""
+    seen: list[str] = []
+    while (line := lines.get(timeout=timeout)) is not None:
+        seen.append(line)
+    return seen
+
+
+def test_follow_a_running_steps_log_from_another_terminal(
+    dockyard, tmp_path, busybox_ref, store_root
+):
+    """While the step waits for a file the test makes, ``ci logs -f`` has printed its
+    first line and the record lists it as running; then it ends, and so does -f."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - name: slow
+            image: IMAGE
+            commands:
+              - echo first
+              - "while [ ! -e /workspace/go ]; do sleep 0.1; done"
+              - echo second
+              - exit 3
+        """,
+    )
+    args = ("--branch", "feature/x", "--commit", "0123456789abcdef", "--event", "push")
+    run = cli(store_root, "ci", "run", *args, str(directory))
+    go = None
+    try:
+        deadline = time.monotonic() + 60
+        while not run_ids(store_root):
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.05)
+        run_dir = RunDir.find(store_root, "last")
+        go = run_dir.workspace / "go"
+        follower = cli(store_root, "ci", "logs", "-f", run_dir.id, "slow")
+        followed = lines_of(follower)
+        assert "+ echo first" in read_until(followed, "first")
+        record = run_dir.read_record()
+        assert [(s["name"], s["status"]) for s in record["steps"]] == [("slow", "running")]
+        go.touch()
+        rest = rest_of(followed)
+        assert follower.wait(timeout=60) == 0
+        assert "second" in rest
+        assert rest[-1].startswith("--- failure in ")
+    finally:
+        if go is not None and run.poll() is None:
+            go.touch()  # whatever failed, the step ends
+        run.communicate(timeout=120)
+    assert run.returncode == 1
+    stamped = dockyard("ci", "logs", "--timestamps", "last", "slow").stdout.decode()
+    for line in stamped.splitlines():
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z ", line), line
+    header, row = dockyard("ci", "runs").stdout.decode().splitlines()[-2:]
+    assert header.split() == [
+        "RUN", "STATUS", "BRANCH", "COMMIT", "EVENT", "STARTED", "DURATION", "FAILING"
+    ]  # fmt: skip
+    cells = row.split()
+    assert cells[1:5] == ["failure", "feature/x", "0123456789ab", "push"]
+    assert cells[-1] == "slow"

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,13 +42,14 @@ from dockyard.ci.pipeline import Pipeline
 from dockyard.ci.results import (
     CANCELLED,
     FAILURE,
+    RUNNING,
     SKIPPED,
     SUCCESS,
     Events,
     RunResult,
     StepResult,
 )
-from dockyard.ci.runs import HOLDS_DIR, RUNNING, RunDir
+from dockyard.ci.runs import HOLDS_DIR, RunDir
 from dockyard.ci.services import ServiceError, Services
 from dockyard.ci.steps import run_step
 from dockyard.ci.workspace import MOUNT_POINT, create_workspace
@@ -78,6 +79,7 @@ class RunOptions:
     secrets: dict[str, str] = field(default_factory=dict)  # name -> value
     env: dict[str, str] = field(default_factory=dict)  # over the pipeline's ``env``
     branch: str | None = None
+    commit: str | None = None  # the commit the source is a checkout of, if known
     event: str = DEFAULT_EVENT
     only: Sequence[str] = ()  # run these steps and what they depend on; default: all
     parallel: int = max(4, os.cpu_count() or 1)  # steps at a time
@@ -115,6 +117,7 @@ def run_pipeline(
         started=datetime.now(UTC).isoformat(timespec="seconds"),
         branch=options.branch,
         event=options.event,
+        commit=options.commit,
         pid=os.getpid(),
     )
     run.write_record(result.to_json())
@@ -145,6 +148,12 @@ def run_pipeline(
         **options.env,
     }
     scheduler = _Scheduler(pipeline, ctx, env, options, selected)
+
+    def save_progress() -> None:  # the record lists steps as they start and end
+        result.steps = [scheduler.results[name] for name in selected if name in scheduler.results]
+        run.write_record(result.to_json())
+
+    scheduler.on_change = save_progress
     started = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:
@@ -256,6 +265,7 @@ class _Scheduler:
         self.selected = selected
         self.results: dict[str, StepResult] = {}
         self.failed_before = ""  # why the run failed before any step (services)
+        self.on_change: Callable[[], None] = lambda: None  # a step started or ended
 
     def run(self) -> None:
         """Run the selected steps; their results end up in :attr:`results`."""
@@ -277,6 +287,8 @@ class _Scheduler:
                     if reason:
                         self._finish(StepResult(name, SKIPPED, reason=reason))
                         continue
+                    self.results[name] = StepResult(name, RUNNING)
+                    self.on_change()
                     self.ctx.events.step_started(name)
                     env = {**self.env, "CI_STEP_NAME": name}
                     future = pool.submit(run_step, self.ctx, step, env, self.pipeline.cache_key)
@@ -294,6 +306,8 @@ class _Scheduler:
                 for future, name in running.items():
                     if future.done() and not future.cancelled() and not future.exception():
                         self.results[name] = future.result()
+                    elif self.results[name].status == RUNNING:
+                        del self.results[name]  # not_run says how it ended
             raise
         pool.shutdown()
 
@@ -305,4 +319,5 @@ class _Scheduler:
     def _finish(self, result: StepResult) -> None:
         self.results[result.name] = result
         self.schedule.finish(result.name, failed=result.failed)
+        self.on_change()
         self.ctx.events.step_finished(result)

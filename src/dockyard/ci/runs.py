@@ -13,8 +13,10 @@
 
 A run id is its start time, ``YYYYmmdd-HHMMSS-uuuuuu`` (UTC, microseconds), so ids sort
 by start time, also for runs started within one second.
-``run.json`` is replaced atomically; while a run goes on it says ``running`` and holds
-the pid of the process running it, so a run whose process died is told apart.
+``run.json`` is replaced atomically, each time a step starts or ends (a started step
+is listed as ``running``); while a run goes on it says ``running`` and holds the pid of
+the process running it, so a run whose process died is told apart. Logs are written
+line by line as they come (see :mod:`.output`).
 
 While it runs, its process holds the run's id and the names of its caches
 (:mod:`dockyard.store.holds`), so that ``dockyard ci prune`` (:mod:`.prune`) deletes
