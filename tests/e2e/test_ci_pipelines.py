@@ -224,3 +224,30 @@ def test_follow_a_running_steps_log_from_another_terminal(
     cells = row.split()
     assert cells[1:5] == ["failure", "feature/x", "0123456789ab", "push"]
     assert cells[-1] == "slow"
+
+
+def test_variables_reach_strings_and_step_environments(dockyard, tmp_path, busybox_ref):
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        variables: {GREETING: "run-${CI_RUN_NUMBER}-on-${CI_COMMIT_BRANCH}"}
+        steps:
+          - name: show
+            image: IMAGE
+            commands:
+              - "echo ${GREETING} $$GREETING $CI_COMMIT_SHA ${CI_EVENT}"
+        """,
+    )
+    args = ("--branch", "dev", "--commit", "c0ffee", "--event", "tag")
+    first, _ = ci_run(dockyard, directory, *args)
+    second, _ = ci_run(dockyard, directory, *args)
+    assert "run-1-on-dev run-1-on-dev c0ffee tag" in output(first, "show")
+    assert "run-2-on-dev run-2-on-dev c0ffee tag" in output(second, "show")
+    (directory / ".dockyard.yml").write_text(
+        f"steps:\n  - name: a\n    image: {busybox_ref}\n    commands: ['echo ${{TYPO}}']\n"
+    )
+    refused = dockyard("ci", "run", str(directory), check=False)
+    assert refused.returncode != 0
+    assert b".dockyard.yml:4: steps[0].commands[0]: unknown variable ${TYPO}" in refused.stderr
+    assert len(run_ids(dockyard.root)) == 2  # no run started

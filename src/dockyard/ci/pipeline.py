@@ -3,6 +3,7 @@
 ::
 
     env: {GLOBAL: "1"}
+    variables: {TAG: "ci-${CI_RUN_NUMBER}"}      # ${NAME} in any string (see .variables)
     registry_auth: REGISTRY_AUTH                  # a secret: the run's registry logins
     services:
       web:
@@ -37,8 +38,9 @@ BASE64(user:password)}}}``): the only registry credentials the run's pulls, buil
 pushes use. Without one they are anonymous; the host's own logins are used only when the
 operator allows it (``RunOptions.allow_host_credentials``).
 
-Unknown fields are errors, as are unknown or cyclic ``depends_on`` names and repeated
-step names. Every error names the file, the line and the field::
+Unknown fields are errors, as are unknown or cyclic ``depends_on`` names, repeated
+step names and unknown ``${VARIABLES}`` (:mod:`.variables`). Every error names the
+file, the line and the field::
 
     .dockyard.yml:14: steps[2].timeout: invalid duration '10x'
 """
@@ -50,8 +52,8 @@ import math
 import os
 import re
 import stat
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -71,6 +73,7 @@ from pydantic import (
 from dockyard import reference
 from dockyard.ci import yamlmarks
 from dockyard.ci.graph import Node, StepGraph, find_cycle
+from dockyard.ci.variables import BUILT_IMAGE, BUILTIN, STAND_INS, interpolate
 from dockyard.errors import BuildError, InvalidReference
 from dockyard.reference import Reference
 from dockyard.runtime import syscalls
@@ -344,9 +347,18 @@ class PipelineSpec(_Model):
 
     name: str | None = None  # keys the caches; default: the file's path
     env: Env = {}
+    variables: Env = {}  # ${NAME} in strings, and in every step's environment
     registry_auth: EnvName | None = None  # a secret: the run's registry credentials
     services: dict[ServiceName, Service] = {}
     steps: tuple[Step, ...]
+
+    @field_validator("variables")
+    @classmethod
+    def _not_builtin(cls, variables: dict[str, str]) -> dict[str, str]:
+        taken = sorted(set(variables) & {*BUILTIN, BUILT_IMAGE})
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: a built-in variable")
+        return variables
 
     @field_validator("steps")
     @classmethod
@@ -358,10 +370,18 @@ class PipelineSpec(_Model):
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A validated pipeline file."""
+    """A validated pipeline file; variables replaced with stand-ins until
+    :meth:`with_values` gives their values."""
 
     file: Path
     spec: PipelineSpec
+    document: yamlmarks.MarkedDocument | None = field(default=None, compare=False, repr=False)
+
+    def with_values(self, values: Mapping[str, str]) -> Pipeline:
+        """This pipeline with the built-in variables' ``values`` (a run's); raise
+        :class:`PipelineError` if the file is then invalid (a tag with ``/`` in it)."""
+        assert self.document is not None
+        return _validate(self.document, self.file, values)
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -443,15 +463,32 @@ def parse_pipeline(text: str, file: Path) -> Pipeline:
         document = yamlmarks.load(text)
     except yamlmarks.YamlError as e:
         raise PipelineError(str(file), [Problem("", e.message, e.line)]) from None
+    return _validate(document, file, STAND_INS)
+
+
+def _validate(
+    document: yamlmarks.MarkedDocument, file: Path, values: Mapping[str, str]
+) -> Pipeline:
+    """The pipeline of ``document``, its variables replaced with ``values``."""
     if not isinstance(document.data, dict):
         raise PipelineError(str(file), [Problem("", "expected a mapping with steps", 1)])
+    unknown: list[Problem] = []
+    data = interpolate(
+        document.data,
+        values,
+        lambda loc, message: unknown.append(
+            Problem(field_name(loc), message, document.line_of(loc))
+        ),
+    )
+    if unknown:
+        raise PipelineError(str(file), unknown)
     try:
-        spec = PipelineSpec.model_validate(document.data)
+        spec = PipelineSpec.model_validate(data)
     except ValidationError as e:
         problems = [_problem(error, document) for error in e.errors(include_url=False)]
         problems.sort(key=lambda problem: problem.line or 0)  # in the order of the file
         raise PipelineError(str(file), problems) from None
-    pipeline = Pipeline(file, spec)
+    pipeline = Pipeline(file, spec, document)
     problems = _cross_check(pipeline, document)
     if problems:
         raise PipelineError(str(file), problems)

@@ -38,7 +38,7 @@ from dockyard.ci.caches import cache_name
 from dockyard.ci.context import RunContext, credential_scope
 from dockyard.ci.graph import Schedule
 from dockyard.ci.images import Images
-from dockyard.ci.pipeline import Pipeline
+from dockyard.ci.pipeline import Pipeline, PipelineError
 from dockyard.ci.results import (
     CANCELLED,
     FAILURE,
@@ -49,7 +49,7 @@ from dockyard.ci.results import (
     RunResult,
     StepResult,
 )
-from dockyard.ci.runs import HOLDS_DIR, RunDir
+from dockyard.ci.runs import HOLDS_DIR, RunDir, next_run_number
 from dockyard.ci.services import ServiceError, Services
 from dockyard.ci.steps import run_step
 from dockyard.ci.workspace import MOUNT_POINT, create_workspace
@@ -96,7 +96,8 @@ def run_pipeline(
 
     Raise :class:`RunError` before anything starts if ``only`` names an unknown step,
     a selected step needs a secret that was not given, or a ``registry_auth`` secret is
-    not a docker config.
+    not a docker config; :class:`PipelineError` if the run's values of the built-in
+    variables make the file invalid (see :mod:`.variables`).
     """
     options = options or RunOptions()
     events = events or Events()
@@ -104,12 +105,28 @@ def run_pipeline(
     registry_credentials = _registry_credentials(pipeline, options, selected)
     store = Store(options.store_root)
     hold = Hold(store.root / HOLDS_DIR)
+    run = RunDir.create_held(store, hold)
+    values = {
+        "CI_RUN_ID": run.id,
+        "CI_RUN_NUMBER": str(next_run_number(store.root, pipeline.cache_key)),
+        "CI_COMMIT_SHA": options.commit or "",
+        "CI_COMMIT_BRANCH": options.branch or "",
+        "CI_EVENT": options.event,
+        "CI_PIPELINE_DIR": MOUNT_POINT,
+    }
+    try:
+        pipeline = pipeline.with_values(values)
+    except PipelineError:
+        hold.release()
+        remove_tree(run.path)
+        raise
     caches = {
         cache_name(pipeline.cache_key, path)
         for name in selected
         for path in pipeline.step(name).cache
     }
-    run = RunDir.create_held(store, hold, sorted(caches))
+    with store.lease():  # see RunDir.create_held
+        hold.add(sorted(caches))
     result = RunResult(
         id=run.id,
         pipeline=str(pipeline.file.absolute()),
@@ -144,6 +161,8 @@ def run_pipeline(
         "CI_EVENT": options.event,
         "CI_WORKSPACE": MOUNT_POINT,
         **({"CI_BRANCH": options.branch} if options.branch else {}),
+        **values,
+        **pipeline.spec.variables,
         **pipeline.spec.env,
         **options.env,
     }
