@@ -251,3 +251,19 @@ def test_variables_reach_strings_and_step_environments(dockyard, tmp_path, busyb
     assert refused.returncode != 0
     assert b".dockyard.yml:4: steps[0].commands[0]: unknown variable ${TYPO}" in refused.stderr
     assert len(run_ids(dockyard.root)) == 2  # no run started
+
+
+def test_a_step_starts_in_its_workdir(dockyard, tmp_path, busybox_ref):
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - {name: app, image: IMAGE, workdir: /etc, commands: [pwd]}
+          - {name: default, image: IMAGE, commands: [pwd]}
+        """,
+    )
+    out, _ = ci_run(dockyard, directory)
+    for step, directory in (("app", "/etc"), ("default", "/workspace")):
+        lines = output(out, step)
+        assert lines[lines.index("+ pwd") + 1] == directory

@@ -378,3 +378,13 @@ def test_build_network():
     assert build_network("network: none") == "none"
     with pytest.raises(PipelineError, match="network"):
         build_network("network: bridge")
+
+
+def test_workdir_is_an_absolute_path_of_command_steps():
+    assert parse("steps: [{name: a, image: busybox, workdir: /}]").step("a").workdir == "/"
+    assert problems("steps: [{name: a, image: busybox, workdir: app}]") == [
+        ".dockyard.yml:1: steps[0].workdir: 'app': expected an absolute path"
+    ]
+    assert problems("steps: [{name: a, build: {}, workdir: /app}]") == [
+        ".dockyard.yml:1: steps[0]: a build step cannot have workdir"
+    ]

@@ -15,6 +15,7 @@
       - name: test
         image: REF
         commands: [make test]                     # sh -e, in /workspace
+        workdir: /app                             # where they start (default: /workspace)
         depends_on: [compile]
         secrets: [API_TOKEN]
         cache: [/root/.cache/pip]
@@ -195,6 +196,14 @@ def _absolute(value: str) -> str:
     return str(path)
 
 
+def _directory(value: str) -> str:
+    """An absolute path in a container, ``/`` included."""
+    path = PurePosixPath(value)
+    if not path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{value!r}: expected an absolute path")
+    return str(path)
+
+
 Text = Annotated[str, BeforeValidator(_text)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 ImageRef = Annotated[Reference, BeforeValidator(_image)]
@@ -202,6 +211,7 @@ StepName = Annotated[str, AfterValidator(_step_name)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 RelativePath = Annotated[str, AfterValidator(_relative)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute)]
+Directory = Annotated[str, AfterValidator(_directory)]
 Env = dict[EnvName, Text]
 
 
@@ -305,6 +315,7 @@ class Reports(_Model):
 _COMMAND_FIELDS = (
     "image",
     "commands",
+    "workdir",
     "environment",
     "cache",
     "reports",
@@ -319,6 +330,7 @@ class Step(_Model):
     name: StepName
     image: ImageRef | None = None
     commands: tuple[Text, ...] = ()  # empty: the image's own command
+    workdir: Directory | None = None  # default: the workspace
     environment: Env = {}
     secrets: tuple[EnvName, ...] = ()
     depends_on: tuple[str, ...] = ()

@@ -1,10 +1,11 @@
 """Running one step: commands in a container, or an image build, and what it leaves.
 
-A command step runs ``sh -e -c SCRIPT`` in a fresh rootfs of its image, in
-``/workspace``, where the script echoes each command (``+ make``) before running it
-and stops at the first that fails. A step without commands runs its image's own
-command. Its cache dirs are bind-mounted; its environment is the image's, then the
-``CI_*`` variables, the pipeline's, the step's, and its secrets last.
+A command step runs ``sh -e -c SCRIPT`` in a fresh rootfs of its image, in its
+``workdir`` (default ``/workspace``), where the script echoes each command
+(``+ make``) before running it and stops at the first that fails. A step without
+commands runs its image's own command. Its cache dirs are bind-mounted; its
+environment is the image's, then the ``CI_*`` and the file's variables, the
+pipeline's ``env``, the step's, and its secrets last.
 
 A build step builds a Dockerfile of the workspace in-process into the store, where
 later steps find the image by its tag; secrets go to the build's secret mounts
@@ -124,7 +125,7 @@ def _commands(
         args=("-e", "-c", script(step.commands)) if step.commands else (),
         entrypoint="/bin/sh" if step.commands else None,
         env=env,
-        workdir=MOUNT_POINT,
+        workdir=step.workdir or MOUNT_POINT,
         base=ctx.base_config(step.name, caches, network=step.network),
     )
     with ctx.images.rootfs(image) as rootfs:
