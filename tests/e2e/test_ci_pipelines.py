@@ -267,3 +267,31 @@ def test_a_step_starts_in_its_workdir(dockyard, tmp_path, busybox_ref):
     for step, directory in (("app", "/etc"), ("default", "/workspace")):
         lines = output(out, step)
         assert lines[lines.index("+ pwd") + 1] == directory
+
+
+def test_a_cache_keyed_by_a_file_hits_and_misses_as_it_changes(dockyard, tmp_path, busybox_ref):
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - name: deps
+            image: IMAGE
+            cache: {key: {files: [requirements.txt]}, paths: [/root/.cache/pip]}
+            commands:
+              - "echo found=$(cat /root/.cache/pip/for 2>/dev/null)"
+              - cat requirements.txt > /root/.cache/pip/for
+        """,
+        **{"requirements.txt": "flask==3.0\n"},
+    )
+
+    def found() -> str:
+        out, _ = ci_run(dockyard, directory)
+        return next(line for line in output(out, "deps") if line.startswith("found="))
+
+    assert found() == "found="  # a miss: the first run
+    assert found() == "found=flask==3.0"  # a hit
+    (directory / "requirements.txt").write_text("flask==3.1\n")
+    assert found() == "found="  # changed: a miss
+    (directory / "requirements.txt").write_text("flask==3.0\n")
+    assert found() == "found=flask==3.0"  # the old content's cache is still there

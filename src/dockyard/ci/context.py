@@ -27,6 +27,7 @@ from dockyard.runtime import ContainerConfig, Mount
 from dockyard.runtime.config import NONE
 from dockyard.runtime.nat import DROPPED_CAPABILITIES
 from dockyard.store import Store
+from dockyard.store.holds import Hold
 
 if TYPE_CHECKING:
     from dockyard.registry.client import Credentials, CredentialScope
@@ -51,6 +52,7 @@ class RunContext:
     allow_host_credentials: bool = False
     allow_host_network: bool = False  # for build steps: the operator's choice
     dns: Sequence[str] = ()  # the name servers the run's network reaches
+    hold: Hold | None = None  # the run's names held from a prune (its id, its caches)
 
     def base_config(
         self, hostname: str, mounts: Sequence[Mount] = (), *, network: str = "default"

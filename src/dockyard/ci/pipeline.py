@@ -18,7 +18,8 @@
         workdir: /app                             # where they start (default: /workspace)
         depends_on: [compile]
         secrets: [API_TOKEN]
-        cache: [/root/.cache/pip]
+        cache: [/root/.cache/pip]                 # or, keyed by the files' contents:
+        # cache: {key: {files: [requirements.txt]}, paths: [/root/.cache/pip]}
         reports: {junit: report.xml}
         artifacts: ["dist/**"]
         timeout: 10m
@@ -65,7 +66,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -308,6 +311,36 @@ class Build(_Model):
         return self
 
 
+class CacheKey(_Model):
+    """What a cache's content depends on: files of the workspace (when a step starts)."""
+
+    files: Annotated[tuple[RelativePath, ...], BeforeValidator(_list)]
+
+    @field_validator("files")
+    @classmethod
+    def _some_files(cls, files: tuple[str, ...]) -> tuple[str, ...]:
+        if not files:
+            raise ValueError("name at least one file")
+        return files
+
+
+class Cache(_Model):
+    """Cache dirs kept between runs; with a ``key``, one set per content of its files."""
+
+    key: CacheKey | None = None
+    paths: Annotated[tuple[AbsolutePath, ...], BeforeValidator(_list)]
+
+
+def _cache_form(value: object) -> str:
+    return "[keyed]" if isinstance(value, dict) else "[paths]"
+
+
+CacheField = Annotated[
+    Annotated[tuple[AbsolutePath, ...], Tag("[paths]")] | Annotated[Cache, Tag("[keyed]")],
+    Discriminator(_cache_form),
+]
+
+
 class Reports(_Model):
     junit: Annotated[tuple[RelativePath, ...], BeforeValidator(_list)] = ()  # glob patterns
 
@@ -334,7 +367,7 @@ class Step(_Model):
     environment: Env = {}
     secrets: tuple[EnvName, ...] = ()
     depends_on: tuple[str, ...] = ()
-    cache: tuple[AbsolutePath, ...] = ()
+    cache: CacheField = ()  # paths, or a Cache
     reports: Reports = Reports()
     artifacts: tuple[RelativePath, ...] = ()  # glob patterns
     timeout: Duration | None = None
@@ -342,6 +375,16 @@ class Step(_Model):
     when: When = When()
     network: Literal["default", "none"] = "default"  # none: loopback only, no services
     build: Build | None = None
+
+    @property
+    def cache_paths(self) -> tuple[str, ...]:
+        return self.cache.paths if isinstance(self.cache, Cache) else self.cache
+
+    @property
+    def cache_files(self) -> tuple[str, ...]:
+        """The files its caches are keyed by (none: one cache per path)."""
+        key = self.cache.key if isinstance(self.cache, Cache) else None
+        return key.files if key else ()
 
     @model_validator(mode="after")
     def _kind(self) -> Step:
@@ -433,7 +476,7 @@ def load_pipeline(
     """
     path = Path(file)
     try:
-        fd = _open_regular(path, within)
+        fd = open_regular(path, within)
         with os.fdopen(fd, "rb") as f:
             data = f.read(MAX_FILE_SIZE + 1)
     except OSError as e:
@@ -450,7 +493,7 @@ def load_pipeline(
     return parse_pipeline(text, path)
 
 
-def _open_regular(path: Path, within: str | os.PathLike[str] | None) -> int:
+def open_regular(path: Path, within: str | os.PathLike[str] | None) -> int:
     """An fd of the regular file ``path``, opened beneath ``within`` if given."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     if within is None:
@@ -514,7 +557,8 @@ def _problem(error: Any, document: yamlmarks.MarkedDocument) -> Problem:
         message = "unknown field"
     elif error["type"] == "missing":
         message = "required field missing"
-    loc = tuple(part for part in loc if part != "[key]")
+    # "[key]" of a dict's key, "[keyed]" and the like of a choice between forms
+    loc = tuple(part for part in loc if not (isinstance(part, str) and part.startswith("[")))
     return Problem(field_name(loc), message, document.line_of(loc))
 
 

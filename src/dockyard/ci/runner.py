@@ -123,7 +123,8 @@ def run_pipeline(
     caches = {
         cache_name(pipeline.cache_key, path)
         for name in selected
-        for path in pipeline.step(name).cache
+        for path in pipeline.step(name).cache_paths
+        if not pipeline.step(name).cache_files  # keyed ones: held when the step starts
     }
     with store.lease():  # see RunDir.create_held
         hold.add(sorted(caches))
@@ -153,6 +154,7 @@ def run_pipeline(
         registry_auth=pipeline.spec.registry_auth,
         allow_host_credentials=options.allow_host_credentials,
         allow_host_network=options.allow_host_network,
+        hold=hold,
     )
     env = {
         "CI": "true",

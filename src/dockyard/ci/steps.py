@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator, Mapping
 
 from dockyard.build.confined import ConfinedDir, ConfinedFile
-from dockyard.ci.caches import cache_dir
+from dockyard.ci.caches import cache_dir, cache_name, files_key
 from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
 from dockyard.ci.images import run_name
@@ -117,8 +117,13 @@ def _commands(
 ) -> int:
     assert step.image is not None
     image = ctx.images.get(step.image, log.note)
+    files = files_key(ctx.run.workspace, step.cache_files)
+    if files and ctx.hold is not None:  # named only now: held before its first use
+        with ctx.store.lease():
+            ctx.hold.add([cache_name(cache_key, path, files) for path in step.cache_paths])
     caches = [
-        Mount.bind(str(cache_dir(ctx.store.root, cache_key, path)), path) for path in step.cache
+        Mount.bind(str(cache_dir(ctx.store.root, cache_key, path, files)), path)
+        for path in step.cache_paths
     ]
     config = container_config(
         image.config,
