@@ -295,3 +295,37 @@ def test_a_cache_keyed_by_a_file_hits_and_misses_as_it_changes(dockyard, tmp_pat
     assert found() == "found="  # changed: a miss
     (directory / "requirements.txt").write_text("flask==3.0\n")
     assert found() == "found=flask==3.0"  # the old content's cache is still there
+
+
+def test_a_retried_step_keeps_every_attempt(dockyard, tmp_path, busybox_ref):
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - name: flaky
+            image: IMAGE
+            retry: {count: 2, when: [{exit_code: 137}]}
+            commands:
+              - "if [ ! -e once ]; then touch once; echo killed; exit 137; fi"
+              - echo passed
+          - name: broken
+            image: IMAGE
+            retry: {count: 2, when: [{exit_code: 137}, timeout]}
+            failure: ignore
+            commands: [exit 1]
+        """,
+    )
+    out, doc = ci_run(dockyard, directory)
+    flaky = steps(doc)["flaky"]
+    assert flaky["status"] == "success"
+    assert [(a["status"], a["exit_code"]) for a in flaky["attempts"]] == [
+        ("failure", 137),
+        ("success", 0),
+    ]
+    lines = output(out, "flaky")
+    retried = next(i for i, line in enumerate(lines) if line.startswith("--- attempt 1: "))
+    assert lines[retried].endswith(" (exit code 137); retrying")
+    assert lines.index("killed") < retried < lines.index("passed")
+    broken = steps(doc)["broken"]
+    assert (broken["status"], broken.get("attempts")) == ("failure", None)  # not retried

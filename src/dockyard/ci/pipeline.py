@@ -23,6 +23,7 @@
         reports: {junit: report.xml}
         artifacts: ["dist/**"]
         timeout: 10m
+        retry: {count: 2, when: [{exit_code: 137}, timeout]}   # default when: any failure
         failure: ignore
         when: {status: [success, failure], branch: main, event: push}
         network: none                             # default: the run's, with outbound NAT
@@ -341,6 +342,30 @@ CacheField = Annotated[
 ]
 
 
+class ExitCode(_Model):
+    exit_code: int = Field(ge=1, le=255)
+
+
+class Retry(_Model):
+    """Run a failed step again, up to ``count`` more times, if it failed as ``when``
+    says: ``failure`` (any), ``timeout``, or ``{exit_code: N}``; default: any."""
+
+    count: int = Field(ge=1, le=10)
+    when: Annotated[
+        tuple[Literal["failure", "timeout"] | ExitCode, ...], BeforeValidator(_list)
+    ] = ("failure", "timeout")
+
+    def matches(self, status: str, exit_code: int | None) -> bool:
+        """Whether an attempt that ended with ``status`` (and ``exit_code``) is retried."""
+        for condition in self.when:
+            if isinstance(condition, ExitCode):
+                if status == "failure" and exit_code == condition.exit_code:
+                    return True
+            elif condition == status:
+                return True
+        return False
+
+
 class Reports(_Model):
     junit: Annotated[tuple[RelativePath, ...], BeforeValidator(_list)] = ()  # glob patterns
 
@@ -370,7 +395,8 @@ class Step(_Model):
     cache: CacheField = ()  # paths, or a Cache
     reports: Reports = Reports()
     artifacts: tuple[RelativePath, ...] = ()  # glob patterns
-    timeout: Duration | None = None
+    timeout: Duration | None = None  # of each attempt
+    retry: Retry | None = None
     failure: Literal["fail", "ignore"] = "fail"
     when: When = When()
     network: Literal["default", "none"] = "default"  # none: loopback only, no services

@@ -33,6 +33,7 @@ class StepResult:
     ignored: bool = False  # failed with ``failure: ignore``: the pipeline goes on
     tests: TestCounts | None = None
     artifacts: list[str] = field(default_factory=list)
+    attempts: list[StepResult] = field(default_factory=list)  # if retried: each, in order
 
     @property
     def failed(self) -> bool:
@@ -49,6 +50,16 @@ class StepResult:
             "ignored": self.ignored,
             "artifacts": self.artifacts,
         }
+        if self.attempts:
+            doc["attempts"] = [
+                {
+                    "status": a.status,
+                    "exit_code": a.exit_code,
+                    "duration": round(a.duration, 3),
+                    "reason": a.reason,
+                }
+                for a in self.attempts
+            ]
         if self.tests is not None:
             doc["tests"] = {
                 "passed": self.tests.passed,

@@ -68,8 +68,40 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
     the step (an unexpected one is named by its type in the reason).
 
     ``env`` holds the variables every step gets; ``cache_key`` keys its cache dirs.
+    A step with ``retry`` runs again while it fails as its ``retry.when`` says, up to
+    ``retry.count`` more times; every attempt is in its log and its result.
     """
     log = OutputLog(step.name, ctx.run.step_log(step.name), ctx.masked, ctx.events)
+    started = time.monotonic()
+    earlier: list[StepResult] = []
+    result, deadline = _attempt(ctx, step, env, cache_key, log)
+    while step.retry is not None and len(earlier) < step.retry.count:
+        if ctx.cancel.cancelled or not step.retry.matches(result.status, result.exit_code):
+            break
+        log.note(f"attempt {len(earlier) + 1}: {_summary(result)}; retrying")
+        earlier.append(result)
+        result, deadline = _attempt(ctx, step, env, cache_key, log)
+    try:
+        if result.status != CANCELLED:
+            _collect(ctx, step, result, log, deadline)
+    except (Cancelled, StepTimeout) as e:
+        timeout = isinstance(e, StepTimeout)
+        result.status = TIMEOUT if timeout else CANCELLED
+        result.reason = f"timed out after {step.timeout:g}s" if timeout else "cancelled"
+        log.note(f"collecting reports and artifacts stopped: {result.reason}")
+    finally:
+        result.attempts = [*earlier, result] if earlier else []
+        result.duration = time.monotonic() - started
+        result.ignored = result.status in FAILED and step.failure == "ignore"
+        log.note(_summary(result))
+        log.close()
+    return result
+
+
+def _attempt(
+    ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str, log: OutputLog
+) -> tuple[StepResult, float | None]:
+    """Run ``step`` once: how it went, and the deadline it had (by its timeout)."""
     result = StepResult(step.name, FAILURE)
     started = time.monotonic()
     deadline = started + step.timeout if step.timeout else None
@@ -96,20 +128,8 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
             )
             result.reason = detail.splitlines()[0] if detail else type(e).__name__
             log.note(f"error: {detail}")
-    try:
-        if result.status != CANCELLED:
-            _collect(ctx, step, result, log, deadline)
-    except (Cancelled, StepTimeout) as e:
-        timeout = isinstance(e, StepTimeout)
-        result.status = TIMEOUT if timeout else CANCELLED
-        result.reason = f"timed out after {step.timeout:g}s" if timeout else "cancelled"
-        log.note(f"collecting reports and artifacts stopped: {result.reason}")
-    finally:
-        result.duration = time.monotonic() - started
-        result.ignored = result.status in FAILED and step.failure == "ignore"
-        log.note(_summary(result))
-        log.close()
-    return result
+    result.duration = time.monotonic() - started
+    return result, deadline
 
 
 def _commands(
