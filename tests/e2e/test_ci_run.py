@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dockyard.ci.output import saved_lines
 from dockyard.ci.runs import RunDir
 from dockyard.mountinfo import mount_points_under
 from dockyard.runtime import create_netns
@@ -410,8 +411,8 @@ def test_services_stop_with_their_stop_signal_and_are_killed_after_their_timeout
     ]
     # Not waited for: it would have taken 10s.
     assert output(out, "deaf")[-1] == "--- killed: its first process has no handler for SIGTERM"
-    saved = (store_root / "ci" / "runs" / doc["id"] / "services" / "polite.log").read_text()
-    assert saved.endswith("done\n--- stopped by SIGTERM: exited with code 0\n")
+    saved = (store_root / "ci" / "runs" / doc["id"] / "services" / "polite.log").read_bytes()
+    assert list(saved_lines(saved))[-2:] == ["done", "--- stopped by SIGTERM: exited with code 0"]
 
 
 def test_reports_artifacts_and_saved_runs(dockyard, project, store_root):
@@ -462,7 +463,7 @@ def test_prune_deletes_old_runs_unused_caches_and_what_killed_runs_left(
     killed = RunDir(store_root / "ci" / "runs" / "20000101-000000-dead")
     killed.path.mkdir()
     killed.write_record({"id": killed.id, "status": "running", "pid": 2**22 + 1})
-    create_netns(killed.netns)
+    create_netns(killed.path / "netns")
     assert listed_runs(dockyard) == [killed.id, first["id"], last["id"]]
 
     pruned = dockyard("ci", "prune", "--keep", "1").stdout.decode()

@@ -142,7 +142,7 @@ def run_context(store: Store, workspace: Path) -> RunContext:
         store=store,
         images=Images(store),
         run=run,
-        netns=run.netns,
+        netns=run.path / "netns",
         services=[],
         secrets={},
         events=Events(),

@@ -218,3 +218,29 @@ def test_collection_after_a_step_honours_cancel_and_the_step_timeout(tmp_path, m
     if stop == "timeout":  # the same without a timeout: everything is collected
         steps._collect(ctx, pipeline.steps[0], result, log, None)
         assert result.artifacts == ["out"] and result.tests.passed == 0
+
+
+# -- caches keyed by workspace files --------------------------------------------------
+
+
+def test_a_cache_key_file_linked_out_of_the_workspace_is_never_read(tmp_path):
+    """A step replaces requirements.txt with a symlink to a host file (or a FIFO): the
+    key is that of a missing file, whatever the host file holds, and nothing blocks."""
+    from dockyard.ci.caches import files_key
+
+    workspace, host = tmp_path / "workspace", tmp_path / "host"
+    workspace.mkdir()
+    host.mkdir()
+    victim = host / "secret.txt"
+    victim.write_text("one")
+    missing = files_key(workspace, ["requirements.txt"])
+    (workspace / "requirements.txt").symlink_to(victim)
+    assert files_key(workspace, ["requirements.txt"]) == missing
+    no_sub = files_key(workspace, ["sub/secret.txt"])
+    (workspace / "sub").symlink_to(host)
+    assert files_key(workspace, ["sub/secret.txt"]) == no_sub
+    victim.write_text("two")
+    assert files_key(workspace, ["requirements.txt"]) == missing
+    (workspace / "requirements.txt").unlink()
+    os.mkfifo(workspace / "requirements.txt")
+    assert files_key(workspace, ["requirements.txt"]) == missing

@@ -11,6 +11,7 @@ server answers a connection with its name and closes it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -280,6 +281,48 @@ def test_run_network_host_in_a_pipeline_build_needs_the_run_to_allow_it(
     allowed = ci_run(dockyard, project, "--allow-host-network")
     assert allowed.returncode == 0, allowed.stderr.decode()
     assert answers(allowed.stdout.decode()) == HOST
+
+
+def test_pipeline_steps_reach_services_and_the_outside_but_not_the_host(
+    dockyard, tmp_path, world, image
+):
+    """Steps share the run's NAT'd namespace with its services; ``network: none`` is a
+    step's own loopback, reaching neither the outside nor the services."""
+    project = tmp_path / "project"
+    (project / "www").mkdir(parents=True)
+    (project / "www" / "index.html").write_text("SERVICE\n")
+    script = json.dumps(probe(world))  # a YAML string
+    (project / ".dockyard.yml").write_text(
+        textwrap.dedent(
+            f"""
+            services:
+              web:
+                image: {image}
+                command: [busybox, httpd, -f, -p, "8080", -h, /workspace/www]
+                ready: {{tcp: 8080, timeout: 30s}}
+            steps:
+              - name: online
+                image: {image}
+                commands: [{script}, "echo web=$(wget -qO- http://web:8080/)"]
+              - name: offline
+                image: {image}
+                network: none
+                commands:
+                  - {script}
+                  - "echo web=$(wget -T 3 -qO- http://web:8080/ 2>/dev/null)"
+                  - "echo links=$(ls /sys/class/net | tr '\\n' ,)"
+            """
+        )
+    )
+    result = ci_run(dockyard, project, "-j", "1")
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    online = "\n".join(line for line in lines if line.startswith("online "))
+    offline = "\n".join(line for line in lines if line.startswith("offline "))
+    assert answers(online) == ISOLATED
+    assert "web=SERVICE" in online
+    assert answers(offline) == {"loopback": "", "host_address": "", "outside": ""}
+    assert re.search(r"web=$", offline, re.M) and "links=lo," in offline
 
 
 # -- what a killed dockyard leaves -------------------------------------------------

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from dockyard.ci.masking import MASK, SecretMasker, patterns
-from dockyard.ci.output import MAX_LINE, OutputLog
+from dockyard.ci.output import MAX_LINE, OutputLog, saved_lines
 from dockyard.ci.results import Events
 
 
@@ -132,8 +132,28 @@ def test_output_log_masks_splits_and_saves(tmp_path, events):
         ("step", "exit 0 (********)", True),
         ("step", "two", False),
     ]
-    assert path.read_bytes() == (b"one\nerr line\nsecret: ********\n--- exit 0 (********)\ntwo\n")
-    assert b"abcdef" not in path.read_bytes()
+    saved = path.read_bytes()
+    assert list(saved_lines(saved)) == [
+        "one",
+        "err line",
+        "secret: ********",
+        "--- exit 0 (********)",
+        "two",
+    ]
+    stamped = list(saved_lines(saved, timestamps=True))
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z ", line) for line in stamped)
+    assert b"abcdef" not in saved
+
+
+def test_output_log_writes_each_line_as_it_comes(tmp_path, events):
+    """Not when the step ends: a reader of the file sees each whole line at once."""
+    path = tmp_path / "s.log"
+    log = OutputLog("s", path, [], events)
+    log("stdout", b"first\nsecond-")
+    assert list(saved_lines(path.read_bytes())) == ["first"]
+    log.note("a note")
+    assert list(saved_lines(path.read_bytes())) == ["first", "--- a note"]
+    log.close()
 
 
 def test_output_log_keeps_streams_apart(tmp_path, events):

@@ -378,3 +378,27 @@ def test_build_network():
     assert build_network("network: none") == "none"
     with pytest.raises(PipelineError, match="network"):
         build_network("network: bridge")
+
+
+def test_workdir_is_an_absolute_path_of_command_steps():
+    assert parse("steps: [{name: a, image: busybox, workdir: /}]").step("a").workdir == "/"
+    assert problems("steps: [{name: a, image: busybox, workdir: app}]") == [
+        ".dockyard.yml:1: steps[0].workdir: 'app': expected an absolute path"
+    ]
+    assert problems("steps: [{name: a, build: {}, workdir: /app}]") == [
+        ".dockyard.yml:1: steps[0]: a build step cannot have workdir"
+    ]
+
+
+def test_retry_conditions():
+    step = parse(
+        "steps: [{name: a, image: busybox, retry: {count: 2, when: [{exit_code: 137}, timeout]}}]"
+    ).step("a")
+    assert step.retry is not None
+    assert step.retry.matches("failure", 137) and step.retry.matches("timeout", None)
+    assert not step.retry.matches("failure", 1) and not step.retry.matches("cancelled", None)
+    default = parse("steps: [{name: a, image: busybox, retry: {count: 1}}]").step("a").retry
+    assert default is not None and default.matches("failure", 1)
+    assert problems("steps: [{name: a, image: busybox, retry: {count: 0}}]") == [
+        ".dockyard.yml:1: steps[0].retry.count: Input should be greater than or equal to 1"
+    ]

@@ -6,9 +6,12 @@ can see, content checksums of what it copies and of its mount sources, every fla
 mount option, SOURCE_DATE_EPOCH. A record names the layer the step produced and when it
 was made; the layer itself is an ordinary blob of the store.
 
-Records live in ``<store>/build/cache/<key>``. ``--cache-from`` adds the records of a
-cache image in a registry (their blobs are fetched only when needed); ``--cache-to``
-writes one (see :mod:`dockyard.build.cache_export`).
+Records live in ``<store>/build/cache/<key>``. A record, once written, is never replaced
+by one naming another layer (:meth:`BuildCache.put`): a ``--no-cache`` build of the
+same step adds nothing then, so other images' cached builds keep their digests.
+``--cache-from`` adds the records of a cache image in a registry (their blobs are
+fetched only when needed); ``--cache-to`` writes one (see
+:mod:`dockyard.build.cache_export`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dockyard.errors import DockyardError
 from dockyard.layout import atomic
 from dockyard.oci.descriptor import Descriptor
 from dockyard.store import Store
@@ -86,8 +90,24 @@ class BuildCache:
         return record, origin
 
     def put(self, record: CacheRecord) -> None:
+        """Record a step's result, unless a sound record for its key exists already:
+        that one stays (a damaged one is replaced). ``os.link`` never replaces, so of
+        two builds writing one key at once the first wins."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(self.directory / record.key, json.dumps(record.to_dict()).encode())
+        target = self.directory / record.key
+        with atomic.temp_file(self.directory, record.key) as (f, temp):
+            f.write(json.dumps(record.to_dict()).encode())
+            f.flush()
+            os.fchmod(f.fileno(), atomic.FILE_MODE)
+            os.fsync(f.fileno())
+            try:
+                os.link(temp, target)
+            except FileExistsError:
+                if _read(target) is None:
+                    os.replace(temp, target)
+            finally:
+                temp.unlink(missing_ok=True)
+            atomic.fsync_dir(self.directory)
         with self._lock:
             self._used[record.key] = record
 
@@ -124,6 +144,14 @@ def _is_time(text: str) -> bool:
     except ValueError:
         return False
     return len(text) <= 64
+
+
+def _read(path: Path) -> CacheRecord | None:
+    """The record at ``path``, or None if it is missing or damaged."""
+    try:
+        return CacheRecord.from_dict(path.name, json.loads(path.read_bytes()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, DockyardError):
+        return None
 
 
 def _records(directory: Path) -> list[Path]:

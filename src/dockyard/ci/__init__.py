@@ -9,10 +9,12 @@
     print(result.status, [(s.name, s.status, s.tests) for s in result.steps])
 
 Steps share one workspace (a copy of the pipeline's directory, at ``/workspace``),
-services share the steps' network namespace, image builds run in-process, caches
-persist in the store, secrets are masked in all output.
+services share the steps' network namespace (outbound NAT, never the host's), image
+builds run in-process and their images are the run's own, caches persist in the
+store, secrets are masked in all output, logs are written as they come.
 
-- :mod:`.pipeline`: the file's schema and validation (:mod:`.yamlmarks` for lines);
+- :mod:`.pipeline`: the file's schema and validation (:mod:`.yamlmarks` for lines,
+  :mod:`.variables` for ``${NAME}``);
 - :mod:`.graph`: step order, hooks, what a failure skips;
 - :mod:`.runner`: a whole run; :mod:`.steps` and :mod:`.services` its parts;
 - :mod:`.masking`, :mod:`.output`: secret masking and per-step logs;

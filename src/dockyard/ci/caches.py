@@ -7,6 +7,13 @@ never share a cache by accident and one pipeline's steps share theirs. Steps of 
 run that name the same path see one directory at once, as with BuildKit's default
 ``sharing=shared`` cache mounts. Nothing is written into a cache but by the steps.
 
+A cache keyed by files (``cache: {key: {files: [requirements.txt]}, paths: [...]}``)
+has one directory per content of those files, read from the workspace when the step
+starts (:func:`files_key`): the cache a changed ``requirements.txt`` needs starts
+empty, and the old one is kept for the old content. The files are opened beneath the
+workspace (a symlink out of it counts as missing, a FIFO is not read), as steps may
+have put anything there.
+
 Each use sets the directory's mtime, so that ``dockyard ci prune`` can tell the caches
 nobody has used for a while (see :mod:`.prune`).
 
@@ -22,24 +29,48 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+from dockyard.ci.pipeline import open_regular
 from dockyard.errors import DockyardError
 
 CACHE_DIR = Path("ci") / "cache"
 
 
-def cache_name(pipeline_key: str, path: str) -> str:
-    """The directory name of the cache ``path`` of the pipeline ``pipeline_key``."""
-    return hashlib.sha256(f"{pipeline_key}\0{path}".encode()).hexdigest()[:32]
+def cache_name(pipeline_key: str, path: str, files_key: str = "") -> str:
+    """The directory name of the cache ``path`` of the pipeline ``pipeline_key`` (for
+    the content ``files_key`` of its key files, if it has any)."""
+    text = f"{pipeline_key}\0{path}" + (f"\0{files_key}" if files_key else "")
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def cache_dir(store_root: Path, pipeline_key: str, path: str) -> Path:
-    """The store directory for the cache ``path`` of the pipeline ``pipeline_key``,
-    created if missing, and marked as used now."""
+def files_key(workspace: Path, files: Sequence[str]) -> str:
+    """A digest of the content of ``files`` (paths in ``workspace``); "" for none."""
+    if not files:
+        return ""
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(name.encode() + b"\0")
+        try:
+            fd = open_regular(workspace / name, workspace)
+        except OSError:
+            digest.update(b"missing\0")  # as another content would be
+            continue
+        content = hashlib.sha256()
+        with os.fdopen(fd, "rb") as f:
+            while chunk := f.read(1 << 20):
+                content.update(chunk)
+        digest.update(content.digest())
+    return digest.hexdigest()
+
+
+def cache_dir(store_root: Path, pipeline_key: str, path: str, files: str = "") -> Path:
+    """The store directory for the cache ``path`` of the pipeline ``pipeline_key`` (and
+    the key files' content ``files``), created if missing, and marked as used now."""
     parent = store_root / CACHE_DIR
     parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    directory = parent / cache_name(pipeline_key, path)
+    directory = parent / cache_name(pipeline_key, path, files)
     with contextlib.suppress(FileExistsError):
         directory.mkdir(mode=0o755)
     try:

@@ -2,9 +2,12 @@
 
 All of a run's containers, services and steps alike, join one network namespace (the
 pod model): they reach each other on 127.0.0.1, and each service's name resolves to
-127.0.0.1 through ``/etc/hosts``. All see the run's workspace at ``/workspace``.
-The RUN steps of a build step are apart: a private network with outbound NAT of their
-own (:mod:`dockyard.runtime.nat`), the host's only if the operator allows it.
+127.0.0.1 through ``/etc/hosts``. That namespace has outbound NAT
+(:mod:`dockyard.runtime.nat`: ``pip install`` works, the host's loopback and addresses
+are refused, no ``CAP_NET_RAW``); a step with ``network: none`` gets a namespace of
+its own with only a loopback instead. All see the run's workspace at ``/workspace``.
+The RUN steps of a build step are apart: a private NAT'd network of their own, the
+host's only if the operator allows it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from dockyard.ci.results import Events
 from dockyard.ci.runs import RunDir
 from dockyard.ci.workspace import MOUNT_POINT
 from dockyard.runtime import ContainerConfig, Mount
+from dockyard.runtime.config import NONE
+from dockyard.runtime.nat import DROPPED_CAPABILITIES
 from dockyard.store import Store
+from dockyard.store.holds import Hold
 
 if TYPE_CHECKING:
     from dockyard.registry.client import Credentials, CredentialScope
@@ -34,7 +40,7 @@ class RunContext:
     store: Store
     images: Images
     run: RunDir
-    netns: Path
+    netns: Path  # the run's network namespace, as a path containers join
     services: Sequence[str]  # their names, for /etc/hosts
     secrets: dict[str, str]  # every secret given to the run: all are masked
     events: Events
@@ -45,14 +51,22 @@ class RunContext:
     registry_auth: str | None = None
     allow_host_credentials: bool = False
     allow_host_network: bool = False  # for build steps: the operator's choice
+    dns: Sequence[str] = ()  # the name servers the run's network reaches
+    hold: Hold | None = None  # the run's names held from a prune (its id, its caches)
 
-    def base_config(self, hostname: str, mounts: Sequence[Mount] = ()) -> ContainerConfig:
-        """A container of this run: its network, its hosts, the workspace mounted."""
+    def base_config(
+        self, hostname: str, mounts: Sequence[Mount] = (), *, network: str = "default"
+    ) -> ContainerConfig:
+        """A container of this run: its network (the run's, or ``none``: loopback only),
+        its hosts, the workspace mounted."""
+        shared = network != "none"
         return ContainerConfig(
             args=(),
             hostname=hostname,
-            network=str(self.netns),
-            hosts={name: "127.0.0.1" for name in self.services},
+            network=str(self.netns) if shared else NONE,
+            dns=tuple(self.dns) if shared else (),
+            drop_capabilities=DROPPED_CAPABILITIES,
+            hosts={name: "127.0.0.1" for name in self.services} if shared else {},
             mounts=[Mount.bind(str(self.run.workspace), MOUNT_POINT), *mounts],
         )
 

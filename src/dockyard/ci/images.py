@@ -1,8 +1,15 @@
 """The images a run's containers start from: in the store, pulled on first use.
 
-An image built by an earlier step is in the store under its tag, so it is found like
-any other. Within a run, one image is pulled once even when parallel steps want it at
-the same moment.
+An image a build step of the run made is the run's own: the store names it
+``localhost/dockyard-ci/<run id>:<step>`` (:func:`run_name`), never by the tags the
+pipeline gives it, and the run looks those tags up among its own builds first
+(:meth:`Images.built`). So two runs at once, each building ``app:ci``, each test their
+own, and nothing another run builds or tags replaces an image under a run. The run's
+names go when it ends (:meth:`Images.forget_built`; ``ci prune`` for a killed run);
+the tags reach the store or a registry only when the pipeline asks (``keep``, ``push``).
+
+Within a run, one image is pulled once even when parallel steps want it at the same
+moment.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import NotFound
+from dockyard.oci.descriptor import Descriptor
 from dockyard.reference import Reference
 from dockyard.runtime import Snapshots, overlay_rootfs
 from dockyard.store import Store
@@ -22,6 +30,22 @@ from dockyard.transfer.pull import ensure_image
 
 if TYPE_CHECKING:
     from dockyard.registry.client import CredentialScope
+
+RUN_REGISTRY = "localhost"
+RUN_REPOSITORY = "dockyard-ci"  # then /<run id>
+
+
+def run_name(run_id: str, step: str) -> Reference:
+    """The store's name for the image the build step ``step`` of run ``run_id`` made."""
+    return Reference(RUN_REGISTRY, f"{RUN_REPOSITORY}/{run_id}", tag=step)
+
+
+def run_of(ref: Reference) -> str | None:
+    """The run id in a :func:`run_name`, or None for any other name."""
+    prefix = f"{RUN_REPOSITORY}/"
+    if ref.registry == RUN_REGISTRY and ref.repository.startswith(prefix):
+        return ref.repository[len(prefix) :]
+    return None
 
 
 @dataclass(frozen=True)
@@ -45,14 +69,39 @@ class Images:
         self.snapshots = Snapshots(store)
         self._lock = threading.Lock()
         self._pulling: dict[Reference, threading.Lock] = {}
+        self._built: dict[Reference, Reference] = {}  # a tag -> the run's name for it
+        self._names: list[Reference] = []  # every run name given, to forget at the end
+
+    def built(self, name: Reference, tags: list[Reference]) -> Descriptor:
+        """Record that the run's image ``name`` (a :func:`run_name`) answers to ``tags``
+        in this run; return its descriptor."""
+        descriptor = self.store.resolve(name)
+        with self._lock:
+            self._names.append(name)
+            self._built.update((tag, name) for tag in tags)
+        return descriptor
+
+    def stored_name(self, ref: Reference) -> Reference:
+        """Where the store keeps ``ref`` for this run: its own build's name first."""
+        with self._lock:
+            return self._built.get(ref, ref)
+
+    def forget_built(self) -> None:
+        """Remove the store's names of the run's images (their blobs go at a prune)."""
+        with self._lock:
+            names, self._names = self._names, []
+        for name in names:
+            with contextlib.suppress(NotFound):
+                self.store.untag(name)
 
     def get(self, ref: Reference, note: Callable[[str], None]) -> Image:
-        """The image ``ref``, pulled into the store if missing (``note`` hears of it),
-        with its snapshots made."""
+        """The image ``ref`` (one the run built first), pulled into the store if
+        missing (``note`` hears of it), with its snapshots made."""
+        stored = self.stored_name(ref)
         with self._lock:
-            lock = self._pulling.setdefault(ref, threading.Lock())
+            lock = self._pulling.setdefault(stored, threading.Lock())
         with lock, self.credentials.active():
-            descriptor = ensure_image(self.store, ref, note=note)
+            descriptor = ensure_image(self.store, stored, note=note)
         manifest = self.store.image_manifest(descriptor)
         if manifest is None:
             raise NotFound(f"image {ref} has no image for this platform in the store")

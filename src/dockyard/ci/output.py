@@ -5,12 +5,18 @@ Container output arrives as chunks of stdout and stderr. Each stream has its own
 across streams) and its own partial line, so that lines of the two never mix. Whole
 lines go to the log file and to :meth:`.Events.line`. A line that never ends is cut
 every ``MAX_LINE`` bytes.
+
+Each line is written to the file as it comes, with one ``write`` (so a reader
+following the file, ``dockyard ci logs -f``, sees whole lines), after the time it
+arrived: ``2026-12-07T13:17:43.123456Z <line>`` (UTC). :func:`saved_lines` reads a log
+back, with or without those times.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dockyard.ci.masking import SecretMasker
@@ -33,7 +39,7 @@ class OutputLog:
         self._partial: dict[str, bytes] = {}
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "ab")  # noqa: SIM115 - closed by close()
+        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
 
     def __call__(self, stream: str, data: bytes) -> None:
         """A chunk of a container's ``stream``."""
@@ -60,7 +66,6 @@ class OutputLog:
                 if rest:
                     self._emit(rest)
             self._maskers.clear()
-            self._file.flush()
 
     def close(self) -> None:
         self.flush()
@@ -84,5 +89,14 @@ class OutputLog:
         self._partial[stream] = rest
 
     def _emit(self, line: bytes, *, note: bool = False) -> None:
-        self._file.write((NOTE_PREFIX if note else b"") + line + b"\n")
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ ").encode()
+        self._file.write(stamp + (NOTE_PREFIX if note else b"") + line + b"\n")
         self._events.line(self.source, line.decode("utf-8", "replace"), note=note)
+
+
+def saved_lines(data: bytes, *, timestamps: bool = False) -> Iterator[str]:
+    """The lines of a saved log's ``data`` (whole lines only), each without the time
+    it was written unless ``timestamps``."""
+    for raw in data.split(b"\n")[:-1]:  # after the last newline: still being written
+        line = raw.decode("utf-8", "replace")
+        yield line if timestamps else line.partition(" ")[2]

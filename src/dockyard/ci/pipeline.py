@@ -3,6 +3,7 @@
 ::
 
     env: {GLOBAL: "1"}
+    variables: {TAG: "ci-${CI_RUN_NUMBER}"}      # ${NAME} in any string (see .variables)
     registry_auth: REGISTRY_AUTH                  # a secret: the run's registry logins
     services:
       web:
@@ -14,25 +15,35 @@
       - name: test
         image: REF
         commands: [make test]                     # sh -e, in /workspace
+        workdir: /app                             # where they start (default: /workspace)
         depends_on: [compile]
         secrets: [API_TOKEN]
-        cache: [/root/.cache/pip]
+        cache: [/root/.cache/pip]                 # or, keyed by the files' contents:
+        # cache: {key: {files: [requirements.txt]}, paths: [/root/.cache/pip]}
         reports: {junit: report.xml}
         artifacts: ["dist/**"]
         timeout: 10m
+        retry: {count: 2, when: [{exit_code: 137}, timeout]}   # default when: any failure
         failure: ignore
         when: {status: [success, failure], branch: main, event: push}
+        network: none                             # default: the run's, with outbound NAT
       - name: image
         build: {context: ., dockerfile: Dockerfile, tags: [REF], push: true,
+                keep: true,                       # tag it in the store too (default: no)
                 registry_auth: PUSH_AUTH}         # the build's logins (default: the run's)
+
+The ``tags`` of a build step name its image within the run only (later steps and
+services of the run find it by them, before any other image so named); ``push`` sends
+it to a registry under them, ``keep`` names it by them in the store for after the run.
 
 ``registry_auth`` names a secret holding a docker config (``{"auths": {HOST: {"auth":
 BASE64(user:password)}}}``): the only registry credentials the run's pulls, builds and
 pushes use. Without one they are anonymous; the host's own logins are used only when the
 operator allows it (``RunOptions.allow_host_credentials``).
 
-Unknown fields are errors, as are unknown or cyclic ``depends_on`` names and repeated
-step names. Every error names the file, the line and the field::
+Unknown fields are errors, as are unknown or cyclic ``depends_on`` names, repeated
+step names and unknown ``${VARIABLES}`` (:mod:`.variables`). Every error names the
+file, the line and the field::
 
     .dockyard.yml:14: steps[2].timeout: invalid duration '10x'
 """
@@ -44,8 +55,8 @@ import math
 import os
 import re
 import stat
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -56,7 +67,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -65,6 +78,7 @@ from pydantic import (
 from dockyard import reference
 from dockyard.ci import yamlmarks
 from dockyard.ci.graph import Node, StepGraph, find_cycle
+from dockyard.ci.variables import BUILT_IMAGE, BUILTIN, STAND_INS, interpolate
 from dockyard.errors import BuildError, InvalidReference
 from dockyard.reference import Reference
 from dockyard.runtime import syscalls
@@ -186,6 +200,14 @@ def _absolute(value: str) -> str:
     return str(path)
 
 
+def _directory(value: str) -> str:
+    """An absolute path in a container, ``/`` included."""
+    path = PurePosixPath(value)
+    if not path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{value!r}: expected an absolute path")
+    return str(path)
+
+
 Text = Annotated[str, BeforeValidator(_text)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 ImageRef = Annotated[Reference, BeforeValidator(_image)]
@@ -193,6 +215,7 @@ StepName = Annotated[str, AfterValidator(_step_name)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 RelativePath = Annotated[str, AfterValidator(_relative)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute)]
+Directory = Annotated[str, AfterValidator(_directory)]
 Env = dict[EnvName, Text]
 
 
@@ -275,6 +298,7 @@ class Build(_Model):
     dockerfile: RelativePath | None = None  # default: CONTEXT/Dockerfile
     tags: Annotated[tuple[ImageRef, ...], BeforeValidator(_list)] = ()
     push: bool = False
+    keep: bool = False  # also tag it in the store (else the tags are the run's own)
     build_args: dict[str, Text] = {}
     cache_from: Annotated[tuple[str, ...], BeforeValidator(_list)] = ()
     cache_to: str | None = None
@@ -288,11 +312,74 @@ class Build(_Model):
         return self
 
 
+class CacheKey(_Model):
+    """What a cache's content depends on: files of the workspace (when a step starts)."""
+
+    files: Annotated[tuple[RelativePath, ...], BeforeValidator(_list)]
+
+    @field_validator("files")
+    @classmethod
+    def _some_files(cls, files: tuple[str, ...]) -> tuple[str, ...]:
+        if not files:
+            raise ValueError("name at least one file")
+        return files
+
+
+class Cache(_Model):
+    """Cache dirs kept between runs; with a ``key``, one set per content of its files."""
+
+    key: CacheKey | None = None
+    paths: Annotated[tuple[AbsolutePath, ...], BeforeValidator(_list)]
+
+
+def _cache_form(value: object) -> str:
+    return "[keyed]" if isinstance(value, dict) else "[paths]"
+
+
+CacheField = Annotated[
+    Annotated[tuple[AbsolutePath, ...], Tag("[paths]")] | Annotated[Cache, Tag("[keyed]")],
+    Discriminator(_cache_form),
+]
+
+
+class ExitCode(_Model):
+    exit_code: int = Field(ge=1, le=255)
+
+
+class Retry(_Model):
+    """Run a failed step again, up to ``count`` more times, if it failed as ``when``
+    says: ``failure`` (any), ``timeout``, or ``{exit_code: N}``; default: any."""
+
+    count: int = Field(ge=1, le=10)
+    when: Annotated[
+        tuple[Literal["failure", "timeout"] | ExitCode, ...], BeforeValidator(_list)
+    ] = ("failure", "timeout")
+
+    def matches(self, status: str, exit_code: int | None) -> bool:
+        """Whether an attempt that ended with ``status`` (and ``exit_code``) is retried."""
+        for condition in self.when:
+            if isinstance(condition, ExitCode):
+                if status == "failure" and exit_code == condition.exit_code:
+                    return True
+            elif condition == status:
+                return True
+        return False
+
+
 class Reports(_Model):
     junit: Annotated[tuple[RelativePath, ...], BeforeValidator(_list)] = ()  # glob patterns
 
 
-_COMMAND_FIELDS = ("image", "commands", "environment", "cache", "reports", "artifacts")
+_COMMAND_FIELDS = (
+    "image",
+    "commands",
+    "workdir",
+    "environment",
+    "cache",
+    "reports",
+    "artifacts",
+    "network",
+)
 
 
 class Step(_Model):
@@ -301,16 +388,29 @@ class Step(_Model):
     name: StepName
     image: ImageRef | None = None
     commands: tuple[Text, ...] = ()  # empty: the image's own command
+    workdir: Directory | None = None  # default: the workspace
     environment: Env = {}
     secrets: tuple[EnvName, ...] = ()
     depends_on: tuple[str, ...] = ()
-    cache: tuple[AbsolutePath, ...] = ()
+    cache: CacheField = ()  # paths, or a Cache
     reports: Reports = Reports()
     artifacts: tuple[RelativePath, ...] = ()  # glob patterns
-    timeout: Duration | None = None
+    timeout: Duration | None = None  # of each attempt
+    retry: Retry | None = None
     failure: Literal["fail", "ignore"] = "fail"
     when: When = When()
+    network: Literal["default", "none"] = "default"  # none: loopback only, no services
     build: Build | None = None
+
+    @property
+    def cache_paths(self) -> tuple[str, ...]:
+        return self.cache.paths if isinstance(self.cache, Cache) else self.cache
+
+    @property
+    def cache_files(self) -> tuple[str, ...]:
+        """The files its caches are keyed by (none: one cache per path)."""
+        key = self.cache.key if isinstance(self.cache, Cache) else None
+        return key.files if key else ()
 
     @model_validator(mode="after")
     def _kind(self) -> Step:
@@ -328,9 +428,18 @@ class PipelineSpec(_Model):
 
     name: str | None = None  # keys the caches; default: the file's path
     env: Env = {}
+    variables: Env = {}  # ${NAME} in strings, and in every step's environment
     registry_auth: EnvName | None = None  # a secret: the run's registry credentials
     services: dict[ServiceName, Service] = {}
     steps: tuple[Step, ...]
+
+    @field_validator("variables")
+    @classmethod
+    def _not_builtin(cls, variables: dict[str, str]) -> dict[str, str]:
+        taken = sorted(set(variables) & {*BUILTIN, BUILT_IMAGE})
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: a built-in variable")
+        return variables
 
     @field_validator("steps")
     @classmethod
@@ -342,10 +451,18 @@ class PipelineSpec(_Model):
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A validated pipeline file."""
+    """A validated pipeline file; variables replaced with stand-ins until
+    :meth:`with_values` gives their values."""
 
     file: Path
     spec: PipelineSpec
+    document: yamlmarks.MarkedDocument | None = field(default=None, compare=False, repr=False)
+
+    def with_values(self, values: Mapping[str, str]) -> Pipeline:
+        """This pipeline with the built-in variables' ``values`` (a run's); raise
+        :class:`PipelineError` if the file is then invalid (a tag with ``/`` in it)."""
+        assert self.document is not None
+        return _validate(self.document, self.file, values)
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -385,7 +502,7 @@ def load_pipeline(
     """
     path = Path(file)
     try:
-        fd = _open_regular(path, within)
+        fd = open_regular(path, within)
         with os.fdopen(fd, "rb") as f:
             data = f.read(MAX_FILE_SIZE + 1)
     except OSError as e:
@@ -402,7 +519,7 @@ def load_pipeline(
     return parse_pipeline(text, path)
 
 
-def _open_regular(path: Path, within: str | os.PathLike[str] | None) -> int:
+def open_regular(path: Path, within: str | os.PathLike[str] | None) -> int:
     """An fd of the regular file ``path``, opened beneath ``within`` if given."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     if within is None:
@@ -427,15 +544,32 @@ def parse_pipeline(text: str, file: Path) -> Pipeline:
         document = yamlmarks.load(text)
     except yamlmarks.YamlError as e:
         raise PipelineError(str(file), [Problem("", e.message, e.line)]) from None
+    return _validate(document, file, STAND_INS)
+
+
+def _validate(
+    document: yamlmarks.MarkedDocument, file: Path, values: Mapping[str, str]
+) -> Pipeline:
+    """The pipeline of ``document``, its variables replaced with ``values``."""
     if not isinstance(document.data, dict):
         raise PipelineError(str(file), [Problem("", "expected a mapping with steps", 1)])
+    unknown: list[Problem] = []
+    data = interpolate(
+        document.data,
+        values,
+        lambda loc, message: unknown.append(
+            Problem(field_name(loc), message, document.line_of(loc))
+        ),
+    )
+    if unknown:
+        raise PipelineError(str(file), unknown)
     try:
-        spec = PipelineSpec.model_validate(document.data)
+        spec = PipelineSpec.model_validate(data)
     except ValidationError as e:
         problems = [_problem(error, document) for error in e.errors(include_url=False)]
         problems.sort(key=lambda problem: problem.line or 0)  # in the order of the file
         raise PipelineError(str(file), problems) from None
-    pipeline = Pipeline(file, spec)
+    pipeline = Pipeline(file, spec, document)
     problems = _cross_check(pipeline, document)
     if problems:
         raise PipelineError(str(file), problems)
@@ -449,7 +583,8 @@ def _problem(error: Any, document: yamlmarks.MarkedDocument) -> Problem:
         message = "unknown field"
     elif error["type"] == "missing":
         message = "required field missing"
-    loc = tuple(part for part in loc if part != "[key]")
+    # "[key]" of a dict's key, "[keyed]" and the like of a choice between forms
+    loc = tuple(part for part in loc if not (isinstance(part, str) and part.startswith("[")))
     return Problem(field_name(loc), message, document.line_of(loc))
 
 

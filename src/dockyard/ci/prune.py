@@ -5,8 +5,12 @@ artifacts and record; with ``caches_unused_for=SECONDS`` it also deletes the cac
 dirs no step has used for that long (a use sets a cache dir's mtime). A run in
 progress and the caches it uses are never taken: its process holds them
 (:mod:`dockyard.store.holds`) and the hold ends with the process, however it ends, so
-a killed run's directory does go, after its leftover mounts (its network namespace)
-are detached.
+a killed run's directory does go, after its leftover mounts are detached.
+
+What a killed run leaves elsewhere goes too, whether or not its record is kept: its
+containers (:func:`~dockyard.runtime.container.reap_orphans`) and the store's names of
+the images it built (:mod:`.images`). Its network namespace and slirp4netns ended with
+its process (:mod:`dockyard.runtime.nat`).
 
 As for snapshots, the holds are read and what goes is moved to the trash under the
 store's GC lock; the trash is emptied after it is released.
@@ -14,14 +18,18 @@ store's GC lock; the trash is emptied after it is released.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.ci.caches import CACHE_DIR
+from dockyard.ci.images import run_of
 from dockyard.ci.runs import HOLDS_DIR, RUNS_DIR, run_ids
+from dockyard.errors import NotFound
 from dockyard.runtime import mounts
+from dockyard.runtime.container import reap_orphans
 from dockyard.store import Store, trash
 from dockyard.store.holds import held_names
 
@@ -35,6 +43,7 @@ class PruneResult:
     runs: list[str] = field(default_factory=list)  # run ids
     caches: list[str] = field(default_factory=list)  # cache dir names
     freed: int = 0  # bytes
+    leftovers: int = 0  # containers and image names of killed runs
 
 
 def prune(
@@ -45,6 +54,7 @@ def prune(
     result = PruneResult()
     if not store.layout.exists():
         return result
+    result.leftovers = len(reap_orphans(store.root))
     doomed: list[Path] = []
     with store.gc_lock():
         for directory in (RUNS_DIR, CACHE_DIR):  # what a killed prune left
@@ -52,6 +62,7 @@ def prune(
                 Path(e.path) for e in _entries(store.root / directory) if trash.is_trash(e.name)
             ]
         held = held_names(store.root / HOLDS_DIR)
+        result.leftovers += _forget_built_images(store, held)
         ids = run_ids(store.root)
         for run_id in ids[: max(0, len(ids) - keep)]:
             if run_id not in held and (gone := _discard_run(store.root / RUNS_DIR / run_id)):
@@ -69,6 +80,19 @@ def prune(
     for path in doomed:
         result.freed += trash.remove_tree(path)
     return result
+
+
+def _forget_built_images(store: Store, held: set[str]) -> int:
+    """Remove the store's names of images built by runs no process holds (ended
+    runs remove their own): their blobs go at the next store prune."""
+    removed = 0
+    for image in store.images():
+        run_id = run_of(image.ref)
+        if run_id is not None and run_id not in held:
+            with contextlib.suppress(NotFound):
+                store.untag(image.ref)
+                removed += 1
+    return removed
 
 
 def _discard_run(path: Path) -> Path | None:

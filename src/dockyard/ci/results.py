@@ -17,6 +17,7 @@ FAILURE = "failure"  # exited non-zero, or could not be run
 TIMEOUT = "timeout"  # killed at its timeout
 SKIPPED = "skipped"  # not run: its ``when`` did not match
 CANCELLED = "cancelled"  # interrupted (Ctrl-C) before or while it ran
+RUNNING = "running"  # started, not ended: what the record says meanwhile
 FAILED = (FAILURE, TIMEOUT)
 
 
@@ -32,6 +33,7 @@ class StepResult:
     ignored: bool = False  # failed with ``failure: ignore``: the pipeline goes on
     tests: TestCounts | None = None
     artifacts: list[str] = field(default_factory=list)
+    attempts: list[StepResult] = field(default_factory=list)  # if retried: each, in order
 
     @property
     def failed(self) -> bool:
@@ -48,6 +50,16 @@ class StepResult:
             "ignored": self.ignored,
             "artifacts": self.artifacts,
         }
+        if self.attempts:
+            doc["attempts"] = [
+                {
+                    "status": a.status,
+                    "exit_code": a.exit_code,
+                    "duration": round(a.duration, 3),
+                    "reason": a.reason,
+                }
+                for a in self.attempts
+            ]
         if self.tests is not None:
             doc["tests"] = {
                 "passed": self.tests.passed,
@@ -68,6 +80,7 @@ class RunResult:
     started: str  # ISO 8601, UTC
     branch: str | None
     event: str
+    commit: str | None = None
     duration: float = 0.0
     error: str = ""
     steps: list[StepResult] = field(default_factory=list)
@@ -77,6 +90,11 @@ class RunResult:
     def succeeded(self) -> bool:
         return self.status == SUCCESS
 
+    @property
+    def failing_step(self) -> str | None:
+        """The first step whose failure counts, if any."""
+        return next((step.name for step in self.steps if step.failed), None)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -85,9 +103,11 @@ class RunResult:
             "started": self.started,
             "duration": round(self.duration, 3),
             "branch": self.branch,
+            "commit": self.commit,
             "event": self.event,
             "error": self.error,
             "pid": self.pid,
+            "failing_step": self.failing_step,
             "steps": [step.to_json() for step in self.steps],
         }
 

@@ -4,14 +4,18 @@ A run, in order:
 
 1. a run directory in the store (:mod:`.runs`) and the workspace, a copy of the
    pipeline's directory (:mod:`.workspace`);
-2. the run's network namespace, and the services in it, ready (:mod:`.services`);
+2. the run's network namespace, with outbound NAT (:mod:`dockyard.runtime.nat`), and
+   the services in it, ready (:mod:`.services`);
 3. the steps, as their dependencies allow (:mod:`.graph`), at most ``parallel`` at a
    time, each in a worker thread (:mod:`.steps`). Before a step starts, its ``when``
    is checked: branch and event against the run's, and its status list against
    whether anything it waits for failed. Failed steps thus skip their dependants, and
-   ``when: status: [failure]`` steps run after a failure;
+   ``when: status: [failure]`` steps run after a failure. If a service failed, every
+   step counts as failed before: only those that run on failure run, the others are
+   cancelled;
 4. whatever happened (Ctrl-C included): every container killed, every mount and the
-   namespace removed, the workspace deleted, and ``run.json`` written. Until then the
+   namespace removed, the workspace deleted, the run's names of the images it built
+   removed (:mod:`.images`), and ``run.json`` written. Until then the
    run and its caches are held from ``dockyard ci prune`` (see :mod:`.runs`).
 
 Ctrl-C reaches the main thread, which cancels the run (see :mod:`.cancel`), waits for
@@ -23,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,23 +38,25 @@ from dockyard.ci.caches import cache_name
 from dockyard.ci.context import RunContext, credential_scope
 from dockyard.ci.graph import Schedule
 from dockyard.ci.images import Images
-from dockyard.ci.pipeline import Pipeline
+from dockyard.ci.pipeline import Pipeline, PipelineError
 from dockyard.ci.results import (
     CANCELLED,
     FAILURE,
+    RUNNING,
     SKIPPED,
     SUCCESS,
     Events,
     RunResult,
     StepResult,
 )
-from dockyard.ci.runs import HOLDS_DIR, RUNNING, RunDir
+from dockyard.ci.runs import HOLDS_DIR, RunDir, next_run_number
 from dockyard.ci.services import ServiceError, Services
 from dockyard.ci.steps import run_step
 from dockyard.ci.workspace import MOUNT_POINT, create_workspace
 from dockyard.errors import AuthError, DockyardError
-from dockyard.runtime import interrupts, netns
+from dockyard.runtime import interrupts
 from dockyard.runtime.mounts import remove_tree
+from dockyard.runtime.nat import NAMESERVER, NatNetwork
 from dockyard.store import Store
 from dockyard.store.holds import Hold
 
@@ -73,6 +79,7 @@ class RunOptions:
     secrets: dict[str, str] = field(default_factory=dict)  # name -> value
     env: dict[str, str] = field(default_factory=dict)  # over the pipeline's ``env``
     branch: str | None = None
+    commit: str | None = None  # the commit the source is a checkout of, if known
     event: str = DEFAULT_EVENT
     only: Sequence[str] = ()  # run these steps and what they depend on; default: all
     parallel: int = max(4, os.cpu_count() or 1)  # steps at a time
@@ -89,7 +96,8 @@ def run_pipeline(
 
     Raise :class:`RunError` before anything starts if ``only`` names an unknown step,
     a selected step needs a secret that was not given, or a ``registry_auth`` secret is
-    not a docker config.
+    not a docker config; :class:`PipelineError` if the run's values of the built-in
+    variables make the file invalid (see :mod:`.variables`).
     """
     options = options or RunOptions()
     events = events or Events()
@@ -97,12 +105,29 @@ def run_pipeline(
     registry_credentials = _registry_credentials(pipeline, options, selected)
     store = Store(options.store_root)
     hold = Hold(store.root / HOLDS_DIR)
+    run = RunDir.create_held(store, hold)
+    values = {
+        "CI_RUN_ID": run.id,
+        "CI_RUN_NUMBER": str(next_run_number(store.root, pipeline.cache_key)),
+        "CI_COMMIT_SHA": options.commit or "",
+        "CI_COMMIT_BRANCH": options.branch or "",
+        "CI_EVENT": options.event,
+        "CI_PIPELINE_DIR": MOUNT_POINT,
+    }
+    try:
+        pipeline = pipeline.with_values(values)
+    except PipelineError:
+        hold.release()
+        remove_tree(run.path)
+        raise
     caches = {
         cache_name(pipeline.cache_key, path)
         for name in selected
-        for path in pipeline.step(name).cache
+        for path in pipeline.step(name).cache_paths
+        if not pipeline.step(name).cache_files  # keyed ones: held when the step starts
     }
-    run = RunDir.create_held(store, hold, sorted(caches))
+    with store.lease():  # see RunDir.create_held
+        hold.add(sorted(caches))
     result = RunResult(
         id=run.id,
         pipeline=str(pipeline.file.absolute()),
@@ -110,6 +135,7 @@ def run_pipeline(
         started=datetime.now(UTC).isoformat(timespec="seconds"),
         branch=options.branch,
         event=options.event,
+        commit=options.commit,
         pid=os.getpid(),
     )
     run.write_record(result.to_json())
@@ -120,7 +146,7 @@ def run_pipeline(
         store=store,
         images=Images(store, pulls),
         run=run,
-        netns=run.netns,
+        netns=Path("/nonexistent"),  # set when the network exists
         services=list(pipeline.services),
         secrets=dict(options.secrets),
         events=events,
@@ -128,6 +154,7 @@ def run_pipeline(
         registry_auth=pipeline.spec.registry_auth,
         allow_host_credentials=options.allow_host_credentials,
         allow_host_network=options.allow_host_network,
+        hold=hold,
     )
     env = {
         "CI": "true",
@@ -136,10 +163,18 @@ def run_pipeline(
         "CI_EVENT": options.event,
         "CI_WORKSPACE": MOUNT_POINT,
         **({"CI_BRANCH": options.branch} if options.branch else {}),
+        **values,
+        **pipeline.spec.variables,
         **pipeline.spec.env,
         **options.env,
     }
     scheduler = _Scheduler(pipeline, ctx, env, options, selected)
+
+    def save_progress() -> None:  # the record lists steps as they start and end
+        result.steps = [scheduler.results[name] for name in selected if name in scheduler.results]
+        run.write_record(result.to_json())
+
+    scheduler.on_change = save_progress
     started = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:
@@ -149,18 +184,22 @@ def run_pipeline(
             )
             try:
                 with interrupts.deferred():  # no Ctrl-C between creation and registration
-                    stack.enter_context(netns(run.netns))
+                    network = stack.enter_context(NatNetwork())
+                ctx.netns, ctx.dns = Path(network.path), (NAMESERVER,)
+                stack.callback(ctx.images.forget_built)
                 services = stack.enter_context(Services(ctx, env, pipeline.services))
-                services.start()
+                try:
+                    services.start()
+                except ServiceError as e:  # the failure steps still run
+                    result.error = str(e)
+                    scheduler.failed_before = "services failed"
                 scheduler.run()
             except BaseException:
                 with interrupts.deferred():
                     ctx.cancel.cancel()
                 raise
-        result.status = FAILURE if any(s.failed for s in scheduler.results.values()) else SUCCESS
-    except ServiceError as e:
-        result.status, result.error = FAILURE, str(e)
-        scheduler.not_run("services failed")
+        failed = result.error or any(s.failed for s in scheduler.results.values())
+        result.status = FAILURE if failed else SUCCESS
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
         result.status = CANCELLED if interrupted else FAILURE
@@ -246,6 +285,8 @@ class _Scheduler:
         self.schedule = Schedule(pipeline.graph, selected)
         self.selected = selected
         self.results: dict[str, StepResult] = {}
+        self.failed_before = ""  # why the run failed before any step (services)
+        self.on_change: Callable[[], None] = lambda: None  # a step started or ended
 
     def run(self) -> None:
         """Run the selected steps; their results end up in :attr:`results`."""
@@ -258,11 +299,17 @@ class _Scheduler:
                     reason = step.when.skip_reason(
                         branch=self.options.branch,
                         event=self.options.event,
-                        upstream_failed=self.schedule.upstream_failed(name),
+                        upstream_failed=bool(self.failed_before)
+                        or self.schedule.upstream_failed(name),
                     )
+                    if self.failed_before and "failure" not in step.when.status:
+                        self._finish(StepResult(name, CANCELLED, reason=self.failed_before))
+                        continue
                     if reason:
                         self._finish(StepResult(name, SKIPPED, reason=reason))
                         continue
+                    self.results[name] = StepResult(name, RUNNING)
+                    self.on_change()
                     self.ctx.events.step_started(name)
                     env = {**self.env, "CI_STEP_NAME": name}
                     future = pool.submit(run_step, self.ctx, step, env, self.pipeline.cache_key)
@@ -280,6 +327,8 @@ class _Scheduler:
                 for future, name in running.items():
                     if future.done() and not future.cancelled() and not future.exception():
                         self.results[name] = future.result()
+                    elif self.results[name].status == RUNNING:
+                        del self.results[name]  # not_run says how it ended
             raise
         pool.shutdown()
 
@@ -291,4 +340,5 @@ class _Scheduler:
     def _finish(self, result: StepResult) -> None:
         self.results[result.name] = result
         self.schedule.finish(result.name, failed=result.failed)
+        self.on_change()
         self.ctx.events.step_finished(result)

@@ -8,14 +8,16 @@
         services/<name>.log   each service's output
         artifacts/<step>/     what the step's ``artifacts`` matched
         workspace/            during the run only
-        netns                 during the run only: the run's network namespace
     <store root>/ci/cache/<name>/  cache dirs (see :mod:`.caches`)
     <store root>/ci/holds/         what runs in progress keep from a prune
+    <store root>/ci/numbers/<key>  each pipeline's last run number (``CI_RUN_NUMBER``)
 
 A run id is its start time, ``YYYYmmdd-HHMMSS-uuuuuu`` (UTC, microseconds), so ids sort
 by start time, also for runs started within one second.
-``run.json`` is replaced atomically; while a run goes on it says ``running`` and holds
-the pid of the process running it, so a run whose process died is told apart.
+``run.json`` is replaced atomically, each time a step starts or ends (a started step
+is listed as ``running``); while a run goes on it says ``running`` and holds the pid of
+the process running it, so a run whose process died is told apart. Logs are written
+line by line as they come (see :mod:`.output`).
 
 While it runs, its process holds the run's id and the names of its caches
 (:mod:`dockyard.store.holds`), so that ``dockyard ci prune`` (:mod:`.prune`) deletes
@@ -24,6 +26,7 @@ neither under it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -34,11 +37,13 @@ from typing import Any
 
 from dockyard.errors import NotFound
 from dockyard.layout import atomic
+from dockyard.layout.locking import FileLock
 from dockyard.store import Store
 from dockyard.store.holds import Hold
 
 RUNS_DIR = Path("ci") / "runs"
 HOLDS_DIR = Path("ci") / "holds"
+NUMBERS_DIR = Path("ci") / "numbers"
 RECORD = "run.json"
 RUNNING = "running"
 ABANDONED = "abandoned"  # said of a running record whose process is gone
@@ -94,10 +99,6 @@ class RunDir:
     def workspace(self) -> Path:
         return self.path / "workspace"
 
-    @property
-    def netns(self) -> Path:
-        return self.path / "netns"
-
     def step_log(self, step: str) -> Path:
         return self.path / f"{step}.log"
 
@@ -120,6 +121,22 @@ class RunDir:
         if record.get("status") == RUNNING and not _alive(record.get("pid")):
             record["status"] = ABANDONED
         return record
+
+
+def next_run_number(store_root: Path, pipeline_key: str) -> int:
+    """The number of the pipeline ``pipeline_key``'s next run: 1, 2, ... counted per
+    pipeline (as GitLab's ``CI_PIPELINE_IID``), under a lock, so that runs started at
+    once get different numbers; a prune does not reset it."""
+    directory = store_root / NUMBERS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / hashlib.sha256(pipeline_key.encode()).hexdigest()[:32]
+    with FileLock(path.with_suffix(".lock")):
+        try:
+            number = int(path.read_text()) + 1
+        except (FileNotFoundError, ValueError):
+            number = 1
+        atomic.write_bytes(path, f"{number}\n".encode())
+    return number
 
 
 def run_ids(store_root: Path) -> list[str]:

@@ -8,8 +8,9 @@ in every container's ``/etc/hosts``. Readiness is checked for all services at on
 - ``command: [...]``: the command exits 0 in a container of the service's image, in
   the namespace, tried again until the timeout.
 
-A service that exits before it is ready, or is not ready in time, fails the run. A
-service that exits later is only noted.
+A service that exits before it is ready, or is not ready in time, fails the run (its
+``when: status: [failure]`` steps still run, see :mod:`.runner`); one not ready in time
+is killed there and then, not asked to stop. A service that exits later is only noted.
 
 :meth:`Services.close` stops the services as ``docker stop`` does, all at once: the
 image's ``StopSignal`` (default SIGTERM) to each service's first process, then, for
@@ -56,6 +57,7 @@ class _Running:
     stop_signal: int
     exited: threading.Event = field(default_factory=threading.Event)
     ended: str = ""  # how it ended: "with code N", or runc's error
+    killed: bool = False  # at once, as it failed its readiness check
 
 
 class Services:
@@ -157,7 +159,7 @@ class Services:
         asked = {
             service.name: service.container.send_signal(service.stop_signal)
             for service in self._running
-            if not service.exited.is_set()
+            if not service.exited.is_set() and not service.killed
         }
         for service in self._running:
             if service.name not in asked:
@@ -223,6 +225,9 @@ class Services:
             failures.append(f"service {service.name} exited {service.ended} before it was ready")
         else:
             failures.append(f"service {service.name} not ready after {ready.timeout:g}s")
+            service.killed = True
+            service.container.kill()
+            service.log.note("killed: not ready in time")
 
     def _command_check(self, service: _Running, ready: Ready, deadline: float) -> bool:
         """Run the ready command in the service's image until it exits 0."""

@@ -1,10 +1,11 @@
 """Running one step: commands in a container, or an image build, and what it leaves.
 
-A command step runs ``sh -e -c SCRIPT`` in a fresh rootfs of its image, in
-``/workspace``, where the script echoes each command (``+ make``) before running it
-and stops at the first that fails. A step without commands runs its image's own
-command. Its cache dirs are bind-mounted; its environment is the image's, then the
-``CI_*`` variables, the pipeline's, the step's, and its secrets last.
+A command step runs ``sh -e -c SCRIPT`` in a fresh rootfs of its image, in its
+``workdir`` (default ``/workspace``), where the script echoes each command
+(``+ make``) before running it and stops at the first that fails. A step without
+commands runs its image's own command. Its cache dirs are bind-mounted; its
+environment is the image's, then the ``CI_*`` and the file's variables, the
+pipeline's ``env``, the step's, and its secrets last.
 
 A build step builds a Dockerfile of the workspace in-process into the store, where
 later steps find the image by its tag; secrets go to the build's secret mounts
@@ -35,12 +36,13 @@ import time
 from collections.abc import Iterator, Mapping
 
 from dockyard.build.confined import ConfinedDir, ConfinedFile
-from dockyard.ci.caches import cache_dir
+from dockyard.ci.caches import cache_dir, cache_name, files_key
 from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
+from dockyard.ci.images import run_name
 from dockyard.ci.junit import read_reports
 from dockyard.ci.output import OutputLog
-from dockyard.ci.pipeline import Build, Step
+from dockyard.ci.pipeline import Step
 from dockyard.ci.results import CANCELLED, FAILED, FAILURE, SUCCESS, TIMEOUT, StepResult
 from dockyard.ci.workspace import MOUNT_POINT, collect_artifacts
 from dockyard.errors import DockyardError
@@ -66,14 +68,46 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
     the step (an unexpected one is named by its type in the reason).
 
     ``env`` holds the variables every step gets; ``cache_key`` keys its cache dirs.
+    A step with ``retry`` runs again while it fails as its ``retry.when`` says, up to
+    ``retry.count`` more times; every attempt is in its log and its result.
     """
     log = OutputLog(step.name, ctx.run.step_log(step.name), ctx.masked, ctx.events)
+    started = time.monotonic()
+    earlier: list[StepResult] = []
+    result, deadline = _attempt(ctx, step, env, cache_key, log)
+    while step.retry is not None and len(earlier) < step.retry.count:
+        if ctx.cancel.cancelled or not step.retry.matches(result.status, result.exit_code):
+            break
+        log.note(f"attempt {len(earlier) + 1}: {_summary(result)}; retrying")
+        earlier.append(result)
+        result, deadline = _attempt(ctx, step, env, cache_key, log)
+    try:
+        if result.status != CANCELLED:
+            _collect(ctx, step, result, log, deadline)
+    except (Cancelled, StepTimeout) as e:
+        timeout = isinstance(e, StepTimeout)
+        result.status = TIMEOUT if timeout else CANCELLED
+        result.reason = f"timed out after {step.timeout:g}s" if timeout else "cancelled"
+        log.note(f"collecting reports and artifacts stopped: {result.reason}")
+    finally:
+        result.attempts = [*earlier, result] if earlier else []
+        result.duration = time.monotonic() - started
+        result.ignored = result.status in FAILED and step.failure == "ignore"
+        log.note(_summary(result))
+        log.close()
+    return result
+
+
+def _attempt(
+    ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str, log: OutputLog
+) -> tuple[StepResult, float | None]:
+    """Run ``step`` once: how it went, and the deadline it had (by its timeout)."""
     result = StepResult(step.name, FAILURE)
     started = time.monotonic()
     deadline = started + step.timeout if step.timeout else None
     try:
         if step.build is not None:
-            _build(ctx, step.build, {n: ctx.secrets[n] for n in step.secrets}, log, deadline)
+            _build(ctx, step, {n: ctx.secrets[n] for n in step.secrets}, log, deadline)
             result.exit_code = 0
         else:
             step_env = {**env, **step.environment, **{n: ctx.secrets[n] for n in step.secrets}}
@@ -94,20 +128,8 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
             )
             result.reason = detail.splitlines()[0] if detail else type(e).__name__
             log.note(f"error: {detail}")
-    try:
-        if result.status != CANCELLED:
-            _collect(ctx, step, result, log, deadline)
-    except (Cancelled, StepTimeout) as e:
-        timeout = isinstance(e, StepTimeout)
-        result.status = TIMEOUT if timeout else CANCELLED
-        result.reason = f"timed out after {step.timeout:g}s" if timeout else "cancelled"
-        log.note(f"collecting reports and artifacts stopped: {result.reason}")
-    finally:
-        result.duration = time.monotonic() - started
-        result.ignored = result.status in FAILED and step.failure == "ignore"
-        log.note(_summary(result))
-        log.close()
-    return result
+    result.duration = time.monotonic() - started
+    return result, deadline
 
 
 def _commands(
@@ -115,16 +137,21 @@ def _commands(
 ) -> int:
     assert step.image is not None
     image = ctx.images.get(step.image, log.note)
+    files = files_key(ctx.run.workspace, step.cache_files)
+    if files and ctx.hold is not None:  # named only now: held before its first use
+        with ctx.store.lease():
+            ctx.hold.add([cache_name(cache_key, path, files) for path in step.cache_paths])
     caches = [
-        Mount.bind(str(cache_dir(ctx.store.root, cache_key, path)), path) for path in step.cache
+        Mount.bind(str(cache_dir(ctx.store.root, cache_key, path, files)), path)
+        for path in step.cache_paths
     ]
     config = container_config(
         image.config,
         args=("-e", "-c", script(step.commands)) if step.commands else (),
         entrypoint="/bin/sh" if step.commands else None,
         env=env,
-        workdir=MOUNT_POINT,
-        base=ctx.base_config(step.name, caches),
+        workdir=step.workdir or MOUNT_POINT,
+        base=ctx.base_config(step.name, caches, network=step.network),
     )
     with ctx.images.rootfs(image) as rootfs:
         return ctx.cancel.run(
@@ -134,15 +161,20 @@ def _commands(
 
 def _build(
     ctx: RunContext,
-    build: Build,
+    step: Step,
     secrets: Mapping[str, str],
     log: OutputLog,
     deadline: float | None,
 ) -> None:
+    """Build the image of ``step`` under the run's own name for it (see :mod:`.images`);
+    name it by its tags in the store (``keep``) or a registry (``push``) if asked."""
     from dockyard.build.builder import BuildOptions
     from dockyard.build.builder import build as build_image
     from dockyard.build.cache_export import check_location
 
+    build = step.build
+    assert build is not None
+    name = run_name(ctx.run.id, step.name)
     for spec in (*build.cache_from, *([build.cache_to] if build.cache_to else [])):
         check_location(spec, registry_only=True)  # type=local would be a host path
 
@@ -161,7 +193,7 @@ def _build(
             options = BuildOptions(
                 context=stack.enter_context(workspace.subdir(build.context)),
                 dockerfile=_dockerfile(workspace, build.dockerfile, stack),
-                tags=list(build.tags),
+                tags=[name],
                 build_args=dict(build.build_args),
                 secrets={name: value.encode() for name, value in secrets.items()},
                 cache_from=list(build.cache_from),
@@ -171,7 +203,12 @@ def _build(
             )
             with ctx.cancel.group() as runs, _killed_at(runs, deadline):
                 built = build_image(ctx.store, options, log=line)
-        log.note(f"built {built.digest}" + "".join(f", tagged {t}" for t in build.tags))
+        descriptor = ctx.images.built(name, list(build.tags))
+        log.note(f"built {built.digest}" + "".join(f", tagged {t} in this run" for t in build.tags))
+        if build.keep:
+            for tag in build.tags:
+                ctx.store.tag(tag, descriptor)
+                log.note(f"tagged {tag} in the store")
         if build.push:
             from dockyard.registry.client import RegistryDestination, client_for
             from dockyard.transfer.copy import copy_image
@@ -179,7 +216,8 @@ def _build(
             for tag in build.tags:
                 ctx.cancel.check()
                 log.note(f"pushing {tag}")
-                copy_image(ctx.store.source(tag), RegistryDestination(client_for(tag), tag))
+                destination = RegistryDestination(client_for(tag), tag)
+                copy_image(ctx.store.source(name), destination)
 
 
 @contextlib.contextmanager

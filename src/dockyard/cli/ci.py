@@ -3,6 +3,7 @@
 ``run`` prints each step's output as it comes, prefixed by the step's name (coloured on
 a terminal), then a summary table; it exits 0 only if the pipeline succeeded, 130 on
 Ctrl-C (or SIGTERM), after cleaning up. ``--json`` is written however the run ended.
+``logs -f`` follows a step (or a whole run) while it runs, from another terminal.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,9 +25,10 @@ from dockyard.ci.results import Events
 from dockyard.cli.common import open_store
 
 if TYPE_CHECKING:
-    from dockyard.ci import RunResult, StepResult
+    from dockyard.ci import RunDir, RunResult, StepResult
 
 INTERRUPTED = 130
+FOLLOW_INTERVAL = 0.2  # seconds between looks at a followed log
 _COLOURS = ("cyan", "magenta", "blue", "yellow", "green", "bright_cyan", "bright_magenta")
 _STATUS_COLOURS = {"success": "green", "failure": "red", "timeout": "red", "skipped": "yellow"}
 
@@ -60,6 +63,7 @@ def ci() -> None:
 )
 @click.option("--env", "env", multiple=True, metavar="K=V", help="A variable for every step.")
 @click.option("--branch", help="The branch for when.branch [default: the git branch of DIR].")
+@click.option("--commit", help="The commit DIR is a checkout of [default: git's HEAD of DIR].")
 @click.option("--event", default="manual", show_default=True, help="The event for when.event.")
 @click.option("--only", multiple=True, metavar="STEP", help="Run STEP and its dependencies.")
 @click.option(
@@ -94,6 +98,7 @@ def run(
     secrets_files: tuple[Path, ...],
     env: tuple[str, ...],
     branch: str | None,
+    commit: str | None,
     event: str,
     only: tuple[str, ...],
     json_file: Path | None,
@@ -112,7 +117,8 @@ def run(
         source=directory,
         secrets=_secrets(secrets, from_env, secrets_files),
         env=_pairs(env, "--env"),
-        branch=branch if branch is not None else _git_branch(directory),
+        branch=branch if branch is not None else _git(directory, "--abbrev-ref", "HEAD"),
+        commit=commit if commit is not None else _git(directory, "HEAD"),
         event=event,
         only=only,
         allow_host_credentials=allow_host_credentials,
@@ -136,28 +142,24 @@ def run(
 
 
 @ci.command("logs")
+@click.option("-f", "--follow", is_flag=True, help="Go on printing lines as they come.")
+@click.option("-t", "--timestamps", is_flag=True, help="Show when each line was written (UTC).")
 @click.argument("run_id", metavar="RUN")
 @click.argument("name", metavar="[STEP]", required=False)
-def logs(run_id: str, name: str | None) -> None:
+def logs(run_id: str, name: str | None, follow: bool, timestamps: bool) -> None:
     """Print the saved logs of RUN (an id, a unique prefix, or 'last'): of STEP (or
-    service) only, else of every step, prefixed by its name."""
+    service) only, else of every step, prefixed by its name. With --follow, until the
+    step (or the run) ends."""
     from dockyard.ci import RunDir
-    from dockyard.errors import NotFound
 
     run = RunDir.find(open_store().root, run_id)
-    if name is not None:
-        for path in (run.step_log(name), run.service_log(name)):
-            if path.is_file():
-                sys.stdout.buffer.write(path.read_bytes())
-                return
-        raise NotFound(f"run {run.id} has no log of a step or service named {name!r}")
-    steps = [s["name"] for s in run.read_record().get("steps", [])]
-    width = max((len(s) for s in steps), default=0)
-    for step in steps:
-        path = run.step_log(step)
-        if path.is_file():
-            for line in path.read_text(errors="replace").splitlines():
-                click.echo(f"{step:<{width}} | {line}")
+    follower = _LogFollower(run, name, timestamps)
+    while True:
+        record = run.read_record()  # before reading: a log is complete once it ends
+        follower.print_new(record)
+        if not follow or follower.ended(record):
+            return
+        time.sleep(FOLLOW_INTERVAL)
 
 
 @ci.command("prune")
@@ -185,8 +187,9 @@ def prune(keep: int, caches_age: str | None) -> None:
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--caches-unused-for") from None
     result = prune_runs(open_store(), keep=keep, caches_unused_for=unused_for)
+    leftovers = f", {result.leftovers} leftovers of killed runs" if result.leftovers else ""
     click.echo(
-        f"removed {len(result.runs)} runs and {len(result.caches)} caches, "
+        f"removed {len(result.runs)} runs and {len(result.caches)} caches{leftovers}, "
         f"{result.freed / 1e6:.1f} MB freed"
     )
 
@@ -197,19 +200,81 @@ def runs() -> None:
     from dockyard.ci import RunDir, run_ids
 
     root = open_store().root
-    rows = [("RUN", "STATUS", "STARTED", "DURATION", "PIPELINE")]
+    rows = [("RUN", "STATUS", "BRANCH", "COMMIT", "EVENT", "STARTED", "DURATION", "FAILING")]
     for run_id in run_ids(root):
         record = RunDir.find(root, run_id).read_record()
         rows.append(
             (
                 run_id,
                 str(record.get("status", "?")),
+                str(record.get("branch") or "-"),
+                str(record.get("commit") or "-")[:12],
+                str(record.get("event") or "-"),
                 str(record.get("started", "-")),
                 _duration(record.get("duration")),
-                str(record.get("pipeline", "-")),
+                str(record.get("failing_step") or ("services" if record.get("error") else "-")),
             )
         )
     _table(rows)
+
+
+class _LogFollower:
+    """Prints what a run's logs gained since the last call: one step's or service's
+    (``name``), or every step's, prefixed by its name; whole lines only."""
+
+    def __init__(self, run: RunDir, name: str | None, timestamps: bool):
+        self.run = run
+        self.name = name
+        self.timestamps = timestamps
+        self.offsets: dict[Path, int] = {}
+
+    def print_new(self, record: dict[str, Any]) -> None:
+        from dockyard.ci.output import saved_lines
+        from dockyard.errors import NotFound
+
+        if self.name is not None:
+            path = self._path(self.name)
+            if path is None and record.get("status") != "running":  # it will never start
+                raise NotFound(
+                    f"run {self.run.id} has no log of a step or service named {self.name!r}"
+                )
+            sources = [("", path)] if path else []
+        else:
+            steps = [s["name"] for s in record.get("steps", [])]
+            width = max((len(s) for s in steps), default=0)
+            sources = [(f"{s:<{width}} | ", self.run.step_log(s)) for s in steps]
+        for prefix, path in sources:
+            data = self._new_data(path)
+            for line in saved_lines(data, timestamps=self.timestamps):
+                click.echo(prefix + line)
+
+    def ended(self, record: dict[str, Any]) -> bool:
+        """Whether nothing more will be written: the run ended, or the step did."""
+        if record.get("status") != "running":
+            return True
+        if self.name is None:
+            return False
+        status = {s["name"]: s["status"] for s in record.get("steps", [])}.get(self.name)
+        return status is not None and status != "running"
+
+    def _path(self, name: str) -> Path | None:
+        for path in (self.run.step_log(name), self.run.service_log(name)):
+            if path.is_file():
+                return path
+        return None
+
+    def _new_data(self, path: Path) -> bytes:
+        """The whole lines ``path`` gained since the last call."""
+        offset = self.offsets.get(path, 0)
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return b""
+        whole = data[: data.rfind(b"\n") + 1]
+        self.offsets[path] = offset + len(whole)
+        return whole
 
 
 # -- output ----------------------------------------------------------------------------
@@ -332,11 +397,12 @@ def _secrets(values: tuple[str, ...], from_env: bool, files: tuple[Path, ...]) -
     return secrets
 
 
-def _git_branch(directory: Path) -> str | None:
-    """The checked-out branch of the git work tree at ``directory``, if any."""
+def _git(directory: Path, *rev: str) -> str | None:
+    """``git rev-parse REV`` in the work tree at ``directory`` (the checked-out branch
+    for ``--abbrev-ref HEAD``, the commit for ``HEAD``), if it is one."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "--abbrev-ref", "HEAD"],
+            ["git", "-C", str(directory), "rev-parse", *rev],
             capture_output=True,
             text=True,
             timeout=10,

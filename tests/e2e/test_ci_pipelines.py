@@ -1,0 +1,331 @@
+"""Pipelines as teams write them (issue 19), end to end on busybox: run-scoped images,
+the steps' network, service failures and failure steps, live logs, run listings."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO
+
+from dockyard.ci.runs import RunDir, run_ids
+from tests.e2e.test_ci_run import (  # noqa: F401 - clean_host: autouse here too
+    ci_run,
+    clean_host,
+    output,
+    pytestmark,
+    steps,
+)
+
+APP = "localhost/ci-e2e/app:ci"
+
+
+def write_project(root: Path, busybox_ref: str, pipeline: str, **files: str) -> Path:
+    root.mkdir()
+    (root / ".dockyard.yml").write_text(textwrap.dedent(pipeline).replace("IMAGE", busybox_ref))
+    for name, text in files.items():
+        (root / name).write_text(text.replace("IMAGE", busybox_ref))
+    return root
+
+
+def test_two_runs_at_once_each_test_their_own_image(dockyard, tmp_path, busybox_ref, store_root):
+    """Run "main" builds app:ci, then waits (through a cache both runs share) until run
+    "feature" has built its own app:ci; each must still test its own."""
+    pipeline = """
+        name: shared-app
+        steps:
+          - name: image
+            build: {context: ., tags: [APP]}
+          - name: sync
+            depends_on: [image]
+            image: IMAGE
+            cache: [/sync]
+            commands: ["SYNC"]
+          - name: test
+            depends_on: [sync]
+            image: APP
+            commands: [cat /which]
+        """.replace("APP", APP)
+    wait = (
+        "i=0; while [ ! -e /sync/feature-built ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done"
+    )
+    projects = {
+        branch: write_project(
+            tmp_path / branch,
+            busybox_ref,
+            pipeline.replace("SYNC", wait if branch == "main" else "touch /sync/feature-built"),
+            Dockerfile=f"FROM IMAGE\nRUN echo built-on-{branch} > /which\n",
+        )
+        for branch in ("main", "feature")
+    }
+    with ThreadPoolExecutor(2) as pool:
+        runs = {b: pool.submit(ci_run, dockyard, p, "--branch", b) for b, p in projects.items()}
+    for branch, run in runs.items():
+        out, doc = run.result()
+        assert doc["status"] == "success"
+        assert f"built-on-{branch}" in output(out, "test"), out
+    # The runs' names are gone with them; the pipeline's tag never reached the store.
+    images = dockyard("images").stdout.decode()
+    assert "dockyard-ci/" not in images and "ci-e2e/app" not in images
+
+
+def test_keep_tags_the_built_image_in_the_store(dockyard, tmp_path, busybox_ref):
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        f"""
+        steps:
+          - name: image
+            build: {{context: ., tags: [{APP}], keep: true}}
+        """,
+        Dockerfile="FROM IMAGE\nRUN echo kept > /which\n",
+    )
+    out, _ = ci_run(dockyard, directory)
+    assert f"--- tagged {APP} in the store" in output(out, "image")
+    assert "ci-e2e/app" in dockyard("images").stdout.decode()
+    dockyard("rmi", APP)
+
+
+def test_a_failed_service_runs_the_failure_steps_and_is_killed_at_once(
+    dockyard, tmp_path, busybox_ref
+):
+    """The service ignores SIGTERM and has a minute to stop: killed as it fails its
+    check, the run ends well before that; the failure step runs, the others not."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        services:
+          db:
+            image: IMAGE
+            command: [sh, -c, "trap '' TERM; sleep 1742 & wait; sleep 1742"]
+            ready: {tcp: 5432, timeout: 1s}
+            stop_timeout: 60s
+        steps:
+          - {name: test, image: IMAGE, commands: [echo never]}
+          - name: report
+            image: IMAGE
+            when: {status: [failure]}
+            commands: [echo hook-ran]
+        """,
+    )
+    out, doc = ci_run(dockyard, directory, expect=1)
+    assert doc["error"] == "service db not ready after 1s"
+    result = steps(doc)
+    assert (result["test"]["status"], result["test"]["reason"]) == ("cancelled", "services failed")
+    assert result["report"]["status"] == "success"
+    assert "hook-ran" in output(out, "report")
+    assert "--- killed: not ready in time" in output(out, "db")
+    assert doc["duration"] < 30
+
+
+def cli(store_root: Path, *args: str) -> subprocess.Popen[str]:
+    """``dockyard ARGS`` started in the background, its stdout a pipe of text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dockyard.cli.main", *args],
+        env={**os.environ, "DOCKYARD_ROOT": str(store_root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def lines_of(process: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    """``process``'s stdout, line by line as it comes (None at its end)."""
+    assert process.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read(stream: IO[str]) -> None:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, args=(process.stdout,), daemon=True).start()
+    return lines
+
+
+def read_until(lines: queue.Queue[str | None], wanted: str, timeout: float = 60) -> list[str]:
+    """The lines up to the one equal to ``wanted``."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while not seen or seen[-1] != wanted:
+        line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        assert line is not None, f"ended before {wanted!r}; got {seen}"
+        seen.append(line)
+    return seen
+
+
+def rest_of(lines: queue.Queue[str | None], timeout: float = 60) -> list[str]:
+    """The lines until the end."""
+    seen: list[str] = []
+    while (line := lines.get(timeout=timeout)) is not None:
+        seen.append(line)
+    return seen
+
+
+def test_follow_a_running_steps_log_from_another_terminal(
+    dockyard, tmp_path, busybox_ref, store_root
+):
+    """While the step waits for a file the test makes, ``ci logs -f`` has printed its
+    first line and the record lists it as running; then it ends, and so does -f."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - name: slow
+            image: IMAGE
+            commands:
+              - echo first
+              - "while [ ! -e /workspace/go ]; do sleep 0.1; done"
+              - echo second
+              - exit 3
+        """,
+    )
+    args = ("--branch", "feature/x", "--commit", "0123456789abcdef", "--event", "push")
+    run = cli(store_root, "ci", "run", *args, str(directory))
+    go = None
+    try:
+        deadline = time.monotonic() + 60
+        while not run_ids(store_root):
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.05)
+        run_dir = RunDir.find(store_root, "last")
+        go = run_dir.workspace / "go"
+        follower = cli(store_root, "ci", "logs", "-f", run_dir.id, "slow")
+        followed = lines_of(follower)
+        assert "+ echo first" in read_until(followed, "first")
+        record = run_dir.read_record()
+        assert [(s["name"], s["status"]) for s in record["steps"]] == [("slow", "running")]
+        go.touch()
+        rest = rest_of(followed)
+        assert follower.wait(timeout=60) == 0
+        assert "second" in rest
+        assert rest[-1].startswith("--- failure in ")
+    finally:
+        if go is not None and run.poll() is None:
+            go.touch()  # whatever failed, the step ends
+        run.communicate(timeout=120)
+    assert run.returncode == 1
+    stamped = dockyard("ci", "logs", "--timestamps", "last", "slow").stdout.decode()
+    for line in stamped.splitlines():
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z ", line), line
+    header, row = dockyard("ci", "runs").stdout.decode().splitlines()[-2:]
+    assert header.split() == [
+        "RUN", "STATUS", "BRANCH", "COMMIT", "EVENT", "STARTED", "DURATION", "FAILING"
+    ]  # fmt: skip
+    cells = row.split()
+    assert cells[1:5] == ["failure", "feature/x", "0123456789ab", "push"]
+    assert cells[-1] == "slow"
+
+
+def test_variables_reach_strings_and_step_environments(dockyard, tmp_path, busybox_ref):
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        variables: {GREETING: "run-${CI_RUN_NUMBER}-on-${CI_COMMIT_BRANCH}"}
+        steps:
+          - name: show
+            image: IMAGE
+            commands:
+              - "echo ${GREETING} $$GREETING $CI_COMMIT_SHA ${CI_EVENT}"
+        """,
+    )
+    args = ("--branch", "dev", "--commit", "c0ffee", "--event", "tag")
+    first, _ = ci_run(dockyard, directory, *args)
+    second, _ = ci_run(dockyard, directory, *args)
+    assert "run-1-on-dev run-1-on-dev c0ffee tag" in output(first, "show")
+    assert "run-2-on-dev run-2-on-dev c0ffee tag" in output(second, "show")
+    (directory / ".dockyard.yml").write_text(
+        f"steps:\n  - name: a\n    image: {busybox_ref}\n    commands: ['echo ${{TYPO}}']\n"
+    )
+    refused = dockyard("ci", "run", str(directory), check=False)
+    assert refused.returncode != 0
+    assert b".dockyard.yml:4: steps[0].commands[0]: unknown variable ${TYPO}" in refused.stderr
+    assert len(run_ids(dockyard.root)) == 2  # no run started
+
+
+def test_a_step_starts_in_its_workdir(dockyard, tmp_path, busybox_ref):
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - {name: app, image: IMAGE, workdir: /etc, commands: [pwd]}
+          - {name: default, image: IMAGE, commands: [pwd]}
+        """,
+    )
+    out, _ = ci_run(dockyard, directory)
+    for step, directory in (("app", "/etc"), ("default", "/workspace")):
+        lines = output(out, step)
+        assert lines[lines.index("+ pwd") + 1] == directory
+
+
+def test_a_cache_keyed_by_a_file_hits_and_misses_as_it_changes(dockyard, tmp_path, busybox_ref):
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - name: deps
+            image: IMAGE
+            cache: {key: {files: [requirements.txt]}, paths: [/root/.cache/pip]}
+            commands:
+              - "echo found=$(cat /root/.cache/pip/for 2>/dev/null)"
+              - cat requirements.txt > /root/.cache/pip/for
+        """,
+        **{"requirements.txt": "flask==3.0\n"},
+    )
+
+    def found() -> str:
+        out, _ = ci_run(dockyard, directory)
+        return next(line for line in output(out, "deps") if line.startswith("found="))
+
+    assert found() == "found="  # a miss: the first run
+    assert found() == "found=flask==3.0"  # a hit
+    (directory / "requirements.txt").write_text("flask==3.1\n")
+    assert found() == "found="  # changed: a miss
+    (directory / "requirements.txt").write_text("flask==3.0\n")
+    assert found() == "found=flask==3.0"  # the old content's cache is still there
+
+
+def test_a_retried_step_keeps_every_attempt(dockyard, tmp_path, busybox_ref):
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - name: flaky
+            image: IMAGE
+            retry: {count: 2, when: [{exit_code: 137}]}
+            commands:
+              - "if [ ! -e once ]; then touch once; echo killed; exit 137; fi"
+              - echo passed
+          - name: broken
+            image: IMAGE
+            retry: {count: 2, when: [{exit_code: 137}, timeout]}
+            failure: ignore
+            commands: [exit 1]
+        """,
+    )
+    out, doc = ci_run(dockyard, directory)
+    flaky = steps(doc)["flaky"]
+    assert flaky["status"] == "success"
+    assert [(a["status"], a["exit_code"]) for a in flaky["attempts"]] == [
+        ("failure", 137),
+        ("success", 0),
+    ]
+    lines = output(out, "flaky")
+    retried = next(i for i, line in enumerate(lines) if line.startswith("--- attempt 1: "))
+    assert lines[retried].endswith(" (exit code 137); retrying")
+    assert lines.index("killed") < retried < lines.index("passed")
+    broken = steps(doc)["broken"]
+    assert (broken["status"], broken.get("attempts")) == ("failure", None)  # not retried
