@@ -358,7 +358,8 @@ def test_from_scratch_by_hand(dockyard, busybox_rootfs):
     dockyard("container", "umount", name)
     dockyard("container", "commit", "-c", 'ENTRYPOINT ["/busybox"]', name, "localhost/t/s:1")
     config = config_of(dockyard, "localhost/t/s:1")
-    assert config["config"] == {"Entrypoint": ["/busybox"]}
+    # scratch is BuildKit's empty image, whose config has WorkingDir "/"
+    assert config["config"] == {"Entrypoint": ["/busybox"], "WorkingDir": "/"}
     assert len(config["rootfs"]["diff_ids"]) == len(config["history"]) == 1
     assert dockyard("run", "--rm", "localhost/t/s:1", "cat", "/d/f").stdout == b"hi\n"
 
