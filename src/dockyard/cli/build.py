@@ -119,7 +119,7 @@ def parse_output(value: str | None) -> Output:
 @click.option("--push", is_flag=True, help="Push every -t name.")
 @click.option(
     "--capture",
-    type=click.Path(path_type=Path),
+    type=click.Path(),
     metavar="FILE|DIR/",
     help="Also save every image the build read (FROM, COPY --from, RUN --mount=from) and "
     "the built image, by name, to one oci-archive (or OCI layout: a directory or a path "
@@ -155,7 +155,7 @@ def build(
     cache_to: str | None,
     output: str | None,
     push: bool,
-    capture: Path | None,
+    capture: str | None,
     labels: tuple[str, ...],
     network: str,
     entitlements: tuple[str, ...],
@@ -225,7 +225,7 @@ def _push(store, tags) -> None:
         copy_image(store.source(ref), destination, all_platforms=True, conversion=plan("docker"))
 
 
-def _capture(store, result, options, output: Path, platform: str | None) -> None:
+def _capture(store, result, options, output: str, platform: str | None) -> None:
     """Save the images the build read and the built image (by each -t, else by digest)
     to ``output``, and list them on stderr."""
     from dockyard.reference import Reference

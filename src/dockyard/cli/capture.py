@@ -20,7 +20,7 @@ from dockyard.cli.common import open_store, parse_platform, parse_ref, platform_
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=click.Path(),
     required=True,
     metavar="FILE|DIR/",
     help="The oci-archive to write (an OCI layout: a directory, or a path ending in /).",
@@ -35,7 +35,7 @@ from dockyard.cli.common import open_store, parse_platform, parse_ref, platform_
 def capture(
     sources: tuple[str, ...],
     from_manifests: bool,
-    output: Path,
+    output: str,
     keep_going: bool,
     platform: str | None,
     tls_verify: bool | None,

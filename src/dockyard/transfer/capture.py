@@ -38,16 +38,16 @@ class SavedImage:
     digest: str
 
 
-def is_layout(output: Path) -> bool:
+def is_layout(output: str) -> bool:
     """Does ``output`` ask for a layout directory (an existing directory, or a path
     written with a trailing ``/``) rather than an archive file?"""
-    return output.is_dir() or str(output).endswith("/")
+    return output.endswith("/") or Path(output).is_dir()
 
 
 def save_bundle(
     store: Store,
     images: Iterable[tuple[Reference, Descriptor]],
-    output: Path,
+    output: str,
     *,
     platform: Platform | None = None,
     note: Callable[[str], None] | None = None,
@@ -58,11 +58,11 @@ def save_bundle(
     note = note or (lambda _line: None)
     unique = list(dict(images).items())
     if is_layout(output):
-        return _save_layout(store, unique, output, platform, note)
+        return _save_layout(store, unique, Path(output), platform, note)
     from dockyard.layout.oci_archive import OCIArchiveWriter
 
     saved = []
-    with OCIArchiveWriter(output) as writer:
+    with OCIArchiveWriter(Path(output)) as writer:
         for ref, desc in unique:
             saved.append(
                 _save_one(

@@ -237,7 +237,7 @@ class _Finder:
             text += f":{parts['tag']}"
         if parts["digest"]:
             text += f"@{parts['digest']}"
-        self.found(text, (*path, "repository"))
+        self.found(text, path)
 
     def found(self, text: Any, path: yamlmarks.FieldPath) -> None:
         if not isinstance(text, str):
