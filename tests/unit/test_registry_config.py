@@ -119,3 +119,119 @@ def test_client_for_shares_one_client_per_host(config_dir):
     assert client_for("index.docker.io") is hub
     assert client_for(parse("quay.io/a/b:1")) is client_for("quay.io")
     assert client_for("quay.io", tls_verify=False) is not client_for("quay.io")
+
+
+MIRRORS = """
+[[registry]]
+location = "docker.io"
+[[registry.mirror]]
+location = "mirror.lan:5000/hub/"
+insecure = true
+[[registry.mirror]]
+location = "pinned.lan"
+pull-from-mirror = "digest-only"
+
+[[registry]]
+location = "quay.io"
+mirror-by-digest-only = true
+[[registry.mirror]]
+location = "quay-mirror.lan"
+"""
+
+
+def test_mirrors_are_parsed_in_order_with_their_pull_rules():
+    conf = registries.parse(MIRRORS)
+    hub, pinned = conf.mirrors("docker.io")
+    assert (hub.host, hub.namespace, hub.tls_verify) == ("mirror.lan:5000", "hub", False)
+    assert hub.serves(by_digest=True) and hub.serves(by_digest=False)
+    assert (pinned.namespace, pinned.tls_verify) == ("", None)
+    assert pinned.serves(by_digest=True) and not pinned.serves(by_digest=False)
+    (quay,) = conf.mirrors("quay.io")
+    assert quay.pull_from_mirror == "digest-only"  # from mirror-by-digest-only
+    assert conf.mirrors("ghcr.io") == ()
+
+
+@pytest.mark.parametrize(
+    ("mirror", "message"),
+    [
+        ("insecure = true", "'location' must be"),
+        ('location = "a b"', "'location' must be"),
+        ('location = "m"\npull-from-mirror = "never"', "'pull-from-mirror' must be one of"),
+        ('location = "m"\ninsecure = 1', "'insecure' must be a boolean"),
+    ],
+)
+def test_invalid_mirrors_are_named(mirror, message):
+    text = f'[[registry]]\nlocation = "docker.io"\n[[registry.mirror]]\n{mirror}\n'
+    with pytest.raises(
+        RegistryError, match=rf"^my.toml: registry\[0\] \(docker.io\): mirror\[0\]: {message}"
+    ):
+        registries.parse(text, "my.toml")
+
+
+def test_digest_only_registry_refuses_a_mirror_for_tags():
+    text = MIRRORS.replace(
+        'location = "quay-mirror.lan"', 'location = "q"\npull-from-mirror = "all"'
+    )
+    with pytest.raises(RegistryError, match="contradicts"):
+        registries.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("option", "host", "location", "tls_verify"),
+    [
+        ("docker.io=http://127.0.0.1:5001", "docker.io", "127.0.0.1:5001", False),
+        ("index.docker.io=https://m.lan/hub", "docker.io", "m.lan/hub", True),
+        ("quay.io=m.lan:5000", "quay.io", "m.lan:5000", None),
+    ],
+)
+def test_mirror_option(option, host, location, tls_verify):
+    assert registries.parse_mirror_option(option) == (
+        host,
+        registries.Mirror(location, tls_verify),
+    )
+
+
+@pytest.mark.parametrize("option", ["docker.io", "=http://m", "a/b=http://m", "h=ftp://m", "h="])
+def test_bad_mirror_option(option):
+    with pytest.raises(RegistryError, match="expected HOST=URL"):
+        registries.parse_mirror_option(option)
+
+
+def test_command_line_mirrors_come_first(config_dir, tmp_path):
+    (tmp_path / "registries.toml").write_text(MIRRORS)
+    try:
+        registries.use_command_line_mirrors(["docker.io=http://first.lan,quay.io=q.lan"])
+        assert [m.location for m in registries.mirrors_for("docker.io")] == [
+            "first.lan",
+            "mirror.lan:5000/hub",
+            "pinned.lan",
+        ]
+    finally:
+        registries.use_command_line_mirrors([])
+    assert len(registries.mirrors_for("docker.io")) == 2
+
+
+def test_mirror_credentials_follow_the_credential_scope(config_dir, tmp_path):
+    """A pipeline's scope without host logins gives a mirror no credentials of the host's
+    (issue 10); a mirror's own credentials in the scope are used; the source registry's
+    are never sent to the mirror."""
+    from dockyard.reference import parse
+    from dockyard.registry.client import Credentials, CredentialScope
+    from dockyard.registry.client.factory import ANONYMOUS
+    from dockyard.registry.client.mirrors import MirroredSource, registry_source
+
+    (tmp_path / "registries.toml").write_text(
+        '[[registry]]\nlocation = "src.lan"\n'
+        '[[registry.mirror]]\nlocation = "m1.lan"\n[[registry.mirror]]\nlocation = "m2.lan"\n'
+    )
+    given = {"src.lan": Credentials("u", "p"), "m2.lan": Credentials("mu", "mp")}
+    scope = CredentialScope(given, host_credentials=False)
+    with scope.active():
+        source = registry_source(parse("src.lan/app:1"))
+    scope.close()
+    assert isinstance(source, MirroredSource)
+    m1, m2, src = source.endpoints
+    assert m1.client.auth.credentials is ANONYMOUS
+    assert m2.client.auth.credentials == Credentials("mu", "mp")
+    assert src.client.auth.credentials == Credentials("u", "p")
+    assert [e.client.host for e in source.endpoints] == ["m1.lan", "m2.lan", "src.lan"]

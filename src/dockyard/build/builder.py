@@ -56,7 +56,7 @@ from dockyard.build.steps import (
 from dockyard.errors import BuildError
 from dockyard.layout import atomic
 from dockyard.oci import manifest as manifests
-from dockyard.oci.descriptor import Platform
+from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.home import RawManifest
 from dockyard.reference import Reference
 from dockyard.runtime import config as runtime_config
@@ -98,12 +98,15 @@ class BuildOptions:
 
 @dataclass
 class BuildResult:
-    """The built image: its manifest (in the store) and how the cache did."""
+    """The built image: its manifest (in the store), how the cache did, and the images
+    the build read (``FROM``, ``COPY --from``, ``RUN --mount=from``) by the name it used
+    and the stored manifest it found or pulled (what ``build --capture`` saves)."""
 
     manifest: manifests.Manifest
     config: bytes
     cached: int = 0
     executed: int = 0
+    images: dict[Reference, Descriptor] = field(default_factory=dict)
 
     @property
     def digest(self) -> str:
@@ -141,6 +144,7 @@ class Builder:
         self._dockerfile: ConfinedFile | None = None
         self._nat: NatNetwork | None = None  # shared by the build's RUN steps, made on first use
         self._emptied_cache_mounts: set[str] = set()  # --no-cache: emptied once per build
+        self._images: dict[Reference, Descriptor] = {}  # every image read, see BuildResult
 
     # the whole build
 
@@ -214,7 +218,9 @@ class Builder:
             from dockyard.build.cache_export import export_cache
 
             export_cache(self.store, self.cache.used, options.cache_to, self.log)
-        return BuildResult(manifest, config, self._counts["cached"], self._counts["executed"])
+        return BuildResult(
+            manifest, config, self._counts["cached"], self._counts["executed"], dict(self._images)
+        )
 
     def _name(self, manifest: manifests.Manifest) -> None:
         names = self.options.tags or [
@@ -268,6 +274,8 @@ class Builder:
             raise instr.error(str(e)) from None
         platform = self.options.platform or Platform.host()
         desc = ensure_image(self.store, ref, platform=platform, note=self.log)
+        with self._lock:
+            self._images[ref] = desc
         manifest = self.store.image_manifest(desc, platform)
         if manifest is None:
             raise instr.error(f"{ref} has no image for platform {platform}")

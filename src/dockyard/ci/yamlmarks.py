@@ -17,6 +17,8 @@ exhaust Python's stack), and characters YAML does not allow (NUL, other controls
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,14 +57,39 @@ class MarkedDocument:
 
 def load(text: str) -> MarkedDocument:
     """Parse one YAML document (an empty text is ``None``)."""
+    with _parsing(text) as loader:
+        node = loader.get_single_node()
+        converter = _Converter(loader)
+        data = converter.convert(node, ()) if node is not None else None
+    lines = converter.lines if node is not None else {}
+    return MarkedDocument(data, lines)
+
+
+def load_all(text: str) -> list[MarkedDocument]:
+    """Parse every document of a stream (``---`` between them, as Kubernetes manifests
+    are written); the ``MAX_NODES`` limit holds for all of them together."""
+    documents = []
+    with _parsing(text) as loader:
+        count = 0
+        while loader.check_node():
+            node = loader.get_node()
+            converter = _Converter(loader, count)
+            data = converter.convert(node, ())
+            converter.lines[()] = _line(node)
+            documents.append(MarkedDocument(data, converter.lines))
+            count = converter.count
+    return documents
+
+
+@contextmanager
+def _parsing(text: str) -> Iterator[_Loader]:
+    """A loader on ``text``; PyYAML's errors in the block become :class:`YamlError`."""
     try:
         loader = _Loader(text)
     except yaml.reader.ReaderError as e:  # a character YAML does not allow, such as NUL
         raise _reader_error(e, text) from None
     try:
-        node = loader.get_single_node()
-        converter = _Converter(loader)
-        data = converter.convert(node, ()) if node is not None else None
+        yield loader
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = e.problem or str(e)
@@ -73,8 +100,6 @@ def load(text: str) -> MarkedDocument:
         raise YamlError(str(e)) from None
     finally:
         loader.dispose()
-    lines = converter.lines if node is not None else {}
-    return MarkedDocument(data, lines)
 
 
 class _Loader(yaml.SafeLoader):
@@ -94,10 +119,10 @@ class _Loader(yaml.SafeLoader):
 
 
 class _Converter:
-    def __init__(self, loader: yaml.SafeLoader):
+    def __init__(self, loader: yaml.SafeLoader, count: int = 0):
         self.loader = loader
         self.lines: dict[FieldPath, int] = {(): 1}
-        self.count = 0
+        self.count = count  # values converted so far (in earlier documents too)
         self.active: set[int] = set()  # ids of the collection nodes being converted
 
     def convert(self, node: yaml.Node, path: FieldPath) -> Any:

@@ -77,11 +77,12 @@ def save(
     "-i",
     "--input",
     "archive",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
     required=True,
+    help="A docker-archive or oci-archive file, or an OCI layout directory.",
 )
 def load(archive: Path) -> None:
-    """Read every image of a docker-archive or oci-archive into the store."""
+    """Read every image of a docker-archive, oci-archive or OCI layout into the store."""
     from dockyard.transfer.load import load_archive
 
     for ref, digest in load_archive(archive, open_store()):

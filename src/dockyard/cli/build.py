@@ -117,6 +117,14 @@ def parse_output(value: str | None) -> Output:
 @click.option("--cache-to", metavar="REF", help="Export the cache of this build.")
 @click.option("--output", "output", metavar="type=TYPE,dest=PATH", help=OUTPUT_HELP)
 @click.option("--push", is_flag=True, help="Push every -t name.")
+@click.option(
+    "--capture",
+    type=click.Path(),
+    metavar="FILE|DIR/",
+    help="Also save every image the build read (FROM, COPY --from, RUN --mount=from) and "
+    "the built image, by name, to one oci-archive (or OCI layout: a directory or a path "
+    "ending in /) for `dockyard load` or `dockyard registry import` on an offline site.",
+)
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
 @click.option(
     "--network",
@@ -147,6 +155,7 @@ def build(
     cache_to: str | None,
     output: str | None,
     push: bool,
+    capture: str | None,
     labels: tuple[str, ...],
     network: str,
     entitlements: tuple[str, ...],
@@ -190,6 +199,8 @@ def build(
         _push(store, options.tags)
     if target_output.kind not in ("store", "registry"):
         _export(store, result.digest, target_output, options.tags[0] if options.tags else None)
+    if capture is not None:
+        _capture(store, result, options, capture, platform)
     stdout_free = not target_output.to_stdout  # else it holds the tarball alone
     if quiet:
         if stdout_free:
@@ -214,6 +225,22 @@ def _push(store, tags) -> None:
     for ref in tags:
         destination = RegistryDestination(client_for(ref), ref)
         copy_image(store.source(ref), destination, all_platforms=True, conversion=plan("docker"))
+
+
+def _capture(store, result, options, output: str, platform: str | None) -> None:
+    """Save the images the build read and the built image (by each -t, else by digest)
+    to ``output``, and list them on stderr."""
+    from dockyard.reference import Reference
+    from dockyard.transfer.capture import save_bundle
+
+    built = store.resolve(Reference("localhost", "dockyard-build", digest=result.digest))
+    names = options.tags or [Reference("localhost", "dockyard-build", digest=result.digest)]
+    images = [*result.images.items(), *((name, built) for name in names)]
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    saved = save_bundle(store, images, output, platform=parse_platform(platform), note=say)
+    for image in saved:
+        say(f"captured {image.name} ({image.digest})")
+    say(f"captured {len(saved)} image(s) to {output}")
 
 
 def _export(store, digest: str, output: Output, name) -> None:

@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "copy": ("dockyard.cli.archives", "copy", "Copy an image between any two transports."),
     "export": ("dockyard.cli.archives", "export", "Flatten an image into a rootfs directory."),
     "import": ("dockyard.cli.archives", "import_", "Make a directory a one-layer image."),
+    "capture": (
+        "dockyard.cli.capture",
+        "capture",
+        "Save the images Kubernetes manifests name to one archive.",
+    ),
     "manifest": ("dockyard.cli.plumbing", "manifest", "Get or put raw manifests."),
     "blob": ("dockyard.cli.plumbing", "blob", "Check, fetch or upload single blobs."),
     "layer": ("dockyard.cli.plumbing", "layer", "Pull one layer into a dir, or push a dir as one."),
@@ -81,11 +86,30 @@ class LazyGroup(click.Group):
     help="Local store directory [env DOCKYARD_ROOT; default /var/lib/dockyard as root].",
 )
 @click.option("--debug", is_flag=True, envvar="DOCKYARD_DEBUG", help="Show tracebacks.")
+@click.option(
+    "--registry-mirror",
+    "registry_mirrors",
+    multiple=True,
+    metavar="HOST=URL",
+    envvar="DOCKYARD_REGISTRY_MIRROR",
+    help="Pull HOST's images from the mirror URL first (repeatable; before registries.toml's "
+    "mirrors) [env DOCKYARD_REGISTRY_MIRROR, space-separated].",
+)
 @click.version_option(package_name="dockyard", prog_name="dockyard")
 @click.pass_context
-def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
+def cli(
+    ctx: click.Context, root: Path | None, debug: bool, registry_mirrors: tuple[str, ...]
+) -> None:
     """Daemonless container images: pull, push, copy, save, load, inspect and build."""
     ctx.obj = Settings(root, debug)
+    if registry_mirrors:
+        from dockyard.errors import RegistryError
+        from dockyard.registry.client import config as registries
+
+        try:
+            registries.use_command_line_mirrors(registry_mirrors)
+        except RegistryError as e:
+            raise click.BadParameter(str(e), param_hint="--registry-mirror") from None
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ last, by :meth:`OCIArchiveWriter.commit`, which is also when the file appears.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -91,13 +92,18 @@ class OCIArchiveWriter:
         self.tar = TarWriter(path)
         self._entries: list[Descriptor] = []
 
-    def destination(self, tag: str | None) -> OCIArchiveImage:
-        """A destination for one image, named ``tag`` in the archive's ``index.json``."""
-        return OCIArchiveImage(self, tag)
+    def destination(
+        self, tag: str | None, annotations: Mapping[str, str] | None = None
+    ) -> OCIArchiveImage:
+        """A destination for one image, named ``tag`` in the archive's ``index.json``,
+        its entry carrying ``annotations`` too."""
+        return OCIArchiveImage(self, tag, annotations)
 
-    def add_entry(self, tag: str | None, desc: Descriptor) -> None:
+    def add_entry(
+        self, tag: str | None, desc: Descriptor, annotations: Mapping[str, str] | None = None
+    ) -> None:
         """Name a root manifest already in the archive (a later entry of one tag wins)."""
-        annotations = {REF_NAME: tag} if tag else {}
+        annotations = {**(annotations or {}), **({REF_NAME: tag} if tag else {})}
         entry = Descriptor(desc.media_type, desc.digest, desc.size, annotations)
         self._entries = [e for e in self._entries if tag is None or ref_name(e) != tag]
         self._entries.append(entry)
@@ -126,9 +132,15 @@ class OCIArchiveWriter:
 class OCIArchiveImage:
     """One image of an :class:`OCIArchiveWriter`; ``commit`` adds it to the archive's index."""
 
-    def __init__(self, writer: OCIArchiveWriter, tag: str | None):
+    def __init__(
+        self,
+        writer: OCIArchiveWriter,
+        tag: str | None,
+        annotations: Mapping[str, str] | None = None,
+    ):
         self._writer = writer
         self._tag = tag
+        self._annotations = annotations
         self._root: Descriptor | None = None
 
     def has_blob(self, desc: Descriptor) -> bool:
@@ -150,7 +162,7 @@ class OCIArchiveImage:
     def commit(self) -> None:
         if self._root is None:
             raise StoreError(f"nothing to commit to {self._writer.tar.path}: no root manifest")
-        self._writer.add_entry(self._tag, self._root)
+        self._writer.add_entry(self._tag, self._root, self._annotations)
 
     def abort(self) -> None:
         """Nothing to undo for one image: the writer's owner aborts the archive."""

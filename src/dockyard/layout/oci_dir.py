@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -238,20 +238,26 @@ class BlobsDestination:
 
 
 class LayoutDestination(BlobsDestination):
-    """Write one image into the layout at ``path`` (created if needed) under ``tag``.
+    """Write one image into the layout at ``path`` (created if needed) under ``tag``,
+    its index entry carrying ``annotations`` too.
 
     Blobs land as they come; ``index.json`` names the image only at :meth:`commit`, so
     an interrupted copy leaves unreferenced blobs but never a dangling name.
     """
 
-    def __init__(self, path: Path, tag: str | None = None):
+    def __init__(
+        self, path: Path, tag: str | None = None, annotations: Mapping[str, str] | None = None
+    ):
         self.layout = OCILayout(path)
         self.layout.ensure()
         super().__init__(self.layout.blobs, self.layout.root)
         self.tag = tag
+        self.annotations = dict(annotations or {})
 
     def commit(self) -> None:
-        self.layout.set_name(self.tag, self.root())
+        self.layout.set_name(
+            self.tag, dataclasses.replace(self.root(), annotations=self.annotations)
+        )
 
     def abort(self) -> None:
         """Nothing to undo: unnamed blobs are harmless and pruned later."""

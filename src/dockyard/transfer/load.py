@@ -1,4 +1,5 @@
-"""``dockyard load``: every image of a docker-archive or oci-archive into the store.
+"""``dockyard load``: every image of a docker-archive, oci-archive or OCI layout
+directory into the store.
 
 Names follow what docker and podman do: a docker-archive's RepoTags, an oci-archive's
 ``org.opencontainers.image.ref.name`` when it is a full reference. An image with no
@@ -41,9 +42,12 @@ def _name(text: str | None, archive: Path, source: ImageSource) -> Reference:
 
 
 def load_archive(archive: Path, store: Store) -> list[tuple[Reference, str]]:
-    """Copy every image in ``archive`` into ``store``; return (name, digest) pairs."""
+    """Copy every image in ``archive`` (a file, or a layout directory) into ``store``;
+    return (name, digest) pairs."""
     from dockyard.layout.tarreader import TarReader
 
+    if archive.is_dir():
+        return _load_layout(archive, store)
     with TarReader(archive) as tar:
         is_docker = tar.has("manifest.json")
         is_oci = tar.has("oci-layout")
@@ -90,5 +94,20 @@ def _load_oci(archive: Path, store: Store) -> list[tuple[Reference, str]]:
             result = copy_image(source, store.destination(name), all_platforms=True)
         finally:
             source.close()
+        loaded.append((name, result.digest))
+    return loaded
+
+
+def _load_layout(directory: Path, store: Store) -> list[tuple[Reference, str]]:
+    from dockyard.layout.oci_dir import LayoutSource, OCILayout, ref_name
+
+    layout = OCILayout(directory)
+    layout.check()
+    loaded = []
+    for entry in layout.index().manifests:
+        tag = ref_name(entry)
+        source = LayoutSource(directory, tag)
+        name = _name(tag, directory, source)
+        result = copy_image(source, store.destination(name), all_platforms=True)
         loaded.append((name, result.digest))
     return loaded

@@ -21,12 +21,12 @@ def pull(
     tls_verify: bool | None = None,
     progress: CopyProgress | None = None,
 ) -> CopyResult:
-    """Copy ``ref`` from its registry into ``store`` under the same name."""
-    from dockyard.registry.client import RegistrySource, client_for
+    """Copy ``ref`` from its registry (or a mirror of it) into ``store`` under the same
+    name."""
+    from dockyard.registry.client.mirrors import registry_source
 
-    source = RegistrySource(client_for(ref, tls_verify=tls_verify), ref)
     return copy_image(
-        source,
+        registry_source(ref, tls_verify),
         store.destination(ref),
         platform=platform,
         all_platforms=all_platforms,

@@ -53,11 +53,11 @@ def parse_location(text: str) -> Location:
 def open_source(
     location: Location, *, store_root: Path | None, tls_verify: bool | None = None
 ) -> ImageSource:
-    """Open the image ``location`` names for reading."""
+    """Open the image ``location`` names for reading (a registry's through its mirrors)."""
     if location.transport == "docker":
-        from dockyard.registry.client import RegistrySource, client_for
+        from dockyard.registry.client.mirrors import registry_source
 
-        return RegistrySource(client_for(location.ref, tls_verify=tls_verify), location.ref)
+        return registry_source(location.ref, tls_verify)
     if location.transport == "local":
         from dockyard.store import Store
 

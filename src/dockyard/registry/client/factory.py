@@ -1,5 +1,8 @@
 """One shared :class:`RegistryClient` per registry host (and TLS choice) per process, or
-per :class:`CredentialScope` for code that must not use the host's registry logins."""
+per :class:`CredentialScope` for code that must not use the host's registry logins.
+
+A mirror's client (``mirror=True``) is another one, which gives up sooner: a pull falls
+back to the source registry when a mirror fails, rather than wait out every retry."""
 
 from __future__ import annotations
 
@@ -11,12 +14,17 @@ from collections.abc import Iterator, Mapping
 from dockyard.reference import DOCKER_HUB_API, Reference
 from dockyard.registry.client.client import RegistryClient
 from dockyard.registry.client.credentials import Credentials, canonical_host
+from dockyard.registry.client.retry import RetryPolicy
 
-_clients: dict[tuple[str, bool | None], RegistryClient] = {}
+_Key = tuple[str, bool | None, bool]  # host, tls_verify, mirror
+_clients: dict[_Key, RegistryClient] = {}
 _lock = threading.Lock()
 
 ANONYMOUS = Credentials()
 """Credentials that are none: a client given them never reads the host's auth files."""
+
+MIRROR_RETRY = RetryPolicy(attempts=2, base_delay=0.2)
+"""A mirror is tried twice: then the source registry is the better bet."""
 
 
 def api_host(host: str) -> str:
@@ -24,17 +32,22 @@ def api_host(host: str) -> str:
     return DOCKER_HUB_API if canonical_host(host) == "docker.io" else host
 
 
-def client_for(target: Reference | str, tls_verify: bool | None = None) -> RegistryClient:
-    """The client for a reference's registry or a ``host[:port]``: the active
-    :class:`CredentialScope`'s, else the process-wide one (the host's logins)."""
+def client_for(
+    target: Reference | str, tls_verify: bool | None = None, *, mirror: bool = False
+) -> RegistryClient:
+    """The client for a reference's registry or a ``host[:port]`` (serving as a pull
+    ``mirror``): the active :class:`CredentialScope`'s, else the process-wide one (the
+    host's logins)."""
     host = target.api_host if isinstance(target, Reference) else api_host(target)
     scope = _SCOPE.get()
     if scope is not None:
-        return scope.client(host, tls_verify)
+        return scope.client(host, tls_verify, mirror=mirror)
     with _lock:
-        client = _clients.get((host, tls_verify))
+        client = _clients.get((host, tls_verify, mirror))
         if client is None:
-            client = _clients[host, tls_verify] = RegistryClient(host, tls_verify=tls_verify)
+            client = _clients[host, tls_verify, mirror] = RegistryClient(
+                host, tls_verify=tls_verify, retry=MIRROR_RETRY if mirror else None
+            )
         return client
 
 
@@ -54,25 +67,31 @@ class CredentialScope:
     ):
         self._credentials = {canonical_host(h): c for h, c in (credentials or {}).items()}
         self.host_credentials = host_credentials
-        self._clients: dict[tuple[str, bool | None], RegistryClient] = {}
+        self._clients: dict[_Key, RegistryClient] = {}
         self._lock = threading.Lock()
 
-    def client(self, host: str, tls_verify: bool | None = None) -> RegistryClient:
-        """The client for ``host`` under this scope's credentials."""
+    def client(
+        self, host: str, tls_verify: bool | None = None, *, mirror: bool = False
+    ) -> RegistryClient:
+        """The client for ``host`` (as a pull ``mirror``) under this scope's credentials:
+        a mirror's are those given for the mirror's own host."""
         credentials = self._credentials.get(canonical_host(host))
         if credentials is None and self.host_credentials:
             token = _SCOPE.set(None)
             try:
-                return client_for(host, tls_verify)
+                return client_for(host, tls_verify, mirror=mirror)
             finally:
                 _SCOPE.reset(token)
         with self._lock:
-            client = self._clients.get((host, tls_verify))
+            client = self._clients.get((host, tls_verify, mirror))
             if client is None:
                 client = RegistryClient(
-                    host, tls_verify=tls_verify, credentials=credentials or ANONYMOUS
+                    host,
+                    tls_verify=tls_verify,
+                    credentials=credentials or ANONYMOUS,
+                    retry=MIRROR_RETRY if mirror else None,
                 )
-                self._clients[host, tls_verify] = client
+                self._clients[host, tls_verify, mirror] = client
             return client
 
     @contextlib.contextmanager
