@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dockyard.ci.caches import cache_name
+from dockyard.ci.cancel import Cancellation
 from dockyard.ci.context import RunContext, credential_scope
 from dockyard.ci.graph import Schedule
 from dockyard.ci.images import Images
@@ -80,6 +81,8 @@ class RunOptions:
     # (an operator's choice: a pipeline may be anyone's), or anonymous (the default).
     allow_host_credentials: bool = False
     allow_host_network: bool = False  # may build steps (their RUN steps) use the host's?
+    # Cancels the run from another thread (an agent told by its server); default: a new one
+    cancel: Cancellation | None = None
 
 
 def run_pipeline(
@@ -128,6 +131,7 @@ def run_pipeline(
         registry_auth=pipeline.spec.registry_auth,
         allow_host_credentials=options.allow_host_credentials,
         allow_host_network=options.allow_host_network,
+        cancel=options.cancel or Cancellation(),
     )
     env = {
         "CI": "true",

@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("dockyard.cli.run", "run", "Run a command in a new container from an image."),
     "registry": ("dockyard.cli.registry", "registry", "Run a registry (mirror, gc, bundles)."),
     "ci": ("dockyard.cli.ci", "ci", "Run a pipeline file locally; list, show and prune past runs."),
+    "server": ("dockyard.cli.service", "server", "Run the CI service: API, webhooks, queue."),
+    "agent": ("dockyard.cli.service", "agent", "Run pipelines for a CI server (a build host)."),
 }
 
 
