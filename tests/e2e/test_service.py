@@ -1,0 +1,352 @@
+"""``dockyard server`` and ``dockyard agent`` end to end: a server on SQLite, agents with
+different labels, a bare git repository served by ``git daemon`` on 127.0.0.1; signed
+webhooks, live logs over Server-Sent Events, a killed agent, cancel, a server restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dockyard.mountinfo import mount_points_under
+from dockyard.service.webhooks import sign
+from tests.conftest import free_port, need, wait_for_http
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+]
+WEBHOOK_SECRET = "a-webhook-secret-of-some-length"
+LEASE = 3  # seconds without a heartbeat before an agent is taken for dead
+
+
+@dataclass
+class GitRepo:
+    """A bare repository served by git daemon, and a clone to commit to it from."""
+
+    url: str
+    work: Path
+
+    def commit(self, files: dict[str, str], message: str = "change") -> str:
+        for name, text in files.items():
+            path = self.work / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "-qm", message)
+        git(self.work, "push", "-q", "origin", "HEAD:refs/heads/main")
+        return git(self.work, "rev-parse", "HEAD").strip()
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com",
+           "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.com"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                          text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path) -> Iterator[GitRepo]:
+    need("git")
+    base = tmp_path / "git"
+    bare = base / "project.git"
+    bare.mkdir(parents=True)
+    git(bare, "init", "-q", "--bare", "-b", "main")
+    work = tmp_path / "work"
+    git(tmp_path, "clone", "-q", str(bare), str(work))
+    port = free_port()
+    daemon = subprocess.Popen(
+        ["git", "daemon", f"--base-path={base}", "--export-all", "--reuseaddr",
+         "--listen=127.0.0.1", f"--port={port}", str(base)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield GitRepo(f"git://127.0.0.1:{port}/project.git", work)
+    finally:
+        daemon.terminate()
+        daemon.wait()
+
+
+@dataclass
+class Server:
+    data: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    agents: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dockyard.cli.main", "server", "--addr",
+             f"127.0.0.1:{self.port}", "--data", str(self.data), "--no-local-agent",
+             "--lease", str(LEASE)],
+            stdout=subprocess.DEVNULL, stderr=open(self.data.parent / "server.log", "ab"),
+        )
+        wait_for_http(self.url + "/api/v1")
+        self.api = httpx.Client(
+            base_url=self.url + "/api/v1", timeout=30,
+            headers={"Authorization": "Bearer " + (self.data / "admin-token").read_text().strip()},
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def call(self, method: str, path: str, expect: int = 200, **kwargs) -> dict:
+        response = self.api.request(method, path, **kwargs)
+        assert response.status_code == expect, response.text
+        return response.json() if response.content else {}
+
+    def agent(self, name: str, labels: str, store: Path) -> subprocess.Popen:
+        """An agent process with its own store and workdir."""
+        token = self.call("POST", "/tokens", 201, json={"name": name, "role": "agent"})["token"]
+        store.mkdir(parents=True, exist_ok=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dockyard.cli.main", "--root", str(store), "agent",
+             "--server", self.url, "--name", name, "--labels", labels,
+             "--workdir", str(store.parent / f"{name}-work")],
+            env={**os.environ, "DOCKYARD_AGENT_TOKEN": token},
+            stdout=subprocess.DEVNULL, stderr=open(store.parent / f"{name}.log", "ab"),
+        )
+        self.agents.append(process)
+        return process
+
+    def add_repo(self, repo: GitRepo, labels: dict[str, str]) -> None:
+        self.call("POST", "/repos", 201, json={
+            "name": "project", "clone_url": repo.url, "webhook_secret": WEBHOOK_SECRET,
+            "labels": labels,
+        })
+
+    def wait_for(self, number: int, *statuses: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.call("GET", f"/repos/project/runs/{number}")
+            if run["status"] in statuses or time.monotonic() > deadline:
+                assert run["status"] in statuses, run
+                return run
+            time.sleep(0.2)
+
+    def follow(self, number: int, last_id: int | None = None) -> Iterator[tuple[int, dict]]:
+        """The log's events as they come: (id, data); ``(0, {"status"})`` at the end."""
+        headers = {"Accept": "text/event-stream"}
+        if last_id is not None:
+            headers["Last-Event-ID"] = str(last_id)
+        with self.api.stream("GET", f"/repos/project/runs/{number}/logs", headers=headers,
+                             timeout=httpx.Timeout(30, read=120)) as response:
+            assert response.status_code == 200
+            event: dict[str, str] = {}
+            for line in response.iter_lines():
+                if line:
+                    key, _, value = line.partition(": ")
+                    event[key] = value
+                    continue
+                if event.get("event") == "log":
+                    yield int(event["id"]), json.loads(event["data"])
+                elif event.get("event") == "end":
+                    yield 0, json.loads(event["data"])
+                    return
+                event = {}
+
+
+def texts(data: dict) -> list[str]:
+    return [text for _source, text, _note in data.get("lines", [])]
+
+
+@pytest.fixture
+def server(tmp_path, busybox_ref) -> Iterator[Server]:
+    need("runc")
+    data = tmp_path / "data"
+    instance = Server(data)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        for agent in instance.agents:
+            if agent.poll() is None:
+                agent.terminate()
+                agent.wait(60)
+        if instance.process and instance.process.poll() is None:
+            instance.process.terminate()
+            instance.process.wait(30)
+        _clean_up_after_killed_agents(tmp_path)
+
+
+def _clean_up_after_killed_agents(tmp_path: Path) -> None:
+    """What an agent killed with SIGKILL leaves: its containers, mounts and netns."""
+    for runc_root in tmp_path.glob("*/runc"):
+        listed = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"],
+                                capture_output=True, text=True).stdout.split()
+        for container in listed:
+            subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", container],
+                           capture_output=True)
+    for point in sorted(mount_points_under(tmp_path), key=lambda p: len(str(p)), reverse=True):
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def pipeline(busybox_ref: str, body: str) -> str:
+    return textwrap.dedent(body).replace("IMAGE", busybox_ref)
+
+
+def push_hook(server: Server, body: bytes, signature: str | None) -> httpx.Response:
+    headers = {"X-GitHub-Event": "push", "Content-Type": "application/json"}
+    if signature is not None:
+        headers["X-Hub-Signature-256"] = signature
+    return httpx.post(server.url + "/api/v1/hooks/project", content=body, headers=headers)
+
+
+def push_payload(sha: str) -> bytes:
+    return json.dumps({
+        "ref": "refs/heads/main", "before": "0" * 40, "after": sha,
+        "head_commit": {"id": sha, "message": "add the pipeline", "author": {"name": "Ada"}},
+        "pusher": {"name": "ada"},
+    }).encode()
+
+
+def test_signed_push_runs_on_the_fitting_agent_with_live_logs(server, repo, busybox_ref, tmp_path):
+    report = ('<testsuite><testcase name="ok"/><testcase name="bad">'
+              '<failure message="no"/></testcase></testsuite>')
+    sha = repo.commit({".dockyard.yml": pipeline(busybox_ref, f"""
+        steps:
+          - name: test
+            image: IMAGE
+            secrets: [TOKEN]
+            commands:
+              - echo "token=$TOKEN"
+              - echo first line
+              - sleep 3
+              - echo '{report}' > junit.xml
+              - echo last line
+            reports: {{junit: junit.xml}}
+        """)})
+    server.add_repo(repo, {"pool": "b"})
+    server.call("PUT", "/repos/project/secrets/TOKEN", 204, json={"value": "s3cr3t-value"})
+    assert server.call("GET", "/repos/project/secrets")["items"] == [{"name": "TOKEN"}]
+    server.agent("agent-a", "pool=a", tmp_path / "store-a")
+    server.agent("agent-b", "pool=b", tmp_path / "store-b")
+
+    body = push_payload(sha)
+    assert push_hook(server, body, None).status_code == 401
+    assert push_hook(server, body, sign("wrong secret", body)).status_code == 401
+    assert push_hook(server, body + b" ", sign(WEBHOOK_SECRET, body)).status_code == 401
+    assert server.call("GET", "/repos/project/runs")["total"] == 0  # nothing queued
+    response = push_hook(server, body, sign(WEBHOOK_SECRET, body))
+    assert response.status_code == 201, response.text
+    assert response.json()["queued"]["number"] == 1
+
+    seen: list[tuple[int, str]] = []
+    status_at_first_line = None
+    for event_id, data in server.follow(1):
+        if event_id == 0:
+            assert data == {"status": "success"}
+            break
+        for text in texts(data):
+            seen.append((event_id, text))
+            if text == "first line":  # live: the run still runs while we read it
+                status_at_first_line = server.call("GET", "/repos/project/runs/1")["status"]
+    assert status_at_first_line == "running"
+    lines = [text for _, text in seen]
+    assert lines.index("first line") < lines.index("last line")
+    assert "token=********" in lines
+    run = server.call("GET", "/repos/project/runs/1")
+    assert run["status"] == "success" and run["commit"] == sha and run["event"] == "push"
+    assert run["author"] == "Ada"
+    (step,) = run["steps"]
+    assert step["agent"] == "agent-b" and step["status"] == "success"
+    assert step["tests"]["passed"] == 1 and step["tests"]["failed"] == 1
+    everything = json.dumps(server.call("GET", "/repos/project/runs/1/logs"))
+    assert "s3cr3t-value" not in everything
+    assert b"s3cr3t-value" not in (server.data / "dockyard.db").read_bytes()
+
+    # Resuming after an event gives exactly the events after it.
+    ids = sorted({event_id for event_id, _ in seen})
+    resumed = [event_id for event_id, _ in server.follow(1, last_id=ids[0]) if event_id]
+    assert resumed == ids[1:]
+
+
+def test_killed_agent_run_is_finished_by_another(server, repo, busybox_ref, tmp_path):
+    repo.commit({".dockyard.yml": pipeline(busybox_ref, """
+        steps:
+          - name: slow
+            image: IMAGE
+            commands: [echo step started, sleep 4, echo step done]
+        """)})
+    server.add_repo(repo, {"pool": "x"})
+    first = server.agent("first", "pool=x", tmp_path / "store-first")
+    server.call("POST", "/repos/project/runs", 201, json={})
+    for _event_id, data in server.follow(1):
+        if "step started" in texts(data):
+            break
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    server.agent("second", "pool=x", tmp_path / "store-second")
+    run = server.wait_for(1, "success", "failure", "error")
+    assert run["status"] == "success", run
+    assert run["attempt"] == 2
+    assert run["steps"][0]["agent"] == "second"
+    log = [t for c in server.call("GET", "/repos/project/runs/1/logs")["chunks"]
+           for t in texts(c)]
+    assert any("run requeued" in t for t in log)
+    assert log.count("step done") == 1  # the first agent never got that far
+
+
+def test_cancel_kills_the_running_step(server, repo, busybox_ref, tmp_path):
+    repo.commit({".dockyard.yml": pipeline(busybox_ref, """
+        steps:
+          - name: forever
+            image: IMAGE
+            commands: [echo waiting, sleep 300]
+          - name: after
+            depends_on: [forever]
+            image: IMAGE
+            commands: [echo never]
+        """)})
+    server.add_repo(repo, {})
+    server.agent("worker", "", tmp_path / "store-w")
+    server.call("POST", "/repos/project/runs", 201, json={"branch": "main"})
+    for _event_id, data in server.follow(1):
+        if "waiting" in texts(data):
+            break
+    started = time.monotonic()
+    server.call("POST", "/repos/project/runs/1/cancel", 202)
+    run = server.wait_for(1, "cancelled", "success", "failure", timeout=60)
+    took = time.monotonic() - started
+    assert run["status"] == "cancelled"
+    assert took < 10, f"cancel took {took:.1f}s"
+    assert {s["name"]: s["status"] for s in run["steps"]}["forever"] == "cancelled"
+    server.call("POST", "/repos/project/runs/1/cancel", 409)  # already ended
+
+
+def test_server_restart_keeps_queued_runs(server, repo, busybox_ref, tmp_path):
+    repo.commit({".dockyard.yml": pipeline(busybox_ref, """
+        steps:
+          - name: hello
+            image: IMAGE
+            commands: [echo hello $CI_RUN_NUMBER]
+        """)})
+    server.add_repo(repo, {})
+    for _ in range(3):
+        server.call("POST", "/repos/project/runs", 201, json={})
+    server.kill()
+    server.start()
+    runs = server.call("GET", "/repos/project/runs")
+    assert [(r["number"], r["status"]) for r in runs["items"]] == [
+        (3, "queued"), (2, "queued"), (1, "queued")]
+    server.agent("worker", "", tmp_path / "store-w")
+    for number in (1, 2, 3):
+        assert server.wait_for(number, "success", "failure")["status"] == "success"
+    assert server.call("POST", "/repos/project/runs", 201, json={})["number"] == 4
