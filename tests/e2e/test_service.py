@@ -50,10 +50,16 @@ class GitRepo:
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com",
-           "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.com"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                          text=True).stdout
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Ada",
+        "GIT_AUTHOR_EMAIL": "ada@example.com",
+        "GIT_COMMITTER_NAME": "Ada",
+        "GIT_COMMITTER_EMAIL": "ada@example.com",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout
 
 
 @pytest.fixture
@@ -67,9 +73,18 @@ def repo(tmp_path) -> Iterator[GitRepo]:
     git(tmp_path, "clone", "-q", str(bare), str(work))
     port = free_port()
     daemon = subprocess.Popen(
-        ["git", "daemon", f"--base-path={base}", "--export-all", "--reuseaddr",
-         "--listen=127.0.0.1", f"--port={port}", str(base)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "git",
+            "daemon",
+            f"--base-path={base}",
+            "--export-all",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            str(base),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         yield GitRepo(f"git://127.0.0.1:{port}/project.git", work)
@@ -91,14 +106,26 @@ class Server:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli.main", "server", "--addr",
-             f"127.0.0.1:{self.port}", "--data", str(self.data), "--no-local-agent",
-             "--lease", str(LEASE)],
-            stdout=subprocess.DEVNULL, stderr=open(self.data.parent / "server.log", "ab"),
+            [
+                sys.executable,
+                "-m",
+                "dockyard.cli.main",
+                "server",
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                "--data",
+                str(self.data),
+                "--no-local-agent",
+                "--lease",
+                str(LEASE),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data.parent / "server.log", "ab"),
         )
         wait_for_http(self.url + "/api/v1")
         self.api = httpx.Client(
-            base_url=self.url + "/api/v1", timeout=30,
+            base_url=self.url + "/api/v1",
+            timeout=30,
             headers={"Authorization": "Bearer " + (self.data / "admin-token").read_text().strip()},
         )
 
@@ -117,20 +144,41 @@ class Server:
         token = self.call("POST", "/tokens", 201, json={"name": name, "role": "agent"})["token"]
         store.mkdir(parents=True, exist_ok=True)
         process = subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli.main", "--root", str(store), "agent",
-             "--server", self.url, "--name", name, "--labels", labels,
-             "--workdir", str(store.parent / f"{name}-work")],
+            [
+                sys.executable,
+                "-m",
+                "dockyard.cli.main",
+                "--root",
+                str(store),
+                "agent",
+                "--server",
+                self.url,
+                "--name",
+                name,
+                "--labels",
+                labels,
+                "--workdir",
+                str(store.parent / f"{name}-work"),
+            ],
             env={**os.environ, "DOCKYARD_AGENT_TOKEN": token},
-            stdout=subprocess.DEVNULL, stderr=open(store.parent / f"{name}.log", "ab"),
+            stdout=subprocess.DEVNULL,
+            stderr=open(store.parent / f"{name}.log", "ab"),
         )
         self.agents.append(process)
         return process
 
     def add_repo(self, repo: GitRepo, labels: dict[str, str]) -> None:
-        self.call("POST", "/repos", 201, json={
-            "name": "project", "clone_url": repo.url, "webhook_secret": WEBHOOK_SECRET,
-            "labels": labels,
-        })
+        self.call(
+            "POST",
+            "/repos",
+            201,
+            json={
+                "name": "project",
+                "clone_url": repo.url,
+                "webhook_secret": WEBHOOK_SECRET,
+                "labels": labels,
+            },
+        )
 
     def wait_for(self, number: int, *statuses: str, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
@@ -146,8 +194,12 @@ class Server:
         headers = {"Accept": "text/event-stream"}
         if last_id is not None:
             headers["Last-Event-ID"] = str(last_id)
-        with self.api.stream("GET", f"/repos/project/runs/{number}/logs", headers=headers,
-                             timeout=httpx.Timeout(30, read=120)) as response:
+        with self.api.stream(
+            "GET",
+            f"/repos/project/runs/{number}/logs",
+            headers=headers,
+            timeout=httpx.Timeout(30, read=120),
+        ) as response:
             assert response.status_code == 200
             event: dict[str, str] = {}
             for line in response.iter_lines():
@@ -189,11 +241,14 @@ def server(tmp_path, busybox_ref) -> Iterator[Server]:
 def _clean_up_after_killed_agents(tmp_path: Path) -> None:
     """What an agent killed with SIGKILL leaves: its containers, mounts and netns."""
     for runc_root in tmp_path.glob("*/runc"):
-        listed = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"],
-                                capture_output=True, text=True).stdout.split()
+        listed = subprocess.run(
+            ["runc", "--root", str(runc_root), "list", "-q"], capture_output=True, text=True
+        ).stdout.split()
         for container in listed:
-            subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", container],
-                           capture_output=True)
+            subprocess.run(
+                ["runc", "--root", str(runc_root), "delete", "--force", container],
+                capture_output=True,
+            )
     for point in sorted(mount_points_under(tmp_path), key=lambda p: len(str(p)), reverse=True):
         subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
@@ -210,17 +265,27 @@ def push_hook(server: Server, body: bytes, signature: str | None) -> httpx.Respo
 
 
 def push_payload(sha: str) -> bytes:
-    return json.dumps({
-        "ref": "refs/heads/main", "before": "0" * 40, "after": sha,
-        "head_commit": {"id": sha, "message": "add the pipeline", "author": {"name": "Ada"}},
-        "pusher": {"name": "ada"},
-    }).encode()
+    return json.dumps(
+        {
+            "ref": "refs/heads/main",
+            "before": "0" * 40,
+            "after": sha,
+            "head_commit": {"id": sha, "message": "add the pipeline", "author": {"name": "Ada"}},
+            "pusher": {"name": "ada"},
+        }
+    ).encode()
 
 
 def test_signed_push_runs_on_the_fitting_agent_with_live_logs(server, repo, busybox_ref, tmp_path):
-    report = ('<testsuite><testcase name="ok"/><testcase name="bad">'
-              '<failure message="no"/></testcase></testsuite>')
-    sha = repo.commit({".dockyard.yml": pipeline(busybox_ref, f"""
+    report = (
+        '<testsuite><testcase name="ok"/><testcase name="bad">'
+        '<failure message="no"/></testcase></testsuite>'
+    )
+    sha = repo.commit(
+        {
+            ".dockyard.yml": pipeline(
+                busybox_ref,
+                f"""
         steps:
           - name: test
             image: IMAGE
@@ -232,7 +297,10 @@ def test_signed_push_runs_on_the_fitting_agent_with_live_logs(server, repo, busy
               - echo '{report}' > junit.xml
               - echo last line
             reports: {{junit: junit.xml}}
-        """)})
+        """,
+            )
+        }
+    )
     server.add_repo(repo, {"pool": "b"})
     server.call("PUT", "/repos/project/secrets/TOKEN", 204, json={"value": "s3cr3t-value"})
     assert server.call("GET", "/repos/project/secrets")["items"] == [{"name": "TOKEN"}]
@@ -279,12 +347,19 @@ def test_signed_push_runs_on_the_fitting_agent_with_live_logs(server, repo, busy
 
 
 def test_killed_agent_run_is_finished_by_another(server, repo, busybox_ref, tmp_path):
-    repo.commit({".dockyard.yml": pipeline(busybox_ref, """
+    repo.commit(
+        {
+            ".dockyard.yml": pipeline(
+                busybox_ref,
+                """
         steps:
           - name: slow
             image: IMAGE
             commands: [echo step started, sleep 4, echo step done]
-        """)})
+        """,
+            )
+        }
+    )
     server.add_repo(repo, {"pool": "x"})
     first = server.agent("first", "pool=x", tmp_path / "store-first")
     server.call("POST", "/repos/project/runs", 201, json={})
@@ -298,14 +373,17 @@ def test_killed_agent_run_is_finished_by_another(server, repo, busybox_ref, tmp_
     assert run["status"] == "success", run
     assert run["attempt"] == 2
     assert run["steps"][0]["agent"] == "second"
-    log = [t for c in server.call("GET", "/repos/project/runs/1/logs")["chunks"]
-           for t in texts(c)]
+    log = [t for c in server.call("GET", "/repos/project/runs/1/logs")["chunks"] for t in texts(c)]
     assert any("run requeued" in t for t in log)
     assert log.count("step done") == 1  # the first agent never got that far
 
 
 def test_cancel_kills_the_running_step(server, repo, busybox_ref, tmp_path):
-    repo.commit({".dockyard.yml": pipeline(busybox_ref, """
+    repo.commit(
+        {
+            ".dockyard.yml": pipeline(
+                busybox_ref,
+                """
         steps:
           - name: forever
             image: IMAGE
@@ -314,7 +392,10 @@ def test_cancel_kills_the_running_step(server, repo, busybox_ref, tmp_path):
             depends_on: [forever]
             image: IMAGE
             commands: [echo never]
-        """)})
+        """,
+            )
+        }
+    )
     server.add_repo(repo, {})
     server.agent("worker", "", tmp_path / "store-w")
     server.call("POST", "/repos/project/runs", 201, json={"branch": "main"})
@@ -332,12 +413,19 @@ def test_cancel_kills_the_running_step(server, repo, busybox_ref, tmp_path):
 
 
 def test_server_restart_keeps_queued_runs(server, repo, busybox_ref, tmp_path):
-    repo.commit({".dockyard.yml": pipeline(busybox_ref, """
+    repo.commit(
+        {
+            ".dockyard.yml": pipeline(
+                busybox_ref,
+                """
         steps:
           - name: hello
             image: IMAGE
             commands: [echo hello $CI_RUN_NUMBER]
-        """)})
+        """,
+            )
+        }
+    )
     server.add_repo(repo, {})
     for _ in range(3):
         server.call("POST", "/repos/project/runs", 201, json={})
@@ -345,7 +433,10 @@ def test_server_restart_keeps_queued_runs(server, repo, busybox_ref, tmp_path):
     server.start()
     runs = server.call("GET", "/repos/project/runs")
     assert [(r["number"], r["status"]) for r in runs["items"]] == [
-        (3, "queued"), (2, "queued"), (1, "queued")]
+        (3, "queued"),
+        (2, "queued"),
+        (1, "queued"),
+    ]
     server.agent("worker", "", tmp_path / "store-w")
     for number in (1, 2, 3):
         assert server.wait_for(number, "success", "failure")["status"] == "success"

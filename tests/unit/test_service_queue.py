@@ -1,0 +1,169 @@
+"""The CI service's queue and agent reports, on a SQLite database in a temp dir: runs
+taken by exactly one agent, label fit, leases requeued once then errored, reports
+stored once whatever is resent, and refused from an agent that lost the run."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from dockyard.service import queue, reports
+from dockyard.service.database import Database, open_engine, sqlite_url
+from dockyard.service.models import Agent, LogChunk, Repository, Run, Step
+
+
+@pytest.fixture
+def db(tmp_path) -> Database:
+    return Database(open_engine(sqlite_url(tmp_path)))
+
+
+def add_repository(db: Database, labels: dict[str, str] | None = None) -> Repository:
+    with db.transaction() as session:
+        repository = Repository(name="r", clone_url="file:///x", labels=labels or {}, run_count=0)
+        session.add(repository)
+        return repository
+
+
+def add_agents(db: Database, count: int) -> list[int]:
+    with db.transaction() as session:
+        agents = [Agent(name=f"a{i}", labels={}, capacity=1) for i in range(count)]
+        session.add_all(agents)
+        session.flush()
+        return [a.id for a in agents]
+
+
+def enqueue(db: Database, repository: Repository, count: int = 1) -> list[int]:
+    with db.transaction() as session:
+        return [queue.enqueue(session, repository, event="manual").id for _ in range(count)]
+
+
+def test_runs_are_numbered_per_repository(db):
+    repository = add_repository(db)
+    enqueue(db, repository, 3)
+    with db.transaction() as session:
+        assert sorted(session.scalars(select(Run.number))) == [1, 2, 3]
+
+
+def test_racing_agents_never_take_one_run_twice(db):
+    repository = add_repository(db)
+    run_ids = enqueue(db, repository, 60)
+    agents = add_agents(db, 6)
+    taken: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(agents))
+
+    def agent(agent_id: int) -> None:
+        start.wait()
+        while (run := queue.claim(db, agent_id, {}, 30)) is not None:
+            with lock:
+                taken.append((run.id, agent_id))
+
+    threads = [threading.Thread(target=agent, args=(a,)) for a in agents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(run_id for run_id, _ in taken) == run_ids  # each exactly once
+    with db.transaction() as session:
+        owners = dict(session.execute(select(Run.id, Run.agent_id)).all())
+    assert all(owners[run_id] == agent_id for run_id, agent_id in taken)
+
+
+def test_a_run_goes_only_to_an_agent_with_its_labels(db):
+    repository = add_repository(db, {"gpu": "true"})
+    (run_id,) = enqueue(db, repository)
+    (agent_id,) = add_agents(db, 1)
+    assert queue.claim(db, agent_id, {"gpu": "false", "os": "linux"}, 30) is None
+    assert queue.claim(db, agent_id, {}, 30) is None
+    assert queue.claim(db, agent_id, {"gpu": "true", "os": "linux"}, 30).id == run_id
+
+
+def test_a_dead_agents_run_is_requeued_once_then_errored(db):
+    repository = add_repository(db)
+    (run_id,) = enqueue(db, repository)
+    first, second = add_agents(db, 2)
+    assert queue.claim(db, first, {}, lease=-1).attempt == 1  # a lease already run out
+    assert queue.reap(db) == [run_id]
+    with db.transaction() as session:
+        assert session.get(Run, run_id).status == "queued"
+    assert queue.claim(db, second, {}, lease=-1).attempt == 2
+    assert queue.reap(db) == [run_id]
+    with db.transaction() as session:
+        run = session.get(Run, run_id)
+        assert run.status == "error" and "attempt 2" in run.error
+        notes = [c.lines[0][1] for c in session.scalars(select(LogChunk).order_by(LogChunk.id))]
+    assert "requeued" in notes[0] and "errored" in notes[1]
+    assert queue.claim(db, first, {}, 30) is None
+
+
+def test_heartbeats_keep_a_lease_and_say_which_runs_to_stop(db):
+    repository = add_repository(db)
+    kept, cancelled = enqueue(db, repository, 2)
+    agent, other = add_agents(db, 2)
+    queue.claim(db, agent, {}, lease=-1)
+    queue.claim(db, agent, {}, lease=-1)
+    with db.transaction() as session:
+        session.get(Run, cancelled).cancel_requested = True
+        assert queue.heartbeat(session, agent, [kept, cancelled], 30) == [cancelled]
+        assert queue.heartbeat(session, other, [kept], 30) == [kept]  # not its run
+    assert queue.reap(db) == []  # the heartbeat renewed the lease
+
+
+def held_run(db: Database) -> tuple[int, int]:
+    repository = add_repository(db)
+    (run_id,) = enqueue(db, repository)
+    (agent_id,) = add_agents(db, 1)
+    queue.claim(db, agent_id, {}, 30)
+    return run_id, agent_id
+
+
+def batch(*docs: dict) -> list:
+    return reports.REPORTS.validate_python(list(docs))
+
+
+def test_resent_reports_are_stored_once_and_a_gap_waits(db):
+    run_id, agent_id = held_run(db)
+    first = batch(
+        {"seq": 1, "kind": "step", "name": "s", "status": "running"},
+        {"seq": 2, "kind": "log", "lines": [["s", "one", False]]},
+    )
+    with db.transaction() as session:
+        assert reports.store_reports(session, run_id, agent_id, 1, first) == 2
+    with db.transaction() as session:  # the answer was lost: the agent sends it all again
+        again = first + batch({"seq": 3, "kind": "log", "lines": [["s", "two", False]]})
+        assert reports.store_reports(session, run_id, agent_id, 1, again) == 3
+    with db.transaction() as session:  # seq 5 without 4: nothing stored, 3 acknowledged
+        gap = batch({"seq": 5, "kind": "log", "lines": [["s", "five", False]]})
+        assert reports.store_reports(session, run_id, agent_id, 1, gap) == 3
+    with db.transaction() as session:
+        lines = [c.lines for c in session.scalars(select(LogChunk).order_by(LogChunk.id))]
+        assert lines == [[["s", "one", False]], [["s", "two", False]]]
+        assert session.scalar(select(Step.status)) == "running"
+
+
+def test_reports_about_a_run_the_agent_lost_change_nothing(db):
+    run_id, agent_id = held_run(db)
+    end = batch({"seq": 1, "kind": "finish", "status": "success"})
+    with db.transaction() as session:
+        with pytest.raises(reports.StaleReport):  # an attempt it does not hold
+            reports.store_reports(session, run_id, agent_id, 2, end)
+        reports.store_reports(session, run_id, agent_id, 1, end)
+    late = batch({"seq": 2, "kind": "log", "lines": [["s", "late", False]]})
+    with db.transaction() as session:
+        with pytest.raises(reports.StaleReport):
+            reports.store_reports(session, run_id, agent_id, 1, late)
+    with db.transaction() as session:
+        assert session.scalar(select(LogChunk.id)) is None
+        assert session.get(Run, run_id).status == "success"
+
+
+def test_a_cancelled_run_ends_cancelled_whatever_the_agent_says(db):
+    run_id, agent_id = held_run(db)
+    with db.transaction() as session:
+        session.get(Run, run_id).cancel_requested = True
+        end = batch({"seq": 1, "kind": "finish", "status": "success"})
+        reports.store_reports(session, run_id, agent_id, 1, end)
+    with db.transaction() as session:
+        assert session.get(Run, run_id).status == "cancelled"
