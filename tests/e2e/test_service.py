@@ -93,6 +93,15 @@ def repo(tmp_path) -> Iterator[GitRepo]:
         daemon.wait()
 
 
+def spawn(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``command`` in the background, its stderr appended to ``log``."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class Server:
     data: Path
@@ -105,7 +114,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [
                 sys.executable,
                 "-m",
@@ -119,8 +128,7 @@ class Server:
                 "--lease",
                 str(LEASE),
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.data.parent / "server.log", "ab"),
+            self.data.parent / "server.log",
         )
         wait_for_http(self.url + "/api/v1")
         self.api = httpx.Client(
@@ -143,7 +151,7 @@ class Server:
         """An agent process with its own store and workdir."""
         token = self.call("POST", "/tokens", 201, json={"name": name, "role": "agent"})["token"]
         store.mkdir(parents=True, exist_ok=True)
-        process = subprocess.Popen(
+        process = spawn(
             [
                 sys.executable,
                 "-m",
@@ -160,9 +168,8 @@ class Server:
                 "--workdir",
                 str(store.parent / f"{name}-work"),
             ],
+            store.parent / f"{name}.log",
             env={**os.environ, "DOCKYARD_AGENT_TOKEN": token},
-            stdout=subprocess.DEVNULL,
-            stderr=open(store.parent / f"{name}.log", "ab"),
         )
         self.agents.append(process)
         return process

@@ -151,9 +151,8 @@ def test_reports_about_a_run_the_agent_lost_change_nothing(db):
             reports.store_reports(session, run_id, agent_id, 2, end)
         reports.store_reports(session, run_id, agent_id, 1, end)
     late = batch({"seq": 2, "kind": "log", "lines": [["s", "late", False]]})
-    with db.transaction() as session:
-        with pytest.raises(reports.StaleReport):
-            reports.store_reports(session, run_id, agent_id, 1, late)
+    with pytest.raises(reports.StaleReport), db.transaction() as session:
+        reports.store_reports(session, run_id, agent_id, 1, late)
     with db.transaction() as session:
         assert session.scalar(select(LogChunk.id)) is None
         assert session.get(Run, run_id).status == "success"

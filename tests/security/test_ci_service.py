@@ -1,0 +1,149 @@
+"""Attacks on the CI service's API (in-process, SQLite in a temp dir): forged or
+tampered webhooks, tokens used beyond their role, oversized bodies, secrets read back
+or found at rest, a key file others can read, sealed values moved between rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from dockyard.service.api import JSON_MAX
+from dockyard.service.secrets import SecretBox, SecretKeyError, load_or_create_key, secret_context
+from dockyard.service.webhooks import sign
+from tests.service_api import HOOK_SECRET, SHA, Api, hook, push, service_api
+
+
+@pytest.fixture
+def api(tmp_path) -> Iterator[Api]:
+    with service_api(tmp_path) as instance:
+        yield instance
+
+
+def test_roles_decide_who_may_do_what(api):
+    read, write, agent = api.token("read"), api.token("write"), api.token("agent")
+    api.call("GET", "/repos", None, 401)
+    api.call("GET", "/repos", "dyt_not-a-token", 401)
+    api.call("GET", "/repos", read, 200)
+    api.call("POST", "/repos/project/runs", read, 403, json={})
+    api.call("POST", "/repos/project/runs", write, 201, json={})
+    api.call("PUT", "/repos/project/secrets/X", write, 403, json={"value": "v"})
+    api.call("POST", "/tokens", write, 403, json={"name": "x", "role": "admin"})
+    # An agent token is no user token, and a user token (even admin) no agent token.
+    api.call("GET", "/repos", agent, 403)
+    api.call("POST", "/agent/poll", api.admin, 403, json={"name": "a", "wait": 0})
+    assert api.call("POST", "/agent/poll", agent, 200, json={"name": "a", "wait": 0})["job"] is None
+
+
+def test_webhook_without_the_right_signature_queues_nothing(api):
+    body = push()
+    assert hook(api, body, None).status_code == 401
+    assert hook(api, body, sign("another secret", body)).status_code == 401
+    assert hook(api, body, "sha256=" + "0" * 64).status_code == 401
+    assert hook(api, body, sign(HOOK_SECRET, body)[:-1]).status_code == 401
+    tampered = body.replace(b"main", b"evil")
+    assert hook(api, tampered, sign(HOOK_SECRET, body)).status_code == 401
+    assert api.runs() == 0
+    response = hook(api, body, sign(HOOK_SECRET, body))
+    assert response.status_code == 201
+    run = response.json()["queued"]
+    assert (run["event"], run["branch"], run["commit"], run["author"]) == (
+        "push",
+        "main",
+        SHA,
+        "Ada",
+    )
+    assert api.runs() == 1
+
+
+@pytest.mark.parametrize(
+    "body, event, status",
+    [
+        (b"not json", "push", 400),
+        (b"[]", "push", 400),
+        (push(after="zz"), "push", 400),
+        (push(ref="refs/notes/x"), "push", 400),
+        (push(), "issues", 400),
+        (push(after="0" * 40), "push", 200),  # a deleted branch
+        (b"{}", "ping", 200),
+    ],
+)
+def test_signed_payloads_that_are_no_push_queue_nothing(api, body, event, status):
+    assert hook(api, body, sign(HOOK_SECRET, body), event).status_code == status
+    assert api.runs() == 0
+
+
+def test_oversized_bodies_are_refused_before_anything_changes(api):
+    big = json.dumps({"branch": "main", "env": {"A": "x" * JSON_MAX}})
+    api.call("POST", "/repos/project/runs", api.admin, 413, content=big)
+    api.call("POST", "/repos/project/runs", api.admin, 400, content=b"{nope")
+    api.call("POST", "/repos/project/runs", api.admin, 400, json={"env": {"1BAD": "x"}})
+    assert api.runs() == 0
+
+
+def test_secrets_are_write_only_and_sealed_at_rest(api):
+    api.call("PUT", "/repos/project/secrets/TOKEN", api.admin, 204, json={"value": "hunter2-xyz"})
+    listed = api.call("GET", "/repos/project/secrets", api.admin, 200)
+    assert listed == {"items": [{"name": "TOKEN"}]}
+    assert b"hunter2-xyz" not in (api.data / "dockyard.db").read_bytes()
+    assert b"hunter2-xyz" not in (api.data / "dockyard.db-wal").read_bytes()
+    api.call("PUT", "/repos/project/secrets/bad-name", api.admin, 400, json={"value": "v"})
+    # Only an agent holding a run of the repository gets the value.
+    agent = api.token("agent")
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    api.call(
+        "POST",
+        "/agent/runs/1/secrets",
+        agent,
+        409,
+        json={"name": "a", "attempt": 1, "names": ["TOKEN"]},
+    )
+    job = api.call(
+        "POST", "/agent/poll", agent, 200, json={"name": "a", "labels": {"os": "linux"}, "wait": 0}
+    )["job"]
+    got = api.call(
+        "POST",
+        f"/agent/runs/{job['id']}/secrets",
+        agent,
+        200,
+        json={"name": "a", "attempt": job["attempt"], "names": ["TOKEN", "NONE"]},
+    )
+    assert got == {"secrets": {"TOKEN": "hunter2-xyz"}}
+    api.call("DELETE", "/repos/project/secrets/TOKEN", api.admin, 204)
+    api.call("DELETE", "/repos/project/secrets/TOKEN", api.admin, 404)
+
+
+def test_the_key_file_is_private_and_made_once(tmp_path):
+    path = tmp_path / "secret.key"
+    keys: list[bytes] = []
+    start = threading.Barrier(8)
+
+    def make() -> None:
+        start.wait()
+        keys.append(load_or_create_key(path))
+
+    threads = [threading.Thread(target=make) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(keys)) == 1 and len(keys[0]) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]  # no temporaries left
+    path.chmod(0o644)
+    with pytest.raises(SecretKeyError, match="readable by others"):
+        load_or_create_key(path)
+
+
+def test_a_sealed_value_opens_only_where_it_belongs(tmp_path):
+    box = SecretBox(os.urandom(32))
+    sealed = box.seal("value", secret_context(1, "A"))
+    assert box.open(sealed, secret_context(1, "A")) == "value"
+    with pytest.raises(SecretKeyError):
+        box.open(sealed, secret_context(2, "A"))  # copied to another repository's row
+    with pytest.raises(SecretKeyError):
+        SecretBox(os.urandom(32)).open(sealed, secret_context(1, "A"))
