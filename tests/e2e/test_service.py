@@ -113,18 +113,20 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, local_agent: bool = False) -> None:
         self.process = spawn(
             [
                 sys.executable,
                 "-m",
                 "dockyard.cli.main",
+                "--root",
+                str(self.data.parent / "store-local"),
                 "server",
                 "--addr",
                 f"127.0.0.1:{self.port}",
                 "--data",
                 str(self.data),
-                "--no-local-agent",
+                *([] if local_agent else ["--no-local-agent"]),
                 "--lease",
                 str(LEASE),
             ],
@@ -448,3 +450,54 @@ def test_server_restart_keeps_queued_runs(server, repo, busybox_ref, tmp_path):
     for number in (1, 2, 3):
         assert server.wait_for(number, "success", "failure")["status"] == "success"
     assert server.call("POST", "/repos/project/runs", 201, json={})["number"] == 4
+
+
+def test_the_servers_own_agent_runs_pipelines_by_default(tmp_path, repo, busybox_ref):
+    need("runc")
+    repo.commit(
+        {
+            ".dockyard.yml": pipeline(
+                busybox_ref,
+                """
+                steps:
+                  - name: hello
+                    image: IMAGE
+                    commands: [echo hello from the local agent]
+                """,
+            )
+        }
+    )
+    server = Server(tmp_path / "data")
+    server.start(local_agent=True)
+    try:
+        server.add_repo(repo, {})
+        server.call("POST", "/repos/project/runs", 201, json={})
+        run = server.wait_for(1, "success", "failure")
+        assert run["status"] == "success"
+        assert run["steps"][0]["agent"] == "local"
+        agents = server.call("GET", "/agents")["items"]
+        assert [(a["name"], a["capacity"]) for a in agents] == [("local", 1)]
+    finally:
+        assert server.process is not None
+        server.process.terminate()
+        server.process.wait(60)
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_local_agent(p, tmp_path)]
+
+
+def _is_local_agent(pid: str, tmp_path: Path) -> bool:
+    try:
+        cmdline = Path("/proc", pid, "cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"\0agent\0" in cmdline and str(tmp_path).encode() in cmdline
+
+
+def test_a_pipeline_file_error_fails_the_run_with_file_and_line(server, repo, tmp_path):
+    repo.commit({".dockyard.yml": "steps:\n  - name: x\n    imagee: busybox\n"})
+    server.add_repo(repo, {})
+    server.agent("worker", "", tmp_path / "store-w")
+    server.call("POST", "/repos/project/runs", 201, json={})
+    run = server.wait_for(1, "failure", "success")
+    assert run["status"] == "failure"
+    assert run["error"].startswith(".dockyard.yml:3:"), run["error"]
+    assert run["steps"] == []

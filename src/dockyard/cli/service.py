@@ -45,7 +45,9 @@ def parse_labels(text: str | None) -> dict[str, str]:
     show_default=True,
     help="Seconds without a heartbeat before a run's agent is taken for dead.",
 )
+@click.pass_context
 def server(
+    ctx: click.Context,
     addr: str,
     data: Path,
     database: str | None,
@@ -66,6 +68,7 @@ def server(
             local_agent=not no_local_agent,
             local_agent_labels=parse_labels(local_agent_labels),
             lease=lease,
+            store_root=ctx.obj.root if ctx.obj else None,
         )
     )
 

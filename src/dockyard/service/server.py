@@ -39,6 +39,7 @@ class ServerConfig:
     local_agent: bool = True
     local_agent_labels: dict[str, str] | None = None
     lease: float = DEFAULT_LEASE  # seconds a run is kept without its agent's heartbeat
+    store_root: Path | None = None  # the local agent's store (its images and caches)
 
 
 def open_service(config: ServerConfig) -> Service:
@@ -75,10 +76,12 @@ def _local_agent_token(svc: Service) -> str:
 def start_local_agent(svc: Service, url: str, config: ServerConfig) -> subprocess.Popen:
     labels = ",".join(f"{k}={v}" for k, v in (config.local_agent_labels or {}).items())
     env = {**os.environ, "DOCKYARD_AGENT_TOKEN": _local_agent_token(svc)}
+    root = ["--root", str(config.store_root)] if config.store_root else []
     command = [
         sys.executable,
         "-m",
         "dockyard.cli.main",
+        *root,
         "agent",
         "--server",
         url,
