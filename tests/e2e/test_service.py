@@ -481,7 +481,15 @@ def test_the_servers_own_agent_runs_pipelines_by_default(tmp_path, repo, busybox
         assert server.process is not None
         server.process.terminate()
         server.process.wait(60)
-    assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_local_agent(p, tmp_path)]
+    # The agent ends with its server (SIGTERM from the kernel when its parent dies).
+    deadline = time.monotonic() + 30
+    while _local_agents(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _local_agents(tmp_path) == []
+
+
+def _local_agents(tmp_path: Path) -> list[str]:
+    return [p for p in os.listdir("/proc") if p.isdigit() and _is_local_agent(p, tmp_path)]
 
 
 def _is_local_agent(pid: str, tmp_path: Path) -> bool:

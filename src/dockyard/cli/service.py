@@ -107,6 +107,7 @@ def agent(
     from dockyard.service.agent import Agent, AgentConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per poll and report
     workdir = workdir or Path("/var/lib/dockyard-agent")
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config = AgentConfig(

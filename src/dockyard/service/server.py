@@ -7,9 +7,11 @@ On first start the server makes an admin token and writes it to ``DATA/admin-tok
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import secrets as random
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ log = logging.getLogger("dockyard.service")
 ADMIN_TOKEN_FILE = "admin-token"
 LOCAL_AGENT = "local"
 DEFAULT_LEASE = 30.0
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -94,7 +97,14 @@ def start_local_agent(svc: Service, url: str, config: ServerConfig) -> subproces
     ]
     if labels:
         command += ["--labels", labels]
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, preexec_fn=_end_with_parent)
+
+
+def _end_with_parent() -> None:
+    """In the agent's child process: SIGTERM when the server dies, however it dies
+    (uvicorn re-raises SIGTERM after its shutdown; SIGKILL runs no cleanup at all)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def serve(config: ServerConfig) -> None:
