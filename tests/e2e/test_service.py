@@ -105,6 +105,8 @@ def spawn(command: list[str], log: Path, env: dict[str, str] | None = None) -> s
 @dataclass
 class Server:
     data: Path
+    database: str | None = None  # default: SQLite in ``data``
+    key_file: Path | None = None  # default: in ``data``
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     agents: list[subprocess.Popen] = field(default_factory=list)
@@ -127,16 +129,22 @@ class Server:
                 "--data",
                 str(self.data),
                 *([] if local_agent else ["--no-local-agent"]),
+                *(["--database", self.database] if self.database else []),
+                *(["--secret-key-file", str(self.key_file)] if self.key_file else []),
                 "--lease",
                 str(LEASE),
             ],
             self.data.parent / "server.log",
         )
         wait_for_http(self.url + "/api/v1")
+        if (self.data / "admin-token").exists():  # only the first server on a database
+            self.login((self.data / "admin-token").read_text().strip())
+
+    def login(self, token: str) -> None:
         self.api = httpx.Client(
             base_url=self.url + "/api/v1",
             timeout=30,
-            headers={"Authorization": "Bearer " + (self.data / "admin-token").read_text().strip()},
+            headers={"Authorization": "Bearer " + token},
         )
 
     def kill(self) -> None:
@@ -509,3 +517,51 @@ def test_a_pipeline_file_error_fails_the_run_with_file_and_line(server, repo, tm
     assert run["status"] == "failure"
     assert run["error"].startswith(".dockyard.yml:3:"), run["error"]
     assert run["steps"] == []
+
+
+def test_two_servers_on_postgresql_run_every_run_once(tmp_path, repo, busybox_ref, request):
+    need("runc")
+    database = request.getfixturevalue("postgres_database")
+    repo.commit(
+        {
+            ".dockyard.yml": pipeline(
+                busybox_ref,
+                """
+                steps:
+                  - name: hello
+                    image: IMAGE
+                    secrets: [TOKEN]
+                    commands: [echo "run $CI_RUN_NUMBER", test "$TOKEN" = shared-key]
+                """,
+            )
+        }
+    )
+    first = Server(tmp_path / "data-1", database, tmp_path / "secret.key")
+    second = Server(tmp_path / "data-2", database, tmp_path / "secret.key")
+    first.start()
+    second.start()  # the first server's admin token is the only admin token
+    second.login(first.api.headers["Authorization"].split()[1])
+    try:
+        first.add_repo(repo, {})
+        first.call("PUT", "/repos/project/secrets/TOKEN", 204, json={"value": "shared-key"})
+        first.agent("agent-1", "", tmp_path / "store-1")
+        second.agent("agent-2", "", tmp_path / "store-2")
+        for number in range(1, 11):  # the servers take turns receiving triggers
+            server = first if number % 2 else second
+            assert server.call("POST", "/repos/project/runs", 201, json={})["number"] == number
+        agents = set()
+        for number in range(1, 11):
+            run = second.wait_for(number, "success", "failure", "error")
+            assert (run["status"], run["attempt"]) == ("success", 1), run
+            agents.add(run["steps"][0]["agent"])
+            log = first.call("GET", f"/repos/project/runs/{number}/logs")["chunks"]
+            assert [t for c in log for t in texts(c)].count(f"run {number}") == 1
+        assert agents <= {"agent-1", "agent-2"}
+    finally:
+        for server in (first, second):
+            for agent in server.agents:
+                agent.terminate()
+                agent.wait(60)
+            assert server.process is not None
+            server.process.terminate()
+            server.process.wait(30)

@@ -14,9 +14,18 @@ from dockyard.service.database import Database, open_engine, sqlite_url
 from dockyard.service.models import Agent, LogChunk, Repository, Run, Step
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path) -> str:
+    """The database every test runs on: SQLite in a temp dir, and PostgreSQL (where
+    Debian's is installed and we are root)."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    return request.getfixturevalue("postgres_database")
+
+
 @pytest.fixture
-def db(tmp_path) -> Database:
-    return Database(open_engine(sqlite_url(tmp_path)))
+def db(url) -> Database:
+    return Database(open_engine(url))
 
 
 def add_repository(db: Database, labels: dict[str, str] | None = None) -> Repository:
@@ -46,17 +55,20 @@ def test_runs_are_numbered_per_repository(db):
         assert sorted(session.scalars(select(Run.number))) == [1, 2, 3]
 
 
-def test_racing_agents_never_take_one_run_twice(db):
+def test_racing_agents_never_take_one_run_twice(db, url):
+    """Six agents, through two servers (engines) on one database, race for 60 runs."""
     repository = add_repository(db)
     run_ids = enqueue(db, repository, 60)
     agents = add_agents(db, 6)
+    servers = [db, Database(open_engine(url))]
     taken: list[tuple[int, int]] = []
     lock = threading.Lock()
     start = threading.Barrier(len(agents))
 
     def agent(agent_id: int) -> None:
         start.wait()
-        while (run := queue.claim(db, agent_id, {}, 30)) is not None:
+        server = servers[agent_id % 2]
+        while (run := queue.claim(server, agent_id, {}, 30)) is not None:
             with lock:
                 taken.append((run.id, agent_id))
 

@@ -176,7 +176,12 @@ class Agent:
             store_root=self.config.store_root,
             source=where,
             secrets=self._secrets(job, pipeline),
-            env=job["env"],
+            env={
+                "CI_REPO": job["repository"],
+                "CI_RUN_NUMBER": str(job["number"]),
+                "CI_COMMIT_SHA": commit,
+                **job["env"],
+            },
             branch=job["branch"],
             event=job["event"],
             cancel=cancel,

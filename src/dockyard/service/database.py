@@ -17,10 +17,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 10_000
+MIGRATION_LOCK = 0x646F636B  # an advisory lock id of our own ("dock")
 
 
 def sqlite_url(data: Path) -> str:
     return f"sqlite:///{data / 'dockyard.db'}"
+
+
+def driver_url(url: str) -> str:
+    """``postgresql://...`` spoken through psycopg 3 (SQLAlchemy's default is psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
 
 
 def open_engine(url: str) -> Engine:
@@ -30,7 +39,7 @@ def open_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(driver_url(url), pool_pre_ping=True)
     migrate(engine)
     return engine
 
@@ -46,14 +55,16 @@ def _sqlite_connect(dbapi_connection, record) -> None:
 
 
 def migrate(engine: Engine) -> None:
-    """Run every Alembic migration not yet applied (concurrent servers: PostgreSQL
-    serialises them by the version table's lock; SQLite by BEGIN IMMEDIATE)."""
+    """Run every Alembic migration not yet applied; servers starting together take
+    turns (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # one server migrates, the others wait
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
