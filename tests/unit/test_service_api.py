@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from dockyard.service.webhooks import sign
-from tests.service_api import HOOK_SECRET, Api, hook, push, service_api
+from tests.service_api import HOOK_SECRET, SHA, Api, hook, push, service_api
 
 
 @pytest.fixture
@@ -40,3 +40,13 @@ def test_cancel_of_a_queued_run_is_at_once(api):
     api.call("POST", "/repos/project/runs/1/cancel", api.admin, 409)
     logs = api.call("GET", "/repos/project/runs/1/logs", api.admin, 200)
     assert logs["status"] == "cancelled"
+
+
+def test_restart_makes_a_new_run_of_the_same_commit(api):
+    body = push()
+    hook(api, body, sign(HOOK_SECRET, body))
+    api.call("POST", "/repos/project/runs/1/restart", api.admin, 409)  # still queued
+    api.call("POST", "/repos/project/runs/1/cancel", api.admin, 202)
+    again = api.call("POST", "/repos/project/runs/1/restart", api.admin, 201)
+    assert (again["number"], again["commit"], again["event"]) == (2, SHA, "push")
+    assert again["waiting"] == "no agent is connected"

@@ -178,3 +178,18 @@ def test_a_cancelled_run_ends_cancelled_whatever_the_agent_says(db):
         reports.store_reports(session, run_id, agent_id, 1, end)
     with db.transaction() as session:
         assert session.get(Run, run_id).status == "cancelled"
+
+
+def test_a_queued_run_says_why_it_waits(db):
+    repository = add_repository(db, {"gpu": "true", "os": "linux"})
+    (run_id,) = enqueue(db, repository)
+    with db.transaction() as session:
+        assert queue.waiting_reason(session, session.get(Run, run_id)) == "no agent is connected"
+        session.add(Agent(name="cpu", labels={"os": "linux"}, capacity=1))
+    with db.transaction() as session:
+        run = session.get(Run, run_id)
+        assert queue.waiting_reason(session, run) == "no agent has gpu=true"
+        session.add(Agent(name="gpu", labels={"os": "linux", "gpu": "true"}, capacity=1))
+    with db.transaction() as session:
+        run = session.get(Run, run_id)
+        assert queue.waiting_reason(session, run) == "waiting for a free agent"

@@ -5,7 +5,8 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
 - ``GET|POST /repos``, ``GET /repos/{repo}``: repositories (POST: admin)
 - ``GET|POST /repos/{repo}/runs``: runs, newest first, paged (POST: a manual run, write)
 - ``GET /repos/{repo}/runs/{n}``: a run and its steps
-- ``POST /repos/{repo}/runs/{n}/cancel``: cancel (write)
+- ``POST /repos/{repo}/runs/{n}/cancel``: cancel (write); ``.../restart``: run it again
+  as a new run (write)
 - ``GET /repos/{repo}/runs/{n}/logs``: log chunks as JSON (``?after=ID``), or followed
   as Server-Sent Events (``Accept: text/event-stream``; resumes after ``Last-Event-ID``)
 - ``GET /repos/{repo}/secrets``, ``PUT|DELETE /repos/{repo}/secrets/{name}``: admin;
@@ -244,6 +245,7 @@ def run_json(session: Session, run: Run, steps: bool = False) -> dict[str, Any]:
         "attempt": run.attempt,
         "agent": agent.name if agent else None,
         "cancel_requested": run.cancel_requested,
+        "waiting": queue.waiting_reason(session, run) if run.status == QUEUED else None,
         "created": iso(run.created),
         "started": iso(run.started),
         "finished": iso(run.finished),
@@ -398,6 +400,33 @@ async def trigger(request: Request) -> Response:
                 branch=branch or repository.default_branch,
                 commit=commit,
                 env=env,
+            )
+            return run_json(session, run)
+
+    created = await in_thread(work)
+    service(request).work.notify()
+    return JSONResponse(created, 201)
+
+
+async def restart_run(request: Request) -> Response:
+    """A new run of what an ended run ran: its commit, branch, event and env."""
+    await authorize(request, tokens.WRITE)
+
+    def work() -> dict[str, Any]:
+        with service(request).db.transaction() as session:
+            old = find_run(session, request.path_params["repo"], request.path_params["number"])
+            if old.status not in FINISHED:
+                raise APIError(409, f"run {old.number} has not ended ({old.status})")
+            repository = session.get(Repository, old.repository_id)
+            run = queue.enqueue(
+                session,
+                repository,
+                event=old.event,
+                branch=old.branch,
+                commit=old.commit,
+                author=old.author,
+                message=old.message,
+                env=dict(old.env),
             )
             return run_json(session, run)
 
@@ -825,6 +854,7 @@ def create_app(svc: Service) -> Starlette:
         Route(v1 + "/repos/{repo}/runs", trigger, methods=["POST"]),
         Route(run, get_run),
         Route(run + "/cancel", cancel_run, methods=["POST"]),
+        Route(run + "/restart", restart_run, methods=["POST"]),
         Route(run + "/logs", run_logs),
         Route(v1 + "/repos/{repo}/secrets", list_secrets),
         Route(v1 + "/repos/{repo}/secrets/{name}", put_secret, methods=["PUT"]),

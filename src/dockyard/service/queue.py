@@ -23,6 +23,7 @@ from dockyard.service.models import (
     ERROR,
     QUEUED,
     RUNNING,
+    Agent,
     LogChunk,
     Repository,
     Run,
@@ -31,6 +32,7 @@ from dockyard.service.models import (
 
 MAX_ATTEMPTS = 2  # the first agent's, and one more after it died
 CANDIDATES = 50  # queued runs looked at per claim, oldest first
+AGENT_ALIVE = 15.0  # seconds since its last heartbeat (sent every second) an agent counts
 
 
 def enqueue(session: Session, repository: Repository, **fields) -> Run:
@@ -127,3 +129,32 @@ def reap(db: Database) -> list[int]:
             run.agent_id, run.lease_until = None, None
             changed.append(run.id)
     return changed
+
+
+def waiting_reason(session: Session, run: Run) -> str:
+    """Why a queued run waits: no live agent has its labels, or all that do are busy."""
+    since = now() - timedelta(seconds=AGENT_ALIVE)
+    agents = session.scalars(select(Agent).where(Agent.last_seen >= since)).all()
+    required = run.labels or {}
+    if not any(fits(required, agent.labels) for agent in agents):
+        if not agents:
+            return "no agent is connected"
+        wanted = [
+            f"{k}={v}"
+            for k, v in sorted(required.items())
+            if not any(agent.labels.get(k) == v for agent in agents)
+        ]
+        if wanted:
+            return f"no agent has {', '.join(wanted)}"
+        return f"no agent has all of {', '.join(f'{k}={v}' for k, v in sorted(required.items()))}"
+    return "waiting for a free agent"
+
+
+def extend_leases(session: Session, lease: float) -> None:
+    """Give every running run a full lease: after a server restart, its agents have
+    had no one to send heartbeats to."""
+    session.execute(
+        update(Run)
+        .where(Run.status == RUNNING)
+        .values(lease_until=now() + timedelta(seconds=lease))
+    )

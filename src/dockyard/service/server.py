@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select
 
-from dockyard.service import tokens
+from dockyard.service import queue, tokens
 from dockyard.service.api import Service, create_app
 from dockyard.service.database import Database, open_engine, sqlite_url
 from dockyard.service.models import Token
@@ -51,6 +51,7 @@ def open_service(config: ServerConfig) -> Service:
     db = Database(open_engine(config.database or sqlite_url(config.data)))
     key = load_or_create_key(config.key_file or config.data / "secret.key")
     with db.transaction() as session:
+        queue.extend_leases(session, config.lease)
         if session.scalar(select(Token.id).where(Token.role == tokens.ADMIN)) is None:
             _write_private(
                 config.data / ADMIN_TOKEN_FILE, tokens.create_token(session, "admin", tokens.ADMIN)
