@@ -147,3 +147,72 @@ def test_a_sealed_value_opens_only_where_it_belongs(tmp_path):
         box.open(sealed, secret_context(2, "A"))  # copied to another repository's row
     with pytest.raises(SecretKeyError):
         SecretBox(os.urandom(32)).open(sealed, secret_context(1, "A"))
+
+
+def pull_request(number: int, head_repo: str, base_repo: str = "org/project") -> bytes:
+    return json.dumps(
+        {
+            "action": "opened",
+            "number": number,
+            "pull_request": {
+                "title": "a change",
+                "user": {"login": "mallory"},
+                "head": {"sha": SHA, "ref": "feature", "repo": {"full_name": head_repo}},
+                "base": {"ref": "main", "repo": {"full_name": base_repo}},
+            },
+        }
+    ).encode()
+
+
+def secrets_for_next_run(api: Api, agent: str) -> dict[str, str]:
+    job = api.call(
+        "POST", "/agent/poll", agent, 200, json={"name": "a", "labels": {"os": "linux"}, "wait": 0}
+    )["job"]
+    return api.call(
+        "POST",
+        f"/agent/runs/{job['id']}/secrets",
+        agent,
+        200,
+        json={"name": "a", "attempt": job["attempt"], "names": ["TOKEN"]},
+    )["secrets"]
+
+
+def test_pull_requests_from_forks_get_no_secrets(api):
+    api.call("PUT", "/repos/project/secrets/TOKEN", api.admin, 204, json={"value": "v-123456"})
+    agent = api.token("agent")
+    for number, head_repo in ((1, "mallory/project"), (2, "org/project")):
+        body = pull_request(number, head_repo)
+        response = hook(api, body, sign(HOOK_SECRET, body), "pull_request")
+        assert response.status_code == 201, response.text
+        run = response.json()["queued"]
+        assert (run["event"], run["branch"], run["fork"]) == (
+            "pull_request",
+            "main",
+            number == 1,
+        )
+    assert secrets_for_next_run(api, agent) == {}  # the fork's
+    assert secrets_for_next_run(api, agent) == {"TOKEN": "v-123456"}  # the repository's own
+    # A repository may choose to trust forks.
+    repo = {"name": "trusting", "clone_url": "git://127.0.0.1:1/t.git", "fork_secrets": True}
+    api.call("POST", "/repos", api.admin, 201, json={**repo, "webhook_secret": HOOK_SECRET})
+    api.call("PUT", "/repos/trusting/secrets/TOKEN", api.admin, 204, json={"value": "t-123456"})
+    body = pull_request(4, "mallory/project")
+    headers = {"X-GitHub-Event": "pull_request", "X-Hub-Signature-256": sign(HOOK_SECRET, body)}
+    assert api.client.post("/api/v1/hooks/trusting", content=body, headers=headers).json()[
+        "queued"
+    ]["fork"]
+    assert secrets_for_next_run(api, agent) == {"TOKEN": "t-123456"}
+    closed = json.loads(pull_request(3, "mallory/project"))
+    closed["action"] = "closed"
+    body = json.dumps(closed).encode()
+    assert hook(api, body, sign(HOOK_SECRET, body), "pull_request").json() == {"queued": None}
+
+
+def test_a_clone_url_that_is_a_git_option_is_refused(api):
+    api.call(
+        "POST",
+        "/repos",
+        api.admin,
+        400,
+        json={"name": "evil", "clone_url": "--upload-pack=touch /tmp/x", "labels": {}},
+    )

@@ -164,7 +164,9 @@ class Agent:
             reporter.line("", text, note=True)
 
         note(f"agent {self.config.name}, attempt {job['attempt']}")
-        commit = checkout(job["clone_url"], job["branch"], job["commit"], where, note)
+        commit = checkout(
+            job["clone_url"], job["branch"], job["commit"], where, note, ref=job.get("ref")
+        )
         if commit != job["commit"]:
             reporter.add({"kind": "start", "commit": commit})
         try:

@@ -223,6 +223,7 @@ def repository_json(repository: Repository) -> dict[str, Any]:
         "pipeline_path": repository.pipeline_path,
         "labels": repository.labels,
         "has_webhook_secret": repository.webhook_secret is not None,
+        "fork_secrets": repository.fork_secrets,
         "runs": repository.run_count,
         "created": iso(repository.created),
     }
@@ -239,6 +240,7 @@ def run_json(session: Session, run: Run, steps: bool = False) -> dict[str, Any]:
         "event": run.event,
         "branch": run.branch,
         "commit": run.commit,
+        "fork": run.fork,
         "author": run.author,
         "message": run.message,
         "error": run.error,
@@ -317,11 +319,14 @@ async def create_repository(request: Request) -> Response:
     await authorize(request, tokens.ADMIN)
     doc = await read_json(request)
     name = field(doc, "name", str, check=NAME_RE.match)
-    clone_url = field(doc, "clone_url", str, check=lambda u: 0 < len(u) <= 2048)
+    clone_url = field(  # never an option to git
+        doc, "clone_url", str, check=lambda u: 0 < len(u) <= 2048 and not u.startswith("-")
+    )
     branch = field(doc, "default_branch", str, "main", check=lambda b: 0 < len(b) <= 255)
     path = field(doc, "pipeline_path", str, ".dockyard.yml", check=_relative_path)
     secret = field(doc, "webhook_secret", str, None, check=lambda s: 16 <= len(s) <= 1024)
     labels = string_map(doc, "labels", LABEL_RE)
+    fork_secrets = field(doc, "fork_secrets", bool, False)
     box = service(request).box
 
     def work() -> dict[str, Any]:
@@ -335,6 +340,7 @@ async def create_repository(request: Request) -> Response:
                 pipeline_path=path,
                 labels=labels,
                 run_count=0,
+                fork_secrets=fork_secrets,
             )
             session.add(repository)
             session.flush()
@@ -427,6 +433,8 @@ async def restart_run(request: Request) -> Response:
                 author=old.author,
                 message=old.message,
                 env=dict(old.env),
+                ref=old.ref,
+                fork=old.fork,
             )
             return run_json(session, run)
 
@@ -640,9 +648,7 @@ async def webhook(request: Request) -> Response:
                 event = webhooks.event_name(headers)
                 if event == "ping":
                     return 200, {"queued": None}
-                if event != "push":
-                    raise APIError(400, f"unsupported event {event[:50]!r}")
-                push = webhooks.parse_push(body)
+                push = webhooks.parse(event, body)
             except webhooks.WebhookError as e:
                 raise APIError(400, str(e)) from None
             if push is None:
@@ -653,6 +659,8 @@ async def webhook(request: Request) -> Response:
                 event=push.event,
                 branch=push.ref_name,
                 commit=push.commit,
+                ref=push.ref,
+                fork=push.fork,
                 author=push.author,
                 message=push.message,
             )
@@ -691,6 +699,7 @@ def _job(session: Session, run: Run, lease: float) -> dict[str, Any]:
         "event": run.event,
         "branch": run.branch,
         "commit": run.commit,
+        "ref": run.ref,
         "env": run.env,
         "lease": lease,
     }
@@ -787,6 +796,9 @@ async def agent_secrets(request: Request) -> Response:
             run = session.get(Run, run_id)
             if not reports.holds(run, agent.id, attempt):
                 raise APIError(409, f"run {run_id} is not held by this agent")
+            repository = session.get(Repository, run.repository_id)
+            if run.fork and not repository.fork_secrets:
+                return {}  # a fork's pull request gets none, unless the repository allows
             rows = session.scalars(
                 select(Secret).where(
                     Secret.repository_id == run.repository_id, Secret.name.in_(names)

@@ -1,7 +1,8 @@
 """Checking out the exact commit a run is for, with git, into a fresh directory.
 
 Only the one commit is fetched when the server allows it (``--depth 1`` by id);
-otherwise the branches and tags are fetched and the commit taken from them. A run
+otherwise the ref the run came from (a branch, a tag, ``refs/pull/N/head``), or else
+every branch and tag, is fetched and the commit taken from it. A run
 without a commit (a manual run of a branch) takes the branch's head, and says which.
 git never prompts, reads no system config and speaks only the protocols listed.
 """
@@ -29,8 +30,11 @@ def checkout(
     commit: str | None,
     into: Path,
     note: Callable[[str], None],
+    ref: str | None = None,
 ) -> str:
     """Fill ``into`` (new) with the commit's tree; return the commit id."""
+    if url.startswith("-"):
+        raise CheckoutError(f"clone URL {url[:100]!r} looks like an option")
     into.mkdir(parents=True)
     _git(["init", "-q", str(into)], None)
     if commit:
@@ -38,16 +42,12 @@ def checkout(
         try:
             _git(["fetch", "-q", "--depth=1", url, commit], into)
         except CheckoutError:
-            _git(
-                [
-                    "fetch",
-                    "-q",
-                    url,
-                    "+refs/heads/*:refs/remotes/origin/*",
-                    "+refs/tags/*:refs/tags/*",
-                ],
-                into,
+            wanted = (
+                [f"+{ref}:refs/dockyard/fetched"]
+                if ref
+                else ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
             )
+            _git(["fetch", "-q", url, *wanted], into)
     else:
         if not branch:
             raise CheckoutError("a run needs a branch or a commit")

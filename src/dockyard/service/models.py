@@ -51,6 +51,7 @@ class Repository(Base):
     webhook_secret: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed (secrets.py)
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # an agent must have
     run_count: Mapped[int] = mapped_column(Integer, default=0)  # the last run's number
+    fork_secrets: Mapped[bool] = mapped_column(default=False)  # for pull requests from forks?
     created: Mapped[datetime] = mapped_column(DateTime, default=now)
 
 
@@ -63,8 +64,10 @@ class Run(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
     number: Mapped[int] = mapped_column(Integer)
-    event: Mapped[str] = mapped_column(String(32))  # push | tag | manual
-    branch: Mapped[str | None] = mapped_column(String(255))
+    event: Mapped[str] = mapped_column(String(32))  # push | tag | pull_request | manual
+    branch: Mapped[str | None] = mapped_column(String(255))  # a tag's name for tag runs
+    ref: Mapped[str | None] = mapped_column(String(255))  # what to fetch if not the commit
+    fork: Mapped[bool] = mapped_column(default=False)  # a pull request from another repo
     commit: Mapped[str | None] = mapped_column(String(64))  # None: the branch's head
     author: Mapped[str] = mapped_column(String(255), default="")
     message: Mapped[str] = mapped_column(Text, default="")
