@@ -50,3 +50,15 @@ def test_restart_makes_a_new_run_of_the_same_commit(api):
     again = api.call("POST", "/repos/project/runs/1/restart", api.admin, 201)
     assert (again["number"], again["commit"], again["event"]) == (2, SHA, "push")
     assert again["waiting"] == "no agent is connected"
+
+
+def test_the_openapi_description_lists_every_route(api):
+    doc = api.call("GET", "/openapi.json", None, 200)
+    assert doc["openapi"].startswith("3.")
+    run = doc["paths"]["/api/v1/repos/{repo}/runs/{number}"]["get"]
+    assert run["summary"].startswith("A run and its steps")
+    assert [p["name"] for p in run["parameters"]] == ["repo", "number"]
+    assert run["security"] == [{"token": []}]
+    assert "security" not in doc["paths"]["/api/v1/hooks/{repo}"]["post"]
+    assert set(doc["paths"]["/api/v1/repos/{repo}/secrets/{name}"]) == {"put", "delete"}
+    assert "/api/v1/agent/poll" in doc["paths"]

@@ -14,6 +14,7 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
 - ``POST /tokens`` (admin), ``GET /agents``
 
 Forges: ``POST /hooks/{repo}``, signed (:mod:`.webhooks`), no token.
+``GET /openapi.json``: every route, from this module's handlers (:mod:`.openapi`).
 Agents (role agent): ``POST /agent/poll`` (long poll), ``/agent/heartbeat``,
 ``/agent/runs/{id}/reports`` (:mod:`.reports`), ``/agent/runs/{id}/secrets``.
 
@@ -57,6 +58,7 @@ from dockyard.service.models import (
     now,
 )
 from dockyard.service.notify import Notifier
+from dockyard.service.openapi import API, openapi_document
 from dockyard.service.secrets import SecretBox, secret_context, webhook_context
 
 JSON_MAX = 64 << 10
@@ -281,10 +283,12 @@ async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
 
 
 async def root(request: Request) -> Response:
+    """The API's name and version (no token needed)."""
     return JSONResponse({"service": "dockyard", "api": "v1"})
 
 
 async def create_token(request: Request) -> Response:
+    """A new API token of a role (admin); its value is shown only in this answer."""
     await authorize(request, tokens.ADMIN)
     doc = await read_json(request)
     name = field(doc, "name", str, check=NAME_RE.match)
@@ -298,6 +302,7 @@ async def create_token(request: Request) -> Response:
 
 
 async def list_repositories(request: Request) -> Response:
+    """The repositories, by name, paged."""
     await authorize(request, tokens.READ)
     page, per_page = page_args(request)
 
@@ -316,6 +321,8 @@ async def list_repositories(request: Request) -> Response:
 
 
 async def create_repository(request: Request) -> Response:
+    """Add a repository: clone URL, default branch, pipeline path, webhook secret,
+    the labels an agent needs (admin)."""
     await authorize(request, tokens.ADMIN)
     doc = await read_json(request)
     name = field(doc, "name", str, check=NAME_RE.match)
@@ -357,6 +364,7 @@ def _relative_path(path: str) -> bool:
 
 
 async def get_repository(request: Request) -> Response:
+    """One repository."""
     await authorize(request, tokens.READ)
 
     def work() -> dict[str, Any]:
@@ -367,6 +375,7 @@ async def get_repository(request: Request) -> Response:
 
 
 async def list_runs(request: Request) -> Response:
+    """A repository's runs, newest first, paged."""
     await authorize(request, tokens.READ)
     page, per_page = page_args(request)
 
@@ -444,6 +453,7 @@ async def restart_run(request: Request) -> Response:
 
 
 async def get_run(request: Request) -> Response:
+    """A run and its steps (status, exit code, agent, JUnit counts)."""
     await authorize(request, tokens.READ)
 
     def work() -> dict[str, Any]:
@@ -496,6 +506,8 @@ def _chunks(db: Database, repo: str, number: str, after: int, limit: int):
 
 
 async def run_logs(request: Request) -> Response:
+    """A run's log: chunks after ``?after=ID`` as JSON, or followed as Server-Sent
+    Events (``Accept: text/event-stream``, resuming after ``Last-Event-ID``)."""
     await authorize(request, tokens.READ)
     repo, number = request.path_params["repo"], request.path_params["number"]
     db = service(request).db
@@ -543,6 +555,7 @@ async def _follow(
 
 
 async def list_secrets(request: Request) -> Response:
+    """The names of a repository's secrets (admin); values are never returned."""
     await authorize(request, tokens.ADMIN)
 
     def work() -> list[str]:
@@ -560,6 +573,7 @@ async def list_secrets(request: Request) -> Response:
 
 
 async def put_secret(request: Request) -> Response:
+    """Set a repository's secret from ``{"value": ...}`` (admin)."""
     await authorize(request, tokens.ADMIN)
     name = request.path_params["name"]
     if not ENV_RE.match(name):
@@ -584,6 +598,7 @@ async def put_secret(request: Request) -> Response:
 
 
 async def delete_secret(request: Request) -> Response:
+    """Delete a repository's secret (admin)."""
     await authorize(request, tokens.ADMIN)
 
     def work() -> int:
@@ -602,6 +617,7 @@ async def delete_secret(request: Request) -> Response:
 
 
 async def list_agents(request: Request) -> Response:
+    """The agents: labels, capacity, runs they hold, last heartbeat."""
     await authorize(request, tokens.READ)
 
     def work() -> list[dict[str, Any]]:
@@ -755,6 +771,7 @@ async def agent_heartbeat(request: Request) -> Response:
 
 
 async def agent_reports(request: Request) -> Response:
+    """Store an agent's numbered reports about a run it holds (:mod:`.reports`)."""
     await authorize(request, tokens.AGENT)
     doc = await read_json(request, REPORTS_MAX)
     attempt = field(doc, "attempt", int)
@@ -854,7 +871,7 @@ def create_app(svc: Service) -> Starlette:
         finally:
             reaper.cancel()
 
-    v1 = "/api/v1"
+    v1 = API
     run = v1 + "/repos/{repo}/runs/{number}"
     routes = [
         Route(v1, root),
@@ -878,6 +895,13 @@ def create_app(svc: Service) -> Starlette:
         Route(v1 + "/agent/runs/{run}/reports", agent_reports, methods=["POST"]),
         Route(v1 + "/agent/runs/{run}/secrets", agent_secrets, methods=["POST"]),
     ]
+    schema = openapi_document(routes)
+
+    async def openapi(request: Request) -> Response:
+        """This API's OpenAPI description."""
+        return JSONResponse(schema)
+
+    routes.append(Route(v1 + "/openapi.json", openapi))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
