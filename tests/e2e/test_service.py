@@ -565,3 +565,17 @@ def test_two_servers_on_postgresql_run_every_run_once(tmp_path, repo, busybox_re
             assert server.process is not None
             server.process.terminate()
             server.process.wait(30)
+
+
+def test_a_commit_that_cannot_be_fetched_fails_the_run_with_gits_reason(server, repo, tmp_path):
+    server.call(
+        "POST",
+        "/repos",
+        201,
+        json={"name": "project", "clone_url": repo.url.replace("project.git", "none.git")},
+    )
+    server.agent("worker", "", tmp_path / "store-w")
+    server.call("POST", "/repos/project/runs", 201, json={"commit": "1" * 40})
+    run = server.wait_for(1, "failure", "success")
+    assert run["status"] == "failure"
+    assert run["error"].startswith("git fetch:"), run["error"]

@@ -25,7 +25,7 @@ import httpx
 from dockyard.ci.cancel import Cancellation
 from dockyard.ci.pipeline import Pipeline
 from dockyard.errors import DockyardError
-from dockyard.service.checkout import checkout
+from dockyard.service.checkout import CheckoutError, checkout
 from dockyard.service.reporter import Reporter
 
 log = logging.getLogger("dockyard.agent")
@@ -66,6 +66,8 @@ class Agent:
 
     def run(self) -> None:
         """Take and run jobs until interrupted, then cancel the ones running."""
+        # Checkouts a killed agent left behind: their runs have gone back to the queue.
+        shutil.rmtree(self.config.workdir / "checkouts", ignore_errors=True)
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         delay = 0.5
@@ -164,9 +166,13 @@ class Agent:
             reporter.line("", text, note=True)
 
         note(f"agent {self.config.name}, attempt {job['attempt']}")
-        commit = checkout(
-            job["clone_url"], job["branch"], job["commit"], where, note, ref=job.get("ref")
-        )
+        try:
+            commit = checkout(
+                job["clone_url"], job["branch"], job["commit"], where, note, ref=job.get("ref")
+            )
+        except CheckoutError as e:
+            note(str(e))
+            return "failure", str(e)
         if commit != job["commit"]:
             reporter.add({"kind": "start", "commit": commit})
         try:

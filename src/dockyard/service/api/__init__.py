@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -50,6 +51,7 @@ from dockyard.service.api.common import (
 from dockyard.service.openapi import API, openapi_document
 
 __all__ = ["JSON_MAX", "APIError", "Service", "create_app"]
+log = logging.getLogger("dockyard.service")
 
 
 async def root(request: Request) -> Response:
@@ -85,10 +87,12 @@ async def _reaper(svc: Service) -> None:
     """Requeue or error the runs whose agent stopped answering, every second."""
     while True:
         await asyncio.sleep(RECHECK)
-        with contextlib.suppress(Exception):  # a busy database: try again next time
+        try:
             if await in_thread(queue.reap, svc.db):
                 svc.work.notify()
                 svc.logs.notify()
+        except Exception as e:  # a busy or unreachable database: try again next time
+            log.warning("requeueing runs of dead agents failed: %s", e)
 
 
 def create_app(svc: Service) -> Starlette:
