@@ -519,9 +519,12 @@ def test_a_pipeline_file_error_fails_the_run_with_file_and_line(server, repo, tm
     assert run["steps"] == []
 
 
-def test_two_servers_on_postgresql_run_every_run_once(tmp_path, repo, busybox_ref, request):
-    need("runc")
-    database = request.getfixturevalue("postgres_database")
+def two_servers_on_postgresql(
+    tmp_path: Path, repo: GitRepo, busybox_ref: str, database: str, runs: int, agents: int
+) -> None:
+    """``runs`` runs queued through two servers on one PostgreSQL database, taken by
+    ``agents`` agents (half on each server): each runs exactly once, with the secret the
+    first server sealed and the second opened."""
     repo.commit(
         {
             ".dockyard.yml": pipeline(
@@ -544,19 +547,20 @@ def test_two_servers_on_postgresql_run_every_run_once(tmp_path, repo, busybox_re
     try:
         first.add_repo(repo, {})
         first.call("PUT", "/repos/project/secrets/TOKEN", 204, json={"value": "shared-key"})
-        first.agent("agent-1", "", tmp_path / "store-1")
-        second.agent("agent-2", "", tmp_path / "store-2")
-        for number in range(1, 11):  # the servers take turns receiving triggers
+        for number in range(1, runs + 1):  # the servers take turns receiving triggers
             server = first if number % 2 else second
             assert server.call("POST", "/repos/project/runs", 201, json={})["number"] == number
-        agents = set()
-        for number in range(1, 11):
-            run = second.wait_for(number, "success", "failure", "error")
+        for i in range(agents):
+            server = first if i % 2 else second
+            server.agent(f"agent-{i}", "", tmp_path / "store")  # one store, as on one host
+        used = set()
+        for number in range(1, runs + 1):
+            run = second.wait_for(number, "success", "failure", "error", timeout=600)
             assert (run["status"], run["attempt"]) == ("success", 1), run
-            agents.add(run["steps"][0]["agent"])
+            used.add(run["steps"][0]["agent"])
             log = first.call("GET", f"/repos/project/runs/{number}/logs")["chunks"]
             assert [t for c in log for t in texts(c)].count(f"run {number}") == 1
-        assert agents <= {"agent-1", "agent-2"}
+        assert used == {f"agent-{i}" for i in range(agents)}  # spread over the agents
     finally:
         for server in (first, second):
             for agent in server.agents:
@@ -565,6 +569,19 @@ def test_two_servers_on_postgresql_run_every_run_once(tmp_path, repo, busybox_re
             assert server.process is not None
             server.process.terminate()
             server.process.wait(30)
+
+
+def test_two_servers_on_postgresql_run_every_run_once(tmp_path, repo, busybox_ref, request):
+    need("runc")
+    database = request.getfixturevalue("postgres_database")
+    two_servers_on_postgresql(tmp_path, repo, busybox_ref, database, runs=10, agents=2)
+
+
+@pytest.mark.slow
+def test_200_queued_runs_over_4_agents_each_run_once(tmp_path, repo, busybox_ref, request):
+    need("runc")
+    database = request.getfixturevalue("postgres_database")
+    two_servers_on_postgresql(tmp_path, repo, busybox_ref, database, runs=200, agents=4)
 
 
 def test_a_commit_that_cannot_be_fetched_fails_the_run_with_gits_reason(server, repo, tmp_path):
