@@ -312,8 +312,10 @@ def test_signed_push_runs_on_the_fitting_agent_with_live_logs(server, repo, busy
               - echo first line
               - sleep 3
               - echo '{report}' > junit.xml
+              - mkdir -p dist && echo built > dist/app.txt && ln -s /etc/passwd dist/link
               - echo last line
             reports: {{junit: junit.xml}}
+            artifacts: ["dist/**"]
         """,
             )
         }
@@ -353,6 +355,10 @@ def test_signed_push_runs_on_the_fitting_agent_with_live_logs(server, repo, busy
     (step,) = run["steps"]
     assert step["agent"] == "agent-b" and step["status"] == "success"
     assert step["tests"]["passed"] == 1 and step["tests"]["failed"] == 1
+    artifacts = server.call("GET", "/repos/project/runs/1/artifacts")["items"]
+    assert [(a["step"], a["path"], a["size"]) for a in artifacts] == [("test", "dist/app.txt", 6)]
+    download = server.api.get("/repos/project/runs/1/artifacts/test/dist/app.txt")
+    assert download.content == b"built\n"
     everything = json.dumps(server.call("GET", "/repos/project/runs/1/logs"))
     assert "s3cr3t-value" not in everything
     assert b"s3cr3t-value" not in (server.data / "dockyard.db").read_bytes()

@@ -216,3 +216,41 @@ def test_a_clone_url_that_is_a_git_option_is_refused(api):
         400,
         json={"name": "evil", "clone_url": "--upload-pack=touch /tmp/x", "labels": {}},
     )
+
+
+def test_artifacts_take_no_path_from_a_request_to_the_filesystem(api):
+    agent = api.token("agent")
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    params = {"name": "a", "attempt": "1", "step": "build", "path": "dist/app.bin"}
+    # Not yet held: refused before a byte is stored.
+    api.call("PUT", "/agent/runs/1/artifacts", agent, 409, params=params, content=b"x")
+    job = api.call(
+        "POST", "/agent/poll", agent, 200, json={"name": "a", "labels": {"os": "linux"}, "wait": 0}
+    )["job"]
+    for bad in ("../../etc/passwd", "/etc/passwd", "dist/../x", "dist//x", "a/./b", ""):
+        api.call(
+            "PUT",
+            "/agent/runs/1/artifacts",
+            agent,
+            400,
+            params={**params, "path": bad},
+            content=b"x",
+        )
+    api.call("PUT", "/agent/runs/1/artifacts", api.admin, 403, params=params, content=b"x")
+    stored = api.call(
+        "PUT", f"/agent/runs/{job['id']}/artifacts", agent, 201, params=params, content=b"\0bin"
+    )
+    assert stored["size"] == 4 and stored["digest"].startswith("sha256:")
+    listed = api.call("GET", "/repos/project/runs/1/artifacts", api.admin, 200)["items"]
+    assert listed == [{"step": "build", "path": "dist/app.bin", **stored}]
+    response = api.client.get(
+        "/api/v1/repos/project/runs/1/artifacts/build/dist/app.bin",
+        headers={"Authorization": f"Bearer {api.admin}"},
+    )
+    assert response.content == b"\0bin"
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert "attachment" in response.headers["content-disposition"]
+    for missing in ("build/../../secret.key", "build/dist/other", "other/dist/app.bin"):
+        api.call("GET", f"/repos/project/runs/1/artifacts/{missing}", api.admin, 404)
+    files = [p.name for p in (api.data / "artifacts" / "sha256").iterdir()]
+    assert files == [stored["digest"].split(":")[1]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 from dockyard.service.database import MIGRATIONS, Database, open_engine, sqlite_url
@@ -36,6 +37,5 @@ def test_an_old_database_is_migrated_on_open_and_keeps_its_rows(tmp_path):
         (repository,) = session.query(Repository).all()
         assert (repository.name, repository.run_count, repository.fork_secrets) == ("old", 7, False)
     with db.engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == (
-            "0002"
-        )
+        version = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    assert version == ScriptDirectory.from_config(config).get_current_head()

@@ -13,9 +13,12 @@ them to the server, which requeues them when their lease runs out.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ import httpx
 
 from dockyard.ci.cancel import Cancellation
 from dockyard.ci.pipeline import Pipeline
+from dockyard.ci.results import RunResult
 from dockyard.errors import DockyardError
 from dockyard.service.checkout import CheckoutError, checkout
 from dockyard.service.reporter import Reporter
@@ -32,6 +36,16 @@ log = logging.getLogger("dockyard.agent")
 HEARTBEAT = 1.0  # seconds; a cancel reaches a step within about this
 POLL_WAIT = 20.0
 RETRY_MAX = 5.0
+UPLOAD_CHUNK = 1 << 20
+
+
+def _regular_files(root: Path) -> Iterator[Path]:
+    """The regular files under ``root``, not through symlinks."""
+    for directory, _dirs, files in os.walk(root):
+        for name in sorted(files):
+            path = Path(directory, name)
+            if stat.S_ISREG(path.lstat().st_mode):
+                yield path
 
 
 class AgentError(DockyardError):
@@ -203,7 +217,40 @@ class Agent:
             return "failure", str(e)
         if cancel.cancelled:
             return "cancelled", "cancelled"
+        self._upload_artifacts(job, result, note)
         return ("success" if result.succeeded else "failure"), result.error
+
+    def _upload_artifacts(
+        self, job: dict[str, Any], result: RunResult, note: Callable[[str], None]
+    ) -> None:
+        """Send the files the steps' ``artifacts`` saved (symlinks are not followed)."""
+        from dockyard.ci.runs import RUNS_DIR, RunDir
+        from dockyard.store import Store
+
+        run_dir = RunDir(Store(self.config.store_root).root / RUNS_DIR / result.id)
+        for step in result.steps:
+            if not step.artifacts:
+                continue
+            root = run_dir.artifacts(step.name)
+            for path in _regular_files(root):
+                params = {
+                    "name": self.config.name,
+                    "attempt": job["attempt"],
+                    "step": step.name,
+                    "path": path.relative_to(root).as_posix(),
+                }
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                    with os.fdopen(fd, "rb") as f:
+                        response = self.client.put(
+                            f"/api/v1/agent/runs/{job['id']}/artifacts",
+                            params=params,
+                            content=iter(lambda f=f: f.read(UPLOAD_CHUNK), b""),
+                            timeout=httpx.Timeout(60.0),
+                        )
+                    response.raise_for_status()
+                except (httpx.HTTPError, OSError) as e:
+                    note(f"artifact {step.name}/{params['path']} not uploaded: {e}")
 
     def _secrets(self, job: dict[str, Any], pipeline: Pipeline) -> dict[str, str]:
         """The secrets the pipeline names (only those), from the server."""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Integer,
@@ -146,3 +147,17 @@ class Secret(Base):
     name: Mapped[str] = mapped_column(String(255))
     sealed: Mapped[bytes] = mapped_column(LargeBinary)  # nonce + AES-GCM ciphertext
     updated: Mapped[datetime] = mapped_column(DateTime, default=now)
+
+
+class Artifact(Base):
+    """A file a step's ``artifacts`` matched, its content kept by digest (:mod:`.artifacts`)."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("run_id", "step", "path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    step: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(1024))  # relative to the workspace
+    digest: Mapped[str] = mapped_column(String(71))  # sha256:<hex>
+    size: Mapped[int] = mapped_column(BigInteger)

@@ -26,7 +26,7 @@ def openapi_document(routes: list[BaseRoute]) -> dict[str, Any]:
                 "summary": " ".join(summary.split()),
                 "parameters": [
                     {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                    for name in re.findall(r"{(\w+)}", route.path)
+                    for name in re.findall(r"{(\w+)(?::\w+)?}", route.path)
                 ],
                 "responses": {
                     "default": {"description": 'JSON; an error is {"error": "what went wrong"}'}
@@ -38,7 +38,8 @@ def openapi_document(routes: list[BaseRoute]) -> dict[str, Any]:
                 operation["description"] = "Signed with X-Hub-Signature-256 (no token)."
             elif route.path not in UNSIGNED:
                 operation["security"] = [{"token": []}]
-            paths.setdefault(route.path, {})[method.lower()] = operation
+            path = re.sub(r"{(\w+):\w+}", r"{\1}", route.path)
+            paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "dockyard CI server", "version": "1"},

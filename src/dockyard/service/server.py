@@ -21,6 +21,7 @@ from sqlalchemy import delete, select
 
 from dockyard.service import queue, tokens
 from dockyard.service.api import Service, create_app
+from dockyard.service.artifacts import ArtifactStore
 from dockyard.service.database import Database, open_engine, sqlite_url
 from dockyard.service.models import Token
 from dockyard.service.notify import Notifier
@@ -56,7 +57,14 @@ def open_service(config: ServerConfig) -> Service:
             _write_private(
                 config.data / ADMIN_TOKEN_FILE, tokens.create_token(session, "admin", tokens.ADMIN)
             )
-    return Service(db=db, box=SecretBox(key), lease=config.lease, work=Notifier(), logs=Notifier())
+    return Service(
+        db=db,
+        box=SecretBox(key),
+        lease=config.lease,
+        work=Notifier(),
+        logs=Notifier(),
+        artifacts=ArtifactStore(config.data / "artifacts"),
+    )
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -11,12 +11,14 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
   as Server-Sent Events (``Accept: text/event-stream``; resumes after ``Last-Event-ID``)
 - ``GET /repos/{repo}/secrets``, ``PUT|DELETE /repos/{repo}/secrets/{name}``: admin;
   values are write-only
+- ``GET /repos/{repo}/runs/{n}/artifacts[/{step}/{path}]``: list, download
 - ``POST /tokens`` (admin), ``GET /agents``
 
 Forges: ``POST /hooks/{repo}``, signed (:mod:`.webhooks`), no token.
 ``GET /openapi.json``: every route, from this module's handlers (:mod:`.openapi`).
 Agents (role agent): ``POST /agent/poll`` (long poll), ``/agent/heartbeat``,
-``/agent/runs/{id}/reports`` (:mod:`.reports`), ``/agent/runs/{id}/secrets``.
+``/agent/runs/{id}/reports`` (:mod:`.reports`), ``/agent/runs/{id}/secrets``,
+``PUT /agent/runs/{id}/artifacts``.
 
 Every body is read with a size cap and a deadline before it is parsed.
 """
@@ -35,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dockyard.service import queue, tokens
-from dockyard.service.api import agents, hooks, repos, runs
+from dockyard.service.api import agents, artifacts, hooks, repos, runs
 from dockyard.service.api.common import (
     JSON_MAX,
     NAME_RE,
@@ -121,6 +123,8 @@ def create_app(svc: Service) -> Starlette:
         Route(run + "/cancel", runs.cancel_run, methods=["POST"]),
         Route(run + "/restart", runs.restart_run, methods=["POST"]),
         Route(run + "/logs", runs.run_logs),
+        Route(run + "/artifacts", artifacts.list_artifacts),
+        Route(run + "/artifacts/{step}/{path:path}", artifacts.download),
         Route(v1 + "/repos/{repo}/secrets", repos.list_secrets),
         Route(v1 + "/repos/{repo}/secrets/{name}", repos.put_secret, methods=["PUT"]),
         Route(v1 + "/repos/{repo}/secrets/{name}", repos.delete_secret, methods=["DELETE"]),
@@ -130,6 +134,7 @@ def create_app(svc: Service) -> Starlette:
         Route(v1 + "/agent/heartbeat", agents.agent_heartbeat, methods=["POST"]),
         Route(v1 + "/agent/runs/{run}/reports", agents.agent_reports, methods=["POST"]),
         Route(v1 + "/agent/runs/{run}/secrets", agents.agent_secrets, methods=["POST"]),
+        Route(v1 + "/agent/runs/{run}/artifacts", artifacts.upload, methods=["PUT"]),
     ]
     schema = openapi_document(routes)
 

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from dockyard.service import queue, tokens
+from dockyard.service.artifacts import ArtifactStore
 from dockyard.service.database import Database
 from dockyard.service.models import (
     QUEUED,
@@ -74,6 +75,7 @@ class Service:
     lease: float  # seconds a run's lease lasts without a heartbeat
     work: Notifier  # a run was queued
     logs: Notifier  # a run's log or state changed
+    artifacts: ArtifactStore
 
 
 async def read_body(request: Request, cap: int) -> bytes:
