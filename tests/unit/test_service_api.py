@@ -62,3 +62,16 @@ def test_the_openapi_description_lists_every_route(api):
     assert "security" not in doc["paths"]["/api/v1/hooks/{repo}"]["post"]
     assert set(doc["paths"]["/api/v1/repos/{repo}/secrets/{name}"]) == {"put", "delete"}
     assert "/api/v1/agent/poll" in doc["paths"]
+
+
+def test_schedules_are_set_listed_and_deleted(api):
+    path = "/repos/project/schedules/nightly"
+    api.call("PUT", path, api.admin, 400, json={"schedule": "0 25 * * *"})
+    read = api.token("read")
+    api.call("PUT", path, read, 403, json={"schedule": "0 3 * * *"})
+    set_ = api.call("PUT", path, api.admin, 200, json={"schedule": "0  3 * * *"})
+    assert (set_["schedule"], set_["branch"]) == ("0 3 * * *", "main")
+    assert set_["next_run"].endswith("T03:00:00Z")
+    assert api.call("GET", "/repos/project/schedules", read, 200)["items"] == [set_]
+    api.call("DELETE", path, api.admin, 204)
+    api.call("DELETE", path, api.admin, 404)

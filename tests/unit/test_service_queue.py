@@ -193,3 +193,54 @@ def test_a_queued_run_says_why_it_waits(db):
     with db.transaction() as session:
         run = session.get(Run, run_id)
         assert queue.waiting_reason(session, run) == "waiting for a free agent"
+
+
+def test_a_run_log_stops_growing_at_its_cap(db, monkeypatch):
+    monkeypatch.setattr(reports, "MAX_LOG", 100)
+    run_id, agent_id = held_run(db)
+    for seq in range(1, 6):
+        chunk = batch({"seq": seq, "kind": "log", "lines": [["s", "x" * 39, False]]})
+        with db.transaction() as session:
+            assert reports.store_reports(session, run_id, agent_id, 1, chunk) == seq
+    with db.transaction() as session:
+        chunks = [c.lines for c in session.scalars(select(LogChunk).order_by(LogChunk.id))]
+    assert len(chunks) == 3  # 40, 80, 120 characters: the third passes the cap and says so
+    assert "the rest is not kept" in chunks[2][-1][1]
+
+
+def test_a_due_schedule_queues_one_run_however_many_servers_look(db, url):
+    from datetime import timedelta
+
+    from dockyard.service import cron
+    from dockyard.service.models import Schedule, now
+
+    repository = add_repository(db)
+    with db.transaction() as session:
+        session.add(
+            Schedule(
+                repository_id=repository.id,
+                name="nightly",
+                spec="0 3 * * *",
+                branch="main",
+                next_run=now() - timedelta(minutes=1),
+            )
+        )
+    servers = [db, Database(open_engine(url)), Database(open_engine(url))]
+    counts: list[int] = []
+    start = threading.Barrier(len(servers))
+
+    def look(server: Database) -> None:
+        start.wait()
+        counts.append(cron.due_runs(server))
+
+    threads = [threading.Thread(target=look, args=(s,)) for s in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(counts) == [0, 0, 1]
+    with db.transaction() as session:
+        (run,) = session.scalars(select(Run)).all()
+        assert (run.event, run.branch, run.message) == ("cron", "main", "schedule nightly")
+        schedule = session.scalar(select(Schedule))
+        assert schedule.next_run > now() and schedule.next_run.hour == 3

@@ -85,6 +85,7 @@ class Run(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     acked_seq: Mapped[int] = mapped_column(Integer, default=0)  # last agent report stored
+    log_size: Mapped[int] = mapped_column(BigInteger, default=0)  # characters of log kept
 
 
 class Step(Base):
@@ -147,6 +148,20 @@ class Secret(Base):
     name: Mapped[str] = mapped_column(String(255))
     sealed: Mapped[bytes] = mapped_column(LargeBinary)  # nonce + AES-GCM ciphertext
     updated: Mapped[datetime] = mapped_column(DateTime, default=now)
+
+
+class Schedule(Base):
+    """A cron schedule of a repository: a run of ``branch`` at each time ``spec`` names."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (UniqueConstraint("repository_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    spec: Mapped[str] = mapped_column(String(255))  # five cron fields, UTC
+    branch: Mapped[str] = mapped_column(String(255))
+    next_run: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
 class Artifact(Base):

@@ -28,6 +28,7 @@ from dockyard.service.models import (
 )
 
 MAX_LINE = 16 << 10  # characters of one log line kept; longer ones are cut
+MAX_LOG = 64 << 20  # characters of log kept per run (a step printing forever fills no disk)
 Text = Annotated[str, Field(max_length=MAX_LINE)]
 Name = Annotated[str, Field(max_length=255)]
 
@@ -99,9 +100,14 @@ def store_reports(
 
 def _store(session: Session, run: Run, agent_id: int, report: Report) -> None:
     if isinstance(report, LogReport):
-        if report.lines:
-            lines = [list(line) for line in report.lines]
-            session.add(LogChunk(run_id=run.id, attempt=run.attempt, lines=lines))
+        size = sum(len(source) + len(text) for source, text, _ in report.lines)
+        if not report.lines or run.log_size > MAX_LOG:
+            return  # acknowledged, not kept: the log is full
+        lines = [list(line) for line in report.lines]
+        run.log_size += size
+        if run.log_size > MAX_LOG:
+            lines.append(["", f"log over {MAX_LOG} characters: the rest is not kept", True])
+        session.add(LogChunk(run_id=run.id, attempt=run.attempt, lines=lines))
     elif isinstance(report, StepReport):
         step = session.scalar(select(Step).where(Step.run_id == run.id, Step.name == report.name))
         if step is None:

@@ -12,6 +12,7 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
 - ``GET /repos/{repo}/secrets``, ``PUT|DELETE /repos/{repo}/secrets/{name}``: admin;
   values are write-only
 - ``GET /repos/{repo}/runs/{n}/artifacts[/{step}/{path}]``: list, download
+- ``GET /repos/{repo}/schedules``, ``PUT|DELETE /repos/{repo}/schedules/{name}``: cron
 - ``POST /tokens`` (admin), ``GET /agents``
 
 Forges: ``POST /hooks/{repo}``, signed (:mod:`.webhooks`), no token.
@@ -36,8 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dockyard.service import queue, tokens
-from dockyard.service.api import agents, artifacts, hooks, repos, runs
+from dockyard.service import cron, queue, tokens
+from dockyard.service.api import agents, artifacts, hooks, repos, runs, schedules
 from dockyard.service.api.common import (
     JSON_MAX,
     NAME_RE,
@@ -86,15 +87,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _reaper(svc: Service) -> None:
-    """Requeue or error the runs whose agent stopped answering, every second."""
+    """Every second: requeue or error the runs whose agent stopped answering, and queue
+    the runs of cron schedules whose time has come."""
     while True:
         await asyncio.sleep(RECHECK)
         try:
             if await in_thread(queue.reap, svc.db):
                 svc.work.notify()
                 svc.logs.notify()
+            if await in_thread(cron.due_runs, svc.db):
+                svc.work.notify()
         except Exception as e:  # a busy or unreachable database: try again next time
-            log.warning("requeueing runs of dead agents failed: %s", e)
+            log.warning("housekeeping failed: %s", e)
 
 
 def create_app(svc: Service) -> Starlette:
@@ -128,6 +132,9 @@ def create_app(svc: Service) -> Starlette:
         Route(v1 + "/repos/{repo}/secrets", repos.list_secrets),
         Route(v1 + "/repos/{repo}/secrets/{name}", repos.put_secret, methods=["PUT"]),
         Route(v1 + "/repos/{repo}/secrets/{name}", repos.delete_secret, methods=["DELETE"]),
+        Route(v1 + "/repos/{repo}/schedules", schedules.list_schedules),
+        Route(v1 + "/repos/{repo}/schedules/{name}", schedules.put_schedule, methods=["PUT"]),
+        Route(v1 + "/repos/{repo}/schedules/{name}", schedules.delete_schedule, methods=["DELETE"]),
         Route(v1 + "/agents", agents.list_agents),
         Route(v1 + "/hooks/{repo}", hooks.webhook, methods=["POST"]),
         Route(v1 + "/agent/poll", agents.agent_poll, methods=["POST"]),
