@@ -197,10 +197,12 @@ class Server:
             },
         )
 
-    def wait_for(self, number: int, *statuses: str, timeout: float = 120) -> dict:
+    def wait_for(
+        self, number: int, *statuses: str, timeout: float = 120, repository: str = "project"
+    ) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            run = self.call("GET", f"/repos/project/runs/{number}")
+            run = self.call("GET", f"/repos/{repository}/runs/{number}")
             if run["status"] in statuses or time.monotonic() > deadline:
                 assert run["status"] in statuses, run
                 return run
@@ -435,7 +437,7 @@ def test_cancel_kills_the_running_step(server, repo, busybox_ref, tmp_path):
     server.call("POST", "/repos/project/runs/1/cancel", 409)  # already ended
 
 
-def test_server_restart_keeps_queued_runs(server, repo, busybox_ref, tmp_path):
+def test_server_restart_keeps_queued_runs_and_agents_reconnect(server, repo, busybox_ref, tmp_path):
     repo.commit(
         {
             ".dockyard.yml": pipeline(
@@ -449,20 +451,35 @@ def test_server_restart_keeps_queued_runs(server, repo, busybox_ref, tmp_path):
             )
         }
     )
-    server.add_repo(repo, {})
+    server.add_repo(repo, {"pool": "late"})
+    server.call(
+        "POST",
+        "/repos",
+        201,
+        json={"name": "other", "clone_url": repo.url, "labels": {"pool": "early"}},
+    )
+    server.agent("early", "pool=early", tmp_path / "store-early")  # fits only "other"
+    deadline = time.monotonic() + 30
+    while not server.call("GET", "/agents")["items"] and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the agent has said hello
     for _ in range(3):
         server.call("POST", "/repos/project/runs", 201, json={})
+    assert server.call("GET", "/repos/project/runs/1")["waiting"] == "no agent has pool=late"
     server.kill()
-    server.start()
+    server.start()  # same port and data: the agent finds it again by itself
     runs = server.call("GET", "/repos/project/runs")
     assert [(r["number"], r["status"]) for r in runs["items"]] == [
         (3, "queued"),
         (2, "queued"),
         (1, "queued"),
     ]
-    server.agent("worker", "", tmp_path / "store-w")
+    server.call("POST", "/repos/other/runs", 201, json={})
+    other = server.wait_for(1, "success", "failure", repository="other")
+    assert (other["status"], other["steps"][0]["agent"]) == ("success", "early")
+    server.agent("late", "pool=late", tmp_path / "store-late")
     for number in (1, 2, 3):
-        assert server.wait_for(number, "success", "failure")["status"] == "success"
+        run = server.wait_for(number, "success", "failure")
+        assert (run["status"], run["steps"][0]["agent"]) == ("success", "late")
     assert server.call("POST", "/repos/project/runs", 201, json={})["number"] == 4
 
 
