@@ -254,3 +254,34 @@ def test_artifacts_take_no_path_from_a_request_to_the_filesystem(api):
         api.call("GET", f"/repos/project/runs/1/artifacts/{missing}", api.admin, 404)
     files = [p.name for p in (api.data / "artifacts" / "sha256").iterdir()]
     assert files == [stored["digest"].split(":")[1]]
+
+
+def test_global_secrets_reach_every_repository_unless_it_has_its_own(api):
+    write = api.token("write")
+    api.call("PUT", "/secrets/REGISTRY", write, 403, json={"value": "x"})
+    api.call("PUT", "/secrets/REGISTRY", api.admin, 204, json={"value": "global-1"})
+    api.call("PUT", "/secrets/TOKEN", api.admin, 204, json={"value": "global-2"})
+    api.call("PUT", "/secrets/TOKEN", api.admin, 204, json={"value": "global-3"})  # replaced
+    api.call("PUT", "/repos/project/secrets/TOKEN", api.admin, 204, json={"value": "own-4"})
+    assert api.call("GET", "/secrets", api.admin, 200)["items"] == [
+        {"name": "REGISTRY"},
+        {"name": "TOKEN"},
+    ]
+    agent = api.token("agent")
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    job = api.call(
+        "POST", "/agent/poll", agent, 200, json={"name": "a", "labels": {"os": "linux"}, "wait": 0}
+    )["job"]
+    got = api.call(
+        "POST",
+        f"/agent/runs/{job['id']}/secrets",
+        agent,
+        200,
+        json={"name": "a", "attempt": 1, "names": ["TOKEN", "REGISTRY"]},
+    )["secrets"]
+    assert got == {"TOKEN": "own-4", "REGISTRY": "global-1"}
+    for value in (b"global-1", b"global-3", b"own-4"):
+        assert value not in (api.data / "dockyard.db").read_bytes()
+        assert value not in (api.data / "dockyard.db-wal").read_bytes()
+    api.call("DELETE", "/secrets/TOKEN", api.admin, 204)
+    api.call("DELETE", "/secrets/TOKEN", api.admin, 404)

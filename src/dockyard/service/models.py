@@ -15,11 +15,13 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -140,11 +142,22 @@ class Token(Base):
 
 
 class Secret(Base):
+    """A sealed secret of a repository, or global (``repository_id`` None)."""
+
     __tablename__ = "secrets"
-    __table_args__ = (UniqueConstraint("repository_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("repository_id", "name"),
+        Index(  # NULLs are distinct in the constraint above: one global secret per name
+            "uq_global_secret_name",
+            "name",
+            unique=True,
+            sqlite_where=text("repository_id IS NULL"),
+            postgresql_where=text("repository_id IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    repository_id: Mapped[int | None] = mapped_column(ForeignKey("repositories.id"), index=True)
     name: Mapped[str] = mapped_column(String(255))
     sealed: Mapped[bytes] = mapped_column(LargeBinary)  # nonce + AES-GCM ciphertext
     updated: Mapped[datetime] = mapped_column(DateTime, default=now)

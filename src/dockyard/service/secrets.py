@@ -76,8 +76,9 @@ class SecretBox:
         return plain.decode()
 
 
-def secret_context(repository_id: int, name: str) -> str:
-    return f"secret:{repository_id}:{name}"
+def secret_context(repository_id: int | None, name: str) -> str:
+    """What a secret's seal is bound to: its repository (or none: global) and name."""
+    return f"secret:{'global' if repository_id is None else repository_id}:{name}"
 
 
 def webhook_context(repository_id: int) -> str:

@@ -9,8 +9,8 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
   as a new run (write)
 - ``GET /repos/{repo}/runs/{n}/logs``: log chunks as JSON (``?after=ID``), or followed
   as Server-Sent Events (``Accept: text/event-stream``; resumes after ``Last-Event-ID``)
-- ``GET /repos/{repo}/secrets``, ``PUT|DELETE /repos/{repo}/secrets/{name}``: admin;
-  values are write-only
+- ``GET /repos/{repo}/secrets``, ``PUT|DELETE /repos/{repo}/secrets/{name}``, and the
+  same under ``/secrets`` for global ones: admin; values are write-only
 - ``GET /repos/{repo}/runs/{n}/artifacts[/{step}/{path}]``: list, download
 - ``GET /repos/{repo}/schedules``, ``PUT|DELETE /repos/{repo}/schedules/{name}``: cron
 - ``POST /tokens`` (admin), ``GET /agents``
@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dockyard.service import cron, queue, tokens
-from dockyard.service.api import agents, artifacts, hooks, repos, runs, schedules
+from dockyard.service.api import agents, artifacts, hooks, repos, runs, schedules, secrets
 from dockyard.service.api.common import (
     JSON_MAX,
     NAME_RE,
@@ -129,9 +129,12 @@ def create_app(svc: Service) -> Starlette:
         Route(run + "/logs", runs.run_logs),
         Route(run + "/artifacts", artifacts.list_artifacts),
         Route(run + "/artifacts/{step}/{path:path}", artifacts.download),
-        Route(v1 + "/repos/{repo}/secrets", repos.list_secrets),
-        Route(v1 + "/repos/{repo}/secrets/{name}", repos.put_secret, methods=["PUT"]),
-        Route(v1 + "/repos/{repo}/secrets/{name}", repos.delete_secret, methods=["DELETE"]),
+        Route(v1 + "/repos/{repo}/secrets", secrets.list_secrets),
+        Route(v1 + "/repos/{repo}/secrets/{name}", secrets.put_secret, methods=["PUT"]),
+        Route(v1 + "/repos/{repo}/secrets/{name}", secrets.delete_secret, methods=["DELETE"]),
+        Route(v1 + "/secrets", secrets.list_secrets),
+        Route(v1 + "/secrets/{name}", secrets.put_secret, methods=["PUT"]),
+        Route(v1 + "/secrets/{name}", secrets.delete_secret, methods=["DELETE"]),
         Route(v1 + "/repos/{repo}/schedules", schedules.list_schedules),
         Route(v1 + "/repos/{repo}/schedules/{name}", schedules.put_schedule, methods=["PUT"]),
         Route(v1 + "/repos/{repo}/schedules/{name}", schedules.delete_schedule, methods=["DELETE"]),

@@ -27,14 +27,13 @@ from dockyard.service.api.common import (
     service,
     string_map,
 )
+from dockyard.service.api.secrets import secrets_for_run
 from dockyard.service.models import (
     Agent,
     Repository,
     Run,
-    Secret,
     now,
 )
-from dockyard.service.secrets import secret_context
 
 
 async def list_agents(request: Request) -> Response:
@@ -170,8 +169,8 @@ async def agent_reports(request: Request) -> Response:
 
 
 async def agent_secrets(request: Request) -> Response:
-    """The values of the named secrets of the run's repository (unknown names left out),
-    for the agent that holds the run."""
+    """The values of the named secrets a run gets (global and its repository's; unknown
+    names left out), for the agent that holds the run."""
     await authorize(request, tokens.AGENT)
     doc = await read_json(request)
     attempt = field(doc, "attempt", int)
@@ -190,15 +189,7 @@ async def agent_secrets(request: Request) -> Response:
             repository = session.get(Repository, run.repository_id)
             if run.fork and not repository.fork_secrets:
                 return {}  # a fork's pull request gets none, unless the repository allows
-            rows = session.scalars(
-                select(Secret).where(
-                    Secret.repository_id == run.repository_id, Secret.name.in_(names)
-                )
-            )
-            return {
-                s.name: svc.box.open(s.sealed, secret_context(run.repository_id, s.name))
-                for s in rows
-            }
+            return secrets_for_run(session, svc.box, run.repository_id, names)
 
     return JSONResponse({"secrets": await in_thread(work)})
 

@@ -1,16 +1,15 @@
-"""Repositories and their secrets (values are write-only)."""
+"""Repositories: list, add, show."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from dockyard.service import tokens
 from dockyard.service.api.common import (
-    ENV_RE,
     LABEL_RE,
     NAME_RE,
     APIError,
@@ -27,10 +26,8 @@ from dockyard.service.api.common import (
 )
 from dockyard.service.models import (
     Repository,
-    Secret,
-    now,
 )
-from dockyard.service.secrets import secret_context, webhook_context
+from dockyard.service.secrets import webhook_context
 
 
 async def list_repositories(request: Request) -> Response:
@@ -104,65 +101,3 @@ async def get_repository(request: Request) -> Response:
             return repository_json(find_repository(session, request.path_params["repo"]))
 
     return JSONResponse(await in_thread(work))
-
-
-async def list_secrets(request: Request) -> Response:
-    """The names of a repository's secrets (admin); values are never returned."""
-    await authorize(request, tokens.ADMIN)
-
-    def work() -> list[str]:
-        with service(request).db.transaction() as session:
-            repository = find_repository(session, request.path_params["repo"])
-            return list(
-                session.scalars(
-                    select(Secret.name)
-                    .where(Secret.repository_id == repository.id)
-                    .order_by(Secret.name)
-                )
-            )
-
-    return JSONResponse({"items": [{"name": n} for n in await in_thread(work)]})
-
-
-async def put_secret(request: Request) -> Response:
-    """Set a repository's secret from ``{"value": ...}`` (admin)."""
-    await authorize(request, tokens.ADMIN)
-    name = request.path_params["name"]
-    if not ENV_RE.match(name):
-        raise APIError(400, f"secret name {name[:100]!r}: letters, digits and _ only")
-    value = field(await read_json(request), "value", str, check=lambda v: len(v) <= 32 << 10)
-    box = service(request).box
-
-    def work() -> None:
-        with service(request).db.transaction() as session:
-            repository = find_repository(session, request.path_params["repo"])
-            sealed = box.seal(value, secret_context(repository.id, name))
-            secret = session.scalar(
-                select(Secret).where(Secret.repository_id == repository.id, Secret.name == name)
-            )
-            if secret is None:
-                session.add(Secret(repository_id=repository.id, name=name, sealed=sealed))
-            else:
-                secret.sealed, secret.updated = sealed, now()
-
-    await in_thread(work)
-    return Response(status_code=204)
-
-
-async def delete_secret(request: Request) -> Response:
-    """Delete a repository's secret (admin)."""
-    await authorize(request, tokens.ADMIN)
-
-    def work() -> int:
-        with service(request).db.transaction() as session:
-            repository = find_repository(session, request.path_params["repo"])
-            return session.execute(
-                delete(Secret).where(
-                    Secret.repository_id == repository.id,
-                    Secret.name == request.path_params["name"],
-                )
-            ).rowcount
-
-    if not await in_thread(work):
-        raise APIError(404, "no such secret")
-    return Response(status_code=204)
