@@ -283,3 +283,57 @@ class Dockyard:
 @pytest.fixture
 def dockyard(store_root) -> Dockyard:
     return Dockyard(store_root)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server (Debian's) for the session, on a loopback port, run as the
+    ``postgres`` user from a temp dir; yields its URL without a database name."""
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not binaries or os.geteuid() != 0:
+        if os.environ.get("CI") and os.geteuid() == 0:
+            pytest.fail("CI machine lacks Debian's postgresql: scripts/install-deps installs it")
+        pytest.skip("needs Debian's postgresql, and root to run it as the postgres user")
+    bin_dir = binaries[-1].parent
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="dockyard-pg-"))
+    shutil.chown(base, "postgres", "postgres")
+    port = free_port()
+
+    def as_postgres(*command: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True, cwd=base
+        )
+
+    as_postgres(str(bin_dir / "initdb"), "-D", str(base / "data"), "-A", "trust", "-U", "dockyard")
+    options = f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+    as_postgres(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(base / "data"),
+        "-o",
+        options,
+        "-w",
+        "-l",
+        str(base / "log"),
+        "start",
+    )
+    try:
+        yield f"postgresql://dockyard@127.0.0.1:{port}"
+    finally:
+        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database(postgres_server) -> str:
+    """A new, empty database on the session's PostgreSQL server: its URL."""
+    import uuid
+
+    import psycopg
+
+    name = "t" + uuid.uuid4().hex[:12]
+    with psycopg.connect(postgres_server + "/postgres", autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return f"{postgres_server}/{name}"

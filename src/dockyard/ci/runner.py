@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dockyard.ci.caches import cache_name
+from dockyard.ci.cancel import Cancellation
 from dockyard.ci.context import RunContext, credential_scope
 from dockyard.ci.graph import Schedule
 from dockyard.ci.images import Images
@@ -87,6 +88,8 @@ class RunOptions:
     # (an operator's choice: a pipeline may be anyone's), or anonymous (the default).
     allow_host_credentials: bool = False
     allow_host_network: bool = False  # may build steps (their RUN steps) use the host's?
+    # Cancels the run from another thread (an agent told by its server); default: a new one
+    cancel: Cancellation | None = None
 
 
 def run_pipeline(
@@ -155,6 +158,7 @@ def run_pipeline(
         allow_host_credentials=options.allow_host_credentials,
         allow_host_network=options.allow_host_network,
         hold=hold,
+        cancel=options.cancel or Cancellation(),
     )
     env = {
         "CI": "true",

@@ -48,6 +48,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "registry": ("dockyard.cli.registry", "registry", "Run a registry (mirror, gc, bundles)."),
     "ci": ("dockyard.cli.ci", "ci", "Run a pipeline file locally; list, show and prune past runs."),
+    "server": ("dockyard.cli.service", "server", "Run the CI service: API, webhooks, queue."),
+    "agent": ("dockyard.cli.service", "agent", "Run pipelines for a CI server (a build host)."),
+    "remote": ("dockyard.cli.remote", "remote", "Use a CI server: repos, runs, logs, secrets."),
 }
 
 

@@ -98,7 +98,6 @@ def content_type_of(request: Request) -> str | None:
     return header.split(";", 1)[0].strip().lower()
 
 
-
 def _size_error(desc: Descriptor, actual: int) -> APIError:
     return APIError(
         "MANIFEST_INVALID",
@@ -112,4 +111,3 @@ def check_blob_size(storage: Storage, desc: Descriptor) -> None:
     stat = storage.blob_stat(desc.digest)
     if stat is not None and stat.st_size != desc.size:
         raise _size_error(desc, stat.st_size)
-

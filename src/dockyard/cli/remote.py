@@ -1,0 +1,297 @@
+"""``dockyard remote ...``: the CI server's API from a terminal.
+
+``remote login URL`` keeps the server and a token in ``~/.config/dockyard/remote.json``
+(0600; ``DOCKYARD_REMOTE`` and ``DOCKYARD_REMOTE_TOKEN`` override it); every other
+command calls one API route and prints its answer as a table or text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "dockyard" / "remote.json"
+
+
+def _client():
+    import httpx
+
+    from dockyard.errors import DockyardError
+
+    saved: dict[str, str] = {}
+    if _config_path().is_file():
+        saved = json.loads(_config_path().read_text())
+    url = os.environ.get("DOCKYARD_REMOTE") or saved.get("url")
+    token = os.environ.get("DOCKYARD_REMOTE_TOKEN") or saved.get("token")
+    if not url or not token:
+        raise DockyardError("not logged in: dockyard remote login URL")
+    return httpx.Client(
+        base_url=url.rstrip("/") + "/api/v1",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=httpx.Timeout(30.0, read=None),
+    )
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    from dockyard.errors import DockyardError
+
+    with _client() as client:
+        response = client.request(method, path, **kwargs)
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        raise DockyardError(f"{method} {path}: {response.status_code} {message}")
+    return response.json() if response.content else None
+
+
+def _table(rows: list[tuple[Any, ...]]) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected K=V", param_hint=option)
+        pairs[key] = value
+    return pairs
+
+
+@click.group()
+def remote() -> None:
+    """Use a dockyard CI server: repositories, runs, logs, secrets, agents."""
+
+
+@remote.command()
+@click.argument("url")
+@click.option("--token", prompt=True, hide_input=True, help="An API token.")
+def login(url: str, token: str) -> None:
+    """Remember the server at URL and a token for it (checked first)."""
+    import httpx
+
+    from dockyard.errors import DockyardError
+    from dockyard.registry.client.credentials import write_atomic
+
+    response = httpx.get(
+        url.rstrip("/") + "/api/v1/repos", headers={"Authorization": f"Bearer {token}"}
+    )
+    if response.status_code != 200:
+        raise DockyardError(f"{url}: the token is refused ({response.status_code})")
+    write_atomic(_config_path(), {"url": url, "token": token})
+    click.echo(f"logged in to {url}")
+
+
+@remote.group()
+def repo() -> None:
+    """Repositories the server builds."""
+
+
+@repo.command("add")
+@click.argument("name")
+@click.argument("clone_url")
+@click.option("--branch", default="main", show_default=True, help="The default branch.")
+@click.option("--pipeline", default=".dockyard.yml", show_default=True, help="Its path.")
+@click.option("--labels", metavar="K=V,...", help="Labels an agent must have.")
+@click.option(
+    "--webhook-secret-env",
+    metavar="VAR",
+    help="Read the webhook secret from this environment variable.",
+)
+def repo_add(
+    name: str,
+    clone_url: str,
+    branch: str,
+    pipeline: str,
+    labels: str | None,
+    webhook_secret_env: str | None,
+) -> None:
+    """Add repository NAME, cloned from CLONE_URL."""
+    from dockyard.cli.service import parse_labels
+
+    doc: dict[str, Any] = {
+        "name": name,
+        "clone_url": clone_url,
+        "default_branch": branch,
+        "pipeline_path": pipeline,
+        "labels": parse_labels(labels),
+    }
+    if webhook_secret_env:
+        doc["webhook_secret"] = os.environ.get(webhook_secret_env, "")
+    _call("POST", "/repos", json=doc)
+    click.echo(f"added {name}; its webhook: /api/v1/hooks/{name}")
+
+
+@repo.command("ls")
+def repo_ls() -> None:
+    """List the repositories."""
+    items = _call("GET", "/repos", params={"per_page": 100})["items"]
+    _table(
+        [("NAME", "RUNS", "BRANCH", "LABELS", "CLONE URL")]
+        + [
+            (
+                r["name"],
+                r["runs"],
+                r["default_branch"],
+                ",".join(f"{k}={v}" for k, v in r["labels"].items()) or "-",
+                r["clone_url"],
+            )
+            for r in items
+        ]
+    )
+
+
+@remote.command()
+@click.argument("repository")
+@click.option("--branch", help="The branch [default: the repository's].")
+@click.option("--commit", help="A commit id [default: the branch's head].")
+@click.option("--env", "env", multiple=True, metavar="K=V", help="A variable for every step.")
+def trigger(repository: str, branch: str | None, commit: str | None, env: tuple[str, ...]) -> None:
+    """Queue a manual run of REPOSITORY; print its number."""
+    doc = {"branch": branch, "commit": commit, "env": _pairs(env, "--env")}
+    run = _call("POST", f"/repos/{repository}/runs", json=doc)
+    click.echo(run["number"])
+
+
+@remote.command()
+@click.argument("repository")
+@click.option("--page", type=click.IntRange(min=1), default=1)
+def runs(repository: str, page: int) -> None:
+    """List the runs of REPOSITORY, newest first."""
+    items = _call("GET", f"/repos/{repository}/runs", params={"page": page})["items"]
+    _table(
+        [("RUN", "STATUS", "EVENT", "BRANCH", "COMMIT", "AGENT", "CREATED")]
+        + [
+            (
+                r["number"],
+                r["status"],
+                r["event"],
+                r["branch"] or "-",
+                (r["commit"] or "-")[:12],
+                r["agent"] or "-",
+                r["created"],
+            )
+            for r in items
+        ]
+    )
+
+
+@remote.command()
+@click.argument("repository")
+@click.argument("number", type=int)
+@click.argument("step", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Follow the log until the run ends.")
+def logs(repository: str, number: int, step: str | None, follow: bool) -> None:
+    """Print the log of run NUMBER of REPOSITORY (of STEP only, if given)."""
+    path = f"/repos/{repository}/runs/{number}/logs"
+
+    def show(lines: list[list[Any]]) -> None:
+        for source, text, _note in lines:
+            if step is None or source == step:
+                click.echo(f"{source} | {text}" if step is None and source else text)
+
+    if not follow:
+        for chunk in _call("GET", path)["chunks"]:
+            show(chunk["lines"])
+        return
+    last = None
+    with _client() as client:
+        while True:  # a dropped stream resumes after the last event it gave
+            headers = {"Accept": "text/event-stream"}
+            if last is not None:
+                headers["Last-Event-ID"] = last
+            with client.stream("GET", path, headers=headers) as response:
+                event: dict[str, str] = {}
+                for line in response.iter_lines():
+                    if line:
+                        key, _, value = line.partition(": ")
+                        event[key] = value
+                        continue
+                    if event.get("event") == "log":
+                        last = event["id"]
+                        show(json.loads(event["data"])["lines"])
+                    elif event.get("event") == "end":
+                        status = json.loads(event["data"])["status"]
+                        click.echo(f"run {number}: {status}", err=True)
+                        sys.exit(0 if status == "success" else 1)
+                    event = {}
+
+
+@remote.command()
+@click.argument("repository")
+@click.argument("number", type=int)
+def cancel(repository: str, number: int) -> None:
+    """Cancel run NUMBER of REPOSITORY."""
+    _call("POST", f"/repos/{repository}/runs/{number}/cancel")
+    click.echo(f"run {number}: cancel requested")
+
+
+@remote.command()
+@click.argument("repository")
+@click.argument("number", type=int)
+def restart(repository: str, number: int) -> None:
+    """Run run NUMBER of REPOSITORY again, as a new run; print its number."""
+    click.echo(_call("POST", f"/repos/{repository}/runs/{number}/restart")["number"])
+
+
+@remote.group()
+def secret() -> None:
+    """A repository's secrets (values are never shown)."""
+
+
+@secret.command("set")
+@click.argument("repository")
+@click.argument("name")
+def secret_set(repository: str, name: str) -> None:
+    """Set secret NAME of REPOSITORY to what standard input holds (one trailing newline
+    dropped), so the value is in no command line."""
+    value = sys.stdin.read()
+    value = value[:-1] if value.endswith("\n") else value
+    _call("PUT", f"/repos/{repository}/secrets/{name}", json={"value": value})
+
+
+@secret.command("ls")
+@click.argument("repository")
+def secret_ls(repository: str) -> None:
+    """List the names of REPOSITORY's secrets."""
+    for item in _call("GET", f"/repos/{repository}/secrets")["items"]:
+        click.echo(item["name"])
+
+
+@secret.command("rm")
+@click.argument("repository")
+@click.argument("name")
+def secret_rm(repository: str, name: str) -> None:
+    """Delete secret NAME of REPOSITORY."""
+    _call("DELETE", f"/repos/{repository}/secrets/{name}")
+
+
+@remote.command()
+def agents() -> None:
+    """List the agents, their labels and what they run."""
+    items = _call("GET", "/agents")["items"]
+    _table(
+        [("AGENT", "LABELS", "RUNNING", "CAPACITY", "LAST SEEN")]
+        + [
+            (
+                a["name"],
+                ",".join(f"{k}={v}" for k, v in a["labels"].items()) or "-",
+                a["running"],
+                a["capacity"],
+                a["last_seen"],
+            )
+            for a in items
+        ]
+    )

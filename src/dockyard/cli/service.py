@@ -1,0 +1,127 @@
+"""``dockyard server`` and ``dockyard agent``: the CI service and its build hosts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+import click
+
+
+def parse_labels(text: str | None) -> dict[str, str]:
+    """``k=v,k2=v2`` as a dict."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--labels")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+@click.command()
+@click.option("--addr", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to serve.")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    envvar="DOCKYARD_SERVER_DATA",
+    help="State directory: the SQLite database, the secret key, the first admin token.",
+)
+@click.option("--database", metavar="URL", help="SQLAlchemy URL [default: SQLite in --data].")
+@click.option(
+    "--secret-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="AES key for secrets at rest, made 0600 if missing [default: DATA/secret.key].",
+)
+@click.option("--no-local-agent", is_flag=True, help="Do not start the built-in agent.")
+@click.option("--local-agent-labels", metavar="K=V,...", help="Labels of the built-in agent.")
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Seconds without a heartbeat before a run's agent is taken for dead.",
+)
+@click.pass_context
+def server(
+    ctx: click.Context,
+    addr: str,
+    data: Path,
+    database: str | None,
+    secret_key_file: Path | None,
+    no_local_agent: bool,
+    local_agent_labels: str | None,
+    lease: float,
+) -> None:
+    """Run the CI service: REST API, webhooks, run queue, and a local agent."""
+    from dockyard.service.server import ServerConfig, serve
+
+    serve(
+        ServerConfig(
+            addr=addr,
+            data=data,
+            database=database,
+            key_file=secret_key_file,
+            local_agent=not no_local_agent,
+            local_agent_labels=parse_labels(local_agent_labels),
+            lease=lease,
+            store_root=ctx.obj.root if ctx.obj else None,
+        )
+    )
+
+
+@click.command()
+@click.option("--server", "server_url", required=True, metavar="URL", help="The server.")
+@click.option(
+    "--token",
+    envvar="DOCKYARD_AGENT_TOKEN",
+    required=True,
+    help="An agent token [env DOCKYARD_AGENT_TOKEN, which keeps it out of ps].",
+)
+@click.option("--labels", metavar="K=V,...", help="What this host offers: os=linux,arch=amd64.")
+@click.option(
+    "--capacity", type=click.IntRange(min=1), default=1, show_default=True, help="Runs at a time."
+)
+@click.option("--name", help="This agent's name [default: the host name].")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where checkouts go [default: /var/lib/dockyard-agent].",
+)
+@click.pass_context
+def agent(
+    ctx: click.Context,
+    server_url: str,
+    token: str,
+    labels: str | None,
+    capacity: int,
+    name: str | None,
+    workdir: Path | None,
+) -> None:
+    """Run pipelines for a dockyard server: take the runs whose labels this host has."""
+    import logging
+
+    from dockyard.service.agent import Agent, AgentConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per poll and report
+    workdir = workdir or Path("/var/lib/dockyard-agent")
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config = AgentConfig(
+        server=server_url,
+        token=token,
+        name=name or socket.gethostname(),
+        workdir=workdir,
+        labels=parse_labels(labels),
+        capacity=capacity,
+        store_root=ctx.obj.root if ctx.obj else None,
+    )
+    os.environ.pop("DOCKYARD_AGENT_TOKEN", None)  # not for the pipelines' processes
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM: as Ctrl-C
+    try:
+        Agent(config).run()
+    except KeyboardInterrupt:
+        click.echo("dockyard agent: stopped", err=True)

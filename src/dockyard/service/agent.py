@@ -1,0 +1,272 @@
+"""``dockyard agent``: take runs from a server and run them with the local engine.
+
+The agent long-polls the server for a run its labels fit while it has a free slot
+(``capacity``), runs each in a thread: the commit checked out (:mod:`.checkout`), the
+pipeline file read from it, the secrets it names fetched, :func:`run_pipeline` with a
+:class:`.reporter.Reporter` shipping its log and step states. A heartbeat thread keeps
+the leases of its runs every :data:`HEARTBEAT` seconds and learns which to stop
+(cancelled through the API): their containers are killed at once. Lost connections
+are retried; an agent that is stopped (SIGINT/SIGTERM) cancels its runs and leaves
+them to the server, which requeues them when their lease runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dockyard.ci.cancel import Cancellation
+from dockyard.ci.pipeline import Pipeline
+from dockyard.ci.results import RunResult
+from dockyard.errors import DockyardError
+from dockyard.service.checkout import CheckoutError, checkout
+from dockyard.service.reporter import Reporter
+
+log = logging.getLogger("dockyard.agent")
+HEARTBEAT = 1.0  # seconds; a cancel reaches a step within about this
+POLL_WAIT = 20.0
+RETRY_MAX = 5.0
+UPLOAD_CHUNK = 1 << 20
+
+
+def _regular_files(root: Path) -> Iterator[Path]:
+    """The regular files under ``root``, not through symlinks."""
+    for directory, _dirs, files in os.walk(root):
+        for name in sorted(files):
+            path = Path(directory, name)
+            if stat.S_ISREG(path.lstat().st_mode):
+                yield path
+
+
+class AgentError(DockyardError):
+    """The server refuses this agent (its token)."""
+
+
+@dataclass
+class AgentConfig:
+    server: str
+    token: str
+    name: str
+    workdir: Path
+    labels: dict[str, str] = field(default_factory=dict)
+    capacity: int = 1
+    store_root: Path | None = None
+
+
+class Agent:
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.client = httpx.Client(
+            base_url=config.server.rstrip("/"),
+            headers={"Authorization": f"Bearer {config.token}"},
+            timeout=httpx.Timeout(10.0, read=POLL_WAIT + 15),
+        )
+        self.identity = {"name": config.name, "labels": config.labels, "capacity": config.capacity}
+        self._lock = threading.Lock()
+        self._jobs: dict[int, Cancellation] = {}
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._slot_freed = threading.Event()
+
+    def run(self) -> None:
+        """Take and run jobs until interrupted, then cancel the ones running."""
+        # Checkouts a killed agent left behind: their runs have gone back to the queue.
+        shutil.rmtree(self.config.workdir / "checkouts", ignore_errors=True)
+        beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+        beat.start()
+        delay = 0.5
+        try:
+            while True:
+                with self._lock:
+                    self._threads = [t for t in self._threads if t.is_alive()]
+                    busy = len(self._threads)
+                if busy >= self.config.capacity:
+                    self._slot_freed.wait(1.0)
+                    self._slot_freed.clear()
+                    continue
+                try:
+                    job = self._poll()
+                    delay = 0.5
+                except (httpx.HTTPError, OSError, ValueError) as e:
+                    log.warning("server %s: %s; retrying", self.config.server, e)
+                    time.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+                    continue
+                if job is not None:
+                    self._start(job)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            jobs = list(self._jobs.values())
+            threads = list(self._threads)
+        for cancel in jobs:
+            cancel.cancel()
+        for thread in threads:
+            thread.join()
+
+    def _poll(self) -> dict[str, Any] | None:
+        response = self.client.post("/api/v1/agent/poll", json={**self.identity, "wait": POLL_WAIT})
+        if response.status_code in (401, 403):
+            raise AgentError(f"server refused the agent: {response.json().get('error')}")
+        response.raise_for_status()
+        return response.json().get("job")
+
+    def _start(self, job: dict[str, Any]) -> None:
+        cancel = Cancellation()
+        thread = threading.Thread(target=self._job, args=(job, cancel), name=f"run-{job['id']}")
+        with self._lock:
+            self._jobs[job["id"]] = cancel
+            self._threads.append(thread)
+        thread.start()
+
+    def _heartbeats(self) -> None:
+        while not self._stopping.wait(HEARTBEAT):
+            with self._lock:
+                runs = list(self._jobs)
+            try:
+                response = self.client.post(
+                    "/api/v1/agent/heartbeat", json={**self.identity, "runs": runs}
+                )
+                response.raise_for_status()
+                stop = response.json().get("stop", [])
+            except (httpx.HTTPError, OSError, ValueError) as e:
+                log.warning("heartbeat failed: %s", e)
+                continue
+            for run_id in stop:
+                with self._lock:
+                    cancel = self._jobs.get(run_id)
+                if cancel is not None:
+                    log.info("run %s: stopping (cancelled, or no longer ours)", run_id)
+                    cancel.cancel()
+
+    def _job(self, job: dict[str, Any], cancel: Cancellation) -> None:
+        run_id, attempt = job["id"], job["attempt"]
+        reporter = Reporter(self.client, self.identity, run_id, attempt)
+        where = self.config.workdir / "checkouts" / f"{run_id}-{attempt}"
+        try:
+            status, error = self._execute(job, reporter, cancel, where)
+        except Exception as e:  # the run must end whatever happened
+            log.exception("run %s failed", run_id)
+            status, error = "failure", f"{type(e).__name__}: {e}"
+        finally:
+            shutil.rmtree(where, ignore_errors=True)
+            with self._lock:
+                self._jobs.pop(run_id, None)
+            self._slot_freed.set()
+        if self._stopping.is_set():
+            reporter.close(10.0)  # what it printed, but no verdict: the server requeues
+        elif not reporter.finish(status, error):
+            log.warning("run %s: the server did not take its end (%s)", run_id, status)
+
+    def _execute(
+        self, job: dict[str, Any], reporter: Reporter, cancel: Cancellation, where: Path
+    ) -> tuple[str, str]:
+        from dockyard.ci import PipelineError, RunError, RunOptions, load_pipeline, run_pipeline
+
+        def note(text: str) -> None:
+            reporter.line("", text, note=True)
+
+        note(f"agent {self.config.name}, attempt {job['attempt']}")
+        try:
+            commit = checkout(
+                job["clone_url"], job["branch"], job["commit"], where, note, ref=job.get("ref")
+            )
+        except CheckoutError as e:
+            note(str(e))
+            return "failure", str(e)
+        if commit != job["commit"]:
+            reporter.add({"kind": "start", "commit": commit})
+        try:
+            pipeline = load_pipeline(where / job["pipeline_path"], within=where)
+        except PipelineError as e:
+            note(str(e))
+            return "failure", str(e).replace(str(where) + "/", "")
+        options = RunOptions(
+            store_root=self.config.store_root,
+            source=where,
+            secrets=self._secrets(job, pipeline),
+            env={
+                "CI_REPO": job["repository"],
+                "CI_RUN_NUMBER": str(job["number"]),
+                "CI_COMMIT_SHA": commit,
+                **job["env"],
+            },
+            branch=job["branch"],
+            event=job["event"],
+            cancel=cancel,
+        )
+        if cancel.cancelled:
+            return "cancelled", "cancelled"
+        try:
+            result = run_pipeline(pipeline, options, reporter)
+        except RunError as e:
+            note(str(e))
+            return "failure", str(e)
+        if cancel.cancelled:
+            return "cancelled", "cancelled"
+        self._upload_artifacts(job, result, note)
+        return ("success" if result.succeeded else "failure"), result.error
+
+    def _upload_artifacts(
+        self, job: dict[str, Any], result: RunResult, note: Callable[[str], None]
+    ) -> None:
+        """Send the files the steps' ``artifacts`` saved (symlinks are not followed)."""
+        from dockyard.ci.runs import RUNS_DIR, RunDir
+        from dockyard.store import Store
+
+        run_dir = RunDir(Store(self.config.store_root).root / RUNS_DIR / result.id)
+        for step in result.steps:
+            if not step.artifacts:
+                continue
+            root = run_dir.artifacts(step.name)
+            for path in _regular_files(root):
+                params = {
+                    "name": self.config.name,
+                    "attempt": job["attempt"],
+                    "step": step.name,
+                    "path": path.relative_to(root).as_posix(),
+                }
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                    with os.fdopen(fd, "rb") as f:
+                        response = self.client.put(
+                            f"/api/v1/agent/runs/{job['id']}/artifacts",
+                            params=params,
+                            content=iter(lambda f=f: f.read(UPLOAD_CHUNK), b""),
+                            timeout=httpx.Timeout(60.0),
+                        )
+                    response.raise_for_status()
+                except (httpx.HTTPError, OSError) as e:
+                    note(f"artifact {step.name}/{params['path']} not uploaded: {e}")
+
+    def _secrets(self, job: dict[str, Any], pipeline: Pipeline) -> dict[str, str]:
+        """The secrets the pipeline names (only those), from the server."""
+        names = {name for step in pipeline.steps for name in step.secrets}
+        if pipeline.spec.registry_auth:
+            names.add(pipeline.spec.registry_auth)
+        names.update(
+            s.build.registry_auth
+            for s in pipeline.steps
+            if s.build is not None and s.build.registry_auth
+        )
+        if not names:
+            return {}
+        response = self.client.post(
+            f"/api/v1/agent/runs/{job['id']}/secrets",
+            json={**self.identity, "attempt": job["attempt"], "names": sorted(names)},
+        )
+        response.raise_for_status()
+        return response.json()["secrets"]

@@ -1,0 +1,162 @@
+"""The REST API under ``/api/v1``: JSON in and out, errors as ``{"error": "..."}``.
+
+Users (tokens of role read / write / admin, :mod:`.tokens`):
+
+- ``GET|POST /repos``, ``GET /repos/{repo}``: repositories (POST: admin)
+- ``GET|POST /repos/{repo}/runs``: runs, newest first, paged (POST: a manual run, write)
+- ``GET /repos/{repo}/runs/{n}``: a run and its steps
+- ``POST /repos/{repo}/runs/{n}/cancel``: cancel (write); ``.../restart``: run it again
+  as a new run (write)
+- ``GET /repos/{repo}/runs/{n}/logs``: log chunks as JSON (``?after=ID``), or followed
+  as Server-Sent Events (``Accept: text/event-stream``; resumes after ``Last-Event-ID``)
+- ``GET /repos/{repo}/secrets``, ``PUT|DELETE /repos/{repo}/secrets/{name}``, and the
+  same under ``/secrets`` for global ones: admin; values are write-only
+- ``GET /repos/{repo}/runs/{n}/artifacts[/{step}/{path}]``: list, download
+- ``GET /repos/{repo}/schedules``, ``PUT|DELETE /repos/{repo}/schedules/{name}``: cron
+- ``POST /tokens`` (admin), ``GET /agents``
+
+Forges: ``POST /hooks/{repo}``, signed (:mod:`.webhooks`), no token.
+``GET /openapi.json``: every route, from this module's handlers (:mod:`.openapi`).
+Agents (role agent): ``POST /agent/poll`` (long poll), ``/agent/heartbeat``,
+``/agent/runs/{id}/reports`` (:mod:`.reports`), ``/agent/runs/{id}/secrets``,
+``PUT /agent/runs/{id}/artifacts``.
+
+Every body is read with a size cap and a deadline before it is parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dockyard.service import cron, queue, tokens
+from dockyard.service.api import agents, artifacts, hooks, repos, runs, schedules, secrets
+from dockyard.service.api.common import (
+    JSON_MAX,
+    NAME_RE,
+    RECHECK,
+    APIError,
+    Service,
+    authorize,
+    field,
+    in_thread,
+    read_json,
+    service,
+)
+from dockyard.service.openapi import API, openapi_document
+
+__all__ = ["JSON_MAX", "APIError", "Service", "create_app"]
+log = logging.getLogger("dockyard.service")
+
+
+async def root(request: Request) -> Response:
+    """The API's name and version (no token needed)."""
+    return JSONResponse({"service": "dockyard", "api": "v1"})
+
+
+async def create_token(request: Request) -> Response:
+    """A new API token of a role (admin); its value is shown only in this answer."""
+    await authorize(request, tokens.ADMIN)
+    doc = await read_json(request)
+    name = field(doc, "name", str, check=NAME_RE.match)
+    role = field(doc, "role", str, check=lambda r: r in tokens.ROLES)
+
+    def work() -> str:
+        with service(request).db.transaction() as session:
+            return tokens.create_token(session, name, role)
+
+    return JSONResponse({"name": name, "role": role, "token": await in_thread(work)}, 201)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return JSONResponse({"error": exc.message}, exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, exc.status_code)
+
+
+async def _reaper(svc: Service) -> None:
+    """Every second: requeue or error the runs whose agent stopped answering, and queue
+    the runs of cron schedules whose time has come."""
+    while True:
+        await asyncio.sleep(RECHECK)
+        try:
+            if await in_thread(queue.reap, svc.db):
+                svc.work.notify()
+                svc.logs.notify()
+            if await in_thread(cron.due_runs, svc.db):
+                svc.work.notify()
+        except Exception as e:  # a busy or unreachable database: try again next time
+            log.warning("housekeeping failed: %s", e)
+
+
+def create_app(svc: Service) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        svc.work.bind(loop)
+        svc.logs.bind(loop)
+        reaper = asyncio.create_task(_reaper(svc))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+
+    v1 = API
+    run = v1 + "/repos/{repo}/runs/{number}"
+    routes = [
+        Route(v1, root),
+        Route(v1 + "/tokens", create_token, methods=["POST"]),
+        Route(v1 + "/repos", repos.list_repositories, methods=["GET"]),
+        Route(v1 + "/repos", repos.create_repository, methods=["POST"]),
+        Route(v1 + "/repos/{repo}", repos.get_repository),
+        Route(v1 + "/repos/{repo}/runs", runs.list_runs, methods=["GET"]),
+        Route(v1 + "/repos/{repo}/runs", runs.trigger, methods=["POST"]),
+        Route(run, runs.get_run),
+        Route(run + "/cancel", runs.cancel_run, methods=["POST"]),
+        Route(run + "/restart", runs.restart_run, methods=["POST"]),
+        Route(run + "/logs", runs.run_logs),
+        Route(run + "/artifacts", artifacts.list_artifacts),
+        Route(run + "/artifacts/{step}/{path:path}", artifacts.download),
+        Route(v1 + "/repos/{repo}/secrets", secrets.list_secrets),
+        Route(v1 + "/repos/{repo}/secrets/{name}", secrets.put_secret, methods=["PUT"]),
+        Route(v1 + "/repos/{repo}/secrets/{name}", secrets.delete_secret, methods=["DELETE"]),
+        Route(v1 + "/secrets", secrets.list_secrets),
+        Route(v1 + "/secrets/{name}", secrets.put_secret, methods=["PUT"]),
+        Route(v1 + "/secrets/{name}", secrets.delete_secret, methods=["DELETE"]),
+        Route(v1 + "/repos/{repo}/schedules", schedules.list_schedules),
+        Route(v1 + "/repos/{repo}/schedules/{name}", schedules.put_schedule, methods=["PUT"]),
+        Route(v1 + "/repos/{repo}/schedules/{name}", schedules.delete_schedule, methods=["DELETE"]),
+        Route(v1 + "/agents", agents.list_agents),
+        Route(v1 + "/hooks/{repo}", hooks.webhook, methods=["POST"]),
+        Route(v1 + "/agent/poll", agents.agent_poll, methods=["POST"]),
+        Route(v1 + "/agent/heartbeat", agents.agent_heartbeat, methods=["POST"]),
+        Route(v1 + "/agent/runs/{run}/reports", agents.agent_reports, methods=["POST"]),
+        Route(v1 + "/agent/runs/{run}/secrets", agents.agent_secrets, methods=["POST"]),
+        Route(v1 + "/agent/runs/{run}/artifacts", artifacts.upload, methods=["PUT"]),
+    ]
+    schema = openapi_document(routes)
+
+    async def openapi(request: Request) -> Response:
+        """This API's OpenAPI description."""
+        return JSONResponse(schema)
+
+    routes.append(Route(v1 + "/openapi.json", openapi))
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={APIError: _api_error, HTTPException: _http_error},
+    )
+    app.state.service = svc
+    return app

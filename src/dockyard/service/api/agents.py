@@ -1,0 +1,201 @@
+"""The agent protocol (long poll, heartbeat, reports, secrets) and the agents list."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from dockyard.service import queue, reports, tokens
+from dockyard.service.api.common import (
+    LABEL_RE,
+    NAME_RE,
+    POLL_MAX,
+    RECHECK,
+    REPORTS_MAX,
+    APIError,
+    authorize,
+    field,
+    in_thread,
+    iso,
+    read_json,
+    service,
+    string_map,
+)
+from dockyard.service.api.secrets import secrets_for_run
+from dockyard.service.models import (
+    Agent,
+    Repository,
+    Run,
+    now,
+)
+
+
+async def list_agents(request: Request) -> Response:
+    """The agents: labels, capacity, runs they hold, last heartbeat."""
+    await authorize(request, tokens.READ)
+
+    def work() -> list[dict[str, Any]]:
+        with service(request).db.transaction() as session:
+            busy = dict(
+                session.execute(
+                    select(Run.agent_id, func.count(Run.id))
+                    .where(Run.status == "running")
+                    .group_by(Run.agent_id)
+                ).all()
+            )
+            return [
+                {
+                    "name": a.name,
+                    "labels": a.labels,
+                    "capacity": a.capacity,
+                    "running": busy.get(a.id, 0),
+                    "last_seen": iso(a.last_seen),
+                }
+                for a in session.scalars(select(Agent).order_by(Agent.name))
+            ]
+
+    return JSONResponse({"items": await in_thread(work)})
+
+
+def _agent(session: Session, doc: dict[str, Any]) -> Agent:
+    name = field(doc, "name", str, check=NAME_RE.match)
+    labels = string_map(doc, "labels", LABEL_RE)
+    capacity = field(doc, "capacity", int, 1, check=lambda c: 1 <= c <= 1000)
+    agent = session.scalar(select(Agent).where(Agent.name == name))
+    if agent is None:
+        agent = Agent(name=name)
+        session.add(agent)
+    agent.labels, agent.capacity, agent.last_seen = labels, capacity, now()
+    session.flush()
+    return agent
+
+
+def _job(session: Session, run: Run, lease: float) -> dict[str, Any]:
+    repository = session.get(Repository, run.repository_id)
+    return {
+        "id": run.id,
+        "attempt": run.attempt,
+        "repository": repository.name,
+        "number": run.number,
+        "clone_url": repository.clone_url,
+        "pipeline_path": repository.pipeline_path,
+        "event": run.event,
+        "branch": run.branch,
+        "commit": run.commit,
+        "ref": run.ref,
+        "env": run.env,
+        "lease": lease,
+    }
+
+
+async def agent_poll(request: Request) -> Response:
+    """Wait up to ``wait`` seconds for a run the agent fits; ``{"job": null}`` if none."""
+    await authorize(request, tokens.AGENT)
+    doc = await read_json(request)
+    wait = min(float(field(doc, "wait", (int, float), 20.0)), POLL_MAX)
+    svc = service(request)
+
+    def register() -> tuple[int, dict[str, str]]:
+        with svc.db.transaction() as session:
+            agent = _agent(session, doc)
+            return agent.id, agent.labels
+
+    def take(agent_id: int, labels: dict[str, str]) -> dict[str, Any] | None:
+        run = queue.claim(svc.db, agent_id, labels, svc.lease)
+        if run is None:
+            return None
+        with svc.db.transaction() as session:
+            return _job(session, session.get(Run, run.id), svc.lease)
+
+    agent_id, labels = await in_thread(register)
+    deadline = time.monotonic() + wait
+    while True:
+        job = await in_thread(take, agent_id, labels)
+        if job is not None:
+            svc.logs.notify()
+            return JSONResponse({"job": job})
+        left = deadline - time.monotonic()
+        if left <= 0 or await request.is_disconnected():
+            return JSONResponse({"job": None})
+        await svc.work.wait(min(left, RECHECK))
+
+
+async def agent_heartbeat(request: Request) -> Response:
+    """Extend the agent's leases; answer which of its runs it must stop."""
+    await authorize(request, tokens.AGENT)
+    doc = await read_json(request)
+    runs = field(doc, "runs", list, [])
+    if not all(isinstance(r, int) for r in runs) or len(runs) > 1000:
+        raise APIError(400, "runs: must be a list of run ids")
+    svc = service(request)
+
+    def work() -> list[int]:
+        with svc.db.transaction() as session:
+            agent = _agent(session, doc)
+            return queue.heartbeat(session, agent.id, runs, svc.lease)
+
+    return JSONResponse({"stop": await in_thread(work)})
+
+
+async def agent_reports(request: Request) -> Response:
+    """Store an agent's numbered reports about a run it holds (:mod:`.reports`)."""
+    await authorize(request, tokens.AGENT)
+    doc = await read_json(request, REPORTS_MAX)
+    attempt = field(doc, "attempt", int)
+    try:
+        batch = reports.REPORTS.validate_python(doc.get("reports"))
+    except ValidationError as e:
+        raise APIError(400, f"reports: {e.errors()[0]['msg']}") from None
+    svc = service(request)
+    run_id = _path_int(request, "run")
+
+    def work() -> int:
+        with svc.db.transaction() as session:
+            agent = _agent(session, doc)
+            try:
+                return reports.store_reports(session, run_id, agent.id, attempt, batch)
+            except reports.StaleReport as e:
+                raise APIError(409, str(e)) from None
+
+    acked = await in_thread(work)
+    svc.logs.notify()
+    return JSONResponse({"acked": acked})
+
+
+async def agent_secrets(request: Request) -> Response:
+    """The values of the named secrets a run gets (global and its repository's; unknown
+    names left out), for the agent that holds the run."""
+    await authorize(request, tokens.AGENT)
+    doc = await read_json(request)
+    attempt = field(doc, "attempt", int)
+    names = field(doc, "names", list)
+    if not all(isinstance(n, str) for n in names):
+        raise APIError(400, "names: must be a list of strings")
+    svc = service(request)
+    run_id = _path_int(request, "run")
+
+    def work() -> dict[str, str]:
+        with svc.db.transaction() as session:
+            agent = _agent(session, doc)
+            run = session.get(Run, run_id)
+            if not reports.holds(run, agent.id, attempt):
+                raise APIError(409, f"run {run_id} is not held by this agent")
+            repository = session.get(Repository, run.repository_id)
+            if run.fork and not repository.fork_secrets:
+                return {}  # a fork's pull request gets none, unless the repository allows
+            return secrets_for_run(session, svc.box, run.repository_id, names)
+
+    return JSONResponse({"secrets": await in_thread(work)})
+
+
+def _path_int(request: Request, name: str) -> int:
+    value = request.path_params[name]
+    if not value.isdigit():
+        raise APIError(404, f"no run {value[:20]!r}")
+    return int(value)

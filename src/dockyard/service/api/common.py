@@ -1,0 +1,263 @@
+"""What every handler shares: the service, JSON errors, bounded bodies, tokens,
+paging, and the JSON shapes of repositories and runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from dockyard.service import queue, tokens
+from dockyard.service.artifacts import ArtifactStore
+from dockyard.service.database import Database
+from dockyard.service.models import (
+    QUEUED,
+    Agent,
+    Repository,
+    Run,
+    Step,
+)
+from dockyard.service.notify import Notifier
+from dockyard.service.secrets import SecretBox
+
+JSON_MAX = 64 << 10
+
+
+REPORTS_MAX = 4 << 20
+
+
+BODY_TIMEOUT = 30.0
+
+
+PER_PAGE_MAX = 100
+
+
+POLL_MAX = 30.0  # seconds a long poll may wait
+
+
+FOLLOW_MAX = 3600.0  # seconds one log-follow request may last (then resume)
+
+
+RECHECK = 1.0  # seconds between database checks of a waiter (other servers' changes)
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Service:
+    """What every handler shares."""
+
+    db: Database
+    box: SecretBox
+    lease: float  # seconds a run's lease lasts without a heartbeat
+    work: Notifier  # a run was queued
+    logs: Notifier  # a run's log or state changed
+    artifacts: ArtifactStore
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    """The body, refused with 413 once past ``cap`` bytes and 408 if it stalls."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise APIError(413, f"request body over {cap} bytes")
+
+    async def collect() -> bytes:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > cap:
+                raise APIError(413, f"request body over {cap} bytes")
+        return bytes(body)
+
+    try:
+        return await asyncio.wait_for(collect(), BODY_TIMEOUT)
+    except TimeoutError:
+        raise APIError(408, "request body too slow") from None
+
+
+async def read_json(request: Request, cap: int = JSON_MAX) -> dict[str, Any]:
+    body = await read_body(request, cap)
+    try:
+        doc = json.loads(body or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise APIError(400, f"body is not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise APIError(400, "body must be a JSON object")
+    return doc
+
+
+def field(doc: dict[str, Any], name: str, kind: type, default: Any = ..., check=None) -> Any:
+    """``doc[name]``, of type ``kind`` (and passing ``check``), or a 400 naming it."""
+    if name not in doc or doc[name] is None:
+        if default is ...:
+            raise APIError(400, f"{name}: required")
+        return default
+    value = doc[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise APIError(400, f"{name}: must be a {getattr(kind, '__name__', 'number')}")
+    if check is not None and not check(value):
+        raise APIError(400, f"{name}: invalid value {str(value)[:100]!r}")
+    return value
+
+
+def string_map(doc: dict[str, Any], name: str, key_re: re.Pattern[str]) -> dict[str, str]:
+    value = field(doc, name, dict, {})
+    if len(value) > 100 or not all(
+        isinstance(k, str) and key_re.match(k) and isinstance(v, str) and len(v) <= 4096
+        for k, v in value.items()
+    ):
+        raise APIError(400, f"{name}: must map names to strings")
+    return value
+
+
+async def authorize(request: Request, needed: str) -> str:
+    """The caller's role, if it allows ``needed``; else 401 (no or unknown token) or 403."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise APIError(401, "an API token is required (Authorization: Bearer TOKEN)")
+
+    def lookup() -> str | None:
+        with service(request).db.transaction() as session:
+            return tokens.role_of(session, token.strip())
+
+    role = await in_thread(lookup)
+    if role is None:
+        raise APIError(401, "unknown API token")
+    if not tokens.allows(role, needed):
+        raise APIError(403, f"this needs a token of role {needed}; yours is {role}")
+    return role
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def page_args(request: Request) -> tuple[int, int]:
+    try:
+        page = int(request.query_params.get("page", "1"))
+        per_page = int(request.query_params.get("per_page", "30"))
+    except ValueError:
+        raise APIError(400, "page and per_page must be integers") from None
+    if page < 1 or not 1 <= per_page <= PER_PAGE_MAX:
+        raise APIError(400, f"page >= 1 and 1 <= per_page <= {PER_PAGE_MAX}")
+    return page, per_page
+
+
+def paged(items: list[Any], page: int, per_page: int, total: int) -> dict[str, Any]:
+    more = page * per_page < total
+    return {
+        "items": items,
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+        "next_page": page + 1 if more else None,
+    }
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") + "Z" if moment else None
+
+
+def find_repository(session: Session, name: str) -> Repository:
+    repository = session.scalar(select(Repository).where(Repository.name == name))
+    if repository is None:
+        raise APIError(404, f"no repository named {name[:100]!r}")
+    return repository
+
+
+def find_run(session: Session, repo: str, number: str) -> Run:
+    repository = find_repository(session, repo)
+    run = None
+    if number.isdigit():
+        run = session.scalar(
+            select(Run).where(Run.repository_id == repository.id, Run.number == int(number))
+        )
+    if run is None:
+        raise APIError(404, f"{repository.name} has no run {number[:20]!r}")
+    return run
+
+
+def repository_json(repository: Repository) -> dict[str, Any]:
+    return {
+        "name": repository.name,
+        "clone_url": repository.clone_url,
+        "default_branch": repository.default_branch,
+        "pipeline_path": repository.pipeline_path,
+        "labels": repository.labels,
+        "has_webhook_secret": repository.webhook_secret is not None,
+        "fork_secrets": repository.fork_secrets,
+        "runs": repository.run_count,
+        "created": iso(repository.created),
+    }
+
+
+def run_json(session: Session, run: Run, steps: bool = False) -> dict[str, Any]:
+    repository = session.get(Repository, run.repository_id)
+    agent = session.get(Agent, run.agent_id) if run.agent_id else None
+    doc = {
+        "id": run.id,
+        "repository": repository.name if repository else None,
+        "number": run.number,
+        "status": run.status,
+        "event": run.event,
+        "branch": run.branch,
+        "commit": run.commit,
+        "fork": run.fork,
+        "author": run.author,
+        "message": run.message,
+        "error": run.error,
+        "attempt": run.attempt,
+        "agent": agent.name if agent else None,
+        "cancel_requested": run.cancel_requested,
+        "waiting": queue.waiting_reason(session, run) if run.status == QUEUED else None,
+        "created": iso(run.created),
+        "started": iso(run.started),
+        "finished": iso(run.finished),
+    }
+    if steps:
+        rows = session.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.id))
+        names = {a.id: a.name for a in session.scalars(select(Agent))}
+        doc["steps"] = [
+            {
+                "name": s.name,
+                "status": s.status,
+                "exit_code": s.exit_code,
+                "reason": s.reason,
+                "duration": s.duration,
+                "agent": names.get(s.agent_id),
+                "attempt": s.attempt,
+                "tests": s.tests,
+                "started": iso(s.started),
+                "finished": iso(s.finished),
+            }
+            for s in rows
+        ]
+    return doc
+
+
+async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    return await run_in_threadpool(function, *args)

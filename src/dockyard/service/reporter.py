@@ -1,0 +1,147 @@
+"""An agent's reports to the server about one run, shipped as the run goes.
+
+The engine's :class:`~dockyard.ci.results.Events` arrive here from the step threads;
+each becomes a numbered report (log lines gathered into one report per flush). A
+shipping thread sends what is pending every :data:`FLUSH_INTERVAL` seconds, in order,
+and drops a report only once the server has acknowledged its number: a failed request
+is retried with the same numbers, which the server stores once (:mod:`.reports`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from dockyard.ci.results import Events, RunResult, StepResult
+
+log = logging.getLogger("dockyard.agent")
+FLUSH_INTERVAL = 0.2  # seconds: a printed line reaches the server within about this
+BATCH_LINES = 500  # lines per log report
+BATCH_REPORTS = 50  # reports per request
+MAX_LINE = 16 << 10
+RETRY_MAX = 5.0  # seconds between retries at most
+
+
+class Stale(Exception):
+    """The server says the agent no longer holds the run."""
+
+
+class Reporter(Events):
+    def __init__(self, client: httpx.Client, agent: dict[str, Any], run_id: int, attempt: int):
+        self._client = client
+        self._agent = agent  # name, labels, capacity: who is reporting
+        self._url = f"/api/v1/agent/runs/{run_id}/reports"
+        self._attempt = attempt
+        self._lock = threading.Lock()
+        self._lines: list[list[Any]] = []
+        self._pending: list[dict[str, Any]] = []
+        self._seq = 0
+        self._closed = threading.Event()
+        self.stale = False
+        self._thread = threading.Thread(target=self._ship, name=f"report-{run_id}", daemon=True)
+        self._thread.start()
+
+    # --- Events ----------------------------------------------------------------------
+
+    def line(self, source: str, text: str, *, note: bool = False) -> None:
+        with self._lock:
+            self._lines.append([source[:255], text[:MAX_LINE], note])
+
+    def step_started(self, name: str) -> None:
+        self.add({"kind": "step", "name": name, "status": "running"})
+
+    def step_finished(self, result: StepResult) -> None:
+        tests = None
+        if result.tests is not None:
+            tests = {
+                "passed": result.tests.passed,
+                "failed": result.tests.failed,
+                "skipped": result.tests.skipped,
+                "failing": [str(n)[:255] for n in result.tests.failing][:100],
+            }
+        self.add(
+            {
+                "kind": "step",
+                "name": result.name,
+                "status": result.status,
+                "exit_code": result.exit_code,
+                "duration": result.duration,
+                "reason": result.reason[:MAX_LINE],
+                "tests": tests,
+            }
+        )
+
+    def run_finished(self, result: RunResult) -> None:
+        pass  # the agent sends the end itself (:meth:`finish`), with its own verdict
+
+    # --- shipping --------------------------------------------------------------------
+
+    def add(self, report: dict[str, Any]) -> None:
+        with self._lock:
+            self._take_lines()
+            self._seq += 1
+            self._pending.append({"seq": self._seq, **report})
+
+    def _take_lines(self) -> None:
+        while self._lines:
+            batch, self._lines = self._lines[:BATCH_LINES], self._lines[BATCH_LINES:]
+            self._seq += 1
+            self._pending.append({"seq": self._seq, "kind": "log", "lines": batch})
+
+    def finish(self, status: str, error: str = "", timeout: float = 600.0) -> bool:
+        """Send the run's end after everything before it; True once all is stored."""
+        self.add({"kind": "finish", "status": status, "error": error[:MAX_LINE]})
+        return self.close(timeout)
+
+    def close(self, timeout: float) -> bool:
+        """Stop shipping once what is pending is stored (or ``timeout`` passes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stale:
+            with self._lock:
+                if not self._pending and not self._lines:
+                    break
+            time.sleep(FLUSH_INTERVAL / 2)
+        self._closed.set()
+        self._thread.join()
+        with self._lock:
+            return not self._pending and not self._lines and not self.stale
+
+    def _ship(self) -> None:
+        delay = FLUSH_INTERVAL
+        while not self.stale:
+            closing = self._closed.wait(delay)
+            with self._lock:
+                self._take_lines()
+                batch = self._pending[:BATCH_REPORTS]
+            if closing and not batch:
+                return
+            if not batch:
+                delay = FLUSH_INTERVAL
+                continue
+            try:
+                acked = self._send(batch)
+            except Stale:
+                self.stale = True
+                return
+            except (httpx.HTTPError, OSError, ValueError) as e:
+                log.warning("sending reports failed (%s); retrying", e)
+                if closing:
+                    return
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            with self._lock:
+                self._pending = [r for r in self._pending if r["seq"] > acked]
+            delay = 0 if len(self._pending) > 0 else FLUSH_INTERVAL
+
+    def _send(self, batch: list[dict[str, Any]]) -> int:
+        response = self._client.post(
+            self._url, json={**self._agent, "attempt": self._attempt, "reports": batch}
+        )
+        if response.status_code == 409:
+            raise Stale(response.json().get("error", ""))
+        response.raise_for_status()
+        return int(response.json()["acked"])

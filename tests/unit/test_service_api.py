@@ -1,0 +1,77 @@
+"""The CI service's REST API in-process: paging, cancel of a queued run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from dockyard.service.webhooks import sign
+from tests.service_api import HOOK_SECRET, SHA, Api, hook, push, service_api
+
+
+@pytest.fixture
+def api(tmp_path) -> Iterator[Api]:
+    with service_api(tmp_path) as instance:
+        yield instance
+
+
+def test_tag_push_is_a_tag_run(api):
+    body = push(ref="refs/tags/v1.0")
+    run = hook(api, body, sign(HOOK_SECRET, body)).json()["queued"]
+    assert (run["event"], run["branch"]) == ("tag", "v1.0")
+
+
+def test_runs_are_paged_newest_first(api):
+    for _ in range(5):
+        api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    page = api.call("GET", "/repos/project/runs?per_page=2&page=2", api.admin, 200)
+    assert [r["number"] for r in page["items"]] == [3, 2]
+    assert (page["total"], page["next_page"]) == (5, 3)
+    api.call("GET", "/repos/project/runs?per_page=1000", api.admin, 400)
+    api.call("GET", "/repos/nope/runs", api.admin, 404)
+
+
+def test_cancel_of_a_queued_run_is_at_once(api):
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    assert api.call("POST", "/repos/project/runs/1/cancel", api.admin, 202)["status"] == (
+        "cancelled"
+    )
+    api.call("POST", "/repos/project/runs/1/cancel", api.admin, 409)
+    logs = api.call("GET", "/repos/project/runs/1/logs", api.admin, 200)
+    assert logs["status"] == "cancelled"
+
+
+def test_restart_makes_a_new_run_of_the_same_commit(api):
+    body = push()
+    hook(api, body, sign(HOOK_SECRET, body))
+    api.call("POST", "/repos/project/runs/1/restart", api.admin, 409)  # still queued
+    api.call("POST", "/repos/project/runs/1/cancel", api.admin, 202)
+    again = api.call("POST", "/repos/project/runs/1/restart", api.admin, 201)
+    assert (again["number"], again["commit"], again["event"]) == (2, SHA, "push")
+    assert again["waiting"] == "no agent is connected"
+
+
+def test_the_openapi_description_lists_every_route(api):
+    doc = api.call("GET", "/openapi.json", None, 200)
+    assert doc["openapi"].startswith("3.")
+    run = doc["paths"]["/api/v1/repos/{repo}/runs/{number}"]["get"]
+    assert run["summary"].startswith("A run and its steps")
+    assert [p["name"] for p in run["parameters"]] == ["repo", "number"]
+    assert run["security"] == [{"token": []}]
+    assert "security" not in doc["paths"]["/api/v1/hooks/{repo}"]["post"]
+    assert set(doc["paths"]["/api/v1/repos/{repo}/secrets/{name}"]) == {"put", "delete"}
+    assert "/api/v1/agent/poll" in doc["paths"]
+
+
+def test_schedules_are_set_listed_and_deleted(api):
+    path = "/repos/project/schedules/nightly"
+    api.call("PUT", path, api.admin, 400, json={"schedule": "0 25 * * *"})
+    read = api.token("read")
+    api.call("PUT", path, read, 403, json={"schedule": "0 3 * * *"})
+    set_ = api.call("PUT", path, api.admin, 200, json={"schedule": "0  3 * * *"})
+    assert (set_["schedule"], set_["branch"]) == ("0 3 * * *", "main")
+    assert set_["next_run"].endswith("T03:00:00Z")
+    assert api.call("GET", "/repos/project/schedules", read, 200)["items"] == [set_]
+    api.call("DELETE", path, api.admin, 204)
+    api.call("DELETE", path, api.admin, 404)

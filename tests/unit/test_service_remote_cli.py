@@ -1,0 +1,97 @@
+"""``dockyard remote``: the CI server's API from a terminal, against a real server (no
+agents): login, repositories, triggers, runs, logs, cancel, restart, secrets."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, wait_for_http
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[tuple[str, str]]:
+    port = free_port()
+    data = tmp_path / "data"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dockyard.cli.main",
+            "server",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--data",
+            str(data),
+            "--no-local-agent",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(url + "/api/v1")
+        yield url, (data / "admin-token").read_text().strip()
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def remote(tmp_path: Path, *args: str, stdin: str = "", expect: int = 0) -> str:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    env.pop("DOCKYARD_REMOTE", None)
+    env.pop("DOCKYARD_REMOTE_TOKEN", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "dockyard.cli.main", "remote", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == expect, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def test_remote_commands_drive_the_server(server, tmp_path):
+    url, admin = server
+    assert "refused" in remote(tmp_path, "login", url, "--token", "dyt_wrong", expect=1)
+    remote(tmp_path, "login", url, "--token", admin)
+    config = tmp_path / "config" / "dockyard" / "remote.json"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+
+    remote(tmp_path, "repo", "add", "app", "git://127.0.0.1:1/app.git", "--labels", "arch=amd64")
+    assert "arch=amd64" in remote(tmp_path, "repo", "ls")
+    assert remote(tmp_path, "trigger", "app", "--env", "A=1").strip() == "1"
+    assert remote(tmp_path, "trigger", "app", "--branch", "dev").strip() == "2"
+    listed = remote(tmp_path, "runs", "app").splitlines()
+    assert [line.split()[:4] for line in listed[1:]] == [
+        ["2", "queued", "manual", "dev"],
+        ["1", "queued", "manual", "main"],
+    ]
+
+    remote(tmp_path, "secret", "set", "app", "TOKEN", stdin="s3cret-value\n")
+    assert remote(tmp_path, "secret", "ls", "app").split() == ["TOKEN"]
+    remote(tmp_path, "secret", "rm", "app", "TOKEN")
+    assert remote(tmp_path, "secret", "ls", "app").split() == []
+
+    remote(tmp_path, "cancel", "app", "1")
+    assert "cancelled while queued" in remote(tmp_path, "logs", "app", "1")
+    followed = remote(tmp_path, "logs", "-f", "app", "1", expect=1)
+    assert "cancelled while queued" in followed and "run 1: cancelled" in followed
+    assert remote(tmp_path, "restart", "app", "1").strip() == "3"
+    assert "no repository named 'nope'" in remote(tmp_path, "runs", "nope", expect=1)
+    assert remote(tmp_path, "agents").split() == [
+        "AGENT",
+        "LABELS",
+        "RUNNING",
+        "CAPACITY",
+        "LAST",
+        "SEEN",
+    ]
