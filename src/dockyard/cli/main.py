@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logout": ("dockyard.cli.auth", "logout", "Forget the credentials for a registry."),
     "run": ("dockyard.cli.run", "run", "Run a command in a new container from an image."),
     "registry": ("dockyard.cli.registry", "registry", "Run a registry (mirror, gc, bundles)."),
+    "check": ("dockyard.cli.check", "check", "Check images against a policy (secrets, users...)."),
     "ci": ("dockyard.cli.ci", "ci", "Run a pipeline file locally; list, show and prune past runs."),
 }
 
