@@ -134,7 +134,10 @@ class SecretsRule(_Rule):
 class FilesRule(_Rule):
     forbidden: Globs = ()
     setuid_allowed: Globs = ()
-    world_writable_allowed: Globs = ("/tmp", "/tmp/*", "/var/tmp", "/var/tmp/*")
+    # /tmp and the other sticky scratch dirs every distribution makes world-writable.
+    world_writable_allowed: Globs = (
+        "/tmp", "/tmp/*", "/var/tmp", "/var/tmp/*", "/run/lock", "/var/lock", "/dev/shm",
+    )  # fmt: skip
 
 
 class ConfigRule(_Rule):
