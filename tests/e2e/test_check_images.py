@@ -113,3 +113,21 @@ def test_clean_debian_has_no_finding(dockyard, debian_ref, tmp_path):
     result = dockyard("check", "--policy", str(policy), debian_ref, check=False)
     assert result.stdout.decode().splitlines() == [f"{debian_ref}: PASS (0 errors, 0 warnings)"]
     assert result.returncode == 0
+
+
+def test_layers_and_diff_of_a_real_build(dockyard, planted, busybox_ref, tmp_path):
+    doc = json.loads(dockyard("inspect", "--layers", "--format", "json", planted).stdout)
+    layers = doc["layers"]
+    assert len(layers) == 4
+    assert layers[1]["created_by"].startswith("COPY id_ed25519")
+    assert layers[1]["files_added"] == 1 and layers[1]["wasted_bytes"] == layers[1]["file_bytes"]
+    assert layers[2]["files_deleted"] == 1  # the RUN that removed the key
+    busybox_size = layers[0]["file_bytes"] - layers[0]["wasted_bytes"]
+    assert any(f["path"] == "/bin/suid-busybox" and f["layer"] == 4 for f in doc["largest_files"])
+    assert doc["wasted_bytes"] == layers[1]["wasted_bytes"] and busybox_size > 0
+    svg = tmp_path / "layers.svg"
+    dockyard("inspect", "--layers", "--svg", str(svg), f"docker://{planted}")
+    assert svg.read_text().count("<rect") == 2 * 4 + 2  # kept and wasted per layer, legend
+    lines = dockyard("diff", f"docker://{busybox_ref}", planted).stdout.decode().splitlines()
+    assert "A /bin/suid-busybox" in lines and "A /root/.ssh" in lines
+    assert not any("id_ed25519" in line for line in lines)  # deleted: not in the image

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -16,6 +17,7 @@ from dockyard.cli.common import (
     platform_option,
     print_json,
     progress_option,
+    settings,
     tls_option,
 )
 from dockyard.cli.progress import progress_display
@@ -147,8 +149,35 @@ def images(quiet: bool, digests: bool) -> None:
 @platform_option
 @tls_option
 @click.option("--raw", is_flag=True, help="Print the root manifest exactly as stored.")
-def inspect(image: str, platform: str | None, tls_verify: bool | None, raw: bool) -> None:
-    """Show IMAGE's manifest and config as JSON.
+@click.option(
+    "--layers",
+    is_flag=True,
+    help="Per layer: what made it, its sizes, the files it adds, changes and deletes; "
+    "the image's wasted bytes, efficiency and largest files.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="With --layers: a table (default) or JSON.",
+)
+@click.option(
+    "--svg",
+    "svg_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --layers: also write a bar per layer (kept and wasted bytes) as SVG.",
+)
+def inspect(
+    image: str,
+    platform: str | None,
+    tls_verify: bool | None,
+    raw: bool,
+    layers: bool,
+    output_format: str | None,
+    svg_file: Path | None,
+) -> None:
+    """Show IMAGE's manifest and config as JSON, or (--layers) what is in its layers.
 
     IMAGE is a store reference or any transport (docker://REF, oci:DIR:TAG, ...).
     """
@@ -158,6 +187,11 @@ def inspect(image: str, platform: str | None, tls_verify: bool | None, raw: bool
     from dockyard.transfer.resolve import resolve_image
     from dockyard.transfer.transports import parse_location
 
+    if (output_format or svg_file) and not layers:
+        raise click.UsageError("--format and --svg go with --layers")
+    if layers:
+        _inspect_layers(image, platform, tls_verify, output_format or "text", svg_file)
+        return
     location = parse_location(image)
     source = open_source(location, tls_verify)
     root = source.root_manifest()
@@ -176,6 +210,95 @@ def inspect(image: str, platform: str | None, tls_verify: bool | None, raw: bool
             "Config": config,
         }
     )
+
+
+def _inspect_layers(
+    image: str,
+    platform: str | None,
+    tls_verify: bool | None,
+    output_format: str,
+    svg_file: Path | None,
+) -> None:
+    from dockyard.check.image import open_image
+    from dockyard.check.layers import analyse
+    from dockyard.check.svg import layers_svg
+    from dockyard.layout import atomic
+
+    opened = open_image(
+        image, store_root=settings().root, tls_verify=tls_verify, platform=parse_platform(platform)
+    )
+    report = analyse(opened)
+    if svg_file is not None:
+        atomic.write_bytes(svg_file, layers_svg(report).encode())
+    if output_format == "json":
+        print_json(report.to_json())
+        return
+    click.echo(
+        f"{image}: {len(report.layers)} layers, {_size(report.total)} of files, "
+        f"{_size(report.wasted)} wasted, efficiency {report.efficiency:.1%}"
+    )
+    rows = [("LAYER", "COMPRESSED", "UNCOMPRESSED", "ADDED", "CHANGED", "DELETED", "WASTED",
+             "CREATED BY")]  # fmt: skip
+    for layer in report.layers:
+        rows.append(
+            (
+                str(layer.layer.number),
+                _size(layer.layer.descriptor.size),
+                _size(layer.uncompressed),
+                str(layer.added),
+                str(layer.changed),
+                str(layer.deleted),
+                _size(layer.wasted),
+                " ".join(layer.layer.created_by.split())[:80],
+            )
+        )
+    _table(rows)
+    click.echo("largest files:")
+    largest = [(_size(size), str(number), path) for path, size, number in report.largest]
+    _table([("SIZE", "LAYER", "PATH"), *largest])
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.command()
+@click.argument("first", metavar="IMAGE1")
+@click.argument("second", metavar="IMAGE2")
+@platform_option
+@tls_option
+@click.option(
+    "--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+    show_default=True,
+)  # fmt: skip
+def diff(
+    first: str, second: str, platform: str | None, tls_verify: bool | None, output_format: str
+) -> None:
+    """Files added (A), removed (D) and changed (C) from IMAGE1 to IMAGE2.
+
+    Either image is a store reference or any transport; layers are streamed, not
+    extracted, and file contents compared by digest.
+    """
+    from dockyard.check.diff import diff_images
+    from dockyard.check.image import open_image
+
+    wanted = parse_platform(platform)
+    opened = [
+        open_image(text, store_root=settings().root, tls_verify=tls_verify, platform=wanted)
+        for text in (first, second)
+    ]
+    result = diff_images(*opened)
+    if output_format == "json":
+        print_json(result.to_json())
+        return
+    for path in result.added:
+        click.echo(f"A {path}")
+    for path in result.removed:
+        click.echo(f"D {path}")
+    for path, what in result.changed:
+        click.echo(f"C {path} ({what})")
 
 
 @click.command()

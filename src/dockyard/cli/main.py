@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "push": ("dockyard.cli.images", "push", "Push an image from the local store to a registry."),
     "images": ("dockyard.cli.images", "images", "List images in the local store."),
     "inspect": ("dockyard.cli.images", "inspect", "Show an image's manifest and config as JSON."),
+    "diff": ("dockyard.cli.images", "diff", "Files added, removed and changed between images."),
     "tag": ("dockyard.cli.images", "tag", "Give a stored image another name."),
     "rmi": ("dockyard.cli.images", "rmi", "Remove image names (blobs stay until prune)."),
     "prune": ("dockyard.cli.images", "prune", "Delete blobs and snapshots no image needs."),

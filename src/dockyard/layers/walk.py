@@ -69,6 +69,17 @@ class Entry:
         self._head = b"".join(chunks)
         return self._head[:limit]
 
+    def content_digest(self) -> str:
+        """``sha256:...`` of a regular file's whole content, read in chunks (bounded
+        memory, whatever the size); of b"" for anything else. Call it once, after any
+        :meth:`head`: it reads the rest of the content."""
+        hasher = hashlib.sha256(self._head)
+        if self.kind == FILE and len(self._head) < self.size:
+            stream = self._stream or (self._reader() if self._reader else None)
+            while stream is not None and (data := stream.read(CHUNK)):
+                hasher.update(data)
+        return f"sha256:{hasher.hexdigest()}"
+
 
 Visitor = Callable[[Entry], None]
 
