@@ -53,7 +53,7 @@ class PolicyError(DockyardError):
         super().__init__("\n".join(problem.format(file) for problem in problems))
 
 
-def _size(value: object) -> int:
+def parse_bytes(value: object) -> int:
     """Bytes from ``1048576``, ``200MB`` (decimal, as docker prints) or ``1GiB``."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
@@ -94,7 +94,7 @@ def _port(value: object) -> str:
     return text if "/" in text else f"{text}/tcp"
 
 
-Size = Annotated[int, BeforeValidator(_size)]
+Size = Annotated[int, BeforeValidator(parse_bytes)]
 Glob = Annotated[str, AfterValidator(_glob)]
 Globs = tuple[Glob, ...]
 

@@ -60,3 +60,53 @@ def check(
         sys.stdout.write(report.text(results))
     if any(result.failed for result in results):
         sys.exit(1)
+
+
+@click.command()
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
+def df(output_format: str) -> None:
+    """Bytes the store uses per kind: images (shared by several, or their own),
+    unreferenced blobs, build cache, snapshots, cache mounts, pipeline runs and caches;
+    and what `dockyard prune` could reclaim."""
+    from dockyard.cli.common import open_store, print_json
+    from dockyard.cli.images import _size
+    from dockyard.disk.usage import KINDS, take_stock
+
+    usage = take_stock(open_store())
+    rows = []
+    for kind in KINDS:
+        items = usage.of(kind)
+        rows.append(
+            {
+                "kind": kind,
+                "items": len(items),
+                "size": sum(item.size for item in items),
+                "shared": sum(item.size for item in items if item.shared),
+                "reclaimable": sum(item.size for item in items if item.reclaimable),
+            }
+        )
+    if output_format == "json":
+        print_json({"kinds": rows, "total": usage.total})
+        return
+    table = [("KIND", "ITEMS", "SIZE", "SHARED", "UNIQUE", "RECLAIMABLE")]
+    for row in rows:
+        table.append(
+            (
+                row["kind"],
+                str(row["items"]),
+                _size(row["size"]),
+                _size(row["shared"]),
+                _size(row["size"] - row["shared"]),
+                _size(row["reclaimable"]),
+            )
+        )
+    table.append(("total", str(len(usage.items)), _size(usage.total), "", "", ""))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -324,9 +324,33 @@ def rmi(image_refs: tuple[str, ...]) -> None:
 
 
 @click.command()
-def prune() -> None:
+@click.option(
+    "--keep-storage",
+    metavar="SIZE",
+    help="Then delete the least recently used build cache, cache mounts and pipeline "
+    "runs and caches until the store takes less than SIZE (10GB, 512MiB).",
+)
+@click.option("--until", metavar="DURATION", help="Delete what was unused for DURATION (24h, 7d).")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="type=KIND",
+    help="Only these kinds: blobs, snapshots, build-cache, cache-mounts, pipeline-runs, "
+    "pipeline-caches (repeatable).",
+)
+@click.option("--dry-run", is_flag=True, help="List what would go and its bytes; delete nothing.")
+def prune(
+    keep_storage: str | None, until: str | None, filters: tuple[str, ...], dry_run: bool
+) -> None:
     """Delete blobs and snapshots that no named image in the store refers to, the build
-    records that named them, and what killed processes left behind."""
+    records that named them, and what killed processes left behind.
+
+    With a policy (--keep-storage, --until), a --filter or --dry-run, also what is kept
+    for speed -- build cache, RUN --mount=type=cache dirs, pipeline runs and caches --
+    by that policy, and print what went per kind. Named images are never deleted, nor
+    anything a running build, container or pipeline uses.
+    """
     from dockyard.build.cache import prune_build_records
     from dockyard.cli.run import CONTAINERS_DIR
     from dockyard.runtime import mounts
@@ -337,6 +361,9 @@ def prune() -> None:
     orphans = reap_orphans(store.root)  # first: their rootfs are overlays of snapshots
     for container_id in orphans:  # a killed `dockyard run`'s rootfs stays for a commit
         mounts.unmount_all(store.root / CONTAINERS_DIR / container_id)
+    if keep_storage or until or filters or dry_run:
+        _prune_by_policy(store, keep_storage, until, filters, dry_run, len(orphans))
+        return
     blobs = store.prune()
     with Snapshots(store) as snapshots:
         pruned = snapshots.prune()
@@ -350,3 +377,51 @@ def prune() -> None:
         parts.append(f"{leftovers} leftovers of killed processes (containers included)")
     freed = _size(blobs.freed + pruned.freed)
     click.echo(f"removed {', '.join(parts[:-1])} and {parts[-1]}, {freed} freed")
+
+
+def _prune_by_policy(
+    store,
+    keep_storage: str | None,
+    until: str | None,
+    filters: tuple[str, ...],
+    dry_run: bool,
+    orphans: int,
+) -> None:
+    from dockyard.check.policy import parse_bytes
+    from dockyard.ci.pipeline import parse_duration
+    from dockyard.disk.prune import PRUNABLE, PrunePolicy
+    from dockyard.disk.prune import prune as prune_store
+
+    kinds = set()
+    for text in filters:
+        key, _, kind = text.partition("=")
+        if key != "type" or kind not in PRUNABLE:
+            raise click.BadParameter(
+                f"{text!r}: expected type=KIND, KIND one of {', '.join(PRUNABLE)}",
+                param_hint="--filter",
+            )
+        kinds.add(kind)
+    try:
+        policy = PrunePolicy(
+            frozenset(kinds) if kinds else None,
+            parse_duration(until) if until else None,
+            parse_bytes(keep_storage) if keep_storage else None,
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    report = prune_store(store, policy, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    if dry_run:
+        for kind, items in report.removed.items():
+            for item in items:
+                click.echo(f"{verb} {kind} {item.name} {_size(item.size)}")
+    for item in report.spared:
+        click.echo(f"kept {item.kind} {item.name}: in use")
+    for kind in PRUNABLE:
+        if kind in report.removed:
+            count = len(report.removed[kind])
+            click.echo(f"{kind}: {verb} {count}, {_size(report.freed[kind])}")
+    total = sum(report.freed.values())
+    leftovers = report.temps + orphans
+    tail = f", {leftovers} leftovers of killed processes" if leftovers else ""
+    click.echo(f"total: {_size(total)} {'would be ' if dry_run else ''}freed{tail}")
