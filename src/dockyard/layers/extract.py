@@ -91,7 +91,7 @@ def apply_with(
         try:
             applier = make_applier(root_fd, meter)
             try:
-                for member, tar in _members(stream):
+                for member, tar in read_members(stream):
                     applier.apply(member, tar)
             except tarfile.TarError as e:
                 raise LayerError(f"malformed layer tar: {e}") from None
@@ -577,10 +577,13 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
     return round(member.mtime * _NS) if isinstance(member.mtime, float) else member.mtime * _NS
 
 
-def _members(stream: MeteredReader) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
+def read_members(
+    stream: MeteredReader,
+) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
     """The members of the streamed tar, each with the tar its data is read from. Each
     member's headers are read within the header limit; data the consumer leaves is
-    passed over before the next."""
+    passed over before the next. Memory stays bounded however many members there are.
+    Raise :class:`LayerError` for malformed headers (``tarfile.TarError`` passes)."""
     with contextlib.ExitStack() as stack:
         opening = functools.partial(tarfile.open, fileobj=stream, mode="r|")
         tar = stack.enter_context(_headers(stream, opening))  # reads the first member's

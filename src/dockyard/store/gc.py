@@ -46,15 +46,32 @@ def reachable(layout: OCILayout) -> set[str]:
     return keep
 
 
+def blobs_per_root(layout: OCILayout) -> list[set[str]]:
+    """For each ``index.json`` entry (a named image), the digests of the stored blobs it
+    reaches: what ``dockyard df`` counts as that image's, and shared when two have it."""
+    result = []
+    for root in layout.index().manifests:
+        reached: set[str] = set()
+        for desc, parsed in _walk(layout, [root]):
+            reached.add(desc.digest)
+            if isinstance(parsed, manifests.Manifest):
+                reached.update(b.digest for b in parsed.blobs if layout.blobs.has(b.digest))
+        result.append(reached)
+    return result
+
+
 def image_configs(layout: OCILayout) -> list[Descriptor]:
     """The config of every image manifest a root reaches (each platform of an index)."""
     return [m.config for _, m in _walk(layout) if isinstance(m, manifests.Manifest)]
 
 
-def _walk(layout: OCILayout) -> Iterator[tuple[Descriptor, manifests.Manifest | manifests.Index]]:
-    """Every stored manifest and index the roots reach, once each, parsed."""
+def _walk(
+    layout: OCILayout, roots: list[Descriptor] | None = None
+) -> Iterator[tuple[Descriptor, manifests.Manifest | manifests.Index]]:
+    """Every stored manifest and index the roots (default: all of ``index.json``)
+    reach, once each, parsed."""
     seen: set[str] = set()
-    pending: list[Descriptor] = list(layout.index().manifests)
+    pending: list[Descriptor] = list(layout.index().manifests if roots is None else roots)
     while pending:
         desc = pending.pop()
         if desc.digest in seen or not layout.blobs.has(desc.digest):
@@ -70,15 +87,18 @@ def _walk(layout: OCILayout) -> Iterator[tuple[Descriptor, manifests.Manifest | 
         yield desc, parsed
 
 
-def sweep(layout: OCILayout, held: Collection[str] = ()) -> PruneResult:
+def sweep(
+    layout: OCILayout, held: Collection[str] = (), only: Collection[str] | None = None
+) -> PruneResult:
     """Delete blobs neither reachable nor ``held`` (by live processes: see
-    :meth:`.Store.blob_hold`), and the temp files of dead writers.
+    :meth:`.Store.blob_hold`, or kept by a prune policy), and the temp files of dead
+    writers; with ``only``, delete none but those.
 
     No blob writer may be running (every temp file in the blob temp dir is deleted).
     """
     keep = reachable(layout) | set(held)
     result = PruneResult()
-    for digest in list(layout.blobs):
+    for digest in list(layout.blobs) if only is None else [d for d in only if layout.blobs.has(d)]:
         if digest in keep:
             continue
         try:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -218,9 +218,17 @@ class Store:
         finally:
             lock.release()
 
-    def prune(self, *, wait: bool = True) -> gc.PruneResult:
+    def prune(
+        self,
+        *,
+        wait: bool = True,
+        keep: Collection[str] = (),
+        only: Collection[str] | None = None,
+    ) -> gc.PruneResult:
         """Delete blobs no named image reaches, no live process holds and no record pins
         (:mod:`.pins`: a working container's image), and abandoned temp files and dirs.
+        A prune policy (:mod:`dockyard.disk.prune`) spares more (``keep``: the layers of
+        the build cache it keeps) or deletes only some (``only``).
 
         Runs under :meth:`gc_lock` (``wait`` as there). Snapshots are pruned by
         :meth:`.Snapshots.prune`.
@@ -229,7 +237,7 @@ class Store:
             return gc.PruneResult()
         with self.gc_lock(wait=wait):
             held = held_names(self.root / BLOB_HOLDS_DIR) | pinned_names(self.root / PINS_DIR)
-            result = gc.sweep(self.layout, held)
+            result = gc.sweep(self.layout, held | set(keep), only)
             self.blobs.settle()
         stale = gc.remove_stale_dirs(self.root / TMP_DIR, STALE_TEMP_SECONDS)
         result.freed += stale.freed

@@ -51,15 +51,26 @@ def remove_tree(path: Path) -> int:
     """
     if mounted := mount_points_under(path):
         raise StoreError(f"not deleting {path}: {mounted[0]} is a mount point")
-    size = _measure(path)
+    size = measure(path)
     shutil.rmtree(path, onerror=_RetryWithPermissions())
     return size
 
 
-def _measure(path: Path) -> int:
+def measure(path: Path) -> int:
     """The apparent size of the files under ``path`` that deleting it frees: each inode
     once, and only if all its links are under ``path`` (snapshots share inodes)."""
+    return tree_stats(path)[0]
+
+
+def tree_stats(path: Path) -> tuple[int, float]:
+    """:func:`measure`'s size, and the newest mtime in the tree (``path``'s included):
+    when it was last written, which ``dockyard df`` and ``prune --until`` take as its
+    last use (reading a tree moves atimes, so atimes cannot say)."""
     links: dict[int, list[int]] = {}  # inode -> [size, links left outside the tree]
+    try:
+        newest = path.stat().st_mtime
+    except FileNotFoundError:
+        return 0, 0.0
     pending = [path]
     while pending:
         directory = pending.pop()
@@ -72,12 +83,13 @@ def _measure(path: Path) -> int:
                 info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
+            newest = max(newest, info.st_mtime)
             if stat.S_ISDIR(info.st_mode):
                 pending.append(Path(entry.path))
                 continue
             counted = links.setdefault(info.st_ino, [info.st_size, info.st_nlink])
             counted[1] -= 1
-    return sum(size for size, outside in links.values() if outside <= 0)
+    return sum(size for size, outside in links.values() if outside <= 0), newest
 
 
 class _RetryWithPermissions:

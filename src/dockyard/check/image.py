@@ -1,0 +1,89 @@
+"""An image opened for reading its layers in place: from the store, a registry
+(``docker://REF``: layers stream from the registry, nothing is pulled), or any other
+transport. Each layer comes with the history entry that made it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockyard.oci import manifest as manifests
+from dockyard.oci.descriptor import Descriptor, Platform
+from dockyard.oci.home import ImageSource
+
+MAX_CONFIG_SIZE = 16 << 20
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer: 1-based ``number`` from the bottom, its blob, what made it."""
+
+    number: int
+    descriptor: Descriptor
+    diff_id: str | None
+    created_by: str
+
+    @property
+    def label(self) -> str:
+        """``layer 3 (sha256:0123456789ab)``: how findings and reports name it."""
+        return f"layer {self.number} ({self.descriptor.digest[:19]})"
+
+
+@dataclass
+class OpenedImage:
+    """An image's manifest, config and layers, and the source its blobs stream from."""
+
+    name: str
+    source: ImageSource
+    manifest: manifests.Manifest
+    config: dict[str, Any]
+    layers: list[Layer]
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """The config's ``config`` object (User, Env, Labels...), empty if absent."""
+        value = self.config.get("config")
+        return value if isinstance(value, dict) else {}
+
+
+def open_image(
+    text: str,
+    *,
+    store_root: Path | None,
+    tls_verify: bool | None = None,
+    platform: Platform | None = None,
+) -> OpenedImage:
+    """Open the image ``text`` names (a store reference or any transport string)."""
+    from dockyard.errors import ManifestError
+    from dockyard.transfer.resolve import resolve_image
+    from dockyard.transfer.transports import open_source, parse_location
+
+    location = parse_location(text)
+    source = open_source(location, store_root=store_root, tls_verify=tls_verify)
+    manifest = resolve_image(source, None, platform)
+    if manifest.config.size > MAX_CONFIG_SIZE:
+        raise ManifestError(f"{text}: config of {manifest.config.size} bytes is too big")
+    with source.open_blob(manifest.config) as stream:
+        config = manifests.parse_config(stream.read(), f"config {manifest.config.digest}")
+    return OpenedImage(text, source, manifest, config, _layers(manifest, config))
+
+
+def _layers(manifest: manifests.Manifest, config: dict[str, Any]) -> list[Layer]:
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list):
+        diff_ids = []
+    history = config.get("history")
+    made = [
+        str(h.get("created_by", ""))
+        for h in (history if isinstance(history, list) else [])
+        if isinstance(h, dict) and not h.get("empty_layer")
+    ]
+    if len(made) != len(manifest.layers):
+        made = []  # a history that does not line up tells nothing reliable
+    layers = []
+    for i, desc in enumerate(manifest.layers):
+        diff_id = diff_ids[i] if i < len(diff_ids) and isinstance(diff_ids[i], str) else None
+        layers.append(Layer(i + 1, desc, diff_id, made[i] if made else ""))
+    return layers
