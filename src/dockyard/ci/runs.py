@@ -39,13 +39,14 @@ from dockyard.errors import NotFound
 from dockyard.layout import atomic
 from dockyard.layout.locking import FileLock
 from dockyard.store import Store
-from dockyard.store.holds import Hold
+from dockyard.store.holds import Hold, held_names
 
 RUNS_DIR = Path("ci") / "runs"
 HOLDS_DIR = Path("ci") / "holds"
 NUMBERS_DIR = Path("ci") / "numbers"
 RECORD = "run.json"
 RUNNING = "running"
+STARTING = "starting"  # said of a run whose process lives but has written no record yet
 ABANDONED = "abandoned"  # said of a running record whose process is gone
 
 
@@ -113,11 +114,14 @@ class RunDir:
 
     def read_record(self) -> dict[str, Any]:
         """The record, with ``status`` ``abandoned`` if it says running but its process
-        is gone."""
+        is gone; ``starting`` if there is none yet but its process holds it (a run is
+        visible from its first moment, before its record is written)."""
         try:
             record = json.loads((self.path / RECORD).read_text())
         except (OSError, ValueError):
-            return {"id": self.id, "status": ABANDONED, "steps": []}
+            store_root = self.path.parent.parent.parent
+            held = self.id in held_names(store_root / HOLDS_DIR)
+            return {"id": self.id, "status": STARTING if held else ABANDONED, "steps": []}
         if record.get("status") == RUNNING and not _alive(record.get("pid")):
             record["status"] = ABANDONED
         return record

@@ -218,6 +218,9 @@ def runs() -> None:
     _table(rows)
 
 
+_LIVE = ("running", "starting")  # run statuses after which more lines may come
+
+
 class _LogFollower:
     """Prints what a run's logs gained since the last call: one step's or service's
     (``name``), or every step's, prefixed by its name; whole lines only."""
@@ -234,7 +237,7 @@ class _LogFollower:
 
         if self.name is not None:
             path = self._path(self.name)
-            if path is None and record.get("status") != "running":  # it will never start
+            if path is None and record.get("status") not in _LIVE:  # it will never start
                 raise NotFound(
                     f"run {self.run.id} has no log of a step or service named {self.name!r}"
                 )
@@ -250,7 +253,7 @@ class _LogFollower:
 
     def ended(self, record: dict[str, Any]) -> bool:
         """Whether nothing more will be written: the run ended, or the step did."""
-        if record.get("status") != "running":
+        if record.get("status") not in _LIVE:
             return True
         if self.name is None:
             return False

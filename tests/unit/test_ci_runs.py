@@ -1,0 +1,25 @@
+"""A run is visible from its first moment: before its record is written, readers (``ci
+logs -f`` from another terminal) see it starting, not abandoned, while its process
+holds it."""
+
+from __future__ import annotations
+
+from dockyard.ci.runs import ABANDONED, HOLDS_DIR, STARTING, RunDir
+from dockyard.store import Store
+from dockyard.store.holds import Hold
+
+
+def test_a_held_run_without_a_record_is_starting(tmp_path):
+    store = Store(tmp_path / "store")
+    hold = Hold(store.root / HOLDS_DIR)
+    try:
+        run = RunDir.create_held(store, hold)
+        assert run.read_record()["status"] == STARTING
+    finally:
+        hold.release()
+    assert run.read_record()["status"] == ABANDONED
+
+
+def test_a_run_without_a_record_nobody_holds_is_abandoned(tmp_path):
+    run = RunDir.create(tmp_path / "store")
+    assert run.read_record() == {"id": run.id, "status": ABANDONED, "steps": []}
