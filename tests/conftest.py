@@ -283,3 +283,15 @@ class Dockyard:
 @pytest.fixture
 def dockyard(store_root) -> Dockyard:
     return Dockyard(store_root)
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One SeaweedFS S3 gateway on loopback for the session (tests/e2e/seaweed.py); each
+    test takes a prefix of its own with ``seaweed.storage_args()``."""
+    from tests.e2e.seaweed import start_seaweed
+
+    need("weed")
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()

@@ -98,7 +98,6 @@ def content_type_of(request: Request) -> str | None:
     return header.split(";", 1)[0].strip().lower()
 
 
-
 def _size_error(desc: Descriptor, actual: int) -> APIError:
     return APIError(
         "MANIFEST_INVALID",
@@ -112,4 +111,3 @@ def check_blob_size(storage: RegistryStorage, desc: Descriptor) -> None:
     size = storage.blob_size(desc.digest)
     if size is not None and size != desc.size:
         raise _size_error(desc, size)
-

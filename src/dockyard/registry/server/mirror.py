@@ -235,9 +235,7 @@ class Mirror:
 
     def _remember(self, route: Route) -> None:
         if self.storage.upstream_name(route.local) is None:
-            self.storage.set_upstream_name(
-                route.local, route.upstream.external_name(route.remote)
-            )
+            self.storage.set_upstream_name(route.local, route.upstream.external_name(route.remote))
 
     def _store(self, route: Route, got, tag: str | None) -> StoredManifest:
         manifest_checks.check(got.data, got.media_type)  # nothing bad reaches the cache
@@ -518,4 +516,3 @@ async def _started(route: Route, digest: str, body: AsyncIterator[bytes]) -> Asy
             yield batch
 
     return rest()
-
