@@ -619,7 +619,16 @@ class S3Storage:
         return True
 
     def ensure(self) -> None:
-        """Create the bucket if there is none (a test store, a first start)."""
+        """Create the bucket if there is none (a test store, a first start); a store that
+        cannot be reached is a one-line error."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._ensure()
+        except (BotoCoreError, ClientError) as e:
+            raise StoreError(f"{self.where}: {e}") from None
+
+    def _ensure(self) -> None:
         if not self.present():
             client = self.bucket.client
             region = client.meta.region_name
