@@ -337,3 +337,15 @@ def postgres_database(postgres_server) -> str:
     with psycopg.connect(postgres_server + "/postgres", autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name}")
     return f"{postgres_server}/{name}"
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One SeaweedFS S3 gateway on loopback for the session (tests/e2e/seaweed.py); each
+    test takes a prefix of its own with ``seaweed.storage_args()``."""
+    from tests.e2e.seaweed import start_seaweed
+
+    need("weed")
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()

@@ -46,14 +46,20 @@ def failed_cases(junit: Path) -> list[str]:
     return out
 
 
-def test_conformance_suite_passes(tmp_path):
+@pytest.mark.parametrize("backend", ["filesystem", pytest.param("s3", marks=pytest.mark.slow)])
+def test_conformance_suite_passes(tmp_path, request, backend):
+    """The whole suite on each storage backend: ``--root``, and S3 (SeaweedFS)."""
     suite = find_suite()
     if suite is None or not os.access(suite, os.X_OK):
         where = f"{REPO_ROOT.parent}/shared/conformance/run"
         if os.environ.get("CI"):
             pytest.fail(f"CI machine lacks the OCI conformance suite ({where})")
         pytest.skip(f"needs the OCI conformance suite ({where})")
-    server = start_server(tmp_path / "registry")
+    if backend == "s3":
+        seaweed = request.getfixturevalue("seaweed")
+        server = start_server(tmp_path / "registry", *seaweed.storage_args(), env=seaweed.env)
+    else:
+        server = start_server(tmp_path / "registry")
     results = tmp_path / "results"
     try:
         done = subprocess.run(

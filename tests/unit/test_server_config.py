@@ -279,3 +279,21 @@ def test_ns_cache_prefix_round_trip(host, prefix):
 @pytest.mark.parametrize("text", ["", "a_b.io", "-a.io", "a.io:0", "a.io:99999", "a.io/x", "[::1]"])
 def test_ns_hosts_refused(text):
     assert nshosts.normalize_host(text) is None
+
+
+def test_storage_settings(tmp_path):
+    from dockyard.registry.server.config import parse_storage_url
+
+    assert parse_storage_url("s3://bucket/a/b/") == ("bucket", "a/b")
+    assert parse_storage_url("s3://my.bucket") == ("my.bucket", "")
+    for bad in ("s3://b", "http://bucket/x", "s3://bucket/../x", "s3://bucket/a//b", "s3://b_x/p"):
+        with pytest.raises(ConfigError):
+            parse_storage_url(bad)
+    path = tmp_path / "r.toml"
+    path.write_text('storage = "s3://reg/one"\ns3_endpoint = "http://127.0.0.1:8333"\n')
+    config = check(from_document(load_file(path), str(path), ServerConfig(tmp_path)))
+    assert (config.storage, config.s3_endpoint) == ("s3://reg/one", "http://127.0.0.1:8333")
+    with pytest.raises(ConfigError, match="storage"):
+        check(ServerConfig(tmp_path, s3_region="eu-west-1"))  # an S3 setting without a bucket
+    with pytest.raises(ConfigError):
+        check(ServerConfig(tmp_path, storage="s3://x"))

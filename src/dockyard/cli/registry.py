@@ -62,6 +62,22 @@ def _config_option(f):
     )(f)
 
 
+def _storage_options(f):
+    """``--storage s3://BUCKET/PREFIX`` and its endpoint and region (instead of --root)."""
+    f = click.option("--s3-region", help="Region of the S3 bucket [AWS_REGION].")(f)
+    f = click.option(
+        "--s3-endpoint",
+        metavar="URL",
+        help="S3-compatible endpoint (SeaweedFS, MinIO, Ceph) [AWS's; AWS_ENDPOINT_URL].",
+    )(f)
+    return click.option(
+        "--storage",
+        metavar="s3://BUCKET/PREFIX",
+        help="Keep everything in an S3-compatible object store instead of --root; several "
+        "replicas may share it. Credentials: the usual AWS environment variables and files.",
+    )(f)
+
+
 def _upstream_option(f):
     return click.option(
         "--upstream",
@@ -81,6 +97,7 @@ def registry() -> None:
 @registry.command()
 @click.option("--addr", help="HOST:PORT to listen on [default 127.0.0.1:5000].")
 @_root_option
+@_storage_options
 @_upstream_option
 @_config_option
 @click.option(
@@ -118,6 +135,7 @@ def serve(root: Path | None, config_file: Path | None, **flags: Any) -> None:
 
 @registry.command("export")
 @_root_option
+@_storage_options
 @_config_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option(
@@ -127,13 +145,20 @@ def serve(root: Path | None, config_file: Path | None, **flags: Any) -> None:
     metavar="PATTERN",
     help="Only repositories matching this glob (local or upstream name).",
 )
-def export_(root: Path | None, config_file: Path | None, output: Path, patterns: tuple[str, ...]):
+def export_(
+    root: Path | None,
+    config_file: Path | None,
+    output: Path,
+    patterns: tuple[str, ...],
+    **where: Any,
+):
     """Write every stored and cached image to one OCI archive (an offline bundle)."""
-    from dockyard.registry.server import Storage
+    from dockyard.registry.server.backend import open_storage
     from dockyard.registry.server.bundle import export
 
-    settings = _load(root, config_file)
-    done = export(Storage(settings.root), output, patterns, say=lambda m: click.echo(m, err=True))
+    settings = _load(root, config_file, **where)
+    storage = open_storage(settings)
+    done = export(storage, output, patterns, say=lambda m: click.echo(m, err=True))
     for image in done:
         click.echo(
             f"exported {image.name}:{image.tag}"
@@ -145,38 +170,43 @@ def export_(root: Path | None, config_file: Path | None, output: Path, patterns:
 
 @registry.command("import")
 @_root_option
+@_storage_options
 @_config_option
 @_upstream_option
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def import_(root: Path | None, config_file: Path | None, upstreams, archive: Path) -> None:
+def import_(
+    root: Path | None, config_file: Path | None, upstreams, archive: Path, **where: Any
+) -> None:
     """Load an OCI archive (from `registry export`, or any oci-archive) into the registry."""
-    from dockyard.registry.server import Storage
+    from dockyard.registry.server.backend import open_storage
     from dockyard.registry.server.bundle import import_archive
 
-    settings = _load(root, config_file, upstreams=upstreams)
+    settings = _load(root, config_file, upstreams=upstreams, **where)
     hosts = {u.canonical_host: u.name for u in settings.upstreams}
-    loaded = import_archive(
-        Storage(settings.root), archive, hosts, say=lambda m: click.echo(m, err=True)
-    )
+    storage = open_storage(settings)
+    loaded = import_archive(storage, archive, hosts, say=lambda m: click.echo(m, err=True))
     for image in loaded:
         suffix = f":{image.tag}" if image.tag else f"@{image.digest}"
         click.echo(f"imported {image.repository}{suffix}")
-    click.echo(f"{len(loaded)} image(s) imported into {settings.root}")
+    click.echo(f"{len(loaded)} image(s) imported into {storage.where}")
 
 
 @registry.command()
 @_root_option
+@_storage_options
 @_config_option
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
 @click.option("--grace", type=float, help="Keep unreferenced blobs younger than this (seconds).")
-def gc(root: Path | None, config_file: Path | None, dry_run: bool, grace: float | None) -> None:
+def gc(
+    root: Path | None, config_file: Path | None, dry_run: bool, grace: float | None, **where: Any
+) -> None:
     """Delete blobs no manifest refers to (safe while the server runs)."""
-    from dockyard.registry.server import Storage
+    from dockyard.registry.server.backend import open_storage
     from dockyard.registry.server.gc import collect
 
-    settings = _load(root, config_file)
+    settings = _load(root, config_file, **where)
     result = collect(
-        Storage(settings.root),
+        open_storage(settings),
         grace=settings.gc_grace if grace is None else grace,
         upload_max_age=settings.upload_max_age,
         dry_run=dry_run,

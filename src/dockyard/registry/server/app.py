@@ -3,10 +3,10 @@
 One dispatcher matches the path (repository names contain ``/``, so the fixed suffix
 decides: ``.../manifests/<ref>``, ``.../blobs/<digest>``, ``.../blobs/uploads/<id>``,
 ``.../tags/list``, ``.../referrers/<digest>``), validates every part, checks access and
-calls the handler. Small metadata reads run on the event loop (they are page-cache
-hits); blob bodies and anything that fsyncs run in threads. Uploads stream to disk in
-1 MiB batches, hashed as they arrive, the write of one batch overlapping the receipt of
-the next; downloads stream from disk in 1 MiB reads. Handlers read bodies only through
+calls the handler. Storage calls run in threads (on S3 each is a request). Uploads
+stream to storage in 1 MiB batches, hashed as they arrive, the write of one batch
+overlapping the receipt of the next; downloads stream in 1 MiB reads (a file from disk,
+or a ``Range`` of an object from the object store). Handlers read bodies only through
 :mod:`.limits`' caps, and check passwords only through :mod:`.logins` (bcrypt off the
 event loop, failures rate-limited). A blob is served through a repository only if it is
 linked there (pushed, mounted from a readable repository, or fetched from its upstream).
@@ -21,6 +21,7 @@ import concurrent.futures
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -36,17 +37,13 @@ from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Platform
 from dockyard.registry.server import auth, limits, manifest_checks, names
 from dockyard.registry.server.apierrors import APIError
+from dockyard.registry.server.backend import RegistryStorage, UploadWriter, open_storage
 from dockyard.registry.server.config import ServerConfig
 from dockyard.registry.server.logins import Logins
 from dockyard.registry.server.mirror import STALE_HEADERS, Mirror, Route
 from dockyard.registry.server.secureheaders import with_security_headers
 from dockyard.registry.server.slowclients import BodyDeadline, UploadSlots
-from dockyard.registry.server.storage import (
-    Storage,
-    StoredManifest,
-    UploadWriter,
-    referrer_info,
-)
+from dockyard.registry.server.storage import StoredManifest, referrer_info
 
 log = logging.getLogger("dockyard.registry.server")
 
@@ -165,6 +162,40 @@ def _range_servable(header: str, size: int) -> bool:
     return True
 
 
+def _single_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(first, last)`` of a one-part ``Range`` (already checked servable); None for
+    no header or several parts (the whole blob is an allowed answer to those)."""
+    if header is None:
+        return None
+    parts = header.partition("=")[2].split(",")
+    if len(parts) != 1:
+        return None
+    first, _, last = parts[0].strip().partition("-")
+    if not first:
+        return max(size - int(last), 0), size - 1
+    return int(first), min(int(last), size - 1) if last else size - 1
+
+
+def _streamed_blob(
+    storage: RegistryStorage, digest: str, size: int, range_header: str | None, headers: dict
+) -> Response:
+    """A blob streamed from a backend without local files (the object store), one
+    ``Range`` part honoured (206), read in big chunks in a thread as the client takes them."""
+    headers = {**headers, "Accept-Ranges": "bytes"}
+    wanted = _single_range(range_header, size)
+    if wanted is None:
+        headers["Content-Length"] = str(size)
+        body = storage.read_blob(digest)
+        return StreamingResponse(body, headers=headers, media_type="application/octet-stream")
+    first, last = wanted
+    headers["Content-Length"] = str(last - first + 1)
+    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    body = storage.read_blob(digest, first, last - first + 1)
+    return StreamingResponse(
+        body, status_code=206, headers=headers, media_type="application/octet-stream"
+    )
+
+
 def _paginate(items: list[str], n: int | None, last: str | None) -> tuple[list[str], bool]:
     if last is not None:
         items = [i for i in items if i > last]
@@ -178,7 +209,7 @@ class RegistryApp:
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self.storage = Storage(config.root)
+        self.storage = open_storage(config)
         self.storage.ensure()
         self.mirror = Mirror(self.storage, config)
         self.htpasswd = auth.Htpasswd(config.htpasswd) if config.htpasswd else None
@@ -231,6 +262,7 @@ class RegistryApp:
 
     def close(self) -> None:
         self.mirror.close()
+        self.storage.close()
         if self.logins is not None:
             self.logins.close()
         self._io.shutdown(wait=False)
@@ -252,7 +284,7 @@ class RegistryApp:
             if method not in _READ_METHODS:
                 raise APIError("UNSUPPORTED", status=405)
             await self._authorize(request, "registry:catalog", "*")
-            return self.catalog(request)
+            return await self.catalog(request)
         match = _PATH_RE.match(path)
         if match is None:
             if path.startswith("/v2/"):
@@ -297,12 +329,12 @@ class RegistryApp:
             if method in _READ_METHODS:
                 return await self.get_blob(request, name, digest, route)
             if method == "DELETE":
-                return self.delete_blob(name, digest)
+                return await self.delete_blob(name, digest)
             raise APIError("UNSUPPORTED", status=405)
         if (subject := match["subject"]) is not None:
             if method != "GET":
                 raise APIError("UNSUPPORTED", status=405)
-            return self.referrers(request, route.local if route else name, subject)
+            return await self.referrers(request, route.local if route else name, subject)
         raise APIError("UNSUPPORTED", status=405)
 
     async def _manifest_dispatch(
@@ -336,19 +368,20 @@ class RegistryApp:
             if method == "POST":
                 return await self.start_upload(request, name)
             raise APIError("UNSUPPORTED", status=405)
-        owner = self.storage.uploads.repository(upload)
+        owner = await self._run(self.storage.uploads.repository, upload)
         if owner != name:
             raise APIError("BLOB_UPLOAD_UNKNOWN", detail={"upload": upload})
         lock = self._upload_locks.setdefault(upload, asyncio.Lock())
         async with lock:
-            if self.storage.uploads.repository(upload) != name:  # finished while we waited
+            if await self._run(self.storage.uploads.repository, upload) != name:  # finished
                 raise APIError("BLOB_UPLOAD_UNKNOWN", detail={"upload": upload})
             if method == "PATCH":
                 return await self.patch_upload(request, name, upload)
             if method == "PUT":
                 return await self.finish_upload(request, name, upload)
             if method == "GET":
-                return self._upload_status(name, upload, 204)
+                size = await self._run(self.storage.uploads.size, upload)
+                return self._upload_status(name, upload, 204, size)
             if method == "DELETE":
                 await self._run(self.storage.uploads.cancel, upload)
                 self._upload_locks.pop(upload, None)
@@ -452,9 +485,9 @@ class RegistryApp:
     ) -> tuple[StoredManifest, bool]:
         if route is not None:
             return await self.mirror.manifest(route, reference)
-        found = self.storage.get_manifest(name, reference)
+        found = await self._run(self.storage.get_manifest, name, reference)
         if found is None:
-            if not self.storage.repo_exists(name):
+            if not await self._run(self.storage.repo_exists, name):
                 raise APIError("NAME_UNKNOWN", detail={"name": name})
             raise APIError("MANIFEST_UNKNOWN", detail={"reference": reference})
         return found, False
@@ -578,19 +611,19 @@ class RegistryApp:
         headers = {**API_VERSION, "Docker-Content-Digest": digest}
         if route is not None:
             local = route.local
-            stat = storage.blob_stat(digest) if storage.has_blob(local, digest) else None
+            size = await self._run(self._linked_size, local, digest)
             if (
-                stat is None
+                size is None
                 and route.upstream.config.trusted
-                and storage.blob_stat(digest) is not None
+                and await self._run(storage.blob_size, digest) is not None
             ):
                 # stored for another repository: serve it here only if the upstream has it
                 # for this one (an upstream a client named must send the bytes instead)
                 if await self.mirror.blob_size(route, digest) is None:
                     raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
                 await self._run(storage.link_blob, local, digest)
-                stat = storage.blob_stat(digest)
-            if stat is None:
+                size = await self._run(storage.blob_size, digest)
+            if size is None:
                 if request.method == "HEAD":
                     size = await self.mirror.blob_size(route, digest)
                     if size is None:
@@ -608,28 +641,37 @@ class RegistryApp:
                     body, headers=headers, media_type="application/octet-stream"
                 )
         else:
-            if not storage.has_blob(name, digest):
-                raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
-            stat = storage.blob_stat(digest)
-            if stat is None:
+            size = await self._run(self._linked_size, name, digest)
+            if size is None:
                 raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
         if request.method == "HEAD":
-            storage.touch_blob(digest)  # a client about to reference it: gc grace
-            headers["Content-Length"] = str(stat.st_size)
+            await self._run(storage.touch_blob, digest)  # a client about to reference it
+            headers["Content-Length"] = str(size)
             headers["Accept-Ranges"] = "bytes"
             return Response(status_code=200, headers=headers, media_type="application/octet-stream")
-        _check_range(request.headers.get("range"), stat.st_size)
-        return BlobResponse(
-            storage.blobs.path(digest),
-            headers=headers,
-            media_type="application/octet-stream",
-            stat_result=stat,
-        )
+        range_header = request.headers.get("range")
+        _check_range(range_header, size)
+        path = storage.blob_file(digest)
+        if path is not None:
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                raise APIError("BLOB_UNKNOWN", detail={"digest": digest}) from None
+            return BlobResponse(
+                path, headers=headers, media_type="application/octet-stream", stat_result=stat
+            )
+        return _streamed_blob(storage, digest, size, range_header, headers)
 
-    def delete_blob(self, name: str, digest: str) -> Response:
+    def _linked_size(self, name: str, digest: str) -> int | None:
+        """The size of a blob the repository holds; None if it holds none."""
+        if not self.storage.has_blob(name, digest):
+            return None
+        return self.storage.blob_size(digest)
+
+    async def delete_blob(self, name: str, digest: str) -> Response:
         if not names.valid_digest(digest):
             raise APIError("DIGEST_INVALID", detail={"digest": digest})
-        if not self.storage.unlink_blob(name, digest):
+        if not await self._run(self.storage.unlink_blob, name, digest):
             raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
         return Response(status_code=202, headers=API_VERSION)
 
@@ -669,7 +711,7 @@ class RegistryApp:
             # only from a repository that has the blob and the client may read; without
             # from=, no mount (the spec's 202): a digest alone proves nothing
             route = self.mirror.route(source)
-            allowed = storage.has_blob(route.local if route else source, mount)
+            allowed = await self._run(storage.has_blob, route.local if route else source, mount)
             if allowed and self.htpasswd is not None:
                 try:
                     await self._authorize(request, f"repository:{source}", "pull")
@@ -765,26 +807,27 @@ class RegistryApp:
             headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
         return JSONResponse({**extra, key: page}, headers=headers)
 
-    def catalog(self, request: Request) -> Response:
-        return self._page(request, "repositories", self.storage.repositories(), {})
+    async def catalog(self, request: Request) -> Response:
+        repositories = await self._run(self.storage.repositories)
+        return self._page(request, "repositories", repositories, {})
 
     async def tags_list(self, request: Request, name: str, route: Route | None) -> Response:
         storage = self.storage
         if route is not None:
             tags = await self.mirror.tags(route)
             if tags is None:
-                tags = storage.tags(route.local)
-                if not tags and not storage.repo_exists(route.local):
+                tags = await self._run(storage.tags, route.local)
+                if not tags and not await self._run(storage.repo_exists, route.local):
                     raise APIError("NAME_UNKNOWN", detail={"name": name})
             return self._page(request, "tags", sorted(set(tags)), {"name": name})
-        if not storage.repo_exists(name):
+        if not await self._run(storage.repo_exists, name):
             raise APIError("NAME_UNKNOWN", detail={"name": name})
-        return self._page(request, "tags", storage.tags(name), {"name": name})
+        return self._page(request, "tags", await self._run(storage.tags, name), {"name": name})
 
-    def referrers(self, request: Request, name: str, subject: str) -> Response:
+    async def referrers(self, request: Request, name: str, subject: str) -> Response:
         if not names.valid_digest(subject):
             raise APIError("DIGEST_INVALID", detail={"digest": subject})
-        found = self.storage.referrers(name, subject)
+        found = await self._run(self.storage.referrers, name, subject)
         headers = dict(API_VERSION)
         wanted = request.query_params.get("artifactType")
         if wanted:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from dockyard import reference
 from dockyard.errors import DockyardError, InvalidReference, ManifestError
-from dockyard.layout import atomic
 from dockyard.layout.oci_archive import OCIArchiveWriter, blob_name
 from dockyard.layout.oci_dir import INDEX_FILE, REF_NAME, parse_index
 from dockyard.layout.tarreader import TarReader
@@ -30,8 +29,8 @@ from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import VerifyingReader
 from dockyard.oci.home import RawManifest
 from dockyard.registry.server import names
-from dockyard.registry.server.mirror import UPSTREAM_FILE, upstream_name_of
-from dockyard.registry.server.storage import Storage, referrer_info
+from dockyard.registry.server.backend import RegistryStorage as Storage
+from dockyard.registry.server.storage import referrer_info
 
 META_FILE = "dockyard-registry.json"
 REPOSITORY_ANNOTATION = "io.dockyard.registry.repository"
@@ -72,7 +71,7 @@ def export(
     done: list[BundledImage] = []
     with OCIArchiveWriter(output) as writer, storage.gc_lock(shared=True):
         for repo in storage.repositories():
-            upstream = upstream_name_of(storage, repo)
+            upstream = storage.upstream_name(repo)
             external = upstream or repo
             if not _matches(patterns, repo, external):
                 continue
@@ -101,7 +100,7 @@ def export(
                 {
                     "repository": i.repository,
                     "name": i.name,
-                    "upstream": upstream_name_of(storage, i.repository),
+                    "upstream": storage.upstream_name(i.repository),
                     "tag": i.tag,
                     "digest": i.digest,
                 }
@@ -199,10 +198,8 @@ def import_archive(
                 _import_manifest(storage, tar, repo, digest, say)
                 if tag:
                     storage.set_tag(repo, tag, digest)
-                if upstream:
-                    marker = storage.repo_dir(repo) / UPSTREAM_FILE
-                    if not marker.exists():
-                        atomic.write_bytes(marker, upstream.encode())
+                if upstream and storage.upstream_name(repo) is None:
+                    storage.set_upstream_name(repo, upstream)
                 loaded.append(BundledImage(repo, upstream or repo, tag, digest))
     return loaded
 

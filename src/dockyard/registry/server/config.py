@@ -11,6 +11,9 @@ body_timeout = 30        # a request body must bring body_min_rate bytes/s over 
 body_min_rate = 1024     #   body_timeout seconds, else it is cut off (408)
 max_uploads_per_client = 16   # upload requests in flight per client address (else 429)
 allow_upstreams = ["ghcr.io"] # hosts a client may name with ?ns= (cached as ns/<host>/...)
+storage = "s3://bucket/prefix"   # keep everything in an S3-compatible object store, not root
+s3_endpoint = "http://127.0.0.1:8333"  # (credentials: the AWS environment variables/files)
+s3_region = "us-east-1"
 
 [auth]
 htpasswd = "/etc/dockyard/htpasswd"   # bcrypt entries (htpasswd -B)
@@ -109,6 +112,9 @@ class ServerConfig:
     body_min_rate: float = slowclients.DEFAULT_BODY_MIN_RATE
     max_uploads_per_client: int = slowclients.DEFAULT_MAX_UPLOADS_PER_CLIENT
     allow_upstreams: tuple[str, ...] = ()  # hosts a client may name with ?ns=; "*": any
+    storage: str | None = None  # s3://BUCKET/PREFIX: an object store instead of root
+    s3_endpoint: str | None = None  # default: AWS's (or AWS_ENDPOINT_URL)
+    s3_region: str | None = None
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         return next((u for u in self.upstreams if u.name == name), None)
@@ -200,6 +206,9 @@ def from_document(doc: dict[str, Any], where: str, base: ServerConfig) -> Server
         "body_min_rate",
         "max_uploads_per_client",
         "allow_upstreams",
+        "storage",
+        "s3_endpoint",
+        "s3_region",
     }
     unknown = set(doc) - known
     if unknown:
@@ -224,6 +233,11 @@ def from_document(doc: dict[str, Any], where: str, base: ServerConfig) -> Server
         if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
             raise ConfigError(f"{where}: allow_upstreams must be a list of hosts")
         changes["allow_upstreams"] = tuple(hosts)
+    for key in ("storage", "s3_endpoint", "s3_region"):
+        if key in doc:
+            if not isinstance(doc[key], str):
+                raise ConfigError(f"{where}: {key} must be a string")
+            changes[key] = doc[key]
     for key in ("read_only", "access_log"):
         if key in doc:
             if not isinstance(doc[key], bool):
@@ -308,6 +322,10 @@ def check(config: ServerConfig) -> ServerConfig:
                     f"upstream {name!r}: {nshosts.NS_PREFIX}/ holds the caches of the hosts "
                     "clients name with ?ns= (allowed upstreams): choose another name"
                 )
+    if config.storage is not None:
+        parse_storage_url(config.storage)
+    elif config.s3_endpoint or config.s3_region:
+        raise ConfigError("s3_endpoint and s3_region need storage = 's3://BUCKET/PREFIX'")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("TLS needs both a certificate and a key")
     if config.auth_mode == "token" and not config.htpasswd:
@@ -320,3 +338,16 @@ def check(config: ServerConfig) -> ServerConfig:
     if not 0 <= config.body_min_rate < math.inf:
         raise ConfigError("body_min_rate must be a number of bytes per second, 0 or more")
     return config
+
+
+def parse_storage_url(url: str) -> tuple[str, str]:
+    """``(bucket, prefix)`` of ``s3://BUCKET[/PREFIX]`` (the prefix without slashes at
+    its ends, maybe empty)."""
+    parts = urlsplit(url)
+    bucket, prefix = parts.netloc, parts.path.strip("/")
+    valid_bucket = 3 <= len(bucket) <= 63 and all(c.isalnum() or c in "-." for c in bucket)
+    if parts.scheme != "s3" or not valid_bucket or parts.query or parts.fragment:
+        raise ConfigError(f"storage {url!r}: expected s3://BUCKET/PREFIX")
+    if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
+        raise ConfigError(f"storage {url!r}: the prefix has an empty, '.' or '..' part")
+    return bucket, prefix

@@ -1,27 +1,24 @@
 """Mark and sweep: delete blobs no manifest of any repository refers to.
 
-Safe while the server runs: gc holds the registry's ``gc.lock`` exclusively, and every
-manifest write holds it shared, so no manifest can appear between mark and sweep. A blob
-uploaded for a manifest that is not pushed yet, or one a client just checked (``HEAD``)
-or mounted, has a fresh mtime and survives the grace period. Uploads in progress live
-outside the blob dir and are only removed once untouched for ``upload_max_age``.
+Safe while the server runs: gc holds the registry's gc lock exclusively (``gc.lock`` on
+the filesystem, a lock object in the bucket on S3), and every manifest write holds it
+shared, so no manifest can appear between mark and sweep. A blob uploaded for a manifest
+that is not pushed yet, or one a client just checked (``HEAD``) or mounted, was touched
+(a fresh mtime; a touch marker on S3) and survives the grace period. Uploads in progress
+live outside the blobs and are only removed once untouched for ``upload_max_age``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from dockyard.errors import DockyardError
-from dockyard.layout import atomic
+from dockyard.registry.server.backend import RegistryStorage
 from dockyard.registry.server.config import DEFAULT_GC_GRACE, DEFAULT_UPLOAD_MAX_AGE
-from dockyard.registry.server.storage import Storage, iter_manifest_blobs
+from dockyard.registry.server.storage import iter_manifest_blobs
 
 log = logging.getLogger("dockyard.registry.server")
 
@@ -39,7 +36,7 @@ class GCResult:
 
 
 def collect(
-    storage: Storage,
+    storage: RegistryStorage,
     *,
     grace: float = DEFAULT_GC_GRACE,
     upload_max_age: float = DEFAULT_UPLOAD_MAX_AGE,
@@ -49,8 +46,8 @@ def collect(
     """Run one collection; with ``dry_run`` only say what would go."""
     say = report or (lambda _msg: None)
     result = GCResult(dry_run=dry_run)
-    if not storage.root.is_dir():
-        raise DockyardError(f"{storage.root}: no registry here")
+    if not storage.present():
+        raise DockyardError(f"{storage.where}: no registry here")
     storage.ensure()
     with storage.gc_lock(shared=False):
         marked: set[str] = set()
@@ -67,30 +64,22 @@ def collect(
                     log.debug("gc: %s@%s: %s", name, digest, e)
         result.marked = len(marked)
 
-        now = time.time()
         for digest in list(storage.blobs):
             if digest in marked:
                 continue
-            path = storage.blobs.path(digest)
-            try:
-                stat = os.stat(path)
-            except FileNotFoundError:
+            age, size = storage.blob_age(digest), storage.blob_size(digest)
+            if age is None or size is None:
                 continue
-            if now - stat.st_mtime < grace:
+            if age < grace:
                 result.kept_young.append(digest)
                 continue
-            result.removed.append(digest)
-            result.freed += stat.st_size
-            say(f"{'would delete' if dry_run else 'deleting'} blob {digest} ({stat.st_size} bytes)")
-            if not dry_run:
-                # checked again at the last moment: a HEAD or a mount may just have touched it
-                with contextlib.suppress(FileNotFoundError):
-                    if time.time() - os.stat(path).st_mtime >= grace:
-                        os.unlink(path)
-                    else:
-                        result.removed.pop()
-                        result.freed -= stat.st_size
-                        result.kept_young.append(digest)
+            say(f"{'would delete' if dry_run else 'deleting'} blob {digest} ({size} bytes)")
+            # checked again at the last moment: a HEAD or a mount may just have touched it
+            if dry_run or storage.delete_blob_if_idle(digest, grace):
+                result.removed.append(digest)
+                result.freed += size
+            else:
+                result.kept_young.append(digest)
 
         if not dry_run:
             for name in storage.repositories():
@@ -99,15 +88,13 @@ def collect(
                         storage.unlink_blob(name, digest)
                         result.links_removed += 1
 
+    now = time.time()
     for upload in storage.uploads.ids():
         if now - storage.uploads.last_activity(upload) > upload_max_age:
             result.uploads_removed.append(upload)
             say(f"{'would delete' if dry_run else 'deleting'} abandoned upload {upload}")
             if not dry_run:
-                shutil.rmtree(storage.uploads_dir / upload, ignore_errors=True)
+                storage.uploads.cancel(upload)
     if not dry_run:
-        result.temps_removed = storage.blobs.remove_stale_temps(upload_max_age)
-        for directory, _, files in os.walk(storage.repos_dir):
-            if any(atomic.is_temp(f) for f in files):  # left by a killed tag/link write
-                result.temps_removed += atomic.remove_stale_temps(Path(directory), upload_max_age)
+        result.temps_removed = storage.remove_stale(upload_max_age)
     return result

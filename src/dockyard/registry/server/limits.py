@@ -1,6 +1,6 @@
 """How much of a request body a handler may read: every body is bounded before it is read.
 
-The rule: a handler either streams its body to disk (blob uploads) or reads at most the
+The rule: a handler either streams its body to storage (blob uploads) or reads at most the
 cap :func:`body_cap` gives its route. The app hands every handler a ``receive`` wrapped
 in :class:`BoundedReceive`, so a body over the cap (by its ``Content-Length``, or by the
 bytes that actually arrive) ends in ``413 PAYLOAD_TOO_LARGE`` after at most the cap was
@@ -10,7 +10,7 @@ was not read to its end closes the connection instead of reading the rest.
 - ``POST /token`` (the OAuth2 form): :data:`TOKEN_FORM_MAX`, 64 KiB
 - ``PUT /v2/<name>/manifests/<ref>``: :data:`.manifest_checks.MAX_MANIFEST_SIZE`, 4 MiB
   (as distribution)
-- ``/v2/<name>/blobs/uploads/...``: no cap here, streamed to disk in batches
+- ``/v2/<name>/blobs/uploads/...``: no cap here, streamed to storage in batches
 - anything else: :data:`OTHER_MAX`, 0 (no other handler reads a body)
 """
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from dockyard.oci.descriptor import Descriptor
-    from dockyard.registry.server.storage import Storage
+    from dockyard.registry.server.backend import RegistryStorage
 
 MAX_MANIFEST_SIZE = 4 << 20
 MAX_JSON_DEPTH = 64
@@ -106,8 +106,8 @@ def _size_error(desc: Descriptor, actual: int) -> APIError:
     )
 
 
-def check_blob_size(storage: Storage, desc: Descriptor) -> None:
+def check_blob_size(storage: RegistryStorage, desc: Descriptor) -> None:
     """A config or layer descriptor's size must be the stored blob's (if it is stored)."""
-    stat = storage.blob_stat(desc.digest)
-    if stat is not None and stat.st_size != desc.size:
-        raise _size_error(desc, stat.st_size)
+    size = storage.blob_size(desc.digest)
+    if size is not None and size != desc.size:
+        raise _size_error(desc, size)

@@ -34,16 +34,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from dockyard.errors import DigestError, ManifestError, RegistryError
-from dockyard.layout import atomic
 from dockyard.oci.descriptor import Descriptor
 from dockyard.registry.server import fetch, manifest_checks, names, nshosts
 from dockyard.registry.server.apierrors import APIError
+from dockyard.registry.server.backend import RegistryStorage
 from dockyard.registry.server.config import ServerConfig, UpstreamConfig
-from dockyard.registry.server.storage import Storage, StoredManifest, referrer_info
+from dockyard.registry.server.storage import StoredManifest, referrer_info
 
 log = logging.getLogger("dockyard.registry.server")
 
-UPSTREAM_FILE = "_upstream"
 BATCH = 1 << 20  # bytes handed to the client at a time
 READ_SIZE = 1 << 20
 QUEUE_DEPTH = 8  # batches buffered per download: memory stays bounded
@@ -139,7 +138,7 @@ def _classify(error: Exception) -> Exception:
 class Mirror:
     """Routes repositories to upstreams and fills the cache from them."""
 
-    def __init__(self, storage: Storage, config: ServerConfig):
+    def __init__(self, storage: RegistryStorage, config: ServerConfig):
         self.storage = storage
         self.config = config
         self.upstreams = [Upstream(u, config) for u in config.upstreams]
@@ -235,10 +234,8 @@ class Mirror:
             raise _classify(e) from e
 
     def _remember(self, route: Route) -> None:
-        marker = self.storage.repo_dir(route.local) / UPSTREAM_FILE
-        if not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_bytes(marker, route.upstream.external_name(route.remote).encode())
+        if self.storage.upstream_name(route.local) is None:
+            self.storage.set_upstream_name(route.local, route.upstream.external_name(route.remote))
 
     def _store(self, route: Route, got, tag: str | None) -> StoredManifest:
         manifest_checks.check(got.data, got.media_type)  # nothing bad reaches the cache
@@ -278,7 +275,10 @@ class Mirror:
     async def manifest(self, route: Route, reference: str) -> tuple[StoredManifest, bool]:
         """The manifest for a tag or digest, and whether it is stale (upstream down)."""
         storage = self.storage
-        cached = storage.get_manifest(route.local, reference)
+        loop = asyncio.get_running_loop()
+        cached = await loop.run_in_executor(
+            self._pool, storage.get_manifest, route.local, reference
+        )
         if names.is_digest_like(reference):
             if cached is not None:
                 return cached, False
@@ -291,7 +291,7 @@ class Mirror:
             except (DigestError, ManifestError) as e:
                 raise _bad_manifest(route, reference, e) from None
         if cached is not None:
-            age = storage.tag_age(route.local, reference)
+            age = await loop.run_in_executor(self._pool, storage.tag_age, route.local, reference)
             if age is not None and age < route.upstream.ttl:
                 return cached, False
         try:
@@ -417,20 +417,16 @@ class Mirror:
         queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_DEPTH)
         state = {"detached": False}
         storage = self.storage
-        tmp = storage.root / "tmp"
-        target = storage.blobs.path(digest)
 
         async def put(item: object) -> None:
             if not state["detached"]:
                 await queue.put(item)
 
         async def pump() -> None:
-            f = temp = None
+            sink = None
             pending: asyncio.Future | None = None
             try:
-                tmp.mkdir(parents=True, exist_ok=True)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                f, temp = atomic.create_temp(tmp, "mirror")
+                sink = await loop.run_in_executor(self._pool, storage.blob_sink, digest)
                 held = None
                 async for batch, write in source:
                     if pending is not None:
@@ -439,15 +435,14 @@ class Mirror:
                     if batch is None:
                         write()  # the digest check
                         break
-                    pending = loop.run_in_executor(self._pool, write, f)
+                    pending = loop.run_in_executor(self._pool, write, sink)
                     if held is not None:
                         await put(held)
                     held = batch
                 if held is not None:
                     await put(held)
                 await put(None)
-                await loop.run_in_executor(self._pool, atomic.commit, f, temp, target)
-                temp = None
+                await loop.run_in_executor(self._pool, sink.commit)
                 await loop.run_in_executor(self._pool, storage.link_blob, route.local, digest)
             except BaseException as e:
                 if not state["detached"]:
@@ -461,10 +456,8 @@ class Mirror:
                         await pending
                 with contextlib.suppress(BaseException):
                     await source.aclose()
-                if f is not None:
-                    f.close()
-                if temp is not None:
-                    temp.unlink(missing_ok=True)
+                if sink is not None:
+                    await loop.run_in_executor(self._pool, sink.discard)
 
         task = loop.create_task(pump())
         self._tasks.add(task)
@@ -523,12 +516,3 @@ async def _started(route: Route, digest: str, body: AsyncIterator[bytes]) -> Asy
             yield batch
 
     return rest()
-
-
-def upstream_name_of(storage: Storage, name: str) -> str | None:
-    """The upstream image name a cached repository mirrors (``quay.io/org/repo``)."""
-    try:
-        text = (storage.repo_dir(name) / UPSTREAM_FILE).read_text().strip()
-    except OSError:
-        return None
-    return text or None

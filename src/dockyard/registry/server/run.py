@@ -39,7 +39,8 @@ def serve(config: ServerConfig) -> None:
     logging.getLogger("uvicorn.error").addFilter(_DropTLSProbes())
     app = create_app(config)
     scheme = "https" if config.tls_cert else "http"
-    log.info("dockyard registry on %s://%s:%d, root %s", scheme, host, port, config.root)
+    where = config.storage or config.root
+    log.info("dockyard registry on %s://%s:%d, storage %s", scheme, host, port, where)
     for upstream in config.upstreams:
         log.info(
             "  %s/* mirrors %s (tag TTL %ss)",

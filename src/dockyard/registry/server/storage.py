@@ -8,6 +8,7 @@ repos/<name>/_layers/sha256/<hex>         the blobs a repository holds (empty li
 repos/<name>/_manifests/revisions/sha256/<hex>   its manifests (content: media type)
 repos/<name>/_manifests/tags/<tag>        a tag (content: the manifest digest)
 repos/<name>/_referrers/<alg>-<subject hex>/<alg>-<hex>   referrer descriptors (JSON)
+repos/<name>/_upstream                    what a cached repository mirrors (quay.io/org/repo)
 gc.lock                                   shared by manifest writes, exclusive for gc
 ```
 
@@ -15,7 +16,8 @@ Every file that is read back is written temp + fsync + rename, so a reader (or a
 restarted after ``kill -9``) sees a complete old or new file, never half of one. A blob
 appears under ``blobs/`` only once its digest was verified; an upload's bytes move there
 with one ``rename``. Names, tags and digests are validated (``names``) before they are
-joined into paths.
+joined into paths. This is the filesystem backend of :class:`.backend.RegistryStorage`
+(:mod:`.s3storage` is the object-store one).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ UPLOADS = "uploads"
 LAYERS = "_layers"
 MANIFESTS = "_manifests"
 REFERRERS = "_referrers"
+UPSTREAM_FILE = "_upstream"
+READ_CHUNK = 1 << 20
 
 
 def _split(digest: str) -> tuple[str, str]:
@@ -77,6 +81,7 @@ class Storage:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.where = str(self.root)
         self.blobs = BlobDir(self.root / "blobs", self.root / "tmp")
         self.repos_dir = self.root / REPOS
         self.uploads_dir = self.root / UPLOADS
@@ -90,6 +95,12 @@ class Storage:
             self.uploads_dir,
         ):
             d.mkdir(parents=True, exist_ok=True)
+
+    def present(self) -> bool:
+        return self.root.is_dir()
+
+    def close(self) -> None:
+        pass
 
     def gc_lock(self, *, shared: bool) -> FileLock:
         """Manifest writes hold it shared; gc holds it exclusive while it marks and sweeps."""
@@ -135,6 +146,62 @@ class Storage:
             return os.stat(self.blobs.path(digest))
         except FileNotFoundError:
             return None
+
+    def blob_size(self, digest: str) -> int | None:
+        stat = self.blob_stat(digest)
+        return None if stat is None else stat.st_size
+
+    def blob_file(self, digest: str) -> Path | None:
+        return self.blobs.path(digest)
+
+    def read_blob(self, digest: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        with open(self.blobs.path(digest), "rb") as f:
+            f.seek(start)
+            remaining = length
+            while remaining is None or remaining > 0:
+                chunk = f.read(READ_CHUNK if remaining is None else min(READ_CHUNK, remaining))
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def blob_sink(self, digest: str) -> FileSink:
+        return FileSink(self, digest)
+
+    def blob_age(self, digest: str) -> float | None:
+        stat = self.blob_stat(digest)
+        return None if stat is None else time.time() - stat.st_mtime
+
+    def delete_blob_if_idle(self, digest: str, grace: float) -> bool:
+        path = self.blobs.path(digest)
+        try:
+            if time.time() - os.stat(path).st_mtime < grace:
+                return False
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def remove_stale(self, older_than: float) -> int:
+        removed = self.blobs.remove_stale_temps(older_than)
+        for directory, _, files in os.walk(self.repos_dir):
+            if any(atomic.is_temp(f) for f in files):  # left by a killed tag/link write
+                removed += atomic.remove_stale_temps(Path(directory), older_than)
+        return removed
+
+    def upstream_name(self, name: str) -> str | None:
+        try:
+            text = (self.repo_dir(name) / UPSTREAM_FILE).read_text().strip()
+        except OSError:
+            return None
+        return text or None
+
+    def set_upstream_name(self, name: str, upstream: str) -> None:
+        marker = self.repo_dir(name) / UPSTREAM_FILE
+        if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_bytes(marker, upstream.encode())
 
     def has_blob(self, name: str, digest: str) -> bool:
         """The repository links the blob and the blob is there."""
@@ -472,6 +539,32 @@ class UploadWriter:
         """Drop the session and its bytes (a failed monolithic upload)."""
         self._f.close()
         self._uploads.cancel(self.upload_id)
+
+
+class FileSink:
+    """A blob the pull-through cache writes as it streams: a temp file renamed into the
+    blob dir on :meth:`commit` (the cache checked the digest as the bytes passed)."""
+
+    def __init__(self, storage: Storage, digest: str):
+        self._target = storage.blobs.path(digest)
+        tmp = storage.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self._target.parent.mkdir(parents=True, exist_ok=True)
+        self._f, self._temp = atomic.create_temp(tmp, "mirror")
+        self._committed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        return self._f.write(data)
+
+    def commit(self) -> None:
+        atomic.commit(self._f, self._temp, self._target)
+        self._committed = True
+        self._f.close()
+
+    def discard(self) -> None:
+        self._f.close()
+        if not self._committed:
+            self._temp.unlink(missing_ok=True)
 
 
 def iter_manifest_blobs(raw: bytes, media_type: str | None = None) -> Iterator[str]:

@@ -1,0 +1,223 @@
+"""The registry on an S3-compatible object store (SeaweedFS on loopback), two replicas on
+one bucket: uploads whose chunks alternate between them, digests verified before a blob
+is visible, abandoned uploads cleaned by gc, gc racing pushes, skopeo through both."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import uuid
+
+import httpx
+import pytest
+
+from dockyard.registry.server.config import ServerConfig
+from dockyard.registry.server.gc import collect
+from dockyard.registry.server.s3storage import PART_SIZE, S3Storage
+from tests.e2e.test_server_fixtures import (
+    copy,
+    fake_image,
+    manifest_digest,
+    sha256_of,
+    skopeo,
+    start_server,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def prefix() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="module")
+def replicas(seaweed, prefix, tmp_path_factory):
+    """Two ``registry serve`` processes on one bucket prefix."""
+    args = seaweed.storage_args(prefix=prefix)
+    started = []
+    try:
+        for n in (1, 2):
+            workdir = tmp_path_factory.mktemp(f"replica{n}")
+            started.append(start_server(workdir, *args, env=seaweed.env))
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def storage(seaweed, prefix) -> S3Storage:
+    """The replicas' bucket prefix, opened in the test process (as ``registry gc`` does)."""
+    os.environ.update({k: v for k, v in seaweed.env.items() if k.startswith("AWS_")})
+    os.environ.pop("AWS_CA_BUNDLE", None)
+    config = ServerConfig(
+        root=seaweed.workdir,
+        storage=f"s3://registry/{prefix}",
+        s3_endpoint=seaweed.endpoint,
+        s3_region="us-east-1",
+    )
+    return S3Storage.from_config(config)
+
+
+def keys(seaweed, prefix: str, under: str) -> list[str]:
+    listed = seaweed.client().list_objects_v2(Bucket="registry", Prefix=f"{prefix}/{under}")
+    return [o["Key"] for o in listed.get("Contents", ())]
+
+
+def chunked_upload(servers, name: str, data: bytes, chunk: int, digest: str) -> httpx.Response:
+    """POST, PATCH chunks and the final PUT, each request to the next server in turn."""
+    urls = [s.url for s in servers]
+    r = httpx.post(f"{urls[0]}/v2/{name}/blobs/uploads/")
+    assert r.status_code == 202, r.text
+    location = r.headers["location"]
+    pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    offset = 0
+    for i, piece in enumerate(pieces[:-1]):
+        r = httpx.patch(
+            urls[(i + 1) % len(urls)] + location,
+            content=piece,
+            headers={
+                "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+                "Content-Type": "application/octet-stream",
+            },
+            timeout=60,
+        )
+        assert r.status_code == 202, r.text
+        offset += len(piece)
+        assert r.headers["range"] == f"0-{offset - 1}"
+        location = r.headers["location"]
+    last = pieces[-1]
+    return httpx.put(
+        urls[len(pieces) % len(urls)] + location,
+        params={"digest": digest},
+        content=last,
+        headers={"Content-Range": f"{offset}-{offset + len(last) - 1}"},
+        timeout=60,
+    )
+
+
+def test_chunked_upload_alternating_between_replicas(replicas, seaweed, prefix):
+    data = os.urandom(2 * PART_SIZE + 3 * 1024 * 1024) + b"end"  # parts cut across requests
+    digest = sha256_of(data)
+    name = f"alt/{uuid.uuid4().hex[:8]}"
+    r = chunked_upload(replicas, name, data, 3 * 1024 * 1024 + 17, digest)
+    assert r.status_code == 201, r.text
+    for server in replicas:
+        got = httpx.get(f"{server.url}/v2/{name}/blobs/{digest}", timeout=60)
+        assert got.status_code == 200 and sha256_of(got.content) == digest
+    part = httpx.get(
+        f"{replicas[1].url}/v2/{name}/blobs/{digest}", headers={"Range": "bytes=100-199"}
+    )
+    assert part.status_code == 206 and part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    suffix = httpx.get(f"{replicas[0].url}/v2/{name}/blobs/{digest}", headers={"Range": "bytes=-3"})
+    assert suffix.status_code == 206 and suffix.content == b"end"
+    assert keys(seaweed, prefix, "uploads/") == []  # the session is gone with its parts
+
+
+def test_wrong_digest_leaves_nothing_visible(replicas, seaweed, prefix):
+    data = os.urandom(PART_SIZE + 1000)
+    wrong = sha256_of(data + b"x")
+    name = f"bad/{uuid.uuid4().hex[:8]}"
+    r = chunked_upload(replicas, name, data, 2 * 1024 * 1024, wrong)
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID"
+    algorithm, hex_part = wrong.split(":")
+    assert keys(seaweed, prefix, f"blobs/{algorithm}/{hex_part}") == []
+    assert keys(seaweed, prefix, f"blobs/sha256/{sha256_of(data)[7:]}") == []
+    for server in replicas:
+        assert httpx.head(f"{server.url}/v2/{name}/blobs/{wrong}").status_code == 404
+    assert keys(seaweed, prefix, "uploads/") == []
+
+
+def test_abandoned_upload_is_cleaned_by_gc(replicas, seaweed, prefix, storage):
+    name = f"gone/{uuid.uuid4().hex[:8]}"
+    r = httpx.post(f"{replicas[0].url}/v2/{name}/blobs/uploads/")
+    location = r.headers["location"]
+    r = httpx.patch(replicas[1].url + location, content=os.urandom(PART_SIZE + 5), timeout=60)
+    assert r.status_code == 202
+    upload_id = location.rsplit("/", 1)[1]
+    client = seaweed.client()
+    pending = client.list_multipart_uploads(Bucket="registry", Prefix=f"{prefix}/uploads/")
+    assert [u["Key"] for u in pending.get("Uploads", ())] == [f"{prefix}/uploads/{upload_id}/data"]
+    result = collect(storage, upload_max_age=0)
+    assert upload_id in result.uploads_removed
+    assert keys(seaweed, prefix, f"uploads/{upload_id}") == []
+    pending = client.list_multipart_uploads(Bucket="registry", Prefix=f"{prefix}/uploads/")
+    assert pending.get("Uploads", []) == []
+    assert httpx.get(replicas[0].url + location).status_code == 404
+
+
+def test_gc_racing_pushes_keeps_what_they_name(replicas, storage):
+    """gc with no grace at all runs again and again while images are pushed through both
+    replicas: a manifest the registry accepted always has every blob it names."""
+    accepted: list[tuple[str, bytes, dict[str, bytes]]] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def push() -> None:
+        try:
+            for i in range(12):
+                server = replicas[i % 2]
+                name = f"race/{uuid.uuid4().hex[:8]}"
+                manifest, blobs = fake_image(os.urandom(2000))
+                for digest, blob in blobs.items():
+                    httpx.post(
+                        f"{server.url}/v2/{name}/blobs/uploads/",
+                        params={"digest": digest},
+                        content=blob,
+                        timeout=60,
+                    ).raise_for_status()
+                r = httpx.put(
+                    f"{server.url}/v2/{name}/manifests/v1",
+                    content=manifest,
+                    headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+                    timeout=60,
+                )
+                if r.status_code == 201:
+                    accepted.append((name, manifest, blobs))
+                else:  # gc took a blob before the manifest came: refused, never half-stored
+                    assert r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN", r.text
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            stop.set()
+
+    pusher = threading.Thread(target=push)
+    pusher.start()
+    rounds = 0
+    while not stop.is_set():
+        collect(storage, grace=0)
+        rounds += 1
+    pusher.join()
+    assert not errors, errors
+    assert rounds > 1 and accepted
+    collect(storage, grace=0)
+    for name, manifest, blobs in accepted:
+        for server in replicas:
+            assert manifest_digest(server.url, name, "v1") == sha256_of(manifest)
+            for digest, blob in blobs.items():
+                got = httpx.get(f"{server.url}/v2/{name}/blobs/{digest}")
+                assert got.status_code == 200 and got.content == blob, (name, digest)
+
+
+def test_skopeo_through_both_replicas(replicas, busybox_layout, tmp_path):
+    first, second = replicas
+    name = f"skopeo/{uuid.uuid4().hex[:8]}"
+    copy(f"oci:{busybox_layout}:latest", f"docker://{first.host}/{name}:1")
+    copy(f"docker://{second.host}/{name}:1", f"docker://{second.host}/{name}:2")
+    out = tmp_path / "pulled"
+    copy(f"docker://{second.host}/{name}:2", f"oci:{out}:x")
+    assert manifest_digest(first.url, name, "2") == manifest_digest(second.url, name, "1")
+    inspected = json.loads(
+        skopeo("inspect", "--tls-verify=false", f"docker://{first.host}/{name}:2").stdout
+    )
+    index = json.loads((out / "index.json").read_text())
+    pulled = index["manifests"][0]["digest"]
+    assert inspected["Digest"] == pulled
+    for layer in inspected["Layers"]:
+        algorithm, hex_part = layer.split(":")
+        blob = (out / "blobs" / algorithm / hex_part).read_bytes()
+        assert hashlib.sha256(blob).hexdigest() == hex_part
