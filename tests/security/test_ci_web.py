@@ -174,3 +174,60 @@ def test_guessing_tokens_is_rate_limited(api, monkeypatch):
     assert codes == [401] * 5 + [429]
     # Even the right token waits now: nothing tells a guesser which guess was right.
     assert api.client.post("/login", data={"token": api.admin}).status_code == 429
+
+
+LOG_LINES = [
+    ["build", IMG, False],
+    ["build", "\x1b[31;1m" + SCRIPT + "\x1b[0m plain", False],
+    ["build", "\x1b]8;;javascript:alert(3)\x1b\\click\x1b]8;;\x1b\\", False],
+    ["build", "token=********", False],
+]
+
+
+def test_markup_in_log_lines_is_shown_as_text_in_a_real_browser(tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from dockyard.service.api import create_app
+    from dockyard.service.server import ADMIN_TOKEN_FILE, ServerConfig, open_service
+    from tests.browser import chromium, console_errors, served, sign_in, wait_until
+    from tests.conftest import free_port
+
+    data = tmp_path / "data"
+    svc = open_service(ServerConfig(addr="127.0.0.1:0", data=data, local_agent=False))
+    admin = (data / ADMIN_TOKEN_FILE).read_text().strip()
+    with svc.db.transaction() as session:
+        from dockyard.service.models import Repository
+
+        repository = Repository(name="project", clone_url="git://127.0.0.1:1/p", run_count=1)
+        session.add(repository)
+        session.flush()
+        run = Run(repository_id=repository.id, number=1, event="manual", status="running")
+        session.add(run)
+        session.flush()
+        session.add(LogChunk(run_id=run.id, attempt=1, lines=LOG_LINES))
+        run_id = run.id
+    with served(create_app(svc), free_port()) as url, chromium() as driver:
+        sign_in(driver, url, admin)
+        driver.get(url + "/repos/project/runs/1/log?step=build")
+        lines = wait_until(
+            lambda: driver.find_elements(By.CSS_SELECTOR, "#log .line .text"), what="log lines"
+        )
+        assert [line.text for line in lines] == [
+            IMG,
+            SCRIPT + " plain",
+            "click",  # an OSC 8 hyperlink's target is dropped with the escape
+            "token=********",
+        ]
+        log = driver.find_element(By.ID, "log")
+        assert log.find_elements(By.CSS_SELECTOR, "img, script, svg, a:not(.ln)") == []
+        assert driver.title != "pwned"
+        red = log.find_element(By.CSS_SELECTOR, "#L2 .text span")
+        assert red.get_attribute("class") == "fg31 b" and red.text == SCRIPT
+        # Live: a line written now appears without a reload.
+        with svc.db.transaction() as session:
+            session.add(LogChunk(run_id=run_id, attempt=1, lines=[["build", SVG, False]]))
+        svc.logs.notify()
+        wait_until(lambda: driver.find_elements(By.ID, "L5"), what="the live line")
+        assert driver.find_element(By.CSS_SELECTOR, "#L5 .text").text == SVG
+        assert log.find_elements(By.CSS_SELECTOR, "svg") == []
+        assert console_errors(driver) == []

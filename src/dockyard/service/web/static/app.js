@@ -101,8 +101,9 @@ function piece(text, state) {
   return span;
 }
 
-// Escape sequences: SGR ones colour the text, every other one is dropped.
-const ESCAPE = /\x1b(?:\[([0-9;?]*)[ -/]*([@-~])|[@-_])?/g;
+// Escape sequences: SGR ones colour the text, every other one is dropped whole (CSI,
+// OSC such as hyperlinks and titles up to BEL or ST, and two-character ones).
+const ESCAPE = /\x1b(?:\[([0-9;?]*)[ -/]*([@-~])|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_])?/g;
 
 function renderLine(text, state) {
   const out = document.createDocumentFragment();
