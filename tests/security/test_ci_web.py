@@ -134,7 +134,9 @@ def test_a_read_session_sees_no_buttons_and_the_api_refuses_it(api):
     page = api.client.get("/repos/project/runs/1").text
     assert "/cancel" not in page and "data-post" not in page
     headers = {"X-CSRF-Token": csrf}
-    assert api.client.post("/api/v1/repos/project/runs/1/cancel", headers=headers).status_code == 403
+    assert (
+        api.client.post("/api/v1/repos/project/runs/1/cancel", headers=headers).status_code == 403
+    )
     assert api.client.post("/api/v1/repos/project/runs", headers=headers).status_code == 403
     assert api.call("GET", "/repos/project/runs/1", api.admin, 200)["status"] == "queued"
 
