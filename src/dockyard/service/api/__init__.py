@@ -15,6 +15,10 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
 - ``GET /repos/{repo}/schedules``, ``PUT|DELETE /repos/{repo}/schedules/{name}``: cron
 - ``POST /tokens`` (admin), ``GET /agents``
 
+Every user route also takes the web UI's session cookie instead of a token; then a
+request that changes something needs the session's CSRF value (:mod:`..sessions`).
+The web UI's pages live outside ``/api`` (:mod:`dockyard.service.web`).
+
 Forges: ``POST /hooks/{repo}``, signed (:mod:`.webhooks`), no token.
 ``GET /openapi.json``: every route, from this module's handlers (:mod:`.openapi`).
 Agents (role agent): ``POST /agent/poll`` (long poll), ``/agent/heartbeat``,
@@ -33,6 +37,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -52,6 +57,7 @@ from dockyard.service.api.common import (
     service,
 )
 from dockyard.service.openapi import API, openapi_document
+from dockyard.service.web import SecurityHeaders, web_routes
 
 __all__ = ["JSON_MAX", "APIError", "Service", "create_app"]
 log = logging.getLogger("dockyard.service")
@@ -154,9 +160,10 @@ def create_app(svc: Service) -> Starlette:
 
     routes.append(Route(v1 + "/openapi.json", openapi))
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *web_routes()],
         lifespan=lifespan,
         exception_handlers={APIError: _api_error, HTTPException: _http_error},
+        middleware=[Middleware(SecurityHeaders)],
     )
     app.state.service = svc
     return app

@@ -42,25 +42,30 @@ async def list_agents(request: Request) -> Response:
 
     def work() -> list[dict[str, Any]]:
         with service(request).db.transaction() as session:
-            busy = dict(
-                session.execute(
-                    select(Run.agent_id, func.count(Run.id))
-                    .where(Run.status == "running")
-                    .group_by(Run.agent_id)
-                ).all()
-            )
-            return [
-                {
-                    "name": a.name,
-                    "labels": a.labels,
-                    "capacity": a.capacity,
-                    "running": busy.get(a.id, 0),
-                    "last_seen": iso(a.last_seen),
-                }
-                for a in session.scalars(select(Agent).order_by(Agent.name))
-            ]
+            return agents_json(session)
 
     return JSONResponse({"items": await in_thread(work)})
+
+
+def agents_json(session: Session) -> list[dict[str, Any]]:
+    """Every agent: labels, capacity, runs it holds now, last heartbeat."""
+    busy = dict(
+        session.execute(
+            select(Run.agent_id, func.count(Run.id))
+            .where(Run.status == "running")
+            .group_by(Run.agent_id)
+        ).all()
+    )
+    return [
+        {
+            "name": a.name,
+            "labels": a.labels,
+            "capacity": a.capacity,
+            "running": busy.get(a.id, 0),
+            "last_seen": iso(a.last_seen),
+        }
+        for a in session.scalars(select(Agent).order_by(Agent.name))
+    ]
 
 
 def _agent(session: Session, doc: dict[str, Any]) -> Agent:

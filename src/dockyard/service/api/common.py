@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from dockyard.service import queue, tokens
+from dockyard.service import queue, sessions, tokens
 from dockyard.service.artifacts import ArtifactStore
 from dockyard.service.database import Database
 from dockyard.service.models import (
@@ -134,10 +134,15 @@ def string_map(doc: dict[str, Any], name: str, key_re: re.Pattern[str]) -> dict[
 
 
 async def authorize(request: Request, needed: str) -> str:
-    """The caller's role, if it allows ``needed``; else 401 (no or unknown token) or 403."""
+    """The caller's role, if it allows ``needed``; else 401 (no or unknown token) or 403.
+
+    The token comes from ``Authorization: Bearer``, or else from the web UI's session
+    cookie (:mod:`.sessions`), which must bring its CSRF value to change anything."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if not header and sessions.COOKIE in request.cookies:
+        token = _session_token(request)
+    elif scheme.lower() != "bearer" or not token:
         raise APIError(401, "an API token is required (Authorization: Bearer TOKEN)")
 
     def lookup() -> str | None:
@@ -150,6 +155,18 @@ async def authorize(request: Request, needed: str) -> str:
     if not tokens.allows(role, needed):
         raise APIError(403, f"this needs a token of role {needed}; yours is {role}")
     return role
+
+
+def _session_token(request: Request) -> str:
+    session = sessions.read(service(request).box, request)
+    if session is None:
+        raise APIError(401, "the session has expired; sign in again")
+    if request.method not in sessions.SAFE_METHODS:
+        try:
+            sessions.check_csrf(request, session, request.headers.get(sessions.CSRF_HEADER))
+        except sessions.Refused as e:
+            raise APIError(403, str(e)) from None
+    return session.token
 
 
 def service(request: Request) -> Service:

@@ -1,0 +1,400 @@
+"""The web UI's pages, rendered on the server from the database (Jinja2, autoescaped).
+
+Every page needs a signed-in session (:mod:`..sessions`); what it shows of the
+buttons follows the token's role, and the API checks the role again when a button is
+used. Pages read the database directly, as the API handlers do, in a worker thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.templating import Jinja2Templates
+
+from dockyard.registry.server.ratelimit import Buckets
+from dockyard.service import sessions, tokens
+from dockyard.service.api.agents import agents_json
+from dockyard.service.api.common import (
+    APIError,
+    find_repository,
+    find_run,
+    in_thread,
+    read_body,
+    run_json,
+    service,
+)
+from dockyard.service.models import FINISHED, QUEUED, Artifact, LogChunk, Repository, Run
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+STATUSES = (QUEUED, "running", *FINISHED)
+PER_PAGE = 30
+FORM_MAX = 8 << 10  # bytes of a sign-in or sign-out form
+LOG_BATCH = 1000  # chunks read at a time for a raw download
+FAILED_SIGN_INS = Buckets(10, 10)  # failures a client may have in a burst and per minute
+
+
+class SignInNeeded(Exception):
+    """No session, an expired one, or its token is gone."""
+
+
+@dataclass(frozen=True)
+class Viewer:
+    role: str
+    csrf: str
+
+    @property
+    def can_write(self) -> bool:
+        return tokens.allows(self.role, tokens.WRITE)
+
+
+Page = Callable[[Request, Viewer], Awaitable[Response]]
+
+
+def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` for a signed-in viewer; others are sent to the sign-in page, and an
+    API error becomes an error page."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await handler(request, await _viewer(request))
+        except SignInNeeded:
+            target = urllib.parse.quote(request.url.path, safe="/")
+            return RedirectResponse(f"/login?next={target}", 303)
+        except APIError as e:
+            return render(request, "error.html", {"message": e.message}, e.status)
+
+    return wrapper
+
+
+async def _viewer(request: Request) -> Viewer:
+    session = sessions.read(service(request).box, request)
+    if session is None:
+        raise SignInNeeded
+
+    def lookup() -> str | None:
+        with service(request).db.transaction() as db:
+            return tokens.role_of(db, session.token)
+
+    role = await in_thread(lookup)
+    if role not in tokens.USER_ROLES:
+        raise SignInNeeded
+    return Viewer(role, session.csrf)
+
+
+def render(request: Request, template: str, context: dict[str, Any], status: int = 200) -> Response:
+    return TEMPLATES.TemplateResponse(
+        request, template, context, status_code=status, headers={"Cache-Control": "no-store"}
+    )
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A small urlencoded form, read with the API's cap and deadline."""
+    body = await read_body(request, FORM_MAX)
+    try:
+        pairs = urllib.parse.parse_qsl(body.decode(), max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        raise APIError(400, "a malformed form") from None
+    return dict(pairs)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this server (never ``//host`` or ``/\\host``) to go back to."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return "/"
+
+
+# --- signing in and out --------------------------------------------------------------
+
+
+async def login_form(request: Request) -> Response:
+    return render(request, "login.html", {"next": _safe_next(request.query_params.get("next"))})
+
+
+async def login(request: Request) -> Response:
+    """Check the token, then set the session cookie. Failures are rate-limited per
+    client (a token is 256 random bits, but nobody should get to try many)."""
+    try:
+        sessions.check_origin(request)
+        form = await _form(request)
+    except sessions.Refused as e:
+        return render(request, "error.html", {"message": str(e)}, 403)
+    except APIError as e:
+        return render(request, "error.html", {"message": e.message}, e.status)
+    target = _safe_next(form.get("next"))
+    client = request.client.host if request.client else "?"
+    if FAILED_SIGN_INS.take(client) is not None:
+        message = "too many failed sign-ins; try again in a minute"
+        return render(request, "login.html", {"next": target, "error": message}, 429)
+    token = form.get("token", "").strip()
+
+    def lookup() -> str | None:
+        with service(request).db.transaction() as db:
+            return tokens.role_of(db, token)
+
+    role = await in_thread(lookup) if token else None
+    if role not in tokens.USER_ROLES:
+        return render(request, "login.html", {"next": target, "error": "unknown API token"}, 401)
+    FAILED_SIGN_INS.give_back(client)
+    value, _ = sessions.create(service(request).box, token)
+    response = RedirectResponse(target, 303)
+    response.set_cookie(
+        sessions.COOKIE, value, max_age=sessions.LIFETIME, **sessions.cookie_options(request)
+    )
+    return response
+
+
+async def logout(request: Request) -> Response:
+    session = sessions.read(service(request).box, request)
+    if session is not None:
+        try:
+            form = await _form(request)
+            sessions.check_csrf(request, session, form.get("csrf"))
+        except sessions.Refused as e:
+            return render(request, "error.html", {"message": str(e)}, 403)
+        except APIError as e:
+            return render(request, "error.html", {"message": e.message}, e.status)
+    response = RedirectResponse("/login", 303)
+    response.delete_cookie(sessions.COOKIE, **sessions.cookie_options(request))
+    return response
+
+
+# --- repositories and runs -----------------------------------------------------------
+
+
+def _page_number(request: Request) -> int:
+    text = request.query_params.get("page", "1")
+    return max(1, min(int(text), 1_000_000)) if text.isdigit() else 1
+
+
+def _duration(run: Run) -> float | None:
+    if run.started is None:
+        return None
+    end: datetime = run.finished or run.started
+    return (end - run.started).total_seconds()
+
+
+def _run_row(run: Run) -> dict[str, Any]:
+    return {
+        "number": run.number,
+        "status": run.status,
+        "event": run.event,
+        "branch": run.branch,
+        "commit": (run.commit or "")[:8],
+        "message": run.message.split("\n", 1)[0][:200],
+        "author": run.author,
+        "duration": _duration(run),
+        "created": run.created,
+    }
+
+
+@page
+async def repositories(request: Request, viewer: Viewer) -> Response:
+    """Every repository (filtered by name), with its last run."""
+    name = request.query_params.get("q", "")[:100]
+    number = _page_number(request)
+
+    def work() -> dict[str, Any]:
+        with service(request).db.transaction() as db:
+            where = Repository.name.contains(name, autoescape=True)
+            total = db.scalar(select(func.count(Repository.id)).where(where))
+            rows = db.execute(
+                select(Repository, Run)
+                .outerjoin(
+                    Run,
+                    (Run.repository_id == Repository.id) & (Run.number == Repository.run_count),
+                )
+                .where(where)
+                .order_by(Repository.name)
+                .offset((number - 1) * PER_PAGE)
+                .limit(PER_PAGE)
+            ).all()
+            items = [
+                {"name": repo.name, "last": _run_row(run) if run else None} for repo, run in rows
+            ]
+            return {"items": items, "total": total}
+
+    found = await in_thread(work)
+    return render(
+        request,
+        "repositories.html",
+        {"viewer": viewer, "q": name, **found, **_pages(request, number, found["total"])},
+    )
+
+
+def _pages(request: Request, number: int, total: int) -> dict[str, Any]:
+    """The page number, and links to the pages before and after with the same filters."""
+
+    def link(to: int) -> str:
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "page"]
+        return "?" + urllib.parse.urlencode([*query, ("page", str(to))])
+
+    return {
+        "page": number,
+        "previous_url": link(number - 1) if number > 1 else None,
+        "next_url": link(number + 1) if number * PER_PAGE < total else None,
+    }
+
+
+@page
+async def runs(request: Request, viewer: Viewer) -> Response:
+    """A repository's runs, newest first, filtered by status and branch, paged."""
+    status = request.query_params.get("status", "")
+    status = status if status in STATUSES else ""
+    branch = request.query_params.get("branch", "")[:255]
+    number = _page_number(request)
+
+    def work() -> dict[str, Any]:
+        with service(request).db.transaction() as db:
+            repository = find_repository(db, request.path_params["repo"])
+            where = [Run.repository_id == repository.id]
+            if status:
+                where.append(Run.status == status)
+            if branch:
+                where.append(Run.branch == branch)
+            total = db.scalar(select(func.count(Run.id)).where(*where))
+            rows = db.scalars(
+                select(Run)
+                .where(*where)
+                .order_by(Run.number.desc())
+                .offset((number - 1) * PER_PAGE)
+                .limit(PER_PAGE)
+            )
+            return {"repo": repository.name, "items": [_run_row(r) for r in rows], "total": total}
+
+    found = await in_thread(work)
+    context = {"viewer": viewer, "status": status, "branch": branch, "statuses": STATUSES}
+    return render(
+        request, "runs.html", {**context, **found, **_pages(request, number, found["total"])}
+    )
+
+
+def _test_report(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run's JUnit counts, and each failed test (with its step) before the rest."""
+    reported = [s for s in steps if s.get("tests")]
+    if not reported:
+        return None
+    counts = {
+        k: sum(s["tests"].get(k, 0) for s in reported) for k in ("passed", "failed", "skipped")
+    }
+    failing = [(s["name"], name) for s in reported for name in s["tests"].get("failing", [])]
+    return {**counts, "failing": failing, "steps": reported}
+
+
+@page
+async def run(request: Request, viewer: Viewer) -> Response:
+    """A run: its steps, test report, artifacts, and cancel / restart for writers."""
+
+    def work() -> dict[str, Any]:
+        with service(request).db.transaction() as db:
+            found = find_run(db, request.path_params["repo"], request.path_params["number"])
+            doc = run_json(db, found, steps=True)
+            doc["duration"] = _duration(found)
+            artifacts = db.scalars(
+                select(Artifact)
+                .where(Artifact.run_id == found.id)
+                .order_by(Artifact.step, Artifact.path)
+            )
+            doc["artifacts"] = [{"step": a.step, "path": a.path, "size": a.size} for a in artifacts]
+            return doc
+
+    doc = await in_thread(work)
+    context = {
+        "viewer": viewer,
+        "run": doc,
+        "ended": doc["status"] in FINISHED,
+        "report": _test_report(doc["steps"]),
+    }
+    return render(request, "run.html", context)
+
+
+@page
+async def log(request: Request, viewer: Viewer) -> Response:
+    """A run's log, or one step's: the page fills itself from the API's event stream."""
+    step = request.query_params.get("step", "")[:255]
+
+    def work() -> dict[str, Any]:
+        with service(request).db.transaction() as db:
+            found = find_run(db, request.path_params["repo"], request.path_params["number"])
+            return run_json(db, found)
+
+    doc = await in_thread(work)
+    return render(request, "log.html", {"viewer": viewer, "run": doc, "step": step})
+
+
+@page
+async def raw_log(request: Request, viewer: Viewer) -> Response:
+    """A run's log (or one step's, ``?step=``) as plain text, to download."""
+    step = request.query_params.get("step", "")
+    repo, number = request.path_params["repo"], request.path_params["number"]
+    db = service(request).db
+
+    def run_id() -> int:
+        with db.transaction() as session:
+            return find_run(session, repo, number).id
+
+    def batch(after: int) -> list[tuple[int, list]]:
+        with db.transaction() as session:
+            rows = session.scalars(
+                select(LogChunk)
+                .where(LogChunk.run_id == found, LogChunk.id > after)
+                .order_by(LogChunk.id)
+                .limit(LOG_BATCH)
+            )
+            return [(c.id, c.lines) for c in rows]
+
+    found = await in_thread(run_id)
+
+    async def text() -> AsyncIterator[bytes]:
+        after = 0
+        while chunks := await in_thread(batch, after):
+            yield "".join(_raw_lines(chunks, step)).encode()
+            after = chunks[-1][0]
+
+    name = f"{repo}-{number}{'-' + step if step else ''}.log"
+    disposition = "attachment; filename*=UTF-8''" + urllib.parse.quote(name, safe="")
+    return StreamingResponse(
+        text(),
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": disposition, "Cache-Control": "no-store"},
+    )
+
+
+def _raw_lines(chunks: list[tuple[int, list]], step: str) -> Iterator[str]:
+    for _, lines in chunks:
+        for source, line, _note in lines:
+            if not step:
+                yield f"[{source}] {line}\n" if source else f"{line}\n"
+            elif source == step:
+                yield f"{line}\n"
+
+
+@page
+async def agents(request: Request, viewer: Viewer) -> Response:
+    """The agents, and the queued runs no agent takes, with the reason."""
+
+    def work() -> dict[str, Any]:
+        with service(request).db.transaction() as db:
+            return {"agents": agents_json(db), "waiting": _waiting(db)}
+
+    return render(request, "agents.html", {"viewer": viewer, **await in_thread(work)})
+
+
+def _waiting(db: Session) -> list[dict[str, Any]]:
+    queued = db.scalars(select(Run).where(Run.status == QUEUED).order_by(Run.id).limit(100))
+    return [
+        {"repo": doc["repository"], "number": doc["number"], "reason": doc["waiting"]}
+        for doc in (run_json(db, r) for r in queued)
+        if doc["waiting"]
+    ]

@@ -1,0 +1,205 @@
+// dockyard CI web UI: buttons that call the API, a run page that notices changes, and
+// the live log. Everything from the server is put in the page as text (textContent,
+// createTextNode), never as HTML: log lines, step names and messages are hostile.
+"use strict";
+
+const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+
+function notice(text) {
+  const box = document.getElementById("notice");
+  box.textContent = text;
+  box.hidden = false;
+}
+
+// --- buttons: <button data-post="/api/v1/..." [data-go="run"]> ----------------------
+
+async function post(button) {
+  button.disabled = true;
+  try {
+    const response = await fetch(button.dataset.post, {
+      method: "POST",
+      headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json" },
+      body: "{}",
+      credentials: "same-origin",
+    });
+    const doc = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      notice(`${button.textContent.trim()}: ${doc.error ?? response.statusText}`);
+      button.disabled = false;
+      return;
+    }
+    if (button.dataset.go === "run" && doc.repository && Number.isInteger(doc.number)) {
+      location.assign(`/repos/${encodeURIComponent(doc.repository)}/runs/${doc.number}`);
+    } else {
+      location.reload();
+    }
+  } catch (error) {
+    notice(`${button.textContent.trim()}: ${error}`);
+    button.disabled = false;
+  }
+}
+
+for (const button of document.querySelectorAll("button[data-post]")) {
+  button.addEventListener("click", () => post(button));
+}
+
+// --- a run that has not ended: reload when its state or its steps' change ------------
+
+function fingerprint(run) {
+  return JSON.stringify([run.status, run.cancel_requested, (run.steps ?? []).map((s) => s.status)]);
+}
+
+const watched = document.querySelector("[data-watch]");
+if (watched) {
+  let seen = null;
+  const check = async () => {
+    try {
+      const response = await fetch(watched.dataset.watch, { credentials: "same-origin" });
+      if (response.ok) {
+        const now = fingerprint(await response.json());
+        if (seen !== null && now !== seen) {
+          location.reload();
+          return;
+        }
+        seen = now;
+      }
+    } catch (error) {
+      // the server restarting: try again on the next tick
+    }
+    setTimeout(check, 1500);
+  };
+  check();
+}
+
+// --- the live log ---------------------------------------------------------------------
+
+// ANSI SGR colours as class names built only from numbers in known ranges.
+function applySgr(params, state) {
+  const codes = params === "" ? [0] : params.split(";").map((c) => Number(c) || 0);
+  for (let i = 0; i < codes.length; i++) {
+    const c = codes[i];
+    if (c === 0) Object.assign(state, { fg: 0, bg: 0, bold: false });
+    else if (c === 1) state.bold = true;
+    else if (c === 22) state.bold = false;
+    else if ((c >= 30 && c <= 37) || (c >= 90 && c <= 97)) state.fg = c;
+    else if (c === 39) state.fg = 0;
+    else if ((c >= 40 && c <= 47) || (c >= 100 && c <= 107)) state.bg = c;
+    else if (c === 49) state.bg = 0;
+    else if (c === 38 || c === 48) i += codes[i + 1] === 5 ? 2 : codes[i + 1] === 2 ? 4 : 0;
+  }
+}
+
+function piece(text, state) {
+  if (!state.fg && !state.bg && !state.bold) return document.createTextNode(text);
+  const span = document.createElement("span");
+  const classes = [];
+  if (state.fg) classes.push(`fg${state.fg}`);
+  if (state.bg) classes.push(`bg${state.bg}`);
+  if (state.bold) classes.push("b");
+  span.className = classes.join(" ");
+  span.textContent = text;
+  return span;
+}
+
+// Escape sequences: SGR ones colour the text, every other one is dropped whole (CSI,
+// OSC such as hyperlinks and titles up to BEL or ST, and two-character ones).
+const ESCAPE = /\x1b(?:\[([0-9;?]*)[ -/]*([@-~])|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_])?/g;
+
+function renderLine(text, state) {
+  const out = document.createDocumentFragment();
+  const parts = text.split("\r");
+  text = parts.filter((p) => p !== "").pop() ?? ""; // a progress bar: its last state
+  let last = 0;
+  for (const match of text.matchAll(ESCAPE)) {
+    if (match.index > last) out.append(piece(text.slice(last, match.index), state));
+    if (match[2] === "m") applySgr(match[1] ?? "", state);
+    last = match.index + match[0].length;
+  }
+  if (last < text.length) out.append(piece(text.slice(last), state));
+  return out;
+}
+
+function startLog(box) {
+  const step = box.dataset.step;
+  const stateText = document.getElementById("log-state");
+  const followButton = document.getElementById("follow");
+  const colours = new Map(); // per source: colours carry over lines, as in a terminal
+  let count = 0;
+  let following = true;
+
+  const setFollowing = (on) => {
+    following = on;
+    followButton.setAttribute("aria-pressed", String(on));
+    followButton.textContent = on ? "Following" : "Follow";
+    if (on) window.scrollTo(0, document.body.scrollHeight);
+  };
+  followButton.addEventListener("click", () => setFollowing(!following));
+  window.addEventListener("wheel", (e) => { if (e.deltaY < 0 && following) setFollowing(false); });
+  window.addEventListener("keydown", (e) => {
+    if (["PageUp", "ArrowUp", "Home"].includes(e.key) && following) setFollowing(false);
+  });
+
+  const append = (lines) => {
+    const batch = document.createDocumentFragment();
+    for (const [source, text, note] of lines) {
+      if (step && source !== step) continue;
+      count += 1;
+      const line = document.createElement("div");
+      line.className = note ? "line note" : "line";
+      line.id = `L${count}`;
+      const link = document.createElement("a");
+      link.className = "ln";
+      link.href = `#L${count}`;
+      link.textContent = String(count);
+      line.append(link);
+      if (!step && source) {
+        const tag = document.createElement("span");
+        tag.className = "source";
+        tag.textContent = source;
+        line.append(tag);
+      }
+      const body = document.createElement("span");
+      body.className = "text";
+      if (!colours.has(source)) colours.set(source, { fg: 0, bg: 0, bold: false });
+      body.append(renderLine(String(text), colours.get(source)));
+      line.append(body);
+      batch.append(line);
+    }
+    box.append(batch);
+    if (location.hash && !box.dataset.jumped) {
+      const target = document.getElementById(location.hash.slice(1));
+      if (target) {
+        box.dataset.jumped = "1";
+        setFollowing(false);
+        target.classList.add("target");
+        target.scrollIntoView({ block: "center" });
+      }
+    }
+    if (following) window.scrollTo(0, document.body.scrollHeight);
+  };
+
+  const setState = (word) => {
+    stateText.textContent = "";
+    const span = document.createElement("span");
+    span.className = `status status-${/^[a-z]+$/.test(word) ? word : "other"}`;
+    span.textContent = word;
+    stateText.append(span);
+  };
+
+  // The browser resumes after a dropped connection with Last-Event-ID by itself.
+  const events = new EventSource(box.dataset.source);
+  events.addEventListener("log", (e) => append(JSON.parse(e.data).lines ?? []));
+  events.addEventListener("end", (e) => {
+    events.close();
+    setState(JSON.parse(e.data).status ?? "ended");
+    box.dataset.ended = "1";
+  });
+  events.addEventListener("error", () => {
+    if (events.readyState === EventSource.CLOSED && !box.dataset.ended) {
+      notice("The log stream was refused; reload the page (or sign in again).");
+    }
+  });
+}
+
+const logBox = document.getElementById("log");
+if (logBox) startLog(logBox);

@@ -1,0 +1,235 @@
+"""Attacks on the CI service's web UI: markup in branch names, commit messages, authors,
+step and test names (escaped in every page) and in log lines (rendered as text by the
+page's script, checked in a real browser); cross-site requests with the session cookie
+(CSRF value and Origin checked); forged cookies; open redirects; token guessing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from dockyard.registry.server.ratelimit import Buckets
+from dockyard.service import sessions
+from dockyard.service.models import LogChunk, Run, Step
+from dockyard.service.web import pages
+from tests.service_api import Api, service_api
+
+SCRIPT = "<script>alert(1)</script>"
+IMG = '"><img src=x onerror="document.title=\'pwned\'">'
+SVG = "<svg onload=alert(2)>"
+
+
+@pytest.fixture
+def api(tmp_path) -> Iterator[Api]:
+    with service_api(tmp_path) as instance:
+        yield instance
+
+
+def sign_in(api: Api, token: str) -> str:
+    """Signs the test client in; returns the session's CSRF value (from the page)."""
+    api.client.cookies.clear()
+    response = api.client.post("/login", data={"token": token}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    page = api.client.get("/")
+    assert page.status_code == 200
+    return re.search(r'<meta name="csrf-token" content="([^"]+)">', page.text)[1]
+
+
+def hostile_run(api: Api) -> None:
+    """Run 1 with markup in its branch, message, author, step names and test names."""
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={"branch": SCRIPT})
+    svc = api.client.app.state.service
+    with svc.db.transaction() as session:
+        run = session.scalar(select(Run).where(Run.number == 1))
+        run.message, run.author, run.error = IMG, SVG, SCRIPT
+        session.add(Step(run_id=run.id, name=SVG, status="failure", reason=IMG))
+        session.add(
+            Step(
+                run_id=run.id,
+                name=SCRIPT,
+                status="success",
+                tests={"passed": 1, "failed": 1, "skipped": 0, "failing": [IMG]},
+            )
+        )
+        session.add(LogChunk(run_id=run.id, attempt=1, lines=[[SVG, IMG, False]]))
+
+
+def test_markup_in_run_fields_is_escaped_on_every_page(api):
+    hostile_run(api)
+    sign_in(api, api.admin)
+    for path in (
+        "/",
+        "/repos/project",
+        "/repos/project/runs/1",
+        "/repos/project/runs/1/log?step=%3Csvg%20onload%3Dalert(2)%3E",
+        f"/repos/project?branch={SCRIPT}",
+    ):
+        page = api.client.get(path)
+        assert page.status_code == 200, path
+        for payload in (SCRIPT, IMG, SVG, "<img", "<svg"):
+            assert payload not in page.text, (path, payload)
+        assert not re.search(r"<script(?![^>]*\ssrc=\"/static/)", page.text), path
+    run = api.client.get("/repos/project/runs/1").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in run  # shown, as text
+    assert "&lt;svg onload=alert(2)&gt;" in run
+
+
+def test_pages_carry_a_strict_content_security_policy(api):
+    sign_in(api, api.admin)
+    for path in ("/login", "/", "/repos/project", "/static/app.js", "/api/v1/repos"):
+        headers = api.client.get(path).headers
+        policy = headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy, path
+        assert "frame-ancestors 'none'" in policy
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+    page = api.client.get("/repos/project").text
+    assert not re.search(r"\son[a-z]+=|\sstyle=", page)  # nothing inline the policy would block
+
+
+def test_the_session_cookie_is_httponly_strict_and_sealed(api, tmp_path):
+    response = api.client.post("/login", data={"token": api.admin}, follow_redirects=False)
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(sessions.COOKIE + "=")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; over TLS:
+    assert api.admin not in cookie and api.admin.removeprefix("dyt_")[:16] not in cookie
+    secure = api.client.post(
+        "https://testserver/login", data={"token": api.admin}, follow_redirects=False
+    )
+    assert "Secure" in secure.headers["set-cookie"]
+
+
+def test_state_changes_with_the_cookie_need_the_csrf_value_and_our_origin(api):
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    csrf = sign_in(api, api.token("write"))
+    cancel = "/api/v1/repos/project/runs/1/cancel"
+    assert api.client.post(cancel).status_code == 403  # what a forged form would send
+    assert api.client.post(cancel, headers={"X-CSRF-Token": "guess"}).status_code == 403
+    evil = {"X-CSRF-Token": csrf, "Origin": "https://evil.example"}
+    assert api.client.post(cancel, headers=evil).status_code == 403
+    assert api.call("GET", "/repos/project/runs/1", api.admin, 200)["status"] == "queued"
+    # Sign-out is a state change too: a cross-site form cannot sign a user out.
+    assert api.client.post("/logout", data={"csrf": "guess"}).status_code == 403
+    assert api.client.get("/", follow_redirects=False).status_code == 200
+    good = {"X-CSRF-Token": csrf, "Origin": "http://testserver"}
+    assert api.client.post(cancel, headers=good).status_code == 202
+    assert api.call("GET", "/repos/project/runs/1", api.admin, 200)["status"] == "cancelled"
+
+
+def test_a_cross_site_sign_in_form_is_refused(api):
+    response = api.client.post(
+        "/login", data={"token": api.admin}, headers={"Origin": "https://evil.example"}
+    )
+    assert response.status_code == 403
+    assert sessions.COOKIE not in response.headers.get("set-cookie", "")
+
+
+def test_a_read_session_sees_no_buttons_and_the_api_refuses_it(api):
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    csrf = sign_in(api, api.token("read"))
+    page = api.client.get("/repos/project/runs/1").text
+    assert "/cancel" not in page and "data-post" not in page
+    headers = {"X-CSRF-Token": csrf}
+    assert (
+        api.client.post("/api/v1/repos/project/runs/1/cancel", headers=headers).status_code == 403
+    )
+    assert api.client.post("/api/v1/repos/project/runs", headers=headers).status_code == 403
+    assert api.call("GET", "/repos/project/runs/1", api.admin, 200)["status"] == "queued"
+
+
+def test_a_forged_or_tampered_cookie_is_no_session(api):
+    sign_in(api, api.admin)
+    value = api.client.cookies[sessions.COOKIE]
+    tampered = value[:-4] + ("AAAA" if not value.endswith("AAAA") else "BBBB")
+    for forged in (tampered, "x", "A" * 5000, api.admin):
+        api.client.cookies.clear()
+        api.client.cookies.set(sessions.COOKIE, forged)
+        assert api.client.get("/", follow_redirects=False).status_code == 303
+        assert api.client.get("/api/v1/repos").status_code == 401
+
+
+def test_agent_tokens_cannot_sign_in(api):
+    response = api.client.post("/login", data={"token": api.token("agent")})
+    assert response.status_code == 401
+    assert sessions.COOKIE not in response.headers.get("set-cookie", "")
+
+
+def test_sign_in_goes_back_only_to_this_server(api):
+    for target in ("//evil.example/x", "https://evil.example", "/\\evil.example", "javascript:x"):
+        response = api.client.post(
+            "/login", data={"token": api.admin, "next": target}, follow_redirects=False
+        )
+        assert response.headers["location"] == "/", target
+    response = api.client.post(
+        "/login", data={"token": api.admin, "next": "/repos/project"}, follow_redirects=False
+    )
+    assert response.headers["location"] == "/repos/project"
+
+
+def test_guessing_tokens_is_rate_limited(api, monkeypatch):
+    monkeypatch.setattr(pages, "FAILED_SIGN_INS", Buckets(5, 5))
+    codes = [api.client.post("/login", data={"token": f"dyt_{i}"}).status_code for i in range(6)]
+    assert codes == [401] * 5 + [429]
+    # Even the right token waits now: nothing tells a guesser which guess was right.
+    assert api.client.post("/login", data={"token": api.admin}).status_code == 429
+
+
+LOG_LINES = [
+    ["build", IMG, False],
+    ["build", "\x1b[31;1m" + SCRIPT + "\x1b[0m plain", False],
+    ["build", "\x1b]8;;javascript:alert(3)\x1b\\click\x1b]8;;\x1b\\", False],
+    ["build", "token=********", False],
+]
+
+
+def test_markup_in_log_lines_is_shown_as_text_in_a_real_browser(tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from dockyard.service.api import create_app
+    from dockyard.service.server import ADMIN_TOKEN_FILE, ServerConfig, open_service
+    from tests.browser import chromium, console_errors, served, sign_in, wait_until
+    from tests.conftest import free_port
+
+    data = tmp_path / "data"
+    svc = open_service(ServerConfig(addr="127.0.0.1:0", data=data, local_agent=False))
+    admin = (data / ADMIN_TOKEN_FILE).read_text().strip()
+    with svc.db.transaction() as session:
+        from dockyard.service.models import Repository
+
+        repository = Repository(name="project", clone_url="git://127.0.0.1:1/p", run_count=1)
+        session.add(repository)
+        session.flush()
+        run = Run(repository_id=repository.id, number=1, event="manual", status="running")
+        session.add(run)
+        session.flush()
+        session.add(LogChunk(run_id=run.id, attempt=1, lines=LOG_LINES))
+        run_id = run.id
+    with served(create_app(svc), free_port()) as url, chromium() as driver:
+        sign_in(driver, url, admin)
+        driver.get(url + "/repos/project/runs/1/log?step=build")
+        lines = wait_until(
+            lambda: driver.find_elements(By.CSS_SELECTOR, "#log .line .text"), what="log lines"
+        )
+        assert [line.text for line in lines] == [
+            IMG,
+            SCRIPT + " plain",
+            "click",  # an OSC 8 hyperlink's target is dropped with the escape
+            "token=********",
+        ]
+        log = driver.find_element(By.ID, "log")
+        assert log.find_elements(By.CSS_SELECTOR, "img, script, svg, a:not(.ln)") == []
+        assert driver.title != "pwned"
+        red = log.find_element(By.CSS_SELECTOR, "#L2 .text span")
+        assert red.get_attribute("class") == "fg31 b" and red.text == SCRIPT
+        # Live: a line written now appears without a reload.
+        with svc.db.transaction() as session:
+            session.add(LogChunk(run_id=run_id, attempt=1, lines=[["build", SVG, False]]))
+        svc.logs.notify()
+        wait_until(lambda: driver.find_elements(By.ID, "L5"), what="the live line")
+        assert driver.find_element(By.CSS_SELECTOR, "#L5 .text").text == SVG
+        assert log.find_elements(By.CSS_SELECTOR, "svg") == []
+        assert console_errors(driver) == []
