@@ -329,3 +329,36 @@ def test_a_retried_step_keeps_every_attempt(dockyard, tmp_path, busybox_ref):
     assert lines.index("killed") < retried < lines.index("passed")
     broken = steps(doc)["broken"]
     assert (broken["status"], broken.get("attempts")) == ("failure", None)  # not retried
+
+
+def test_a_matrix_runs_its_combinations_in_parallel_and_its_dependant_after_all(
+    dockyard, tmp_path, busybox_ref
+):
+    """Each combination waits (30 s at most) until both have started: they pass only
+    if they run at the same time."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - name: test
+            matrix: {PY: ["3.11", "3.12"]}
+            image: IMAGE
+            commands:
+              - "echo ${PY} > started-$PY"
+              - "i=0; until [ $(ls started-* | wc -l) = 2 ]; do"
+              - "  i=$((i+1)); [ $i -lt 300 ]; sleep 0.1"
+              - done
+          - name: after
+            depends_on: [test]
+            image: IMAGE
+            commands: [cat started-3.11 started-3.12]
+        """,
+    )
+    out, doc = ci_run(dockyard, directory, "-j", "2")
+    assert [s["name"] for s in doc["steps"]] == ["test.PY-3.11", "test.PY-3.12", "after"]
+    assert {s["status"] for s in doc["steps"]} == {"success"}
+    lines = output(out, "after")
+    assert lines[lines.index("+ cat started-3.11 started-3.12") + 1 :][:2] == ["3.11", "3.12"]
+    log = dockyard("ci", "logs", "last", "test.PY-3.12").stdout.decode()
+    assert "+ echo 3.12 > started-$PY" in log

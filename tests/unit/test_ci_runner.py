@@ -26,3 +26,17 @@ def test_a_build_step_gets_the_host_network_only_if_the_run_allows_it():
         _select(pipeline, RunOptions())
     assert _select(pipeline, RunOptions(only=["test"])) == ["test"]
     assert _select(pipeline, RunOptions(allow_host_network=True)) == ["test", "image"]
+
+
+def test_only_a_matrix_selects_every_combination_and_their_dependencies():
+    pipeline = parse_pipeline(
+        "steps:\n"
+        "  - {name: deps, image: busybox}\n"
+        "  - {name: test, image: busybox, depends_on: [deps], matrix: {PY: [a, b]}}\n"
+        "  - {name: other, image: busybox}\n",
+        Path(".dockyard.yml"),
+    )
+    assert _select(pipeline, RunOptions(only=["test"])) == ["deps", "test.PY-a", "test.PY-b"]
+    assert _select(pipeline, RunOptions(only=["test.PY-b"])) == ["deps", "test.PY-b"]
+    with pytest.raises(RunError, match="no step named 'test.PY-c'"):
+        _select(pipeline, RunOptions(only=["test.PY-c"]))

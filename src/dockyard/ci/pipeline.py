@@ -13,6 +13,7 @@
         stop_timeout: 10s                         # from StopSignal to SIGKILL
     steps:
       - name: test
+        matrix: {PY: ["3.11", "3.12"]}            # steps test.PY-3.11, test.PY-3.12
         image: REF
         commands: [make test]                     # sh -e, in /workspace
         workdir: /app                             # where they start (default: /workspace)
@@ -41,9 +42,11 @@ BASE64(user:password)}}}``): the only registry credentials the run's pulls, buil
 pushes use. Without one they are anonymous; the host's own logins are used only when the
 operator allows it (``RunOptions.allow_host_credentials``).
 
+A ``matrix`` makes one step per combination of its values (:mod:`.matrix`).
+
 Unknown fields are errors, as are unknown or cyclic ``depends_on`` names, repeated
 step names and unknown ``${VARIABLES}`` (:mod:`.variables`). Every error names the
-file, the line and the field::
+file, the line and the field as written (a matrix step's, not a combination's)::
 
     .dockyard.yml:14: steps[2].timeout: invalid duration '10x'
 """
@@ -55,7 +58,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from functools import cached_property
@@ -76,7 +79,7 @@ from pydantic import (
 )
 
 from dockyard import reference
-from dockyard.ci import yamlmarks
+from dockyard.ci import matrix, yamlmarks
 from dockyard.ci.graph import Node, StepGraph, find_cycle
 from dockyard.ci.variables import BUILT_IMAGE, BUILTIN, STAND_INS, interpolate
 from dockyard.errors import BuildError, InvalidReference
@@ -457,6 +460,7 @@ class Pipeline:
     file: Path
     spec: PipelineSpec
     document: yamlmarks.MarkedDocument | None = field(default=None, compare=False, repr=False)
+    matrices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> steps
 
     def with_values(self, values: Mapping[str, str]) -> Pipeline:
         """This pipeline with the built-in variables' ``values`` (a run's); raise
@@ -483,9 +487,19 @@ class Pipeline:
                 return step
         raise KeyError(name)
 
+    def steps_named(self, name: str) -> tuple[str, ...]:
+        """The steps ``name`` stands for: a matrix's combinations, else itself."""
+        return self.matrices.get(name, (name,))
+
+    def dependencies(self, step: Step) -> tuple[str, ...]:
+        """The steps ``step`` waits for by its ``depends_on`` (matrices expanded)."""
+        return tuple(dict.fromkeys(s for dep in step.depends_on for s in self.steps_named(dep)))
+
     @cached_property
     def graph(self) -> StepGraph:
-        return StepGraph(Node(s.name, s.depends_on, "failure" in s.when.status) for s in self.steps)
+        return StepGraph(
+            Node(s.name, self.dependencies(s), "failure" in s.when.status) for s in self.steps
+        )
 
 
 # -- loading ---------------------------------------------------------------------------
@@ -553,30 +567,44 @@ def _validate(
     """The pipeline of ``document``, its variables replaced with ``values``."""
     if not isinstance(document.data, dict):
         raise PipelineError(str(file), [Problem("", "expected a mapping with steps", 1)])
+    expansion = matrix.expand(document.data, (*BUILTIN, BUILT_IMAGE))
+
+    def problem(loc: yamlmarks.FieldPath, message: str) -> Problem:
+        """A problem at ``loc`` of the expanded document, where it is written."""
+        written = expansion.source(loc)
+        return Problem(field_name(written), message, document.line_of(written))
+
+    def fail(problems: Sequence[Problem]) -> PipelineError:
+        # once each: every combination of a matrix step has the step's own problems
+        return PipelineError(str(file), list(dict.fromkeys(problems)))
+
+    if expansion.problems:
+        raise fail(
+            [Problem(field_name(loc), m, document.line_of(loc)) for loc, m in expansion.problems]
+        )
     unknown: list[Problem] = []
     data = interpolate(
-        document.data,
+        expansion.data,
         values,
-        lambda loc, message: unknown.append(
-            Problem(field_name(loc), message, document.line_of(loc))
-        ),
+        lambda loc, message: unknown.append(problem(loc, message)),
+        expansion.values,
     )
     if unknown:
-        raise PipelineError(str(file), unknown)
+        raise fail(unknown)
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as e:
-        problems = [_problem(error, document) for error in e.errors(include_url=False)]
+        problems = [_problem(error, problem) for error in e.errors(include_url=False)]
         problems.sort(key=lambda problem: problem.line or 0)  # in the order of the file
-        raise PipelineError(str(file), problems) from None
-    pipeline = Pipeline(file, spec, document)
-    problems = _cross_check(pipeline, document)
+        raise fail(problems) from None
+    pipeline = Pipeline(file, spec, document, expansion.groups)
+    problems = _cross_check(pipeline, problem)
     if problems:
-        raise PipelineError(str(file), problems)
+        raise fail(problems)
     return pipeline
 
 
-def _problem(error: Any, document: yamlmarks.MarkedDocument) -> Problem:
+def _problem(error: Any, problem: Callable[[yamlmarks.FieldPath, str], Problem]) -> Problem:
     loc: tuple[str | int, ...] = tuple(error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
@@ -585,7 +613,7 @@ def _problem(error: Any, document: yamlmarks.MarkedDocument) -> Problem:
         message = "required field missing"
     # "[key]" of a dict's key, "[keyed]" and the like of a choice between forms
     loc = tuple(part for part in loc if not (isinstance(part, str) and part.startswith("[")))
-    return Problem(field_name(loc), message, document.line_of(loc))
+    return problem(loc, message)
 
 
 def field_name(loc: Sequence[str | int]) -> str:
@@ -599,29 +627,31 @@ def field_name(loc: Sequence[str | int]) -> str:
     return text
 
 
-def _cross_check(pipeline: Pipeline, document: yamlmarks.MarkedDocument) -> list[Problem]:
+def _cross_check(
+    pipeline: Pipeline, problem: Callable[[yamlmarks.FieldPath, str], Problem]
+) -> list[Problem]:
     """What one field cannot tell alone: unique names, known and acyclic dependencies,
     and images built in the run used only after their build step."""
     spec = pipeline.spec
     problems: list[Problem] = []
 
     def add(loc: tuple[str | int, ...], message: str) -> None:
-        problems.append(Problem(field_name(loc), message, document.line_of(loc)))
+        problems.append(problem(loc, message))
 
     index: dict[str, int] = {}
     for i, step in enumerate(spec.steps):
-        if step.name in index:
+        if step.name in index or step.name in pipeline.matrices:
             add(("steps", i, "name"), f"step name {step.name!r} is used twice")
         index.setdefault(step.name, i)
     for i, step in enumerate(spec.steps):
         for j, dep in enumerate(step.depends_on):
-            if dep not in index:
+            if dep not in index and dep not in pipeline.matrices:
                 add(("steps", i, "depends_on", j), f"no step is named {dep!r}")
-            elif dep == step.name:
+            elif step.name in pipeline.steps_named(dep):
                 add(("steps", i, "depends_on", j), "a step cannot depend on itself")
     if problems:
         return problems
-    cycle = find_cycle({s.name: s.depends_on for s in spec.steps})
+    cycle = find_cycle({s.name: pipeline.dependencies(s) for s in spec.steps})
     if cycle:
         add(("steps", index[cycle[0]], "depends_on"), f"dependency cycle: {' -> '.join(cycle)}")
         return problems

@@ -81,7 +81,8 @@ class RunOptions:
     branch: str | None = None
     commit: str | None = None  # the commit the source is a checkout of, if known
     event: str = DEFAULT_EVENT
-    only: Sequence[str] = ()  # run these steps and what they depend on; default: all
+    only: Sequence[str] = ()  # run these steps (a matrix: all of it) and what they depend
+    # on; default: all
     parallel: int = max(4, os.cpu_count() or 1)  # steps at a time
     # Registry access without a registry_auth secret for the host: the host's own logins
     # (an operator's choice: a pipeline may be anyone's), or anonymous (the default).
@@ -219,13 +220,12 @@ def run_pipeline(
 
 def _select(pipeline: Pipeline, options: RunOptions) -> list[str]:
     """The steps to run, checked: ``only`` and their dependencies, or all."""
-    names = {step.name for step in pipeline.steps}
+    names = {step.name for step in pipeline.steps} | set(pipeline.matrices)
     unknown = [name for name in options.only if name not in names]
     if unknown:
         raise RunError(f"no step named {', '.join(map(repr, unknown))} in {pipeline.file}")
-    selected = (
-        pipeline.graph.with_dependencies(options.only) if options.only else pipeline.graph.order
-    )
+    only = [step for name in options.only for step in pipeline.steps_named(name)]
+    selected = pipeline.graph.with_dependencies(only) if only else pipeline.graph.order
     wanted = {s for name in selected for s in pipeline.step(name).secrets}
     wanted.update(_registry_auth_names(pipeline, selected))
     missing = sorted(wanted - set(options.secrets))

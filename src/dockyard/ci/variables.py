@@ -79,12 +79,19 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
     return _REFERENCE.sub(replace, text)
 
 
-def interpolate(data: Any, values: Mapping[str, str], report: Report) -> Any:
+def interpolate(
+    data: Any,
+    values: Mapping[str, str],
+    report: Report,
+    step_values: Mapping[int, Mapping[str, str]] | None = None,
+) -> Any:
     """The pipeline document ``data`` with variables replaced in every string but keys,
     step names and ``depends_on``; ``report(path, message)`` hears of each bad one.
 
     ``values`` are the built-in variables; the document's ``variables:`` come on top,
-    and ``BUILT_IMAGE`` in the steps that have one."""
+    ``BUILT_IMAGE`` in the steps that have one, and ``step_values`` (by step index: a
+    matrix combination's, see :mod:`.matrix`) in theirs."""
+    step_values = step_values or {}
     if not isinstance(data, dict):
         return data
     out = dict(data)
@@ -99,7 +106,12 @@ def interpolate(data: Any, values: Mapping[str, str], report: Report) -> Any:
             continue
         if key == "steps" and isinstance(value, list):
             out[key] = [
-                _step(step, {**values, **built.get(i, {})}, report, ("steps", i))
+                _step(
+                    step,
+                    {**values, **built.get(i, {}), **step_values.get(i, {})},
+                    report,
+                    ("steps", i),
+                )
                 for i, step in enumerate(value)
             ]
         else:
