@@ -362,3 +362,103 @@ def test_a_matrix_runs_its_combinations_in_parallel_and_its_dependant_after_all(
     assert lines[lines.index("+ cat started-3.11 started-3.12") + 1 :][:2] == ["3.11", "3.12"]
     log = dockyard("ci", "logs", "last", "test.PY-3.12").stdout.decode()
     assert "+ echo 3.12 > started-$PY" in log
+
+
+SERVE = "mkdir -p /www && echo $ANSWER > /www/v && exec httpd -f -p 8080 -h /www"
+
+
+def test_steps_have_services_of_their_own_each_in_its_own_network(dockyard, tmp_path, busybox_ref):
+    """Both combinations run at once, each with its own ``db`` on port 8080 (they would
+    clash in one network), which sees its secret; each reads its own answer."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        f"""
+        steps:
+          - name: test
+            matrix: {{V: [one, two]}}
+            image: IMAGE
+            services:
+              db:
+                image: IMAGE
+                environment: {{ANSWER: "${{V}}"}}
+                secrets: [TOKEN]
+                command: [sh, -c, '[ "$TOKEN" = s3cret ] && {SERVE}']
+                ready: {{tcp: 8080, timeout: 30s}}
+            commands:
+              - touch started-${{V}}
+              - "i=0; until [ -e started-one ] && [ -e started-two ]; do"
+              - "  i=$((i+1)); [ $i -lt 300 ]; sleep 0.1"
+              - done
+              - wget -qO- http://db:8080/v
+        """,
+    )
+    out, doc = ci_run(dockyard, directory, "-j", "2", "--secret", "TOKEN=s3cret")
+    assert {s["status"] for s in doc["steps"]} == {"success"}
+    for value in ("one", "two"):
+        assert output(out, f"test.V-{value}")[-2] == value
+        assert "--- ready after" in " ".join(output(out, f"test.V-{value}.db"))
+
+
+def test_a_step_waits_only_for_the_services_it_uses(dockyard, tmp_path, busybox_ref):
+    """The service ``gate`` is ready only once step ``first`` has run: ``first`` must
+    not wait for it, ``second`` (all services, by default) must."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        services:
+          gate:
+            image: IMAGE
+            command: [sh, -c, "sleep 1742"]
+            ready: {command: [sh, -c, "test -e /workspace/go"], timeout: 60s}
+        steps:
+          - {name: first, image: IMAGE, services: [], commands: [touch go]}
+          - {name: second, image: IMAGE, commands: [ls go]}
+        """,
+    )
+    _, doc = ci_run(dockyard, directory, "-j", "2")
+    assert [(s["name"], s["status"]) for s in doc["steps"]] == [
+        ("first", "success"),
+        ("second", "success"),
+    ]
+    assert doc["duration"] < 50
+
+
+def test_a_step_retried_on_service_failure_gets_fresh_services(dockyard, tmp_path, busybox_ref):
+    """The step's service exits before it is ready the first time only; its image was
+    built earlier in the run."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        f"""
+        steps:
+          - name: image
+            build: {{tags: [localhost/ci-e2e/db:1]}}
+          - name: test
+            depends_on: [image]
+            image: IMAGE
+            retry: {{count: 1, when: [service_failure]}}
+            services:
+              db:
+                image: localhost/ci-e2e/db:1
+                command:
+                  - sh
+                  - -c
+                  - "[ -e /workspace/once ] || {{ touch /workspace/once; exit 3; }};
+                    ANSWER=$(cat /marker); {SERVE}"
+                ready: {{tcp: 8080, timeout: 30s}}
+            commands: [wget -qO- http://db:8080/v]
+        """,
+        Dockerfile="FROM IMAGE\nRUN echo from-the-build > /marker\n",
+    )
+    out, doc = ci_run(dockyard, directory)
+    test = steps(doc)["test"]
+    assert test["status"] == "success"
+    first, second = test["attempts"]
+    assert (first["status"], first["reason"]) == (
+        "failure",
+        "service db exited with code 3 before it was ready",
+    )
+    assert second["status"] == "success"
+    assert "from-the-build" in output(out, "test")

@@ -485,3 +485,79 @@ def test_matrix_problems():
     assert problems(f"steps: [{{name: t, image: busybox, matrix: {{{many}}}}}]") == [
         ".dockyard.yml:1: steps[0].matrix: 128 combinations: at most 64"
     ]
+
+
+def test_step_services_name_the_pipelines_or_define_their_own():
+    pipeline = parse(
+        """\
+        services:
+          db: {image: postgres, secrets: [DB_PASSWORD]}
+          web: {image: busybox}
+        steps:
+          - {name: default, image: busybox}
+          - {name: named, image: busybox, services: [db]}
+          - {name: one, image: busybox, services: web}
+          - {name: none, image: busybox, services: []}
+          - {name: offline, image: busybox, network: none}
+          - {name: image, build: {}}
+          - name: own
+            image: busybox
+            services: {db: {image: "postgres:16", ready: {tcp: 5432}}}
+        """
+    )
+    services = pipeline.services
+    assert services["db"].secrets == ("DB_PASSWORD",)
+    uses = {step.name: step.uses(services) for step in pipeline.steps}
+    assert uses == {
+        "default": ("db", "web"),
+        "named": ("db",),
+        "one": ("web",),
+        "none": (),
+        "offline": (),
+        "image": (),
+        "own": (),
+    }
+    assert str(pipeline.step("own").own_services["db"].image) == "docker.io/library/postgres:16"
+
+
+def test_step_service_problems():
+    assert problems(
+        """\
+        services:
+          app: {image: "localhost/app:1"}
+        steps:
+          - {name: image, build: {tags: [localhost/app:1]}}
+          - {name: a, image: busybox, services: [nope]}
+          - {name: b, image: busybox, services: {web: {image: "localhost/app:1"}}}
+          - {name: c, image: busybox, network: none, services: [app]}
+          - {name: d, build: {}, services: [app]}
+        """
+    ) == [
+        ".dockyard.yml:7: steps[3]: a step with network: none has no services",
+        ".dockyard.yml:8: steps[4]: a build step cannot have services",
+    ]
+    assert problems(
+        """\
+        services:
+          app: {image: "localhost/app:1"}
+        steps:
+          - {name: image, build: {tags: [localhost/app:1]}}
+          - {name: a, image: busybox, services: [nope]}
+          - {name: b, image: busybox, services: {web: {image: "localhost/app:1"}}}
+        """
+    ) == [
+        ".dockyard.yml:2: services.app.image: localhost/app:1 is built by step 'image': make "
+        "it the service of a step that depends on it",
+        ".dockyard.yml:5: steps[1].services[0]: no service is named 'nope'",
+        ".dockyard.yml:6: steps[2].services.web.image: localhost/app:1 is built by step "
+        "'image': add it to depends_on",
+    ]
+
+
+def test_retry_on_service_failure():
+    step = parse(
+        "steps: [{name: a, image: busybox, retry: {count: 1, when: [service_failure]}}]"
+    ).step("a")
+    assert step.retry is not None
+    assert step.retry.matches("failure", None, service_failed=True)
+    assert not step.retry.matches("failure", 1) and not step.retry.matches("timeout", None)

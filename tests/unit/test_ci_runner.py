@@ -38,5 +38,22 @@ def test_only_a_matrix_selects_every_combination_and_their_dependencies():
     )
     assert _select(pipeline, RunOptions(only=["test"])) == ["deps", "test.PY-a", "test.PY-b"]
     assert _select(pipeline, RunOptions(only=["test.PY-b"])) == ["deps", "test.PY-b"]
-    with pytest.raises(RunError, match="no step named 'test.PY-c'"):
+    with pytest.raises(RunError, match=r"no step named 'test\.PY-c'"):
         _select(pipeline, RunOptions(only=["test.PY-c"]))
+
+
+def test_services_secrets_are_needed_for_the_services_the_selected_steps_use():
+    pipeline = parse_pipeline(
+        "services:\n"
+        "  db: {image: postgres, secrets: [DB_PASSWORD]}\n"
+        "steps:\n"
+        "  - {name: unit, image: busybox, services: []}\n"
+        "  - {name: it, image: busybox, services: [db]}\n"
+        "  - {name: own, image: busybox, services: {cache: {image: redis, secrets: [C]}}}\n",
+        Path(".dockyard.yml"),
+    )
+    assert _select(pipeline, RunOptions(only=["unit"])) == ["unit"]
+    with pytest.raises(RunError, match="secrets not given: DB_PASSWORD"):
+        _select(pipeline, RunOptions(only=["it"]))
+    with pytest.raises(RunError, match="secrets not given: C "):
+        _select(pipeline, RunOptions(only=["own"]))

@@ -11,6 +11,7 @@
         command: [busybox, httpd, -f, -p, "8080"]
         ready: {tcp: 8080, timeout: 30s}          # or {command: [...]}
         stop_timeout: 10s                         # from StopSignal to SIGKILL
+        secrets: [DB_PASSWORD]                    # in its environment
     steps:
       - name: test
         matrix: {PY: ["3.11", "3.12"]}            # steps test.PY-3.11, test.PY-3.12
@@ -19,12 +20,14 @@
         workdir: /app                             # where they start (default: /workspace)
         depends_on: [compile]
         secrets: [API_TOKEN]
+        services: [web]                           # waits for these (default: all)
+        # services: {db: {image: REF, ...}}       # or its own, in a network of its own
         cache: [/root/.cache/pip]                 # or, keyed by the files' contents:
         # cache: {key: {files: [requirements.txt]}, paths: [/root/.cache/pip]}
         reports: {junit: report.xml}
         artifacts: ["dist/**"]
         timeout: 10m
-        retry: {count: 2, when: [{exit_code: 137}, timeout]}   # default when: any failure
+        retry: {count: 2, when: [{exit_code: 137}, timeout, service_failure]}  # default: any
         failure: ignore
         when: {status: [success, failure], branch: main, event: push}
         network: none                             # default: the run's, with outbound NAT
@@ -34,7 +37,7 @@
                 registry_auth: PUSH_AUTH}         # the build's logins (default: the run's)
 
 The ``tags`` of a build step name its image within the run only (later steps and
-services of the run find it by them, before any other image so named); ``push`` sends
+their own services find it by them, before any other image so named); ``push`` sends
 it to a registry under them, ``keep`` names it by them in the store for after the run.
 
 ``registry_auth`` names a secret holding a docker config (``{"auths": {HOST: {"auth":
@@ -58,7 +61,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from functools import cached_property
@@ -256,11 +259,12 @@ class Ready(_Model):
 
 
 class Service(_Model):
-    """A container started before the steps and stopped after them."""
+    """A container started before the steps that use it and stopped after them."""
 
     image: ImageRef
     command: tuple[Text, ...] = ()  # replaces the image's CMD, as in compose
     environment: Env = {}
+    secrets: tuple[EnvName, ...] = ()
     ready: Ready | None = None
     stop_timeout: Duration = 10.0  # after the image's StopSignal, before SIGKILL
 
@@ -351,18 +355,24 @@ class ExitCode(_Model):
 
 class Retry(_Model):
     """Run a failed step again, up to ``count`` more times, if it failed as ``when``
-    says: ``failure`` (any), ``timeout``, or ``{exit_code: N}``; default: any."""
+    says: ``failure`` (any), ``timeout``, ``{exit_code: N}``, or ``service_failure``
+    (its own services did not get ready: they start afresh); default: any."""
 
     count: int = Field(ge=1, le=10)
     when: Annotated[
-        tuple[Literal["failure", "timeout"] | ExitCode, ...], BeforeValidator(_list)
+        tuple[Literal["failure", "timeout", "service_failure"] | ExitCode, ...],
+        BeforeValidator(_list),
     ] = ("failure", "timeout")
 
-    def matches(self, status: str, exit_code: int | None) -> bool:
-        """Whether an attempt that ended with ``status`` (and ``exit_code``) is retried."""
+    def matches(self, status: str, exit_code: int | None, *, service_failed: bool = False) -> bool:
+        """Whether an attempt that ended with ``status`` (and ``exit_code``, or its
+        services failed) is retried."""
         for condition in self.when:
             if isinstance(condition, ExitCode):
                 if status == "failure" and exit_code == condition.exit_code:
+                    return True
+            elif condition == "service_failure":
+                if status == "failure" and service_failed:
                     return True
             elif condition == status:
                 return True
@@ -382,7 +392,19 @@ _COMMAND_FIELDS = (
     "reports",
     "artifacts",
     "network",
+    "services",
 )
+
+
+def _services_form(value: object) -> str:
+    return "[own]" if isinstance(value, dict) else "[names]"
+
+
+StepServices = Annotated[
+    Annotated[tuple[ServiceName, ...], BeforeValidator(_list), Tag("[names]")]
+    | Annotated[dict[ServiceName, Service], Tag("[own]")],
+    Discriminator(_services_form),
+]
 
 
 class Step(_Model):
@@ -403,7 +425,21 @@ class Step(_Model):
     failure: Literal["fail", "ignore"] = "fail"
     when: When = When()
     network: Literal["default", "none"] = "default"  # none: loopback only, no services
+    # the pipeline's services it waits for (default: all), or its own (a mapping)
+    services: StepServices | None = None
     build: Build | None = None
+
+    @property
+    def own_services(self) -> dict[str, Service]:
+        """The services started for this step alone, in a network of its own."""
+        return self.services if isinstance(self.services, dict) else {}
+
+    def uses(self, services: Collection[str]) -> tuple[str, ...]:
+        """Which of the pipeline's ``services`` this step waits for (a build step: none,
+        its RUN steps have a network of their own)."""
+        if self.services is None:
+            return () if self.network == "none" or self.build else tuple(services)
+        return () if isinstance(self.services, dict) else self.services
 
     @property
     def cache_paths(self) -> tuple[str, ...]:
@@ -423,6 +459,8 @@ class Step(_Model):
                 raise ValueError(f"a build step cannot have {', '.join(extra)}")
         elif self.image is None:
             raise ValueError("a step needs image (to run commands) or build")
+        if self.network == "none" and self.services:
+            raise ValueError("a step with network: none has no services")
         return self
 
 
@@ -657,11 +695,25 @@ def _cross_check(
         return problems
     graph = pipeline.graph
     builders = {tag: s.name for s in spec.steps if s.build for tag in s.build.tags}
-    for i, step in enumerate(spec.steps):
-        builder = builders.get(step.image) if step.image else None
-        if builder and builder not in graph.upstream(step.name):
+    for name, service in spec.services.items():
+        if service.image in builders:
             add(
-                ("steps", i, "image"),
-                f"{step.image} is built by step {builder!r}: add it to depends_on",
+                ("services", name, "image"),
+                f"{service.image} is built by step {builders[service.image]!r}: make it "
+                "the service of a step that depends on it",
             )
+    for i, step in enumerate(spec.steps):
+        images = [(("steps", i, "image"), step.image)] if step.image else []
+        images += [
+            (("steps", i, "services", name, "image"), service.image)
+            for name, service in step.own_services.items()
+        ]
+        for loc, image in images:
+            builder = builders.get(image)
+            if builder and builder not in graph.upstream(step.name):
+                add(loc, f"{image} is built by step {builder!r}: add it to depends_on")
+        if isinstance(step.services, tuple):
+            for j, name in enumerate(step.services):
+                if name not in spec.services:
+                    add(("steps", i, "services", j), f"no service is named {name!r}")
     return problems

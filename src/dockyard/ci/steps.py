@@ -5,7 +5,10 @@ A command step runs ``sh -e -c SCRIPT`` in a fresh rootfs of its image, in its
 (``+ make``) before running it and stops at the first that fails. A step without
 commands runs its image's own command. Its cache dirs are bind-mounted; its
 environment is the image's, then the ``CI_*`` and the file's variables, the
-pipeline's ``env``, the step's, and its secrets last.
+pipeline's ``env``, the step's, and its secrets last. A step with services of its own
+runs with them in a network of its own (outbound NAT, as the run's), where they are
+started, checked for readiness, and stopped after each attempt: two steps running at
+once, say two combinations of a matrix, each have their own ``db`` on the same port.
 
 A build step builds a Dockerfile of the workspace in-process into the store, where
 later steps find the image by its tag; secrets go to the build's secret mounts
@@ -29,11 +32,13 @@ Past that, the step times out and what was copied so far stays.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import posixpath
 import shlex
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.ci.caches import cache_dir, cache_name, files_key
@@ -44,10 +49,12 @@ from dockyard.ci.junit import read_reports
 from dockyard.ci.output import OutputLog
 from dockyard.ci.pipeline import Step
 from dockyard.ci.results import CANCELLED, FAILED, FAILURE, SUCCESS, TIMEOUT, StepResult
+from dockyard.ci.services import ServiceError, Services
 from dockyard.ci.workspace import MOUNT_POINT, collect_artifacts
 from dockyard.errors import DockyardError
-from dockyard.runtime import ContainerTimeout, Mount, container_config
+from dockyard.runtime import ContainerTimeout, Mount, container_config, interrupts
 from dockyard.runtime.container import ContainerGroup
+from dockyard.runtime.nat import NAMESERVER, NatNetwork
 
 COLLECT_GRACE = 30.0
 MAX_PROBLEM_NOTES = 20  # a workspace full of FIFOs must not flood the log
@@ -74,13 +81,15 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
     log = OutputLog(step.name, ctx.run.step_log(step.name), ctx.masked, ctx.events)
     started = time.monotonic()
     earlier: list[StepResult] = []
-    result, deadline = _attempt(ctx, step, env, cache_key, log)
+    result, deadline, services_failed = _attempt(ctx, step, env, cache_key, log)
     while step.retry is not None and len(earlier) < step.retry.count:
-        if ctx.cancel.cancelled or not step.retry.matches(result.status, result.exit_code):
+        if ctx.cancel.cancelled or not step.retry.matches(
+            result.status, result.exit_code, service_failed=services_failed
+        ):
             break
         log.note(f"attempt {len(earlier) + 1}: {_summary(result)}; retrying")
         earlier.append(result)
-        result, deadline = _attempt(ctx, step, env, cache_key, log)
+        result, deadline, services_failed = _attempt(ctx, step, env, cache_key, log)
     try:
         if result.status != CANCELLED:
             _collect(ctx, step, result, log, deadline)
@@ -100,21 +109,30 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
 
 def _attempt(
     ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str, log: OutputLog
-) -> tuple[StepResult, float | None]:
-    """Run ``step`` once: how it went, and the deadline it had (by its timeout)."""
+) -> tuple[StepResult, float | None, bool]:
+    """Run ``step`` once: how it went, the deadline it had (by its timeout), and whether
+    its own services failed."""
     result = StepResult(step.name, FAILURE)
     started = time.monotonic()
     deadline = started + step.timeout if step.timeout else None
+    services_failed = False
     try:
         if step.build is not None:
             _build(ctx, step, {n: ctx.secrets[n] for n in step.secrets}, log, deadline)
             result.exit_code = 0
         else:
             step_env = {**env, **step.environment, **{n: ctx.secrets[n] for n in step.secrets}}
-            result.exit_code = _commands(ctx, step, step_env, cache_key, log)
+            with _own_services(ctx, step, env) as step_ctx:
+                result.exit_code = _commands(step_ctx, step, step_env, cache_key, log)
         result.status = SUCCESS if result.exit_code == 0 else FAILURE
         if result.exit_code:
             result.reason = f"exit code {result.exit_code}"
+    except ServiceError as e:
+        services_failed = not ctx.cancel.cancelled
+        result.status, result.reason = (
+            (FAILURE, str(e)) if services_failed else (CANCELLED, "cancelled")
+        )
+        log.note(f"services failed: {e}" if services_failed else "cancelled")
     except Exception as e:
         if ctx.cancel.cancelled:
             result.status, result.reason = CANCELLED, "cancelled"
@@ -129,7 +147,25 @@ def _attempt(
             result.reason = detail.splitlines()[0] if detail else type(e).__name__
             log.note(f"error: {detail}")
     result.duration = time.monotonic() - started
-    return result, deadline
+    return result, deadline, services_failed
+
+
+@contextlib.contextmanager
+def _own_services(ctx: RunContext, step: Step, env: Mapping[str, str]) -> Iterator[RunContext]:
+    """The context ``step`` runs in: the run's, or, if it has services of its own, one
+    with a network of its own where they run, ready (:class:`ServiceError` if not)."""
+    if not step.own_services:
+        yield ctx
+        return
+    with contextlib.ExitStack() as stack:
+        with interrupts.deferred():  # no Ctrl-C between creation and registration
+            network = stack.enter_context(NatNetwork())
+        own = dataclasses.replace(
+            ctx, netns=Path(network.path), services=list(step.own_services), dns=(NAMESERVER,)
+        )
+        services = stack.enter_context(Services(own, env, step.own_services, label=f"{step.name}."))
+        services.start()
+        yield own
 
 
 def _commands(

@@ -126,7 +126,11 @@ def run(
     )
     if parallel:
         options.parallel = parallel
-    printer = _Printer([s.name for s in pipeline.steps] + list(pipeline.services))
+    printer = _Printer(
+        [s.name for s in pipeline.steps]
+        + list(pipeline.services)
+        + [f"{s.name}.{name}" for s in pipeline.steps for name in s.own_services]
+    )
     previous = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     try:
         result = run_pipeline(pipeline, options, printer)
