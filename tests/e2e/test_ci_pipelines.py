@@ -427,7 +427,7 @@ def test_a_step_waits_only_for_the_services_it_uses(dockyard, tmp_path, busybox_
 
 def test_a_step_retried_on_service_failure_gets_fresh_services(dockyard, tmp_path, busybox_ref):
     """The step's service exits before it is ready the first time only; its image was
-    built earlier in the run."""
+    built earlier in the run, and the step has its name as BUILT_IMAGE."""
     directory = write_project(
         tmp_path / "p",
         busybox_ref,
@@ -448,7 +448,7 @@ def test_a_step_retried_on_service_failure_gets_fresh_services(dockyard, tmp_pat
                   - "[ -e /workspace/once ] || {{ touch /workspace/once; exit 3; }};
                     ANSWER=$(cat /marker); {SERVE}"
                 ready: {{tcp: 8080, timeout: 30s}}
-            commands: [wget -qO- http://db:8080/v]
+            commands: [wget -qO- http://db:8080/v, "env | grep ^BUILT_"]
         """,
         Dockerfile="FROM IMAGE\nRUN echo from-the-build > /marker\n",
     )
@@ -462,3 +462,4 @@ def test_a_step_retried_on_service_failure_gets_fresh_services(dockyard, tmp_pat
     )
     assert second["status"] == "success"
     assert "from-the-build" in output(out, "test")
+    assert "BUILT_IMAGE=localhost/ci-e2e/db:1" in output(out, "test")  # in its env

@@ -19,7 +19,8 @@ empty string. Keys are never replaced, nor are step names and ``depends_on`` (a
 step's identity is fixed). The values are also every step's environment.
 
 ``BUILT_IMAGE`` exists only in a step that depends on exactly one build step: that
-step's first tag, else the run's own name for its image (see :mod:`.images`).
+step's first tag, else the run's own name for its image (see :mod:`.images`); it is
+in that step's environment too (unless the step sets it itself).
 
 At load time the values are not known yet: the file is checked with stand-ins
 (:data:`STAND_INS`); a run replaces them with its own (see :mod:`.runner`).
@@ -106,11 +107,14 @@ def interpolate(
             continue
         if key == "steps" and isinstance(value, list):
             out[key] = [
-                _step(
-                    step,
-                    {**values, **built.get(i, {}), **step_values.get(i, {})},
-                    report,
-                    ("steps", i),
+                _with_env(
+                    _step(
+                        step,
+                        {**values, **built.get(i, {}), **step_values.get(i, {})},
+                        report,
+                        ("steps", i),
+                    ),
+                    built.get(i, {}),
                 )
                 for i, step in enumerate(value)
             ]
@@ -124,6 +128,16 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else str(value)
+
+
+def _with_env(step: Any, env: Mapping[str, str]) -> Any:
+    """A command step with ``env`` in its environment, under what it sets itself."""
+    if not env or not isinstance(step, dict) or "build" in step:
+        return step
+    environment = step.get("environment", {})
+    if not isinstance(environment, dict):
+        return step  # the schema says what is wrong
+    return {**step, "environment": {**env, **environment}}
 
 
 def _step(step: Any, values: Mapping[str, str], report: Report, path: FieldPath) -> Any:
