@@ -3,6 +3,7 @@ the steps' network, service failures and failure steps, live logs, run listings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -211,7 +212,8 @@ def test_follow_a_running_steps_log_from_another_terminal(
         assert rest[-1].startswith("--- failure in ")
     finally:
         if go is not None and run.poll() is None:
-            go.touch()  # whatever failed, the step ends
+            with contextlib.suppress(FileNotFoundError):  # gone: the run is ending
+                go.touch()  # whatever failed, the step ends
         run.communicate(timeout=120)
     assert run.returncode == 1
     stamped = dockyard("ci", "logs", "--timestamps", "last", "slow").stdout.decode()
@@ -423,6 +425,10 @@ def test_a_step_waits_only_for_the_services_it_uses(dockyard, tmp_path, busybox_
         ("second", "success"),
     ]
     assert doc["duration"] < 50
+    first, second = steps(doc)["first"]["timings"], steps(doc)["second"]["timings"]
+    assert "services" not in first  # it did not wait
+    assert second["services"] >= first["run"]  # it waited for gate, which waited for first
+    assert set(doc["services"]["gate"]) == {"pull", "ready"}
 
 
 def test_a_step_retried_on_service_failure_gets_fresh_services(dockyard, tmp_path, busybox_ref):
@@ -463,3 +469,12 @@ def test_a_step_retried_on_service_failure_gets_fresh_services(dockyard, tmp_pat
     assert second["status"] == "success"
     assert "from-the-build" in output(out, "test")
     assert "BUILT_IMAGE=localhost/ci-e2e/db:1" in output(out, "test")  # in its env
+    # timings: the build's steps, the step's phases, its service's pull and readiness
+    build = steps(doc)["image"]
+    assert [s["step"].split("]")[0] for s in build["build_steps"]] == ["[1/2", "[2/2"]
+    assert sum(s["duration"] for s in build["build_steps"]) <= build["timings"]["run"]
+    assert set(test["timings"]) == {"services", "pull", "run"}
+    assert set(first["timings"]) == {"services"}  # its service failed: nothing more
+    assert set(test["services"]["db"]) == {"pull", "ready"}
+    assert re.search(r"^test +success +[\d.]+s +[\d.]+s +[\d.]+s +[\d.]+s +0 ", out, re.M)
+    assert re.search(r"^service test\.db: pulled in [\d.]+s, ready after [\d.]+s$", out, re.M)

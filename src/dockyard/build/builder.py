@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -98,12 +99,15 @@ class BuildOptions:
 
 @dataclass
 class BuildResult:
-    """The built image: its manifest (in the store) and how the cache did."""
+    """The built image: its manifest (in the store), how the cache did, how long each
+    step took."""
 
     manifest: manifests.Manifest
     config: bytes
     cached: int = 0
     executed: int = 0
+    # each step (as the log names it: "[2/3] RUN make") and its seconds, in start order
+    timings: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def digest(self) -> str:
@@ -141,6 +145,7 @@ class Builder:
         self._dockerfile: ConfinedFile | None = None
         self._nat: NatNetwork | None = None  # shared by the build's RUN steps, made on first use
         self._emptied_cache_mounts: set[str] = set()  # --no-cache: emptied once per build
+        self._timings: list[tuple[float, str, float]] = []  # started, step, seconds
 
     # the whole build
 
@@ -214,7 +219,10 @@ class Builder:
             from dockyard.build.cache_export import export_cache
 
             export_cache(self.store, self.cache.used, options.cache_to, self.log)
-        return BuildResult(manifest, config, self._counts["cached"], self._counts["executed"])
+        timings = [(step, seconds) for _, step, seconds in sorted(self._timings)]
+        return BuildResult(
+            manifest, config, self._counts["cached"], self._counts["executed"], timings
+        )
 
     def _name(self, manifest: manifests.Manifest) -> None:
         names = self.options.tags or [
@@ -229,6 +237,7 @@ class Builder:
     # stages
 
     def _stage(self, plan: BuildPlan, stage: Stage, results: dict[int, StageResult]) -> StageResult:
+        started, pulled = time.monotonic(), 0.0  # the base image's, for its FROM step
         triggers: tuple[ins.Instruction, ...] = stage.triggers
         if stage.base_stage is not None:
             base = results[stage.base_stage]
@@ -239,12 +248,15 @@ class Builder:
             scope = plan.scope(stage)
         else:
             state = self._image_state(stage.base, stage.from_)
+            pulled = time.monotonic() - started
             scope = plan.scope(stage, image_env=state.config.get("Env") or [])
             triggers = plan.image_triggers(stage, state.config.get("OnBuild") or [])
         state.config.pop("OnBuild", None)  # triggers fire once, in the first child
         names = StepNames(stage, triggers, len(plan.stages))
         if not stage.is_scratch and stage.base_stage is None:
-            self.log(names.base(stage.base))
+            line = names.base(stage.base)
+            self.log(line)
+            self._timings.append((started, line, pulled))
         if "PATH" not in state.env and state.doc.get("os") != "windows":
             state.set_env("PATH", DEFAULT_PATH)  # as BuildKit: PATH is always set (not Windows)
         cmd_set = False
@@ -257,7 +269,10 @@ class Builder:
                 cmd_set = True
             elif isinstance(done, ins.Entrypoint) and not cmd_set:
                 state.config.pop("Cmd", None)
+            started = time.monotonic()
             self._instruction(done, state, scope, results, plan)
+            if line is not None:
+                self._timings.append((started, line, time.monotonic() - started))
         return StageResult(state, scope)
 
     def _image_state(self, name: str, instr: ins.Instruction) -> ImageState:

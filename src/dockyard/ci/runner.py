@@ -192,6 +192,7 @@ def run_pipeline(
                 stack.callback(ctx.images.forget_built)
                 services = stack.enter_context(Services(ctx, env, used))
                 scheduler.services = services
+                result.services = services.timings
                 services.launch()
                 scheduler.run()
                 result.error = services.failure_of(used)  # the failure steps have run
@@ -297,6 +298,8 @@ class _Scheduler:
         self.selected = selected
         self.results: dict[str, StepResult] = {}
         self.services: Services | None = None  # the pipeline's, once started
+        self._ready_at: dict[str, float] = {}  # when a step was free to start but for services
+        self._waited: dict[str, float] = {}  # how long a started step waited for services
         self.on_change: Callable[[], None] = lambda: None  # a step started or ended
 
     def run(self) -> None:
@@ -306,7 +309,9 @@ class _Scheduler:
         waiting: list[str] = []  # ready to start once their services have settled
         try:
             while not self.schedule.done:
-                waiting += self.schedule.ready()
+                for name in self.schedule.ready():
+                    waiting.append(name)
+                    self._ready_at[name] = time.monotonic()
                 for name in list(waiting):
                     uses = self.pipeline.step(name).uses(self.pipeline.services)
                     if self.services and not all(f.done() for f in self.services.settled(uses)):
@@ -325,8 +330,12 @@ class _Scheduler:
                 done, _ = wait(awaited, return_when=FIRST_COMPLETED)
                 for future in done:
                     if future in running:
+                        result = future.result()
                         del running[future]
-                        self._finish(future.result())
+                        if result.name in self._waited:
+                            waited = self._waited[result.name] + result.timings.get("services", 0)
+                            result.timings = {"services": waited, **result.timings}
+                        self._finish(result)
         except BaseException:
             with interrupts.deferred():
                 self.ctx.cancel.cancel()
@@ -358,6 +367,8 @@ class _Scheduler:
         if reason:
             self._finish(StepResult(name, SKIPPED, reason=reason))
             return None
+        if uses:
+            self._waited[name] = time.monotonic() - self._ready_at[name]
         self.results[name] = StepResult(name, RUNNING)
         self.on_change()
         self.ctx.events.step_started(name)

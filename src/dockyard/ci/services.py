@@ -17,7 +17,7 @@ failed (:attr:`Services.failures`): the steps that use it do not run, the run fa
 (its ``when: status: [failure]`` steps still run, see :mod:`.runner`). One not ready in
 time is killed there and then, not asked to stop. A service that exits later is only
 noted. A service's environment is the steps' variables, its ``environment`` and its
-``secrets``.
+``secrets``. :attr:`Services.timings` says how long each took to pull and to get ready.
 
 :meth:`Services.close` stops the services as ``docker stop`` does, all at once: the
 image's ``StopSignal`` (default SIGTERM) to each service's first process, then, for
@@ -87,6 +87,7 @@ class Services:
         self.specs = specs
         self.label = label
         self.failures: dict[str, str] = {}  # name -> what went wrong
+        self.timings: dict[str, dict[str, float]] = {n: {} for n in specs}  # pull, ready
         self._settled = {name: Future[None]() for name in specs}  # done: ready or failed
         self._running: list[_Running] = []
         self._checks: list[threading.Event] = []  # set when a readiness check has ended
@@ -155,10 +156,13 @@ class Services:
         source = self.label + name
         log = OutputLog(source, self.ctx.run.service_log(source), self.ctx.masked, self.ctx.events)
         self._stack.callback(log.close)
+        started = time.monotonic()
         try:
             image = self.ctx.images.get(spec.image, log.note)
         except DockyardError as e:
             raise ServiceError(f"service {name}: {e}") from None
+        finally:
+            self.timings[name]["pull"] = time.monotonic() - started
         stop = (image.config.get("config") or {}).get("StopSignal") or "SIGTERM"
         try:
             stop_signal = parse_signal(stop)
@@ -272,6 +276,7 @@ class Services:
             self._fail(service.name, f"service {service.name}: readiness check failed: {e}")
             return
         if ok and not service.exited.is_set():
+            self.timings[service.name]["ready"] = time.monotonic() - started
             service.log.note(f"ready after {time.monotonic() - started:.1f}s")
         elif self._given_up:
             return

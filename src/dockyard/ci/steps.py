@@ -90,6 +90,7 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
         log.note(f"attempt {len(earlier) + 1}: {_summary(result)}; retrying")
         earlier.append(result)
         result, deadline, services_failed = _attempt(ctx, step, env, cache_key, log)
+    collecting = time.monotonic()
     try:
         if result.status != CANCELLED:
             _collect(ctx, step, result, log, deadline)
@@ -99,6 +100,8 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
         result.reason = f"timed out after {step.timeout:g}s" if timeout else "cancelled"
         log.note(f"collecting reports and artifacts stopped: {result.reason}")
     finally:
+        if step.reports.junit or step.artifacts:
+            result.timings["collect"] = time.monotonic() - collecting
         result.attempts = [*earlier, result] if earlier else []
         result.duration = time.monotonic() - started
         result.ignored = result.status in FAILED and step.failure == "ignore"
@@ -118,12 +121,19 @@ def _attempt(
     services_failed = False
     try:
         if step.build is not None:
-            _build(ctx, step, {n: ctx.secrets[n] for n in step.secrets}, log, deadline)
+            building = time.monotonic()
+            try:
+                secrets = {n: ctx.secrets[n] for n in step.secrets}
+                result.build_steps = _build(ctx, step, secrets, log, deadline)
+                for name, seconds in result.build_steps:
+                    log.note(f"{seconds:.1f}s {name}")
+            finally:
+                result.timings["run"] = time.monotonic() - building
             result.exit_code = 0
         else:
             step_env = {**env, **step.environment, **{n: ctx.secrets[n] for n in step.secrets}}
-            with _own_services(ctx, step, env) as step_ctx:
-                result.exit_code = _commands(step_ctx, step, step_env, cache_key, log)
+            with _own_services(ctx, step, env, result) as step_ctx:
+                result.exit_code = _commands(step_ctx, step, step_env, cache_key, log, result)
         result.status = SUCCESS if result.exit_code == 0 else FAILURE
         if result.exit_code:
             result.reason = f"exit code {result.exit_code}"
@@ -151,9 +161,12 @@ def _attempt(
 
 
 @contextlib.contextmanager
-def _own_services(ctx: RunContext, step: Step, env: Mapping[str, str]) -> Iterator[RunContext]:
+def _own_services(
+    ctx: RunContext, step: Step, env: Mapping[str, str], result: StepResult
+) -> Iterator[RunContext]:
     """The context ``step`` runs in: the run's, or, if it has services of its own, one
-    with a network of its own where they run, ready (:class:`ServiceError` if not)."""
+    with a network of its own where they run, ready (:class:`ServiceError` if not).
+    How long they took goes into ``result``."""
     if not step.own_services:
         yield ctx
         return
@@ -164,15 +177,30 @@ def _own_services(ctx: RunContext, step: Step, env: Mapping[str, str]) -> Iterat
             ctx, netns=Path(network.path), services=list(step.own_services), dns=(NAMESERVER,)
         )
         services = stack.enter_context(Services(own, env, step.own_services, label=f"{step.name}."))
-        services.start()
+        result.services = services.timings
+        started = time.monotonic()
+        try:
+            services.start()
+        finally:
+            result.timings["services"] = time.monotonic() - started
         yield own
 
 
 def _commands(
-    ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str, log: OutputLog
+    ctx: RunContext,
+    step: Step,
+    env: Mapping[str, str],
+    cache_key: str,
+    log: OutputLog,
+    result: StepResult,
 ) -> int:
+    """Run the step's commands; how long pulling and running took goes into ``result``."""
     assert step.image is not None
-    image = ctx.images.get(step.image, log.note)
+    started = time.monotonic()
+    try:
+        image = ctx.images.get(step.image, log.note)
+    finally:
+        result.timings["pull"] = time.monotonic() - started
     files = files_key(ctx.run.workspace, step.cache_files)
     if files and ctx.hold is not None:  # named only now: held before its first use
         with ctx.store.lease():
@@ -190,9 +218,13 @@ def _commands(
         base=ctx.base_config(step.name, caches, network=step.network),
     )
     with ctx.images.rootfs(image) as rootfs:
-        return ctx.cancel.run(
-            rootfs, config, root=ctx.store.root, timeout=step.timeout, on_output=log
-        )
+        started = time.monotonic()
+        try:
+            return ctx.cancel.run(
+                rootfs, config, root=ctx.store.root, timeout=step.timeout, on_output=log
+            )
+        finally:
+            result.timings["run"] = time.monotonic() - started
 
 
 def _build(
@@ -201,9 +233,10 @@ def _build(
     secrets: Mapping[str, str],
     log: OutputLog,
     deadline: float | None,
-) -> None:
+) -> list[tuple[str, float]]:
     """Build the image of ``step`` under the run's own name for it (see :mod:`.images`);
-    name it by its tags in the store (``keep``) or a registry (``push``) if asked."""
+    name it by its tags in the store (``keep``) or a registry (``push``) if asked.
+    Return how long each of its steps took."""
     from dockyard.build.builder import BuildOptions
     from dockyard.build.builder import build as build_image
     from dockyard.build.cache_export import check_location
@@ -254,6 +287,7 @@ def _build(
                 log.note(f"pushing {tag}")
                 destination = RegistryDestination(client_for(tag), tag)
                 copy_image(ctx.store.source(name), destination)
+    return built.timings
 
 
 @contextlib.contextmanager

@@ -313,15 +313,20 @@ class _Printer(Events):
 
 
 def _summary(result: RunResult, colour: bool) -> None:
-    rows = [("STEP", "STATUS", "DURATION", "EXIT", "TESTS")]
+    rows = [("STEP", "STATUS", "DURATION", "SERVICES", "PULL", "RUN", "EXIT", "TESTS")]
     for step in result.steps:
         status = step.status + (" (ignored)" if step.ignored else "")
         tests = step.tests
+        timings = step.timings
         rows.append(
             (
                 step.name,
                 status,
                 _duration(step.duration) if step.status != "skipped" else "-",
+                *(
+                    _duration(timings[part]) if part in timings else "-"
+                    for part in ("services", "pull", "run")
+                ),
                 "-" if step.exit_code is None else str(step.exit_code),
                 f"{tests.passed} passed, {tests.failed} failed" if tests else "-",
             )
@@ -331,6 +336,15 @@ def _summary(result: RunResult, colour: bool) -> None:
     for step in result.steps:
         if step.tests and step.tests.failing:
             click.echo(f"failing tests in {step.name}: {', '.join(step.tests.failing)}")
+    services = [*result.services.items()] + [
+        (f"{step.name}.{name}", t) for step in result.steps for name, t in step.services.items()
+    ]
+    for name, timings in services:
+        parts = [f"pulled in {_duration(timings['pull'])}"] if "pull" in timings else []
+        if "ready" in timings:
+            parts.append(f"ready after {_duration(timings['ready'])}")
+        if parts:
+            click.echo(f"service {name}: {', '.join(parts)}")
     outcome = result.status.upper()
     if colour:
         outcome = click.style(outcome, fg=_STATUS_COLOURS.get(result.status), bold=True)
