@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
+import httpx
+
 from dockyard.ci.runs import RunDir, run_ids
 from tests.e2e.test_ci_run import (  # noqa: F401 - clean_host: autouse here too
     ci_run,
@@ -478,3 +480,29 @@ def test_a_step_retried_on_service_failure_gets_fresh_services(dockyard, tmp_pat
     assert set(test["services"]["db"]) == {"pull", "ready"}
     assert re.search(r"^test +success +[\d.]+s +[\d.]+s +[\d.]+s +[\d.]+s +0 ", out, re.M)
     assert re.search(r"^service test\.db: pulled in [\d.]+s, ready after [\d.]+s$", out, re.M)
+
+
+def test_a_pipeline_push_gzips_plain_tar_layers(dockyard, tmp_path, busybox_ref, docker_registry):
+    """The base image's layers are plain tar (copied so); pushed, every layer is gzip,
+    as ``dockyard push`` sends them."""
+    plain = f"{docker_registry.host}/ci-e2e/plain:1"
+    dockyard("copy", "--compression-format", "none", f"docker://{busybox_ref}", f"docker://{plain}")
+    pushed = f"{docker_registry.host}/ci-e2e/gzipped:1"
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        f"""
+        steps:
+          - name: image
+            build: {{tags: [{pushed}], push: true}}
+        """,
+        Dockerfile=f"FROM {plain}\nRUN echo more > /more\n",
+    )
+    ci_run(dockyard, directory)
+    manifest = httpx.get(
+        f"{docker_registry.url}/v2/ci-e2e/gzipped/manifests/1",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    ).json()
+    types = {layer["mediaType"] for layer in manifest["layers"]}
+    assert types == {"application/vnd.oci.image.layer.v1.tar+gzip"}
+    assert len(manifest["layers"]) == 2

@@ -280,13 +280,14 @@ def _build(
                 log.note(f"tagged {tag} in the store")
         if build.push:
             from dockyard.registry.client import RegistryDestination, client_for
+            from dockyard.transfer.convert import plan
             from dockyard.transfer.copy import copy_image
 
-            for tag in build.tags:
+            for tag in build.tags:  # plain-tar layers gzipped, as `dockyard push` does
                 ctx.cancel.check()
                 log.note(f"pushing {tag}")
                 destination = RegistryDestination(client_for(tag), tag)
-                copy_image(ctx.store.source(name), destination)
+                copy_image(ctx.store.source(name), destination, conversion=plan("docker"))
     return built.timings
 
 
