@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dockyard.ci.results import Events
-from dockyard.cli.common import open_store
+from dockyard.cli.common import open_store, parse_pairs
 
 if TYPE_CHECKING:
     from dockyard.ci import RunDir, RunResult, StepResult
@@ -116,7 +116,7 @@ def run(
         store_root=open_store().root,
         source=directory,
         secrets=_secrets(secrets, from_env, secrets_files),
-        env=_pairs(env, "--env"),
+        env=parse_pairs(env, "--env"),
         branch=branch if branch is not None else _git(directory, "--abbrev-ref", "HEAD"),
         commit=commit if commit is not None else _git(directory, "HEAD"),
         event=event,
@@ -373,16 +373,6 @@ def _duration(seconds: object) -> str:
 # -- options ---------------------------------------------------------------------------
 
 
-def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
-    out = {}
-    for value in values:
-        key, sep, rest = value.partition("=")
-        if not key or not sep:
-            raise click.BadParameter(f"{value!r}: expected NAME=VALUE", param_hint=option)
-        out[key] = rest
-    return out
-
-
 def _secrets(values: tuple[str, ...], from_env: bool, files: tuple[Path, ...]) -> dict[str, str]:
     """Secrets from files first, then --secret, later ones winning."""
     secrets: dict[str, str] = {}
@@ -400,18 +390,15 @@ def _secrets(values: tuple[str, ...], from_env: bool, files: tuple[Path, ...]) -
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
                 value = value[1:-1]
             secrets[name.strip()] = value
-    for value in values:
-        name, sep, rest = value.partition("=")
-        if sep:
-            secrets[name] = rest
-        elif not from_env:
-            raise click.BadParameter(
-                f"{value!r}: give NAME=VALUE, or add --from-env", param_hint="--secret"
-            )
-        elif name not in os.environ:
-            raise click.BadParameter(f"{name} is not set in the environment", param_hint="--secret")
-        else:
-            secrets[name] = os.environ[name]
+    bare = [value for value in values if "=" not in value]
+    if bare and not from_env:
+        raise click.BadParameter(
+            f"{bare[0]!r}: give NAME=VALUE, or add --from-env", param_hint="--secret"
+        )
+    unset = [name for name in bare if name not in os.environ]
+    if unset:
+        raise click.BadParameter(f"{unset[0]} is not set in the environment", param_hint="--secret")
+    secrets.update(parse_pairs(values, "--secret", bare="environment"))
     return secrets
 
 
