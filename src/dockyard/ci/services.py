@@ -86,8 +86,11 @@ class Services:
         self.env = env
         self.specs = specs
         self.label = label
+        # Both replaced, never changed, as threads learn more: a reader (the run's
+        # record) may iterate over what it got while they do.
         self.failures: dict[str, str] = {}  # name -> what went wrong
         self.timings: dict[str, dict[str, float]] = {n: {} for n in specs}  # pull, ready
+        self._lock = threading.Lock()
         self._settled = {name: Future[None]() for name in specs}  # done: ready or failed
         self._running: list[_Running] = []
         self._checks: list[threading.Event] = []  # set when a readiness check has ended
@@ -134,10 +137,15 @@ class Services:
         return "; ".join(m for name, m in self.failures.items() if name in wanted)
 
     def _fail(self, name: str, message: str) -> None:
-        self.failures[name] = message
-        self.failures = {n: self.failures[n] for n in self.specs if n in self.failures}
+        with self._lock:
+            failures = {**self.failures, name: message}
+            self.failures = {n: failures[n] for n in self.specs if n in failures}
         if not self._settled[name].done():
             self._settled[name].set_result(None)
+
+    def _timed(self, name: str, what: str, seconds: float) -> None:
+        with self._lock:
+            self.timings[name] = {**self.timings[name], what: seconds}
 
     def close(self) -> None:
         """Stop every service and remove what it used; safe to call again."""
@@ -162,7 +170,7 @@ class Services:
         except DockyardError as e:
             raise ServiceError(f"service {name}: {e}") from None
         finally:
-            self.timings[name]["pull"] = time.monotonic() - started
+            self._timed(name, "pull", time.monotonic() - started)
         stop = (image.config.get("config") or {}).get("StopSignal") or "SIGTERM"
         try:
             stop_signal = parse_signal(stop)
@@ -276,7 +284,7 @@ class Services:
             self._fail(service.name, f"service {service.name}: readiness check failed: {e}")
             return
         if ok and not service.exited.is_set():
-            self.timings[service.name]["ready"] = time.monotonic() - started
+            self._timed(service.name, "ready", time.monotonic() - started)
             service.log.note(f"ready after {time.monotonic() - started:.1f}s")
         elif self._given_up:
             return
