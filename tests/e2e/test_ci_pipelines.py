@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
+import httpx
+
 from dockyard.ci.runs import RunDir, run_ids
 from tests.e2e.test_ci_run import (  # noqa: F401 - clean_host: autouse here too
     ci_run,
@@ -331,3 +333,176 @@ def test_a_retried_step_keeps_every_attempt(dockyard, tmp_path, busybox_ref):
     assert lines.index("killed") < retried < lines.index("passed")
     broken = steps(doc)["broken"]
     assert (broken["status"], broken.get("attempts")) == ("failure", None)  # not retried
+
+
+def test_a_matrix_runs_its_combinations_in_parallel_and_its_dependant_after_all(
+    dockyard, tmp_path, busybox_ref
+):
+    """Each combination waits (30 s at most) until both have started: they pass only
+    if they run at the same time."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - name: test
+            matrix: {PY: ["3.11", "3.12"]}
+            image: IMAGE
+            commands:
+              - "echo ${PY} > started-$PY"
+              - "i=0; until [ $(ls started-* | wc -l) = 2 ]; do"
+              - "  i=$((i+1)); [ $i -lt 300 ]; sleep 0.1"
+              - done
+          - name: after
+            depends_on: [test]
+            image: IMAGE
+            commands: [cat started-3.11 started-3.12]
+        """,
+    )
+    out, doc = ci_run(dockyard, directory, "-j", "2")
+    assert [s["name"] for s in doc["steps"]] == ["test.PY-3.11", "test.PY-3.12", "after"]
+    assert {s["status"] for s in doc["steps"]} == {"success"}
+    lines = output(out, "after")
+    assert lines[lines.index("+ cat started-3.11 started-3.12") + 1 :][:2] == ["3.11", "3.12"]
+    log = dockyard("ci", "logs", "last", "test.PY-3.12").stdout.decode()
+    assert "+ echo 3.12 > started-$PY" in log
+
+
+SERVE = "mkdir -p /www && echo $ANSWER > /www/v && exec httpd -f -p 8080 -h /www"
+
+
+def test_steps_have_services_of_their_own_each_in_its_own_network(dockyard, tmp_path, busybox_ref):
+    """Both combinations run at once, each with its own ``db`` on port 8080 (they would
+    clash in one network), which sees its secret; each reads its own answer."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        f"""
+        steps:
+          - name: test
+            matrix: {{V: [one, two]}}
+            image: IMAGE
+            services:
+              db:
+                image: IMAGE
+                environment: {{ANSWER: "${{V}}"}}
+                secrets: [TOKEN]
+                command: [sh, -c, '[ "$TOKEN" = s3cret ] && {SERVE}']
+                ready: {{tcp: 8080, timeout: 30s}}
+            commands:
+              - touch started-${{V}}
+              - "i=0; until [ -e started-one ] && [ -e started-two ]; do"
+              - "  i=$((i+1)); [ $i -lt 300 ]; sleep 0.1"
+              - done
+              - wget -qO- http://db:8080/v
+        """,
+    )
+    out, doc = ci_run(dockyard, directory, "-j", "2", "--secret", "TOKEN=s3cret")
+    assert {s["status"] for s in doc["steps"]} == {"success"}
+    for value in ("one", "two"):
+        assert output(out, f"test.V-{value}")[-2] == value
+        assert "--- ready after" in " ".join(output(out, f"test.V-{value}.db"))
+
+
+def test_a_step_waits_only_for_the_services_it_uses(dockyard, tmp_path, busybox_ref):
+    """The service ``gate`` is ready only once step ``first`` has run: ``first`` must
+    not wait for it, ``second`` (all services, by default) must."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        services:
+          gate:
+            image: IMAGE
+            command: [sh, -c, "sleep 1742"]
+            ready: {command: [sh, -c, "test -e /workspace/go"], timeout: 60s}
+        steps:
+          - {name: first, image: IMAGE, services: [], commands: [touch go]}
+          - {name: second, image: IMAGE, commands: [ls go]}
+        """,
+    )
+    _, doc = ci_run(dockyard, directory, "-j", "2")
+    assert [(s["name"], s["status"]) for s in doc["steps"]] == [
+        ("first", "success"),
+        ("second", "success"),
+    ]
+    assert doc["duration"] < 50
+    first, second = steps(doc)["first"]["timings"], steps(doc)["second"]["timings"]
+    assert "services" not in first  # it did not wait
+    assert second["services"] >= first["run"]  # it waited for gate, which waited for first
+    assert set(doc["services"]["gate"]) == {"pull", "ready"}
+
+
+def test_a_step_retried_on_service_failure_gets_fresh_services(dockyard, tmp_path, busybox_ref):
+    """The step's service exits before it is ready the first time only; its image was
+    built earlier in the run, and the step has its name as BUILT_IMAGE."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        f"""
+        steps:
+          - name: image
+            build: {{tags: [localhost/ci-e2e/db:1]}}
+          - name: test
+            depends_on: [image]
+            image: IMAGE
+            retry: {{count: 1, when: [service_failure]}}
+            services:
+              db:
+                image: localhost/ci-e2e/db:1
+                command:
+                  - sh
+                  - -c
+                  - "[ -e /workspace/once ] || {{ touch /workspace/once; exit 3; }};
+                    ANSWER=$(cat /marker); {SERVE}"
+                ready: {{tcp: 8080, timeout: 30s}}
+            commands: [wget -qO- http://db:8080/v, "env | grep ^BUILT_"]
+        """,
+        Dockerfile="FROM IMAGE\nRUN echo from-the-build > /marker\n",
+    )
+    out, doc = ci_run(dockyard, directory)
+    test = steps(doc)["test"]
+    assert test["status"] == "success"
+    first, second = test["attempts"]
+    assert (first["status"], first["reason"]) == (
+        "failure",
+        "service db exited with code 3 before it was ready",
+    )
+    assert second["status"] == "success"
+    assert "from-the-build" in output(out, "test")
+    assert "BUILT_IMAGE=localhost/ci-e2e/db:1" in output(out, "test")  # in its env
+    # timings: the build's steps, the step's phases, its service's pull and readiness
+    build = steps(doc)["image"]
+    assert [s["step"].split("]")[0] for s in build["build_steps"]] == ["[1/2", "[2/2"]
+    assert sum(s["duration"] for s in build["build_steps"]) <= build["timings"]["run"]
+    assert set(test["timings"]) == {"services", "pull", "run"}
+    assert set(first["timings"]) == {"services"}  # its service failed: nothing more
+    assert set(test["services"]["db"]) == {"pull", "ready"}
+    assert re.search(r"^test +success +[\d.]+s +[\d.]+s +[\d.]+s +[\d.]+s +0 ", out, re.M)
+    assert re.search(r"^service test\.db: pulled in [\d.]+s, ready after [\d.]+s$", out, re.M)
+
+
+def test_a_pipeline_push_gzips_plain_tar_layers(dockyard, tmp_path, busybox_ref, docker_registry):
+    """The base image's layers are plain tar (copied so); pushed, every layer is gzip,
+    as ``dockyard push`` sends them."""
+    plain = f"{docker_registry.host}/ci-e2e/plain:1"
+    dockyard("copy", "--compression-format", "none", f"docker://{busybox_ref}", f"docker://{plain}")
+    pushed = f"{docker_registry.host}/ci-e2e/gzipped:1"
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        f"""
+        steps:
+          - name: image
+            build: {{tags: [{pushed}], push: true}}
+        """,
+        Dockerfile=f"FROM {plain}\nRUN echo more > /more\n",
+    )
+    ci_run(dockyard, directory)
+    manifest = httpx.get(
+        f"{docker_registry.url}/v2/ci-e2e/gzipped/manifests/1",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    ).json()
+    types = {layer["mediaType"] for layer in manifest["layers"]}
+    assert types == {"application/vnd.oci.image.layer.v1.tar+gzip"}
+    assert len(manifest["layers"]) == 2

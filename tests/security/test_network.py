@@ -428,3 +428,42 @@ def test_the_dns_forward_reaches_the_resolvers_port_53_and_no_other(tmp_path):
             listener.close()
     found = dict(line.split("=", 1) for line in result.stdout.splitlines())
     assert found == {"dns": "RESOLVER", "other_port": "", "gateway": ""}
+
+
+def test_a_steps_own_services_share_a_nat_network_with_it_alone(dockyard, tmp_path, world, image):
+    """A step with services of its own gets a NAT'd network of its own: it reaches them
+    and the outside, not the host, and not the run's services."""
+    project = tmp_path / "project"
+    (project / "www").mkdir(parents=True)
+    (project / "www" / "index.html").write_text("OWN\n")
+    script = json.dumps(probe(world))
+    (project / ".dockyard.yml").write_text(
+        textwrap.dedent(
+            f"""
+            services:
+              web:
+                image: {image}
+                command: [busybox, httpd, -f, -p, "8081", -h, /workspace/www]
+                ready: {{tcp: 8081, timeout: 30s}}
+            steps:
+              - name: own
+                image: {image}
+                services:
+                  cache:
+                    image: {image}
+                    command: [busybox, httpd, -f, -p, "8080", -h, /workspace/www]
+                    ready: {{tcp: 8080, timeout: 30s}}
+                commands:
+                  - {script}
+                  - "echo cache=$(wget -qO- http://cache:8080/)"
+                  - "echo web=$(wget -T 3 -qO- http://127.0.0.1:8081/ 2>/dev/null)"
+              - {{name: shared, image: {image}, services: [web], commands: [true]}}
+            """
+        )
+    )
+    result = ci_run(dockyard, project, "-j", "1")
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    own = "\n".join(line for line in result.stdout.decode().splitlines() if line.startswith("own "))
+    assert answers(own) == ISOLATED
+    assert "cache=OWN" in own
+    assert re.search(r"web=$", own, re.M)  # the run's service is in another network

@@ -402,3 +402,162 @@ def test_retry_conditions():
     assert problems("steps: [{name: a, image: busybox, retry: {count: 0}}]") == [
         ".dockyard.yml:1: steps[0].retry.count: Input should be greater than or equal to 1"
     ]
+
+
+MATRIX = """\
+    steps:
+      - name: compile
+        image: busybox
+      - name: test
+        matrix: {PY: ["3.11", 3.12], OS: [debian, "a b"]}
+        image: "python:${PY}"
+        depends_on: [compile]
+        environment: {WHERE: "${OS}/$${PY}"}
+        commands: ["echo ${PY} on ${OS}"]
+      - name: publish
+        depends_on: [test]
+        image: busybox
+        timeout: 10x
+"""
+
+
+def test_a_matrix_makes_one_step_per_combination_named_after_its_values():
+    pipeline = parse(MATRIX.replace("10x", "10s"))
+    names = ["test.PY-3.11.OS-debian", "test.PY-3.11.OS-a_b", "test.PY-3.12.OS-debian"]
+    names.append("test.PY-3.12.OS-a_b")
+    assert [s.name for s in pipeline.steps] == ["compile", *names, "publish"]
+    assert pipeline.matrices == {"test": tuple(names)}
+    step = pipeline.step("test.PY-3.12.OS-a_b")
+    assert (str(step.image), step.commands) == (
+        "docker.io/library/python:3.12",
+        ("echo 3.12 on a b",),
+    )
+    assert step.environment == {"WHERE": "a b/${PY}", "PY": "3.12", "OS": "a b"}
+    assert pipeline.dependencies(step) == ("compile",)
+    # depending on the matrix is waiting for every combination
+    assert pipeline.graph.awaits["publish"] == frozenset(names)
+
+
+def test_errors_after_a_matrix_name_the_lines_as_written():
+    assert problems(MATRIX) == [".dockyard.yml:13: steps[2].timeout: invalid duration '10x'"]
+    assert problems(MATRIX.replace('${PY}"', '${NOPE}"', 1)) == [
+        ".dockyard.yml:6: steps[1].image: unknown variable ${NOPE}"
+    ]
+    assert problems(MATRIX.replace("10x", "10s").replace("[compile]", "[test]", 1)) == [
+        ".dockyard.yml:7: steps[1].depends_on[0]: a step cannot depend on itself"
+    ]
+
+
+def test_matrix_problems():
+    assert problems(
+        """\
+        steps:
+          - name: test
+            image: busybox
+            matrix:
+              PY: []
+              CI_RUN_ID: [1]
+              bad-name: [1]
+              Q: [1, 1, {a: 1}]
+          - {name: test, image: busybox}
+        """
+    ) == [
+        ".dockyard.yml:5: steps[0].matrix.PY: needs at least one value",
+        ".dockyard.yml:6: steps[0].matrix.CI_RUN_ID: already a variable of the pipeline",
+        ".dockyard.yml:7: steps[0].matrix.bad-name: invalid variable name 'bad-name'",
+        ".dockyard.yml:8: steps[0].matrix.Q[1]: '1' is given twice",
+        ".dockyard.yml:8: steps[0].matrix.Q[2]: expected a string, number or boolean",
+    ]
+    assert problems(
+        """\
+        steps:
+          - {name: test, image: busybox, matrix: {A: [1, 2]}}
+          - {name: test, image: busybox}
+        """
+    ) == [".dockyard.yml:3: steps[1].name: step name 'test' is used twice"]
+    assert problems(
+        "steps: [{name: t, image: busybox, matrix: {A: [1]}, environment: {A: 2}}]"
+    ) == [".dockyard.yml:1: steps[0].environment.A: A is also a matrix variable"]
+    assert problems(
+        "steps: [{name: t, image: busybox, matrix: {A: [1, 2], B: [3]}, timeout: 0}]"
+    ) == [".dockyard.yml:1: steps[0].timeout: invalid duration 0"]
+    many = ", ".join(f"V{i}: [1, 2]" for i in range(7))
+    assert problems(f"steps: [{{name: t, image: busybox, matrix: {{{many}}}}}]") == [
+        ".dockyard.yml:1: steps[0].matrix: 128 combinations: at most 64"
+    ]
+
+
+def test_step_services_name_the_pipelines_or_define_their_own():
+    pipeline = parse(
+        """\
+        services:
+          db: {image: postgres, secrets: [DB_PASSWORD]}
+          web: {image: busybox}
+        steps:
+          - {name: default, image: busybox}
+          - {name: named, image: busybox, services: [db]}
+          - {name: one, image: busybox, services: web}
+          - {name: none, image: busybox, services: []}
+          - {name: offline, image: busybox, network: none}
+          - {name: image, build: {}}
+          - name: own
+            image: busybox
+            services: {db: {image: "postgres:16", ready: {tcp: 5432}}}
+        """
+    )
+    services = pipeline.services
+    assert services["db"].secrets == ("DB_PASSWORD",)
+    uses = {step.name: step.uses(services) for step in pipeline.steps}
+    assert uses == {
+        "default": ("db", "web"),
+        "named": ("db",),
+        "one": ("web",),
+        "none": (),
+        "offline": (),
+        "image": (),
+        "own": (),
+    }
+    assert str(pipeline.step("own").own_services["db"].image) == "docker.io/library/postgres:16"
+
+
+def test_step_service_problems():
+    assert problems(
+        """\
+        services:
+          app: {image: "localhost/app:1"}
+        steps:
+          - {name: image, build: {tags: [localhost/app:1]}}
+          - {name: a, image: busybox, services: [nope]}
+          - {name: b, image: busybox, services: {web: {image: "localhost/app:1"}}}
+          - {name: c, image: busybox, network: none, services: [app]}
+          - {name: d, build: {}, services: [app]}
+        """
+    ) == [
+        ".dockyard.yml:7: steps[3]: a step with network: none has no services",
+        ".dockyard.yml:8: steps[4]: a build step cannot have services",
+    ]
+    assert problems(
+        """\
+        services:
+          app: {image: "localhost/app:1"}
+        steps:
+          - {name: image, build: {tags: [localhost/app:1]}}
+          - {name: a, image: busybox, services: [nope]}
+          - {name: b, image: busybox, services: {web: {image: "localhost/app:1"}}}
+        """
+    ) == [
+        ".dockyard.yml:2: services.app.image: localhost/app:1 is built by step 'image': make "
+        "it the service of a step that depends on it",
+        ".dockyard.yml:5: steps[1].services[0]: no service is named 'nope'",
+        ".dockyard.yml:6: steps[2].services.web.image: localhost/app:1 is built by step "
+        "'image': add it to depends_on",
+    ]
+
+
+def test_retry_on_service_failure():
+    step = parse(
+        "steps: [{name: a, image: busybox, retry: {count: 1, when: [service_failure]}}]"
+    ).step("a")
+    assert step.retry is not None
+    assert step.retry.matches("failure", None, service_failed=True)
+    assert not step.retry.matches("failure", 1) and not step.retry.matches("timeout", None)

@@ -7,9 +7,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from dockyard.ci.caches import CACHE_DIR, cache_dir, cache_name
 from dockyard.ci.prune import prune
 from dockyard.ci.runs import HOLDS_DIR, RUNS_DIR, RunDir, run_ids
+from dockyard.runtime.snapshots import Snapshots
 from dockyard.store import Store
 from dockyard.store.holds import Hold
 
@@ -104,3 +107,25 @@ def test_a_killed_prune_is_finished(tmp_path):
 
 def test_an_empty_store_has_nothing_to_prune(tmp_path):
     assert prune(Store(tmp_path / "none"), keep=0, caches_unused_for=1).runs == []
+
+
+def test_a_killed_runs_scratch_overlays_are_unmounted_and_go(tmp_path):
+    """A run killed while a step ran leaves its rootfs mounted in a scratch dir nobody
+    holds; a live run's (held) stays."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    store = make_store(tmp_path)
+    snapshots = Snapshots(store)
+    with snapshots.scratch() as live:
+        dead = store.root / "snapshots" / ".scratch-killed"
+        (dead / "merged").mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(dead / "merged")], check=True)
+        try:
+            (dead / "merged" / "file").write_text("the step's")
+            result = prune(store)
+            assert not dead.exists()
+            assert live.exists()
+            assert result.leftovers == 1
+        finally:
+            if os.path.ismount(dead / "merged"):
+                subprocess.run(["umount", str(dead / "merged")], check=True)

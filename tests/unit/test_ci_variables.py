@@ -58,9 +58,12 @@ def test_built_in_and_own_variables_in_every_string():
     )
     test = pipeline.step("test")
     assert str(test.image) == f"localhost/app:{'ab' * 20}"
-    assert test.environment == {"WHERE": "/workspace/sub"}
+    built = f"localhost/app:{'ab' * 20}"
+    assert test.environment == {"WHERE": "/workspace/sub", "BUILT_IMAGE": built}
     assert test.commands == ("echo $5 $HOME ${HOME} feature-push",)
     assert pipeline.step("use").image == run_name(VALUES["CI_RUN_ID"], "untagged")
+    own = str(run_name(VALUES["CI_RUN_ID"], "untagged"))
+    assert pipeline.step("use").environment == {"BUILT_IMAGE": own}
     assert pipeline.spec.variables == {"TAG": "ci-7", "PORT": "8080"}
 
 

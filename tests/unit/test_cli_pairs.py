@@ -38,3 +38,26 @@ def test_secret_fields_go_through_the_same_parser(monkeypatch):
     assert _secrets(("id=token,env=DOCKYARD_TEST_TOKEN",)) == {"token": b"t0k"}
     with pytest.raises(click.BadParameter, match="'srcfile': expected KEY=VALUE"):
         _secrets(("id=token,srcfile",))  # was silently dropped: src defaulted to ./token
+
+
+def test_ci_env_and_run_env_go_through_the_same_parser(tmp_path, monkeypatch):
+    """A name with a space before it was kept as a variable no program can read."""
+    from click.testing import CliRunner
+
+    from dockyard.cli.main import cli
+    from dockyard.cli.run import RunOptions, run_config
+
+    (tmp_path / ".dockyard.yml").write_text("steps: [{name: a, image: busybox}]\n")
+    root = str(tmp_path / "store")
+    refused = CliRunner().invoke(cli, ["--root", root, "ci", "run", "--env", " A=1", str(tmp_path)])
+    assert refused.exit_code == 2 and "expected KEY=VALUE" in refused.output
+    options = RunOptions((), (" A=1",), None, None, "none", False, False)
+    with pytest.raises(click.BadParameter, match="expected KEY=VALUE"):
+        run_config({"config": {}}, ("sh",), options)
+    monkeypatch.setenv("DOCKYARD_TEST_SET", "v")
+    options = RunOptions((), ("DOCKYARD_TEST_SET", "B=x=y", "UNSET_HERE"), None, None, "none",
+                         False, False)  # fmt: skip
+    monkeypatch.delenv("UNSET_HERE", raising=False)
+    env = run_config({"config": {}}, ("sh",), options).env
+    assert (env["DOCKYARD_TEST_SET"], env["B"]) == ("v", "x=y")
+    assert "UNSET_HERE" not in env

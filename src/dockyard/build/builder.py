@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -98,15 +99,18 @@ class BuildOptions:
 
 @dataclass
 class BuildResult:
-    """The built image: its manifest (in the store), how the cache did, and the images
-    the build read (``FROM``, ``COPY --from``, ``RUN --mount=from``) by the name it used
-    and the stored manifest it found or pulled (what ``build --capture`` saves)."""
+    """The built image: its manifest (in the store), how the cache did, how long each
+    step took, and the images the build read (``FROM``, ``COPY --from``,
+    ``RUN --mount=from``) by the name it used and the stored manifest it found or pulled
+    (what ``build --capture`` saves)."""
 
     manifest: manifests.Manifest
     config: bytes
     cached: int = 0
     executed: int = 0
     images: dict[Reference, Descriptor] = field(default_factory=dict)
+    # each step (as the log names it: "[2/3] RUN make") and its seconds, in start order
+    timings: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def digest(self) -> str:
@@ -145,6 +149,7 @@ class Builder:
         self._nat: NatNetwork | None = None  # shared by the build's RUN steps, made on first use
         self._emptied_cache_mounts: set[str] = set()  # --no-cache: emptied once per build
         self._images: dict[Reference, Descriptor] = {}  # every image read, see BuildResult
+        self._timings: list[tuple[float, str, float]] = []  # started, step, seconds
 
     # the whole build
 
@@ -218,8 +223,14 @@ class Builder:
             from dockyard.build.cache_export import export_cache
 
             export_cache(self.store, self.cache.used, options.cache_to, self.log)
+        timings = [(step, seconds) for _, step, seconds in sorted(self._timings)]
         return BuildResult(
-            manifest, config, self._counts["cached"], self._counts["executed"], dict(self._images)
+            manifest,
+            config,
+            self._counts["cached"],
+            self._counts["executed"],
+            dict(self._images),
+            timings,
         )
 
     def _name(self, manifest: manifests.Manifest) -> None:
@@ -235,6 +246,7 @@ class Builder:
     # stages
 
     def _stage(self, plan: BuildPlan, stage: Stage, results: dict[int, StageResult]) -> StageResult:
+        started, pulled = time.monotonic(), 0.0  # the base image's, for its FROM step
         triggers: tuple[ins.Instruction, ...] = stage.triggers
         if stage.base_stage is not None:
             base = results[stage.base_stage]
@@ -245,12 +257,15 @@ class Builder:
             scope = plan.scope(stage)
         else:
             state = self._image_state(stage.base, stage.from_)
+            pulled = time.monotonic() - started
             scope = plan.scope(stage, image_env=state.config.get("Env") or [])
             triggers = plan.image_triggers(stage, state.config.get("OnBuild") or [])
         state.config.pop("OnBuild", None)  # triggers fire once, in the first child
         names = StepNames(stage, triggers, len(plan.stages))
         if not stage.is_scratch and stage.base_stage is None:
-            self.log(names.base(stage.base))
+            line = names.base(stage.base)
+            self.log(line)
+            self._timings.append((started, line, pulled))
         if "PATH" not in state.env and state.doc.get("os") != "windows":
             state.set_env("PATH", DEFAULT_PATH)  # as BuildKit: PATH is always set (not Windows)
         cmd_set = False
@@ -263,7 +278,10 @@ class Builder:
                 cmd_set = True
             elif isinstance(done, ins.Entrypoint) and not cmd_set:
                 state.config.pop("Cmd", None)
+            started = time.monotonic()
             self._instruction(done, state, scope, results, plan)
+            if line is not None:
+                self._timings.append((started, line, time.monotonic() - started))
         return StageResult(state, scope)
 
     def _image_state(self, name: str, instr: ins.Instruction) -> ImageState:

@@ -5,7 +5,8 @@ pod model): they reach each other on 127.0.0.1, and each service's name resolves
 127.0.0.1 through ``/etc/hosts``. That namespace has outbound NAT
 (:mod:`dockyard.runtime.nat`: ``pip install`` works, the host's loopback and addresses
 are refused, no ``CAP_NET_RAW``); a step with ``network: none`` gets a namespace of
-its own with only a loopback instead. All see the run's workspace at ``/workspace``.
+its own with only a loopback instead, a step with services of its own a NAT'd network
+of its own, shared with them only. All see the run's workspace at ``/workspace``.
 The RUN steps of a build step are apart: a private NAT'd network of their own, the
 host's only if the operator allows it.
 """

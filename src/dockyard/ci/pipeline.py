@@ -11,19 +11,23 @@
         command: [busybox, httpd, -f, -p, "8080"]
         ready: {tcp: 8080, timeout: 30s}          # or {command: [...]}
         stop_timeout: 10s                         # from StopSignal to SIGKILL
+        secrets: [DB_PASSWORD]                    # in its environment
     steps:
       - name: test
+        matrix: {PY: ["3.11", "3.12"]}            # steps test.PY-3.11, test.PY-3.12
         image: REF
         commands: [make test]                     # sh -e, in /workspace
         workdir: /app                             # where they start (default: /workspace)
         depends_on: [compile]
         secrets: [API_TOKEN]
+        services: [web]                           # waits for these (default: all)
+        # services: {db: {image: REF, ...}}       # or its own, in a network of its own
         cache: [/root/.cache/pip]                 # or, keyed by the files' contents:
         # cache: {key: {files: [requirements.txt]}, paths: [/root/.cache/pip]}
         reports: {junit: report.xml}
         artifacts: ["dist/**"]
         timeout: 10m
-        retry: {count: 2, when: [{exit_code: 137}, timeout]}   # default when: any failure
+        retry: {count: 2, when: [{exit_code: 137}, timeout, service_failure]}  # default: any
         failure: ignore
         when: {status: [success, failure], branch: main, event: push}
         network: none                             # default: the run's, with outbound NAT
@@ -33,7 +37,7 @@
                 registry_auth: PUSH_AUTH}         # the build's logins (default: the run's)
 
 The ``tags`` of a build step name its image within the run only (later steps and
-services of the run find it by them, before any other image so named); ``push`` sends
+their own services find it by them, before any other image so named); ``push`` sends
 it to a registry under them, ``keep`` names it by them in the store for after the run.
 
 ``registry_auth`` names a secret holding a docker config (``{"auths": {HOST: {"auth":
@@ -41,9 +45,11 @@ BASE64(user:password)}}}``): the only registry credentials the run's pulls, buil
 pushes use. Without one they are anonymous; the host's own logins are used only when the
 operator allows it (``RunOptions.allow_host_credentials``).
 
+A ``matrix`` makes one step per combination of its values (:mod:`.matrix`).
+
 Unknown fields are errors, as are unknown or cyclic ``depends_on`` names, repeated
 step names and unknown ``${VARIABLES}`` (:mod:`.variables`). Every error names the
-file, the line and the field::
+file, the line and the field as written (a matrix step's, not a combination's)::
 
     .dockyard.yml:14: steps[2].timeout: invalid duration '10x'
 """
@@ -55,7 +61,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from functools import cached_property
@@ -76,7 +82,7 @@ from pydantic import (
 )
 
 from dockyard import reference
-from dockyard.ci import yamlmarks
+from dockyard.ci import matrix, yamlmarks
 from dockyard.ci.graph import Node, StepGraph, find_cycle
 from dockyard.ci.variables import BUILT_IMAGE, BUILTIN, STAND_INS, interpolate
 from dockyard.errors import BuildError, InvalidReference
@@ -253,11 +259,12 @@ class Ready(_Model):
 
 
 class Service(_Model):
-    """A container started before the steps and stopped after them."""
+    """A container started before the steps that use it and stopped after them."""
 
     image: ImageRef
     command: tuple[Text, ...] = ()  # replaces the image's CMD, as in compose
     environment: Env = {}
+    secrets: tuple[EnvName, ...] = ()
     ready: Ready | None = None
     stop_timeout: Duration = 10.0  # after the image's StopSignal, before SIGKILL
 
@@ -348,18 +355,24 @@ class ExitCode(_Model):
 
 class Retry(_Model):
     """Run a failed step again, up to ``count`` more times, if it failed as ``when``
-    says: ``failure`` (any), ``timeout``, or ``{exit_code: N}``; default: any."""
+    says: ``failure`` (any), ``timeout``, ``{exit_code: N}``, or ``service_failure``
+    (its own services did not get ready: they start afresh); default: any."""
 
     count: int = Field(ge=1, le=10)
     when: Annotated[
-        tuple[Literal["failure", "timeout"] | ExitCode, ...], BeforeValidator(_list)
+        tuple[Literal["failure", "timeout", "service_failure"] | ExitCode, ...],
+        BeforeValidator(_list),
     ] = ("failure", "timeout")
 
-    def matches(self, status: str, exit_code: int | None) -> bool:
-        """Whether an attempt that ended with ``status`` (and ``exit_code``) is retried."""
+    def matches(self, status: str, exit_code: int | None, *, service_failed: bool = False) -> bool:
+        """Whether an attempt that ended with ``status`` (and ``exit_code``, or its
+        services failed) is retried."""
         for condition in self.when:
             if isinstance(condition, ExitCode):
                 if status == "failure" and exit_code == condition.exit_code:
+                    return True
+            elif condition == "service_failure":
+                if status == "failure" and service_failed:
                     return True
             elif condition == status:
                 return True
@@ -379,7 +392,19 @@ _COMMAND_FIELDS = (
     "reports",
     "artifacts",
     "network",
+    "services",
 )
+
+
+def _services_form(value: object) -> str:
+    return "[own]" if isinstance(value, dict) else "[names]"
+
+
+StepServices = Annotated[
+    Annotated[tuple[ServiceName, ...], BeforeValidator(_list), Tag("[names]")]
+    | Annotated[dict[ServiceName, Service], Tag("[own]")],
+    Discriminator(_services_form),
+]
 
 
 class Step(_Model):
@@ -400,7 +425,21 @@ class Step(_Model):
     failure: Literal["fail", "ignore"] = "fail"
     when: When = When()
     network: Literal["default", "none"] = "default"  # none: loopback only, no services
+    # the pipeline's services it waits for (default: all), or its own (a mapping)
+    services: StepServices | None = None
     build: Build | None = None
+
+    @property
+    def own_services(self) -> dict[str, Service]:
+        """The services started for this step alone, in a network of its own."""
+        return self.services if isinstance(self.services, dict) else {}
+
+    def uses(self, services: Collection[str]) -> tuple[str, ...]:
+        """Which of the pipeline's ``services`` this step waits for (a build step: none,
+        its RUN steps have a network of their own)."""
+        if self.services is None:
+            return () if self.network == "none" or self.build else tuple(services)
+        return () if isinstance(self.services, dict) else self.services
 
     @property
     def cache_paths(self) -> tuple[str, ...]:
@@ -420,6 +459,8 @@ class Step(_Model):
                 raise ValueError(f"a build step cannot have {', '.join(extra)}")
         elif self.image is None:
             raise ValueError("a step needs image (to run commands) or build")
+        if self.network == "none" and self.services:
+            raise ValueError("a step with network: none has no services")
         return self
 
 
@@ -457,6 +498,7 @@ class Pipeline:
     file: Path
     spec: PipelineSpec
     document: yamlmarks.MarkedDocument | None = field(default=None, compare=False, repr=False)
+    matrices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> steps
 
     def with_values(self, values: Mapping[str, str]) -> Pipeline:
         """This pipeline with the built-in variables' ``values`` (a run's); raise
@@ -483,9 +525,19 @@ class Pipeline:
                 return step
         raise KeyError(name)
 
+    def steps_named(self, name: str) -> tuple[str, ...]:
+        """The steps ``name`` stands for: a matrix's combinations, else itself."""
+        return self.matrices.get(name, (name,))
+
+    def dependencies(self, step: Step) -> tuple[str, ...]:
+        """The steps ``step`` waits for by its ``depends_on`` (matrices expanded)."""
+        return tuple(dict.fromkeys(s for dep in step.depends_on for s in self.steps_named(dep)))
+
     @cached_property
     def graph(self) -> StepGraph:
-        return StepGraph(Node(s.name, s.depends_on, "failure" in s.when.status) for s in self.steps)
+        return StepGraph(
+            Node(s.name, self.dependencies(s), "failure" in s.when.status) for s in self.steps
+        )
 
 
 # -- loading ---------------------------------------------------------------------------
@@ -553,30 +605,44 @@ def _validate(
     """The pipeline of ``document``, its variables replaced with ``values``."""
     if not isinstance(document.data, dict):
         raise PipelineError(str(file), [Problem("", "expected a mapping with steps", 1)])
+    expansion = matrix.expand(document.data, (*BUILTIN, BUILT_IMAGE))
+
+    def problem(loc: yamlmarks.FieldPath, message: str) -> Problem:
+        """A problem at ``loc`` of the expanded document, where it is written."""
+        written = expansion.source(loc)
+        return Problem(field_name(written), message, document.line_of(written))
+
+    def fail(problems: Sequence[Problem]) -> PipelineError:
+        # once each: every combination of a matrix step has the step's own problems
+        return PipelineError(str(file), list(dict.fromkeys(problems)))
+
+    if expansion.problems:
+        raise fail(
+            [Problem(field_name(loc), m, document.line_of(loc)) for loc, m in expansion.problems]
+        )
     unknown: list[Problem] = []
     data = interpolate(
-        document.data,
+        expansion.data,
         values,
-        lambda loc, message: unknown.append(
-            Problem(field_name(loc), message, document.line_of(loc))
-        ),
+        lambda loc, message: unknown.append(problem(loc, message)),
+        expansion.values,
     )
     if unknown:
-        raise PipelineError(str(file), unknown)
+        raise fail(unknown)
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as e:
-        problems = [_problem(error, document) for error in e.errors(include_url=False)]
+        problems = [_problem(error, problem) for error in e.errors(include_url=False)]
         problems.sort(key=lambda problem: problem.line or 0)  # in the order of the file
-        raise PipelineError(str(file), problems) from None
-    pipeline = Pipeline(file, spec, document)
-    problems = _cross_check(pipeline, document)
+        raise fail(problems) from None
+    pipeline = Pipeline(file, spec, document, expansion.groups)
+    problems = _cross_check(pipeline, problem)
     if problems:
-        raise PipelineError(str(file), problems)
+        raise fail(problems)
     return pipeline
 
 
-def _problem(error: Any, document: yamlmarks.MarkedDocument) -> Problem:
+def _problem(error: Any, problem: Callable[[yamlmarks.FieldPath, str], Problem]) -> Problem:
     loc: tuple[str | int, ...] = tuple(error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
@@ -585,7 +651,7 @@ def _problem(error: Any, document: yamlmarks.MarkedDocument) -> Problem:
         message = "required field missing"
     # "[key]" of a dict's key, "[keyed]" and the like of a choice between forms
     loc = tuple(part for part in loc if not (isinstance(part, str) and part.startswith("[")))
-    return Problem(field_name(loc), message, document.line_of(loc))
+    return problem(loc, message)
 
 
 def field_name(loc: Sequence[str | int]) -> str:
@@ -599,39 +665,55 @@ def field_name(loc: Sequence[str | int]) -> str:
     return text
 
 
-def _cross_check(pipeline: Pipeline, document: yamlmarks.MarkedDocument) -> list[Problem]:
+def _cross_check(
+    pipeline: Pipeline, problem: Callable[[yamlmarks.FieldPath, str], Problem]
+) -> list[Problem]:
     """What one field cannot tell alone: unique names, known and acyclic dependencies,
     and images built in the run used only after their build step."""
     spec = pipeline.spec
     problems: list[Problem] = []
 
     def add(loc: tuple[str | int, ...], message: str) -> None:
-        problems.append(Problem(field_name(loc), message, document.line_of(loc)))
+        problems.append(problem(loc, message))
 
     index: dict[str, int] = {}
     for i, step in enumerate(spec.steps):
-        if step.name in index:
+        if step.name in index or step.name in pipeline.matrices:
             add(("steps", i, "name"), f"step name {step.name!r} is used twice")
         index.setdefault(step.name, i)
     for i, step in enumerate(spec.steps):
         for j, dep in enumerate(step.depends_on):
-            if dep not in index:
+            if dep not in index and dep not in pipeline.matrices:
                 add(("steps", i, "depends_on", j), f"no step is named {dep!r}")
-            elif dep == step.name:
+            elif step.name in pipeline.steps_named(dep):
                 add(("steps", i, "depends_on", j), "a step cannot depend on itself")
     if problems:
         return problems
-    cycle = find_cycle({s.name: s.depends_on for s in spec.steps})
+    cycle = find_cycle({s.name: pipeline.dependencies(s) for s in spec.steps})
     if cycle:
         add(("steps", index[cycle[0]], "depends_on"), f"dependency cycle: {' -> '.join(cycle)}")
         return problems
     graph = pipeline.graph
     builders = {tag: s.name for s in spec.steps if s.build for tag in s.build.tags}
-    for i, step in enumerate(spec.steps):
-        builder = builders.get(step.image) if step.image else None
-        if builder and builder not in graph.upstream(step.name):
+    for name, service in spec.services.items():
+        if service.image in builders:
             add(
-                ("steps", i, "image"),
-                f"{step.image} is built by step {builder!r}: add it to depends_on",
+                ("services", name, "image"),
+                f"{service.image} is built by step {builders[service.image]!r}: make it "
+                "the service of a step that depends on it",
             )
+    for i, step in enumerate(spec.steps):
+        images = [(("steps", i, "image"), step.image)] if step.image else []
+        images += [
+            (("steps", i, "services", name, "image"), service.image)
+            for name, service in step.own_services.items()
+        ]
+        for loc, image in images:
+            builder = builders.get(image)
+            if builder and builder not in graph.upstream(step.name):
+                add(loc, f"{image} is built by step {builder!r}: add it to depends_on")
+        if isinstance(step.services, tuple):
+            for j, name in enumerate(step.services):
+                if name not in spec.services:
+                    add(("steps", i, "services", j), f"no service is named {name!r}")
     return problems

@@ -8,7 +8,9 @@ progress and the caches it uses are never taken: its process holds them
 a killed run's directory does go, after its leftover mounts are detached.
 
 What a killed run leaves elsewhere goes too, whether or not its record is kept: its
-containers (:func:`~dockyard.runtime.container.reap_orphans`) and the store's names of
+containers (:func:`~dockyard.runtime.container.reap_orphans`), the scratch overlays of
+its containers' root filesystems, unmounted
+(:meth:`~dockyard.runtime.snapshots.Snapshots.reap_scratch`), and the store's names of
 the images it built (:mod:`.images`). Its network namespace and slirp4netns ended with
 its process (:mod:`dockyard.runtime.nat`).
 
@@ -30,6 +32,7 @@ from dockyard.ci.runs import HOLDS_DIR, RUNS_DIR, run_ids
 from dockyard.errors import NotFound
 from dockyard.runtime import mounts
 from dockyard.runtime.container import reap_orphans
+from dockyard.runtime.snapshots import Snapshots
 from dockyard.store import Store, trash
 from dockyard.store.holds import held_names
 
@@ -55,6 +58,7 @@ def prune(
     if not store.layout.exists():
         return result
     result.leftovers = len(reap_orphans(store.root))
+    result.leftovers += Snapshots(store).reap_scratch()
     doomed: list[Path] = []
     with store.gc_lock():
         for directory in (RUNS_DIR, CACHE_DIR):  # what a killed prune left

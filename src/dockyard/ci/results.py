@@ -34,6 +34,10 @@ class StepResult:
     tests: TestCounts | None = None
     artifacts: list[str] = field(default_factory=list)
     attempts: list[StepResult] = field(default_factory=list)  # if retried: each, in order
+    # seconds spent: "services" (waiting for them), "pull", "run", "collect"
+    timings: dict[str, float] = field(default_factory=dict)
+    build_steps: list[tuple[str, float]] = field(default_factory=list)  # a build's, timed
+    services: dict[str, dict[str, float]] = field(default_factory=dict)  # its own: timings
 
     @property
     def failed(self) -> bool:
@@ -50,6 +54,14 @@ class StepResult:
             "ignored": self.ignored,
             "artifacts": self.artifacts,
         }
+        if self.timings:
+            doc["timings"] = _rounded(self.timings)
+        if self.build_steps:
+            doc["build_steps"] = [
+                {"step": step, "duration": round(seconds, 3)} for step, seconds in self.build_steps
+            ]
+        if self.services:
+            doc["services"] = {name: _rounded(t) for name, t in self.services.items()}
         if self.attempts:
             doc["attempts"] = [
                 {
@@ -57,6 +69,7 @@ class StepResult:
                     "exit_code": a.exit_code,
                     "duration": round(a.duration, 3),
                     "reason": a.reason,
+                    **({"timings": _rounded(a.timings)} if a.timings else {}),
                 }
                 for a in self.attempts
             ]
@@ -85,6 +98,7 @@ class RunResult:
     error: str = ""
     steps: list[StepResult] = field(default_factory=list)
     pid: int | None = None  # of the process running it, while it runs
+    services: dict[str, dict[str, float]] = field(default_factory=dict)  # timings: pull, ready
 
     @property
     def succeeded(self) -> bool:
@@ -109,7 +123,12 @@ class RunResult:
             "pid": self.pid,
             "failing_step": self.failing_step,
             "steps": [step.to_json() for step in self.steps],
+            "services": {name: _rounded(t) for name, t in self.services.items()},
         }
+
+
+def _rounded(timings: dict[str, float]) -> dict[str, float]:
+    return {name: round(seconds, 3) for name, seconds in timings.items()}
 
 
 class Events:

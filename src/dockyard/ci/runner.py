@@ -5,14 +5,15 @@ A run, in order:
 1. a run directory in the store (:mod:`.runs`) and the workspace, a copy of the
    pipeline's directory (:mod:`.workspace`);
 2. the run's network namespace, with outbound NAT (:mod:`dockyard.runtime.nat`), and
-   the services in it, ready (:mod:`.services`);
-3. the steps, as their dependencies allow (:mod:`.graph`), at most ``parallel`` at a
-   time, each in a worker thread (:mod:`.steps`). Before a step starts, its ``when``
-   is checked: branch and event against the run's, and its status list against
-   whether anything it waits for failed. Failed steps thus skip their dependants, and
-   ``when: status: [failure]`` steps run after a failure. If a service failed, every
-   step counts as failed before: only those that run on failure run, the others are
-   cancelled;
+   the pipeline's services that the selected steps use started in it, checked for
+   readiness in the background (:mod:`.services`);
+3. the steps, as their dependencies and their services allow (:mod:`.graph`), at most
+   ``parallel`` at a time, each in a worker thread (:mod:`.steps`). Before a step
+   starts, its ``when`` is checked: branch and event against the run's, and its status
+   list against whether anything it waits for failed. Failed steps thus skip their
+   dependants, and ``when: status: [failure]`` steps run after a failure. A service
+   that failed counts as a failure for the steps that use it: only those that run on
+   failure run, the others are cancelled (and count as failed for their dependants);
 4. whatever happened (Ctrl-C included): every container killed, every mount and the
    namespace removed, the workspace deleted, the run's names of the images it built
    removed (:mod:`.images`), and ``run.json`` written. Until then the
@@ -32,14 +33,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dockyard.ci.caches import cache_name
 from dockyard.ci.cancel import Cancellation
 from dockyard.ci.context import RunContext, credential_scope
 from dockyard.ci.graph import Schedule
 from dockyard.ci.images import Images
-from dockyard.ci.pipeline import Pipeline, PipelineError
+from dockyard.ci.pipeline import Pipeline, PipelineError, Service
 from dockyard.ci.results import (
     CANCELLED,
     FAILURE,
@@ -51,7 +52,7 @@ from dockyard.ci.results import (
     StepResult,
 )
 from dockyard.ci.runs import HOLDS_DIR, RunDir, next_run_number
-from dockyard.ci.services import ServiceError, Services
+from dockyard.ci.services import Services
 from dockyard.ci.steps import run_step
 from dockyard.ci.workspace import MOUNT_POINT, create_workspace
 from dockyard.errors import AuthError, DockyardError
@@ -82,7 +83,8 @@ class RunOptions:
     branch: str | None = None
     commit: str | None = None  # the commit the source is a checkout of, if known
     event: str = DEFAULT_EVENT
-    only: Sequence[str] = ()  # run these steps and what they depend on; default: all
+    only: Sequence[str] = ()  # run these steps (a matrix: all of it) and what they depend
+    # on; default: all
     parallel: int = max(4, os.cpu_count() or 1)  # steps at a time
     # Registry access without a registry_auth secret for the host: the host's own logins
     # (an operator's choice: a pipeline may be anyone's), or anonymous (the default).
@@ -145,12 +147,13 @@ def run_pipeline(
     pulls = credential_scope(  # for step and service images
         registry_credentials, pipeline.spec.registry_auth, options.allow_host_credentials
     )
+    used = _services_used(pipeline, selected)
     ctx = RunContext(
         store=store,
         images=Images(store, pulls),
         run=run,
         netns=Path("/nonexistent"),  # set when the network exists
-        services=list(pipeline.services),
+        services=list(used),
         secrets=dict(options.secrets),
         events=events,
         registry_credentials=registry_credentials,
@@ -191,13 +194,12 @@ def run_pipeline(
                     network = stack.enter_context(NatNetwork())
                 ctx.netns, ctx.dns = Path(network.path), (NAMESERVER,)
                 stack.callback(ctx.images.forget_built)
-                services = stack.enter_context(Services(ctx, env, pipeline.services))
-                try:
-                    services.start()
-                except ServiceError as e:  # the failure steps still run
-                    result.error = str(e)
-                    scheduler.failed_before = "services failed"
+                services = stack.enter_context(Services(ctx, env, used))
+                scheduler.services = services
+                result.services = services.timings
+                services.launch()
                 scheduler.run()
+                result.error = services.failure_of(used)  # the failure steps have run
             except BaseException:
                 with interrupts.deferred():
                     ctx.cancel.cancel()
@@ -223,14 +225,18 @@ def run_pipeline(
 
 def _select(pipeline: Pipeline, options: RunOptions) -> list[str]:
     """The steps to run, checked: ``only`` and their dependencies, or all."""
-    names = {step.name for step in pipeline.steps}
+    names = {step.name for step in pipeline.steps} | set(pipeline.matrices)
     unknown = [name for name in options.only if name not in names]
     if unknown:
         raise RunError(f"no step named {', '.join(map(repr, unknown))} in {pipeline.file}")
-    selected = (
-        pipeline.graph.with_dependencies(options.only) if options.only else pipeline.graph.order
-    )
+    only = [step for name in options.only for step in pipeline.steps_named(name)]
+    selected = pipeline.graph.with_dependencies(only) if only else pipeline.graph.order
     wanted = {s for name in selected for s in pipeline.step(name).secrets}
+    for service in [
+        *_services_used(pipeline, selected).values(),
+        *(s for name in selected for s in pipeline.step(name).own_services.values()),
+    ]:
+        wanted.update(service.secrets)
     wanted.update(_registry_auth_names(pipeline, selected))
     missing = sorted(wanted - set(options.secrets))
     if missing:
@@ -244,6 +250,12 @@ def _select(pipeline: Pipeline, options: RunOptions) -> list[str]:
                     "not allow (--allow-host-network)"
                 )
     return selected
+
+
+def _services_used(pipeline: Pipeline, selected: Sequence[str]) -> dict[str, Service]:
+    """The pipeline's services that the ``selected`` steps wait for: those to start."""
+    used = {n for step in selected for n in pipeline.step(step).uses(pipeline.services)}
+    return {name: spec for name, spec in pipeline.services.items() if name in used}
 
 
 def _registry_auth_names(pipeline: Pipeline, selected: Sequence[str]) -> set[str]:
@@ -289,41 +301,45 @@ class _Scheduler:
         self.schedule = Schedule(pipeline.graph, selected)
         self.selected = selected
         self.results: dict[str, StepResult] = {}
-        self.failed_before = ""  # why the run failed before any step (services)
+        self.services: Services | None = None  # the pipeline's, once started
+        self._ready_at: dict[str, float] = {}  # when a step was free to start but for services
+        self._waited: dict[str, float] = {}  # how long a started step waited for services
         self.on_change: Callable[[], None] = lambda: None  # a step started or ended
 
     def run(self) -> None:
         """Run the selected steps; their results end up in :attr:`results`."""
         pool = ThreadPoolExecutor(max(1, self.options.parallel), thread_name_prefix="ci-step")
         running: dict[Future[StepResult], str] = {}
+        waiting: list[str] = []  # ready to start once their services have settled
         try:
             while not self.schedule.done:
                 for name in self.schedule.ready():
-                    step = self.pipeline.step(name)
-                    reason = step.when.skip_reason(
-                        branch=self.options.branch,
-                        event=self.options.event,
-                        upstream_failed=bool(self.failed_before)
-                        or self.schedule.upstream_failed(name),
-                    )
-                    if self.failed_before and "failure" not in step.when.status:
-                        self._finish(StepResult(name, CANCELLED, reason=self.failed_before))
+                    waiting.append(name)
+                    self._ready_at[name] = time.monotonic()
+                for name in list(waiting):
+                    uses = self.pipeline.step(name).uses(self.pipeline.services)
+                    if self.services and not all(f.done() for f in self.services.settled(uses)):
                         continue
-                    if reason:
-                        self._finish(StepResult(name, SKIPPED, reason=reason))
-                        continue
-                    self.results[name] = StepResult(name, RUNNING)
-                    self.on_change()
-                    self.ctx.events.step_started(name)
-                    env = {**self.env, "CI_STEP_NAME": name}
-                    future = pool.submit(run_step, self.ctx, step, env, self.pipeline.cache_key)
-                    running[future] = name
-                if not running:
+                    waiting.remove(name)
+                    future = self._start(pool, name, uses)
+                    if future is not None:
+                        running[future] = name
+                awaited: set[Future[Any]] = set(running)
+                if self.services:
+                    for name in waiting:
+                        uses = self.pipeline.step(name).uses(self.pipeline.services)
+                        awaited.update(f for f in self.services.settled(uses) if not f.done())
+                if not awaited:
                     continue  # only skips happened: look again
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done, _ = wait(awaited, return_when=FIRST_COMPLETED)
                 for future in done:
-                    del running[future]
-                    self._finish(future.result())
+                    if future in running:
+                        result = future.result()
+                        del running[future]
+                        if result.name in self._waited:
+                            waited = self._waited[result.name] + result.timings.get("services", 0)
+                            result.timings = {"services": waited, **result.timings}
+                        self._finish(result)
         except BaseException:
             with interrupts.deferred():
                 self.ctx.cancel.cancel()
@@ -336,13 +352,42 @@ class _Scheduler:
             raise
         pool.shutdown()
 
+    def _start(
+        self, pool: ThreadPoolExecutor, name: str, uses: Sequence[str]
+    ) -> Future[StepResult] | None:
+        """Start step ``name``, whose services (``uses``) have settled, unless its
+        ``when`` or a failed service says no."""
+        step = self.pipeline.step(name)
+        failed_services = self.services.failure_of(uses) if self.services else ""
+        if failed_services and "failure" not in step.when.status:
+            result = StepResult(name, CANCELLED, reason="services failed")
+            self._finish(result, failed=True)  # its dependants do not run either
+            return None
+        reason = step.when.skip_reason(
+            branch=self.options.branch,
+            event=self.options.event,
+            upstream_failed=bool(failed_services) or self.schedule.upstream_failed(name),
+        )
+        if reason:
+            self._finish(StepResult(name, SKIPPED, reason=reason))
+            return None
+        if uses:
+            self._waited[name] = time.monotonic() - self._ready_at[name]
+        self.results[name] = StepResult(name, RUNNING)
+        self.on_change()
+        self.ctx.events.step_started(name)
+        env = {**self.env, "CI_STEP_NAME": name}
+        return pool.submit(run_step, self.ctx, step, env, self.pipeline.cache_key)
+
     def not_run(self, reason: str) -> None:
         """Give every step without a result one: cancelled, for ``reason``."""
         for name in self.selected:
             self.results.setdefault(name, StepResult(name, CANCELLED, reason=reason))
 
-    def _finish(self, result: StepResult) -> None:
+    def _finish(self, result: StepResult, *, failed: bool | None = None) -> None:
+        """Record how a step ended; ``failed``: whether that counts as a failure for its
+        dependants, if not as its status says."""
         self.results[result.name] = result
-        self.schedule.finish(result.name, failed=result.failed)
+        self.schedule.finish(result.name, failed=result.failed if failed is None else failed)
         self.on_change()
         self.ctx.events.step_finished(result)

@@ -1,16 +1,23 @@
-"""A run's services: started before the steps, checked for readiness, stopped at the end.
+"""Services: containers started before the steps that use them, checked for readiness,
+stopped at the end.
 
-Each service is a container in the run's network namespace, named by its service name
-in every container's ``/etc/hosts``. Readiness is checked for all services at once:
+The pipeline's services start with the run, in its network namespace; a step waits
+only for those it uses (:meth:`Services.settled`), all of them unless it names some. A
+step's own services start for it, in a network of its own, and stop after it (see
+:mod:`.steps`). Each service is named by its service name in the ``/etc/hosts`` of the
+containers of its network. Readiness is checked for all services at once:
 
 - ``tcp: PORT``: a connection to ``127.0.0.1:PORT`` in the namespace succeeds (tried
   from a thread of this process that joins the namespace, see :mod:`.probe`);
 - ``command: [...]``: the command exits 0 in a container of the service's image, in
   the namespace, tried again until the timeout.
 
-A service that exits before it is ready, or is not ready in time, fails the run (its
-``when: status: [failure]`` steps still run, see :mod:`.runner`); one not ready in time
-is killed there and then, not asked to stop. A service that exits later is only noted.
+A service that cannot start, exits before it is ready, or is not ready in time has
+failed (:attr:`Services.failures`): the steps that use it do not run, the run fails
+(its ``when: status: [failure]`` steps still run, see :mod:`.runner`). One not ready in
+time is killed there and then, not asked to stop. A service that exits later is only
+noted. A service's environment is the steps' variables, its ``environment`` and its
+``secrets``. :attr:`Services.timings` says how long each took to pull and to get ready.
 
 :meth:`Services.close` stops the services as ``docker stop`` does, all at once: the
 image's ``StopSignal`` (default SIGTERM) to each service's first process, then, for
@@ -25,7 +32,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 
 from dockyard.ci import probe
@@ -61,12 +69,29 @@ class _Running:
 
 
 class Services:
-    """The services of one run; use as a context manager, which stops them on exit."""
+    """Services of a run or a step; use as a context manager, which stops them on exit.
 
-    def __init__(self, ctx: RunContext, env: Mapping[str, str], specs: Mapping[str, Service]):
+    ``label`` prefixes their names in logs (a step's, whose service names may be
+    another step's too)."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        env: Mapping[str, str],
+        specs: Mapping[str, Service],
+        *,
+        label: str = "",
+    ):
         self.ctx = ctx
         self.env = env
         self.specs = specs
+        self.label = label
+        # Both replaced, never changed, as threads learn more: a reader (the run's
+        # record) may iterate over what it got while they do.
+        self.failures: dict[str, str] = {}  # name -> what went wrong
+        self.timings: dict[str, dict[str, float]] = {n: {} for n in specs}  # pull, ready
+        self._lock = threading.Lock()
+        self._settled = {name: Future[None]() for name in specs}  # done: ready or failed
         self._running: list[_Running] = []
         self._checks: list[threading.Event] = []  # set when a readiness check has ended
         self._stack = contextlib.ExitStack()
@@ -79,18 +104,48 @@ class Services:
         self.close()
 
     def start(self) -> None:
-        """Start every service (pulling images as needed), then wait until all are ready."""
-        for name, spec in self.specs.items():
-            self._start(name, spec)
-        failures: list[str] = []
-        for service in self._running:
-            if service.spec.ready is not None:
-                self._spawn_check(service, failures)
-        for done in self._checks:
-            done.wait()
+        """Start every service, then wait until all are ready; raise
+        :class:`ServiceError` if any failed."""
+        self.launch()
+        wait(self._settled.values())  # a cancel ends the checks at once
         self.ctx.cancel.check()
-        if failures:
-            raise ServiceError("; ".join(failures))
+        if self.failures:
+            raise ServiceError(self.failure_of(self.specs))
+
+    def launch(self) -> None:
+        """Start every service (pulling images as needed) and check each for readiness
+        in the background: :meth:`settled` says when."""
+        for name, spec in self.specs.items():
+            try:
+                service = self._start(name, spec)
+            except ServiceError as e:
+                self._fail(name, str(e))
+                continue
+            if spec.ready is None:
+                self._settled[name].set_result(None)
+            else:
+                self._spawn_check(service)
+
+    def settled(self, names: Iterable[str]) -> list[Future[None]]:
+        """For each service of ``names``: done once it is ready or has failed."""
+        return [self._settled[name] for name in names]
+
+    def failure_of(self, names: Iterable[str]) -> str:
+        """What went wrong with the services of ``names``, in the order of the file
+        ("" if nothing)."""
+        wanted = set(names)
+        return "; ".join(m for name, m in self.failures.items() if name in wanted)
+
+    def _fail(self, name: str, message: str) -> None:
+        with self._lock:
+            failures = {**self.failures, name: message}
+            self.failures = {n: failures[n] for n in self.specs if n in failures}
+        if not self._settled[name].done():
+            self._settled[name].set_result(None)
+
+    def _timed(self, name: str, what: str, seconds: float) -> None:
+        with self._lock:
+            self.timings[name] = {**self.timings[name], what: seconds}
 
     def close(self) -> None:
         """Stop every service and remove what it used; safe to call again."""
@@ -105,13 +160,17 @@ class Services:
 
     # -- starting ----------------------------------------------------------------------
 
-    def _start(self, name: str, spec: Service) -> None:
-        log = OutputLog(name, self.ctx.run.service_log(name), self.ctx.masked, self.ctx.events)
+    def _start(self, name: str, spec: Service) -> _Running:
+        source = self.label + name
+        log = OutputLog(source, self.ctx.run.service_log(source), self.ctx.masked, self.ctx.events)
         self._stack.callback(log.close)
+        started = time.monotonic()
         try:
             image = self.ctx.images.get(spec.image, log.note)
         except DockyardError as e:
             raise ServiceError(f"service {name}: {e}") from None
+        finally:
+            self._timed(name, "pull", time.monotonic() - started)
         stop = (image.config.get("config") or {}).get("StopSignal") or "SIGTERM"
         try:
             stop_signal = parse_signal(stop)
@@ -122,7 +181,7 @@ class Services:
         config = container_config(
             image.config,
             args=spec.command,
-            env={**self.env, **spec.environment},
+            env=self._env(spec),
             base=self.ctx.base_config(name),
         )
         container = Container(rootfs, config, root=self.ctx.store.root, on_output=log)
@@ -138,6 +197,10 @@ class Services:
         except ContainerError as e:
             raise ServiceError(f"service {name}: {e}") from None
         log.note(f"started {spec.image}")
+        return service
+
+    def _env(self, spec: Service) -> dict[str, str]:
+        return {**self.env, **spec.environment, **{n: self.ctx.secrets[n] for n in spec.secrets}}
 
     def _watch(self, service: _Running) -> None:
         """Waits for the service to exit (it is killed at the end of the run)."""
@@ -179,7 +242,7 @@ class Services:
 
     # -- readiness ---------------------------------------------------------------------
 
-    def _spawn_check(self, service: _Running, failures: list[str]) -> None:
+    def _spawn_check(self, service: _Running) -> None:
         """Check ``service`` in a thread of its own.
 
         Its end is awaited through an event, not ``Thread.join``: on Python 3.11 a join
@@ -190,14 +253,17 @@ class Services:
 
         def check() -> None:
             try:
-                self._check(service, failures)
+                self._check(service)
             finally:
                 done.set()
+                settled = self._settled[service.name]
+                if not settled.done():
+                    settled.set_result(None)
 
         self._checks.append(done)
         threading.Thread(target=check, name=f"ready-{service.name}").start()
 
-    def _check(self, service: _Running, failures: list[str]) -> None:
+    def _check(self, service: _Running) -> None:
         ready = service.spec.ready
         assert ready is not None
         started = time.monotonic()
@@ -208,23 +274,26 @@ class Services:
                     self.ctx.netns,
                     ready.tcp,
                     deadline,
-                    lambda: service.exited.is_set() or self.ctx.cancel.cancelled,
+                    lambda: service.exited.is_set() or self._given_up,
                 )
             else:
                 ok = self._command_check(service, ready, deadline)
         except Cancelled:
             return
         except (DockyardError, OSError) as e:
-            failures.append(f"service {service.name}: readiness check failed: {e}")
+            self._fail(service.name, f"service {service.name}: readiness check failed: {e}")
             return
         if ok and not service.exited.is_set():
+            self._timed(service.name, "ready", time.monotonic() - started)
             service.log.note(f"ready after {time.monotonic() - started:.1f}s")
-        elif self.ctx.cancel.cancelled:
+        elif self._given_up:
             return
         elif service.exited.is_set():
-            failures.append(f"service {service.name} exited {service.ended} before it was ready")
+            self._fail(
+                service.name, f"service {service.name} exited {service.ended} before it was ready"
+            )
         else:
-            failures.append(f"service {service.name} not ready after {ready.timeout:g}s")
+            self._fail(service.name, f"service {service.name} not ready after {ready.timeout:g}s")
             service.killed = True
             service.container.kill()
             service.log.note("killed: not ready in time")
@@ -236,11 +305,11 @@ class Services:
             service.image.config,
             args=ready.command,
             entrypoint="",
-            env={**self.env, **service.spec.environment},
+            env=self._env(service.spec),
             base=self.ctx.base_config(f"{service.name}-ready"),
         )
         with self.ctx.images.rootfs(service.image) as rootfs:
-            while not service.exited.is_set():
+            while not service.exited.is_set() and not self._given_up:
                 remaining = deadline - time.monotonic()
                 try:
                     code = self.ctx.cancel.run(
@@ -259,6 +328,12 @@ class Services:
                 if self.ctx.cancel.wait(RETRY_INTERVAL):
                     raise Cancelled
         return False
+
+    @property
+    def _given_up(self) -> bool:
+        """Whether readiness checks are pointless now: the run was cancelled, or the
+        services are being stopped (those nobody waited for included)."""
+        return self.ctx.cancel.cancelled or self._stopping
 
 
 def _discard(stream: str, data: bytes) -> None:

@@ -5,7 +5,10 @@ A command step runs ``sh -e -c SCRIPT`` in a fresh rootfs of its image, in its
 (``+ make``) before running it and stops at the first that fails. A step without
 commands runs its image's own command. Its cache dirs are bind-mounted; its
 environment is the image's, then the ``CI_*`` and the file's variables, the
-pipeline's ``env``, the step's, and its secrets last.
+pipeline's ``env``, the step's, and its secrets last. A step with services of its own
+runs with them in a network of its own (outbound NAT, as the run's), where they are
+started, checked for readiness, and stopped after each attempt: two steps running at
+once, say two combinations of a matrix, each have their own ``db`` on the same port.
 
 A build step builds a Dockerfile of the workspace in-process into the store, where
 later steps find the image by its tag; secrets go to the build's secret mounts
@@ -29,11 +32,13 @@ Past that, the step times out and what was copied so far stays.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import posixpath
 import shlex
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.ci.caches import cache_dir, cache_name, files_key
@@ -44,10 +49,12 @@ from dockyard.ci.junit import read_reports
 from dockyard.ci.output import OutputLog
 from dockyard.ci.pipeline import Step
 from dockyard.ci.results import CANCELLED, FAILED, FAILURE, SUCCESS, TIMEOUT, StepResult
+from dockyard.ci.services import ServiceError, Services
 from dockyard.ci.workspace import MOUNT_POINT, collect_artifacts
 from dockyard.errors import DockyardError
-from dockyard.runtime import ContainerTimeout, Mount, container_config
+from dockyard.runtime import ContainerTimeout, Mount, container_config, interrupts
 from dockyard.runtime.container import ContainerGroup
+from dockyard.runtime.nat import NAMESERVER, NatNetwork
 
 COLLECT_GRACE = 30.0
 MAX_PROBLEM_NOTES = 20  # a workspace full of FIFOs must not flood the log
@@ -74,13 +81,16 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
     log = OutputLog(step.name, ctx.run.step_log(step.name), ctx.masked, ctx.events)
     started = time.monotonic()
     earlier: list[StepResult] = []
-    result, deadline = _attempt(ctx, step, env, cache_key, log)
+    result, deadline, services_failed = _attempt(ctx, step, env, cache_key, log)
     while step.retry is not None and len(earlier) < step.retry.count:
-        if ctx.cancel.cancelled or not step.retry.matches(result.status, result.exit_code):
+        if ctx.cancel.cancelled or not step.retry.matches(
+            result.status, result.exit_code, service_failed=services_failed
+        ):
             break
         log.note(f"attempt {len(earlier) + 1}: {_summary(result)}; retrying")
         earlier.append(result)
-        result, deadline = _attempt(ctx, step, env, cache_key, log)
+        result, deadline, services_failed = _attempt(ctx, step, env, cache_key, log)
+    collecting = time.monotonic()
     try:
         if result.status != CANCELLED:
             _collect(ctx, step, result, log, deadline)
@@ -90,6 +100,8 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
         result.reason = f"timed out after {step.timeout:g}s" if timeout else "cancelled"
         log.note(f"collecting reports and artifacts stopped: {result.reason}")
     finally:
+        if step.reports.junit or step.artifacts:
+            result.timings["collect"] = time.monotonic() - collecting
         result.attempts = [*earlier, result] if earlier else []
         result.duration = time.monotonic() - started
         result.ignored = result.status in FAILED and step.failure == "ignore"
@@ -100,21 +112,37 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
 
 def _attempt(
     ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str, log: OutputLog
-) -> tuple[StepResult, float | None]:
-    """Run ``step`` once: how it went, and the deadline it had (by its timeout)."""
+) -> tuple[StepResult, float | None, bool]:
+    """Run ``step`` once: how it went, the deadline it had (by its timeout), and whether
+    its own services failed."""
     result = StepResult(step.name, FAILURE)
     started = time.monotonic()
     deadline = started + step.timeout if step.timeout else None
+    services_failed = False
     try:
         if step.build is not None:
-            _build(ctx, step, {n: ctx.secrets[n] for n in step.secrets}, log, deadline)
+            building = time.monotonic()
+            try:
+                secrets = {n: ctx.secrets[n] for n in step.secrets}
+                result.build_steps = _build(ctx, step, secrets, log, deadline)
+                for name, seconds in result.build_steps:
+                    log.note(f"{seconds:.1f}s {name}")
+            finally:
+                result.timings["run"] = time.monotonic() - building
             result.exit_code = 0
         else:
             step_env = {**env, **step.environment, **{n: ctx.secrets[n] for n in step.secrets}}
-            result.exit_code = _commands(ctx, step, step_env, cache_key, log)
+            with _own_services(ctx, step, env, result) as step_ctx:
+                result.exit_code = _commands(step_ctx, step, step_env, cache_key, log, result)
         result.status = SUCCESS if result.exit_code == 0 else FAILURE
         if result.exit_code:
             result.reason = f"exit code {result.exit_code}"
+    except ServiceError as e:
+        services_failed = not ctx.cancel.cancelled
+        result.status, result.reason = (
+            (FAILURE, str(e)) if services_failed else (CANCELLED, "cancelled")
+        )
+        log.note(f"services failed: {e}" if services_failed else "cancelled")
     except Exception as e:
         if ctx.cancel.cancelled:
             result.status, result.reason = CANCELLED, "cancelled"
@@ -129,14 +157,50 @@ def _attempt(
             result.reason = detail.splitlines()[0] if detail else type(e).__name__
             log.note(f"error: {detail}")
     result.duration = time.monotonic() - started
-    return result, deadline
+    return result, deadline, services_failed
+
+
+@contextlib.contextmanager
+def _own_services(
+    ctx: RunContext, step: Step, env: Mapping[str, str], result: StepResult
+) -> Iterator[RunContext]:
+    """The context ``step`` runs in: the run's, or, if it has services of its own, one
+    with a network of its own where they run, ready (:class:`ServiceError` if not).
+    How long they took goes into ``result``."""
+    if not step.own_services:
+        yield ctx
+        return
+    with contextlib.ExitStack() as stack:
+        with interrupts.deferred():  # no Ctrl-C between creation and registration
+            network = stack.enter_context(NatNetwork())
+        own = dataclasses.replace(
+            ctx, netns=Path(network.path), services=list(step.own_services), dns=(NAMESERVER,)
+        )
+        services = stack.enter_context(Services(own, env, step.own_services, label=f"{step.name}."))
+        result.services = services.timings
+        started = time.monotonic()
+        try:
+            services.start()
+        finally:
+            result.timings["services"] = time.monotonic() - started
+        yield own
 
 
 def _commands(
-    ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str, log: OutputLog
+    ctx: RunContext,
+    step: Step,
+    env: Mapping[str, str],
+    cache_key: str,
+    log: OutputLog,
+    result: StepResult,
 ) -> int:
+    """Run the step's commands; how long pulling and running took goes into ``result``."""
     assert step.image is not None
-    image = ctx.images.get(step.image, log.note)
+    started = time.monotonic()
+    try:
+        image = ctx.images.get(step.image, log.note)
+    finally:
+        result.timings["pull"] = time.monotonic() - started
     files = files_key(ctx.run.workspace, step.cache_files)
     if files and ctx.hold is not None:  # named only now: held before its first use
         with ctx.store.lease():
@@ -154,9 +218,13 @@ def _commands(
         base=ctx.base_config(step.name, caches, network=step.network),
     )
     with ctx.images.rootfs(image) as rootfs:
-        return ctx.cancel.run(
-            rootfs, config, root=ctx.store.root, timeout=step.timeout, on_output=log
-        )
+        started = time.monotonic()
+        try:
+            return ctx.cancel.run(
+                rootfs, config, root=ctx.store.root, timeout=step.timeout, on_output=log
+            )
+        finally:
+            result.timings["run"] = time.monotonic() - started
 
 
 def _build(
@@ -165,9 +233,10 @@ def _build(
     secrets: Mapping[str, str],
     log: OutputLog,
     deadline: float | None,
-) -> None:
+) -> list[tuple[str, float]]:
     """Build the image of ``step`` under the run's own name for it (see :mod:`.images`);
-    name it by its tags in the store (``keep``) or a registry (``push``) if asked."""
+    name it by its tags in the store (``keep``) or a registry (``push``) if asked.
+    Return how long each of its steps took."""
     from dockyard.build.builder import BuildOptions
     from dockyard.build.builder import build as build_image
     from dockyard.build.cache_export import check_location
@@ -211,13 +280,15 @@ def _build(
                 log.note(f"tagged {tag} in the store")
         if build.push:
             from dockyard.registry.client import RegistryDestination, client_for
+            from dockyard.transfer.convert import plan
             from dockyard.transfer.copy import copy_image
 
-            for tag in build.tags:
+            for tag in build.tags:  # plain-tar layers gzipped, as `dockyard push` does
                 ctx.cancel.check()
                 log.note(f"pushing {tag}")
                 destination = RegistryDestination(client_for(tag), tag)
-                copy_image(ctx.store.source(name), destination)
+                copy_image(ctx.store.source(name), destination, conversion=plan("docker"))
+    return built.timings
 
 
 @contextlib.contextmanager

@@ -19,7 +19,8 @@ empty string. Keys are never replaced, nor are step names and ``depends_on`` (a
 step's identity is fixed). The values are also every step's environment.
 
 ``BUILT_IMAGE`` exists only in a step that depends on exactly one build step: that
-step's first tag, else the run's own name for its image (see :mod:`.images`).
+step's first tag, else the run's own name for its image (see :mod:`.images`); it is
+in that step's environment too (unless the step sets it itself).
 
 At load time the values are not known yet: the file is checked with stand-ins
 (:data:`STAND_INS`); a run replaces them with its own (see :mod:`.runner`).
@@ -79,12 +80,19 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
     return _REFERENCE.sub(replace, text)
 
 
-def interpolate(data: Any, values: Mapping[str, str], report: Report) -> Any:
+def interpolate(
+    data: Any,
+    values: Mapping[str, str],
+    report: Report,
+    step_values: Mapping[int, Mapping[str, str]] | None = None,
+) -> Any:
     """The pipeline document ``data`` with variables replaced in every string but keys,
     step names and ``depends_on``; ``report(path, message)`` hears of each bad one.
 
     ``values`` are the built-in variables; the document's ``variables:`` come on top,
-    and ``BUILT_IMAGE`` in the steps that have one."""
+    ``BUILT_IMAGE`` in the steps that have one, and ``step_values`` (by step index: a
+    matrix combination's, see :mod:`.matrix`) in theirs."""
+    step_values = step_values or {}
     if not isinstance(data, dict):
         return data
     out = dict(data)
@@ -99,7 +107,15 @@ def interpolate(data: Any, values: Mapping[str, str], report: Report) -> Any:
             continue
         if key == "steps" and isinstance(value, list):
             out[key] = [
-                _step(step, {**values, **built.get(i, {})}, report, ("steps", i))
+                _with_env(
+                    _step(
+                        step,
+                        {**values, **built.get(i, {}), **step_values.get(i, {})},
+                        report,
+                        ("steps", i),
+                    ),
+                    built.get(i, {}),
+                )
                 for i, step in enumerate(value)
             ]
         else:
@@ -112,6 +128,16 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else str(value)
+
+
+def _with_env(step: Any, env: Mapping[str, str]) -> Any:
+    """A command step with ``env`` in its environment, under what it sets itself."""
+    if not env or not isinstance(step, dict) or "build" in step:
+        return step
+    environment = step.get("environment", {})
+    if not isinstance(environment, dict):
+        return step  # the schema says what is wrong
+    return {**step, "environment": {**env, **environment}}
 
 
 def _step(step: Any, values: Mapping[str, str], report: Report, path: FieldPath) -> Any:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dockyard.ci.results import Events
-from dockyard.cli.common import open_store
+from dockyard.cli.common import open_store, parse_pairs
 
 if TYPE_CHECKING:
     from dockyard.ci import RunDir, RunResult, StepResult
@@ -116,7 +116,7 @@ def run(
         store_root=open_store().root,
         source=directory,
         secrets=_secrets(secrets, from_env, secrets_files),
-        env=_pairs(env, "--env"),
+        env=parse_pairs(env, "--env"),
         branch=branch if branch is not None else _git(directory, "--abbrev-ref", "HEAD"),
         commit=commit if commit is not None else _git(directory, "HEAD"),
         event=event,
@@ -126,7 +126,11 @@ def run(
     )
     if parallel:
         options.parallel = parallel
-    printer = _Printer([s.name for s in pipeline.steps] + list(pipeline.services))
+    printer = _Printer(
+        [s.name for s in pipeline.steps]
+        + list(pipeline.services)
+        + [f"{s.name}.{name}" for s in pipeline.steps for name in s.own_services]
+    )
     previous = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     try:
         result = run_pipeline(pipeline, options, printer)
@@ -312,15 +316,20 @@ class _Printer(Events):
 
 
 def _summary(result: RunResult, colour: bool) -> None:
-    rows = [("STEP", "STATUS", "DURATION", "EXIT", "TESTS")]
+    rows = [("STEP", "STATUS", "DURATION", "SERVICES", "PULL", "RUN", "EXIT", "TESTS")]
     for step in result.steps:
         status = step.status + (" (ignored)" if step.ignored else "")
         tests = step.tests
+        timings = step.timings
         rows.append(
             (
                 step.name,
                 status,
                 _duration(step.duration) if step.status != "skipped" else "-",
+                *(
+                    _duration(timings[part]) if part in timings else "-"
+                    for part in ("services", "pull", "run")
+                ),
                 "-" if step.exit_code is None else str(step.exit_code),
                 f"{tests.passed} passed, {tests.failed} failed" if tests else "-",
             )
@@ -330,6 +339,15 @@ def _summary(result: RunResult, colour: bool) -> None:
     for step in result.steps:
         if step.tests and step.tests.failing:
             click.echo(f"failing tests in {step.name}: {', '.join(step.tests.failing)}")
+    services = [*result.services.items()] + [
+        (f"{step.name}.{name}", t) for step in result.steps for name, t in step.services.items()
+    ]
+    for name, timings in services:
+        parts = [f"pulled in {_duration(timings['pull'])}"] if "pull" in timings else []
+        if "ready" in timings:
+            parts.append(f"ready after {_duration(timings['ready'])}")
+        if parts:
+            click.echo(f"service {name}: {', '.join(parts)}")
     outcome = result.status.upper()
     if colour:
         outcome = click.style(outcome, fg=_STATUS_COLOURS.get(result.status), bold=True)
@@ -358,16 +376,6 @@ def _duration(seconds: object) -> str:
 # -- options ---------------------------------------------------------------------------
 
 
-def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
-    out = {}
-    for value in values:
-        key, sep, rest = value.partition("=")
-        if not key or not sep:
-            raise click.BadParameter(f"{value!r}: expected NAME=VALUE", param_hint=option)
-        out[key] = rest
-    return out
-
-
 def _secrets(values: tuple[str, ...], from_env: bool, files: tuple[Path, ...]) -> dict[str, str]:
     """Secrets from files first, then --secret, later ones winning."""
     secrets: dict[str, str] = {}
@@ -385,18 +393,15 @@ def _secrets(values: tuple[str, ...], from_env: bool, files: tuple[Path, ...]) -
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
                 value = value[1:-1]
             secrets[name.strip()] = value
-    for value in values:
-        name, sep, rest = value.partition("=")
-        if sep:
-            secrets[name] = rest
-        elif not from_env:
-            raise click.BadParameter(
-                f"{value!r}: give NAME=VALUE, or add --from-env", param_hint="--secret"
-            )
-        elif name not in os.environ:
-            raise click.BadParameter(f"{name} is not set in the environment", param_hint="--secret")
-        else:
-            secrets[name] = os.environ[name]
+    bare = [value for value in values if "=" not in value]
+    if bare and not from_env:
+        raise click.BadParameter(
+            f"{bare[0]!r}: give NAME=VALUE, or add --from-env", param_hint="--secret"
+        )
+    unset = [name for name in bare if name not in os.environ]
+    if unset:
+        raise click.BadParameter(f"{unset[0]} is not set in the environment", param_hint="--secret")
+    secrets.update(parse_pairs(values, "--secret", bare="environment"))
     return secrets
 
 

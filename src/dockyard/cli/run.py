@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from dockyard.cli.common import open_store, parse_ref, tls_option
+from dockyard.cli.common import open_store, parse_pairs, parse_ref, tls_option
 from dockyard.cli.progress import progress_display
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def run_config(
         image_config,
         args=command,
         entrypoint=entrypoint,
-        env=_parse_env(options.env),
+        env=parse_pairs(options.env, "-e", bare="environment"),  # bare K: passed on if set
         user=options.user,
         workdir=options.workdir,
         base=ContainerConfig(
@@ -202,20 +202,6 @@ def run(
         except ContainerError as e:
             click.echo(f"dockyard: error: {e}", err=True)
     sys.exit(code)  # not ctx.exit(): main() runs click non-standalone, which drops it
-
-
-def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
-    """``K=V`` sets; a bare ``K`` passes the variable on from here, if it is set."""
-    env: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not key:
-            raise click.BadParameter(f"{item!r}: expected K=V", param_hint="-e")
-        if sep:
-            env[key] = value
-        elif key in os.environ:
-            env[key] = os.environ[key]
-    return env
 
 
 def _parse_volume(text: str) -> Mount:

@@ -245,8 +245,7 @@ class Snapshots:
                         doomed.append(gone)
                         result.temps += 1
                 elif name.startswith(_SCRATCH) and name not in spared:
-                    mounts.unmount_all(path)
-                    if gone := trash.move_to_trash(path):
+                    if gone := _discard_scratch(path):
                         doomed.append(gone)
                         result.temps += 1
                 elif trash.is_trash(name):
@@ -257,6 +256,26 @@ class Snapshots:
         for path in doomed:
             result.freed += trash.remove_tree(path)
         return result
+
+    def reap_scratch(self) -> int:
+        """Delete only the scratch dirs killed processes left (unmounting what is still
+        mounted there; a live process holds its own); return how many went."""
+        if not self.root.is_dir():
+            return 0
+        doomed: list[Path] = []
+        with self.store.gc_lock():
+            held = held_names(self.root / _HOLDS)
+            for entry in list(os.scandir(self.root)):
+                name = entry.name
+                if (
+                    name.startswith(_SCRATCH)
+                    and name not in held
+                    and (gone := _discard_scratch(Path(entry.path)))
+                ):
+                    doomed.append(gone)
+        for path in doomed:
+            trash.remove_tree(path)
+        return len(doomed)
 
     def _holds_existing(self, chains: Sequence[str]) -> bool:
         """Do we hold every one of ``chains`` already, and do they exist?"""
@@ -321,3 +340,9 @@ class Snapshots:
             except BaseException:
                 shutil.rmtree(temp, ignore_errors=True)
                 raise
+
+
+def _discard_scratch(path: Path) -> Path | None:
+    """Move a dead process's scratch dir to the trash, its overlay unmounted first."""
+    mounts.unmount_all(path)
+    return trash.move_to_trash(path)
