@@ -11,6 +11,7 @@ import time
 
 from dockyard.build.cache import BuildCache, CacheRecord
 from dockyard.containers.catalog import LOCK_FILE, Catalog
+from dockyard.disk.autogc import AutoGC
 from dockyard.disk.prune import PrunePolicy, plan
 from dockyard.disk.usage import Item, Usage, take_stock
 from dockyard.layout.locking import FileLock
@@ -181,3 +182,20 @@ def test_prune_containers_takes_stopped_ones_only_and_df_counts_them(store_root)
     running.release()
     out = dockyard("prune", "--containers").stdout.decode()
     assert "containers: removed 1" in out and catalog.list() == []
+
+
+def test_auto_gc_brings_a_store_past_its_threshold_back_under(store_root):
+    store = Store(store_root)
+    store_image(store_root, "localhost/t/named:1", [layer(F("/big", os.urandom(MB)))])
+    for age in range(1, 9):
+        cached_layer(store, f"k{age}", MB, age)
+    threshold = take_stock(store).total // 2
+    gc = AutoGC(store_root, threshold)
+    report = gc.after_run()
+    assert report is not None and report.freed["build-cache"] >= 4 * MB
+    after = take_stock(store)
+    assert after.total <= threshold
+    kept = {item.name for item in after.of("build-cache")}
+    assert kept == {f"k{age}" for age in range(1, len(kept) + 1)}  # the newest stay
+    assert after.of("images")  # named: never collected
+    assert gc.after_run() is None  # under the threshold: nothing to do
