@@ -118,8 +118,8 @@ class Server:
         assert response.status_code == expect, response.text
         return response.json() if response.content else {}
 
-    def agent(self, name: str, labels: str, store: Path) -> subprocess.Popen:
-        """An agent process with its own store and workdir."""
+    def agent(self, name: str, labels: str, store: Path, *options: str) -> subprocess.Popen:
+        """An agent process with its own store and workdir (and more ``options``)."""
         token = self.call("POST", "/tokens", 201, json={"name": name, "role": "agent"})["token"]
         store.mkdir(parents=True, exist_ok=True)
         process = spawn(
@@ -138,6 +138,7 @@ class Server:
                 labels,
                 "--workdir",
                 str(store.parent / f"{name}-work"),
+                *options,
             ],
             store.parent / f"{name}.log",
             env={**os.environ, "DOCKYARD_AGENT_TOKEN": token},

@@ -506,3 +506,45 @@ def test_a_pipeline_push_gzips_plain_tar_layers(dockyard, tmp_path, busybox_ref,
     types = {layer["mediaType"] for layer in manifest["layers"]}
     assert types == {"application/vnd.oci.image.layer.v1.tar+gzip"}
     assert len(manifest["layers"]) == 2
+
+
+def test_a_check_step_gates_the_image_the_run_built(dockyard, tmp_path, busybox_ref, store_root):
+    """A private key copied in and deleted by a later RUN still ships: the check step
+    fails on it, names its layer and path, and counts its rules as tests."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        f"""
+        steps:
+          - name: image
+            build: {{context: ., tags: [{APP}]}}
+          - name: gate
+            depends_on: [image]
+            check: {{image: {APP}, policy: ci/gate.yml}}
+          - name: clean
+            check: {{image: IMAGE, policy: ci/gate.yml}}
+        """,
+        Dockerfile=(
+            "FROM IMAGE\nCOPY id_ed25519 /root/.ssh/id_ed25519\nRUN rm /root/.ssh/id_ed25519\n"
+        ),
+    )
+    key = directory / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (directory / "ci").mkdir()
+    (directory / "ci" / "gate.yml").write_text("secrets: {}\nmax_layers: {max: 50}\n")
+    out, doc = ci_run(dockyard, directory, expect=1)
+    gate, clean = steps(doc)["gate"], steps(doc)["clean"]
+    assert gate["status"] == "failure"
+    assert gate["reason"] == "a rule of severity error failed"
+    assert gate["tests"] == {"passed": 1, "failed": 1, "skipped": 0, "failing": [f"{APP}.secrets"]}
+    lines = output(out, "gate")
+    assert any(
+        "error: secrets: layer 2" in line
+        and "/root/.ssh/id_ed25519 (deleted in layer 3, still shipped)" in line
+        for line in lines
+    ), lines
+    assert clean["status"] == "success"
+    assert clean["tests"]["passed"] == 2 and clean["tests"]["failed"] == 0
+    (report,) = (store_root / "ci" / "runs").glob("*/artifacts/gate/check.xml")
+    assert "/root/.ssh/id_ed25519" in report.read_text()
+

@@ -5,6 +5,7 @@ webhooks, live logs over Server-Sent Events, a killed agent, cancel, a server re
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -13,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.build.cache import BuildCache, CacheRecord
+from dockyard.disk.usage import take_stock
+from dockyard.oci import mediatypes as mt
+from dockyard.oci.descriptor import Descriptor
 from dockyard.service.webhooks import sign
+from dockyard.store import Store
 from tests.conftest import need
 from tests.e2e.service_support import (
     WEBHOOK_SECRET,
@@ -355,3 +361,43 @@ def test_a_commit_that_cannot_be_fetched_fails_the_run_with_gits_reason(server, 
     run = server.wait_for(1, "failure", "success")
     assert run["status"] == "failure"
     assert run["error"].startswith("git fetch:"), run["error"]
+
+
+def test_an_agent_past_its_gc_threshold_prunes_after_a_run(server, repo, busybox_ref, tmp_path):
+    """A store filled with stale build cache to twice the agent's --gc-keep-storage comes
+    back under it after the next run, the image that run used kept."""
+    store_root = tmp_path / "store-gc"
+    store = Store(store_root)
+    store.layout.ensure()
+    cache = BuildCache(store_root)
+    for i in range(16):  # 16 MB of build cache only records name, last used days ago
+        data = os.urandom(1_000_000)
+        desc = Descriptor.of_bytes(mt.OCI_LAYER_GZIP, data)
+        with store.lease():
+            store.blobs.write(desc.digest, io.BytesIO(data), desc.size)
+        cache.put(CacheRecord(f"k{i}", desc, "sha256:" + "0" * 64))
+        old = time.time() - (i + 1) * 86400
+        os.utime(cache.directory / f"k{i}", (old, old))
+    threshold = 8_000_000
+    assert take_stock(store).total > 2 * threshold
+    repo.commit(
+        {
+            ".dockyard.yml": pipeline(
+                busybox_ref, "steps:\n  - {name: t, image: IMAGE, commands: [echo hi]}\n"
+            )
+        }
+    )
+    server.add_repo(repo, {})
+    server.agent("gc", "", store_root, "--gc-keep-storage", "8MB")
+    server.call("POST", "/repos/project/runs", 201, json={"branch": "main"})
+    assert server.wait_for(1, "success", "failure")["status"] == "success"
+    log = tmp_path / "gc.log"
+    deadline = time.monotonic() + 60
+    while "gc: " not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)  # the agent collects after it reported the run's end
+    assert "gc: the store took" in log.read_text()
+    after = take_stock(store)
+    assert after.total <= threshold
+    assert after.of("images")  # busybox, which the run pulled, stays
+    kept = {item.name for item in after.of("build-cache")}
+    assert kept == {f"k{i}" for i in range(len(kept))}  # the most recently used

@@ -23,7 +23,7 @@ COLLECTORS = 6
 
 def run(dockyard, tmp_path: Path, pipeline: str, busybox_ref: str) -> dict:
     project = tmp_path / "project"
-    project.mkdir()
+    project.mkdir(exist_ok=True)
     (project / ".dockyard.yml").write_text(textwrap.dedent(pipeline).replace("IMAGE", busybox_ref))
     report = tmp_path / "result.json"
     result = dockyard("ci", "run", "--json", str(report), str(project), check=False, timeout=300)
@@ -99,3 +99,26 @@ def test_a_parallel_step_flipping_a_dir_to_a_host_symlink_saves_no_host_file(
     leaked = [str(p) for p in saved if not p.is_symlink() and p.read_text() == VICTIM]
     assert leaked == []
     assert any(p.read_text() == "built\n" for p in saved if not p.is_symlink())
+
+
+def test_a_check_steps_policy_is_read_inside_the_workspace(
+    dockyard, tmp_path, busybox_ref, store_root
+):
+    """A policy symlinked to a host file (here a sacrificial one) is refused, its
+    content never read, and the step fails with the file named."""
+    victim = tmp_path / "victim.yml"
+    victim.write_text("secrets: {}\n# host-secret-content\n")
+    pipeline = """\
+        steps:
+          - name: gate
+            check: {image: IMAGE, policy: gate.yml}
+        """
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "gate.yml").symlink_to(victim)
+    doc = run(dockyard, tmp_path, pipeline, busybox_ref)
+    gate = {step["name"]: step for step in doc["steps"]}["gate"]
+    assert gate["status"] == "failure"
+    assert gate["reason"] == "gate.yml: cannot read: it leads out of the workspace"
+    assert b"host-secret-content" not in b"".join(
+        p.read_bytes() for p in (store_root / "ci" / "runs").glob("*/**/*.log")
+    )

@@ -249,3 +249,26 @@ def test_a_cache_key_file_linked_out_of_the_workspace_is_never_read(tmp_path):
     (workspace / "requirements.txt").unlink()
     os.mkfifo(workspace / "requirements.txt")
     assert files_key(workspace, ["requirements.txt"]) == missing
+
+
+def test_a_check_policy_dir_flipped_to_a_host_symlink_never_reads_the_host_policy(tmp_path):
+    """A check step's policy file is opened beneath the workspace: while a step swaps
+    its directory with a symlink to a host directory, the host's file is never read."""
+    host = host_dir(tmp_path, {"gate.yml": b"max_layers: {max: 1}\n"})
+    real = tmp_path / "ws" / "ci"
+    real.mkdir(parents=True)
+    (real / "gate.yml").write_bytes(b"secrets: {}\n")
+    read = 0
+    with flipping(real, host) as flips:
+        for round_ in range(MAX_ROUNDS * 10):
+            if round_ >= ROUNDS * 10 and read:
+                break
+            try:
+                policy = steps._read_policy(tmp_path / "ws", "ci/gate.yml")
+            except DockyardError as e:
+                assert "max_layers" not in str(e)
+                continue
+            assert policy.enabled() == ["secrets"], "the host's policy was read"
+            read += 1
+    assert flips[0] >= MIN_FLIPS
+    assert read  # the workspace's own policy was read meanwhile

@@ -199,7 +199,7 @@ def test_step_names_are_unique_and_safe():
 
 def test_step_kinds():
     assert problems("steps:\n  - name: a\n    commands: [make]\n") == [
-        ".dockyard.yml:2: steps[0]: a step needs image (to run commands) or build"
+        ".dockyard.yml:2: steps[0]: a step needs image (to run commands), build or check"
     ]
     text = """\
         steps:
@@ -208,6 +208,55 @@ def test_step_kinds():
             build: {context: .}
     """
     assert problems(text) == [".dockyard.yml:2: steps[0]: a build step cannot have image"]
+
+
+def test_check_steps():
+    pipeline = parse(
+        """\
+        steps:
+          - {name: image, build: {tags: [localhost/app:ci]}}
+          - name: gate
+            depends_on: [image]
+            check: {image: localhost/app:ci, policy: ci/gate.yml}
+        """
+    )
+    gate = pipeline.step("gate")
+    assert gate.check is not None and gate.check.policy == "ci/gate.yml"
+    assert str(gate.check.image) == "localhost/app:ci"
+    assert gate.uses({"db": None}) == ()  # a check waits for no service
+    text = """\
+        steps:
+          - {name: image, build: {tags: [localhost/app:ci]}}
+          - name: gate
+            check: {image: localhost/app:ci, policy: ../gate.yml}
+          - name: late
+            check: {image: localhost/app:ci}
+          - name: both
+            image: busybox
+            check: {image: busybox}
+          - name: mixed
+            build: {}
+            check: {image: busybox}
+          - name: what
+            check: {image: busybox, rules: [user]}
+    """
+    assert problems(text) == [
+        ".dockyard.yml:4: steps[1].check.policy: "
+        "'../gate.yml': expected a relative path inside the workspace",
+        ".dockyard.yml:7: steps[3]: a check step cannot have image",
+        ".dockyard.yml:10: steps[4]: a step cannot have both build and check",
+        ".dockyard.yml:14: steps[5].check.rules: unknown field",
+    ]
+    text = """\
+        steps:
+          - {name: image, build: {tags: [localhost/app:ci]}}
+          - name: gate
+            check: {image: localhost/app:ci}
+    """
+    assert problems(text) == [
+        ".dockyard.yml:4: steps[1].check.image: localhost/app:ci is built by step "
+        "'image': add it to depends_on"
+    ]
 
 
 def test_paths_and_names():

@@ -10,10 +10,14 @@ import os
 import time
 
 from dockyard.build.cache import BuildCache, CacheRecord
+from dockyard.containers.catalog import LOCK_FILE, Catalog
+from dockyard.disk.autogc import AutoGC
 from dockyard.disk.prune import PrunePolicy, plan
 from dockyard.disk.usage import Item, Usage, take_stock
+from dockyard.layout.locking import FileLock
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
+from dockyard.runtime.snapshots import Snapshots
 from dockyard.store import Store
 from dockyard.store.holds import Hold
 from tests.conftest import Dockyard
@@ -145,3 +149,53 @@ def test_bad_prune_flags_are_one_line_errors(store_root):
     assert bad.returncode != 0 and b"type=KIND" in bad.stderr
     bad = dockyard("prune", "--until", "soon", check=False)
     assert bad.returncode != 0 and b"invalid duration 'soon'" in bad.stderr
+
+
+def test_prune_containers_takes_stopped_ones_only_and_df_counts_them(store_root):
+    store = Store(store_root)
+    store.layout.ensure()
+    catalog = Catalog(store)
+    with Snapshots(store) as snapshots:
+        stopped = catalog.create(snapshots, "scratch", None, name="stopped")
+        busy = catalog.create(snapshots, "scratch", None, name="busy")
+    for container in (stopped, busy):
+        (container.upper / "work.bin").write_bytes(os.urandom(50_000))
+    running = FileLock(busy.path / LOCK_FILE)  # as a `container run` holds it
+    assert running.acquire(blocking=False)
+    dockyard = Dockyard(store_root)
+    doc = json.loads(dockyard("df", "--format", "json").stdout)
+    row = {row["kind"]: row for row in doc["kinds"]}["containers"]
+    assert row["items"] == 2 and row["size"] >= 100_000
+    assert 50_000 <= row["reclaimable"] < 100_000  # the busy one is not
+    dockyard("prune")
+    dockyard("prune", "--keep-storage", "1")  # a policy alone never takes containers
+    assert stopped.path.is_dir() and busy.path.is_dir()
+    dry = dockyard("prune", "--containers", "--dry-run").stdout.decode()
+    assert "would remove containers stopped " in dry and "containers busy" not in dry
+    assert stopped.path.is_dir()
+    out = dockyard("prune", "--until", "7d", "--containers").stdout.decode()
+    assert "containers" not in out and stopped.path.is_dir()  # written just now
+    out = dockyard("prune", "--filter", "type=containers").stdout.decode()
+    assert "containers: removed 1" in out
+    assert not stopped.path.exists() and busy.path.is_dir()
+    assert [c.name for c in catalog.list()] == ["busy"]
+    running.release()
+    out = dockyard("prune", "--containers").stdout.decode()
+    assert "containers: removed 1" in out and catalog.list() == []
+
+
+def test_auto_gc_brings_a_store_past_its_threshold_back_under(store_root):
+    store = Store(store_root)
+    store_image(store_root, "localhost/t/named:1", [layer(F("/big", os.urandom(MB)))])
+    for age in range(1, 9):
+        cached_layer(store, f"k{age}", MB, age)
+    threshold = take_stock(store).total // 2
+    gc = AutoGC(store_root, threshold)
+    report = gc.after_run()
+    assert report is not None and report.freed["build-cache"] >= 4 * MB
+    after = take_stock(store)
+    assert after.total <= threshold
+    kept = {item.name for item in after.of("build-cache")}
+    assert kept == {f"k{age}" for age in range(1, len(kept) + 1)}  # the newest stay
+    assert after.of("images")  # named: never collected
+    assert gc.after_run() is None  # under the threshold: nothing to do

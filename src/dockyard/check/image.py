@@ -55,12 +55,20 @@ def open_image(
     platform: Platform | None = None,
 ) -> OpenedImage:
     """Open the image ``text`` names (a store reference or any transport string)."""
-    from dockyard.errors import ManifestError
-    from dockyard.transfer.resolve import resolve_image
     from dockyard.transfer.transports import open_source, parse_location
 
     location = parse_location(text)
     source = open_source(location, store_root=store_root, tls_verify=tls_verify)
+    return open_source_image(text, source, platform)
+
+
+def open_source_image(
+    text: str, source: ImageSource, platform: Platform | None = None
+) -> OpenedImage:
+    """Open the image of an opened ``source``; ``text`` names it in findings."""
+    from dockyard.errors import ManifestError
+    from dockyard.transfer.resolve import resolve_image
+
     manifest = resolve_image(source, None, platform)
     if manifest.config.size > MAX_CONFIG_SIZE:
         raise ManifestError(f"{text}: config of {manifest.config.size} bytes is too big")

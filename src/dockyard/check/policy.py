@@ -181,6 +181,12 @@ def load_policy(file: str | Path) -> Policy:
             data = f.read(MAX_FILE_SIZE + 1)
     except OSError as e:
         raise PolicyError(path, [Problem("", f"cannot read: {e.strerror}", None)]) from None
+    return policy_from_bytes(data, path)
+
+
+def policy_from_bytes(data: bytes, path: str) -> Policy:
+    """Validate a policy file's content (read up to ``MAX_FILE_SIZE + 1`` bytes, so that
+    a larger one is refused); ``path`` names it in errors."""
     if len(data) > MAX_FILE_SIZE:
         raise PolicyError(path, [Problem("", "larger than 1 MiB", None)])
     try:

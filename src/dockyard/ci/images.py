@@ -97,15 +97,20 @@ class Images:
     def get(self, ref: Reference, note: Callable[[str], None]) -> Image:
         """The image ``ref`` (one the run built first), pulled into the store if
         missing (``note`` hears of it), with its snapshots made."""
-        stored = self.stored_name(ref)
-        with self._lock:
-            lock = self._pulling.setdefault(stored, threading.Lock())
-        with lock, self.credentials.active():
-            descriptor = ensure_image(self.store, stored, note=note)
+        _, descriptor = self.pull(ref, note)
         manifest = self.store.image_manifest(descriptor)
         if manifest is None:
             raise NotFound(f"image {ref} has no image for this platform in the store")
         return Image(ref, self.store.read_config(manifest), self.snapshots.prepare(manifest))
+
+    def pull(self, ref: Reference, note: Callable[[str], None]) -> tuple[Reference, Descriptor]:
+        """The store's name for ``ref`` in this run and its descriptor, pulled first if
+        missing (once, however many steps want it at the same moment)."""
+        stored = self.stored_name(ref)
+        with self._lock:
+            lock = self._pulling.setdefault(stored, threading.Lock())
+        with lock, self.credentials.active():
+            return stored, ensure_image(self.store, stored, note=note)
 
     @contextlib.contextmanager
     def rootfs(self, image: Image) -> Iterator[Path]:

@@ -35,6 +35,9 @@
         build: {context: ., dockerfile: Dockerfile, tags: [REF], push: true,
                 keep: true,                       # tag it in the store too (default: no)
                 registry_auth: PUSH_AUTH}         # the build's logins (default: the run's)
+      - name: gate
+        depends_on: [image]
+        check: {image: REF, policy: gate.yml}     # dockyard check; findings as JUnit
 
 The ``tags`` of a build step name its image within the run only (later steps and
 their own services find it by them, before any other image so named); ``push`` sends
@@ -44,6 +47,10 @@ it to a registry under them, ``keep`` names it by them in the store for after th
 BASE64(user:password)}}}``): the only registry credentials the run's pulls, builds and
 pushes use. Without one they are anonymous; the host's own logins are used only when the
 operator allows it (``RunOptions.allow_host_credentials``).
+
+A ``check`` step runs ``dockyard check`` on an image (one the run built first, else
+the store's or a registry's) with a policy file of the workspace: it fails when a rule
+of severity ``error`` fails, and its findings are counted as tests (one case per rule).
 
 A ``matrix`` makes one step per combination of its values (:mod:`.matrix`).
 
@@ -319,6 +326,14 @@ class Build(_Model):
         return self
 
 
+class CheckImage(_Model):
+    """The image gate on an image; ``policy`` is a file of the workspace (default: the
+    built-in policy of ``dockyard check``)."""
+
+    image: ImageRef
+    policy: RelativePath | None = None
+
+
 class CacheKey(_Model):
     """What a cache's content depends on: files of the workspace (when a step starts)."""
 
@@ -408,7 +423,8 @@ StepServices = Annotated[
 
 
 class Step(_Model):
-    """A command step (``image`` and ``commands``) or a build step (``build``)."""
+    """A command step (``image`` and ``commands``), a build step (``build``) or a check
+    step (``check``)."""
 
     name: StepName
     image: ImageRef | None = None
@@ -428,6 +444,7 @@ class Step(_Model):
     # the pipeline's services it waits for (default: all), or its own (a mapping)
     services: StepServices | None = None
     build: Build | None = None
+    check: CheckImage | None = None
 
     @property
     def own_services(self) -> dict[str, Service]:
@@ -438,7 +455,8 @@ class Step(_Model):
         """Which of the pipeline's ``services`` this step waits for (a build step: none,
         its RUN steps have a network of their own)."""
         if self.services is None:
-            return () if self.network == "none" or self.build else tuple(services)
+            idle = self.network == "none" or self.build or self.check
+            return () if idle else tuple(services)
         return () if isinstance(self.services, dict) else self.services
 
     @property
@@ -453,12 +471,15 @@ class Step(_Model):
 
     @model_validator(mode="after")
     def _kind(self) -> Step:
-        if self.build is not None:
-            extra = [f for f in _COMMAND_FIELDS if f in self.model_fields_set]
-            if extra:
-                raise ValueError(f"a build step cannot have {', '.join(extra)}")
-        elif self.image is None:
-            raise ValueError("a step needs image (to run commands) or build")
+        if self.build is not None and self.check is not None:
+            raise ValueError("a step cannot have both build and check")
+        for kind, fields in (("build", _COMMAND_FIELDS), ("check", (*_COMMAND_FIELDS, "secrets"))):
+            if getattr(self, kind) is not None:
+                extra = [f for f in fields if f in self.model_fields_set]
+                if extra:
+                    raise ValueError(f"a {kind} step cannot have {', '.join(extra)}")
+        if self.build is None and self.check is None and self.image is None:
+            raise ValueError("a step needs image (to run commands), build or check")
         if self.network == "none" and self.services:
             raise ValueError("a step with network: none has no services")
         return self
@@ -704,6 +725,8 @@ def _cross_check(
             )
     for i, step in enumerate(spec.steps):
         images = [(("steps", i, "image"), step.image)] if step.image else []
+        if step.check:
+            images.append((("steps", i, "check", "image"), step.check.image))
         images += [
             (("steps", i, "services", name, "image"), service.image)
             for name, service in step.own_services.items()

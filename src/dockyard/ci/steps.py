@@ -22,6 +22,12 @@ credentials only (see :class:`~dockyard.registry.client.CredentialScope`). Its t
 and a cancel kill the RUN step running at the time, silent or not; the build itself
 stops at its next log line.
 
+A check step runs the image gate (:mod:`dockyard.check`) on its image, the run's own
+build of that name first, pulled into the store if missing, with a policy file read
+beneath the workspace (``openat2(RESOLVE_BENEATH)``, a regular file only). Its
+findings go to its log and, as JUnit XML, to its artifacts; they count as its tests,
+and a rule of severity ``error`` that fails fails the step.
+
 After a step its JUnit reports are counted and its artifacts copied into the run
 directory, whether it succeeded or not (not if it was cancelled). That collection is
 cancellable too, and bounded by the step's timeout: it has what is left of it, and at
@@ -33,30 +39,39 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import io
+import os
 import posixpath
 import shlex
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockyard.build.confined import ConfinedDir, ConfinedFile
 from dockyard.ci.caches import cache_dir, cache_name, files_key
 from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
 from dockyard.ci.images import run_name
-from dockyard.ci.junit import read_reports
+from dockyard.ci.junit import parse_junit, read_reports
 from dockyard.ci.output import OutputLog
-from dockyard.ci.pipeline import Step
+from dockyard.ci.pipeline import Problem, Step, open_regular
 from dockyard.ci.results import CANCELLED, FAILED, FAILURE, SUCCESS, TIMEOUT, StepResult
 from dockyard.ci.services import ServiceError, Services
 from dockyard.ci.workspace import MOUNT_POINT, collect_artifacts
 from dockyard.errors import DockyardError
+from dockyard.layout import atomic
 from dockyard.runtime import ContainerTimeout, Mount, container_config, interrupts
 from dockyard.runtime.container import ContainerGroup
 from dockyard.runtime.nat import NAMESERVER, NatNetwork
 
+if TYPE_CHECKING:
+    from dockyard.check.policy import Policy
+
 COLLECT_GRACE = 30.0
+CHECK_REPORT = "check.xml"  # a check step's findings, as JUnit XML
 MAX_PROBLEM_NOTES = 20  # a workspace full of FIFOs must not flood the log
 
 
@@ -130,12 +145,16 @@ def _attempt(
             finally:
                 result.timings["run"] = time.monotonic() - building
             result.exit_code = 0
+        elif step.check is not None:
+            result.exit_code = _check(ctx, step, log, result)
         else:
             step_env = {**env, **step.environment, **{n: ctx.secrets[n] for n in step.secrets}}
             with _own_services(ctx, step, env, result) as step_ctx:
                 result.exit_code = _commands(step_ctx, step, step_env, cache_key, log, result)
         result.status = SUCCESS if result.exit_code == 0 else FAILURE
-        if result.exit_code:
+        if result.exit_code and step.check is not None:
+            result.reason = "a rule of severity error failed"
+        elif result.exit_code:
             result.reason = f"exit code {result.exit_code}"
     except ServiceError as e:
         services_failed = not ctx.cancel.cancelled
@@ -289,6 +308,60 @@ def _build(
                 destination = RegistryDestination(client_for(tag), tag)
                 copy_image(ctx.store.source(name), destination, conversion=plan("docker"))
     return built.timings
+
+
+def _check(ctx: RunContext, step: Step, log: OutputLog, result: StepResult) -> int:
+    """Run the image gate of ``step`` (:mod:`dockyard.check`) on its image, the run's
+    own build of that name first; log its findings, write them as a JUnit report
+    (``CHECK_REPORT`` among the step's artifacts) and count them as tests. Return 1 if
+    a rule of severity error failed, else 0."""
+    from dockyard.check import report
+    from dockyard.check.image import open_image, open_source_image
+    from dockyard.check.policy import DEFAULT_POLICY
+    from dockyard.check.run import check_image
+
+    spec = step.check
+    assert spec is not None
+    policy = _read_policy(ctx.run.workspace, spec.policy) if spec.policy else DEFAULT_POLICY
+    started = time.monotonic()
+    try:
+        stored, _ = ctx.images.pull(spec.image, log.note)
+    finally:
+        result.timings["pull"] = time.monotonic() - started
+    started = time.monotonic()
+    try:
+        with ctx.images.credentials.active():  # an allowed base may be a registry's
+            image = open_source_image(str(spec.image), ctx.store.source(stored))
+            checked = check_image(
+                image, policy, lambda name: open_image(name, store_root=ctx.store.root)
+            )
+    finally:
+        result.timings["run"] = time.monotonic() - started
+    for line in report.text([checked]).splitlines():
+        log.line(line)
+    xml = report.junit([checked], policy.enabled()).encode()
+    target = ctx.run.artifacts(step.name)
+    target.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(target / CHECK_REPORT, xml)
+    result.tests = parse_junit(io.BytesIO(xml))
+    log.note(f"report: {CHECK_REPORT} among the step's artifacts")
+    return 1 if checked.failed else 0
+
+
+def _read_policy(workspace: Path, relative: str) -> Policy:
+    """The policy file ``relative`` of the workspace, opened beneath it (a symlink out of
+    it is refused, as is anything but a regular file): a step may have put anything
+    there. Raise :class:`PolicyError` naming the file (and line) if it is invalid."""
+    from dockyard.check.policy import MAX_FILE_SIZE, PolicyError, policy_from_bytes
+
+    try:
+        fd = open_regular(workspace / relative, workspace)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_FILE_SIZE + 1)
+    except OSError as e:
+        reason = "it leads out of the workspace" if e.errno == errno.EXDEV else e.strerror
+        raise PolicyError(relative, [Problem("", f"cannot read: {reason}", None)]) from None
+    return policy_from_bytes(data, relative)
 
 
 @contextlib.contextmanager

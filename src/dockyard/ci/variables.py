@@ -132,7 +132,7 @@ def _text(value: Any) -> str:
 
 def _with_env(step: Any, env: Mapping[str, str]) -> Any:
     """A command step with ``env`` in its environment, under what it sets itself."""
-    if not env or not isinstance(step, dict) or "build" in step:
+    if not env or not isinstance(step, dict) or "build" in step or "check" in step:
         return step
     environment = step.get("environment", {})
     if not isinstance(environment, dict):

@@ -338,11 +338,20 @@ def rmi(image_refs: tuple[str, ...]) -> None:
     multiple=True,
     metavar="type=KIND",
     help="Only these kinds: blobs, snapshots, build-cache, cache-mounts, pipeline-runs, "
-    "pipeline-caches (repeatable).",
+    "pipeline-caches, containers (repeatable).",
+)
+@click.option(
+    "--containers",
+    is_flag=True,
+    help="Also delete stopped working containers (dockyard container) and their changes.",
 )
 @click.option("--dry-run", is_flag=True, help="List what would go and its bytes; delete nothing.")
 def prune(
-    keep_storage: str | None, until: str | None, filters: tuple[str, ...], dry_run: bool
+    keep_storage: str | None,
+    until: str | None,
+    filters: tuple[str, ...],
+    containers: bool,
+    dry_run: bool,
 ) -> None:
     """Delete blobs and snapshots that no named image in the store refers to, the build
     records that named them, and what killed processes left behind.
@@ -350,7 +359,8 @@ def prune(
     With a policy (--keep-storage, --until), a --filter or --dry-run, also what is kept
     for speed -- build cache, RUN --mount=type=cache dirs, pipeline runs and caches --
     by that policy, and print what went per kind. Named images are never deleted, nor
-    anything a running build, container or pipeline uses.
+    anything a running build, container or pipeline uses. Working containers go only
+    with --containers (or --filter type=containers), and only stopped ones.
     """
     from dockyard.build.cache import prune_build_records
     from dockyard.containers.catalog import Catalog
@@ -364,8 +374,8 @@ def prune(
     for found in catalog.list():  # a killed run's overlay goes; its changes stay
         with contextlib.suppress(ContainerError), catalog.locked(found):
             pass  # taking the lock repairs (see Catalog.locked)
-    if keep_storage or until or filters or dry_run:
-        _prune_by_policy(store, keep_storage, until, filters, dry_run, len(orphans))
+    if keep_storage or until or filters or containers or dry_run:
+        _prune_by_policy(store, keep_storage, until, filters, containers, dry_run, len(orphans))
         return
     blobs = store.prune()
     with Snapshots(store) as snapshots:
@@ -387,6 +397,7 @@ def _prune_by_policy(
     keep_storage: str | None,
     until: str | None,
     filters: tuple[str, ...],
+    containers: bool,
     dry_run: bool,
     orphans: int,
 ) -> None:
@@ -404,11 +415,14 @@ def _prune_by_policy(
                 param_hint="--filter",
             )
         kinds.add(kind)
+    if containers and kinds:
+        kinds.add("containers")
     try:
         policy = PrunePolicy(
             frozenset(kinds) if kinds else None,
             parse_duration(until) if until else None,
             parse_bytes(keep_storage) if keep_storage else None,
+            containers=containers or "containers" in kinds,
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None

@@ -21,6 +21,28 @@ def parse_labels(text: str | None) -> dict[str, str]:
     return labels
 
 
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A ``--gc-keep-storage`` size (10GB, 512MiB) in bytes."""
+    from dockyard.check.policy import parse_bytes
+
+    if value is None:
+        return None
+    try:
+        return parse_bytes(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+gc_option = click.option(
+    "--gc-keep-storage",
+    metavar="SIZE",
+    callback=_size,
+    help="After each run, if the store takes more than SIZE (10GB, 512MiB), prune it "
+    "under SIZE: garbage, then the least recently used build cache, cache mounts and "
+    "pipeline runs and caches (as dockyard prune --keep-storage).",
+)
+
+
 @click.command()
 @click.option("--addr", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to serve.")
 @click.option(
@@ -45,6 +67,7 @@ def parse_labels(text: str | None) -> dict[str, str]:
     show_default=True,
     help="Seconds without a heartbeat before a run's agent is taken for dead.",
 )
+@gc_option
 @click.pass_context
 def server(
     ctx: click.Context,
@@ -55,8 +78,10 @@ def server(
     no_local_agent: bool,
     local_agent_labels: str | None,
     lease: float,
+    gc_keep_storage: int | None,
 ) -> None:
-    """Run the CI service: REST API, webhooks, run queue, and a local agent."""
+    """Run the CI service: REST API, webhooks, run queue, and a local agent (which
+    keeps the store under --gc-keep-storage)."""
     from dockyard.service.server import ServerConfig, serve
 
     serve(
@@ -69,6 +94,7 @@ def server(
             local_agent_labels=parse_labels(local_agent_labels),
             lease=lease,
             store_root=ctx.obj.root if ctx.obj else None,
+            gc_keep_storage=gc_keep_storage,
         )
     )
 
@@ -91,6 +117,7 @@ def server(
     type=click.Path(file_okay=False, path_type=Path),
     help="Where checkouts go [default: /var/lib/dockyard-agent].",
 )
+@gc_option
 @click.pass_context
 def agent(
     ctx: click.Context,
@@ -100,6 +127,7 @@ def agent(
     capacity: int,
     name: str | None,
     workdir: Path | None,
+    gc_keep_storage: int | None,
 ) -> None:
     """Run pipelines for a dockyard server: take the runs whose labels this host has."""
     import logging
@@ -118,6 +146,7 @@ def agent(
         labels=parse_labels(labels),
         capacity=capacity,
         store_root=ctx.obj.root if ctx.obj else None,
+        gc_keep_storage=gc_keep_storage,
     )
     os.environ.pop("DOCKYARD_AGENT_TOKEN", None)  # not for the pipelines' processes
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM: as Ctrl-C

@@ -3,7 +3,8 @@
 Garbage (``blobs`` nothing names, ``snapshots`` of no named image's layers) always
 goes. Beyond it, what is kept for speed -- ``build-cache`` records with their layers,
 ``cache-mounts``, and with a policy or a filter naming them ``pipeline-runs`` and
-``pipeline-caches`` -- goes by policy:
+``pipeline-caches`` -- goes by policy, as do stopped working ``containers`` when asked
+for (``containers``: they hold someone's changes, so never by a policy alone):
 
 - no policy: all the build cache whose layers no image has (as a bare ``dockyard
   prune`` does: it keeps only what named images need); cache mounts and pipelines only
@@ -14,8 +15,9 @@ goes. Beyond it, what is kept for speed -- ``build-cache`` records with their la
 ``kinds`` (``--filter type=…``) limits all of it to some kinds. Named images are never
 deleted. What a live process uses is spared, however the plan was made: blobs and
 snapshots a build or container holds (the existing holds), pipeline runs and caches a
-run in progress holds, and cache mounts while any build or container runs (they hold no
-hold of their own; see the README). A plan (``dry_run``) deletes nothing.
+run in progress holds, cache mounts while any build or container runs (they hold no
+hold of their own; see the README), and a container a command holds (its lock). A
+plan (``dry_run``) deletes nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dockyard.store import Store, trash
 from dockyard.store.holds import held_names
 
 GARBAGE_KINDS = ("blobs", "snapshots")
-POLICY_KINDS = ("build-cache", "cache-mounts", "pipeline-runs", "pipeline-caches")
+POLICY_KINDS = ("build-cache", "cache-mounts", "pipeline-runs", "pipeline-caches", "containers")
 PRUNABLE = GARBAGE_KINDS + POLICY_KINDS
 _SNAPSHOT_HOLDS = Path(SNAPSHOTS_DIR) / ".holds"
 
@@ -43,12 +45,15 @@ class PrunePolicy:
     kinds: frozenset[str] | None = None  # None: garbage and build cache; all with a policy
     until: float | None = None  # seconds unused
     keep_storage: int | None = None  # bytes
+    containers: bool = False  # stopped working containers may go too
 
     @property
     def has_policy(self) -> bool:
         return self.until is not None or self.keep_storage is not None
 
     def covers(self, kind: str) -> bool:
+        if kind == "containers":
+            return self.containers and (self.kinds is None or kind in self.kinds)
         if self.kinds is not None:
             return kind in self.kinds
         return kind in (*GARBAGE_KINDS, "build-cache") or self.has_policy
@@ -78,7 +83,11 @@ def plan(usage: Usage, policy: PrunePolicy, now: float) -> list[Item]:
         if item.kind in GARBAGE_KINDS and item.reclaimable and policy.covers(item.kind)
     ]
     candidates = sorted(
-        (item for item in usage.items if item.kind in POLICY_KINDS and policy.covers(item.kind)),
+        (
+            item
+            for item in usage.items
+            if item.kind in POLICY_KINDS and policy.covers(item.kind) and item.reclaimable
+        ),
         key=lambda item: item.last_used,
     )
     if not policy.has_policy:
@@ -117,6 +126,8 @@ def prune(store: Store, policy: PrunePolicy, *, dry_run: bool = False) -> PruneR
     by_kind: dict[str, list[Item]] = {}
     for item in doomed:
         by_kind.setdefault(item.kind, []).append(item)
+    if policy.covers("containers"):  # first: their pins go, and with them what only they kept
+        _prune_containers(store, by_kind.get("containers", []), report)
     _prune_build_cache(store, usage, policy, by_kind.get("build-cache", []), report)
     if policy.covers("snapshots"):
         with Snapshots(store) as snapshots:
@@ -159,6 +170,26 @@ def _prune_build_cache(
     for digest in result.removed:
         if digest in blobs:
             report.add(blobs[digest])
+
+
+def _prune_containers(store: Store, doomed: list[Item], report: PruneReport) -> None:
+    """Remove the chosen containers as ``dockyard container prune`` does, sparing any a
+    command holds now (its lock), then what killed creates left."""
+    from dockyard.containers.catalog import Catalog
+    from dockyard.errors import ContainerError, NotFound
+
+    catalog = Catalog(store)
+    for item in doomed:
+        try:
+            with catalog.locked(catalog.get(item.name)) as container:
+                catalog.remove(container)
+        except NotFound:
+            continue  # removed meanwhile
+        except ContainerError:
+            report.spared.append(item)  # busy, or mounted and in use on the host
+            continue
+        report.add(item)
+    report.temps += catalog.remove_leftovers()
 
 
 def _prune_dirs(store: Store, by_kind: dict[str, list[Item]], report: PruneReport) -> None:

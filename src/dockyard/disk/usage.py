@@ -10,6 +10,9 @@ Kinds:
 - ``snapshots``: extracted layers; those of no named image's layers are garbage.
 - ``cache-mounts``: the dirs of ``RUN --mount=type=cache``.
 - ``pipeline-runs``, ``pipeline-caches``: what ``dockyard ci run`` keeps.
+- ``containers``: working containers (``dockyard container``), their changes and
+  record (not the image under them, nor a mounted rootfs); one a command is using
+  is not reclaimable.
 
 *Last use*: for a build cache record the newest of its mtime and atime (a hit reads
 it; with ``relatime`` the atime moves at most daily; taking stock reads it with
@@ -20,6 +23,7 @@ step, a pipeline cache whose mtime a run sets). Sizes count each inode once
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import Counter
@@ -36,7 +40,7 @@ from dockyard.store.gc import blobs_per_root
 
 KINDS = (
     "images", "blobs", "build-cache", "snapshots", "cache-mounts", "pipeline-runs",
-    "pipeline-caches",
+    "pipeline-caches", "containers",
 )  # fmt: skip
 BUILD_CACHE_DIR = Path("build") / "cache"
 CACHE_MOUNTS_DIR = Path("build") / "cache-mounts"
@@ -112,7 +116,29 @@ def take_stock(store: Store) -> Usage:
             path = Path(entry.path)
             size, written = trash.tree_stats(path)
             usage.items.append(Item(kind, entry.name, size, written, path))
+    _containers(store, usage)
     return usage
+
+
+def _containers(store: Store, usage: Usage) -> None:
+    """Each working container: the bytes of its own dirs (its merged rootfs, a mount of
+    the image's snapshots, is skipped), last written when its newest file was."""
+    from dockyard.containers.catalog import Catalog
+
+    for container in Catalog(store).list():
+        size, written = 0, 0.0
+        for entry in _dirs(container.path):
+            if entry.name != container.merged.name:
+                more, when = trash.tree_stats(Path(entry.path))
+                size, written = size + more, max(written, when)
+        for entry in _dirs(container.path, files=True):  # its record, its lock
+            with contextlib.suppress(FileNotFoundError):
+                info = entry.stat(follow_symlinks=False)
+                size, written = size + info.st_size, max(written, info.st_mtime)
+        reclaimable = not container.in_use()
+        usage.items.append(
+            Item("containers", container.name, size, written, container.path, reclaimable)
+        )
 
 
 def _snapshots(store: Store, usage: Usage) -> None:

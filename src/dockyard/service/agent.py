@@ -7,7 +7,9 @@ pipeline file read from it, the secrets it names fetched, :func:`run_pipeline` w
 the leases of its runs every :data:`HEARTBEAT` seconds and learns which to stop
 (cancelled through the API): their containers are killed at once. Lost connections
 are retried; an agent that is stopped (SIGINT/SIGTERM) cancels its runs and leaves
-them to the server, which requeues them when their lease runs out.
+them to the server, which requeues them when their lease runs out. With
+``gc_keep_storage``, each run ends with the store brought back under it if it grew
+past it (:mod:`dockyard.disk.autogc`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import httpx
 from dockyard.ci.cancel import Cancellation
 from dockyard.ci.pipeline import Pipeline
 from dockyard.ci.results import RunResult
+from dockyard.disk.autogc import AutoGC
 from dockyard.errors import DockyardError
 from dockyard.service.checkout import CheckoutError, checkout
 from dockyard.service.reporter import Reporter
@@ -61,6 +64,7 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     capacity: int = 1
     store_root: Path | None = None
+    gc_keep_storage: int | None = None  # bytes: prune after a run past this
 
 
 class Agent:
@@ -77,6 +81,11 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._slot_freed = threading.Event()
+        self._gc = (
+            AutoGC(config.store_root, config.gc_keep_storage)
+            if config.gc_keep_storage is not None
+            else None
+        )
 
     def run(self) -> None:
         """Take and run jobs until interrupted, then cancel the ones running."""
@@ -168,8 +177,11 @@ class Agent:
             self._slot_freed.set()
         if self._stopping.is_set():
             reporter.close(10.0)  # what it printed, but no verdict: the server requeues
-        elif not reporter.finish(status, error):
+            return
+        if not reporter.finish(status, error):
             log.warning("run %s: the server did not take its end (%s)", run_id, status)
+        if self._gc is not None:
+            self._gc.after_run()
 
     def _execute(
         self, job: dict[str, Any], reporter: Reporter, cancel: Cancellation, where: Path

@@ -44,6 +44,7 @@ class ServerConfig:
     local_agent_labels: dict[str, str] | None = None
     lease: float = DEFAULT_LEASE  # seconds a run is kept without its agent's heartbeat
     store_root: Path | None = None  # the local agent's store (its images and caches)
+    gc_keep_storage: int | None = None  # bytes: the local agent prunes past this
 
 
 def open_service(config: ServerConfig) -> Service:
@@ -106,6 +107,8 @@ def start_local_agent(svc: Service, url: str, config: ServerConfig) -> subproces
     ]
     if labels:
         command += ["--labels", labels]
+    if config.gc_keep_storage is not None:
+        command += ["--gc-keep-storage", str(config.gc_keep_storage)]
     return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, preexec_fn=_end_with_parent)
 
 
