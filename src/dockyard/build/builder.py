@@ -129,6 +129,7 @@ class Builder:
         self._nat: NatNetwork | None = None  # shared by the build's RUN steps, made on first use
         self._steps: StepRunner | None = None
         self._lineage: StepLineage | None = None
+        self._emptied_cache_mounts: set[str] = set()  # --no-cache: emptied once per build
 
     # what only a step that runs needs: made (and imported) on first use, so that a
     # build whose steps all hit loads no snapshot, overlay, packing or runtime code
@@ -158,7 +159,6 @@ class Builder:
 
                 self._lineage = StepLineage(self.store.root)
             return self._lineage
-        self._emptied_cache_mounts: set[str] = set()  # --no-cache: emptied once per build
 
     # the whole build
 
