@@ -23,7 +23,6 @@ import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -205,11 +204,16 @@ class Builder:
             for ref in options.cache_from:
                 import_cache(self.cache, ref, self.log)
         results: dict[int, StageResult] = {}
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ExitStack() as stack:
+            pool = None  # made for the first level of parallel stages
             for level in plan.levels:
                 if len(level) == 1:  # nothing to overlap with: stay on this thread
                     results[level[0].index] = self._stage(plan, level[0], results)
                     continue
+                if pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    pool = stack.enter_context(ThreadPoolExecutor(max_workers=2))
                 # Each stage runs in a copy of this thread's context: a container group
                 # set by the caller (to cancel the build) then covers its RUN steps too.
                 futures = {

@@ -19,7 +19,6 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,6 +204,8 @@ class BuildContext:
         """Hash the regular files the stat cache did not know, in parallel."""
         missing = [e for e in entries if e.is_file and e.digest is None]
         if len(missing) > 1:
+            from concurrent.futures import ThreadPoolExecutor  # not on a warm rebuild
+
             with ThreadPoolExecutor(HASH_THREADS) as pool:
                 list(pool.map(self._hash_file, missing))
         elif missing:
