@@ -133,6 +133,27 @@ def timed(
     return statistics.median(times)
 
 
+def timed_pair(
+    ours: Callable[[], None],
+    theirs: Callable[[], None],
+    prepare: Callable[[], None] | None = None,
+    repeat: int = 3,
+) -> tuple[float, float, tuple[float, float]]:
+    """Median wall times of ``ours`` and ``theirs`` run alternately (``prepare`` untimed
+    before each run), and the range of the per-pair ratios. Alternating puts both under
+    the same load on a shared machine, so the ratio is fairer than two separate medians."""
+    mine, peer = [], []
+    for _ in range(repeat):
+        for action, times in ((ours, mine), (theirs, peer)):
+            if prepare:
+                prepare()
+            start = time.perf_counter()
+            action()
+            times.append(time.perf_counter() - start)
+    ratios = [a / b for a, b in zip(mine, peer, strict=True)]
+    return statistics.median(mine), statistics.median(peer), (min(ratios), max(ratios))
+
+
 def forget_skopeo_blob_cache() -> None:
     """skopeo mounts blobs it saw before instead of uploading (PITFALLS): forget them."""
     for path in (
@@ -146,10 +167,16 @@ def reset_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def report(title: str, rows: list[tuple[str, float, float]], goal: float | None = None) -> None:
-    """Print ``(case, ours, peer)`` rows with their ratio."""
+def report(title: str, rows: list[tuple], goal: float | None = None) -> None:
+    """Print ``(case, ours, peer)`` rows with their ratio; a row may carry a fourth item,
+    the ``(low, high)`` range of per-pair ratios from :func:`timed_pair`, or a fifth, the
+    row's own goal."""
     print(f"\n{title}")
-    print(f"{'case':<28}{'dockyard':>12}{'peer':>12}{'ratio':>9}")
-    for case, ours, peer in rows:
-        flag = "" if goal is None else ("  ok" if ours / peer <= goal else f"  > {goal}")
-        print(f"{case:<28}{ours:>11.3f}s{peer:>11.3f}s{ours / peer:>9.2f}{flag}")
+    print(f"{'case':<28}{'dockyard':>12}{'peer':>12}{'ratio':>9}{'pairs':>14}")
+    for case, ours, peer, *rest in rows:
+        spread = f"{rest[0][0]:.2f}-{rest[0][1]:.2f}" if rest else ""
+        row_goal = rest[1] if len(rest) > 1 else goal
+        flag = (
+            "" if row_goal is None else ("  ok" if ours / peer <= row_goal else f"  > {row_goal}")
+        )
+        print(f"{case:<28}{ours:>11.3f}s{peer:>11.3f}s{ours / peer:>9.2f}{spread:>14}{flag}")

@@ -146,3 +146,22 @@ def test_a_written_layout_holds_no_lock_file(tmp_path):
     layout.set_name("v1", Descriptor(mt.OCI_MANIFEST, "sha256:" + digest, 1))
     layout.remove_name("v1")
     assert sorted(p.name for p in layout.root.iterdir()) == ["blobs", "index.json", "oci-layout"]
+
+
+def test_naming_an_image_again_leaves_the_index_alone(tmp_path):
+    """A cached rebuild names the image it named last time: nothing to write (an atomic
+    rewrite would be a new inode and an fsync); a name that moves is written."""
+    layout = OCILayout(tmp_path)
+    layout.ensure()
+    first, second = (
+        "sha256:" + layout.blobs.write(digests.of_bytes(m), io.BytesIO(m)).name
+        for m in (b"m1", b"m2")
+    )
+    layout.set_name("v1", Descriptor(mt.OCI_MANIFEST, first, 2))
+    before = (tmp_path / "index.json").stat()
+    layout.set_name("v1", Descriptor(mt.OCI_MANIFEST, first, 2))
+    assert (tmp_path / "index.json").stat().st_ino == before.st_ino
+    layout.set_name("v1", Descriptor(mt.OCI_MANIFEST, second, 2))
+    assert (tmp_path / "index.json").stat().st_ino != before.st_ino
+    [entry] = index_doc(tmp_path)["manifests"]
+    assert entry["digest"] == second

@@ -24,7 +24,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,29 +44,19 @@ from dockyard.build.frontend.stages import (
     plan_build,
 )
 from dockyard.build.image import ImageState
-from dockyard.build.lineage import LastRun, StepLineage
 from dockyard.build.step_names import StepNames
-from dockyard.build.steps import (
-    OutputTail,
-    StepLayer,
-    StepRunner,
-    fits_in_memory,
-    run_failed,
-)
-from dockyard.errors import BuildError
+from dockyard.errors import BuildError, NotFound
 from dockyard.layout import atomic
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.home import RawManifest
 from dockyard.reference import Reference
-from dockyard.runtime import config as runtime_config
-from dockyard.runtime import mounts
-from dockyard.runtime.rootfs import overlay_rootfs
-from dockyard.runtime.snapshots import Snapshots
 from dockyard.store import Store
-from dockyard.transfer.pull import ensure_image
 
 if TYPE_CHECKING:
+    from dockyard.build.lineage import LastRun, StepLineage
+    from dockyard.build.steps import StepLayer, StepRunner
+    from dockyard.runtime import config as runtime_config
     from dockyard.runtime.nat import NatNetwork
 
 Log = Callable[[str], None]
@@ -135,11 +124,8 @@ class Builder:
         self.options = options
         self.log = log or (lambda line: None)
         self.cache = BuildCache(store.root)
-        self.lineage = StepLineage(store.root)
-        self.snapshots = Snapshots(store)
         self.blob_hold = store.blob_hold()
         epoch = self.source_date_epoch = _source_date_epoch(options)
-        self.steps = StepRunner(store, self.snapshots, self.blob_hold, source_date_epoch=epoch)
         when = datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
         self.created = when.strftime("%Y-%m-%dT%H:%M:%SZ")
         self._counts = {"cached": 0, "executed": 0}
@@ -147,9 +133,40 @@ class Builder:
         self._context: BuildContext | None = None
         self._dockerfile: ConfinedFile | None = None
         self._nat: NatNetwork | None = None  # shared by the build's RUN steps, made on first use
+        self._steps: StepRunner | None = None
+        self._lineage: StepLineage | None = None
         self._emptied_cache_mounts: set[str] = set()  # --no-cache: emptied once per build
         self._images: dict[Reference, Descriptor] = {}  # every image read, see BuildResult
         self._timings: list[tuple[float, str, float]] = []  # started, step, seconds
+
+    # what only a step that runs needs: made (and imported) on first use, so that a
+    # build whose steps all hit loads no snapshot, overlay, packing or runtime code
+
+    @property
+    def steps(self) -> StepRunner:
+        """Overlays, snapshots and layer packing for this build's steps and views."""
+        with self._lock:
+            if self._steps is None:
+                from dockyard.build.steps import StepRunner
+                from dockyard.runtime.snapshots import Snapshots
+
+                self._steps = StepRunner(
+                    self.store,
+                    Snapshots(self.store),
+                    self.blob_hold,
+                    source_date_epoch=self.source_date_epoch,
+                )
+            return self._steps
+
+    @property
+    def lineage(self) -> StepLineage:
+        """The last runs of steps (see :mod:`.lineage`)."""
+        with self._lock:
+            if self._lineage is None:
+                from dockyard.build.lineage import StepLineage
+
+                self._lineage = StepLineage(self.store.root)
+            return self._lineage
 
     # the whole build
 
@@ -196,11 +213,16 @@ class Builder:
             for ref in options.cache_from:
                 import_cache(self.cache, ref, self.log)
         results: dict[int, StageResult] = {}
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ExitStack() as stack:
+            pool = None  # made for the first level of parallel stages
             for level in plan.levels:
                 if len(level) == 1:  # nothing to overlap with: stay on this thread
                     results[level[0].index] = self._stage(plan, level[0], results)
                     continue
+                if pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    pool = stack.enter_context(ThreadPoolExecutor(max_workers=2))
                 # Each stage runs in a copy of this thread's context: a container group
                 # set by the caller (to cancel the build) then covers its RUN steps too.
                 futures = {
@@ -291,7 +313,12 @@ class Builder:
         except Exception as e:
             raise instr.error(str(e)) from None
         platform = self.options.platform or Platform.host()
-        desc = ensure_image(self.store, ref, platform=platform, note=self.log)
+        try:
+            desc = self.store.resolve(ref)
+        except NotFound:  # pulling needs the registry client: imported only then
+            from dockyard.transfer.pull import ensure_image
+
+            desc = ensure_image(self.store, ref, platform=platform, note=self.log)
         with self._lock:
             self._images[ref] = desc
         manifest = self.store.image_manifest(desc, platform)
@@ -355,7 +382,7 @@ class Builder:
         else:
             workdir = state.config.get("WorkingDir") or "/"
             assert self._context is not None and self._dockerfile is not None
-            place = StepLineage.key(self._context.path, self._dockerfile.path, created_by, workdir)
+            place = self.lineage.key(self._context.path, self._dockerfile.path, created_by, workdir)
             inputs = step_key("inputs", payload)
             last = self.lineage.get(place)
             keep = last is not None and last.inputs == inputs and not self.options.no_cache
@@ -364,6 +391,8 @@ class Builder:
             if result.kept:
                 self.log("  same files as the last run: its layer is kept")
             if packed is not None and result.chain is not None:
+                from dockyard.build.lineage import LastRun
+
                 self.lineage.put(place, LastRun(result.chain, packed, inputs))
             record = CacheRecord(
                 key,
@@ -426,6 +455,9 @@ class Builder:
         created_by = instr.created_by(args, scope.history_args())
 
         def execute(last: LastRun | None, keep: bool) -> StepLayer:
+            from dockyard.build.steps import OutputTail, run_failed
+            from dockyard.runtime import config as runtime_config
+
             tail = OutputTail(lambda line: self.log(f"  {line}"))
             exit_code = 0
 
@@ -549,6 +581,8 @@ class Builder:
         results: dict[int, StageResult],
         plan: BuildPlan,
     ) -> runtime_config.Mount | None:
+        from dockyard.runtime import config as runtime_config
+
         if mount.type == "ssh":
             raise instr.error("RUN --mount=type=ssh is not supported")
         if mount.type == "secret":
@@ -576,13 +610,16 @@ class Builder:
         builder's own, so no path the build's author controls is ever resolved again.
         Writes to a read-write mount are thrown away, as BuildKit does (an overlay over
         a directory, a copy of a file), never written to the context."""
+        from dockyard.runtime import mounts
+        from dockyard.runtime.rootfs import overlay_rootfs
+
         try:
             fd = root.open_fd(mount.source, os.O_PATH | os.O_CLOEXEC)
         except OSError:
             raise instr.error(f"mount source {mount.source!r} not found") from None
         try:
             mode = os.fstat(fd).st_mode
-            scratch = stack.enter_context(self.snapshots.scratch())
+            scratch = stack.enter_context(self.steps.snapshots.scratch())
             source = scratch / "source"
             if stat.S_ISDIR(mode):
                 source.mkdir()
@@ -605,6 +642,8 @@ class Builder:
     def _secret_mount(
         self, instr: ins.Run, mount: ins.Mount, extra_env: dict[str, str]
     ) -> runtime_config.Mount | None:
+        from dockyard.runtime import config as runtime_config
+
         secret_id = mount.id or os.path.basename(mount.target)
         if secret_id not in self.options.secrets:
             if mount.required:
@@ -662,6 +701,8 @@ class Builder:
     def _script_mount(self, script: ins.RunScript, stack: ExitStack) -> runtime_config.Mount:
         import tempfile
 
+        from dockyard.runtime import config as runtime_config
+
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self._tmp())))
         path = directory / "script"
         path.write_text(script.data)
@@ -706,8 +747,7 @@ class Builder:
             payload: dict[str, Any] = {
                 "op": instr.keyword,
                 "workdir": workdir,
-                "plan": copy_plan.key,
-                "content": self._context.checksum(copy_plan.context_paths),
+                "plan": copy_plan.key,  # with the content of the context files copied
                 "from": self._from_digest(source_state, copy_plan, source_root)
                 if source_state
                 else None,
@@ -736,6 +776,8 @@ class Builder:
     def _fits_in_memory(self, plan) -> bool:
         """May this COPY write into memory (see :meth:`.StepRunner.change`)? Only if it
         copies build-context files and heredocs, whose size is known, and they fit."""
+        from dockyard.build.steps import fits_in_memory
+
         inline = plan.inline_bytes()
         if inline is None:
             return False

@@ -19,7 +19,6 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ IgnoreCheck = Callable[[str, bool], bool]
 """``(relative path, is_dir) -> excluded?``; paths use ``/`` and have no leading ``./``."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One file, directory or link of the context (after .dockerignore)."""
 
@@ -122,13 +121,12 @@ class BuildContext:
             return self._entries
 
     def _entry(self, rel: str, st: os.stat_result, link: str | None) -> Entry:
-        entry = Entry(rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, link)
-        if stat.S_ISREG(st.st_mode):
-            entry.stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            cached = self._cached.get(rel)
-            if cached and tuple(cached[:4]) == entry.stamp:
-                entry.digest = cached[4]
-        return entry
+        if not stat.S_ISREG(st.st_mode):
+            return Entry(rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, link)
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        cached = self._cached.get(rel)  # [ino, size, mtime_ns, ctime_ns, digest]
+        digest = cached[4] if cached and stamp == tuple(cached[:4]) else None
+        return Entry(rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, None, digest, stamp)
 
     def _walk(
         self,
@@ -143,14 +141,16 @@ class BuildContext:
             names = os.listdir(dir_fd)
         except OSError as e:
             raise BuildError(f"cannot read build context {prefix or '.'}: {e.strerror}") from None
+        base = f"{prefix}/" if prefix else ""
+        ignore, lstat, is_dir_mode = self._ignore, os.lstat, stat.S_ISDIR  # hot loop
         for name in names:
-            rel = f"{prefix}/{name}" if prefix else name
+            rel = base + name
             try:
-                st = os.lstat(name, dir_fd=dir_fd)
+                st = lstat(name, dir_fd=dir_fd)
             except FileNotFoundError:
                 continue  # removed since it was listed
-            is_dir = stat.S_ISDIR(st.st_mode)
-            item_excluded = self._ignore(rel, is_dir)
+            is_dir = is_dir_mode(st.st_mode)
+            item_excluded = ignore(rel, is_dir)
             if is_dir:
                 if item_excluded and not self._may_contain(rel):
                     continue
@@ -204,6 +204,8 @@ class BuildContext:
         """Hash the regular files the stat cache did not know, in parallel."""
         missing = [e for e in entries if e.is_file and e.digest is None]
         if len(missing) > 1:
+            from concurrent.futures import ThreadPoolExecutor  # not on a warm rebuild
+
             with ThreadPoolExecutor(HASH_THREADS) as pool:
                 list(pool.map(self._hash_file, missing))
         elif missing:

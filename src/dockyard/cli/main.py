@@ -1,18 +1,16 @@
-"""Entry point: a click group whose subcommands are imported only when invoked.
+"""Entry point: a click group (:mod:`.group`) whose subcommands are imported only when
+invoked.
 
 ``dockyard --help`` must start fast, so no command module (and none of httpx, isal...)
-is imported until a command actually runs.
+is imported until a command actually runs, and the top-level help itself is written
+without importing click when the terminal is wide enough for its one layout
+(:data:`HELP_HEAD`, checked against click's rendering by a test).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-
-import click
 
 # command name -> (module, attribute, one-line help); the module is imported on first use.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -57,68 +55,75 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-@dataclass
-class Settings:
-    """Options every command may need, from the top-level group."""
+HELP_HEAD = """\
+Usage: dockyard [OPTIONS] COMMAND [ARGS]...
 
-    root: Path | None  # None: the store's default root
-    debug: bool
+  Daemonless container images: pull, push, copy, save, load, inspect and
+  build.
 
+Options:
+  --root DIRECTORY            Local store directory [env DOCKYARD_ROOT;
+                              default /var/lib/dockyard as root].
+  --debug                     Show tracebacks.
+  --registry-mirror HOST=URL  Pull HOST's images from the mirror URL first
+                              (repeatable; before registries.toml's mirrors)
+                              [env DOCKYARD_REGISTRY_MIRROR, space-separated].
+  --version                   Show the version and exit.
+  -h, --help                  Show this message and exit.
+"""
+"""The group's help above its commands, as click lays it out in 78 columns."""
 
-class LazyGroup(click.Group):
-    """A group that lists commands from a table and imports one only to run it."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        entry = COMMANDS.get(name)
-        if entry is None:
-            return None
-        module, attribute, _ = entry
-        return getattr(importlib.import_module(module), attribute)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """List commands from the table, so ``--help`` imports none of them."""
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, entry[2]) for name, entry in sorted(COMMANDS.items())])
+HELP_WIDTH = 78  # click's: the terminal's columns, at most 80, less 2
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="DOCKYARD_ROOT",
-    help="Local store directory [env DOCKYARD_ROOT; default /var/lib/dockyard as root].",
-)
-@click.option("--debug", is_flag=True, envvar="DOCKYARD_DEBUG", help="Show tracebacks.")
-@click.option(
-    "--registry-mirror",
-    "registry_mirrors",
-    multiple=True,
-    metavar="HOST=URL",
-    envvar="DOCKYARD_REGISTRY_MIRROR",
-    help="Pull HOST's images from the mirror URL first (repeatable; before registries.toml's "
-    "mirrors) [env DOCKYARD_REGISTRY_MIRROR, space-separated].",
-)
-@click.version_option(package_name="dockyard", prog_name="dockyard")
-@click.pass_context
-def cli(
-    ctx: click.Context, root: Path | None, debug: bool, registry_mirrors: tuple[str, ...]
-) -> None:
-    """Daemonless container images: pull, push, copy, save, load, inspect and build."""
-    ctx.obj = Settings(root, debug)
-    if registry_mirrors:
-        from dockyard.errors import RegistryError
-        from dockyard.registry.client import config as registries
+def fast_help(argv: list[str]) -> str | None:
+    """The top-level help, if that is all ``argv`` asks for and click would lay it out
+    as :data:`HELP_HEAD` (a terminal of 80 columns or more, every command's line fits);
+    else None, and click writes it."""
+    if argv[1:] not in (["--help"], ["-h"]) or os.path.basename(argv[0]) != "dockyard":
+        return None
+    if _columns() < HELP_WIDTH + 2:
+        return None
+    first = max(len(name) for name in COMMANDS) + 2
+    lines = [f"  {name:<{first}}{entry[2]}" for name, entry in sorted(COMMANDS.items())]
+    if any(len(line) > HELP_WIDTH for line in lines):
+        return None
+    return HELP_HEAD + "\nCommands:\n" + "\n".join(lines) + "\n"
 
+
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` (which click asks) gives it."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
         try:
-            registries.use_command_line_mirrors(registry_mirrors)
-        except RegistryError as e:
-            raise click.BadParameter(str(e), param_hint="--registry-mirror") from None
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+def __getattr__(name: str) -> object:
+    """``cli``, ``LazyGroup`` and ``Settings`` live in :mod:`.group` (click is imported
+    only when one is asked for)."""
+    if name in ("cli", "LazyGroup", "Settings"):
+        from dockyard.cli import group
+
+        return getattr(group, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
+    help_text = fast_help(sys.argv)
+    if help_text is not None:
+        sys.stdout.write(help_text)
+        return
+    import click
+
+    from dockyard.cli.group import cli
+
     # ``import httpx`` also imports httpx's own command line (click, pygments and rich,
     # where installed): 15-90 ms on every registry command, for code we never run. An
     # entry of None makes that import fail at once, and httpx carries on without it.

@@ -14,10 +14,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from dockyard.oci.descriptor import Descriptor
-from dockyard.transfer.copy import CopyProgress
+if TYPE_CHECKING:  # annotations only: ``images`` and ``--help`` load no transfer code
+    from dockyard.oci.descriptor import Descriptor
+    from dockyard.transfer.copy import CopyProgress
 
 REDRAW_SECONDS = 0.1
 _UP = "\x1b[{}F"  # cursor to the start of the line n lines up

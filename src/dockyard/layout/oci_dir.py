@@ -131,7 +131,10 @@ class OCILayout:
                 Descriptor.from_dict(d, f"{self._index_path}: manifests[{i}]")
                 for i, d in enumerate(doc.get("manifests") or [])
             ]
-            doc["manifests"] = [d.to_dict() for d in change(entries)]
+            changed = [d.to_dict() for d in change(entries)]
+            if changed == doc.get("manifests"):
+                return  # as it was (a rebuild naming the same image): no write, no fsync
+            doc["manifests"] = changed
             atomic.write_bytes(self._index_path, manifests.dumps(doc))
 
     def set_name(self, name: str | None, desc: Descriptor) -> None:

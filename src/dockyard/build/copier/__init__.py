@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.build.context import BuildContext
-from dockyard.build.copier import archive, remote
+from dockyard.build.copier import remote
 from dockyard.build.copier.modes import Chmod, resolve_owner
 from dockyard.build.copier.sources import (
     ContextTree,
@@ -352,6 +352,8 @@ def _root_fd(tree: Tree, roots: dict[int, int]) -> int:
 
 def _dir_like(plan: CopyPlan, item: _Item, roots: dict[int, int]) -> bool:
     """Does the item fill a directory (a directory, or an archive ADD unpacks)?"""
+    from dockyard.build.copier import archive  # tarfile: only to unpack
+
     if item.kind == "tree":
         assert item.node is not None
         if item.node.kind == stat.S_IFDIR:
@@ -409,6 +411,8 @@ def _with_download(plan: CopyPlan, item: _Item, use):
 def _execute(
     plan: CopyPlan, item: _Item, writer: Writer, dest: str, roots: dict[int, int], now: int
 ) -> None:
+    from dockyard.build.copier import archive  # tarfile: only to unpack
+
     if item.kind == "inline":  # BuildKit's Mkfile: 0644, root-owned, made just now
         meta = Meta(stat.S_IFREG | 0o644, st_atime_ns=now, st_mtime_ns=now)
         writer.copy(writer.place(dest, item.name, False), meta, content=item.data)
@@ -433,6 +437,8 @@ def _execute(
 def _execute_tree(
     plan: CopyPlan, item: _Item, writer: Writer, dest: str, roots: dict[int, int]
 ) -> None:
+    from dockyard.build.copier import archive  # tarfile: only to unpack
+
     tree, node = item.tree, item.node
     assert tree is not None and node is not None
     parent, name = open_parent(_root_fd(tree, roots), item.real)
@@ -481,6 +487,8 @@ def _execute_tree(
 def _unpack(plan: CopyPlan, writer: Writer, dest: str, fd: int) -> None:
     """BuildKit's ``unpack``: the destination (slash or not) is the directory to extract
     into, made (0755, --chown owner) if missing."""
+    from dockyard.build.copier import archive  # tarfile: only to unpack
+
     clean = clean_path(dest)
     writer.mkdir_all(clean, 0o755, writer.owner)
     real, _ = writer.resolve(clean)

@@ -423,7 +423,7 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
             records.append((f"{index}\0{name}/{rel}", child, f"{real}/{rel}" if real else rel))
     entries = [tree.entry(path) for _, _, path in records]
     tree.context.fill_digests([e for e in entries if e is not None])
-    h = hashlib.sha256()
+    lines = []  # hashed at once: the same digest as line by line, at a fraction of the calls
     for (label, node, path), entry in zip(records, entries, strict=True):
         if entry is not None:
             perm = stat.S_IMODE(entry.mode)
@@ -434,12 +434,9 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
                 raise NotFound(path)
             perm = stat.S_IMODE(st.st_mode)
             detail = ""
-        h.update(
-            f"{label}\0{node.kind:o}\0{perm:o}\0{int(node.included)}\0{detail}\n".encode(
-                "utf-8", "surrogateescape"
-            )
-        )
-    return "sha256:" + h.hexdigest()
+        lines.append(f"{label}\0{node.kind:o}\0{perm:o}\0{int(node.included)}\0{detail}\n")
+    text = "".join(lines).encode("utf-8", "surrogateescape")
+    return "sha256:" + hashlib.sha256(text).hexdigest()
 
 
 def rootfs_digest(tree: RootfsTree, sources: list[tuple[str, str, Node]]) -> str:

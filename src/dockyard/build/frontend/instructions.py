@@ -15,7 +15,6 @@ stage scope.
 
 from __future__ import annotations
 
-import csv
 import ipaddress
 import posixpath
 import re
@@ -1030,6 +1029,8 @@ def _heredoc_opening(word: str) -> Heredoc | None:
 
 
 def _csv_fields(spec: str) -> list[str]:
+    import csv  # only for RUN --mount: not on every build's import
+
     try:
         rows = list(csv.reader([spec], strict=True))
     except csv.Error as e:
