@@ -49,6 +49,8 @@ class Watch:
             self.seen.append(line)
             if found := re.search(pattern, line):
                 return found
+            if "watch: build failed" in line:  # it would wait for a change for ever
+                raise AssertionError(f"a build failed before {pattern!r}:\n{''.join(self.seen)}")
         raise AssertionError(f"watch ended before {pattern!r}:\n{''.join(self.seen)}")
 
     def interrupt(self) -> int:
