@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from dockyard.cli.common import open_store, parse_ref, tls_option
-from dockyard.cli.progress import progress_display
 
 if TYPE_CHECKING:
     from dockyard.oci.manifest import Manifest
@@ -166,6 +165,7 @@ def run(
     Without --rm the container stays (its name is printed on stderr): see `dockyard
     container`. The exit status is COMMAND's, or 125 if the container could not be run.
     """
+    from dockyard.cli.progress import progress_display
     from dockyard.containers import rootfs as container_rootfs
     from dockyard.containers.catalog import Catalog
     from dockyard.errors import ContainerError, NotFound

@@ -180,10 +180,12 @@ class Catalog:
             lock.release()
 
     def _repair(self, container: WorkingContainer) -> None:
-        from dockyard.containers import background, commit, rootfs
+        from dockyard.containers import background, rootfs
 
         background.forget_running(container)  # a killed supervisor's: we hold the lock
         if container.record.pending is not None:
+            from dockyard.containers import commit  # the builder's modules: ~0.2 s to import
+
             commit.finish_pending(self, container)
         if not container.record.mounted:
             rootfs.unmount_stale(self.store, container)
