@@ -4,18 +4,26 @@
   (``a -> /host/dir``) must not make it report, or even stat, host files.
 - A container name is a directory name in the store: ``..`` or a path must not let
   ``container rm`` (or any command) reach outside the containers dir.
+- ``run -d``: the job handed to the supervisor carries the container's environment
+  (secrets): never on a command line (``/proc/*/cmdline`` is world-readable), and the
+  log of its output is 0600 behind the private bundle's guarantees.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from dockyard.containers.diff import changes
+from tests.e2e import test_containers as working
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
+
+base_tree = working.base_tree  # a busybox image, for the tests that run containers
+base = working.base
 
 
 def test_diff_never_follows_an_image_symlink_to_the_host(tmp_path):
@@ -59,3 +67,29 @@ def test_a_container_name_never_names_a_path(dockyard, tmp_path):
             assert result.stderr == f"dockyard: error: no such container: {name}\n".encode()
     assert (store / "snapshots" / "container.json").exists()
     assert (victim / "container.json").exists()
+
+
+def test_run_detached_keeps_its_environment_off_command_lines(dockyard, base):
+    from dockyard.containers.background import LOG_FILE
+    from dockyard.runtime.container import BUNDLES_DIR
+
+    result = dockyard(
+        "run", "-d", "-e", "TOKEN=hunter2", base, "sh", "-c", "echo $TOKEN; exec sleep 1000"
+    )
+    name = result.stdout.decode().strip()
+    try:
+        log = dockyard.root / "containers" / name / LOG_FILE
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+        (bundle,) = (dockyard.root / BUNDLES_DIR).iterdir()
+        assert stat.S_IMODE(bundle.stat().st_mode) == 0o700
+        env = dockyard("container", "exec", name, "sh", "-c", "env").stdout.decode()
+        assert "TOKEN=hunter2" in env  # it is there, so its absence below means something
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            assert b"hunter2" not in cmdline, pid
+    finally:
+        dockyard("container", "stop", name)
+        dockyard("container", "rm", name)

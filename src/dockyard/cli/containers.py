@@ -2,12 +2,15 @@
 
 ``create`` (buildah ``from``), ``run`` (with ``dockyard run``'s isolation and options),
 ``mount``/``umount`` (edit from the host), ``diff``, ``commit``, ``ls``, ``rm``,
-``prune``. Every change to a container holds its lock, so a second command on a busy
-container fails at once with one line instead of waiting or corrupting it.
+``prune``; ``logs``, ``stop`` and ``exec`` for those running in the background
+(``dockyard run -d``, :mod:`dockyard.containers.background`). Every change to a
+container holds its lock, so a second command on a busy container fails at once with
+one line instead of waiting or corrupting it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -243,6 +246,78 @@ def rm(names: tuple[str, ...]) -> None:
         with catalog.locked(catalog.get(name)) as found:
             catalog.remove(found)
         click.echo(found.name)
+
+
+@container.command()
+@click.option("-f", "--follow", is_flag=True, help="Go on printing what it writes until it stops.")
+@click.argument("name")
+def logs(follow: bool, name: str) -> None:
+    """Print the output of the container's background run (`dockyard run -d`)."""
+    from dockyard.containers import background
+
+    _, catalog = _catalog()
+    background.write_log(catalog.get(name), sys.stdout.buffer, follow=follow)
+
+
+@container.command()
+@click.option(
+    "-t", "--time", "timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+    help="Seconds from the image's StopSignal to SIGKILL.",
+)  # fmt: skip
+@click.argument("names", nargs=-1, required=True)
+def stop(timeout: float, names: tuple[str, ...]) -> None:
+    """Stop containers running in the background: the image's StopSignal (SIGTERM by
+    default), then SIGKILL."""
+    from dockyard.containers import background
+
+    _, catalog = _catalog()
+    for name in names:
+        found = catalog.get(name)
+        if not background.stop(catalog, found, timeout):
+            click.echo(f"dockyard: container {found.name} is not running", err=True)
+        click.echo(found.name)
+
+
+@container.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-e", "--env", "env", multiple=True, metavar="K[=V]", help="Set a variable.")
+@click.option("-w", "--workdir", metavar="DIR", help="Working directory.")
+@click.option("-u", "--user", metavar="USER[:GROUP]", help="Names or ids, resolved in it.")
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin connected.")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a terminal.")
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_in(
+    env: tuple[str, ...],
+    workdir: str | None,
+    user: str | None,
+    interactive: bool,
+    tty: bool,
+    name: str,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND in a container running in the background; its exit status is
+    COMMAND's."""
+    from dockyard.cli.common import parse_pairs
+    from dockyard.containers import background
+
+    if command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise click.UsageError("no command to run")
+    if tty and not os.isatty(sys.stdin.fileno()):
+        raise click.UsageError("the input device is not a TTY (drop -t)")
+    _, catalog = _catalog()
+    code = background.exec_command(
+        catalog,
+        catalog.get(name),
+        command,
+        env=parse_pairs(env, "-e", bare="environment"),
+        cwd=workdir,
+        user=user,
+        interactive=interactive,
+        tty=tty,
+    )
+    sys.exit(code)
 
 
 @container.command()

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "login": ("dockyard.cli.auth", "login", "Store credentials for a registry."),
     "logout": ("dockyard.cli.auth", "logout", "Forget the credentials for a registry."),
     "run": ("dockyard.cli.run", "run", "Run a command in a new container from an image."),
+    "watch": ("dockyard.cli.watch", "watch", "Rebuild (and rerun) whenever the context changes."),
     "container": (
         "dockyard.cli.containers",
         "container",

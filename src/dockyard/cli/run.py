@@ -3,7 +3,9 @@
 The image is pulled first if the store lacks it, as docker does. Without ``--rm`` the
 container is a working container (:mod:`dockyard.containers`): its name goes to stderr
 before the command starts, and ``dockyard container ls/diff/commit/rm`` see it. With
-``--rm`` the rootfs is a scratch overlay, deleted afterwards.
+``--rm`` the rootfs is a scratch overlay, deleted afterwards. ``-d`` runs the working
+container in the background (:mod:`dockyard.containers.background`) and prints its
+name: ``container logs|stop|exec`` reach it; with ``--rm`` it is deleted when it ends.
 
 :func:`run_options` and :func:`run_command` are shared with ``container run``.
 
@@ -24,9 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from dockyard.cli.common import open_store, parse_pairs, parse_ref, tls_option
-from dockyard.cli.progress import progress_display
 
 if TYPE_CHECKING:
+    from dockyard.oci.manifest import Manifest
     from dockyard.runtime import ContainerConfig, Mount
     from dockyard.store import Store
 
@@ -140,6 +142,9 @@ def run_command(store: Store, rootfs: Path, config: ContainerConfig, options: Ru
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--rm", "remove", is_flag=True, help="Delete the container when it exits.")
 @click.option("--name", help="Name the container (default: <image>-working-container[-N]).")
+@click.option(
+    "-d", "--detach", is_flag=True, help="Run in the background; print the container's name."
+)
 @run_options
 @click.option("--entrypoint", help='Replace the image ENTRYPOINT (and drop its CMD); "" clears it.')
 @tls_option
@@ -148,6 +153,7 @@ def run_command(store: Store, rootfs: Path, config: ContainerConfig, options: Ru
 def run(
     remove: bool,
     name: str | None,
+    detach: bool,
     options: RunOptions,
     entrypoint: str | None,
     tls_verify: bool | None,
@@ -159,6 +165,7 @@ def run(
     Without --rm the container stays (its name is printed on stderr): see `dockyard
     container`. The exit status is COMMAND's, or 125 if the container could not be run.
     """
+    from dockyard.cli.progress import progress_display
     from dockyard.containers import rootfs as container_rootfs
     from dockyard.containers.catalog import Catalog
     from dockyard.errors import ContainerError, NotFound
@@ -166,8 +173,10 @@ def run(
     from dockyard.runtime.rootfs import overlay_rootfs
     from dockyard.transfer.pull import ensure_image
 
-    if remove and name:
+    if remove and name and not detach:
         raise click.UsageError("--name names a container that stays: drop --rm or --name")
+    if detach and (options.interactive or options.tty):
+        raise click.UsageError("-d runs without a terminal: use `container exec -it` into it")
     ref = parse_ref(image)
     store = open_store()
     with progress_display("auto") as display:
@@ -181,7 +190,11 @@ def run(
     manifest = store.image_manifest(descriptor)
     if manifest is None:
         raise NotFound(f"image {ref} has no image for this platform in the store")
-    config = run_config(store.read_config(manifest), command, options, entrypoint)
+    image_config = store.read_config(manifest)
+    config = run_config(image_config, command, options, entrypoint)
+    if detach:
+        stop = (image_config.get("config") or {}).get("StopSignal") or "SIGTERM"
+        sys.exit(_run_detached(store, str(ref), manifest, config, stop, options, remove, name))
     code = RUN_FAILED
     with Snapshots(store) as snapshots:  # holds the image's snapshots while it runs
         try:
@@ -202,6 +215,47 @@ def run(
         except ContainerError as e:
             click.echo(f"dockyard: error: {e}", err=True)
     sys.exit(code)  # not ctx.exit(): main() runs click non-standalone, which drops it
+
+
+def _run_detached(
+    store: Store,
+    image: str,
+    manifest: Manifest,
+    config: ContainerConfig,
+    stop: str,
+    options: RunOptions,
+    remove: bool,
+    name: str | None,
+) -> int:
+    """``run -d``: a working container run by a supervisor of its own
+    (:mod:`dockyard.containers.background`); its name on stdout once it runs."""
+    from dockyard.containers import background
+    from dockyard.containers.catalog import Catalog
+    from dockyard.errors import ContainerError
+    from dockyard.runtime import Snapshots
+    from dockyard.runtime.imageconfig import parse_signal
+
+    try:
+        stop_signal = parse_signal(stop)
+    except ValueError as e:
+        raise ContainerError(f"image {image}: StopSignal: {e}") from None
+    with Snapshots(store) as snapshots:
+        created = Catalog(store).create(snapshots, image, manifest, name)
+    job = background.Job(
+        str(store.root),
+        created.name,
+        config,
+        nat=options.network == "default",
+        remove=remove,
+        stop_signal=stop_signal,
+    )
+    try:
+        background.start(job)
+    except ContainerError as e:
+        click.echo(f"dockyard: error: {e}", err=True)
+        return RUN_FAILED
+    click.echo(created.name)
+    return 0
 
 
 def _parse_volume(text: str) -> Mount:

@@ -159,8 +159,15 @@ class Catalog:
     def locked(self, container: WorkingContainer) -> Iterator[WorkingContainer]:
         """Hold ``container`` for a change, repairing what a killed command left; raise
         :class:`ContainerError` at once if another command holds it."""
+        from dockyard.containers import background
+
         lock = FileLock(container.path / LOCK_FILE)
         if not lock.acquire(blocking=False):
+            if (container.path / background.RUNNING_FILE).exists():
+                raise ContainerError(
+                    f"container {container.name} is running in the background: "
+                    f"`dockyard container stop {container.name}` first"
+                )
             raise ContainerError(
                 f"container {container.name} is busy: another dockyard command (a "
                 "`container run`?) is using it; try again when it has finished"
@@ -173,9 +180,12 @@ class Catalog:
             lock.release()
 
     def _repair(self, container: WorkingContainer) -> None:
-        from dockyard.containers import commit, rootfs
+        from dockyard.containers import background, rootfs
 
+        background.forget_running(container)  # a killed supervisor's: we hold the lock
         if container.record.pending is not None:
+            from dockyard.containers import commit  # the builder's modules: ~0.2 s to import
+
             commit.finish_pending(self, container)
         if not container.record.mounted:
             rootfs.unmount_stale(self.store, container)

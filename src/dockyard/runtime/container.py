@@ -295,11 +295,20 @@ class Container:
         """
         if self._started().poll() is not None:
             return False
-        pid = self._init_pid()
-        if pid is None or not _catches(pid, signum):
-            return False
-        self._runc_quiet("kill", self.id, str(signum))
-        return True
+        return signal_first(self.runc_root, self.id, signum)
+
+    def wait_started(self) -> None:
+        """Return once runc says the process runs, or has ended (:meth:`wait` then
+        tells how); raise :class:`ContainerError` with runc's error if it could not
+        start (no such command, say). For a container nobody watches (``run -d``)."""
+        process = self._started()
+        while process.poll() is None:
+            if _state(self.runc_root, self.id).get("status") == "running":
+                return
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(0.01)
+        if process.returncode != 0 and (message := self._runc_error()):
+            raise ContainerError(f"container {self.id}: {message}")
 
     def kill(self) -> None:
         """SIGKILL every process in the container and wait until runc has gone."""
@@ -348,28 +357,7 @@ class Container:
         return [RUNC, "--root", str(self.runc_root), *args]
 
     def _runc_quiet(self, *args: str) -> None:
-        """Run a runc command whose failure (the container is already gone) is fine."""
-        subprocess.run(
-            self._runc(*args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=False,
-        )
-
-    def _init_pid(self) -> int | None:
-        """The host pid of the container's first process, while it runs."""
-        state = subprocess.run(
-            self._runc("state", self.id),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-        )
-        try:
-            pid = json.loads(state.stdout)["pid"] if state.returncode == 0 else None
-        except (ValueError, KeyError, TypeError):
-            return None
-        return pid if isinstance(pid, int) and pid > 0 else None
+        _runc_quiet(self.runc_root, *args)
 
     def _state_exists(self) -> bool:
         return (self.runc_root / self.id).exists()
@@ -464,6 +452,48 @@ class ContainerGroup:
 _GROUP: contextvars.ContextVar[ContainerGroup | None] = contextvars.ContextVar(
     "dockyard_container_group", default=None
 )
+
+
+def signal_first(runc_root: Path, container_id: str, signum: int) -> bool:
+    """Send ``signum`` to the first process of the running container ``container_id``
+    (runc state in ``runc_root``), if it can arrive: see :meth:`Container.send_signal`."""
+    pid = _state(runc_root, container_id).get("pid")
+    if not isinstance(pid, int) or pid <= 0 or not _catches(pid, signum):
+        return False
+    _runc_quiet(runc_root, "kill", container_id, str(signum))
+    return True
+
+
+def kill_all(runc_root: Path, container_id: str) -> None:
+    """SIGKILL every process of the container ``container_id``; whoever runs its runc
+    (:class:`Container`) then cleans up."""
+    _runc_quiet(runc_root, "kill", "--all", container_id, "KILL")
+
+
+def _state(runc_root: Path, container_id: str) -> dict[str, object]:
+    """``runc state`` of a container (``status``, ``pid``...); empty if it has none."""
+    state = subprocess.run(
+        [RUNC, "--root", str(runc_root), "state", container_id],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+    try:
+        found = json.loads(state.stdout) if state.returncode == 0 else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _runc_quiet(runc_root: Path, *args: str) -> None:
+    """Run a runc command whose failure (the container is already gone) is fine."""
+    subprocess.run(
+        [RUNC, "--root", str(runc_root), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def _catches(pid: int, signum: int) -> bool:

@@ -1,0 +1,152 @@
+"""Background containers end to end: ``dockyard run -d``, ``container logs [-f]``,
+``container stop [-t]`` and ``container exec``, as root with runc.
+
+The container must outlive the CLI that started it, be seen running by every other
+command (and spared by prunes), keep ``dockyard run``'s isolation, and leave nothing
+behind once stopped or once its supervisor is killed outright.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from dockyard.containers.background import RUNNING_FILE
+from tests.e2e import test_containers as working
+from tests.e2e.test_containers import lines
+from tests.e2e.test_runtime_container import runc_containers
+
+clean_host = working.clean_host  # the fixtures of the working containers' tests
+base_tree = working.base_tree
+base = working.base
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+]
+
+TRAPS_TERM = 'trap "echo got-term; exit 3" TERM; echo up; while true; do sleep 0.05; done'
+
+
+def start(dockyard, base: str, script: str, *args: str) -> str:
+    result = dockyard("run", "-d", *args, base, "sh", "-c", script)
+    (name,) = lines(result)
+    return name
+
+
+def status(dockyard, name: str) -> str:
+    rows = json.loads(dockyard("container", "ls", "--format", "json").stdout)
+    return next(row["status"] for row in rows if row["name"] == name)
+
+
+def follow(dockyard, name: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dockyard.cli.main", "container", "logs", "-f", name],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "DOCKYARD_ROOT": str(dockyard.root)},
+    )
+
+
+def test_runs_in_the_background_then_stops_with_its_stop_signal(dockyard, base):
+    name = start(dockyard, base, TRAPS_TERM)
+    # The CLI has returned: the container runs on, seen by every other command.
+    assert status(dockyard, name) == "running"
+    logs = follow(dockyard, name)
+    assert logs.stdout.readline() == b"up\n"
+    assert dockyard("container", "exec", name, "sh", "-c", "echo $((6*7))").stdout == b"42\n"
+    refused = dockyard("container", "rm", name, check=False)
+    assert refused.returncode != 0
+    assert b"running in the background" in refused.stderr
+    assert lines(dockyard("container", "stop", name)) == [name]
+    # logs -f ends with the container, having printed what its trap wrote.
+    assert logs.stdout.read() == b"got-term\n"
+    assert logs.wait(60) == 0
+    assert status(dockyard, name) == "exited (3)"
+    assert dockyard("container", "logs", name).stdout == b"up\ngot-term\n"
+    assert not (dockyard.root / "containers" / name / RUNNING_FILE).exists()
+    # Stopped, it is a working container like any other: commit what it did.
+    dockyard("container", "exec", name, "true", check=False)
+    dockyard("container", "run", name, "--", "sh", "-c", "echo x > /x")
+    assert "A /x" in lines(dockyard("container", "diff", name))
+
+
+def test_stop_kills_an_init_that_cannot_catch_the_signal_at_once(dockyard, base):
+    # sleep as pid 1 has no TERM handler: the kernel drops TERM, so waiting the -t
+    # 600 seconds would be futile; stop kills at once (the test's timeout says so).
+    name = start(dockyard, base, "exec sleep 1000")
+    assert lines(dockyard("container", "stop", "-t", "600", name)) == [name]
+    assert status(dockyard, name) == f"exited ({128 + signal.SIGKILL})"
+    again = dockyard("container", "stop", name)
+    assert b"not running" in again.stderr
+
+
+def test_a_command_that_cannot_start_fails_at_once(dockyard, base):
+    result = dockyard("run", "-d", base, "no-such-command", check=False)
+    assert result.returncode == 125
+    error = result.stderr.decode()
+    assert error.count("\n") == 1 and "no-such-command" in error, error
+    assert result.stdout == b""
+
+
+def test_isolated_as_dockyard_run(dockyard, base):
+    name = start(dockyard, base, "exec sleep 1000")
+    # exec joins its namespaces and seccomp filter; the default network is NAT'd.
+    seccomp = dockyard("container", "exec", name, "cat", "/proc/self/status").stdout
+    assert b"Seccomp:\t2" in seccomp
+    route = dockyard("container", "exec", name, "cat", "/proc/net/route").stdout.decode()
+    assert "tap0" in route
+    # -e and -u (a name resolved in its rootfs as it is now) reach the exec'd process;
+    # its exit status is the command's.
+    dockyard("container", "exec", name, "sh", "-c", "echo app:x:1234:1234::/:/bin/sh >>/etc/passwd")
+    run = dockyard(
+        "container", "exec", "-e", "X=1", "-u", "app", name, "sh", "-c", "echo $X $(id -u)",
+    )  # fmt: skip
+    assert run.stdout == b"1 1234\n"
+    assert dockyard("container", "exec", name, "sh", "-c", "exit 7", check=False).returncode == 7
+    dockyard("container", "stop", name)
+
+
+def test_prune_spares_it_and_a_killed_supervisor_leaves_nothing(dockyard, base, store_root):
+    name = start(dockyard, base, "exec sleep 1000")
+    dockyard("rmi", base)
+    dockyard("prune")
+    dockyard("container", "prune")
+    assert status(dockyard, name) == "running"
+    assert dockyard("container", "exec", name, "true").returncode == 0
+    running = json.loads((store_root / "containers" / name / RUNNING_FILE).read_bytes())
+    os.kill(running["pid"], signal.SIGKILL)  # the supervisor, as the OOM killer would
+    pidfd = os.pidfd_open(running["pid"])
+    os.close(pidfd)
+    # The next command that takes the container reaps its runc container and repairs it.
+    dockyard("container", "run", name, "--", "true")
+    assert runc_containers(store_root) == []
+    assert not (store_root / "containers" / name / RUNNING_FILE).exists()
+    assert status(dockyard, name) == "exited (0)"
+
+
+def test_run_d_rm_deletes_it_when_it_ends(dockyard, base):
+    name = start(dockyard, base, "exec sleep 1000", "--rm", "--name", "gone")
+    assert name == "gone"
+    dockyard("container", "stop", name)
+    assert lines(dockyard("container", "ls", "-q")) == []
+
+
+def test_bad_input_is_one_line(dockyard, base):
+    for args in (
+        ("container", "stop", "nope"),
+        ("container", "exec", "nope", "true"),
+        ("container", "logs", "nope"),
+    ):
+        result = dockyard(*args, check=False)
+        assert result.returncode != 0
+        assert result.stderr.decode().strip().count("\n") == 0, result.stderr
+    usage = dockyard("run", "-d", "-i", base, "true", check=False)
+    assert b"-d runs without a terminal" in usage.stderr
+    name = lines(dockyard("container", "create", base))[0]
+    result = dockyard("container", "exec", name, "true", check=False)
+    assert b"not running in the background" in result.stderr
