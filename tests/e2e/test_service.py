@@ -96,6 +96,7 @@ def test_signed_push_runs_on_the_fitting_agent_with_live_logs(server, repo, busy
     run = server.call("GET", "/repos/project/runs/1")
     assert run["status"] == "success" and run["commit"] == sha and run["event"] == "push"
     assert run["author"] == "Ada"
+    assert run["agent"] == "agent-b"  # where it ran, after its lease ended
     (step,) = run["steps"]
     assert step["agent"] == "agent-b" and step["status"] == "success"
     assert step["tests"]["passed"] == 1 and step["tests"]["failed"] == 1

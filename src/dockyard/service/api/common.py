@@ -232,9 +232,23 @@ def repository_json(repository: Repository) -> dict[str, Any]:
     }
 
 
+def _ran_on(session: Session, run: Run) -> int | None:
+    """The agent holding ``run`` now, else the one that ran its last step: a lease
+    ends with the run, the answer to "where did it run" does not."""
+    if run.agent_id is not None:
+        return run.agent_id
+    return session.scalar(
+        select(Step.agent_id)
+        .where(Step.run_id == run.id, Step.agent_id.is_not(None))
+        .order_by(Step.id.desc())
+        .limit(1)
+    )
+
+
 def run_json(session: Session, run: Run, steps: bool = False) -> dict[str, Any]:
     repository = session.get(Repository, run.repository_id)
-    agent = session.get(Agent, run.agent_id) if run.agent_id else None
+    agent_id = _ran_on(session, run)
+    agent = session.get(Agent, agent_id) if agent_id is not None else None
     doc = {
         "id": run.id,
         "repository": repository.name if repository else None,
