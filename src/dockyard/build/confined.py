@@ -66,17 +66,7 @@ class ConfinedDir:
     def lstat(self, relative: str) -> os.stat_result | None:
         """``relative``'s own metadata (its last component not followed), None if it
         does not exist."""
-        parent, _, name = relative.rpartition("/")
-        try:
-            fd = self.open_fd(parent, _PATH_DIR)
-        except OSError:
-            return None
-        try:
-            return os.lstat(name, dir_fd=fd) if name else os.fstat(fd)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
+        return inroot.lstat_in_root(self.fd, relative)
 
     def read_file(self, relative: str, limit: int = MAX_READ) -> bytes | None:
         """The content of the regular file ``relative``; None if there is none (a

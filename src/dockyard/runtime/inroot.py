@@ -35,6 +35,22 @@ def open_in_root(root_fd: int, path: str, flags: int) -> int:
     return syscalls.openat2(root_fd, path.lstrip("/") or ".", flags, _RESOLVE)
 
 
+def lstat_in_root(root_fd: int, path: str) -> os.stat_result | None:
+    """``path``'s own metadata inside ``root_fd`` (its parents resolved inside, its last
+    component not followed); None if it does not exist."""
+    parent, _, name = path.rpartition("/")
+    try:
+        fd = open_in_root(root_fd, parent, _DIR | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.lstat(name, dir_fd=fd) if name else os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def read_file(rootfs: str | os.PathLike[str], path: str, limit: int = _MAX_READ) -> bytes | None:
     """The content of the regular file ``path`` in ``rootfs``, or None if there is none."""
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -184,17 +184,7 @@ class RootfsTree(Tree):
 
     def lstat(self, path: str) -> os.stat_result | None:
         """``path``'s own metadata (not followed), None if it does not exist."""
-        parent, _, name = path.rpartition("/")
-        try:
-            fd = inroot.open_in_root(self._root_fd(), parent, _PATH_FD)
-        except OSError:
-            return None
-        try:
-            return os.lstat(name, dir_fd=fd) if name else os.fstat(fd)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
+        return inroot.lstat_in_root(self._root_fd(), path)
 
     def kind(self, path: str) -> int | None:
         st = self.lstat(path)
