@@ -25,6 +25,7 @@ import pytest
 from dockyard.errors import BuildError, DockyardError, LayerError
 from dockyard.layers import apply_layer, open_decompressed
 from dockyard.layers.limits import SIZE_VAR, WRITE_VAR, LayerTooLarge
+from dockyard.layers.walk import walk_layer
 
 T = 1_600_000_000
 GIB = 1 << 30
@@ -215,6 +216,18 @@ def test_a_sparse_file_past_the_size_limit_fails_before_it_is_made(kind, tmp_pat
         "layer sha256:abc: expands to more than 64 MiB (limit $DOCKYARD_MAX_LAYER_SIZE)"
     )
     assert not (tmp_path / "big").exists()
+
+
+@pytest.mark.parametrize("kind", list(SPARSE_KINDS))
+def test_reading_a_sparse_bomb_without_extracting_stops_at_the_size_limit(kind, limits):
+    """``check``, ``diff`` and ``inspect --layers`` walk layers without writing them: the
+    holes of a sparse file count there as they do when it is extracted."""
+    limits(size="64M")
+    seen = []
+    with pytest.raises(LayerTooLarge) as error:
+        walk_layer(io.BytesIO(bomb_layer(kind)), seen.append, name="layer sha256:abc")
+    assert str(error.value).startswith("layer sha256:abc: expands to more than 64 MiB")
+    assert [entry.path for entry in seen] == ["/etc/ok"]  # stopped at the bomb
 
 
 @pytest.mark.parametrize("where", ["in a file", "after the end of the tar"])

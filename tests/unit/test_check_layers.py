@@ -123,3 +123,23 @@ def test_diff_mode_owner_and_kind(store_root):
         ("/b", "owner 0:0 -> 1000:0"),
         ("/c", "dir -> file"),
     ]
+
+
+def test_a_hardlink_to_a_dot_file_keeps_its_name():
+    """A link target is normalised as member names are: ``./.bashrc`` is ``/.bashrc``."""
+    import io
+
+    from dockyard.layers.walk import HARDLINK, walk_layer
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        target = tarfile.TarInfo("./.bashrc")
+        target.size = 3
+        tar.addfile(target, io.BytesIO(b"hi\n"))
+        link = tarfile.TarInfo("./home/.profile")
+        link.type, link.linkname = tarfile.LNKTYPE, "./.bashrc"
+        tar.addfile(link)
+    entries = []
+    walk_layer(io.BytesIO(data.getvalue()), entries.append)
+    links = [(e.path, e.linkname) for e in entries if e.kind == HARDLINK]
+    assert links == [("/home/.profile", "/.bashrc")]

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 from dockyard.errors import LayerError
 from dockyard.layers import whiteouts
 from dockyard.layers.compression import CHUNK, open_decompressed
-from dockyard.layers.extract import read_members
+from dockyard.layers.extract import data_regions, read_members
 from dockyard.layers.limits import Limits, Meter, MeteredReader
 
 FILE = "file"
@@ -109,6 +109,8 @@ def walk_layer(
         count = 0
         try:
             for member, tar in read_members(stream):
+                if member.isreg():  # a sparse file's holes count, as extraction counts them
+                    meter.expand(member.size - sum(n for _, n in data_regions(member)))
                 entry = _entry(member, tar)
                 if entry is not None:
                     count += 1
@@ -146,9 +148,15 @@ class _Hashing(io.RawIOBase):
         return len(data)
 
 
+def _absolute(name: str) -> str:
+    """A member or hardlink target name as an absolute path; ".." cannot climb above "/"."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    return posixpath.normpath("/" + "/".join(parts))
+
+
 def _entry(member: tarfile.TarInfo, tar: tarfile.TarFile) -> Entry | None:
-    parts = [p for p in member.name.split("/") if p not in ("", ".")]
-    path = posixpath.normpath("/" + "/".join(parts))  # ".." cannot climb above "/"
+    path = _absolute(member.name)
+    parts = path.split("/")
     directory, base = posixpath.split(path)
     if base == whiteouts.OPAQUE:
         return Entry(directory, OPAQUE, 0, 0, 0, 0)
@@ -162,7 +170,7 @@ def _entry(member: tarfile.TarInfo, tar: tarfile.TarFile) -> Entry | None:
         return None
     linkname = member.linkname
     if kind == HARDLINK:
-        linkname = posixpath.normpath("/" + linkname.lstrip("./"))
+        linkname = _absolute(linkname)
     return Entry(
         path,
         kind,
