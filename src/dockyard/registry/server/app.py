@@ -294,13 +294,14 @@ class RegistryApp:
         if not names.valid_name(name):
             raise APIError("NAME_INVALID", detail={"name": name})
         ns = request.query_params.get("ns")
-        route = self.mirror.route(name, ns)
+        plain = self.mirror.route(name)  # the route the path itself names
+        route = self.mirror.route(name, ns) if ns else plain
         if route is None and self.mirror.is_mirrored(name):
-            route = self.mirror.route(name)
+            route = plain
             if route is None:
                 raise APIError("NAME_INVALID", detail={"name": name})
         action = "pull" if method in _READ_METHODS else ("delete" if method == "DELETE" else "push")
-        if route is not None and route != self.mirror.route(name):
+        if route is not None and route != plain:
             # ?ns= reads another repository than the path names: the scope is for that one
             await self._authorize(request, f"repository:{route.local}", action)
         else:
@@ -323,7 +324,7 @@ class RegistryApp:
             return await self._manifest_dispatch(request, method, name, reference, route)
         if match["upload"] is not None or path.endswith("/blobs/uploads"):
             upload = match["upload"] or ""
-            with self.upload_slots.hold(request.client.host if request.client else ""):
+            with self.upload_slots.hold(_client(request)):
                 return await self._upload_dispatch(request, method, name, upload)
         if (digest := match["digest"]) is not None:
             if method in _READ_METHODS:
