@@ -29,7 +29,7 @@ from dockyard.runtime import syscalls
 
 MAX_REPORT_SIZE = 256 << 20
 MAX_FAILING_NAMES = 200
-_OPEN = os.O_RDONLY | os.O_NONBLOCK  # a FIFO must not block
+_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
 _BENEATH = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_MAGICLINKS
 _RETRIES = 8  # openat2 says EAGAIN when a rename raced the lookup
 
