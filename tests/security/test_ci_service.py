@@ -285,3 +285,23 @@ def test_global_secrets_reach_every_repository_unless_it_has_its_own(api):
         assert value not in (api.data / "dockyard.db-wal").read_bytes()
     api.call("DELETE", "/secrets/TOKEN", api.admin, 204)
     api.call("DELETE", "/secrets/TOKEN", api.admin, 404)
+
+
+def test_an_agent_token_cannot_act_as_another_agent(api):
+    """An agent name belongs to the token that first used it: a second agent token
+    naming it gets neither its runs' secrets, nor its leases, nor its uploads."""
+    first, second = api.token("agent"), api.token("agent")
+    api.call("PUT", "/repos/project/secrets/TOKEN", api.admin, 204, json={"value": "s3cret"})
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    poll = {"name": "a", "labels": {"os": "linux"}, "wait": 0}
+    job = api.call("POST", "/agent/poll", first, 200, json=poll)["job"]
+    held = {"name": "a", "attempt": job["attempt"], "names": ["TOKEN"]}
+    api.call("POST", f"/agent/runs/{job['id']}/secrets", second, 403, json=held)
+    api.call("POST", "/agent/poll", second, 403, json=poll)
+    api.call("POST", "/agent/heartbeat", second, 403, json={"name": "a", "runs": [job["id"]]})
+    upload = f"/agent/runs/{job['id']}/artifacts?name=a&attempt={job['attempt']}&step=s&path=f"
+    api.call("PUT", upload, second, 403, content=b"x")
+    # the owner still can, and a token of its own is free to use another name
+    secrets = api.call("POST", f"/agent/runs/{job['id']}/secrets", first, 200, json=held)
+    assert secrets["secrets"] == {"TOKEN": "s3cret"}
+    assert api.call("POST", "/agent/poll", second, 200, json={**poll, "name": "b"})["job"] is None

@@ -127,6 +127,8 @@ class Agent(Base):
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     capacity: Mapped[int] = mapped_column(Integer, default=1)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=now)
+    # the agent token that first used this name; no other token may act as this agent
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Token(Base):

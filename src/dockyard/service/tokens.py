@@ -15,7 +15,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dockyard.service.models import Token
+from dockyard.service.models import Agent, Token
 
 READ, WRITE, ADMIN, AGENT = "read", "write", "admin", "agent"
 USER_ROLES = (READ, WRITE, ADMIN)
@@ -39,6 +39,19 @@ def create_token(session: Session, name: str, role: str) -> str:
 def role_of(session: Session, token: str) -> str | None:
     """The role of ``token``, or None if it is unknown."""
     return session.scalar(select(Token.role).where(Token.digest == digest(token)))
+
+
+def id_of(session: Session, token: str) -> int | None:
+    """The id of the stored ``token``, or None if it is unknown."""
+    return session.scalar(select(Token.id).where(Token.digest == digest(token)))
+
+
+def may_act_as(session: Session, agent: Agent, token_id: int | None) -> bool:
+    """Whether the agent token ``token_id`` may act as ``agent``: the name belongs to
+    the token that first used it, until that token is deleted."""
+    if agent.token_id in (None, token_id):
+        return True
+    return session.get(Token, agent.token_id) is None
 
 
 def allows(role: str | None, needed: str) -> bool:

@@ -19,6 +19,7 @@ from dockyard.service.api.common import (
     RECHECK,
     REPORTS_MAX,
     APIError,
+    agent_token,
     authorize,
     field,
     in_thread,
@@ -68,14 +69,21 @@ def agents_json(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-def _agent(session: Session, doc: dict[str, Any]) -> Agent:
+def _agent(session: Session, doc: dict[str, Any], token: str) -> Agent:
+    """The agent ``doc`` names, as the caller's ``token`` may act as it: a name belongs
+    to the token that first used it (until that token is deleted), so one agent token
+    cannot take another agent's runs, leases or secrets."""
     name = field(doc, "name", str, check=NAME_RE.match)
     labels = string_map(doc, "labels", LABEL_RE)
     capacity = field(doc, "capacity", int, 1, check=lambda c: 1 <= c <= 1000)
+    token_id = tokens.id_of(session, token)
     agent = session.scalar(select(Agent).where(Agent.name == name))
     if agent is None:
         agent = Agent(name=name)
         session.add(agent)
+    elif not tokens.may_act_as(session, agent, token_id):
+        raise APIError(403, f"agent {name} belongs to another agent token")
+    agent.token_id = token_id
     agent.labels, agent.capacity, agent.last_seen = labels, capacity, now()
     session.flush()
     return agent
@@ -101,14 +109,14 @@ def _job(session: Session, run: Run, lease: float) -> dict[str, Any]:
 
 async def agent_poll(request: Request) -> Response:
     """Wait up to ``wait`` seconds for a run the agent fits; ``{"job": null}`` if none."""
-    await authorize(request, tokens.AGENT)
+    token = await agent_token(request)
     doc = await read_json(request)
     wait = min(float(field(doc, "wait", (int, float), 20.0)), POLL_MAX)
     svc = service(request)
 
     def register() -> tuple[int, dict[str, str]]:
         with svc.db.transaction() as session:
-            agent = _agent(session, doc)
+            agent = _agent(session, doc, token)
             return agent.id, agent.labels
 
     def take(agent_id: int, labels: dict[str, str]) -> dict[str, Any] | None:
@@ -133,7 +141,7 @@ async def agent_poll(request: Request) -> Response:
 
 async def agent_heartbeat(request: Request) -> Response:
     """Extend the agent's leases; answer which of its runs it must stop."""
-    await authorize(request, tokens.AGENT)
+    token = await agent_token(request)
     doc = await read_json(request)
     runs = field(doc, "runs", list, [])
     if not all(isinstance(r, int) for r in runs) or len(runs) > 1000:
@@ -142,7 +150,7 @@ async def agent_heartbeat(request: Request) -> Response:
 
     def work() -> list[int]:
         with svc.db.transaction() as session:
-            agent = _agent(session, doc)
+            agent = _agent(session, doc, token)
             return queue.heartbeat(session, agent.id, runs, svc.lease)
 
     return JSONResponse({"stop": await in_thread(work)})
@@ -150,7 +158,7 @@ async def agent_heartbeat(request: Request) -> Response:
 
 async def agent_reports(request: Request) -> Response:
     """Store an agent's numbered reports about a run it holds (:mod:`.reports`)."""
-    await authorize(request, tokens.AGENT)
+    token = await agent_token(request)
     doc = await read_json(request, REPORTS_MAX)
     attempt = field(doc, "attempt", int)
     try:
@@ -162,7 +170,7 @@ async def agent_reports(request: Request) -> Response:
 
     def work() -> int:
         with svc.db.transaction() as session:
-            agent = _agent(session, doc)
+            agent = _agent(session, doc, token)
             try:
                 return reports.store_reports(session, run_id, agent.id, attempt, batch)
             except reports.StaleReport as e:
@@ -176,7 +184,7 @@ async def agent_reports(request: Request) -> Response:
 async def agent_secrets(request: Request) -> Response:
     """The values of the named secrets a run gets (global and its repository's; unknown
     names left out), for the agent that holds the run."""
-    await authorize(request, tokens.AGENT)
+    token = await agent_token(request)
     doc = await read_json(request)
     attempt = field(doc, "attempt", int)
     names = field(doc, "names", list)
@@ -187,7 +195,7 @@ async def agent_secrets(request: Request) -> Response:
 
     def work() -> dict[str, str]:
         with svc.db.transaction() as session:
-            agent = _agent(session, doc)
+            agent = _agent(session, doc, token)
             run = session.get(Run, run_id)
             if not reports.holds(run, agent.id, attempt):
                 raise APIError(409, f"run {run_id} is not held by this agent")

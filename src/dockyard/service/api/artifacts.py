@@ -22,6 +22,7 @@ from dockyard.service.api.common import (
     BODY_TIMEOUT,
     NAME_RE,
     APIError,
+    agent_token,
     authorize,
     find_run,
     in_thread,
@@ -57,7 +58,7 @@ async def _chunks(request: Request) -> AsyncIterator[bytes]:
 
 async def upload(request: Request) -> Response:
     """Store one artifact file of a run the agent holds (raw body)."""
-    await authorize(request, tokens.AGENT)
+    token = await agent_token(request)
     query = request.query_params
     name, step, path = query.get("name", ""), query.get("step", ""), query.get("path", "")
     attempt = query.get("attempt", "")
@@ -71,6 +72,10 @@ async def upload(request: Request) -> Response:
     def check() -> tuple[int, int]:
         with svc.db.transaction() as session:
             agent = session.scalar(select(Agent).where(Agent.name == name))
+            if agent is not None and not tokens.may_act_as(
+                session, agent, tokens.id_of(session, token)
+            ):
+                raise APIError(403, f"agent {name} belongs to another agent token")
             run = session.get(Run, int(run_id)) if run_id.isdigit() else None
             if agent is None or not reports.holds(run, agent.id, int(attempt)):
                 raise APIError(409, f"run {run_id[:20]} is not held by this agent")

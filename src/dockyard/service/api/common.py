@@ -157,6 +157,13 @@ async def authorize(request: Request, needed: str) -> str:
     return role
 
 
+async def agent_token(request: Request) -> str:
+    """The caller's agent token, once :func:`authorize` has accepted it for an agent
+    route (agents send ``Authorization: Bearer``; a web session is never an agent)."""
+    await authorize(request, tokens.AGENT)
+    return request.headers.get("authorization", "").partition(" ")[2].strip()
+
+
 def _session_token(request: Request) -> str:
     session = sessions.read(service(request).box, request)
     if session is None:
