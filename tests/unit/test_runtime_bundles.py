@@ -43,3 +43,15 @@ def test_stage_files_writes_file_mounts_with_their_owner_and_mode(tmp_path):
     assert (tmp_path / bundles.STAGED / "1").read_bytes() == b"value"
     assert stat.S_IMODE((tmp_path / bundles.STAGED).stat().st_mode) == 0o700
     assert "value" not in repr(mounts[1])  # a secret never shows in a repr or log
+
+
+def test_a_symlink_in_place_of_bundles_is_refused_and_its_target_left_alone(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o755)
+    victim.chmod(0o755)
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "bundles").symlink_to(victim)
+    with pytest.raises(OSError):
+        bundles.create(tmp_path / "store" / "bundles" / "c1")
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o755
+    assert list(victim.iterdir()) == []

@@ -17,10 +17,12 @@ starts its first container there, as ``dockyard prune`` does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from dockyard.errors import ContainerError
 from dockyard.runtime.config import Mount
 
 PRIVATE_DIR = 0o700
@@ -36,12 +38,18 @@ def create(bundle: Path) -> None:
     """
     parent = bundle.parent
     parent.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkdir(parent, PRIVATE_DIR)
-    except FileExistsError:
-        if parent.stat().st_mode & 0o077:
-            os.chmod(parent, PRIVATE_DIR)
-    os.mkdir(bundle, PRIVATE_DIR)  # mkdir's mode is only narrowed by the umask
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:  # narrowed and used through the fd: a symlink in its place is refused
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise ContainerError(f"{parent} belongs to uid {st.st_uid}, not to us")
+        if st.st_mode & 0o077:
+            os.fchmod(fd, PRIVATE_DIR)
+        os.mkdir(bundle.name, PRIVATE_DIR, dir_fd=fd)  # mkdir's mode is only narrowed
+    finally:
+        os.close(fd)
 
 
 def write_private(
