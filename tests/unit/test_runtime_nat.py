@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import socket
+import subprocess
 
 from dockyard.runtime import ContainerConfig
 from dockyard.runtime.nat import (
@@ -16,6 +17,7 @@ from dockyard.runtime.nat import (
     _RtEntry,
     host_networks,
 )
+from tests.conftest import need
 
 FIB_TRIE = """\
 Main:
@@ -59,9 +61,17 @@ def test_host_networks_are_every_local_address_but_loopback():
     ]
 
 
-def test_host_networks_of_this_machine_parse():
-    for network in host_networks():
-        assert isinstance(network, ipaddress.IPv4Network) and not network.is_loopback
+def test_host_networks_of_this_machine_are_its_own_addresses():
+    """Every non-loopback IPv4 address `ip` lists is covered; nothing loopback is."""
+    need("ip")
+    listed = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    own = [ipaddress.IPv4Interface(w).ip for i, w in enumerate(listed) if listed[i - 1] == "inet"]
+    networks = host_networks()
+    assert not any(network.is_loopback for network in networks)
+    for address in own:
+        assert address.is_loopback or any(address in network for network in networks), address
 
 
 def test_routes_never_take_slirps_own_addresses():
