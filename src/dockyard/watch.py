@@ -6,7 +6,7 @@ build can see (an excluded directory is skipped unless an exception could reach 
 it, as the context walk does), adds one for each directory that appears and reloads the
 ignore rules when the ignore file changes. It never follows a symlink (``IN_DONT_FOLLOW``,
 ``lstat`` walks): events are only a hint to build again, and the build reads the
-context confined to it (:mod:`dockyard.build.context`). The Dockerfile, when it lives
+context confined to it (:mod:`dockyard.builder.context`). The Dockerfile, when it lives
 outside the context, is watched too.
 
 :func:`rebuild_loop` is single-threaded: it builds, then sleeps in ``select`` on the
@@ -32,8 +32,8 @@ from pathlib import Path
 from inotify_simple import INotify
 from inotify_simple import flags as events
 
-from dockyard.build.confined import ConfinedDir, ConfinedFile
-from dockyard.build.frontend.dockerignore import IgnoreMatcher
+from dockyard.builder.confined import ConfinedDir, ConfinedFile
+from dockyard.builder.frontend.dockerignore import IgnoreMatcher
 
 DEBOUNCE = 0.1  # seconds without a change before a build starts
 _CHANGES = (

@@ -28,7 +28,7 @@ ONLY_WHEN_A_STEP_RUNS = {
     "dockyard.runtime.container",
     "dockyard.runtime.snapshots",
     "dockyard.runtime.rootfs",
-    "dockyard.build.steps",
+    "dockyard.builder.steps",
     "dockyard.layers.packer",
     "dockyard.transfer.pull",
     "dockyard.registry.client",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.build.builder import BuildOptions, build
+from dockyard.builder.builder import BuildOptions, build
 from dockyard.layers import open_decompressed
 from dockyard.store import Store
 

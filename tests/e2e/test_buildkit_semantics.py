@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.build import builder as builder_module
-from dockyard.build.builder import BuildOptions, BuildResult, build
+from dockyard.builder import builder as builder_module
+from dockyard.builder.builder import BuildOptions, BuildResult, build
 from dockyard.errors import BuildError
 from dockyard.layers import open_decompressed
 from dockyard.store import Store

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.build.cache import BuildCache, CacheRecord
+from dockyard.builder.cache import BuildCache, CacheRecord
 from dockyard.disk.usage import take_stock
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.build.builder import BuildOptions, build
+from dockyard.builder.builder import BuildOptions, build
 from dockyard.ci.cancel import Cancellation
 from dockyard.ci.context import RunContext
 from dockyard.ci.images import Images

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from dockyard.build.cache import BuildCache, CacheRecord
+from dockyard.builder.cache import BuildCache, CacheRecord
 from dockyard.oci.descriptor import Descriptor
 
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.build import copier
-from dockyard.build.builder import BuildOptions, _source_date_epoch
-from dockyard.build.cache import BuildCache, CacheRecord
-from dockyard.build.image import ImageState, _fill_history_times
+from dockyard.builder import copier
+from dockyard.builder.builder import BuildOptions, _source_date_epoch
+from dockyard.builder.cache import BuildCache, CacheRecord
+from dockyard.builder.image import ImageState, _fill_history_times
 from dockyard.errors import BuildError
 from dockyard.oci.descriptor import Platform
 from tests.unit.test_copier_support import instruction

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.build.confined import ConfinedDir, ConfinedFile
+from dockyard.builder.confined import ConfinedDir, ConfinedFile
 from dockyard.errors import BuildError
 
 

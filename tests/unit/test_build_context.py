@@ -4,9 +4,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dockyard.build.confined import ConfinedDir, ConfinedFile
-from dockyard.build.context import BuildContext, index_file_for
-from dockyard.build.frontend.dockerignore import IgnoreMatcher
+from dockyard.builder.confined import ConfinedDir, ConfinedFile
+from dockyard.builder.context import BuildContext, index_file_for
+from dockyard.builder.frontend.dockerignore import IgnoreMatcher
 
 
 @pytest.fixture

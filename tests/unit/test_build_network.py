@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from dockyard.build.builder import Builder, BuildOptions
-from dockyard.build.frontend.instructions import parse_instruction
-from dockyard.build.frontend.parser import parse
+from dockyard.builder.builder import Builder, BuildOptions
+from dockyard.builder.frontend.instructions import parse_instruction
+from dockyard.builder.frontend.parser import parse
 from dockyard.errors import BuildError
 
 

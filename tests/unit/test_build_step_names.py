@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dockyard.build.frontend import plan_build
-from dockyard.build.frontend.stages import StageScope
-from dockyard.build.step_names import StepNames
+from dockyard.builder.frontend import plan_build
+from dockyard.builder.frontend.stages import StageScope
+from dockyard.builder.step_names import StepNames
 
 
 def step_lines(text: str, build_args: dict[str, str] | None = None) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from dockyard.build import copier
+from dockyard.builder import copier
 from dockyard.errors import BuildError
 from tests.unit.test_copier_support import context, instruction, mode, needs_root, owner, run
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.build import copier
+from dockyard.builder import copier
 from dockyard.errors import BuildError
 from tests.unit.test_copier_support import (
     context,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.build import copier
+from dockyard.builder import copier
 from dockyard.errors import BuildError
 from tests.unit.test_copier_support import instruction, needs_root, owner, run, snapshot
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from dockyard.build.copier.modes import Chmod, ModeSet, resolve_owner
+from dockyard.builder.copier.modes import Chmod, ModeSet, resolve_owner
 
 FILE = stat.S_IFREG
 DIR = stat.S_IFDIR

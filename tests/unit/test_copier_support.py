@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.build import copier
-from dockyard.build.context import BuildContext
-from dockyard.build.frontend.dockerignore import IgnoreMatcher
-from dockyard.build.frontend.instructions import parse_instruction
-from dockyard.build.frontend.parser import parse
+from dockyard.builder import copier
+from dockyard.builder.context import BuildContext
+from dockyard.builder.frontend.dockerignore import IgnoreMatcher
+from dockyard.builder.frontend.instructions import parse_instruction
+from dockyard.builder.frontend.parser import parse
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="writes 0:0 owners: needs root")
@@ -83,7 +83,7 @@ def owner(path: Path) -> tuple[int, int]:
 def test_data_copier_copies_exact_bytes_across_filesystems(tmp_path, size, source_dir):
     """copy_file_range where it works, sendfile where it fails (across filesystems, as
     into an overlay mount): the same bytes either way, for one copier used many times."""
-    from dockyard.build.copier.writer import _DataCopier
+    from dockyard.builder.copier.writer import _DataCopier
 
     where = tmp_path if source_dir == "same" else Path(source_dir)
     if not where.is_dir():
@@ -108,7 +108,7 @@ def test_data_copier_copies_exact_bytes_across_filesystems(tmp_path, size, sourc
 
 
 def test_rootfs_digest_follows_content_and_metadata_but_not_times(tmp_path):
-    from dockyard.build.copier.sources import Filters, RootfsTree, build_node, rootfs_digest
+    from dockyard.builder.copier.sources import Filters, RootfsTree, build_node, rootfs_digest
 
     root = tmp_path / "stage"
     (root / "app").mkdir(parents=True)

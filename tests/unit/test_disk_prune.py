@@ -9,12 +9,12 @@ import json
 import os
 import time
 
-from dockyard.build.cache import BuildCache, CacheRecord
+from dockyard.builder.cache import BuildCache, CacheRecord
 from dockyard.containers.catalog import LOCK_FILE, Catalog
 from dockyard.disk.autogc import AutoGC
 from dockyard.disk.prune import PrunePolicy, plan
 from dockyard.disk.usage import Item, Usage, take_stock
-from dockyard.layout.locking import FileLock
+from dockyard.files.locking import FileLock
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
 from dockyard.runtime.snapshots import Snapshots

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.build.confined import ConfinedDir, ConfinedFile
-from dockyard.build.frontend.dockerignore import IgnoreMatcher, ignore_file, read_patterns
+from dockyard.builder.confined import ConfinedDir, ConfinedFile
+from dockyard.builder.frontend.dockerignore import IgnoreMatcher, ignore_file, read_patterns
 from dockyard.errors import BuildError
 
 

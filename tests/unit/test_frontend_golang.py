@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.build.frontend import golang
+from dockyard.builder.frontend import golang
 
 
 @pytest.mark.parametrize(

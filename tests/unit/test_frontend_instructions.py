@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.build.frontend.instructions import (
+from dockyard.builder.frontend.instructions import (
     Add,
     Arg,
     ArgDef,
@@ -32,7 +32,7 @@ from dockyard.build.frontend.instructions import (
     normalize_path,
     parse_instruction,
 )
-from dockyard.build.frontend.parser import parse
+from dockyard.builder.frontend.parser import parse
 from dockyard.errors import BuildError
 
 ENV = {"A": "1", "B": "two words", "DIR": "/srv", "EMPTY": "", "PORT": "8080", "U": "app"}

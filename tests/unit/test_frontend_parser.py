@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.build.frontend.parser import Heredoc, parse, parse_json, parse_words, split_fields
+from dockyard.builder.frontend.parser import Heredoc, parse, parse_json, parse_words, split_fields
 from dockyard.errors import BuildError
 
 

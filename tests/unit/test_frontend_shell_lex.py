@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.build.frontend.shell_lex import ExpansionError, Lex
+from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 
 ENV = {"PWD": "/home", "SHELL": "bash", "EMPTY": "", "W": "w", "FOO": "xxyy", "SP": "a  b"}
 

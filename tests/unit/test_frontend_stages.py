@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.build.frontend import Platform, plan_build
-from dockyard.build.frontend.instructions import Arg, Copy, Run
-from dockyard.build.frontend.stages import DEFAULT_PATH, BuildPlan, Stage, StageScope
+from dockyard.builder.frontend import Platform, plan_build
+from dockyard.builder.frontend.instructions import Arg, Copy, Run
+from dockyard.builder.frontend.stages import DEFAULT_PATH, BuildPlan, Stage, StageScope
 from dockyard.errors import BuildError
 
 AMD64 = Platform("linux", "amd64")

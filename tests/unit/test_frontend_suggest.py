@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.build.frontend.suggest import closest, did_you_mean, edit_distance
+from dockyard.builder.frontend.suggest import closest, did_you_mean, edit_distance
 
 
 @pytest.mark.parametrize(

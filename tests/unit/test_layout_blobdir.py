@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from dockyard.errors import DigestError, NotFound
-from dockyard.layout.atomic import is_temp
-from dockyard.layout.blobdir import BlobDir
+from dockyard.files.atomic import is_temp
+from dockyard.files.blobdir import BlobDir
 from dockyard.oci import digest as digests
 from dockyard.oci.digest import CHUNK
 from tests.killing import StallingReader, killed_when_ready
@@ -195,7 +195,7 @@ def test_ingest_keeps_nothing_unless_committed_with_the_right_digest(tmp_path):
 def test_unsynced_blobs_from_another_boot_count_as_absent(tmp_path):
     """Blobs written without fsync are marked; after a crash (a marker from another
     boot, or emptied) the blob may be torn, so it is absent until written again."""
-    from dockyard.layout.unsynced import UnsyncedMarkers
+    from dockyard.files.unsynced import UnsyncedMarkers
 
     markers = tmp_path / "unsynced"
     blobs = BlobDir(tmp_path / "blobs", unsynced=UnsyncedMarkers(markers))

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from dockyard.errors import DigestError, NotFound, StoreError
-from dockyard.layout.atomic import is_temp
+from dockyard.files.atomic import is_temp
 from dockyard.layout.oci_dir import REF_NAME, LayoutDestination, LayoutSource, OCILayout
 from dockyard.oci import digest as digests
 from dockyard.oci import mediatypes as mt

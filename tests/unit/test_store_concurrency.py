@@ -3,7 +3,7 @@
 import json
 import multiprocessing
 
-from dockyard.layout.atomic import is_temp
+from dockyard.files.atomic import is_temp
 from dockyard.reference import parse
 from dockyard.store import Store
 from tests.killing import StallingReader, killed_when_ready

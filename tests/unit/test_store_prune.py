@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from dockyard.errors import StoreError
-from dockyard.layout.atomic import is_temp
-from dockyard.layout.blobdir import STALE_TEMP_SECONDS
-from dockyard.layout.locking import FileLock
+from dockyard.files.atomic import is_temp
+from dockyard.files.blobdir import STALE_TEMP_SECONDS
+from dockyard.files.locking import FileLock
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.digest import hex_part
 from dockyard.reference import parse

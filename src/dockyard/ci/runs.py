@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import NotFound
-from dockyard.layout import atomic
-from dockyard.layout.locking import FileLock
+from dockyard.files import atomic
+from dockyard.files.locking import FileLock
 from dockyard.store import Store
 from dockyard.store.holds import Hold, held_names
 

@@ -50,7 +50,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockyard.build.confined import ConfinedDir, ConfinedFile
+from dockyard.builder.confined import ConfinedDir, ConfinedFile
 from dockyard.ci.caches import cache_dir, cache_name, files_key
 from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
@@ -62,7 +62,7 @@ from dockyard.ci.results import CANCELLED, FAILED, FAILURE, SUCCESS, TIMEOUT, St
 from dockyard.ci.services import ServiceError, Services
 from dockyard.ci.workspace import MOUNT_POINT, collect_artifacts
 from dockyard.errors import DockyardError
-from dockyard.layout import atomic
+from dockyard.files import atomic
 from dockyard.runtime import ContainerTimeout, Mount, container_config, interrupts
 from dockyard.runtime.container import ContainerGroup
 from dockyard.runtime.nat import NAMESERVER, NatNetwork
@@ -256,9 +256,9 @@ def _build(
     """Build the image of ``step`` under the run's own name for it (see :mod:`.images`);
     name it by its tags in the store (``keep``) or a registry (``push``) if asked.
     Return how long each of its steps took."""
-    from dockyard.build.builder import BuildOptions
-    from dockyard.build.builder import build as build_image
-    from dockyard.build.cache_export import check_location
+    from dockyard.builder.builder import BuildOptions
+    from dockyard.builder.builder import build as build_image
+    from dockyard.builder.cache_export import check_location
 
     build = step.build
     assert build is not None

@@ -186,7 +186,7 @@ def import_(
     directory: Path, image: str, compression: str, command: tuple[str, ...], env: tuple[str, ...]
 ) -> None:
     """Make DIRECTORY the single layer of a new image named IMAGE in the store."""
-    from dockyard.transfer.imports import import_directory
+    from dockyard.transfer.from_directory import import_directory
 
     ref = parse_ref(image)
     digest = import_directory(

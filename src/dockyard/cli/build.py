@@ -166,8 +166,8 @@ def build(
     """Build the Dockerfile in CONTEXT into an image, with no daemon."""
     import time
 
-    from dockyard.build.builder import BuildOptions
-    from dockyard.build.builder import build as run_build
+    from dockyard.builder.builder import BuildOptions
+    from dockyard.builder.builder import build as run_build
 
     target_output = parse_output(output)
     if target_output.to_stdout and sys.stdout.isatty():

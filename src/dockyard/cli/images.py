@@ -223,7 +223,7 @@ def _inspect_layers(
     from dockyard.check.image import open_image
     from dockyard.check.layers import analyse
     from dockyard.check.svg import layers_svg
-    from dockyard.layout import atomic
+    from dockyard.files import atomic
 
     opened = open_image(
         image, store_root=settings().root, tls_verify=tls_verify, platform=parse_platform(platform)
@@ -362,7 +362,7 @@ def prune(
     anything a running build, container or pipeline uses. Working containers go only
     with --containers (or --filter type=containers), and only stopped ones.
     """
-    from dockyard.build.cache import prune_build_records
+    from dockyard.builder.cache import prune_build_records
     from dockyard.containers.catalog import Catalog
     from dockyard.errors import ContainerError
     from dockyard.runtime.container import reap_orphans

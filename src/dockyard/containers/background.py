@@ -37,7 +37,7 @@ from typing import BinaryIO
 
 from dockyard.containers.catalog import Catalog, WorkingContainer
 from dockyard.errors import ContainerError
-from dockyard.layout import atomic
+from dockyard.files import atomic
 from dockyard.runtime.config import ContainerConfig
 from dockyard.runtime.container import KILL_GRACE, RUNC, RUNC_DIR, kill_all, signal_first
 

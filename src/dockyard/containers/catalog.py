@@ -24,7 +24,7 @@ from pathlib import Path
 
 from dockyard.containers.record import RECORD_FILE, Record, check_name
 from dockyard.errors import ContainerError, NotFound
-from dockyard.layout.locking import FileLock
+from dockyard.files.locking import FileLock
 from dockyard.oci import digest as digests
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.manifest import Manifest

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dockyard.build.frontend import instructions as ins
-from dockyard.build.frontend.parser import parse
-from dockyard.build.image import ImageState
+from dockyard.builder.frontend import instructions as ins
+from dockyard.builder.frontend.parser import parse
+from dockyard.builder.image import ImageState
 from dockyard.containers import rootfs
 from dockyard.containers.catalog import Catalog, WorkingContainer
 from dockyard.errors import BuildError, ContainerError

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import ContainerError
-from dockyard.layout import atomic
+from dockyard.files import atomic
 
 RECORD_FILE = "container.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")

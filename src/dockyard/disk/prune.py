@@ -114,7 +114,7 @@ def plan(usage: Usage, policy: PrunePolicy, now: float) -> list[Item]:
 
 def prune(store: Store, policy: PrunePolicy, *, dry_run: bool = False) -> PruneReport:
     """Delete what ``policy`` chooses (nothing if ``dry_run``), sparing what is in use."""
-    from dockyard.build.cache import prune_build_records
+    from dockyard.builder.cache import prune_build_records
 
     report = PruneReport()
     usage = take_stock(store)

@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dockyard.build.cache import CacheRecord
+from dockyard.builder.cache import CacheRecord
 from dockyard.ci.caches import CACHE_DIR as PIPELINE_CACHE_DIR
 from dockyard.ci.runs import RUNS_DIR
 from dockyard.oci import digest as digests

@@ -30,10 +30,10 @@ from typing import Any, BinaryIO
 
 from dockyard import reference
 from dockyard.errors import InvalidReference, LayerError, ManifestError, NotFound, StoreError
+from dockyard.files.tarreader import TarReader
+from dockyard.files.tarwriter import TarWriter
 from dockyard.layers import compression
 from dockyard.layers.limits import LayerTooLarge, Limits, Meter, MeteredReader
-from dockyard.layout.tarreader import TarReader
-from dockyard.layout.tarwriter import TarWriter
 from dockyard.oci import digest as digests
 from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt

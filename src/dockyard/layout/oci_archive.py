@@ -15,6 +15,8 @@ from types import TracebackType
 from typing import BinaryIO
 
 from dockyard.errors import ManifestError, NotFound, StoreError
+from dockyard.files.tarreader import TarReader
+from dockyard.files.tarwriter import TarWriter
 from dockyard.layout.oci_dir import (
     INDEX_FILE,
     LAYOUT_FILE,
@@ -25,8 +27,6 @@ from dockyard.layout.oci_dir import (
     ref_name,
     select_entry,
 )
-from dockyard.layout.tarreader import TarReader
-from dockyard.layout.tarwriter import TarWriter
 from dockyard.oci import digest as digests
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dockyard.errors import ManifestError, NotFound, StoreError
-from dockyard.layout import atomic
-from dockyard.layout.blobdir import BlobDir
-from dockyard.layout.locking import FileLock
-from dockyard.layout.unsynced import UnsyncedMarkers
+from dockyard.files import atomic
+from dockyard.files.blobdir import BlobDir
+from dockyard.files.locking import FileLock
+from dockyard.files.unsynced import UnsyncedMarkers
 from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor

@@ -13,7 +13,7 @@ wanting the same snapshot waits for the first and uses its work. A temp dir left
 killed process is removed by the next one taking that lock, or by a prune.
 
 Snapshots are not synced one by one: a new one is marked unsynced before it is renamed
-into place (:mod:`dockyard.layout.unsynced`), so one a crash may have damaged is made
+into place (:mod:`dockyard.files.unsynced`), so one a crash may have damaged is made
 again from its layer blob on first use; a prune syncs once and drops the markers.
 
 Pruning (:meth:`Snapshots.prune`) deletes the snapshots of layers no named image has,
@@ -47,8 +47,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dockyard.errors import ContainerError, ManifestError
-from dockyard.layout.locking import FileLock
-from dockyard.layout.unsynced import UnsyncedMarkers
+from dockyard.files.locking import FileLock
+from dockyard.files.unsynced import UnsyncedMarkers
 from dockyard.oci import digest as digests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
-from dockyard.layout.atomic import commit, temp_file
+from dockyard.files.atomic import commit, temp_file
 
 MAX_SIZE = 2 << 30  # bytes in one artifact file
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.errors import DockyardError, StoreError
-from dockyard.layout import atomic
-from dockyard.layout.blobdir import STALE_TEMP_SECONDS
+from dockyard.files import atomic
+from dockyard.files.blobdir import STALE_TEMP_SECONDS
 from dockyard.layout.oci_dir import OCILayout
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dockyard.errors import StoreError
-from dockyard.layout import atomic
+from dockyard.files import atomic
 
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 

@@ -13,7 +13,7 @@ it never deletes the blobs of a pull in progress. Snapshots (``<root>/snapshots/
 made under a lease too and pruned under the same lock (see :mod:`dockyard.store.holds`).
 
 Durability: blobs are not fsynced one by one but marked unsynced in ``<root>/unsynced/``
-(:mod:`dockyard.layout.unsynced`); after a crash, a blob that may have lost data counts
+(:mod:`dockyard.files.unsynced`); after a crash, a blob that may have lost data counts
 as absent, so the next pull fetches it again. ``index.json`` is fsynced; a prune syncs
 once and drops the markers.
 """
@@ -30,10 +30,10 @@ from typing import Any
 
 from dockyard import reference
 from dockyard.errors import DockyardError, InvalidReference, ManifestError, NotFound, StoreError
-from dockyard.layout.blobdir import STALE_TEMP_SECONDS
-from dockyard.layout.locking import FileLock
+from dockyard.files.blobdir import STALE_TEMP_SECONDS
+from dockyard.files.locking import FileLock
+from dockyard.files.unsynced import UnsyncedMarkers
 from dockyard.layout.oci_dir import OCILayout, ref_name
-from dockyard.layout.unsynced import UnsyncedMarkers
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.reference import Reference
@@ -46,7 +46,7 @@ GC_LOCK_FILE = "gc.lock"
 BLOB_HOLDS_DIR = "holds/blobs"
 PINS_DIR = "pins"  # what records on disk keep from a prune (see dockyard.store.pins)
 TMP_DIR = "tmp"
-UNSYNCED_DIR = "unsynced"  # blobs not synced to disk yet (see dockyard.layout.unsynced)
+UNSYNCED_DIR = "unsynced"  # blobs not synced to disk yet (see dockyard.files.unsynced)
 MAX_CONFIG_SIZE = 16 << 20
 
 

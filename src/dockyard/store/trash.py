@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from dockyard.errors import StoreError
-from dockyard.layout import atomic
+from dockyard.files import atomic
 from dockyard.mountinfo import mount_points_under
 
 TRASH_PREFIX = ".trash-"

@@ -44,7 +44,7 @@ def _name(text: str | None, archive: Path, source: ImageSource) -> Reference:
 def load_archive(archive: Path, store: Store) -> list[tuple[Reference, str]]:
     """Copy every image in ``archive`` (a file, or a layout directory) into ``store``;
     return (name, digest) pairs."""
-    from dockyard.layout.tarreader import TarReader
+    from dockyard.files.tarreader import TarReader
 
     if archive.is_dir():
         return _load_layout(archive, store)
@@ -79,9 +79,9 @@ def _load_docker(archive: Path, store: Store) -> list[tuple[Reference, str]]:
 
 
 def _load_oci(archive: Path, store: Store) -> list[tuple[Reference, str]]:
+    from dockyard.files.tarreader import TarReader
     from dockyard.layout.oci_archive import OCIArchiveSource
     from dockyard.layout.oci_dir import parse_index, ref_name
-    from dockyard.layout.tarreader import TarReader
 
     with TarReader(archive) as tar, tar.open("index.json") as f:
         index = parse_index(f.read(), f"{archive}: index.json")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.errors import DockyardError
-from dockyard.layout import atomic
+from dockyard.files import atomic
 
 TOKEN_TTL = 300  # seconds
 SERVICE = "dockyard-registry"

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from dockyard import reference
 from dockyard.errors import DockyardError, InvalidReference, ManifestError
+from dockyard.files.tarreader import TarReader
 from dockyard.layout.oci_archive import OCIArchiveWriter, blob_name
 from dockyard.layout.oci_dir import INDEX_FILE, REF_NAME, parse_index
-from dockyard.layout.tarreader import TarReader
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import VerifyingReader

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import DigestError, ManifestError, StoreError
-from dockyard.layout import atomic
-from dockyard.layout.blobdir import BlobDir
-from dockyard.layout.locking import FileLock
+from dockyard.files import atomic
+from dockyard.files.blobdir import BlobDir
+from dockyard.files.locking import FileLock
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import CHUNK

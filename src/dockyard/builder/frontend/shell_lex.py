@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dockyard.build.frontend.golang import quote
+from dockyard.builder.frontend.golang import quote
 
 
 class ExpansionError(ValueError):

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dockyard.build.context import BuildContext, Entry
-from dockyard.build.frontend.dockerignore import IgnoreMatcher
-from dockyard.build.frontend.golang import clean_path
+from dockyard.builder.context import BuildContext, Entry
+from dockyard.builder.frontend.dockerignore import IgnoreMatcher
+from dockyard.builder.frontend.golang import clean_path
 from dockyard.errors import DockyardError
 from dockyard.runtime import inroot
 

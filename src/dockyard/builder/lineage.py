@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.errors import DigestError
+from dockyard.files import atomic
 from dockyard.layers import PackedLayer
-from dockyard.layout import atomic
 from dockyard.oci import digest as digests
 
 

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import BinaryIO
 
-from dockyard.build.cache import BuildCache, CacheRecord
+from dockyard.builder.cache import BuildCache, CacheRecord
 from dockyard.errors import DockyardError, ManifestError
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor

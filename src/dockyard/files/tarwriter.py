@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from dockyard.errors import DigestError, StoreError
-from dockyard.layout import atomic
+from dockyard.files import atomic
 from dockyard.oci.digest import CHUNK
 
 BLOCK = tarfile.BLOCKSIZE

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dockyard.errors import DigestError, NotFound, StoreError
-from dockyard.layout import atomic
-from dockyard.layout.unsynced import UnsyncedMarkers
+from dockyard.files import atomic
+from dockyard.files.unsynced import UnsyncedMarkers
 from dockyard.oci import digest as digests
 from dockyard.oci.digest import CHUNK, VerifyingReader
 

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.build.copier.modes import Chmod
-from dockyard.build.copier.sources import Node
-from dockyard.build.frontend.golang import clean_path
+from dockyard.builder.copier.modes import Chmod
+from dockyard.builder.copier.sources import Node
+from dockyard.builder.frontend.golang import clean_path
 from dockyard.errors import DockyardError
 from dockyard.layers import whiteouts
 from dockyard.runtime import inroot

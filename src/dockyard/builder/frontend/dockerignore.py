@@ -21,8 +21,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dockyard.build.confined import ConfinedDir, ConfinedFile
-from dockyard.build.frontend.golang import clean_path
+from dockyard.builder.confined import ConfinedDir, ConfinedFile
+from dockyard.builder.frontend.golang import clean_path
 from dockyard.errors import BuildError
 
 _WILDCARDS = "*?[\\"

@@ -20,10 +20,10 @@ import math
 from collections.abc import Mapping, Sequence
 
 from dockyard import reference
-from dockyard.build.frontend import instructions as ins
-from dockyard.build.frontend.parser import heredoc_word
-from dockyard.build.frontend.shell_lex import ExpansionError, Lex
-from dockyard.build.frontend.stages import Stage
+from dockyard.builder.frontend import instructions as ins
+from dockyard.builder.frontend.parser import heredoc_word
+from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
+from dockyard.builder.frontend.stages import Stage
 from dockyard.errors import DockyardError
 
 SECRET_MASK = "****"

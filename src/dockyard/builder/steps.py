@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.build.frontend.golang import quote
-from dockyard.build.lineage import LastRun
+from dockyard.builder.frontend.golang import quote
+from dockyard.builder.lineage import LastRun
 from dockyard.errors import BuildError
 from dockyard.layers import PackedLayer, pack
 from dockyard.runtime import mounts

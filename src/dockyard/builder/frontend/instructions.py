@@ -1,6 +1,6 @@
 """Typed Dockerfile instructions, their variable expansion, and their image-history text.
 
-:func:`parse_instruction` turns a parser :class:`~dockyard.build.frontend.parser.Node`
+:func:`parse_instruction` turns a parser :class:`~dockyard.builder.frontend.parser.Node`
 into one frozen dataclass per instruction, validated as BuildKit validates at parse time.
 Nothing is expanded yet: call :meth:`Instruction.expand` with the stage's variables at
 the moment the instruction runs (``StageScope.apply`` in :mod:`.stages` does that and
@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar, Self
 
-from dockyard.build.frontend import golang
-from dockyard.build.frontend.parser import (
+from dockyard.builder.frontend import golang
+from dockyard.builder.frontend.parser import (
     DEFAULT_ESCAPE,
     Heredoc,
     Node,
@@ -32,8 +32,8 @@ from dockyard.build.frontend.parser import (
     parse_words,
     split_fields,
 )
-from dockyard.build.frontend.shell_lex import ExpansionError, Lex
-from dockyard.build.frontend.suggest import did_you_mean
+from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
+from dockyard.builder.frontend.suggest import did_you_mean
 from dockyard.errors import BuildError
 
 DEFAULT_SHELL = ("/bin/sh", "-c")

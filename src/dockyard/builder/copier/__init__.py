@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockyard.build.context import BuildContext
-from dockyard.build.copier import remote
-from dockyard.build.copier.modes import Chmod, resolve_owner
-from dockyard.build.copier.sources import (
+from dockyard.builder.context import BuildContext
+from dockyard.builder.copier import remote
+from dockyard.builder.copier.modes import Chmod, resolve_owner
+from dockyard.builder.copier.sources import (
     ContextTree,
     Filters,
     Node,
@@ -53,9 +53,9 @@ from dockyard.build.copier.sources import (
     open_parent,
     rootfs_digest,
 )
-from dockyard.build.copier.writer import CopyError, Meta, Writer
-from dockyard.build.frontend.golang import clean_path
-from dockyard.build.frontend.instructions import Add, Copy
+from dockyard.builder.copier.writer import CopyError, Meta, Writer
+from dockyard.builder.frontend.golang import clean_path
+from dockyard.builder.frontend.instructions import Add, Copy
 from dockyard.errors import BuildError, DockyardError
 
 __all__ = ["CopyPlan", "execute_copy", "make_dirs", "plan_copy"]
@@ -352,7 +352,7 @@ def _root_fd(tree: Tree, roots: dict[int, int]) -> int:
 
 def _dir_like(plan: CopyPlan, item: _Item, roots: dict[int, int]) -> bool:
     """Does the item fill a directory (a directory, or an archive ADD unpacks)?"""
-    from dockyard.build.copier import archive  # tarfile: only to unpack
+    from dockyard.builder.copier import archive  # tarfile: only to unpack
 
     if item.kind == "tree":
         assert item.node is not None
@@ -411,7 +411,7 @@ def _with_download(plan: CopyPlan, item: _Item, use):
 def _execute(
     plan: CopyPlan, item: _Item, writer: Writer, dest: str, roots: dict[int, int], now: int
 ) -> None:
-    from dockyard.build.copier import archive  # tarfile: only to unpack
+    from dockyard.builder.copier import archive  # tarfile: only to unpack
 
     if item.kind == "inline":  # BuildKit's Mkfile: 0644, root-owned, made just now
         meta = Meta(stat.S_IFREG | 0o644, st_atime_ns=now, st_mtime_ns=now)
@@ -437,7 +437,7 @@ def _execute(
 def _execute_tree(
     plan: CopyPlan, item: _Item, writer: Writer, dest: str, roots: dict[int, int]
 ) -> None:
-    from dockyard.build.copier import archive  # tarfile: only to unpack
+    from dockyard.builder.copier import archive  # tarfile: only to unpack
 
     tree, node = item.tree, item.node
     assert tree is not None and node is not None
@@ -487,7 +487,7 @@ def _execute_tree(
 def _unpack(plan: CopyPlan, writer: Writer, dest: str, fd: int) -> None:
     """BuildKit's ``unpack``: the destination (slash or not) is the directory to extract
     into, made (0755, --chown owner) if missing."""
-    from dockyard.build.copier import archive  # tarfile: only to unpack
+    from dockyard.builder.copier import archive  # tarfile: only to unpack
 
     clean = clean_path(dest)
     writer.mkdir_all(clean, 0o755, writer.owner)

@@ -31,22 +31,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockyard import reference
-from dockyard.build.cache import BuildCache, CacheRecord, step_key
-from dockyard.build.confined import ConfinedDir, ConfinedFile
-from dockyard.build.context import BuildContext, index_file_for
-from dockyard.build.frontend import instructions as ins
-from dockyard.build.frontend.dockerignore import IgnoreMatcher
-from dockyard.build.frontend.stages import (
+from dockyard.builder.cache import BuildCache, CacheRecord, step_key
+from dockyard.builder.confined import ConfinedDir, ConfinedFile
+from dockyard.builder.context import BuildContext, index_file_for
+from dockyard.builder.frontend import instructions as ins
+from dockyard.builder.frontend.dockerignore import IgnoreMatcher
+from dockyard.builder.frontend.stages import (
     DEFAULT_PATH,
     BuildPlan,
     Stage,
     StageScope,
     plan_build,
 )
-from dockyard.build.image import ImageState
-from dockyard.build.step_names import StepNames
+from dockyard.builder.image import ImageState
+from dockyard.builder.step_names import StepNames
 from dockyard.errors import BuildError, NotFound
-from dockyard.layout import atomic
+from dockyard.files import atomic
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.home import RawManifest
@@ -54,8 +54,8 @@ from dockyard.reference import Reference
 from dockyard.store import Store
 
 if TYPE_CHECKING:
-    from dockyard.build.lineage import LastRun, StepLineage
-    from dockyard.build.steps import StepLayer, StepRunner
+    from dockyard.builder.lineage import LastRun, StepLineage
+    from dockyard.builder.steps import StepLayer, StepRunner
     from dockyard.runtime import config as runtime_config
     from dockyard.runtime.nat import NatNetwork
 
@@ -147,7 +147,7 @@ class Builder:
         """Overlays, snapshots and layer packing for this build's steps and views."""
         with self._lock:
             if self._steps is None:
-                from dockyard.build.steps import StepRunner
+                from dockyard.builder.steps import StepRunner
                 from dockyard.runtime.snapshots import Snapshots
 
                 self._steps = StepRunner(
@@ -163,7 +163,7 @@ class Builder:
         """The last runs of steps (see :mod:`.lineage`)."""
         with self._lock:
             if self._lineage is None:
-                from dockyard.build.lineage import StepLineage
+                from dockyard.builder.lineage import StepLineage
 
                 self._lineage = StepLineage(self.store.root)
             return self._lineage
@@ -175,7 +175,7 @@ class Builder:
         end; until then they are in a blob hold, which a prune spares."""
         try:
             if self.options.cache_to:  # a bad value fails before any step runs
-                from dockyard.build.cache_export import check_location
+                from dockyard.builder.cache_export import check_location
 
                 check_location(self.options.cache_to)
             with ExitStack() as stack:
@@ -208,7 +208,7 @@ class Builder:
             index_file=index_file_for(self.store.root, context_dir.path),
         )
         if options.cache_from:
-            from dockyard.build.cache_export import import_cache
+            from dockyard.builder.cache_export import import_cache
 
             for ref in options.cache_from:
                 import_cache(self.cache, ref, self.log)
@@ -242,7 +242,7 @@ class Builder:
             self._name(manifest)
         self._context.save_index()
         if options.cache_to:
-            from dockyard.build.cache_export import export_cache
+            from dockyard.builder.cache_export import export_cache
 
             export_cache(self.store, self.cache.used, options.cache_to, self.log)
         timings = [(step, seconds) for _, step, seconds in sorted(self._timings)]
@@ -391,7 +391,7 @@ class Builder:
             if result.kept:
                 self.log("  same files as the last run: its layer is kept")
             if packed is not None and result.chain is not None:
-                from dockyard.build.lineage import LastRun
+                from dockyard.builder.lineage import LastRun
 
                 self.lineage.put(place, LastRun(result.chain, packed, inputs))
             record = CacheRecord(
@@ -423,7 +423,7 @@ class Builder:
             if not self.store.blobs.has(record.layer.digest):
                 if origin is None:
                     return None  # the blob was pruned: a miss
-                from dockyard.build.cache_export import fetch_blob
+                from dockyard.builder.cache_export import fetch_blob
 
                 fetch_blob(self.store, origin, record.layer)
             self.blob_hold.add([record.layer.digest])
@@ -455,7 +455,7 @@ class Builder:
         created_by = instr.created_by(args, scope.history_args())
 
         def execute(last: LastRun | None, keep: bool) -> StepLayer:
-            from dockyard.build.steps import OutputTail, run_failed
+            from dockyard.builder.steps import OutputTail, run_failed
             from dockyard.runtime import config as runtime_config
 
             tail = OutputTail(lambda line: self.log(f"  {line}"))
@@ -549,7 +549,7 @@ class Builder:
     def _mount_digest(self, state: ImageState, mount: ins.Mount, instr: ins.Run) -> str:
         """The content digest of a bind mount's ``source`` in a stage or image, memoised
         as :meth:`_from_digest` is."""
-        from dockyard.build.copier.sources import Filters, RootfsTree, build_node, rootfs_digest
+        from dockyard.builder.copier.sources import Filters, RootfsTree, build_node, rootfs_digest
 
         memo_key = step_key(state.identity(), {"mount source": mount.source})
         memo = self.store.root / FROM_DIGESTS_DIR / memo_key
@@ -670,7 +670,7 @@ class Builder:
         of the cache it ignores): the old one is set aside at its first use."""
         import hashlib
 
-        from dockyard.layout.locking import FileLock
+        from dockyard.files.locking import FileLock
 
         name = hashlib.sha256((mount.id or target).encode()).hexdigest()[:32]
         base = self.store.root / "build" / "cache-mounts"
@@ -730,7 +730,7 @@ class Builder:
         results: dict[int, StageResult],
         plan: BuildPlan,
     ) -> None:
-        from dockyard.build import copier
+        from dockyard.builder import copier
 
         workdir = state.config.get("WorkingDir") or "/"
         if instr.link:
@@ -776,7 +776,7 @@ class Builder:
     def _fits_in_memory(self, plan) -> bool:
         """May this COPY write into memory (see :meth:`.StepRunner.change`)? Only if it
         copies build-context files and heredocs, whose size is known, and they fit."""
-        from dockyard.build.steps import fits_in_memory
+        from dockyard.builder.steps import fits_in_memory
 
         inline = plan.inline_bytes()
         if inline is None:
@@ -816,7 +816,7 @@ class Builder:
         user = state.config.get("User") or ""
 
         def execute(last: LastRun | None, keep: bool) -> StepLayer:
-            from dockyard.build.copier import make_dirs
+            from dockyard.builder.copier import make_dirs
 
             epoch = self.source_date_epoch
             mtime = epoch * 10**9 if epoch is not None else None
@@ -847,7 +847,7 @@ def _source_date_epoch(options: BuildOptions) -> int | None:
 
 
 def _frontend_platform(platform: Platform):
-    from dockyard.build.frontend.platforms import Platform as FrontendPlatform
+    from dockyard.builder.frontend.platforms import Platform as FrontendPlatform
 
     return FrontendPlatform.parse(str(platform))
 

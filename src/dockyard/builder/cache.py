@@ -11,7 +11,7 @@ by one naming another layer (:meth:`BuildCache.put`): a ``--no-cache`` build of 
 same step adds nothing then, so other images' cached builds keep their digests.
 ``--cache-from`` adds the records of a cache image in a registry (their blobs are
 fetched only when needed); ``--cache-to`` writes one (see
-:mod:`dockyard.build.cache_export`).
+:mod:`dockyard.builder.cache_export`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import DockyardError
-from dockyard.layout import atomic
+from dockyard.files import atomic
 from dockyard.oci.descriptor import Descriptor
 from dockyard.store import Store
 
@@ -171,7 +171,7 @@ def prune_build_records(store: Store, snapshot_exists: Callable[[str], bool]) ->
     """After a prune of the store's blobs and snapshots: delete the build records that
     name what it took (cache records, :mod:`.lineage` records) and the temp files of
     killed writers among them. Return how many records went."""
-    from dockyard.build.lineage import StepLineage
+    from dockyard.builder.lineage import StepLineage
 
     has_blob = store.blobs.has
     cache = BuildCache(store.root)

@@ -5,7 +5,7 @@ with ``\\`` or a backtick, ``# check=``), comments (also between continued lines
 are dropped), line continuations with the escape character, empty continuation lines (a
 warning), the instruction word, its ``--flags``, the JSON (exec) form, and heredoc
 bodies (``<<EOF``, ``<<-EOF``, quoted delimiters, several per line). What the arguments
-mean is :mod:`dockyard.build.frontend.instructions`' business.
+mean is :mod:`dockyard.builder.frontend.instructions`' business.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 
-from dockyard.build.frontend.shell_lex import ExpansionError, Lex
+from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 from dockyard.errors import BuildError
 
 DEFAULT_ESCAPE = "\\"

@@ -7,10 +7,10 @@ stage, feeds each instruction through ``StageScope.apply`` to get it expanded ex
 as docker would. :mod:`.dockerignore` decides which context files a build sees.
 """
 
-from dockyard.build.frontend.dockerignore import IgnoreMatcher
-from dockyard.build.frontend.parser import BuildWarning, Dockerfile, parse
-from dockyard.build.frontend.platforms import Platform
-from dockyard.build.frontend.stages import BuildPlan, Stage, StageScope, plan_build
+from dockyard.builder.frontend.dockerignore import IgnoreMatcher
+from dockyard.builder.frontend.parser import BuildWarning, Dockerfile, parse
+from dockyard.builder.frontend.platforms import Platform
+from dockyard.builder.frontend.stages import BuildPlan, Stage, StageScope, plan_build
 
 __all__ = [
     "BuildPlan",

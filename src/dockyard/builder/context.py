@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.build.confined import ConfinedDir
+from dockyard.builder.confined import ConfinedDir
 from dockyard.errors import BuildError
-from dockyard.layout import atomic
+from dockyard.files import atomic
 
 PAGE = 4096
 HASH_THREADS = 4

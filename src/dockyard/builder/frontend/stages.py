@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from dockyard import reference
-from dockyard.build.frontend import golang
-from dockyard.build.frontend.instructions import (
+from dockyard.builder.frontend import golang
+from dockyard.builder.frontend.instructions import (
     Arg,
     ArgDef,
     Copy,
@@ -34,10 +34,10 @@ from dockyard.build.frontend.instructions import (
     Run,
     parse_instruction,
 )
-from dockyard.build.frontend.parser import BuildWarning, Dockerfile, parse
-from dockyard.build.frontend.platforms import Platform
-from dockyard.build.frontend.shell_lex import ExpansionError, Lex
-from dockyard.build.frontend.suggest import did_you_mean
+from dockyard.builder.frontend.parser import BuildWarning, Dockerfile, parse
+from dockyard.builder.frontend.platforms import Platform
+from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
+from dockyard.builder.frontend.suggest import did_you_mean
 from dockyard.errors import BuildError, InvalidReference
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
