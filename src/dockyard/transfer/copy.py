@@ -20,6 +20,7 @@ from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.home import ImageDestination, ImageSource, RawManifest
+from dockyard.oci.streams import ReadCloser
 from dockyard.transfer.convert import (
     Blob,
     Conversion,
@@ -57,7 +58,7 @@ class _Silent:
 class _CountingReader:
     """Reports bytes to the progress display as the destination reads them."""
 
-    def __init__(self, stream: BinaryIO, desc: Descriptor, progress: CopyProgress):
+    def __init__(self, stream: ReadCloser, desc: Descriptor, progress: CopyProgress):
         self._stream = stream
         self._desc = desc
         self._progress = progress
@@ -70,6 +71,9 @@ class _CountingReader:
 
     def readable(self) -> bool:
         return True
+
+    def close(self) -> None:
+        self._stream.close()
 
     @property
     def verifies(self) -> str | None:
@@ -159,9 +163,9 @@ def _copy(
             return False
 
         @contextmanager
-        def reopen() -> Iterator[BinaryIO]:
+        def reopen() -> Iterator[ReadCloser]:
             with source.open_blob(desc) as again:
-                yield _CountingReader(again, desc, progress)  # type: ignore[misc]
+                yield _CountingReader(again, desc, progress)
 
         with reopen() as stream:
             destination.put_blob(desc, stream, reopen=reopen)
