@@ -57,13 +57,13 @@ class ContextWatcher:
         self.dockerfile = dockerfile.resolve() if dockerfile is not None else None
         self._inotify = INotify()
         self._dirs: dict[int, str] = {}  # watch descriptor -> context path ("" the root)
-        self._files: dict[int, str] = {}  # a Dockerfile outside the context
+        self._files: dict[int, Path] = {}  # a Dockerfile outside the context
         self._matcher = self._load_matcher()
         self._add_tree("")
         if self.dockerfile is not None and not self.dockerfile.is_relative_to(self.context):
             # Its directory: an editor saving it replaces the file (a rename onto it).
             wd = self._inotify.add_watch(self.dockerfile.parent, _DIR_WATCH)
-            self._files[wd] = self.dockerfile.name
+            self._files[wd] = self.dockerfile
 
     def fileno(self) -> int:
         return self._inotify.fileno()
@@ -89,12 +89,13 @@ class ContextWatcher:
                 found.append(".")
                 continue
             if event.wd in self._files:
-                name = self._files[event.wd]
+                dockerfile = self._files[event.wd]
+                name = dockerfile.name
                 if event.name == f"{name}.dockerignore":
                     self._matcher = self._load_matcher()
                     self._rescan()
                 if event.name in (name, f"{name}.dockerignore"):
-                    found.append(str(self.dockerfile.parent / event.name))
+                    found.append(str(dockerfile.parent / event.name))
                 continue
             base = self._dirs.get(event.wd)
             if base is None:
@@ -212,7 +213,7 @@ def _next_changes(
         changed = watcher.changes(timeout=0)
         if changed:
             return changed
-        readable, _, _ = select.select([watcher, *also_wait()], [], [])
+        readable, _, _ = select.select([watcher.fileno(), *also_wait()], [], [])
         for fd in readable:
-            if fd is not watcher:
+            if fd != watcher.fileno():
                 on_ready(fd)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from dockyard.errors import AuthError, RegistryError
+from dockyard.errors import AuthError, NotFound, RegistryError, RegistryNotFound
 from dockyard.registry.client.errors import parse_error_body, response_error
 
 
@@ -40,7 +40,8 @@ def test_one_line_with_registry_what_status_and_code():
         404,
         body({"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}),
     )
-    assert type(err) is RegistryError
+    assert type(err) is RegistryNotFound  # a RegistryError that generic code sees as NotFound
+    assert isinstance(err, RegistryError) and isinstance(err, NotFound)
     assert str(err) == (
         "registry 127.0.0.1:5000: manifest unknown: library/foo:1 (404 MANIFEST_UNKNOWN)"
     )
@@ -66,6 +67,7 @@ def test_without_an_error_body_the_status_speaks():
     err = response_error("h", "GET /v2/", 503, b"<html>busy</html>")
     assert str(err) == "registry h: service unavailable: GET /v2/ (503)"
     assert (err.status, err.code) == (503, None)
+    assert type(err) is RegistryError  # only a 404 is a NotFound
     assert str(response_error("h", "x", 599)) == "registry h: unexpected answer: x (599)"
 
 

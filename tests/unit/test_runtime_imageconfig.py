@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dockyard.errors import ContainerError
+from dockyard.oci.config import ImageConfig
 from dockyard.runtime import HOST, ContainerConfig, Mount, container_config
 from dockyard.runtime.imageconfig import command, parse_env
 
@@ -25,7 +26,7 @@ IMAGE = {"Entrypoint": ["/entry.sh"], "Cmd": ["serve", "--port=80"]}
     ],
 )
 def test_entrypoint_and_cmd(config, args, entrypoint, expected):
-    assert command(config, args, entrypoint) == expected
+    assert command(ImageConfig({"config": config}), args, entrypoint) == expected
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,7 @@ def test_entrypoint_and_cmd(config, args, entrypoint, expected):
 )
 def test_nothing_to_run(config, args, entrypoint):
     with pytest.raises(ContainerError, match="no command"):
-        command(config, args, entrypoint)
+        command(ImageConfig({"config": config}), args, entrypoint)
 
 
 def test_env_later_wins_and_bare_names_are_empty():

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dockyard.oci import manifest as manifests
+from dockyard.oci.config import ImageConfig
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.home import ImageSource
 
@@ -37,14 +37,8 @@ class OpenedImage:
     name: str
     source: ImageSource
     manifest: manifests.Manifest
-    config: dict[str, Any]
+    config: ImageConfig
     layers: list[Layer]
-
-    @property
-    def runtime(self) -> dict[str, Any]:
-        """The config's ``config`` object (User, Env, Labels...), empty if absent."""
-        value = self.config.get("config")
-        return value if isinstance(value, dict) else {}
 
 
 def open_image(
@@ -73,25 +67,19 @@ def open_source_image(
     if manifest.config.size > MAX_CONFIG_SIZE:
         raise ManifestError(f"{text}: config of {manifest.config.size} bytes is too big")
     with source.open_blob(manifest.config) as stream:
-        config = manifests.parse_config(stream.read(), f"config {manifest.config.digest}")
+        config = ImageConfig(
+            manifests.parse_config(stream.read(), f"config {manifest.config.digest}")
+        )
     return OpenedImage(text, source, manifest, config, _layers(manifest, config))
 
 
-def _layers(manifest: manifests.Manifest, config: dict[str, Any]) -> list[Layer]:
-    rootfs = config.get("rootfs")
-    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list):
-        diff_ids = []
-    history = config.get("history")
-    made = [
-        str(h.get("created_by", ""))
-        for h in (history if isinstance(history, list) else [])
-        if isinstance(h, dict) and not h.get("empty_layer")
-    ]
+def _layers(manifest: manifests.Manifest, config: ImageConfig) -> list[Layer]:
+    diff_ids = config.diff_ids
+    made = [h.created_by for h in config.history if not h.empty_layer]
     if len(made) != len(manifest.layers):
         made = []  # a history that does not line up tells nothing reliable
     layers = []
     for i, desc in enumerate(manifest.layers):
-        diff_id = diff_ids[i] if i < len(diff_ids) and isinstance(diff_ids[i], str) else None
+        diff_id = diff_ids[i] if i < len(diff_ids) else None
         layers.append(Layer(i + 1, desc, diff_id, made[i] if made else ""))
     return layers

@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
+from dockyard import yamlmarks
 from dockyard.check.versions import parse_constraint
-from dockyard.ci import yamlmarks
-from dockyard.ci.pipeline import Problem, field_name
-from dockyard.errors import DockyardError
+from dockyard.errors import InvalidFile, Problem
 from dockyard.layers.limits import parse_size
+from dockyard.yamlmarks import field_name
 
 MAX_FILE_SIZE = 1 << 20
 Severity = Literal["error", "warning"]
@@ -44,13 +45,8 @@ _DECIMAL = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B)?")
 
 
-class PolicyError(DockyardError):
+class PolicyError(InvalidFile):
     """The policy file is invalid; ``problems`` lists every error, in file order."""
-
-    def __init__(self, file: str, problems: list[Problem]):
-        self.file = file
-        self.problems = problems
-        super().__init__("\n".join(problem.format(file) for problem in problems))
 
 
 def parse_bytes(value: object) -> int:
@@ -213,7 +209,7 @@ def parse_policy(text: str, file: str) -> Policy:
         raise PolicyError(file, problems) from None
 
 
-def _problem(error: dict, document: yamlmarks.MarkedDocument) -> Problem:
+def _problem(error: ErrorDetails, document: yamlmarks.MarkedDocument) -> Problem:
     loc = tuple(part for part in error["loc"] if part != "[key]")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":

@@ -13,7 +13,7 @@ services share the steps' network namespace (outbound NAT, never the host's), im
 builds run in-process and their images are the run's own, caches persist in the
 store, secrets are masked in all output, logs are written as they come.
 
-- :mod:`.pipeline`: the file's schema and validation (:mod:`.yamlmarks` for lines,
+- :mod:`.pipeline`: the file's schema and validation (:mod:`dockyard.yamlmarks` for lines,
   :mod:`.variables` for ``${NAME}``, :mod:`.matrix` for ``matrix:``);
 - :mod:`.graph`: step order, hooks, what a failure skips;
 - :mod:`.runner`: a whole run; :mod:`.steps` and :mod:`.services` its parts;

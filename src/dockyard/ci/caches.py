@@ -34,8 +34,7 @@ from pathlib import Path
 
 from dockyard.ci.pipeline import open_regular
 from dockyard.errors import DockyardError
-
-CACHE_DIR = Path("ci") / "cache"
+from dockyard.store.dirs import PIPELINE_CACHE_DIR as CACHE_DIR
 
 
 def cache_name(pipeline_key: str, path: str, files_key: str = "") -> str:

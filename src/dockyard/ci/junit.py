@@ -21,7 +21,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, NoReturn, Protocol
 from xml.parsers import expat
 
 from dockyard.ci.treeglob import DIR_FLAGS, TreeError, matches, no_check
@@ -99,7 +99,7 @@ def parse_junit(stream: Readable) -> TestCounts:
             failing.append(case["name"])
         case = None
 
-    def refuse(*args: object) -> None:
+    def refuse(*args: object) -> NoReturn:
         raise ReportError("document type declarations are not allowed")
 
     parser.StartElementHandler = start

@@ -33,7 +33,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dockyard.ci.yamlmarks import FieldPath
+from dockyard.yamlmarks import FieldPath
 
 MAX_VARIABLES = 8
 MAX_COMBINATIONS = 64  # of one step

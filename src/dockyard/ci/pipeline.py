@@ -88,13 +88,14 @@ from pydantic import (
     model_validator,
 )
 
-from dockyard import reference
-from dockyard.ci import matrix, yamlmarks
+from dockyard import reference, yamlmarks
+from dockyard.ci import matrix
 from dockyard.ci.graph import Node, StepGraph, find_cycle
 from dockyard.ci.variables import BUILT_IMAGE, BUILTIN, STAND_INS, interpolate
-from dockyard.errors import BuildError, InvalidReference
+from dockyard.errors import InvalidFile, InvalidReference, Problem
 from dockyard.reference import Reference
 from dockyard.runtime import syscalls
+from dockyard.yamlmarks import field_name
 
 DEFAULT_FILE = ".dockyard.yml"
 MAX_FILE_SIZE = 1 << 20
@@ -108,32 +109,8 @@ MAX_DURATION = 365 * 86400.0
 _BENEATH = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_MAGICLINKS
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a pipeline file, where it is."""
-
-    field: str  # such as steps[2].timeout; empty for the file as a whole
-    message: str
-    line: int | None
-
-    def format(self, file: str) -> str:
-        where = f"{file}:{self.line}" if self.line else file
-        return (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
-
-
-class PipelineError(BuildError):
+class PipelineError(InvalidFile):
     """The pipeline file is invalid; ``problems`` lists every error found, in order."""
-
-    def __init__(self, file: str, problems: Sequence[Problem]):
-        first = problems[0]
-        message = f"{first.field}: {first.message}" if first.field else first.message
-        super().__init__(message, file, first.line)
-        self.problems = list(problems)
-
-    def __str__(self) -> str:
-        return "\n".join(problem.format(self.file or "") for problem in self.problems)
 
 
 # -- field types -----------------------------------------------------------------------
@@ -675,17 +652,6 @@ def _problem(error: Any, problem: Callable[[yamlmarks.FieldPath, str], Problem])
     return problem(loc, message)
 
 
-def field_name(loc: Sequence[str | int]) -> str:
-    """``("steps", 2, "timeout")`` as ``steps[2].timeout``."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
 def _cross_check(
     pipeline: Pipeline, problem: Callable[[yamlmarks.FieldPath, str], Problem]
 ) -> list[Problem]:
@@ -724,7 +690,9 @@ def _cross_check(
                 "the service of a step that depends on it",
             )
     for i, step in enumerate(spec.steps):
-        images = [(("steps", i, "image"), step.image)] if step.image else []
+        images: list[tuple[yamlmarks.FieldPath, Reference]] = (
+            [(("steps", i, "image"), step.image)] if step.image else []
+        )
         if step.check:
             images.append((("steps", i, "check", "image"), step.check.image))
         images += [

@@ -39,10 +39,10 @@ from dockyard.errors import NotFound
 from dockyard.files import atomic
 from dockyard.files.locking import FileLock
 from dockyard.store import Store
+from dockyard.store.dirs import PIPELINE_HOLDS_DIR as HOLDS_DIR
+from dockyard.store.dirs import PIPELINE_RUNS_DIR as RUNS_DIR
 from dockyard.store.holds import Hold, held_names
 
-RUNS_DIR = Path("ci") / "runs"
-HOLDS_DIR = Path("ci") / "holds"
 NUMBERS_DIR = Path("ci") / "numbers"
 RECORD = "run.json"
 RUNNING = "running"

@@ -43,6 +43,7 @@ from dockyard.ci.images import Image
 from dockyard.ci.output import OutputLog
 from dockyard.ci.pipeline import Ready, Service
 from dockyard.errors import ContainerError, DockyardError
+from dockyard.oci.config import ImageConfig
 from dockyard.runtime import Container, ContainerTimeout, container_config, interrupts
 from dockyard.runtime.imageconfig import parse_signal, signal_name
 
@@ -171,7 +172,7 @@ class Services:
             raise ServiceError(f"service {name}: {e}") from None
         finally:
             self._timed(name, "pull", time.monotonic() - started)
-        stop = (image.config.get("config") or {}).get("StopSignal") or "SIGTERM"
+        stop = ImageConfig(image.config).stop_signal or "SIGTERM"
         try:
             stop_signal = parse_signal(stop)
         except ValueError as e:
@@ -187,7 +188,7 @@ class Services:
         container = Container(rootfs, config, root=self.ctx.store.root, on_output=log)
         service = _Running(name, spec, image, log, container, stop_signal)
         watcher = threading.Thread(target=self._watch, args=(service,), name=f"svc-{name}")
-        self._stack.callback(lambda: watcher.is_alive() and watcher.join())
+        self._stack.callback(lambda: watcher.join() if watcher.is_alive() else None)
         self.ctx.cancel.check()
         try:
             with interrupts.deferred():

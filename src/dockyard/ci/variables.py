@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dockyard.ci.yamlmarks import FieldPath
+from dockyard.yamlmarks import FieldPath
 
 BUILTIN = (
     "CI_RUN_ID",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +18,10 @@ from dockyard.cli.common import (
     parse_ref,
     platform_option,
 )
+
+if TYPE_CHECKING:
+    from dockyard.oci.config import HistoryEntry
+    from dockyard.oci.descriptor import Descriptor
 
 
 def _secrets(values: tuple[str, ...]) -> dict[str, bytes]:
@@ -287,16 +293,16 @@ def history(image: str, no_trunc: bool) -> None:
     manifest = store.image_manifest(desc)
     if manifest is None:
         raise click.ClickException(f"{image}: no image for this platform")
-    config = store.read_config(manifest)
+    from dockyard.oci.config import ImageConfig
+
+    config = ImageConfig(store.read_config(manifest))
     layers = iter(manifest.layers)
     rows = [("CREATED", "CREATED BY", "SIZE", "COMMENT")]
-    for entry in reversed(_history_with_layers(config.get("history") or [], layers)):
-        created_by = entry["created_by"]
+    for entry, size in reversed(_history_with_layers(config.history, layers)):
+        created_by = entry.created_by
         if not no_trunc and len(created_by) > 60:
             created_by = created_by[:57] + "..."
-        rows.append(
-            (entry.get("created", "")[:19], created_by, entry["size"], entry.get("comment", ""))
-        )
+        rows.append((entry.created[:19], created_by, size, entry.comment))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         sys.stdout.write(
@@ -304,12 +310,15 @@ def history(image: str, no_trunc: bool) -> None:
         )
 
 
-def _history_with_layers(history: list[dict], layers) -> list[dict]:
+def _history_with_layers(
+    history: Sequence[HistoryEntry], layers: Iterator[Descriptor]
+) -> list[tuple[HistoryEntry, str]]:
+    """Each history entry with the size of the layer it made (``0 B`` for none)."""
     out = []
     for entry in history:
         size = "0 B"
-        if not entry.get("empty_layer"):
+        if not entry.empty_layer:
             layer = next(layers, None)
             size = f"{layer.size / 1000:.1f} kB" if layer else "?"
-        out.append({**entry, "created_by": entry.get("created_by", ""), "size": size})
+        out.append((entry, size))
     return out

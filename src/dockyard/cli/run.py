@@ -169,6 +169,7 @@ def run(
     from dockyard.containers import rootfs as container_rootfs
     from dockyard.containers.catalog import Catalog
     from dockyard.errors import ContainerError, NotFound
+    from dockyard.oci.config import ImageConfig
     from dockyard.runtime import Snapshots
     from dockyard.runtime.rootfs import overlay_rootfs
     from dockyard.transfer.pull import ensure_image
@@ -193,7 +194,7 @@ def run(
     image_config = store.read_config(manifest)
     config = run_config(image_config, command, options, entrypoint)
     if detach:
-        stop = (image_config.get("config") or {}).get("StopSignal") or "SIGTERM"
+        stop = ImageConfig(image_config).stop_signal or "SIGTERM"
         sys.exit(_run_detached(store, str(ref), manifest, config, stop, options, remove, name))
     code = RUN_FAILED
     with Snapshots(store) as snapshots:  # holds the image's snapshots while it runs

@@ -64,6 +64,7 @@ class Runner:
     def restart(self, ref: Reference) -> None:
         """Stop the container, if one runs, and start one on the image ``ref``."""
         from dockyard.cli.run import RunOptions, run_config
+        from dockyard.oci.config import ImageConfig
         from dockyard.runtime import Container
         from dockyard.runtime.imageconfig import parse_signal
         from dockyard.runtime.nat import nat_network
@@ -76,7 +77,7 @@ class Runner:
         options = RunOptions((), (), None, None, "default", False, False)
         config = run_config(image_config, self.command, options)
         with contextlib.suppress(ValueError):
-            stop = (image_config.get("config") or {}).get("StopSignal") or "SIGTERM"
+            stop = ImageConfig(image_config).stop_signal or "SIGTERM"
             self._stop_signal = parse_signal(stop)
         with contextlib.ExitStack() as run:
             lowers = self._snapshots.prepare(manifest)

@@ -26,6 +26,7 @@ from dockyard.containers.record import RECORD_FILE, Record, check_name
 from dockyard.errors import ContainerError, NotFound
 from dockyard.files.locking import FileLock
 from dockyard.oci import digest as digests
+from dockyard.oci.config import ImageConfig
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.manifest import Manifest
 from dockyard.runtime import syscalls
@@ -93,7 +94,7 @@ class Catalog:
         if manifest is not None:
             config = self.store.read_config(manifest)
             snapshots.prepare(manifest)
-            chain = chain_ids((config.get("rootfs") or {}).get("diff_ids") or [])
+            chain = chain_ids(ImageConfig(config).diff_ids)
             head = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)).to_dict()
             platform = Platform.from_dict(config)
         record = Record(

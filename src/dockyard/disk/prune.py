@@ -27,11 +27,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dockyard.ci.runs import HOLDS_DIR as PIPELINE_HOLDS_DIR
 from dockyard.disk.usage import Item, Usage, take_stock
 from dockyard.runtime import mounts
 from dockyard.runtime.snapshots import SNAPSHOTS_DIR, Snapshots
 from dockyard.store import Store, trash
+from dockyard.store.dirs import PIPELINE_HOLDS_DIR
 from dockyard.store.holds import held_names
 
 GARBAGE_KINDS = ("blobs", "snapshots")
@@ -165,8 +165,10 @@ def _prune_build_cache(
     report.temps += result.temps
     blobs = {item.name: item for item in usage.of("blobs")}
     for item in doomed:  # a layer a running build holds stays: only its record went
-        kept = item.blob is not None and store.blobs.has(item.blob)
-        report.add(item, item.size - (store.blobs.path(item.blob).stat().st_size if kept else 0))
+        kept = 0
+        if item.blob is not None and store.blobs.has(item.blob):
+            kept = store.blobs.path(item.blob).stat().st_size
+        report.add(item, item.size - kept)
     for digest in result.removed:
         if digest in blobs:
             report.add(blobs[digest])

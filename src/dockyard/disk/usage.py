@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.builder.cache import CacheRecord
-from dockyard.ci.caches import CACHE_DIR as PIPELINE_CACHE_DIR
-from dockyard.ci.runs import RUNS_DIR
 from dockyard.oci import digest as digests
 from dockyard.runtime.snapshots import SNAPSHOTS_DIR, chain_ids
 from dockyard.store import Store, trash
+from dockyard.store.dirs import PIPELINE_CACHE_DIR, PIPELINE_RUNS_DIR
 from dockyard.store.gc import blobs_per_root
 
 KINDS = (
@@ -100,7 +99,12 @@ def take_stock(store: Store) -> Usage:
         info = path.stat()
         blob = record.layer.digest if record.layer else None
         size = info.st_size
-        if blob in cache_blobs and blob not in claimed and store.blobs.has(blob):
+        if (
+            blob is not None
+            and blob in cache_blobs
+            and blob not in claimed
+            and store.blobs.has(blob)
+        ):
             claimed.add(blob)  # two records naming one layer: it counts once
             size += store.blobs.path(blob).stat().st_size
         else:
@@ -109,7 +113,7 @@ def take_stock(store: Store) -> Usage:
     _snapshots(store, usage)
     for kind, directory in (
         ("cache-mounts", CACHE_MOUNTS_DIR),
-        ("pipeline-runs", RUNS_DIR),
+        ("pipeline-runs", PIPELINE_RUNS_DIR),
         ("pipeline-caches", PIPELINE_CACHE_DIR),
     ):
         for entry in _dirs(root / directory):

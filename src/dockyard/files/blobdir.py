@@ -23,6 +23,7 @@ from dockyard.files import atomic
 from dockyard.files.unsynced import UnsyncedMarkers
 from dockyard.oci import digest as digests
 from dockyard.oci.digest import CHUNK, VerifyingReader
+from dockyard.oci.streams import ReadCloser
 
 _HEX_RE = {"sha256": re.compile(r"^[a-f0-9]{64}$"), "sha512": re.compile(r"^[a-f0-9]{128}$")}
 STALE_TEMP_SECONDS = 24 * 3600
@@ -74,7 +75,7 @@ class BlobDir:
             reader.check()
         return data
 
-    def write(self, digest: str, stream: BinaryIO, size: int | None = None) -> Path:
+    def write(self, digest: str, stream: ReadCloser, size: int | None = None) -> Path:
         """Store the blob read from ``stream``; raise :class:`DigestError` and keep nothing
         if its bytes do not match ``digest`` (and ``size`` when given).
 

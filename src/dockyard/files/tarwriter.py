@@ -19,6 +19,7 @@ from typing import BinaryIO
 from dockyard.errors import DigestError, StoreError
 from dockyard.files import atomic
 from dockyard.oci.digest import CHUNK
+from dockyard.oci.streams import Reader
 
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
@@ -43,7 +44,7 @@ class TarWriter:
         with self._lock:
             return name in self._names
 
-    def add(self, name: str, stream: BinaryIO, size: int) -> None:
+    def add(self, name: str, stream: Reader, size: int) -> None:
         """Append ``name`` with exactly ``size`` bytes read from ``stream``.
 
         The stream is read to its end (so a verifying stream checks its digest); if it

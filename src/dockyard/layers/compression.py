@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import BinaryIO
 
 from dockyard.errors import DockyardError, LayerError
+from dockyard.oci.streams import ReadCloser, Reader, Writer
 
 GZIP = "gzip"
 ZSTD = "zstd"
@@ -39,7 +39,7 @@ class CompressingWriter:
     same tar twice gives the same blob. ``compression=None`` passes bytes through.
     """
 
-    def __init__(self, sink: BinaryIO, compression: str | None, level: int | None = None):
+    def __init__(self, sink: Writer, compression: str | None, level: int | None = None):
         self._sink = sink
         self._compress, self._flush = _compressor(compression, level)
         self.closed = False
@@ -103,7 +103,7 @@ def detect(head: bytes) -> str | None:
     return None
 
 
-def open_decompressed(stream: BinaryIO) -> BinaryIO:
+def open_decompressed(stream: Reader) -> io.RawIOBase:
     """A reader of the tar in ``stream``, found by magic bytes rather than media type.
 
     Media types lie (docker-archive layers are often gzip in a ``.tar``), so gzip, zstd
@@ -119,14 +119,17 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
     if kind == GZIP:
         from isal import igzip, isal_zlib
 
-        return _Checked(
-            igzip.IGzipFile(fileobj=source, mode="rb"), kind, (EOFError, OSError, isal_zlib.error)
-        )
+        # isal's stubs declare ``error`` an instance; it is the class IsalError
+        errors = (EOFError, OSError, isal_zlib.error)
+        return _Checked(igzip.IGzipFile(fileobj=source, mode="rb"), kind, errors)  # type: ignore[arg-type]
     if kind == ZSTD:
         import zstandard
 
         reader = zstandard.ZstdDecompressor().stream_reader(
-            _FrameChecked(source), read_size=CHUNK, read_across_frames=True, closefd=False
+            _FrameChecked(source),  # type: ignore[arg-type]  # its stubs say IO; it calls read
+            read_size=CHUNK,
+            read_across_frames=True,
+            closefd=False,
         )
         return _Checked(reader, kind, (zstandard.ZstdError,))
     return source
@@ -135,7 +138,7 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
 class _Prefixed(io.RawIOBase):
     """``stream`` with the bytes already read from it put back in front."""
 
-    def __init__(self, head: bytes, stream: BinaryIO):
+    def __init__(self, head: bytes, stream: Reader):
         self._head = head
         self._stream = stream
 
@@ -162,7 +165,7 @@ class _Prefixed(io.RawIOBase):
 class _Checked(io.RawIOBase):
     """A decompressing reader whose format errors become :class:`LayerError`."""
 
-    def __init__(self, reader: BinaryIO, kind: str, errors: tuple[type[BaseException], ...]):
+    def __init__(self, reader: ReadCloser, kind: str, errors: tuple[type[BaseException], ...]):
         self._reader = reader
         self._kind = kind
         self._errors = errors
@@ -200,7 +203,7 @@ class _FrameChecked(io.RawIOBase):
     _ZSTD_MAGIC = 0xFD2FB528
     _SKIPPABLE_MAGIC = 0x184D2A50  # the low 4 bits are free
 
-    def __init__(self, source: BinaryIO):
+    def __init__(self, source: Reader):
         self._source = source
         self._field = b""  # the bytes so far of the field being read
         self._want = 4  # the length of that field

@@ -31,12 +31,13 @@ import shutil
 import stat
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 from dockyard.errors import LayerError
 from dockyard.layers import tarformat, whiteouts
 from dockyard.layers.compression import CHUNK, open_decompressed
 from dockyard.layers.limits import Limits, Meter, MeteredReader
+from dockyard.oci.streams import Reader
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -51,7 +52,7 @@ _ZEROS = bytes(HOLE_BLOCK)
 
 
 def apply_layer(
-    tar_stream: BinaryIO,
+    tar_stream: Reader,
     rootfs: str | os.PathLike[str],
     *,
     as_root: bool | None = None,
@@ -75,7 +76,7 @@ def apply_layer(
 
 def apply_with(
     make_applier: Callable[[int, Meter], _Applier],
-    tar_stream: BinaryIO,
+    tar_stream: Reader,
     rootfs: str | os.PathLike[str],
     *,
     name: str | None = None,
@@ -108,7 +109,7 @@ def apply_with(
 
 
 def flatten(
-    blobs: Iterable[BinaryIO],
+    blobs: Iterable[Reader],
     rootfs: str | os.PathLike[str],
     *,
     as_root: bool | None = None,
@@ -426,7 +427,7 @@ class _Applier:
                 raise LayerError(f"layer entry {member.name!r}: data not where expected")
             end = 0  # of what was written
             for offset, length in regions:
-                end = self._copy_region(tar.fileobj, fd, offset, length, member.name) or end
+                end = self._copy_region(tar.fileobj.read, fd, offset, length, member.name) or end
             if end < member.size:
                 os.ftruncate(fd, member.size)  # the holes at the end
             if self._as_root:
@@ -438,13 +439,15 @@ class _Applier:
         finally:
             os.close(fd)
 
-    def _copy_region(self, source: BinaryIO, fd: int, offset: int, length: int, entry: str) -> int:
-        """Copy ``length`` bytes from ``source`` to ``fd`` at ``offset``, blocks of zeros
+    def _copy_region(
+        self, read: Callable[[int], bytes], fd: int, offset: int, length: int, entry: str
+    ) -> int:
+        """Copy ``length`` bytes got from ``read`` to ``fd`` at ``offset``, blocks of zeros
         left as holes; return where the last byte written ends (0 if none was)."""
         end = offset + length
         written_end = 0
         while offset < end:
-            data = source.read(min(end - offset, CHUNK))
+            data = read(min(end - offset, CHUNK))
             if not data:
                 raise LayerError(f"layer entry {entry!r}: data ends early")
             for start, stop in nonzero_runs(data, offset):
@@ -588,7 +591,9 @@ def read_members(
         opening = functools.partial(tarfile.open, fileobj=stream, mode="r|")
         tar = stack.enter_context(_headers(stream, opening))  # reads the first member's
         while (member := _headers(stream, tar.next)) is not None:
-            tar.members.clear()  # a streamed layer can have millions of entries
+            # what tarfile keeps of every member read (not in typeshed); a streamed layer
+            # can have millions of entries
+            tar.members.clear()  # type: ignore[attr-defined]
             yield member, tar
             _pass_data(member, tar)
 
@@ -617,9 +622,10 @@ def data_regions(member: tarfile.TarInfo) -> list[tuple[int, int]]:
     """``(offset, length)`` of the data a regular member stores, in the order stored:
     the whole file, or a sparse member's map (everything else is a hole). Raise
     :class:`LayerError` for a map whose regions overlap, go back or pass the end."""
-    if not member.sparse:
+    sparse: list[tuple[int, int]] | None = member.sparse  # type: ignore[assignment]  # not bytes
+    if not sparse:
         return [(0, member.size)] if member.size else []
-    regions = [(offset, length) for offset, length in member.sparse if length]
+    regions = [(offset, length) for offset, length in sparse if length]
     end = 0
     for offset, length in regions:
         if offset < end or length < 0 or offset + length > member.size:

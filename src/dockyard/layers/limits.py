@@ -29,9 +29,9 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from dockyard.errors import DockyardError, LayerError
+from dockyard.oci.streams import Reader
 
 SIZE_VAR = "DOCKYARD_MAX_LAYER_SIZE"
 WRITE_VAR = "DOCKYARD_MAX_LAYER_WRITE"
@@ -115,7 +115,7 @@ class MeteredReader(io.RawIOBase):
     """``stream`` read through ``meter``: every byte counts towards the expanded size,
     so a decompression bomb stops at the limit instead of at the end of the disk."""
 
-    def __init__(self, stream: BinaryIO, meter: Meter):
+    def __init__(self, stream: Reader, meter: Meter):
         self._stream = stream
         self._meter = meter
         self._header_budget: int | None = None

@@ -22,13 +22,14 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from dockyard.errors import LayerError
 from dockyard.layers import tarformat, whiteouts
 from dockyard.layers.compression import CHUNK, GZIP, Buffer, CompressingWriter
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.mediatypes import layer_media_type
+from dockyard.oci.streams import Writer
 
 _KEPT_XATTR_PREFIXES = ("user.", "security.")
 # Labels of the host's SELinux policy, not of the image; the runtime relabels anyway.
@@ -69,7 +70,7 @@ class PackedLayer:
 
 def pack(
     source: str | os.PathLike[str],
-    out: BinaryIO,
+    out: Writer,
     *,
     compression: str | None = GZIP,
     level: int | None = None,
@@ -234,7 +235,7 @@ def _marker_header(name: bytes, st: os.stat_result, kind: int, mtime: int) -> by
 class _DigestingSink:
     """The end of the pipe: counts and hashes the blob bytes on their way to ``out``."""
 
-    def __init__(self, out: BinaryIO):
+    def __init__(self, out: Writer):
         self._out = out
         self.hash = hashlib.sha256()
         self.size = 0

@@ -16,13 +16,14 @@ import posixpath
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 from dockyard.errors import LayerError
 from dockyard.layers import whiteouts
 from dockyard.layers.compression import CHUNK, open_decompressed
 from dockyard.layers.extract import data_regions, read_members
 from dockyard.layers.limits import Limits, Meter, MeteredReader
+from dockyard.oci.streams import Reader
 
 FILE = "file"
 DIR = "dir"
@@ -45,9 +46,9 @@ class Entry:
     gid: int
     size: int  # of a regular file's content (the apparent size of a sparse file)
     linkname: str = ""
-    _reader: Callable[[], BinaryIO | None] | None = field(default=None, repr=False)
+    _reader: Callable[[], Reader | None] | None = field(default=None, repr=False)
     _head: bytes = field(default=b"", repr=False)
-    _stream: BinaryIO | None = field(default=None, repr=False)
+    _stream: Reader | None = field(default=None, repr=False)
 
     def head(self, limit: int) -> bytes:
         """The first ``limit`` bytes of a regular file's content (less if it is
@@ -94,7 +95,7 @@ class LayerReading:
 
 
 def walk_layer(
-    blob: BinaryIO, visit: Visitor, *, name: str | None = None, diff_id: bool = False
+    blob: Reader, visit: Visitor, *, name: str | None = None, diff_id: bool = False
 ) -> LayerReading:
     """Call ``visit`` for every entry of the layer ``blob`` (compressed or not), in tar
     order; with ``diff_id``, hash the tar too. Raise :class:`LayerError` (starting with
@@ -102,7 +103,7 @@ def walk_layer(
     hasher = hashlib.sha256() if diff_id else None
     try:
         meter = Meter(Limits.from_env())
-        tar_stream = open_decompressed(blob)
+        tar_stream: io.RawIOBase = open_decompressed(blob)
         if hasher is not None:
             tar_stream = _Hashing(tar_stream, hasher)
         stream = MeteredReader(tar_stream, meter)
@@ -130,7 +131,7 @@ def walk_layer(
 class _Hashing(io.RawIOBase):
     """``stream``, hashing what is read from it."""
 
-    def __init__(self, stream: BinaryIO, hasher: Any):
+    def __init__(self, stream: Reader, hasher: Any):
         self._stream = stream
         self._hasher = hasher
 

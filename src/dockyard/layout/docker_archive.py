@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 
 from dockyard import reference
 from dockyard.errors import InvalidReference, LayerError, ManifestError, NotFound, StoreError
@@ -37,9 +37,11 @@ from dockyard.layers.limits import LayerTooLarge, Limits, Meter, MeteredReader
 from dockyard.oci import digest as digests
 from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
+from dockyard.oci.config import ImageConfig
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import CHUNK, VerifyingReader
 from dockyard.oci.home import BlobOpener, RawManifest
+from dockyard.oci.streams import ReadCloser
 from dockyard.reference import Reference
 
 MANIFEST_FILE = "manifest.json"
@@ -131,7 +133,7 @@ class DockerArchiveSource:
             raise NotFound(f"no manifest {digest} in {self.archive.path}")
         return self.root_manifest()
 
-    def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
+    def open_blob(self, desc: Descriptor) -> AbstractContextManager[ReadCloser]:
         member = self._members.get(desc.digest)
         if member is None:
             raise NotFound(f"no blob {desc.digest} in {self.archive.path}")
@@ -146,7 +148,7 @@ class DockerArchiveSource:
             raise ManifestError(f"{where}: too big for an image config")
         with self.archive.open(self.image.config) as f:
             config_bytes = f.read()
-        diff_ids = manifests.parse_config(config_bytes, where)["rootfs"]["diff_ids"]
+        diff_ids = ImageConfig(manifests.parse_config(config_bytes, where)).diff_ids
         if len(diff_ids) != len(self.image.layers):
             raise ManifestError(
                 f"{where}: {len(diff_ids)} diff_ids for {len(self.image.layers)} layers"
@@ -215,7 +217,7 @@ class DockerArchiveWriter:
             return desc.digest in self._diff_ids or desc.digest in self._configs
 
     def put_blob(
-        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+        self, desc: Descriptor, stream: ReadCloser, *, reopen: BlobOpener | None = None
     ) -> None:
         """Store a config as ``<hex>.json`` and a layer uncompressed as ``<diff_id hex>.tar``."""
         reader = digests.verified(stream, desc.digest, desc.size)
@@ -235,8 +237,8 @@ class DockerArchiveWriter:
             layer_ids = [self._diff_ids.get(layer.digest) for layer in manifest.layers]
         if config is None or None in layer_ids:
             raise StoreError(f"{where}: not all blobs were written to {self.tar.path}")
-        diff_ids = manifests.parse_config(config, f"{where}: config")["rootfs"]["diff_ids"]
-        if diff_ids != layer_ids:
+        diff_ids = ImageConfig(manifests.parse_config(config, f"{where}: config")).diff_ids
+        if list(diff_ids) != layer_ids:
             raise ManifestError(f"{where}: uncompressed layers do not match the config diff_ids")
         tags = [f"{ref.name}:{ref.tag}"] if ref and ref.tag else []
         entry = {
@@ -277,7 +279,7 @@ class DockerArchiveWriter:
     ) -> None:
         self.abort()
 
-    def _put_config(self, desc: Descriptor, reader: BinaryIO) -> None:
+    def _put_config(self, desc: Descriptor, reader: ReadCloser) -> None:
         if desc.size > MAX_CONFIG_SIZE:
             raise ManifestError(f"config {desc.digest}: {desc.size} bytes is too big")
         data = b"".join(iter(lambda: reader.read(CHUNK), b""))  # EOF verifies
@@ -285,7 +287,7 @@ class DockerArchiveWriter:
         with self._lock:
             self._configs[desc.digest] = data
 
-    def _put_compressed_layer(self, desc: Descriptor, reader: BinaryIO) -> None:
+    def _put_compressed_layer(self, desc: Descriptor, reader: ReadCloser) -> None:
         with tempfile.TemporaryFile(dir=self.tar.path.parent) as spool:
             h = hashlib.sha256()
             # stored uncompressed: a decompression bomb stops at the layer size limit
@@ -323,7 +325,7 @@ class DockerArchiveImage:
         return self._writer.has_blob(desc)
 
     def put_blob(
-        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+        self, desc: Descriptor, stream: ReadCloser, *, reopen: BlobOpener | None = None
     ) -> None:
         self._writer.put_blob(desc, stream)
 

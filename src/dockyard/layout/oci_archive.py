@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 
 from dockyard.errors import ManifestError, NotFound, StoreError
 from dockyard.files.tarreader import TarReader
@@ -32,6 +31,7 @@ from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import VerifyingReader
 from dockyard.oci.home import BlobOpener, RawManifest
+from dockyard.oci.streams import ReadCloser
 
 
 def blob_name(digest: str) -> str:
@@ -59,7 +59,7 @@ class OCIArchiveSource:
     def manifest(self, digest: str) -> RawManifest:
         return self._read_manifest(digest, None, None)
 
-    def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
+    def open_blob(self, desc: Descriptor) -> AbstractContextManager[ReadCloser]:
         return VerifyingReader(self.archive.open(blob_name(desc.digest)), desc.digest, desc.size)
 
     def close(self) -> None:
@@ -147,7 +147,7 @@ class OCIArchiveImage:
         return self._writer.tar.has(blob_name(desc.digest))
 
     def put_blob(
-        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+        self, desc: Descriptor, stream: ReadCloser, *, reopen: BlobOpener | None = None
     ) -> None:
         reader = digests.verified(stream, desc.digest, desc.size)
         self._writer.tar.add(blob_name(desc.digest), reader, desc.size)

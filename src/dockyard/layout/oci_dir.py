@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from dockyard.errors import ManifestError, NotFound, StoreError
 from dockyard.files import atomic
@@ -32,6 +32,7 @@ from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.home import BlobOpener, RawManifest
+from dockyard.oci.streams import ReadCloser
 
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -205,7 +206,7 @@ class LayoutSource:
     def manifest(self, digest: str) -> RawManifest:
         return self.layout.read_manifest(digest)
 
-    def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
+    def open_blob(self, desc: Descriptor) -> AbstractContextManager[ReadCloser]:
         return self.layout.blobs.open(desc.digest, desc.size)
 
 
@@ -223,7 +224,7 @@ class BlobsDestination:
         return self.blobs.has(desc.digest)
 
     def put_blob(
-        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+        self, desc: Descriptor, stream: ReadCloser, *, reopen: BlobOpener | None = None
     ) -> None:
         self.blobs.write(desc.digest, stream, desc.size)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import BinaryIO
 
 from dockyard.errors import DigestError
+from dockyard.oci.streams import ReadCloser
 
 _DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 CHUNK = 1 << 20
@@ -43,7 +43,7 @@ def of_file(path: str) -> tuple[str, int]:
     return "sha256:" + h.hexdigest(), size
 
 
-def verified(stream: BinaryIO, digest: str, size: int | None = None) -> BinaryIO:
+def verified(stream: ReadCloser, digest: str, size: int | None = None) -> ReadCloser:
     """``stream``, made to raise :class:`DigestError` at EOF unless it matches ``digest``.
 
     A stream that already verifies that digest (its ``verifies`` attribute names it) is
@@ -51,7 +51,7 @@ def verified(stream: BinaryIO, digest: str, size: int | None = None) -> BinaryIO
     """
     if getattr(stream, "verifies", None) == digest:
         return stream
-    return VerifyingReader(stream, digest, size)  # type: ignore[return-value]
+    return VerifyingReader(stream, digest, size)
 
 
 class VerifyingReader:
@@ -62,7 +62,7 @@ class VerifyingReader:
     ``verifies`` names the digest checked, for :func:`verified`.
     """
 
-    def __init__(self, stream: BinaryIO, digest: str, size: int | None = None):
+    def __init__(self, stream: ReadCloser, digest: str, size: int | None = None):
         self._stream = stream
         self.digest = digest
         self.verifies = digest

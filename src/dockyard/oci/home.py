@@ -4,6 +4,8 @@ layout directory, an oci-archive or a docker-archive.
 ``transfer.copy`` is written once against these and so copies between any two homes.
 A source is opened on one image (a reference resolved in that home); a destination is
 opened on one name it will write to. Blob methods may be called from several threads.
+Blobs move as :class:`~dockyard.oci.streams.ReadCloser` streams: ``read`` and ``close``
+are all a home may count on.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from dockyard.oci.descriptor import Descriptor
+from dockyard.oci.streams import ReadCloser
 
-BlobOpener = Callable[[], AbstractContextManager[BinaryIO]]
+BlobOpener = Callable[[], AbstractContextManager[ReadCloser]]
 """Opens a blob's bytes again from the start (for a destination that must retry)."""
 
 
@@ -28,6 +31,8 @@ class RawManifest:
 
 
 class ImageSource(Protocol):
+    """Where an image is read from: its root manifest, manifests by digest, blobs."""
+
     def root_manifest(self) -> RawManifest:
         """The manifest or index the opened reference points at."""
         ...
@@ -36,18 +41,20 @@ class ImageSource(Protocol):
         """A manifest by digest (the children of an index)."""
         ...
 
-    def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
+    def open_blob(self, desc: Descriptor) -> AbstractContextManager[ReadCloser]:
         """A stream of the blob's bytes; reading it to EOF verifies its digest."""
         ...
 
 
 class ImageDestination(Protocol):
+    """Where an image is written to: blobs first, then manifests, then commit."""
+
     def has_blob(self, desc: Descriptor) -> bool:
         """True if the destination already holds the blob (the copy skips it)."""
         ...
 
     def put_blob(
-        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+        self, desc: Descriptor, stream: ReadCloser, *, reopen: BlobOpener | None = None
     ) -> None:
         """Store a blob; the bytes must match ``desc`` or nothing is kept.
 

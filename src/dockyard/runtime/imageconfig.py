@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from dockyard.errors import ContainerError
+from dockyard.oci.config import ImageConfig
 from dockyard.runtime.config import ContainerConfig
 
 
@@ -28,12 +29,12 @@ def parse_env(items: Sequence[str]) -> dict[str, str]:
 
 
 def command(
-    config: Mapping[str, Any], args: Sequence[str] = (), entrypoint: str | None = None
+    config: ImageConfig, args: Sequence[str] = (), entrypoint: str | None = None
 ) -> list[str]:
-    """The argv docker would run for an image ``config`` (its ``config`` section)."""
+    """The argv docker would run for an image ``config``."""
     if entrypoint is None:
-        prefix = list(config.get("Entrypoint") or [])
-        rest = list(args) or list(config.get("Cmd") or [])
+        prefix = list(config.entrypoint)
+        rest = list(args) or list(config.cmd)
     else:
         prefix = [entrypoint] if entrypoint else []
         rest = list(args)
@@ -55,15 +56,15 @@ def container_config(
 ) -> ContainerConfig:
     """A :class:`ContainerConfig` for an image (its whole config document), with the
     ``run`` overrides applied; other settings (network, mounts...) come from ``base``."""
-    section = image_config.get("config") or {}
-    merged_env = parse_env(section.get("Env") or [])
+    image = ImageConfig(image_config)
+    merged_env = parse_env(image.env)
     merged_env.update(env or {})
     return replace(
         base or ContainerConfig(args=()),
-        args=command(section, args, entrypoint),
+        args=command(image, args, entrypoint),
         env=merged_env,
-        user=user if user is not None else section.get("User") or "",
-        cwd=workdir or section.get("WorkingDir") or "/",
+        user=user if user is not None else image.user,
+        cwd=workdir or image.working_dir or "/",
     )
 
 

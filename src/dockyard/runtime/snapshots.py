@@ -51,6 +51,7 @@ from dockyard.files.locking import FileLock
 from dockyard.files.unsynced import UnsyncedMarkers
 from dockyard.oci import digest as digests
 from dockyard.oci import mediatypes as mt
+from dockyard.oci.config import ImageConfig
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.manifest import Manifest
 from dockyard.runtime import interrupts, mounts, syscalls
@@ -129,9 +130,8 @@ class Snapshots:
 
         Layers are read from the store and checked against the config's diff IDs.
         """
-        config = self.store.read_config(manifest)
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids")
-        if not isinstance(diff_ids, list) or len(diff_ids) != len(manifest.layers):
+        diff_ids = ImageConfig(self.store.read_config(manifest)).diff_ids
+        if len(diff_ids) != len(manifest.layers):
             raise ManifestError(
                 f"config {manifest.config.digest}: rootfs.diff_ids does not match the "
                 f"{len(manifest.layers)} layers of manifest {manifest.digest}"

@@ -20,17 +20,17 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-from typing import BinaryIO
 
 from dockyard.errors import LayerError
 from dockyard.layers import whiteouts
 from dockyard.layers.extract import _Applier, apply_with
+from dockyard.oci.streams import Reader
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
 def unpack_layer(
-    tar_stream: BinaryIO, target: str | os.PathLike[str], *, name: str | None = None
+    tar_stream: Reader, target: str | os.PathLike[str], *, name: str | None = None
 ) -> list[str]:
     """Extract one uncompressed layer tar into the empty directory ``target`` in overlay
     format; return the applier's warnings. Raise :class:`LayerError` for hostile or

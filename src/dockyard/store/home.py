@@ -5,11 +5,12 @@ from __future__ import annotations
 import weakref
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from dockyard.layout.oci_dir import BlobsDestination, OCILayout
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.home import RawManifest
+from dockyard.oci.streams import ReadCloser
 from dockyard.reference import Reference
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class StoreSource:
     def manifest(self, digest: str) -> RawManifest:
         return self.layout.read_manifest(digest)
 
-    def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
+    def open_blob(self, desc: Descriptor) -> AbstractContextManager[ReadCloser]:
         return self.layout.blobs.open(desc.digest, desc.size)
 
 

@@ -35,6 +35,7 @@ from dockyard.files.locking import FileLock
 from dockyard.files.unsynced import UnsyncedMarkers
 from dockyard.layout.oci_dir import OCILayout, ref_name
 from dockyard.oci import manifest as manifests
+from dockyard.oci.config import ImageConfig
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.reference import Reference
 from dockyard.store import gc
@@ -259,15 +260,13 @@ class Store:
                 doc = self._config_document(config)
             except DockyardError as e:
                 raise StoreError(f"cannot prune {self.root}: {e}") from None
-            diff_ids = (doc.get("rootfs") or {}).get("diff_ids")
-            if isinstance(diff_ids, list) and all(isinstance(d, str) for d in diff_ids):
-                stacks.append(diff_ids)
+            stacks.append(list(ImageConfig(doc).diff_ids))  # parse_config checked them
         return stacks
 
 
 def _created(config: dict[str, Any]) -> datetime | None:
-    text = config.get("created")
-    if not isinstance(text, str):
+    text = ImageConfig(config).created
+    if text is None:
         return None
     try:
         return datetime.fromisoformat(text)

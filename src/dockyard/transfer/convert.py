@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from dockyard.errors import DockyardError
 from dockyard.oci import digest as digests
@@ -34,6 +34,7 @@ from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import CHUNK
+from dockyard.oci.streams import ReadCloser, Reader
 
 COMPRESSION_FORMATS = ("gzip", "zstd", "none")
 
@@ -116,7 +117,7 @@ def _codec(name: str | None) -> str | None:
 
 def rewrite_layer(
     conversion: Conversion,
-    opened: Callable[[], AbstractContextManager[BinaryIO]],
+    opened: Callable[[], AbstractContextManager[ReadCloser]],
     desc: Descriptor,
     workdir: Path,
 ) -> Blob:
@@ -142,7 +143,7 @@ def rewrite_layer(
     return Blob(out.path, out.digest, out.size, wanted)
 
 
-def _read_head(stream: BinaryIO, size: int = 8) -> bytes:
+def _read_head(stream: Reader, size: int = 8) -> bytes:
     head = b""
     while len(head) < size and (more := stream.read(size - len(head))):
         head += more
@@ -158,7 +159,7 @@ class _HashingFile:
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         self._hash.update(data)
         self.size += len(data)
         return self._file.write(data)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from dockyard.oci import digest as digests
@@ -20,6 +21,7 @@ from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.home import ImageDestination, ImageSource, RawManifest
+from dockyard.oci.streams import ReadCloser
 from dockyard.transfer.convert import (
     Blob,
     Conversion,
@@ -57,7 +59,7 @@ class _Silent:
 class _CountingReader:
     """Reports bytes to the progress display as the destination reads them."""
 
-    def __init__(self, stream: BinaryIO, desc: Descriptor, progress: CopyProgress):
+    def __init__(self, stream: ReadCloser, desc: Descriptor, progress: CopyProgress):
         self._stream = stream
         self._desc = desc
         self._progress = progress
@@ -70,6 +72,9 @@ class _CountingReader:
 
     def readable(self) -> bool:
         return True
+
+    def close(self) -> None:
+        self._stream.close()
 
     @property
     def verifies(self) -> str | None:
@@ -153,29 +158,29 @@ def _copy(
                 conversion, lambda: source.open_blob(desc), desc, workdir
             )
             if blob.path is not None:
-                return put_rewritten(desc, blob)
+                return put_rewritten(desc, blob, blob.path)
         if destination.has_blob(desc):
             progress.blob_finished(desc, skipped=True)
             return False
 
         @contextmanager
-        def reopen() -> Iterator[BinaryIO]:
+        def reopen() -> Iterator[ReadCloser]:
             with source.open_blob(desc) as again:
-                yield _CountingReader(again, desc, progress)  # type: ignore[misc]
+                yield _CountingReader(again, desc, progress)
 
         with reopen() as stream:
             destination.put_blob(desc, stream, reopen=reopen)
         progress.blob_finished(desc, skipped=False)
         return True
 
-    def put_rewritten(desc: Descriptor, blob: Blob) -> bool:
+    def put_rewritten(desc: Descriptor, blob: Blob, path: Path) -> bool:
         target = Descriptor(mt.layer_media_type(blob.compression), blob.digest, blob.size)
         if destination.has_blob(target):
             progress.blob_finished(desc, skipped=True)
             return False
 
         def reopen() -> BinaryIO:
-            return open(blob.path, "rb")  # type: ignore[arg-type]
+            return open(path, "rb")
 
         with reopen() as stream:
             destination.put_blob(target, stream, reopen=reopen)

@@ -14,7 +14,7 @@ The files come from a repository, so they are hostile input: a directory is walk
 without following any symlink (``os.fwalk``, each file opened ``O_NOFOLLOW`` from its
 directory's fd), hidden directories are skipped, each file is read up to
 :data:`MAX_FILE_SIZE`, at most :data:`MAX_FILES` files are read, and YAML is parsed
-safely within :mod:`dockyard.ci.yamlmarks`'s limits (no tags, no alias bombs, bounded
+safely within :mod:`dockyard.yamlmarks`'s limits (no tags, no alias bombs, bounded
 depth and size). A file that is not YAML, a template (``{{ }}``) or a malformed image
 reference is a :class:`Problem` at ``file:line``: the caller decides whether it is fatal.
 """
@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockyard import reference
-from dockyard.ci import yamlmarks
+from dockyard import reference, yamlmarks
 from dockyard.errors import DockyardError, InvalidReference
 
 MAX_FILE_SIZE = 4 << 20

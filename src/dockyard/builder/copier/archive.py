@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import io
 import lzma
 import os
 import stat
 import tarfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO
 
 from dockyard.errors import DockyardError
 from dockyard.layers import apply_layer, open_decompressed
@@ -36,16 +37,16 @@ _ZSTD = b"\x28\xb5\x2f\xfd"
 
 
 @contextlib.contextmanager
-def _tar_stream(fd: int) -> Iterator[BinaryIO]:
+def _tar_stream(fd: int) -> Iterator[IO[bytes] | io.RawIOBase]:
     """The uncompressed tar stream of the regular file open at ``fd`` (read from 0)."""
     with contextlib.ExitStack() as stack:
         raw = stack.enter_context(os.fdopen(os.dup(fd), "rb"))
         head = os.pread(fd, 6, 0)
         raw.seek(0)
         if head.startswith(_BZIP2):
-            yield stack.enter_context(bz2.BZ2File(raw))  # type: ignore[misc]
+            yield stack.enter_context(bz2.BZ2File(raw))
         elif head.startswith(_XZ):
-            yield stack.enter_context(lzma.LZMAFile(raw))  # type: ignore[misc]
+            yield stack.enter_context(lzma.LZMAFile(raw))
         else:
             yield open_decompressed(raw)  # gzip, zstd or as is
 

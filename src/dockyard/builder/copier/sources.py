@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dockyard import errors
 from dockyard.builder.context import BuildContext, Entry
 from dockyard.builder.frontend.dockerignore import IgnoreMatcher
 from dockyard.builder.frontend.golang import clean_path
@@ -38,7 +39,7 @@ _READ_FD = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WILDCARDS = "*?["
 
 
-class NotFound(Exception):
+class NotFound(errors.NotFound):
     """A source path does not exist in its tree (message: the path)."""
 
 

@@ -18,14 +18,14 @@ def make_checks(policy: Policy, open_base: OpenBase) -> list[Check]:
     """A fresh check for each rule ``policy`` sets, in the policy's field order."""
     p = policy
     checks: list[Check | None] = [
-        p.user and UserCheck(p.user),
-        p.max_size and MaxSizeCheck(p.max_size),
-        p.max_layers and MaxLayersCheck(p.max_layers),
-        p.base and BaseCheck(p.base, open_base),
-        p.labels and LabelsCheck(p.labels),
-        p.secrets and SecretsCheck(p.secrets),
-        p.files and FilesCheck(p.files),
-        p.config and ConfigCheck(p.config),
-        p.packages and PackagesCheck(p.packages),
+        UserCheck(p.user) if p.user else None,
+        MaxSizeCheck(p.max_size) if p.max_size else None,
+        MaxLayersCheck(p.max_layers) if p.max_layers else None,
+        BaseCheck(p.base, open_base) if p.base else None,
+        LabelsCheck(p.labels) if p.labels else None,
+        SecretsCheck(p.secrets) if p.secrets else None,
+        FilesCheck(p.files) if p.files else None,
+        ConfigCheck(p.config) if p.config else None,
+        PackagesCheck(p.packages) if p.packages else None,
     ]
     return [check for check in checks if check]

@@ -17,23 +17,21 @@ class ConfigCheck(Check):
         self.settings = settings
 
     def start(self, image: OpenedImage) -> None:
-        runtime = image.runtime
-        env = runtime.get("Env")
-        for item in env if isinstance(env, list) else []:
-            name = str(item).partition("=")[0]
+        config = image.config
+        for item in config.env:
+            name = item.partition("=")[0]
             for pattern in self.settings.forbidden_env:
                 if fnmatchcase(name.upper(), pattern.upper()):
                     self.report(f"environment variable {name} matches forbidden {pattern!r}")
                     break
         if self.settings.require_healthcheck:
-            test = (runtime.get("Healthcheck") or {}).get("Test")
-            if not test or test == ["NONE"]:
+            test = config.healthcheck
+            if not test or test == ("NONE",):
                 self.report("no HEALTHCHECK")
         allowed = self.settings.allowed_ports
-        ports = runtime.get("ExposedPorts")
-        if allowed is not None and isinstance(ports, dict):
-            for port in ports:
-                if not any(_covers(rule, str(port).lower()) for rule in allowed):
+        if allowed is not None:
+            for port in config.exposed_ports:
+                if not any(_covers(rule, port.lower()) for rule in allowed):
                     self.report(f"exposed port {port} is not allowed")
 
 

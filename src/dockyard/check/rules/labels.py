@@ -17,11 +17,10 @@ class LabelsCheck(Check):
         self.settings = settings
 
     def start(self, image: OpenedImage) -> None:
-        labels = image.runtime.get("Labels")
-        labels = labels if isinstance(labels, dict) else {}
+        labels = image.config.labels
         for name, pattern in self.settings.required.items():
             value = labels.get(name)
-            if not isinstance(value, str):
+            if value is None:
                 self.report(f"label {name} is missing")
             elif pattern is not None and not re.search(pattern, value):
                 self.report(f"label {name}={value!r} does not match {pattern!r}")

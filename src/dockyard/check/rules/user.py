@@ -25,7 +25,7 @@ class UserCheck(Check):
         self.name = ""
 
     def start(self, image: OpenedImage) -> None:
-        self.name = str(image.runtime.get("User") or "").split(":", 1)[0]
+        self.name = image.config.user.split(":", 1)[0]
 
     def wants_layer(self, layer: Layer) -> bool:
         return not self.name.isdigit() and self.name not in ("", "root")
@@ -42,11 +42,12 @@ class UserCheck(Check):
                 self.report(how)
             return
         version = self.passwd.get(PASSWD)
-        for line in (version.content if version else b"").decode(errors="replace").splitlines():
-            fields = line.split(":")
-            if len(fields) >= 3 and fields[0] == name:
-                if fields[2].strip() == "0" and not self.settings.allow_root:
-                    self.report(f"USER {name} has uid 0: runs as root", version.layer, PASSWD)
-                return
+        if version is not None:
+            for line in version.content.decode(errors="replace").splitlines():
+                fields = line.split(":")
+                if len(fields) >= 3 and fields[0] == name:
+                    if fields[2].strip() == "0" and not self.settings.allow_root:
+                        self.report(f"USER {name} has uid 0: runs as root", version.layer, PASSWD)
+                    return
         where = (version.layer, PASSWD) if version else (None, None)
         self.report(f"USER {name} is not in /etc/passwd: its uid cannot be known", *where)

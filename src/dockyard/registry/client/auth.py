@@ -147,7 +147,9 @@ class Authenticator:
                 if service:
                     form["service"] = service
                 return self._http.build_request("POST", realm, data=form)
-            params: list[tuple[str, str]] = [("service", service)] if service else []
+            params: list[tuple[str, str | int | float | bool | None]] = (
+                [("service", service)] if service else []
+            )
             params += [("scope", s) for s in scopes]
             headers = {}
             if user and (user.username or user.password):

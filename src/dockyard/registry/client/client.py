@@ -14,7 +14,7 @@ import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
 
@@ -26,6 +26,7 @@ from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import CHUNK, VerifyingReader
 from dockyard.oci.home import RawManifest
+from dockyard.oci.streams import ReadCloser
 from dockyard.reference import is_loopback_host
 from dockyard.registry.client import config as registries
 from dockyard.registry.client.auth import (
@@ -454,7 +455,7 @@ class RegistryClient:
             )
 
         stream = ResumingStream(fetch, self.retry, f"registry {self.host}: reading {what}")
-        with VerifyingReader(stream, desc.digest, desc.size) as reader:  # type: ignore[arg-type]
+        with VerifyingReader(stream, desc.digest, desc.size) as reader:
             yield reader
 
     def upload_blob(
@@ -473,7 +474,7 @@ class RegistryClient:
         them is sent, so a wrong blob is never committed.
         """
         what = f"{repository}@{desc.digest}"
-        scopes = (push_scope(repository),)
+        scopes: tuple[str, ...] = (push_scope(repository),)
         if mount_from:
             scopes += (pull_scope(mount_from),)
         chunk_size = self.chunk_size
@@ -543,7 +544,7 @@ class RegistryClient:
         self,
         location: httpx.URL,
         desc: Descriptor,
-        stream: BinaryIO,
+        stream: ReadCloser,
         scopes: tuple[str, ...],
         what: str,
     ) -> None:
@@ -562,7 +563,7 @@ class RegistryClient:
         self,
         location: httpx.URL,
         desc: Descriptor,
-        stream: BinaryIO,
+        stream: ReadCloser,
         chunk_size: int,
         scopes: tuple[str, ...],
         what: str,

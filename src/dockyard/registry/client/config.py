@@ -90,7 +90,8 @@ class RegistriesConfig:
     def entry(self, host: str) -> RegistryEntry | None:
         """The entry for ``host``: an exact location beats a wildcard."""
         exact = [e for e in self.registries if e.location == host]
-        return (exact or [e for e in self.registries if e.matches(host)] or [None])[0]
+        found = exact or [e for e in self.registries if e.matches(host)]
+        return found[0] if found else None
 
     def insecure(self, host: str) -> bool:
         entry = self.entry(host)

@@ -11,7 +11,7 @@ from http import HTTPStatus
 
 import httpx
 
-from dockyard.errors import AuthError, RegistryError
+from dockyard.errors import AuthError, RegistryError, RegistryNotFound
 from dockyard.registry.client.retry import describe
 
 
@@ -42,7 +42,8 @@ def response_error(host: str, what: str, status: int, body: bytes = b"") -> Regi
     """The error for a failed answer, e.g.
     ``registry h:5000: manifest unknown: library/foo:1 (404 MANIFEST_UNKNOWN)``.
 
-    401 and 403 give an :class:`AuthError`.
+    401 and 403 give an :class:`AuthError`, 404 a :class:`RegistryNotFound` (which
+    generic code catches as :class:`~dockyard.errors.NotFound`).
     """
     errors = parse_error_body(body)
     code = next((c for c, _ in errors if c), None)
@@ -55,7 +56,7 @@ def response_error(host: str, what: str, status: int, body: bytes = b"") -> Regi
         except ValueError:
             summary = "unexpected answer"
     tail = f"{status} {code}" if code else str(status)
-    cls = AuthError if status in (401, 403) else RegistryError
+    cls = {401: AuthError, 403: AuthError, 404: RegistryNotFound}.get(status, RegistryError)
     return cls(f"registry {host}: {summary}: {what} ({tail})", status, code)
 
 

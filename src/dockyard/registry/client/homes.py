@@ -4,13 +4,13 @@ implement ``dockyard.oci.home.ImageSource`` / ``ImageDestination``."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import BinaryIO
 
 from dockyard.errors import DigestError
 from dockyard.oci import digest as digests
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import VerifyingReader
 from dockyard.oci.home import BlobOpener, RawManifest
+from dockyard.oci.streams import ReadCloser
 from dockyard.reference import Reference
 from dockyard.registry.client.client import RegistryClient, RegistryManifest
 from dockyard.registry.client.upload import StreamNotReopenable
@@ -36,7 +36,7 @@ class RegistrySource:
 class _Watched:
     """A stream that remembers whether anything has been read from it."""
 
-    def __init__(self, stream: BinaryIO):
+    def __init__(self, stream: ReadCloser):
         self._stream = stream
         self.touched = False
 
@@ -47,6 +47,9 @@ class _Watched:
 
     def readable(self) -> bool:
         return True
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 class RegistryDestination:
@@ -67,7 +70,7 @@ class RegistryDestination:
         return self.client.has_blob(self.ref.repository, desc.digest)
 
     def put_blob(
-        self, desc: Descriptor, stream: BinaryIO, *, reopen: BlobOpener | None = None
+        self, desc: Descriptor, stream: ReadCloser, *, reopen: BlobOpener | None = None
     ) -> None:
         """Mount or upload a blob; the bytes are verified against ``desc`` before the
         registry may commit them.
@@ -80,9 +83,9 @@ class RegistryDestination:
         """
         given = _Watched(stream)
 
-        def open_stream() -> AbstractContextManager[BinaryIO]:
+        def open_stream() -> AbstractContextManager[ReadCloser]:
             if not given.touched:
-                return nullcontext(given)  # type: ignore[arg-type]
+                return nullcontext(given)
             if reopen is None:
                 raise StreamNotReopenable(desc.digest)
             return reopen()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
 
 from dockyard.oci import digest as digests
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.home import BlobOpener
+from dockyard.oci.streams import ReadCloser, Reader
 
 Opener = BlobOpener
 """Opens the blob's bytes from the start; called once per upload attempt."""
@@ -18,7 +18,7 @@ class StreamNotReopenable(Exception):
     with the error that asked for the retry."""
 
 
-def read_full(stream: BinaryIO, size: int) -> bytes:
+def read_full(stream: Reader, size: int) -> bytes:
     """Up to ``size`` bytes; fewer only at EOF."""
     parts = []
     while size > 0 and (data := stream.read(size)):
@@ -27,7 +27,7 @@ def read_full(stream: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def verified_chunks(stream: BinaryIO, desc: Descriptor, chunk_size: int) -> Iterator[bytes]:
+def verified_chunks(stream: ReadCloser, desc: Descriptor, chunk_size: int) -> Iterator[bytes]:
     """The stream in ``chunk_size`` pieces (the last may be shorter).
 
     Size and digest are checked before the last piece is yielded, so a registry never

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockyard.errors import DigestError, ManifestError, StoreError
+from dockyard.errors import DigestError, ManifestError, NotFound, StoreError
 from dockyard.files import atomic
 from dockyard.files.blobdir import BlobDir
 from dockyard.files.locking import FileLock
@@ -281,7 +281,7 @@ class Storage:
             return None
         try:
             data = self.blobs.read_bytes(digest, stat.st_size)
-        except StoreError:
+        except (NotFound, StoreError):
             return None
         return StoredManifest(data, media_type, digest)
 

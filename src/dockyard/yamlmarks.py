@@ -13,16 +13,21 @@ Duplicate keys, which PyYAML silently resolves to the last one, are errors; so a
 recursive aliases and alias expansions past a size limit (the "billion laughs"),
 nesting deeper than ``MAX_DEPTH`` (PyYAML composes recursively: ``[[[[...`` would
 exhaust Python's stack), and characters YAML does not allow (NUL, other controls).
+
+Pipeline files (:mod:`dockyard.ci.pipeline`), policy files (:mod:`dockyard.check.policy`)
+and manifest scans (:mod:`dockyard.transfer.manifest_images`) read YAML through here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
+from dockyard.errors import LocatedError
 
 FieldPath = tuple[str | int, ...]
 MAX_NODES = 100_000
@@ -30,13 +35,15 @@ MAX_DEPTH = 100
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class YamlError(Exception):
-    """The text is not a YAML document we accept; ``line`` is 1-based, if known."""
+class YamlError(LocatedError):
+    """The text is not a YAML document we accept; ``line`` is 1-based, if known.
+
+    The text has no file name here: ``str()`` is the message, and callers that know
+    the file say ``file:line`` themselves.
+    """
 
     def __init__(self, message: str, line: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.line = line
+        super().__init__(message, None, line)
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,17 @@ class MarkedDocument:
             if line is not None:
                 return line
         return None
+
+
+def field_name(loc: Sequence[str | int]) -> str:
+    """``("steps", 2, "timeout")`` as ``steps[2].timeout``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
 
 
 def load(text: str) -> MarkedDocument:
@@ -73,6 +91,7 @@ def load_all(text: str) -> list[MarkedDocument]:
         count = 0
         while loader.check_node():
             node = loader.get_node()
+            assert node is not None  # check_node() saw one
             converter = _Converter(loader, count)
             data = converter.convert(node, ())
             converter.lines[()] = _line(node)
@@ -113,7 +132,7 @@ class _Loader(yaml.SafeLoader):
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
                 raise YamlError(f"nested deeper than {MAX_DEPTH} levels", mark.line + 1)
-            return super().compose_node(parent, index)
+            return super().compose_node(parent, index)  # type: ignore[arg-type]  # keys: nodes
         finally:
             self._depth -= 1
 
@@ -157,8 +176,9 @@ class _Converter:
                 if key in own:
                     raise YamlError(f"duplicate key {key!r}", _line(key_node))
                 own.add(key)
-                self.lines[(*path, key)] = _line(key_node)
-                mapping[key] = self.convert(value_node, (*path, key))
+                part = key if isinstance(key, str | int) else str(key)  # 1.5, null: as text
+                self.lines[(*path, part)] = _line(key_node)
+                mapping[key] = self.convert(value_node, (*path, part))
             return mapping
         finally:
             self.active.discard(id(node))
