@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import event, select
 
+from dockyard.service import queue
+from dockyard.service.models import Agent, Repository, Step
 from dockyard.service.webhooks import sign
 from tests.service_api import HOOK_SECRET, SHA, Api, hook, push, service_api
 
@@ -75,3 +78,55 @@ def test_schedules_are_set_listed_and_deleted(api):
     assert api.call("GET", "/repos/project/schedules", read, 200)["items"] == [set_]
     api.call("DELETE", path, api.admin, 204)
     api.call("DELETE", path, api.admin, 404)
+
+
+def add_ended_runs(api: Api, count: int) -> None:
+    """``count`` runs of ``project`` that ran two steps on an agent, straight into the
+    database."""
+    svc = api.client.app.state.service
+    with svc.db.transaction() as session:
+        repository = session.scalar(select(Repository).where(Repository.name == "project"))
+        agent = Agent(name=f"agent-{count}", labels={}, capacity=1)
+        session.add(agent)
+        session.flush()
+        for _ in range(count):
+            run = queue.enqueue(session, repository, event="manual")
+            run.status = "success"
+            session.add_all(
+                Step(run_id=run.id, name=name, status="success", agent_id=agent.id)
+                for name in ("build", "test")
+            )
+
+
+def queries(api: Api, path: str) -> int:
+    """How many SQL statements ``GET path`` runs."""
+    engine = api.client.app.state.service.db.engine
+    seen = []
+    listener = lambda *args: seen.append(args[2])  # noqa: E731 (statement)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        api.call("GET", path, api.admin, 200)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    return len(seen)
+
+
+def test_a_run_list_takes_the_same_few_queries_however_long_it_is(api):
+    add_ended_runs(api, 2)
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})  # a queued one too
+    few = queries(api, "/repos/project/runs?per_page=100")
+    add_ended_runs(api, 60)
+    page = api.call("GET", "/repos/project/runs?per_page=100", api.admin, 200)
+    assert len(page["items"]) == 63 and page["items"][-1]["agent"] == "agent-2"
+    assert page["items"][-3]["waiting"] == "no agent has os=linux"
+    assert queries(api, "/repos/project/runs?per_page=100") == few <= 10
+
+
+def test_the_queue_lists_every_queued_run_and_why_it_waits(api):
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    api.call("POST", "/repos/project/runs/1/cancel", api.admin, 202)
+    queued = api.call("GET", "/queue", api.token("read"), 200)
+    assert [(r["number"], r["labels"], r["waiting"]) for r in queued["items"]] == [
+        (2, {"os": "linux"}, "no agent is connected")
+    ]

@@ -2,8 +2,10 @@
 
 The agent long-polls the server for a run its labels fit while it has a free slot
 (``capacity``), runs each in a thread: the commit checked out (:mod:`.checkout`), the
-pipeline file read from it, the secrets it names fetched, :func:`run_pipeline` with a
-:class:`.reporter.Reporter` shipping its log and step states. A heartbeat thread keeps
+pipeline file read from it, its ``labels`` reported (a run whose pipeline needs labels
+this agent lacks goes back to the queue, :mod:`.reports`), the secrets it names
+fetched, :func:`run_pipeline` with a :class:`.reporter.Reporter` shipping its log and
+step states. A heartbeat thread keeps
 the leases of its runs every :data:`HEARTBEAT` seconds and learns which to stop
 (cancelled through the API): their containers are killed at once. Lost connections
 are retried; an agent that is stopped (SIGINT/SIGTERM) cancels its runs and leaves
@@ -40,6 +42,7 @@ HEARTBEAT = 1.0  # seconds; a cancel reaches a step within about this
 POLL_WAIT = 20.0
 RETRY_MAX = 5.0
 UPLOAD_CHUNK = 1 << 20
+HANDED_BACK = "handed back"  # the run needs labels this agent lacks: no verdict
 
 
 def _regular_files(root: Path) -> Iterator[Path]:
@@ -175,7 +178,7 @@ class Agent:
             with self._lock:
                 self._jobs.pop(run_id, None)
             self._slot_freed.set()
-        if self._stopping.is_set():
+        if self._stopping.is_set() or status == HANDED_BACK:
             reporter.close(10.0)  # what it printed, but no verdict: the server requeues
             return
         if not reporter.finish(status, error):
@@ -206,6 +209,16 @@ class Agent:
         except PipelineError as e:
             note(str(e))
             return "failure", str(e).replace(str(where) + "/", "")
+        try:
+            pipeline.check_labels(job.get("labels") or {})
+        except PipelineError as e:
+            note(str(e).replace(str(where) + "/", ""))
+            return "failure", str(e).replace(str(where) + "/", "")
+        if pipeline.labels:
+            reporter.add({"kind": "labels", "labels": pipeline.labels})
+            have = self.config.labels
+            if any(have.get(k) != v for k, v in pipeline.labels.items()):
+                return HANDED_BACK, ""
         options = RunOptions(
             store_root=self.config.store_root,
             source=where,

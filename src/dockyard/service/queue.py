@@ -13,6 +13,7 @@ with the reason in its log: a run is never left running forever.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -131,10 +132,17 @@ def reap(db: Database) -> list[int]:
     return changed
 
 
-def waiting_reason(session: Session, run: Run) -> str:
-    """Why a queued run waits: no live agent has its labels, or all that do are busy."""
+def live_agents(session: Session) -> list[Agent]:
+    """The agents heard from in the last :data:`AGENT_ALIVE` seconds."""
     since = now() - timedelta(seconds=AGENT_ALIVE)
-    agents = session.scalars(select(Agent).where(Agent.last_seen >= since)).all()
+    return list(session.scalars(select(Agent).where(Agent.last_seen >= since)))
+
+
+def waiting_reason(session: Session, run: Run, agents: Sequence[Agent] | None = None) -> str:
+    """Why a queued run waits: no live agent has its labels, or all that do are busy.
+    ``agents``: the live ones, if the caller has read them (:func:`live_agents`)."""
+    if agents is None:
+        agents = live_agents(session)
     required = run.labels or {}
     if not any(fits(required, agent.labels) for agent in agents):
         if not agents:

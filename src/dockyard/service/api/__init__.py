@@ -4,6 +4,7 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
 
 - ``GET|POST /repos``, ``GET /repos/{repo}``: repositories (POST: admin)
 - ``GET|POST /repos/{repo}/runs``: runs, newest first, paged (POST: a manual run, write)
+- ``GET /queue``: the queued runs of every repository, each saying why it waits
 - ``GET /repos/{repo}/runs/{n}``: a run and its steps
 - ``POST /repos/{repo}/runs/{n}/cancel``: cancel (write); ``.../restart``: run it again
   as a new run (write)
@@ -127,6 +128,7 @@ def create_app(svc: Service) -> Starlette:
         Route(v1 + "/repos", repos.list_repositories, methods=["GET"]),
         Route(v1 + "/repos", repos.create_repository, methods=["POST"]),
         Route(v1 + "/repos/{repo}", repos.get_repository),
+        Route(v1 + "/queue", runs.list_queue),
         Route(v1 + "/repos/{repo}/runs", runs.list_runs, methods=["GET"]),
         Route(v1 + "/repos/{repo}/runs", runs.trigger, methods=["POST"]),
         Route(run, runs.get_run),

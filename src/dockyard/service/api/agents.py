@@ -103,6 +103,7 @@ def _job(session: Session, run: Run, lease: float) -> dict[str, Any]:
         "commit": run.commit,
         "ref": run.ref,
         "env": run.env,
+        "labels": repository.labels,  # the repository's: a pipeline may not ask otherwise
         "lease": lease,
     }
 
