@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -130,3 +131,29 @@ def test_the_queue_lists_every_queued_run_and_why_it_waits(api):
     assert [(r["number"], r["labels"], r["waiting"]) for r in queued["items"]] == [
         (2, {"os": "linux"}, "no agent is connected")
     ]
+
+
+def test_tokens_are_listed_without_values_and_a_revoked_one_is_refused_at_once(api):
+    made = api.call("POST", "/tokens", api.admin, 201, json={"name": "ci", "role": "write"})
+    agent = api.call("POST", "/tokens", api.admin, 201, json={"name": "a1", "role": "agent"})
+    listed = api.call("GET", "/tokens", api.admin, 200)["items"]
+    assert [(t["name"], t["role"]) for t in listed] == [
+        ("admin", "admin"),
+        ("ci", "write"),
+        ("a1", "agent"),
+    ]
+    assert made["token"] not in json.dumps(listed) and "token" not in listed[1]
+    api.call("GET", "/tokens", made["token"], 403)
+    api.call("POST", "/repos/project/runs", made["token"], 201, json={})
+    api.call("DELETE", f"/tokens/{made['id']}", api.admin, 204)
+    api.call("POST", "/repos/project/runs", made["token"], 401, json={})
+    api.call("DELETE", f"/tokens/{made['id']}", api.admin, 404)
+    poll = {"name": "a1", "wait": 0}
+    api.call("POST", "/agent/poll", agent["token"], 200, json=poll)
+    api.call("DELETE", f"/tokens/{agent['id']}", api.admin, 204)
+    api.call("POST", "/agent/poll", agent["token"], 401, json=poll)
+    admin_id = listed[0]["id"]
+    api.call("DELETE", f"/tokens/{admin_id}", api.admin, 409)  # the last way in
+    other = api.call("POST", "/tokens", api.admin, 201, json={"name": "root", "role": "admin"})
+    api.call("DELETE", f"/tokens/{admin_id}", other["token"], 204)
+    api.call("GET", "/tokens", api.admin, 401)

@@ -14,7 +14,8 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
   same under ``/secrets`` for global ones: admin; values are write-only
 - ``GET /repos/{repo}/runs/{n}/artifacts[/{step}/{path}]``: list, download
 - ``GET /repos/{repo}/schedules``, ``PUT|DELETE /repos/{repo}/schedules/{name}``: cron
-- ``POST /tokens`` (admin), ``GET /agents``
+- ``GET|POST /tokens``, ``DELETE /tokens/{id}``: API tokens (admin; :mod:`.access`)
+- ``GET /agents``
 
 Every user route also takes the web UI's session cookie instead of a token; then a
 request that changes something needs the session's CSRF value (:mod:`..sessions`).
@@ -43,20 +44,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dockyard.service import cron, queue, tokens
-from dockyard.service.api import agents, artifacts, hooks, repos, runs, schedules, secrets
-from dockyard.service.api.common import (
-    JSON_MAX,
-    NAME_RE,
-    RECHECK,
-    APIError,
-    Service,
-    authorize,
-    field,
-    in_thread,
-    read_json,
-    service,
+from dockyard.service import cron, queue
+from dockyard.service.api import (
+    access,
+    agents,
+    artifacts,
+    hooks,
+    repos,
+    runs,
+    schedules,
+    secrets,
 )
+from dockyard.service.api.common import JSON_MAX, RECHECK, APIError, Service, in_thread
 from dockyard.service.openapi import API, openapi_document
 from dockyard.service.web import SecurityHeaders, web_routes
 
@@ -67,20 +66,6 @@ log = logging.getLogger("dockyard.service")
 async def root(request: Request) -> Response:
     """The API's name and version (no token needed)."""
     return JSONResponse({"service": "dockyard", "api": "v1"})
-
-
-async def create_token(request: Request) -> Response:
-    """A new API token of a role (admin); its value is shown only in this answer."""
-    await authorize(request, tokens.ADMIN)
-    doc = await read_json(request)
-    name = field(doc, "name", str, check=NAME_RE.match)
-    role = field(doc, "role", str, check=lambda r: r in tokens.ROLES)
-
-    def work() -> str:
-        with service(request).db.transaction() as session:
-            return tokens.create_token(session, name, role)
-
-    return JSONResponse({"name": name, "role": role, "token": await in_thread(work)}, 201)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -124,7 +109,9 @@ def create_app(svc: Service) -> Starlette:
     run = v1 + "/repos/{repo}/runs/{number}"
     routes = [
         Route(v1, root),
-        Route(v1 + "/tokens", create_token, methods=["POST"]),
+        Route(v1 + "/tokens", access.create_token, methods=["POST"]),
+        Route(v1 + "/tokens", access.list_tokens, methods=["GET"]),
+        Route(v1 + "/tokens/{id}", access.revoke_token, methods=["DELETE"]),
         Route(v1 + "/repos", repos.list_repositories, methods=["GET"]),
         Route(v1 + "/repos", repos.create_repository, methods=["POST"]),
         Route(v1 + "/repos/{repo}", repos.get_repository),
