@@ -157,3 +157,60 @@ def test_tokens_are_listed_without_values_and_a_revoked_one_is_refused_at_once(a
     other = api.call("POST", "/tokens", api.admin, 201, json={"name": "root", "role": "admin"})
     api.call("DELETE", f"/tokens/{admin_id}", other["token"], 204)
     api.call("GET", "/tokens", api.admin, 401)
+
+
+def statements(api: Api, calls) -> list[str]:
+    """The SQL statements ``calls()`` runs."""
+    engine = api.client.app.state.service.db.engine
+    seen: list[str] = []
+    listener = lambda *args: seen.append(args[2])  # noqa: E731 (statement)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        calls()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    return seen
+
+
+def test_a_restarted_agents_runs_go_back_to_the_queue_at_once(api):
+    agent = api.call("POST", "/tokens", api.admin, 201, json={"name": "a1", "role": "agent"})
+    me = {"name": "a1", "labels": {"os": "linux"}, "instance": "first"}
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    job = api.call("POST", "/agent/poll", agent["token"], 200, json={**me, "wait": 0})["job"]
+    step = {"seq": 1, "kind": "step", "name": "test", "status": "running"}
+    path = f"/agent/runs/{job['id']}/reports"
+    api.call("POST", path, agent["token"], 200, json={**me, "attempt": 1, "reports": [step]})
+    api.call("POST", "/agent/heartbeat", agent["token"], 200, json={**me, "runs": [job["id"]]})
+    assert api.call("GET", "/repos/project/runs/1", api.admin, 200)["status"] == "running"
+
+    again = {**me, "instance": "second", "runs": []}  # killed and started again
+    api.call("POST", "/agent/heartbeat", agent["token"], 200, json=again)
+    run = api.call("GET", "/repos/project/runs/1", api.admin, 200)
+    assert (run["status"], run["attempt"]) == ("queued", 1)
+    assert [(s["status"], s["reason"]) for s in run["steps"]] == [("failure", "agent a1 restarted")]
+    logs = api.call("GET", "/repos/project/runs/1/logs", api.admin, 200)["chunks"]
+    assert logs[-1]["lines"] == [["", "agent a1 restarted (attempt 1); run requeued", True]]
+
+
+def test_a_heartbeat_writes_the_agent_row_only_when_something_changed(api):
+    agent = api.call("POST", "/tokens", api.admin, 201, json={"name": "a1", "role": "agent"})
+    me = {"name": "a1", "labels": {"os": "linux"}, "instance": "i", "runs": []}
+
+    def beats() -> None:
+        for _ in range(5):
+            api.call("POST", "/agent/heartbeat", agent["token"], 200, json=me)
+
+    first = statements(api, beats)
+    assert sum(s.startswith("INSERT INTO agents") for s in first) == 1
+    assert not any(s.startswith("UPDATE agents") for s in first)
+    assert not any(s.startswith("UPDATE agents") for s in statements(api, beats))
+    changed = statements(
+        api,
+        lambda: api.call(
+            "POST", "/agent/heartbeat", agent["token"], 200, json={**me, "capacity": 2}
+        ),
+    )
+    assert [
+        s.split(" SET ")[1].split("=")[0] for s in changed if s.startswith("UPDATE agents")
+    ] == ["capacity"]
+    assert api.call("GET", "/agents", api.admin, 200)["items"][0]["capacity"] == 2

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -78,7 +80,12 @@ class Agent:
             headers={"Authorization": f"Bearer {config.token}"},
             timeout=httpx.Timeout(10.0, read=POLL_WAIT + 15),
         )
-        self.identity = {"name": config.name, "labels": config.labels, "capacity": config.capacity}
+        self.identity = {
+            "name": config.name,
+            "labels": config.labels,
+            "capacity": config.capacity,
+            "instance": secrets.token_hex(16),  # this process: a new one has lost the runs
+        }
         self._lock = threading.Lock()
         self._jobs: dict[int, Cancellation] = {}
         self._threads: list[threading.Thread] = []
@@ -92,8 +99,7 @@ class Agent:
 
     def run(self) -> None:
         """Take and run jobs until interrupted, then cancel the ones running."""
-        # Checkouts a killed agent left behind: their runs have gone back to the queue.
-        shutil.rmtree(self.config.workdir / "checkouts", ignore_errors=True)
+        self._reap_previous()
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         delay = 0.5
@@ -118,6 +124,27 @@ class Agent:
                     self._start(job)
         finally:
             self.stop()
+
+    def _reap_previous(self) -> None:
+        """Delete what this agent's previous process left if it was killed: checkouts,
+        containers (runc state, bundles), overlays, run dirs. The server learns of the
+        restart from the new ``instance`` id and puts that process's runs back in the
+        queue at once."""
+        from dockyard.ci.prune import prune
+        from dockyard.store import Store
+
+        shutil.rmtree(self.config.workdir / "checkouts", ignore_errors=True)
+        try:
+            reaped = prune(Store(self.config.store_root), keep=sys.maxsize, abandoned=True)
+        except (DockyardError, OSError) as e:
+            log.warning("could not reap what a previous agent left: %s", e)
+            return
+        if reaped.runs or reaped.leftovers:
+            log.info(
+                "reaped what a previous agent left: %d runs, %d containers and images",
+                len(reaped.runs),
+                reaped.leftovers,
+            )
 
     def stop(self) -> None:
         self._stopping.set()
