@@ -296,6 +296,5 @@ def test_a_pipeline_may_not_ask_for_other_labels_than_its_repositorys(db):
         run = session.get(Run, run_id)
         assert run.status == "failure"
         assert run.error == (
-            "labels: the pipeline asks for pool=trusted; this repository's runs need "
-            "pool=untrusted"
+            "labels: the pipeline asks for pool=trusted; this repository's runs need pool=untrusted"
         )
