@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy import event, select
 
 from dockyard.service import queue
 from dockyard.service.models import Agent, Repository, Step
+from dockyard.service.retention import Retention
 from dockyard.service.webhooks import sign
 from tests.service_api import HOOK_SECRET, SHA, Api, hook, push, service_api
 
@@ -214,3 +216,15 @@ def test_a_heartbeat_writes_the_agent_row_only_when_something_changed(api):
         s.split(" SET ")[1].split("=")[0] for s in changed if s.startswith("UPDATE agents")
     ] == ["capacity"]
     assert api.call("GET", "/agents", api.admin, 200)["items"][0]["capacity"] == 2
+
+
+def test_the_server_applies_its_retention_policy_by_itself(tmp_path):
+    with service_api(tmp_path, Retention(keep_runs=1)) as api:
+        add_ended_runs(api, 3)
+        deadline = time.monotonic() + 30
+        while api.runs() > 1:  # the housekeeping task's first pass, within a second or so
+            assert time.monotonic() < deadline, "no retention pass"
+            time.sleep(0.1)
+        assert [
+            r["number"] for r in api.call("GET", "/repos/project/runs", api.admin, 200)["items"]
+        ] == [3]

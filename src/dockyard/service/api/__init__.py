@@ -35,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -44,7 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dockyard.service import cron, queue
+from dockyard.service import cron, queue, retention
 from dockyard.service.api import (
     access,
     agents,
@@ -80,7 +82,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _reaper(svc: Service) -> None:
     """Every second: requeue or error the runs whose agent stopped answering, and queue
-    the runs of cron schedules whose time has come."""
+    the runs of cron schedules whose time has come; every :data:`retention.EVERY`
+    seconds, delete the runs and artifacts past the retention policy."""
+    retained = -math.inf
     while True:
         await asyncio.sleep(RECHECK)
         try:
@@ -89,6 +93,16 @@ async def _reaper(svc: Service) -> None:
                 svc.logs.notify()
             if await in_thread(cron.due_runs, svc.db):
                 svc.work.notify()
+            if svc.retention.active and time.monotonic() - retained >= retention.EVERY:
+                retained = time.monotonic()
+                pruned = await in_thread(retention.apply, svc.db, svc.artifacts, svc.retention)
+                if pruned.runs or pruned.blobs:
+                    log.info(
+                        "retention: %d runs and %d artifact blobs (%d bytes) deleted",
+                        pruned.runs,
+                        pruned.blobs,
+                        pruned.freed,
+                    )
         except Exception as e:  # a busy or unreachable database: try again next time
             log.warning("housekeeping failed: %s", e)
 

@@ -4,6 +4,7 @@ paging, and the JSON shapes of repositories and runs."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from dockyard.service.models import (
     Step,
 )
 from dockyard.service.notify import Notifier
+from dockyard.service.retention import Retention
 from dockyard.service.secrets import SecretBox
 
 JSON_MAX = 64 << 10
@@ -76,6 +78,8 @@ class Service:
     work: Notifier  # a run was queued
     logs: Notifier  # a run's log or state changed
     artifacts: ArtifactStore
+    # how long ended runs are kept (default: for ever)
+    retention: Retention = dataclasses.field(default_factory=Retention)
 
 
 async def read_body(request: Request, cap: int) -> bytes:
