@@ -228,3 +228,11 @@ def test_the_server_applies_its_retention_policy_by_itself(tmp_path):
         assert [
             r["number"] for r in api.call("GET", "/repos/project/runs", api.admin, 200)["items"]
         ] == [3]
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/passwd", "../x.yml", "ci/../../x", "./ci.yml", "ci//x.yml", "ci/", "a\0b", ""]
+)
+def test_a_pipeline_path_is_plain_and_relative(api, path):
+    doc = {"name": "other", "clone_url": "git://127.0.0.1:1/o.git", "pipeline_path": path}
+    assert "pipeline_path" in api.call("POST", "/repos", api.admin, 400, json=doc)["error"]

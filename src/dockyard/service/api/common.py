@@ -127,6 +127,17 @@ def field(doc: dict[str, Any], name: str, kind: type, default: Any = ..., check=
     return value
 
 
+def relative_path(path: str) -> bool:
+    """Whether ``path`` is a plain relative path: 1024 characters at most, no NUL, no
+    leading ``/``, no empty, ``.`` or ``..`` part (a pipeline file's, an artifact's)."""
+    return (
+        0 < len(path) <= 1024
+        and "\0" not in path
+        and not path.startswith("/")
+        and all(part not in ("", ".", "..") for part in path.split("/"))
+    )
+
+
 def string_map(doc: dict[str, Any], name: str, key_re: re.Pattern[str]) -> dict[str, str]:
     value = field(doc, name, dict, {})
     if len(value) > 100 or not all(
