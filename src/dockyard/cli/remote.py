@@ -11,9 +11,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def _config_path() -> Path:
@@ -21,7 +24,7 @@ def _config_path() -> Path:
     return Path(base) / "dockyard" / "remote.json"
 
 
-def _client():
+def _client() -> httpx.Client:
     import httpx
 
     from dockyard.errors import DockyardError

@@ -16,6 +16,7 @@ past it (:mod:`dockyard.disk.autogc`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -297,7 +298,7 @@ class Agent:
                         response = self.client.put(
                             f"/api/v1/agent/runs/{job['id']}/artifacts",
                             params=params,
-                            content=iter(lambda f=f: f.read(UPLOAD_CHUNK), b""),
+                            content=iter(functools.partial(f.read, UPLOAD_CHUNK), b""),
                             timeout=httpx.Timeout(60.0),
                         )
                     response.raise_for_status()

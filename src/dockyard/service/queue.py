@@ -21,7 +21,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dockyard.service.database import Database
+from dockyard.service.database import Database, rowcount
 from dockyard.service.models import (
     CANCELLED,
     ERROR,
@@ -76,18 +76,20 @@ def claim(db: Database, agent_id: int, labels: dict[str, str], lease: float) -> 
         for run_id, required in session.execute(query).all():
             if not fits(required or {}, labels):
                 continue
-            taken = session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.status == QUEUED)
-                .values(
-                    status=RUNNING,
-                    agent_id=agent_id,
-                    attempt=Run.attempt + 1,
-                    lease_until=now() + timedelta(seconds=lease),
-                    started=now(),
-                    acked_seq=0,
+            taken = rowcount(
+                session.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.status == QUEUED)
+                    .values(
+                        status=RUNNING,
+                        agent_id=agent_id,
+                        attempt=Run.attempt + 1,
+                        lease_until=now() + timedelta(seconds=lease),
+                        started=now(),
+                        acked_seq=0,
+                    )
                 )
-            ).rowcount
+            )
             if taken == 1:
                 return session.get(Run, run_id)
     return None

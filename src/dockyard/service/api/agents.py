@@ -118,7 +118,7 @@ def _agent(session: Session, doc: dict[str, Any], token: str) -> Agent:
 
 
 def _job(session: Session, run: Run, lease: float) -> dict[str, Any]:
-    repository = session.get(Repository, run.repository_id)
+    repository = session.get_one(Repository, run.repository_id)
     return {
         "id": run.id,
         "attempt": run.attempt,
@@ -153,7 +153,7 @@ async def agent_poll(request: Request) -> Response:
         if run is None:
             return None
         with svc.db.transaction() as session:
-            return _job(session, session.get(Run, run.id), svc.lease)
+            return _job(session, session.get_one(Run, run.id), svc.lease)
 
     agent_id, labels = await in_thread(register)
     deadline = time.monotonic() + wait
@@ -226,9 +226,9 @@ async def agent_secrets(request: Request) -> Response:
         with svc.db.transaction() as session:
             agent = _agent(session, doc, token)
             run = session.get(Run, run_id)
-            if not reports.holds(run, agent.id, attempt):
+            if run is None or not reports.holds(run, agent.id, attempt):
                 raise APIError(409, f"run {run_id} is not held by this agent")
-            repository = session.get(Repository, run.repository_id)
+            repository = session.get_one(Repository, run.repository_id)
             if run.fork and not repository.fork_secrets:
                 return {}  # a fork's pull request gets none, unless the repository allows
             return secrets_for_run(session, svc.box, run.repository_id, names)

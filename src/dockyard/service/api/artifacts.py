@@ -68,7 +68,7 @@ async def upload(request: Request) -> Response:
             ):
                 raise APIError(403, f"agent {name} belongs to another agent token")
             run = session.get(Run, int(run_id)) if run_id.isdigit() else None
-            if agent is None or not reports.holds(run, agent.id, int(attempt)):
+            if run is None or agent is None or not reports.holds(run, agent.id, int(attempt)):
                 raise APIError(409, f"run {run_id[:20]} is not held by this agent")
             return run.id, agent.id
 

@@ -113,7 +113,13 @@ async def read_json(request: Request, cap: int = JSON_MAX) -> dict[str, Any]:
     return doc
 
 
-def field(doc: dict[str, Any], name: str, kind: type, default: Any = ..., check=None) -> Any:
+def field(
+    doc: dict[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    default: Any = ...,
+    check: Callable[[Any], object] | None = None,
+) -> Any:
     """``doc[name]``, of type ``kind`` (and passing ``check``), or a 400 naming it."""
     if name not in doc or doc[name] is None:
         if default is ...:
@@ -267,7 +273,7 @@ def runs_json(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
         ).all()
     )
     agents = dict(session.execute(select(Agent.id, Agent.name)).all())
-    ran_on = {r.id: r.agent_id for r in runs if r.agent_id is not None}
+    ran_on: dict[int, int | None] = {r.id: r.agent_id for r in runs if r.agent_id is not None}
     ended = [r.id for r in runs if r.agent_id is None]
     if ended:  # a lease ends with the run; "where did it run" is its last step's agent
         last = (
@@ -275,9 +281,8 @@ def runs_json(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
             .where(Step.run_id.in_(ended), Step.agent_id.is_not(None))
             .group_by(Step.run_id)
         )
-        ran_on.update(
-            session.execute(select(Step.run_id, Step.agent_id).where(Step.id.in_(last))).all()
-        )
+        rows = session.execute(select(Step.run_id, Step.agent_id).where(Step.id.in_(last)))
+        ran_on.update((run_id, agent_id) for run_id, agent_id in rows)
     live = queue.live_agents(session) if any(r.status == QUEUED for r in runs) else []
     return [
         {
@@ -293,7 +298,7 @@ def runs_json(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
             "message": run.message,
             "error": run.error,
             "attempt": run.attempt,
-            "agent": agents.get(ran_on.get(run.id)),
+            "agent": agents.get(ran_on.get(run.id) or 0),
             "labels": run.labels or {},
             "cancel_requested": run.cancel_requested,
             "waiting": queue.waiting_reason(session, run, live) if run.status == QUEUED else None,

@@ -45,7 +45,7 @@ async def list_repositories(request: Request) -> Response:
                 .offset((page - 1) * per_page)
                 .limit(per_page)
             )
-            return paged([repository_json(r) for r in rows], page, per_page, total)
+            return paged([repository_json(r) for r in rows], page, per_page, total or 0)
 
     return JSONResponse(await in_thread(work))
 

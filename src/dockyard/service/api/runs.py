@@ -125,7 +125,7 @@ async def restart_run(request: Request) -> Response:
             old = find_run(session, request.path_params["repo"], request.path_params["number"])
             if old.status not in FINISHED:
                 raise APIError(409, f"run {old.number} has not ended ({old.status})")
-            repository = session.get(Repository, old.repository_id)
+            repository = session.get_one(Repository, old.repository_id)
             run = queue.enqueue(
                 session,
                 repository,
