@@ -14,6 +14,7 @@ with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx
     from starlette.testclient import TestClient
 
 from dockyard.service.api import create_app
+from dockyard.service.retention import Retention
 from dockyard.service.server import ADMIN_TOKEN_FILE, ServerConfig, open_service
 
 HOOK_SECRET = "0123456789abcdef-hook"
@@ -42,9 +43,12 @@ class Api:
 
 
 @contextlib.contextmanager
-def service_api(tmp_path: Path) -> Iterator[Api]:
+def service_api(tmp_path: Path, retention: Retention | None = None) -> Iterator[Api]:
     data = tmp_path / "data"
-    svc = open_service(ServerConfig(addr="127.0.0.1:0", data=data, local_agent=False))
+    config = ServerConfig(addr="127.0.0.1:0", data=data, local_agent=False)
+    if retention is not None:
+        config.retention = retention
+    svc = open_service(config)
     with TestClient(create_app(svc)) as client:
         instance = Api(client, data)
         instance.call(

@@ -69,8 +69,10 @@ class Server:
     database: str | None = None  # default: SQLite in ``data``
     key_file: Path | None = None  # default: in ``data``
     port: int = field(default_factory=free_port)
+    lease: float = LEASE
     process: subprocess.Popen | None = None
     agents: list[subprocess.Popen] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)  # agent name -> its token
 
     @property
     def url(self) -> str:
@@ -93,7 +95,7 @@ class Server:
                 *(["--database", self.database] if self.database else []),
                 *(["--secret-key-file", str(self.key_file)] if self.key_file else []),
                 "--lease",
-                str(LEASE),
+                str(self.lease),
             ],
             self.data.parent / "server.log",
         )
@@ -119,8 +121,12 @@ class Server:
         return response.json() if response.content else {}
 
     def agent(self, name: str, labels: str, store: Path, *options: str) -> subprocess.Popen:
-        """An agent process with its own store and workdir (and more ``options``)."""
-        token = self.call("POST", "/tokens", 201, json={"name": name, "role": "agent"})["token"]
+        """An agent process with its own store and workdir (and more ``options``); an
+        agent started again under a name has the token it had."""
+        if name not in self.tokens:
+            made = self.call("POST", "/tokens", 201, json={"name": name, "role": "agent"})
+            self.tokens[name] = made["token"]
+        token = self.tokens[name]
         store.mkdir(parents=True, exist_ok=True)
         process = spawn(
             [

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -144,6 +145,88 @@ def test_killed_agent_run_is_finished_by_another(server, repo, busybox_ref, tmp_
     log = [t for c in server.call("GET", "/repos/project/runs/1/logs")["chunks"] for t in texts(c)]
     assert any("run requeued" in t for t in log)
     assert log.count("step done") == 1  # the first agent never got that far
+
+
+def test_a_restarted_agent_reaps_its_containers_and_gets_its_run_back_at_once(
+    server, repo, busybox_ref, tmp_path
+):
+    """Killed mid-step and started again under its name: the run is requeued at its
+    first heartbeat (not after the lease), the killed step is marked failed, and the
+    container the killed process left is gone."""
+    assert server.process is not None
+    server.process.terminate()  # again with a lease no test outlasts: the restart tells
+    server.process.wait(30)
+    server.lease = 600
+    server.start()
+    repo.commit(
+        {
+            ".dockyard.yml": pipeline(
+                busybox_ref,
+                """
+        steps:
+          - name: slow
+            image: IMAGE
+            commands: [echo step started, sleep 4, echo step done]
+        """,
+            )
+        }
+    )
+    server.add_repo(repo, {"pool": "x"})
+    store = tmp_path / "store-first"
+    first = server.agent("first", "pool=x", store)
+    server.call("POST", "/repos/project/runs", 201, json={})
+    for _event_id, data in server.follow(1):
+        if "step started" in texts(data):
+            break
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    left = subprocess.run(
+        ["runc", "--root", str(store / "runc"), "list", "-q"], capture_output=True, text=True
+    ).stdout.split()
+    assert left  # the killed agent's step container
+    server.agent("first", "pool=x", store)
+    run = server.wait_for(1, "success", "failure", "error")
+    assert run["status"] == "success" and run["attempt"] == 2, run
+    log = [t for c in server.call("GET", "/repos/project/runs/1/logs")["chunks"] for t in texts(c)]
+    assert "agent first restarted (attempt 1); run requeued" in log
+    still = subprocess.run(
+        ["runc", "--root", str(store / "runc"), "list", "-q"], capture_output=True, text=True
+    ).stdout.split()
+    assert not set(left) & set(still)
+
+
+def test_a_pipelines_labels_send_its_run_to_the_agent_that_has_them(
+    server, repo, busybox_ref, tmp_path
+):
+    repo.commit(
+        {
+            ".dockyard.yml": pipeline(
+                busybox_ref,
+                """
+        labels: {disk: ssd}
+        steps:
+          - {name: fast, image: IMAGE, commands: [echo on ssd], labels: {cpu: big}}
+        """,
+            )
+        }
+    )
+    server.add_repo(repo, {"pool": "x"})
+    server.agent("small", "pool=x", tmp_path / "store-small")
+    server.call("POST", "/repos/project/runs", 201, json={})
+    deadline = time.monotonic() + 60
+    while (run := server.call("GET", "/repos/project/runs/1"))["labels"] == {"pool": "x"}:
+        assert time.monotonic() < deadline, run
+        time.sleep(0.2)
+    assert run["status"] == "queued" and run["attempt"] == 0
+    assert run["labels"] == {"pool": "x", "disk": "ssd", "cpu": "big"}
+    assert run["waiting"] == "no agent has cpu=big, disk=ssd"
+    assert [r["number"] for r in server.call("GET", "/queue")["items"]] == [1]
+    server.agent("big", "pool=x,disk=ssd,cpu=big", tmp_path / "store-big")
+    run = server.wait_for(1, "success", "failure", "error")
+    assert (run["status"], run["agent"], run["attempt"]) == ("success", "big", 1)
+    log = [t for c in server.call("GET", "/repos/project/runs/1/logs")["chunks"] for t in texts(c)]
+    assert "agent small lacks cpu=big, disk=ssd: back in the queue" in log
+    assert log.count("on ssd") == 1
 
 
 def test_cancel_kills_the_running_step(server, repo, busybox_ref, tmp_path):

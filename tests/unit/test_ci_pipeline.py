@@ -610,3 +610,36 @@ def test_retry_on_service_failure():
     assert step.retry is not None
     assert step.retry.matches("failure", None, service_failed=True)
     assert not step.retry.matches("failure", 1) and not step.retry.matches("timeout", None)
+
+
+def test_labels_add_up_and_may_not_contradict():
+    pipeline = parse(
+        """
+        labels: {arch: amd64}
+        steps:
+          - {name: a, image: busybox, labels: {gpu: true}}
+          - {name: b, image: busybox, labels: {arch: amd64}}
+        """
+    )
+    assert pipeline.labels == {"arch": "amd64", "gpu": "true"}
+    pipeline.check_labels({"arch": "amd64", "pool": "ci"})
+    with pytest.raises(PipelineError) as raised:
+        pipeline.check_labels({"arch": "arm64"})
+    assert [p.format("f") for p in raised.value.problems] == [
+        "f:2: labels.arch: arch=amd64: this repository's runs need arch=arm64",
+        "f:5: steps[1].labels.arch: arch=amd64: this repository's runs need arch=arm64",
+    ]
+    assert problems(
+        """
+        labels: {arch: amd64}
+        steps:
+          - {name: a, image: busybox, labels: {arch: arm64}}
+        """
+    ) == [
+        ".dockyard.yml:4: steps[0].labels.arch: arch=arm64, but the pipeline asks for "
+        "arch=amd64: one agent runs the whole pipeline"
+    ]
+    assert problems("steps: [{name: a, image: busybox, labels: {'a b': x}}]") == [
+        ".dockyard.yml:1: steps[0].labels.a b: invalid label name 'a b': letters, digits, "
+        "'.', '_', '/', '-'"
+    ]

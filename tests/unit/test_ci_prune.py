@@ -129,3 +129,17 @@ def test_a_killed_runs_scratch_overlays_are_unmounted_and_go(tmp_path):
         finally:
             if os.path.ismount(dead / "merged"):
                 subprocess.run(["umount", str(dead / "merged")], check=True)
+
+
+def test_abandoned_runs_go_however_new_when_asked(tmp_path):
+    """A run whose record says running but whose process is gone (an agent killed
+    mid-run), and one with no record nor hold, go; ended and live runs stay."""
+    store = make_store(tmp_path)
+    ended, killed, unrecorded, live = (f"20260101-00000{n}-abcd" for n in range(4))
+    make_run(store, ended)
+    make_run(store, killed).write_record({"id": killed, "status": "running", "pid": 2**22 + 1})
+    (store.root / RUNS_DIR / unrecorded / "workspace").mkdir(parents=True)
+    make_run(store, live).write_record({"id": live, "status": "running", "pid": os.getpid()})
+    assert prune(store, keep=10).runs == []
+    assert prune(store, keep=10, abandoned=True).runs == [killed, unrecorded]
+    assert run_ids(store.root) == [ended, live]

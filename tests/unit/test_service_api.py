@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import event, select
 
+from dockyard.service import queue
+from dockyard.service.models import Agent, Repository, Step
+from dockyard.service.retention import Retention
 from dockyard.service.webhooks import sign
 from tests.service_api import HOOK_SECRET, SHA, Api, hook, push, service_api
 
@@ -75,3 +81,158 @@ def test_schedules_are_set_listed_and_deleted(api):
     assert api.call("GET", "/repos/project/schedules", read, 200)["items"] == [set_]
     api.call("DELETE", path, api.admin, 204)
     api.call("DELETE", path, api.admin, 404)
+
+
+def add_ended_runs(api: Api, count: int) -> None:
+    """``count`` runs of ``project`` that ran two steps on an agent, straight into the
+    database."""
+    svc = api.client.app.state.service
+    with svc.db.transaction() as session:
+        repository = session.scalar(select(Repository).where(Repository.name == "project"))
+        agent = Agent(name=f"agent-{count}", labels={}, capacity=1)
+        session.add(agent)
+        session.flush()
+        for _ in range(count):
+            run = queue.enqueue(session, repository, event="manual")
+            run.status = "success"
+            session.add_all(
+                Step(run_id=run.id, name=name, status="success", agent_id=agent.id)
+                for name in ("build", "test")
+            )
+
+
+def queries(api: Api, path: str) -> int:
+    """How many SQL statements ``GET path`` runs."""
+    engine = api.client.app.state.service.db.engine
+    seen = []
+    listener = lambda *args: seen.append(args[2])  # noqa: E731 (statement)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        api.call("GET", path, api.admin, 200)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    return len(seen)
+
+
+def test_a_run_list_takes_the_same_few_queries_however_long_it_is(api):
+    add_ended_runs(api, 2)
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})  # a queued one too
+    few = queries(api, "/repos/project/runs?per_page=100")
+    add_ended_runs(api, 60)
+    page = api.call("GET", "/repos/project/runs?per_page=100", api.admin, 200)
+    assert len(page["items"]) == 63 and page["items"][-1]["agent"] == "agent-2"
+    assert page["items"][-3]["waiting"] == "no agent has os=linux"
+    assert queries(api, "/repos/project/runs?per_page=100") == few <= 10
+
+
+def test_the_queue_lists_every_queued_run_and_why_it_waits(api):
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    api.call("POST", "/repos/project/runs/1/cancel", api.admin, 202)
+    queued = api.call("GET", "/queue", api.token("read"), 200)
+    assert [(r["number"], r["labels"], r["waiting"]) for r in queued["items"]] == [
+        (2, {"os": "linux"}, "no agent is connected")
+    ]
+
+
+def test_tokens_are_listed_without_values_and_a_revoked_one_is_refused_at_once(api):
+    made = api.call("POST", "/tokens", api.admin, 201, json={"name": "ci", "role": "write"})
+    agent = api.call("POST", "/tokens", api.admin, 201, json={"name": "a1", "role": "agent"})
+    listed = api.call("GET", "/tokens", api.admin, 200)["items"]
+    assert [(t["name"], t["role"]) for t in listed] == [
+        ("admin", "admin"),
+        ("ci", "write"),
+        ("a1", "agent"),
+    ]
+    assert made["token"] not in json.dumps(listed) and "token" not in listed[1]
+    api.call("GET", "/tokens", made["token"], 403)
+    api.call("POST", "/repos/project/runs", made["token"], 201, json={})
+    api.call("DELETE", f"/tokens/{made['id']}", api.admin, 204)
+    api.call("POST", "/repos/project/runs", made["token"], 401, json={})
+    api.call("DELETE", f"/tokens/{made['id']}", api.admin, 404)
+    poll = {"name": "a1", "wait": 0}
+    api.call("POST", "/agent/poll", agent["token"], 200, json=poll)
+    api.call("DELETE", f"/tokens/{agent['id']}", api.admin, 204)
+    api.call("POST", "/agent/poll", agent["token"], 401, json=poll)
+    admin_id = listed[0]["id"]
+    api.call("DELETE", f"/tokens/{admin_id}", api.admin, 409)  # the last way in
+    other = api.call("POST", "/tokens", api.admin, 201, json={"name": "root", "role": "admin"})
+    api.call("DELETE", f"/tokens/{admin_id}", other["token"], 204)
+    api.call("GET", "/tokens", api.admin, 401)
+
+
+def statements(api: Api, calls) -> list[str]:
+    """The SQL statements ``calls()`` runs."""
+    engine = api.client.app.state.service.db.engine
+    seen: list[str] = []
+    listener = lambda *args: seen.append(args[2])  # noqa: E731 (statement)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        calls()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    return seen
+
+
+def test_a_restarted_agents_runs_go_back_to_the_queue_at_once(api):
+    agent = api.call("POST", "/tokens", api.admin, 201, json={"name": "a1", "role": "agent"})
+    me = {"name": "a1", "labels": {"os": "linux"}, "instance": "first"}
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    job = api.call("POST", "/agent/poll", agent["token"], 200, json={**me, "wait": 0})["job"]
+    step = {"seq": 1, "kind": "step", "name": "test", "status": "running"}
+    path = f"/agent/runs/{job['id']}/reports"
+    api.call("POST", path, agent["token"], 200, json={**me, "attempt": 1, "reports": [step]})
+    api.call("POST", "/agent/heartbeat", agent["token"], 200, json={**me, "runs": [job["id"]]})
+    assert api.call("GET", "/repos/project/runs/1", api.admin, 200)["status"] == "running"
+
+    again = {**me, "instance": "second", "runs": []}  # killed and started again
+    api.call("POST", "/agent/heartbeat", agent["token"], 200, json=again)
+    run = api.call("GET", "/repos/project/runs/1", api.admin, 200)
+    assert (run["status"], run["attempt"]) == ("queued", 1)
+    assert [(s["status"], s["reason"]) for s in run["steps"]] == [("failure", "agent a1 restarted")]
+    logs = api.call("GET", "/repos/project/runs/1/logs", api.admin, 200)["chunks"]
+    assert logs[-1]["lines"] == [["", "agent a1 restarted (attempt 1); run requeued", True]]
+
+
+def test_a_heartbeat_writes_the_agent_row_only_when_something_changed(api):
+    agent = api.call("POST", "/tokens", api.admin, 201, json={"name": "a1", "role": "agent"})
+    me = {"name": "a1", "labels": {"os": "linux"}, "instance": "i", "runs": []}
+
+    def beats() -> None:
+        for _ in range(5):
+            api.call("POST", "/agent/heartbeat", agent["token"], 200, json=me)
+
+    first = statements(api, beats)
+    assert sum(s.startswith("INSERT INTO agents") for s in first) == 1
+    assert not any(s.startswith("UPDATE agents") for s in first)
+    assert not any(s.startswith("UPDATE agents") for s in statements(api, beats))
+    changed = statements(
+        api,
+        lambda: api.call(
+            "POST", "/agent/heartbeat", agent["token"], 200, json={**me, "capacity": 2}
+        ),
+    )
+    assert [
+        s.split(" SET ")[1].split("=")[0] for s in changed if s.startswith("UPDATE agents")
+    ] == ["capacity"]
+    assert api.call("GET", "/agents", api.admin, 200)["items"][0]["capacity"] == 2
+
+
+def test_the_server_applies_its_retention_policy_by_itself(tmp_path):
+    with service_api(tmp_path, Retention(keep_runs=1)) as api:
+        add_ended_runs(api, 3)
+        deadline = time.monotonic() + 30
+        while api.runs() > 1:  # the housekeeping task's first pass, within a second or so
+            assert time.monotonic() < deadline, "no retention pass"
+            time.sleep(0.1)
+        assert [
+            r["number"] for r in api.call("GET", "/repos/project/runs", api.admin, 200)["items"]
+        ] == [3]
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/passwd", "../x.yml", "ci/../../x", "./ci.yml", "ci//x.yml", "ci/", "a\0b", ""]
+)
+def test_a_pipeline_path_is_plain_and_relative(api, path):
+    doc = {"name": "other", "clone_url": "git://127.0.0.1:1/o.git", "pipeline_path": path}
+    assert "pipeline_path" in api.call("POST", "/repos", api.admin, 400, json=doc)["error"]

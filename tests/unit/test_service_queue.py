@@ -244,3 +244,57 @@ def test_a_due_schedule_queues_one_run_however_many_servers_look(db, url):
         assert (run.event, run.branch, run.message) == ("cron", "main", "schedule nightly")
         schedule = session.scalar(select(Schedule))
         assert schedule.next_run > now() and schedule.next_run.hour == 3
+
+
+def test_a_pipelines_labels_send_its_run_to_an_agent_that_has_them(db):
+    """The agent that took the run lacks gpu=true: the run goes back to the queue with
+    the label, its attempt given back, says why it waits, and the GPU agent takes it."""
+    repository = add_repository(db, {"os": "linux"})
+    (run_id,) = enqueue(db, repository)
+    with db.transaction() as session:
+        cpu = Agent(name="cpu", labels={"os": "linux"}, capacity=1)
+        session.add(cpu)
+        session.flush()
+        cpu_id = cpu.id
+    assert queue.claim(db, cpu_id, {"os": "linux"}, 30).attempt == 1
+    needs = batch(
+        {"seq": 1, "kind": "log", "lines": [["", "checked out", True]]},
+        {"seq": 2, "kind": "labels", "labels": {"gpu": "true"}},
+        {"seq": 3, "kind": "log", "lines": [["", "not stored", True]]},
+    )
+    with db.transaction() as session:
+        assert reports.store_reports(session, run_id, cpu_id, 1, needs) == 2
+    with db.transaction() as session:
+        run = session.get(Run, run_id)
+        assert (run.status, run.attempt, run.agent_id) == ("queued", 0, None)
+        assert run.labels == {"os": "linux", "gpu": "true"}
+        assert queue.waiting_reason(session, run) == "no agent has gpu=true"
+        notes = [c.lines[0][1] for c in session.scalars(select(LogChunk).order_by(LogChunk.id))]
+        assert notes == ["checked out", "agent cpu lacks gpu=true: back in the queue"]
+        gpu = Agent(name="gpu", labels={"os": "linux", "gpu": "true"}, capacity=1)
+        session.add(gpu)
+        session.flush()
+        gpu_id = gpu.id
+    assert queue.claim(db, cpu_id, {"os": "linux"}, 30) is None
+    assert queue.claim(db, gpu_id, {"os": "linux", "gpu": "true"}, 30).attempt == 1
+    again = batch({"seq": 1, "kind": "labels", "labels": {"gpu": "true"}})
+    with db.transaction() as session:
+        assert reports.store_reports(session, run_id, gpu_id, 1, again) == 1
+        assert session.get(Run, run_id).status == "running"  # it fits: it goes on
+
+
+def test_a_pipeline_may_not_ask_for_other_labels_than_its_repositorys(db):
+    run_id, agent_id = held_run(db)
+    with db.transaction() as session:
+        session.get(Repository, session.get(Run, run_id).repository_id).labels = {
+            "pool": "untrusted"
+        }
+    escape = batch({"seq": 1, "kind": "labels", "labels": {"pool": "trusted"}})
+    with db.transaction() as session:
+        reports.store_reports(session, run_id, agent_id, 1, escape)
+    with db.transaction() as session:
+        run = session.get(Run, run_id)
+        assert run.status == "failure"
+        assert run.error == (
+            "labels: the pipeline asks for pool=trusted; this repository's runs need pool=untrusted"
+        )

@@ -81,6 +81,41 @@ def test_remote_commands_drive_the_server(server, tmp_path):
     remote(tmp_path, "secret", "rm", "app", "TOKEN")
     assert remote(tmp_path, "secret", "ls", "app").split() == []
 
+    remote(tmp_path, "secret", "set", "--global", "SHARED", stdin="v")
+    assert remote(tmp_path, "secret", "ls", "--global").split() == ["SHARED"]
+    assert "expected REPOSITORY NAME" in remote(tmp_path, "secret", "rm", "SHARED", expect=2)
+    remote(tmp_path, "secret", "rm", "--global", "SHARED")
+    assert remote(tmp_path, "secret", "ls", "--global").split() == []
+
+    assert (
+        remote(tmp_path, "cron", "set", "app", "nightly", "0 3 * * *")
+        .strip()
+        .endswith("T03:00:00Z")
+    )
+    assert remote(tmp_path, "cron", "ls", "app").splitlines()[1].split()[:6] == [
+        "nightly",
+        "0",
+        "3",
+        "*",
+        "*",
+        "*",
+    ]
+    assert "minute" in remote(tmp_path, "cron", "set", "app", "bad", "61 * * * *", expect=1)
+    remote(tmp_path, "cron", "rm", "app", "nightly")
+    assert len(remote(tmp_path, "cron", "ls", "app").splitlines()) == 1
+
+    queued = remote(tmp_path, "queue").splitlines()
+    assert [line.split() for line in queued[1:]] == [
+        ["app", "1", "arch=amd64", "no", "agent", "is", "connected"],
+        ["app", "2", "arch=amd64", "no", "agent", "is", "connected"],
+    ]
+    reader = remote(tmp_path, "token", "create", "viewer").strip()
+    listed = remote(tmp_path, "token", "ls").splitlines()
+    assert [line.split()[1:3] for line in listed[1:]] == [["admin", "admin"], ["viewer", "read"]]
+    assert reader not in "".join(listed)
+    remote(tmp_path, "token", "rm", listed[2].split()[0])
+    assert "viewer" not in remote(tmp_path, "token", "ls")
+
     remote(tmp_path, "cancel", "app", "1")
     assert "cancelled while queued" in remote(tmp_path, "logs", "app", "1")
     followed = remote(tmp_path, "logs", "-f", "app", "1", expect=1)

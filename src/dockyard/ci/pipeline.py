@@ -31,6 +31,7 @@
         failure: ignore
         when: {status: [success, failure], branch: main, event: push}
         network: none                             # default: the run's, with outbound NAT
+        labels: {gpu: "true"}                     # what the agent needs (see below)
       - name: image
         build: {context: ., dockerfile: Dockerfile, tags: [REF], push: true,
                 keep: true,                       # tag it in the store too (default: no)
@@ -38,6 +39,11 @@
       - name: gate
         depends_on: [image]
         check: {image: REF, policy: gate.yml}     # dockyard check; findings as JUnit
+
+``labels`` (at the top, or on a step) name what the agent that takes a run must have
+(``dockyard agent --labels``); one agent runs the whole pipeline, so they add up, and a
+step cannot ask for another value of a label than the pipeline or another step does.
+``dockyard ci run`` ignores them.
 
 The ``tags`` of a build step name its image within the run only (later steps and
 their own services find it by them, before any other image so named); ``push`` sends
@@ -103,6 +109,8 @@ MAX_FILE_SIZE = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LABEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+MAX_LABELS = 100
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MAX_DURATION = 365 * 86400.0
@@ -207,6 +215,25 @@ RelativePath = Annotated[str, AfterValidator(_relative)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute)]
 Directory = Annotated[str, AfterValidator(_directory)]
 Env = dict[EnvName, Text]
+
+
+def _label_name(value: str) -> str:
+    if not LABEL_NAME.match(value):
+        raise ValueError(f"invalid label name {value!r}: letters, digits, '.', '_', '/', '-'")
+    return value
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_LABELS:
+        raise ValueError(f"more than {MAX_LABELS} labels")
+    return value
+
+
+Labels = Annotated[
+    dict[Annotated[str, AfterValidator(_label_name)], Annotated[str, Field(max_length=4096)]],
+    BeforeValidator(lambda v: {k: _text(x) for k, x in v.items()} if isinstance(v, dict) else v),
+    AfterValidator(_labels),
+]
 
 
 def _hostname(value: str) -> str:
@@ -422,6 +449,7 @@ class Step(_Model):
     services: StepServices | None = None
     build: Build | None = None
     check: CheckImage | None = None
+    labels: Labels = {}  # what the agent needs, besides the pipeline's labels
 
     @property
     def own_services(self) -> dict[str, Service]:
@@ -470,6 +498,7 @@ class PipelineSpec(_Model):
     variables: Env = {}  # ${NAME} in strings, and in every step's environment
     registry_auth: EnvName | None = None  # a secret: the run's registry credentials
     services: dict[ServiceName, Service] = {}
+    labels: Labels = {}  # what the agent that runs it must have
     steps: tuple[Step, ...]
 
     @field_validator("variables")
@@ -530,6 +559,35 @@ class Pipeline:
     def dependencies(self, step: Step) -> tuple[str, ...]:
         """The steps ``step`` waits for by its ``depends_on`` (matrices expanded)."""
         return tuple(dict.fromkeys(s for dep in step.depends_on for s in self.steps_named(dep)))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """What the agent that runs this pipeline must have: its labels and its steps'."""
+        labels = dict(self.spec.labels)
+        for step in self.steps:
+            labels.update(step.labels)
+        return labels
+
+    def check_labels(self, allowed: Mapping[str, str]) -> None:
+        """Raise :class:`PipelineError` where the file asks for a label another value
+        than ``allowed`` fixes (a repository's labels, which its runs all need)."""
+        problems = []
+        data = self.document.data if self.document else {}
+        written = [(("labels",), data.get("labels"))] + [
+            (("steps", i, "labels"), step.get("labels"))
+            for i, step in enumerate(data.get("steps") or ())
+            if isinstance(step, dict)
+        ]
+        for key, value in self.labels.items():
+            if key not in allowed or allowed[key] == value:
+                continue
+            for loc, labels in written:
+                if isinstance(labels, dict) and key in labels:
+                    line = self.document.line_of((*loc, key)) if self.document else None
+                    message = f"{key}={value}: this repository's runs need {key}={allowed[key]}"
+                    problems.append(Problem(field_name((*loc, key)), message, line))
+        if problems:
+            raise PipelineError(str(self.file), problems)
 
     @cached_property
     def graph(self) -> StepGraph:
@@ -676,6 +734,16 @@ def _cross_check(
                 add(("steps", i, "depends_on", j), "a step cannot depend on itself")
     if problems:
         return problems
+    wanted = {key: ("the pipeline", value) for key, value in spec.labels.items()}
+    for i, step in enumerate(spec.steps):
+        for key, value in step.labels.items():
+            where, other = wanted.setdefault(key, (f"step {step.name!r}", value))
+            if other != value:
+                add(
+                    ("steps", i, "labels", key),
+                    f"{key}={value}, but {where} asks for {key}={other}: one agent runs "
+                    "the whole pipeline",
+                )
     cycle = find_cycle({s.name: pipeline.dependencies(s) for s in spec.steps})
     if cycle:
         add(("steps", index[cycle[0]], "depends_on"), f"dependency cycle: {' -> '.join(cycle)}")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from dockyard.ci.caches import CACHE_DIR
 from dockyard.ci.images import run_of
-from dockyard.ci.runs import HOLDS_DIR, RUNS_DIR, run_ids
+from dockyard.ci.runs import ABANDONED, HOLDS_DIR, RUNS_DIR, RunDir, run_ids
 from dockyard.errors import NotFound
 from dockyard.runtime import mounts
 from dockyard.runtime.container import reap_orphans
@@ -50,10 +50,17 @@ class PruneResult:
 
 
 def prune(
-    store: Store, *, keep: int = DEFAULT_KEEP, caches_unused_for: float | None = None
+    store: Store,
+    *,
+    keep: int = DEFAULT_KEEP,
+    caches_unused_for: float | None = None,
+    abandoned: bool = False,
 ) -> PruneResult:
     """Delete all runs but the newest ``keep``, and, if ``caches_unused_for`` (seconds)
-    is given, the caches unused for that long; spare what runs in progress hold."""
+    is given, the caches unused for that long; spare what runs in progress hold.
+
+    ``abandoned``: also delete the runs whose process died, newest or not (an agent
+    starting again: the server has their logs and artifacts, and runs them again)."""
     result = PruneResult()
     if not store.layout.exists():
         return result
@@ -68,7 +75,10 @@ def prune(
         held = held_names(store.root / HOLDS_DIR)
         result.leftovers += _forget_built_images(store, held)
         ids = run_ids(store.root)
-        for run_id in ids[: max(0, len(ids) - keep)]:
+        doomed_ids = set(ids[: max(0, len(ids) - keep)])
+        if abandoned:
+            doomed_ids.update(i for i in ids if _abandoned(store.root, i))
+        for run_id in sorted(doomed_ids):
             if run_id not in held and (gone := _discard_run(store.root / RUNS_DIR / run_id)):
                 doomed.append(gone)
                 result.runs.append(run_id)
@@ -97,6 +107,11 @@ def _forget_built_images(store: Store, held: set[str]) -> int:
                 store.untag(image.ref)
                 removed += 1
     return removed
+
+
+def _abandoned(store_root: Path, run_id: str) -> bool:
+    """Whether run ``run_id``'s process died before it ended."""
+    return RunDir(store_root / RUNS_DIR / run_id).read_record()["status"] == ABANDONED
 
 
 def _discard_run(path: Path) -> Path | None:

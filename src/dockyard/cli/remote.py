@@ -11,9 +11,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def _config_path() -> Path:
@@ -21,7 +24,7 @@ def _config_path() -> Path:
     return Path(base) / "dockyard" / "remote.json"
 
 
-def _client():
+def _client() -> httpx.Client:
     import httpx
 
     from dockyard.errors import DockyardError
@@ -246,36 +249,145 @@ def restart(repository: str, number: int) -> None:
     click.echo(_call("POST", f"/repos/{repository}/runs/{number}/restart")["number"])
 
 
+@remote.command()
+@click.option("--page", type=click.IntRange(min=1), default=1)
+def queue(page: int) -> None:
+    """List the queued runs of every repository, oldest first, and why each waits."""
+    items = _call("GET", "/queue", params={"page": page})["items"]
+    _table(
+        [("REPOSITORY", "RUN", "LABELS", "WAITING")]
+        + [
+            (
+                r["repository"],
+                r["number"],
+                ",".join(f"{k}={v}" for k, v in r["labels"].items()) or "-",
+                r["waiting"],
+            )
+            for r in items
+        ]
+    )
+
+
+def _secrets_path(names: tuple[str, ...], global_: bool, named: bool) -> tuple[str, str]:
+    """The API path of the secrets of the repository ``names`` starts with (none with
+    ``--global``), and the secret's name that ends it if ``named``."""
+    expected = (0 if global_ else 1) + named
+    if len(names) != expected:
+        words = ([] if global_ else ["REPOSITORY"]) + (["NAME"] if named else [])
+        raise click.UsageError(f"expected {' '.join(words) or 'no argument'}")
+    path = "/secrets" if global_ else f"/repos/{names[0]}/secrets"
+    return path, names[-1] if named else ""
+
+
+global_option = click.option(
+    "--global", "global_", is_flag=True, help="A global secret (every repository's runs)."
+)
+
+
 @remote.group()
 def secret() -> None:
-    """A repository's secrets (values are never shown)."""
+    """Secrets of a repository, or global ones with --global (values are never shown)."""
 
 
 @secret.command("set")
-@click.argument("repository")
-@click.argument("name")
-def secret_set(repository: str, name: str) -> None:
-    """Set secret NAME of REPOSITORY to what standard input holds (one trailing newline
-    dropped), so the value is in no command line."""
+@click.argument("names", nargs=-1, required=True, metavar="[REPOSITORY] NAME")
+@global_option
+def secret_set(names: tuple[str, ...], global_: bool) -> None:
+    """Set secret NAME of REPOSITORY (or global) to what standard input holds (one
+    trailing newline dropped), so the value is in no command line."""
+    path, name = _secrets_path(names, global_, named=True)
     value = sys.stdin.read()
     value = value[:-1] if value.endswith("\n") else value
-    _call("PUT", f"/repos/{repository}/secrets/{name}", json={"value": value})
+    _call("PUT", f"{path}/{name}", json={"value": value})
 
 
 @secret.command("ls")
-@click.argument("repository")
-def secret_ls(repository: str) -> None:
-    """List the names of REPOSITORY's secrets."""
-    for item in _call("GET", f"/repos/{repository}/secrets")["items"]:
+@click.argument("names", nargs=-1, metavar="[REPOSITORY]")
+@global_option
+def secret_ls(names: tuple[str, ...], global_: bool) -> None:
+    """List the names of REPOSITORY's secrets (or the global ones)."""
+    path, _ = _secrets_path(names, global_, named=False)
+    for item in _call("GET", path)["items"]:
         click.echo(item["name"])
 
 
 @secret.command("rm")
+@click.argument("names", nargs=-1, required=True, metavar="[REPOSITORY] NAME")
+@global_option
+def secret_rm(names: tuple[str, ...], global_: bool) -> None:
+    """Delete secret NAME of REPOSITORY (or global)."""
+    path, name = _secrets_path(names, global_, named=True)
+    _call("DELETE", f"{path}/{name}")
+
+
+@remote.group()
+def cron() -> None:
+    """A repository's cron schedules (five fields, UTC)."""
+
+
+@cron.command("ls")
+@click.argument("repository")
+def cron_ls(repository: str) -> None:
+    """List REPOSITORY's schedules and when each runs next."""
+    items = _call("GET", f"/repos/{repository}/schedules")["items"]
+    _table(
+        [("NAME", "SCHEDULE", "BRANCH", "NEXT RUN")]
+        + [(s["name"], s["schedule"], s["branch"], s["next_run"]) for s in items]
+    )
+
+
+@cron.command("set")
 @click.argument("repository")
 @click.argument("name")
-def secret_rm(repository: str, name: str) -> None:
-    """Delete secret NAME of REPOSITORY."""
-    _call("DELETE", f"/repos/{repository}/secrets/{name}")
+@click.argument("schedule")
+@click.option("--branch", help="The branch to run [default: the repository's].")
+def cron_set(repository: str, name: str, schedule: str, branch: str | None) -> None:
+    """Run REPOSITORY at each time SCHEDULE names ("0 3 * * 1-5"); print the next."""
+    doc = {"schedule": schedule, "branch": branch}
+    click.echo(_call("PUT", f"/repos/{repository}/schedules/{name}", json=doc)["next_run"])
+
+
+@cron.command("rm")
+@click.argument("repository")
+@click.argument("name")
+def cron_rm(repository: str, name: str) -> None:
+    """Delete schedule NAME of REPOSITORY."""
+    _call("DELETE", f"/repos/{repository}/schedules/{name}")
+
+
+@remote.group()
+def token() -> None:
+    """API tokens (admin): make, list, revoke."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(["read", "write", "admin", "agent"]),
+    default="read",
+    show_default=True,
+)
+def token_create(name: str, role: str) -> None:
+    """Make a token NAME of a role; print its value (shown this once only)."""
+    click.echo(_call("POST", "/tokens", json={"name": name, "role": role})["token"])
+
+
+@token.command("ls")
+def token_ls() -> None:
+    """List the tokens: id, name, role (never their values)."""
+    items = _call("GET", "/tokens")["items"]
+    _table(
+        [("ID", "NAME", "ROLE", "CREATED")]
+        + [(t["id"], t["name"], t["role"], t["created"]) for t in items]
+    )
+
+
+@token.command("rm")
+@click.argument("token_id", metavar="ID", type=int)
+def token_rm(token_id: int) -> None:
+    """Revoke token ID: refused from its next request on."""
+    _call("DELETE", f"/tokens/{token_id}")
 
 
 @remote.command()

@@ -67,6 +67,18 @@ gc_option = click.option(
     show_default=True,
     help="Seconds without a heartbeat before a run's agent is taken for dead.",
 )
+@click.option(
+    "--keep-runs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Delete ended runs (logs, artifacts) beyond each repository's newest N.",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="DAYS",
+    help="Delete runs (logs, artifacts) that ended more than DAYS ago.",
+)
 @gc_option
 @click.pass_context
 def server(
@@ -78,10 +90,14 @@ def server(
     no_local_agent: bool,
     local_agent_labels: str | None,
     lease: float,
+    keep_runs: int | None,
+    keep_days: float | None,
     gc_keep_storage: int | None,
 ) -> None:
     """Run the CI service: REST API, webhooks, run queue, and a local agent (which
-    keeps the store under --gc-keep-storage)."""
+    keeps the store under --gc-keep-storage). With --keep-runs and/or --keep-days, a
+    run goes when either says so (queued and running ones never)."""
+    from dockyard.service.retention import Retention
     from dockyard.service.server import ServerConfig, serve
 
     serve(
@@ -95,6 +111,7 @@ def server(
             lease=lease,
             store_root=ctx.obj.root if ctx.obj else None,
             gc_keep_storage=gc_keep_storage,
+            retention=Retention(keep_runs=keep_runs, keep_days=keep_days),
         )
     )
 

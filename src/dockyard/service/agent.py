@@ -2,8 +2,10 @@
 
 The agent long-polls the server for a run its labels fit while it has a free slot
 (``capacity``), runs each in a thread: the commit checked out (:mod:`.checkout`), the
-pipeline file read from it, the secrets it names fetched, :func:`run_pipeline` with a
-:class:`.reporter.Reporter` shipping its log and step states. A heartbeat thread keeps
+pipeline file read from it, its ``labels`` reported (a run whose pipeline needs labels
+this agent lacks goes back to the queue, :mod:`.reports`), the secrets it names
+fetched, :func:`run_pipeline` with a :class:`.reporter.Reporter` shipping its log and
+step states. A heartbeat thread keeps
 the leases of its runs every :data:`HEARTBEAT` seconds and learns which to stop
 (cancelled through the API): their containers are killed at once. Lost connections
 are retried; an agent that is stopped (SIGINT/SIGTERM) cancels its runs and leaves
@@ -14,10 +16,13 @@ past it (:mod:`dockyard.disk.autogc`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import secrets
 import shutil
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +45,7 @@ HEARTBEAT = 1.0  # seconds; a cancel reaches a step within about this
 POLL_WAIT = 20.0
 RETRY_MAX = 5.0
 UPLOAD_CHUNK = 1 << 20
+HANDED_BACK = "handed back"  # the run needs labels this agent lacks: no verdict
 
 
 def _regular_files(root: Path) -> Iterator[Path]:
@@ -75,7 +81,12 @@ class Agent:
             headers={"Authorization": f"Bearer {config.token}"},
             timeout=httpx.Timeout(10.0, read=POLL_WAIT + 15),
         )
-        self.identity = {"name": config.name, "labels": config.labels, "capacity": config.capacity}
+        self.identity = {
+            "name": config.name,
+            "labels": config.labels,
+            "capacity": config.capacity,
+            "instance": secrets.token_hex(16),  # this process: a new one has lost the runs
+        }
         self._lock = threading.Lock()
         self._jobs: dict[int, Cancellation] = {}
         self._threads: list[threading.Thread] = []
@@ -89,8 +100,7 @@ class Agent:
 
     def run(self) -> None:
         """Take and run jobs until interrupted, then cancel the ones running."""
-        # Checkouts a killed agent left behind: their runs have gone back to the queue.
-        shutil.rmtree(self.config.workdir / "checkouts", ignore_errors=True)
+        self._reap_previous()
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         delay = 0.5
@@ -115,6 +125,27 @@ class Agent:
                     self._start(job)
         finally:
             self.stop()
+
+    def _reap_previous(self) -> None:
+        """Delete what this agent's previous process left if it was killed: checkouts,
+        containers (runc state, bundles), overlays, run dirs. The server learns of the
+        restart from the new ``instance`` id and puts that process's runs back in the
+        queue at once."""
+        from dockyard.ci.prune import prune
+        from dockyard.store import Store
+
+        shutil.rmtree(self.config.workdir / "checkouts", ignore_errors=True)
+        try:
+            reaped = prune(Store(self.config.store_root), keep=sys.maxsize, abandoned=True)
+        except (DockyardError, OSError) as e:
+            log.warning("could not reap what a previous agent left: %s", e)
+            return
+        if reaped.runs or reaped.leftovers:
+            log.info(
+                "reaped what a previous agent left: %d runs, %d containers and images",
+                len(reaped.runs),
+                reaped.leftovers,
+            )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -175,7 +206,7 @@ class Agent:
             with self._lock:
                 self._jobs.pop(run_id, None)
             self._slot_freed.set()
-        if self._stopping.is_set():
+        if self._stopping.is_set() or status == HANDED_BACK:
             reporter.close(10.0)  # what it printed, but no verdict: the server requeues
             return
         if not reporter.finish(status, error):
@@ -206,6 +237,16 @@ class Agent:
         except PipelineError as e:
             note(str(e))
             return "failure", str(e).replace(str(where) + "/", "")
+        try:
+            pipeline.check_labels(job.get("labels") or {})
+        except PipelineError as e:
+            note(str(e).replace(str(where) + "/", ""))
+            return "failure", str(e).replace(str(where) + "/", "")
+        if pipeline.labels:
+            reporter.add({"kind": "labels", "labels": pipeline.labels})
+            have = self.config.labels
+            if any(have.get(k) != v for k, v in pipeline.labels.items()):
+                return HANDED_BACK, ""
         options = RunOptions(
             store_root=self.config.store_root,
             source=where,
@@ -257,7 +298,7 @@ class Agent:
                         response = self.client.put(
                             f"/api/v1/agent/runs/{job['id']}/artifacts",
                             params=params,
-                            content=iter(lambda f=f: f.read(UPLOAD_CHUNK), b""),
+                            content=iter(functools.partial(f.read, UPLOAD_CHUNK), b""),
                             timeout=httpx.Timeout(60.0),
                         )
                     response.raise_for_status()

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from dockyard.service import queue
-from dockyard.service.database import Database
+from dockyard.service.database import Database, rowcount
 from dockyard.service.models import Repository, Schedule, now
 
 _RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
@@ -109,10 +109,10 @@ def due_runs(db: Database) -> int:
                 update(Schedule)
                 .where(Schedule.id == schedule.id, Schedule.next_run == schedule.next_run)
                 .values(next_run=following)
-            ).rowcount
-            if moved != 1:
+            )
+            if rowcount(moved) != 1:
                 continue  # another server took this one
-            repository = session.get(Repository, schedule.repository_id)
+            repository = session.get_one(Repository, schedule.repository_id)
             queue.enqueue(
                 session,
                 repository,

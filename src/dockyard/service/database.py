@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -67,6 +67,13 @@ def migrate(engine: Engine) -> None:
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def rowcount(result: Result) -> int:
+    """The rows an UPDATE or DELETE changed (``Session.execute`` types its result as a
+    plain ``Result``; for those statements it is a ``CursorResult``)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 class Database:

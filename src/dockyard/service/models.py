@@ -129,6 +129,9 @@ class Agent(Base):
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=now)
     # the agent token that first used this name; no other token may act as this agent
     token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # a random id of the agent's process: a new one means the agent restarted, and the
+    # runs its last process held are lost
+    instance: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Token(Base):

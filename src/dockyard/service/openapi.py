@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.routing import BaseRoute, Route
@@ -14,7 +15,7 @@ UNSIGNED = (API, API + "/openapi.json")  # the routes that need no token
 SIGNED = API + "/hooks/"  # webhooks: a signature instead of a token
 
 
-def openapi_document(routes: list[BaseRoute]) -> dict[str, Any]:
+def openapi_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         if not isinstance(route, Route):

@@ -8,25 +8,31 @@ LOCKED``, so concurrent servers do not wait on each other's rows.
 
 A leased run carries ``lease_until``; the agent's heartbeats push it forward. A run
 whose lease ran out goes back to the queue once (``MAX_ATTEMPTS``), then is errored
-with the reason in its log: a run is never left running forever.
+with the reason in its log: a run is never left running forever. An agent that
+restarted (a new ``instance`` id) has lost its runs: they go the same way at once.
+Either way the steps they left running end failed, with the reason.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dockyard.service.database import Database
+from dockyard.service.database import Database, rowcount
 from dockyard.service.models import (
+    CANCELLED,
     ERROR,
+    FAILURE,
     QUEUED,
     RUNNING,
     Agent,
     LogChunk,
     Repository,
     Run,
+    Step,
     now,
 )
 
@@ -70,18 +76,20 @@ def claim(db: Database, agent_id: int, labels: dict[str, str], lease: float) -> 
         for run_id, required in session.execute(query).all():
             if not fits(required or {}, labels):
                 continue
-            taken = session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.status == QUEUED)
-                .values(
-                    status=RUNNING,
-                    agent_id=agent_id,
-                    attempt=Run.attempt + 1,
-                    lease_until=now() + timedelta(seconds=lease),
-                    started=now(),
-                    acked_seq=0,
+            taken = rowcount(
+                session.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.status == QUEUED)
+                    .values(
+                        status=RUNNING,
+                        agent_id=agent_id,
+                        attempt=Run.attempt + 1,
+                        lease_until=now() + timedelta(seconds=lease),
+                        started=now(),
+                        acked_seq=0,
+                    )
                 )
-            ).rowcount
+            )
             if taken == 1:
                 return session.get(Run, run_id)
     return None
@@ -110,31 +118,57 @@ def heartbeat(session: Session, agent_id: int, run_ids: list[int], lease: float)
 
 def reap(db: Database) -> list[int]:
     """Requeue (or error, after ``MAX_ATTEMPTS``) the runs whose lease ran out."""
-    changed = []
     with db.transaction() as session:
         expired = session.scalars(
             select(Run).where(Run.status == RUNNING, Run.lease_until < now())
         ).all()
         for run in expired:
-            if run.cancel_requested:
-                note = "the agent stopped answering; the run was cancelled"
-                run.status, run.finished = "cancelled", now()
-            elif run.attempt < MAX_ATTEMPTS:
-                note = f"the agent stopped answering (attempt {run.attempt}); run requeued"
-                run.status = QUEUED
-            else:
-                note = f"the agent stopped answering on attempt {run.attempt}; run errored"
-                run.status, run.error, run.finished = ERROR, note, now()
-            session.add(LogChunk(run_id=run.id, attempt=run.attempt, lines=[["", note, True]]))
-            run.agent_id, run.lease_until = None, None
-            changed.append(run.id)
-    return changed
+            _lost(session, run, "the agent stopped answering")
+        return [run.id for run in expired]
 
 
-def waiting_reason(session: Session, run: Run) -> str:
-    """Why a queued run waits: no live agent has its labels, or all that do are busy."""
+def release(session: Session, agent_id: int, why: str) -> list[int]:
+    """Requeue (or error) the runs ``agent_id`` holds, without waiting for their leases:
+    the agent says it lost them (it restarted)."""
+    held = session.scalars(select(Run).where(Run.status == RUNNING, Run.agent_id == agent_id))
+    lost = list(held)
+    for run in lost:
+        _lost(session, run, why)
+    return [run.id for run in lost]
+
+
+def _lost(session: Session, run: Run, why: str) -> None:
+    """End ``run``'s lease: back to the queue once, then errored (cancelled if that was
+    asked); its steps left running end failed, with ``why``."""
+    if run.cancel_requested:
+        note = f"{why}; the run was cancelled"
+        run.status, run.finished = CANCELLED, now()
+    elif run.attempt < MAX_ATTEMPTS:
+        note = f"{why} (attempt {run.attempt}); run requeued"
+        run.status = QUEUED
+    else:
+        note = f"{why} on attempt {run.attempt}; run errored"
+        run.status, run.error, run.finished = ERROR, note, now()
+    session.execute(
+        update(Step)
+        .where(Step.run_id == run.id, Step.status == RUNNING)
+        .values(status=FAILURE, reason=why, finished=now())
+    )
+    session.add(LogChunk(run_id=run.id, attempt=run.attempt, lines=[["", note, True]]))
+    run.agent_id, run.lease_until = None, None
+
+
+def live_agents(session: Session) -> list[Agent]:
+    """The agents heard from in the last :data:`AGENT_ALIVE` seconds."""
     since = now() - timedelta(seconds=AGENT_ALIVE)
-    agents = session.scalars(select(Agent).where(Agent.last_seen >= since)).all()
+    return list(session.scalars(select(Agent).where(Agent.last_seen >= since)))
+
+
+def waiting_reason(session: Session, run: Run, agents: Sequence[Agent] | None = None) -> str:
+    """Why a queued run waits: no live agent has its labels, or all that do are busy.
+    ``agents``: the live ones, if the caller has read them (:func:`live_agents`)."""
+    if agents is None:
+        agents = live_agents(session)
     required = run.labels or {}
     if not any(fits(required, agent.labels) for agent in agents):
         if not agents:

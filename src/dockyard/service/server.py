@@ -8,6 +8,7 @@ On first start the server makes an admin token and writes it to ``DATA/admin-tok
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import os
 import secrets as random
@@ -25,6 +26,7 @@ from dockyard.service.artifacts import ArtifactStore
 from dockyard.service.database import Database, open_engine, sqlite_url
 from dockyard.service.models import Token
 from dockyard.service.notify import Notifier
+from dockyard.service.retention import Retention
 from dockyard.service.secrets import SecretBox, load_or_create_key
 
 log = logging.getLogger("dockyard.service")
@@ -45,6 +47,8 @@ class ServerConfig:
     lease: float = DEFAULT_LEASE  # seconds a run is kept without its agent's heartbeat
     store_root: Path | None = None  # the local agent's store (its images and caches)
     gc_keep_storage: int | None = None  # bytes: the local agent prunes past this
+    # how long ended runs are kept (default: for ever)
+    retention: Retention = dataclasses.field(default_factory=Retention)
 
 
 def open_service(config: ServerConfig) -> Service:
@@ -65,6 +69,7 @@ def open_service(config: ServerConfig) -> Service:
         work=Notifier(),
         logs=Notifier(),
         artifacts=ArtifactStore(config.data / "artifacts"),
+        retention=config.retention,
     )
 
 

@@ -85,7 +85,8 @@ def _commit_id(value: object, name: str) -> str:
 
 def _object(doc: dict, *path: str) -> dict:
     for key in path:
-        doc = doc.get(key) if isinstance(doc.get(key), dict) else {}
+        value = doc.get(key)
+        doc = value if isinstance(value, dict) else {}
     return doc
 
 
@@ -142,9 +143,8 @@ def parse_push(body: bytes) -> Push | None:
         event, name = "tag", ref[len("refs/tags/") :]
     else:
         raise WebhookError(f"'ref' is neither a branch nor a tag: {ref[:200]!r}")
-    head = doc.get("head_commit") if isinstance(doc.get("head_commit"), dict) else {}
-    author = head.get("author") if isinstance(head.get("author"), dict) else {}
-    pusher = doc.get("pusher") if isinstance(doc.get("pusher"), dict) else {}
+    head, pusher = _object(doc, "head_commit"), _object(doc, "pusher")
+    author = _object(head, "author")
     who = author.get("name") or pusher.get("name") or ""
     message = head.get("message") or ""
     return Push(event, name[:255], after, str(who)[:255], str(message)[:10_000], ref=ref[:255])

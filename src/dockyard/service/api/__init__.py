@@ -4,6 +4,7 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
 
 - ``GET|POST /repos``, ``GET /repos/{repo}``: repositories (POST: admin)
 - ``GET|POST /repos/{repo}/runs``: runs, newest first, paged (POST: a manual run, write)
+- ``GET /queue``: the queued runs of every repository, each saying why it waits
 - ``GET /repos/{repo}/runs/{n}``: a run and its steps
 - ``POST /repos/{repo}/runs/{n}/cancel``: cancel (write); ``.../restart``: run it again
   as a new run (write)
@@ -13,7 +14,8 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
   same under ``/secrets`` for global ones: admin; values are write-only
 - ``GET /repos/{repo}/runs/{n}/artifacts[/{step}/{path}]``: list, download
 - ``GET /repos/{repo}/schedules``, ``PUT|DELETE /repos/{repo}/schedules/{name}``: cron
-- ``POST /tokens`` (admin), ``GET /agents``
+- ``GET|POST /tokens``, ``DELETE /tokens/{id}``: API tokens (admin; :mod:`.access`)
+- ``GET /agents``
 
 Every user route also takes the web UI's session cookie instead of a token; then a
 request that changes something needs the session's CSRF value (:mod:`..sessions`).
@@ -33,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -42,20 +46,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dockyard.service import cron, queue, tokens
-from dockyard.service.api import agents, artifacts, hooks, repos, runs, schedules, secrets
-from dockyard.service.api.common import (
-    JSON_MAX,
-    NAME_RE,
-    RECHECK,
-    APIError,
-    Service,
-    authorize,
-    field,
-    in_thread,
-    read_json,
-    service,
+from dockyard.service import cron, queue, retention
+from dockyard.service.api import (
+    access,
+    agents,
+    artifacts,
+    hooks,
+    repos,
+    runs,
+    schedules,
+    secrets,
 )
+from dockyard.service.api.common import JSON_MAX, RECHECK, APIError, Service, in_thread
 from dockyard.service.openapi import API, openapi_document
 from dockyard.service.web import SecurityHeaders, web_routes
 
@@ -66,20 +68,6 @@ log = logging.getLogger("dockyard.service")
 async def root(request: Request) -> Response:
     """The API's name and version (no token needed)."""
     return JSONResponse({"service": "dockyard", "api": "v1"})
-
-
-async def create_token(request: Request) -> Response:
-    """A new API token of a role (admin); its value is shown only in this answer."""
-    await authorize(request, tokens.ADMIN)
-    doc = await read_json(request)
-    name = field(doc, "name", str, check=NAME_RE.match)
-    role = field(doc, "role", str, check=lambda r: r in tokens.ROLES)
-
-    def work() -> str:
-        with service(request).db.transaction() as session:
-            return tokens.create_token(session, name, role)
-
-    return JSONResponse({"name": name, "role": role, "token": await in_thread(work)}, 201)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -94,7 +82,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _reaper(svc: Service) -> None:
     """Every second: requeue or error the runs whose agent stopped answering, and queue
-    the runs of cron schedules whose time has come."""
+    the runs of cron schedules whose time has come; every :data:`retention.EVERY`
+    seconds, delete the runs and artifacts past the retention policy."""
+    retained = -math.inf
     while True:
         await asyncio.sleep(RECHECK)
         try:
@@ -103,6 +93,16 @@ async def _reaper(svc: Service) -> None:
                 svc.logs.notify()
             if await in_thread(cron.due_runs, svc.db):
                 svc.work.notify()
+            if svc.retention.active and time.monotonic() - retained >= retention.EVERY:
+                retained = time.monotonic()
+                pruned = await in_thread(retention.apply, svc.db, svc.artifacts, svc.retention)
+                if pruned.runs or pruned.blobs:
+                    log.info(
+                        "retention: %d runs and %d artifact blobs (%d bytes) deleted",
+                        pruned.runs,
+                        pruned.blobs,
+                        pruned.freed,
+                    )
         except Exception as e:  # a busy or unreachable database: try again next time
             log.warning("housekeeping failed: %s", e)
 
@@ -123,10 +123,13 @@ def create_app(svc: Service) -> Starlette:
     run = v1 + "/repos/{repo}/runs/{number}"
     routes = [
         Route(v1, root),
-        Route(v1 + "/tokens", create_token, methods=["POST"]),
+        Route(v1 + "/tokens", access.create_token, methods=["POST"]),
+        Route(v1 + "/tokens", access.list_tokens, methods=["GET"]),
+        Route(v1 + "/tokens/{id}", access.revoke_token, methods=["DELETE"]),
         Route(v1 + "/repos", repos.list_repositories, methods=["GET"]),
         Route(v1 + "/repos", repos.create_repository, methods=["POST"]),
         Route(v1 + "/repos/{repo}", repos.get_repository),
+        Route(v1 + "/queue", runs.list_queue),
         Route(v1 + "/repos/{repo}/runs", runs.list_runs, methods=["GET"]),
         Route(v1 + "/repos/{repo}/runs", runs.trigger, methods=["POST"]),
         Route(run, runs.get_run),

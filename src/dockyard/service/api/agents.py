@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,6 +36,8 @@ from dockyard.service.models import (
     Run,
     now,
 )
+
+SEEN_EVERY = timedelta(seconds=queue.AGENT_ALIVE / 3)  # how stale last_seen may get
 
 
 async def list_agents(request: Request) -> Response:
@@ -72,25 +75,50 @@ def agents_json(session: Session) -> list[dict[str, Any]]:
 def _agent(session: Session, doc: dict[str, Any], token: str) -> Agent:
     """The agent ``doc`` names, as the caller's ``token`` may act as it: a name belongs
     to the token that first used it (until that token is deleted), so one agent token
-    cannot take another agent's runs, leases or secrets."""
+    cannot take another agent's runs, leases or secrets.
+
+    The row is written only when something changed, or ``last_seen`` is older than
+    :data:`SEEN_EVERY`: a heartbeat a second per agent is not a write a second. An
+    ``instance`` id other than the one stored means the agent restarted: the runs its
+    previous process held are lost, and go back to the queue at once."""
     name = field(doc, "name", str, check=NAME_RE.match)
     labels = string_map(doc, "labels", LABEL_RE)
     capacity = field(doc, "capacity", int, 1, check=lambda c: 1 <= c <= 1000)
+    instance = field(doc, "instance", str, None, check=lambda i: 0 < len(i) <= 64)
     token_id = tokens.id_of(session, token)
     agent = session.scalar(select(Agent).where(Agent.name == name))
     if agent is None:
-        agent = Agent(name=name)
+        agent = Agent(
+            name=name,
+            labels=labels,
+            capacity=capacity,
+            instance=instance,
+            token_id=token_id,
+            last_seen=now(),
+        )
         session.add(agent)
-    elif not tokens.may_act_as(session, agent, token_id):
+        session.flush()
+        return agent
+    if not tokens.may_act_as(session, agent, token_id):
         raise APIError(403, f"agent {name} belongs to another agent token")
-    agent.token_id = token_id
-    agent.labels, agent.capacity, agent.last_seen = labels, capacity, now()
+    if instance is not None and agent.instance != instance:
+        if agent.instance is not None:
+            queue.release(session, agent.id, f"agent {name} restarted")
+        agent.instance = instance
+    if agent.token_id != token_id:
+        agent.token_id = token_id
+    if agent.labels != labels:
+        agent.labels = labels
+    if agent.capacity != capacity:
+        agent.capacity = capacity
+    if now() - agent.last_seen >= SEEN_EVERY:
+        agent.last_seen = now()
     session.flush()
     return agent
 
 
 def _job(session: Session, run: Run, lease: float) -> dict[str, Any]:
-    repository = session.get(Repository, run.repository_id)
+    repository = session.get_one(Repository, run.repository_id)
     return {
         "id": run.id,
         "attempt": run.attempt,
@@ -103,6 +131,7 @@ def _job(session: Session, run: Run, lease: float) -> dict[str, Any]:
         "commit": run.commit,
         "ref": run.ref,
         "env": run.env,
+        "labels": repository.labels,  # the repository's: a pipeline may not ask otherwise
         "lease": lease,
     }
 
@@ -124,7 +153,7 @@ async def agent_poll(request: Request) -> Response:
         if run is None:
             return None
         with svc.db.transaction() as session:
-            return _job(session, session.get(Run, run.id), svc.lease)
+            return _job(session, session.get_one(Run, run.id), svc.lease)
 
     agent_id, labels = await in_thread(register)
     deadline = time.monotonic() + wait
@@ -197,9 +226,9 @@ async def agent_secrets(request: Request) -> Response:
         with svc.db.transaction() as session:
             agent = _agent(session, doc, token)
             run = session.get(Run, run_id)
-            if not reports.holds(run, agent.id, attempt):
+            if run is None or not reports.holds(run, agent.id, attempt):
                 raise APIError(409, f"run {run_id} is not held by this agent")
-            repository = session.get(Repository, run.repository_id)
+            repository = session.get_one(Repository, run.repository_id)
             if run.fork and not repository.fork_secrets:
                 return {}  # a fork's pull request gets none, unless the repository allows
             return secrets_for_run(session, svc.box, run.repository_id, names)

@@ -26,20 +26,11 @@ from dockyard.service.api.common import (
     authorize,
     find_run,
     in_thread,
+    relative_path,
     service,
 )
 from dockyard.service.artifacts import TooLarge
 from dockyard.service.models import Agent, Artifact, Run
-
-
-def _relative(path: str) -> bool:
-    parts = path.split("/")
-    return (
-        0 < len(path) <= 1024
-        and "\0" not in path
-        and not path.startswith("/")
-        and all(part not in ("", ".", "..") for part in parts)
-    )
 
 
 async def _chunks(request: Request) -> AsyncIterator[bytes]:
@@ -64,7 +55,7 @@ async def upload(request: Request) -> Response:
     attempt = query.get("attempt", "")
     if not (NAME_RE.match(name) and attempt.isdigit() and 0 < len(step) <= 255):
         raise APIError(400, "name, attempt and step are required")
-    if not _relative(path):
+    if not relative_path(path):
         raise APIError(400, f"path {path[:100]!r}: must be relative, without . or ..")
     run_id = request.path_params["run"]
     svc = service(request)
@@ -77,7 +68,7 @@ async def upload(request: Request) -> Response:
             ):
                 raise APIError(403, f"agent {name} belongs to another agent token")
             run = session.get(Run, int(run_id)) if run_id.isdigit() else None
-            if agent is None or not reports.holds(run, agent.id, int(attempt)):
+            if run is None or agent is None or not reports.holds(run, agent.id, int(attempt)):
                 raise APIError(409, f"run {run_id[:20]} is not held by this agent")
             return run.id, agent.id
 

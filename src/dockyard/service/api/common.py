@@ -4,14 +4,15 @@ paging, and the JSON shapes of repositories and runs."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -27,6 +28,7 @@ from dockyard.service.models import (
     Step,
 )
 from dockyard.service.notify import Notifier
+from dockyard.service.retention import Retention
 from dockyard.service.secrets import SecretBox
 
 JSON_MAX = 64 << 10
@@ -76,6 +78,8 @@ class Service:
     work: Notifier  # a run was queued
     logs: Notifier  # a run's log or state changed
     artifacts: ArtifactStore
+    # how long ended runs are kept (default: for ever)
+    retention: Retention = dataclasses.field(default_factory=Retention)
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -109,7 +113,13 @@ async def read_json(request: Request, cap: int = JSON_MAX) -> dict[str, Any]:
     return doc
 
 
-def field(doc: dict[str, Any], name: str, kind: type, default: Any = ..., check=None) -> Any:
+def field(
+    doc: dict[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    default: Any = ...,
+    check: Callable[[Any], object] | None = None,
+) -> Any:
     """``doc[name]``, of type ``kind`` (and passing ``check``), or a 400 naming it."""
     if name not in doc or doc[name] is None:
         if default is ...:
@@ -121,6 +131,17 @@ def field(doc: dict[str, Any], name: str, kind: type, default: Any = ..., check=
     if check is not None and not check(value):
         raise APIError(400, f"{name}: invalid value {str(value)[:100]!r}")
     return value
+
+
+def relative_path(path: str) -> bool:
+    """Whether ``path`` is a plain relative path: 1024 characters at most, no NUL, no
+    leading ``/``, no empty, ``.`` or ``..`` part (a pipeline file's, an artifact's)."""
+    return (
+        0 < len(path) <= 1024
+        and "\0" not in path
+        and not path.startswith("/")
+        and all(part not in ("", ".", "..") for part in path.split("/"))
+    )
 
 
 def string_map(doc: dict[str, Any], name: str, key_re: re.Pattern[str]) -> dict[str, str]:
@@ -239,46 +260,62 @@ def repository_json(repository: Repository) -> dict[str, Any]:
     }
 
 
-def _ran_on(session: Session, run: Run) -> int | None:
-    """The agent holding ``run`` now, else the one that ran its last step: a lease
-    ends with the run, the answer to "where did it run" does not."""
-    if run.agent_id is not None:
-        return run.agent_id
-    return session.scalar(
-        select(Step.agent_id)
-        .where(Step.run_id == run.id, Step.agent_id.is_not(None))
-        .order_by(Step.id.desc())
-        .limit(1)
+def runs_json(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """The JSON of ``runs``, read in a fixed number of queries however many they are:
+    their repositories' names, the agents' names, where each ran, why queued ones wait."""
+    if not runs:
+        return []
+    repositories = dict(
+        session.execute(
+            select(Repository.id, Repository.name).where(
+                Repository.id.in_({r.repository_id for r in runs})
+            )
+        ).all()
     )
+    agents = dict(session.execute(select(Agent.id, Agent.name)).all())
+    ran_on: dict[int, int | None] = {r.id: r.agent_id for r in runs if r.agent_id is not None}
+    ended = [r.id for r in runs if r.agent_id is None]
+    if ended:  # a lease ends with the run; "where did it run" is its last step's agent
+        last = (
+            select(func.max(Step.id))
+            .where(Step.run_id.in_(ended), Step.agent_id.is_not(None))
+            .group_by(Step.run_id)
+        )
+        rows = session.execute(select(Step.run_id, Step.agent_id).where(Step.id.in_(last)))
+        ran_on.update((run_id, agent_id) for run_id, agent_id in rows)
+    live = queue.live_agents(session) if any(r.status == QUEUED for r in runs) else []
+    return [
+        {
+            "id": run.id,
+            "repository": repositories.get(run.repository_id),
+            "number": run.number,
+            "status": run.status,
+            "event": run.event,
+            "branch": run.branch,
+            "commit": run.commit,
+            "fork": run.fork,
+            "author": run.author,
+            "message": run.message,
+            "error": run.error,
+            "attempt": run.attempt,
+            "agent": agents.get(ran_on.get(run.id) or 0),
+            "labels": run.labels or {},
+            "cancel_requested": run.cancel_requested,
+            "waiting": queue.waiting_reason(session, run, live) if run.status == QUEUED else None,
+            "created": iso(run.created),
+            "started": iso(run.started),
+            "finished": iso(run.finished),
+        }
+        for run in runs
+    ]
 
 
 def run_json(session: Session, run: Run, steps: bool = False) -> dict[str, Any]:
-    repository = session.get(Repository, run.repository_id)
-    agent_id = _ran_on(session, run)
-    agent = session.get(Agent, agent_id) if agent_id is not None else None
-    doc = {
-        "id": run.id,
-        "repository": repository.name if repository else None,
-        "number": run.number,
-        "status": run.status,
-        "event": run.event,
-        "branch": run.branch,
-        "commit": run.commit,
-        "fork": run.fork,
-        "author": run.author,
-        "message": run.message,
-        "error": run.error,
-        "attempt": run.attempt,
-        "agent": agent.name if agent else None,
-        "cancel_requested": run.cancel_requested,
-        "waiting": queue.waiting_reason(session, run) if run.status == QUEUED else None,
-        "created": iso(run.created),
-        "started": iso(run.started),
-        "finished": iso(run.finished),
-    }
+    """One run's JSON (:func:`runs_json`), with its steps if ``steps``."""
+    (doc,) = runs_json(session, [run])
     if steps:
         rows = session.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.id))
-        names = {a.id: a.name for a in session.scalars(select(Agent))}
+        names = dict(session.execute(select(Agent.id, Agent.name)).all())
         doc["steps"] = [
             {
                 "name": s.name,
@@ -286,7 +323,7 @@ def run_json(session: Session, run: Run, steps: bool = False) -> dict[str, Any]:
                 "exit_code": s.exit_code,
                 "reason": s.reason,
                 "duration": s.duration,
-                "agent": names.get(s.agent_id),
+                "agent": names.get(s.agent_id) if s.agent_id is not None else None,
                 "attempt": s.attempt,
                 "tests": s.tests,
                 "started": iso(s.started),

@@ -20,6 +20,7 @@ from dockyard.service.api.common import (
     page_args,
     paged,
     read_json,
+    relative_path,
     repository_json,
     service,
     string_map,
@@ -44,7 +45,7 @@ async def list_repositories(request: Request) -> Response:
                 .offset((page - 1) * per_page)
                 .limit(per_page)
             )
-            return paged([repository_json(r) for r in rows], page, per_page, total)
+            return paged([repository_json(r) for r in rows], page, per_page, total or 0)
 
     return JSONResponse(await in_thread(work))
 
@@ -59,7 +60,7 @@ async def create_repository(request: Request) -> Response:
         doc, "clone_url", str, check=lambda u: 0 < len(u) <= 2048 and not u.startswith("-")
     )
     branch = field(doc, "default_branch", str, "main", check=lambda b: 0 < len(b) <= 255)
-    path = field(doc, "pipeline_path", str, ".dockyard.yml", check=_relative_path)
+    path = field(doc, "pipeline_path", str, ".dockyard.yml", check=relative_path)
     secret = field(doc, "webhook_secret", str, None, check=lambda s: 16 <= len(s) <= 1024)
     labels = string_map(doc, "labels", LABEL_RE)
     fork_secrets = field(doc, "fork_secrets", bool, False)
@@ -85,11 +86,6 @@ async def create_repository(request: Request) -> Response:
             return repository_json(repository)
 
     return JSONResponse(await in_thread(work), 201)
-
-
-def _relative_path(path: str) -> bool:
-    parts = path.split("/")
-    return 0 < len(path) <= 1024 and not path.startswith("/") and ".." not in parts
 
 
 async def get_repository(request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""Runs: list, trigger, restart, cancel, and their logs (JSON or Server-Sent Events)."""
+"""Runs: list, the queue, trigger, restart, cancel, and their logs (JSON or Server-Sent
+Events)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from dockyard.service.api.common import (
     paged,
     read_json,
     run_json,
+    runs_json,
     service,
     string_map,
 )
@@ -60,7 +62,29 @@ async def list_runs(request: Request) -> Response:
                 .offset((page - 1) * per_page)
                 .limit(per_page)
             ).all()
-            return paged([run_json(session, r) for r in rows], page, per_page, total)
+            return paged(runs_json(session, rows), page, per_page, total or 0)
+
+    return JSONResponse(await in_thread(work))
+
+
+async def list_queue(request: Request) -> Response:
+    """The queued runs of every repository, oldest first, paged, each saying why it
+    waits (``waiting``: no agent has the labels it needs, or none is free)."""
+    await authorize(request, tokens.READ)
+    page, per_page = page_args(request)
+
+    def work() -> dict[str, Any]:
+        with service(request).db.transaction() as session:
+            where = Run.status == QUEUED
+            total = session.scalar(select(func.count(Run.id)).where(where))
+            rows = session.scalars(
+                select(Run)
+                .where(where)
+                .order_by(Run.id)
+                .offset((page - 1) * per_page)
+                .limit(per_page)
+            ).all()
+            return paged(runs_json(session, rows), page, per_page, total or 0)
 
     return JSONResponse(await in_thread(work))
 
@@ -101,7 +125,7 @@ async def restart_run(request: Request) -> Response:
             old = find_run(session, request.path_params["repo"], request.path_params["number"])
             if old.status not in FINISHED:
                 raise APIError(409, f"run {old.number} has not ended ({old.status})")
-            repository = session.get(Repository, old.repository_id)
+            repository = session.get_one(Repository, old.repository_id)
             run = queue.enqueue(
                 session,
                 repository,

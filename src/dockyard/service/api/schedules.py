@@ -21,6 +21,7 @@ from dockyard.service.api.common import (
     service,
 )
 from dockyard.service.cron import CronError, parse_cron
+from dockyard.service.database import rowcount
 from dockyard.service.models import Schedule, now
 
 
@@ -90,12 +91,14 @@ async def delete_schedule(request: Request) -> Response:
     def work() -> int:
         with service(request).db.transaction() as session:
             repository = find_repository(session, request.path_params["repo"])
-            return session.execute(
-                delete(Schedule).where(
-                    Schedule.repository_id == repository.id,
-                    Schedule.name == request.path_params["name"],
+            return rowcount(
+                session.execute(
+                    delete(Schedule).where(
+                        Schedule.repository_id == repository.id,
+                        Schedule.name == request.path_params["name"],
+                    )
                 )
-            ).rowcount
+            )
 
     if not await in_thread(work):
         raise APIError(404, "no such schedule")

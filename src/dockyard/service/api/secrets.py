@@ -20,6 +20,7 @@ from dockyard.service.api.common import (
     read_json,
     service,
 )
+from dockyard.service.database import rowcount
 from dockyard.service.models import Secret, now
 from dockyard.service.secrets import secret_context
 
@@ -82,7 +83,7 @@ async def delete_secret(request: Request) -> Response:
         with service(request).db.transaction() as session:
             scope = _scope(session, request)
             where = (_in(scope), Secret.name == request.path_params["name"])
-            return session.execute(delete(Secret).where(*where)).rowcount
+            return rowcount(session.execute(delete(Secret).where(*where)))
 
     if not await in_thread(work):
         raise APIError(404, "no such secret")
