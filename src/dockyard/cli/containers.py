@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dockyard.cli.common import open_store, parse_ref, print_json, tls_option
+from dockyard.cli.common import open_store, parse_ref, print_json, print_table, tls_option
 from dockyard.cli.run import RUN_FAILED, RunOptions, run_command, run_config, run_options
 
 if TYPE_CHECKING:
@@ -221,11 +221,7 @@ def ls(all_: bool, quiet: bool, fmt: str) -> None:
         for row in rows:
             click.echo(row["name"])
         return
-    widths = [max([len(h), *(len(str(r[k])) for r in rows)]) for h, k in _COLUMNS]
-    click.echo("  ".join(h.ljust(w) for (h, _), w in zip(_COLUMNS, widths, strict=True)).rstrip())
-    for row in rows:
-        cells = [str(row[k]).ljust(w) for (_, k), w in zip(_COLUMNS, widths, strict=True)]
-        click.echo("  ".join(cells).rstrip())
+    print_table([[h for h, _ in _COLUMNS], *([row[k] for _, k in _COLUMNS] for row in rows)])
 
 
 _COLUMNS = [

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from dockyard.cli.common import print_table
+
 
 def _config_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -52,12 +54,6 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
             message = response.text[:200]
         raise DockyardError(f"{method} {path}: {response.status_code} {message}")
     return response.json() if response.content else None
-
-
-def _table(rows: list[tuple[Any, ...]]) -> None:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
@@ -138,7 +134,7 @@ def repo_add(
 def repo_ls() -> None:
     """List the repositories."""
     items = _call("GET", "/repos", params={"per_page": 100})["items"]
-    _table(
+    print_table(
         [("NAME", "RUNS", "BRANCH", "LABELS", "CLONE URL")]
         + [
             (
@@ -171,7 +167,7 @@ def trigger(repository: str, branch: str | None, commit: str | None, env: tuple[
 def runs(repository: str, page: int) -> None:
     """List the runs of REPOSITORY, newest first."""
     items = _call("GET", f"/repos/{repository}/runs", params={"page": page})["items"]
-    _table(
+    print_table(
         [("RUN", "STATUS", "EVENT", "BRANCH", "COMMIT", "AGENT", "CREATED")]
         + [
             (
@@ -282,7 +278,7 @@ def secret_rm(repository: str, name: str) -> None:
 def agents() -> None:
     """List the agents, their labels and what they run."""
     items = _call("GET", "/agents")["items"]
-    _table(
+    print_table(
         [("AGENT", "LABELS", "RUNNING", "CAPACITY", "LAST SEEN")]
         + [
             (
