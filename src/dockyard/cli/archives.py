@@ -60,7 +60,11 @@ def save(
     writer = DockerArchiveWriter(output) if docker else OCIArchiveWriter(output)
     with writer:
         for ref in refs:
-            destination = writer.destination(ref if docker else str(ref))
+            destination = (
+                writer.destination(ref)
+                if isinstance(writer, DockerArchiveWriter)
+                else writer.destination(str(ref))
+            )
             copy_image(
                 store.source(ref),
                 destination,

@@ -95,15 +95,18 @@ def df(output_format: str) -> None:
         print_json({"kinds": rows, "total": usage.total})
         return
     table = [("KIND", "ITEMS", "SIZE", "SHARED", "UNIQUE", "RECLAIMABLE")]
-    for row in rows:
+    for kind in KINDS:
+        items = usage.of(kind)
+        size = sum(item.size for item in items)
+        shared = sum(item.size for item in items if item.shared)
         table.append(
             (
-                row["kind"],
-                str(row["items"]),
-                human_bytes(row["size"]),
-                human_bytes(row["shared"]),
-                human_bytes(row["size"] - row["shared"]),
-                human_bytes(row["reclaimable"]),
+                kind,
+                str(len(items)),
+                human_bytes(size),
+                human_bytes(shared),
+                human_bytes(size - shared),
+                human_bytes(sum(item.size for item in items if item.reclaimable)),
             )
         )
     table.append(("total", str(len(usage.items)), human_bytes(usage.total), "", "", ""))

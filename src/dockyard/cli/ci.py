@@ -204,7 +204,9 @@ def runs() -> None:
     from dockyard.ci import RunDir, run_ids
 
     root = open_store().root
-    rows = [("RUN", "STATUS", "BRANCH", "COMMIT", "EVENT", "STARTED", "DURATION", "FAILING")]
+    rows: list[tuple[str, ...]] = [
+        ("RUN", "STATUS", "BRANCH", "COMMIT", "EVENT", "STARTED", "DURATION", "FAILING")
+    ]
     for run_id in run_ids(root):
         record = RunDir.find(root, run_id).read_record()
         rows.append(
@@ -316,7 +318,9 @@ class _Printer(Events):
 
 
 def _summary(result: RunResult, colour: bool) -> None:
-    rows = [("STEP", "STATUS", "DURATION", "SERVICES", "PULL", "RUN", "EXIT", "TESTS")]
+    rows: list[tuple[str, ...]] = [
+        ("STEP", "STATUS", "DURATION", "SERVICES", "PULL", "RUN", "EXIT", "TESTS")
+    ]
     for step in result.steps:
         status = step.status + (" (ignored)" if step.ignored else "")
         tests = step.tests

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from dockyard import reference
-from dockyard.cli.main import Settings
 
 if TYPE_CHECKING:
+    from dockyard.cli.group import Settings
     from dockyard.oci.home import ImageSource
     from dockyard.store import Store
     from dockyard.transfer.transports import Location

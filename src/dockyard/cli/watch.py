@@ -48,7 +48,7 @@ class Runner:
         self._run: contextlib.ExitStack | None = None
         self._container: Container | None = None
         self._pidfd: int | None = None
-        self._stop_signal = signal.SIGTERM
+        self._stop_signal: int = signal.SIGTERM
 
     def __enter__(self) -> Runner:
         return self

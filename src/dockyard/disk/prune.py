@@ -223,8 +223,8 @@ def _prune_build_cache(
     report.temps += result.temps
     blobs = {item.name: item for item in usage.of("blobs")}
     for item in doomed:  # a layer a running build holds stays: only its record went
-        kept = item.blob is not None and store.blobs.has(item.blob)
-        report.add(item, item.size - (store.blobs.path(item.blob).stat().st_size if kept else 0))
+        kept = item.blob if item.blob is not None and store.blobs.has(item.blob) else None
+        report.add(item, item.size - (store.blobs.path(kept).stat().st_size if kept else 0))
     for digest in result.removed:
         if digest in blobs:
             report.add(blobs[digest])

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from dockyard.errors import DockyardError
 from dockyard.oci import digest as digests
@@ -132,7 +132,8 @@ def rewrite_layer(
     if actual == wanted or (conversion.only_uncompressed and actual is not None):
         return Blob(None, desc.digest, desc.size, actual)
     out = _HashingFile(workdir / desc.digest.replace(":", "-"))
-    with opened() as raw, out, CompressingWriter(out, wanted) as writer:
+    sink = cast(BinaryIO, out)  # CompressingWriter only writes to it
+    with opened() as raw, out, CompressingWriter(sink, wanted) as writer:
         stream = digests.verified(raw, desc.digest, desc.size)
         with open_decompressed(stream) as tar:
             while chunk := tar.read(CHUNK):

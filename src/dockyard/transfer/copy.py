@@ -208,7 +208,7 @@ def _copy(
                 conversion, lambda: source.open_blob(desc), desc, workdir
             )
             if blob.path is not None:
-                return put_rewritten(desc, blob)
+                return put_rewritten(desc, blob, blob.path)
         if destination.has_blob(desc):
             progress.blob_finished(desc, skipped=True)
             return False
@@ -223,14 +223,14 @@ def _copy(
         progress.blob_finished(desc, skipped=False)
         return True
 
-    def put_rewritten(desc: Descriptor, blob: Blob) -> bool:
+    def put_rewritten(desc: Descriptor, blob: Blob, path: Path) -> bool:
         target = Descriptor(mt.layer_media_type(blob.compression), blob.digest, blob.size)
         if destination.has_blob(target):
             progress.blob_finished(desc, skipped=True)
             return False
 
         def reopen() -> BinaryIO:
-            return open(blob.path, "rb")  # type: ignore[arg-type]
+            return open(path, "rb")
 
         with reopen() as stream:
             destination.put_blob(target, stream, reopen=reopen)

@@ -46,10 +46,13 @@ class RegistryLocation:
         of the same registry."""
         from dockyard.registry.client import RegistryDestination, client_for
 
-        mount_from = None
-        same_kind = isinstance(source, RegistryLocation | StoreLocation)
-        if same_kind and source.ref.registry == self.ref.registry:
-            mount_from = source.ref.repository
+        match source:
+            case RegistryLocation(ref=ref) | StoreLocation(ref=ref) if (
+                ref.registry == self.ref.registry
+            ):
+                mount_from: str | None = ref.repository
+            case _:
+                mount_from = None
         client = client_for(self.ref, tls_verify=tls_verify)
         return RegistryDestination(client, self.ref, mount_from)
 
