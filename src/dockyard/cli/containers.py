@@ -45,18 +45,14 @@ def container() -> None:
 def create(name: str | None, tls_verify: bool | None, image: str) -> None:
     """Make a working container over IMAGE (pulled if missing; `scratch`: empty) and
     print its name."""
-    from dockyard.errors import NotFound
-    from dockyard.runtime import Snapshots
-    from dockyard.transfer.pull import ensure_image
+    from dockyard.runtime import Snapshots, stored_image
 
     store, catalog = _catalog()
     manifest = None
     if image != SCRATCH:
         ref = parse_ref(image)
         note = lambda _: click.echo(f"Unable to find image {ref} locally, pulling it", err=True)  # noqa: E731
-        manifest = store.image_manifest(ensure_image(store, ref, tls_verify=tls_verify, note=note))
-        if manifest is None:
-            raise NotFound(f"image {ref} has no image for this platform in the store")
+        manifest = stored_image(store, ref, tls_verify=tls_verify, note=note).manifest
         image = str(ref)
     with Snapshots(store) as snapshots:
         click.echo(catalog.create(snapshots, image, manifest, name).name)
