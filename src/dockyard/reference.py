@@ -135,3 +135,8 @@ def parse_repository(text: str) -> Reference:
     if ref.tag or ref.digest:
         raise InvalidReference(f"invalid repository {text!r}: must not carry a tag or digest")
     return ref
+
+
+def as_reference(image: str | Reference) -> Reference:
+    """``image`` parsed if it is text: what the library's verbs take as an image name."""
+    return parse(image) if isinstance(image, str) else image

@@ -26,7 +26,7 @@ from dockyard.builder.lineage import LastRun
 from dockyard.errors import BuildError
 from dockyard.layers import PackedLayer, pack
 from dockyard.runtime import mounts
-from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs
+from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs, scratch_rootfs
 from dockyard.runtime.snapshots import Snapshots, chain_id, chain_ids
 from dockyard.runtime.treecopy import copy_tree, same_but_times
 from dockyard.store import Store
@@ -88,7 +88,7 @@ class StepRunner:
     def view(self, state) -> Iterator[Path]:
         """A mounted view of ``state``'s filesystem for reading (COPY --from, bind
         mounts from a stage); writes to it are thrown away."""
-        with self.snapshots.scratch() as scratch, overlay_rootfs(self.lowers(state), scratch) as fs:
+        with scratch_rootfs(self.snapshots, self.lowers(state)) as fs:
             yield fs.merged
 
     def change(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from dockyard.errors import NotFound
 from dockyard.oci.descriptor import Descriptor
 from dockyard.reference import Reference
-from dockyard.runtime import Snapshots, overlay_rootfs
+from dockyard.runtime import Snapshots, scratch_rootfs, stored_image
 from dockyard.store import Store
 from dockyard.transfer.pull import ensure_image
 
@@ -97,23 +97,25 @@ class Images:
     def get(self, ref: Reference, note: Callable[[str], None]) -> Image:
         """The image ``ref`` (one the run built first), pulled into the store if
         missing (``note`` hears of it), with its snapshots made."""
-        _, descriptor = self.pull(ref, note)
-        manifest = self.store.image_manifest(descriptor)
-        if manifest is None:
-            raise NotFound(f"image {ref} has no image for this platform in the store")
-        return Image(ref, self.store.read_config(manifest), self.snapshots.prepare(manifest))
+        stored = self.stored_name(ref)
+        with self._pull_lock(stored), self.credentials.active():
+            image = stored_image(self.store, stored, note=note)
+        return Image(ref, image.config, self.snapshots.prepare(image.manifest))
 
     def pull(self, ref: Reference, note: Callable[[str], None]) -> tuple[Reference, Descriptor]:
         """The store's name for ``ref`` in this run and its descriptor, pulled first if
         missing (once, however many steps want it at the same moment)."""
         stored = self.stored_name(ref)
-        with self._lock:
-            lock = self._pulling.setdefault(stored, threading.Lock())
-        with lock, self.credentials.active():
+        with self._pull_lock(stored), self.credentials.active():
             return stored, ensure_image(self.store, stored, note=note)
+
+    def _pull_lock(self, stored: Reference) -> threading.Lock:
+        """The lock that makes one pull of ``stored`` serve every step wanting it."""
+        with self._lock:
+            return self._pulling.setdefault(stored, threading.Lock())
 
     @contextlib.contextmanager
     def rootfs(self, image: Image) -> Iterator[Path]:
         """A fresh writable rootfs of ``image`` for the block; gone afterwards."""
-        with self.snapshots.scratch() as scratch, overlay_rootfs(image.lowers, scratch) as fs:
+        with scratch_rootfs(self.snapshots, image.lowers) as fs:
             yield fs.merged

@@ -60,7 +60,11 @@ def save(
     writer = DockerArchiveWriter(output) if docker else OCIArchiveWriter(output)
     with writer:
         for ref in refs:
-            destination = writer.destination(ref if docker else str(ref))
+            destination = (
+                writer.destination(ref)
+                if isinstance(writer, DockerArchiveWriter)
+                else writer.destination(str(ref))
+            )
             copy_image(
                 store.source(ref),
                 destination,
@@ -124,32 +128,24 @@ def copy(
     An OCI layout or archive gets OCI media types (a Docker image is converted, as
     skopeo does) and a registry compressed layers, unless --preserve-digests.
     """
-    from dockyard.transfer.convert import plan
-    from dockyard.transfer.copy import copy_image
-    from dockyard.transfer.transports import open_destination, parse_location
+    from dockyard.transfer.copy import copy as copy_image
+    from dockyard.transfer.transports import parse_location
 
     src_location = parse_location(source)
     dest_location = parse_location(destination)
-    conversion = plan(
-        dest_location.transport,
-        compression_format=compression_format,
-        preserve_digests=preserve_digests,
-    )
-    src = open_source(src_location, src_tls_verify if src_tls_verify is not None else tls_verify)
-    dest = open_destination(
-        dest_location,
-        store_root=settings().root,
-        tls_verify=dest_tls_verify if dest_tls_verify is not None else tls_verify,
-        source=src_location,
-    )
     with progress_display(progress) as display:
         result = copy_image(
-            src,
-            dest,
+            src_location,
+            dest_location,
+            store=settings().root,
             platform=parse_platform(platform),
             all_platforms=all_platforms,
+            tls_verify=tls_verify,
+            src_tls_verify=src_tls_verify,
+            dest_tls_verify=dest_tls_verify,
+            compression_format=compression_format,
+            preserve_digests=preserve_digests,
             progress=display,
-            conversion=conversion,
         )
     click.echo(f"{dest_location}: {result.digest}")
 

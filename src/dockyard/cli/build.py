@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,11 +15,18 @@ from dockyard.cli.common import (
     parse_platform,
     parse_ref,
     platform_option,
+    print_table,
 )
+from dockyard.cli.progress import human_bytes
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from dockyard.builder.builder import BuildOptions, BuildResult
+    from dockyard.builder.outputs import Output
     from dockyard.oci.config import HistoryEntry
     from dockyard.oci.descriptor import Descriptor
+    from dockyard.store import Store
 
 
 def _secrets(values: tuple[str, ...]) -> dict[str, bytes]:
@@ -62,21 +67,10 @@ OUTPUT_HELP = (
 )
 
 
-@dataclass(frozen=True)
-class Output:
-    """A parsed ``--output``: a transport kind (``store``, ``registry``, ``local``, or a
-    transfer transport: ``oci``, ``oci-archive``, ``docker-archive``) and its dest."""
-
-    kind: str
-    dest: str | None = None
-
-    @property
-    def to_stdout(self) -> bool:
-        return self.dest == "-"
-
-
 def parse_output(value: str | None) -> Output:
     """``type=TYPE,dest=PATH[,tar=BOOL]``, as ``docker buildx build --output`` takes it."""
+    from dockyard.builder.outputs import Output
+
     if not value:
         return Output("store")
     fields = parse_pairs(tuple(value.split(",")), "--output")
@@ -173,11 +167,13 @@ def build(
     import time
 
     from dockyard.builder.builder import BuildOptions
-    from dockyard.builder.builder import build as run_build
+    from dockyard.builder.outputs import build as build_image
 
     target_output = parse_output(output)
     if target_output.to_stdout and sys.stdout.isatty():
         raise click.UsageError("dest=- would write a tarball to a terminal: redirect stdout")
+    if (push or target_output.kind == "registry") and not tags:
+        raise click.UsageError("--push needs at least one -t name")
     epoch = os.environ.get("SOURCE_DATE_EPOCH") or None
     if epoch is not None and not (epoch.isascii() and epoch.isdigit()):
         raise click.UsageError(f"SOURCE_DATE_EPOCH={epoch!r}: seconds since 1970 expected")
@@ -200,11 +196,13 @@ def build(
     silent = quiet or progress == "quiet"
     started = time.monotonic()
     store = open_store()
-    result = run_build(store, options, None if silent else lambda line: click.echo(line, err=True))
-    if push or target_output.kind == "registry":
-        _push(store, options.tags)
-    if target_output.kind not in ("store", "registry"):
-        _export(store, result.digest, target_output, options.tags[0] if options.tags else None)
+    result = build_image(
+        options,
+        store=store,
+        outputs=[target_output],
+        push=push,
+        log=None if silent else lambda line: click.echo(line, err=True),
+    )
     if capture is not None:
         _capture(store, result, options, capture, platform)
     stdout_free = not target_output.to_stdout  # else it holds the tarball alone
@@ -221,66 +219,25 @@ def build(
         click.echo(str(ref))
 
 
-def _push(store, tags) -> None:
-    from dockyard.registry.client import RegistryDestination, client_for
-    from dockyard.transfer.convert import plan
-    from dockyard.transfer.copy import copy_image
-
-    if not tags:
-        raise click.UsageError("--push needs at least one -t name")
-    for ref in tags:
-        destination = RegistryDestination(client_for(ref), ref)
-        copy_image(store.source(ref), destination, all_platforms=True, conversion=plan("docker"))
-
-
-def _capture(store, result, options, output: str, platform: str | None) -> None:
+def _capture(
+    store: Store, result: BuildResult, options: BuildOptions, output: str, platform: str | None
+) -> None:
     """Save the images the build read and the built image (by each -t, else by digest)
     to ``output``, and list them on stderr."""
-    from dockyard.reference import Reference
+    from dataclasses import replace
+
+    from dockyard.builder.outputs import BUILT_REPOSITORY
     from dockyard.transfer.capture import save_bundle
 
-    built = store.resolve(Reference("localhost", "dockyard-build", digest=result.digest))
-    names = options.tags or [Reference("localhost", "dockyard-build", digest=result.digest)]
+    by_digest = replace(BUILT_REPOSITORY, digest=result.digest)
+    built = store.resolve(by_digest)
+    names = options.tags or [by_digest]
     images = [*result.images.items(), *((name, built) for name in names)]
     say = lambda line: click.echo(line, err=True)  # noqa: E731
     saved = save_bundle(store, images, output, platform=parse_platform(platform), note=say)
     for image in saved:
         say(f"captured {image.name} ({image.digest})")
     say(f"captured {len(saved)} image(s) to {output}")
-
-
-def _export(store, digest: str, output: Output, name) -> None:
-    """Write the built image where ``output`` says, named ``name`` (the first -t) in an
-    archive or layout; a tarball for stdout is written to a temp file first."""
-    import shutil
-    import tempfile
-
-    from dockyard.reference import Reference
-    from dockyard.transfer.convert import plan
-    from dockyard.transfer.copy import copy_image
-    from dockyard.transfer.transports import Location, open_destination
-
-    ref = Reference("localhost", "dockyard-build", digest=digest)
-    source = store.source(ref)
-    if output.kind == "local":
-        from dockyard.transfer.export import export_rootfs
-
-        export_rootfs(source, Path(output.dest))
-        return
-    tag = None if name is None else str(name) if output.kind == "docker-archive" else name.tag
-    if not output.to_stdout:
-        location = Location(output.kind, Path(output.dest), tag)
-        destination = open_destination(location, store_root=store.root)
-        copy_image(source, destination, conversion=plan(output.kind))
-        return
-    with tempfile.TemporaryDirectory(prefix="dockyard-output-") as tmp:
-        archive = Path(tmp) / "image.tar"
-        location = Location(output.kind, archive, tag)
-        destination = open_destination(location, store_root=store.root)
-        copy_image(source, destination, conversion=plan(output.kind))
-        with open(archive, "rb") as f:
-            shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
-        sys.stdout.buffer.flush()
 
 
 @click.command()
@@ -303,11 +260,7 @@ def history(image: str, no_trunc: bool) -> None:
         if not no_trunc and len(created_by) > 60:
             created_by = created_by[:57] + "..."
         rows.append((entry.created[:19], created_by, size, entry.comment))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        sys.stdout.write(
-            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
-        )
+    print_table(rows)
 
 
 def _history_with_layers(
@@ -319,6 +272,6 @@ def _history_with_layers(
         size = "0 B"
         if not entry.empty_layer:
             layer = next(layers, None)
-            size = f"{layer.size / 1000:.1f} kB" if layer else "?"
+            size = human_bytes(layer.size) if layer else "?"
         out.append((entry, size))
     return out

@@ -59,7 +59,7 @@ def capture(
     images = []
     for ref in refs:
         click.echo(f"pulling {ref}", err=True)
-        pull(store, ref, platform=chosen, tls_verify=tls_verify)
+        pull(ref, store=store, platform=chosen, tls_verify=tls_verify)
         images.append((ref, store.resolve(ref)))
     say = lambda line: click.echo(line, err=True)  # noqa: E731
     for image in save_bundle(store, images, output, platform=chosen, note=say):

@@ -74,8 +74,8 @@ def df(output_format: str) -> None:
     """Bytes the store uses per kind: images (shared by several, or their own),
     unreferenced blobs, build cache, snapshots, cache mounts, pipeline runs and caches;
     and what `dockyard prune` could reclaim."""
-    from dockyard.cli.common import open_store, print_json
-    from dockyard.cli.images import _size
+    from dockyard.cli.common import open_store, print_json, print_table
+    from dockyard.cli.progress import human_bytes
     from dockyard.disk.usage import KINDS, take_stock
 
     usage = take_stock(open_store())
@@ -95,18 +95,19 @@ def df(output_format: str) -> None:
         print_json({"kinds": rows, "total": usage.total})
         return
     table = [("KIND", "ITEMS", "SIZE", "SHARED", "UNIQUE", "RECLAIMABLE")]
-    for row in rows:
+    for kind in KINDS:
+        items = usage.of(kind)
+        size = sum(item.size for item in items)
+        shared = sum(item.size for item in items if item.shared)
         table.append(
             (
-                row["kind"],
-                str(row["items"]),
-                _size(row["size"]),
-                _size(row["shared"]),
-                _size(row["size"] - row["shared"]),
-                _size(row["reclaimable"]),
+                kind,
+                str(len(items)),
+                human_bytes(size),
+                human_bytes(shared),
+                human_bytes(size - shared),
+                human_bytes(sum(item.size for item in items if item.reclaimable)),
             )
         )
-    table.append(("total", str(len(usage.items)), _size(usage.total), "", "", ""))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    table.append(("total", str(len(usage.items)), human_bytes(usage.total), "", "", ""))
+    print_table(table)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dockyard.ci.results import Events
-from dockyard.cli.common import open_store, parse_pairs
+from dockyard.cli.common import open_store, parse_pairs, print_table
 
 if TYPE_CHECKING:
     from dockyard.ci import RunDir, RunResult, StepResult
@@ -204,7 +204,9 @@ def runs() -> None:
     from dockyard.ci import RunDir, run_ids
 
     root = open_store().root
-    rows = [("RUN", "STATUS", "BRANCH", "COMMIT", "EVENT", "STARTED", "DURATION", "FAILING")]
+    rows: list[tuple[str, ...]] = [
+        ("RUN", "STATUS", "BRANCH", "COMMIT", "EVENT", "STARTED", "DURATION", "FAILING")
+    ]
     for run_id in run_ids(root):
         record = RunDir.find(root, run_id).read_record()
         rows.append(
@@ -316,7 +318,9 @@ class _Printer(Events):
 
 
 def _summary(result: RunResult, colour: bool) -> None:
-    rows = [("STEP", "STATUS", "DURATION", "SERVICES", "PULL", "RUN", "EXIT", "TESTS")]
+    rows: list[tuple[str, ...]] = [
+        ("STEP", "STATUS", "DURATION", "SERVICES", "PULL", "RUN", "EXIT", "TESTS")
+    ]
     for step in result.steps:
         status = step.status + (" (ignored)" if step.ignored else "")
         tests = step.tests
@@ -356,12 +360,12 @@ def _summary(result: RunResult, colour: bool) -> None:
 
 
 def _table(rows: list[tuple[str, ...]], colour: bool = False) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for number, row in enumerate(rows):
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        if colour and number:
-            cells[1] = click.style(cells[1], fg=_STATUS_COLOURS.get(row[1].split()[0]))
-        click.echo("  ".join(cells).rstrip())
+    """Rows under a header, the status column coloured if ``colour``."""
+
+    def style(column: int, cell: str) -> str:
+        return click.style(cell, fg=_STATUS_COLOURS.get(cell.split()[0])) if column == 1 else cell
+
+    print_table(rows, style if colour else None)
 
 
 def _duration(seconds: object) -> str:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from dockyard import reference
-from dockyard.cli.main import Settings
 
 if TYPE_CHECKING:
+    from dockyard.cli.group import Settings
     from dockyard.oci.home import ImageSource
     from dockyard.store import Store
     from dockyard.transfer.transports import Location
@@ -74,6 +74,20 @@ def open_source(location: Location, tls_verify: bool | None = None) -> ImageSour
     from dockyard.transfer.transports import open_source as _open
 
     return _open(location, store_root=settings().root, tls_verify=tls_verify)
+
+
+def print_table(
+    rows: Sequence[Sequence[object]], style: Callable[[int, str], str] | None = None
+) -> None:
+    """Print ``rows`` (the header first) in columns two spaces apart, no trailing blanks;
+    ``style(column, padded cell)`` may colour the cells below the header."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for number, row in enumerate(cells):
+        padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        if style and number:
+            padded = [style(column, cell) for column, cell in enumerate(padded)]
+        click.echo("  ".join(padded).rstrip())
 
 
 def print_json(doc: Any) -> None:

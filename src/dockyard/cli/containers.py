@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dockyard.cli.common import open_store, parse_ref, print_json, tls_option
+from dockyard.cli.common import open_store, parse_ref, print_json, print_table, tls_option
 from dockyard.cli.run import RUN_FAILED, RunOptions, run_command, run_config, run_options
 
 if TYPE_CHECKING:
@@ -45,18 +45,14 @@ def container() -> None:
 def create(name: str | None, tls_verify: bool | None, image: str) -> None:
     """Make a working container over IMAGE (pulled if missing; `scratch`: empty) and
     print its name."""
-    from dockyard.errors import NotFound
-    from dockyard.runtime import Snapshots
-    from dockyard.transfer.pull import ensure_image
+    from dockyard.runtime import Snapshots, stored_image
 
     store, catalog = _catalog()
     manifest = None
     if image != SCRATCH:
         ref = parse_ref(image)
         note = lambda _: click.echo(f"Unable to find image {ref} locally, pulling it", err=True)  # noqa: E731
-        manifest = store.image_manifest(ensure_image(store, ref, tls_verify=tls_verify, note=note))
-        if manifest is None:
-            raise NotFound(f"image {ref} has no image for this platform in the store")
+        manifest = stored_image(store, ref, tls_verify=tls_verify, note=note).manifest
         image = str(ref)
     with Snapshots(store) as snapshots:
         click.echo(catalog.create(snapshots, image, manifest, name).name)
@@ -221,11 +217,7 @@ def ls(all_: bool, quiet: bool, fmt: str) -> None:
         for row in rows:
             click.echo(row["name"])
         return
-    widths = [max([len(h), *(len(str(r[k])) for r in rows)]) for h, k in _COLUMNS]
-    click.echo("  ".join(h.ljust(w) for (h, _), w in zip(_COLUMNS, widths, strict=True)).rstrip())
-    for row in rows:
-        cells = [str(row[k]).ljust(w) for (_, k), w in zip(_COLUMNS, widths, strict=True)]
-        click.echo("  ".join(cells).rstrip())
+    print_table([[h for h, _ in _COLUMNS], *([row[k] for _, k in _COLUMNS] for row in rows)])
 
 
 _COLUMNS = [

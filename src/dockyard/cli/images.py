@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,11 +17,15 @@ from dockyard.cli.common import (
     parse_ref,
     platform_option,
     print_json,
+    print_table,
     progress_option,
     settings,
     tls_option,
 )
-from dockyard.cli.progress import progress_display
+from dockyard.cli.progress import human_bytes, progress_display
+
+if TYPE_CHECKING:
+    from dockyard.disk.prune import PrunePolicy, PruneReport
 
 
 @click.command()
@@ -45,8 +49,8 @@ def pull(
     ref = parse_ref(image)
     with progress_display("quiet" if quiet else progress) as display:
         result = pull_image(
-            open_store(),
             ref,
+            store=open_store(),
             platform=parse_platform(platform),
             all_platforms=all_platforms,
             tls_verify=tls_verify,
@@ -75,24 +79,19 @@ def push(
     registry are mounted instead of uploaded. Plain-tar layers (a docker-archive's) are
     gzipped on the way, as podman and skopeo do, unless --preserve-digests.
     """
-    from dockyard.registry.client import RegistryDestination, client_for
-    from dockyard.transfer.convert import plan
-    from dockyard.transfer.copy import copy_image
+    from dockyard.transfer.pull import push as push_image
 
     ref = parse_ref(image)
     target = parse_ref(destination) if destination else ref
-    mount_from = ref.repository if ref.registry == target.registry else None
-    conversion = plan(
-        "docker", compression_format=compression_format, preserve_digests=preserve_digests
-    )
-    dest = RegistryDestination(client_for(target, tls_verify=tls_verify), target, mount_from)
     with progress_display(progress) as display:
-        result = copy_image(
-            open_store().source(ref),
-            dest,
-            all_platforms=True,
+        result = push_image(
+            ref,
+            target,
+            store=open_store(),
+            tls_verify=tls_verify,
+            compression_format=compression_format,
+            preserve_digests=preserve_digests,
             progress=display,
-            conversion=conversion,
         )
     click.echo(f"{target}: {result.digest}")
 
@@ -107,15 +106,6 @@ def _age(created: datetime | None) -> str:
         if seconds >= size:
             return f"{int(seconds // size)} {unit} ago"
     return "just now"
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
 
 
 @click.command()
@@ -137,12 +127,10 @@ def images(quiet: bool, digests: bool) -> None:
                 *((info.descriptor.digest,) if digests else ()),
                 info.image_id.split(":", 1)[1][:12],
                 _age(info.created),
-                _size(info.size),
+                human_bytes(info.size),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
 
 
 @click.command()
@@ -235,8 +223,8 @@ def _inspect_layers(
         print_json(report.to_json())
         return
     click.echo(
-        f"{image}: {len(report.layers)} layers, {_size(report.total)} of files, "
-        f"{_size(report.wasted)} wasted, efficiency {report.efficiency:.1%}"
+        f"{image}: {len(report.layers)} layers, {human_bytes(report.total)} of files, "
+        f"{human_bytes(report.wasted)} wasted, efficiency {report.efficiency:.1%}"
     )
     rows = [("LAYER", "COMPRESSED", "UNCOMPRESSED", "ADDED", "CHANGED", "DELETED", "WASTED",
              "CREATED BY")]  # fmt: skip
@@ -244,25 +232,19 @@ def _inspect_layers(
         rows.append(
             (
                 str(layer.layer.number),
-                _size(layer.layer.descriptor.size),
-                _size(layer.uncompressed),
+                human_bytes(layer.layer.descriptor.size),
+                human_bytes(layer.uncompressed),
                 str(layer.added),
                 str(layer.changed),
                 str(layer.deleted),
-                _size(layer.wasted),
+                human_bytes(layer.wasted),
                 " ".join(layer.layer.created_by.split())[:80],
             )
         )
-    _table(rows)
+    print_table(rows)
     click.echo("largest files:")
-    largest = [(_size(size), str(number), path) for path, size, number in report.largest]
-    _table([("SIZE", "LAYER", "PATH"), *largest])
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    largest = [(human_bytes(size), str(number), path) for path, size, number in report.largest]
+    print_table([("SIZE", "LAYER", "PATH"), *largest])
 
 
 @click.command()
@@ -362,49 +344,36 @@ def prune(
     anything a running build, container or pipeline uses. Working containers go only
     with --containers (or --filter type=containers), and only stopped ones.
     """
-    from dockyard.builder.cache import prune_build_records
-    from dockyard.containers.catalog import Catalog
-    from dockyard.errors import ContainerError
-    from dockyard.runtime.container import reap_orphans
-    from dockyard.runtime.snapshots import Snapshots
+    from dockyard.disk.prune import prune as prune_store
 
-    store = open_store()
-    orphans = reap_orphans(store.root)  # first: their rootfs are overlays of snapshots
-    catalog = Catalog(store)
-    for found in catalog.list():  # a killed run's overlay goes; its changes stay
-        with contextlib.suppress(ContainerError), catalog.locked(found):
-            pass  # taking the lock repairs (see Catalog.locked)
-    if keep_storage or until or filters or containers or dry_run:
-        _prune_by_policy(store, keep_storage, until, filters, containers, dry_run, len(orphans))
+    policy = (
+        _policy(keep_storage, until, filters, containers)
+        if keep_storage or until or filters or containers
+        else None
+    )
+    summary = prune_store(open_store(), policy, dry_run=dry_run)
+    report = summary.report
+    if policy is None and not dry_run:
+        parts = [
+            f"{len(report.removed['blobs'])} blobs",
+            f"{len(report.removed['snapshots'])} snapshots",
+            f"{summary.build_records} build records",
+        ]
+        if summary.leftovers:
+            parts.append(f"{summary.leftovers} leftovers of killed processes (containers included)")
+        freed = human_bytes(sum(report.freed.values()))
+        click.echo(f"removed {', '.join(parts[:-1])} and {parts[-1]}, {freed} freed")
         return
-    blobs = store.prune()
-    with Snapshots(store) as snapshots:
-        pruned = snapshots.prune()
-        records = prune_build_records(store, snapshots.exists)
-    parts = [
-        f"{len(blobs.removed)} blobs",
-        f"{len(pruned.removed)} snapshots",
-        f"{records} build records",
-    ]
-    if leftovers := len(orphans) + blobs.temps + pruned.temps:
-        parts.append(f"{leftovers} leftovers of killed processes (containers included)")
-    freed = _size(blobs.freed + pruned.freed)
-    click.echo(f"removed {', '.join(parts[:-1])} and {parts[-1]}, {freed} freed")
+    _print_report(report, summary.leftovers, dry_run)
 
 
-def _prune_by_policy(
-    store,
-    keep_storage: str | None,
-    until: str | None,
-    filters: tuple[str, ...],
-    containers: bool,
-    dry_run: bool,
-    orphans: int,
-) -> None:
+def _policy(
+    keep_storage: str | None, until: str | None, filters: tuple[str, ...], containers: bool
+) -> PrunePolicy:
+    """The prune policy the options ask for."""
     from dockyard.check.policy import parse_bytes
     from dockyard.ci.pipeline import parse_duration
     from dockyard.disk.prune import PRUNABLE, PrunePolicy
-    from dockyard.disk.prune import prune as prune_store
 
     kinds = set()
     for text in filters:
@@ -418,7 +387,7 @@ def _prune_by_policy(
     if containers and kinds:
         kinds.add("containers")
     try:
-        policy = PrunePolicy(
+        return PrunePolicy(
             frozenset(kinds) if kinds else None,
             parse_duration(until) if until else None,
             parse_bytes(keep_storage) if keep_storage else None,
@@ -426,19 +395,23 @@ def _prune_by_policy(
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    report = prune_store(store, policy, dry_run=dry_run)
+
+
+def _print_report(report: PruneReport, leftovers: int, dry_run: bool) -> None:
+    """What a prune with a policy (or a dry run) removed, per kind."""
+    from dockyard.disk.prune import PRUNABLE
+
     verb = "would remove" if dry_run else "removed"
     if dry_run:
         for kind, items in report.removed.items():
             for item in items:
-                click.echo(f"{verb} {kind} {item.name} {_size(item.size)}")
+                click.echo(f"{verb} {kind} {item.name} {human_bytes(item.size)}")
     for item in report.spared:
         click.echo(f"kept {item.kind} {item.name}: in use")
     for kind in PRUNABLE:
         if kind in report.removed:
             count = len(report.removed[kind])
-            click.echo(f"{kind}: {verb} {count}, {_size(report.freed[kind])}")
+            click.echo(f"{kind}: {verb} {count}, {human_bytes(report.freed[kind])}")
     total = sum(report.freed.values())
-    leftovers = report.temps + orphans
     tail = f", {leftovers} leftovers of killed processes" if leftovers else ""
-    click.echo(f"total: {_size(total)} {'would be ' if dry_run else ''}freed{tail}")
+    click.echo(f"total: {human_bytes(total)} {'would be ' if dry_run else ''}freed{tail}")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from dockyard.cli.common import parse_platform, parse_ref, platform_option, tls_option
+
+if TYPE_CHECKING:
+    from dockyard.oci.home import ImageSource
 
 
 def _client(ref, tls_verify: bool | None):
@@ -115,7 +119,8 @@ def layer_pull(
     from dockyard.transfer.resolve import resolve_image
 
     ref = parse_ref(image)
-    source = RegistrySource(_client(ref, tls_verify), ref)
+    registry = RegistrySource(_client(ref, tls_verify), ref)
+    source = cast("ImageSource", registry)  # its blobs are verifying readers: read() only
     image_manifest = resolve_image(source, platform=parse_platform(platform))
     try:
         desc = image_manifest.layers[index]

@@ -17,6 +17,7 @@ import click
 
 if TYPE_CHECKING:
     import httpx
+from dockyard.cli.common import print_table
 
 
 def _config_path() -> Path:
@@ -55,12 +56,6 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
             message = response.text[:200]
         raise DockyardError(f"{method} {path}: {response.status_code} {message}")
     return response.json() if response.content else None
-
-
-def _table(rows: list[tuple[Any, ...]]) -> None:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
@@ -141,7 +136,7 @@ def repo_add(
 def repo_ls() -> None:
     """List the repositories."""
     items = _call("GET", "/repos", params={"per_page": 100})["items"]
-    _table(
+    print_table(
         [("NAME", "RUNS", "BRANCH", "LABELS", "CLONE URL")]
         + [
             (
@@ -174,7 +169,7 @@ def trigger(repository: str, branch: str | None, commit: str | None, env: tuple[
 def runs(repository: str, page: int) -> None:
     """List the runs of REPOSITORY, newest first."""
     items = _call("GET", f"/repos/{repository}/runs", params={"page": page})["items"]
-    _table(
+    print_table(
         [("RUN", "STATUS", "EVENT", "BRANCH", "COMMIT", "AGENT", "CREATED")]
         + [
             (
@@ -254,7 +249,7 @@ def restart(repository: str, number: int) -> None:
 def queue(page: int) -> None:
     """List the queued runs of every repository, oldest first, and why each waits."""
     items = _call("GET", "/queue", params={"page": page})["items"]
-    _table(
+    print_table(
         [("REPOSITORY", "RUN", "LABELS", "WAITING")]
         + [
             (
@@ -330,7 +325,7 @@ def cron() -> None:
 def cron_ls(repository: str) -> None:
     """List REPOSITORY's schedules and when each runs next."""
     items = _call("GET", f"/repos/{repository}/schedules")["items"]
-    _table(
+    print_table(
         [("NAME", "SCHEDULE", "BRANCH", "NEXT RUN")]
         + [(s["name"], s["schedule"], s["branch"], s["next_run"]) for s in items]
     )
@@ -377,7 +372,7 @@ def token_create(name: str, role: str) -> None:
 def token_ls() -> None:
     """List the tokens: id, name, role (never their values)."""
     items = _call("GET", "/tokens")["items"]
-    _table(
+    print_table(
         [("ID", "NAME", "ROLE", "CREATED")]
         + [(t["id"], t["name"], t["role"], t["created"]) for t in items]
     )
@@ -394,7 +389,7 @@ def token_rm(token_id: int) -> None:
 def agents() -> None:
     """List the agents, their labels and what they run."""
     items = _call("GET", "/agents")["items"]
-    _table(
+    print_table(
         [("AGENT", "LABELS", "RUNNING", "CAPACITY", "LAST SEEN")]
         + [
             (

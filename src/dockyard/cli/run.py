@@ -14,21 +14,19 @@ Exit status: the command's own; 125 if the container could not be run (as docker
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
 from dockyard.cli.common import open_store, parse_pairs, parse_ref, tls_option
 
 if TYPE_CHECKING:
-    from dockyard.oci.manifest import Manifest
     from dockyard.runtime import ContainerConfig, Mount
     from dockyard.store import Store
 
@@ -120,23 +118,18 @@ def run_config(
 def run_command(store: Store, rootfs: Path, config: ContainerConfig, options: RunOptions) -> int:
     """Run ``config`` in the mounted ``rootfs`` on ``options``'s network; return its exit
     code, or 125 (the error on stderr) if it could not be run."""
+    from dockyard.containers.launch import run_in_rootfs
     from dockyard.errors import ContainerError
-    from dockyard.runtime import run as run_container
-    from dockyard.runtime.nat import nat_network
 
     try:
-        with contextlib.ExitStack() as stack:
-            if options.network == "default":
-                config = stack.enter_context(nat_network()).apply(config)
-            return run_container(
-                rootfs,
-                config,
-                root=store.root,
-                stdin=sys.stdin if options.interactive or options.tty else None,
-            )
+        return run_in_rootfs(store, rootfs, config, options.network, _stdin(options))
     except ContainerError as e:
         click.echo(f"dockyard: error: {e}", err=True)
         return RUN_FAILED
+
+
+def _stdin(options: RunOptions) -> TextIO | None:
+    return sys.stdin if options.interactive or options.tty else None
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -166,97 +159,43 @@ def run(
     container`. The exit status is COMMAND's, or 125 if the container could not be run.
     """
     from dockyard.cli.progress import progress_display
-    from dockyard.containers import rootfs as container_rootfs
-    from dockyard.containers.catalog import Catalog
-    from dockyard.errors import ContainerError, NotFound
-    from dockyard.oci.config import ImageConfig
-    from dockyard.runtime import Snapshots
-    from dockyard.runtime.rootfs import overlay_rootfs
-    from dockyard.transfer.pull import ensure_image
+    from dockyard.containers.launch import run as run_container
+    from dockyard.errors import ContainerError
 
     if remove and name and not detach:
         raise click.UsageError("--name names a container that stays: drop --rm or --name")
     if detach and (options.interactive or options.tty):
         raise click.UsageError("-d runs without a terminal: use `container exec -it` into it")
     ref = parse_ref(image)
-    store = open_store()
-    with progress_display("auto") as display:
-        descriptor = ensure_image(
-            store,
+    env = parse_pairs(options.env, "-e", bare="environment")  # bare K: passed on if set
+    mounts = [_parse_volume(v) for v in options.volumes]
+    try:
+        result = run_container(
             ref,
+            command,
+            store=open_store(),
+            remove=remove,
+            name=name,
+            detach=detach,
+            entrypoint=entrypoint,
+            env=env,
+            user=options.user,
+            workdir=options.workdir,
+            mounts=mounts,
+            network=options.network,
+            stdin=_stdin(options),
+            terminal=options.tty,
             tls_verify=tls_verify,
-            progress=display,
+            progress=progress_display("auto"),  # entered for a pull only
             note=lambda _: click.echo(f"Unable to find image {ref} locally, pulling it", err=True),
+            on_created=lambda created: click.echo(created, err=True),
         )
-    manifest = store.image_manifest(descriptor)
-    if manifest is None:
-        raise NotFound(f"image {ref} has no image for this platform in the store")
-    image_config = store.read_config(manifest)
-    config = run_config(image_config, command, options, entrypoint)
-    if detach:
-        stop = ImageConfig(image_config).stop_signal or "SIGTERM"
-        sys.exit(_run_detached(store, str(ref), manifest, config, stop, options, remove, name))
-    code = RUN_FAILED
-    with Snapshots(store) as snapshots:  # holds the image's snapshots while it runs
-        try:
-            if remove:
-                lowers = snapshots.prepare(manifest)
-                with snapshots.scratch() as scratch, overlay_rootfs(lowers, scratch) as fs:
-                    code = run_command(store, fs.merged, config, options)
-            else:
-                catalog = Catalog(store)
-                created = catalog.create(snapshots, str(ref), manifest, name)
-                click.echo(created.name, err=True)
-                with catalog.locked(created) as container:
-                    with container_rootfs.merged(store, snapshots, container) as merged:
-                        code = run_command(store, merged, config, options)
-                    container.record.command = list(config.args)
-                    container.record.exit_code = code
-                    container.save()
-        except ContainerError as e:
-            click.echo(f"dockyard: error: {e}", err=True)
-    sys.exit(code)  # not ctx.exit(): main() runs click non-standalone, which drops it
-
-
-def _run_detached(
-    store: Store,
-    image: str,
-    manifest: Manifest,
-    config: ContainerConfig,
-    stop: str,
-    options: RunOptions,
-    remove: bool,
-    name: str | None,
-) -> int:
-    """``run -d``: a working container run by a supervisor of its own
-    (:mod:`dockyard.containers.background`); its name on stdout once it runs."""
-    from dockyard.containers import background
-    from dockyard.containers.catalog import Catalog
-    from dockyard.errors import ContainerError
-    from dockyard.runtime import Snapshots
-    from dockyard.runtime.imageconfig import parse_signal
-
-    try:
-        stop_signal = parse_signal(stop)
-    except ValueError as e:
-        raise ContainerError(f"image {image}: StopSignal: {e}") from None
-    with Snapshots(store) as snapshots:
-        created = Catalog(store).create(snapshots, image, manifest, name)
-    job = background.Job(
-        str(store.root),
-        created.name,
-        config,
-        nat=options.network == "default",
-        remove=remove,
-        stop_signal=stop_signal,
-    )
-    try:
-        background.start(job)
     except ContainerError as e:
         click.echo(f"dockyard: error: {e}", err=True)
-        return RUN_FAILED
-    click.echo(created.name)
-    return 0
+        sys.exit(RUN_FAILED)
+    if detach:
+        click.echo(result.name)
+    sys.exit(result.exit_code)  # not ctx.exit(): main() runs click non-standalone
 
 
 def _parse_volume(text: str) -> Mount:

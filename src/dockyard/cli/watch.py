@@ -48,7 +48,7 @@ class Runner:
         self._run: contextlib.ExitStack | None = None
         self._container: Container | None = None
         self._pidfd: int | None = None
-        self._stop_signal = signal.SIGTERM
+        self._stop_signal: int = signal.SIGTERM
 
     def __enter__(self) -> Runner:
         return self
@@ -68,7 +68,7 @@ class Runner:
         from dockyard.runtime import Container
         from dockyard.runtime.imageconfig import parse_signal
         from dockyard.runtime.nat import nat_network
-        from dockyard.runtime.rootfs import overlay_rootfs
+        from dockyard.runtime.rootfs import scratch_rootfs
 
         self.stop()
         manifest = self.store.image_manifest(self.store.resolve(ref))
@@ -81,8 +81,7 @@ class Runner:
             self._stop_signal = parse_signal(stop)
         with contextlib.ExitStack() as run:
             lowers = self._snapshots.prepare(manifest)
-            scratch = run.enter_context(self._snapshots.scratch())
-            rootfs = run.enter_context(overlay_rootfs(lowers, scratch))
+            rootfs = run.enter_context(scratch_rootfs(self._snapshots, lowers))
             config = run.enter_context(nat_network()).apply(config)
             container = run.enter_context(
                 Container(rootfs.merged, config, root=self.store.root, on_output=_echo)

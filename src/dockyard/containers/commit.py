@@ -22,6 +22,7 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from dockyard.builder.frontend import instructions as ins
 from dockyard.builder.frontend.parser import parse
@@ -153,7 +154,8 @@ def _pack(
     store: Store, hold: Hold, source: Path, *, overlay: bool, compression: str | None
 ) -> PackedLayer:
     with store.lease(), store.blobs.ingest() as blob:
-        packed = pack(source, blob.file, overlay=overlay, compression=compression)
+        out = cast(BinaryIO, blob.file)  # pack only writes to it
+        packed = pack(source, out, overlay=overlay, compression=compression)
         blob.commit(packed.digest)
         hold.add([packed.digest])
     return packed

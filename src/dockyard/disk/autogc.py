@@ -14,7 +14,7 @@ import logging
 import threading
 from pathlib import Path
 
-from dockyard.disk.prune import PrunePolicy, PruneReport, prune
+from dockyard.disk.prune import PrunePolicy, PruneReport, prune_by_policy
 from dockyard.disk.usage import take_stock
 from dockyard.store import Store
 
@@ -41,7 +41,7 @@ class AutoGC:
             used = take_stock(store).total
             if used <= self.keep_storage:
                 return None
-            report = prune(store, PrunePolicy(keep_storage=self.keep_storage))
+            report = prune_by_policy(store, PrunePolicy(keep_storage=self.keep_storage))
             freed = sum(report.freed.values())
             log.info(
                 "gc: the store took %d bytes, over %d: freed %d (%s)",

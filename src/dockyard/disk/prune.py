@@ -22,6 +22,7 @@ plan (``dry_run``) deletes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from pathlib import Path
 from dockyard.disk.usage import Item, Usage, take_stock
 from dockyard.runtime import mounts
 from dockyard.runtime.snapshots import SNAPSHOTS_DIR, Snapshots
-from dockyard.store import Store, trash
+from dockyard.store import Store, as_store, trash
 from dockyard.store.dirs import PIPELINE_HOLDS_DIR
 from dockyard.store.holds import held_names
 
@@ -112,7 +113,64 @@ def plan(usage: Usage, policy: PrunePolicy, now: float) -> list[Item]:
     return chosen
 
 
-def prune(store: Store, policy: PrunePolicy, *, dry_run: bool = False) -> PruneReport:
+@dataclass
+class PruneSummary:
+    """What :func:`prune` did: ``report``, per kind, what went (or would go; a prune
+    without a policy counts blobs and snapshots, their bytes per kind), the build
+    records that named what went, and the leftovers of killed processes reaped (their
+    containers, temp files and dirs)."""
+
+    report: PruneReport
+    build_records: int = 0
+    leftovers: int = 0
+
+
+def prune(
+    store: Store | str | Path | None = None,
+    policy: PrunePolicy | None = None,
+    *,
+    dry_run: bool = False,
+) -> PruneSummary:
+    """``dockyard prune``: reap what killed processes left, then delete the blobs and
+    snapshots no named image needs and the build records naming them; with a
+    ``policy`` (or ``dry_run``, which deletes nothing) what it chooses too.
+
+    Killed containers go first (their rootfs are overlays of snapshots), then each
+    working container's lock is taken once, which repairs a killed run's (its changes
+    stay). Named images and what live processes use are never deleted.
+    """
+    from dockyard.containers.catalog import Catalog
+    from dockyard.errors import ContainerError
+    from dockyard.runtime.container import reap_orphans
+
+    opened = as_store(store)
+    orphans = len(reap_orphans(opened.root))
+    catalog = Catalog(opened)
+    for found in catalog.list():
+        with contextlib.suppress(ContainerError), catalog.locked(found):
+            pass  # taking the lock repairs (see Catalog.locked)
+    if policy is not None or dry_run:
+        report = prune_by_policy(opened, policy or PrunePolicy(), dry_run=dry_run)
+        return PruneSummary(report, leftovers=report.temps + orphans)
+    return _prune_garbage(opened, orphans)
+
+
+def _prune_garbage(store: Store, orphans: int) -> PruneSummary:
+    """The prune with no policy: unreachable blobs and snapshots, and their records."""
+    from dockyard.builder.cache import prune_build_records
+
+    blobs = store.prune()
+    with Snapshots(store) as snapshots:
+        pruned = snapshots.prune()
+        records = prune_build_records(store, snapshots.exists)
+    report = PruneReport(temps=blobs.temps + pruned.temps)
+    for kind, result in (("blobs", blobs), ("snapshots", pruned)):
+        report.removed[kind] = [Item(kind, name, 0, 0.0) for name in result.removed]
+        report.freed[kind] = result.freed
+    return PruneSummary(report, records, orphans + report.temps)
+
+
+def prune_by_policy(store: Store, policy: PrunePolicy, *, dry_run: bool = False) -> PruneReport:
     """Delete what ``policy`` chooses (nothing if ``dry_run``), sparing what is in use."""
     from dockyard.builder.cache import prune_build_records
 

@@ -191,13 +191,14 @@ class OCILayout:
         return json.loads(raw)
 
 
-class LayoutSource:
-    """Read the image ``tag`` names in the layout at ``path`` (the only one if no tag)."""
+class LayoutImageSource:
+    """Read one image of ``layout``: the entry ``descriptor`` (as :meth:`OCILayout.resolve`
+    or :meth:`.Store.resolve` found it). The store is an OCI layout too, so this is its
+    source as well."""
 
-    def __init__(self, path: Path, tag: str | None = None):
-        self.layout = OCILayout(path)
-        self.layout.check()
-        self.descriptor = self.layout.resolve(tag)
+    def __init__(self, layout: OCILayout, descriptor: Descriptor):
+        self.layout = layout
+        self.descriptor = descriptor
 
     def root_manifest(self) -> RawManifest:
         d = self.descriptor
@@ -208,6 +209,15 @@ class LayoutSource:
 
     def open_blob(self, desc: Descriptor) -> AbstractContextManager[ReadCloser]:
         return self.layout.blobs.open(desc.digest, desc.size)
+
+
+class LayoutSource(LayoutImageSource):
+    """Read the image ``tag`` names in the layout at ``path`` (the only one if no tag)."""
+
+    def __init__(self, path: Path, tag: str | None = None):
+        layout = OCILayout(path)
+        layout.check()
+        super().__init__(layout, layout.resolve(tag))
 
 
 class BlobsDestination:

@@ -1,17 +1,19 @@
 """Running processes in isolated root filesystems: snapshots, mounts, runc.
 
-The common case, as the builder and pipelines use it::
+The common case, as ``dockyard run`` and pipelines use it::
 
     store = Store(root)
     snapshots = Snapshots(store)
-    lowers = snapshots.prepare(store.image_manifest(store.resolve(ref)))
-    with snapshots.scratch() as scratch:
-        with overlay_rootfs(lowers, scratch) as rootfs:
-            code = run(rootfs.merged, ContainerConfig(["sh", "-c", "make"]), root=store.root)
-        # rootfs.upper now holds the changes: pack it, then snapshots.commit(...) it
+    image = stored_image(store, ref)  # pulled first if missing
+    with scratch_rootfs(snapshots, snapshots.prepare(image.manifest)) as rootfs:
+        code = run(rootfs.merged, ContainerConfig(["sh", "-c", "make"]), root=store.root)
+
+(the builder mounts ``overlay_rootfs`` itself where it keeps the upper dir: packs it,
+then ``snapshots.commit(...)`` it).
 
 - :mod:`.snapshots`: layers extracted once as overlay lower dirs, keyed by chain ID.
-- :mod:`.rootfs`: an overlay of snapshots plus a fresh upper dir, mounted for a run.
+- :mod:`.rootfs`: an overlay of snapshots plus a fresh upper dir, mounted for a run;
+  a stored image (pulled if missing) and a scratch rootfs of it.
 - :mod:`.container`: one process under runc: namespaces, ``/proc``, ``/dev``, user,
   mounts, output streaming, timeouts that kill the whole tree, cleanup.
 - :mod:`.netns`: persistent network namespaces that containers join (a pod's network).
@@ -38,7 +40,13 @@ if TYPE_CHECKING:
     from dockyard.runtime.config import HOST, NONE, ContainerConfig, Mount
     from dockyard.runtime.container import Container, ContainerTimeout, OutputCallback, run
     from dockyard.runtime.imageconfig import container_config
-    from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs
+    from dockyard.runtime.rootfs import (
+        OverlayRootfs,
+        StoredImage,
+        overlay_rootfs,
+        scratch_rootfs,
+        stored_image,
+    )
     from dockyard.runtime.snapshots import Snapshots, chain_id, chain_ids
 
 # Imported on first use: a build that hits its cache runs no container, and a command
@@ -47,7 +55,10 @@ _WHERE = {
     **dict.fromkeys(["HOST", "NONE", "ContainerConfig", "Mount"], "config"),
     **dict.fromkeys(["Container", "ContainerTimeout", "OutputCallback", "run"], "container"),
     "container_config": "imageconfig",
-    **dict.fromkeys(["OverlayRootfs", "overlay_rootfs"], "rootfs"),
+    **dict.fromkeys(
+        ["OverlayRootfs", "StoredImage", "overlay_rootfs", "scratch_rootfs", "stored_image"],
+        "rootfs",
+    ),
     **dict.fromkeys(["Snapshots", "chain_id", "chain_ids"], "snapshots"),
 }
 
@@ -61,6 +72,7 @@ __all__ = [
     "OutputCallback",
     "OverlayRootfs",
     "Snapshots",
+    "StoredImage",
     "chain_id",
     "chain_ids",
     "container_config",
@@ -69,6 +81,8 @@ __all__ = [
     "overlay_rootfs",
     "remove_netns",
     "run",
+    "scratch_rootfs",
+    "stored_image",
 ]
 
 

@@ -3,17 +3,75 @@
 Everything the container writes lands in ``upper`` (overlay whiteouts for deletions),
 which outlives the mount: the builder packs it into a layer and can register it as the
 next snapshot, ``dockyard run`` keeps it for a later commit.
+
+From an image name to a rootfs, as ``dockyard run``, pipeline steps and the builder's
+views all go::
+
+    image = stored_image(store, ref)  # pulled first if the store lacks it
+    with scratch_rootfs(snapshots, snapshots.prepare(image.manifest)) as fs:
+        ...  # run in fs.merged; its changes go with the block
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from dockyard.errors import NotFound
 from dockyard.runtime import interrupts, mounts
+
+if TYPE_CHECKING:
+    from dockyard.oci.descriptor import Platform
+    from dockyard.oci.manifest import Manifest
+    from dockyard.reference import Reference
+    from dockyard.runtime.snapshots import Snapshots
+    from dockyard.store import Store
+    from dockyard.transfer.copy import CopyProgress
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image of the store for one platform: the name asked for, its manifest and its
+    config document."""
+
+    ref: Reference
+    manifest: Manifest
+    config: dict[str, Any]
+
+
+def stored_image(
+    store: Store,
+    ref: Reference,
+    *,
+    platform: Platform | None = None,
+    tls_verify: bool | None = None,
+    progress: CopyProgress | None = None,
+    note: Callable[[str], None] | None = None,
+) -> StoredImage:
+    """The image ``ref`` for ``platform`` (default: the host's), pulled into ``store``
+    first if missing (``note`` hears of that), as docker does for ``run``; NotFound if
+    it has no image for the platform."""
+    from dockyard.transfer.pull import ensure_image
+
+    descriptor = ensure_image(
+        store, ref, platform=platform, tls_verify=tls_verify, progress=progress, note=note
+    )
+    manifest = store.image_manifest(descriptor, platform)
+    if manifest is None:
+        raise NotFound(f"image {ref} has no image for this platform in the store")
+    return StoredImage(ref, manifest, store.read_config(manifest))
+
+
+@contextlib.contextmanager
+def scratch_rootfs(snapshots: Snapshots, lowers: Sequence[Path]) -> Iterator[OverlayRootfs]:
+    """A fresh writable rootfs over the snapshot dirs ``lowers`` (top first) for the
+    ``with`` block, in a held scratch dir; it and its changes are gone afterwards."""
+    with snapshots.scratch() as scratch, overlay_rootfs(lowers, scratch) as fs:
+        yield fs
 
 
 @dataclass(frozen=True)

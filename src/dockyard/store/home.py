@@ -1,38 +1,17 @@
-"""The store as an image home: an :class:`ImageSource` and an :class:`ImageDestination`."""
+"""The store as an image destination (its source is a layout's:
+:class:`~dockyard.layout.oci_dir.LayoutImageSource`)."""
 
 from __future__ import annotations
 
 import weakref
-from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from dockyard.layout.oci_dir import BlobsDestination, OCILayout
-from dockyard.oci.descriptor import Descriptor
-from dockyard.oci.home import RawManifest
-from dockyard.oci.streams import ReadCloser
+from dockyard.layout.oci_dir import BlobsDestination
 from dockyard.reference import Reference
 
 if TYPE_CHECKING:
     from dockyard.store.store import Store
-
-
-class StoreSource:
-    """Read one stored image (``descriptor``, as :meth:`Store.resolve` found it)."""
-
-    def __init__(self, layout: OCILayout, descriptor: Descriptor):
-        self.layout = layout
-        self.descriptor = descriptor
-
-    def root_manifest(self) -> RawManifest:
-        d = self.descriptor
-        return self.layout.read_manifest(d.digest, d.size, d.media_type)
-
-    def manifest(self, digest: str) -> RawManifest:
-        return self.layout.read_manifest(digest)
-
-    def open_blob(self, desc: Descriptor) -> AbstractContextManager[ReadCloser]:
-        return self.layout.blobs.open(desc.digest, desc.size)
 
 
 class StoreDestination(BlobsDestination):

@@ -33,14 +33,14 @@ from dockyard.errors import DockyardError, InvalidReference, ManifestError, NotF
 from dockyard.files.blobdir import STALE_TEMP_SECONDS
 from dockyard.files.locking import FileLock
 from dockyard.files.unsynced import UnsyncedMarkers
-from dockyard.layout.oci_dir import OCILayout, ref_name
+from dockyard.layout.oci_dir import LayoutImageSource, OCILayout, ref_name
 from dockyard.oci import manifest as manifests
 from dockyard.oci.config import ImageConfig
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.reference import Reference
 from dockyard.store import gc
 from dockyard.store.holds import Hold, held_names
-from dockyard.store.home import StoreDestination, StoreSource
+from dockyard.store.home import StoreDestination
 from dockyard.store.pins import pinned_names
 
 GC_LOCK_FILE = "gc.lock"
@@ -59,6 +59,12 @@ def default_root() -> Path:
         return Path("/var/lib/dockyard")
     data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return Path(data) / "dockyard"
+
+
+def as_store(store: Store | str | Path | None) -> Store:
+    """``store`` itself, or the store at that root (:func:`default_root` if None): what
+    the library's verbs take as their ``store``."""
+    return store if isinstance(store, Store) else Store(None if store is None else Path(store))
 
 
 def ref_key(ref: Reference) -> str:
@@ -149,9 +155,9 @@ class Store:
 
     # reading and writing images
 
-    def source(self, ref: Reference) -> StoreSource:
+    def source(self, ref: Reference) -> LayoutImageSource:
         """Read the image ``ref`` names."""
-        return StoreSource(self.layout, self.resolve(ref))
+        return LayoutImageSource(self.layout, self.resolve(ref))
 
     def destination(self, ref: Reference) -> StoreDestination:
         """Write an image named ``ref`` at commit; holds a lease until then."""

@@ -109,7 +109,8 @@ class _RetryWithPermissions:
         if isinstance(error, FileNotFoundError):
             return  # deleted meanwhile (another prune finishing the same trash)
         if not isinstance(error, PermissionError):
-            raise StoreError(f"cannot delete {path}: {error.strerror}") from None
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            raise StoreError(f"cannot delete {path}: {reason}") from None
         try:
             if func in (os.open, os.scandir) and path not in self._opened:
                 self._opened.add(path)  # a directory we may not read: open it up, recurse

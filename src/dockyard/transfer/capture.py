@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.errors import NotFound
-from dockyard.layout.oci_dir import REF_NAME
+from dockyard.layout.oci_dir import REF_NAME, LayoutImageSource
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.reference import Reference
 from dockyard.store import Store
-from dockyard.store.home import StoreSource
 from dockyard.transfer.copy import copy_image
 
 CONTAINERD_NAME = "io.containerd.image.name"
@@ -112,6 +111,6 @@ def _save_one(store, ref, desc, platform, note, destination) -> SavedImage:
         if ref.digest is not None:  # the root written is one platform's manifest
             name = dataclasses.replace(ref, digest=chosen.digest)
             note(f"{ref}: only {platform or Platform.host()} is stored; saved as {name}")
-    source = StoreSource(store.layout, desc)
+    source = LayoutImageSource(store.layout, desc)
     result = copy_image(source, destination(name), platform=platform, all_platforms=whole)
     return SavedImage(name, result.digest)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from dockyard.oci import digest as digests
 from dockyard.oci import manifest as manifests
@@ -25,12 +25,17 @@ from dockyard.oci.streams import ReadCloser
 from dockyard.transfer.convert import (
     Blob,
     Conversion,
+    plan,
     rewrite_index,
     rewrite_layer,
     rewrite_manifest,
     workspace,
 )
 from dockyard.transfer.resolve import fetch_child
+
+if TYPE_CHECKING:
+    from dockyard.store import Store
+    from dockyard.transfer.transports import Location
 
 DEFAULT_JOBS = 6
 
@@ -118,6 +123,55 @@ def copy_image(
         destination.abort()
         raise
     return result
+
+
+def copy(
+    source: str | Location,
+    destination: str | Location,
+    *,
+    store: Store | str | Path | None = None,
+    platform: Platform | None = None,
+    all_platforms: bool = False,
+    tls_verify: bool | None = None,
+    src_tls_verify: bool | None = None,
+    dest_tls_verify: bool | None = None,
+    compression_format: str | None = None,
+    preserve_digests: bool = False,
+    progress: CopyProgress | None = None,
+) -> CopyResult:
+    """Copy the image at ``source`` to ``destination``, both transport strings
+    (``docker://REF``, ``oci:DIR[:TAG]``, ``oci-archive:FILE[:TAG]``,
+    ``docker-archive:FILE[:REF]``, ``local:REF`` or a bare ``REF``) or locations.
+
+    ``store`` (a :class:`Store` or its root; default: the default root) is where
+    ``local:`` names live. An OCI layout or archive gets OCI media types and a registry
+    compressed layers, unless ``preserve_digests`` (see :func:`.convert.plan`);
+    ``src_tls_verify`` and ``dest_tls_verify`` override ``tls_verify`` on one side.
+    """
+    from dockyard.store import as_store
+    from dockyard.transfer.transports import as_location
+
+    store_root = as_store(store).root
+    src, dest = as_location(source), as_location(destination)
+    conversion = plan(
+        dest.transport, compression_format=compression_format, preserve_digests=preserve_digests
+    )
+    opened = src.source(
+        store_root=store_root, tls_verify=tls_verify if src_tls_verify is None else src_tls_verify
+    )
+    target = dest.destination(
+        store_root=store_root,
+        tls_verify=tls_verify if dest_tls_verify is None else dest_tls_verify,
+        source=src,
+    )
+    return copy_image(
+        opened,
+        target,
+        platform=platform,
+        all_platforms=all_platforms,
+        progress=progress,
+        conversion=conversion,
+    )
 
 
 def _copy(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
@@ -41,7 +42,7 @@ def import_directory(
         with store.blobs.ingest() as blob:
             packed = pack(
                 directory,
-                blob.file,
+                cast(BinaryIO, blob.file),  # pack only writes to it
                 compression=compression,
                 source_date_epoch=int(epoch) if epoch else None,
             )

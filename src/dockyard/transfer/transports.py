@@ -1,11 +1,16 @@
 """skopeo-style transport names: ``docker://REF``, ``oci:DIR[:TAG]``, ``oci-archive:FILE[:TAG]``,
-``docker-archive:FILE[:REF]`` and ``local:REF`` (the dockyard store), opened as image homes."""
+``docker-archive:FILE[:REF]`` and ``local:REF`` (the dockyard store), opened as image homes.
+
+A :data:`Location` is one of five dataclasses, one per transport kind, each opening its
+own home (:meth:`source`, :meth:`destination`): code that needs a kind matches on the
+class, nothing compares transport strings.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from dockyard import reference
 from dockyard.errors import InvalidReference
@@ -13,100 +18,204 @@ from dockyard.errors import InvalidReference
 if TYPE_CHECKING:
     from dockyard.oci.home import ImageDestination, ImageSource
 
-TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive", "local")
+
+@dataclass(frozen=True)
+class RegistryLocation:
+    """``docker://REF``: a repository of a registry."""
+
+    transport: ClassVar[str] = "docker"
+    ref: reference.Reference
+
+    def __str__(self) -> str:
+        return f"docker://{self.ref}"
+
+    def source(self, *, store_root: Path | None, tls_verify: bool | None = None) -> ImageSource:
+        """Read through the registry's mirrors, if it has any that serve the pull."""
+        from dockyard.registry.client.mirrors import registry_source
+
+        return registry_source(self.ref, tls_verify)
+
+    def destination(
+        self,
+        *,
+        store_root: Path | None,
+        tls_verify: bool | None = None,
+        source: Location | None = None,
+    ) -> ImageDestination:
+        """Write to the registry, mounting blobs from ``source`` when it is a repository
+        of the same registry."""
+        from dockyard.registry.client import RegistryDestination, client_for
+
+        match source:
+            case RegistryLocation(ref=ref) | StoreLocation(ref=ref) if (
+                ref.registry == self.ref.registry
+            ):
+                mount_from: str | None = ref.repository
+            case _:
+                mount_from = None
+        client = client_for(self.ref, tls_verify=tls_verify)
+        return RegistryDestination(client, self.ref, mount_from)
 
 
 @dataclass(frozen=True)
-class Location:
-    """Where an image lives: a transport, a path or registry reference, and an optional name."""
+class StoreLocation:
+    """``local:REF`` (or a bare ``REF``): an image of the dockyard store."""
 
-    transport: str
-    path: Path | None = None
-    name: str | None = None  # tag (oci, oci-archive) or reference (docker-archive)
-    ref: reference.Reference | None = None  # docker:// and local:
+    transport: ClassVar[str] = "local"
+    ref: reference.Reference
 
     def __str__(self) -> str:
-        if self.ref is not None:
-            return f"{self.transport}:{'//' if self.transport == 'docker' else ''}{self.ref}"
+        return f"local:{self.ref}"
+
+    def source(self, *, store_root: Path | None, tls_verify: bool | None = None) -> ImageSource:
+        from dockyard.store import Store
+
+        return Store(store_root).source(self.ref)
+
+    def destination(
+        self,
+        *,
+        store_root: Path | None,
+        tls_verify: bool | None = None,
+        source: Location | None = None,
+    ) -> ImageDestination:
+        from dockyard.store import Store
+
+        return Store(store_root).destination(self.ref)
+
+
+@dataclass(frozen=True)
+class _FileLocation:
+    """A home in a file or directory, with an optional name for the image in it."""
+
+    transport: ClassVar[str]
+    path: Path
+    name: str | None = None  # a tag (oci, oci-archive) or a reference (docker-archive)
+
+    def __str__(self) -> str:
         return f"{self.transport}:{self.path}" + (f":{self.name}" if self.name else "")
+
+
+@dataclass(frozen=True)
+class LayoutLocation(_FileLocation):
+    """``oci:DIR[:TAG]``: an OCI image layout directory."""
+
+    transport: ClassVar[str] = "oci"
+
+    def source(self, *, store_root: Path | None, tls_verify: bool | None = None) -> ImageSource:
+        from dockyard.layout.oci_dir import LayoutSource
+
+        return LayoutSource(self.path, self.name)
+
+    def destination(
+        self,
+        *,
+        store_root: Path | None,
+        tls_verify: bool | None = None,
+        source: Location | None = None,
+    ) -> ImageDestination:
+        from dockyard.layout.oci_dir import LayoutDestination
+
+        return LayoutDestination(self.path, self.name)
+
+
+@dataclass(frozen=True)
+class OCIArchiveLocation(_FileLocation):
+    """``oci-archive:FILE[:TAG]``: an OCI layout in a tar file."""
+
+    transport: ClassVar[str] = "oci-archive"
+
+    def source(self, *, store_root: Path | None, tls_verify: bool | None = None) -> ImageSource:
+        from dockyard.layout.oci_archive import OCIArchiveSource
+
+        return OCIArchiveSource(self.path, self.name)
+
+    def destination(
+        self,
+        *,
+        store_root: Path | None,
+        tls_verify: bool | None = None,
+        source: Location | None = None,
+    ) -> ImageDestination:
+        from dockyard.layout.oci_archive import OCIArchiveDestination
+
+        return OCIArchiveDestination(self.path, self.name)
+
+
+@dataclass(frozen=True)
+class DockerArchiveLocation(_FileLocation):
+    """``docker-archive:FILE[:REF]``: a ``docker save`` tarball (``@N``: its Nth image)."""
+
+    transport: ClassVar[str] = "docker-archive"
+
+    def source(self, *, store_root: Path | None, tls_verify: bool | None = None) -> ImageSource:
+        from dockyard.layout.docker_archive import DockerArchiveSource
+
+        return DockerArchiveSource(self.path, self.name)
+
+    def destination(
+        self,
+        *,
+        store_root: Path | None,
+        tls_verify: bool | None = None,
+        source: Location | None = None,
+    ) -> ImageDestination:
+        from dockyard.layout.docker_archive import DockerArchiveDestination
+
+        return DockerArchiveDestination(self.path, self.name)
+
+
+Location = (
+    RegistryLocation | StoreLocation | LayoutLocation | OCIArchiveLocation | DockerArchiveLocation
+)
+FILE_KINDS: dict[str, type[LayoutLocation | OCIArchiveLocation | DockerArchiveLocation]] = {
+    kind.transport: kind for kind in (LayoutLocation, OCIArchiveLocation, DockerArchiveLocation)
+}
+TRANSPORTS = ("docker", *FILE_KINDS, "local")
 
 
 def parse_location(text: str) -> Location:
     """Parse a transport string; a bare reference means the local store."""
     transport, sep, rest = text.partition(":")
     if not sep or transport not in TRANSPORTS:
-        return Location("local", ref=reference.parse(text))
+        return StoreLocation(reference.parse(text))
     if transport == "docker":
         if not rest.startswith("//"):
             raise InvalidReference(f"invalid location {text!r}: expected docker://REFERENCE")
-        return Location("docker", ref=reference.parse(rest[2:]))
+        return RegistryLocation(reference.parse(rest[2:]))
     if transport == "local":
-        return Location("local", ref=reference.parse(rest))
+        return StoreLocation(reference.parse(rest))
     if not rest:
         raise InvalidReference(f"invalid location {text!r}: missing path")
     path, _, name = rest.partition(":")
     if transport == "docker-archive" and name and not name.startswith("@"):
         reference.parse(name)  # validate early: a RepoTag (or @N, the Nth image)
-    return Location(transport, Path(path), name or None)
+    return FILE_KINDS[transport](Path(path), name or None)
+
+
+def as_location(where: str | Location) -> Location:
+    """``where`` parsed if it is a transport string."""
+    return parse_location(where) if isinstance(where, str) else where
 
 
 def open_source(
-    location: Location, *, store_root: Path | None, tls_verify: bool | None = None
+    location: str | Location, *, store_root: Path | None = None, tls_verify: bool | None = None
 ) -> ImageSource:
     """Open the image ``location`` names for reading (a registry's through its mirrors)."""
-    if location.transport == "docker":
-        from dockyard.registry.client.mirrors import registry_source
-
-        return registry_source(location.ref, tls_verify)
-    if location.transport == "local":
-        from dockyard.store import Store
-
-        return Store(store_root).source(location.ref)
-    if location.transport == "oci":
-        from dockyard.layout.oci_dir import LayoutSource
-
-        return LayoutSource(location.path, location.name)
-    if location.transport == "oci-archive":
-        from dockyard.layout.oci_archive import OCIArchiveSource
-
-        return OCIArchiveSource(location.path, location.name)
-    from dockyard.layout.docker_archive import DockerArchiveSource
-
-    return DockerArchiveSource(location.path, location.name)
+    return as_location(location).source(store_root=store_root, tls_verify=tls_verify)
 
 
 def open_destination(
-    location: Location,
+    location: str | Location,
     *,
-    store_root: Path | None,
+    store_root: Path | None = None,
     tls_verify: bool | None = None,
-    source: Location | None = None,
+    source: str | Location | None = None,
 ) -> ImageDestination:
     """Open ``location`` for writing one image. A registry destination mounts blobs from
     ``source`` when both are repositories of the same registry."""
-    if location.transport == "docker":
-        from dockyard.registry.client import RegistryDestination, client_for
-
-        same_registry = (
-            source is not None
-            and source.ref is not None
-            and source.ref.registry == location.ref.registry
-        )
-        mount_from = source.ref.repository if same_registry else None
-        client = client_for(location.ref, tls_verify=tls_verify)
-        return RegistryDestination(client, location.ref, mount_from)
-    if location.transport == "local":
-        from dockyard.store import Store
-
-        return Store(store_root).destination(location.ref)
-    if location.transport == "oci":
-        from dockyard.layout.oci_dir import LayoutDestination
-
-        return LayoutDestination(location.path, location.name)
-    if location.transport == "oci-archive":
-        from dockyard.layout.oci_archive import OCIArchiveDestination
-
-        return OCIArchiveDestination(location.path, location.name)
-    from dockyard.layout.docker_archive import DockerArchiveDestination
-
-    return DockerArchiveDestination(location.path, location.name)
+    return as_location(location).destination(
+        store_root=store_root,
+        tls_verify=tls_verify,
+        source=None if source is None else as_location(source),
+    )
