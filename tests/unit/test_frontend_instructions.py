@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.builder.frontend.instructions import (
+from dockyard.builder.frontend.commands import (
     Add,
     Arg,
     ArgDef,
@@ -20,7 +20,6 @@ from dockyard.builder.frontend.instructions import (
     KeyValue,
     Label,
     Maintainer,
-    Mount,
     Onbuild,
     Run,
     RunScript,
@@ -30,9 +29,10 @@ from dockyard.builder.frontend.instructions import (
     Volume,
     Workdir,
     normalize_path,
-    parse_instruction,
 )
+from dockyard.builder.frontend.parse import parse_instruction
 from dockyard.builder.frontend.parser import parse
+from dockyard.builder.frontend.runmount import Mount
 from dockyard.errors import BuildError
 
 ENV = {"A": "1", "B": "two words", "DIR": "/srv", "EMPTY": "", "PORT": "8080", "U": "app"}

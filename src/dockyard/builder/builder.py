@@ -34,7 +34,7 @@ from dockyard import reference
 from dockyard.builder.cache import BuildCache, CacheRecord, step_key
 from dockyard.builder.confined import ConfinedDir, ConfinedFile
 from dockyard.builder.context import BuildContext, index_file_for
-from dockyard.builder.frontend import instructions as ins
+from dockyard.builder.frontend import commands as ins
 from dockyard.builder.frontend.dockerignore import IgnoreMatcher
 from dockyard.builder.frontend.stages import (
     DEFAULT_PATH,
@@ -54,6 +54,7 @@ from dockyard.reference import Reference
 from dockyard.store import Store
 
 if TYPE_CHECKING:
+    from dockyard.builder.frontend.runmount import Mount
     from dockyard.builder.lineage import LastRun, StepLineage
     from dockyard.builder.steps import StepLayer, StepRunner
     from dockyard.runtime import config as runtime_config
@@ -521,7 +522,7 @@ class Builder:
     def _mount_key(
         self,
         instr: ins.Run,
-        mount: ins.Mount,
+        mount: Mount,
         workdir: str,
         results: dict[int, StageResult],
         plan: BuildPlan,
@@ -546,7 +547,7 @@ class Builder:
                 key.append(self._context.checksum([_context_path(mount.source)]))
         return key
 
-    def _mount_digest(self, state: ImageState, mount: ins.Mount, instr: ins.Run) -> str:
+    def _mount_digest(self, state: ImageState, mount: Mount, instr: ins.Run) -> str:
         """The content digest of a bind mount's ``source`` in a stage or image, memoised
         as :meth:`_from_digest` is."""
         from dockyard.builder.copier.sources import Filters, RootfsTree, build_node, rootfs_digest
@@ -574,7 +575,7 @@ class Builder:
     def _mount(
         self,
         instr: ins.Run,
-        mount: ins.Mount,
+        mount: Mount,
         workdir: str,
         stack: ExitStack,
         extra_env: dict[str, str],
@@ -603,7 +604,7 @@ class Builder:
         return runtime_config.Mount.bind(str(source), target, readonly=mount.read_only)
 
     def _bind_source(
-        self, root: ConfinedDir, mount: ins.Mount, instr: ins.Instruction, stack: ExitStack
+        self, root: ConfinedDir, mount: Mount, instr: ins.Instruction, stack: ExitStack
     ) -> Path:
         """A path for the RUN container to bind: a private bind mount of ``mount.source``
         opened inside ``root`` (the context or a stage), made in a scratch dir of the
@@ -640,7 +641,7 @@ class Builder:
         return copy
 
     def _secret_mount(
-        self, instr: ins.Run, mount: ins.Mount, extra_env: dict[str, str]
+        self, instr: ins.Run, mount: Mount, extra_env: dict[str, str]
     ) -> runtime_config.Mount | None:
         from dockyard.runtime import config as runtime_config
 
@@ -664,7 +665,7 @@ class Builder:
             mode=0o400 if mount.mode is None else mount.mode,
         )
 
-    def _cache_dir(self, mount: ins.Mount, target: str, stack: ExitStack) -> Path:
+    def _cache_dir(self, mount: Mount, target: str, stack: ExitStack) -> Path:
         """The store directory behind a cache mount: one per id (default: the target).
         Under ``--no-cache`` the build starts it empty (BuildKit's cache mounts are part
         of the cache it ignores): the old one is set aside at its first use."""

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from dockyard.builder.frontend import instructions as ins
+from dockyard.builder.frontend import commands as ins
 from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor, Platform

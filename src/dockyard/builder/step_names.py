@@ -18,13 +18,17 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from dockyard import reference
-from dockyard.builder.frontend import instructions as ins
+from dockyard.builder.frontend import commands as ins
 from dockyard.builder.frontend.parser import heredoc_word
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 from dockyard.builder.frontend.stages import Stage
 from dockyard.errors import DockyardError
+
+if TYPE_CHECKING:
+    from dockyard.builder.frontend.runmount import Mount
 
 SECRET_MASK = "****"
 NUMBERED = (ins.Run, ins.Copy, ins.Add, ins.Workdir)
@@ -88,7 +92,7 @@ def expanded_text(instr: ins.Instruction, env: Mapping[str, str]) -> str:
     return word.upper() + space + rest
 
 
-def _secret_env(mount: ins.Mount) -> bool:
+def _secret_env(mount: Mount) -> bool:
     return mount.type == "secret" and bool(mount.env)
 
 

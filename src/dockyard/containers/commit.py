@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dockyard.builder.frontend import instructions as ins
+from dockyard.builder.frontend import commands as ins
+from dockyard.builder.frontend.parse import parse_instruction
 from dockyard.builder.frontend.parser import parse
 from dockyard.builder.image import ImageState
 from dockyard.containers import rootfs
@@ -55,7 +56,7 @@ def parse_changes(texts: Sequence[str]) -> list[ins.Instruction]:
         for node in parse(text, "--change").nodes:
             if node.keyword in _NOT_CHANGES:
                 raise BuildError(f"{node.command.upper()} cannot be a --change", "--change")
-            found.append(ins.parse_instruction(node, file="--change"))
+            found.append(parse_instruction(node, file="--change"))
     return found
 
 

@@ -5,7 +5,7 @@ with ``\\`` or a backtick, ``# check=``), comments (also between continued lines
 are dropped), line continuations with the escape character, empty continuation lines (a
 warning), the instruction word, its ``--flags``, the JSON (exec) form, and heredoc
 bodies (``<<EOF``, ``<<-EOF``, quoted delimiters, several per line). What the arguments
-mean is :mod:`dockyard.builder.frontend.instructions`' business.
+mean is :mod:`dockyard.builder.frontend.parse`' business.
 """
 
 from __future__ import annotations
@@ -255,6 +255,14 @@ def heredoc_word(word: str) -> Heredoc | None:
         chomp=m.group(2) == "-",
         fd=int(fd) if fd else 0,
     )
+
+
+def heredoc_opening(word: str) -> Heredoc | None:
+    """:func:`heredoc_word`, with None for a word the shell lexer cannot split either."""
+    try:
+        return heredoc_word(word)
+    except ExpansionError:
+        return None
 
 
 def _heredocs_in(line: str) -> list[Heredoc]:

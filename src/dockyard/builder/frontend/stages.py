@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from dockyard import reference
 from dockyard.builder.frontend import golang
-from dockyard.builder.frontend.instructions import (
+from dockyard.builder.frontend.commands import (
     Arg,
     ArgDef,
     Copy,
@@ -32,8 +32,8 @@ from dockyard.builder.frontend.instructions import (
     Instruction,
     Onbuild,
     Run,
-    parse_instruction,
 )
+from dockyard.builder.frontend.parse import parse_instruction
 from dockyard.builder.frontend.parser import BuildWarning, Dockerfile, parse
 from dockyard.builder.frontend.platforms import Platform
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
