@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
@@ -121,114 +122,86 @@ def parse_words(rest: str, escape: str) -> list[str]:
 
     Used for ENV/LABEL ``key=value`` pairs and ARG; expansion removes the quotes later.
     """
-    words: list[str] = []
-    word: list[str] = []
-    quote = ""
-    blank_ok = False
-    in_word = False
-    i, n = 0, len(rest)
-    while i < n:
-        ch = rest[i]
-        if not in_word and not quote:
-            if ch.isspace():
-                i += 1
-                continue
-            in_word = True
-        if quote:
-            if ch == quote:
-                quote = ""
-            elif ch == escape and quote != "'":
-                if i + 1 == n:
-                    quote = ""
-                    i += 1
-                    continue
-                word.append(ch)
-                i += 1
-                ch = rest[i]
-            word.append(ch)
-            i += 1
-            continue
-        if ch.isspace():
-            if blank_ok or word:
-                words.append("".join(word))
-            word, blank_ok, in_word = [], False, False
-            i += 1
-            continue
-        if ch in "'\"":
-            quote = ch
-            blank_ok = True
-        elif ch == escape:
-            if i + 1 == n:
-                i += 1
-                continue
-            word.append(ch)
-            i += 1
-            ch = rest[i]
-        word.append(ch)
-        i += 1
-    if in_word and (blank_ok or word):
-        words.append("".join(word))
-    return words
+    return [
+        word for _, _, word, quoted in _scan_words(rest, escape, literal=True) if word or quoted
+    ]
 
 
 def _split_flags(line: str, escape: str) -> tuple[str, list[str]]:
     """Leading ``--flag[=value]`` words (quotes and escapes removed) and what follows."""
     flags: list[str] = []
+    for start, end, word, quoted in _scan_words(line, escape, literal=False):
+        if not line.startswith("--", start):
+            return line[start:], flags
+        if word == "--":
+            return line[end:], flags
+        if word or quoted:
+            flags.append(word)
+    return "", flags
+
+
+def _scan_words(text: str, escape: str, *, literal: bool) -> Iterator[tuple[int, int, str, bool]]:
+    """BuildKit's quote-aware word scanner: ``(start, end, word, quoted)`` for each word.
+
+    Whitespace separates words except inside quotes; ``quoted`` says a quote was seen
+    (an empty ``""`` is a word). ``literal`` keeps quotes and escapes in the word, with
+    the escape character plain inside single quotes (``parseWords``); otherwise both
+    are removed and the escape character escapes in any quote (``extractBuilderFlags``).
+    An escape character ending the text is dropped, and ends an open quote.
+    """
     word: list[str] = []
     quote = ""
-    blank_ok = False
-    in_word = False
-    i, n = 0, len(line)
+    quoted = False
+    start = -1  # -1: between words
+    i, n = 0, len(text)
     while i < n:
-        ch = line[i]
-        if not in_word:
+        ch = text[i]
+        if start < 0:
             if ch.isspace():
                 i += 1
                 continue
-            if not line.startswith("--", i):
-                return line[i:], flags
-            in_word = True
+            start = i
         if quote:
             if ch == quote:
                 quote = ""
-            else:
-                if ch == escape:
-                    if i + 1 == n:
-                        quote = ""
-                        i += 1
-                        continue
+                if not literal:
                     i += 1
-                    ch = line[i]
-                word.append(ch)
+                    continue
+            elif ch == escape and (not literal or quote != "'"):
+                if i + 1 == n:
+                    quote = ""
+                    i += 1
+                    continue
+                if literal:
+                    word.append(ch)
+                i += 1
+                ch = text[i]
+            word.append(ch)
             i += 1
             continue
         if ch.isspace():
-            text = "".join(word)
-            if text == "--":
-                return line[i:], flags
-            if blank_ok or text:
-                flags.append(text)
-            word, blank_ok, in_word = [], False, False
+            yield start, i, "".join(word), quoted
+            word, quoted, start = [], False, -1
             i += 1
             continue
         if ch in "'\"":
             quote = ch
-            blank_ok = True
-            i += 1
-            continue
-        if ch == escape:
+            quoted = True
+            if not literal:
+                i += 1
+                continue
+        elif ch == escape:
             if i + 1 == n:
                 i += 1
                 continue
+            if literal:
+                word.append(ch)
             i += 1
-            ch = line[i]
+            ch = text[i]
         word.append(ch)
         i += 1
-    if in_word:
-        text = "".join(word)
-        if text != "--" and (blank_ok or text):
-            flags.append(text)
-    return "", flags
+    if start >= 0:
+        yield start, n, "".join(word), quoted
 
 
 def heredoc_word(word: str) -> Heredoc | None:
