@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from dockyard import reference
 from dockyard.builder.frontend import commands as ins
@@ -26,9 +25,6 @@ from dockyard.builder.frontend.parser import heredoc_word
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 from dockyard.builder.frontend.stages import Stage
 from dockyard.errors import DockyardError
-
-if TYPE_CHECKING:
-    from dockyard.builder.frontend.runmount import Mount
 
 SECRET_MASK = "****"
 NUMBERED = (ins.Run, ins.Copy, ins.Add, ins.Workdir)
@@ -84,16 +80,13 @@ def expanded_text(instr: ins.Instruction, env: Mapping[str, str]) -> str:
     text = instr.original
     if isinstance(instr, ins.Run):
         lex = Lex(instr.escape, raw_quotes=True, skip_unset_env=True)
-        env = {**env, **{m.env: SECRET_MASK for m in instr.mounts or () if _secret_env(m)}}
+        secrets = [m.env for m in instr.mounts or () if m.type == "secret" and m.env]
+        env = {**env, **dict.fromkeys(secrets, SECRET_MASK)}
         text = _expand(lex, text, env) + _heredoc_summary(instr)
     else:
         text = _expand(Lex(instr.escape), text, env)
     word, space, rest = text.partition(" ")
     return word.upper() + space + rest
-
-
-def _secret_env(mount: Mount) -> bool:
-    return mount.type == "secret" and bool(mount.env)
 
 
 def _expand(lex: Lex, text: str, env: Mapping[str, str]) -> str:

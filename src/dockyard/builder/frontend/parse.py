@@ -297,6 +297,7 @@ def _parse_healthcheck(node: Node, common: dict) -> Healthcheck:
 def _split_first(text: str) -> tuple[str, str, str]:
     """The first whitespace-delimited word of ``text`` and what follows it."""
     m = re.match(r"(\S*)(\s*)(.*)\Z", text, re.DOTALL)
+    assert m is not None  # every part of it may be empty: it always matches
     return m.group(1), m.group(2), m.group(3)
 
 
