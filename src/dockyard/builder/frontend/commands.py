@@ -1,6 +1,6 @@
 """Typed Dockerfile instructions, their variable expansion, and their image-history text.
 
-One frozen dataclass per instruction, as BuildKit's ``instructions/commands.go``:
+One frozen record per instruction (:mod:`.records`), as BuildKit's ``instructions/commands.go``:
 :mod:`.parse` makes them from parser nodes, validated as BuildKit validates at parse
 time. Nothing is expanded yet: call :meth:`Instruction.expand` with the stage's
 variables at the moment the instruction runs (``StageScope.apply`` in :mod:`.stages`
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar, Self
 
 from dockyard.builder.frontend import golang
 from dockyard.builder.frontend.parser import DEFAULT_ESCAPE, Heredoc, heredoc_opening
+from dockyard.builder.frontend.records import Record
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 from dockyard.errors import BuildError
 
@@ -77,8 +78,8 @@ _SIGNALS = frozenset(
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class Instruction:
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Instruction(Record):
     """What every instruction carries: where it is and how it was written."""
 
     keyword: ClassVar[str]
@@ -113,8 +114,8 @@ class Instruction:
         return expand
 
 
-@dataclass(frozen=True)
-class KeyValue:
+@dataclass(frozen=True, eq=False, repr=False)
+class KeyValue(Record):
     """One ``key=value`` of ENV or LABEL; ``legacy`` for the ``ENV key value`` form."""
 
     key: str
@@ -122,8 +123,8 @@ class KeyValue:
     legacy: bool = False
 
 
-@dataclass(frozen=True)
-class ArgDef:
+@dataclass(frozen=True, eq=False, repr=False)
+class ArgDef(Record):
     """One name of an ARG instruction and its value: the default as written when parsed,
     the resolved value once ``StageScope.apply`` ran (None: no value)."""
 
@@ -131,8 +132,8 @@ class ArgDef:
     value: str | None = None
 
 
-@dataclass(frozen=True)
-class InlineSource:
+@dataclass(frozen=True, eq=False, repr=False)
+class InlineSource(Record):
     """A COPY/ADD heredoc source: a file named ``path`` holding ``data``."""
 
     path: str
@@ -140,7 +141,7 @@ class InlineSource:
     expand: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class From(Instruction):
     """``FROM [--platform=P] image [AS name]`` (the stage graph expands base/platform)."""
 
@@ -150,8 +151,8 @@ class From(Instruction):
     platform: str | None = None
 
 
-@dataclass(frozen=True)
-class RunScript:
+@dataclass(frozen=True, eq=False, repr=False)
+class RunScript(Record):
     """A heredoc RUN starting with ``#!``: write ``data`` to ``path`` (mode 0755,
     read-only mount) and execute it, as BuildKit does."""
 
@@ -159,7 +160,7 @@ class RunScript:
     data: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Run(Instruction):
     """``RUN``: shell form (``shell_form``) or exec form, heredocs, mounts, network."""
 
@@ -239,7 +240,7 @@ class Run(Instruction):
         return "RUN " + " ".join([*prefix, *args]) + BUILDKIT_SUFFIX
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class _CommandLine(Instruction):
     command: tuple[str, ...]
     shell_form: bool
@@ -253,22 +254,20 @@ class _CommandLine(Instruction):
         return f"{self.keyword} {golang.format_quoted_list(self.config_value(shell))}"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Cmd(_CommandLine):
+class Cmd(_CommandLine):  # no fields of its own: not a dataclass of its own
     """``CMD``: exec form, or shell form run through the image's SHELL."""
 
     keyword: ClassVar[str] = "CMD"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Entrypoint(_CommandLine):
+class Entrypoint(_CommandLine):  # no fields of its own: not a dataclass of its own
     """``ENTRYPOINT``; ``ENTRYPOINT []`` clears it. Docker resets CMD to none unless a CMD
     was set earlier in the same stage."""
 
     keyword: ClassVar[str] = "ENTRYPOINT"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Shell(Instruction):
     """``SHELL ["executable", "params"]`` (JSON form only)."""
 
@@ -279,7 +278,7 @@ class Shell(Instruction):
         return f"SHELL {golang.format_list(self.shell)}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class _KeyValues(Instruction):
     pairs: tuple[KeyValue, ...]
 
@@ -294,22 +293,20 @@ class _KeyValues(Instruction):
         return self.keyword + "".join(f" {p.key}={p.value}" for p in self.pairs)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Env(_KeyValues):
+class Env(_KeyValues):  # no fields of its own: not a dataclass of its own
     """``ENV k=v ...`` or legacy ``ENV k v``; every value is expanded with the variables
     as they were *before* this instruction."""
 
     keyword: ClassVar[str] = "ENV"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Label(_KeyValues):
+class Label(_KeyValues):  # no fields of its own: not a dataclass of its own
     """``LABEL k=v ...`` (expanded like ENV)."""
 
     keyword: ClassVar[str] = "LABEL"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Maintainer(Instruction):
     """``MAINTAINER name`` (deprecated): docker sets the image's ``author``."""
 
@@ -320,7 +317,7 @@ class Maintainer(Instruction):
         return f"MAINTAINER {self.maintainer}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Arg(Instruction):
     """``ARG a b=default ...``: values are resolved by ``StageScope.apply`` (a build-arg,
     else the default expanded, else the global ARG of that name)."""
@@ -335,7 +332,7 @@ class Arg(Instruction):
         )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Expose(Instruction):
     """``EXPOSE 80 53/udp 8000-8002``; after :meth:`expand`, ``ports`` are the
     ``port/proto`` entries docker stores (ranges unrolled, ``tcp`` by default)."""
@@ -362,7 +359,7 @@ class Expose(Instruction):
         return f"EXPOSE {golang.format_list(self.ports)}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Volume(Instruction):
     """``VOLUME ["/a", "/b"]`` or ``VOLUME /a /b``."""
 
@@ -380,7 +377,7 @@ class Volume(Instruction):
         return f"VOLUME {golang.format_list(self.volumes)}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class User(Instruction):
     """``USER user[:group]``."""
 
@@ -399,7 +396,7 @@ class User(Instruction):
         return f"USER {self.user}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Workdir(Instruction):
     """``WORKDIR path``: relative paths join the previous working directory; docker
     creates the directory (a layer, unless it is ``/``)."""
@@ -420,7 +417,7 @@ class Workdir(Instruction):
         return f"WORKDIR {workdir}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class StopSignal(Instruction):
     """``STOPSIGNAL SIGTERM`` (a name with or without ``SIG``, or a number)."""
 
@@ -437,7 +434,7 @@ class StopSignal(Instruction):
         return f"STOPSIGNAL {self.signal}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Healthcheck(Instruction):
     """``HEALTHCHECK NONE`` or ``HEALTHCHECK [--interval=..] CMD ...``; durations in
     nanoseconds as the image config stores them (0: inherit)."""
@@ -459,7 +456,7 @@ class Healthcheck(Instruction):
         )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Onbuild(Instruction):
     """``ONBUILD <instruction>``: ``expression`` is what the image config's ``OnBuild``
     keeps (heredoc bodies included). Writes no history entry."""
@@ -468,7 +465,7 @@ class Onbuild(Instruction):
     expression: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class _CopyBase(Instruction):
     sources: tuple[str, ...]  # context paths, URLs (ADD), or paths in --from
     dest: str
@@ -515,7 +512,7 @@ class _CopyBase(Instruction):
         return " ".join([*parts, self.dest]) + BUILDKIT_SUFFIX
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Copy(_CopyBase):
     """``COPY [--from=stage|image|index] [--chown] [--chmod] [--link] [--parents]
     [--exclude=p]... src... dest`` (``--from`` is never expanded)."""
@@ -529,7 +526,7 @@ class Copy(_CopyBase):
         return self._history(["--parents"] if self.parents else [])
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Add(_CopyBase):
     """``ADD [--chown] [--chmod] [--link] [--checksum] [--keep-git-dir] [--unpack]
     [--exclude=p]... src... dest``: local archives unpack, URLs download."""

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from dockyard.builder.frontend.records import Record
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 from dockyard.errors import BuildError
 
@@ -31,8 +32,8 @@ _HEREDOC = re.compile(r"(\d*)<<(-?)\s*([^<]*)\Z", re.ASCII)
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 
 
-@dataclass(frozen=True)
-class BuildWarning:
+@dataclass(frozen=True, eq=False, repr=False)
+class BuildWarning(Record):
     """Something docker accepts but warns about (empty continuation line, unused build-arg)."""
 
     message: str
@@ -44,8 +45,8 @@ class BuildWarning:
         return f"{where}{self.message}"
 
 
-@dataclass(frozen=True)
-class Heredoc:
+@dataclass(frozen=True, eq=False, repr=False)
+class Heredoc(Record):
     """One here-document: ``content`` is the body as written, newlines included."""
 
     name: str
@@ -60,8 +61,8 @@ class Heredoc:
         return _LEADING_TABS.sub("", self.content) if self.chomp else self.content
 
 
-@dataclass(frozen=True)
-class Node:
+@dataclass(frozen=True, eq=False, repr=False)
+class Node(Record):
     """One instruction as written: a logical line plus the heredoc bodies that follow it."""
 
     command: str  # instruction word as written (any case)
@@ -80,8 +81,8 @@ class Node:
         return self.command.lower()
 
 
-@dataclass(frozen=True)
-class Dockerfile:
+@dataclass(frozen=True, eq=False, repr=False)
+class Dockerfile(Record):
     """A parsed Dockerfile: its nodes and parser directives."""
 
     nodes: tuple[Node, ...]

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dockyard.builder.frontend import golang
+from dockyard.builder.frontend.records import Record
 from dockyard.builder.frontend.suggest import did_you_mean
 
 _MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
@@ -32,8 +33,8 @@ _KEYS_OF_TYPE = {"required": ("secret", "ssh"), "size": ("tmpfs",)}
 _RAM_SIZE = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
-@dataclass(frozen=True)
-class Mount:
+@dataclass(frozen=True, eq=False, repr=False)
+class Mount(Record):
     """One ``RUN --mount``, validated, with BuildKit's defaults applied.
 
     ``id`` is the cache id (default: the cleaned target), the secret id (``source`` or
@@ -62,7 +63,7 @@ class Mount:
     size: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class MountSpec:
     """A ``--mount`` value as written, each field typed; None: not given."""
 
