@@ -309,12 +309,11 @@ class Builder:
         started = time.monotonic()
         d = self._start_stage(plan, stage, done)
         pulled = time.monotonic() - started  # the base image's, for its FROM step
-        triggers: tuple[ins.Instruction, ...] = stage.triggers
         onbuild = d.state.take_onbuild()  # triggers fire once, in the first child
-        if stage.base_stage is None and not stage.is_scratch:
-            triggers = plan.image_triggers(stage, onbuild)
+        from_image = stage.base_stage is None and not stage.is_scratch
+        triggers = plan.image_triggers(stage, onbuild) if from_image else stage.triggers
         names = StepNames(stage, triggers, len(plan.stages))
-        if not stage.is_scratch and stage.base_stage is None:
+        if from_image:
             line = names.base(stage.base)
             self.log(line)
             self._timings.append((started, line, pulled))
