@@ -11,9 +11,9 @@ import pytest
 from dockyard.builder import copier
 from dockyard.builder.builder import BuildOptions, _source_date_epoch
 from dockyard.builder.cache import BuildCache, CacheRecord
-from dockyard.builder.image import ImageState, _fill_history_times
 from dockyard.errors import BuildError
 from dockyard.oci.descriptor import Platform
+from dockyard.oci.mutate import ImageState, _fill_history_times
 from tests.unit.test_copier_support import instruction
 
 
@@ -63,11 +63,11 @@ def test_history_times_are_filled_as_buildkit_does():
 
 
 def test_image_created_is_its_last_history_time_unless_fixed():
-    state = ImageState.scratch(Platform("linux", "amd64"))
+    state = ImageState.new(Platform("linux", "amd64"))
     state.add_history("ENV a=b", None, empty_layer=True)
     config, _ = state.finish("now")
     assert json.loads(config)["created"] == "now"  # no time anywhere: now
-    state = ImageState.scratch(Platform("linux", "amd64"))
+    state = ImageState.new(Platform("linux", "amd64"))
     state.add_history("RUN x", "2024-01-01T00:00:00Z", empty_layer=True)
     state.add_history("ENV a=b", None, empty_layer=True)
     doc = json.loads(state.finish("now")[0])

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from dockyard.builder.builder import Builder, BuildOptions
-from dockyard.builder.frontend.instructions import parse_instruction
+from dockyard.builder.frontend.parse import parse_instruction
 from dockyard.builder.frontend.parser import parse
 from dockyard.errors import BuildError
 

@@ -12,7 +12,7 @@ import pytest
 from dockyard.builder import copier
 from dockyard.builder.context import BuildContext
 from dockyard.builder.frontend.dockerignore import IgnoreMatcher
-from dockyard.builder.frontend.instructions import parse_instruction
+from dockyard.builder.frontend.parse import parse_instruction
 from dockyard.builder.frontend.parser import parse
 
 ROOT = os.geteuid() == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.builder.frontend.instructions import (
+from dockyard.builder.frontend.commands import (
     Add,
     Arg,
     ArgDef,
@@ -20,7 +20,6 @@ from dockyard.builder.frontend.instructions import (
     KeyValue,
     Label,
     Maintainer,
-    Mount,
     Onbuild,
     Run,
     RunScript,
@@ -30,9 +29,10 @@ from dockyard.builder.frontend.instructions import (
     Volume,
     Workdir,
     normalize_path,
-    parse_instruction,
 )
+from dockyard.builder.frontend.parse import parse_instruction
 from dockyard.builder.frontend.parser import parse
+from dockyard.builder.frontend.runmount import Mount, parse_mount
 from dockyard.errors import BuildError
 
 ENV = {"A": "1", "B": "two words", "DIR": "/srv", "EMPTY": "", "PORT": "8080", "U": "app"}
@@ -312,6 +312,9 @@ def test_several_ssh_mounts_get_numbered_sockets() -> None:
         ("target=/x,nonsense", "invalid field 'nonsense' must be a key=value pair"),
         ("type=bind,target=/x,required", "unexpected key 'required' for mount type 'bind'"),
         ("type=cache,target=/x,size=1m", "unexpected key 'size' for mount type 'cache'"),
+        # BuildKit checks these keys against the type declared before them
+        ("size=1m,type=tmpfs,target=/x", "unexpected key 'size' for mount type 'bind'"),
+        ("required,type=secret,id=a", "unexpected key 'required' for mount type 'bind'"),
         ("type=bind,target=/x,uid=1", 'uid not allowed for "bind" type mounts'),
         ("type=tmpfs,target=/x,mode=0700", 'mode not allowed for "tmpfs" type mounts'),
         ("type=cache,target=/x,mode=999", "invalid value 999 for mode"),
@@ -334,6 +337,17 @@ def test_mount_errors(spec: str, message: str) -> None:
         run.expand(ENV)
     assert message in str(info.value)
     assert info.value.line == 1
+
+
+def test_a_mount_is_parsed_then_validated() -> None:
+    spec = parse_mount("type=secret,src=npmrc,type=ssh,uid=5", str.upper)
+    assert (spec.type, spec.source, spec.uid, spec.mode) == ("ssh", "NPMRC", 5, None)
+    with pytest.raises(ValueError, match="ssh does not support source"):
+        spec.validate()
+    spec = parse_mount("type=ssh,uid=5", str)
+    assert spec.validate(ssh_index=2) == Mount(
+        "ssh", "/run/buildkit/ssh_agent.2", id="default", mode=0o600, uid=5, gid=0
+    )
 
 
 def test_mount_sources_and_targets() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dockyard.builder.frontend import Platform, plan_build
-from dockyard.builder.frontend.instructions import Arg, Copy, Run
+from dockyard.builder.frontend.commands import Arg, Copy, Run
 from dockyard.builder.frontend.stages import DEFAULT_PATH, BuildPlan, Stage, StageScope
 from dockyard.errors import BuildError
 

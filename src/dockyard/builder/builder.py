@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from dockyard import reference
 from dockyard.builder.cache import BuildCache, CacheRecord, step_key
 from dockyard.builder.confined import ConfinedDir, ConfinedFile
-from dockyard.builder.context import BuildContext, index_file_for
-from dockyard.builder.frontend import instructions as ins
+from dockyard.builder.context import BuildContext, IgnoreCheck, index_file_for
+from dockyard.builder.frontend import commands as ins
 from dockyard.builder.frontend.dockerignore import IgnoreMatcher
 from dockyard.builder.frontend.stages import (
     DEFAULT_PATH,
@@ -43,17 +43,19 @@ from dockyard.builder.frontend.stages import (
     StageScope,
     plan_build,
 )
-from dockyard.builder.image import ImageState
+from dockyard.builder.image import HISTORY_COMMENT, apply_metadata, scratch
 from dockyard.builder.step_names import StepNames
 from dockyard.errors import BuildError, NotFound
 from dockyard.files import atomic
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.home import RawManifest
+from dockyard.oci.mutate import ImageState
 from dockyard.reference import Reference
 from dockyard.store import Store
 
 if TYPE_CHECKING:
+    from dockyard.builder.frontend.runmount import Mount
     from dockyard.builder.lineage import LastRun, StepLineage
     from dockyard.builder.steps import StepLayer, StepRunner
     from dockyard.runtime import config as runtime_config
@@ -111,9 +113,30 @@ class BuildResult:
 
 
 @dataclass
-class StageResult:
+class StageState:
+    """One stage while it runs, and after (BuildKit's ``dispatchState``): its image, its
+    variables, and the plan and stages done that its ``--from`` names resolve in."""
+
+    stage: Stage
     state: ImageState
     scope: StageScope
+    plan: BuildPlan
+    done: dict[int, StageState]  # the build's finished stages, by index
+    cmd_set: bool = False  # a CMD ran in this stage: a later ENTRYPOINT keeps it
+
+    def history(self, created_by: str, created: str | None = None) -> None:
+        """A history entry of a step that made no layer (``created`` None: a config-only
+        step, timed by the layers around it: see :meth:`ImageState.finish`)."""
+        self.state.add_history(created_by, created, empty_layer=True, comment=HISTORY_COMMENT)
+
+    def layer(self, record: CacheRecord, created_by: str, created: str) -> None:
+        """The layer a cached or executed step gave (none: a history entry only)."""
+        if record.layer is None or record.diff_id is None:
+            self.history(created_by, created)
+        else:
+            self.state.add_layer(
+                record.layer, record.diff_id, created_by, created, comment=HISTORY_COMMENT
+            )
 
 
 class Builder:
@@ -190,61 +213,20 @@ class Builder:
                 self._nat.close()
 
     def _build(self, context_dir: ConfinedDir, dockerfile: ConfinedFile) -> BuildResult:
-        options = self.options
-        text, read = _read_dockerfile(dockerfile)
-        platform = options.platform or Platform.host()
-        plan = plan_build(
-            text,
-            file=str(read.path),
-            build_args=options.build_args,
-            target=options.target,
-            platform=_frontend_platform(platform),
-        )
-        for warning in plan.warnings:
-            self.log(f"warning: {warning}")
+        plan = self._plan(dockerfile)
         self._context = BuildContext(
             context_dir,
             *_ignore(context_dir, dockerfile),
             index_file=index_file_for(self.store.root, context_dir.path),
         )
-        if options.cache_from:
-            from dockyard.builder.cache_export import import_cache
-
-            for ref in options.cache_from:
-                import_cache(self.cache, ref, self.log)
-        results: dict[int, StageResult] = {}
-        with ExitStack() as stack:
-            pool = None  # made for the first level of parallel stages
-            for level in plan.levels:
-                if len(level) == 1:  # nothing to overlap with: stay on this thread
-                    results[level[0].index] = self._stage(plan, level[0], results)
-                    continue
-                if pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    pool = stack.enter_context(ThreadPoolExecutor(max_workers=2))
-                # Each stage runs in a copy of this thread's context: a container group
-                # set by the caller (to cancel the build) then covers its RUN steps too.
-                futures = {
-                    s.index: pool.submit(
-                        contextvars.copy_context().run, self._stage, plan, s, results
-                    )
-                    for s in level
-                }
-                for index, future in futures.items():
-                    results[index] = future.result()
-        state = results[plan.target.index].state
-        if options.labels:
-            state.config.setdefault("Labels", {}).update(options.labels)
-        config, manifest = state.finish(self.created, fixed=self.source_date_epoch is not None)
-        with self.store.lease():
-            self.store.blobs.write_bytes(config)
-            self._name(manifest)
+        self._import_cache()
+        done = self._run_stages(plan)
+        config, manifest = self._finish(done[plan.target.index].state)
         self._context.save_index()
-        if options.cache_to:
+        if self.options.cache_to:
             from dockyard.builder.cache_export import export_cache
 
-            export_cache(self.store, self.cache.used, options.cache_to, self.log)
+            export_cache(self.store, self.cache.used, self.options.cache_to, self.log)
         timings = [(step, seconds) for _, step, seconds in sorted(self._timings)]
         return BuildResult(
             manifest,
@@ -254,6 +236,62 @@ class Builder:
             dict(self._images),
             timings,
         )
+
+    def _plan(self, dockerfile: ConfinedFile) -> BuildPlan:
+        """The Dockerfile read and planned for the build's platform; its warnings logged."""
+        text, read = _read_dockerfile(dockerfile)
+        plan = plan_build(
+            text,
+            file=str(read.path),
+            build_args=self.options.build_args,
+            target=self.options.target,
+            platform=_frontend_platform(self.options.platform or Platform.host()),
+        )
+        for warning in plan.warnings:
+            self.log(f"warning: {warning}")
+        return plan
+
+    def _import_cache(self) -> None:
+        """The ``--cache-from`` records, added to the local cache before any lookup."""
+        if self.options.cache_from:
+            from dockyard.builder.cache_export import import_cache
+
+            for ref in self.options.cache_from:
+                import_cache(self.cache, ref, self.log)
+
+    def _run_stages(self, plan: BuildPlan) -> dict[int, StageState]:
+        """Every stage the target needs, level by level; the stages of a level in
+        parallel (their dependencies are all in earlier levels)."""
+        done: dict[int, StageState] = {}
+        with ExitStack() as stack:
+            pool = None  # made for the first level of parallel stages
+            for level in plan.levels:
+                if len(level) == 1:  # nothing to overlap with: stay on this thread
+                    done[level[0].index] = self._stage(plan, level[0], done)
+                    continue
+                if pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    pool = stack.enter_context(ThreadPoolExecutor(max_workers=2))
+                # Each stage runs in a copy of this thread's context: a container group
+                # set by the caller (to cancel the build) then covers its RUN steps too.
+                futures = {
+                    s.index: pool.submit(contextvars.copy_context().run, self._stage, plan, s, done)
+                    for s in level
+                }
+                for index, future in futures.items():
+                    done[index] = future.result()
+        return done
+
+    def _finish(self, state: ImageState) -> tuple[bytes, manifests.Manifest]:
+        """The target stage's image with the ``--label``s, stored and named."""
+        if self.options.labels:
+            state.add_labels(self.options.labels)
+        config, manifest = state.finish(self.created, fixed=self.source_date_epoch is not None)
+        with self.store.lease():
+            self.store.blobs.write_bytes(config)
+            self._name(manifest)
+        return config, manifest
 
     def _name(self, manifest: manifests.Manifest) -> None:
         names = self.options.tags or [
@@ -267,44 +305,46 @@ class Builder:
 
     # stages
 
-    def _stage(self, plan: BuildPlan, stage: Stage, results: dict[int, StageResult]) -> StageResult:
-        started, pulled = time.monotonic(), 0.0  # the base image's, for its FROM step
-        triggers: tuple[ins.Instruction, ...] = stage.triggers
-        if stage.base_stage is not None:
-            base = results[stage.base_stage]
-            state = base.state.copy()
-            scope = plan.scope(stage, base=base.scope)
-        elif stage.is_scratch:
-            state = ImageState.scratch(self.options.platform or Platform.host())
-            scope = plan.scope(stage)
-        else:
-            state = self._image_state(stage.base, stage.from_)
-            pulled = time.monotonic() - started
-            scope = plan.scope(stage, image_env=state.config.get("Env") or [])
-            triggers = plan.image_triggers(stage, state.config.get("OnBuild") or [])
-        state.config.pop("OnBuild", None)  # triggers fire once, in the first child
+    def _stage(self, plan: BuildPlan, stage: Stage, done: dict[int, StageState]) -> StageState:
+        started = time.monotonic()
+        d = self._start_stage(plan, stage, done)
+        pulled = time.monotonic() - started  # the base image's, for its FROM step
+        onbuild = d.state.take_onbuild()  # triggers fire once, in the first child
+        from_image = stage.base_stage is None and not stage.is_scratch
+        triggers = plan.image_triggers(stage, onbuild) if from_image else stage.triggers
         names = StepNames(stage, triggers, len(plan.stages))
-        if not stage.is_scratch and stage.base_stage is None:
+        if from_image:
             line = names.base(stage.base)
             self.log(line)
             self._timings.append((started, line, pulled))
-        if "PATH" not in state.env and state.doc.get("os") != "windows":
-            state.set_env("PATH", DEFAULT_PATH)  # as BuildKit: PATH is always set (not Windows)
-        cmd_set = False
+        if "PATH" not in d.state.env and not d.state.is_windows:
+            d.state.set_env("PATH", DEFAULT_PATH)  # as BuildKit: PATH is always set (not Windows)
         for number, instr in enumerate([*triggers, *stage.instructions], 1):
-            done = scope.apply(instr)
-            line = names.step(done, scope.env, trigger=number <= len(triggers))
-            if line is not None:
-                self.log(line)
-            if isinstance(done, ins.Cmd):
-                cmd_set = True
-            elif isinstance(done, ins.Entrypoint) and not cmd_set:
-                state.config.pop("Cmd", None)
+            expanded = d.scope.apply(instr)
+            step = names.step(expanded, d.scope.env, trigger=number <= len(triggers))
+            if step is not None:
+                self.log(step)
             started = time.monotonic()
-            self._instruction(done, state, scope, results, plan)
-            if line is not None:
-                self._timings.append((started, line, time.monotonic() - started))
-        return StageResult(state, scope)
+            self._instruction(d, expanded)
+            if step is not None:
+                self._timings.append((started, step, time.monotonic() - started))
+        return d
+
+    def _start_stage(
+        self, plan: BuildPlan, stage: Stage, done: dict[int, StageState]
+    ) -> StageState:
+        """The stage's state at its FROM: a copy of its base stage's, scratch, or the base
+        image's (from the store, or pulled)."""
+        if stage.base_stage is not None:
+            base = done[stage.base_stage]
+            scope = plan.scope(stage, base=base.scope)
+            return StageState(stage, base.state.copy(), scope, plan, done)
+        if stage.is_scratch:
+            state = scratch(self.options.platform or Platform.host())
+            return StageState(stage, state, plan.scope(stage), plan, done)
+        state = self._image_state(stage.base, stage.from_)
+        scope = plan.scope(stage, image_env=state.config.get("Env") or [])
+        return StageState(stage, state, scope, plan, done)
 
     def _image_state(self, name: str, instr: ins.Instruction) -> ImageState:
         """The base image ``name``, from the store or pulled into it."""
@@ -330,35 +370,30 @@ class Builder:
 
     # instructions
 
-    def _instruction(
-        self,
-        instr: ins.Instruction,
-        state: ImageState,
-        scope: StageScope,
-        results: dict[int, StageResult],
-        plan: BuildPlan,
-    ) -> None:
-        config = state.config
-        history: str | None = None
+    def _instruction(self, d: StageState, instr: ins.Instruction) -> None:
         match instr:
             case ins.Run():
-                self._run(instr, state, scope, results, plan)
+                self._run(d, instr)
             case ins.Copy() | ins.Add():
-                self._copy(instr, state, results, plan)
+                self._copy(d, instr)
             case ins.Workdir():
-                workdir = instr.resolve(config.get("WorkingDir") or "/")
-                config["WorkingDir"] = workdir
-                self._workdir(instr, workdir, state)
+                workdir = instr.resolve(d.state.workdir)
+                d.state.set_workdir(workdir)
+                self._workdir(d, instr, workdir)
             case ins.Arg():
-                history = instr.created_by()
+                d.history(instr.created_by())
             case _:
-                history = state.apply_metadata(instr)
-        if history is not None:  # its time: the layers' around it (see ImageState.finish)
-            state.add_history(history, None, empty_layer=True)
+                if isinstance(instr, ins.Cmd):
+                    d.cmd_set = True
+                elif isinstance(instr, ins.Entrypoint) and not d.cmd_set:
+                    d.state.set_cmd(None)  # docker: ENTRYPOINT resets a CMD of the base
+                history = apply_metadata(d.state, instr)
+                if history is not None:  # its time: the layers' around it
+                    d.history(history)
 
     def _layer_step(
         self,
-        state: ImageState,
+        d: StageState,
         payload: dict[str, Any],
         created_by: str,
         execute: Callable[[LastRun | None, bool], StepLayer],
@@ -367,22 +402,23 @@ class Builder:
     ) -> None:
         """Look the step up in the cache; execute it on a miss; add its layer (if any).
 
-        A ``detached`` step's layer does not depend on ``state`` (``COPY --link``), so
+        A ``detached`` step's layer does not depend on the stage's state (``COPY --link``), so
         neither does its key: it hits after the layers below it changed.
 
         ``execute`` gets the step's last run (see :mod:`.lineage`) and whether that
         run's layer may be kept if this one makes the same files: when the inputs but
         the starting state are the same, and ``--no-cache`` was not asked for."""
         payload = {**payload, "source_date_epoch": self.source_date_epoch}  # layer times
-        key = step_key(DETACHED_PARENT if detached else state.identity(), payload)
+        key = step_key(DETACHED_PARENT if detached else d.state.identity(), payload)
         record = None if self.options.no_cache else self._cached(key)
         if record is not None:
             self.log("  CACHED")
             kind = "cached"
         else:
-            workdir = state.config.get("WorkingDir") or "/"
             assert self._context is not None and self._dockerfile is not None
-            place = self.lineage.key(self._context.path, self._dockerfile.path, created_by, workdir)
+            place = self.lineage.key(
+                self._context.path, self._dockerfile.path, created_by, d.state.workdir
+            )
             inputs = step_key("inputs", payload)
             last = self.lineage.get(place)
             keep = last is not None and last.inputs == inputs and not self.options.no_cache
@@ -406,11 +442,7 @@ class Builder:
             self._counts[kind] += 1
         # A hit keeps the time its layer was made: a rebuild that changes nothing gives
         # the same image, as BuildKit's (records from before times were kept: now).
-        created = record.created or self.created
-        if record.layer is None or record.diff_id is None:
-            state.add_history(created_by, created, empty_layer=True)
-        else:
-            state.add_layer(record.layer, record.diff_id, created_by, created)
+        d.layer(record, created_by, record.created or self.created)
 
     def _cached(self, key: str) -> CacheRecord | None:
         found = self.cache.get(key)
@@ -429,20 +461,13 @@ class Builder:
             self.blob_hold.add([record.layer.digest])
         return record
 
-    def _run(
-        self,
-        instr: ins.Run,
-        state: ImageState,
-        scope: StageScope,
-        results: dict[int, StageResult],
-        plan: BuildPlan,
-    ) -> None:
-        config = state.config
-        args, script = instr.command_line(tuple(config.get("Shell") or ins.DEFAULT_SHELL))
-        workdir = config.get("WorkingDir") or "/"
+    def _run(self, d: StageState, instr: ins.Run) -> None:
+        state, scope = d.state, d.scope
+        args, script = instr.command_line(state.shell or ins.DEFAULT_SHELL)
+        workdir = state.workdir
         network = self._network(instr)
         mounts = instr.mounts or ()
-        mount_keys = [self._mount_key(instr, m, workdir, results, plan) for m in mounts]
+        mount_keys = [self._mount_key(d, instr, m, workdir) for m in mounts]
         payload = {
             "op": "RUN",
             "args": args,
@@ -465,10 +490,7 @@ class Builder:
                 nonlocal exit_code
                 with ExitStack() as stack:
                     extra_env: dict[str, str] = {}
-                    specs = [
-                        self._mount(instr, m, workdir, stack, extra_env, results, plan)
-                        for m in mounts
-                    ]
+                    specs = [self._mount(d, instr, m, workdir, stack, extra_env) for m in mounts]
                     if script is not None:
                         specs.append(self._script_mount(script, stack))
                     from dockyard.runtime.container import run
@@ -477,7 +499,7 @@ class Builder:
                         args=args,
                         env=scope.run_env() | extra_env,
                         cwd=workdir,
-                        user=config.get("User") or "",
+                        user=state.user,
                         network=runtime_config.HOST if network == "host" else runtime_config.NONE,
                         mounts=[s for s in specs if s is not None],
                     )
@@ -494,7 +516,7 @@ class Builder:
 
             return self.steps.change(state, work, last=last, keep_if_same=keep)
 
-        self._layer_step(state, payload, created_by, execute)
+        self._layer_step(d, payload, created_by, execute)
 
     def _network(self, instr: ins.Run) -> str:
         """The network a RUN step runs in: its own ``--network``, else the build's.
@@ -518,14 +540,7 @@ class Builder:
                 self._nat = NatNetwork()
             return self._nat
 
-    def _mount_key(
-        self,
-        instr: ins.Run,
-        mount: ins.Mount,
-        workdir: str,
-        results: dict[int, StageResult],
-        plan: BuildPlan,
-    ) -> list[Any]:
+    def _mount_key(self, d: StageState, instr: ins.Run, mount: Mount, workdir: str) -> list[Any]:
         """What of a RUN mount goes into the cache key: every option as given (ids,
         modes, owners, sizes...), a bind source by content (of ``source`` only in a
         ``from`` stage or image, as ``COPY --from``), caches and secrets by id (never
@@ -539,14 +554,14 @@ class Builder:
         key: list[Any] = [dataclasses.asdict(mount), target]
         if mount.type == "bind":
             if mount.from_:
-                source_state = self._source_state(mount.from_, instr, results, plan)
+                source_state = self._source_state(d, mount.from_, instr)
                 key.append(self._mount_digest(source_state, mount, instr))
             else:
                 assert self._context is not None
                 key.append(self._context.checksum([_context_path(mount.source)]))
         return key
 
-    def _mount_digest(self, state: ImageState, mount: ins.Mount, instr: ins.Run) -> str:
+    def _mount_digest(self, state: ImageState, mount: Mount, instr: ins.Run) -> str:
         """The content digest of a bind mount's ``source`` in a stage or image, memoised
         as :meth:`_from_digest` is."""
         from dockyard.builder.copier.sources import Filters, RootfsTree, build_node, rootfs_digest
@@ -573,13 +588,12 @@ class Builder:
 
     def _mount(
         self,
+        d: StageState,
         instr: ins.Run,
-        mount: ins.Mount,
+        mount: Mount,
         workdir: str,
         stack: ExitStack,
         extra_env: dict[str, str],
-        results: dict[int, StageResult],
-        plan: BuildPlan,
     ) -> runtime_config.Mount | None:
         from dockyard.runtime import config as runtime_config
 
@@ -594,7 +608,7 @@ class Builder:
             directory = self._cache_dir(mount, target, stack)
             return runtime_config.Mount.bind(str(directory), target, readonly=mount.read_only)
         if mount.from_:
-            view = self.steps.view(self._source_state(mount.from_, instr, results, plan))
+            view = self.steps.view(self._source_state(d, mount.from_, instr))
             root = stack.enter_context(ConfinedDir.open(stack.enter_context(view), "stage"))
         else:
             assert self._context is not None
@@ -603,7 +617,7 @@ class Builder:
         return runtime_config.Mount.bind(str(source), target, readonly=mount.read_only)
 
     def _bind_source(
-        self, root: ConfinedDir, mount: ins.Mount, instr: ins.Instruction, stack: ExitStack
+        self, root: ConfinedDir, mount: Mount, instr: ins.Instruction, stack: ExitStack
     ) -> Path:
         """A path for the RUN container to bind: a private bind mount of ``mount.source``
         opened inside ``root`` (the context or a stage), made in a scratch dir of the
@@ -640,7 +654,7 @@ class Builder:
         return copy
 
     def _secret_mount(
-        self, instr: ins.Run, mount: ins.Mount, extra_env: dict[str, str]
+        self, instr: ins.Run, mount: Mount, extra_env: dict[str, str]
     ) -> runtime_config.Mount | None:
         from dockyard.runtime import config as runtime_config
 
@@ -664,7 +678,7 @@ class Builder:
             mode=0o400 if mount.mode is None else mount.mode,
         )
 
-    def _cache_dir(self, mount: ins.Mount, target: str, stack: ExitStack) -> Path:
+    def _cache_dir(self, mount: Mount, target: str, stack: ExitStack) -> Path:
         """The store directory behind a cache mount: one per id (default: the target).
         Under ``--no-cache`` the build starts it empty (BuildKit's cache mounts are part
         of the cache it ignores): the old one is set aside at its first use."""
@@ -714,29 +728,21 @@ class Builder:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _source_state(
-        self, name: str, instr: ins.Instruction, results: dict[int, StageResult], plan: BuildPlan
-    ) -> ImageState:
+    def _source_state(self, d: StageState, name: str, instr: ins.Instruction) -> ImageState:
         """The stage (by name or index) or image a ``--from`` names."""
-        stage = plan.source_stage(name)
+        stage = d.plan.source_stage(name)
         if stage is not None:
-            return results[stage.index].state
+            return d.done[stage.index].state
         return self._image_state(name, instr)
 
-    def _copy(
-        self,
-        instr: ins.Copy | ins.Add,
-        state: ImageState,
-        results: dict[int, StageResult],
-        plan: BuildPlan,
-    ) -> None:
+    def _copy(self, d: StageState, instr: ins.Copy | ins.Add) -> None:
         from dockyard.builder import copier
 
-        workdir = state.config.get("WorkingDir") or "/"
+        state, workdir = d.state, d.state.workdir
         if instr.link:
             _check_link_owner(instr)
         from_ = instr.from_ if isinstance(instr, ins.Copy) else ""
-        source_state = self._source_state(from_, instr, results, plan) if from_ else None
+        source_state = self._source_state(d, from_, instr) if from_ else None
         with (
             self._source_root(source_state) as source_root,
             copier.plan_copy(
@@ -754,24 +760,24 @@ class Builder:
             }
 
             def execute(last: LastRun | None, keep: bool) -> StepLayer:
-                options = {
-                    "last": last,
-                    "in_memory": self._fits_in_memory(copy_plan),
-                    "keep_if_same": keep,
-                }
+                in_memory = self._fits_in_memory(copy_plan)
                 if instr.link:
                     return self.steps.detached(
                         state,
                         lambda root: copier.execute_copy(copy_plan, root, workdir=workdir),
-                        **options,
+                        last=last,
+                        in_memory=in_memory,
+                        keep_if_same=keep,
                     )
                 return self.steps.change(
                     state,
                     lambda fs: copier.execute_copy(copy_plan, fs.merged, workdir=workdir),
-                    **options,
+                    last=last,
+                    in_memory=in_memory,
+                    keep_if_same=keep,
                 )
 
-            self._layer_step(state, payload, instr.created_by(), execute, detached=instr.link)
+            self._layer_step(d, payload, instr.created_by(), execute, detached=instr.link)
 
     def _fits_in_memory(self, plan) -> bool:
         """May this COPY write into memory (see :meth:`.StepRunner.change`)? Only if it
@@ -808,12 +814,12 @@ class Builder:
         with self.steps.view(state) as root:
             yield root
 
-    def _workdir(self, instr: ins.Workdir, workdir: str, state: ImageState) -> None:
+    def _workdir(self, d: StageState, instr: ins.Workdir, workdir: str) -> None:
         """WORKDIR creates the directory (owned by the current USER), as BuildKit does."""
         if workdir == "/":
-            state.add_history(instr.created_by(workdir), None, empty_layer=True)
+            d.history(instr.created_by(workdir))
             return
-        user = state.config.get("User") or ""
+        state, user = d.state, d.state.user
 
         def execute(last: LastRun | None, keep: bool) -> StepLayer:
             from dockyard.builder.copier import make_dirs
@@ -828,7 +834,7 @@ class Builder:
             )
 
         self._layer_step(
-            state,
+            d,
             {"op": "WORKDIR", "path": workdir, "user": user},
             instr.created_by(workdir),
             execute,
@@ -852,7 +858,9 @@ def _frontend_platform(platform: Platform):
     return FrontendPlatform.parse(str(platform))
 
 
-def _ignore(context: ConfinedDir, dockerfile: ConfinedFile):
+def _ignore(
+    context: ConfinedDir, dockerfile: ConfinedFile
+) -> tuple[IgnoreCheck, Callable[[str], bool]]:
     matcher = IgnoreMatcher.load(context, dockerfile)
     return matcher.excluded, matcher.may_contain
 

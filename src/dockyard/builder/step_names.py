@@ -20,7 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from dockyard import reference
-from dockyard.builder.frontend import instructions as ins
+from dockyard.builder.frontend import commands as ins
 from dockyard.builder.frontend.parser import heredoc_word
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 from dockyard.builder.frontend.stages import Stage
@@ -80,16 +80,13 @@ def expanded_text(instr: ins.Instruction, env: Mapping[str, str]) -> str:
     text = instr.original
     if isinstance(instr, ins.Run):
         lex = Lex(instr.escape, raw_quotes=True, skip_unset_env=True)
-        env = {**env, **{m.env: SECRET_MASK for m in instr.mounts or () if _secret_env(m)}}
+        secrets = [m.env for m in instr.mounts or () if m.type == "secret" and m.env]
+        env = {**env, **dict.fromkeys(secrets, SECRET_MASK)}
         text = _expand(lex, text, env) + _heredoc_summary(instr)
     else:
         text = _expand(Lex(instr.escape), text, env)
     word, space, rest = text.partition(" ")
     return word.upper() + space + rest
-
-
-def _secret_env(mount: ins.Mount) -> bool:
-    return mount.type == "secret" and bool(mount.env)
 
 
 def _expand(lex: Lex, text: str, env: Mapping[str, str]) -> str:

@@ -229,7 +229,7 @@ def _copy_sharing(tree: Path, scratch: Path, donor: Path | None) -> Path:
     identical in the snapshot ``donor`` sharing their inodes; return it."""
     target = scratch / "snapshot"
     target.mkdir()
-    copy_tree(str(tree), str(target), share_with=donor and str(donor))
+    copy_tree(str(tree), str(target), share_with=None if donor is None else str(donor))
     return target
 
 

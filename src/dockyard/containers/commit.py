@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from dockyard.builder.frontend import instructions as ins
+from dockyard.builder.frontend import commands as ins
+from dockyard.builder.frontend.parse import parse_instruction
 from dockyard.builder.frontend.parser import parse
-from dockyard.builder.image import ImageState
+from dockyard.builder.image import apply_metadata, scratch
 from dockyard.containers import rootfs
 from dockyard.containers.catalog import Catalog, WorkingContainer
 from dockyard.errors import BuildError, ContainerError
@@ -35,6 +36,7 @@ from dockyard.oci import digest as digests
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.home import RawManifest
+from dockyard.oci.mutate import ImageState
 from dockyard.reference import Reference
 from dockyard.runtime.snapshots import Snapshots, chain_id
 from dockyard.store import Store
@@ -56,7 +58,7 @@ def parse_changes(texts: Sequence[str]) -> list[ins.Instruction]:
         for node in parse(text, "--change").nodes:
             if node.keyword in _NOT_CHANGES:
                 raise BuildError(f"{node.command.upper()} cannot be a --change", "--change")
-            found.append(ins.parse_instruction(node, file="--change"))
+            found.append(parse_instruction(node, file="--change"))
     return found
 
 
@@ -79,7 +81,7 @@ def commit(
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     base = rootfs.head_manifest(store, container)
     if base is None:
-        state = ImageState.scratch(Platform.from_dict(container.record.platform))
+        state = scratch(Platform.from_dict(container.record.platform))
     else:
         state = ImageState.from_image(store.read_config(base), list(base.layers), base.digest)
     if not squash and not allow_empty and not any(os.scandir(container.upper)):
@@ -145,9 +147,9 @@ def finish_pending(
 def _apply_change(state: ImageState, instr: ins.Instruction) -> None:
     instr = instr.expand(state.env)
     if isinstance(instr, ins.Workdir):
-        state.config["WorkingDir"] = instr.resolve(state.config.get("WorkingDir") or "/")
+        state.set_workdir(instr.resolve(state.workdir))
     else:
-        state.apply_metadata(instr)
+        apply_metadata(state, instr)
 
 
 def _pack(
@@ -170,12 +172,7 @@ def _name(
     message: str | None,
 ) -> manifests.Manifest:
     """Add ``layer`` to ``state`` with its history entry; store and name the image."""
-    state.layers.append(layer.descriptor())
-    state.diff_ids.append(layer.diff_id)
-    entry: dict[str, object] = {"created": created, "created_by": CREATED_BY}
-    if message:
-        entry["comment"] = message
-    state.doc["history"].append(entry)
+    state.add_layer(layer.descriptor(), layer.diff_id, CREATED_BY, created, message or None)
     config, manifest = state.finish(created)
     with store.destination(ref) as destination:  # its lease keeps a prune away
         store.blobs.write_bytes(config)

@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from dockyard.oci import manifest as manifests
-from dockyard.oci import mediatypes as mt
-from dockyard.oci.descriptor import Descriptor, Platform
+from dockyard.oci.descriptor import Platform
 from dockyard.oci.home import RawManifest
+from dockyard.oci.mutate import ImageState
 from dockyard.reference import Reference
 from dockyard.store import Store
 
@@ -48,25 +47,14 @@ def import_directory(
             )
             blob.commit(packed.digest)
         created = _timestamp()
-        host = Platform.host()
-        image_config: dict = {"Env": env or [DEFAULT_PATH]}
-        if cmd:
-            image_config["Cmd"] = cmd
-        config = manifests.dumps(
-            {
-                "created": created,
-                "architecture": host.architecture,
-                "os": host.os,
-                "config": image_config,
-                "rootfs": {"type": "layers", "diff_ids": [packed.diff_id]},
-                "history": [
-                    {"created": created, "created_by": f"dockyard import {directory.name}"}
-                ],
-            }
+        state = ImageState.new(Platform.host())
+        state.config["Env"] = list(env or [DEFAULT_PATH])  # as given: NAME=value entries
+        state.set_cmd(cmd or None)
+        state.add_layer(
+            packed.descriptor(), packed.diff_id, f"dockyard import {directory.name}", created
         )
-        config_desc = Descriptor.of_bytes(mt.OCI_CONFIG, config)
+        config, manifest = state.finish(created, fixed=True)
         store.blobs.write_bytes(config)
-        manifest = manifests.build_manifest(config_desc, [packed.descriptor()])
         destination = store.destination(ref)
         destination.put_manifest(RawManifest(manifest.raw, manifest.media_type), root=True)
         destination.commit()

@@ -54,8 +54,8 @@ from dockyard.builder.copier.sources import (
     rootfs_digest,
 )
 from dockyard.builder.copier.writer import CopyError, Meta, Writer
+from dockyard.builder.frontend.commands import Add, Copy
 from dockyard.builder.frontend.golang import clean_path
-from dockyard.builder.frontend.instructions import Add, Copy
 from dockyard.errors import BuildError, DockyardError
 
 __all__ = ["CopyPlan", "execute_copy", "make_dirs", "plan_copy"]

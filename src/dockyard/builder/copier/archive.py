@@ -74,7 +74,7 @@ def extract(fd: int, dest_fd: int, owner: tuple[int, int] | None) -> None:
         return
     with _tar_stream(fd) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         while (member := tar.next()) is not None:
-            tar.members.clear()
+            tar.members.clear()  # type: ignore[attr-defined]  # read so far: not kept
             _chown(dest_fd, clean_path(member.name), owner)
 
 

@@ -15,6 +15,7 @@ and :meth:`Writer.copy`.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import posixpath
 import stat
@@ -276,7 +277,7 @@ class Writer:
                     name,
                     path,
                     st,
-                    (lambda n=name: os.open(n, _READ, dir_fd=src_dir)),
+                    functools.partial(os.open, name, _READ, dir_fd=src_dir),
                     os.readlink(name, dir_fd=src_dir) if child.kind == stat.S_IFLNK else None,
                     source,
                 )

@@ -1,10 +1,11 @@
 """The Dockerfile frontend: text in, a validated stage graph out (nothing runs here).
 
 ``plan_build(text, build_args=..., target=...)`` parses a Dockerfile (:mod:`.parser`),
-types its instructions (:mod:`.instructions`) and builds the stage graph
-(:mod:`.stages`); the builder then walks ``plan.order`` (or ``plan.levels``) and, per
-stage, feeds each instruction through ``StageScope.apply`` to get it expanded exactly
-as docker would. :mod:`.dockerignore` decides which context files a build sees.
+types its instructions (:mod:`.parse` into :mod:`.commands`; ``RUN --mount`` in
+:mod:`.runmount`) and builds the stage graph (:mod:`.stages`); the builder then walks
+``plan.order`` (or ``plan.levels``) and, per stage, feeds each instruction through
+``StageScope.apply`` to get it expanded exactly as docker would. :mod:`.dockerignore`
+decides which context files a build sees.
 """
 
 from dockyard.builder.frontend.dockerignore import IgnoreMatcher

@@ -97,6 +97,7 @@ def parse_duration(text: str) -> int:
     total = 0
     while s:
         m = _DURATION_PART.match(s)
+        assert m is not None  # every part of it may be empty: it always matches
         integer, fraction, unit = m.group(1), m.group(2), m.group(3)
         if not integer and not fraction:
             raise ValueError(f"time: invalid duration {quote(text)}")

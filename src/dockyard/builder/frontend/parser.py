@@ -5,15 +5,17 @@ with ``\\`` or a backtick, ``# check=``), comments (also between continued lines
 are dropped), line continuations with the escape character, empty continuation lines (a
 warning), the instruction word, its ``--flags``, the JSON (exec) form, and heredoc
 bodies (``<<EOF``, ``<<-EOF``, quoted delimiters, several per line). What the arguments
-mean is :mod:`dockyard.builder.frontend.instructions`' business.
+mean is :mod:`dockyard.builder.frontend.parse`' business.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from dockyard.builder.frontend.records import Record
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 from dockyard.errors import BuildError
 
@@ -30,8 +32,8 @@ _HEREDOC = re.compile(r"(\d*)<<(-?)\s*([^<]*)\Z", re.ASCII)
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 
 
-@dataclass(frozen=True)
-class BuildWarning:
+@dataclass(frozen=True, eq=False, repr=False)
+class BuildWarning(Record):
     """Something docker accepts but warns about (empty continuation line, unused build-arg)."""
 
     message: str
@@ -43,8 +45,8 @@ class BuildWarning:
         return f"{where}{self.message}"
 
 
-@dataclass(frozen=True)
-class Heredoc:
+@dataclass(frozen=True, eq=False, repr=False)
+class Heredoc(Record):
     """One here-document: ``content`` is the body as written, newlines included."""
 
     name: str
@@ -59,8 +61,8 @@ class Heredoc:
         return _LEADING_TABS.sub("", self.content) if self.chomp else self.content
 
 
-@dataclass(frozen=True)
-class Node:
+@dataclass(frozen=True, eq=False, repr=False)
+class Node(Record):
     """One instruction as written: a logical line plus the heredoc bodies that follow it."""
 
     command: str  # instruction word as written (any case)
@@ -79,8 +81,8 @@ class Node:
         return self.command.lower()
 
 
-@dataclass(frozen=True)
-class Dockerfile:
+@dataclass(frozen=True, eq=False, repr=False)
+class Dockerfile(Record):
     """A parsed Dockerfile: its nodes and parser directives."""
 
     nodes: tuple[Node, ...]
@@ -121,114 +123,86 @@ def parse_words(rest: str, escape: str) -> list[str]:
 
     Used for ENV/LABEL ``key=value`` pairs and ARG; expansion removes the quotes later.
     """
-    words: list[str] = []
-    word: list[str] = []
-    quote = ""
-    blank_ok = False
-    in_word = False
-    i, n = 0, len(rest)
-    while i < n:
-        ch = rest[i]
-        if not in_word and not quote:
-            if ch.isspace():
-                i += 1
-                continue
-            in_word = True
-        if quote:
-            if ch == quote:
-                quote = ""
-            elif ch == escape and quote != "'":
-                if i + 1 == n:
-                    quote = ""
-                    i += 1
-                    continue
-                word.append(ch)
-                i += 1
-                ch = rest[i]
-            word.append(ch)
-            i += 1
-            continue
-        if ch.isspace():
-            if blank_ok or word:
-                words.append("".join(word))
-            word, blank_ok, in_word = [], False, False
-            i += 1
-            continue
-        if ch in "'\"":
-            quote = ch
-            blank_ok = True
-        elif ch == escape:
-            if i + 1 == n:
-                i += 1
-                continue
-            word.append(ch)
-            i += 1
-            ch = rest[i]
-        word.append(ch)
-        i += 1
-    if in_word and (blank_ok or word):
-        words.append("".join(word))
-    return words
+    return [
+        word for _, _, word, quoted in _scan_words(rest, escape, literal=True) if word or quoted
+    ]
 
 
 def _split_flags(line: str, escape: str) -> tuple[str, list[str]]:
     """Leading ``--flag[=value]`` words (quotes and escapes removed) and what follows."""
     flags: list[str] = []
+    for start, end, word, quoted in _scan_words(line, escape, literal=False):
+        if not line.startswith("--", start):
+            return line[start:], flags
+        if word == "--":
+            return line[end:], flags
+        if word or quoted:
+            flags.append(word)
+    return "", flags
+
+
+def _scan_words(text: str, escape: str, *, literal: bool) -> Iterator[tuple[int, int, str, bool]]:
+    """BuildKit's quote-aware word scanner: ``(start, end, word, quoted)`` for each word.
+
+    Whitespace separates words except inside quotes; ``quoted`` says a quote was seen
+    (an empty ``""`` is a word). ``literal`` keeps quotes and escapes in the word, with
+    the escape character plain inside single quotes (``parseWords``); otherwise both
+    are removed and the escape character escapes in any quote (``extractBuilderFlags``).
+    An escape character ending the text is dropped, and ends an open quote.
+    """
     word: list[str] = []
     quote = ""
-    blank_ok = False
-    in_word = False
-    i, n = 0, len(line)
+    quoted = False
+    start = -1  # -1: between words
+    i, n = 0, len(text)
     while i < n:
-        ch = line[i]
-        if not in_word:
+        ch = text[i]
+        if start < 0:
             if ch.isspace():
                 i += 1
                 continue
-            if not line.startswith("--", i):
-                return line[i:], flags
-            in_word = True
+            start = i
         if quote:
             if ch == quote:
                 quote = ""
-            else:
-                if ch == escape:
-                    if i + 1 == n:
-                        quote = ""
-                        i += 1
-                        continue
+                if not literal:
                     i += 1
-                    ch = line[i]
-                word.append(ch)
+                    continue
+            elif ch == escape and (not literal or quote != "'"):
+                if i + 1 == n:
+                    quote = ""
+                    i += 1
+                    continue
+                if literal:
+                    word.append(ch)
+                i += 1
+                ch = text[i]
+            word.append(ch)
             i += 1
             continue
         if ch.isspace():
-            text = "".join(word)
-            if text == "--":
-                return line[i:], flags
-            if blank_ok or text:
-                flags.append(text)
-            word, blank_ok, in_word = [], False, False
+            yield start, i, "".join(word), quoted
+            word, quoted, start = [], False, -1
             i += 1
             continue
         if ch in "'\"":
             quote = ch
-            blank_ok = True
-            i += 1
-            continue
-        if ch == escape:
+            quoted = True
+            if not literal:
+                i += 1
+                continue
+        elif ch == escape:
             if i + 1 == n:
                 i += 1
                 continue
+            if literal:
+                word.append(ch)
             i += 1
-            ch = line[i]
+            ch = text[i]
         word.append(ch)
         i += 1
-    if in_word:
-        text = "".join(word)
-        if text != "--" and (blank_ok or text):
-            flags.append(text)
-    return "", flags
+    if start >= 0:
+        yield start, n, "".join(word), quoted
 
 
 def heredoc_word(word: str) -> Heredoc | None:
@@ -255,6 +229,14 @@ def heredoc_word(word: str) -> Heredoc | None:
         chomp=m.group(2) == "-",
         fd=int(fd) if fd else 0,
     )
+
+
+def heredoc_opening(word: str) -> Heredoc | None:
+    """:func:`heredoc_word`, with None for a word the shell lexer cannot split either."""
+    try:
+        return heredoc_word(word)
+    except ExpansionError:
+        return None
 
 
 def _heredocs_in(line: str) -> list[Heredoc]:

@@ -209,7 +209,7 @@ class _Scan:
 
     def name(self) -> str:
         """A variable name: letters/digits/_ , a run of digits, or one special parameter."""
-        out = []
+        out: list[str] = []
         while self.peek():
             ch = self.peek()
             if not out and _is_digit(ch):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from dockyard import reference
 from dockyard.builder.frontend import golang
-from dockyard.builder.frontend.instructions import (
+from dockyard.builder.frontend.commands import (
     Arg,
     ArgDef,
     Copy,
@@ -32,8 +32,8 @@ from dockyard.builder.frontend.instructions import (
     Instruction,
     Onbuild,
     Run,
-    parse_instruction,
 )
+from dockyard.builder.frontend.parse import parse_instruction
 from dockyard.builder.frontend.parser import BuildWarning, Dockerfile, parse
 from dockyard.builder.frontend.platforms import Platform
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
@@ -277,84 +277,17 @@ def plan_build(
     defaults = _default_args(build_platform, platform, target or groups[-1][0].name or "")
     global_args = {k: build_args.get(k, v) for k, v in defaults.items()}
     declared = _apply_meta_args(meta, lex, global_args, build_args)
-
-    names = {}
-    for index, (frm, _) in enumerate(groups):
-        if frm.name in names:
-            raise frm.error(
-                f"Duplicate stage name {golang.quote(frm.name)}, stage names should be unique"
-            )
-        if frm.name:
-            names[frm.name] = index
-
-    stages: list[Stage] = []
-    edges: list[list[tuple[int | str, Instruction]]] = []
-    trigger_errors: dict[int, BuildError] = {}  # raised only if the stage is needed
-    for index, (frm, instrs) in enumerate(groups):
-        base, stage_platform = _expand_from(frm, lex, global_args, declared, warnings)
-        base_stage = names.get(base)
-        if base_stage is not None and base_stage >= index:
-            base_stage = None  # FROM only sees stages defined above it
-        if frm.name in _RESERVED_STAGE_NAMES:
-            warnings.append(
-                BuildWarning(
-                    f"{golang.quote(frm.name)} is reserved and should not be used as a stage name",
-                    frm.file,
-                    frm.line,
-                )
-            )
-        triggers: tuple[Instruction, ...] = ()
-        if base_stage is not None:
-            onbuild = [i.expression for i in groups[base_stage][1] if isinstance(i, Onbuild)]
-            try:
-                triggers = _parse_triggers(onbuild, frm)
-            except BuildError as e:
-                trigger_errors[index] = e
-        stage_edges = [
-            e for i in (*triggers, *instrs) for e in _sources(i, lex, names, len(groups))
-        ]
-        edges.append(stage_edges)
-        deps = {d for d, _ in stage_edges if isinstance(d, int)}
-        if base_stage is not None:
-            deps.add(base_stage)
-        images = dict.fromkeys(d for d, _ in stage_edges if isinstance(d, str))
-        stages.append(
-            Stage(
-                index=index,
-                name=frm.name,
-                from_=frm,
-                base=base,
-                base_stage=base_stage,
-                platform=stage_platform,
-                instructions=tuple(instrs),
-                triggers=triggers,
-                depends_on=tuple(sorted(deps)),
-                images=tuple(images),
-            )
-        )
-
-    _check_cycles(stages, edges)
-    if target:
-        chosen = names.get(target.lower())
-        if chosen is None:
-            message = f"target stage {golang.quote(target)} could not be found"
-            raise BuildError(did_you_mean(message, target, names), df.file)
-        target_stage = stages[chosen]
-    else:
-        target_stage = stages[-1]
+    names = _stage_names(groups)
+    stages = [
+        _make_stage(index, groups, names, lex, global_args, declared, warnings)
+        for index in range(len(groups))
+    ]
+    _check_cycles(stages)
+    target_stage = _target_stage(stages, names, target, df.file)
     order = _needed(stages, target_stage)
     for stage in order:
-        if stage.index in trigger_errors:
-            raise trigger_errors[stage.index]
-        _check_stage_refs(stage, edges[stage.index])
-
-    consumed = declared | {
-        d.key
-        for s in order
-        for i in (*s.triggers, *s.instructions)
-        if isinstance(i, Arg)
-        for d in i.args
-    }
+        _check_stage(stage)
+    consumed = declared | _declared_in(order)
     builtin = {*PROXY_ARGS, *(p.upper() for p in PROXY_ARGS), *defaults}
     unused = sorted(k for k in build_args if k not in consumed and k not in builtin)
     if unused:
@@ -363,15 +296,25 @@ def plan_build(
         )
     return BuildPlan(
         dockerfile=df,
-        stages=tuple(stages),
-        target=target_stage,
-        order=order,
+        stages=tuple(stage.stage for stage in stages),
+        target=target_stage.stage,
+        order=tuple(stage.stage for stage in order),
         global_args=global_args,
         build_args=build_args,
         platform=platform,
         build_platform=build_platform,
         warnings=tuple(warnings),
     )
+
+
+@dataclass
+class _Planned:
+    """A stage while it is planned: what it reads (``edges``: a stage index or an image,
+    and the instruction that reads it) and a trigger error raised only if it is needed."""
+
+    stage: Stage
+    edges: list[tuple[int | str, Instruction]]
+    trigger_error: BuildError | None = None
 
 
 def _split_stages(df: Dockerfile) -> tuple[list[Arg], list[tuple[From, list[Instruction]]]]:
@@ -391,6 +334,95 @@ def _split_stages(df: Dockerfile) -> tuple[list[Arg], list[tuple[From, list[Inst
     if not groups:
         raise BuildError("dockerfile contains no stages to build", df.file)
     return meta, groups
+
+
+def _stage_names(groups: Sequence[tuple[From, list[Instruction]]]) -> dict[str, int]:
+    """Each stage name and its index; BuildError for a name used twice."""
+    names: dict[str, int] = {}
+    for index, (frm, _) in enumerate(groups):
+        if frm.name in names:
+            raise frm.error(
+                f"Duplicate stage name {golang.quote(frm.name)}, stage names should be unique"
+            )
+        if frm.name:
+            names[frm.name] = index
+    return names
+
+
+def _make_stage(
+    index: int,
+    groups: Sequence[tuple[From, list[Instruction]]],
+    names: Mapping[str, int],
+    lex: Lex,
+    global_args: Mapping[str, str],
+    declared: set[str],
+    warnings: list[BuildWarning],
+) -> _Planned:
+    """Stage ``index``: its FROM expanded, its base stage's ONBUILD triggers, what it
+    reads from other stages and images."""
+    frm, instrs = groups[index]
+    base, stage_platform = _expand_from(frm, lex, global_args, declared, warnings)
+    base_stage = names.get(base)
+    if base_stage is not None and base_stage >= index:
+        base_stage = None  # FROM only sees stages defined above it
+    if frm.name in _RESERVED_STAGE_NAMES:
+        warnings.append(
+            BuildWarning(
+                f"{golang.quote(frm.name)} is reserved and should not be used as a stage name",
+                frm.file,
+                frm.line,
+            )
+        )
+    triggers: tuple[Instruction, ...] = ()
+    trigger_error = None
+    if base_stage is not None:
+        onbuild = [i.expression for i in groups[base_stage][1] if isinstance(i, Onbuild)]
+        try:
+            triggers = _parse_triggers(onbuild, frm)
+        except BuildError as e:
+            trigger_error = e
+    edges = [e for i in (*triggers, *instrs) for e in _sources(i, lex, names, len(groups))]
+    deps = {d for d, _ in edges if isinstance(d, int)}
+    if base_stage is not None:
+        deps.add(base_stage)
+    images = dict.fromkeys(d for d, _ in edges if isinstance(d, str))
+    stage = Stage(
+        index=index,
+        name=frm.name,
+        from_=frm,
+        base=base,
+        base_stage=base_stage,
+        platform=stage_platform,
+        instructions=tuple(instrs),
+        triggers=triggers,
+        depends_on=tuple(sorted(deps)),
+        images=tuple(images),
+    )
+    return _Planned(stage, edges, trigger_error)
+
+
+def _target_stage(
+    stages: Sequence[_Planned], names: Mapping[str, int], target: str | None, file: str | None
+) -> _Planned:
+    """The ``--target`` stage (case-insensitive), else the last one."""
+    if not target:
+        return stages[-1]
+    chosen = names.get(target.lower())
+    if chosen is None:
+        message = f"target stage {golang.quote(target)} could not be found"
+        raise BuildError(did_you_mean(message, target, names), file)
+    return stages[chosen]
+
+
+def _declared_in(order: Sequence[_Planned]) -> set[str]:
+    """The ARG names the stages in ``order`` declare (triggers included)."""
+    return {
+        d.key
+        for s in order
+        for i in (*s.stage.triggers, *s.stage.instructions)
+        if isinstance(i, Arg)
+        for d in i.args
+    }
 
 
 def _apply_meta_args(
@@ -413,15 +445,15 @@ def _apply_meta_args(
     return declared
 
 
-def _needed(stages: Sequence[Stage], target: Stage) -> tuple[Stage, ...]:
+def _needed(stages: Sequence[_Planned], target: _Planned) -> tuple[_Planned, ...]:
     """``target`` and every stage it depends on, in file order (dependencies first)."""
     needed: set[int] = set()
-    todo = [target.index]
+    todo = [target.stage.index]
     while todo:
         index = todo.pop()
         if index not in needed:
             needed.add(index)
-            todo += stages[index].depends_on
+            todo += stages[index].stage.depends_on
     return tuple(stages[i] for i in sorted(needed))
 
 
@@ -480,9 +512,7 @@ def _sources(
     return []
 
 
-def _check_cycles(
-    stages: Sequence[Stage], edges: Sequence[Sequence[tuple[int | str, Instruction]]]
-) -> None:
+def _check_cycles(stages: Sequence[_Planned]) -> None:
     """BuildKit refuses a stage that (indirectly) copies or mounts from itself."""
     done: set[int] = set()
 
@@ -491,23 +521,27 @@ def _check_cycles(
             return None
         done.add(index)
         path.add(index)
-        for dep, instr in edges[index]:
+        for dep, instr in stages[index].edges:
             if isinstance(dep, int) and (dep in path or visit(dep, path)):
                 return instr
         path.discard(index)
         return None
 
-    for stage in stages:
-        instr = visit(stage.index, set())
+    for planned in stages:
+        instr = visit(planned.stage.index, set())
         if instr is not None:
-            raise instr.error(f"circular dependency detected on stage: {stage.id}")
+            raise instr.error(f"circular dependency detected on stage: {planned.stage.id}")
 
 
-def _check_stage_refs(stage: Stage, edges: Sequence[tuple[int | str, Instruction]]) -> None:
-    """What BuildKit checks when it runs ``stage``: sources defined above, valid images."""
+def _check_stage(planned: _Planned) -> None:
+    """What BuildKit checks when it runs a stage: its triggers parse, its sources are
+    defined above it, its images are valid references."""
+    stage = planned.stage
+    if planned.trigger_error is not None:
+        raise planned.trigger_error
     if not stage.is_scratch and stage.base_stage is None:
         _check_image(stage.base, stage.from_)
-    for dep, instr in edges:
+    for dep, instr in planned.edges:
         if isinstance(dep, str):
             _check_image(dep, instr)
         elif dep > stage.index and isinstance(instr, Copy):
