@@ -237,23 +237,29 @@ class Mirror:
         if self.storage.upstream_name(route.local) is None:
             self.storage.set_upstream_name(route.local, route.upstream.external_name(route.remote))
 
-    def _store(self, route: Route, got, tag: str | None) -> StoredManifest:
+    def _store(
+        self, route: Route, got, tag: str | None, digest: str | None = None
+    ) -> StoredManifest:
+        """Check and cache a manifest from upstream; ``digest``: the one it was asked
+        by (a ``sha512:`` digest is kept as given, verified against the bytes)."""
         manifest_checks.check(got.data, got.media_type)  # nothing bad reaches the cache
         self._remember(route)
         with self.storage.gc_lock(shared=True):
-            digest = self.storage.put_manifest(
+            stored = self.storage.put_manifest(
                 route.local,
                 got.data,
                 got.media_type,
                 (tag,) if tag else (),
+                digest=digest,
                 **referrer_info(got.data),
             )
-        return StoredManifest(got.data, got.media_type, digest)
+        return StoredManifest(got.data, got.media_type, stored)
 
     def _fetch_manifest(self, route: Route, reference: str) -> StoredManifest:
         got = route.upstream.client.get_manifest(route.remote, reference)
-        tag = None if names.is_digest_like(reference) else reference
-        return self._store(route, got, tag)
+        if names.is_digest_like(reference):
+            return self._store(route, got, None, reference)
+        return self._store(route, got, reference)
 
     def _revalidate(self, route: Route, tag: str, cached: StoredManifest) -> StoredManifest:
         desc = route.upstream.client.head_manifest(route.remote, tag)
@@ -268,7 +274,7 @@ class Mirror:
                 self.storage.set_tag(route.local, tag, desc.digest)
             return have
         got = route.upstream.client.get_manifest(route.remote, desc.digest)
-        return self._store(route, got, tag)
+        return self._store(route, got, tag, desc.digest)
 
     # -- what the API handlers call ------------------------------------------------------------
 
