@@ -40,10 +40,10 @@ from dockyard.registry.server.apierrors import APIError
 from dockyard.registry.server.backend import RegistryStorage, UploadWriter, open_storage
 from dockyard.registry.server.config import ServerConfig
 from dockyard.registry.server.logins import Logins
+from dockyard.registry.server.manifeststore import StoredManifest, referrer_info
 from dockyard.registry.server.mirror import STALE_HEADERS, Mirror, Route
 from dockyard.registry.server.secureheaders import with_security_headers
 from dockyard.registry.server.slowclients import BodyDeadline, UploadSlots
-from dockyard.registry.server.storage import StoredManifest, referrer_info
 
 log = logging.getLogger("dockyard.registry.server")
 

@@ -30,7 +30,7 @@ from dockyard.oci.digest import VerifyingReader
 from dockyard.oci.home import RawManifest
 from dockyard.registry.server import names
 from dockyard.registry.server.backend import RegistryStorage as Storage
-from dockyard.registry.server.storage import referrer_info
+from dockyard.registry.server.manifeststore import referrer_info
 
 META_FILE = "dockyard-registry.json"
 REPOSITORY_ANNOTATION = "io.dockyard.registry.repository"

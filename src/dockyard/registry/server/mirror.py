@@ -39,7 +39,7 @@ from dockyard.registry.server import fetch, manifest_checks, names, nshosts
 from dockyard.registry.server.apierrors import APIError
 from dockyard.registry.server.backend import RegistryStorage
 from dockyard.registry.server.config import ServerConfig, UpstreamConfig
-from dockyard.registry.server.storage import StoredManifest, referrer_info
+from dockyard.registry.server.manifeststore import StoredManifest, referrer_info
 
 log = logging.getLogger("dockyard.registry.server")
 
