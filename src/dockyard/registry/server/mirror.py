@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from dockyard.errors import DigestError, ManifestError, RegistryError
 from dockyard.oci.descriptor import Descriptor
-from dockyard.registry.server import fetch, manifest_checks, names, nshosts
+from dockyard.registry.server import egress, fetch, manifest_checks, names, nshosts
 from dockyard.registry.server.apierrors import APIError
 from dockyard.registry.server.backend import RegistryStorage
 from dockyard.registry.server.config import ServerConfig, UpstreamConfig
@@ -64,10 +64,13 @@ class Unknown(Exception):
 
 
 class Upstream:
-    """One configured upstream registry and its (lazily made) client."""
+    """One configured upstream registry and its (lazily made) client; ``guarded``: a
+    host a client named under ``--allow-upstream '*'``, reached only at public
+    addresses (:mod:`.egress`)."""
 
-    def __init__(self, config: UpstreamConfig, server: ServerConfig):
+    def __init__(self, config: UpstreamConfig, server: ServerConfig, *, guarded: bool = False):
         self.config = config
+        self.guarded = guarded
         self.name = config.name
         self.ttl = config.tag_ttl if config.tag_ttl is not None else server.tag_ttl
         self._attempts = max(1, server.upstream_attempts)
@@ -100,6 +103,7 @@ class Upstream:
                     retry=RetryPolicy(attempts=self._attempts, base_delay=0.2, max_delay=2.0),
                     max_connections=64,
                     timeout=60.0,
+                    transport=egress.GuardedTransport(64) if self.guarded else None,
                 )
             return self._client
 
@@ -199,13 +203,16 @@ class Mirror:
                 f"upstream {ns!r} is not allowed here (registry serve --allow-upstream)",
                 detail={"ns": ns},
             )
+        guarded = host not in self.allowed.hosts  # allowed only by "*"
+        if guarded and egress.literal_refused(host):
+            raise _not_public(ns, f"{host} is not a public address")
         with self._named_lock:
             upstream = self._named.get(host)
             if upstream is None:
                 config = UpstreamConfig(
                     nshosts.cache_prefix(host), nshosts.url_of(host), trusted=False
                 )
-                upstream = self._named[host] = Upstream(config, self.config)
+                upstream = self._named[host] = Upstream(config, self.config, guarded=guarded)
                 while len(self._named) > MAX_NAMED_UPSTREAMS:  # in-flight users keep theirs
                     self._named.popitem(last=False)
             self._named.move_to_end(host)
@@ -230,6 +237,8 @@ class Mirror:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, fn, *args)
+        except egress.NotPublic as e:
+            raise _not_public(None, str(e)) from None
         except (RegistryError, OSError) as e:
             raise _classify(e) from e
 
@@ -379,7 +388,12 @@ class Mirror:
             raise fetch.Fallback(str(e)) from e
         verify = base.startswith("https://") and not route.upstream.config.insecure
         url = f"{base}/v2/{route.remote}/blobs/{digest}"
-        return await fetch.open_blob(url, authorization, verify=verify, batch=BATCH)
+        try:
+            return await fetch.open_blob(
+                url, authorization, verify=verify, batch=BATCH, guarded=route.upstream.guarded
+            )
+        except egress.NotPublic as e:
+            raise _not_public(None, str(e)) from None
 
     async def _direct_source(self, body: fetch.BlobBody, digest: str):
         """Batches from the lean fetcher, each written and hashed in a thread while the
@@ -484,6 +498,15 @@ class Mirror:
                     queue.get_nowait()
 
         return body()
+
+
+def _not_public(ns: str | None, why: str) -> APIError:
+    """403 for a client-named upstream at an address of the registry's own networks."""
+    return APIError(
+        "DENIED",
+        f"upstream refused: {why} (name it with --allow-upstream to allow it)",
+        detail={"ns": ns} if ns else None,
+    )
 
 
 def _bad_manifest(route: Route, reference: str, error: Exception) -> APIError:
