@@ -99,9 +99,16 @@ class BlobSink(Protocol):
 class RegistryStorage(Protocol):
     """Every repository of one registry: safe for many threads, processes and replicas."""
 
-    blobs: BlobStore
-    uploads: UploadSessions
-    where: str  # for messages: the root directory or s3://bucket/prefix
+    @property
+    def blobs(self) -> BlobStore: ...
+
+    @property
+    def uploads(self) -> UploadSessions: ...
+
+    @property
+    def where(self) -> str:
+        """For messages: the root directory or ``s3://bucket/prefix``."""
+        ...
 
     def present(self) -> bool:
         """Whether a registry is there at all (gc refuses to run on nothing)."""

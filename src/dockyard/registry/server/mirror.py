@@ -52,6 +52,7 @@ _PROXIED = any(
     os.environ.get(v)
     for v in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 )
+Chunk = bytes | memoryview  # what a streamed body yields
 STALE_HEADERS = {"Warning": '110 - "Response is Stale"', "X-Dockyard-Stale": "true"}
 
 
@@ -188,9 +189,9 @@ class Mirror:
         if self.allowed and name.startswith(nshosts.NS_PREFIX + "/"):
             # the cache of a client-named upstream, read by its own name
             component, _, rest = name[len(nshosts.NS_PREFIX) + 1 :].partition("/")
-            host = nshosts.host_of_prefix(component)
-            if host is not None and rest and self.allowed.permits(host):
-                named = self._named_upstream(host)
+            cached = nshosts.host_of_prefix(component)
+            if cached is not None and rest and self.allowed.permits(cached):
+                named = self._named_upstream(cached)
                 return self._route(named, named.remote_path(rest))
         return None
 
@@ -349,7 +350,7 @@ class Mirror:
 
     async def stream_blob(
         self, route: Route, digest: str
-    ) -> tuple[AsyncIterator[bytes], int] | None:
+    ) -> tuple[AsyncIterator[Chunk], int] | None:
         """The blob's bytes from the upstream and its size, written to the cache as they
         pass (tee); None if the upstream does not have it.
 
@@ -401,7 +402,12 @@ class Mirror:
         algorithm = digest.split(":", 1)[0]
         h = hashlib.new(algorithm)
         async for batch in body.batches():
-            yield batch, lambda f, b=batch: (f.write(b), h.update(b))
+
+            def write(f, b=batch) -> None:
+                f.write(b)
+                h.update(b)
+
+            yield batch, write
 
         def check() -> None:
             actual = f"{algorithm}:{h.hexdigest()}"
@@ -432,7 +438,7 @@ class Mirror:
         finally:
             await loop.run_in_executor(self._pool, opened.__exit__, None, None, None)
 
-    def _tee(self, route: Route, digest: str, source) -> AsyncIterator[bytes]:
+    def _tee(self, route: Route, digest: str, source) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_DEPTH)
         state = {"detached": False}
@@ -483,7 +489,7 @@ class Mirror:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body() -> AsyncIterator[Chunk]:
             try:
                 while True:
                     item = await queue.get()
@@ -520,7 +526,7 @@ def _bad_manifest(route: Route, reference: str, error: Exception) -> APIError:
     )
 
 
-async def _started(route: Route, digest: str, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _started(route: Route, digest: str, body: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     """``body`` with its first batch already received; an upstream failure by then
     raises a 502 (a lie) or 503 (unreachable) before the answer starts."""
     try:
@@ -537,7 +543,7 @@ async def _started(route: Route, digest: str, body: AsyncIterator[bytes]) -> Asy
     except (OSError, RegistryError) as e:
         raise APIError("UNAVAILABLE", f"upstream unavailable: {e}") from None
 
-    async def rest() -> AsyncIterator[bytes]:
+    async def rest() -> AsyncIterator[Chunk]:
         if first is None:
             return
         yield first

@@ -146,7 +146,7 @@ class Bucket:
     def delete(self, rel: str) -> None:
         self.client.delete_object(Bucket=self.name, Key=self.key(rel))
 
-    def list(self, rel_prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    def objects(self, rel_prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(key relative to rel_prefix, object)`` for every object under it."""
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.name, Prefix=self.key(rel_prefix)
@@ -258,7 +258,7 @@ class BucketLock:
 
     def _fresh(self, rel_prefix: str) -> bool:
         return any(
-            _age(obj["LastModified"]) < LOCK_STALE for _, obj in self.bucket.list(rel_prefix)
+            _age(obj["LastModified"]) < LOCK_STALE for _, obj in self.bucket.objects(rel_prefix)
         )
 
     @contextlib.contextmanager
@@ -363,7 +363,7 @@ class S3Blobs:
         return digest
 
     def __iter__(self) -> Iterator[str]:
-        for rel, _ in self._bucket.list("blobs/"):
+        for rel, _ in self._bucket.objects("blobs/"):
             digest = rel.replace("/", ":", 1)
             if names.valid_digest(digest):
                 yield digest
@@ -386,7 +386,13 @@ class S3Uploads:
 
     def start(self, name: str) -> str:
         upload_id = str(uuid.uuid4())
-        state = {"repository": name, "multipart": None, "parts": [], "size": 0, "tail": 0}
+        state: dict[str, Any] = {
+            "repository": name,
+            "multipart": None,
+            "parts": [],
+            "size": 0,
+            "tail": 0,
+        }
         self.save(upload_id, state)
         with self._lock:
             self._hashes[upload_id] = (hashlib.sha256(), 0)
@@ -655,7 +661,7 @@ class S3Storage(ManifestStore):
 
     def repositories(self) -> list[str]:
         found = set()
-        for rel, _ in self.bucket.list(f"{REPOS}/"):
+        for rel, _ in self.bucket.objects(f"{REPOS}/"):
             for marker in (f"/{MANIFESTS}/", f"/{LAYERS}/"):
                 name, sep, _ = rel.partition(marker)
                 if sep and names.valid_name(name):
@@ -695,7 +701,7 @@ class S3Storage(ManifestStore):
 
     def _digests_under(self, rel_prefix: str) -> list[str]:
         out = []
-        for rel, _ in self.bucket.list(rel_prefix):
+        for rel, _ in self.bucket.objects(rel_prefix):
             digest = rel.replace("/", ":", 1)
             if names.valid_digest(digest):
                 out.append(digest)
@@ -755,7 +761,7 @@ class S3Storage(ManifestStore):
                             Bucket=self.bucket.name, Key=up["Key"], UploadId=up["UploadId"]
                         )
                         removed += 1
-        for rel, _ in self.bucket.list("touched/"):
+        for rel, _ in self.bucket.objects("touched/"):
             digest = rel.replace("/", ":", 1)
             if names.valid_digest(digest) and not self.blobs.has(digest):
                 self.bucket.delete(f"touched/{rel}")
@@ -785,7 +791,7 @@ class S3Storage(ManifestStore):
     def _children(self, prefix: str) -> list[tuple[str, float]]:
         return [
             (rel, obj["LastModified"].timestamp())
-            for rel, obj in self.bucket.list(prefix)
+            for rel, obj in self.bucket.objects(prefix)
             if "/" not in rel
         ]
 
