@@ -141,6 +141,11 @@ class RegistryStorage(Protocol):
         """The blob's bytes ``start`` .. ``start + length`` in big chunks, streamed."""
         ...
 
+    def blob_url(self, digest: str) -> str | None:
+        """A URL any client may ``GET`` the blob from for a while (pre-signed), for
+        ``--redirect``; None if the backend has no such thing (files on disk)."""
+        ...
+
     def blob_sink(self, digest: str) -> BlobSink: ...
 
     # manifests, tags, referrers

@@ -28,7 +28,8 @@ state back. The bytes are hashed as they stream; the replica that finishes uses 
 if it saw every byte, else it reads the completed object back and hashes that. Only a
 verified upload is copied to ``blobs/`` (a server-side copy): until then nothing is
 visible, and an abandoned upload is removed by gc. Blob bodies stream, in ``Range``
-requests when asked; nothing holds a whole blob in memory.
+requests when asked; nothing holds a whole blob in memory. With ``--redirect`` the app
+sends clients to a pre-signed URL of the object instead (:meth:`S3Storage.blob_url`).
 
 Consistency rests on S3's strong read-after-write consistency: a manifest is written
 after the blobs it names were checked, and before its tags; a tag is one object, so two
@@ -73,6 +74,7 @@ MAX_STATE = 2 << 20  # an upload's state: up to 10000 parts
 LOCK_STALE = 120.0  # seconds: a lock object not refreshed for longer was left by a dead process
 LOCK_REFRESH = 30.0
 LOCK_POLL = 0.25
+REDIRECT_TTL = 20 * 60  # seconds a pre-signed blob URL works (distribution's default)
 
 
 def _missing(error: Exception) -> bool:
@@ -186,6 +188,7 @@ def make_client(config: ServerConfig) -> Any:
         max_pool_connections=64,
         connect_timeout=10,
         read_timeout=60,
+        signature_version="s3v4",  # pre-signed URLs too (botocore would sign those v2)
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
@@ -723,6 +726,15 @@ class S3Storage(ManifestStore):
                 yield from body.iter_chunks(READ_CHUNK)
 
         return chunks()
+
+    def blob_url(self, digest: str) -> str:
+        """A pre-signed ``GET`` of the blob's object, valid :data:`REDIRECT_TTL` seconds
+        (signed locally: no request to the store)."""
+        return self.bucket.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket.name, "Key": self.bucket.key(S3Blobs.key(digest))},
+            ExpiresIn=REDIRECT_TTL,
+        )
 
     def blob_sink(self, digest: str) -> S3Sink:
         return S3Sink(self, digest)

@@ -150,6 +150,9 @@ class Storage(ManifestStore):
                     remaining -= len(chunk)
                 yield chunk
 
+    def blob_url(self, digest: str) -> None:
+        return None
+
     def blob_sink(self, digest: str) -> FileSink:
         return FileSink(self, digest)
 

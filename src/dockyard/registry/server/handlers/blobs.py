@@ -7,7 +7,8 @@ blob the cache lacks streams from the upstream while it is cached; one stored fo
 another repository is linked only if a configured (trusted) upstream says it has it
 for this one -- an upstream a client named must send the bytes instead. Bodies come
 from a local file (Starlette's ``FileResponse``) or stream from the object store in
-1 MiB reads.
+1 MiB reads; with ``--redirect`` a ``GET`` is answered with a 307 to a pre-signed URL of
+the object instead (as distribution does), so the bytes bypass the registry.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ async def get(
         headers["Content-Length"] = str(size)
         headers["Accept-Ranges"] = "bytes"
         return Response(status_code=200, headers=headers, media_type="application/octet-stream")
+    if app.config.redirect and (url := await app.run(storage.blob_url, digest)):
+        # the client fetches it (and any Range of it) from the object store itself
+        headers.update({"Location": url, "Content-Length": "0"})
+        return Response(status_code=307, headers=headers)
     range_header = request.headers.get("range")
     _check_range(range_header, size)
     path = storage.blob_file(digest)
