@@ -46,18 +46,27 @@ def failed_cases(junit: Path) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("backend", ["filesystem", pytest.param("s3", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "filesystem",
+        pytest.param("s3", marks=pytest.mark.slow),
+        pytest.param("s3-redirect", marks=pytest.mark.slow),
+    ],
+)
 def test_conformance_suite_passes(tmp_path, request, backend):
-    """The whole suite on each storage backend: ``--root``, and S3 (SeaweedFS)."""
+    """The whole suite on each storage backend: ``--root``, and S3 (SeaweedFS), also with
+    blob GETs answered by redirects to pre-signed URLs (``--redirect``)."""
     suite = find_suite()
     if suite is None or not os.access(suite, os.X_OK):
         where = f"{REPO_ROOT.parent}/shared/conformance/run"
         if os.environ.get("CI"):
             pytest.fail(f"CI machine lacks the OCI conformance suite ({where})")
         pytest.skip(f"needs the OCI conformance suite ({where})")
-    if backend == "s3":
+    if backend.startswith("s3"):
         seaweed = request.getfixturevalue("seaweed")
-        server = start_server(tmp_path / "registry", *seaweed.storage_args(), env=seaweed.env)
+        args = [*seaweed.storage_args(), *(["--redirect"] if backend == "s3-redirect" else [])]
+        server = start_server(tmp_path / "registry", *args, env=seaweed.env)
     else:
         server = start_server(tmp_path / "registry")
     results = tmp_path / "results"

@@ -71,9 +71,13 @@ def test_allowed_host_is_pulled_through_and_cached(tmp_path):
 
 
 def test_any_host_with_star(tmp_path):
+    """Beside ``*``, a host on the registry's own networks (this loopback fake) must be
+    named to be reached (tests/security/test_registry_upstreams.py)."""
     manifest, blobs = fake_image(b"any host" * 500)
     fake = FakeRegistry({"lib/x": ("v", manifest, blobs)})
-    server = start_server(tmp_path / "mirror", "--allow-upstream", "*")
+    server = start_server(
+        tmp_path / "mirror", "--allow-upstream", "*", "--allow-upstream", fake.host
+    )
     try:
         r = httpx.get(
             f"{server.url}/v2/lib/x/manifests/v",

@@ -209,7 +209,7 @@ class FakeRegistry:
                 if not path.startswith(prefix):
                     continue
                 ref = path[len(prefix) :]
-                if kind == "manifests" and ref in (tag, sha256_of(manifest)):
+                if kind == "manifests" and ref in (tag, sha256_of(manifest), sha512_of(manifest)):
                     return "application/vnd.oci.image.manifest.v1+json", manifest
                 if kind == "blobs" and ref in blobs:
                     return "application/octet-stream", blobs[ref]
@@ -241,6 +241,10 @@ class FakeRegistry:
 
 def sha256_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def sha512_of(data: bytes) -> str:
+    return "sha512:" + hashlib.sha512(data).hexdigest()
 
 
 def fake_image(layer: bytes) -> tuple[bytes, dict[str, bytes]]:

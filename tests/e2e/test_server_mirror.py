@@ -18,7 +18,16 @@ import httpx
 import pytest
 
 from tests.conftest import need, start_docker_registry, stop
-from tests.e2e.test_server_fixtures import Containers, copy, manifest_digest, run, start_server
+from tests.e2e.test_server_fixtures import (
+    Containers,
+    FakeRegistry,
+    copy,
+    fake_image,
+    manifest_digest,
+    run,
+    sha512_of,
+    start_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -326,6 +335,28 @@ def test_fake_upstream(tmp_path, honest, chunked):
     finally:
         server.stop()
         fake.shutdown()
+
+
+def test_manifest_by_sha512_is_cached_under_sha512(tmp_path):
+    """A manifest pulled through by a ``sha512:`` digest keeps that digest: it is
+    answered, stored and found again (the upstream gone) by it, as a push would be."""
+    manifest, blobs = fake_image(b"sha512 layer")
+    fake = FakeRegistry({"org/app": ("1", manifest, blobs)})
+    server = start_server(tmp_path / "mirror", "--upstream", f"up=http://{fake.host}")
+    digest = sha512_of(manifest)
+    try:
+        url = f"{server.url}/v2/up/org/app/manifests/{digest}"
+        r = httpx.get(url, headers={"Accept": OCI_MANIFEST})
+        assert r.status_code == 200, r.text
+        assert r.headers["docker-content-digest"] == digest and r.content == manifest
+        revision = server.root / "repos/up/org/app/_manifests/revisions/sha512" / digest[7:]
+        assert revision.is_file()
+        fake.close()
+        for method in ("HEAD", "GET"):
+            r = httpx.request(method, url, headers={"Accept": OCI_MANIFEST})
+            assert r.status_code == 200 and r.headers["docker-content-digest"] == digest
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("via", ["config-file", "docker-config"])

@@ -221,3 +221,38 @@ def test_skopeo_through_both_replicas(replicas, busybox_layout, tmp_path):
         algorithm, hex_part = layer.split(":")
         blob = (out / "blobs" / algorithm / hex_part).read_bytes()
         assert hashlib.sha256(blob).hexdigest() == hex_part
+
+
+def test_redirect_answers_blob_gets_with_presigned_urls(replicas, seaweed, prefix, tmp_path):
+    """``--redirect``: a blob ``GET`` is a 307 to a pre-signed URL that the object store
+    serves (a ``Range`` too) without the registry; ``HEAD`` is answered directly; a blob
+    not linked in the repository is still a 404, never a URL. Off by default."""
+    data = os.urandom(PART_SIZE + 5)
+    digest = sha256_of(data)
+    name = f"redirect/{uuid.uuid4().hex[:8]}"
+    r = httpx.post(
+        f"{replicas[0].url}/v2/{name}/blobs/uploads/",
+        params={"digest": digest},
+        content=data,
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    assert httpx.get(f"{replicas[0].url}/v2/{name}/blobs/{digest}", timeout=60).status_code == 200
+    args = seaweed.storage_args(prefix=prefix)
+    server = start_server(tmp_path / "redirect", *args, "--redirect", env=seaweed.env)
+    try:
+        url = f"{server.url}/v2/{name}/blobs/{digest}"
+        r = httpx.get(url)
+        assert r.status_code == 307, r.text
+        assert r.headers["docker-content-digest"] == digest
+        location = r.headers["location"]
+        assert location.startswith(seaweed.endpoint) and "X-Amz-Signature=" in location
+        assert httpx.get(location, timeout=60).content == data
+        part = httpx.get(url, headers={"Range": "bytes=10-19"}, follow_redirects=True)
+        assert part.status_code == 206 and part.content == data[10:20]
+        head = httpx.head(url)
+        assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+        r = httpx.get(f"{server.url}/v2/elsewhere/{uuid.uuid4().hex[:8]}/blobs/{digest}")
+        assert r.status_code == 404 and "location" not in r.headers
+    finally:
+        server.stop()

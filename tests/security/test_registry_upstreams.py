@@ -75,7 +75,7 @@ def test_lying_named_upstream_cannot_read_another_repositorys_blob(tmp_path):
     secret = b"private layer of another team" * 100
     digest = sha256_of(secret)
     liar = FakeRegistry(lie_about_blobs=True)
-    server = start_server(tmp_path / "mirror", "--allow-upstream", "*")
+    server = start_server(tmp_path / "mirror", "--allow-upstream", liar.host)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as c:
             r = c.post("/v2/private/app/blobs/uploads/", params={"digest": digest}, content=secret)
@@ -99,6 +99,37 @@ def test_lying_named_upstream_cannot_read_another_repositorys_blob(tmp_path):
     finally:
         server.stop()
         liar.close()
+
+
+def test_any_host_cannot_reach_the_registry_hosts_own_networks(tmp_path):
+    """``--allow-upstream '*'`` lets a client name any host, not a service only the
+    registry can reach: loopback (by address or by a name resolving there), link-local
+    (cloud metadata), private and the host's own addresses are refused (403) before a
+    byte is sent. The operator may still allow such a host by name."""
+    manifest, blobs = fake_image(b"internal service")
+    fake = FakeRegistry({"org/app": ("1", manifest, blobs)})
+    port = fake.host.rsplit(":", 1)[1]
+    own = ["10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1"]
+    server = start_server(tmp_path / "mirror", "--allow-upstream", "*")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            for host in (fake.host, f"localhost:{port}", *own):
+                for path in ("/v2/org/app/manifests/1", f"/v2/org/app/blobs/{next(iter(blobs))}"):
+                    r = c.get(path, params={"ns": host})
+                    assert r.status_code == 403, (host, r.text)
+                    assert r.json()["errors"][0]["code"] == "DENIED"
+                r = c.get(f"/v2/ns/{host.replace(':', '_')}/org/app/manifests/1")
+                assert r.status_code == 403, (host, r.text)
+        assert fake.requests == []
+    finally:
+        server.stop()
+    named = start_server(tmp_path / "named", "--allow-upstream", "*", "--allow-upstream", fake.host)
+    try:
+        r = httpx.get(f"{named.url}/v2/org/app/manifests/1", params={"ns": fake.host})
+        assert r.status_code == 200 and r.content == manifest
+    finally:
+        named.stop()
+        fake.close()
 
 
 def test_named_upstream_gets_no_credentials(tmp_path):

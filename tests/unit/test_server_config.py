@@ -290,9 +290,14 @@ def test_storage_settings(tmp_path):
         with pytest.raises(ConfigError):
             parse_storage_url(bad)
     path = tmp_path / "r.toml"
-    path.write_text('storage = "s3://reg/one"\ns3_endpoint = "http://127.0.0.1:8333"\n')
+    path.write_text(
+        'storage = "s3://reg/one"\ns3_endpoint = "http://127.0.0.1:8333"\nredirect = true\n'
+    )
     config = check(from_document(load_file(path), str(path), ServerConfig(tmp_path)))
     assert (config.storage, config.s3_endpoint) == ("s3://reg/one", "http://127.0.0.1:8333")
+    assert config.redirect and not ServerConfig(tmp_path).redirect
+    with pytest.raises(ConfigError, match="redirect needs storage"):
+        check(ServerConfig(tmp_path, redirect=True))  # files on disk have no URL to give
     with pytest.raises(ConfigError, match="storage"):
         check(ServerConfig(tmp_path, s3_region="eu-west-1"))  # an S3 setting without a bucket
     with pytest.raises(ConfigError):

@@ -99,8 +99,12 @@ def test_manifests_tags_repositories(storage):
     put_image(storage, "team/app/sub", "x", [b"l2"])
     assert storage.repositories() == ["team/app", "team/app/sub"]
     assert storage.tags("team/app") == ["v1"]
+    other = put_image(storage, "team/app", "v2", [b"other layer"])
+    storage.set_tag("team/app", "latest", digest)
+    assert storage.tags_of("team/app", digest) == ["latest", "v1"]
     assert storage.delete_manifest("team/app", digest)
-    assert storage.tags("team/app") == [] and storage.get_manifest("team/app", digest) is None
+    assert storage.tags("team/app") == ["v2"] and storage.get_manifest("team/app", digest) is None
+    assert storage.tags_of("team/app", other) == ["v2"]
 
 
 def test_gc(storage):

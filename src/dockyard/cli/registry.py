@@ -116,6 +116,12 @@ def registry() -> None:
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--read-only", is_flag=True, help="Refuse pushes and deletes.")
+@click.option(
+    "--redirect",
+    is_flag=True,
+    help="With --storage: answer blob GETs with a redirect (307) to a pre-signed URL, "
+    "so clients download from the object store, not through the registry.",
+)
 @click.option("--tag-ttl", type=float, help="Seconds a mirrored tag is served before re-checking.")
 @click.option(
     "--allow-upstream",

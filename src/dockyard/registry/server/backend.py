@@ -3,7 +3,8 @@
 Two backends implement :class:`RegistryStorage`: the filesystem (:mod:`.storage`,
 ``--root``) and an S3-compatible object store (:mod:`.s3storage`, ``--storage
 s3://BUCKET/PREFIX``), where several replicas share one bucket. The API handlers, the
-pull-through cache, bundles and gc use only what is named here; every call may block
+pull-through cache, bundles and gc use only what is named here (manifests, tags,
+referrers and upstream notes are written once for both, :mod:`.manifeststore`); every call may block
 (the app runs blob bodies and writes in threads). Names, tags and digests are validated
 by the backend before they become paths or keys.
 """
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 if TYPE_CHECKING:
     from dockyard.oci.descriptor import Descriptor
     from dockyard.registry.server.config import ServerConfig
-    from dockyard.registry.server.storage import StoredManifest
+    from dockyard.registry.server.manifeststore import StoredManifest
 
 
 class BlobStore(Protocol):
@@ -98,9 +99,16 @@ class BlobSink(Protocol):
 class RegistryStorage(Protocol):
     """Every repository of one registry: safe for many threads, processes and replicas."""
 
-    blobs: BlobStore
-    uploads: UploadSessions
-    where: str  # for messages: the root directory or s3://bucket/prefix
+    @property
+    def blobs(self) -> BlobStore: ...
+
+    @property
+    def uploads(self) -> UploadSessions: ...
+
+    @property
+    def where(self) -> str:
+        """For messages: the root directory or ``s3://bucket/prefix``."""
+        ...
 
     def present(self) -> bool:
         """Whether a registry is there at all (gc refuses to run on nothing)."""
@@ -133,6 +141,11 @@ class RegistryStorage(Protocol):
         """The blob's bytes ``start`` .. ``start + length`` in big chunks, streamed."""
         ...
 
+    def blob_url(self, digest: str) -> str | None:
+        """A URL any client may ``GET`` the blob from for a while (pre-signed), for
+        ``--redirect``; None if the backend has no such thing (files on disk)."""
+        ...
+
     def blob_sink(self, digest: str) -> BlobSink: ...
 
     # manifests, tags, referrers
@@ -157,6 +170,10 @@ class RegistryStorage(Protocol):
     def set_tag(self, name: str, tag: str, digest: str) -> None: ...
     def delete_tag(self, name: str, tag: str) -> bool: ...
     def tags(self, name: str) -> list[str]: ...
+    def tags_of(self, name: str, digest: str) -> list[str]:
+        """The tags that name ``digest``."""
+        ...
+
     def revisions(self, name: str) -> list[str]: ...
     def delete_manifest(self, name: str, digest: str) -> bool: ...
     def referrers(self, name: str, subject: str) -> list[dict[str, Any]]: ...

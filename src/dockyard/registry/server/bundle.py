@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from dockyard import reference
 from dockyard.errors import DockyardError, InvalidReference, ManifestError
@@ -30,7 +31,7 @@ from dockyard.oci.digest import VerifyingReader
 from dockyard.oci.home import RawManifest
 from dockyard.registry.server import names
 from dockyard.registry.server.backend import RegistryStorage as Storage
-from dockyard.registry.server.storage import referrer_info
+from dockyard.registry.server.manifeststore import referrer_info
 
 META_FILE = "dockyard-registry.json"
 REPOSITORY_ANNOTATION = "io.dockyard.registry.repository"
@@ -79,11 +80,11 @@ def export(
             children = {c for d in revisions for c in _children(storage, repo, d)}
             roots: list[tuple[str | None, str]] = []
             tagged = set()
-            for tag in storage.tags(repo):
-                digest = storage.resolve_tag(repo, tag)
-                if digest and storage.has_manifest(repo, digest):
-                    roots.append((tag, digest))
-                    tagged.add(digest)
+            for tag_name in storage.tags(repo):
+                target = storage.resolve_tag(repo, tag_name)
+                if target and storage.has_manifest(repo, target):
+                    roots.append((tag_name, target))
+                    tagged.add(target)
             roots += [(None, d) for d in sorted(revisions) if d not in tagged | children]
             for tag, digest in roots:
                 image = writer.destination(f"{external}:{tag}" if tag else None)
@@ -205,7 +206,7 @@ def import_archive(
 
 
 def _import_manifest(storage: Storage, tar: TarReader, repo: str, digest: str, say) -> None:
-    with VerifyingReader(tar.open(blob_name(digest)), digest) as reader:
+    with VerifyingReader(cast(BinaryIO, tar.open(blob_name(digest))), digest) as reader:
         raw = reader.read()
     parsed: manifests.Manifest | manifests.Index | None
     try:
@@ -223,6 +224,7 @@ def _import_manifest(storage: Storage, tar: TarReader, repo: str, digest: str, s
             if not tar.has(member):
                 continue
             if not storage.blobs.has(desc.digest):
-                storage.blobs.write(desc.digest, tar.open(member), tar.size(member))
+                stream = cast(BinaryIO, tar.open(member))  # reads like a file: read(n)
+                storage.blobs.write(desc.digest, stream, tar.size(member))
             storage.link_blob(repo, desc.digest)
     storage.put_manifest(repo, raw, media_type, **referrer_info(raw))

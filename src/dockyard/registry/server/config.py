@@ -14,6 +14,7 @@ allow_upstreams = ["ghcr.io"] # hosts a client may name with ?ns= (cached as ns/
 storage = "s3://bucket/prefix"   # keep everything in an S3-compatible object store, not root
 s3_endpoint = "http://127.0.0.1:8333"  # (credentials: the AWS environment variables/files)
 s3_region = "us-east-1"
+redirect = false         # with storage: answer blob GETs with a 307 to a pre-signed URL
 
 [auth]
 htpasswd = "/etc/dockyard/htpasswd"   # bcrypt entries (htpasswd -B)
@@ -115,6 +116,7 @@ class ServerConfig:
     storage: str | None = None  # s3://BUCKET/PREFIX: an object store instead of root
     s3_endpoint: str | None = None  # default: AWS's (or AWS_ENDPOINT_URL)
     s3_region: str | None = None
+    redirect: bool = False  # with storage: blob GETs answered by a pre-signed URL (307)
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         return next((u for u in self.upstreams if u.name == name), None)
@@ -209,6 +211,7 @@ def from_document(doc: dict[str, Any], where: str, base: ServerConfig) -> Server
         "storage",
         "s3_endpoint",
         "s3_region",
+        "redirect",
     }
     unknown = set(doc) - known
     if unknown:
@@ -238,7 +241,7 @@ def from_document(doc: dict[str, Any], where: str, base: ServerConfig) -> Server
             if not isinstance(doc[key], str):
                 raise ConfigError(f"{where}: {key} must be a string")
             changes[key] = doc[key]
-    for key in ("read_only", "access_log"):
+    for key in ("read_only", "access_log", "redirect"):
         if key in doc:
             if not isinstance(doc[key], bool):
                 raise ConfigError(f"{where}: {key} must be true or false")
@@ -326,6 +329,8 @@ def check(config: ServerConfig) -> ServerConfig:
         parse_storage_url(config.storage)
     elif config.s3_endpoint or config.s3_region:
         raise ConfigError("s3_endpoint and s3_region need storage = 's3://BUCKET/PREFIX'")
+    elif config.redirect:
+        raise ConfigError("redirect needs storage = 's3://BUCKET/PREFIX' (files have no URL)")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("TLS needs both a certificate and a key")
     if config.auth_mode == "token" and not config.htpasswd:

@@ -18,6 +18,8 @@ import ssl
 from collections.abc import AsyncIterator
 from urllib.parse import urljoin, urlsplit
 
+from dockyard.registry.server import egress
+
 MAX_HEAD = 64 << 10
 MAX_REDIRECTS = 5
 QUEUE_HIGH = 8  # buffered batches before reading from upstream pauses
@@ -178,9 +180,17 @@ class BlobBody:
 
 
 async def open_blob(
-    url: str, authorization: str | None, *, verify: bool, batch: int = 1 << 20
+    url: str,
+    authorization: str | None,
+    *,
+    verify: bool,
+    batch: int = 1 << 20,
+    guarded: bool = False,
 ) -> BlobBody:
-    """GET ``url``; raise :class:`Fallback` unless it is a plain 200 with a length."""
+    """GET ``url``; raise :class:`Fallback` unless it is a plain 200 with a length.
+
+    ``guarded``: connect (at every redirect) only to addresses :mod:`.egress` checked
+    public; :class:`.egress.NotPublic` for a host with any other."""
     loop = asyncio.get_running_loop()
     origin = urlsplit(url).netloc
     for _ in range(MAX_REDIRECTS):
@@ -199,12 +209,21 @@ async def open_blob(
         ]
         if authorization and parts.netloc == origin:
             headers.append(f"Authorization: {authorization}")
+        address = parts.hostname
+        if guarded:
+            try:
+                address = (await egress.public_addresses_async(parts.hostname, port))[0]
+            except egress.NotPublic:
+                raise
+            except OSError as e:
+                raise Fallback(f"cannot resolve {parts.hostname}: {e}") from e
         try:
             transport, protocol = await loop.create_connection(
                 lambda: _BodyProtocol(batch),
-                parts.hostname,
+                address,
                 port,
                 ssl=_ssl_context(verify) if https else None,
+                server_hostname=parts.hostname if https else None,
             )
         except OSError as e:
             raise Fallback(f"cannot connect: {e}") from e

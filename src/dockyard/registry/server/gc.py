@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from dockyard.errors import DockyardError
 from dockyard.registry.server.backend import RegistryStorage
 from dockyard.registry.server.config import DEFAULT_GC_GRACE, DEFAULT_UPLOAD_MAX_AGE
-from dockyard.registry.server.storage import iter_manifest_blobs
+from dockyard.registry.server.manifeststore import iter_manifest_blobs
 
 log = logging.getLogger("dockyard.registry.server")
 

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 
 from dockyard.errors import DigestError, ManifestError, RegistryError
 from dockyard.oci.descriptor import Descriptor
-from dockyard.registry.server import fetch, manifest_checks, names, nshosts
+from dockyard.registry.server import egress, fetch, manifest_checks, names, nshosts
 from dockyard.registry.server.apierrors import APIError
 from dockyard.registry.server.backend import RegistryStorage
 from dockyard.registry.server.config import ServerConfig, UpstreamConfig
-from dockyard.registry.server.storage import StoredManifest, referrer_info
+from dockyard.registry.server.manifeststore import StoredManifest, referrer_info
 
 log = logging.getLogger("dockyard.registry.server")
 
@@ -52,6 +52,7 @@ _PROXIED = any(
     os.environ.get(v)
     for v in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 )
+Chunk = bytes | memoryview  # what a streamed body yields
 STALE_HEADERS = {"Warning": '110 - "Response is Stale"', "X-Dockyard-Stale": "true"}
 
 
@@ -64,10 +65,13 @@ class Unknown(Exception):
 
 
 class Upstream:
-    """One configured upstream registry and its (lazily made) client."""
+    """One configured upstream registry and its (lazily made) client; ``guarded``: a
+    host a client named under ``--allow-upstream '*'``, reached only at public
+    addresses (:mod:`.egress`)."""
 
-    def __init__(self, config: UpstreamConfig, server: ServerConfig):
+    def __init__(self, config: UpstreamConfig, server: ServerConfig, *, guarded: bool = False):
         self.config = config
+        self.guarded = guarded
         self.name = config.name
         self.ttl = config.tag_ttl if config.tag_ttl is not None else server.tag_ttl
         self._attempts = max(1, server.upstream_attempts)
@@ -100,6 +104,7 @@ class Upstream:
                     retry=RetryPolicy(attempts=self._attempts, base_delay=0.2, max_delay=2.0),
                     max_connections=64,
                     timeout=60.0,
+                    transport=egress.GuardedTransport(64) if self.guarded else None,
                 )
             return self._client
 
@@ -184,9 +189,9 @@ class Mirror:
         if self.allowed and name.startswith(nshosts.NS_PREFIX + "/"):
             # the cache of a client-named upstream, read by its own name
             component, _, rest = name[len(nshosts.NS_PREFIX) + 1 :].partition("/")
-            host = nshosts.host_of_prefix(component)
-            if host is not None and rest and self.allowed.permits(host):
-                named = self._named_upstream(host)
+            cached = nshosts.host_of_prefix(component)
+            if cached is not None and rest and self.allowed.permits(cached):
+                named = self._named_upstream(cached)
                 return self._route(named, named.remote_path(rest))
         return None
 
@@ -199,13 +204,16 @@ class Mirror:
                 f"upstream {ns!r} is not allowed here (registry serve --allow-upstream)",
                 detail={"ns": ns},
             )
+        guarded = host not in self.allowed.hosts  # allowed only by "*"
+        if guarded and egress.literal_refused(host):
+            raise _not_public(ns, f"{host} is not a public address")
         with self._named_lock:
             upstream = self._named.get(host)
             if upstream is None:
                 config = UpstreamConfig(
                     nshosts.cache_prefix(host), nshosts.url_of(host), trusted=False
                 )
-                upstream = self._named[host] = Upstream(config, self.config)
+                upstream = self._named[host] = Upstream(config, self.config, guarded=guarded)
                 while len(self._named) > MAX_NAMED_UPSTREAMS:  # in-flight users keep theirs
                     self._named.popitem(last=False)
             self._named.move_to_end(host)
@@ -230,6 +238,8 @@ class Mirror:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, fn, *args)
+        except egress.NotPublic as e:
+            raise _not_public(None, str(e)) from None
         except (RegistryError, OSError) as e:
             raise _classify(e) from e
 
@@ -237,23 +247,29 @@ class Mirror:
         if self.storage.upstream_name(route.local) is None:
             self.storage.set_upstream_name(route.local, route.upstream.external_name(route.remote))
 
-    def _store(self, route: Route, got, tag: str | None) -> StoredManifest:
+    def _store(
+        self, route: Route, got, tag: str | None, digest: str | None = None
+    ) -> StoredManifest:
+        """Check and cache a manifest from upstream; ``digest``: the one it was asked
+        by (a ``sha512:`` digest is kept as given, verified against the bytes)."""
         manifest_checks.check(got.data, got.media_type)  # nothing bad reaches the cache
         self._remember(route)
         with self.storage.gc_lock(shared=True):
-            digest = self.storage.put_manifest(
+            stored = self.storage.put_manifest(
                 route.local,
                 got.data,
                 got.media_type,
                 (tag,) if tag else (),
+                digest=digest,
                 **referrer_info(got.data),
             )
-        return StoredManifest(got.data, got.media_type, digest)
+        return StoredManifest(got.data, got.media_type, stored)
 
     def _fetch_manifest(self, route: Route, reference: str) -> StoredManifest:
         got = route.upstream.client.get_manifest(route.remote, reference)
-        tag = None if names.is_digest_like(reference) else reference
-        return self._store(route, got, tag)
+        if names.is_digest_like(reference):
+            return self._store(route, got, None, reference)
+        return self._store(route, got, reference)
 
     def _revalidate(self, route: Route, tag: str, cached: StoredManifest) -> StoredManifest:
         desc = route.upstream.client.head_manifest(route.remote, tag)
@@ -268,7 +284,7 @@ class Mirror:
                 self.storage.set_tag(route.local, tag, desc.digest)
             return have
         got = route.upstream.client.get_manifest(route.remote, desc.digest)
-        return self._store(route, got, tag)
+        return self._store(route, got, tag, desc.digest)
 
     # -- what the API handlers call ------------------------------------------------------------
 
@@ -334,7 +350,7 @@ class Mirror:
 
     async def stream_blob(
         self, route: Route, digest: str
-    ) -> tuple[AsyncIterator[bytes], int] | None:
+    ) -> tuple[AsyncIterator[Chunk], int] | None:
         """The blob's bytes from the upstream and its size, written to the cache as they
         pass (tee); None if the upstream does not have it.
 
@@ -373,7 +389,12 @@ class Mirror:
             raise fetch.Fallback(str(e)) from e
         verify = base.startswith("https://") and not route.upstream.config.insecure
         url = f"{base}/v2/{route.remote}/blobs/{digest}"
-        return await fetch.open_blob(url, authorization, verify=verify, batch=BATCH)
+        try:
+            return await fetch.open_blob(
+                url, authorization, verify=verify, batch=BATCH, guarded=route.upstream.guarded
+            )
+        except egress.NotPublic as e:
+            raise _not_public(None, str(e)) from None
 
     async def _direct_source(self, body: fetch.BlobBody, digest: str):
         """Batches from the lean fetcher, each written and hashed in a thread while the
@@ -381,7 +402,12 @@ class Mirror:
         algorithm = digest.split(":", 1)[0]
         h = hashlib.new(algorithm)
         async for batch in body.batches():
-            yield batch, lambda f, b=batch: (f.write(b), h.update(b))
+
+            def write(f, b=batch) -> None:
+                f.write(b)
+                h.update(b)
+
+            yield batch, write
 
         def check() -> None:
             actual = f"{algorithm}:{h.hexdigest()}"
@@ -412,7 +438,7 @@ class Mirror:
         finally:
             await loop.run_in_executor(self._pool, opened.__exit__, None, None, None)
 
-    def _tee(self, route: Route, digest: str, source) -> AsyncIterator[bytes]:
+    def _tee(self, route: Route, digest: str, source) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_DEPTH)
         state = {"detached": False}
@@ -463,7 +489,7 @@ class Mirror:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body() -> AsyncIterator[Chunk]:
             try:
                 while True:
                     item = await queue.get()
@@ -480,6 +506,15 @@ class Mirror:
         return body()
 
 
+def _not_public(ns: str | None, why: str) -> APIError:
+    """403 for a client-named upstream at an address of the registry's own networks."""
+    return APIError(
+        "DENIED",
+        f"upstream refused: {why} (name it with --allow-upstream to allow it)",
+        detail={"ns": ns} if ns else None,
+    )
+
+
 def _bad_manifest(route: Route, reference: str, error: Exception) -> APIError:
     """502 for a manifest the upstream sent that we refuse (and did not cache)."""
     where = f"{route.upstream.external_name(route.remote)}:{reference}"
@@ -491,7 +526,7 @@ def _bad_manifest(route: Route, reference: str, error: Exception) -> APIError:
     )
 
 
-async def _started(route: Route, digest: str, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _started(route: Route, digest: str, body: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     """``body`` with its first batch already received; an upstream failure by then
     raises a 502 (a lie) or 503 (unreachable) before the answer starts."""
     try:
@@ -508,7 +543,7 @@ async def _started(route: Route, digest: str, body: AsyncIterator[bytes]) -> Asy
     except (OSError, RegistryError) as e:
         raise APIError("UNAVAILABLE", f"upstream unavailable: {e}") from None
 
-    async def rest() -> AsyncIterator[bytes]:
+    async def rest() -> AsyncIterator[Chunk]:
         if first is None:
             return
         yield first

@@ -6,7 +6,8 @@ cache fetch from a registry it was not configured for when a client asks with
 a port becomes ``_PORT``: ``ns/127.0.0.1_5000/app``), a prefix no push may use once
 any host is allowed, so what a client pushes never poses as what an upstream sent.
 Docker Hub's names (``docker.io``, ``index.docker.io``, ``registry-1.docker.io``)
-are one host, ``docker.io``.
+are one host, ``docker.io``. A host allowed only by ``*`` is reached at public
+addresses only (:mod:`.egress`); one the operator names is not restricted.
 """
 
 from __future__ import annotations

@@ -16,17 +16,20 @@ uploads/<id>/data                          the completed multipart object, not y
 locks/gc, locks/writers/<id>, locks/waiting/<id>   the gc lock (:class:`BucketLock`)
 ```
 
-Every object is written whole by one PUT (or one completed multipart upload, or one
-copy), so a reader sees all of an old or a new object. A blob upload is an S3 multipart
-upload whose state lives in the bucket, so the ``PATCH`` requests of one client may land
-on different replicas: each request reads the state and the tail, appends, uploads whole
-parts of :data:`PART_SIZE` (S3 wants at least 5 MiB for all but the last part; the bytes
-between parts wait in memory, one part at most per request in flight), and writes the
-tail and state back. The bytes are hashed as they stream; the replica that finishes
-uses its hash if it saw every byte, else it reads the completed object back and hashes
-that. Only a verified upload is copied to ``blobs/`` (a server-side copy): until then
-nothing is visible, and an abandoned upload is removed by gc. Blob bodies stream, in
-``Range`` requests when asked; nothing holds a whole blob in memory.
+Manifests, tags, referrers and upstream notes are
+:class:`.manifeststore.ManifestStore`'s, over this module's objects. Every object is
+written whole by one PUT (or one completed multipart upload, or one copy), so a reader
+sees all of an old or a new object. A blob upload is an S3 multipart upload whose state
+lives in the bucket, so the ``PATCH`` requests of one client may land on different
+replicas: each request reads the state and the tail, appends, uploads whole parts of
+:data:`PART_SIZE` (S3 wants at least 5 MiB for all but the last part; the bytes between
+parts wait in memory, one part at most per request in flight), and writes the tail and
+state back. The bytes are hashed as they stream; the replica that finishes uses its hash
+if it saw every byte, else it reads the completed object back and hashes that. Only a
+verified upload is copied to ``blobs/`` (a server-side copy): until then nothing is
+visible, and an abandoned upload is removed by gc. Blob bodies stream, in ``Range``
+requests when asked; nothing holds a whole blob in memory. With ``--redirect`` the app
+sends clients to a pre-signed URL of the object instead (:meth:`S3Storage.blob_url`).
 
 Consistency rests on S3's strong read-after-write consistency: a manifest is written
 after the blobs it names were checked, and before its tags; a tag is one object, so two
@@ -47,33 +50,31 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dockyard.errors import DigestError, DockyardError, NotFound, StoreError
 from dockyard.oci import digest as digests
-from dockyard.oci import manifest as manifests
-from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import CHUNK, VerifyingReader
 from dockyard.registry.server import names
 from dockyard.registry.server.config import parse_storage_url
-from dockyard.registry.server.manifest_checks import ACCEPTED, MAX_MANIFEST_SIZE
-from dockyard.registry.server.storage import (
+from dockyard.registry.server.manifest_checks import MAX_MANIFEST_SIZE
+from dockyard.registry.server.manifeststore import (
     LAYERS,
     MANIFESTS,
-    READ_CHUNK,
-    REFERRERS,
     REPOS,
+    SMALL,
     UPLOADS,
-    UPSTREAM_FILE,
-    StoredManifest,
-    _split,
+    ManifestStore,
+    repo_key,
+    split_digest,
 )
+from dockyard.registry.server.storage import READ_CHUNK
 
 if TYPE_CHECKING:
     from dockyard.registry.server.config import ServerConfig
 
 PART_SIZE = 8 << 20  # multipart part size: S3's minimum is 5 MiB
 MAX_STATE = 2 << 20  # an upload's state: up to 10000 parts
-SMALL = 64 << 10  # links, tags, revisions, referrer entries
 LOCK_STALE = 120.0  # seconds: a lock object not refreshed for longer was left by a dead process
 LOCK_REFRESH = 30.0
 LOCK_POLL = 0.25
+REDIRECT_TTL = 20 * 60  # seconds a pre-signed blob URL works (distribution's default)
 
 
 def _missing(error: Exception) -> bool:
@@ -147,7 +148,7 @@ class Bucket:
     def delete(self, rel: str) -> None:
         self.client.delete_object(Bucket=self.name, Key=self.key(rel))
 
-    def list(self, rel_prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    def objects(self, rel_prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(key relative to rel_prefix, object)`` for every object under it."""
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.name, Prefix=self.key(rel_prefix)
@@ -187,6 +188,7 @@ def make_client(config: ServerConfig) -> Any:
         max_pool_connections=64,
         connect_timeout=10,
         read_timeout=60,
+        signature_version="s3v4",  # pre-signed URLs too (botocore would sign those v2)
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
@@ -259,7 +261,7 @@ class BucketLock:
 
     def _fresh(self, rel_prefix: str) -> bool:
         return any(
-            _age(obj["LastModified"]) < LOCK_STALE for _, obj in self.bucket.list(rel_prefix)
+            _age(obj["LastModified"]) < LOCK_STALE for _, obj in self.bucket.objects(rel_prefix)
         )
 
     @contextlib.contextmanager
@@ -319,7 +321,7 @@ class S3Blobs:
 
     @staticmethod
     def key(digest: str) -> str:
-        algorithm, hex_part = _split(digest)
+        algorithm, hex_part = split_digest(digest)
         return f"blobs/{algorithm}/{hex_part}"
 
     def has(self, digest: str) -> bool:
@@ -356,7 +358,7 @@ class S3Blobs:
     def write_bytes(self, data: bytes, digest: str | None = None) -> str:
         """Store a small blob held in memory (a manifest) after checking its digest."""
         digest = digest or digests.of_bytes(data)
-        algorithm, hex_part = _split(digest)
+        algorithm, hex_part = split_digest(digest)
         if hashlib.new(algorithm, data).hexdigest() != hex_part:
             raise DigestError(f"blob {digest}: content has another digest")
         if not self.has(digest):
@@ -364,7 +366,7 @@ class S3Blobs:
         return digest
 
     def __iter__(self) -> Iterator[str]:
-        for rel, _ in self._bucket.list("blobs/"):
+        for rel, _ in self._bucket.objects("blobs/"):
             digest = rel.replace("/", ":", 1)
             if names.valid_digest(digest):
                 yield digest
@@ -387,7 +389,13 @@ class S3Uploads:
 
     def start(self, name: str) -> str:
         upload_id = str(uuid.uuid4())
-        state = {"repository": name, "multipart": None, "parts": [], "size": 0, "tail": 0}
+        state: dict[str, Any] = {
+            "repository": name,
+            "multipart": None,
+            "parts": [],
+            "size": 0,
+            "tail": 0,
+        }
         self.save(upload_id, state)
         with self._lock:
             self._hashes[upload_id] = (hashlib.sha256(), 0)
@@ -527,7 +535,7 @@ class S3UploadWriter:
         mismatch; returns False if the blob was there already.
         """
         self._closed = True
-        algorithm, _ = _split(digest)
+        algorithm, _ = split_digest(digest)
         bucket, target = self._bucket, S3Blobs.key(digest)
         try:
             if not self._state["parts"]:  # all of it is in the buffer
@@ -594,7 +602,7 @@ class S3Sink:
             self._writer.abort()
 
 
-class S3Storage:
+class S3Storage(ManifestStore):
     """All repositories of one registry in ``s3://bucket/prefix`` (see the module doc)."""
 
     def __init__(self, client: Any, bucket: str, prefix: str = ""):
@@ -648,38 +656,26 @@ class S3Storage:
 
     # -- repositories ------------------------------------------------------------------
 
-    def _repo(self, name: str) -> str:
-        if not names.valid_name(name):
-            raise StoreError(f"invalid repository name {name!r}")
-        return f"{REPOS}/{name}/"
-
     def repo_exists(self, name: str) -> bool:
-        base = self._repo(name)
+        base = repo_key(name)
         return self.bucket.any_under(f"{base}{MANIFESTS}/") or self.bucket.any_under(
             f"{base}{LAYERS}/"
         )
 
     def repositories(self) -> list[str]:
         found = set()
-        for rel, _ in self.bucket.list(f"{REPOS}/"):
+        for rel, _ in self.bucket.objects(f"{REPOS}/"):
             for marker in (f"/{MANIFESTS}/", f"/{LAYERS}/"):
                 name, sep, _ = rel.partition(marker)
                 if sep and names.valid_name(name):
                     found.add(name)
         return sorted(found)
 
-    def upstream_name(self, name: str) -> str | None:
-        raw = self.bucket.get(self._repo(name) + UPSTREAM_FILE, SMALL)
-        return raw.decode(errors="replace").strip() or None if raw else None
-
-    def set_upstream_name(self, name: str, upstream: str) -> None:
-        self.bucket.put(self._repo(name) + UPSTREAM_FILE, upstream.encode())
-
     # -- blobs -------------------------------------------------------------------------
 
     def _layer(self, name: str, digest: str) -> str:
-        algorithm, hex_part = _split(digest)
-        return f"{self._repo(name)}{LAYERS}/{algorithm}/{hex_part}"
+        algorithm, hex_part = split_digest(digest)
+        return f"{repo_key(name)}{LAYERS}/{algorithm}/{hex_part}"
 
     def blob_size(self, digest: str) -> int | None:
         found = self.bucket.head(S3Blobs.key(digest))
@@ -693,7 +689,7 @@ class S3Storage:
         self.touch_blob(digest)
 
     def touch_blob(self, digest: str) -> None:
-        algorithm, hex_part = _split(digest)
+        algorithm, hex_part = split_digest(digest)
         self.bucket.put(f"touched/{algorithm}/{hex_part}", b"")
 
     def unlink_blob(self, name: str, digest: str) -> bool:
@@ -704,11 +700,11 @@ class S3Storage:
         return True
 
     def linked_blobs(self, name: str) -> list[str]:
-        return self._digests_under(f"{self._repo(name)}{LAYERS}/")
+        return self._digests_under(f"{repo_key(name)}{LAYERS}/")
 
     def _digests_under(self, rel_prefix: str) -> list[str]:
         out = []
-        for rel, _ in self.bucket.list(rel_prefix):
+        for rel, _ in self.bucket.objects(rel_prefix):
             digest = rel.replace("/", ":", 1)
             if names.valid_digest(digest):
                 out.append(digest)
@@ -731,11 +727,20 @@ class S3Storage:
 
         return chunks()
 
+    def blob_url(self, digest: str) -> str:
+        """A pre-signed ``GET`` of the blob's object, valid :data:`REDIRECT_TTL` seconds
+        (signed locally: no request to the store)."""
+        return self.bucket.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket.name, "Key": self.bucket.key(S3Blobs.key(digest))},
+            ExpiresIn=REDIRECT_TTL,
+        )
+
     def blob_sink(self, digest: str) -> S3Sink:
         return S3Sink(self, digest)
 
     def blob_age(self, digest: str) -> float | None:
-        algorithm, hex_part = _split(digest)
+        algorithm, hex_part = split_digest(digest)
         blob = self.bucket.head(S3Blobs.key(digest))
         if blob is None:
             return None
@@ -747,7 +752,7 @@ class S3Storage:
         age = self.blob_age(digest)
         if age is None or age < grace:
             return False
-        algorithm, hex_part = _split(digest)
+        algorithm, hex_part = split_digest(digest)
         self.bucket.delete(S3Blobs.key(digest))
         self.bucket.delete(f"touched/{algorithm}/{hex_part}")
         return True
@@ -768,140 +773,54 @@ class S3Storage:
                             Bucket=self.bucket.name, Key=up["Key"], UploadId=up["UploadId"]
                         )
                         removed += 1
-        for rel, _ in self.bucket.list("touched/"):
+        for rel, _ in self.bucket.objects("touched/"):
             digest = rel.replace("/", ":", 1)
             if names.valid_digest(digest) and not self.blobs.has(digest):
                 self.bucket.delete(f"touched/{rel}")
         return removed
 
-    # -- manifests -----------------------------------------------------------------------
+    # -- what ManifestStore needs --------------------------------------------------------
 
-    def _revision(self, name: str, digest: str) -> str:
-        algorithm, hex_part = _split(digest)
-        return f"{self._repo(name)}{MANIFESTS}/revisions/{algorithm}/{hex_part}"
+    def _get_small(self, key: str, limit: int = SMALL) -> bytes | None:
+        return self.bucket.get(key, limit)
 
-    def _tag(self, name: str, tag: str) -> str:
-        if not names.valid_tag(tag):
-            raise StoreError(f"invalid tag {tag!r}")
-        return f"{self._repo(name)}{MANIFESTS}/tags/{tag}"
+    def _put_small(self, key: str, data: bytes) -> None:
+        self.bucket.put(key, data)
 
-    def manifest_media_type(self, name: str, digest: str) -> str | None:
-        raw = self.bucket.get(self._revision(name, digest), SMALL)
-        if raw is None or not self.blobs.has(digest):
-            return None
-        return raw.decode(errors="replace").strip() or "application/octet-stream"
+    def _remove(self, key: str) -> bool:
+        if self.bucket.head(key) is None:
+            return False
+        self.bucket.delete(key)
+        return True
 
-    def has_manifest(self, name: str, digest: str) -> bool:
-        return self.manifest_media_type(name, digest) is not None
+    def _exists(self, key: str) -> bool:
+        return self.bucket.head(key) is not None
 
-    def resolve_tag(self, name: str, tag: str) -> str | None:
-        raw = self.bucket.get(self._tag(name, tag), SMALL)
-        digest = raw.decode(errors="replace").strip() if raw else None
-        return digest if digest and names.valid_digest(digest) else None
-
-    def tag_age(self, name: str, tag: str) -> float | None:
-        found = self.bucket.head(self._tag(name, tag))
+    def _age(self, key: str) -> float | None:
+        found = self.bucket.head(key)
         return None if found is None else _age(found["LastModified"])
+
+    def _children(self, prefix: str) -> list[tuple[str, float]]:
+        return [
+            (rel, obj["LastModified"].timestamp())
+            for rel, obj in self.bucket.objects(prefix)
+            if "/" not in rel
+        ]
+
+    def _manifest_bytes(self, digest: str) -> bytes | None:
+        data = self.bucket.get(S3Blobs.key(digest), MAX_MANIFEST_SIZE)
+        algorithm, hex_part = split_digest(digest)
+        if data is None or hashlib.new(algorithm, data).hexdigest() != hex_part:
+            return None
+        return data
+
+    def _write_manifest_blob(self, data: bytes, digest: str | None) -> str:
+        return self.blobs.write_bytes(data, digest)
+
+    def _has_blob_body(self, digest: str) -> bool:
+        return self.blobs.has(digest)
 
     def touch_tag(self, name: str, tag: str) -> None:
         digest = self.resolve_tag(name, tag)
         if digest is not None:
             self.set_tag(name, tag, digest)
-
-    def get_manifest(self, name: str, reference: str) -> StoredManifest | None:
-        """A manifest by tag or digest, verified against its digest; None if unknown."""
-        digest = reference if names.is_digest_like(reference) else self.resolve_tag(name, reference)
-        if digest is None:
-            return None
-        media_type = self.manifest_media_type(name, digest)
-        if media_type not in ACCEPTED:
-            return None
-        data = self.bucket.get(S3Blobs.key(digest), MAX_MANIFEST_SIZE)
-        algorithm, hex_part = _split(digest)
-        if data is None or hashlib.new(algorithm, data).hexdigest() != hex_part:
-            return None
-        return StoredManifest(data, media_type, digest)
-
-    def put_manifest(
-        self,
-        name: str,
-        data: bytes,
-        media_type: str,
-        tags: tuple[str, ...] = (),
-        *,
-        subject: Descriptor | None = None,
-        artifact_type: str | None = None,
-        annotations: dict[str, str] | None = None,
-        digest: str | None = None,
-    ) -> str:
-        """The blob, then the revision, then referrers and tags: a tag never names a
-        manifest that is not there."""
-        digest = self.blobs.write_bytes(data, digest)
-        self.touch_blob(digest)
-        revision = self._revision(name, digest)
-        if self.bucket.get(revision, SMALL) != media_type.encode():
-            self.bucket.put(revision, media_type.encode())
-        if subject is not None:
-            entry = Descriptor(
-                media_type, digest, len(data), annotations or {}, artifact_type=artifact_type
-            )
-            self.bucket.put(
-                self._referrer(name, subject.digest, digest), manifests.dumps(entry.to_dict())
-            )
-        for tag in tags:
-            self.set_tag(name, tag, digest)
-        return digest
-
-    def set_tag(self, name: str, tag: str, digest: str) -> None:
-        self.bucket.put(self._tag(name, tag), digest.encode())
-
-    def delete_tag(self, name: str, tag: str) -> bool:
-        rel = self._tag(name, tag)
-        if self.bucket.head(rel) is None:
-            return False
-        self.bucket.delete(rel)
-        return True
-
-    def tags(self, name: str) -> list[str]:
-        base = f"{self._repo(name)}{MANIFESTS}/tags/"
-        return sorted(rel for rel, _ in self.bucket.list(base) if names.valid_tag(rel))
-
-    def revisions(self, name: str) -> list[str]:
-        return self._digests_under(f"{self._repo(name)}{MANIFESTS}/revisions/")
-
-    def delete_manifest(self, name: str, digest: str) -> bool:
-        revision = self._revision(name, digest)
-        if self.bucket.head(revision) is None:
-            return False
-        for tag in self.tags(name):
-            if self.resolve_tag(name, tag) == digest:
-                self.delete_tag(name, tag)
-        with contextlib.suppress(Exception):
-            parsed = manifests.parse(self.blobs.read_bytes(digest))
-            subject = getattr(parsed, "subject", None)
-            if subject is not None:
-                self.bucket.delete(self._referrer(name, subject.digest, digest))
-        self.bucket.delete(revision)
-        return True
-
-    # -- referrers -------------------------------------------------------------------------
-
-    def _referrer(self, name: str, subject: str, digest: str) -> str:
-        s_alg, s_hex = _split(subject)
-        algorithm, hex_part = _split(digest)
-        return f"{self._repo(name)}{REFERRERS}/{s_alg}-{s_hex}/{algorithm}-{hex_part}"
-
-    def referrers(self, name: str, subject: str) -> list[dict[str, Any]]:
-        s_alg, s_hex = _split(subject)
-        base = f"{self._repo(name)}{REFERRERS}/{s_alg}-{s_hex}/"
-        entries = sorted(self.bucket.list(base), key=lambda e: (e[1]["LastModified"], e[0]))
-        out = []
-        for rel, _ in entries:
-            raw = self.bucket.get(base + rel, SMALL)
-            try:
-                doc = json.loads(raw) if raw else None
-            except ValueError:
-                continue
-            if isinstance(doc, dict) and self.has_manifest(name, str(doc.get("digest", ""))):
-                out.append(doc)
-        return out

@@ -154,6 +154,8 @@ def http_protocol(header_timeout: float, implementation: str = "auto") -> type:
             implementation = "h11"
         else:
             implementation = "httptools"
+    base: type
+    mixin: type
     if implementation == "h11":
         from uvicorn.protocols.http.h11_impl import H11Protocol
 

@@ -17,48 +17,41 @@ restarted after ``kill -9``) sees a complete old or new file, never half of one.
 appears under ``blobs/`` only once its digest was verified; an upload's bytes move there
 with one ``rename``. Names, tags and digests are validated (``names``) before they are
 joined into paths. This is the filesystem backend of :class:`.backend.RegistryStorage`
-(:mod:`.s3storage` is the object-store one).
+(:mod:`.s3storage` is the object-store one); manifests, tags, referrers and upstream
+notes are :class:`.manifeststore.ManifestStore`'s, over this module's small files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockyard.errors import DigestError, ManifestError, NotFound, StoreError
+from dockyard.errors import DigestError, NotFound, StoreError
 from dockyard.files import atomic
 from dockyard.files.blobdir import BlobDir
 from dockyard.files.locking import FileLock
-from dockyard.oci import manifest as manifests
-from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.digest import CHUNK
 from dockyard.registry.server import names
-from dockyard.registry.server.manifest_checks import ACCEPTED, MAX_MANIFEST_SIZE
+from dockyard.registry.server.manifest_checks import MAX_MANIFEST_SIZE
+from dockyard.registry.server.manifeststore import (
+    LAYERS,
+    MANIFESTS,
+    SMALL,
+    UPLOADS,
+    ManifestStore,
+    repo_key,
+    split_digest,
+)
 
-REPOS = "repos"
-UPLOADS = "uploads"
-LAYERS = "_layers"
-MANIFESTS = "_manifests"
-REFERRERS = "_referrers"
-UPSTREAM_FILE = "_upstream"
 READ_CHUNK = 1 << 20
-
-
-def _split(digest: str) -> tuple[str, str]:
-    if not names.valid_digest(digest):
-        raise DigestError(f"invalid digest {digest!r}")
-    algorithm, hex_part = digest.split(":", 1)
-    return algorithm, hex_part
 
 
 def _read_small(path: Path) -> str | None:
@@ -69,21 +62,14 @@ def _read_small(path: Path) -> str | None:
         return None
 
 
-@dataclass(frozen=True)
-class StoredManifest:
-    data: bytes
-    media_type: str
-    digest: str
-
-
-class Storage:
+class Storage(ManifestStore):
     """All repositories of one registry root; safe for many threads and processes."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.where = str(self.root)
         self.blobs = BlobDir(self.root / "blobs", self.root / "tmp")
-        self.repos_dir = self.root / REPOS
+        self.repos_dir = self.root / "repos"
         self.uploads_dir = self.root / UPLOADS
         self.uploads = Uploads(self)
 
@@ -109,9 +95,7 @@ class Storage:
     # -- repositories ------------------------------------------------------------------
 
     def repo_dir(self, name: str) -> Path:
-        if not names.valid_name(name):
-            raise StoreError(f"invalid repository name {name!r}")
-        return self.repos_dir / name
+        return self.root / repo_key(name)
 
     def repo_exists(self, name: str) -> bool:
         d = self.repo_dir(name)
@@ -138,7 +122,7 @@ class Storage:
     # -- blobs of a repository -----------------------------------------------------------
 
     def _layer_link(self, name: str, digest: str) -> Path:
-        algorithm, hex_part = _split(digest)
+        algorithm, hex_part = split_digest(digest)
         return self.repo_dir(name) / LAYERS / algorithm / hex_part
 
     def blob_stat(self, digest: str) -> os.stat_result | None:
@@ -166,6 +150,9 @@ class Storage:
                     remaining -= len(chunk)
                 yield chunk
 
+    def blob_url(self, digest: str) -> None:
+        return None
+
     def blob_sink(self, digest: str) -> FileSink:
         return FileSink(self, digest)
 
@@ -189,19 +176,6 @@ class Storage:
             if any(atomic.is_temp(f) for f in files):  # left by a killed tag/link write
                 removed += atomic.remove_stale_temps(Path(directory), older_than)
         return removed
-
-    def upstream_name(self, name: str) -> str | None:
-        try:
-            text = (self.repo_dir(name) / UPSTREAM_FILE).read_text().strip()
-        except OSError:
-            return None
-        return text or None
-
-    def set_upstream_name(self, name: str, upstream: str) -> None:
-        marker = self.repo_dir(name) / UPSTREAM_FILE
-        if not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_bytes(marker, upstream.encode())
 
     def has_blob(self, name: str, digest: str) -> bool:
         """The repository links the blob and the blob is there."""
@@ -230,165 +204,71 @@ class Storage:
     def linked_blobs(self, name: str) -> list[str]:
         return _digests_under(self.repo_dir(name) / LAYERS)
 
-    # -- manifests -----------------------------------------------------------------------
+    # -- what ManifestStore needs --------------------------------------------------------
 
-    def _revision(self, name: str, digest: str) -> Path:
-        algorithm, hex_part = _split(digest)
-        return self.repo_dir(name) / MANIFESTS / "revisions" / algorithm / hex_part
-
-    def _tag_path(self, name: str, tag: str) -> Path:
-        if not names.valid_tag(tag):
-            raise StoreError(f"invalid tag {tag!r}")
-        return self.repo_dir(name) / MANIFESTS / "tags" / tag
-
-    def manifest_media_type(self, name: str, digest: str) -> str | None:
-        """The media type of a manifest the repository holds; None if it holds none."""
-        media_type = _read_small(self._revision(name, digest))
-        if media_type is None or not self.blobs.has(digest):
-            return None
-        return media_type or "application/octet-stream"
-
-    def has_manifest(self, name: str, digest: str) -> bool:
-        return self.manifest_media_type(name, digest) is not None
-
-    def resolve_tag(self, name: str, tag: str) -> str | None:
-        digest = _read_small(self._tag_path(name, tag))
-        return digest if digest and names.valid_digest(digest) else None
-
-    def tag_age(self, name: str, tag: str) -> float | None:
-        """Seconds since a tag was written or last confirmed (:meth:`touch_tag`)."""
+    def _get_small(self, key: str, limit: int = SMALL) -> bytes | None:
         try:
-            return time.time() - os.stat(self._tag_path(name, tag)).st_mtime
+            with open(self.root / key, "rb") as f:
+                data = f.read(limit + 1)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return None if len(data) > limit else data
+
+    def _put_small(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(path, data)
+
+    def _remove(self, key: str) -> bool:
+        try:
+            (self.root / key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _exists(self, key: str) -> bool:
+        return (self.root / key).exists()
+
+    def _age(self, key: str) -> float | None:
+        try:
+            return time.time() - os.stat(self.root / key).st_mtime
         except FileNotFoundError:
             return None
+
+    def _children(self, prefix: str) -> list[tuple[str, float]]:
+        try:
+            entries = list(os.scandir(self.root / prefix))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        out = []
+        for entry in entries:
+            if atomic.is_temp(entry.name):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                out.append((entry.name, entry.stat(follow_symlinks=False).st_mtime))
+        return out
+
+    def _digests_under(self, prefix: str) -> list[str]:
+        return _digests_under(self.root / prefix)
+
+    def _manifest_bytes(self, digest: str) -> bytes | None:
+        stat = self.blob_stat(digest)
+        if stat is None or stat.st_size > MAX_MANIFEST_SIZE:
+            return None
+        try:
+            return self.blobs.read_bytes(digest, stat.st_size)
+        except (NotFound, StoreError):
+            return None
+
+    def _write_manifest_blob(self, data: bytes, digest: str | None) -> str:
+        return self.blobs.write_bytes(data, digest)
+
+    def _has_blob_body(self, digest: str) -> bool:
+        return self.blobs.has(digest)
 
     def touch_tag(self, name: str, tag: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.utime(self._tag_path(name, tag))
-
-    def get_manifest(self, name: str, reference: str) -> StoredManifest | None:
-        """A manifest by tag or digest, verified against its digest; None if unknown.
-
-        Only what was stored as a manifest (an accepted manifest media type) and is no
-        bigger than a manifest may be is read: nothing else is served as one.
-        """
-        digest = reference if names.is_digest_like(reference) else self.resolve_tag(name, reference)
-        if digest is None:
-            return None
-        media_type = self.manifest_media_type(name, digest)
-        stat = self.blob_stat(digest)
-        if media_type not in ACCEPTED or stat is None or stat.st_size > MAX_MANIFEST_SIZE:
-            return None
-        try:
-            data = self.blobs.read_bytes(digest, stat.st_size)
-        except (NotFound, StoreError):
-            return None
-        return StoredManifest(data, media_type, digest)
-
-    def put_manifest(
-        self,
-        name: str,
-        data: bytes,
-        media_type: str,
-        tags: tuple[str, ...] = (),
-        *,
-        subject: Descriptor | None = None,
-        artifact_type: str | None = None,
-        annotations: dict[str, str] | None = None,
-        digest: str | None = None,
-    ) -> str:
-        """Store a (validated) manifest in the repository and point ``tags`` at it.
-
-        ``digest`` is the one the client named (sha512 is kept as sha512); sha256 of the
-        bytes if None. Order: the blob, then the revision link, then referrers and tags,
-        each atomic, so no tag ever names a manifest that is not there.
-        """
-        digest = self.blobs.write_bytes(data, digest)
-        self.touch_blob(digest)
-        revision = self._revision(name, digest)
-        revision.parent.mkdir(parents=True, exist_ok=True)
-        if _read_small(revision) != media_type:
-            atomic.write_bytes(revision, media_type.encode())
-        if subject is not None:
-            entry = Descriptor(
-                media_type, digest, len(data), annotations or {}, artifact_type=artifact_type
-            )
-            self._add_referrer(name, subject.digest, entry)
-        for tag in tags:
-            self.set_tag(name, tag, digest)
-        return digest
-
-    def set_tag(self, name: str, tag: str, digest: str) -> None:
-        path = self._tag_path(name, tag)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(path, digest.encode())
-
-    def delete_tag(self, name: str, tag: str) -> bool:
-        try:
-            self._tag_path(name, tag).unlink()
-        except FileNotFoundError:
-            return False
-        return True
-
-    def tags(self, name: str) -> list[str]:
-        try:
-            entries = os.listdir(self.repo_dir(name) / MANIFESTS / "tags")
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        return sorted(e for e in entries if names.valid_tag(e) and not atomic.is_temp(e))
-
-    def tags_of(self, name: str, digest: str) -> list[str]:
-        return [t for t in self.tags(name) if self.resolve_tag(name, t) == digest]
-
-    def revisions(self, name: str) -> list[str]:
-        return _digests_under(self.repo_dir(name) / MANIFESTS / "revisions")
-
-    def delete_manifest(self, name: str, digest: str) -> bool:
-        """Remove a manifest from the repository with its tags and referrer entry."""
-        revision = self._revision(name, digest)
-        if not revision.exists():
-            return False
-        for tag in self.tags_of(name, digest):
-            self.delete_tag(name, tag)
-        with contextlib.suppress(Exception):
-            parsed = manifests.parse(self.blobs.read_bytes(digest))
-            subject = getattr(parsed, "subject", None)
-            if subject is not None:
-                self._referrer_path(name, subject.digest, digest).unlink(missing_ok=True)
-        revision.unlink(missing_ok=True)
-        return True
-
-    # -- referrers -------------------------------------------------------------------------
-
-    def _referrer_dir(self, name: str, subject: str) -> Path:
-        algorithm, hex_part = _split(subject)
-        return self.repo_dir(name) / REFERRERS / f"{algorithm}-{hex_part}"
-
-    def _referrer_path(self, name: str, subject: str, digest: str) -> Path:
-        algorithm, hex_part = _split(digest)
-        return self._referrer_dir(name, subject) / f"{algorithm}-{hex_part}"
-
-    def _add_referrer(self, name: str, subject: str, entry: Descriptor) -> None:
-        path = self._referrer_path(name, subject, entry.digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(path, manifests.dumps(entry.to_dict()))
-
-    def referrers(self, name: str, subject: str) -> list[dict[str, Any]]:
-        """Descriptors of the manifests whose ``subject`` is ``subject``, oldest first."""
-        directory = self._referrer_dir(name, subject)
-        try:
-            entries = [e for e in os.scandir(directory) if not atomic.is_temp(e.name)]
-        except FileNotFoundError:
-            return []
-        out = []
-        for entry in sorted(entries, key=lambda e: (e.stat().st_mtime, e.name)):
-            try:
-                doc = json.loads(Path(entry.path).read_bytes())
-            except (OSError, ValueError):
-                continue
-            if self.has_manifest(name, doc.get("digest", "")):
-                out.append(doc)
-        return out
+            os.utime(self.root / self._tag(name, tag))
 
 
 class Uploads:
@@ -515,7 +395,7 @@ class UploadWriter:
         Raises :class:`DigestError` (and drops the session: nothing is kept) on a
         mismatch. Returns False if the blob was already there (ours is dropped).
         """
-        algorithm, _ = _split(digest)
+        algorithm, _ = split_digest(digest)
         actual = self.digest(algorithm)
         if actual != digest:
             self._f.close()
@@ -565,37 +445,6 @@ class FileSink:
         self._f.close()
         if not self._committed:
             self._temp.unlink(missing_ok=True)
-
-
-def iter_manifest_blobs(raw: bytes, media_type: str | None = None) -> Iterator[str]:
-    """Digests a manifest refers to: config and layers, or an index's children."""
-    parsed = manifests.parse(raw, media_type)
-    if isinstance(parsed, manifests.Index):
-        for d in parsed.manifests:
-            yield d.digest
-    else:
-        for d in parsed.blobs:
-            yield d.digest
-
-
-def referrer_info(raw: bytes) -> dict[str, Any]:
-    """``subject``/``artifact_type``/``annotations`` keyword arguments of
-    :meth:`Storage.put_manifest` for a manifest's bytes (empty without a subject)."""
-    try:
-        doc = json.loads(raw)
-        if not isinstance(doc, dict) or not isinstance(doc.get("subject"), dict):
-            return {}
-        subject = Descriptor.from_dict(doc["subject"], "subject")
-    except (ValueError, UnicodeDecodeError, ManifestError):
-        return {}
-    config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
-    artifact_type = doc.get("artifactType") or config.get("mediaType")
-    annotations = doc.get("annotations") if isinstance(doc.get("annotations"), dict) else None
-    return {
-        "subject": subject,
-        "artifact_type": artifact_type if isinstance(artifact_type, str) else None,
-        "annotations": annotations,
-    }
 
 
 def _digests_under(base: Path) -> list[str]:

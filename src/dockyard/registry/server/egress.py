@@ -1,0 +1,106 @@
+"""Connections to upstreams a client named with ``?ns=`` under ``--allow-upstream '*'``:
+public addresses only (an SSRF guard).
+
+Any host is then a client's choice, so without a guard ``?ns=127.0.0.1:8080``,
+``?ns=169.254.169.254`` or a name resolving to the registry host's private network
+would make the registry fetch from services only it can reach. A guarded connection
+resolves the host, refuses it unless *every* address is public (not loopback,
+link-local, private, shared, reserved, multicast or unspecified; IPv4-mapped IPv6 is
+checked as IPv4), and connects to an address it checked -- never resolving the name a
+second time, so a DNS answer that changes between check and use (rebinding) gains
+nothing. TLS still verifies the certificate for the host name. Every connection is
+guarded, so are redirects and token realms the upstream names. Hosts the operator
+allowed by name are not guarded: the operator chose them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from typing import Any
+
+import httpcore
+import httpx
+from httpcore._backends.sync import SyncBackend
+
+from dockyard.registry.client.tls import LazyTrustContext
+
+
+class NotPublic(OSError):
+    """A guarded host resolves to an address of the registry's own networks."""
+
+
+def is_public(address: str) -> bool:
+    """Whether ``address`` (an IP literal) is a public unicast address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def literal_refused(host: str) -> bool:
+    """``host`` (``name[:port]``) is an IP literal no guarded connection may reach:
+    refused before any connection (names are checked when they are resolved)."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    try:
+        return not is_public(name)
+    except ValueError:
+        return False
+
+
+def _check(host: str, infos: list[Any]) -> list[str]:
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
+        raise NotPublic(f"upstream {host}: no address")
+    refused = [a for a in addresses if not is_public(a)]
+    if refused:
+        raise NotPublic(f"upstream {host} resolves to {refused[0]}, not a public address")
+    return addresses
+
+
+def public_addresses(host: str, port: int) -> list[str]:
+    """Every address of ``host``, all checked public; :class:`NotPublic` otherwise."""
+    return _check(host, socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+
+
+async def public_addresses_async(host: str, port: int) -> list[str]:
+    """:func:`public_addresses`, resolved without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    return _check(host, await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+
+
+class _GuardedBackend(SyncBackend):
+    """httpcore's socket backend, connecting only to checked public addresses."""
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        error: Exception | None = None
+        for address in public_addresses(host, port):
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as e:
+                error = e
+        assert error is not None
+        raise error
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """An httpx transport whose every connection goes through :class:`_GuardedBackend`
+    (certificates verified as our client verifies them)."""
+
+    def __init__(self, max_connections: int):
+        super().__init__()
+        # HTTPTransport takes no network backend: its pool is replaced by one that has ours
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=LazyTrustContext(),
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            network_backend=_GuardedBackend(),
+        )
