@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from dockyard.builder.cache import BuildCache, CacheRecord
 from dockyard.errors import DockyardError, ManifestError
@@ -21,17 +21,21 @@ from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.home import ImageDestination, ImageSource, RawManifest
 from dockyard.store import Store
 
+if TYPE_CHECKING:
+    from dockyard.transfer.transports import Location
+
 CONFIG_MEDIA_TYPE = "application/vnd.dockyard.buildcache.config.v1+json"
 LOCAL_TAG = "buildcache"
 
 
-def _location(spec: str):
+def _location(spec: str) -> Location:
     """``REF``, ``oci:DIR[:TAG]``, ``type=registry,ref=REF`` or ``type=local,dest=DIR``
     (``src=`` too); an OCI layout's image is tagged ``buildcache`` unless named."""
-    from dockyard.transfer.transports import parse_location
+    from dockyard.transfer.transports import LayoutLocation, parse_location
 
     if spec.startswith("oci:"):
         location = parse_location(spec)
+        assert isinstance(location, LayoutLocation)  # the oci: prefix parses to nothing else
         return replace(location, name=location.name or LOCAL_TAG)
     if "=" not in spec.split(",", 1)[0]:
         return parse_location(f"docker://{spec}")
