@@ -11,8 +11,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from dockyard.registry.server.ratelimit import Buckets
-from dockyard.service import sessions
+from dockyard.service import sessions, users
 from dockyard.service.models import LogChunk, Run, Step
 from dockyard.service.web import pages
 from tests.service_api import Api, service_api
@@ -171,11 +170,80 @@ def test_sign_in_goes_back_only_to_this_server(api):
 
 
 def test_guessing_tokens_is_rate_limited(api, monkeypatch):
-    monkeypatch.setattr(pages, "FAILED_SIGN_INS", Buckets(5, 5))
+    monkeypatch.setattr(pages, "SIGN_INS", users.Guard(5))
     codes = [api.client.post("/login", data={"token": f"dyt_{i}"}).status_code for i in range(6)]
     assert codes == [401] * 5 + [429]
     # Even the right token waits now: nothing tells a guesser which guess was right.
     assert api.client.post("/login", data={"token": api.admin}).status_code == 429
+
+
+def add_user(api: Api, name: str, role: str, password: str) -> None:
+    body = {"name": name, "role": role, "password": password}
+    api.call("POST", "/users", api.admin, 201, json=body)
+
+
+def test_guessing_a_password_is_rate_limited_per_client_and_per_user(api, monkeypatch):
+    monkeypatch.setattr(pages, "SIGN_INS", users.Guard(3))
+    add_user(api, "ada", "write", "correct horse")
+    guesses = [
+        api.client.post("/login", data={"name": "ada", "password": f"guess {i}"}).status_code
+        for i in range(4)
+    ]
+    assert guesses == [401, 401, 401, 429]
+    assert (
+        api.client.post("/login", data={"name": "ada", "password": "correct horse"}).status_code
+        == 429
+    )
+    # Another client (a new address) guessing the same user is refused too: the
+    # user's own bucket is empty. bcrypt never ran for these.
+    other = users.Guard(3)
+    for _ in range(3):
+        other.take("10.0.0.1", "ada")
+    assert other.take("10.0.0.2", "ada") is not None
+    assert other.take("10.0.0.2", "bob") is None
+
+
+def test_a_password_sign_in_sets_the_same_strict_cookie_and_needs_our_origin(api):
+    add_user(api, "ada", "read", "correct horse")
+    form = {"name": "ada", "password": "correct horse"}
+    evil = api.client.post("/login", data=form, headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403 and sessions.COOKIE not in evil.headers.get("set-cookie", "")
+    response = api.client.post("/login", data=form, follow_redirects=False)
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert "correct horse" not in cookie and "ada" not in cookie  # sealed
+    secure = api.client.post("https://testserver/login", data=form, follow_redirects=False)
+    assert "Secure" in secure.headers["set-cookie"]
+
+
+def test_a_new_password_or_removal_ends_the_users_sessions(api):
+    add_user(api, "ada", "admin", "correct horse")
+    response = api.client.post("/login", data={"name": "ada", "password": "correct horse"})
+    assert response.status_code == 200 and "ada, role: admin" in response.text
+    assert api.client.get("/api/v1/secrets").status_code == 200  # the cookie works on the API
+    api.call("PUT", "/users/ada/password", api.admin, 204, json={"password": "battery staple"})
+    assert api.client.get("/", follow_redirects=False).status_code == 303
+    assert api.client.get("/api/v1/secrets").status_code == 401
+    wrong = api.client.post("/login", data={"name": "ada", "password": "correct horse"})
+    assert wrong.status_code == 401
+    api.client.post("/login", data={"name": "ada", "password": "battery staple"})
+    assert api.client.get("/", follow_redirects=False).status_code == 200
+    api.call("DELETE", "/users/ada", api.admin, 204)
+    assert api.client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_read_user_is_refused_by_the_api_and_cannot_manage_users(api):
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    add_user(api, "rita", "read", "correct horse")
+    api.client.post("/login", data={"name": "rita", "password": "correct horse"})
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', api.client.get("/").text)[1]
+    headers = {"X-CSRF-Token": csrf}
+    assert (
+        api.client.post("/api/v1/repos/project/runs/1/cancel", headers=headers).status_code == 403
+    )
+    body = {"name": "mallory", "role": "admin", "password": "correct horse"}
+    assert api.client.post("/api/v1/users", json=body, headers=headers).status_code == 403
+    assert "/secrets" not in api.client.get("/repos/project/runs/1").text
 
 
 LOG_LINES = [

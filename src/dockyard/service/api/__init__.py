@@ -14,6 +14,8 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
 - ``GET /repos/{repo}/runs/{n}/artifacts[/{step}/{path}]``: list, download
 - ``GET /repos/{repo}/schedules``, ``PUT|DELETE /repos/{repo}/schedules/{name}``: cron
 - ``POST /tokens`` (admin), ``GET /agents``
+- ``GET|POST /users``, ``PUT /users/{name}/password``, ``DELETE /users/{name}``: the
+  web UI's users (admin); passwords are write-only
 
 Every user route also takes the web UI's session cookie instead of a token; then a
 request that changes something needs the session's CSRF value (:mod:`..sessions`).
@@ -43,7 +45,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dockyard.service import cron, queue, tokens
-from dockyard.service.api import agents, artifacts, hooks, repos, runs, schedules, secrets
+from dockyard.service.api import (
+    agents,
+    artifacts,
+    hooks,
+    repos,
+    runs,
+    schedules,
+    secrets,
+    users,
+)
 from dockyard.service.api.common import (
     JSON_MAX,
     NAME_RE,
@@ -145,6 +156,10 @@ def create_app(svc: Service) -> Starlette:
         Route(v1 + "/repos/{repo}/schedules/{name}", schedules.put_schedule, methods=["PUT"]),
         Route(v1 + "/repos/{repo}/schedules/{name}", schedules.delete_schedule, methods=["DELETE"]),
         Route(v1 + "/agents", agents.list_agents),
+        Route(v1 + "/users", users.list_users, methods=["GET"]),
+        Route(v1 + "/users", users.add_user, methods=["POST"]),
+        Route(v1 + "/users/{name}/password", users.set_password, methods=["PUT"]),
+        Route(v1 + "/users/{name}", users.remove_user, methods=["DELETE"]),
         Route(v1 + "/hooks/{repo}", hooks.webhook, methods=["POST"]),
         Route(v1 + "/agent/poll", agents.agent_poll, methods=["POST"]),
         Route(v1 + "/agent/heartbeat", agents.agent_heartbeat, methods=["POST"]),

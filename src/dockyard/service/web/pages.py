@@ -21,8 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.templating import Jinja2Templates
 
-from dockyard.registry.server.ratelimit import Buckets
-from dockyard.service import sessions, tokens
+from dockyard.service import sessions, tokens, users
 from dockyard.service.api.agents import agents_json
 from dockyard.service.api.common import (
     APIError,
@@ -33,6 +32,7 @@ from dockyard.service.api.common import (
     run_json,
     service,
 )
+from dockyard.service.database import Database
 from dockyard.service.models import FINISHED, QUEUED, Artifact, LogChunk, Repository, Run
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -40,7 +40,7 @@ STATUSES = (QUEUED, "running", *FINISHED)
 PER_PAGE = 30
 FORM_MAX = 8 << 10  # bytes of a sign-in or sign-out form
 LOG_BATCH = 1000  # chunks read at a time for a raw download
-FAILED_SIGN_INS = Buckets(10, 10)  # failures a client may have in a burst and per minute
+SIGN_INS = users.Guard()  # failed sign-ins per client and per user name
 
 
 class SignInNeeded(Exception):
@@ -51,10 +51,15 @@ class SignInNeeded(Exception):
 class Viewer:
     role: str
     csrf: str
+    user: str = ""  # the user's name; "" when signed in with an API token
 
     @property
     def can_write(self) -> bool:
         return tokens.allows(self.role, tokens.WRITE)
+
+    @property
+    def is_admin(self) -> bool:
+        return tokens.allows(self.role, tokens.ADMIN)
 
 
 Page = Callable[[Request, Viewer], Awaitable[Response]]
@@ -84,12 +89,13 @@ async def _viewer(request: Request) -> Viewer:
 
     def lookup() -> str | None:
         with service(request).db.transaction() as db:
-            return tokens.role_of(db, session.token)
+            return sessions.role_of(db, session.token)
 
     role = await in_thread(lookup)
     if role not in tokens.USER_ROLES:
         raise SignInNeeded
-    return Viewer(role, session.csrf)
+    who = session.token.removeprefix(users.SUBJECT_PREFIX).rpartition(":")[0]
+    return Viewer(role, session.csrf, who if session.token.startswith(users.SUBJECT_PREFIX) else "")
 
 
 def render(request: Request, template: str, context: dict[str, Any], status: int = 200) -> Response:
@@ -123,8 +129,10 @@ async def login_form(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    """Check the token, then set the session cookie. Failures are rate-limited per
-    client (a token is 256 random bits, but nobody should get to try many)."""
+    """Check a user's password (``name``, ``password``) or an API token (``token``),
+    then set the session cookie. The form comes from this site only (``Origin``; the
+    cookie is SameSite=Strict, and there is no session yet whose CSRF value it could
+    carry). Failures are rate-limited per client, and per user name."""
     try:
         sessions.check_origin(request)
         form = await _form(request)
@@ -134,25 +142,48 @@ async def login(request: Request) -> Response:
         return render(request, "error.html", {"message": e.message}, e.status)
     target = _safe_next(form.get("next"))
     client = request.client.host if request.client else "?"
-    if FAILED_SIGN_INS.take(client) is not None:
+    name = form.get("name", "").strip() if "password" in form else None
+    if SIGN_INS.take(client, name) is not None:
         message = "too many failed sign-ins; try again in a minute"
         return render(request, "login.html", {"next": target, "error": message}, 429)
-    token = form.get("token", "").strip()
+    db = service(request).db
+    if name is not None:
+        subject = await _check_password(db, name, form["password"])
+        failure = "unknown user or wrong password"
+    else:
+        token = form.get("token", "").strip()
 
-    def lookup() -> str | None:
-        with service(request).db.transaction() as db:
-            return tokens.role_of(db, token)
+        def lookup() -> str | None:
+            with db.transaction() as session:
+                return tokens.role_of(session, token)
 
-    role = await in_thread(lookup) if token else None
-    if role not in tokens.USER_ROLES:
-        return render(request, "login.html", {"next": target, "error": "unknown API token"}, 401)
-    FAILED_SIGN_INS.give_back(client)
-    value, _ = sessions.create(service(request).box, token)
+        role = await in_thread(lookup) if token else None
+        subject = token if role in tokens.USER_ROLES else None
+        failure = "unknown API token"
+    if subject is None:
+        return render(request, "login.html", {"next": target, "error": failure}, 401)
+    SIGN_INS.succeeded(client, name)
+    value, _ = sessions.create(service(request).box, subject)
     response = RedirectResponse(target, 303)
     response.set_cookie(
         sessions.COOKIE, value, max_age=sessions.LIFETIME, **sessions.cookie_options(request)
     )
     return response
+
+
+async def _check_password(db: Database, name: str, password: str) -> str | None:
+    """The session subject of user ``name`` if ``password`` is theirs (bcrypt in its
+    own pool), else None. Hash and subject are read together: a password set meanwhile
+    makes the subject stale, never the old password good."""
+
+    def stored() -> tuple[str | None, str | None]:
+        if not users.NAME_RE.match(name):
+            return None, None
+        with db.transaction() as session:
+            return users.password_and_subject(session, name)
+
+    found, subject = await in_thread(stored)
+    return subject if await users.in_pool(users.verify, found, password) else None
 
 
 async def logout(request: Request) -> Response:
