@@ -206,6 +206,7 @@ class Agent:
         except PipelineError as e:
             note(str(e))
             return "failure", str(e).replace(str(where) + "/", "")
+        reporter.plan(pipeline.graph)
         options = RunOptions(
             store_root=self.config.store_root,
             source=where,

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from dockyard.ci.graph import StepGraph
 from dockyard.ci.results import Events, RunResult, StepResult
 
 log = logging.getLogger("dockyard.agent")
@@ -54,8 +55,27 @@ class Reporter(Events):
     def step_started(self, name: str) -> None:
         self.add({"kind": "step", "name": name, "status": "running"})
 
+    def plan(self, graph: StepGraph) -> None:
+        """The steps the run will have, and what each waits for (the page's graph)."""
+        steps = [
+            {"name": n, "depends_on": [d for d in graph.order if d in graph.awaits[n]]}
+            for n in graph.order
+        ]
+        self.add({"kind": "plan", "steps": steps})
+
     def step_finished(self, result: StepResult) -> None:
         tests = None
+        if result.tests is not None and result.tests.cases:
+            cases = [
+                {
+                    "name": c.name[:MAX_LINE],
+                    "status": c.status,
+                    "message": c.message,
+                    "output": c.output,
+                }
+                for c in result.tests.cases
+            ]
+            self.add({"kind": "tests", "step": result.name, "cases": cases})
         if result.tests is not None:
             tests = {
                 "passed": result.tests.passed,

@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.templating import Jinja2Templates
 
-from dockyard.service import sessions, tokens, users
+from dockyard.service import sessions, testcases, tokens, users
 from dockyard.service.api.agents import agents_json
 from dockyard.service.api.common import (
     APIError,
@@ -33,9 +33,24 @@ from dockyard.service.api.common import (
     service,
 )
 from dockyard.service.database import Database
-from dockyard.service.models import FINISHED, QUEUED, Artifact, LogChunk, Repository, Run
+from dockyard.service.models import FINISHED, QUEUED, Artifact, LogChunk, Repository, Run, Step
+from dockyard.service.web import graph, logtail
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+TEMPLATES.env.globals["ICONS"] = {  # every status has a word and an icon, not a colour only
+    "queued": "⏳",
+    "pending": "…",
+    "running": "▶",
+    "success": "✔",
+    "passed": "✔",
+    "failure": "✖",
+    "failed": "✖",
+    "timeout": "⏱",
+    "cancelled": "⊘",
+    "error": "⚠",
+    "skipped": "↷",
+    "not run": "○",
+}
 STATUSES = (QUEUED, "running", *FINISHED)
 PER_PAGE = 30
 FORM_MAX = 8 << 10  # bytes of a sign-in or sign-out form
@@ -311,33 +326,55 @@ async def runs(request: Request, viewer: Viewer) -> Response:
     )
 
 
-def _test_report(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run's JUnit counts, and each failed test (with its step) before the rest."""
+def _test_report(steps: list[dict[str, Any]], cases: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The JUnit counts of ``steps``, their failed test cases (with message and output)
+    and then the others."""
     reported = [s for s in steps if s.get("tests")]
     if not reported:
         return None
     counts = {
         k: sum(s["tests"].get(k, 0) for s in reported) for k in ("passed", "failed", "skipped")
     }
-    failing = [(s["name"], name) for s in reported for name in s["tests"].get("failing", [])]
-    return {**counts, "failing": failing, "steps": reported}
+    failed = [c for c in cases if c["status"] == "failed"]
+    if not failed:  # a run from before test cases were kept: the names only
+        failed = [
+            {"step": s["name"], "name": name, "status": "failed", "message": "", "output": ""}
+            for s in reported
+            for name in s["tests"].get("failing", [])
+        ]
+    others = [c for c in cases if c["status"] != "failed"]
+    return {**counts, "failed_cases": failed, "other_cases": others, "steps": reported}
+
+
+def _with_graph(db: Session, found: Run, doc: dict[str, Any]) -> None:
+    """Each step's ``depends_on``; a planned step of an ended run did not run."""
+    waits = dict(
+        db.execute(select(Step.name, Step.depends_on).where(Step.run_id == found.id)).all()
+    )
+    for step in doc["steps"]:
+        step["depends_on"] = waits.get(step["name"]) or []
+        if step["status"] == testcases.PENDING and doc["status"] in FINISHED:
+            step["status"] = "not run"
 
 
 @page
 async def run(request: Request, viewer: Viewer) -> Response:
-    """A run: its steps, test report, artifacts, and cancel / restart for writers."""
+    """A run: its steps as a graph, test report, artifacts, and cancel / restart for
+    writers."""
 
     def work() -> dict[str, Any]:
         with service(request).db.transaction() as db:
             found = find_run(db, request.path_params["repo"], request.path_params["number"])
             doc = run_json(db, found, steps=True)
             doc["duration"] = _duration(found)
+            _with_graph(db, found, doc)
             artifacts = db.scalars(
                 select(Artifact)
                 .where(Artifact.run_id == found.id)
                 .order_by(Artifact.step, Artifact.path)
             )
             doc["artifacts"] = [{"step": a.step, "path": a.path, "size": a.size} for a in artifacts]
+            doc["cases"] = testcases.test_report(db, found.id)
             return doc
 
     doc = await in_thread(work)
@@ -345,23 +382,61 @@ async def run(request: Request, viewer: Viewer) -> Response:
         "viewer": viewer,
         "run": doc,
         "ended": doc["status"] in FINISHED,
-        "report": _test_report(doc["steps"]),
+        "graph": graph.layout(doc["steps"]),
+        "report": _test_report(doc["steps"], doc["cases"]),
     }
     return render(request, "run.html", context)
 
 
 @page
 async def log(request: Request, viewer: Viewer) -> Response:
-    """A run's log, or one step's: the page fills itself from the API's event stream."""
+    """A run's log, or one step's (with its test report): the page loads the log's
+    tail (:func:`log_lines`), then follows the API's event stream after it."""
     step = request.query_params.get("step", "")[:255]
 
     def work() -> dict[str, Any]:
         with service(request).db.transaction() as db:
             found = find_run(db, request.path_params["repo"], request.path_params["number"])
-            return run_json(db, found)
+            doc = run_json(db, found, steps=True)
+            doc["cases"] = testcases.test_report(db, found.id, step) if step else []
+            return doc
 
     doc = await in_thread(work)
-    return render(request, "log.html", {"viewer": viewer, "run": doc, "step": step})
+    steps = [s for s in doc["steps"] if s["name"] == step]
+    context = {
+        "viewer": viewer,
+        "run": doc,
+        "step": step,
+        "report": _test_report(steps, doc["cases"]) if step else None,
+        "tail": logtail.TAIL,
+    }
+    return render(request, "log.html", context)
+
+
+async def log_lines(request: Request) -> Response:
+    """Lines of a run's log as JSON, newest first (:func:`.logtail.lines_before`):
+    ``?step=S``, ``before=CHUNK`` (default: the end), ``lines=N``."""
+    try:
+        await _viewer(request)
+    except SignInNeeded:
+        return JSONResponse({"error": "sign in again"}, 401)
+    step = request.query_params.get("step", "")[:255]
+    before_text = request.query_params.get("before", "")
+    want_text = request.query_params.get("lines", str(logtail.TAIL))
+    if not (before_text == "" or before_text.isdigit()) or not want_text.isdigit():
+        return JSONResponse({"error": "before and lines must be numbers"}, 400)
+    before = int(before_text) if before_text else None
+
+    def work() -> dict[str, Any]:
+        with service(request).db.transaction() as db:
+            found = find_run(db, request.path_params["repo"], request.path_params["number"])
+            return logtail.lines_before(db, found.id, step, before, int(want_text[:6]))
+
+    try:
+        found = await in_thread(work)
+    except APIError as e:
+        return JSONResponse({"error": e.message}, e.status)
+    return JSONResponse(found, headers={"Cache-Control": "no-store"})
 
 
 @page
