@@ -302,3 +302,57 @@ def test_markup_in_log_lines_is_shown_as_text_in_a_real_browser(tmp_path):
         assert driver.find_element(By.CSS_SELECTOR, "#L5 .text").text == SVG
         assert log.find_elements(By.CSS_SELECTOR, "svg") == []
         assert console_errors(driver) == []
+
+
+SECRET_VALUE = "hunter2-very-secret-value"
+
+
+def test_the_secrets_page_takes_values_but_never_sends_one_back(api):
+    csrf = sign_in(api, api.admin)
+    form = {"csrf": csrf, "scope": "project", "name": "DEPLOY_KEY", "value": SECRET_VALUE}
+    response = api.client.post("/secrets", data=form, follow_redirects=False)
+    assert response.status_code == 303
+    responses = [response, api.client.get(response.headers["location"])]
+    global_form = {**form, "scope": "", "name": "SHARED"}
+    responses.append(api.client.post("/secrets", data=global_form))
+    responses.append(api.client.post("/secrets", data={**form, "name": "bad name"}))  # an error
+    responses.append(api.client.post("/secrets", data={**form, "scope": "nowhere"}))
+    responses.append(api.client.get("/secrets"))
+    page = responses[-1].text
+    assert "DEPLOY_KEY" in page and "SHARED" in page and "project" in page
+    for r in responses:
+        assert SECRET_VALUE not in r.text, r.url
+        assert SECRET_VALUE not in str(r.headers), r.url
+    names = api.call("GET", "/repos/project/secrets", api.admin, 200)["items"]
+    assert names == [{"name": "DEPLOY_KEY"}]
+    svc = api.client.app.state.service
+    with svc.db.transaction() as session:
+        from dockyard.service.api.secrets import secrets_for_run
+        from dockyard.service.models import Repository
+
+        repository = session.scalar(select(Repository.id))
+        assert secrets_for_run(session, svc.box, repository, ["DEPLOY_KEY", "SHARED"]) == {
+            "DEPLOY_KEY": SECRET_VALUE,
+            "SHARED": SECRET_VALUE,
+        }
+    delete = {"csrf": csrf, "scope": "project", "name": "DEPLOY_KEY"}
+    assert api.client.post("/secrets/delete", data=delete).status_code == 200
+    assert api.call("GET", "/repos/project/secrets", api.admin, 200)["items"] == []
+
+
+def test_secret_forms_need_the_csrf_value_our_origin_and_an_admin(api):
+    csrf = sign_in(api, api.admin)
+    form = {"scope": "", "name": "FORGED", "value": "x"}
+    assert api.client.post("/secrets", data=form).status_code == 403  # a forged form
+    assert api.client.post("/secrets", data={**form, "csrf": "guess"}).status_code == 403
+    evil = {"Origin": "https://evil.example"}
+    assert api.client.post("/secrets", data={**form, "csrf": csrf}, headers=evil).status_code == 403
+    assert api.call("GET", "/secrets", api.admin, 200)["items"] == []
+    api.call("PUT", "/secrets/KEPT", api.admin, 204, json={"value": "v"})
+    csrf = sign_in(api, api.token("write"))
+    assert api.client.get("/secrets").status_code == 403
+    assert api.client.post("/secrets", data={**form, "csrf": csrf}).status_code == 403
+    delete = {"csrf": csrf, "scope": "", "name": "KEPT"}
+    assert api.client.post("/secrets/delete", data=delete).status_code == 403
+    assert api.call("GET", "/secrets", api.admin, 200)["items"] == [{"name": "KEPT"}]
+    assert 'href="/secrets"' not in api.client.get("/").text

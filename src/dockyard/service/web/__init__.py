@@ -31,7 +31,7 @@ SECURITY_HEADERS = (
 
 
 def web_routes() -> list[BaseRoute]:
-    from dockyard.service.web import pages  # it needs the API's helpers, which need this
+    from dockyard.service.web import pages, secretspage  # they need the API, which needs this
 
     run = "/repos/{repo}/runs/{number}"
     return [
@@ -40,6 +40,9 @@ def web_routes() -> list[BaseRoute]:
         Route("/login", pages.login, methods=["POST"]),
         Route("/logout", pages.logout, methods=["POST"]),
         Route("/agents", pages.agents),
+        Route("/secrets", secretspage.secrets_page, methods=["GET"]),
+        Route("/secrets", secretspage.set_secret_form, methods=["POST"]),
+        Route("/secrets/delete", secretspage.delete_secret_form, methods=["POST"]),
         Route("/repos/{repo}", pages.runs),
         Route(run, pages.run),
         Route(run + "/log", pages.log),

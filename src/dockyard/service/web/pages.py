@@ -91,6 +91,8 @@ def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
         except SignInNeeded:
             target = urllib.parse.quote(request.url.path, safe="/")
             return RedirectResponse(f"/login?next={target}", 303)
+        except sessions.Refused as e:
+            return render(request, "error.html", {"message": str(e)}, 403)
         except APIError as e:
             return render(request, "error.html", {"message": e.message}, e.status)
 
@@ -119,14 +121,25 @@ def render(request: Request, template: str, context: dict[str, Any], status: int
     )
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """A small urlencoded form, read with the API's cap and deadline."""
-    body = await read_body(request, FORM_MAX)
+async def _form(request: Request, cap: int = FORM_MAX) -> dict[str, str]:
+    """A small urlencoded form, read with a cap and the API's deadline."""
+    body = await read_body(request, cap)
     try:
         pairs = urllib.parse.parse_qsl(body.decode(), max_num_fields=10)
     except (UnicodeDecodeError, ValueError):
         raise APIError(400, "a malformed form") from None
     return dict(pairs)
+
+
+async def form_of(request: Request, cap: int = FORM_MAX) -> dict[str, str]:
+    """The form a signed-in viewer posted, refused (:class:`..sessions.Refused`) without
+    the session's CSRF value or from another site."""
+    session = sessions.read(service(request).box, request)
+    if session is None:
+        raise SignInNeeded
+    form = await _form(request, cap)
+    sessions.check_csrf(request, session, form.get("csrf"))
+    return form
 
 
 def _safe_next(target: str | None) -> str:
