@@ -111,5 +111,5 @@ def _edge(source: Box, target: Box) -> Edge:
     x2, y2 = target.x, target.y + HEIGHT // 2
     if x2 <= x1:  # a cycle's back edge: around below
         return Edge(f"M{x1},{y1} C{x1 + 30},{y1 + 60} {x2 - 30},{y2 + 60} {x2},{y2}")
-    middle = (x1 + x2) // 2
-    return Edge(f"M{x1},{y1} C{middle},{y1} {middle},{y2} {x2 - 6},{y2}")
+    bend = x2 - COLUMN_GAP // 2  # straight along the row, turning in the last gap
+    return Edge(f"M{x1},{y1} L{bend - 20},{y1} C{bend + 10},{y1} {bend},{y2} {x2 - 6},{y2}")
