@@ -22,6 +22,7 @@ import json
 import secrets as random
 import time
 from dataclasses import dataclass
+from typing import Literal, TypedDict
 
 from sqlalchemy.orm import Session as Database
 from starlette.requests import Request
@@ -97,7 +98,14 @@ def own_origin(request: Request) -> str:
     return f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 
-def cookie_options(request: Request) -> dict[str, object]:
+class CookieOptions(TypedDict):
+    httponly: bool
+    samesite: Literal["strict"]
+    secure: bool
+    path: str
+
+
+def cookie_options(request: Request) -> CookieOptions:
     """How the session cookie is set: never readable by scripts, never sent cross-site."""
     return {
         "httponly": True,

@@ -23,7 +23,7 @@ import re
 import secrets as random
 
 import bcrypt
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard.registry.server.ratelimit import Buckets
@@ -107,8 +107,10 @@ def set_password(session: Session, name: str, password_hash: str) -> None:
 
 
 def remove_user(session: Session, name: str) -> None:
-    if not session.execute(delete(User).where(User.name == name)).rowcount:
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
         raise NoSuchUser(f"no user named {name[:100]!r}")
+    session.delete(user)
 
 
 def list_users(session: Session) -> list[dict[str, str]]:

@@ -4,7 +4,9 @@ secrets its pipeline names, a repository's own of the same name winning."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from typing import cast
+
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -95,7 +97,8 @@ def set_secret(session: Session, box: SecretBox, scope: int | None, name: str, v
 
 def delete_secret_named(session: Session, scope: int | None, name: str) -> bool:
     """Delete secret ``name`` of repository ``scope`` (None: global); False if none."""
-    return bool(session.execute(delete(Secret).where(_in(scope), Secret.name == name)).rowcount)
+    result = session.execute(delete(Secret).where(_in(scope), Secret.name == name))
+    return bool(cast(CursorResult, result).rowcount)
 
 
 def secrets_for_run(session: Session, box, repository_id: int, names: list[str]) -> dict[str, str]:

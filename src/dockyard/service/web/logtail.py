@@ -67,13 +67,12 @@ def lines_before(
 def _count_before(db: Session, run_id: int, step: str, bound: int) -> int:
     """How many lines of ``step`` the chunks before ``bound`` hold."""
     if not step:  # counted by the database
-        return int(
-            db.scalar(
-                select(func.coalesce(func.sum(func.json_array_length(LogChunk.lines)), 0)).where(
-                    LogChunk.run_id == run_id, LogChunk.id < bound
-                )
+        total = db.scalar(
+            select(func.coalesce(func.sum(func.json_array_length(LogChunk.lines)), 0)).where(
+                LogChunk.run_id == run_id, LogChunk.id < bound
             )
         )
+        return int(total or 0)
     count, after = 0, 0
     while True:
         rows = db.execute(

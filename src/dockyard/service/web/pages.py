@@ -361,9 +361,8 @@ def _test_report(steps: list[dict[str, Any]], cases: list[dict[str, Any]]) -> di
 
 def _with_graph(db: Session, found: Run, doc: dict[str, Any]) -> None:
     """Each step's ``depends_on``; a planned step of an ended run did not run."""
-    waits = dict(
-        db.execute(select(Step.name, Step.depends_on).where(Step.run_id == found.id)).all()
-    )
+    rows = db.execute(select(Step.name, Step.depends_on).where(Step.run_id == found.id))
+    waits: dict[str, list[str] | None] = {name: depends_on for name, depends_on in rows}
     for step in doc["steps"]:
         step["depends_on"] = waits.get(step["name"]) or []
         if step["status"] == testcases.PENDING and doc["status"] in FINISHED:
