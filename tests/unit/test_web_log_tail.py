@@ -67,6 +67,17 @@ def test_one_steps_lines_are_numbered_within_that_step(api):
     assert tail["start"] + len(numbered(tail)) == 50_000
 
 
+def test_counting_in_the_database_and_by_reading_agree(api):
+    svc = api.client.app.state.service
+    with svc.db.transaction() as session:
+        run_id = session.scalar(select(Run.id))
+        bound = session.scalar(select(LogChunk.id).order_by(LogChunk.id).offset(700).limit(1))
+        for step in ("build", "test", "other"):
+            counted = logtail.lines_before(session, run_id, step, bound, 1)["start"]
+            read = logtail.count_by_reading(session, run_id, step, bound - 1)
+            assert counted == read == (0 if step == "other" else 699 * PER_CHUNK // 2), step
+
+
 def test_bad_arguments_and_no_session_are_refused(api):
     url = "/repos/project/runs/1/log/lines"
     assert api.client.get(url, params={"before": "x"}).status_code == 400
