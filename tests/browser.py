@@ -79,11 +79,23 @@ def wait_until(condition, timeout: float = 30, what: str = "condition"):
 
 
 def sign_in(driver, base_url: str, token: str) -> None:
+    """Signs in with an API token."""
     from selenium.webdriver.common.by import By
 
     driver.get(base_url + "/login")
     driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+    driver.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    wait_until(lambda: "/login" not in driver.current_url, what="the sign-in redirect")
+
+
+def sign_in_as(driver, base_url: str, name: str, password: str) -> None:
+    """Signs in as a user with a password."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(base_url + "/login")
+    driver.find_element(By.ID, "name").send_keys(name)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "#password-form button").click()
     wait_until(lambda: "/login" not in driver.current_url, what="the sign-in redirect")
 
 

@@ -1,7 +1,8 @@
 """The CI service's web UI in a real browser (headless Chromium driven by Selenium)
 against a real ``dockyard server`` with an agent and a git repository: sign in, trigger
-a run, watch its log grow without a reload, see the failed JUnit test first, cancel a
-run, and a read-only user without buttons whose API calls are refused. Each page is
+a run, see its steps drawn as their graph, watch a log grow without a reload, see the
+failed JUnit test first with its message and output, cancel a run, and a read-only user
+(signed in with a password) without buttons whose API calls are refused. Each page is
 saved as a screenshot under ``test-artifacts/browser``; no page may log a console error.
 """
 
@@ -11,7 +12,7 @@ import os
 
 import pytest
 
-from tests.browser import chromium, console_errors, screenshot, sign_in, wait_until
+from tests.browser import chromium, console_errors, screenshot, sign_in, sign_in_as, wait_until
 from tests.e2e.service_support import pipeline
 
 pytestmark = [
@@ -21,12 +22,16 @@ pytestmark = [
 
 JUNIT = (
     '<testsuite><testcase name="test_fine"/><testcase name="test_broken">'
-    '<failure message="expected 2, got 3"/></testcase></testsuite>'
+    '<failure message="expected 2, got 3">assert 2 == 3</failure></testcase></testsuite>'
 )
 PIPELINE = f"""
 steps:
+  - name: compile
+    image: IMAGE
+    commands: ["echo compiled"]
   - name: test
     image: IMAGE
+    depends_on: [compile]
     commands:
       - echo first line
       - if [ "$CI_RUN_NUMBER" = 2 ]; then echo waiting; sleep 300; fi
@@ -47,7 +52,8 @@ def test_a_user_follows_a_run_in_the_browser(server, repo, busybox_ref, tmp_path
     server.add_repo(repo, {})
     server.agent("worker", "", tmp_path / "store-w")
     admin = (server.data / "admin-token").read_text().strip()
-    read_token = server.call("POST", "/tokens", 201, json={"name": "viewer", "role": "read"})
+    reader = {"name": "rita", "role": "read", "password": "correct horse"}
+    server.call("POST", "/users", 201, json=reader)
 
     def texts(selector: str) -> list[str]:
         """What the elements show, read in one step (a page may reload meanwhile)."""
@@ -70,6 +76,13 @@ def test_a_user_follows_a_run_in_the_browser(server, repo, busybox_ref, tmp_path
         driver.find_element(By.CSS_SELECTOR, "button[data-post]").click()
         wait_until(lambda: driver.current_url.endswith("/repos/project/runs/1"), what="run 1")
         step = wait_until(lambda: driver.find_elements(By.LINK_TEXT, "test"), what="the step")
+        labels = [
+            a.get_attribute("aria-label")
+            for a in driver.find_elements(By.CSS_SELECTOR, "svg.graph a")
+        ]
+        assert [label.split(":")[0] for label in labels] == ["compile", "test"]
+        assert labels[1].endswith(", after compile")  # drawn as soon as the agent read it
+        assert len(driver.find_elements(By.CSS_SELECTOR, "svg.graph path.edge")) == 1
         page_done("run-started")
 
         # The step's log: lines appear while the step runs, without a reload.
@@ -85,12 +98,26 @@ def test_a_user_follows_a_run_in_the_browser(server, repo, busybox_ref, tmp_path
         wait_until(lambda: "success" in texts("#log-state"), what="the end of the log")
         page_done("step-log")
 
-        # The run: the failed test first, counts, the artifact.
+        # The run: the failed test first with its message and output, counts, the rest,
+        # the artifact, the graph's boxes with their status and duration.
         driver.get(server.url + "/repos/project/runs/1")
         assert texts(".failing li .test") == ["test_broken"]
+        assert texts(".test-message") == ["expected 2, got 3"]
+        assert "assert 2 == 3" in driver.execute_script(
+            "return document.querySelector('.test-output').textContent"
+        )
+        assert texts(".other-tests .test") == ["test_fine"]
         assert texts(".counts")[0].startswith("1 failed, 1 passed")
         assert "test/dist/app.txt" in texts(".artifacts a")
-        assert texts("table.steps td:nth-child(4)") == ["worker"]  # the step's agent
+        assert texts("table.steps td:nth-child(4)") == ["worker", "worker"]  # the steps' agent
+        states = driver.execute_script(
+            "return [...document.querySelectorAll('svg.graph text.state')]"
+            ".map((e) => e.textContent)"
+        )
+        assert [t.split(" · ")[0] for t in states] == [
+            "✔ success",
+            "✔ success",
+        ]
         page_done("run-finished")
 
         # A second run, cancelled from its page.
@@ -115,7 +142,7 @@ def test_a_user_follows_a_run_in_the_browser(server, repo, busybox_ref, tmp_path
         # A read-only user: no buttons, and the API refuses the calls anyway.
         driver.find_element(By.CSS_SELECTOR, ".signout button").click()
         wait_until(lambda: "/login" in driver.current_url, what="the sign-out")
-        sign_in(driver, server.url, read_token["token"])
+        sign_in_as(driver, server.url, "rita", "correct horse")
         driver.get(server.url + "/repos/project/runs/1")
         assert driver.find_elements(By.CSS_SELECTOR, "button[data-post]") == []
         page_done("run-read-only")

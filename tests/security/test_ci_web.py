@@ -11,8 +11,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from dockyard.registry.server.ratelimit import Buckets
-from dockyard.service import sessions
+from dockyard.service import sessions, users
 from dockyard.service.models import LogChunk, Run, Step
 from dockyard.service.web import pages
 from tests.service_api import Api, service_api
@@ -69,8 +68,9 @@ def test_markup_in_run_fields_is_escaped_on_every_page(api):
     ):
         page = api.client.get(path)
         assert page.status_code == 200, path
-        for payload in (SCRIPT, IMG, SVG, "<img", "<svg"):
+        for payload in (SCRIPT, IMG, SVG, "<img"):
             assert payload not in page.text, (path, payload)
+        assert not re.search(r'<svg(?! class="graph" )', page.text), path  # the steps' graph
         assert not re.search(r"<script(?![^>]*\ssrc=\"/static/)", page.text), path
     run = api.client.get("/repos/project/runs/1").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in run  # shown, as text
@@ -171,11 +171,80 @@ def test_sign_in_goes_back_only_to_this_server(api):
 
 
 def test_guessing_tokens_is_rate_limited(api, monkeypatch):
-    monkeypatch.setattr(pages, "FAILED_SIGN_INS", Buckets(5, 5))
+    monkeypatch.setattr(pages, "SIGN_INS", users.Guard(5))
     codes = [api.client.post("/login", data={"token": f"dyt_{i}"}).status_code for i in range(6)]
     assert codes == [401] * 5 + [429]
     # Even the right token waits now: nothing tells a guesser which guess was right.
     assert api.client.post("/login", data={"token": api.admin}).status_code == 429
+
+
+def add_user(api: Api, name: str, role: str, password: str) -> None:
+    body = {"name": name, "role": role, "password": password}
+    api.call("POST", "/users", api.admin, 201, json=body)
+
+
+def test_guessing_a_password_is_rate_limited_per_client_and_per_user(api, monkeypatch):
+    monkeypatch.setattr(pages, "SIGN_INS", users.Guard(3))
+    add_user(api, "ada", "write", "correct horse")
+    guesses = [
+        api.client.post("/login", data={"name": "ada", "password": f"guess {i}"}).status_code
+        for i in range(4)
+    ]
+    assert guesses == [401, 401, 401, 429]
+    assert (
+        api.client.post("/login", data={"name": "ada", "password": "correct horse"}).status_code
+        == 429
+    )
+    # Another client (a new address) guessing the same user is refused too: the
+    # user's own bucket is empty. bcrypt never ran for these.
+    other = users.Guard(3)
+    for _ in range(3):
+        other.take("10.0.0.1", "ada")
+    assert other.take("10.0.0.2", "ada") is not None
+    assert other.take("10.0.0.2", "bob") is None
+
+
+def test_a_password_sign_in_sets_the_same_strict_cookie_and_needs_our_origin(api):
+    add_user(api, "ada", "read", "correct horse")
+    form = {"name": "ada", "password": "correct horse"}
+    evil = api.client.post("/login", data=form, headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403 and sessions.COOKIE not in evil.headers.get("set-cookie", "")
+    response = api.client.post("/login", data=form, follow_redirects=False)
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert "correct horse" not in cookie and "ada" not in cookie  # sealed
+    secure = api.client.post("https://testserver/login", data=form, follow_redirects=False)
+    assert "Secure" in secure.headers["set-cookie"]
+
+
+def test_a_new_password_or_removal_ends_the_users_sessions(api):
+    add_user(api, "ada", "admin", "correct horse")
+    response = api.client.post("/login", data={"name": "ada", "password": "correct horse"})
+    assert response.status_code == 200 and "ada, role: admin" in response.text
+    assert api.client.get("/api/v1/secrets").status_code == 200  # the cookie works on the API
+    api.call("PUT", "/users/ada/password", api.admin, 204, json={"password": "battery staple"})
+    assert api.client.get("/", follow_redirects=False).status_code == 303
+    assert api.client.get("/api/v1/secrets").status_code == 401
+    wrong = api.client.post("/login", data={"name": "ada", "password": "correct horse"})
+    assert wrong.status_code == 401
+    api.client.post("/login", data={"name": "ada", "password": "battery staple"})
+    assert api.client.get("/", follow_redirects=False).status_code == 200
+    api.call("DELETE", "/users/ada", api.admin, 204)
+    assert api.client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_read_user_is_refused_by_the_api_and_cannot_manage_users(api):
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    add_user(api, "rita", "read", "correct horse")
+    api.client.post("/login", data={"name": "rita", "password": "correct horse"})
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', api.client.get("/").text)[1]
+    headers = {"X-CSRF-Token": csrf}
+    assert (
+        api.client.post("/api/v1/repos/project/runs/1/cancel", headers=headers).status_code == 403
+    )
+    body = {"name": "mallory", "role": "admin", "password": "correct horse"}
+    assert api.client.post("/api/v1/users", json=body, headers=headers).status_code == 403
+    assert "/secrets" not in api.client.get("/repos/project/runs/1").text
 
 
 LOG_LINES = [
@@ -233,3 +302,57 @@ def test_markup_in_log_lines_is_shown_as_text_in_a_real_browser(tmp_path):
         assert driver.find_element(By.CSS_SELECTOR, "#L5 .text").text == SVG
         assert log.find_elements(By.CSS_SELECTOR, "svg") == []
         assert console_errors(driver) == []
+
+
+SECRET_VALUE = "hunter2-very-secret-value"
+
+
+def test_the_secrets_page_takes_values_but_never_sends_one_back(api):
+    csrf = sign_in(api, api.admin)
+    form = {"csrf": csrf, "scope": "project", "name": "DEPLOY_KEY", "value": SECRET_VALUE}
+    response = api.client.post("/secrets", data=form, follow_redirects=False)
+    assert response.status_code == 303
+    responses = [response, api.client.get(response.headers["location"])]
+    global_form = {**form, "scope": "", "name": "SHARED"}
+    responses.append(api.client.post("/secrets", data=global_form))
+    responses.append(api.client.post("/secrets", data={**form, "name": "bad name"}))  # an error
+    responses.append(api.client.post("/secrets", data={**form, "scope": "nowhere"}))
+    responses.append(api.client.get("/secrets"))
+    page = responses[-1].text
+    assert "DEPLOY_KEY" in page and "SHARED" in page and "project" in page
+    for r in responses:
+        assert SECRET_VALUE not in r.text, r.url
+        assert SECRET_VALUE not in str(r.headers), r.url
+    names = api.call("GET", "/repos/project/secrets", api.admin, 200)["items"]
+    assert names == [{"name": "DEPLOY_KEY"}]
+    svc = api.client.app.state.service
+    with svc.db.transaction() as session:
+        from dockyard.service.api.secrets import secrets_for_run
+        from dockyard.service.models import Repository
+
+        repository = session.scalar(select(Repository.id))
+        assert secrets_for_run(session, svc.box, repository, ["DEPLOY_KEY", "SHARED"]) == {
+            "DEPLOY_KEY": SECRET_VALUE,
+            "SHARED": SECRET_VALUE,
+        }
+    delete = {"csrf": csrf, "scope": "project", "name": "DEPLOY_KEY"}
+    assert api.client.post("/secrets/delete", data=delete).status_code == 200
+    assert api.call("GET", "/repos/project/secrets", api.admin, 200)["items"] == []
+
+
+def test_secret_forms_need_the_csrf_value_our_origin_and_an_admin(api):
+    csrf = sign_in(api, api.admin)
+    form = {"scope": "", "name": "FORGED", "value": "x"}
+    assert api.client.post("/secrets", data=form).status_code == 403  # a forged form
+    assert api.client.post("/secrets", data={**form, "csrf": "guess"}).status_code == 403
+    evil = {"Origin": "https://evil.example"}
+    assert api.client.post("/secrets", data={**form, "csrf": csrf}, headers=evil).status_code == 403
+    assert api.call("GET", "/secrets", api.admin, 200)["items"] == []
+    api.call("PUT", "/secrets/KEPT", api.admin, 204, json={"value": "v"})
+    csrf = sign_in(api, api.token("write"))
+    assert api.client.get("/secrets").status_code == 403
+    assert api.client.post("/secrets", data={**form, "csrf": csrf}).status_code == 403
+    delete = {"csrf": csrf, "scope": "", "name": "KEPT"}
+    assert api.client.post("/secrets/delete", data=delete).status_code == 403
+    assert api.call("GET", "/secrets", api.admin, 200)["items"] == [{"name": "KEPT"}]
+    assert 'href="/secrets"' not in api.client.get("/").text

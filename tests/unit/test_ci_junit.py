@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from dockyard.ci.junit import ReportError, TestCounts, parse_junit, read_reports
+from dockyard.ci import junit
+from dockyard.ci.junit import Case, ReportError, TestCounts, parse_junit, read_reports
 
 REPORT = b"""<?xml version="1.0" encoding="UTF-8"?>
 <testsuites tests="6" failures="2">
@@ -33,6 +34,36 @@ def test_counts_come_from_the_test_cases():
     assert (counts.passed, counts.failed, counts.skipped) == (3, 2, 1)
     assert counts.failing == ("pkg.A.broken", "pkg.B.crash")
     assert counts.total == 6
+
+
+def test_failed_cases_keep_their_message_and_output_and_come_first():
+    cases = parse(REPORT).cases
+    assert cases[:2] == (
+        Case("pkg.A.broken", "failed", "boom", "trace"),
+        Case("pkg.B.crash", "failed", "", "x"),
+    )
+    assert [(c.name, c.status, c.output) for c in cases[2:]] == [
+        ("pkg.A.ok", "passed", ""),
+        ("later", "skipped", ""),
+        ("pkg.C.nested-ok", "passed", ""),  # a passing test's output is not kept
+        ("pkg.C.nested-ok-2", "passed", ""),
+    ]
+
+
+def test_kept_cases_and_their_text_are_bounded():
+    trace = "x" * (10 * junit.MAX_OUTPUT) + "the end"
+    failures = "".join(
+        f'<testcase name="f{i}"><failure message="{"m" * 5000}">{trace}</failure></testcase>'
+        for i in range(junit.MAX_FAILED_CASES + 5)
+    )
+    passes = "".join(f'<testcase name="p{i}"/>' for i in range(3 * junit.MAX_CASES))
+    counts = parse(f"<testsuite>{passes}{failures}</testsuite>".encode())
+    assert counts.failed == junit.MAX_FAILED_CASES + 5 and counts.passed == 3 * junit.MAX_CASES
+    assert len(counts.cases) == junit.MAX_CASES
+    failed = [c for c in counts.cases if c.status == "failed"]
+    assert len(failed) == junit.MAX_FAILED_CASES and counts.cases[0].name == "f0"
+    assert len(failed[0].message) == junit.MAX_MESSAGE
+    assert len(failed[0].output) == junit.MAX_OUTPUT and failed[0].output.endswith("the end")
 
 
 def test_a_single_suite_and_an_empty_one():

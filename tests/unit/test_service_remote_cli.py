@@ -76,6 +76,13 @@ def test_remote_commands_drive_the_server(server, tmp_path):
         ["1", "queued", "manual", "main"],
     ]
 
+    remote(tmp_path, "user", "add", "ada", "--role", "write", stdin="correct horse\n")
+    remote(tmp_path, "user", "passwd", "ada", stdin="battery staple\n")
+    assert remote(tmp_path, "user", "ls").splitlines()[1].split()[:2] == ["ada", "write"]
+    assert "at least 8" in remote(tmp_path, "user", "passwd", "ada", stdin="short", expect=1)
+    remote(tmp_path, "user", "rm", "ada")
+    assert len(remote(tmp_path, "user", "ls").splitlines()) == 1
+
     remote(tmp_path, "secret", "set", "app", "TOKEN", stdin="s3cret-value\n")
     assert remote(tmp_path, "secret", "ls", "app").split() == ["TOKEN"]
     remote(tmp_path, "secret", "rm", "app", "TOKEN")

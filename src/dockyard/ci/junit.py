@@ -1,4 +1,6 @@
-"""JUnit XML test reports: counts and the names of the tests that failed.
+"""JUnit XML test reports: counts, and the test cases: each failed one with its
+message and output (the failure's text, ``system-out`` and ``system-err``, cut to
+:data:`MAX_OUTPUT`), then the names of the others (up to :data:`MAX_CASES` in all).
 
 Reports are written by the pipeline's own commands, so they are untrusted input: the
 parser is expat driven directly (no tree is built, memory stays flat) and a document
@@ -29,6 +31,10 @@ from dockyard.runtime import syscalls
 
 MAX_REPORT_SIZE = 256 << 20
 MAX_FAILING_NAMES = 200
+MAX_FAILED_CASES = 100  # failed cases kept with their message and output
+MAX_CASES = 1000  # cases kept in all (the counts count every one)
+MAX_MESSAGE = 1024  # characters of a failure's message kept
+MAX_OUTPUT = 4096  # characters of a failed case's output kept (its last ones)
 _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
 _BENEATH = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_MAGICLINKS
 _RETRIES = 8  # openat2 says EAGAIN when a rename raced the lookup
@@ -36,6 +42,16 @@ _RETRIES = 8  # openat2 says EAGAIN when a rename raced the lookup
 
 class ReportError(ValueError):
     """A report is not JUnit XML we accept."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test case; ``message`` and ``output`` only of a failed one."""
+
+    name: str
+    status: str  # passed | failed | skipped
+    message: str = ""
+    output: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,7 @@ class TestCounts:
     failed: int = 0  # failures and errors
     skipped: int = 0
     failing: tuple[str, ...] = field(default=())  # the first MAX_FAILING_NAMES
+    cases: tuple[Case, ...] = field(default=(), compare=False)  # see :func:`_kept`
 
     @property
     def total(self) -> int:
@@ -59,7 +76,15 @@ class TestCounts:
             self.failed + other.failed,
             self.skipped + other.skipped,
             (self.failing + other.failing)[:MAX_FAILING_NAMES],
+            _kept(self.cases + other.cases),
         )
+
+
+def _kept(cases: tuple[Case, ...]) -> tuple[Case, ...]:
+    """The first :data:`MAX_FAILED_CASES` failed cases, then others up to :data:`MAX_CASES`."""
+    failed = [c for c in cases if c.status == "failed"][:MAX_FAILED_CASES]
+    others = [c for c in cases if c.status != "failed"][: MAX_CASES - len(failed)]
+    return (*failed, *others)
 
 
 class Readable(Protocol):
@@ -67,36 +92,69 @@ class Readable(Protocol):
 
 
 def parse_junit(stream: Readable) -> TestCounts:
-    """Count the test cases of one JUnit XML document."""
+    """Count the test cases of one JUnit XML document, and keep them (bounded)."""
     parser = expat.ParserCreate()
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     failing: list[str] = []
+    cases: list[Case] = []
     case: dict[str, str] | None = None  # the open testcase: its name and outcome
     depth = 0  # element depth inside the open testcase
+    text: list[str] | None = None  # the text of the open failure / system-out / -err
+    text_size = 0
+    output: list[str] = []  # the open testcase's failure text and output
 
     def start(name: str, attributes: dict[str, str]) -> None:
-        nonlocal case, depth
+        nonlocal case, depth, text, text_size
         if case is not None:
             depth += 1
             if depth == 1 and name in ("failure", "error"):
                 case["outcome"] = "failed"
+                case["message"] = case["message"] or attributes.get("message", "")[:MAX_MESSAGE]
             elif depth == 1 and name == "skipped" and case["outcome"] != "failed":
                 case["outcome"] = "skipped"
+            if depth == 1 and name in ("failure", "error", "system-out", "system-err"):
+                text, text_size = [], 0
         elif name == "testcase":
             classname, test = attributes.get("classname", ""), attributes.get("name", "?")
-            case = {"name": f"{classname}.{test}" if classname else test, "outcome": "passed"}
+            case = {
+                "name": f"{classname}.{test}" if classname else test,
+                "outcome": "passed",
+                "message": "",
+            }
             depth = 0
+            output.clear()
+
+    def characters(data: str) -> None:
+        nonlocal text_size
+        if text is not None:
+            text.append(data)
+            text_size += len(data)
+            if text_size > 2 * MAX_OUTPUT:  # keep the end: where a trace says what broke
+                joined = "".join(text)[-MAX_OUTPUT:]
+                text[:] = [joined]
+                text_size = len(joined)
 
     def end(name: str) -> None:
-        nonlocal case, depth
+        nonlocal case, depth, text
         if case is None:
             return
         if depth:
+            if depth == 1 and text is not None:
+                output.append("".join(text).strip("\n"))
+                text = None
             depth -= 1
             return
-        counts[case["outcome"]] += 1
-        if case["outcome"] == "failed" and len(failing) < MAX_FAILING_NAMES:
+        outcome = case["outcome"]
+        counts[outcome] += 1
+        if outcome == "failed" and len(failing) < MAX_FAILING_NAMES:
             failing.append(case["name"])
+        if outcome == "failed":
+            joined = "\n".join(o for o in output if o)[-MAX_OUTPUT:]
+            cases.append(Case(case["name"], outcome, case["message"], joined))
+        else:
+            cases.append(Case(case["name"], outcome))
+        if len(cases) > 2 * MAX_CASES:
+            cases[:] = _kept(tuple(cases))
         case = None
 
     def refuse(*args: object) -> NoReturn:
@@ -104,6 +162,7 @@ def parse_junit(stream: Readable) -> TestCounts:
 
     parser.StartElementHandler = start
     parser.EndElementHandler = end
+    parser.CharacterDataHandler = characters
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
     parser.ExternalEntityRefHandler = refuse
@@ -111,7 +170,9 @@ def parse_junit(stream: Readable) -> TestCounts:
         parser.ParseFile(stream)
     except expat.ExpatError as e:
         raise ReportError(f"not XML: {e}") from None
-    return TestCounts(counts["passed"], counts["failed"], counts["skipped"], tuple(failing))
+    return TestCounts(
+        counts["passed"], counts["failed"], counts["skipped"], tuple(failing), _kept(tuple(cases))
+    )
 
 
 def read_reports(

@@ -247,6 +247,7 @@ class Agent:
             have = self.config.labels
             if any(have.get(k) != v for k, v in pipeline.labels.items()):
                 return HANDED_BACK, ""
+        reporter.plan(pipeline.graph)
         options = RunOptions(
             store_root=self.config.store_root,
             source=where,

@@ -104,6 +104,7 @@ class Step(Base):
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     tests: Mapped[dict | None] = mapped_column(JSON)  # passed, failed, skipped, failing
+    depends_on: Mapped[list | None] = mapped_column(JSON)  # the steps it waits for
     started: Mapped[datetime | None] = mapped_column(DateTime)
     finished: Mapped[datetime | None] = mapped_column(DateTime)
 
@@ -194,3 +195,30 @@ class Artifact(Base):
     path: Mapped[str] = mapped_column(String(1024))  # relative to the workspace
     digest: Mapped[str] = mapped_column(String(71))  # sha256:<hex>
     size: Mapped[int] = mapped_column(BigInteger)
+
+
+class User(Base):
+    """Someone who signs in to the web UI with a password (:mod:`.users`)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # read | write | admin
+    password: Mapped[str] = mapped_column(String(100))  # a bcrypt hash
+    session_key: Mapped[str] = mapped_column(String(64))  # new with each password
+    created: Mapped[datetime] = mapped_column(DateTime, default=now)
+
+
+class JUnitCase(Base):
+    """One test case of a step's JUnit reports, with its failure's message and output."""
+
+    __tablename__ = "test_cases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    step: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # passed | failed | skipped
+    message: Mapped[str] = mapped_column(Text, default="")
+    output: Mapped[str] = mapped_column(Text, default="")

@@ -9,6 +9,7 @@ is retried with the same numbers, which the server stores once (:mod:`.reports`)
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -16,14 +17,28 @@ from typing import Any
 
 import httpx
 
+from dockyard.ci.graph import StepGraph
 from dockyard.ci.results import Events, RunResult, StepResult
 
 log = logging.getLogger("dockyard.agent")
 FLUSH_INTERVAL = 0.2  # seconds: a printed line reaches the server within about this
 BATCH_LINES = 500  # lines per log report
 BATCH_REPORTS = 50  # reports per request
+BATCH_BYTES = 1 << 20  # JSON per request, past its first report (the server takes 4 MiB)
 MAX_LINE = 16 << 10
+MAX_NAME = 255  # characters of a test's name sent
 RETRY_MAX = 5.0  # seconds between retries at most
+
+
+def _batch(pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first reports of ``pending``: up to :data:`BATCH_REPORTS`, and no more than
+    about :data:`BATCH_BYTES` of JSON unless one report alone is larger."""
+    size = 0
+    for count, report in enumerate(pending[:BATCH_REPORTS]):
+        size += len(json.dumps(report))
+        if count and size > BATCH_BYTES:
+            return pending[:count]
+    return pending[:BATCH_REPORTS]
 
 
 class Stale(Exception):
@@ -54,8 +69,27 @@ class Reporter(Events):
     def step_started(self, name: str) -> None:
         self.add({"kind": "step", "name": name, "status": "running"})
 
+    def plan(self, graph: StepGraph) -> None:
+        """The steps the run will have, and what each waits for (the page's graph)."""
+        steps = [
+            {"name": n, "depends_on": [d for d in graph.order if d in graph.awaits[n]]}
+            for n in graph.order
+        ]
+        self.add({"kind": "plan", "steps": steps})
+
     def step_finished(self, result: StepResult) -> None:
         tests = None
+        if result.tests is not None and result.tests.cases:
+            cases = [
+                {
+                    "name": c.name[:MAX_NAME],
+                    "status": c.status,
+                    "message": c.message,
+                    "output": c.output,
+                }
+                for c in result.tests.cases
+            ]
+            self.add({"kind": "tests", "step": result.name, "cases": cases})
         if result.tests is not None:
             tests = {
                 "passed": result.tests.passed,
@@ -116,7 +150,7 @@ class Reporter(Events):
             closing = self._closed.wait(delay)
             with self._lock:
                 self._take_lines()
-                batch = self._pending[:BATCH_REPORTS]
+                batch = _batch(self._pending)
             if closing and not batch:
                 return
             if not batch:

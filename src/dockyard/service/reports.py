@@ -1,5 +1,6 @@
 """What an agent reports about the run it holds: log lines, step states, the labels
-its pipeline needs, the end.
+its pipeline needs, the end; the steps' graph once the pipeline is read (``plan``) and
+each step's JUnit test cases (``tests``, :mod:`.testcases`).
 
 Reports are numbered by the agent (``seq``, from 1 per attempt) and sent in order; the
 run remembers the last one stored (``acked_seq``). An agent whose request failed sends
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dockyard.service import testcases
 from dockyard.service.models import (
     CANCELLED,
     FAILURE,
@@ -74,6 +76,31 @@ class LabelsReport(_Report):
     labels: dict[LabelName, Annotated[str, Field(max_length=4096)]] = Field(max_length=100)
 
 
+class PlannedStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    depends_on: list[Name] = Field(default_factory=list, max_length=1000)
+
+
+class PlanReport(_Report):
+    kind: Literal["plan"]
+    steps: list[PlannedStep] = Field(max_length=1000)
+
+
+class TestCaseReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Text
+    status: Literal["passed", "failed", "skipped"]
+    message: Text = ""
+    output: Text = ""
+
+
+class TestsReport(_Report):
+    kind: Literal["tests"]
+    step: Name
+    cases: list[TestCaseReport] = Field(max_length=testcases.MAX_CASES)
+
+
 class FinishReport(_Report):
     kind: Literal["finish"]
     status: Literal["success", "failure", "cancelled"]
@@ -81,7 +108,7 @@ class FinishReport(_Report):
 
 
 Report = Annotated[
-    LogReport | StepReport | StartReport | LabelsReport | FinishReport,
+    LogReport | StepReport | StartReport | LabelsReport | FinishReport | PlanReport | TestsReport,
     Field(discriminator="kind"),
 ]
 REPORTS = TypeAdapter(list[Report])
@@ -145,6 +172,10 @@ def _store(session: Session, run: Run, agent_id: int, report: Report) -> None:
         run.commit = report.commit
     elif isinstance(report, LabelsReport):
         _relabel(session, run, agent_id, report.labels)
+    elif isinstance(report, PlanReport):
+        testcases.store_plan(session, run, [(s.name, s.depends_on) for s in report.steps])
+    elif isinstance(report, TestsReport):
+        testcases.store_cases(session, run, report.step, [c.model_dump() for c in report.cases])
     else:
         status: str = report.status
         if run.cancel_requested:

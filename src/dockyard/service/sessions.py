@@ -1,10 +1,12 @@
 """Browser sessions of the web UI: a sealed cookie that stands in for an API token.
 
-Signing in with an API token sets :data:`COOKIE`: the token, a random CSRF value and an
-expiry, sealed with the server's AES-GCM key (:class:`~.secrets.SecretBox`), so a cookie
-cannot be forged or read, several servers on one key accept each other's, and no table
-of sessions is kept. The token's role is looked up on every request, so deleting the
-token ends its sessions. The cookie is HttpOnly and SameSite=Strict (Secure over TLS).
+Signing in with an API token, or as a user with a password (:mod:`.users`), sets
+:data:`COOKIE`: the token or the user's subject, a random CSRF value and an expiry,
+sealed with the server's AES-GCM key (:class:`~.secrets.SecretBox`), so a cookie cannot
+be forged or read, several servers on one key accept each other's, and no table of
+sessions is kept. The role is looked up on every request (:func:`role_of`), so deleting
+the token, or the user, or setting a new password, ends its sessions. The cookie is
+HttpOnly and SameSite=Strict (Secure over TLS).
 
 A request that changes something (any method but GET/HEAD) with a session must also
 carry the session's CSRF value (``X-CSRF-Token`` header, or the ``csrf`` form field of
@@ -20,9 +22,12 @@ import json
 import secrets as random
 import time
 from dataclasses import dataclass
+from typing import Literal, TypedDict
 
+from sqlalchemy.orm import Session as Database
 from starlette.requests import Request
 
+from dockyard.service import tokens, users
 from dockyard.service.secrets import SecretBox, SecretKeyError
 
 COOKIE = "dockyard_session"
@@ -39,7 +44,7 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Session:
-    token: str
+    token: str  # an API token, or a user's subject (``user:...``)
     csrf: str
     expires: float
 
@@ -68,6 +73,13 @@ def read(box: SecretBox, request: Request) -> Session | None:
     return Session(token, csrf, expires)
 
 
+def role_of(db: Database, subject: str) -> str | None:
+    """The role of what a session holds: a user's subject or an API token."""
+    if subject.startswith(users.SUBJECT_PREFIX):
+        return users.role_of_subject(db, subject)
+    return tokens.role_of(db, subject)
+
+
 def check_origin(request: Request) -> None:
     """Refuse a request a browser says comes from another site's page."""
     origin = request.headers.get("origin")
@@ -86,7 +98,14 @@ def own_origin(request: Request) -> str:
     return f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 
-def cookie_options(request: Request) -> dict[str, object]:
+class CookieOptions(TypedDict):
+    httponly: bool
+    samesite: Literal["strict"]
+    secure: bool
+    path: str
+
+
+def cookie_options(request: Request) -> CookieOptions:
     """How the session cookie is set: never readable by scripts, never sent cross-site."""
     return {
         "httponly": True,

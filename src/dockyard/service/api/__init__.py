@@ -16,6 +16,8 @@ Users (tokens of role read / write / admin, :mod:`.tokens`):
 - ``GET /repos/{repo}/schedules``, ``PUT|DELETE /repos/{repo}/schedules/{name}``: cron
 - ``GET|POST /tokens``, ``DELETE /tokens/{id}``: API tokens (admin; :mod:`.access`)
 - ``GET /agents``
+- ``GET|POST /users``, ``PUT /users/{name}/password``, ``DELETE /users/{name}``: the
+  web UI's users (admin); passwords are write-only
 
 Every user route also takes the web UI's session cookie instead of a token; then a
 request that changes something needs the session's CSRF value (:mod:`..sessions`).
@@ -56,6 +58,7 @@ from dockyard.service.api import (
     runs,
     schedules,
     secrets,
+    users,
 )
 from dockyard.service.api.common import JSON_MAX, RECHECK, APIError, Service, in_thread
 from dockyard.service.openapi import API, openapi_document
@@ -148,6 +151,10 @@ def create_app(svc: Service) -> Starlette:
         Route(v1 + "/repos/{repo}/schedules/{name}", schedules.put_schedule, methods=["PUT"]),
         Route(v1 + "/repos/{repo}/schedules/{name}", schedules.delete_schedule, methods=["DELETE"]),
         Route(v1 + "/agents", agents.list_agents),
+        Route(v1 + "/users", users.list_users, methods=["GET"]),
+        Route(v1 + "/users", users.add_user, methods=["POST"]),
+        Route(v1 + "/users/{name}/password", users.set_password, methods=["PUT"]),
+        Route(v1 + "/users/{name}", users.remove_user, methods=["DELETE"]),
         Route(v1 + "/hooks/{repo}", hooks.webhook, methods=["POST"]),
         Route(v1 + "/agent/poll", agents.agent_poll, methods=["POST"]),
         Route(v1 + "/agent/heartbeat", agents.agent_heartbeat, methods=["POST"]),

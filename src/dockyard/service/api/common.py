@@ -161,13 +161,16 @@ async def authorize(request: Request, needed: str) -> str:
     cookie (:mod:`.sessions`), which must bring its CSRF value to change anything."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if not header and sessions.COOKIE in request.cookies:
+    from_session = not header and sessions.COOKIE in request.cookies
+    if from_session:
         token = _session_token(request)
     elif scheme.lower() != "bearer" or not token:
         raise APIError(401, "an API token is required (Authorization: Bearer TOKEN)")
 
     def lookup() -> str | None:
         with service(request).db.transaction() as session:
+            if from_session:  # a token, or a user signed in with a password
+                return sessions.role_of(session, token)
             return tokens.role_of(session, token.strip())
 
     role = await in_thread(lookup)

@@ -22,7 +22,7 @@ from dockyard.service.api.common import (
 )
 from dockyard.service.database import rowcount
 from dockyard.service.models import Secret, now
-from dockyard.service.secrets import secret_context
+from dockyard.service.secrets import SecretBox, secret_context
 
 MAX_VALUE = 32 << 10
 
@@ -63,13 +63,7 @@ async def put_secret(request: Request) -> Response:
 
     def work() -> None:
         with service(request).db.transaction() as session:
-            scope = _scope(session, request)
-            sealed = box.seal(value, secret_context(scope, name))
-            secret = session.scalar(select(Secret).where(_in(scope), Secret.name == name))
-            if secret is None:
-                session.add(Secret(repository_id=scope, name=name, sealed=sealed))
-            else:
-                secret.sealed, secret.updated = sealed, now()
+            set_secret(session, box, _scope(session, request), name, value)
 
     await in_thread(work)
     return Response(status_code=204)
@@ -79,15 +73,30 @@ async def delete_secret(request: Request) -> Response:
     """Delete a repository's (or a global) secret."""
     await authorize(request, tokens.ADMIN)
 
-    def work() -> int:
+    def work() -> bool:
         with service(request).db.transaction() as session:
-            scope = _scope(session, request)
-            where = (_in(scope), Secret.name == request.path_params["name"])
-            return rowcount(session.execute(delete(Secret).where(*where)))
+            return delete_secret_named(
+                session, _scope(session, request), request.path_params["name"]
+            )
 
     if not await in_thread(work):
         raise APIError(404, "no such secret")
     return Response(status_code=204)
+
+
+def set_secret(session: Session, box: SecretBox, scope: int | None, name: str, value: str) -> None:
+    """Set secret ``name`` of repository ``scope`` (None: global), sealed."""
+    sealed = box.seal(value, secret_context(scope, name))
+    secret = session.scalar(select(Secret).where(_in(scope), Secret.name == name))
+    if secret is None:
+        session.add(Secret(repository_id=scope, name=name, sealed=sealed))
+    else:
+        secret.sealed, secret.updated = sealed, now()
+
+
+def delete_secret_named(session: Session, scope: int | None, name: str) -> bool:
+    """Delete secret ``name`` of repository ``scope`` (None: global); False if none."""
+    return bool(rowcount(session.execute(delete(Secret).where(_in(scope), Secret.name == name))))
 
 
 def secrets_for_run(session: Session, box, repository_id: int, names: list[str]) -> dict[str, str]:

@@ -3,7 +3,8 @@ vanilla JavaScript (``static/app.js``: buttons, the live log) and CSS, shipped a
 package data, so nothing is built and nothing else is served.
 
 Pages: ``/`` repositories, ``/repos/R`` its runs, ``/repos/R/runs/N`` a run,
-``.../log?step=S`` a step's live log (``.../log.txt`` raw), ``/agents``; ``/login`` and
+``.../log?step=S`` a step's live log, tail first (``.../log/lines`` earlier lines as
+JSON, ``.../log.txt`` raw), ``/agents``, ``/secrets`` (admin); ``/login`` and
 ``/logout``. Buttons call the REST API with the session cookie and its CSRF value
 (:mod:`..sessions`). Every response of the server carries :data:`SECURITY_HEADERS`: a
 Content-Security-Policy without inline scripts or styles, no framing, no sniffing.
@@ -30,7 +31,7 @@ SECURITY_HEADERS = (
 
 
 def web_routes() -> list[BaseRoute]:
-    from dockyard.service.web import pages  # it needs the API's helpers, which need this
+    from dockyard.service.web import pages, secretspage  # they need the API, which needs this
 
     run = "/repos/{repo}/runs/{number}"
     return [
@@ -39,9 +40,13 @@ def web_routes() -> list[BaseRoute]:
         Route("/login", pages.login, methods=["POST"]),
         Route("/logout", pages.logout, methods=["POST"]),
         Route("/agents", pages.agents),
+        Route("/secrets", secretspage.secrets_page, methods=["GET"]),
+        Route("/secrets", secretspage.set_secret_form, methods=["POST"]),
+        Route("/secrets/delete", secretspage.delete_secret_form, methods=["POST"]),
         Route("/repos/{repo}", pages.runs),
         Route(run, pages.run),
         Route(run + "/log", pages.log),
+        Route(run + "/log/lines", pages.log_lines),
         Route(run + "/log.txt", pages.raw_log),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
     ]

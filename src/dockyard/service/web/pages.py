@@ -18,11 +18,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.templating import Jinja2Templates
 
-from dockyard.registry.server.ratelimit import Buckets
-from dockyard.service import sessions, tokens
+from dockyard.service import sessions, testcases, tokens, users
 from dockyard.service.api.agents import agents_json
 from dockyard.service.api.common import (
     APIError,
@@ -33,14 +32,30 @@ from dockyard.service.api.common import (
     run_json,
     service,
 )
-from dockyard.service.models import FINISHED, QUEUED, Artifact, LogChunk, Repository, Run
+from dockyard.service.database import Database
+from dockyard.service.models import FINISHED, QUEUED, Artifact, LogChunk, Repository, Run, Step
+from dockyard.service.web import graph, logtail
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+TEMPLATES.env.globals["ICONS"] = {  # every status has a word and an icon, not a colour only
+    "queued": "⏳",
+    "pending": "…",
+    "running": "▶",
+    "success": "✔",
+    "passed": "✔",
+    "failure": "✖",
+    "failed": "✖",
+    "timeout": "⏱",
+    "cancelled": "⊘",
+    "error": "⚠",
+    "skipped": "↷",
+    "not run": "○",
+}
 STATUSES = (QUEUED, "running", *FINISHED)
 PER_PAGE = 30
 FORM_MAX = 8 << 10  # bytes of a sign-in or sign-out form
 LOG_BATCH = 1000  # chunks read at a time for a raw download
-FAILED_SIGN_INS = Buckets(10, 10)  # failures a client may have in a burst and per minute
+SIGN_INS = users.Guard()  # failed sign-ins per client and per user name
 
 
 class SignInNeeded(Exception):
@@ -51,10 +66,15 @@ class SignInNeeded(Exception):
 class Viewer:
     role: str
     csrf: str
+    user: str = ""  # the user's name; "" when signed in with an API token
 
     @property
     def can_write(self) -> bool:
         return tokens.allows(self.role, tokens.WRITE)
+
+    @property
+    def is_admin(self) -> bool:
+        return tokens.allows(self.role, tokens.ADMIN)
 
 
 Page = Callable[[Request, Viewer], Awaitable[Response]]
@@ -71,6 +91,8 @@ def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
         except SignInNeeded:
             target = urllib.parse.quote(request.url.path, safe="/")
             return RedirectResponse(f"/login?next={target}", 303)
+        except sessions.Refused as e:
+            return render(request, "error.html", {"message": str(e)}, 403)
         except APIError as e:
             return render(request, "error.html", {"message": e.message}, e.status)
 
@@ -84,12 +106,13 @@ async def _viewer(request: Request) -> Viewer:
 
     def lookup() -> str | None:
         with service(request).db.transaction() as db:
-            return tokens.role_of(db, session.token)
+            return sessions.role_of(db, session.token)
 
     role = await in_thread(lookup)
     if role not in tokens.USER_ROLES:
         raise SignInNeeded
-    return Viewer(role, session.csrf)
+    who = session.token.removeprefix(users.SUBJECT_PREFIX).rpartition(":")[0]
+    return Viewer(role, session.csrf, who if session.token.startswith(users.SUBJECT_PREFIX) else "")
 
 
 def render(request: Request, template: str, context: dict[str, Any], status: int = 200) -> Response:
@@ -98,14 +121,25 @@ def render(request: Request, template: str, context: dict[str, Any], status: int
     )
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """A small urlencoded form, read with the API's cap and deadline."""
-    body = await read_body(request, FORM_MAX)
+async def _form(request: Request, cap: int = FORM_MAX) -> dict[str, str]:
+    """A small urlencoded form, read with a cap and the API's deadline."""
+    body = await read_body(request, cap)
     try:
         pairs = urllib.parse.parse_qsl(body.decode(), max_num_fields=10)
     except (UnicodeDecodeError, ValueError):
         raise APIError(400, "a malformed form") from None
     return dict(pairs)
+
+
+async def form_of(request: Request, cap: int = FORM_MAX) -> dict[str, str]:
+    """The form a signed-in viewer posted, refused (:class:`..sessions.Refused`) without
+    the session's CSRF value or from another site."""
+    session = sessions.read(service(request).box, request)
+    if session is None:
+        raise SignInNeeded
+    form = await _form(request, cap)
+    sessions.check_csrf(request, session, form.get("csrf"))
+    return form
 
 
 def _safe_next(target: str | None) -> str:
@@ -123,8 +157,10 @@ async def login_form(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    """Check the token, then set the session cookie. Failures are rate-limited per
-    client (a token is 256 random bits, but nobody should get to try many)."""
+    """Check a user's password (``name``, ``password``) or an API token (``token``),
+    then set the session cookie. The form comes from this site only (``Origin``; the
+    cookie is SameSite=Strict, and there is no session yet whose CSRF value it could
+    carry). Failures are rate-limited per client, and per user name."""
     try:
         sessions.check_origin(request)
         form = await _form(request)
@@ -134,25 +170,48 @@ async def login(request: Request) -> Response:
         return render(request, "error.html", {"message": e.message}, e.status)
     target = _safe_next(form.get("next"))
     client = request.client.host if request.client else "?"
-    if FAILED_SIGN_INS.take(client) is not None:
+    name = form.get("name", "").strip() if "password" in form else None
+    if SIGN_INS.take(client, name) is not None:
         message = "too many failed sign-ins; try again in a minute"
         return render(request, "login.html", {"next": target, "error": message}, 429)
-    token = form.get("token", "").strip()
+    db = service(request).db
+    if name is not None:
+        subject = await _check_password(db, name, form["password"])
+        failure = "unknown user or wrong password"
+    else:
+        token = form.get("token", "").strip()
 
-    def lookup() -> str | None:
-        with service(request).db.transaction() as db:
-            return tokens.role_of(db, token)
+        def lookup() -> str | None:
+            with db.transaction() as session:
+                return tokens.role_of(session, token)
 
-    role = await in_thread(lookup) if token else None
-    if role not in tokens.USER_ROLES:
-        return render(request, "login.html", {"next": target, "error": "unknown API token"}, 401)
-    FAILED_SIGN_INS.give_back(client)
-    value, _ = sessions.create(service(request).box, token)
+        role = await in_thread(lookup) if token else None
+        subject = token if role in tokens.USER_ROLES else None
+        failure = "unknown API token"
+    if subject is None:
+        return render(request, "login.html", {"next": target, "error": failure}, 401)
+    SIGN_INS.succeeded(client, name)
+    value, _ = sessions.create(service(request).box, subject)
     response = RedirectResponse(target, 303)
     response.set_cookie(
         sessions.COOKIE, value, max_age=sessions.LIFETIME, **sessions.cookie_options(request)
     )
     return response
+
+
+async def _check_password(db: Database, name: str, password: str) -> str | None:
+    """The session subject of user ``name`` if ``password`` is theirs (bcrypt in its
+    own pool), else None. Hash and subject are read together: a password set meanwhile
+    makes the subject stale, never the old password good."""
+
+    def stored() -> tuple[str | None, str | None]:
+        if not users.NAME_RE.match(name):
+            return None, None
+        with db.transaction() as session:
+            return users.password_and_subject(session, name)
+
+    found, subject = await in_thread(stored)
+    return subject if await users.in_pool(users.verify, found, password) else None
 
 
 async def logout(request: Request) -> Response:
@@ -280,33 +339,54 @@ async def runs(request: Request, viewer: Viewer) -> Response:
     )
 
 
-def _test_report(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run's JUnit counts, and each failed test (with its step) before the rest."""
+def _test_report(steps: list[dict[str, Any]], cases: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The JUnit counts of ``steps``, their failed test cases (with message and output)
+    and then the others."""
     reported = [s for s in steps if s.get("tests")]
     if not reported:
         return None
     counts = {
         k: sum(s["tests"].get(k, 0) for s in reported) for k in ("passed", "failed", "skipped")
     }
-    failing = [(s["name"], name) for s in reported for name in s["tests"].get("failing", [])]
-    return {**counts, "failing": failing, "steps": reported}
+    failed = [c for c in cases if c["status"] == "failed"]
+    if not failed:  # a run from before test cases were kept: the names only
+        failed = [
+            {"step": s["name"], "name": name, "status": "failed", "message": "", "output": ""}
+            for s in reported
+            for name in s["tests"].get("failing", [])
+        ]
+    others = [c for c in cases if c["status"] != "failed"]
+    return {**counts, "failed_cases": failed, "other_cases": others, "steps": reported}
+
+
+def _with_graph(db: Session, found: Run, doc: dict[str, Any]) -> None:
+    """Each step's ``depends_on``; a planned step of an ended run did not run."""
+    rows = db.execute(select(Step.name, Step.depends_on).where(Step.run_id == found.id))
+    waits: dict[str, list[str] | None] = {name: depends_on for name, depends_on in rows}
+    for step in doc["steps"]:
+        step["depends_on"] = waits.get(step["name"]) or []
+        if step["status"] == testcases.PENDING and doc["status"] in FINISHED:
+            step["status"] = "not run"
 
 
 @page
 async def run(request: Request, viewer: Viewer) -> Response:
-    """A run: its steps, test report, artifacts, and cancel / restart for writers."""
+    """A run: its steps as a graph, test report, artifacts, and cancel / restart for
+    writers."""
 
     def work() -> dict[str, Any]:
         with service(request).db.transaction() as db:
             found = find_run(db, request.path_params["repo"], request.path_params["number"])
             doc = run_json(db, found, steps=True)
             doc["duration"] = _duration(found)
+            _with_graph(db, found, doc)
             artifacts = db.scalars(
                 select(Artifact)
                 .where(Artifact.run_id == found.id)
                 .order_by(Artifact.step, Artifact.path)
             )
             doc["artifacts"] = [{"step": a.step, "path": a.path, "size": a.size} for a in artifacts]
+            doc["cases"] = testcases.test_report(db, found.id)
             return doc
 
     doc = await in_thread(work)
@@ -314,23 +394,61 @@ async def run(request: Request, viewer: Viewer) -> Response:
         "viewer": viewer,
         "run": doc,
         "ended": doc["status"] in FINISHED,
-        "report": _test_report(doc["steps"]),
+        "graph": graph.layout(doc["steps"]),
+        "report": _test_report(doc["steps"], doc["cases"]),
     }
     return render(request, "run.html", context)
 
 
 @page
 async def log(request: Request, viewer: Viewer) -> Response:
-    """A run's log, or one step's: the page fills itself from the API's event stream."""
+    """A run's log, or one step's (with its test report): the page loads the log's
+    tail (:func:`log_lines`), then follows the API's event stream after it."""
     step = request.query_params.get("step", "")[:255]
 
     def work() -> dict[str, Any]:
         with service(request).db.transaction() as db:
             found = find_run(db, request.path_params["repo"], request.path_params["number"])
-            return run_json(db, found)
+            doc = run_json(db, found, steps=True)
+            doc["cases"] = testcases.test_report(db, found.id, step) if step else []
+            return doc
 
     doc = await in_thread(work)
-    return render(request, "log.html", {"viewer": viewer, "run": doc, "step": step})
+    steps = [s for s in doc["steps"] if s["name"] == step]
+    context = {
+        "viewer": viewer,
+        "run": doc,
+        "step": step,
+        "report": _test_report(steps, doc["cases"]) if step else None,
+        "tail": logtail.TAIL,
+    }
+    return render(request, "log.html", context)
+
+
+async def log_lines(request: Request) -> Response:
+    """Lines of a run's log as JSON, newest first (:func:`.logtail.lines_before`):
+    ``?step=S``, ``before=CHUNK`` (default: the end), ``lines=N``."""
+    try:
+        await _viewer(request)
+    except SignInNeeded:
+        return JSONResponse({"error": "sign in again"}, 401)
+    step = request.query_params.get("step", "")[:255]
+    before_text = request.query_params.get("before", "")
+    want_text = request.query_params.get("lines", str(logtail.TAIL))
+    if not (before_text == "" or before_text.isdigit()) or not want_text.isdigit():
+        return JSONResponse({"error": "before and lines must be numbers"}, 400)
+    before = int(before_text) if before_text else None
+
+    def work() -> dict[str, Any]:
+        with service(request).db.transaction() as db:
+            found = find_run(db, request.path_params["repo"], request.path_params["number"])
+            return logtail.lines_before(db, found.id, step, before, int(want_text[:6]))
+
+    try:
+        found = await in_thread(work)
+    except APIError as e:
+        return JSONResponse({"error": e.message}, e.status)
+    return JSONResponse(found, headers={"Cache-Control": "no-store"})
 
 
 @page

@@ -119,12 +119,20 @@ function renderLine(text, state) {
   return out;
 }
 
+// Lines come as [source, text, note]; chunks as [id, lines]. The page opens with the
+// log's tail (data-lines: the server's /log/lines), follows the event stream after the
+// newest chunk it read, and prepends earlier chunks on demand.
 function startLog(box) {
   const step = box.dataset.step;
   const stateText = document.getElementById("log-state");
   const followButton = document.getElementById("follow");
+  const earlierBar = document.querySelector(".earlier");
+  const earlierButton = document.getElementById("earlier");
+  const earlierCount = document.getElementById("earlier-count");
   const colours = new Map(); // per source: colours carry over lines, as in a terminal
-  let count = 0;
+  let first = 0; // the number of the first line shown, less one
+  let count = 0; // the number of the last line shown
+  let oldest = null; // the id of the oldest chunk shown
   let following = true;
 
   const setFollowing = (on) => {
@@ -139,44 +147,106 @@ function startLog(box) {
     if (["PageUp", "ArrowUp", "Home"].includes(e.key) && following) setFollowing(false);
   });
 
+  const lineElement = (number, source, text, note, state) => {
+    const line = document.createElement("div");
+    line.className = note ? "line note" : "line";
+    line.id = `L${number}`;
+    const link = document.createElement("a");
+    link.className = "ln";
+    link.href = `#L${number}`;
+    link.textContent = String(number);
+    line.append(link);
+    if (!step && source) {
+      const tag = document.createElement("span");
+      tag.className = "source";
+      tag.textContent = source;
+      line.append(tag);
+    }
+    const body = document.createElement("span");
+    body.className = "text";
+    body.append(renderLine(String(text), state));
+    line.append(body);
+    return line;
+  };
+
+  const stateOf = (states, source) => {
+    if (!states.has(source)) states.set(source, { fg: 0, bg: 0, bold: false });
+    return states.get(source);
+  };
+
+  const jumpToTarget = () => {
+    if (!location.hash || box.dataset.jumped) return;
+    const target = document.getElementById(location.hash.slice(1));
+    if (target) {
+      box.dataset.jumped = "1";
+      setFollowing(false);
+      target.classList.add("target");
+      target.scrollIntoView({ block: "center" });
+    }
+  };
+
   const append = (lines) => {
     const batch = document.createDocumentFragment();
     for (const [source, text, note] of lines) {
       if (step && source !== step) continue;
       count += 1;
-      const line = document.createElement("div");
-      line.className = note ? "line note" : "line";
-      line.id = `L${count}`;
-      const link = document.createElement("a");
-      link.className = "ln";
-      link.href = `#L${count}`;
-      link.textContent = String(count);
-      line.append(link);
-      if (!step && source) {
-        const tag = document.createElement("span");
-        tag.className = "source";
-        tag.textContent = source;
-        line.append(tag);
-      }
-      const body = document.createElement("span");
-      body.className = "text";
-      if (!colours.has(source)) colours.set(source, { fg: 0, bg: 0, bold: false });
-      body.append(renderLine(String(text), colours.get(source)));
-      line.append(body);
-      batch.append(line);
+      batch.append(lineElement(count, source, text, note, stateOf(colours, source)));
     }
     box.append(batch);
-    if (location.hash && !box.dataset.jumped) {
-      const target = document.getElementById(location.hash.slice(1));
-      if (target) {
-        box.dataset.jumped = "1";
-        setFollowing(false);
-        target.classList.add("target");
-        target.scrollIntoView({ block: "center" });
-      }
-    }
+    jumpToTarget();
     if (following) window.scrollTo(0, document.body.scrollHeight);
   };
+
+  // Earlier lines go above, numbered down from the first shown; their colours start
+  // afresh (what an escape before them set is not known).
+  const prepend = (chunks, start) => {
+    const batch = document.createDocumentFragment();
+    const states = new Map();
+    let number = start;
+    for (const [, lines] of chunks) {
+      for (const [source, text, note] of lines) {
+        if (step && source !== step) continue;
+        number += 1;
+        batch.append(lineElement(number, source, text, note, stateOf(states, source)));
+      }
+    }
+    const height = document.body.scrollHeight;
+    box.prepend(batch);
+    window.scrollBy(0, document.body.scrollHeight - height); // the lines in view stay put
+    first = start;
+  };
+
+  const showEarlier = () => {
+    earlierBar.hidden = first === 0;
+    earlierCount.textContent = first ? `${first} earlier lines not shown` : "";
+  };
+
+  const fetchLines = async (before, wanted) => {
+    const query = new URLSearchParams({ step, lines: String(wanted) });
+    if (before !== null) query.set("before", String(before));
+    const response = await fetch(`${box.dataset.lines}?${query}`, { credentials: "same-origin" });
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+    return response.json();
+  };
+
+  const loadEarlier = async (wanted) => {
+    earlierButton.disabled = true;
+    try {
+      const doc = await fetchLines(oldest, wanted);
+      if (doc.chunks.length) oldest = doc.chunks[0][0];
+      prepend(doc.chunks, doc.start);
+      showEarlier();
+      jumpToTarget();
+    } catch (error) {
+      notice(`Loading earlier lines: ${error}`);
+    } finally {
+      earlierButton.disabled = false;
+    }
+  };
+  earlierButton.addEventListener("click", () => {
+    setFollowing(false);
+    loadEarlier(Number(box.dataset.tail));
+  });
 
   const setState = (word) => {
     stateText.textContent = "";
@@ -186,19 +256,48 @@ function startLog(box) {
     stateText.append(span);
   };
 
-  // The browser resumes after a dropped connection with Last-Event-ID by itself.
-  const events = new EventSource(box.dataset.source);
-  events.addEventListener("log", (e) => append(JSON.parse(e.data).lines ?? []));
-  events.addEventListener("end", (e) => {
-    events.close();
-    setState(JSON.parse(e.data).status ?? "ended");
-    box.dataset.ended = "1";
-  });
-  events.addEventListener("error", () => {
-    if (events.readyState === EventSource.CLOSED && !box.dataset.ended) {
-      notice("The log stream was refused; reload the page (or sign in again).");
+  const follow = (after) => {
+    // The browser resumes after a dropped connection with Last-Event-ID by itself; the
+    // server prefers that header to ?after=.
+    const events = new EventSource(`${box.dataset.source}?after=${after}`);
+    events.addEventListener("log", (e) => append(JSON.parse(e.data).lines ?? []));
+    events.addEventListener("end", (e) => {
+      events.close();
+      setState(JSON.parse(e.data).status ?? "ended");
+      box.dataset.ended = "1";
+    });
+    events.addEventListener("error", () => {
+      if (events.readyState === EventSource.CLOSED && !box.dataset.ended) {
+        notice("The log stream was refused; reload the page (or sign in again).");
+      }
+    });
+  };
+
+  const open = async () => {
+    // A link to a line before the tail loads the log from that line on.
+    const linked = /^#L(\d+)$/.exec(location.hash);
+    let doc;
+    try {
+      doc = await fetchLines(null, Number(box.dataset.tail));
+      if (linked && Number(linked[1]) <= doc.start) {
+        doc = await fetchLines(null, doc.start - Number(linked[1]) + 1 + countLines(doc));
+      }
+    } catch (error) {
+      notice(`Loading the log: ${error}`);
+      return;
     }
-  });
+    oldest = doc.chunks.length ? doc.chunks[0][0] : null;
+    first = doc.start;
+    count = doc.start;
+    append(doc.chunks.flatMap(([, lines]) => lines));
+    showEarlier();
+    follow(doc.last);
+  };
+  open();
+}
+
+function countLines(doc) {
+  return doc.chunks.reduce((n, [, lines]) => n + lines.length, 0);
 }
 
 const logBox = document.getElementById("log");

@@ -1,0 +1,105 @@
+"""The log page's lines, newest first: the last lines of a run's (or one step's) log,
+and the lines before a chunk on demand, so a log of 100,000 lines opens with its tail
+and the browser never holds more than was asked for.
+
+Chunks are taken whole (an agent sends at most a few hundred lines in one), so a
+chunk id is where the page resumes: the live stream follows after the newest chunk
+read, "load earlier" asks for what comes before the oldest one shown. The number of
+the first line sent is counted too, so line numbers (and links to them) are the same
+as in the whole log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, true
+from sqlalchemy.orm import Session
+
+from dockyard.service.models import LogChunk
+
+TAIL = 500  # lines the page opens with
+MAX_LINES = 20_000  # lines one request may ask for
+BATCH = 200  # chunks read at a time
+
+
+def _matching(lines: list, step: str) -> list:
+    return [line for line in lines if not step or line[0] == step]
+
+
+def lines_before(
+    db: Session, run_id: int, step: str, before: int | None, want: int = TAIL
+) -> dict[str, Any]:
+    """At least ``want`` lines of ``step`` (all sources if empty) in whole chunks
+    before chunk ``before`` (None: the end), oldest first, with ``start`` (how many
+    such lines come before them) and ``last`` (the newest chunk id there is, to follow
+    after)."""
+    want = max(1, min(want, MAX_LINES))
+    last = db.scalar(select(func.max(LogChunk.id)).where(LogChunk.run_id == run_id)) or 0
+    bound = last + 1 if before is None else before
+    taken: list[tuple[int, list]] = []
+    count = 0
+    while count < want:
+        rows = db.execute(
+            select(LogChunk.id, LogChunk.lines)
+            .where(LogChunk.run_id == run_id, LogChunk.id < bound)
+            .order_by(LogChunk.id.desc())
+            .limit(BATCH)
+        ).all()
+        if not rows:
+            break
+        for chunk_id, lines in rows:
+            bound = chunk_id
+            matching = _matching(lines, step)
+            if matching:
+                taken.append((chunk_id, matching))
+                count += len(matching)
+                if count >= want:
+                    break
+    taken.reverse()
+    return {
+        "chunks": [[chunk_id, lines] for chunk_id, lines in taken],
+        "start": _count_before(db, run_id, step, bound),
+        "last": last,
+    }
+
+
+def _count_before(db: Session, run_id: int, step: str, bound: int) -> int:
+    """How many lines of ``step`` the chunks before ``bound`` hold."""
+    if not step:  # counted by the database
+        total = db.scalar(
+            select(func.coalesce(func.sum(func.json_array_length(LogChunk.lines)), 0)).where(
+                LogChunk.run_id == run_id, LogChunk.id < bound
+            )
+        )
+        return int(total or 0)
+    if db.get_bind().dialect.name == "sqlite":  # counted by the database too
+        each = func.json_each(LogChunk.lines).table_valued("value")
+        total = db.scalar(
+            select(func.count())
+            .select_from(LogChunk)
+            .join(each, true())
+            .where(
+                LogChunk.run_id == run_id,
+                LogChunk.id < bound,
+                func.json_extract(each.c.value, "$[0]") == step,
+            )
+        )
+        return int(total or 0)
+    return count_by_reading(db, run_id, step, bound)
+
+
+def count_by_reading(db: Session, run_id: int, step: str, bound: int) -> int:
+    """:func:`_count_before` on databases without ``json_each``: the chunks read here."""
+    count, after = 0, 0
+    while True:
+        rows = db.execute(
+            select(LogChunk.id, LogChunk.lines)
+            .where(LogChunk.run_id == run_id, LogChunk.id > after, LogChunk.id < bound)
+            .order_by(LogChunk.id)
+            .limit(BATCH * 5)
+        ).all()
+        if not rows:
+            return count
+        count += sum(len(_matching(lines, step)) for _, lines in rows)
+        after = rows[-1][0]
