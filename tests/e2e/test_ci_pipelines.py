@@ -301,6 +301,33 @@ def test_a_cache_keyed_by_a_file_hits_and_misses_as_it_changes(dockyard, tmp_pat
     assert found() == "found=flask==3.0"  # the old content's cache is still there
 
 
+def test_a_retry_uses_the_cache_its_step_started_with(dockyard, tmp_path, busybox_ref):
+    # The key files are read once per step: an attempt that changes them does not move
+    # the next attempt to another (empty) cache.
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - name: deps
+            image: IMAGE
+            cache: {key: {files: [requirements.txt]}, paths: [/cache]}
+            retry: {count: 1, when: [{exit_code: 137}]}
+            commands:
+              - "echo found=$(cat /cache/mark 2>/dev/null)"
+              - "[ -e /cache/mark ] && exit 0"
+              - echo one > /cache/mark
+              - echo 2 > requirements.txt
+              - exit 137
+        """,
+        **{"requirements.txt": "flask==3.0\n"},
+    )
+    out, doc = ci_run(dockyard, directory)
+    assert steps(doc)["deps"]["status"] == "success"
+    found = [line for line in output(out, "deps") if line.startswith("found=")]
+    assert found == ["found=", "found=one"]
+
+
 def test_a_retried_step_keeps_every_attempt(dockyard, tmp_path, busybox_ref):
     directory = write_project(
         tmp_path / "p",
