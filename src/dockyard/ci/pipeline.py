@@ -539,10 +539,12 @@ class Pipeline:
         return self.spec.name or str(self.file.absolute())
 
     def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
+        """The step ``name``; KeyError if there is none."""
+        return self._by_name[name]
+
+    @cached_property
+    def _by_name(self) -> dict[str, Step]:
+        return {step.name: step for step in self.steps}
 
     def steps_named(self, name: str) -> tuple[str, ...]:
         """The steps ``name`` stands for: a matrix's combinations, else itself."""
