@@ -241,13 +241,15 @@ def test_variables_reach_strings_and_step_environments(dockyard, tmp_path, busyb
             image: IMAGE
             commands:
               - "echo ${GREETING} $$GREETING $CI_COMMIT_SHA ${CI_EVENT}"
+              - echo env $$CI_EVENT $$CI_RUN_ID $$CI_PIPELINE
         """,
     )
     args = ("--branch", "dev", "--commit", "c0ffee", "--event", "tag")
-    first, _ = ci_run(dockyard, directory, *args)
+    first, doc = ci_run(dockyard, directory, *args)
     second, _ = ci_run(dockyard, directory, *args)
     assert "run-1-on-dev run-1-on-dev c0ffee tag" in output(first, "show")
     assert "run-2-on-dev run-2-on-dev c0ffee tag" in output(second, "show")
+    assert f"env tag {doc['id']} .dockyard.yml" in output(first, "show")
     (directory / ".dockyard.yml").write_text(
         f"steps:\n  - name: a\n    image: {busybox_ref}\n    commands: ['echo ${{TYPO}}']\n"
     )

@@ -165,12 +165,10 @@ def run_pipeline(
     )
     env = {
         "CI": "true",
-        "CI_RUN_ID": run.id,
         "CI_PIPELINE": pipeline.spec.name or pipeline.file.name,
-        "CI_EVENT": options.event,
         "CI_WORKSPACE": MOUNT_POINT,
         **({"CI_BRANCH": options.branch} if options.branch else {}),
-        **values,
+        **values,  # CI_RUN_ID, CI_EVENT... (see .variables.BUILTIN)
         **pipeline.spec.variables,
         **pipeline.spec.env,
         **options.env,
