@@ -194,6 +194,41 @@ def test_a_held_scratch_dir_is_spared_and_an_abandoned_one_reaped(store_root):
     assert entries(store) == [".holds", ".locks"]
 
 
+def test_blobs_per_image_and_what_prune_keeps_are_one_walk(store_root):
+    from dockyard.store.gc import blobs_per_root, reachable
+
+    store = Store(store_root)
+    one, two = sample_image({"k": b"keep"}), sample_image({"k": b"keep"}, {"m": b"more"})
+    copy_by_hand(one, store.destination(parse("one")))
+    copy_by_hand(two, store.destination(parse("two")))
+    other = Descriptor.of_bytes(two.doc.media_type, b"{}", platform=Platform("linux", "arm64"))
+    child = two.doc.descriptor(platform=Platform("linux", "amd64"))
+    index = put_indexed(two, store.destination(parse("multi")), [child, other])
+    per_image = blobs_per_root(store.layout)
+    assert per_image[:2] == [
+        {one.doc.digest, *(d.digest for d in one.doc.blobs)},
+        {two.doc.digest, *(d.digest for d in two.doc.blobs)},
+    ]
+    assert per_image[2] == {index.digest, *per_image[1]}  # arm64 was never pulled
+    assert reachable(store.layout) == set().union(*per_image)
+    (store.layout.blobs.path(two.doc.layers[1].digest)).unlink()  # lost
+    assert two.doc.layers[1].digest not in blobs_per_root(store.layout)[1]  # not counted
+    assert two.doc.layers[1].digest in reachable(store.layout)  # named still
+
+
+def test_reaping_scratch_dirs_alone_spares_what_prune_spares(store_root):
+    store = Store(store_root)
+    copy_by_hand(sample_image(), store.destination(parse("x")))
+    unnamed = store_root / "snapshots" / ("a" * 64)  # prune's, not reap_scratch's
+    unnamed.mkdir(parents=True)
+    abandoned = store_root / "snapshots/.scratch-killed"
+    (abandoned / "upper").mkdir(parents=True)
+    with Snapshots(store).scratch() as live:
+        assert Snapshots(store).reap_scratch() == 1
+        assert live.is_dir() and not abandoned.exists() and unnamed.is_dir()
+        assert Snapshots(store).reap_scratch() == 0
+
+
 def test_a_snapshot_being_made_is_spared(store_root):
     store = Store(store_root)
     copy_by_hand(sample_image(), store.destination(parse("x")))
