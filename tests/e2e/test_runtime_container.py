@@ -7,6 +7,7 @@ the other runtime e2e modules.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,13 @@ from dockyard.runtime import (
     overlay_rootfs,
     run,
 )
-from dockyard.runtime.container import BUNDLES_DIR, RUNC_DIR, reap_orphans
+from dockyard.runtime.container import (
+    BUNDLES_DIR,
+    RUNC_DIR,
+    kill_all,
+    reap_orphans,
+    signal_first,
+)
 from dockyard.store import Store
 from dockyard.transfer.copy import copy_image
 from dockyard.transfer.transports import open_source, parse_location
@@ -438,6 +445,58 @@ def test_ctrl_c_cleans_up_everything(busybox_image, tmp_path):
     assert child.returncode != 0
     assert b"KeyboardInterrupt" in stderr
     assert processes_running("sleep 1720") == []
+
+
+def _runc_status(container: Container) -> str:
+    state = subprocess.run(
+        ["runc", "--root", str(container.runc_root), "state", container.id],
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(state.stdout)["status"] if state.returncode == 0 else "gone"
+
+
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_wait_started_returns_once_it_runs_or_says_why_it_cannot(rootfs, busybox_image):
+    root = busybox_image.store.root
+    with Container(rootfs, sh("exec sleep 1724"), root=root) as running:
+        running.wait_started()
+        assert _runc_status(running) == "running"
+        running.kill()
+    with Container(rootfs, sh("exit 3"), root=root) as ended:
+        ended.wait_started()  # it ended: wait tells how
+        assert ended.wait() == 3
+    broken = Container(rootfs, ContainerConfig(["/no/such/command"]), root=root)
+    with broken, pytest.raises(ContainerError, match="no such file"):
+        broken.wait_started()
+
+
+def test_a_signal_goes_to_the_first_process_only_if_it_catches_it(rootfs, busybox_image):
+    out = Output()
+    script = "trap 'echo got it; exit 7' TERM; echo up; while :; do sleep 0.1; done"
+    with Container(rootfs, sh(script), root=busybox_image.store.root, on_output=out) as c:
+        _until(lambda: out.stdout == "up\n")  # the trap is set
+        assert signal_first(c.runc_root, c.id, signal.SIGTERM)
+        assert c.wait(30) == 7
+        assert out.stdout == "up\ngot it\n"
+        assert not signal_first(c.runc_root, c.id, signal.SIGTERM)  # it has ended
+
+
+def test_kill_all_ends_an_init_that_ignores_signals_and_its_children(rootfs, busybox_image):
+    marker = "sleep 1725"
+    with Container(rootfs, sh(f"{marker} & exec {marker}"), root=busybox_image.store.root) as c:
+        _until(lambda: len(processes_running(marker)) == 2)
+        assert not signal_first(c.runc_root, c.id, signal.SIGTERM)  # an init drops it
+        assert _runc_status(c) == "running"
+        kill_all(c.runc_root, c.id)
+        assert c.wait(30) == 137
+    assert processes_running(marker) == []
 
 
 def test_a_container_cannot_be_started_twice(rootfs, busybox_image):
