@@ -12,7 +12,6 @@ import io
 import json
 import os
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from dockyard.registry.client import (
     logout,
 )
 from tests.conftest import Registry, need, start_docker_registry, stop, wait_for_http
+from tests.support.http import serve_in_thread
 
 pytestmark = pytest.mark.e2e
 
@@ -246,7 +246,7 @@ class TokenServer:
                 self.wfile.write(body)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        serve_in_thread(self._httpd)
 
     @property
     def realm(self) -> str:

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import json
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +18,7 @@ import pytest
 
 from tests.conftest import need, start_docker_registry, stop
 from tests.e2e.test_server_fixtures import Containers, copy, manifest_digest, run, start_server
+from tests.support.http import serve_in_thread
 
 pytestmark = pytest.mark.e2e
 
@@ -295,7 +295,7 @@ def test_fake_upstream(tmp_path, honest, chunked):
         },
     )
     fake = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    serve_in_thread(fake)
     server = start_server(
         tmp_path / "mirror", "--upstream", f"fake=http://127.0.0.1:{fake.server_address[1]}"
     )
