@@ -576,4 +576,3 @@ def test_a_check_step_gates_the_image_the_run_built(dockyard, tmp_path, busybox_
     assert clean["tests"]["passed"] == 2 and clean["tests"]["failed"] == 0
     (report,) = (store_root / "ci" / "runs").glob("*/artifacts/gate/check.xml")
     assert "/root/.ssh/id_ed25519" in report.read_text()
-

@@ -14,7 +14,7 @@ from dockyard.builder.cache import BuildCache, CacheRecord
 from dockyard.builder.image import ImageState, _fill_history_times
 from dockyard.errors import BuildError
 from dockyard.oci.descriptor import Platform
-from tests.unit.test_copier_support import instruction
+from tests.support.copier import instruction
 
 
 def from_key(text: str, root: Path) -> dict:

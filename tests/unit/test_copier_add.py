@@ -18,8 +18,8 @@ import zstandard
 
 from dockyard.builder import copier
 from dockyard.errors import BuildError
+from tests.support.copier import context, instruction, mode, needs_root, owner, run
 from tests.support.http import serve_in_thread
-from tests.unit.test_copier_support import context, instruction, mode, needs_root, owner, run
 
 pytestmark = needs_root
 

@@ -13,10 +13,11 @@ from dockyard.files.locking import FileLock
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.digest import hex_part
 from dockyard.reference import parse
-from dockyard.runtime.snapshots import Snapshots, chain_ids
+from dockyard.runtime.snapshots import Snapshots
 from dockyard.store import Store
 from tests.killing import killed_when_ready
-from tests.unit.test_layout_sample import copy_by_hand, put_indexed, sample_image
+from tests.support.sample_images import copy_by_hand, put_indexed, sample_image
+from tests.support.snapshots import snapshot, stored_with_snapshots
 
 
 def test_prune_keeps_what_names_reach_and_deletes_the_rest(store_root):
@@ -107,27 +108,6 @@ def test_prune_of_a_missing_store_is_a_no_op(tmp_path):
 
 
 # -- snapshots: the layers' extracted dirs, kept for named images and live holders ---------
-
-
-def snapshot(snapshots: Snapshots, chain: str, files: dict[str, bytes]) -> Path:
-    """A snapshot dir as extraction or a commit leaves it (made by hand: no root here)."""
-    path = snapshots.path(chain)
-    path.mkdir(parents=True)
-    for name, data in files.items():
-        (path / name).write_bytes(data)
-    return path
-
-
-def stored_with_snapshots(store: Store, name: str, *layers: dict[str, bytes]) -> list[str]:
-    """Store an image of ``layers`` named ``name``, make its snapshots; its chain IDs."""
-    image = sample_image(*layers)
-    copy_by_hand(image, store.destination(parse(name)))
-    chains = chain_ids(image.diff_ids)
-    snapshots = Snapshots(store)
-    for chain, files in zip(chains, layers, strict=True):
-        if not snapshots.exists(chain):
-            snapshot(snapshots, chain, files)
-    return chains
 
 
 def entries(store: Store) -> list[str]:
