@@ -430,7 +430,7 @@ def test_prune_ends_what_a_killed_build_left_running(dockyard, busybox_ref, tmp_
     import sys
 
     from dockyard.mountinfo import mount_points_under
-    from tests.e2e.test_runtime_container import processes_running
+    from tests.support.containers import processes_running
 
     marker = "sleep 1726"
     context = context_with(tmp_path, f"FROM {busybox_ref}\nRUN echo started; {marker}\n")

@@ -23,7 +23,7 @@ from dockyard.mountinfo import mount_points_under
 from dockyard.runtime import create_netns
 from dockyard.runtime.container import BUNDLES_DIR
 from tests.conftest import need
-from tests.e2e.test_runtime_container import runc_containers
+from tests.support.containers import runc_containers
 
 pytestmark = [
     pytest.mark.e2e,

@@ -25,7 +25,7 @@ from dockyard.runtime.container import BUNDLES_DIR
 from tests.conftest import need
 from tests.e2e.test_cli_images import unique_repo
 from tests.e2e.test_layers_umoci import assert_same_tree, build_lower, change_merged
-from tests.e2e.test_runtime_container import processes_running, runc_containers
+from tests.support.containers import processes_running, runc_containers
 
 pytestmark = [
     pytest.mark.e2e,

@@ -19,7 +19,7 @@ import pytest
 from dockyard.containers.background import RUNNING_FILE
 from tests.e2e import test_containers as working
 from tests.e2e.test_containers import lines
-from tests.e2e.test_runtime_container import runc_containers
+from tests.support.containers import runc_containers
 
 clean_host = working.clean_host  # the fixtures of the working containers' tests
 base_tree = working.base_tree

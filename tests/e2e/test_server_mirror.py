@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from tests.conftest import need, start_docker_registry, stop
-from tests.e2e.test_server_fixtures import Containers, copy, manifest_digest, run, start_server
 from tests.support.http import serve_in_thread
+from tests.support.registry_server import Containers, copy, manifest_digest, run, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -34,7 +34,7 @@ from dockyard.oci import mediatypes as mt
 from dockyard.registry.server import auth
 from dockyard.registry.server.app import create_app
 from dockyard.registry.server.config import ServerConfig, make_upstream
-from tests.e2e.test_server_fixtures import start_server
+from tests.support.registry_server import start_server
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "mallory": "mallory-pw"}
 

@@ -25,8 +25,8 @@ with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx
 from dockyard.oci import mediatypes as mt
 from dockyard.registry.server.app import create_app
 from dockyard.registry.server.config import ServerConfig
-from tests.e2e.test_server_fixtures import start_server
 from tests.support.http import serve_in_thread
+from tests.support.registry_server import start_server
 
 LIMIT = 4 << 20
 

@@ -1,4 +1,4 @@
-"""Helpers for the registry server's end-to-end tests (no tests here): start and stop
+"""Helpers for the registry server's end-to-end and security tests: start and stop
 ``dockyard registry serve`` as a subprocess, run skopeo/podman/buildah on it, fake
 upstream registries."""
 
