@@ -8,24 +8,23 @@ import os
 import queue
 import re
 import subprocess
-import sys
 import textwrap
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
 
 import httpx
+import pytest
 
 from dockyard.ci.runs import RunDir, run_ids
-from tests.e2e.test_ci_run import (  # noqa: F401 - clean_host: autouse here too
-    ci_run,
-    clean_host,
-    output,
-    pytestmark,
-    steps,
-)
+from tests.support.ci import ci_run, clean_host, cli, lines_of, output, rest_of, steps
+
+SHARED_FIXTURES = (clean_host,)  # autouse: pytest finds it here by name
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+]
 
 APP = "localhost/ci-e2e/app:ci"
 
@@ -129,31 +128,6 @@ def test_a_failed_service_runs_the_failure_steps_and_is_killed_at_once(
     assert doc["duration"] < 30
 
 
-def cli(store_root: Path, *args: str) -> subprocess.Popen[str]:
-    """``dockyard ARGS`` started in the background, its stdout a pipe of text."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "dockyard.cli.main", *args],
-        env={**os.environ, "DOCKYARD_ROOT": str(store_root)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def lines_of(process: subprocess.Popen[str]) -> queue.Queue[str | None]:
-    """``process``'s stdout, line by line as it comes (None at its end)."""
-    assert process.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read(stream: IO[str]) -> None:
-        for line in stream:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=read, args=(process.stdout,), daemon=True).start()
-    return lines
-
-
 def read_until(lines: queue.Queue[str | None], wanted: str, timeout: float = 60) -> list[str]:
     """The lines up to the one equal to ``wanted``."""
     deadline = time.monotonic() + timeout
@@ -161,14 +135,6 @@ def read_until(lines: queue.Queue[str | None], wanted: str, timeout: float = 60)
     while not seen or seen[-1] != wanted:
         line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         assert line is not None, f"ended before {wanted!r}; got {seen}"
-        seen.append(line)
-    return seen
-
-
-def rest_of(lines: queue.Queue[str | None], timeout: float = 60) -> list[str]:
-    """The lines until the end."""
-    seen: list[str] = []
-    while (line := lines.get(timeout=timeout)) is not None:
         seen.append(line)
     return seen
 
