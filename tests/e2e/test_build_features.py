@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.support.builds import context_with
+
 pytestmark = pytest.mark.e2e
-
-
-def context_with(tmp_path: Path, dockerfile: str, **files: str) -> Path:
-    context = tmp_path / f"ctx-{uuid.uuid4().hex[:6]}"
-    context.mkdir()
-    (context / "Dockerfile").write_text(textwrap.dedent(dockerfile))
-    for name, text in files.items():
-        (context / name).write_text(text)
-    return context
 
 
 def export(dockyard, ref: str, tmp_path: Path) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.mountinfo import mount_points_under
-from tests.e2e import test_containers as working
+from tests.support import working
 from tests.support.containers import runc_containers
 
 pytestmark = [
