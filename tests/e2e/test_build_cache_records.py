@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.e2e.test_build_features import context_with
+from tests.support.builds import context_with
 
 pytestmark = [
     pytest.mark.e2e,

@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.support.builds import context_with
+
 pytestmark = pytest.mark.e2e
-
-
-def context_with(tmp_path: Path, dockerfile: str, **files: str) -> Path:
-    context = tmp_path / f"ctx-{uuid.uuid4().hex[:6]}"
-    context.mkdir()
-    (context / "Dockerfile").write_text(textwrap.dedent(dockerfile))
-    for name, text in files.items():
-        (context / name).write_text(text)
-    return context
 
 
 def export(dockyard, ref: str, tmp_path: Path) -> Path:
@@ -430,7 +422,7 @@ def test_prune_ends_what_a_killed_build_left_running(dockyard, busybox_ref, tmp_
     import sys
 
     from dockyard.mountinfo import mount_points_under
-    from tests.e2e.test_runtime_container import processes_running
+    from tests.support.containers import processes_running
 
     marker = "sleep 1726"
     context = context_with(tmp_path, f"FROM {busybox_ref}\nRUN echo started; {marker}\n")

@@ -8,24 +8,23 @@ import os
 import queue
 import re
 import subprocess
-import sys
 import textwrap
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
 
 import httpx
+import pytest
 
 from dockyard.ci.runs import RunDir, run_ids
-from tests.e2e.test_ci_run import (  # noqa: F401 - clean_host: autouse here too
-    ci_run,
-    clean_host,
-    output,
-    pytestmark,
-    steps,
-)
+from tests.support.ci import ci_run, clean_host, cli, lines_of, output, rest_of, steps
+
+SHARED_FIXTURES = (clean_host,)  # autouse: pytest finds it here by name
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+]
 
 APP = "localhost/ci-e2e/app:ci"
 
@@ -129,31 +128,6 @@ def test_a_failed_service_runs_the_failure_steps_and_is_killed_at_once(
     assert doc["duration"] < 30
 
 
-def cli(store_root: Path, *args: str) -> subprocess.Popen[str]:
-    """``dockyard ARGS`` started in the background, its stdout a pipe of text."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "dockyard.cli.main", *args],
-        env={**os.environ, "DOCKYARD_ROOT": str(store_root)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def lines_of(process: subprocess.Popen[str]) -> queue.Queue[str | None]:
-    """``process``'s stdout, line by line as it comes (None at its end)."""
-    assert process.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read(stream: IO[str]) -> None:
-        for line in stream:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=read, args=(process.stdout,), daemon=True).start()
-    return lines
-
-
 def read_until(lines: queue.Queue[str | None], wanted: str, timeout: float = 60) -> list[str]:
     """The lines up to the one equal to ``wanted``."""
     deadline = time.monotonic() + timeout
@@ -161,14 +135,6 @@ def read_until(lines: queue.Queue[str | None], wanted: str, timeout: float = 60)
     while not seen or seen[-1] != wanted:
         line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         assert line is not None, f"ended before {wanted!r}; got {seen}"
-        seen.append(line)
-    return seen
-
-
-def rest_of(lines: queue.Queue[str | None], timeout: float = 60) -> list[str]:
-    """The lines until the end."""
-    seen: list[str] = []
-    while (line := lines.get(timeout=timeout)) is not None:
         seen.append(line)
     return seen
 
@@ -241,13 +207,15 @@ def test_variables_reach_strings_and_step_environments(dockyard, tmp_path, busyb
             image: IMAGE
             commands:
               - "echo ${GREETING} $$GREETING $CI_COMMIT_SHA ${CI_EVENT}"
+              - echo env $$CI_EVENT $$CI_RUN_ID $$CI_PIPELINE
         """,
     )
     args = ("--branch", "dev", "--commit", "c0ffee", "--event", "tag")
-    first, _ = ci_run(dockyard, directory, *args)
+    first, doc = ci_run(dockyard, directory, *args)
     second, _ = ci_run(dockyard, directory, *args)
     assert "run-1-on-dev run-1-on-dev c0ffee tag" in output(first, "show")
     assert "run-2-on-dev run-2-on-dev c0ffee tag" in output(second, "show")
+    assert f"env tag {doc['id']} .dockyard.yml" in output(first, "show")
     (directory / ".dockyard.yml").write_text(
         f"steps:\n  - name: a\n    image: {busybox_ref}\n    commands: ['echo ${{TYPO}}']\n"
     )
@@ -299,6 +267,33 @@ def test_a_cache_keyed_by_a_file_hits_and_misses_as_it_changes(dockyard, tmp_pat
     assert found() == "found="  # changed: a miss
     (directory / "requirements.txt").write_text("flask==3.0\n")
     assert found() == "found=flask==3.0"  # the old content's cache is still there
+
+
+def test_a_retry_uses_the_cache_its_step_started_with(dockyard, tmp_path, busybox_ref):
+    # The key files are read once per step: an attempt that changes them does not move
+    # the next attempt to another (empty) cache.
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - name: deps
+            image: IMAGE
+            cache: {key: {files: [requirements.txt]}, paths: [/cache]}
+            retry: {count: 1, when: [{exit_code: 137}]}
+            commands:
+              - "echo found=$(cat /cache/mark 2>/dev/null)"
+              - "[ -e /cache/mark ] && exit 0"
+              - echo one > /cache/mark
+              - echo 2 > requirements.txt
+              - exit 137
+        """,
+        **{"requirements.txt": "flask==3.0\n"},
+    )
+    out, doc = ci_run(dockyard, directory)
+    assert steps(doc)["deps"]["status"] == "success"
+    found = [line for line in output(out, "deps") if line.startswith("found=")]
+    assert found == ["found=", "found=one"]
 
 
 def test_a_retried_step_keeps_every_attempt(dockyard, tmp_path, busybox_ref):
@@ -547,4 +542,3 @@ def test_a_check_step_gates_the_image_the_run_built(dockyard, tmp_path, busybox_
     assert clean["tests"]["passed"] == 2 and clean["tests"]["failed"] == 0
     (report,) = (store_root / "ci" / "runs").glob("*/artifacts/gate/check.xml")
     assert "/root/.ssh/id_ed25519" in report.read_text()
-

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,53 +18,15 @@ import pytest
 
 from dockyard.ci.output import saved_lines
 from dockyard.ci.runs import RunDir
-from dockyard.mountinfo import mount_points_under
 from dockyard.runtime import create_netns
-from dockyard.runtime.container import BUNDLES_DIR
-from tests.conftest import need
-from tests.e2e.test_runtime_container import runc_containers
+from tests.support.ci import ci_run, clean_host, output, steps
+
+SHARED_FIXTURES = (clean_host,)  # autouse: pytest finds it here by name
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
 ]
-
-
-def processes_using(path: Path) -> list[int]:
-    """Live pids whose root, working directory or command line lies under ``path``."""
-    prefix = str(path)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        proc = Path("/proc", entry)
-        try:
-            if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            places = [os.readlink(proc / "root"), os.readlink(proc / "cwd")]
-            cmdline = proc.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if any(p.startswith(prefix) for p in places) or prefix in cmdline:
-            found.append(int(entry))
-    return found
-
-
-@pytest.fixture(autouse=True)
-def clean_host(store_root, tmp_path) -> Iterator[None]:
-    """After each test: no mounts, runc containers, bundles, namespaces, workspaces or
-    processes left behind."""
-    need("runc")
-    yield
-    assert mount_points_under(tmp_path) == []
-    if (store_root / "runc").exists():
-        assert runc_containers(store_root) == []
-    assert list((store_root / BUNDLES_DIR).glob("*")) == []
-    runs = store_root / "ci" / "runs"
-    assert list(runs.glob("*/netns")) == []
-    assert list(runs.glob("*/workspace")) == []
-    assert list((store_root / "snapshots").glob(".scratch-*")) == []
-    assert processes_using(tmp_path) == []
 
 
 @pytest.fixture
@@ -83,31 +44,6 @@ def project(tmp_path, busybox_ref):
         return root
 
     return write
-
-
-def ci_run(dockyard, directory: Path, *args: str, expect: int = 0):
-    """Run the pipeline of ``directory``; return (stdout, result JSON)."""
-    report = directory.parent / "result.json"
-    result = dockyard(
-        "ci", "run", "--json", str(report), *args, str(directory), check=False, timeout=300
-    )
-    out, err = result.stdout.decode(), result.stderr.decode()
-    assert result.returncode == expect, f"exit {result.returncode}\n{out}\n{err}"
-    return out, json.loads(report.read_text())
-
-
-def output(out: str, source: str) -> list[str]:
-    """The live lines of ``source`` in the output of ``ci run``."""
-    found = []
-    for line in out.splitlines():
-        name, sep, text = line.partition(" | ")
-        if sep and name.strip() == source:
-            found.append(text)
-    return found
-
-
-def steps(doc) -> dict[str, dict]:
-    return {step["name"]: step for step in doc["steps"]}
 
 
 def listed_runs(dockyard) -> list[str]:

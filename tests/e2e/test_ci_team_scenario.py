@@ -16,6 +16,7 @@ One pipeline file, run from two checkouts (branches ``main`` and ``feature``):
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,14 +24,14 @@ from pathlib import Path
 import pytest
 
 from dockyard.ci.runs import run_ids
-from tests.e2e.test_ci_pipelines import cli, lines_of, rest_of
-from tests.e2e.test_ci_run import (  # noqa: F401 - clean_host: autouse here too
-    ci_run,
-    clean_host,
-    output,
-    pytestmark,
-    steps,
-)
+from tests.support.ci import ci_run, clean_host, cli, lines_of, output, rest_of, steps
+
+SHARED_FIXTURES = (clean_host,)  # autouse: pytest finds it here by name
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+]
 
 PIPELINE = """\
 name: team-app

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
+from tests.support.registries import unique_repo
 
 pytestmark = pytest.mark.e2e
 
@@ -19,10 +20,6 @@ pytestmark = pytest.mark.e2e
 def skopeo(*args: str) -> bytes:
     need("skopeo")
     return subprocess.run(["skopeo", *args], check=True, capture_output=True).stdout
-
-
-def unique_repo(registry, name: str = "img") -> str:
-    return f"{registry.host}/t{uuid.uuid4().hex[:8]}/{name}"
 
 
 def tree(root: Path) -> dict[str, tuple]:

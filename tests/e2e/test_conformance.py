@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_server_fixtures import start_server
+from tests.support.registry_server import start_server
 
 pytestmark = pytest.mark.e2e
 

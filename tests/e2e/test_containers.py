@@ -15,64 +15,26 @@ import signal
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dockyard.mountinfo import mount_points_under
-from dockyard.runtime.container import BUNDLES_DIR
 from tests.conftest import need
-from tests.e2e.test_cli_images import unique_repo
-from tests.e2e.test_layers_umoci import assert_same_tree, build_lower, change_merged
-from tests.e2e.test_runtime_container import processes_running, runc_containers
+from tests.support import working
+from tests.support.containers import processes_running
+from tests.support.registries import unique_repo
+from tests.support.trees import assert_same_tree, change_merged
+from tests.support.working import BASE, lines
+
+clean_host = working.clean_host  # autouse; pytest finds the fixtures here by name
+base_tree = working.base_tree
+base = working.base
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
 ]
-
-BASE = "localhost/t/base:1"
-
-
-@pytest.fixture(autouse=True)
-def clean_host(store_root) -> Iterator[None]:
-    """Nothing is left mounted or running once the containers are removed."""
-    need("runc")
-    yield
-    for name in (
-        os.listdir(store_root / "containers") if (store_root / "containers").exists() else []
-    ):
-        subprocess.run(
-            [sys.executable, "-m", "dockyard.cli.main", "container", "rm", name],
-            env={**os.environ, "DOCKYARD_ROOT": str(store_root)},
-            capture_output=True,
-        )
-    assert mount_points_under(store_root) == []
-    if (store_root / "runc").exists():
-        assert runc_containers(store_root) == []
-    assert list((store_root / BUNDLES_DIR).glob("*")) == []
-
-
-@pytest.fixture(scope="session")
-def base_tree(tmp_path_factory, busybox_rootfs) -> Path:
-    """busybox plus the tree of the overlay tests: files, dirs to delete, a dir to
-    become a file and a file to become a dir, hardlinks, symlinks, an owner."""
-    tree = tmp_path_factory.mktemp("base") / "tree"
-    shutil.copytree(busybox_rootfs, tree, symlinks=True)
-    build_lower(tree)
-    os.chown(tree / "etc/keep", 1000, 1000)
-    return tree
-
-
-@pytest.fixture
-def base(dockyard, base_tree) -> str:
-    dockyard("import", "--cmd", "/bin/sh", "--env", "PATH=/bin", str(base_tree), BASE)
-    return BASE
-
-
-def lines(result: subprocess.CompletedProcess) -> list[str]:
-    return result.stdout.decode().splitlines()
 
 
 def config_of(dockyard, ref: str) -> dict:

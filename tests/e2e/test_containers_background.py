@@ -17,9 +17,8 @@ import sys
 import pytest
 
 from dockyard.containers.background import RUNNING_FILE
-from tests.e2e import test_containers as working
-from tests.e2e.test_containers import lines
-from tests.e2e.test_runtime_container import runc_containers
+from tests.support import working
+from tests.support.containers import runc_containers
 
 clean_host = working.clean_host  # the fixtures of the working containers' tests
 base_tree = working.base_tree
@@ -35,7 +34,7 @@ TRAPS_TERM = 'trap "echo got-term; exit 3" TERM; echo up; while true; do sleep 0
 
 def start(dockyard, base: str, script: str, *args: str) -> str:
     result = dockyard("run", "-d", *args, base, "sh", "-c", script)
-    (name,) = lines(result)
+    (name,) = working.lines(result)
     return name
 
 
@@ -62,7 +61,7 @@ def test_runs_in_the_background_then_stops_with_its_stop_signal(dockyard, base):
     refused = dockyard("container", "rm", name, check=False)
     assert refused.returncode != 0
     assert b"running in the background" in refused.stderr
-    assert lines(dockyard("container", "stop", name)) == [name]
+    assert working.lines(dockyard("container", "stop", name)) == [name]
     # logs -f ends with the container, having printed what its trap wrote.
     assert logs.stdout.read() == b"got-term\n"
     assert logs.wait(60) == 0
@@ -72,14 +71,14 @@ def test_runs_in_the_background_then_stops_with_its_stop_signal(dockyard, base):
     # Stopped, it is a working container like any other: commit what it did.
     dockyard("container", "exec", name, "true", check=False)
     dockyard("container", "run", name, "--", "sh", "-c", "echo x > /x")
-    assert "A /x" in lines(dockyard("container", "diff", name))
+    assert "A /x" in working.lines(dockyard("container", "diff", name))
 
 
 def test_stop_kills_an_init_that_cannot_catch_the_signal_at_once(dockyard, base):
     # sleep as pid 1 has no TERM handler: the kernel drops TERM, so waiting the -t
     # 600 seconds would be futile; stop kills at once (the test's timeout says so).
     name = start(dockyard, base, "exec sleep 1000")
-    assert lines(dockyard("container", "stop", "-t", "600", name)) == [name]
+    assert working.lines(dockyard("container", "stop", "-t", "600", name)) == [name]
     assert status(dockyard, name) == f"exited ({128 + signal.SIGKILL})"
     again = dockyard("container", "stop", name)
     assert b"not running" in again.stderr
@@ -133,7 +132,7 @@ def test_run_d_rm_deletes_it_when_it_ends(dockyard, base):
     name = start(dockyard, base, "exec sleep 1000", "--rm", "--name", "gone")
     assert name == "gone"
     dockyard("container", "stop", name)
-    assert lines(dockyard("container", "ls", "-q")) == []
+    assert working.lines(dockyard("container", "ls", "-q")) == []
 
 
 def test_bad_input_is_one_line(dockyard, base):
@@ -147,6 +146,6 @@ def test_bad_input_is_one_line(dockyard, base):
         assert result.stderr.decode().strip().count("\n") == 0, result.stderr
     usage = dockyard("run", "-d", "-i", base, "true", check=False)
     assert b"-d runs without a terminal" in usage.stderr
-    name = lines(dockyard("container", "create", base))[0]
+    name = working.lines(dockyard("container", "create", base))[0]
     result = dockyard("container", "exec", name, "true", check=False)
     assert b"not running in the background" in result.stderr

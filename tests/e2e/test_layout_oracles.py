@@ -26,7 +26,7 @@ from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.home import RawManifest
 from tests.conftest import need
-from tests.unit.test_layout_sample import copy_by_hand
+from tests.support.sample_images import copy_by_hand
 
 pytestmark = pytest.mark.e2e
 

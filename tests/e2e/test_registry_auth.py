@@ -10,13 +10,10 @@ import base64
 import datetime
 import io
 import json
-import os
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,40 +38,22 @@ from dockyard.registry.client import (
     logout,
 )
 from tests.conftest import Registry, need, start_docker_registry, stop, wait_for_http
+from tests.support.http import serve_in_thread
+from tests.support.registry_auth import (
+    PASSWORD,
+    USER,
+    auth_env,
+    basic,
+    basic_registry,
+    registry_env,
+    write_auths,
+)
+
+SHARED_FIXTURES = (auth_env, basic_registry)  # pytest finds them here by name
 
 pytestmark = pytest.mark.e2e
 
-USER, PASSWORD = "alice", "s3cret"
 REFRESH_TOKEN = "refresh-0123"
-
-
-@pytest.fixture
-def auth_env(tmp_path, monkeypatch) -> Path:
-    """No credentials anywhere but the returned auth file (absent until written)."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for var in ("DOCKER_CONFIG", "XDG_RUNTIME_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    auth_file = tmp_path / "auth.json"
-    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
-    return auth_file
-
-
-@contextmanager
-def registry_env() -> Iterator[None]:
-    """No ``REGISTRY_*`` variables: docker-registry reads them as config overrides, and
-    ``REGISTRY_AUTH_FILE`` (ours, for the client) would become its ``auth.file``."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in [n for n in os.environ if n.startswith("REGISTRY_")]:
-            mp.delenv(name)
-        yield
-
-
-def write_auths(path: Path, host: str, **entry: str) -> None:
-    path.write_text(json.dumps({"auths": {host: entry}}))
-
-
-def basic(user: str, password: str) -> str:
-    return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def unique(prefix: str) -> str:
@@ -108,22 +87,6 @@ def small_image(client: RegistryClient, repo: str, tag: str) -> tuple[bytes, Des
 
 
 # -- basic auth (htpasswd) --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def basic_registry(tmp_path_factory):
-    need("htpasswd")
-    workdir = tmp_path_factory.mktemp("basic-registry")
-    entry = subprocess.run(
-        ["htpasswd", "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    (workdir / "htpasswd").write_text(entry + "\n")
-    with registry_env():
-        registry = start_docker_registry(
-            workdir, f"auth: {{htpasswd: {{realm: dockyard-test, path: {workdir / 'htpasswd'}}}}}\n"
-        )
-    yield registry
-    stop(registry)
 
 
 def test_basic_auth_from_auth_file(basic_registry, auth_env):
@@ -246,7 +209,7 @@ class TokenServer:
                 self.wfile.write(body)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        serve_in_thread(self._httpd)
 
     @property
     def realm(self) -> str:

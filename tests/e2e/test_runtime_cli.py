@@ -15,7 +15,7 @@ import pytest
 from dockyard.mountinfo import mount_points_under
 from dockyard.runtime.container import BUNDLES_DIR
 from tests.conftest import need
-from tests.e2e.test_runtime_container import runc_containers
+from tests.support.containers import runc_containers
 
 pytestmark = [
     pytest.mark.e2e,
@@ -149,7 +149,7 @@ def test_prune_ends_a_killed_runs_container_and_keeps_its_changes(dockyard, busy
     and unmounts its rootfs, whose upper dir (kept for a commit) holds what it wrote."""
     import signal
 
-    from tests.e2e.test_runtime_container import processes_running
+    from tests.support.containers import processes_running
 
     marker = "sleep 1727"
     script = f"echo kept > /written; echo started; {marker}"

@@ -1,12 +1,13 @@
 """Containers under real runc on real overlays: isolation, identity, mounts, networks,
 output, timeouts, and a clean host after every test (no mounts, containers, processes).
 
-The fixtures here (a store holding the busybox image, the leak check) are imported by
-the other runtime e2e modules.
+Its fixtures (a store holding the busybox image, the leak check) are in
+:mod:`tests.support.containers`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,15 +15,12 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from dockyard import reference
 from dockyard.errors import ContainerError
-from dockyard.mountinfo import mount_points_under
 from dockyard.runtime import (
     HOST,
     Container,
@@ -34,82 +32,25 @@ from dockyard.runtime import (
     overlay_rootfs,
     run,
 )
-from dockyard.runtime.container import BUNDLES_DIR, RUNC_DIR, reap_orphans
-from dockyard.store import Store
-from dockyard.transfer.copy import copy_image
-from dockyard.transfer.transports import open_source, parse_location
-from tests.conftest import need
+from dockyard.runtime.container import (
+    BUNDLES_DIR,
+    kill_all,
+    reap_orphans,
+    signal_first,
+)
 from tests.killing import killed_when_ready
+from tests.support.containers import (
+    Image,
+    Output,
+    busybox_image,
+    no_leaks,
+    processes_running,
+    runc_containers,
+)
+
+SHARED_FIXTURES = (busybox_image, no_leaks)  # pytest finds them here by name
 
 pytestmark = pytest.mark.e2e
-
-BUSYBOX = reference.parse("localhost/runtime-tests/busybox:latest")
-
-
-@dataclass
-class Image:
-    """The busybox image in a store, with its snapshots prepared."""
-
-    store: Store
-    lowers: list[Path]
-
-
-@pytest.fixture(scope="session")
-def busybox_image(tmp_path_factory, busybox_layout) -> Image:
-    need("runc")
-    if os.geteuid() != 0:
-        pytest.skip("containers need root")
-    store = Store(tmp_path_factory.mktemp("runtime") / "store")
-    source = open_source(parse_location(f"oci:{busybox_layout}:latest"), store_root=None)
-    copy_image(source, store.destination(BUSYBOX))
-    manifest = store.image_manifest(store.resolve(BUSYBOX))
-    assert manifest is not None
-    return Image(store, Snapshots(store).prepare(manifest))
-
-
-def runc_containers(root: Path) -> list[str]:
-    result = subprocess.run(
-        ["runc", "--root", str(root / RUNC_DIR), "list", "-q"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout.split()
-
-
-def processes_running(marker: str) -> list[int]:
-    """Pids whose command line contains ``marker`` (zombies excepted)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in cmdline and state != "Z":
-            found.append(int(entry))
-    return found
-
-
-@pytest.fixture(autouse=True)
-def no_leaks(request, tmp_path) -> Iterator[None]:
-    """After each test: no mounts under its dirs or the store, no runc containers and
-    no bundles in our runc root, no scratch dirs among the snapshots."""
-    yield
-    image: Image | None = (
-        request.getfixturevalue("busybox_image")
-        if "busybox_image" in request.fixturenames
-        else None
-    )
-    assert mount_points_under(tmp_path) == []
-    if image is not None:
-        root = image.store.root
-        assert mount_points_under(root) == []
-        assert runc_containers(root) == []
-        assert list((root / BUNDLES_DIR).glob("*")) == []
-        assert [p.name for p in (root / "snapshots").glob(".scratch-*")] == []
 
 
 @pytest.fixture
@@ -120,24 +61,6 @@ def rootfs(busybox_image) -> Iterator[Path]:
         overlay_rootfs(busybox_image.lowers, scratch) as fs,
     ):
         yield fs.merged
-
-
-class Output:
-    """Collects what a container writes, per stream."""
-
-    def __init__(self) -> None:
-        self.chunks: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-
-    def __call__(self, stream: str, data: bytes) -> None:
-        self.chunks[stream] += data
-
-    @property
-    def stdout(self) -> str:
-        return self.chunks["stdout"].decode()
-
-    @property
-    def stderr(self) -> str:
-        return self.chunks["stderr"].decode()
 
 
 def sh(script: str, **kw) -> ContainerConfig:
@@ -438,6 +361,58 @@ def test_ctrl_c_cleans_up_everything(busybox_image, tmp_path):
     assert child.returncode != 0
     assert b"KeyboardInterrupt" in stderr
     assert processes_running("sleep 1720") == []
+
+
+def _runc_status(container: Container) -> str:
+    state = subprocess.run(
+        ["runc", "--root", str(container.runc_root), "state", container.id],
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(state.stdout)["status"] if state.returncode == 0 else "gone"
+
+
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_wait_started_returns_once_it_runs_or_says_why_it_cannot(rootfs, busybox_image):
+    root = busybox_image.store.root
+    with Container(rootfs, sh("exec sleep 1724"), root=root) as running:
+        running.wait_started()
+        assert _runc_status(running) == "running"
+        running.kill()
+    with Container(rootfs, sh("exit 3"), root=root) as ended:
+        ended.wait_started()  # it ended: wait tells how
+        assert ended.wait() == 3
+    broken = Container(rootfs, ContainerConfig(["/no/such/command"]), root=root)
+    with broken, pytest.raises(ContainerError, match="no such file"):
+        broken.wait_started()
+
+
+def test_a_signal_goes_to_the_first_process_only_if_it_catches_it(rootfs, busybox_image):
+    out = Output()
+    script = "trap 'echo got it; exit 7' TERM; echo up; while :; do sleep 0.1; done"
+    with Container(rootfs, sh(script), root=busybox_image.store.root, on_output=out) as c:
+        _until(lambda: out.stdout == "up\n")  # the trap is set
+        assert signal_first(c.runc_root, c.id, signal.SIGTERM)
+        assert c.wait(30) == 7
+        assert out.stdout == "up\ngot it\n"
+        assert not signal_first(c.runc_root, c.id, signal.SIGTERM)  # it has ended
+
+
+def test_kill_all_ends_an_init_that_ignores_signals_and_its_children(rootfs, busybox_image):
+    marker = "sleep 1725"
+    with Container(rootfs, sh(f"{marker} & exec {marker}"), root=busybox_image.store.root) as c:
+        _until(lambda: len(processes_running(marker)) == 2)
+        assert not signal_first(c.runc_root, c.id, signal.SIGTERM)  # an init drops it
+        assert _runc_status(c) == "running"
+        kill_all(c.runc_root, c.id)
+        assert c.wait(30) == 137
+    assert processes_running(marker) == []
 
 
 def test_a_container_cannot_be_started_twice(rootfs, busybox_image):

@@ -48,7 +48,7 @@ from dockyard.store.trash import remove_tree as remove_trash
 from dockyard.transfer.copy import copy_image
 from dockyard.transfer.transports import open_source, parse_location
 from tests.conftest import need
-from tests.e2e.test_runtime_container import Output, busybox_image, no_leaks
+from tests.support.containers import Output, busybox_image, no_leaks
 
 SHARED_FIXTURES = (busybox_image, no_leaks)  # pytest finds them here by name
 

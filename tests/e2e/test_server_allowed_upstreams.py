@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.test_server_fixtures import FakeRegistry, fake_image, sha256_of, start_server
+from tests.support.registry_server import FakeRegistry, fake_image, sha256_of, start_server
 
 pytestmark = pytest.mark.e2e
 

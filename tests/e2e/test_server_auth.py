@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import need
-from tests.e2e.test_server_fixtures import Containers, run, skopeo, start_server
+from tests.support.registry_server import Containers, run, skopeo, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import start_docker_registry, stop
-from tests.e2e.test_server_fixtures import copy, manifest_digest, skopeo, start_server
+from tests.support.registry_server import copy, manifest_digest, skopeo, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import json
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +17,8 @@ import httpx
 import pytest
 
 from tests.conftest import need, start_docker_registry, stop
-from tests.e2e.test_server_fixtures import (
+from tests.support.http import serve_in_thread
+from tests.support.registry_server import (
     Containers,
     FakeRegistry,
     copy,
@@ -304,7 +304,7 @@ def test_fake_upstream(tmp_path, honest, chunked):
         },
     )
     fake = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    serve_in_thread(fake)
     server = start_server(
         tmp_path / "mirror", "--upstream", f"fake=http://127.0.0.1:{fake.server_address[1]}"
     )

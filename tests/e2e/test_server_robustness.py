@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import need
-from tests.e2e.test_server_fixtures import copy, manifest_digest, run, start_server
+from tests.support.registry_server import copy, manifest_digest, run, start_server
 
 pytestmark = pytest.mark.e2e
 

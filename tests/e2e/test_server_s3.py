@@ -16,7 +16,7 @@ import pytest
 from dockyard.registry.server.config import ServerConfig
 from dockyard.registry.server.gc import collect
 from dockyard.registry.server.s3storage import PART_SIZE, S3Storage
-from tests.e2e.test_server_fixtures import (
+from tests.support.registry_server import (
     copy,
     fake_image,
     manifest_digest,

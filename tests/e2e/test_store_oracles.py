@@ -14,7 +14,7 @@ from dockyard.layout.oci_dir import LayoutSource
 from dockyard.reference import parse
 from dockyard.store import Store
 from tests.conftest import need
-from tests.unit.test_layout_sample import copy_by_hand
+from tests.support.sample_images import copy_by_hand
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ PULL = textwrap.dedent(
     from dockyard.layout.oci_dir import LayoutSource
     from dockyard.reference import parse
     from dockyard.store import Store
-    from tests.unit.test_layout_sample import copy_by_hand
+    from tests.support.sample_images import copy_by_hand
 
     layout, root, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
     sys.stdin.readline()  # start together

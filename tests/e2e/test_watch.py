@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from dockyard.mountinfo import mount_points_under
-from tests.e2e import test_containers as working
-from tests.e2e.test_runtime_container import runc_containers
+from tests.support import working
+from tests.support.containers import runc_containers
 
 pytestmark = [
     pytest.mark.e2e,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.containers.diff import changes
-from tests.e2e import test_containers as working
+from tests.support import working
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
 

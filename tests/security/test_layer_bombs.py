@@ -371,7 +371,7 @@ def test_a_snapshot_keeps_holes_and_a_bomb_past_the_limit_leaves_nothing(tmp_pat
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the copier's tests run as root")
 def test_add_of_a_sparse_archive_keeps_holes_and_a_bomb_is_stopped(tmp_path, limits):
-    from tests.unit.test_copier_support import run
+    from tests.support.copier import run
 
     ctx = tmp_path / "ctx"
     ctx.mkdir()

@@ -19,7 +19,7 @@ import pytest
 from dockyard.errors import RegistryError
 from dockyard.registry.client import Credentials, RegistryClient
 from tests.conftest import need
-from tests.e2e.test_registry_auth import (  # noqa: F401 - fixtures
+from tests.support.registry_auth import (  # noqa: F401 - fixtures
     PASSWORD,
     USER,
     auth_env,

@@ -10,7 +10,6 @@ import hashlib
 import json
 import select
 import socket
-import threading
 import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +25,8 @@ with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx
 from dockyard.oci import mediatypes as mt
 from dockyard.registry.server.app import create_app
 from dockyard.registry.server.config import ServerConfig
-from tests.e2e.test_server_fixtures import start_server
+from tests.support.http import serve_in_thread
+from tests.support.registry_server import start_server
 
 LIMIT = 4 << 20
 
@@ -344,7 +344,7 @@ def lying(tmp_path):
     def start(**lies):
         handler = type("Handler", (_LyingUpstream,), lies)
         fake = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=fake.serve_forever, daemon=True).start()
+        serve_in_thread(fake)
         server = start_server(
             tmp_path / "mirror", "--upstream", f"up=http://127.0.0.1:{fake.server_address[1]}"
         )

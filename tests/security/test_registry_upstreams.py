@@ -13,7 +13,7 @@ import json
 import httpx
 import pytest
 
-from tests.e2e.test_server_fixtures import FakeRegistry, fake_image, sha256_of, start_server
+from tests.support.registry_server import FakeRegistry, fake_image, sha256_of, start_server
 
 pytestmark = pytest.mark.e2e
 

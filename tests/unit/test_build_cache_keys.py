@@ -14,7 +14,7 @@ from dockyard.builder.cache import BuildCache, CacheRecord
 from dockyard.errors import BuildError
 from dockyard.oci.descriptor import Platform
 from dockyard.oci.mutate import ImageState, _fill_history_times
-from tests.unit.test_copier_support import instruction
+from tests.support.copier import instruction
 
 
 def from_key(text: str, root: Path) -> dict:

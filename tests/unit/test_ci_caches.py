@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dockyard.ci.caches import cache_name, files_key
+from tests.support.renames import renaming
 
 
 def test_the_key_follows_the_files_content(tmp_path):
@@ -20,3 +21,18 @@ def test_a_missing_file_is_a_content_of_its_own(tmp_path):
     missing = files_key(tmp_path, ["requirements.txt"])
     (tmp_path / "requirements.txt").write_text("")
     assert files_key(tmp_path, ["requirements.txt"]) != missing
+
+
+def test_a_concurrent_rename_does_not_change_the_key(tmp_path):
+    # A key file read as missing (openat2's EAGAIN on a lookup through "..", which a
+    # rename anywhere can cause) would pick an empty cache.
+    workspace = tmp_path / "ws"
+    (workspace / "sub").mkdir(parents=True)
+    (workspace / "requirements.txt").write_text("flask==3.0\n")
+    (workspace / "sub/link").symlink_to("../" + "sub/../" * 12 + "requirements.txt")
+    expected = files_key(workspace, ["sub/link"])
+    with renaming(tmp_path / "renames"):
+        keys = {files_key(workspace, ["sub/link"]) for _ in range(2000)}
+    assert keys == {expected}
+    (workspace / "requirements.txt").unlink()
+    assert files_key(workspace, ["sub/link"]) != expected  # it was read, not missing

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.ci.pipeline import PipelineError, load_pipeline, parse_duration, parse_pipeline
+from dockyard.ci.variables import STAND_INS
 
 FILE = Path(".dockyard.yml")
 
@@ -91,6 +92,17 @@ def test_the_issue_example_is_accepted():
     assert build.build_args == {"V": "2"}
     assert pipeline.cache_key == "demo"
     assert pipeline.graph.order == ["compile", "test", "image", "smoke"]
+
+
+def test_steps_by_name():
+    text = "steps: [" + ", ".join(f"{{name: s{i}, image: busybox}}" for i in range(300)) + "]"
+    pipeline = parse(text)
+    assert [pipeline.step(f"s{i}").name for i in range(300)] == [s.name for s in pipeline.steps]
+    with pytest.raises(KeyError):
+        pipeline.step("s300")
+    values = {"CI_EVENT": "push", "CI_RUN_ID": "x", "CI_RUN_NUMBER": "2"}
+    valued = pipeline.with_values({**STAND_INS, **values})
+    assert valued.step("s7") is valued.steps[7]  # its own steps, not the stand-ins'
 
 
 def test_defaults():

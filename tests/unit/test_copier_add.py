@@ -10,7 +10,6 @@ import io
 import lzma
 import os
 import tarfile
-import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,7 +18,8 @@ import zstandard
 
 from dockyard.builder import copier
 from dockyard.errors import BuildError
-from tests.unit.test_copier_support import context, instruction, mode, needs_root, owner, run
+from tests.support.copier import context, instruction, mode, needs_root, owner, run
+from tests.support.http import serve_in_thread
 
 pytestmark = needs_root
 
@@ -163,8 +163,7 @@ def server(tmp_path):
     (served / "files/bundle.tar.gz").write_bytes(gzip.compress(SAMPLE))
     handler = functools.partial(_Handler, directory=str(served))
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    serve_in_thread(httpd)
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", served
     finally:

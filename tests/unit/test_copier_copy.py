@@ -11,14 +11,7 @@ import pytest
 
 from dockyard.builder import copier
 from dockyard.errors import BuildError
-from tests.unit.test_copier_support import (
-    context,
-    instruction,
-    mode,
-    needs_root,
-    owner,
-    run,
-)
+from tests.support.copier import context, instruction, mode, needs_root, owner, run
 
 pytestmark = needs_root
 

@@ -12,7 +12,7 @@ import pytest
 
 from dockyard.builder import copier
 from dockyard.errors import BuildError
-from tests.unit.test_copier_support import instruction, needs_root, owner, run, snapshot
+from tests.support.copier import instruction, needs_root, owner, run, snapshot
 
 pytestmark = needs_root
 

@@ -549,6 +549,26 @@ def test_the_stream_is_read_to_its_end(box):
     assert stream.tell() == len(stream.getvalue())
 
 
+def test_walking_and_applying_read_a_layer_alike(box):
+    from dockyard.layers.walk import walk_layer
+
+    def walk(stream: io.BytesIO, name: str | None = None) -> object:
+        return walk_layer(stream, lambda entry: None, name=name)
+
+    def apply(stream: io.BytesIO, name: str | None = None) -> object:
+        return apply_layer(stream, box.rootfs, name=name)
+
+    truncated = layer(file("f", b"x" * 5000)).getvalue()[:1500]
+    for read in (walk, apply):
+        stream = io.BytesIO(layer(file("f")).getvalue() + bytes(10_240))
+        read(stream)
+        assert stream.tell() == len(stream.getvalue())
+        with pytest.raises(LayerError, match=r"^layer 3: (malformed layer tar: |layer entry 'f')"):
+            read(io.BytesIO(truncated), "layer 3")
+        with pytest.raises(LayerError, match=r"^malformed layer tar: "):
+            read(io.BytesIO(b"not a tar at all" * 100))
+
+
 # -- flatten -------------------------------------------------------------------------
 
 

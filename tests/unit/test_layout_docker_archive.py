@@ -19,7 +19,7 @@ from dockyard.oci import manifest as manifests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.home import RawManifest
-from tests.unit.test_layout_sample import copy_by_hand, layer_tar, sample_image
+from tests.support.sample_images import copy_by_hand, layer_tar, sample_image
 
 
 def members(path):

@@ -16,7 +16,7 @@ from dockyard.layout.oci_archive import (
 )
 from dockyard.layout.oci_dir import REF_NAME
 from dockyard.oci import mediatypes as mt
-from tests.unit.test_layout_sample import copy_by_hand, sample_image
+from tests.support.sample_images import copy_by_hand, sample_image
 
 
 def members(path):

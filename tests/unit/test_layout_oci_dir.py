@@ -10,7 +10,7 @@ from dockyard.layout.oci_dir import REF_NAME, LayoutDestination, LayoutSource, O
 from dockyard.oci import digest as digests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
-from tests.unit.test_layout_sample import copy_by_hand, sample_image
+from tests.support.sample_images import copy_by_hand, sample_image
 
 
 def index_doc(path):

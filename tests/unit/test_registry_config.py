@@ -67,6 +67,24 @@ def test_first_file_found_wins(tmp_path, monkeypatch):
     assert not registries.load().insecure("home.example")
 
 
+def test_the_file_is_parsed_once_until_it_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKYARD_CONFIG_DIR", str(tmp_path))
+    path = tmp_path / "registries.toml"
+    path.write_text(TOML)
+    first = registries.load()
+    assert registries.load() is first  # not read again
+    path.write_text(TOML.replace("lan.example", "lab.example"))  # in place, same size
+    changed = registries.load()
+    assert changed.insecure("lab.example:5000") and not changed.insecure("lan.example:5000")
+    assert registries.load() is changed
+    replacement = tmp_path / "new.toml"
+    replacement.write_text('[[registry]]\nlocation = "x.example"\ninsecure = true\n')
+    replacement.replace(path)  # as editors and atomic writers do
+    assert registries.load().insecure("x.example")
+    path.unlink()
+    assert registries.load() == registries.RegistriesConfig()
+
+
 @pytest.fixture
 def config_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKYARD_CONFIG_DIR", str(tmp_path))

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import os
 import socket
 import subprocess
+
+import pytest
 
 from dockyard.runtime import ContainerConfig
 from dockyard.runtime.nat import (
@@ -17,6 +20,7 @@ from dockyard.runtime.nat import (
     _RtEntry,
     host_networks,
 )
+from dockyard.runtime.netns import in_new_netns
 from tests.conftest import need
 
 FIB_TRIE = """\
@@ -100,3 +104,39 @@ def test_apply_joins_the_namespace_with_the_nats_resolver_and_no_raw_sockets():
     assert config.network == "/proc/1/fd/9"
     assert config.dns == (NAMESERVER,)
     assert set(config.drop_capabilities) == {"CAP_MKNOD", "CAP_NET_RAW"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_SYS_ADMIN)")
+def test_a_namespace_of_its_own_with_loopback_up_and_the_host_refused():
+    own = os.stat("/proc/thread-self/ns/net").st_ino
+
+    def inside() -> int:
+        with socket.socket() as s:  # loopback is up: a listener there answers
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            socket.create_connection(s.getsockname(), timeout=5).close()
+        return os.stat("/proc/thread-self/ns/net").st_ino
+
+    assert own != in_new_netns(inside)
+    assert os.stat("/proc/thread-self/ns/net").st_ino == own  # this thread never moved
+    with pytest.raises(ZeroDivisionError):  # raised here, as it was raised there
+        in_new_netns(lambda: 1 // 0)
+    need("slirp4netns")
+    with NatNetwork() as network:
+        shown = subprocess.run(
+            [
+                "nsenter",
+                f"--net={network.path}",
+                "ip",
+                "-4",
+                "route",
+                "show",
+                "type",
+                "unreachable",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    refused = {ipaddress.ip_network(line.split()[1]) for line in shown.splitlines()}
+    assert refused == set(_blocked(host_networks())) != set()

@@ -171,15 +171,19 @@ def test_tokens(tmp_path):
     requested = auth.parse_scope("repository:a/b:pull,push registry:catalog:*")
     granted = auth.grant(requested, "alice", anonymous_pull=False)
     token, _ = issuer.issue("alice", granted)
-    access = issuer.verify(token)
+    checked = issuer.verify_user(token)
+    assert checked is not None
+    user, access = checked
+    assert user == "alice"
     assert auth.allows(access, "repository", "a/b", "push")
     assert auth.allows(access, "registry", "catalog", "*")
     assert not auth.allows(access, "repository", "a/c", "pull")
-    assert issuer.verify(token + "x") is None
-    assert auth.TokenIssuer(tmp_path / "key").verify(token) is not None  # key persists
-    assert auth.TokenIssuer(tmp_path / "other").verify(token) is None
+    assert issuer.verify_user(token + "x") is None
+    assert auth.TokenIssuer(tmp_path / "key").verify_user(token) == checked  # key persists
+    assert auth.TokenIssuer(tmp_path / "other").verify_user(token) is None
     expired = auth.TokenIssuer(tmp_path / "key", ttl=-1).issue("alice", granted)[0]
-    assert issuer.verify(expired) is None
+    assert issuer.verify_user(expired) is None
+    assert issuer.verify_user(issuer.issue("", [])[0]) == ("", [])  # an anonymous token
     anonymous = auth.grant(requested, None, anonymous_pull=True)
     assert anonymous == [auth.Access("repository", "a/b", frozenset({"pull"}))]
     assert auth.grant(requested, None, anonymous_pull=False) == []

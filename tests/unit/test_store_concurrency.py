@@ -7,7 +7,7 @@ from dockyard.files.atomic import is_temp
 from dockyard.reference import parse
 from dockyard.store import Store
 from tests.killing import StallingReader, killed_when_ready
-from tests.unit.test_layout_sample import copy_by_hand, sample_image
+from tests.support.sample_images import copy_by_hand, sample_image
 
 TAGS_PER_WORKER = 20
 

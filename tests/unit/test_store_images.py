@@ -9,7 +9,7 @@ from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.reference import parse
 from dockyard.store import Store, default_root, ref_key
-from tests.unit.test_layout_sample import copy_by_hand, put_indexed, sample_image
+from tests.support.sample_images import copy_by_hand, put_indexed, sample_image
 
 REF_NAME = "org.opencontainers.image.ref.name"
 

@@ -10,8 +10,8 @@ from dockyard.reference import parse
 from dockyard.runtime.snapshots import Snapshots
 from dockyard.store import Store, pins
 from dockyard.store.store import PINS_DIR
-from tests.unit.test_layout_sample import copy_by_hand, sample_image
-from tests.unit.test_store_prune import stored_with_snapshots
+from tests.support.sample_images import copy_by_hand, sample_image
+from tests.support.snapshots import stored_with_snapshots
 
 
 def test_pin_replace_and_unpin(tmp_path):

@@ -13,10 +13,11 @@ from dockyard.files.locking import FileLock
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.digest import hex_part
 from dockyard.reference import parse
-from dockyard.runtime.snapshots import Snapshots, chain_ids
+from dockyard.runtime.snapshots import Snapshots
 from dockyard.store import Store
 from tests.killing import killed_when_ready
-from tests.unit.test_layout_sample import copy_by_hand, put_indexed, sample_image
+from tests.support.sample_images import copy_by_hand, put_indexed, sample_image
+from tests.support.snapshots import snapshot, stored_with_snapshots
 
 
 def test_prune_keeps_what_names_reach_and_deletes_the_rest(store_root):
@@ -109,27 +110,6 @@ def test_prune_of_a_missing_store_is_a_no_op(tmp_path):
 # -- snapshots: the layers' extracted dirs, kept for named images and live holders ---------
 
 
-def snapshot(snapshots: Snapshots, chain: str, files: dict[str, bytes]) -> Path:
-    """A snapshot dir as extraction or a commit leaves it (made by hand: no root here)."""
-    path = snapshots.path(chain)
-    path.mkdir(parents=True)
-    for name, data in files.items():
-        (path / name).write_bytes(data)
-    return path
-
-
-def stored_with_snapshots(store: Store, name: str, *layers: dict[str, bytes]) -> list[str]:
-    """Store an image of ``layers`` named ``name``, make its snapshots; its chain IDs."""
-    image = sample_image(*layers)
-    copy_by_hand(image, store.destination(parse(name)))
-    chains = chain_ids(image.diff_ids)
-    snapshots = Snapshots(store)
-    for chain, files in zip(chains, layers, strict=True):
-        if not snapshots.exists(chain):
-            snapshot(snapshots, chain, files)
-    return chains
-
-
 def entries(store: Store) -> list[str]:
     return sorted(p.name for p in (store.root / "snapshots").iterdir())
 
@@ -192,6 +172,41 @@ def test_a_held_scratch_dir_is_spared_and_an_abandoned_one_reaped(store_root):
         assert live.is_dir() and not abandoned.exists()
     assert result.temps == 1 and result.freed == len(b"written by a killed build")
     assert entries(store) == [".holds", ".locks"]
+
+
+def test_blobs_per_image_and_what_prune_keeps_are_one_walk(store_root):
+    from dockyard.store.gc import blobs_per_root, reachable
+
+    store = Store(store_root)
+    one, two = sample_image({"k": b"keep"}), sample_image({"k": b"keep"}, {"m": b"more"})
+    copy_by_hand(one, store.destination(parse("one")))
+    copy_by_hand(two, store.destination(parse("two")))
+    other = Descriptor.of_bytes(two.doc.media_type, b"{}", platform=Platform("linux", "arm64"))
+    child = two.doc.descriptor(platform=Platform("linux", "amd64"))
+    index = put_indexed(two, store.destination(parse("multi")), [child, other])
+    per_image = blobs_per_root(store.layout)
+    assert per_image[:2] == [
+        {one.doc.digest, *(d.digest for d in one.doc.blobs)},
+        {two.doc.digest, *(d.digest for d in two.doc.blobs)},
+    ]
+    assert per_image[2] == {index.digest, *per_image[1]}  # arm64 was never pulled
+    assert reachable(store.layout) == set().union(*per_image)
+    (store.layout.blobs.path(two.doc.layers[1].digest)).unlink()  # lost
+    assert two.doc.layers[1].digest not in blobs_per_root(store.layout)[1]  # not counted
+    assert two.doc.layers[1].digest in reachable(store.layout)  # named still
+
+
+def test_reaping_scratch_dirs_alone_spares_what_prune_spares(store_root):
+    store = Store(store_root)
+    copy_by_hand(sample_image(), store.destination(parse("x")))
+    unnamed = store_root / "snapshots" / ("a" * 64)  # prune's, not reap_scratch's
+    unnamed.mkdir(parents=True)
+    abandoned = store_root / "snapshots/.scratch-killed"
+    (abandoned / "upper").mkdir(parents=True)
+    with Snapshots(store).scratch() as live:
+        assert Snapshots(store).reap_scratch() == 1
+        assert live.is_dir() and not abandoned.exists() and unnamed.is_dir()
+        assert Snapshots(store).reap_scratch() == 0
 
 
 def test_a_snapshot_being_made_is_spared(store_root):

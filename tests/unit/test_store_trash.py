@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dockyard.store.trash import is_trash, move_to_trash, remove_tree
+from dockyard.store.trash import is_trash, move_to_trash, remove_tree, tree_stats
 
 NOBODY = 65534
 
@@ -83,3 +83,23 @@ def test_remove_tree_opens_up_directories_their_owner_may_not_enter(tmp_path):
         assert os.listdir(directory) == []
     finally:
         shutil.rmtree(directory)
+
+
+def test_tree_stats_size_and_last_write(tmp_path):
+    tree, other = tmp_path / "tree", tmp_path / "other"
+    (tree / "sub/deeper").mkdir(parents=True)
+    other.mkdir()
+    (tree / "a").write_bytes(b"12345")
+    os.link(tree / "a", tree / "sub/a-again")  # counted once
+    (tree / "shared").write_bytes(b"678")
+    os.link(tree / "shared", other / "shared")  # deleting the tree frees none of it
+    (tree / "sub/deeper/newest").write_bytes(b"9")
+    for path, seconds in [(tree / "a", 100), (tree / "sub/deeper", 200), (tree, 300)]:
+        os.utime(path, (seconds, seconds))
+    os.utime(tree / "shared", (400, 400))
+    os.utime(tree / "sub/deeper/newest", (500, 500))
+    os.utime(tree / "sub", (50, 50))
+    assert tree_stats(tree) == (5 + 1, 500.0)  # "a" once, "newest"; not "shared"
+    os.utime(tree / "sub/deeper/newest", (150, 150))
+    assert tree_stats(tree)[1] == 400.0  # the tree's own and every entry's mtime count
+    assert tree_stats(tmp_path / "missing") == (0, 0.0)

@@ -18,7 +18,7 @@ from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
 from dockyard.transfer.convert import Conversion, plan
 from dockyard.transfer.copy import copy_image
-from tests.unit.test_layout_sample import compress, sample_image
+from tests.support.sample_images import compress, sample_image
 
 
 def written(layout) -> tuple[manifests.Manifest, LayoutSource]:

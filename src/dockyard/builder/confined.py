@@ -11,9 +11,7 @@ nothing: the fd still names the directory that was opened.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +19,6 @@ from dockyard.errors import BuildError
 from dockyard.runtime import inroot
 
 _PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block the build
-_MISSING = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV)
 
 MAX_READ = 16 << 20
 """The most :meth:`ConfinedDir.read_file` reads (a Dockerfile, an ignore file)."""
@@ -73,19 +69,9 @@ class ConfinedDir:
         directory, a device or a symlink leading nowhere inside count as none).
         BuildError if it is larger than ``limit`` or cannot be read."""
         try:
-            fd = self.open_fd(relative, _READ)
+            return inroot.read_regular(self.fd, relative, limit)
         except OSError as e:
-            if e.errno in _MISSING:
-                return None
             raise BuildError(f"cannot read {relative}: {e.strerror}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            return None
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise BuildError(f"{relative} is larger than {limit} bytes")
-        return data
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -96,6 +96,7 @@ class Schedule:
         self.graph = graph
         chosen = set(graph.order if selected is None else selected)
         self._todo = [name for name in graph.order if name in chosen]
+        self._chosen = frozenset(self._todo)
         self._started: set[str] = set()
         self._finished: dict[str, bool] = {}  # name -> failed (a failure that counts)
 
@@ -105,7 +106,7 @@ class Schedule:
         for name in self._todo:
             if name in self._started:
                 continue
-            waits = self.graph.awaits[name] & set(self._todo)
+            waits = self.graph.awaits[name] & self._chosen
             if all(dep in self._finished for dep in waits):
                 self._started.add(name)
                 found.append(name)

@@ -27,7 +27,7 @@ from typing import BinaryIO, NoReturn, Protocol
 from xml.parsers import expat
 
 from dockyard.ci.treeglob import DIR_FLAGS, TreeError, matches, no_check
-from dockyard.runtime import syscalls
+from dockyard.runtime import inroot
 
 MAX_REPORT_SIZE = 256 << 20
 MAX_FAILING_NAMES = 200
@@ -35,9 +35,6 @@ MAX_FAILED_CASES = 100  # failed cases kept with their message and output
 MAX_CASES = 1000  # cases kept in all (the counts count every one)
 MAX_MESSAGE = 1024  # characters of a failure's message kept
 MAX_OUTPUT = 4096  # characters of a failed case's output kept (its last ones)
-_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
-_BENEATH = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_MAGICLINKS
-_RETRIES = 8  # openat2 says EAGAIN when a rename raced the lookup
 
 
 class ReportError(ValueError):
@@ -226,23 +223,16 @@ class _SizedReader:
 def _open_report(root: int, path: str) -> BinaryIO:
     """The regular file ``path`` under the directory ``root``, symlinks followed only
     while they stay beneath it."""
-    for _ in range(_RETRIES):
-        try:
-            fd = syscalls.openat2(root, path, _OPEN, _BENEATH)
-            break
-        except OSError as e:
-            if e.errno == errno.EXDEV:
-                raise ReportError("outside the workspace") from None
-            if e.errno != errno.EAGAIN:
-                raise
-    else:
-        raise ReportError("the workspace kept changing while it was opened")
+    try:
+        fd = inroot.open_regular(root, path, beneath=True)
+    except OSError as e:
+        if e.errno == errno.EXDEV:
+            raise ReportError("outside the workspace") from None
+        if e.errno == errno.EAGAIN:
+            raise ReportError("the workspace kept changing while it was opened") from None
+        raise
     f = os.fdopen(fd, "rb")
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        f.close()
-        raise ReportError("not a regular file")
-    if st.st_size > MAX_REPORT_SIZE:
+    if os.fstat(fd).st_size > MAX_REPORT_SIZE:
         f.close()
         raise ReportError("too large")
     return f

@@ -73,7 +73,6 @@ import errno
 import math
 import os
 import re
-import stat
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -100,7 +99,7 @@ from dockyard.ci.graph import Node, StepGraph, find_cycle
 from dockyard.ci.variables import BUILT_IMAGE, BUILTIN, STAND_INS, interpolate
 from dockyard.errors import InvalidFile, InvalidReference, Problem
 from dockyard.reference import Reference
-from dockyard.runtime import syscalls
+from dockyard.runtime import inroot
 from dockyard.yamlmarks import field_name
 
 DEFAULT_FILE = ".dockyard.yml"
@@ -114,7 +113,6 @@ MAX_LABELS = 100
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MAX_DURATION = 365 * 86400.0
-_BENEATH = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_MAGICLINKS
 
 
 class PipelineError(InvalidFile):
@@ -547,10 +545,12 @@ class Pipeline:
         return self.spec.name or str(self.file.absolute())
 
     def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
+        """The step ``name``; KeyError if there is none."""
+        return self._by_name[name]
+
+    @cached_property
+    def _by_name(self) -> dict[str, Step]:
+        return {step.name: step for step in self.steps}
 
     def steps_named(self, name: str) -> tuple[str, ...]:
         """The steps ``name`` stands for: a matrix's combinations, else itself."""
@@ -628,22 +628,16 @@ def load_pipeline(
 
 
 def open_regular(path: Path, within: str | os.PathLike[str] | None) -> int:
-    """An fd of the regular file ``path``, opened beneath ``within`` if given."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    """An fd of the regular file ``path``, opened beneath ``within`` if given (see
+    :func:`dockyard.runtime.inroot.open_regular`)."""
     if within is None:
-        fd = os.open(path, flags)
-    else:
-        root = os.open(within, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            relative = os.path.relpath(os.path.abspath(path), os.path.abspath(within))
-            fd = syscalls.openat2(root, relative, flags, _BENEATH)
-        finally:
-            os.close(root)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file")
-    os.set_blocking(fd, True)
-    return fd
+        return inroot.regular(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    root = os.open(within, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        relative = os.path.relpath(os.path.abspath(path), os.path.abspath(within))
+        return inroot.open_regular(root, relative, beneath=True)
+    finally:
+        os.close(root)
 
 
 def parse_pipeline(text: str, file: Path) -> Pipeline:

@@ -165,12 +165,10 @@ def run_pipeline(
     )
     env = {
         "CI": "true",
-        "CI_RUN_ID": run.id,
         "CI_PIPELINE": pipeline.spec.name or pipeline.file.name,
-        "CI_EVENT": options.event,
         "CI_WORKSPACE": MOUNT_POINT,
         **({"CI_BRANCH": options.branch} if options.branch else {}),
-        **values,
+        **values,  # CI_RUN_ID, CI_EVENT... (see .variables.BUILTIN)
         **pipeline.spec.variables,
         **pipeline.spec.env,
         **options.env,
@@ -310,24 +308,22 @@ class _Scheduler:
         """Run the selected steps; their results end up in :attr:`results`."""
         pool = ThreadPoolExecutor(max(1, self.options.parallel), thread_name_prefix="ci-step")
         running: dict[Future[StepResult], str] = {}
-        waiting: list[str] = []  # ready to start once their services have settled
+        waiting: dict[str, Sequence[str]] = {}  # ready steps -> the services they use
         try:
             while not self.schedule.done:
                 for name in self.schedule.ready():
-                    waiting.append(name)
+                    waiting[name] = self.pipeline.step(name).uses(self.pipeline.services)
                     self._ready_at[name] = time.monotonic()
-                for name in list(waiting):
-                    uses = self.pipeline.step(name).uses(self.pipeline.services)
+                for name, uses in list(waiting.items()):
                     if self.services and not all(f.done() for f in self.services.settled(uses)):
                         continue
-                    waiting.remove(name)
+                    del waiting[name]
                     future = self._start(pool, name, uses)
                     if future is not None:
                         running[future] = name
                 awaited: set[Future[Any]] = set(running)
                 if self.services:
-                    for name in waiting:
-                        uses = self.pipeline.step(name).uses(self.pipeline.services)
+                    for uses in waiting.values():
                         awaited.update(f for f in self.services.settled(uses) if not f.done())
                 if not awaited:
                     continue  # only skips happened: look again

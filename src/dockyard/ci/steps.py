@@ -40,13 +40,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import io
 import os
 import posixpath
 import shlex
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,9 @@ CHECK_REPORT = "check.xml"  # a check step's findings, as JUnit XML
 MAX_PROBLEM_NOTES = 20  # a workspace full of FIFOs must not flood the log
 
 
+_Caches = Callable[[], list[Mount]]  # a step's cache mounts, made on first use
+
+
 class StepTimeout(Exception):
     """A build step, or the collection of a step's reports and artifacts, passed its
     timeout."""
@@ -91,12 +95,14 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
 
     ``env`` holds the variables every step gets; ``cache_key`` keys its cache dirs.
     A step with ``retry`` runs again while it fails as its ``retry.when`` says, up to
-    ``retry.count`` more times; every attempt is in its log and its result.
+    ``retry.count`` more times; every attempt is in its log and its result, and all
+    use the cache dirs the first one found (key files are read once, when it starts).
     """
     log = OutputLog(step.name, ctx.run.step_log(step.name), ctx.masked, ctx.events)
     started = time.monotonic()
     earlier: list[StepResult] = []
-    result, deadline, services_failed = _attempt(ctx, step, env, cache_key, log)
+    caches = functools.cache(functools.partial(_cache_mounts, ctx, step, cache_key))
+    result, deadline, services_failed = _attempt(ctx, step, env, caches, log)
     while step.retry is not None and len(earlier) < step.retry.count:
         if ctx.cancel.cancelled or not step.retry.matches(
             result.status, result.exit_code, service_failed=services_failed
@@ -104,7 +110,7 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
             break
         log.note(f"attempt {len(earlier) + 1}: {_summary(result)}; retrying")
         earlier.append(result)
-        result, deadline, services_failed = _attempt(ctx, step, env, cache_key, log)
+        result, deadline, services_failed = _attempt(ctx, step, env, caches, log)
     collecting = time.monotonic()
     try:
         if result.status != CANCELLED:
@@ -126,7 +132,7 @@ def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str
 
 
 def _attempt(
-    ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str, log: OutputLog
+    ctx: RunContext, step: Step, env: Mapping[str, str], caches: _Caches, log: OutputLog
 ) -> tuple[StepResult, float | None, bool]:
     """Run ``step`` once: how it went, the deadline it had (by its timeout), and whether
     its own services failed."""
@@ -150,7 +156,7 @@ def _attempt(
         else:
             step_env = {**env, **step.environment, **{n: ctx.secrets[n] for n in step.secrets}}
             with _own_services(ctx, step, env, result) as step_ctx:
-                result.exit_code = _commands(step_ctx, step, step_env, cache_key, log, result)
+                result.exit_code = _commands(step_ctx, step, step_env, caches, log, result)
         result.status = SUCCESS if result.exit_code == 0 else FAILURE
         if result.exit_code and step.check is not None:
             result.reason = "a rule of severity error failed"
@@ -177,6 +183,18 @@ def _attempt(
             log.note(f"error: {detail}")
     result.duration = time.monotonic() - started
     return result, deadline, services_failed
+
+
+def _cache_mounts(ctx: RunContext, step: Step, cache_key: str) -> list[Mount]:
+    """The bind mounts of ``step``'s cache dirs, held, their key files read now."""
+    files = files_key(ctx.run.workspace, step.cache_files)
+    if files and ctx.hold is not None:  # named only now: held before its first use
+        with ctx.store.lease():
+            ctx.hold.add([cache_name(cache_key, path, files) for path in step.cache_paths])
+    return [
+        Mount.bind(str(cache_dir(ctx.store.root, cache_key, path, files)), path)
+        for path in step.cache_paths
+    ]
 
 
 @contextlib.contextmanager
@@ -209,7 +227,7 @@ def _commands(
     ctx: RunContext,
     step: Step,
     env: Mapping[str, str],
-    cache_key: str,
+    caches: _Caches,
     log: OutputLog,
     result: StepResult,
 ) -> int:
@@ -220,21 +238,13 @@ def _commands(
         image = ctx.images.get(step.image, log.note)
     finally:
         result.timings["pull"] = time.monotonic() - started
-    files = files_key(ctx.run.workspace, step.cache_files)
-    if files and ctx.hold is not None:  # named only now: held before its first use
-        with ctx.store.lease():
-            ctx.hold.add([cache_name(cache_key, path, files) for path in step.cache_paths])
-    caches = [
-        Mount.bind(str(cache_dir(ctx.store.root, cache_key, path, files)), path)
-        for path in step.cache_paths
-    ]
     config = container_config(
         image.config,
         args=("-e", "-c", script(step.commands)) if step.commands else (),
         entrypoint="/bin/sh" if step.commands else None,
         env=env,
         workdir=step.workdir or MOUNT_POINT,
-        base=ctx.base_config(step.name, caches, network=step.network),
+        base=ctx.base_config(step.name, caches(), network=step.network),
     )
     with ctx.images.rootfs(image) as rootfs:
         started = time.monotonic()

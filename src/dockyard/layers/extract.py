@@ -86,26 +86,43 @@ def apply_with(
     overlay-format extraction. Every byte read, and every byte written, is metered
     against the limits in the environment."""
     meter = Meter(Limits.from_env())
-    stream = MeteredReader(tar_stream, meter)
-    try:
+    with layer_errors(name):
         root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             applier = make_applier(root_fd, meter)
-            try:
-                for member, tar in read_members(stream):
-                    applier.apply(member, tar)
-            except tarfile.TarError as e:
-                raise LayerError(f"malformed layer tar: {e}") from None
+            for member, tar in metered_members(tar_stream, meter):
+                applier.apply(member, tar)
             applier.finish()
         finally:
             os.close(root_fd)
-        while stream.read(CHUNK):
-            pass
+    return applier.warnings
+
+
+def metered_members(
+    tar_stream: Reader, meter: Meter
+) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
+    """The members of a layer tar (see :func:`read_members`), every byte read metered;
+    after the last, the stream is read to its end (so that a verifying stream
+    verifies). Iterate inside :func:`layer_errors`."""
+    stream = MeteredReader(tar_stream, meter)
+    yield from read_members(stream)
+    while stream.read(CHUNK):
+        pass
+
+
+@contextlib.contextmanager
+def layer_errors(name: str | None = None) -> Iterator[None]:
+    """Errors of reading a layer as :class:`LayerError` (a malformed tar too), their
+    message starting with ``name`` if given."""
+    try:
+        try:
+            yield
+        except tarfile.TarError as e:
+            raise LayerError(f"malformed layer tar: {e}") from None
     except LayerError as e:
         if name is None:
             raise
         raise type(e)(f"{name}: {e}") from e
-    return applier.warnings
 
 
 def flatten(

@@ -18,11 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dockyard.errors import LayerError
 from dockyard.layers import whiteouts
 from dockyard.layers.compression import CHUNK, open_decompressed
-from dockyard.layers.extract import data_regions, read_members
-from dockyard.layers.limits import Limits, Meter, MeteredReader
+from dockyard.layers.extract import data_regions, layer_errors, metered_members
+from dockyard.layers.limits import Limits, Meter
 from dockyard.oci.streams import Reader
 
 FILE = "file"
@@ -101,29 +100,19 @@ def walk_layer(
     order; with ``diff_id``, hash the tar too. Raise :class:`LayerError` (starting with
     ``name`` if given) for a malformed or oversized layer."""
     hasher = hashlib.sha256() if diff_id else None
-    try:
+    count = 0
+    with layer_errors(name):
         meter = Meter(Limits.from_env())
         tar_stream: io.RawIOBase = open_decompressed(blob)
         if hasher is not None:
             tar_stream = _Hashing(tar_stream, hasher)
-        stream = MeteredReader(tar_stream, meter)
-        count = 0
-        try:
-            for member, tar in read_members(stream):
-                if member.isreg():  # a sparse file's holes count, as extraction counts them
-                    meter.expand(member.size - sum(n for _, n in data_regions(member)))
-                entry = _entry(member, tar)
-                if entry is not None:
-                    count += 1
-                    visit(entry)
-        except tarfile.TarError as e:
-            raise LayerError(f"malformed layer tar: {e}") from None
-        while stream.read(CHUNK):
-            pass
-    except LayerError as e:
-        if name is None:
-            raise
-        raise type(e)(f"{name}: {e}") from e
+        for member, tar in metered_members(tar_stream, meter):
+            if member.isreg():  # a sparse file's holes count, as extraction counts them
+                meter.expand(member.size - sum(n for _, n in data_regions(member)))
+            entry = _entry(member, tar)
+            if entry is not None:
+                count += 1
+                visit(entry)
     digest = f"sha256:{hasher.hexdigest()}" if hasher is not None else None
     return LayerReading(meter.expanded, count, digest)
 

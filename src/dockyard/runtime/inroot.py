@@ -25,14 +25,75 @@ from dockyard.errors import ContainerError
 from dockyard.runtime import syscalls
 
 _RESOLVE = syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS
+_BENEATH = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_MAGICLINKS
 _DIR = os.O_PATH | os.O_DIRECTORY
+_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
+_MISSING = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV)
 _MAX_SYMLINKS = 40
 _MAX_READ = 16 << 20
+_RETRIES = 8
 
 
-def open_in_root(root_fd: int, path: str, flags: int) -> int:
-    """An fd of ``path`` inside the directory ``root_fd``, symlinks resolved inside it."""
-    return syscalls.openat2(root_fd, path.lstrip("/") or ".", flags, _RESOLVE)
+class NotRegularFile(OSError):
+    """What :func:`open_regular` found is not a regular file."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EINVAL, "not a regular file")
+
+
+def open_in_root(root_fd: int, path: str, flags: int, *, beneath: bool = False) -> int:
+    """An fd of ``path`` inside the directory ``root_fd``, symlinks resolved inside it.
+
+    With ``beneath``, a symlink or ``..`` leading out of the directory is refused
+    (``EXDEV``) instead of stopping at it. A lookup through ``..`` says ``EAGAIN`` when
+    a rename anywhere raced it: it is tried again, up to a few times, so that a
+    concurrent rename cannot make a file look missing.
+    """
+    resolve = _BENEATH if beneath else _RESOLVE
+    relative = path.lstrip("/") or "."
+    for _ in range(_RETRIES - 1):
+        try:
+            return syscalls.openat2(root_fd, relative, flags, resolve)
+        except BlockingIOError:
+            continue
+    return syscalls.openat2(root_fd, relative, flags, resolve)
+
+
+def open_regular(root_fd: int, path: str, *, beneath: bool = False) -> int:
+    """A blocking, close-on-exec fd to read the regular file ``path`` under ``root_fd``
+    (resolved as :func:`open_in_root` does). :class:`NotRegularFile` for anything else
+    (a FIFO is opened without blocking, then refused), OSError as ``openat2`` gives it
+    (``EAGAIN`` if the tree kept changing)."""
+    return regular(open_in_root(root_fd, path, _READ, beneath=beneath))
+
+
+def regular(fd: int) -> int:
+    """``fd``, made blocking, if it is a regular file's; else closed and
+    :class:`NotRegularFile` raised."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFile()
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_regular(root_fd: int, path: str, limit: int = _MAX_READ) -> bytes | None:
+    """The content of the regular file ``path`` under ``root_fd`` (resolved inside it),
+    or None if there is none (a directory, a device, a symlink leading nowhere).
+    OSError if it cannot be read, ``EFBIG`` if it is larger than ``limit`` bytes."""
+    try:
+        fd = open_regular(root_fd, path)
+    except NotRegularFile:
+        return None
+    except OSError as e:
+        if e.errno in _MISSING:
+            return None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+    return data
 
 
 def lstat_in_root(root_fd: int, path: str) -> os.stat_result | None:
@@ -55,21 +116,11 @@ def read_file(rootfs: str | os.PathLike[str], path: str, limit: int = _MAX_READ)
     """The content of the regular file ``path`` in ``rootfs``, or None if there is none."""
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = open_in_root(root_fd, path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
+        return read_regular(root_fd, path, limit)
     except OSError as e:
-        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            return None
         raise ContainerError(f"cannot read {path} in {rootfs}: {e.strerror}") from None
     finally:
         os.close(root_fd)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ContainerError(f"{path} in {rootfs} is larger than {limit} bytes")
-    return data
 
 
 def resolve(root_fd: int, path: str) -> tuple[str, list[str]]:

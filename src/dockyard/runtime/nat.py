@@ -41,9 +41,8 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from dockyard.errors import ContainerError
-from dockyard.runtime import syscalls
 from dockyard.runtime.config import ContainerConfig
-from dockyard.runtime.netns import loopback_up
+from dockyard.runtime.netns import in_new_netns
 
 SLIRP4NETNS = "slirp4netns"
 GATEWAY = "10.0.2.2"  # slirp4netns's defaults for --cidr=10.0.2.0/24
@@ -189,31 +188,23 @@ def _blocked(networks: Iterable[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Ne
 
 def _new_netns(blocked: Iterable[ipaddress.IPv4Network]) -> int:
     """A new network namespace with loopback up and a reject route for each of
-    ``blocked``, as an open fd. Made by a thread that then exits, as in :mod:`.netns`."""
-    outcome: list[int | BaseException] = []
+    ``blocked``, as an open fd."""
 
-    def make() -> None:
+    def setup() -> int:
+        fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            syscalls.unshare(syscalls.CLONE_NEWNET)
-            fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            outcome.append(fd)
-            loopback_up()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 for network in blocked:
                     fcntl.ioctl(s, _SIOCADDRT, bytes(_reject_route(network)))
-        except BaseException as e:  # reported to the caller's thread
-            outcome.append(e)
-
-    worker = threading.Thread(target=make, name="dockyard-nat-netns")
-    worker.start()
-    worker.join()
-    fds = [o for o in outcome if isinstance(o, int)]
-    errors = [o for o in outcome if isinstance(o, BaseException)]
-    if errors:
-        for fd in fds:
+        except BaseException:
             os.close(fd)
-        raise ContainerError(f"cannot make a network namespace: {errors[0]}") from errors[0]
-    return fds[0]
+            raise
+        return fd
+
+    try:
+        return in_new_netns(setup)
+    except Exception as e:
+        raise ContainerError(f"cannot make a network namespace: {e}") from e
 
 
 class _SockaddrIn(ctypes.Structure):

@@ -5,10 +5,11 @@ a file, as ``ip netns add`` does, and containers join it by that path
 (``ContainerConfig(network=path)``), so they all reach each other on 127.0.0.1. It has
 only a loopback interface, brought up here.
 
-It is made in-process: a short-lived thread calls ``unshare(CLONE_NEWNET)``, which
-moves only that thread into the new namespace, bind-mounts its ``/proc/self/task/TID/
-ns/net`` and brings ``lo`` up through an ioctl on a socket it opens there; the rest of
-the process never changes namespace. No ``ip`` binary, no child process.
+It is made in-process (:func:`in_new_netns`, which :mod:`.nat` uses too): a
+short-lived thread calls ``unshare(CLONE_NEWNET)``, which moves only that thread into
+the new namespace, brings ``lo`` up through an ioctl on a socket it opens there and
+bind-mounts its ``/proc/self/task/TID/ns/net``; the rest of the process never changes
+namespace. No ``ip`` binary, no child process.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from dockyard.errors import ContainerError
 from dockyard.runtime import interrupts, mounts, syscalls
@@ -29,6 +31,7 @@ _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 _IFREQ = "16sH22x"  # struct ifreq: name, then ifr_flags in the union
+_T = TypeVar("_T")
 
 
 def create_netns(path: str | os.PathLike[str]) -> Path:
@@ -40,15 +43,16 @@ def create_netns(path: str | os.PathLike[str]) -> Path:
     except OSError as e:
         raise ContainerError(f"cannot create netns file {target}: {e.strerror}") from None
     os.close(fd)
-    failure: list[BaseException] = []
-    worker = threading.Thread(target=_make, args=(target, failure), name="dockyard-netns")
-    worker.start()
-    worker.join()
-    if failure:
+
+    def hold() -> None:
+        mounts.bind(f"/proc/self/task/{threading.get_native_id()}/ns/net", target, recursive=False)
+
+    try:
+        in_new_netns(hold)
+    except BaseException as error:
         remove_netns(target)
-        error = failure[0]
-        if isinstance(error, ContainerError):
-            raise error
+        if isinstance(error, ContainerError) or not isinstance(error, Exception):
+            raise
         raise ContainerError(f"cannot create network namespace {target}: {error}") from error
     return target
 
@@ -72,14 +76,31 @@ def netns(path: str | os.PathLike[str]) -> Iterator[Path]:
             remove_netns(created)
 
 
-def _make(target: Path, failure: list[BaseException]) -> None:
-    """Runs in its own thread, which it leaves in the new namespace: it then exits."""
-    try:
-        syscalls.unshare(syscalls.CLONE_NEWNET)
-        mounts.bind(f"/proc/self/task/{threading.get_native_id()}/ns/net", target, recursive=False)
-        loopback_up()
-    except BaseException as e:  # reported to the caller's thread
-        failure.append(e)
+def in_new_netns(work: Callable[[], _T]) -> _T:
+    """``work()``, called in a new network namespace with loopback up; what it returns
+    or raises.
+
+    It runs in a thread of its own, which ``unshare(CLONE_NEWNET)`` moves alone into
+    the namespace and which then exits: ``work`` keeps the namespace (a bind mount, an
+    fd) and sets it up. The rest of the process never changes namespace.
+    """
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            loopback_up()
+            outcome.append((True, work()))
+        except BaseException as e:  # raised in the caller's thread
+            outcome.append((False, e))
+
+    worker = threading.Thread(target=run, name="dockyard-netns")
+    worker.start()
+    worker.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return cast(_T, value)
 
 
 def loopback_up() -> None:

@@ -43,7 +43,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dockyard.errors import ContainerError, ManifestError
@@ -244,13 +244,12 @@ class Snapshots:
                     if gone := self._discard(path, hex_id):
                         doomed.append(gone)
                         result.temps += 1
-                elif name.startswith(_SCRATCH) and name not in spared:
-                    if gone := _discard_scratch(path):
-                        doomed.append(gone)
-                        result.temps += 1
                 elif trash.is_trash(name):
                     doomed.append(path)  # a killed prune's: finish it
                     result.temps += 1
+            scratch = self._discard_scratch(spared)
+            result.temps += len(scratch)
+            doomed += scratch
             self._remove_unused_locks()
             self._unsynced.settle(lambda name: (self.root / name).is_dir())
         for path in doomed:
@@ -262,20 +261,24 @@ class Snapshots:
         mounted there; a live process holds its own); return how many went."""
         if not self.root.is_dir():
             return 0
-        doomed: list[Path] = []
         with self.store.gc_lock():
-            held = held_names(self.root / _HOLDS)
-            for entry in list(os.scandir(self.root)):
-                name = entry.name
-                if (
-                    name.startswith(_SCRATCH)
-                    and name not in held
-                    and (gone := _discard_scratch(Path(entry.path)))
-                ):
-                    doomed.append(gone)
+            doomed = self._discard_scratch(held_names(self.root / _HOLDS))
         for path in doomed:
             trash.remove_tree(path)
         return len(doomed)
+
+    def _discard_scratch(self, spared: Collection[str]) -> list[Path]:
+        """Move the scratch dirs not ``spared`` (held by a live process) to the trash,
+        unmounting what a dead process left mounted there; return where they went.
+        Under the GC lock."""
+        doomed = []
+        for entry in list(os.scandir(self.root)):
+            if entry.name.startswith(_SCRATCH) and entry.name not in spared:
+                path = Path(entry.path)
+                mounts.unmount_all(path)
+                if gone := trash.move_to_trash(path):
+                    doomed.append(gone)
+        return doomed
 
     def _holds_existing(self, chains: Sequence[str]) -> bool:
         """Do we hold every one of ``chains`` already, and do they exist?"""
@@ -340,9 +343,3 @@ class Snapshots:
             except BaseException:
                 shutil.rmtree(temp, ignore_errors=True)
                 raise
-
-
-def _discard_scratch(path: Path) -> Path | None:
-    """Move a dead process's scratch dir to the trash, its overlay unmounted first."""
-    mounts.unmount_all(path)
-    return trash.move_to_trash(path)

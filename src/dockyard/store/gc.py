@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,31 +33,33 @@ class PruneResult:
 
 
 def reachable(layout: OCILayout) -> set[str]:
-    """Digests of every blob a root reaches and the layout holds.
+    """Digests of every blob a root reaches (its manifests and indexes as far as they
+    are stored).
 
     Raise :class:`StoreError` if a stored manifest cannot be read: sweeping without
     knowing its children would delete them.
     """
-    keep: set[str] = set()
-    for desc, parsed in _walk(layout):
-        keep.add(desc.digest)
-        if isinstance(parsed, manifests.Manifest):
-            keep.update(b.digest for b in parsed.blobs)
-    return keep
+    return _reached(layout, layout.index().manifests)
 
 
 def blobs_per_root(layout: OCILayout) -> list[set[str]]:
     """For each ``index.json`` entry (a named image), the digests of the stored blobs it
     reaches: what ``dockyard df`` counts as that image's, and shared when two have it."""
-    result = []
-    for root in layout.index().manifests:
-        reached: set[str] = set()
-        for desc, parsed in _walk(layout, [root]):
-            reached.add(desc.digest)
-            if isinstance(parsed, manifests.Manifest):
-                reached.update(b.digest for b in parsed.blobs if layout.blobs.has(b.digest))
-        result.append(reached)
-    return result
+    return [
+        {digest for digest in _reached(layout, [root]) if layout.blobs.has(digest)}
+        for root in layout.index().manifests
+    ]
+
+
+def _reached(layout: OCILayout, roots: Sequence[Descriptor]) -> set[str]:
+    """Digests of the stored manifests and indexes ``roots`` reach, and of the configs
+    and layers these name."""
+    reached: set[str] = set()
+    for desc, parsed in _walk(layout, roots):
+        reached.add(desc.digest)
+        if isinstance(parsed, manifests.Manifest):
+            reached.update(b.digest for b in parsed.blobs)
+    return reached
 
 
 def image_configs(layout: OCILayout) -> list[Descriptor]:
@@ -66,7 +68,7 @@ def image_configs(layout: OCILayout) -> list[Descriptor]:
 
 
 def _walk(
-    layout: OCILayout, roots: list[Descriptor] | None = None
+    layout: OCILayout, roots: Sequence[Descriptor] | None = None
 ) -> Iterator[tuple[Descriptor, manifests.Manifest | manifests.Index]]:
     """Every stored manifest and index the roots (default: all of ``index.json``)
     reach, once each, parsed."""

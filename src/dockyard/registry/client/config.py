@@ -176,16 +176,43 @@ def _valid_location(location: str) -> bool:
 
 
 def load() -> RegistriesConfig:
-    """The first ``registries.toml`` found (see :func:`config_files`), else an empty one."""
+    """The first ``registries.toml`` found (see :func:`config_files`), else an empty one.
+
+    Parsed once per process, and again only when the file is another (a new inode,
+    size or times): every pull and every client asks, so asking costs one ``stat``.
+    """
+    global _loaded
     for path in config_files():
         try:
-            text = path.read_text()
+            signature = _signature(os.stat(path))
         except FileNotFoundError:
             continue
         except OSError as e:
             raise RegistryError(f"{path}: cannot read: {e.strerror}") from None
-        return parse(text, str(path))
+        loaded = _loaded
+        if loaded is not None and loaded[:2] == (path, signature):
+            return loaded[2]
+        try:
+            with open(path, "rb") as f:
+                signature = _signature(os.fstat(f.fileno()))
+                text = f.read().decode()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise RegistryError(f"{path}: cannot read: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise RegistryError(f"{path}: not UTF-8 text: {e.reason}") from None
+        config = parse(text, str(path))
+        _loaded = (path, signature, config)
+        return config
     return RegistriesConfig()
+
+
+_loaded: tuple[Path, tuple[int, ...], RegistriesConfig] | None = None  # path, stat, parsed
+
+
+def _signature(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 # Mirrors from the command line: ``dockyard --registry-mirror HOST=URL`` (repeatable).

@@ -264,11 +264,6 @@ class TokenIssuer:
         sig = base64.urlsafe_b64encode(hmac.new(self._key, body, hashlib.sha256).digest())
         return f"{body.decode()}.{sig.rstrip(b'=').decode()}", self.ttl
 
-    def verify(self, token: str) -> list[Access] | None:
-        """The access a valid, unexpired token grants; None for anything else."""
-        checked = self.verify_user(token)
-        return None if checked is None else checked[1]
-
     def verify_user(self, token: str) -> tuple[str, list[Access]] | None:
         """Whom a valid, unexpired token was issued to ("" anonymous) and what it grants."""
         body, sep, sig = token.partition(".")

@@ -1,4 +1,4 @@
-"""Helpers for the registry server's end-to-end tests (no tests here): start and stop
+"""Helpers for the registry server's end-to-end and security tests: start and stop
 ``dockyard registry serve`` as a subprocess, run skopeo/podman/buildah on it, fake
 upstream registries."""
 
@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port, need
+from tests.support.http import serve_in_thread
 
 
 @dataclass
@@ -191,7 +191,7 @@ class FakeRegistry:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_thread(self.server)
 
     @property
     def host(self) -> str:
