@@ -25,7 +25,7 @@ from dockyard.layout.oci_dir import LayoutDestination, LayoutSource
 from dockyard.reference import parse
 from dockyard.registry.client.errors import response_error
 from dockyard.store import Store
-from tests.unit.test_layout_sample import copy_by_hand, sample_image
+from tests.support.sample_images import copy_by_hand, sample_image
 
 
 def test_every_home_says_not_found_the_same_way(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ _READ = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
 _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV)
 _MAX_SYMLINKS = 40
 _MAX_READ = 16 << 20
-_RETRIES = 8
+_RETRIES = 128  # each try costs microseconds; a busy renamer can spoil a few dozen in a row
 
 
 class NotRegularFile(OSError):
