@@ -16,7 +16,14 @@ from dockyard import reference
 from dockyard.errors import InvalidReference
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dockyard.oci.home import ImageDestination, ImageSource
+
+    # A file kind's home classes, each opened on the path and the image's name in it.
+    _Homes = tuple[
+        Callable[[Path, str | None], ImageSource], Callable[[Path, str | None], ImageDestination]
+    ]
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,10 @@ class StoreLocation:
 
 @dataclass(frozen=True)
 class _FileLocation:
-    """A home in a file or directory, with an optional name for the image in it."""
+    """A home in a file or directory, with an optional name for the image in it.
+
+    Each kind names the classes of its home (:meth:`_homes`, imported when opened).
+    """
 
     transport: ClassVar[str]
     path: Path
@@ -95,17 +105,12 @@ class _FileLocation:
     def __str__(self) -> str:
         return f"{self.transport}:{self.path}" + (f":{self.name}" if self.name else "")
 
-
-@dataclass(frozen=True)
-class LayoutLocation(_FileLocation):
-    """``oci:DIR[:TAG]``: an OCI image layout directory."""
-
-    transport: ClassVar[str] = "oci"
+    def _homes(self) -> _Homes:
+        """This kind's (source class, destination class)."""
+        raise NotImplementedError
 
     def source(self, *, store_root: Path | None, tls_verify: bool | None = None) -> ImageSource:
-        from dockyard.layout.oci_dir import LayoutSource
-
-        return LayoutSource(self.path, self.name)
+        return self._homes()[0](self.path, self.name)
 
     def destination(
         self,
@@ -114,9 +119,19 @@ class LayoutLocation(_FileLocation):
         tls_verify: bool | None = None,
         source: Location | None = None,
     ) -> ImageDestination:
-        from dockyard.layout.oci_dir import LayoutDestination
+        return self._homes()[1](self.path, self.name)
 
-        return LayoutDestination(self.path, self.name)
+
+@dataclass(frozen=True)
+class LayoutLocation(_FileLocation):
+    """``oci:DIR[:TAG]``: an OCI image layout directory."""
+
+    transport: ClassVar[str] = "oci"
+
+    def _homes(self) -> _Homes:
+        from dockyard.layout.oci_dir import LayoutDestination, LayoutSource
+
+        return LayoutSource, LayoutDestination
 
 
 @dataclass(frozen=True)
@@ -125,21 +140,10 @@ class OCIArchiveLocation(_FileLocation):
 
     transport: ClassVar[str] = "oci-archive"
 
-    def source(self, *, store_root: Path | None, tls_verify: bool | None = None) -> ImageSource:
-        from dockyard.layout.oci_archive import OCIArchiveSource
+    def _homes(self) -> _Homes:
+        from dockyard.layout.oci_archive import OCIArchiveDestination, OCIArchiveSource
 
-        return OCIArchiveSource(self.path, self.name)
-
-    def destination(
-        self,
-        *,
-        store_root: Path | None,
-        tls_verify: bool | None = None,
-        source: Location | None = None,
-    ) -> ImageDestination:
-        from dockyard.layout.oci_archive import OCIArchiveDestination
-
-        return OCIArchiveDestination(self.path, self.name)
+        return OCIArchiveSource, OCIArchiveDestination
 
 
 @dataclass(frozen=True)
@@ -148,21 +152,10 @@ class DockerArchiveLocation(_FileLocation):
 
     transport: ClassVar[str] = "docker-archive"
 
-    def source(self, *, store_root: Path | None, tls_verify: bool | None = None) -> ImageSource:
-        from dockyard.layout.docker_archive import DockerArchiveSource
+    def _homes(self) -> _Homes:
+        from dockyard.layout.docker_archive import DockerArchiveDestination, DockerArchiveSource
 
-        return DockerArchiveSource(self.path, self.name)
-
-    def destination(
-        self,
-        *,
-        store_root: Path | None,
-        tls_verify: bool | None = None,
-        source: Location | None = None,
-    ) -> ImageDestination:
-        from dockyard.layout.docker_archive import DockerArchiveDestination
-
-        return DockerArchiveDestination(self.path, self.name)
+        return DockerArchiveSource, DockerArchiveDestination
 
 
 Location = (
