@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""The ``PATH`` of an image that sets none, as docker and BuildKit give it on Linux."""
+
 
 @dataclass(frozen=True)
 class HistoryEntry:
