@@ -85,10 +85,13 @@ class BuildOptions:
 
 @dataclass
 class BuildResult:
-    """The built image: its manifest (in the store), how the cache did, how long each
-    step took, and the images the build read (``FROM``, ``COPY --from``,
+    """The built image and how its build went.
+
+    Its manifest (in the store) and config, the steps the cache served and ran, how long
+    each step took, and the images the build read (``FROM``, ``COPY --from``,
     ``RUN --mount=from``) by the name it used and the stored manifest it found or pulled
-    (what ``build --capture`` saves)."""
+    (what ``build --capture`` saves).
+    """
 
     manifest: manifests.Manifest
     config: bytes

@@ -37,8 +37,10 @@ class ImageConfig:
 
     @property
     def diff_ids(self) -> tuple[str, ...]:
-        """``rootfs.diff_ids``: the uncompressed layers' digests, bottom first; ``()``
-        if absent or not a list of strings (which ``parse_config`` refuses)."""
+        """``rootfs.diff_ids``: the uncompressed layers' digests, bottom first.
+
+        ``()`` if absent or not a list of strings (which ``parse_config`` refuses).
+        """
         rootfs = self.doc.get("rootfs")
         ids = rootfs.get("diff_ids") if isinstance(rootfs, Mapping) else None
         if isinstance(ids, list) and all(isinstance(d, str) for d in ids):

@@ -31,8 +31,11 @@ def import_directory(
     cmd: list[str] | None = None,
     env: list[str] | None = None,
 ) -> str:
-    """Pack ``directory`` straight into the store as a layer, write config and manifest,
-    name the image ``ref``; return the manifest digest."""
+    """Store ``directory`` as a one-layer image named ``ref``; return its manifest digest.
+
+    The directory is packed straight into the store; the config and manifest are made
+    through :class:`~dockyard.oci.mutate.ImageState`.
+    """
     from dockyard.layers import pack
 
     epoch = os.environ.get("SOURCE_DATE_EPOCH")

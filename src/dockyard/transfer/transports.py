@@ -1,5 +1,7 @@
-"""skopeo-style transport names: ``docker://REF``, ``oci:DIR[:TAG]``, ``oci-archive:FILE[:TAG]``,
-``docker-archive:FILE[:REF]`` and ``local:REF`` (the dockyard store), opened as image homes.
+"""skopeo-style transport names, parsed and opened as image homes.
+
+The names: ``docker://REF``, ``oci:DIR[:TAG]``, ``oci-archive:FILE[:TAG]``,
+``docker-archive:FILE[:REF]`` and ``local:REF`` (the dockyard store).
 
 A :data:`Location` is one of five dataclasses, one per transport kind, each opening its
 own home (:meth:`source`, :meth:`destination`): code that needs a kind matches on the
@@ -49,8 +51,10 @@ class RegistryLocation:
         tls_verify: bool | None = None,
         source: Location | None = None,
     ) -> ImageDestination:
-        """Write to the registry, mounting blobs from ``source`` when it is a repository
-        of the same registry."""
+        """Write to the registry.
+
+        Blobs are mounted from ``source`` when it is a repository of the same registry.
+        """
         from dockyard.registry.client import RegistryDestination, client_for
 
         match source:
@@ -205,8 +209,11 @@ def open_destination(
     tls_verify: bool | None = None,
     source: str | Location | None = None,
 ) -> ImageDestination:
-    """Open ``location`` for writing one image. A registry destination mounts blobs from
-    ``source`` when both are repositories of the same registry."""
+    """Open ``location`` for writing one image.
+
+    A registry destination mounts blobs from ``source`` when both are repositories of the
+    same registry.
+    """
     return as_location(location).destination(
         store_root=store_root,
         tls_verify=tls_verify,
