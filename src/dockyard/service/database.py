@@ -1,5 +1,7 @@
-"""The service's database: an engine (SQLite in WAL mode by default, or PostgreSQL),
-its schema brought up to date with Alembic on start, and short transactions.
+"""The service's database: an engine, its schema kept up to date, short transactions.
+
+The engine is SQLite in WAL mode by default, or PostgreSQL; Alembic brings the schema
+up to date on start.
 
 On SQLite every transaction begins ``IMMEDIATE``: writers queue on the busy timeout
 instead of failing when a read transaction tries to become a write one, so the queue's

@@ -1,10 +1,10 @@
-"""Server-side retention: ended runs past a policy go, with their logs, steps and
-artifacts, and the artifact blobs no run refers to any more.
+"""Server-side retention: old ended runs go, and the artifact blobs no run refers to.
 
-A run goes when it has ended and either policy says so: it is not among its
-repository's newest ``keep_runs`` ended runs, or it ended more than ``keep_days`` ago (as
-Jenkins' "discard old builds"). Queued and running runs are never touched, whatever
-their age. Runs go in batches of :data:`BATCH`, each in one short transaction.
+A run goes, with its logs, steps and artifacts, when it has ended and either policy
+says so: it is not among its repository's newest ``keep_runs`` ended runs, or it ended
+more than ``keep_days`` ago (as Jenkins' "discard old builds"). Queued and running runs
+are never touched, whatever their age. Runs go in batches of :data:`BATCH`, each in one
+short transaction.
 
 A blob goes when no artifact row names its digest and it is older than
 :data:`UPLOAD_GRACE`: an upload renames a new file into place (a fresh mtime and inode,

@@ -1,7 +1,9 @@
-"""What the web UI shows of a run beyond its steps' states: the graph the steps form
-(stored from the agent's ``plan`` report) and each step's JUnit test cases, failed ones
-with their message and output (from its ``tests`` report; :mod:`dockyard.ci.junit`
-bounds them)."""
+"""What the web UI shows of a run beyond its steps' states: its graph and test cases.
+
+The graph the steps form is stored from the agent's ``plan`` report; each step's JUnit
+test cases, failed ones with their message and output, from its ``tests`` report
+(:mod:`dockyard.ci.junit` bounds them).
+"""
 
 from __future__ import annotations
 

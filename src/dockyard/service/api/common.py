@@ -1,5 +1,8 @@
-"""What every handler shares: the service, JSON errors, bounded bodies, tokens,
-paging, and the JSON shapes of repositories and runs."""
+"""What every API handler shares.
+
+The service, JSON errors, bounded bodies, tokens, paging, and the JSON shapes of
+repositories and runs.
+"""
 
 from __future__ import annotations
 

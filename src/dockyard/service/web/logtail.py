@@ -1,6 +1,8 @@
-"""The log page's lines, newest first: the last lines of a run's (or one step's) log,
-and the lines before a chunk on demand, so a log of 100,000 lines opens with its tail
-and the browser never holds more than was asked for.
+"""The log page's lines, newest first: a log's tail, and earlier lines on demand.
+
+The last lines of a run's (or one step's) log, and the lines before a chunk when asked,
+so a log of 100,000 lines opens with its tail and the browser never holds more than was
+asked for.
 
 Chunks are taken whole (an agent sends at most a few hundred lines in one), so a
 chunk id is where the page resumes: the live stream follows after the newest chunk
