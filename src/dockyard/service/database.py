@@ -57,8 +57,11 @@ def _sqlite_connect(dbapi_connection, record) -> None:
 
 
 def migrate(engine: Engine) -> None:
-    """Run every Alembic migration not yet applied; servers starting together take
-    turns (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
+    """Run every Alembic migration not yet applied.
+
+    Servers starting together take turns (an advisory lock on PostgreSQL, BEGIN
+    IMMEDIATE on SQLite).
+    """
     from alembic import command
     from alembic.config import Config
 
@@ -72,8 +75,11 @@ def migrate(engine: Engine) -> None:
 
 
 def rowcount(result: Result) -> int:
-    """The rows an UPDATE or DELETE changed (``Session.execute`` types its result as a
-    plain ``Result``; for those statements it is a ``CursorResult``)."""
+    """The rows an UPDATE or DELETE changed.
+
+    ``Session.execute`` types its result as a plain ``Result``; for those statements it
+    is a ``CursorResult``.
+    """
     assert isinstance(result, CursorResult)
     return result.rowcount
 

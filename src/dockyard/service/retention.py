@@ -37,8 +37,11 @@ UPLOAD_GRACE = 3600.0  # seconds an unreferenced blob is kept (an upload in flig
 
 @dataclass(frozen=True)
 class Retention:
-    """How long ended runs are kept: the newest ``keep_runs`` of each repository,
-    and those ended less than ``keep_days`` ago (None: no such bound)."""
+    """How long ended runs are kept.
+
+    The newest ``keep_runs`` of each repository, and those ended less than ``keep_days``
+    ago (None: no such bound).
+    """
 
     keep_runs: int | None = None
     keep_days: float | None = None
