@@ -13,8 +13,10 @@ from typing import Any
 
 
 def exports(package: str, where: dict[str, str]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` for ``package`` giving each name of ``where`` from the
-    submodule it maps to, imported when the name is first asked for."""
+    """A module ``__getattr__`` for ``package`` that imports a name when first asked for.
+
+    Each name of ``where`` comes from the submodule it maps to.
+    """
 
     def __getattr__(name: str) -> Any:
         if name not in where:

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.builds import directory_with
+
 pytestmark = pytest.mark.e2e
 
 
 def context_with(tmp_path: Path, dockerfile: str, name: str = "Dockerfile") -> Path:
-    context = tmp_path / f"ctx-{uuid.uuid4().hex[:6]}"
-    context.mkdir()
-    (context / name).write_text(textwrap.dedent(dockerfile))
-    (context / "foo").write_text("foo-contents")
-    return context
+    files = {name: textwrap.dedent(dockerfile), "foo": "foo-contents"}
+    return directory_with(tmp_path, "ctx", files)
 
 
 def failed_build(dockyard, context: Path, *args: str) -> str:

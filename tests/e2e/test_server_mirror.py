@@ -28,14 +28,11 @@ from tests.support.registry_server import (
     sha512_of,
     start_server,
 )
+from tests.support.registry_server import sha256_of as sha
 
 pytestmark = pytest.mark.e2e
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def cached(root: Path, digest: str) -> bool:

@@ -20,14 +20,11 @@ import pytest
 
 from tests.conftest import need
 from tests.support.registry_server import copy, manifest_digest, run, start_server
+from tests.support.registry_server import sha256_of as sha
 
 pytestmark = pytest.mark.e2e
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def blob_files(root: Path) -> dict[str, bytes]:

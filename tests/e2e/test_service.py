@@ -115,7 +115,9 @@ def test_signed_push_runs_on_the_fitting_agent_with_live_logs(server, repo, busy
     assert resumed == ids[1:]
 
 
-def test_killed_agent_run_is_finished_by_another(server, repo, busybox_ref, tmp_path):
+def slow_run_started(server, repo, busybox_ref, store: Path) -> subprocess.Popen:
+    """Agent "first" (labels ``pool=x``, ``store``), once the slow step of run 1 it took
+    has started."""
     repo.commit(
         {
             ".dockyard.yml": pipeline(
@@ -130,11 +132,16 @@ def test_killed_agent_run_is_finished_by_another(server, repo, busybox_ref, tmp_
         }
     )
     server.add_repo(repo, {"pool": "x"})
-    first = server.agent("first", "pool=x", tmp_path / "store-first")
+    first = server.agent("first", "pool=x", store)
     server.call("POST", "/repos/project/runs", 201, json={})
     for _event_id, data in server.follow(1):
         if "step started" in texts(data):
             break
+    return first
+
+
+def test_killed_agent_run_is_finished_by_another(server, repo, busybox_ref, tmp_path):
+    first = slow_run_started(server, repo, busybox_ref, tmp_path / "store-first")
     first.send_signal(signal.SIGKILL)
     first.wait()
     server.agent("second", "pool=x", tmp_path / "store-second")
@@ -158,26 +165,8 @@ def test_a_restarted_agent_reaps_its_containers_and_gets_its_run_back_at_once(
     server.process.wait(30)
     server.lease = 600
     server.start()
-    repo.commit(
-        {
-            ".dockyard.yml": pipeline(
-                busybox_ref,
-                """
-        steps:
-          - name: slow
-            image: IMAGE
-            commands: [echo step started, sleep 4, echo step done]
-        """,
-            )
-        }
-    )
-    server.add_repo(repo, {"pool": "x"})
     store = tmp_path / "store-first"
-    first = server.agent("first", "pool=x", store)
-    server.call("POST", "/repos/project/runs", 201, json={})
-    for _event_id, data in server.follow(1):
-        if "step started" in texts(data):
-            break
+    first = slow_run_started(server, repo, busybox_ref, store)
     first.send_signal(signal.SIGKILL)
     first.wait()
     left = subprocess.run(

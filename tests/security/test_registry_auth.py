@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -34,13 +33,10 @@ from dockyard.oci import mediatypes as mt
 from dockyard.registry.server import auth
 from dockyard.registry.server.app import create_app
 from dockyard.registry.server.config import ServerConfig, make_upstream
+from tests.support.registry_server import sha256_of as sha
 from tests.support.registry_server import start_server
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "mallory": "mallory-pw"}
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def write_htpasswd(path: Path, users: dict[str, str], rounds: int = 4) -> Path:

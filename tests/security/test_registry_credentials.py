@@ -19,6 +19,7 @@ import pytest
 from dockyard.errors import RegistryError
 from dockyard.registry.client import Credentials, RegistryClient
 from tests.conftest import need
+from tests.support.builds import directory_with
 from tests.support.registry_auth import (  # noqa: F401 - fixtures
     PASSWORD,
     USER,
@@ -39,12 +40,7 @@ def host_logged_in(auth_env, basic_registry) -> str:  # noqa: F811 - the importe
 
 
 def pipeline(tmp_path: Path, text: str, **files: str) -> Path:
-    directory = tmp_path / f"project-{uuid.uuid4().hex[:6]}"
-    directory.mkdir()
-    (directory / ".dockyard.yml").write_text(textwrap.dedent(text))
-    for name, content in files.items():
-        (directory / name).write_text(content)
-    return directory
+    return directory_with(tmp_path, "project", {".dockyard.yml": textwrap.dedent(text), **files})
 
 
 def ci_run(dockyard, directory: Path, *args: str) -> tuple[int, str, dict]:

@@ -6,7 +6,6 @@ is stored or served; every response says ``X-Content-Type-Options: nosniff``."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import select
 import socket
@@ -26,13 +25,10 @@ from dockyard.oci import mediatypes as mt
 from dockyard.registry.server.app import create_app
 from dockyard.registry.server.config import ServerConfig
 from tests.support.http import serve_in_thread
+from tests.support.registry_server import sha256_of as sha
 from tests.support.registry_server import start_server
 
 LIMIT = 4 << 20
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture

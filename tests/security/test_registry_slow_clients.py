@@ -8,7 +8,6 @@ server's answer or EOF, never sleep to time it.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.registry_server import sha256_of as sha
 from tests.support.registry_server import start_server
 
 HEADER_TIMEOUT = 1.0
@@ -23,10 +23,6 @@ BODY_TIMEOUT = 1.0
 BODY_MIN_RATE = 1000  # bytes/s
 TRICKLE_PAUSE = 0.2  # seconds between the attacker's bytes
 CUT_OFF_BY = 6.0  # seconds: the limits above plus scheduling slack on a busy machine
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def serve(workdir: Path, **settings):

@@ -1,16 +1,22 @@
-"""Build contexts written for a test."""
+"""Directories written for a test: build contexts, pipeline projects."""
 
 from __future__ import annotations
 
 import textwrap
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 
-def context_with(tmp_path: Path, dockerfile: str, **files: str) -> Path:
-    context = tmp_path / f"ctx-{uuid.uuid4().hex[:6]}"
-    context.mkdir()
-    (context / "Dockerfile").write_text(textwrap.dedent(dockerfile))
+def directory_with(tmp_path: Path, prefix: str, files: Mapping[str, str]) -> Path:
+    """A new directory ``PREFIX-xxxxxx`` below ``tmp_path`` holding ``files`` (name: text)."""
+    directory = tmp_path / f"{prefix}-{uuid.uuid4().hex[:6]}"
+    directory.mkdir()
     for name, text in files.items():
-        (context / name).write_text(text)
-    return context
+        (directory / name).write_text(text)
+    return directory
+
+
+def context_with(tmp_path: Path, dockerfile: str, **files: str) -> Path:
+    """A build context: ``dockerfile`` (dedented) as its Dockerfile, and ``files``."""
+    return directory_with(tmp_path, "ctx", {"Dockerfile": textwrap.dedent(dockerfile), **files})

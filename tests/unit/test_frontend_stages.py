@@ -6,8 +6,9 @@ import pytest
 
 from dockyard.builder.frontend import Platform, plan_build
 from dockyard.builder.frontend.commands import Arg, Copy, Run
-from dockyard.builder.frontend.stages import DEFAULT_PATH, BuildPlan, Stage, StageScope
+from dockyard.builder.frontend.stages import BuildPlan, Stage, StageScope
 from dockyard.errors import BuildError
+from dockyard.oci.config import DEFAULT_PATH
 
 AMD64 = Platform("linux", "amd64")
 ARM = Platform("linux", "arm", "v7")

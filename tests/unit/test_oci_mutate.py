@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 from dockyard import reference
+from dockyard.oci.config import DEFAULT_PATH
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.mutate import ImageState
 from dockyard.store import Store
-from dockyard.transfer.from_directory import DEFAULT_PATH, import_directory
+from dockyard.transfer.from_directory import import_directory
 
 LAYER = Descriptor("application/vnd.oci.image.layer.v1.tar", "sha256:" + "1" * 64, 10)
 
@@ -92,7 +93,7 @@ def test_import_directory_makes_its_image_through_the_mutate_step(tmp_path, monk
     manifest = store.image_manifest(store.resolve(ref), Platform.host())
     assert manifest is not None and manifest.digest == digest
     doc = store.read_config(manifest)
-    assert doc["config"] == {"Env": [DEFAULT_PATH], "Cmd": ["/f"]}
+    assert doc["config"] == {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["/f"]}
     assert doc["created"] == "1970-01-02T00:00:00Z"
     assert doc["history"] == [
         {"created": "1970-01-02T00:00:00Z", "created_by": "dockyard import dir"}

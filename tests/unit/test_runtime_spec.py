@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from dockyard.errors import ContainerError
+from dockyard.oci.config import DEFAULT_PATH
 from dockyard.runtime import HOST, NONE, ContainerConfig, Mount
-from dockyard.runtime.spec import CAPABILITIES, DEFAULT_PATH, build_spec
+from dockyard.runtime.spec import CAPABILITIES, build_spec
 from dockyard.runtime.users import User
 
 ETC = Path("/bundle")

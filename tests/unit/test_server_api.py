@@ -18,10 +18,7 @@ with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx
 from dockyard.oci import mediatypes as mt
 from dockyard.registry.server.app import create_app
 from dockyard.registry.server.config import ServerConfig
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+from tests.support.registry_server import sha256_of as sha
 
 
 @pytest.fixture

@@ -16,10 +16,7 @@ from dockyard.registry.server import auth
 from dockyard.registry.server.bundle import export, import_archive
 from dockyard.registry.server.gc import collect
 from dockyard.registry.server.storage import Storage
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+from tests.support.registry_server import sha256_of as sha
 
 
 @pytest.fixture

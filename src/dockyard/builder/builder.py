@@ -36,18 +36,13 @@ from dockyard.builder.confined import ConfinedDir, ConfinedFile
 from dockyard.builder.context import BuildContext, IgnoreCheck, index_file_for
 from dockyard.builder.frontend import commands as ins
 from dockyard.builder.frontend.dockerignore import IgnoreMatcher
-from dockyard.builder.frontend.stages import (
-    DEFAULT_PATH,
-    BuildPlan,
-    Stage,
-    StageScope,
-    plan_build,
-)
+from dockyard.builder.frontend.stages import BuildPlan, Stage, StageScope, plan_build
 from dockyard.builder.image import HISTORY_COMMENT, apply_metadata, scratch
 from dockyard.builder.step_names import StepNames
 from dockyard.errors import BuildError, NotFound
 from dockyard.files import atomic
 from dockyard.oci import manifest as manifests
+from dockyard.oci.config import DEFAULT_PATH
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.oci.home import RawManifest
 from dockyard.oci.mutate import ImageState
@@ -90,10 +85,13 @@ class BuildOptions:
 
 @dataclass
 class BuildResult:
-    """The built image: its manifest (in the store), how the cache did, how long each
-    step took, and the images the build read (``FROM``, ``COPY --from``,
+    """The built image and how its build went.
+
+    Its manifest (in the store) and config, the steps the cache served and ran, how long
+    each step took, and the images the build read (``FROM``, ``COPY --from``,
     ``RUN --mount=from``) by the name it used and the stored manifest it found or pulled
-    (what ``build --capture`` saves)."""
+    (what ``build --capture`` saves).
+    """
 
     manifest: manifests.Manifest
     config: bytes

@@ -30,8 +30,11 @@ BUILT_REPOSITORY = Reference("localhost", "dockyard-build")  # + @digest: a buil
 
 @dataclass(frozen=True)
 class Output:
-    """Where a built image goes: ``kind`` (one of :data:`OUTPUT_KINDS`: ``oci`` is a
-    layout directory) and ``dest``, its path (``-``: a tarball on stdout)."""
+    """Where a built image goes: a ``kind`` of home and its ``dest``.
+
+    ``kind`` is one of :data:`OUTPUT_KINDS` (``oci`` is a layout directory); ``dest`` is
+    its path (``-``: a tarball on stdout).
+    """
 
     kind: str = "store"
     dest: str | Path | None = None
@@ -59,9 +62,9 @@ def build(
     log: Log | None = None,
     **options: Any,
 ) -> BuildResult:
-    """Build the Dockerfile in ``context`` into ``store``, then send the image to each of
-    ``outputs``; ``push`` (or a ``registry`` output) pushes every tag.
+    """Build the Dockerfile in ``context`` into ``store``, then send the image on.
 
+    It goes to each of ``outputs``; ``push`` (or a ``registry`` output) pushes every tag.
     ``context`` is a directory, or whole :class:`BuildOptions`; ``options`` are more of
     its fields (``dockerfile``, ``build_args``, ``target``, ``platform``, ...). ``log``
     hears the build's progress lines.
@@ -95,8 +98,11 @@ def push_tags(store: Store, tags: Sequence[Reference]) -> None:
 
 
 def export_built(store: Store, digest: str, output: Output, name: Reference | None) -> None:
-    """Write the built image ``digest`` where ``output`` says, named ``name`` in an
-    archive or layout; a tarball for stdout is written to a temp file first."""
+    """Write the built image ``digest`` where ``output`` says.
+
+    It is named ``name`` in an archive or layout; a tarball for stdout is written to a
+    temp file first.
+    """
     from dockyard.transfer.convert import plan
     from dockyard.transfer.copy import copy_image
     from dockyard.transfer.transports import FILE_KINDS

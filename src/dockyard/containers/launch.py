@@ -31,8 +31,11 @@ RUN_FAILED = 125  # docker's exit status for a container that could not be run
 
 @dataclass(frozen=True)
 class RunResult:
-    """How a run went: the command's exit code (0 for a detached start) and the working
-    container's name (None with ``remove``, unless detached)."""
+    """How a run went: the command's exit code and the working container's name.
+
+    ``exit_code`` is 0 for a detached start; ``name`` is None with ``remove``, unless
+    detached.
+    """
 
     exit_code: int
     name: str | None = None
@@ -103,8 +106,10 @@ def run(
 def run_in_rootfs(
     store: Store, rootfs: Path, config: ContainerConfig, network: str, stdin: File = None
 ) -> int:
-    """Run ``config`` in the mounted ``rootfs``, on a private NAT network if ``network``
-    is ``default``; return its exit code."""
+    """Run ``config`` in the mounted ``rootfs``; return its exit code.
+
+    ``network`` ``default`` is a private NAT network of its own.
+    """
     from dockyard.runtime import run as run_container
     from dockyard.runtime.nat import nat_network
 

@@ -115,10 +115,13 @@ def plan(usage: Usage, policy: PrunePolicy, now: float) -> list[Item]:
 
 @dataclass
 class PruneSummary:
-    """What :func:`prune` did: ``report``, per kind, what went (or would go; a prune
-    without a policy counts blobs and snapshots, their bytes per kind), the build
-    records that named what went, and the leftovers of killed processes reaped (their
-    containers, temp files and dirs)."""
+    """What :func:`prune` did, or would do.
+
+    ``report``: per kind, what went (or would go; a prune without a policy counts blobs
+    and snapshots, their bytes per kind); ``build_records``: the build records that named
+    what went; ``leftovers``: what killed processes left and was reaped (their
+    containers, temp files and dirs).
+    """
 
     report: PruneReport
     build_records: int = 0
@@ -131,10 +134,10 @@ def prune(
     *,
     dry_run: bool = False,
 ) -> PruneSummary:
-    """``dockyard prune``: reap what killed processes left, then delete the blobs and
-    snapshots no named image needs and the build records naming them; with a
-    ``policy`` (or ``dry_run``, which deletes nothing) what it chooses too.
+    """``dockyard prune``: reap what killed processes left, then delete what no image needs.
 
+    That is the blobs and snapshots no named image needs and the build records naming
+    them; with a ``policy`` (or ``dry_run``, which deletes nothing) what it chooses too.
     Killed containers go first (their rootfs are overlays of snapshots), then each
     working container's lock is taken once, which repairs a killed run's (its changes
     stay). Named images and what live processes use are never deleted.

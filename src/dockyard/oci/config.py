@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""The ``PATH`` of an image that sets none, as docker and BuildKit give it on Linux."""
+
 
 @dataclass(frozen=True)
 class HistoryEntry:
@@ -34,8 +37,10 @@ class ImageConfig:
 
     @property
     def diff_ids(self) -> tuple[str, ...]:
-        """``rootfs.diff_ids``: the uncompressed layers' digests, bottom first; ``()``
-        if absent or not a list of strings (which ``parse_config`` refuses)."""
+        """``rootfs.diff_ids``: the uncompressed layers' digests, bottom first.
+
+        ``()`` if absent or not a list of strings (which ``parse_config`` refuses).
+        """
         rootfs = self.doc.get("rootfs")
         ids = rootfs.get("diff_ids") if isinstance(rootfs, Mapping) else None
         if isinstance(ids, list) and all(isinstance(d, str) for d in ids):

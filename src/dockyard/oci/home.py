@@ -1,6 +1,7 @@
-"""The two interfaces every image home implements: a registry, the local store, an OCI
-layout directory, an oci-archive or a docker-archive.
+"""The two interfaces every image home implements: ImageSource and ImageDestination.
 
+The homes: a registry, the local store, an OCI layout directory, an oci-archive or a
+docker-archive.
 ``transfer.copy`` is written once against these and so copies between any two homes.
 A source is opened on one image (a reference resolved in that home); a destination is
 opened on one name it will write to. Blob methods may be called from several threads.

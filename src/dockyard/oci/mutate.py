@@ -102,8 +102,11 @@ class ImageState:
         return self.doc.get("os") == "windows"
 
     def identity(self) -> str:
-        """What a step starting from this state depends on: layers and runtime config by
-        content (never times or history), so equal states give equal cache keys."""
+        """What a step starting from this state depends on, as a sha256 hex digest.
+
+        Layers and runtime config by content, never times or history: equal states give
+        equal cache keys.
+        """
         doc = {
             "diff_ids": self.diff_ids,
             "config": self.config,
@@ -183,8 +186,11 @@ class ImageState:
         empty_layer: bool,
         comment: str | None = None,
     ) -> None:
-        """A history entry; ``created`` None (a step that only edits the config): the
-        time of the layers around it, filled in by :meth:`finish`."""
+        """Add a history entry.
+
+        ``created`` None (a step that only edits the config): the time of the layers
+        around it, filled in by :meth:`finish`.
+        """
         entry: dict[str, Any] = {"created": created} if created else {}
         entry["created_by"] = created_by
         if comment is not None:
@@ -201,8 +207,10 @@ class ImageState:
         created: str,
         comment: str | None = None,
     ) -> None:
-        """Add ``layer`` (``diff_id``: the digest of its uncompressed tar) on top, with
-        its history entry."""
+        """Add ``layer`` on top, with its history entry.
+
+        ``diff_id`` is the digest of its uncompressed tar.
+        """
         self.layers.append(layer)
         self.diff_ids.append(diff_id)
         self.add_history(created_by, created, empty_layer=False, comment=comment)

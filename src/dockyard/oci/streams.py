@@ -13,8 +13,11 @@ from typing import Protocol
 
 
 class Reader(Protocol):
-    """Anything with ``read``: up to ``size`` bytes (all the rest if negative or left
-    out), ``b""`` at EOF."""
+    """Anything with ``read``.
+
+    ``read`` gives up to ``size`` bytes (all the rest if negative or left out), ``b""``
+    at EOF.
+    """
 
     def read(self, size: int = -1, /) -> bytes: ...
 
@@ -26,7 +29,10 @@ class ReadCloser(Reader, Protocol):
 
 
 class Writer(Protocol):
-    """Anything with ``write`` that takes all of ``data`` (files, sockets made files,
-    hashing sinks); the count it returns is not relied on."""
+    """Anything with a ``write`` that takes all of ``data``.
+
+    Files, sockets made files, hashing sinks; the count ``write`` returns is not relied
+    on.
+    """
 
     def write(self, data: bytes | bytearray | memoryview, /) -> object: ...

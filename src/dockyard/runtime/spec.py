@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import ContainerError
+from dockyard.oci.config import DEFAULT_PATH
 from dockyard.runtime import etcfiles, seccomp
 from dockyard.runtime.config import HOST, NONE, ContainerConfig, Mount
 from dockyard.runtime.users import User
 
 OCI_VERSION = "1.0.2"
-
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 CAPABILITIES = (
     "CAP_CHOWN",

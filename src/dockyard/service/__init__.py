@@ -1,6 +1,7 @@
-"""The CI service: ``dockyard server`` (REST API, webhooks, a queue of runs, secrets)
-and ``dockyard agent`` (build hosts that take runs by label and run them with
-:mod:`dockyard.ci`).
+"""The CI service: ``dockyard server`` and ``dockyard agent``.
+
+The server has the REST API, webhooks, a queue of runs and secrets; agents are build
+hosts that take runs by label and run them with :mod:`dockyard.ci`.
 
 - :mod:`.models`, :mod:`.database` (and ``migrations/``): the tables, on SQLite or
   PostgreSQL, migrated by Alembic on start;

@@ -1,7 +1,9 @@
-"""Cron schedules: five fields (minute hour day-of-month month day-of-week, UTC), each
-``*``, a number, a range ``a-b``, a step ``*/n`` or ``a-b/n``, or a list of those;
-day-of-week 0-7 with 0 and 7 for Sunday. As in cron, when both day fields are
-restricted a day matching either one is a match.
+"""Cron schedules, and the runs they queue when their time has come.
+
+Five fields (minute hour day-of-month month day-of-week, UTC), each ``*``, a number, a
+range ``a-b``, a step ``*/n`` or ``a-b/n``, or a list of those; day-of-week 0-7 with 0
+and 7 for Sunday. As in cron, when both day fields are restricted a day matching either
+one is a match.
 
 :func:`due_runs` queues the run of each schedule whose time has come, once however
 many servers look: the schedule's ``next_run`` is moved on by a conditional UPDATE,

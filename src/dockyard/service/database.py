@@ -1,5 +1,7 @@
-"""The service's database: an engine (SQLite in WAL mode by default, or PostgreSQL),
-its schema brought up to date with Alembic on start, and short transactions.
+"""The service's database: an engine, its schema kept up to date, short transactions.
+
+The engine is SQLite in WAL mode by default, or PostgreSQL; Alembic brings the schema
+up to date on start.
 
 On SQLite every transaction begins ``IMMEDIATE``: writers queue on the busy timeout
 instead of failing when a read transaction tries to become a write one, so the queue's
@@ -55,8 +57,11 @@ def _sqlite_connect(dbapi_connection, record) -> None:
 
 
 def migrate(engine: Engine) -> None:
-    """Run every Alembic migration not yet applied; servers starting together take
-    turns (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
+    """Run every Alembic migration not yet applied.
+
+    Servers starting together take turns (an advisory lock on PostgreSQL, BEGIN
+    IMMEDIATE on SQLite).
+    """
     from alembic import command
     from alembic.config import Config
 
@@ -70,8 +75,11 @@ def migrate(engine: Engine) -> None:
 
 
 def rowcount(result: Result) -> int:
-    """The rows an UPDATE or DELETE changed (``Session.execute`` types its result as a
-    plain ``Result``; for those statements it is a ``CursorResult``)."""
+    """The rows an UPDATE or DELETE changed.
+
+    ``Session.execute`` types its result as a plain ``Result``; for those statements it
+    is a ``CursorResult``.
+    """
     assert isinstance(result, CursorResult)
     return result.rowcount
 

@@ -1,5 +1,8 @@
-"""The API's OpenAPI description, made from its route table: a path and method per
-route, its summary from the handler's docstring, the token it needs."""
+"""The API's OpenAPI description, made from its route table.
+
+A path and method per route, its summary from the handler's docstring, the token it
+needs.
+"""
 
 from __future__ import annotations
 

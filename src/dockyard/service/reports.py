@@ -1,6 +1,8 @@
-"""What an agent reports about the run it holds: log lines, step states, the labels
-its pipeline needs, the end; the steps' graph once the pipeline is read (``plan``) and
-each step's JUnit test cases (``tests``, :mod:`.testcases`).
+"""What an agent reports about the run it holds, stored once and in order.
+
+Log lines, step states, the labels its pipeline needs, the end; the steps' graph once
+the pipeline is read (``plan``) and each step's JUnit test cases (``tests``,
+:mod:`.testcases`).
 
 Reports are numbered by the agent (``seq``, from 1 per attempt) and sent in order; the
 run remembers the last one stored (``acked_seq``). An agent whose request failed sends

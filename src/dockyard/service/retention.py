@@ -1,10 +1,10 @@
-"""Server-side retention: ended runs past a policy go, with their logs, steps and
-artifacts, and the artifact blobs no run refers to any more.
+"""Server-side retention: old ended runs go, and the artifact blobs no run refers to.
 
-A run goes when it has ended and either policy says so: it is not among its
-repository's newest ``keep_runs`` ended runs, or it ended more than ``keep_days`` ago (as
-Jenkins' "discard old builds"). Queued and running runs are never touched, whatever
-their age. Runs go in batches of :data:`BATCH`, each in one short transaction.
+A run goes, with its logs, steps and artifacts, when it has ended and either policy
+says so: it is not among its repository's newest ``keep_runs`` ended runs, or it ended
+more than ``keep_days`` ago (as Jenkins' "discard old builds"). Queued and running runs
+are never touched, whatever their age. Runs go in batches of :data:`BATCH`, each in one
+short transaction.
 
 A blob goes when no artifact row names its digest and it is older than
 :data:`UPLOAD_GRACE`: an upload renames a new file into place (a fresh mtime and inode,
@@ -37,8 +37,11 @@ UPLOAD_GRACE = 3600.0  # seconds an unreferenced blob is kept (an upload in flig
 
 @dataclass(frozen=True)
 class Retention:
-    """How long ended runs are kept: the newest ``keep_runs`` of each repository,
-    and those ended less than ``keep_days`` ago (None: no such bound)."""
+    """How long ended runs are kept.
+
+    The newest ``keep_runs`` of each repository, and those ended less than ``keep_days``
+    ago (None: no such bound).
+    """
 
     keep_runs: int | None = None
     keep_days: float | None = None

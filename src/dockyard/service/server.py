@@ -1,5 +1,7 @@
-"""``dockyard server``: the database and key set up, the API served by uvicorn, and one
-local agent started beside it (a child process, so a pipeline never stalls the API).
+"""``dockyard server``: the API served by uvicorn, and one local agent beside it.
+
+The database and key are set up first; the agent is a child process, so a pipeline
+never stalls the API.
 
 On first start the server makes an admin token and writes it to ``DATA/admin-token``
 (0600): the one way in until more tokens are made through the API.

@@ -1,7 +1,9 @@
-"""What the web UI shows of a run beyond its steps' states: the graph the steps form
-(stored from the agent's ``plan`` report) and each step's JUnit test cases, failed ones
-with their message and output (from its ``tests`` report; :mod:`dockyard.ci.junit`
-bounds them)."""
+"""What the web UI shows of a run beyond its steps' states: its graph and test cases.
+
+The graph the steps form is stored from the agent's ``plan`` report; each step's JUnit
+test cases, failed ones with their message and output, from its ``tests`` report
+(:mod:`dockyard.ci.junit` bounds them).
+"""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ PENDING = "pending"  # a planned step that has not started
 
 
 def store_plan(session: Session, run: Run, steps: list[tuple[str, list[str]]]) -> None:
-    """Every step of the run's pipeline, with the steps it waits for; a step left from
-    an earlier attempt is pending again."""
+    """Store every step of the run's pipeline, with the steps it waits for.
+
+    A step left from an earlier attempt is pending again.
+    """
     known = {s.name: s for s in session.scalars(select(Step).where(Step.run_id == run.id))}
     for name, depends_on in steps:
         step = known.get(name)
@@ -41,8 +45,11 @@ def store_cases(session: Session, run: Run, step: str, cases: list[dict[str, str
 def test_report(
     session: Session, run_id: int, step: str | None = None, limit: int = 2000
 ) -> list[dict[str, Any]]:
-    """The run's (or one step's) test cases: failed ones first (each with its step,
-    message and output), then skipped, then passed; in report order within each."""
+    """The run's (or one step's) test cases: failed, then skipped, then passed.
+
+    Failed ones carry their step, message and output; cases keep report order within
+    each group.
+    """
     order = case((JUnitCase.status == "failed", 0), (JUnitCase.status == "skipped", 1), else_=2)
     where = [JUnitCase.run_id == run_id]
     if step is not None:

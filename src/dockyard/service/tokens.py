@@ -47,8 +47,10 @@ def id_of(session: Session, token: str) -> int | None:
 
 
 def may_act_as(session: Session, agent: Agent, token_id: int | None) -> bool:
-    """Whether the agent token ``token_id`` may act as ``agent``: the name belongs to
-    the token that first used it, until that token is deleted."""
+    """Whether the agent token ``token_id`` may act as ``agent``.
+
+    The name belongs to the token that first used it, until that token is deleted.
+    """
     if agent.token_id in (None, token_id):
         return True
     return session.get(Token, agent.token_id) is None

@@ -77,8 +77,11 @@ def _dummy_hash() -> bytes:
 
 
 def verify(stored: str | None, password: str) -> bool:
-    """Whether ``password`` matches the hash ``stored`` (None: an unknown user, checked
-    against a dummy hash all the same, so as to take as long)."""
+    """Whether ``password`` matches the hash ``stored``.
+
+    ``stored`` None (an unknown user) is checked against a dummy hash all the same, so as
+    to take as long.
+    """
     candidate = password.encode()[:MAX_PASSWORD]
     if stored is None:
         bcrypt.checkpw(candidate, _dummy_hash())
@@ -121,15 +124,19 @@ def list_users(session: Session) -> list[dict[str, str]]:
 
 
 def password_and_subject(session: Session, name: str) -> tuple[str | None, str | None]:
-    """The password hash of ``name`` and what a session of theirs holds (None, None: no
-    such user), read together."""
+    """The password hash of ``name`` and what a session of theirs holds, read together.
+
+    (None, None): no such user.
+    """
     row = session.execute(select(User.password, User.session_key).where(User.name == name)).first()
     return (None, None) if row is None else (row[0], f"{SUBJECT_PREFIX}{name}:{row[1]}")
 
 
 def role_of_subject(session: Session, subject: str) -> str | None:
-    """The role of the user a session's ``subject`` names, if the user and the password
-    the session was made with still exist."""
+    """The role of the user a session's ``subject`` names; None once the session is void.
+
+    A session is void when its user, or the password it was made with, is gone.
+    """
     name, _, key = subject.removeprefix(SUBJECT_PREFIX).rpartition(":")
     return session.scalar(select(User.role).where(User.name == name, User.session_key == key))
 
@@ -142,8 +149,7 @@ class Guard:
         self.by_user = Buckets(failures, failures)
 
     def take(self, client: str, name: str | None) -> float | None:
-        """Spend a try of ``client`` (and of ``name``); None if allowed, else seconds
-        to wait."""
+        """Spend a try of ``client`` (and of ``name``): None if allowed, else seconds to wait."""
         wait = self.by_client.take(client)
         if wait is None and name is not None:
             wait = self.by_user.take(_key(name))

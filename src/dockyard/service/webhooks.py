@@ -1,5 +1,7 @@
-"""Push webhooks in GitHub's format (Gitea and Forgejo send the same), verified by
-their HMAC-SHA256 signature before anything in them is believed.
+"""Push webhooks in GitHub's format, verified by their HMAC-SHA256 signature first.
+
+Gitea and Forgejo send the same format. Nothing in a webhook is believed before its
+signature is checked.
 
 ``X-Hub-Signature-256: sha256=<hex>`` is the HMAC of the raw body under the
 repository's webhook secret, compared in constant time; Gitea's ``X-Gitea-Signature``

@@ -62,8 +62,10 @@ def default_root() -> Path:
 
 
 def as_store(store: Store | str | Path | None) -> Store:
-    """``store`` itself, or the store at that root (:func:`default_root` if None): what
-    the library's verbs take as their ``store``."""
+    """``store`` itself, or the store at that root (:func:`default_root` if None).
+
+    This is how the library's verbs read their ``store`` argument.
+    """
     return store if isinstance(store, Store) else Store(None if store is None else Path(store))
 
 
@@ -172,8 +174,11 @@ class Store:
     def image_manifest(
         self, desc: Descriptor, platform: Platform | None = None
     ) -> manifests.Manifest | None:
-        """The image manifest ``desc`` stands for on ``platform`` (default: the host):
-        itself, or its index's child if stored; None if no such child is stored."""
+        """The image manifest ``desc`` stands for on ``platform`` (default: the host).
+
+        That is ``desc`` itself, or its index's child if stored; None if no such child is
+        stored.
+        """
         parsed = self.read_manifest(desc)
         if isinstance(parsed, manifests.Manifest):
             return parsed
@@ -200,20 +205,27 @@ class Store:
     # garbage collection
 
     def lease(self) -> FileLock:
-        """A shared lock that keeps :meth:`prune` away while held: hold it from writing
-        the first blob of an image until the image is named. Creates the store."""
+        """A shared lock that keeps :meth:`prune` away while held.
+
+        Hold it from writing the first blob of an image until the image is named.
+        Creates the store.
+        """
         self.layout.ensure()
         return FileLock(self.root / GC_LOCK_FILE, shared=True)
 
     def blob_hold(self) -> Hold:
-        """A hold on blobs no image names yet, which a prune then spares: a build's
-        layers until it names its image. Write each blob and add it under :meth:`lease`."""
+        """A hold on blobs no image names yet, which a prune then spares.
+
+        A build holds its layers so until it names its image. Write each blob and add it
+        under :meth:`lease`.
+        """
         return Hold(self.root / BLOB_HOLDS_DIR)
 
     @contextlib.contextmanager
     def gc_lock(self, *, wait: bool = True) -> Iterator[None]:
-        """Hold every lease off for the block (the lock :meth:`lease` shares, taken
-        exclusively): what a prune holds while it decides what is garbage.
+        """Hold every lease off for the block: what a prune holds while it decides.
+
+        It is the lock :meth:`lease` shares, taken exclusively.
 
         Waits until no lease is held, or raises :class:`StoreError` if ``wait`` is False.
         """
@@ -232,10 +244,12 @@ class Store:
         keep: Collection[str] = (),
         only: Collection[str] | None = None,
     ) -> gc.PruneResult:
-        """Delete blobs no named image reaches, no live process holds and no record pins
-        (:mod:`.pins`: a working container's image), and abandoned temp files and dirs.
-        A prune policy (:mod:`dockyard.disk.prune`) spares more (``keep``: the layers of
-        the build cache it keeps) or deletes only some (``only``).
+        """Delete the blobs nothing needs, and abandoned temp files and dirs.
+
+        A blob goes when no named image reaches it, no live process holds it and no
+        record pins it (:mod:`.pins`: a working container's image). A prune policy
+        (:mod:`dockyard.disk.prune`) spares more (``keep``: the layers of the build cache
+        it keeps) or deletes only some (``only``).
 
         Runs under :meth:`gc_lock` (``wait`` as there). Snapshots are pruned by
         :meth:`.Snapshots.prune`.
@@ -252,8 +266,10 @@ class Store:
         return result
 
     def image_diff_ids(self) -> list[list[str]]:
-        """The layer diff IDs (bottom first) of every image the names reach, each
-        platform of an index included: the layer stacks whose snapshots a prune keeps.
+        """The layer diff IDs (bottom first) of every image the names reach.
+
+        Each platform of an index is included: these are the layer stacks whose
+        snapshots a prune keeps.
 
         Call it under :meth:`gc_lock` for an answer that stays true. Raise
         :class:`StoreError` if a manifest or config cannot be read.

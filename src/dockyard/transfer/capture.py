@@ -1,6 +1,7 @@
-"""Offline bundles: stored images saved together, by their original names, as one OCI
-archive or layout that a network-isolated site loads with ``dockyard load`` or
-``dockyard registry import`` (sealer's point: the bundle carries every image needed).
+"""Offline bundles: stored images saved together, by their names, as one OCI archive or layout.
+
+A network-isolated site loads the bundle with ``dockyard load`` or ``dockyard registry
+import`` (sealer's point: the bundle carries every image needed).
 
 Each image's ``index.json`` entry is named by its full reference in both
 ``org.opencontainers.image.ref.name`` (what ``dockyard load``, ``registry import``,
@@ -38,8 +39,10 @@ class SavedImage:
 
 
 def is_layout(output: str) -> bool:
-    """Does ``output`` ask for a layout directory (an existing directory, or a path
-    written with a trailing ``/``) rather than an archive file?"""
+    """Does ``output`` ask for a layout directory rather than an archive file?
+
+    It does when it is an existing directory, or a path written with a trailing ``/``.
+    """
     return output.endswith("/") or Path(output).is_dir()
 
 
@@ -51,9 +54,11 @@ def save_bundle(
     platform: Platform | None = None,
     note: Callable[[str], None] | None = None,
 ) -> list[SavedImage]:
-    """Save the stored ``images`` (name, stored root manifest) to ``output``: an OCI
-    layout if :func:`is_layout`, else an oci-archive (written atomically). A name given
-    twice is saved once."""
+    """Save the stored ``images`` (name, stored root manifest) to ``output``.
+
+    ``output`` is an OCI layout if :func:`is_layout`, else an oci-archive (written
+    atomically). A name given twice is saved once.
+    """
     note = note or (lambda _line: None)
     unique = list(dict(images).items())
     if is_layout(output):

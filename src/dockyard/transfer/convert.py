@@ -1,5 +1,7 @@
-"""Rewriting an image on its way to a destination: Docker media types to OCI ones, and
-layers compressed, recompressed or decompressed.
+"""Rewriting an image on its way to a destination: OCI media types, layer compression.
+
+Docker media types become OCI ones, and layers are compressed, recompressed or
+decompressed.
 
 Other tools expect both. skopeo, podman, buildah and umoci open an OCI layout's image
 by tag only when its index entry has an OCI media type, so writing a layout converts a
@@ -53,9 +55,12 @@ _REWRITABLE_LAYERS = frozenset(
 
 @dataclass(frozen=True)
 class Conversion:
-    """What a copy changes: ``oci`` turns Docker media types into OCI's; ``compression``
-    (``gzip``, ``zstd`` or ``none``; None keeps each layer as it is) is the layer format
-    wanted, for plain-tar layers only when ``only_uncompressed`` (a push's default)."""
+    """What a copy changes: media types, layer compression, or nothing.
+
+    ``oci`` turns Docker media types into OCI's; ``compression`` (``gzip``, ``zstd`` or
+    ``none``; None keeps each layer as it is) is the layer format wanted, for plain-tar
+    layers only when ``only_uncompressed`` (a push's default).
+    """
 
     oci: bool = False
     compression: str | None = None
@@ -66,9 +71,12 @@ class Conversion:
         return not self.oci and self.compression is None
 
     def touches(self, desc: Descriptor) -> bool:
-        """Might the blob ``desc`` be rewritten? Layers whose media type says they are
-        not in the wanted compression (a plain-tar type may hide gzip: the bytes decide);
-        configs and foreign layers never are."""
+        """Might the blob ``desc`` be rewritten?
+
+        Layers whose media type says they are not in the wanted compression might (a
+        plain-tar type may hide gzip: the bytes decide); configs and foreign layers
+        never are.
+        """
         if self.compression is None or desc.media_type not in _REWRITABLE_LAYERS or desc.urls:
             return False
         have = mt.layer_compression(desc.media_type)
@@ -78,9 +86,12 @@ class Conversion:
 def plan(
     transport: str, *, compression_format: str | None = None, preserve_digests: bool = False
 ) -> Conversion:
-    """The conversion a copy to a destination of ``transport`` (``docker``, ``oci``,
-    ``oci-archive``, ``docker-archive``, ``local``) makes; DockyardError when
-    ``preserve_digests`` asks for what that destination cannot keep."""
+    """The conversion a copy to a destination of ``transport`` makes.
+
+    ``transport`` is ``docker``, ``oci``, ``oci-archive``, ``docker-archive`` or
+    ``local``. DockyardError when ``preserve_digests`` asks for what that destination
+    cannot keep.
+    """
     if preserve_digests:
         if compression_format is not None:
             raise DockyardError("--compression-format changes layer digests: drop one option")
@@ -102,8 +113,10 @@ def plan(
 
 @dataclass(frozen=True)
 class Blob:
-    """A layer as written: where its bytes are (None: the source's, unchanged), and
-    its digest, size and real compression (None: plain tar)."""
+    """A layer as written: where its bytes are, its digest, size and real compression.
+
+    ``path`` None: the source's bytes, unchanged; ``compression`` None: plain tar.
+    """
 
     path: Path | None
     digest: str
@@ -185,9 +198,11 @@ def workspace() -> Iterator[Path]:
 def rewrite_manifest(
     conversion: Conversion, manifest: manifests.Manifest, blobs: dict[str, Blob]
 ) -> tuple[bytes, str]:
-    """``manifest``'s document with its layers as ``blobs`` has them and OCI media types
-    if asked (or needed: Docker has no zstd layer); its original bytes if nothing
-    changed. Returns the bytes and the media type."""
+    """``manifest`` rewritten: its bytes and media type.
+
+    Its layers are as ``blobs`` has them, with OCI media types if asked (or needed:
+    Docker has no zstd layer); its original bytes if nothing changed.
+    """
     oci = conversion.oci or (
         mt.is_docker(manifest.media_type)
         and any(blobs[d.digest].compression == "zstd" for d in manifest.layers if d.digest in blobs)
@@ -217,8 +232,11 @@ def rewrite_manifest(
 def rewrite_index(
     conversion: Conversion, index: manifests.Index, children: dict[str, Descriptor]
 ) -> tuple[bytes, str]:
-    """``index``'s document pointing at the rewritten ``children`` (old digest -> new
-    descriptor), an OCI index if asked or if a child became OCI."""
+    """``index`` rewritten to point at the rewritten ``children``: its bytes and media type.
+
+    ``children`` maps an old digest to the new descriptor; the index becomes OCI if
+    asked or if a child did.
+    """
     oci = conversion.oci or any(
         not mt.is_docker(children[d.digest].media_type)
         for d in index.manifests

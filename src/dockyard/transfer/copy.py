@@ -139,9 +139,11 @@ def copy(
     preserve_digests: bool = False,
     progress: CopyProgress | None = None,
 ) -> CopyResult:
-    """Copy the image at ``source`` to ``destination``, both transport strings
-    (``docker://REF``, ``oci:DIR[:TAG]``, ``oci-archive:FILE[:TAG]``,
-    ``docker-archive:FILE[:REF]``, ``local:REF`` or a bare ``REF``) or locations.
+    """Copy the image at ``source`` to ``destination``.
+
+    Both are transport strings (``docker://REF``, ``oci:DIR[:TAG]``,
+    ``oci-archive:FILE[:TAG]``, ``docker-archive:FILE[:REF]``, ``local:REF`` or a bare
+    ``REF``) or locations.
 
     ``store`` (a :class:`Store` or its root; default: the default root) is where
     ``local:`` names live. An OCI layout or archive gets OCI media types and a registry

@@ -20,8 +20,10 @@ from dockyard.transfer.resolve import resolve_image
 def export_rootfs(
     source: ImageSource, directory: Path, platform: Platform | None = None
 ) -> list[str]:
-    """Flatten the image ``source`` holds (for ``platform``) into ``directory``, with
-    whiteouts applied; return the extraction warnings (e.g. devices skipped)."""
+    """Flatten the image ``source`` holds (for ``platform``) into ``directory``.
+
+    Whiteouts are applied; return the extraction warnings (e.g. devices skipped).
+    """
     from dockyard.layers import flatten
 
     manifest = resolve_image(source, platform=platform)

@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from dockyard.oci.config import DEFAULT_PATH
 from dockyard.oci.descriptor import Platform
 from dockyard.oci.home import RawManifest
 from dockyard.oci.mutate import ImageState
 from dockyard.reference import Reference
 from dockyard.store import Store
-
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _timestamp() -> str:
@@ -32,8 +31,11 @@ def import_directory(
     cmd: list[str] | None = None,
     env: list[str] | None = None,
 ) -> str:
-    """Pack ``directory`` straight into the store as a layer, write config and manifest,
-    name the image ``ref``; return the manifest digest."""
+    """Store ``directory`` as a one-layer image named ``ref``; return its manifest digest.
+
+    The directory is packed straight into the store; the config and manifest are made
+    through :class:`~dockyard.oci.mutate.ImageState`.
+    """
     from dockyard.layers import pack
 
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
@@ -48,7 +50,7 @@ def import_directory(
             blob.commit(packed.digest)
         created = _timestamp()
         state = ImageState.new(Platform.host())
-        state.config["Env"] = list(env or [DEFAULT_PATH])  # as given: NAME=value entries
+        state.config["Env"] = list(env or [f"PATH={DEFAULT_PATH}"])  # as given: NAME=value entries
         state.set_cmd(cmd or None)
         state.add_layer(
             packed.descriptor(), packed.diff_id, f"dockyard import {directory.name}", created

@@ -1,5 +1,6 @@
-"""``dockyard load``: every image of a docker-archive, oci-archive or OCI layout
-directory into the store.
+"""``dockyard load``: every image of an archive or OCI layout directory into the store.
+
+The archive is a docker-archive or an oci-archive.
 
 Names follow what docker and podman do: a docker-archive's RepoTags, an oci-archive's
 ``org.opencontainers.image.ref.name`` when it is a full reference. An image with no
@@ -42,8 +43,10 @@ def _name(text: str | None, archive: Path, source: ImageSource) -> Reference:
 
 
 def load_archive(archive: Path, store: Store) -> list[tuple[Reference, str]]:
-    """Copy every image in ``archive`` (a file, or a layout directory) into ``store``;
-    return (name, digest) pairs."""
+    """Copy every image in ``archive`` into ``store``; return (name, digest) pairs.
+
+    ``archive`` is a file, or a layout directory.
+    """
     from dockyard.files.tarreader import TarReader
 
     if archive.is_dir():

@@ -1,5 +1,6 @@
-"""The container images Kubernetes manifests and Helm ``values.yaml`` files name, with the
-file and line each was found at (``dockyard capture --from-manifests``).
+"""The container images Kubernetes manifests and Helm ``values.yaml`` files name.
+
+Each with the file and line it was found at (``dockyard capture --from-manifests``).
 
 Found in every YAML document (multi-document files too):
 
@@ -89,8 +90,11 @@ class Scan:
 
 
 def scan_paths(paths: list[Path]) -> Scan:
-    """Scan files (any name) and directories (their ``*.yaml``/``*.yml`` files, walked
-    without following symlinks). A path that is neither is a :class:`DockyardError`."""
+    """Scan files (any name) and directories for the images they name.
+
+    A directory's ``*.yaml``/``*.yml`` files are read, walked without following symlinks.
+    A path that is neither is a :class:`DockyardError`.
+    """
     scan = Scan()
     budget = [MAX_FILES]
     for path in paths:

@@ -1,5 +1,7 @@
-"""Moving images between a registry and the store: ``dockyard pull`` and ``push``, and
-the base images that builds, ``dockyard run`` and pipelines pull on first use."""
+"""Moving images between a registry and the store: ``dockyard pull`` and ``push``.
+
+Also the base images that builds, ``dockyard run`` and pipelines pull on first use.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ def pull(
     tls_verify: bool | None = None,
     progress: CopyProgress | None = None,
 ) -> CopyResult:
-    """Copy ``image`` from its registry (or a mirror of it) into ``store`` under the same
-    name: one platform (``platform``, default the host's) unless ``all_platforms``."""
+    """Copy ``image`` from its registry (or a mirror of it) into ``store``, same name.
+
+    One platform (``platform``, default the host's) unless ``all_platforms``.
+    """
     from dockyard.registry.client.mirrors import registry_source
 
     ref = as_reference(image)
@@ -46,8 +50,9 @@ def push(
     preserve_digests: bool = False,
     progress: CopyProgress | None = None,
 ) -> CopyResult:
-    """Copy the stored ``image``, every platform, to its registry or to ``destination``
-    (a registry reference).
+    """Copy the stored ``image``, every platform, to its registry or ``destination``.
+
+    ``destination`` is a registry reference.
 
     Only blobs the registry lacks are sent; blobs of another repository of the same
     registry are mounted instead of uploaded. Plain-tar layers are gzipped on the way
@@ -81,8 +86,10 @@ def ensure_image(
     progress: CopyProgress | None = None,
     note: Callable[[str], None] | None = None,
 ) -> Descriptor:
-    """The stored image ``ref``, pulled first when the store lacks it (``note`` hears of
-    that), as docker does for ``FROM`` and ``run``."""
+    """The stored image ``ref``, pulled first when the store lacks it.
+
+    As docker does for ``FROM`` and ``run``; ``note`` hears of a pull.
+    """
     try:
         return store.resolve(ref)
     except NotFound:

@@ -1,5 +1,7 @@
-"""skopeo-style transport names: ``docker://REF``, ``oci:DIR[:TAG]``, ``oci-archive:FILE[:TAG]``,
-``docker-archive:FILE[:REF]`` and ``local:REF`` (the dockyard store), opened as image homes.
+"""skopeo-style transport names, parsed and opened as image homes.
+
+The names: ``docker://REF``, ``oci:DIR[:TAG]``, ``oci-archive:FILE[:TAG]``,
+``docker-archive:FILE[:REF]`` and ``local:REF`` (the dockyard store).
 
 A :data:`Location` is one of five dataclasses, one per transport kind, each opening its
 own home (:meth:`source`, :meth:`destination`): code that needs a kind matches on the
@@ -16,7 +18,14 @@ from dockyard import reference
 from dockyard.errors import InvalidReference
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dockyard.oci.home import ImageDestination, ImageSource
+
+    # A file kind's home classes, each opened on the path and the image's name in it.
+    _Homes = tuple[
+        Callable[[Path, str | None], ImageSource], Callable[[Path, str | None], ImageDestination]
+    ]
 
 
 @dataclass(frozen=True)
@@ -42,8 +51,10 @@ class RegistryLocation:
         tls_verify: bool | None = None,
         source: Location | None = None,
     ) -> ImageDestination:
-        """Write to the registry, mounting blobs from ``source`` when it is a repository
-        of the same registry."""
+        """Write to the registry.
+
+        Blobs are mounted from ``source`` when it is a repository of the same registry.
+        """
         from dockyard.registry.client import RegistryDestination, client_for
 
         match source:
@@ -86,7 +97,10 @@ class StoreLocation:
 
 @dataclass(frozen=True)
 class _FileLocation:
-    """A home in a file or directory, with an optional name for the image in it."""
+    """A home in a file or directory, with an optional name for the image in it.
+
+    Each kind names the classes of its home (:meth:`_homes`, imported when opened).
+    """
 
     transport: ClassVar[str]
     path: Path
@@ -95,17 +109,12 @@ class _FileLocation:
     def __str__(self) -> str:
         return f"{self.transport}:{self.path}" + (f":{self.name}" if self.name else "")
 
-
-@dataclass(frozen=True)
-class LayoutLocation(_FileLocation):
-    """``oci:DIR[:TAG]``: an OCI image layout directory."""
-
-    transport: ClassVar[str] = "oci"
+    def _homes(self) -> _Homes:
+        """This kind's (source class, destination class)."""
+        raise NotImplementedError
 
     def source(self, *, store_root: Path | None, tls_verify: bool | None = None) -> ImageSource:
-        from dockyard.layout.oci_dir import LayoutSource
-
-        return LayoutSource(self.path, self.name)
+        return self._homes()[0](self.path, self.name)
 
     def destination(
         self,
@@ -114,9 +123,19 @@ class LayoutLocation(_FileLocation):
         tls_verify: bool | None = None,
         source: Location | None = None,
     ) -> ImageDestination:
-        from dockyard.layout.oci_dir import LayoutDestination
+        return self._homes()[1](self.path, self.name)
 
-        return LayoutDestination(self.path, self.name)
+
+@dataclass(frozen=True)
+class LayoutLocation(_FileLocation):
+    """``oci:DIR[:TAG]``: an OCI image layout directory."""
+
+    transport: ClassVar[str] = "oci"
+
+    def _homes(self) -> _Homes:
+        from dockyard.layout.oci_dir import LayoutDestination, LayoutSource
+
+        return LayoutSource, LayoutDestination
 
 
 @dataclass(frozen=True)
@@ -125,21 +144,10 @@ class OCIArchiveLocation(_FileLocation):
 
     transport: ClassVar[str] = "oci-archive"
 
-    def source(self, *, store_root: Path | None, tls_verify: bool | None = None) -> ImageSource:
-        from dockyard.layout.oci_archive import OCIArchiveSource
+    def _homes(self) -> _Homes:
+        from dockyard.layout.oci_archive import OCIArchiveDestination, OCIArchiveSource
 
-        return OCIArchiveSource(self.path, self.name)
-
-    def destination(
-        self,
-        *,
-        store_root: Path | None,
-        tls_verify: bool | None = None,
-        source: Location | None = None,
-    ) -> ImageDestination:
-        from dockyard.layout.oci_archive import OCIArchiveDestination
-
-        return OCIArchiveDestination(self.path, self.name)
+        return OCIArchiveSource, OCIArchiveDestination
 
 
 @dataclass(frozen=True)
@@ -148,21 +156,10 @@ class DockerArchiveLocation(_FileLocation):
 
     transport: ClassVar[str] = "docker-archive"
 
-    def source(self, *, store_root: Path | None, tls_verify: bool | None = None) -> ImageSource:
-        from dockyard.layout.docker_archive import DockerArchiveSource
+    def _homes(self) -> _Homes:
+        from dockyard.layout.docker_archive import DockerArchiveDestination, DockerArchiveSource
 
-        return DockerArchiveSource(self.path, self.name)
-
-    def destination(
-        self,
-        *,
-        store_root: Path | None,
-        tls_verify: bool | None = None,
-        source: Location | None = None,
-    ) -> ImageDestination:
-        from dockyard.layout.docker_archive import DockerArchiveDestination
-
-        return DockerArchiveDestination(self.path, self.name)
+        return DockerArchiveSource, DockerArchiveDestination
 
 
 Location = (
@@ -212,8 +209,11 @@ def open_destination(
     tls_verify: bool | None = None,
     source: str | Location | None = None,
 ) -> ImageDestination:
-    """Open ``location`` for writing one image. A registry destination mounts blobs from
-    ``source`` when both are repositories of the same registry."""
+    """Open ``location`` for writing one image.
+
+    A registry destination mounts blobs from ``source`` when both are repositories of the
+    same registry.
+    """
     return as_location(location).destination(
         store_root=store_root,
         tls_verify=tls_verify,

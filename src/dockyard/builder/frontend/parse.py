@@ -350,9 +350,25 @@ def _sources(node: Node) -> tuple[tuple[str, ...], tuple[InlineSource, ...], str
     return tuple(paths), tuple(inline), args[-1]
 
 
+def _copy_fields(node: Node, accepted: Mapping[str, str]) -> tuple[_Flags, dict]:
+    """COPY's and ADD's flags, and the fields both have (sources, destination, owner,
+    mode, ``--link``, ``--exclude``)."""
+    f = _Flags(node.flags, accepted)
+    sources, inline, dest = _sources(node)
+    return f, {
+        "sources": sources,
+        "inline": inline,
+        "dest": dest,
+        "chown": f.text("chown"),
+        "chmod": f.text("chmod"),
+        "link": bool(f.flag("link")),
+        "exclude": f.all("exclude"),
+    }
+
+
 def _parse_copy(node: Node, common: dict) -> Copy:
-    f = _Flags(
-        node.flags,
+    f, fields = _copy_fields(
+        node,
         {
             "chown": "text",
             "from": "text",
@@ -362,24 +378,12 @@ def _parse_copy(node: Node, common: dict) -> Copy:
             "parents": "bool",
         },
     )
-    sources, inline, dest = _sources(node)
-    return Copy(
-        sources=sources,
-        inline=inline,
-        dest=dest,
-        from_=f.text("from"),
-        chown=f.text("chown"),
-        chmod=f.text("chmod"),
-        link=bool(f.flag("link")),
-        parents=bool(f.flag("parents")),
-        exclude=f.all("exclude"),
-        **common,
-    )
+    return Copy(from_=f.text("from"), parents=bool(f.flag("parents")), **fields, **common)
 
 
 def _parse_add(node: Node, common: dict) -> Add:
-    f = _Flags(
-        node.flags,
+    f, fields = _copy_fields(
+        node,
         {
             "chown": "text",
             "chmod": "text",
@@ -390,18 +394,11 @@ def _parse_add(node: Node, common: dict) -> Add:
             "exclude": "texts",
         },
     )
-    sources, inline, dest = _sources(node)
     return Add(
-        sources=sources,
-        inline=inline,
-        dest=dest,
-        chown=f.text("chown"),
-        chmod=f.text("chmod"),
-        link=bool(f.flag("link")),
         keep_git_dir=f.flag("keep-git-dir"),
         checksum=f.text("checksum"),
         unpack=f.flag("unpack"),
-        exclude=f.all("exclude"),
+        **fields,
         **common,
     )
 

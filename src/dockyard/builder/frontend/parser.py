@@ -162,39 +162,20 @@ def _scan_words(text: str, escape: str, *, literal: bool) -> Iterator[tuple[int,
                 i += 1
                 continue
             start = i
-        if quote:
-            if ch == quote:
-                quote = ""
-                if not literal:
-                    i += 1
-                    continue
-            elif ch == escape and (not literal or quote != "'"):
-                if i + 1 == n:
-                    quote = ""
-                    i += 1
-                    continue
-                if literal:
-                    word.append(ch)
-                i += 1
-                ch = text[i]
-            word.append(ch)
-            i += 1
-            continue
-        if ch.isspace():
+        if not quote and ch.isspace():
             yield start, i, "".join(word), quoted
             word, quoted, start = [], False, -1
             i += 1
             continue
-        if ch in "'\"":
-            quote = ch
+        if ch == quote or (not quote and ch in "'\""):
+            quote = "" if quote else ch  # a quote closes, or opens
             quoted = True
             if not literal:
                 i += 1
                 continue
-        elif ch == escape:
+        elif ch == escape and (not literal or quote != "'"):
             if i + 1 == n:
-                i += 1
-                continue
+                break
             if literal:
                 word.append(ch)
             i += 1

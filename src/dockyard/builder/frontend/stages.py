@@ -39,8 +39,8 @@ from dockyard.builder.frontend.platforms import Platform
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 from dockyard.builder.frontend.suggest import did_you_mean
 from dockyard.errors import BuildError, InvalidReference
+from dockyard.oci.config import DEFAULT_PATH
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROXY_ARGS = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
 _RESERVED_STAGE_NAMES = ("context", "scratch")
 _INDEX = re.compile(r"[+-]?[0-9]+\Z")

@@ -1,5 +1,8 @@
-"""What every handler shares: the service, JSON errors, bounded bodies, tokens,
-paging, and the JSON shapes of repositories and runs."""
+"""What every API handler shares.
+
+The service, JSON errors, bounded bodies, tokens, paging, and the JSON shapes of
+repositories and runs.
+"""
 
 from __future__ import annotations
 
@@ -134,8 +137,11 @@ def field(
 
 
 def relative_path(path: str) -> bool:
-    """Whether ``path`` is a plain relative path: 1024 characters at most, no NUL, no
-    leading ``/``, no empty, ``.`` or ``..`` part (a pipeline file's, an artifact's)."""
+    """Whether ``path`` is a plain relative path (a pipeline file's, an artifact's).
+
+    That is 1024 characters at most, no NUL, no leading ``/``, no empty, ``.`` or ``..``
+    part.
+    """
     return (
         0 < len(path) <= 1024
         and "\0" not in path
@@ -182,8 +188,10 @@ async def authorize(request: Request, needed: str) -> str:
 
 
 async def agent_token(request: Request) -> str:
-    """The caller's agent token, once :func:`authorize` has accepted it for an agent
-    route (agents send ``Authorization: Bearer``; a web session is never an agent)."""
+    """The caller's agent token, once :func:`authorize` has accepted it for an agent route.
+
+    Agents send ``Authorization: Bearer``; a web session is never an agent.
+    """
     await authorize(request, tokens.AGENT)
     return request.headers.get("authorization", "").partition(" ")[2].strip()
 
@@ -264,8 +272,11 @@ def repository_json(repository: Repository) -> dict[str, Any]:
 
 
 def runs_json(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """The JSON of ``runs``, read in a fixed number of queries however many they are:
-    their repositories' names, the agents' names, where each ran, why queued ones wait."""
+    """The JSON of ``runs``, read in a fixed number of queries however many they are.
+
+    It holds their repositories' names, the agents' names, where each ran, why queued
+    ones wait.
+    """
     if not runs:
         return []
     repositories = dict(

@@ -1,5 +1,7 @@
-"""Runs: list, the queue, trigger, restart, cancel, and their logs (JSON or Server-Sent
-Events)."""
+"""Runs: list, the queue, trigger, restart, cancel, and their logs.
+
+Logs come as JSON or as Server-Sent Events.
+"""
 
 from __future__ import annotations
 

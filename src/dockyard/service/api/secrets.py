@@ -1,6 +1,8 @@
-"""Secrets, of one repository (``/repos/{repo}/secrets``) or global (``/secrets``):
-names listed, values set and deleted, never returned (admin). A run gets the global
-secrets its pipeline names, a repository's own of the same name winning."""
+"""Secrets: names listed, values set and deleted, never returned (admin).
+
+A secret is one repository's (``/repos/{repo}/secrets``) or global (``/secrets``). A run
+gets the global secrets its pipeline names, a repository's own of the same name winning.
+"""
 
 from __future__ import annotations
 
@@ -100,8 +102,10 @@ def delete_secret_named(session: Session, scope: int | None, name: str) -> bool:
 
 
 def secrets_for_run(session: Session, box, repository_id: int, names: list[str]) -> dict[str, str]:
-    """The named secrets a run of ``repository_id`` gets: global ones, overridden by the
-    repository's own."""
+    """The named secrets a run of ``repository_id`` gets.
+
+    Global ones, overridden by the repository's own.
+    """
     found: dict[str, str] = {}
     for scope in (None, repository_id):
         for secret in session.scalars(select(Secret).where(_in(scope), Secret.name.in_(names))):

@@ -1,6 +1,8 @@
-"""Users who sign in to the web UI with a password (admin): list, add, set a password,
-remove. Passwords are hashed with bcrypt off the event loop (:mod:`..users`) and never
-returned."""
+"""Users who sign in to the web UI with a password: list, add, set a password, remove.
+
+Admin only. Passwords are hashed with bcrypt off the event loop (:mod:`..users`) and
+never returned.
+"""
 
 from __future__ import annotations
 

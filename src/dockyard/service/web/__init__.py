@@ -1,6 +1,7 @@
-"""The web UI of ``dockyard server``: pages rendered on the server with Jinja2, a little
-vanilla JavaScript (``static/app.js``: buttons, the live log) and CSS, shipped as
-package data, so nothing is built and nothing else is served.
+"""The web UI of ``dockyard server``: pages rendered on the server with Jinja2.
+
+A little vanilla JavaScript (``static/app.js``: buttons, the live log) and CSS are
+shipped as package data, so nothing is built and nothing else is served.
 
 Pages: ``/`` repositories, ``/repos/R`` its runs, ``/repos/R/runs/N`` a run,
 ``.../log?step=S`` a step's live log, tail first (``.../log/lines`` earlier lines as

@@ -1,5 +1,6 @@
-"""The layout of a run's steps as the graph their ``depends_on`` forms, for an SVG drawn
-by the run page's template.
+"""The layout of a run's steps as the graph their ``depends_on`` forms.
+
+The run page's template draws it as an SVG.
 
 A step's column is its depth (the longest chain of steps it waits for), its row its
 place among the steps of that column in pipeline order. Edges are drawn only where no

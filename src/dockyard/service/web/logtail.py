@@ -1,6 +1,8 @@
-"""The log page's lines, newest first: the last lines of a run's (or one step's) log,
-and the lines before a chunk on demand, so a log of 100,000 lines opens with its tail
-and the browser never holds more than was asked for.
+"""The log page's lines, newest first: a log's tail, and earlier lines on demand.
+
+The last lines of a run's (or one step's) log, and the lines before a chunk when asked,
+so a log of 100,000 lines opens with its tail and the browser never holds more than was
+asked for.
 
 Chunks are taken whole (an agent sends at most a few hundred lines in one), so a
 chunk id is where the page resumes: the live stream follows after the newest chunk
@@ -30,10 +32,12 @@ def _matching(lines: list, step: str) -> list:
 def lines_before(
     db: Session, run_id: int, step: str, before: int | None, want: int = TAIL
 ) -> dict[str, Any]:
-    """At least ``want`` lines of ``step`` (all sources if empty) in whole chunks
-    before chunk ``before`` (None: the end), oldest first, with ``start`` (how many
-    such lines come before them) and ``last`` (the newest chunk id there is, to follow
-    after)."""
+    """At least ``want`` lines in whole chunks before chunk ``before``, oldest first.
+
+    The lines are ``step``'s (all sources if empty); ``before`` None is the end. With
+    them come ``start`` (how many such lines come before them) and ``last`` (the newest
+    chunk id there is, to follow after).
+    """
     want = max(1, min(want, MAX_LINES))
     last = db.scalar(select(func.max(LogChunk.id)).where(LogChunk.run_id == run_id)) or 0
     bound = last + 1 if before is None else before

@@ -1,7 +1,8 @@
-"""The secrets page (admin): every secret's name and scope (global, or a repository),
-a form to set one and a button to delete one. Values go one way: the form posts a
-value, the server seals it (:func:`..api.secrets.set_secret`), and no page, redirect
-or error ever holds it again.
+"""The secrets page (admin): secrets listed by name and scope, set and deleted.
+
+Every secret's name and scope (global, or a repository), a form to set one and a
+button to delete one. Values go one way: the form posts a value, the server seals it
+(:func:`..api.secrets.set_secret`), and no page, redirect or error ever holds it again.
 
 Forms post to this server with the session's CSRF value (``csrf`` field) and a
 same-site ``Origin``, as sign-out does (:mod:`..sessions`).

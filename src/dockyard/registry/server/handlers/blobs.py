@@ -1,5 +1,6 @@
-"""``/v2/<name>/blobs/<digest>``: ``GET``/``HEAD`` (``Range`` honoured) and ``DELETE``
-(of the repository's link).
+"""``/v2/<name>/blobs/<digest>``: ``GET``/``HEAD`` and ``DELETE``.
+
+``GET`` honours ``Range``; ``DELETE`` removes the repository's link.
 
 A blob is served through a repository only if it is linked there (pushed, mounted
 from a readable repository, or fetched from its upstream). For a mirrored repository a

@@ -1,7 +1,9 @@
-"""``/v2/<name>/manifests/<reference>``: ``GET``/``HEAD`` (with ``Accept``
-negotiation, through the pull-through cache for a mirrored repository), ``PUT`` (checked
-by :mod:`..manifest_checks`; every blob it names must be linked in this repository;
-digests of any algorithm kept as given) and ``DELETE``."""
+"""``/v2/<name>/manifests/<reference>``: ``GET``/``HEAD``, ``PUT`` and ``DELETE``.
+
+``GET``/``HEAD`` negotiate by ``Accept``, through the pull-through cache for a mirrored
+repository. ``PUT`` is checked by :mod:`..manifest_checks`: every blob it names must be
+linked in this repository; digests of any algorithm are kept as given.
+"""
 
 from __future__ import annotations
 

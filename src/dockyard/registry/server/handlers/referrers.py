@@ -1,5 +1,7 @@
-"""``GET /v2/<name>/referrers/<digest>``: the manifests whose subject is ``digest``, as
-an OCI index (``?artifactType=`` filters it)."""
+"""``GET /v2/<name>/referrers/<digest>``: the manifests whose subject is ``digest``.
+
+They are answered as an OCI index; ``?artifactType=`` filters it.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""``GET /v2/<name>/tags/list``: a repository's tags, paged; a mirrored repository's
-from its upstream (the cached ones when the upstream cannot be asked)."""
+"""``GET /v2/<name>/tags/list``: a repository's tags, paged.
+
+A mirrored repository's come from its upstream (the cached ones when the upstream
+cannot be asked).
+"""
 
 from __future__ import annotations
 

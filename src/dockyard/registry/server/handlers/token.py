@@ -1,6 +1,9 @@
-"""Who may do what: :func:`authorize` (basic, or bearer tokens with scopes), and
-:func:`issue`, our token realm (``/token``). Passwords are checked only through
-:mod:`..logins` (bcrypt off the event loop, failures rate-limited per address)."""
+"""Who may do what (:func:`authorize`), and our token realm (:func:`issue`).
+
+:func:`authorize` takes basic auth, or bearer tokens with scopes; :func:`issue` answers
+``/token``. Passwords are checked only through :mod:`..logins` (bcrypt off the event
+loop, failures rate-limited per address).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +27,11 @@ _BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="dockyard-registry"'}
 async def authorize(
     app: RegistryApp, request: Request, resource: str | None, action: str | None
 ) -> None:
-    """Raise 401 unless the request may do ``action`` on ``resource`` (None: any user);
-    429 for a client or user that failed to log in too often."""
+    """Raise 401 unless the request may do ``action`` on ``resource``.
+
+    ``resource`` None: any user may. 429 for a client or user that failed to log in too
+    often.
+    """
     if app.logins is None or app.htpasswd is None:
         return
     header = request.headers.get("authorization")

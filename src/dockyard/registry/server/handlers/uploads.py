@@ -1,6 +1,8 @@
-"""``/v2/<name>/blobs/uploads/[<id>]``: start (``POST``: a session, a monolithic upload
-with ``?digest=``, or a cross-repository mount), append (``PATCH``), finish (``PUT``),
-status (``GET``) and cancel (``DELETE``).
+"""``/v2/<name>/blobs/uploads/[<id>]``: start, append, finish, status and cancel.
+
+Start (``POST``: a session, a monolithic upload with ``?digest=``, or a
+cross-repository mount), append (``PATCH``), finish (``PUT``), status (``GET``) and
+cancel (``DELETE``).
 
 Bodies stream to storage in 1 MiB batches, hashed as they arrive, the write of one
 batch overlapping the receipt of the next. A chunk (``PATCH`` or the final ``PUT``)
