@@ -167,6 +167,9 @@ def main() -> None:
     # where installed): 15-90 ms on every registry command, for code we never run. An
     # entry of None makes that import fail at once, and httpx carries on without it.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
+    # httpcore imports trio, where installed, for async code under trio: ~50 ms of every
+    # registry command here (selenium brings trio along), for a library we never use.
+    sys.modules.setdefault("trio", None)  # type: ignore[assignment]
     try:
         sys.exit(cli.main(standalone_mode=False) or 0)
     except click.exceptions.Abort:

@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import random
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +65,8 @@ def retryable_status(status: int) -> bool:
 
 
 def _is_tls_failure(error: BaseException) -> bool:
+    import ssl
+
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, ssl.SSLError):
