@@ -105,9 +105,10 @@ def _columns() -> int:
     except (KeyError, ValueError):
         columns = 0
     if columns <= 0:
+        stdout = sys.__stdout__
         try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
+            columns = os.get_terminal_size(stdout.fileno()).columns if stdout else 0
+        except (ValueError, OSError):
             columns = 0
     return columns or 80
 
@@ -166,10 +167,10 @@ def main() -> None:
     # ``import httpx`` also imports httpx's own command line (click, pygments and rich,
     # where installed): 15-90 ms on every registry command, for code we never run. An
     # entry of None makes that import fail at once, and httpx carries on without it.
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     # httpcore imports trio, where installed, for async code under trio: ~50 ms of every
     # registry command here (selenium brings trio along), for a library we never use.
-    sys.modules.setdefault("trio", None)  # type: ignore[assignment]
+    sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
     try:
         sys.exit(cli.main(standalone_mode=False) or 0)
     except click.exceptions.Abort:
