@@ -1,5 +1,5 @@
-"""The top-level command line: ``dockyard --help`` written without click is the help
-click writes (issue 18: start-up)."""
+"""The top-level command line: ``dockyard --help`` and ``dockyard images`` answered
+without click are what click writes (issue 18: start-up)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import sys
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from dockyard.cli import main as entry
 from dockyard.cli.group import cli
+from dockyard.reference import parse
+from dockyard.store import Store
+from tests.unit.test_layout_sample import copy_by_hand, sample_image
 
 
 def click_help() -> str:
@@ -42,18 +46,71 @@ def test_click_writes_what_the_fast_path_cannot_lay_out(monkeypatch):
 
 
 def test_help_loads_no_click():
+    done = run_main(["dockyard", "--help"], {"COLUMNS": "100"})
+    assert done.returncode == 0
+    assert done.stdout.startswith("Usage: dockyard [OPTIONS] COMMAND [ARGS]...")
+    assert done.stderr.strip() == "[]"
+
+
+@pytest.mark.parametrize("flags", [[], ["-q"], ["--digests"], ["--quiet", "--digests"]])
+def test_fast_images_is_clicks_images(monkeypatch, store_root, flags):
+    store = Store(store_root)
+    for name in ("busybox", "localhost:5000/team/app:v1", "busybox:1.36"):
+        copy_by_hand(sample_image(), store.destination(parse(name)))
+    monkeypatch.setenv("DOCKYARD_ROOT", str(store_root))
+    clicks = CliRunner().invoke(cli, ["images", *flags], catch_exceptions=False).output
+    fast = entry.fast_images(["dockyard", "images", *flags])
+    assert fast is not None and len(fast) == 3 + (not {"-q", "--quiet"} & set(flags))
+    assert "".join(line + "\n" for line in fast) == clicks
+
+
+def test_fast_images_of_an_empty_or_absent_store(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKYARD_ROOT", str(tmp_path / "none"))
+    assert entry.fast_images(["dockyard", "images"]) == ["REPOSITORY  TAG  IMAGE ID  CREATED  SIZE"]
+    assert entry.fast_images(["dockyard", "images", "-q"]) == []
+
+
+def test_click_runs_images_when_it_would_check_options_first(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKYARD_ROOT", str(tmp_path))
+    for argv in (
+        ["dockyard", "images", "--help"],
+        ["dockyard", "images", "-qa"],
+        ["dockyard", "--root", str(tmp_path), "images"],
+        ["dockyard", "images", "busybox"],
+    ):
+        assert entry.fast_images(argv) is None
+    monkeypatch.setenv("DOCKYARD_REGISTRY_MIRROR", "docker.io=bad")  # click refuses it
+    assert entry.fast_images(["dockyard", "images"]) is None
+    monkeypatch.delenv("DOCKYARD_REGISTRY_MIRROR")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("DOCKYARD_ROOT", str(tmp_path / "file"))  # click: not a directory
+    assert entry.fast_images(["dockyard", "images"]) is None
+
+
+def run_main(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``main()`` in a fresh interpreter with ``argv``; its stderr ends with the list of
+    the modules named in the code below that it imported."""
     code = (
-        "import sys\nsys.argv = ['dockyard', '--help']\n"
-        "from dockyard.cli.main import main\nmain()\n"
-        "print(sorted(m for m in ('click', 'dataclasses', 'pathlib') if m in sys.modules),"
-        " file=sys.stderr)\n"
+        f"import sys\nsys.argv = {argv!r}\n"
+        "from dockyard.cli.main import main\n"
+        "try:\n    main()\nfinally:\n"
+        "    print(sorted(m for m in ('click', 'dataclasses', 'pathlib', 'dockyard.store.gc')"
+        " if m in sys.modules), file=sys.stderr)\n"
     )
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-S", "-c", code],
         capture_output=True,
         text=True,
-        env={**os.environ, "COLUMNS": "100", "PYTHONPATH": os.pathsep.join(sys.path)},
-        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **env},
     )
-    assert done.stdout.startswith("Usage: dockyard [OPTIONS] COMMAND [ARGS]...")
-    assert done.stderr.strip() == "[]"
+
+
+def test_images_loads_no_click_and_errors_in_one_line(tmp_path):
+    done = run_main(["dockyard", "images"], {"DOCKYARD_ROOT": str(tmp_path)})
+    assert (done.returncode, done.stdout) == (0, "REPOSITORY  TAG  IMAGE ID  CREATED  SIZE\n")
+    assert done.stderr.strip() == "['dataclasses', 'pathlib']"
+    (tmp_path / "index.json").write_text("{not json")
+    done = run_main(["dockyard", "images"], {"DOCKYARD_ROOT": str(tmp_path)})
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"dockyard: error: {tmp_path / 'index.json'}")
+    assert len(done.stderr.splitlines()) == 2  # the error, then the list of modules

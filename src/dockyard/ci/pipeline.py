@@ -247,7 +247,11 @@ ServiceName = Annotated[str, AfterValidator(_hostname)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    # defer_build: only the validator of PipelineSpec (which inlines the others) is ever
+    # used; building one per model at import cost more than the whole load of a file.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, defer_build=True
+    )
 
 
 class Ready(_Model):

@@ -143,7 +143,7 @@ def run_pipeline(
         commit=options.commit,
         pid=os.getpid(),
     )
-    run.write_record(result.to_json())
+    run.write_record(result.to_json(), durable=False)  # the final one is synced
     pulls = credential_scope(  # for step and service images
         registry_credentials, pipeline.spec.registry_auth, options.allow_host_credentials
     )
@@ -177,7 +177,7 @@ def run_pipeline(
 
     def save_progress() -> None:  # the record lists steps as they start and end
         result.steps = [scheduler.results[name] for name in selected if name in scheduler.results]
-        run.write_record(result.to_json())
+        run.write_record(result.to_json(), durable=False)
 
     scheduler.on_change = save_progress
     started = time.monotonic()

@@ -16,8 +16,10 @@ A run id is its start time, ``YYYYmmdd-HHMMSS-uuuuuu`` (UTC, microseconds), so i
 by start time, also for runs started within one second.
 ``run.json`` is replaced atomically, each time a step starts or ends (a started step
 is listed as ``running``); while a run goes on it says ``running`` and holds the pid of
-the process running it, so a run whose process died is told apart. Logs are written
-line by line as they come (see :mod:`.output`).
+the process running it, so a run whose process died is told apart. Only the final
+record is synced to disk: one lost in a crash before it leaves an older record (or
+none), of a run that reads as abandoned either way. Logs are written line by line as
+they come (see :mod:`.output`).
 
 While it runs, its process holds the run's id and the names of its caches
 (:mod:`dockyard.store.holds`), so that ``dockyard ci prune`` (:mod:`.prune`) deletes
@@ -109,8 +111,10 @@ class RunDir:
     def artifacts(self, step: str) -> Path:
         return self.path / "artifacts" / step
 
-    def write_record(self, record: dict[str, Any]) -> None:
-        atomic.write_bytes(self.path / RECORD, json.dumps(record, indent=2).encode() + b"\n")
+    def write_record(self, record: dict[str, Any], *, durable: bool = True) -> None:
+        """Replace the record atomically; synced to disk if ``durable`` (the final one)."""
+        data = json.dumps(record, indent=2).encode() + b"\n"
+        atomic.write_bytes(self.path / RECORD, data, durable=durable)
 
     def read_record(self) -> dict[str, Any]:
         """The record, with ``status`` ``abandoned`` if it says running but its process

@@ -4,13 +4,19 @@ invoked.
 ``dockyard --help`` must start fast, so no command module (and none of httpx, isal...)
 is imported until a command actually runs, and the top-level help itself is written
 without importing click when the terminal is wide enough for its one layout
-(:data:`HELP_HEAD`, checked against click's rendering by a test).
+(:data:`HELP_HEAD`, checked against click's rendering by a test). ``dockyard images``
+(with ``-q``/``--digests`` only) runs without click too (:func:`fast_images`): importing
+click costs as much as Python's own start.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+TYPE_CHECKING = False  # not typing's: the help's path imports no more than it needs
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # command name -> (module, attribute, one-line help); the module is imported on first use.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -99,11 +105,34 @@ def _columns() -> int:
     except (KeyError, ValueError):
         columns = 0
     if columns <= 0:
+        stdout = sys.__stdout__
         try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
+            columns = os.get_terminal_size(stdout.fileno()).columns if stdout else 0
+        except (ValueError, OSError):
             columns = 0
     return columns or 80
+
+
+IMAGES_FLAGS = {"-q": "quiet", "--quiet": "quiet", "--digests": "digests"}
+
+
+def fast_images(argv: list[str]) -> list[str] | None:
+    """The lines of ``dockyard images [-q] [--digests]``, read from the store without
+    click; None (click runs the command) for any other command line, or when click
+    would check the group's options first: a ``DOCKYARD_ROOT`` that is not a directory,
+    a ``DOCKYARD_REGISTRY_MIRROR`` to parse."""
+    if argv[1:2] != ["images"] or any(arg not in IMAGES_FLAGS for arg in argv[2:]):
+        return None
+    root = os.environ.get("DOCKYARD_ROOT")
+    if os.environ.get("DOCKYARD_REGISTRY_MIRROR") or (
+        root and os.path.exists(root) and not os.path.isdir(root)
+    ):
+        return None
+    from dockyard.cli.tables import images_table
+    from dockyard.store.store import Store
+
+    flags = {IMAGES_FLAGS[arg] for arg in argv[2:]}
+    return images_table(Store(None).images(), quiet="quiet" in flags, digests="digests" in flags)
 
 
 def __getattr__(name: str) -> object:
@@ -121,6 +150,16 @@ def main() -> None:
     if help_text is not None:
         sys.stdout.write(help_text)
         return
+    debug = "--debug" in sys.argv or bool(os.environ.get("DOCKYARD_DEBUG"))
+    try:
+        lines = fast_images(sys.argv)
+        if lines is not None:
+            sys.stdout.write("".join(line + "\n" for line in lines))
+            return
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:
+        _fail(e, debug)
     import click
 
     from dockyard.cli.group import cli
@@ -128,8 +167,10 @@ def main() -> None:
     # ``import httpx`` also imports httpx's own command line (click, pygments and rich,
     # where installed): 15-90 ms on every registry command, for code we never run. An
     # entry of None makes that import fail at once, and httpx carries on without it.
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
-    debug = "--debug" in sys.argv or bool(os.environ.get("DOCKYARD_DEBUG"))
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    # httpcore imports trio, where installed, for async code under trio: ~50 ms of every
+    # registry command here (selenium brings trio along), for a library we never use.
+    sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
     try:
         sys.exit(cli.main(standalone_mode=False) or 0)
     except click.exceptions.Abort:
@@ -143,12 +184,18 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:
-        from dockyard.errors import DockyardError
+        _fail(e, debug)
 
-        if debug or not isinstance(e, DockyardError | OSError):
-            raise
-        click.echo(f"dockyard: error: {e}", err=True)
-        sys.exit(1)
+
+def _fail(error: Exception, debug: bool) -> NoReturn:
+    """Exit 1 with one line for a dockyard or OS error; a traceback for any other
+    error, or for any with ``--debug``."""
+    from dockyard.errors import DockyardError
+
+    if debug or not isinstance(error, DockyardError | OSError):
+        raise error
+    sys.stderr.write(f"dockyard: error: {error}\n")
+    sys.exit(1)
 
 
 if __name__ == "__main__":

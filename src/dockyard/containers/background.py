@@ -35,13 +35,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from dockyard.containers.catalog import Catalog, WorkingContainer
+from dockyard.containers.catalog import RUNNING_FILE, Catalog, WorkingContainer, forget_running
 from dockyard.errors import ContainerError
 from dockyard.files import atomic
 from dockyard.runtime.config import ContainerConfig
 from dockyard.runtime.container import KILL_GRACE, RUNC, RUNC_DIR, kill_all, signal_first
 
-RUNNING_FILE = "running.json"
 LOG_FILE = "container.log"
 STOP_TIMEOUT = 10.0  # seconds from StopSignal to SIGKILL, as docker's default
 _STARTED = b"started\n"
@@ -102,12 +101,6 @@ def running(container: WorkingContainer) -> Running | None:
     except (ValueError, TypeError) as e:
         raise ContainerError(f"{container.path / RUNNING_FILE}: unreadable: {e}") from None
     return found if container.in_use() else None
-
-
-def forget_running(container: WorkingContainer) -> None:
-    """Delete a killed supervisor's ``running.json``; call it holding the lock."""
-    with contextlib.suppress(FileNotFoundError):
-        (container.path / RUNNING_FILE).unlink()
 
 
 def stop(catalog: Catalog, container: WorkingContainer, timeout: float = STOP_TIMEOUT) -> bool:

@@ -36,6 +36,7 @@ from dockyard.store.store import PINS_DIR
 
 CONTAINERS_DIR = "containers"
 LOCK_FILE = "lock"
+RUNNING_FILE = "running.json"  # a container running in the background (see .background)
 LEFTOVER_SECONDS = 3600
 _TEMP = ".tmp-"
 _PIN_PREFIX = "container-"
@@ -160,11 +161,9 @@ class Catalog:
     def locked(self, container: WorkingContainer) -> Iterator[WorkingContainer]:
         """Hold ``container`` for a change, repairing what a killed command left; raise
         :class:`ContainerError` at once if another command holds it."""
-        from dockyard.containers import background
-
         lock = FileLock(container.path / LOCK_FILE)
         if not lock.acquire(blocking=False):
-            if (container.path / background.RUNNING_FILE).exists():
+            if (container.path / RUNNING_FILE).exists():
                 raise ContainerError(
                     f"container {container.name} is running in the background: "
                     f"`dockyard container stop {container.name}` first"
@@ -181,9 +180,9 @@ class Catalog:
             lock.release()
 
     def _repair(self, container: WorkingContainer) -> None:
-        from dockyard.containers import background, rootfs
+        from dockyard.containers import rootfs
 
-        background.forget_running(container)  # a killed supervisor's: we hold the lock
+        forget_running(container)  # a killed supervisor's: we hold the lock
         if container.record.pending is not None:
             from dockyard.containers import commit  # the builder's modules: ~0.2 s to import
 
@@ -240,3 +239,9 @@ def _default_names(image: str) -> Iterator[str]:
     yield base
     for n in range(1, 10_000):
         yield f"{base}-{n}"
+
+
+def forget_running(container: WorkingContainer) -> None:
+    """Delete a killed supervisor's ``running.json``; call it holding the lock."""
+    with contextlib.suppress(FileNotFoundError):
+        (container.path / RUNNING_FILE).unlink()

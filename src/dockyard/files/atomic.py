@@ -100,11 +100,12 @@ def publish(f: BinaryIO, temp: Path, target: Path) -> None:
     os.replace(temp, target)
 
 
-def write_bytes(target: Path, data: bytes) -> None:
-    """Replace ``target`` with ``data`` atomically."""
+def write_bytes(target: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``target`` with ``data`` atomically; synced to disk unless not ``durable``
+    (for a document a later durable write replaces: two fsyncs saved)."""
     with temp_file(target.parent, target.name) as (f, temp):
         f.write(data)
-        commit(f, temp, target)
+        (commit if durable else publish)(f, temp, target)
 
 
 def remove_stale_temps(directory: Path, older_than: float) -> int:

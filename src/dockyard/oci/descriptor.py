@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _host
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        machine = _host.machine()
+        machine = os.uname().machine  # platform.machine()'s answer, without its import
         return cls("linux", _ARCH_ALIASES.get(machine, machine))
 
     @classmethod

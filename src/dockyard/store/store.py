@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard import reference
 from dockyard.errors import DockyardError, InvalidReference, ManifestError, NotFound, StoreError
@@ -38,10 +38,12 @@ from dockyard.oci import manifest as manifests
 from dockyard.oci.config import ImageConfig
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.reference import Reference
-from dockyard.store import gc
 from dockyard.store.holds import Hold, held_names
 from dockyard.store.home import StoreDestination
 from dockyard.store.pins import pinned_names
+
+if TYPE_CHECKING:  # the collector is imported by the methods that collect
+    from dockyard.store import gc
 
 GC_LOCK_FILE = "gc.lock"
 BLOB_HOLDS_DIR = "holds/blobs"
@@ -254,6 +256,8 @@ class Store:
         Runs under :meth:`gc_lock` (``wait`` as there). Snapshots are pruned by
         :meth:`.Snapshots.prune`.
         """
+        from dockyard.store import gc
+
         if not self.layout.exists():
             return gc.PruneResult()
         with self.gc_lock(wait=wait):
@@ -274,6 +278,8 @@ class Store:
         Call it under :meth:`gc_lock` for an answer that stays true. Raise
         :class:`StoreError` if a manifest or config cannot be read.
         """
+        from dockyard.store import gc
+
         stacks = []
         for config in gc.image_configs(self.layout):
             if not self.blobs.has(config.digest):

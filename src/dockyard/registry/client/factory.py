@@ -10,11 +10,14 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from dockyard.reference import DOCKER_HUB_API, Reference
-from dockyard.registry.client.client import RegistryClient
 from dockyard.registry.client.credentials import Credentials, canonical_host
 from dockyard.registry.client.retry import RetryPolicy
+
+if TYPE_CHECKING:  # imported with the first client: a scope that pulls nothing needs no httpx
+    from dockyard.registry.client.client import RegistryClient
 
 _Key = tuple[str, bool | None, bool]  # host, tls_verify, mirror
 _clients: dict[_Key, RegistryClient] = {}
@@ -42,6 +45,8 @@ def client_for(
     scope = _SCOPE.get()
     if scope is not None:
         return scope.client(host, tls_verify, mirror=mirror)
+    from dockyard.registry.client.client import RegistryClient
+
     with _lock:
         client = _clients.get((host, tls_verify, mirror))
         if client is None:
@@ -82,6 +87,8 @@ class CredentialScope:
                 return client_for(host, tls_verify, mirror=mirror)
             finally:
                 _SCOPE.reset(token)
+        from dockyard.registry.client.client import RegistryClient
+
         with self._lock:
             client = self._clients.get((host, tls_verify, mirror))
             if client is None:

@@ -11,14 +11,15 @@ import logging
 import math
 import os
 import random
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from dockyard.errors import RegistryError
+
+if TYPE_CHECKING:  # imported by the functions that need it: a policy is made at import
+    import httpx
 
 log = logging.getLogger("dockyard.registry")
 
@@ -64,6 +65,8 @@ def retryable_status(status: int) -> bool:
 
 
 def _is_tls_failure(error: BaseException) -> bool:
+    import ssl
+
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, ssl.SSLError):
@@ -74,12 +77,16 @@ def _is_tls_failure(error: BaseException) -> bool:
 
 def is_transient(error: httpx.TransportError) -> bool:
     """Resets, timeouts and truncated answers; not TLS failures or bad URLs."""
+    import httpx
+
     transient = httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
     return isinstance(error, transient) and not _is_tls_failure(error)
 
 
 def describe(error: httpx.TransportError) -> str:
     """A short phrase for a transport failure, for error messages."""
+    import httpx
+
     detail = str(error) or type(error).__name__
     if _is_tls_failure(error):
         return f"TLS failure ({detail}); for an insecure registry pass tls_verify=False"
@@ -110,6 +117,8 @@ def call_with_retries(
     Returns the last answer, whatever its status; re-raises the last transport error.
     An answer that is retried is closed.
     """
+    import httpx
+
     failures = 0
     while True:
         try:
