@@ -15,7 +15,7 @@ from dockyard.cli import main as entry
 from dockyard.cli.group import cli
 from dockyard.reference import parse
 from dockyard.store import Store
-from tests.unit.test_layout_sample import copy_by_hand, sample_image
+from tests.support.sample_images import copy_by_hand, sample_image
 
 
 def click_help() -> str:

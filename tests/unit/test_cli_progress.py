@@ -2,7 +2,8 @@
 
 import io
 
-from dockyard.cli.progress import PlainProgress, TerminalProgress, human_bytes
+from dockyard.cli.progress import PlainProgress, TerminalProgress
+from dockyard.cli.tables import human_bytes
 from dockyard.oci.descriptor import Descriptor
 
 LAYER = Descriptor(

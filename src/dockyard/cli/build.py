@@ -17,7 +17,7 @@ from dockyard.cli.common import (
     platform_option,
     print_table,
 )
-from dockyard.cli.progress import human_bytes
+from dockyard.cli.tables import human_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

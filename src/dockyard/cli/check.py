@@ -75,7 +75,7 @@ def df(output_format: str) -> None:
     unreferenced blobs, build cache, snapshots, cache mounts, pipeline runs and caches;
     and what `dockyard prune` could reclaim."""
     from dockyard.cli.common import open_store, print_json, print_table
-    from dockyard.cli.progress import human_bytes
+    from dockyard.cli.tables import human_bytes
     from dockyard.disk.usage import KINDS, take_stock
 
     usage = take_stock(open_store())

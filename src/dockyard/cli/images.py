@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,8 @@ from dockyard.cli.common import (
     settings,
     tls_option,
 )
-from dockyard.cli.progress import human_bytes, progress_display
+from dockyard.cli.progress import progress_display
+from dockyard.cli.tables import human_bytes, images_table
 
 if TYPE_CHECKING:
     from dockyard.disk.prune import PrunePolicy, PruneReport
@@ -96,41 +96,14 @@ def push(
     click.echo(f"{target}: {result.digest}")
 
 
-def _age(created: datetime | None) -> str:
-    if created is None:
-        return "-"
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=UTC)
-    seconds = (datetime.now(UTC) - created).total_seconds()
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return "just now"
-
-
 @click.command()
 @click.option("-q", "--quiet", is_flag=True, help="Print only image IDs.")
 @click.option("--digests", is_flag=True, help="Show manifest digests.")
 def images(quiet: bool, digests: bool) -> None:
     """List the images in the local store."""
-    infos = open_store().images()
-    if quiet:
-        for info in infos:
-            click.echo(info.image_id.split(":", 1)[1][:12])
-        return
-    rows = [("REPOSITORY", "TAG", *(("DIGEST",) if digests else ()), "IMAGE ID", "CREATED", "SIZE")]
-    for info in infos:
-        rows.append(
-            (
-                info.ref.name,
-                info.ref.tag or "<none>",
-                *((info.descriptor.digest,) if digests else ()),
-                info.image_id.split(":", 1)[1][:12],
-                _age(info.created),
-                human_bytes(info.size),
-            )
-        )
-    print_table(rows)
+    lines = images_table(open_store().images(), quiet=quiet, digests=digests)
+    for line in lines:
+        click.echo(line)
 
 
 @click.command()

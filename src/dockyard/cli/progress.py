@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
+from dockyard.cli.tables import human_bytes
+
 if TYPE_CHECKING:  # annotations only: ``images`` and ``--help`` load no transfer code
     from dockyard.oci.descriptor import Descriptor
     from dockyard.transfer.copy import CopyProgress
@@ -27,15 +29,6 @@ _CLEAR = "\x1b[2K"
 
 def short(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
-
-
-def human_bytes(n: float) -> str:
-    """``n`` bytes in decimal units, as docker and skopeo print sizes."""
-    for unit in ("B", "kB", "MB"):
-        if n < 1000:
-            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 class PlainProgress:

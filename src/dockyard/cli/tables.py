@@ -1,5 +1,6 @@
-"""The ``dockyard images`` table, without click: both the click command and the fast
-path of :func:`dockyard.cli.main.main` print these lines."""
+"""Tables and sizes the CLI prints, without click: the ``dockyard images`` table, which
+both the click command and the fast path of :func:`dockyard.cli.main.main` print, and
+the one size format of every command."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def images_table(infos: Sequence[ImageInfo], *, quiet: bool, digests: bool) -> l
                 *((info.descriptor.digest,) if digests else ()),
                 info.image_id.split(":", 1)[1][:12],
                 age(info.created),
-                size(info.size),
+                human_bytes(info.size),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -48,11 +49,10 @@ def age(created: datetime | None) -> str:
     return "just now"
 
 
-def size(n: int) -> str:
-    """Bytes in decimal units, as docker shows them: ``512 B``, ``1.2 MB``."""
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
+def human_bytes(n: float) -> str:
+    """``n`` bytes in decimal units, as docker and skopeo print sizes: ``512 B``, ``1.2 MB``."""
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
