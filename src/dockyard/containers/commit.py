@@ -22,12 +22,8 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
-from dockyard.builder.frontend import commands as ins
-from dockyard.builder.frontend.parse import parse_instruction
-from dockyard.builder.frontend.parser import parse
-from dockyard.builder.image import apply_metadata, scratch
 from dockyard.containers import rootfs
 from dockyard.containers.catalog import Catalog, WorkingContainer
 from dockyard.errors import BuildError, ContainerError
@@ -42,6 +38,9 @@ from dockyard.runtime.snapshots import Snapshots, chain_id
 from dockyard.store import Store
 from dockyard.store.holds import Hold
 
+if TYPE_CHECKING:
+    from dockyard.builder.frontend import commands as ins
+
 CREATED_BY = "dockyard container commit"
 _NOT_CHANGES = ("from", "run", "copy", "add", "arg")
 
@@ -53,6 +52,9 @@ class NothingToCommit(ContainerError):
 def parse_changes(texts: Sequence[str]) -> list[ins.Instruction]:
     """``--change`` values as instructions: Dockerfile lines that only change the
     config (CMD, ENTRYPOINT, ENV, LABEL, USER, WORKDIR, EXPOSE, VOLUME, ...)."""
+    from dockyard.builder.frontend.parse import parse_instruction  # only with --change
+    from dockyard.builder.frontend.parser import parse
+
     found: list[ins.Instruction] = []
     for text in texts:
         for node in parse(text, "--change").nodes:
@@ -81,6 +83,8 @@ def commit(
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     base = rootfs.head_manifest(store, container)
     if base is None:
+        from dockyard.builder.image import scratch
+
         state = scratch(Platform.from_dict(container.record.platform))
     else:
         state = ImageState.from_image(store.read_config(base), list(base.layers), base.digest)
@@ -145,6 +149,9 @@ def finish_pending(
 
 
 def _apply_change(state: ImageState, instr: ins.Instruction) -> None:
+    from dockyard.builder.frontend import commands as ins
+    from dockyard.builder.image import apply_metadata
+
     instr = instr.expand(state.env)
     if isinstance(instr, ins.Workdir):
         state.set_workdir(instr.resolve(state.workdir))

@@ -8,10 +8,26 @@ types its instructions (:mod:`.parse` into :mod:`.commands`; ``RUN --mount`` in
 decides which context files a build sees.
 """
 
-from dockyard.builder.frontend.dockerignore import IgnoreMatcher
-from dockyard.builder.frontend.parser import BuildWarning, Dockerfile, parse
-from dockyard.builder.frontend.platforms import Platform
-from dockyard.builder.frontend.stages import BuildPlan, Stage, StageScope, plan_build
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dockyard import lazy
+
+if TYPE_CHECKING:
+    from dockyard.builder.frontend.dockerignore import IgnoreMatcher
+    from dockyard.builder.frontend.parser import BuildWarning, Dockerfile, parse
+    from dockyard.builder.frontend.platforms import Platform
+    from dockyard.builder.frontend.stages import BuildPlan, Stage, StageScope, plan_build
+
+# Imported on first use: code that needs one submodule (``container commit`` reads
+# ``--change`` through the instruction parser) should not load the whole frontend.
+_WHERE = {
+    "IgnoreMatcher": "dockerignore",
+    **dict.fromkeys(["BuildWarning", "Dockerfile", "parse"], "parser"),
+    "Platform": "platforms",
+    **dict.fromkeys(["BuildPlan", "Stage", "StageScope", "plan_build"], "stages"),
+}
 
 __all__ = [
     "BuildPlan",
@@ -24,3 +40,5 @@ __all__ = [
     "parse",
     "plan_build",
 ]
+
+__getattr__ = lazy.exports(__name__, _WHERE)
