@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,24 @@ def test_open_regular_confines_as_asked(tmp_path):
         with pytest.raises(OSError) as raised:
             read_regular(root, "d/f", limit=3)
         assert raised.value.errno == errno.EFBIG
+    finally:
+        os.close(root)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_a_device_node_is_never_opened(tmp_path):
+    # A hostile step can mknod its report file. Major 240 is for local/experimental
+    # use: no driver here, so an open would fail with ENXIO from the kernel; a refusal
+    # without opening says "not a regular file".
+    os.mknod(tmp_path / "report.xml", 0o600 | stat.S_IFCHR, os.makedev(240, 0))
+    with pytest.raises(OSError) as opened:
+        os.open(tmp_path / "report.xml", os.O_RDONLY | os.O_NONBLOCK)
+    assert opened.value.errno == errno.ENXIO  # what opening it would do
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        with pytest.raises(NotRegularFile):
+            open_regular(root, "report.xml")
+        assert read_regular(root, "report.xml") is None
     finally:
         os.close(root)
 

@@ -635,7 +635,7 @@ def open_regular(path: Path, within: str | os.PathLike[str] | None) -> int:
     """An fd of the regular file ``path``, opened beneath ``within`` if given (see
     :func:`dockyard.runtime.inroot.open_regular`)."""
     if within is None:
-        return inroot.regular(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        return inroot.regular(os.open(path, os.O_PATH | os.O_CLOEXEC))
     root = os.open(within, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         relative = os.path.relpath(os.path.abspath(path), os.path.abspath(within))

@@ -27,7 +27,7 @@ from dockyard.runtime import syscalls
 _RESOLVE = syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS
 _BENEATH = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_MAGICLINKS
 _DIR = os.O_PATH | os.O_DIRECTORY
-_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
+_PATH = os.O_PATH | os.O_CLOEXEC
 _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV)
 _MAX_SYMLINKS = 40
 _MAX_READ = 16 << 20
@@ -61,20 +61,27 @@ def open_in_root(root_fd: int, path: str, flags: int, *, beneath: bool = False) 
 
 def open_regular(root_fd: int, path: str, *, beneath: bool = False) -> int:
     """A blocking, close-on-exec fd to read the regular file ``path`` under ``root_fd``
-    (resolved as :func:`open_in_root` does). :class:`NotRegularFile` for anything else
-    (a FIFO is opened without blocking, then refused), OSError as ``openat2`` gives it
-    (``EAGAIN`` if the tree kept changing)."""
-    return regular(open_in_root(root_fd, path, _READ, beneath=beneath))
+    (resolved as :func:`open_in_root` does). :class:`NotRegularFile` for anything else,
+    OSError as ``openat2`` gives it (``EAGAIN`` if the tree kept changing).
+
+    The path is looked up as an ``O_PATH`` fd and checked before anything is opened
+    for reading (:func:`regular`): a FIFO or a device node that a hostile step made is
+    never opened, since opening a device acts (a watchdog arms, a tape rewinds)."""
+    return regular(open_in_root(root_fd, path, _PATH, beneath=beneath))
 
 
-def regular(fd: int) -> int:
-    """``fd``, made blocking, if it is a regular file's; else closed and
-    :class:`NotRegularFile` raised."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise NotRegularFile()
-    os.set_blocking(fd, True)
-    return fd
+def regular(path_fd: int) -> int:
+    """A blocking, close-on-exec fd to read what the ``O_PATH`` fd ``path_fd`` refers
+    to, if it is a regular file, else :class:`NotRegularFile`; ``path_fd`` is closed.
+
+    The file is reopened through ``/proc/self/fd``, which opens the inode the fd holds
+    (no path is looked up again), so nothing can be swapped in between."""
+    try:
+        if not stat.S_ISREG(os.fstat(path_fd).st_mode):
+            raise NotRegularFile()
+        return os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(path_fd)
 
 
 def read_regular(root_fd: int, path: str, limit: int = _MAX_READ) -> bytes | None:
