@@ -10,6 +10,7 @@ with client.open_blob("library/busybox", layer) as stream:  # verified at EOF
 ```
 """
 
+from dockyard.registry.client import synchttpx  # noqa: F401  # first: httpx without trio
 from dockyard.registry.client.auth import CATALOG_SCOPE, pull_scope, push_scope
 from dockyard.registry.client.challenge import Challenge, parse_www_authenticate
 from dockyard.registry.client.client import (
