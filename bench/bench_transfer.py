@@ -3,13 +3,14 @@ docker-registry: dockyard vs skopeo, same source, same registry kind, same run.
 
 Goals (issue 15): push <= 0.6x and pull <= 0.5x skopeo's wall time. The two tools run
 alternately, so both see the same load on a shared machine.
-Run as root: ``python3 bench/bench_transfer.py [--repeat N]``.
+Run as root: ``python3 bench/bench_transfer.py [--repeat N] [--baseline OTHER/src]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,8 +31,6 @@ from common import (
     run,
     scratch_dir,
 )
-
-import dockyard
 
 LAYERS = 4
 LAYER_MB = 60
@@ -71,57 +70,75 @@ def make_image(work: Path, store: Path, name: str) -> None:
 
 
 @dataclass
-class Pair:
-    """Per-run wall times, and CPU seconds of the tool and of the registry, of both
-    tools (ours first)."""
+class Runs:
+    """Per-run wall times and CPU seconds (the tool's, the registry's) of one tool."""
 
-    wall: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))
-    tool: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))
-    registry: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))
+    wall: list[float] = field(default_factory=list)
+    tool: list[float] = field(default_factory=list)
+    registry: list[float] = field(default_factory=list)
 
-    def rows(self, case: str, goal: float) -> list[tuple]:
-        def row(label: str, times: tuple[list[float], list[float]], *goal: float) -> tuple:
-            ratios = [a / b for a, b in zip(*times, strict=True)]
-            return (label, *map(median, times), (min(ratios), max(ratios)), *goal)
-
-        total = tuple(
-            [a + b for a, b in zip(t, r, strict=True)]
-            for t, r in zip(self.tool, self.registry, strict=True)
-        )
-        return [
-            row(case, self.wall, goal),
-            row("  CPU s: tool", self.tool),
-            row("  CPU s: registry", self.registry),
-            row("  CPU s: both", total),
-        ]
+    @property
+    def both(self) -> list[float]:
+        return [a + b for a, b in zip(self.tool, self.registry, strict=True)]
 
 
-def measure_pair(
-    ours: Callable[[], None],
-    peer: Callable[[], None],
+def compare(label: str, mine: list[float], peer: list[float], *goal: float) -> tuple:
+    """A :func:`report` row: medians and the range of per-pair ratios."""
+    ratios = [a / b for a, b in zip(mine, peer, strict=True)]
+    return (label, median(mine), median(peer), (min(ratios), max(ratios)), *goal)
+
+
+def measure(
+    actions: list[Callable[[], None]],
     registry: Callable[[], int],
     prepare: Callable[[], None],
     repeat: int,
-) -> Pair:
-    """Run ``ours`` and ``peer`` alternately ``repeat`` times each, ``prepare`` untimed
-    before each run; ``registry()`` is the pid of the registry serving the run."""
-    pair = Pair()
+) -> list[Runs]:
+    """Run the ``actions`` in turn, ``repeat`` rounds, ``prepare`` untimed before each
+    run, so all see the same load; ``registry()`` is the pid of the registry serving
+    the run."""
+    runs = [Runs() for _ in actions]
     for _ in range(repeat):
-        for i, action in enumerate((ours, peer)):
+        for action, times in zip(actions, runs, strict=True):
             prepare()
             pid = registry()
             tool, served = children_cpu_seconds(), cpu_seconds(pid)
             start = time.perf_counter()
             action()
-            pair.wall[i].append(time.perf_counter() - start)
-            pair.tool[i].append(children_cpu_seconds() - tool)
-            pair.registry[i].append(cpu_seconds(pid) - served)
-    return pair
+            times.wall.append(time.perf_counter() - start)
+            times.tool.append(children_cpu_seconds() - tool)
+            times.registry.append(cpu_seconds(pid) - served)
+    return runs
+
+
+def rows_of(case: str, runs: list[Runs], goal: float) -> list[tuple]:
+    """Rows for dockyard (``runs[0]``) against skopeo (``runs[1]``), then the baseline
+    dockyard (``runs[2]``, if measured) against skopeo."""
+    ours, peer, *baseline = runs
+    rows = [
+        compare(case, ours.wall, peer.wall, goal),
+        compare("  CPU s: tool", ours.tool, peer.tool),
+        compare("  CPU s: registry", ours.registry, peer.registry),
+        compare("  CPU s: both", ours.both, peer.both),
+    ]
+    for before in baseline:
+        rows += [
+            compare("  baseline: wall", before.wall, peer.wall, goal),
+            compare("  baseline: CPU s both", before.both, peer.both),
+        ]
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="Also time the dockyard whose package is in SRC (e.g. another worktree's"
+        " src/), in the same rounds: before/after figures from one run.",
+    )
     args = parser.parse_args()
 
     with scratch_dir("transfer-") as tmp:
@@ -132,9 +149,19 @@ def main() -> None:
         env = dockyard_env(store, work / "pyc")
         pull_store = work / "pull-store"
         pull_env = dockyard_env(pull_store, work / "pyc")
+        envs = {"push": [env], "pull": [pull_env]}
+        if args.baseline:
+            for kind, root in (("push", store), ("pull", pull_store)):
+                base = dockyard_env(root, work / "pyc-baseline")
+                envs[kind].append({**base, "PYTHONPATH": str(args.baseline.absolute())})
         skopeo_dir = work / "skopeo-oci"
-        package = Path(dockyard.__file__).parent  # bytecode compiled before any timing
-        run(sys.executable, "-m", "compileall", "-q", str(package), env=env)
+        for kind_envs in envs.values():  # bytecode compiled before any timing
+            for e in kind_envs:
+                code = "import dockyard, os; print(os.path.dirname(dockyard.__file__))"
+                package = subprocess.run(
+                    [sys.executable, "-c", code], env=e, check=True, capture_output=True, text=True
+                ).stdout.strip()
+                run(sys.executable, "-m", "compileall", "-q", package, env=e)
         rows = []
 
         # Push: a fresh registry for every run (started untimed), so nothing is skipped
@@ -148,24 +175,27 @@ def main() -> None:
             host = registries.enter_context(docker_registry(pids))
             forget_skopeo_blob_cache()
 
-        with registries:
-            pair = measure_pair(
-                lambda: run(
-                    DOCKYARD, "push", "--progress=quiet", name, f"{host}/b/ours:1", env=env
-                ),
-                lambda: run(
-                    "skopeo",
-                    "copy",
-                    "-q",
-                    "--dest-tls-verify=false",
-                    f"oci:{store}:{name}",
-                    f"docker://{host}/b/peer:1",
-                ),
-                lambda: pids[-1],
-                fresh_registry,
-                args.repeat,
+        def push(push_env: dict[str, str]) -> Callable[[], None]:
+            return lambda: run(
+                DOCKYARD, "push", "--progress=quiet", name, f"{host}/b/ours:1", env=push_env
             )
-        rows += pair.rows("push 4x60 MB", 0.6)
+
+        def skopeo_push() -> None:
+            run(
+                "skopeo",
+                "copy",
+                "-q",
+                "--dest-tls-verify=false",
+                f"oci:{store}:{name}",
+                f"docker://{host}/b/peer:1",
+            )
+
+        with registries:
+            ours, *before = [push(e) for e in envs["push"]]
+            runs = measure(
+                [ours, skopeo_push, *before], lambda: pids[-1], fresh_registry, args.repeat
+            )
+        rows += rows_of("push 4x60 MB", runs, 0.6)
 
         # Pull: one registry holding the image; each run into an empty destination.
         source_pid: list[int] = []
@@ -177,26 +207,28 @@ def main() -> None:
                 reset_dir(skopeo_dir)
                 forget_skopeo_blob_cache()
 
-            pair = measure_pair(
-                lambda: run(DOCKYARD, "pull", "-q", f"{source}/b/img:1", env=pull_env),
-                lambda: run(
+            def pull(pull_env: dict[str, str]) -> Callable[[], None]:
+                return lambda: run(DOCKYARD, "pull", "-q", f"{source}/b/img:1", env=pull_env)
+
+            def skopeo_pull() -> None:
+                run(
                     "skopeo",
                     "copy",
                     "-q",
                     "--src-tls-verify=false",
                     f"docker://{source}/b/img:1",
                     f"oci:{skopeo_dir}:img",
-                ),
-                lambda: source_pid[0],
-                prepare,
-                args.repeat,
+                )
+
+            ours, *before = [pull(e) for e in envs["pull"]]
+            runs = measure(
+                [ours, skopeo_pull, *before], lambda: source_pid[0], prepare, args.repeat
             )
-            rows += pair.rows("pull 4x60 MB", 0.5)
+            rows += rows_of("pull 4x60 MB", runs, 0.5)
         report("Registry transfer (median wall time; peer = skopeo)", rows)
         print(
-            "CPU s: the tool's and the registry's CPU time during the run. On a loaded"
-            " machine wall time follows it; the registry's ingest (sha256, writes) is"
-            " the same for both tools."
+            "CPU s: the tool's and the registry's CPU time during the run; on a loaded"
+            " machine wall time follows it. baseline: the --baseline dockyard, same rounds."
         )
 
 
