@@ -10,7 +10,7 @@ import time
 import bcrypt
 import pytest
 
-from dockyard.errors import DigestError, DockyardError
+from dockyard.errors import DigestError, DockyardError, ManifestError
 from dockyard.oci import mediatypes as mt
 from dockyard.registry.server import auth
 from dockyard.registry.server.bundle import export, import_archive
@@ -262,3 +262,14 @@ def test_bundle_import_of_a_layout_reads_nothing_outside_it(storage, tmp_path):
     (layout / "index.json").symlink_to(layout / ".." / "bundle.tar")
     with pytest.raises(DockyardError, match="is not an OCI layout"):
         import_archive(Storage(tmp_path / "third"), layout)
+
+
+def test_bundle_import_reads_no_manifest_past_the_registry_limit(storage, tmp_path):
+    digest = put_image(storage, "team/app", "2", [b"layer"])
+    archive = tmp_path / "bundle.tar"
+    export(storage, archive)
+    layout = tmp_path / "layout"
+    _layout_from_archive(archive, layout)
+    (layout / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(bytes(5 << 20))
+    with pytest.raises(ManifestError, match=f"manifest {digest} is over 4194304 bytes"):
+        import_archive(Storage(tmp_path / "other"), layout)

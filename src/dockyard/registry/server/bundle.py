@@ -28,10 +28,10 @@ from dockyard import reference
 from dockyard.errors import DockyardError, InvalidReference, ManifestError, NotFound
 from dockyard.files.tarreader import TarReader
 from dockyard.layout.oci_archive import OCIArchiveWriter, blob_name
-from dockyard.layout.oci_dir import INDEX_FILE, REF_NAME, parse_index
+from dockyard.layout.oci_dir import INDEX_FILE, MAX_MANIFEST_SIZE, REF_NAME, parse_index
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor
-from dockyard.oci.digest import VerifyingReader
+from dockyard.oci.digest import CHUNK, VerifyingReader
 from dockyard.oci.home import RawManifest
 from dockyard.registry.server import names
 from dockyard.registry.server.backend import RegistryStorage as Storage
@@ -278,11 +278,22 @@ def import_archive(
     return loaded
 
 
+def _read_manifest(tar: TarReader | LayoutFiles, digest: str) -> bytes:
+    """The manifest blob ``digest``, verified; :class:`ManifestError` past the size any
+    registry accepts (a file of a layout may be anything)."""
+    data = bytearray()
+    with VerifyingReader(cast(BinaryIO, tar.open(blob_name(digest))), digest) as reader:
+        while chunk := reader.read(CHUNK):  # the read at EOF verifies
+            data += chunk
+            if len(data) > MAX_MANIFEST_SIZE:
+                raise ManifestError(f"manifest {digest} is over {MAX_MANIFEST_SIZE} bytes")
+    return bytes(data)
+
+
 def _import_manifest(
     storage: Storage, tar: TarReader | LayoutFiles, repo: str, digest: str, say
 ) -> None:
-    with VerifyingReader(cast(BinaryIO, tar.open(blob_name(digest))), digest) as reader:
-        raw = reader.read()
+    raw = _read_manifest(tar, digest)
     parsed: manifests.Manifest | manifests.Index | None
     try:
         parsed = manifests.parse(raw)
