@@ -1,18 +1,28 @@
 """Push and pull of a 240 MB image (4 x 60 MB incompressible layers) against
 docker-registry: dockyard vs skopeo, same source, same registry kind, same run.
 
-Goal (issue 2): push and pull each <= 0.8x skopeo's wall time.
-Run as root: ``python3 bench/bench_transfer.py [--repeat N]``.
+Goals (issue 15): push <= 0.6x and pull <= 0.5x skopeo's wall time. The two tools run
+alternately, so both see the same load on a shared machine.
+Run as root: ``python3 bench/bench_transfer.py [--repeat N] [--baseline OTHER/src]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 from common import (
     DOCKYARD,
+    children_cpu_seconds,
+    cpu_seconds,
     docker_registry,
     dockyard_env,
     forget_skopeo_blob_cache,
@@ -20,7 +30,6 @@ from common import (
     reset_dir,
     run,
     scratch_dir,
-    timed,
 )
 
 LAYERS = 4
@@ -60,9 +69,76 @@ def make_image(work: Path, store: Path, name: str) -> None:
     destination.commit()
 
 
+@dataclass
+class Runs:
+    """Per-run wall times and CPU seconds (the tool's, the registry's) of one tool."""
+
+    wall: list[float] = field(default_factory=list)
+    tool: list[float] = field(default_factory=list)
+    registry: list[float] = field(default_factory=list)
+
+    @property
+    def both(self) -> list[float]:
+        return [a + b for a, b in zip(self.tool, self.registry, strict=True)]
+
+
+def compare(label: str, mine: list[float], peer: list[float], *goal: float) -> tuple:
+    """A :func:`report` row: medians and the range of per-pair ratios."""
+    ratios = [a / b for a, b in zip(mine, peer, strict=True)]
+    return (label, median(mine), median(peer), (min(ratios), max(ratios)), *goal)
+
+
+def measure(
+    actions: list[Callable[[], None]],
+    registry: Callable[[], int],
+    prepare: Callable[[], None],
+    repeat: int,
+) -> list[Runs]:
+    """Run the ``actions`` in turn, ``repeat`` rounds, ``prepare`` untimed before each
+    run, so all see the same load; ``registry()`` is the pid of the registry serving
+    the run."""
+    runs = [Runs() for _ in actions]
+    for _ in range(repeat):
+        for action, times in zip(actions, runs, strict=True):
+            prepare()
+            pid = registry()
+            tool, served = children_cpu_seconds(), cpu_seconds(pid)
+            start = time.perf_counter()
+            action()
+            times.wall.append(time.perf_counter() - start)
+            times.tool.append(children_cpu_seconds() - tool)
+            times.registry.append(cpu_seconds(pid) - served)
+    return runs
+
+
+def rows_of(case: str, runs: list[Runs], goal: float) -> list[tuple]:
+    """Rows for dockyard (``runs[0]``) against skopeo (``runs[1]``), then the baseline
+    dockyard (``runs[2]``, if measured) against skopeo."""
+    ours, peer, *baseline = runs
+    rows = [
+        compare(case, ours.wall, peer.wall, goal),
+        compare("  CPU s: tool", ours.tool, peer.tool),
+        compare("  CPU s: registry", ours.registry, peer.registry),
+        compare("  CPU s: both", ours.both, peer.both),
+    ]
+    for before in baseline:
+        rows += [
+            compare("  baseline: wall", before.wall, peer.wall, goal),
+            compare("  baseline: CPU s both", before.both, peer.both),
+        ]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="Also time the dockyard whose package is in SRC (e.g. another worktree's"
+        " src/), in the same rounds: before/after figures from one run.",
+    )
     args = parser.parse_args()
 
     with scratch_dir("transfer-") as tmp:
@@ -73,66 +149,87 @@ def main() -> None:
         env = dockyard_env(store, work / "pyc")
         pull_store = work / "pull-store"
         pull_env = dockyard_env(pull_store, work / "pyc")
+        envs = {"push": [env], "pull": [pull_env]}
+        if args.baseline:
+            for kind, root in (("push", store), ("pull", pull_store)):
+                base = dockyard_env(root, work / "pyc-baseline")
+                envs[kind].append({**base, "PYTHONPATH": str(args.baseline.absolute())})
         skopeo_dir = work / "skopeo-oci"
+        for kind_envs in envs.values():  # bytecode compiled before any timing
+            for e in kind_envs:
+                code = "import dockyard, os; print(os.path.dirname(dockyard.__file__))"
+                package = subprocess.run(
+                    [sys.executable, "-c", code], env=e, check=True, capture_output=True, text=True
+                ).stdout.strip()
+                run(sys.executable, "-m", "compileall", "-q", package, env=e)
         rows = []
 
-        # Push: a fresh registry for every run, so nothing is skipped or mounted.
-        def push_with(argv_of):
-            def action():
-                with docker_registry() as host:
-                    forget_skopeo_blob_cache()
-                    run(*argv_of(host), env=env)
+        # Push: a fresh registry for every run (started untimed), so nothing is skipped
+        # or mounted.
+        registries = ExitStack()
+        host, pids = "", []
 
-            return action
+        def fresh_registry() -> None:
+            nonlocal host
+            registries.close()
+            host = registries.enter_context(docker_registry(pids))
+            forget_skopeo_blob_cache()
 
-        # Registry start-up is inside the timed action for both tools alike; measure
-        # it alone and subtract it.
-        def registry_only():
-            with docker_registry():
-                pass
+        def push(push_env: dict[str, str]) -> Callable[[], None]:
+            return lambda: run(
+                DOCKYARD, "push", "--progress=quiet", name, f"{host}/b/ours:1", env=push_env
+            )
 
-        startup = timed(registry_only, repeat=args.repeat)
-        ours = timed(
-            push_with(lambda h: [DOCKYARD, "push", "--progress=quiet", name, f"{h}/b/ours:1"]),
-            repeat=args.repeat,
-        )
-        peer = timed(
-            push_with(
-                lambda h: [
-                    "skopeo",
-                    "copy",
-                    "-q",
-                    "--dest-tls-verify=false",
-                    f"oci:{store}:{name}",
-                    f"docker://{h}/b/peer:1",
-                ]
-            ),
-            repeat=args.repeat,
-        )
-        rows.append(("push 4x60 MB", ours - startup, peer - startup))
+        def skopeo_push() -> None:
+            run(
+                "skopeo",
+                "copy",
+                "-q",
+                "--dest-tls-verify=false",
+                f"oci:{store}:{name}",
+                f"docker://{host}/b/peer:1",
+            )
+
+        with registries:
+            ours, *before = [push(e) for e in envs["push"]]
+            runs = measure(
+                [ours, skopeo_push, *before], lambda: pids[-1], fresh_registry, args.repeat
+            )
+        rows += rows_of("push 4x60 MB", runs, 0.6)
 
         # Pull: one registry holding the image; each run into an empty destination.
-        with docker_registry() as host:
-            run(DOCKYARD, "push", "--progress=quiet", name, f"{host}/b/img:1", env=env)
-            ours = timed(
-                lambda: run(DOCKYARD, "pull", "-q", f"{host}/b/img:1", env=pull_env),
-                prepare=lambda: reset_dir(pull_store),
-                repeat=args.repeat,
-            )
-            peer = timed(
-                lambda: run(
+        source_pid: list[int] = []
+        with docker_registry(source_pid) as source:
+            run(DOCKYARD, "push", "--progress=quiet", name, f"{source}/b/img:1", env=env)
+
+            def prepare() -> None:
+                reset_dir(pull_store)
+                reset_dir(skopeo_dir)
+                forget_skopeo_blob_cache()
+
+            def pull(pull_env: dict[str, str]) -> Callable[[], None]:
+                return lambda: run(DOCKYARD, "pull", "-q", f"{source}/b/img:1", env=pull_env)
+
+            def skopeo_pull() -> None:
+                run(
                     "skopeo",
                     "copy",
                     "-q",
                     "--src-tls-verify=false",
-                    f"docker://{host}/b/img:1",
+                    f"docker://{source}/b/img:1",
                     f"oci:{skopeo_dir}:img",
-                ),
-                prepare=lambda: (reset_dir(skopeo_dir), forget_skopeo_blob_cache()),
-                repeat=args.repeat,
+                )
+
+            ours, *before = [pull(e) for e in envs["pull"]]
+            runs = measure(
+                [ours, skopeo_pull, *before], lambda: source_pid[0], prepare, args.repeat
             )
-            rows.append(("pull 4x60 MB", ours, peer))
-        report("Registry transfer (median wall time; peer = skopeo)", rows, goal=0.8)
+            rows += rows_of("pull 4x60 MB", runs, 0.5)
+        report("Registry transfer (median wall time; peer = skopeo)", rows)
+        print(
+            "CPU s: the tool's and the registry's CPU time during the run; on a loaded"
+            " machine wall time follows it. baseline: the --baseline dockyard, same rounds."
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -82,8 +83,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def docker_registry() -> Iterator[str]:
-    """A fresh docker-registry on loopback with empty storage; yields ``host:port``."""
+def docker_registry(pids: list[int] | None = None) -> Iterator[str]:
+    """A fresh docker-registry on loopback with empty storage; yields ``host:port``
+    (its process id appended to ``pids``, for :func:`cpu_seconds`)."""
     with scratch_dir("registry-") as tmp:
         port = free_port()
         config = Path(tmp) / "config.yml"
@@ -99,6 +101,8 @@ def docker_registry() -> Iterator[str]:
             stderr=subprocess.DEVNULL,
             env=env,
         )
+        if pids is not None:
+            pids.append(proc.pid)
         try:
             deadline = time.monotonic() + 20
             while True:
@@ -113,6 +117,18 @@ def docker_registry() -> Iterator[str]:
         finally:
             proc.terminate()
             proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process ``pid`` has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """User plus system CPU time of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run(*argv: str, env: dict[str, str] | None = None) -> None:

@@ -85,9 +85,11 @@ def test_export_import_round_trip(tmp_path, busybox_layout):
     } == set(names)
 
 
-def test_import_a_foreign_archive(tmp_path, busybox_layout):
-    archive = tmp_path / "foreign.tar"
-    copy(f"oci:{busybox_layout}:latest", f"oci-archive:{archive}:quay.io/org/thing:5")
+@pytest.mark.parametrize("kind", ["oci-archive", "oci"])
+def test_import_a_foreign_archive(tmp_path, busybox_layout, kind):
+    """An oci-archive or OCI layout directory skopeo wrote, imported by its ref name."""
+    archive = tmp_path / ("foreign.tar" if kind == "oci-archive" else "foreign")
+    copy(f"oci:{busybox_layout}:latest", f"{kind}:{archive}:quay.io/org/thing:5")
     root = tmp_path / "site" / "root"
     out = cli(
         "registry",

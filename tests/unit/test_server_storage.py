@@ -10,7 +10,7 @@ import time
 import bcrypt
 import pytest
 
-from dockyard.errors import DigestError
+from dockyard.errors import DigestError, DockyardError, ManifestError
 from dockyard.oci import mediatypes as mt
 from dockyard.registry.server import auth
 from dockyard.registry.server.bundle import export, import_archive
@@ -207,3 +207,66 @@ def test_bundle_round_trip(storage, tmp_path):
     for d in storage.blobs:
         if d != sha(b"x"):
             assert target.blobs.read_bytes(d) == storage.blobs.read_bytes(d)
+
+
+def _layout_from_archive(archive, directory) -> None:
+    """The OCI layout directory an oci-archive holds (its members, unpacked)."""
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                target = directory / member.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(member).read())
+
+
+def test_bundle_import_of_a_layout_directory(storage, tmp_path):
+    digest = put_image(storage, "team/app", "2", [b"layer one", b"layer two"])
+    archive = tmp_path / "bundle.tar"
+    export(storage, archive)
+    layout = tmp_path / "layout"
+    _layout_from_archive(archive, layout)
+    assert (layout / "index.json").is_file() and not (layout / "index.json").is_symlink()
+
+    target = Storage(tmp_path / "other")
+    loaded = import_archive(target, layout)
+    assert [(i.repository, i.tag, i.digest) for i in loaded] == [("team/app", "2", digest)]
+    assert target.resolve_tag("team/app", "2") == digest
+    for d in storage.blobs:
+        assert target.blobs.read_bytes(d) == storage.blobs.read_bytes(d)
+
+
+def test_bundle_import_of_a_layout_reads_nothing_outside_it(storage, tmp_path):
+    """A layout whose blob is a symlink out of it (to a file with the right content, so
+    only the confinement can refuse it) imports the image without that blob."""
+    put_image(storage, "team/app", "2", [b"secret layer"])
+    archive = tmp_path / "bundle.tar"
+    export(storage, archive)
+    layout = tmp_path / "layout"
+    _layout_from_archive(archive, layout)
+    layer = sha(b"secret layer")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"secret layer")
+    blob = layout / "blobs" / "sha256" / layer.split(":")[1]
+    blob.unlink()
+    blob.symlink_to(outside)
+
+    target = Storage(tmp_path / "other")
+    import_archive(target, layout)
+    assert not target.blobs.has(layer)
+    (layout / "index.json").unlink()
+    (layout / "index.json").symlink_to(layout / ".." / "bundle.tar")
+    with pytest.raises(DockyardError, match="is not an OCI layout"):
+        import_archive(Storage(tmp_path / "third"), layout)
+
+
+def test_bundle_import_reads_no_manifest_past_the_registry_limit(storage, tmp_path):
+    digest = put_image(storage, "team/app", "2", [b"layer"])
+    archive = tmp_path / "bundle.tar"
+    export(storage, archive)
+    layout = tmp_path / "layout"
+    _layout_from_archive(archive, layout)
+    (layout / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(bytes(5 << 20))
+    with pytest.raises(ManifestError, match=f"manifest {digest} is over 4194304 bytes"):
+        import_archive(Storage(tmp_path / "other"), layout)

@@ -179,11 +179,12 @@ def export_(
 @_storage_options
 @_config_option
 @_upstream_option
-@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("archive", metavar="ARCHIVE|LAYOUT", type=click.Path(exists=True, path_type=Path))
 def import_(
     root: Path | None, config_file: Path | None, upstreams, archive: Path, **where: Any
 ) -> None:
-    """Load an OCI archive (from `registry export`, or any oci-archive) into the registry."""
+    """Load an OCI archive (from `registry export`, or any oci-archive) or an OCI layout
+    directory into the registry."""
     from dockyard.registry.server.backend import open_storage
     from dockyard.registry.server.bundle import import_archive
 

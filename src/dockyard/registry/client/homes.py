@@ -34,7 +34,10 @@ class RegistrySource:
 
 
 class _Watched:
-    """A stream that remembers whether anything has been read from it."""
+    """A stream that remembers whether anything has been read from it.
+
+    ``verifies`` is the wrapped stream's: a blob the source already verifies as it is
+    read is not hashed a second time on its way to the registry."""
 
     def __init__(self, stream: ReadCloser):
         self._stream = stream
@@ -50,6 +53,10 @@ class _Watched:
 
     def close(self) -> None:
         self._stream.close()
+
+    @property
+    def verifies(self) -> str | None:
+        return getattr(self._stream, "verifies", None)
 
 
 class RegistryDestination:

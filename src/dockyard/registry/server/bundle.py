@@ -4,7 +4,8 @@
 ``index.json``, adds untagged manifests as unnamed entries, and records where each image
 lived in ``dockyard-registry.json`` (an extra file, ignored by other tools), so
 ``import`` puts everything back into the same repositories, mirrors included. An archive
-from elsewhere (``dockyard save``, skopeo) is imported by its ref names.
+or OCI layout directory from elsewhere (``dockyard save``, skopeo) is imported by its ref
+names.
 
 Images the cache holds only in part (a pulled platform of a multi-platform index, a
 manifest fetched without its layers) are exported as far as they are there: an index
@@ -13,25 +14,29 @@ keeps the children that are complete; a manifest missing blobs is left out, with
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from types import TracebackType
+from typing import Any, BinaryIO, cast
 
 from dockyard import reference
-from dockyard.errors import DockyardError, InvalidReference, ManifestError
+from dockyard.errors import DockyardError, InvalidReference, ManifestError, NotFound
 from dockyard.files.tarreader import TarReader
 from dockyard.layout.oci_archive import OCIArchiveWriter, blob_name
-from dockyard.layout.oci_dir import INDEX_FILE, REF_NAME, parse_index
+from dockyard.layout.oci_dir import INDEX_FILE, MAX_MANIFEST_SIZE, REF_NAME, parse_index
 from dockyard.oci import manifest as manifests
 from dockyard.oci.descriptor import Descriptor
-from dockyard.oci.digest import VerifyingReader
+from dockyard.oci.digest import CHUNK, VerifyingReader
 from dockyard.oci.home import RawManifest
 from dockyard.registry.server import names
 from dockyard.registry.server.backend import RegistryStorage as Storage
 from dockyard.registry.server.manifeststore import referrer_info
+from dockyard.runtime import inroot
 
 META_FILE = "dockyard-registry.json"
 REPOSITORY_ANNOTATION = "io.dockyard.registry.repository"
@@ -153,13 +158,79 @@ def _local_name(ref: reference.Reference, upstream_names: dict[str, str]) -> str
     return f"{ref.registry.replace(':', '-').lower()}/{ref.repository}"
 
 
+class LayoutFiles:
+    """The files of an OCI layout directory, read as :class:`TarReader` reads an archive's
+    members.
+
+    Each is opened from the directory's fd with ``openat2(RESOLVE_BENEATH)``: a symlink
+    or ``..`` leading out of the directory is refused, and so is anything but a regular
+    file. A refused file is absent, as a member missing from an archive is.
+    """
+
+    _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV, errno.EINVAL)
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise DockyardError(f"cannot open layout {path}: {e.strerror}") from None
+
+    def _open(self, name: str) -> int | None:
+        try:
+            return inroot.open_regular(self._fd, name, beneath=True)
+        except OSError as e:
+            if e.errno in self._ABSENT:
+                return None
+            raise DockyardError(f"{self.path}: cannot open {name}: {e.strerror}") from None
+
+    def has(self, name: str) -> bool:
+        fd = self._open(name)
+        if fd is None:
+            return False
+        os.close(fd)
+        return True
+
+    def open(self, name: str) -> BinaryIO:
+        """A stream of the file ``name``; :class:`NotFound` if it is absent."""
+        fd = self._open(name)
+        if fd is None:
+            raise NotFound(f"{name} not found in layout {self.path}")
+        return os.fdopen(fd, "rb")
+
+    def read_json(self, name: str, limit: int = 16 << 20) -> Any:
+        """A small JSON file, parsed; raise :class:`ManifestError` naming it."""
+        with self.open(name) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise ManifestError(f"{self.path}: {name} is too big")
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ManifestError(f"{self.path}: {name}: invalid JSON: {e}") from None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> LayoutFiles:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 def import_archive(
     storage: Storage,
     path: Path,
     upstream_names: dict[str, str] | None = None,
     say: Callable[[str], None] | None = None,
 ) -> list[BundledImage]:
-    """Load every image of the oci-archive ``path`` into the registry.
+    """Load every image of the oci-archive or OCI layout directory ``path`` into the
+    registry.
 
     ``upstream_names`` maps a registry host to an upstream prefix (``{"quay.io":
     "quay"}``) for archives without our ``dockyard-registry.json``.
@@ -167,9 +238,11 @@ def import_archive(
     say = say or (lambda _m: None)
     storage.ensure()
     loaded: list[BundledImage] = []
-    with TarReader(path) as tar:
+    files: TarReader | LayoutFiles = LayoutFiles(path) if path.is_dir() else TarReader(path)
+    with files as tar:
         if not tar.has(INDEX_FILE):
-            raise DockyardError(f"{path} is not an oci-archive (no {INDEX_FILE})")
+            kind = "an OCI layout" if isinstance(tar, LayoutFiles) else "an oci-archive"
+            raise DockyardError(f"{path} is not {kind} (no {INDEX_FILE})")
         wanted: list[tuple[str, str | None, str, str | None]] = []  # repo, tag, digest, upstream
         if tar.has(META_FILE):
             meta = tar.read_json(META_FILE)
@@ -205,9 +278,22 @@ def import_archive(
     return loaded
 
 
-def _import_manifest(storage: Storage, tar: TarReader, repo: str, digest: str, say) -> None:
+def _read_manifest(tar: TarReader | LayoutFiles, digest: str) -> bytes:
+    """The manifest blob ``digest``, verified; :class:`ManifestError` past the size any
+    registry accepts (a file of a layout may be anything)."""
+    data = bytearray()
     with VerifyingReader(cast(BinaryIO, tar.open(blob_name(digest))), digest) as reader:
-        raw = reader.read()
+        while chunk := reader.read(CHUNK):  # the read at EOF verifies
+            data += chunk
+            if len(data) > MAX_MANIFEST_SIZE:
+                raise ManifestError(f"manifest {digest} is over {MAX_MANIFEST_SIZE} bytes")
+    return bytes(data)
+
+
+def _import_manifest(
+    storage: Storage, tar: TarReader | LayoutFiles, repo: str, digest: str, say
+) -> None:
+    raw = _read_manifest(tar, digest)
     parsed: manifests.Manifest | manifests.Index | None
     try:
         parsed = manifests.parse(raw)
@@ -224,7 +310,7 @@ def _import_manifest(storage: Storage, tar: TarReader, repo: str, digest: str, s
             if not tar.has(member):
                 continue
             if not storage.blobs.has(desc.digest):
-                stream = cast(BinaryIO, tar.open(member))  # reads like a file: read(n)
-                storage.blobs.write(desc.digest, stream, tar.size(member))
+                with tar.open(member) as stream:  # reads like a file: read(n)
+                    storage.blobs.write(desc.digest, cast(BinaryIO, stream), desc.size)
             storage.link_blob(repo, desc.digest)
     storage.put_manifest(repo, raw, media_type, **referrer_info(raw))
