@@ -112,8 +112,26 @@ def test_a_blob_uploaded_again_while_the_pass_looks_is_put_back(tmp_path):
     again = path.with_name(".upload")
     again.write_bytes(b"content")
     os.replace(again, path)
-    assert retention._take(entry) is None
+    cutoff = time.time() - retention.UPLOAD_GRACE
+    assert retention._take(entry, cutoff) is None
     assert path.read_bytes() == b"content" and os.listdir(path.parent) == [path.name]
+    os.utime(path, (cutoff - 1, cutoff - 1))
     (entry,) = os.scandir(path.parent)
-    assert retention._take(entry) == len(b"content")
+    assert retention._take(entry, cutoff) == len(b"content")
     assert os.listdir(path.parent) == []
+
+
+def test_a_blob_uploaded_twice_while_the_pass_looks_is_put_back(tmp_path):
+    """Two uploads of the same content between the scan and the take: the second's
+    file may get the first's freed inode number (ext4 reuses it at once), so the inode
+    alone would pass it for the old blob."""
+    store = ArtifactStore(tmp_path / "artifacts")
+    path = store.path(blob(store, b"content"))
+    (entry,) = os.scandir(path.parent)
+    entry.stat(follow_symlinks=False)  # as the pass has it: cached at the scan
+    for _ in range(2):
+        again = path.with_name(".upload")
+        again.write_bytes(b"content")
+        os.replace(again, path)
+    assert retention._take(entry, time.time() - retention.UPLOAD_GRACE) is None
+    assert path.read_bytes() == b"content"

@@ -116,21 +116,28 @@ def _collect_blobs(db: Database, store: ArtifactStore, pruned: Pruned) -> None:
         with db.transaction() as session:
             named = set(session.scalars(select(Artifact.digest).distinct()))
         for name, entry in candidates.items():
-            if f"sha256:{name}" not in named and (size := _take(entry)) is not None:
+            if f"sha256:{name}" not in named and (size := _take(entry, cutoff)) is not None:
                 pruned.blobs += 1
                 pruned.freed += size
     remove_stale_temps(store.root, UPLOAD_GRACE)
 
 
-def _take(entry: os.DirEntry[str]) -> int | None:
-    """Delete the blob ``entry`` found, if the file there is still that one; its size."""
+def _take(entry: os.DirEntry[str], cutoff: float) -> int | None:
+    """Delete the blob ``entry`` found, if the file there is still that one; its size.
+
+    "That one" is the same inode *and* modification time, still older than ``cutoff``:
+    an upload renames a fresh file into place, and a freed inode number is soon given
+    to another file (ext4 reuses it at once), so the inode alone could be a new upload."""
+    scanned = entry.stat(follow_symlinks=False)  # cached when the pass scanned
     aside = os.path.join(os.path.dirname(entry.path), f".gc-{entry.name}-{os.getpid()}")
     try:
         os.rename(entry.path, aside)
     except FileNotFoundError:
         return None  # another server's pass took it
     found = os.stat(aside, follow_symlinks=False)
-    if found.st_ino != entry.inode():
+    if (found.st_ino, found.st_mtime_ns) != (scanned.st_ino, scanned.st_mtime_ns) or (
+        found.st_mtime >= cutoff
+    ):
         os.replace(aside, entry.path)  # an upload's (same content): put it back
         return None
     os.unlink(aside)
