@@ -32,6 +32,16 @@ from dockyard.registry.server.storage import Storage
         ("fd00::1", False),
         ("0.0.0.0", False),
         ("224.0.0.1", False),
+        # IPv6 carrying an IPv4 address a translator or the host's stack reaches
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 to 169.254.169.254
+        ("64:ff9b:1::a00:1", False),  # local-use NAT64 to 10.0.0.1
+        ("::a9fe:a9fe", False),  # IPv4-compatible
+        ("::ffff:0:a9fe:a9fe", False),  # SIIT
+        ("2002:a9fe:a9fe::1", False),  # 6to4
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+        ("64:ff9b::808:808", True),  # NAT64 (DNS64) to a public address
+        ("2002:808:808::1", True),
+        ("::ffff:8.8.8.8", True),
     ],
 )
 def test_is_public(address, public):

@@ -31,12 +31,42 @@ class NotPublic(OSError):
     """A guarded host resolves to an address of the registry's own networks."""
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address a translator or the host's own
+# stack reaches: NAT64 (RFC 6052, and RFC 8215's local use), IPv4-compatible, SIIT.
+_IPV4_IN_LOW_BITS = tuple(
+    ipaddress.ip_network(prefix)
+    for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")
+)
+
+
 def is_public(address: str) -> bool:
-    """Whether ``address`` (an IP literal) is a public unicast address."""
+    """Whether ``address`` (an IP literal) is a public unicast address; an IPv6 address
+    that carries an IPv4 one (mapped, NAT64, compatible, SIIT, 6to4, Teredo) is public
+    only if that IPv4 address is."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            return is_public(str(embedded)) and (ip.is_global or _translated(ip))
     return ip.is_global and not ip.is_multicast
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]  # the client's address; the server's is the relay's
+    if ip != ipaddress.IPv6Address("::") and any(ip in net for net in _IPV4_IN_LOW_BITS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _translated(ip: ipaddress.IPv6Address) -> bool:
+    """Prefixes Python does not count as global, though a translator behind them reaches
+    the public IPv4 address they carry (NAT64's well-known prefix, mapped addresses)."""
+    return ip.ipv4_mapped is not None or ip in _IPV4_IN_LOW_BITS[0]
 
 
 def literal_refused(host: str) -> bool:
