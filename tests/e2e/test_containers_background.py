@@ -59,9 +59,11 @@ def test_runs_in_the_background_then_stops_with_its_stop_signal(dockyard, base):
     logs = follow(dockyard, name)
     assert logs.stdout.readline() == b"up\n"
     assert dockyard("container", "exec", name, "sh", "-c", "echo $((6*7))").stdout == b"42\n"
-    refused = dockyard("container", "rm", name, check=False)
-    assert refused.returncode != 0
-    assert b"running in the background" in refused.stderr
+    for args in (["rm", name], ["commit", name, "localhost/t/live:1"], ["run", name, "true"]):
+        refused = dockyard("container", *args, check=False)
+        assert refused.returncode == 1
+        assert len(refused.stderr.splitlines()) == 1
+        assert b"running in the background" in refused.stderr, refused.stderr
     assert working.lines(dockyard("container", "stop", name)) == [name]
     # logs -f ends with the container, having printed what its trap wrote.
     assert logs.stdout.read() == b"got-term\n"
@@ -146,10 +148,13 @@ def test_the_log_rotates_and_logs_reads_across_it(dockyard, base, store_root):
     logs = follow(dockyard, name)
     assert logs.stdout is not None
     seen = b""
-    for b in (1, 2, 3):
-        while not seen.endswith(b"batch %d line 399\n" % b):
-            seen += logs.stdout.readline()
-        dockyard("container", "exec", name, "sh", "-c", f": > /go{b}")
+    try:
+        for b in (1, 2, 3):
+            while not seen.endswith(b"batch %d line 399\n" % b):
+                seen += logs.stdout.readline()
+            dockyard("container", "exec", name, "sh", "-c", f": > /go{b}")
+    finally:
+        dockyard("container", "stop", name)  # at once if it ended: a failure stops it
     # -f read on through every rotation and ended with the container.
     assert seen + logs.stdout.read() == batch(1) + batch(2) + batch(3)
     assert logs.wait(60) == 0
