@@ -131,3 +131,12 @@ def test_a_symlink_as_the_log_is_refused(tmp_path):
     with pytest.raises(OSError):
         LogWriter(tmp_path, LIMITS)
     assert target.read_bytes() == b""
+
+
+def test_a_rotation_renames_only_what_is_there(tmp_path):
+    with LogWriter(tmp_path, LogLimits(max_size=10, max_files=100)) as writer:
+        writer.write(lines(0, 3))  # two rotations among a hundred files allowed
+    assert sorted(files(tmp_path)) == [LOG_FILE, f"{LOG_FILE}.1", f"{LOG_FILE}.2"]
+    assert read_all(tmp_path) == lines(0, 3)
+    with pytest.raises(ValueError):
+        LogLimits(max_size=10, max_files=101)

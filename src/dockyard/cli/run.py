@@ -211,7 +211,7 @@ def run(
 
 def _log_limits(values: tuple[str, ...]) -> LogLimits:
     """docker's ``--log-opt max-size=10m --log-opt max-file=3``."""
-    from dockyard.containers.logfile import LogLimits
+    from dockyard.containers.logfile import MAX_FILES, LogLimits
     from dockyard.errors import DockyardError
     from dockyard.layers.limits import parse_size
 
@@ -226,9 +226,10 @@ def _log_limits(values: tuple[str, ...]) -> LogLimits:
                 raise click.BadParameter("max-size=none: give a size", param_hint="--log-opt")
             limits = replace(limits, max_size=size)
         elif key == "max-file":
-            if not value.isdigit() or int(value) < 1:
+            if not value.isdigit() or not 1 <= int(value) <= MAX_FILES:
                 raise click.BadParameter(
-                    f"max-file={value!r}: expected a count of 1 or more", param_hint="--log-opt"
+                    f"max-file={value!r}: expected a count from 1 to {MAX_FILES}",
+                    param_hint="--log-opt",
                 )
             limits = replace(limits, max_files=int(value))
         else:

@@ -38,7 +38,7 @@ from typing import BinaryIO
 
 from dockyard.containers import logfile
 from dockyard.containers.catalog import Catalog, WorkingContainer
-from dockyard.containers.logfile import LOG_FILE, LogLimits, LogWriter
+from dockyard.containers.logfile import LogLimits, LogWriter
 from dockyard.errors import ContainerError
 from dockyard.files import atomic
 from dockyard.runtime.config import ContainerConfig
@@ -177,8 +177,6 @@ def exec_command(
 def write_log(container: WorkingContainer, out: BinaryIO, *, follow: bool) -> None:
     """Copy ``container``'s log to ``out``, oldest rotated file first; with ``follow``,
     then what it writes until it stops."""
-    if not (container.path / LOG_FILE).exists():
-        return  # never run in the background
     logfile.follow(container.path, out, until=lambda: not follow or running(container) is None)
 
 
@@ -229,7 +227,8 @@ def _supervise(job: Job, report: Callable[[bytes], bool]) -> None:
                 container.save()
                 report(_STARTED)
                 while chunk := os.read(output, 1 << 16):
-                    log.write(chunk)
+                    with contextlib.suppress(OSError):  # a full disk: lost, not stopped
+                        log.write(chunk)
                 code = process.wait()
         except ContainerError as e:
             if not report(f"dockyard: error: {e}\n".encode()):  # started: into the log

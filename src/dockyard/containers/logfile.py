@@ -25,6 +25,7 @@ from dockyard.files.locking import FileLock
 
 LOG_FILE = "container.log"
 LOCK_FILE = "container.log.lock"
+MAX_FILES = 100
 _ROTATED = re.compile(re.escape(LOG_FILE) + r"\.([1-9][0-9]{0,5})")
 _WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -33,14 +34,14 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 @dataclass(frozen=True)
 class LogLimits:
     """The cap of a log: ``max_files`` files (the live one and ``max_files - 1``
-    rotated) of at most ``max_size`` bytes each."""
+    rotated, at most :data:`MAX_FILES`) of at most ``max_size`` bytes each."""
 
     max_size: int = 10 << 20
     max_files: int = 3
 
     def __post_init__(self) -> None:
-        if self.max_size < 1 or self.max_files < 1:
-            raise ValueError(f"log limits must be positive: {self}")
+        if self.max_size < 1 or not 1 <= self.max_files <= MAX_FILES:
+            raise ValueError(f"log limits: max_size >= 1, 1 <= max_files <= {MAX_FILES}")
 
 
 class LogWriter:
@@ -90,12 +91,14 @@ class LogWriter:
             return False
         try:
             keep = self.limits.max_files - 1
-            for number in range(keep, 1, -1):
-                with contextlib.suppress(FileNotFoundError):
+            for number, name in _rotated(self._dir):  # oldest first: none overwritten
+                if number < keep:
                     os.rename(
-                        f"{LOG_FILE}.{number - 1}", f"{LOG_FILE}.{number}",
+                        name, f"{LOG_FILE}.{number + 1}",
                         src_dir_fd=self._dir, dst_dir_fd=self._dir,
                     )  # fmt: skip
+                else:
+                    os.unlink(name, dir_fd=self._dir)
             if keep:
                 os.rename(LOG_FILE, f"{LOG_FILE}.1", src_dir_fd=self._dir, dst_dir_fd=self._dir)
             else:
