@@ -35,7 +35,10 @@ from inotify_simple import flags as events
 from dockyard.builder.confined import ConfinedDir, ConfinedFile
 from dockyard.builder.frontend.dockerignore import IgnoreMatcher
 
-DEBOUNCE = 0.1  # seconds without a change before a build starts
+# Seconds without a change before a build starts (watchexec's default): an editor's save
+# (write, rename, chmod) comes within it; a slower one costs one more build, not a stale
+# image, as a change during a build starts another after it.
+DEBOUNCE = 0.05
 _CHANGES = (
     events.MODIFY
     | events.CLOSE_WRITE

@@ -100,6 +100,21 @@ def test_create_run_diff_commit_and_commit_again(dockyard, base):
     assert len(three["rootfs"]["diff_ids"]) == len(two["rootfs"]["diff_ids"]) + 1
 
 
+def test_a_run_that_changed_nothing_leaves_nothing_to_commit(dockyard, base):
+    """runc's mount stubs (/etc/resolv.conf, /etc/hostname) make overlayfs copy /etc up;
+    removed with its times restored, it is no change, as in docker's diff."""
+    name = lines(dockyard("container", "create", base))[0]
+    dockyard("container", "run", name, "true")
+    assert lines(dockyard("container", "diff", name)) == []
+    refused = dockyard("container", "commit", name, "localhost/t/none:1", check=False)
+    assert refused.returncode == 1 and b"nothing to commit" in refused.stderr
+    dockyard("container", "run", name, "sh", "-c", "chmod 750 /etc")  # metadata is a change
+    assert lines(dockyard("container", "diff", name)) == ["C /etc"]
+    dockyard("container", "commit", name, "localhost/t/none:1")
+    out = dockyard("run", "--rm", "localhost/t/none:1", "sh", "-c", "stat -c %a /etc").stdout
+    assert out == b"750\n"
+
+
 def test_squash_makes_one_layer_of_the_whole_rootfs(dockyard, base):
     name = lines(dockyard("container", "create", "--name", "sq", base))[0]
     dockyard("container", "run", name, "sh", "-c", "echo s > /s; rm -rf /opt")
@@ -142,6 +157,15 @@ def test_survives_prune_and_rmi_of_its_image(dockyard, base, store_root):
         b"unchanged"
         in dockyard("run", "--rm", "localhost/t/after-prune:1", "cat", "/etc/keep").stdout
     )
+    # It now stands on the image it committed: untagged and pruned, that image's
+    # snapshots stay too, and a later commit still has all it committed below it.
+    dockyard("rmi", "localhost/t/after-prune:1")
+    dockyard("prune")
+    assert lines(dockyard("container", "diff", name)) == []
+    dockyard("container", "run", name, "sh", "-c", "echo y > /y")
+    dockyard("container", "commit", name, "localhost/t/after-prune:1")
+    out = dockyard("run", "--rm", "localhost/t/after-prune:1", "cat", "/x", "/y", "/etc/keep")
+    assert out.stdout == b"x\ny\nunchanged\n"
     # Removed, its pins go: now a prune takes the base's snapshots and blobs.
     dockyard("container", "rm", name)
     dockyard("rmi", "localhost/t/after-prune:1")
@@ -187,6 +211,7 @@ def test_bad_input_is_one_line(dockyard, base):
         ["commit", "nope", "localhost/t/x:1"],
         ["rm", "nope"],
         ["mount", "nope"],
+        ["umount", "nope"],
     ):
         result = dockyard("container", *args, check=False)
         assert (result.returncode, result.stderr) == (
@@ -194,11 +219,24 @@ def test_bad_input_is_one_line(dockyard, base):
             b"dockyard: error: no such container: nope\n",
         )
     dockyard("container", "create", "--name", "taken", base)
+    dockyard("container", "run", "taken", "sh", "-c", "echo mine > /mine")
     result = dockyard("container", "create", "--name", "taken", base, check=False)
     assert (result.returncode, result.stderr) == (
         1,
         b"dockyard: error: the container name 'taken' is already in use\n",
     )
+    for detach in ([], ["-d"]):  # dockyard run --name: the same line, exit 125
+        result = dockyard("run", *detach, "--name", "taken", base, "true", check=False)
+        assert (result.returncode, result.stderr) == (
+            125,
+            b"dockyard: error: the container name 'taken' is already in use\n",
+        )
+    result = dockyard("container", "commit", "taken", "Bad//Ref", check=False)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    assert b"invalid reference 'Bad//Ref'" in result.stderr
+    # Nothing lost: the container in the way still has its change, and only it is listed.
+    assert lines(dockyard("container", "diff", "taken")) == ["A /mine"]
+    assert lines(dockyard("container", "ls", "-q")) == ["taken"]
     result = dockyard("container", "create", "--name", "../x", base, check=False)
     assert result.returncode == 1 and b"invalid container name '../x'" in result.stderr
     result = dockyard(

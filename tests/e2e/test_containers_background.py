@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from dockyard.containers.background import RUNNING_FILE
+from dockyard.containers.logfile import LOCK_FILE as LOCK
 from tests.support import working
 from tests.support.containers import runc_containers
 
@@ -58,9 +59,11 @@ def test_runs_in_the_background_then_stops_with_its_stop_signal(dockyard, base):
     logs = follow(dockyard, name)
     assert logs.stdout.readline() == b"up\n"
     assert dockyard("container", "exec", name, "sh", "-c", "echo $((6*7))").stdout == b"42\n"
-    refused = dockyard("container", "rm", name, check=False)
-    assert refused.returncode != 0
-    assert b"running in the background" in refused.stderr
+    for args in (["rm", name], ["commit", name, "localhost/t/live:1"], ["run", name, "true"]):
+        refused = dockyard("container", *args, check=False)
+        assert refused.returncode == 1
+        assert len(refused.stderr.splitlines()) == 1
+        assert b"running in the background" in refused.stderr, refused.stderr
     assert working.lines(dockyard("container", "stop", name)) == [name]
     # logs -f ends with the container, having printed what its trap wrote.
     assert logs.stdout.read() == b"got-term\n"
@@ -126,6 +129,54 @@ def test_prune_spares_it_and_a_killed_supervisor_leaves_nothing(dockyard, base, 
     assert runc_containers(store_root) == []
     assert not (store_root / "containers" / name / RUNNING_FILE).exists()
     assert status(dockyard, name) == "exited (0)"
+
+
+# Three batches of 300 lines of 18 bytes (5.4 KB: at most two rotations of 4 KB each,
+# so the file logs -f reads is never rotated away), each let go by the test.
+BATCHES = (
+    'for b in 1 2 3; do i=100; while [ $i -lt 400 ]; do echo "batch $b line $i"; '
+    "i=$((i+1)); done; until [ -e /go$b ]; do sleep 0.05; done; done"
+)
+
+
+def batch(b: int) -> bytes:
+    return b"".join(b"batch %d line %d\n" % (b, i) for i in range(100, 400))
+
+
+def test_the_log_rotates_and_logs_reads_across_it(dockyard, base, store_root):
+    name = start(dockyard, base, BATCHES, "--log-opt", "max-size=4k", "--log-opt", "max-file=3")
+    logs = follow(dockyard, name)
+    assert logs.stdout is not None
+    seen = b""
+    try:
+        for b in (1, 2, 3):
+            while not seen.endswith(b"batch %d line 399\n" % b):
+                seen += logs.stdout.readline()
+            dockyard("container", "exec", name, "sh", "-c", f": > /go{b}")
+    finally:
+        dockyard("container", "stop", name)  # at once if it ended: a failure stops it
+    # -f read on through every rotation and ended with the container.
+    assert seen + logs.stdout.read() == batch(1) + batch(2) + batch(3)
+    assert logs.wait(60) == 0
+    assert status(dockyard, name) == "exited (0)"
+    directory = store_root / "containers" / name
+    sizes = {p.name: p.stat().st_size for p in directory.glob("container.log*")}
+    assert set(sizes) == {"container.log", "container.log.1", "container.log.2", LOCK}
+    assert max(sizes.values()) <= 4096
+    # logs reads the files kept, oldest first: the newest 8-12 KB of the output.
+    kept = dockyard("container", "logs", name).stdout
+    everything = batch(1) + batch(2) + batch(3)
+    assert 8192 < len(kept) <= 3 * 4096 and everything.endswith(kept)
+
+
+def test_bad_log_opts_are_one_line(dockyard, base):
+    for opts in (["max-size=0"], ["max-file=none"], ["mode=non-blocking"], ["max-size=1x"]):
+        result = dockyard("run", "-d", "--log-opt", *opts, base, "true", check=False)
+        assert result.returncode == 2
+        assert b"--log-opt" in result.stderr and result.stdout == b""
+    result = dockyard("run", "--log-opt", "max-size=1k", base, "true", check=False)
+    assert b"--log-opt is for the log of -d" in result.stderr
+    assert working.lines(dockyard("container", "ls", "-q")) == []
 
 
 def test_run_d_rm_deletes_it_when_it_ends(dockyard, base):

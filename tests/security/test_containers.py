@@ -70,7 +70,7 @@ def test_a_container_name_never_names_a_path(dockyard, tmp_path):
 
 
 def test_run_detached_keeps_its_environment_off_command_lines(dockyard, base):
-    from dockyard.containers.background import LOG_FILE
+    from dockyard.containers.logfile import LOG_FILE
     from dockyard.runtime.container import BUNDLES_DIR
 
     result = dockyard(

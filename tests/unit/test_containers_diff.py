@@ -4,12 +4,13 @@ whiteouts and opaque dirs are made by hand, as overlayfs makes them: needs root)
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
 import pytest
 
-from dockyard.containers.diff import changes
+from dockyard.containers.diff import changes, unchanged
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whiteout devices need root")
 
@@ -95,3 +96,29 @@ def test_nothing_changed_and_whiteout_of_nothing(tmp_path):
     whiteout(upper / "never-was")
     assert changes(upper, [lower]) == []
     assert changes(tree(tmp_path / "u2", {"x": "x"}), []) == [("A", "/x")]  # scratch
+
+
+def test_a_dir_merely_copied_up_is_no_change(tmp_path):
+    """overlayfs copies a directory up to create something in it (runc's mount stubs,
+    removed after the run, the times restored): the same metadata and nothing in it
+    changed is no change (docker's diff skips it too)."""
+    lower = tree(tmp_path / "l", {"etc/hosts": "h", "usr/bin/a": "a"})
+    os.setxattr(lower / "etc", "user.note", b"n")
+    upper = tmp_path / "u"
+    for d in ("etc", "usr", "usr/bin"):
+        (upper / d).mkdir(parents=True)
+    for d in ("etc", "usr", "usr/bin", "."):  # as copy-up leaves them, overlay's marks too
+        shutil.copystat(lower / d, upper / d)
+    os.setxattr(upper / "etc", "trusted.overlay.origin", b"x")
+    assert changes(upper, [lower]) == []
+    assert unchanged(upper, [lower])
+    os.setxattr(upper / "etc", "user.note", b"other")
+    assert changes(upper, [lower]) == [("C", "/etc")]
+    os.setxattr(upper / "etc", "user.note", b"n")
+    (upper / "usr/bin").chmod(0o700)
+    assert changes(upper, [lower]) == [("C", "/usr"), ("C", "/usr/bin")]
+    shutil.copystat(lower / "usr/bin", upper / "usr/bin")
+    whiteout(upper / "usr/bin/a")  # a change inside makes its unchanged parents changed
+    shutil.copystat(lower / "usr/bin", upper / "usr/bin")
+    assert changes(upper, [lower]) == [("C", "/usr"), ("C", "/usr/bin"), ("D", "/usr/bin/a")]
+    assert not unchanged(upper, [lower])

@@ -5,7 +5,8 @@ container is a working container (:mod:`dockyard.containers`): its name goes to 
 before the command starts, and ``dockyard container ls/diff/commit/rm`` see it. With
 ``--rm`` the rootfs is a scratch overlay, deleted afterwards. ``-d`` runs the working
 container in the background (:mod:`dockyard.containers.background`) and prints its
-name: ``container logs|stop|exec`` reach it; with ``--rm`` it is deleted when it ends.
+name: ``container logs|stop|exec`` reach it (its log rotated as ``--log-opt`` says);
+with ``--rm`` it is deleted when it ends.
 
 :func:`run_options` and :func:`run_command` are shared with ``container run``.
 
@@ -18,7 +19,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -27,6 +28,7 @@ import click
 from dockyard.cli.common import open_store, parse_pairs, parse_ref, tls_option
 
 if TYPE_CHECKING:
+    from dockyard.containers.logfile import LogLimits
     from dockyard.runtime import ContainerConfig, Mount
     from dockyard.store import Store
 
@@ -138,6 +140,10 @@ def _stdin(options: RunOptions) -> TextIO | None:
 @click.option(
     "-d", "--detach", is_flag=True, help="Run in the background; print the container's name."
 )
+@click.option(
+    "--log-opt", "log_opts", multiple=True, metavar="K=V",
+    help="With -d: rotate the log at max-size=SIZE (10M), keeping max-file=N files (3).",
+)  # fmt: skip
 @run_options
 @click.option("--entrypoint", help='Replace the image ENTRYPOINT (and drop its CMD); "" clears it.')
 @tls_option
@@ -147,6 +153,7 @@ def run(
     remove: bool,
     name: str | None,
     detach: bool,
+    log_opts: tuple[str, ...],
     options: RunOptions,
     entrypoint: str | None,
     tls_verify: bool | None,
@@ -166,7 +173,10 @@ def run(
         raise click.UsageError("--name names a container that stays: drop --rm or --name")
     if detach and (options.interactive or options.tty):
         raise click.UsageError("-d runs without a terminal: use `container exec -it` into it")
+    if log_opts and not detach:
+        raise click.UsageError("--log-opt is for the log of -d")
     ref = parse_ref(image)
+    log = _log_limits(log_opts)
     env = parse_pairs(options.env, "-e", bare="environment")  # bare K: passed on if set
     mounts = [_parse_volume(v) for v in options.volumes]
     try:
@@ -177,6 +187,7 @@ def run(
             remove=remove,
             name=name,
             detach=detach,
+            log=log,
             entrypoint=entrypoint,
             env=env,
             user=options.user,
@@ -196,6 +207,36 @@ def run(
     if detach:
         click.echo(result.name)
     sys.exit(result.exit_code)  # not ctx.exit(): main() runs click non-standalone
+
+
+def _log_limits(values: tuple[str, ...]) -> LogLimits:
+    """docker's ``--log-opt max-size=10m --log-opt max-file=3``."""
+    from dockyard.containers.logfile import MAX_FILES, LogLimits
+    from dockyard.errors import DockyardError
+    from dockyard.layers.limits import parse_size
+
+    limits = LogLimits()
+    for key, value in parse_pairs(values, "--log-opt").items():
+        if key == "max-size":
+            try:
+                size = parse_size(value, "max-size")
+            except DockyardError as e:
+                raise click.BadParameter(str(e), param_hint="--log-opt") from None
+            if size is None:
+                raise click.BadParameter("max-size=none: give a size", param_hint="--log-opt")
+            limits = replace(limits, max_size=size)
+        elif key == "max-file":
+            if not value.isdigit() or not 1 <= int(value) <= MAX_FILES:
+                raise click.BadParameter(
+                    f"max-file={value!r}: expected a count from 1 to {MAX_FILES}",
+                    param_hint="--log-opt",
+                )
+            limits = replace(limits, max_files=int(value))
+        else:
+            raise click.BadParameter(
+                f"{key!r}: expected max-size or max-file", param_hint="--log-opt"
+            )
+    return limits
 
 
 def _parse_volume(text: str) -> Mount:

@@ -3,8 +3,9 @@ exec into, and read their logs.
 
 Each runs under a *supervisor* of its own, a small dockyard process in a session of its
 own (podman's conmon, in Python): started by :func:`start`, it holds the container's
-lock, mounts its rootfs, makes its NAT network, runs runc with the output going to
-``container.log`` in the container's dir, waits, records the exit code and cleans up
+lock, mounts its rootfs, makes its NAT network, runs runc with the output going through
+a pipe to ``container.log`` in the container's dir (rotated at a size cap,
+:mod:`.logfile`), waits, records the exit code and cleans up
 (the overlay, the network, the bundle with its secrets) exactly as a foreground run
 does. So a background container is what ``dockyard run`` makes, only nobody waits:
 
@@ -31,26 +32,27 @@ import select
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from dockyard.containers import logfile
 from dockyard.containers.catalog import RUNNING_FILE, Catalog, WorkingContainer, forget_running
+from dockyard.containers.logfile import LogLimits, LogWriter
 from dockyard.errors import ContainerError
 from dockyard.files import atomic
 from dockyard.runtime.config import ContainerConfig
 from dockyard.runtime.container import KILL_GRACE, RUNC, RUNC_DIR, kill_all, signal_first
 
-LOG_FILE = "container.log"
 STOP_TIMEOUT = 10.0  # seconds from StopSignal to SIGKILL, as docker's default
 _STARTED = b"started\n"
-_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
 class Job:
     """What the supervisor runs: ``config`` in the container ``name`` of the store at
-    ``root``, on a private NAT network if ``nat``; deleted when it ends if ``remove``."""
+    ``root``, on a private NAT network if ``nat``; deleted when it ends if ``remove``;
+    its output logged within ``log``."""
 
     root: str
     name: str
@@ -58,6 +60,7 @@ class Job:
     nat: bool
     remove: bool
     stop_signal: int
+    log: LogLimits = field(default_factory=LogLimits)
 
 
 @dataclass(frozen=True)
@@ -165,41 +168,9 @@ def exec_command(
 
 
 def write_log(container: WorkingContainer, out: BinaryIO, *, follow: bool) -> None:
-    """Copy ``container``'s log to ``out``; with ``follow``, then what it writes until
-    it stops (woken by inotify, no polling)."""
-    from inotify_simple import INotify
-    from inotify_simple import flags as events
-
-    log = container.path / LOG_FILE
-    with contextlib.ExitStack() as stack:
-        watch = None
-        if follow:  # before reading: no write between the two goes unseen
-            watch = stack.enter_context(INotify())
-            watch.add_watch(container.path, events.MODIFY | events.DELETE)
-        try:
-            fd = os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return
-        stack.callback(os.close, fd)
-        _copy(fd, out)
-        while watch is not None and running(container) is not None:
-            watch.read(timeout=1000)  # the timeout: a killed supervisor deletes nothing
-            _copy(fd, out)
-        _copy(fd, out)
-
-
-def _copy(fd: int, out: BinaryIO) -> None:
-    while chunk := os.read(fd, 1 << 16):
-        out.write(chunk)
-    out.flush()
-
-
-def _append(path: Path, data: bytes) -> None:
-    fd = os.open(path, _LOG_FLAGS, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    """Copy ``container``'s log to ``out``, oldest rotated file first; with ``follow``,
+    then what it writes until it stops."""
+    logfile.follow(container.path, out, until=lambda: not follow or running(container) is None)
 
 
 def _ended(pidfd: int, timeout: float) -> bool:
@@ -229,11 +200,15 @@ def _supervise(job: Job, report: Callable[[bytes], bool]) -> None:
                 config = job.config
                 if job.nat:
                     config = stack.enter_context(nat_network()).apply(config)
-                log = os.open(container.path / LOG_FILE, _LOG_FLAGS, 0o600)
-                stack.callback(os.close, log)
-                process = stack.enter_context(
-                    Container(merged, config, root=store.root, stdout=log, stderr=log)
-                )
+                log = stack.enter_context(LogWriter(container.path, job.log))
+                output, into = os.pipe()
+                stack.callback(os.close, output)
+                try:
+                    process = stack.enter_context(
+                        Container(merged, config, root=store.root, stdout=into, stderr=into)
+                    )
+                finally:
+                    os.close(into)  # runc has its copy: the pipe ends when the container does
                 process.wait_started()
                 stack.callback(forget_running, container)
                 state = Running(os.getpid(), process.id, job.stop_signal)
@@ -244,10 +219,13 @@ def _supervise(job: Job, report: Callable[[bytes], bool]) -> None:
                 container.record.exit_code = None
                 container.save()
                 report(_STARTED)
+                while chunk := os.read(output, 1 << 16):
+                    with contextlib.suppress(OSError):  # a full disk: lost, not stopped
+                        log.write(chunk)
                 code = process.wait()
         except ContainerError as e:
             if not report(f"dockyard: error: {e}\n".encode()):  # started: into the log
-                _append(container.path / LOG_FILE, f"dockyard: error: {e}\n".encode())
+                logfile.append(container.path, job.log, f"dockyard: error: {e}\n".encode())
         finally:
             container.record.exit_code = 125 if code is None else code
             container.save()

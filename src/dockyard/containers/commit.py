@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from dockyard.containers import rootfs
 from dockyard.containers.catalog import Catalog, WorkingContainer
+from dockyard.containers.diff import unchanged
 from dockyard.errors import BuildError, ContainerError
 from dockyard.layers.packer import PackedLayer, pack
 from dockyard.oci import digest as digests
@@ -88,7 +89,7 @@ def commit(
         state = scratch(Platform.from_dict(container.record.platform))
     else:
         state = ImageState.from_image(store.read_config(base), list(base.layers), base.digest)
-    if not squash and not allow_empty and not any(os.scandir(container.upper)):
+    if not squash and not allow_empty and _unchanged(store, snapshots, container):
         raise NothingToCommit(
             f"container {container.name}: nothing to commit (no changes since "
             f"{container.record.committed or container.record.image}); --allow-empty "
@@ -125,6 +126,14 @@ def commit(
         if remount:
             rootfs.mount(store, snapshots, container)
     return manifest
+
+
+def _unchanged(store: Store, snapshots: Snapshots, container: WorkingContainer) -> bool:
+    """Whether ``container`` changed nothing: its upper dir is empty or holds only
+    directories overlayfs copied up and left as they were (runc's mount stubs')."""
+    if not any(os.scandir(container.upper)):
+        return True
+    return unchanged(container.upper, rootfs.lowers(store, snapshots, container))
 
 
 def finish_pending(

@@ -3,8 +3,11 @@
 
 Read from the upper dir alone plus lookups in the lower dirs, with overlayfs's rules:
 a 0/0 character device deletes, an opaque directory hides what was below, a lower
-directory merges only through directories. Everything is opened from directory fds,
-never following a symlink: the container wrote the upper dir, the image the lowers.
+directory merges only through directories. A directory overlayfs merely copied up (to
+put runc's mount stubs in it, say: they are removed and its times restored after a run)
+is no change unless its metadata differs or something in it changed, as docker's diff
+has it. Everything is opened from directory fds, never following a symlink: the
+container wrote the upper dir, the image the lowers.
 """
 
 from __future__ import annotations
@@ -30,6 +33,17 @@ def changes(upper: Path, lowers: Sequence[Path]) -> list[tuple[str, str]]:
             os.close(fd)
 
 
+def unchanged(upper: Path, lowers: Sequence[Path]) -> bool:
+    """Whether ``upper`` changes nothing over ``lowers``: stops at the first change."""
+    upper_fd = os.open(upper, _DIR_FLAGS)
+    lower_fds = [os.open(lower, _DIR_FLAGS) for lower in lowers]
+    try:
+        return next(_walk(upper_fd, lower_fds, "/"), None) is None
+    finally:
+        for fd in (upper_fd, *lower_fds):
+            os.close(fd)
+
+
 def _walk(upper_fd: int, lower_fds: list[int], prefix: str) -> Iterator[tuple[str, str]]:
     with os.scandir(upper_fd) as listing:
         names = sorted(entry.name for entry in listing)
@@ -45,16 +59,24 @@ def _walk(upper_fd: int, lower_fds: list[int], prefix: str) -> Iterator[tuple[st
             if not stat.S_ISDIR(st.st_mode):
                 yield ("A" if below is None else "C"), path
                 continue
-            yield ("A" if below is None else "C"), path
             child = os.open(name, _DIR_FLAGS, dir_fd=upper_fd)
             try:
                 if _is_opaque(child) or below is None or not stat.S_ISDIR(below.st_mode):
+                    yield ("A" if below is None else "C"), path
                     hidden = _merged_names(below_dirs) if below is not None else set()
                     for gone in sorted(hidden - set(os.listdir(child))):
                         yield "D", f"{path}/{gone}"
                     yield from _walk(child, [], path + "/")
-                else:
+                elif not _same_dir(st, child, below, below_dirs[0]):
+                    yield "C", path
                     yield from _walk(child, below_dirs, path + "/")
+                else:  # copied up: a change only if something in it changed
+                    inside = _walk(child, below_dirs, path + "/")
+                    first = next(inside, None)
+                    if first is not None:
+                        yield "C", path
+                        yield first
+                        yield from inside
             finally:
                 os.close(child)
         finally:
@@ -98,6 +120,25 @@ def _merged_names(dir_fds: list[int]) -> set[str]:
                 else:
                     shown.add(entry.name)
     return shown
+
+
+def _same_dir(st: os.stat_result, fd: int, below: os.stat_result, below_fd: int) -> bool:
+    """Whether the upper directory (``st``, ``fd``) has the metadata of the one below."""
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns) == (
+        below.st_mode,
+        below.st_uid,
+        below.st_gid,
+        below.st_mtime_ns,
+    ) and _xattrs(fd) == _xattrs(below_fd)
+
+
+def _xattrs(fd: int) -> dict[str, bytes]:
+    """The extended attributes of ``fd`` but overlayfs's own."""
+    return {
+        name: os.getxattr(fd, name)
+        for name in os.listxattr(fd)
+        if not name.startswith(whiteouts.OVERLAY_XATTR_PREFIXES)
+    }
 
 
 def _is_whiteout(st: os.stat_result) -> bool:

@@ -23,6 +23,7 @@ from dockyard.runtime.rootfs import StoredImage, scratch_rootfs, stored_image
 from dockyard.store import Store, as_store
 
 if TYPE_CHECKING:
+    from dockyard.containers.logfile import LogLimits
     from dockyard.runtime.container import File
     from dockyard.transfer.copy import CopyProgress
 
@@ -49,6 +50,7 @@ def run(
     remove: bool = False,
     name: str | None = None,
     detach: bool = False,
+    log: LogLimits | None = None,
     entrypoint: str | None = None,
     env: Mapping[str, str] | None = None,
     user: str | None = None,
@@ -69,6 +71,7 @@ def run(
     ``host``. ``progress`` shows a pull (a context manager, such as a display with a
     thread of its own, is entered for the pull only) and ``note`` hears of it;
     ``on_created`` hears the working container's name before the command starts.
+    ``log`` caps a detached container's log (default: :class:`.logfile.LogLimits`).
     ContainerError if the container could not be run (a working container then records
     exit code 125).
     """
@@ -93,7 +96,7 @@ def run(
         base=base,
     )
     if detach:
-        return _detached(opened, found, config, network == "default", remove, name)
+        return _detached(opened, found, config, network == "default", remove, name, log)
     with Snapshots(opened) as snapshots:  # holds the image's snapshots while it runs
         if remove:
             with scratch_rootfs(snapshots, snapshots.prepare(found.manifest)) as fs:
@@ -159,11 +162,13 @@ def _detached(
     nat: bool,
     remove: bool,
     name: str | None,
+    log: LogLimits | None,
 ) -> RunResult:
     """A working container run by a supervisor of its own (:mod:`.background`),
     returned once its process runs."""
     from dockyard.containers import background
     from dockyard.containers.catalog import Catalog
+    from dockyard.containers.logfile import LogLimits
     from dockyard.oci.config import ImageConfig
     from dockyard.runtime.imageconfig import parse_signal
 
@@ -174,6 +179,7 @@ def _detached(
         raise ContainerError(f"image {image.ref}: StopSignal: {e}") from None
     with Snapshots(store) as snapshots:
         created = Catalog(store).create(snapshots, str(image.ref), image.manifest, name)
-    job = background.Job(str(store.root), created.name, config, nat, remove, stop_signal)
+    limits = log or LogLimits()
+    job = background.Job(str(store.root), created.name, config, nat, remove, stop_signal, limits)
     background.start(job)
     return RunResult(0, created.name)
