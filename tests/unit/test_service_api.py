@@ -287,3 +287,18 @@ def test_a_second_agent_process_under_one_name_waits_for_the_first_to_stop(api, 
         waiter.join()
     (agent,) = api.call("GET", "/agents", api.admin, 200)["items"]
     assert agent["name"] == "a1"
+
+
+def test_a_restart_needs_the_labels_its_first_run_learned(api):
+    token = api.token("agent")
+    me = {"name": "a1", "labels": {"os": "linux"}, "instance": "i"}
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    job = api.call("POST", "/agent/poll", token, 200, json={**me, "wait": 0})["job"]
+    asks = {"seq": 1, "kind": "labels", "labels": {"gpu": "true"}}
+    path = f"/agent/runs/{job['id']}/reports"
+    api.call("POST", path, token, 200, json={**me, "attempt": 1, "reports": [asks]})
+    api.call("POST", "/repos/project/runs/1/cancel", api.admin, 202)  # handed back, queued
+    again = api.call("POST", "/repos/project/runs/1/restart", api.admin, 201)
+    assert again["labels"] == {"os": "linux", "gpu": "true"}
+    assert again["waiting"] == "no agent has gpu=true"
+    assert api.call("POST", "/agent/poll", token, 200, json={**me, "wait": 0})["job"] is None
