@@ -75,31 +75,14 @@ def _count_before(db: Session, run_id: int, step: str, bound: int) -> int:
         return int(total or 0)
     if db.get_bind().dialect.name == "sqlite":  # counted by the database too
         each = func.json_each(LogChunk.lines).table_valued("value")
-        total = db.scalar(
-            select(func.count())
-            .select_from(LogChunk)
-            .join(each, true())
-            .where(
-                LogChunk.run_id == run_id,
-                LogChunk.id < bound,
-                func.json_extract(each.c.value, "$[0]") == step,
-            )
-        )
-        return int(total or 0)
-    return count_by_reading(db, run_id, step, bound)
-
-
-def count_by_reading(db: Session, run_id: int, step: str, bound: int) -> int:
-    """:func:`_count_before` on databases without ``json_each``: the chunks read here."""
-    count, after = 0, 0
-    while True:
-        rows = db.execute(
-            select(LogChunk.id, LogChunk.lines)
-            .where(LogChunk.run_id == run_id, LogChunk.id > after, LogChunk.id < bound)
-            .order_by(LogChunk.id)
-            .limit(BATCH * 5)
-        ).all()
-        if not rows:
-            return count
-        count += sum(len(_matching(lines, step)) for _, lines in rows)
-        after = rows[-1][0]
+        source = func.json_extract(each.c.value, "$[0]")
+    else:  # PostgreSQL
+        each = func.json_array_elements(LogChunk.lines).table_valued("value")
+        source = each.c.value.op("->>")(0)
+    total = db.scalar(
+        select(func.count())
+        .select_from(LogChunk)
+        .join(each, true())
+        .where(LogChunk.run_id == run_id, LogChunk.id < bound, source == step)
+    )
+    return int(total or 0)
