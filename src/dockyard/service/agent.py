@@ -226,8 +226,8 @@ class Agent:
                 )
                 if response.status_code == 409:  # another process took the name over
                     log.warning("%s; stopping this process's runs", _error(response))
-                    for cancel in self._cancellations():
-                        cancel.cancel()
+                    for lost in self._cancellations():
+                        lost.cancel()
                     continue
                 response.raise_for_status()
                 stop = response.json().get("stop", [])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, true
+from sqlalchemy import ColumnElement, func, select, true
 from sqlalchemy.orm import Session
 
 from dockyard.service.models import LogChunk
@@ -75,7 +75,7 @@ def _count_before(db: Session, run_id: int, step: str, bound: int) -> int:
         return int(total or 0)
     if db.get_bind().dialect.name == "sqlite":  # counted by the database too
         each = func.json_each(LogChunk.lines).table_valued("value")
-        source = func.json_extract(each.c.value, "$[0]")
+        source: ColumnElement[Any] = func.json_extract(each.c.value, "$[0]")
     else:  # PostgreSQL
         each = func.json_array_elements(LogChunk.lines).table_valued("value")
         source = each.c.value.op("->>")(0)
