@@ -111,3 +111,31 @@ def test_the_event_stream_resumes_after_the_tail(api):
     ) as stream:
         body = "".join(stream.iter_text())
     assert "event: log" not in body and "event: end" in body
+
+
+def test_lines_start_in_the_colours_the_lines_before_them_left(api):
+    esc = "\x1b"
+    later = [
+        [
+            ["build", f"{esc}[1;31mred and bold", False],
+            ["test", f"{esc}[32mgreen{esc}[0m {esc}[44m", False],
+        ],
+        [["test", f"{esc}]8;;http://x{esc}\\link{esc}]8;;{esc}\\ {esc}[38;5;33m", False]],
+        [["build", f"{esc}[35mgone\rdrawn", False], ["deploy", f"{esc}[33m", False]],
+        [["deploy", f"{esc}[m", False]],
+        [["build", "plain", False], ["test", "plain", False], ["deploy", "plain", False]],
+    ]
+    with api.client.app.state.service.db.transaction() as session:
+        run_id = session.scalar(select(Run.id))
+        session.add_all(LogChunk(run_id=run_id, attempt=1, lines=lines) for lines in later)
+    url = "/repos/project/runs/1/log/lines"
+    tail = api.client.get(url, params={"lines": 3}).json()
+    assert numbered(tail) == ["plain"] * 3
+    assert tail["colours"] == {  # 38;5;33 is a 256-colour code, not yellow; deploy reset
+        "build": {"fg": 31, "bg": 0, "bold": True},
+        "test": {"fg": 0, "bg": 44, "bold": False},
+    }
+    one = api.client.get(url, params={"lines": 1, "step": "test"}).json()
+    assert one["colours"] == {"test": {"fg": 0, "bg": 44, "bold": False}}
+    earlier = api.client.get(url, params={"lines": 1, "before": tail["chunks"][0][0]}).json()
+    assert earlier["colours"] == {"deploy": {"fg": 33, "bg": 0, "bold": False}}

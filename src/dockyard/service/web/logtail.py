@@ -6,7 +6,7 @@ Chunks are taken whole (an agent sends at most a few hundred lines in one), so a
 chunk id is where the page resumes: the live stream follows after the newest chunk
 read, "load earlier" asks for what comes before the oldest one shown. The number of
 the first line sent is counted too, so line numbers (and links to them) are the same
-as in the whole log.
+as in the whole log, and so are colours an earlier escape set (:mod:`.ansi`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, func, select, true
 from sqlalchemy.orm import Session
 
 from dockyard.service.models import LogChunk
+from dockyard.service.web import ansi
 
 TAIL = 500  # lines the page opens with
 MAX_LINES = 20_000  # lines one request may ask for
@@ -32,8 +33,9 @@ def lines_before(
 ) -> dict[str, Any]:
     """At least ``want`` lines of ``step`` (all sources if empty) in whole chunks
     before chunk ``before`` (None: the end), oldest first, with ``start`` (how many
-    such lines come before them) and ``last`` (the newest chunk id there is, to follow
-    after)."""
+    such lines come before them), ``last`` (the newest chunk id there is, to follow
+    after) and ``colours`` (the ANSI colours each source of theirs starts in,
+    :mod:`.ansi`)."""
     want = max(1, min(want, MAX_LINES))
     last = db.scalar(select(func.max(LogChunk.id)).where(LogChunk.run_id == run_id)) or 0
     bound = last + 1 if before is None else before
@@ -57,10 +59,12 @@ def lines_before(
                 if count >= want:
                     break
     taken.reverse()
+    sources = {line[0] for _, lines in taken for line in lines}
     return {
         "chunks": [[chunk_id, lines] for chunk_id, lines in taken],
         "start": _count_before(db, run_id, step, bound),
         "last": last,
+        "colours": ansi.states_before(db, run_id, step, bound, sources),
     }
 
 
