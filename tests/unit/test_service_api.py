@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select, update
 
-from dockyard.service import queue
+from dockyard.service import queue, server
 from dockyard.service.agent import Agent as AgentProcess
 from dockyard.service.agent import AgentConfig
 from dockyard.service.models import Agent, Repository, Step, now
@@ -302,3 +302,16 @@ def test_a_restart_needs_the_labels_its_first_run_learned(api):
     assert again["labels"] == {"os": "linux", "gpu": "true"}
     assert again["waiting"] == "no agent has gpu=true"
     assert api.call("POST", "/agent/poll", token, 200, json={**me, "wait": 0})["job"] is None
+
+
+def test_a_server_starting_again_frees_its_local_agents_name_and_runs(api):
+    svc = api.client.app.state.service
+    token = server._local_agent_token(svc)
+    me = {"name": server.LOCAL_AGENT, "labels": {"os": "linux"}, "instance": "old"}
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    assert api.call("POST", "/agent/poll", token, 200, json={**me, "wait": 0})["job"]["id"] == 1
+
+    token = server._local_agent_token(svc)  # the next server start: its agent died with it
+    api.call("POST", "/agent/heartbeat", token, 200, json={**me, "instance": "new", "runs": []})
+    run = api.call("GET", "/repos/project/runs/1", api.admin, 200)
+    assert (run["status"], run["attempt"]) == ("queued", 1)
