@@ -1,7 +1,8 @@
 """An agent's reports to the server about one run, shipped as the run goes.
 
 The engine's :class:`~dockyard.ci.results.Events` arrive here from the step threads;
-each becomes a numbered report (log lines gathered into one report per flush). A
+each becomes a numbered report (log lines gathered into reports per flush, each of
+at most :data:`BATCH_LINES` lines and about :data:`LOG_BYTES` of JSON). A
 shipping thread sends what is pending every :data:`FLUSH_INTERVAL` seconds, in order,
 and drops a report only once the server has acknowledged its number: a failed request
 is retried with the same numbers, which the server stores once (:mod:`.reports`).
