@@ -43,9 +43,12 @@ class Api:
 
 
 @contextlib.contextmanager
-def service_api(tmp_path: Path, retention: Retention | None = None) -> Iterator[Api]:
+def service_api(
+    tmp_path: Path, retention: Retention | None = None, database: str | None = None
+) -> Iterator[Api]:
+    """The service on SQLite under ``tmp_path``, or on the ``database`` URL."""
     data = tmp_path / "data"
-    config = ServerConfig(addr="127.0.0.1:0", data=data, local_agent=False)
+    config = ServerConfig(addr="127.0.0.1:0", data=data, database=database, local_agent=False)
     if retention is not None:
         config.retention = retention
     svc = open_service(config)

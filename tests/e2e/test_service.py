@@ -154,12 +154,13 @@ def test_killed_agent_run_is_finished_by_another(server, repo, busybox_ref, tmp_
     assert log.count("step done") == 1  # the first agent never got that far
 
 
-def test_a_restarted_agent_reaps_its_containers_and_gets_its_run_back_at_once(
+def test_a_restarted_agent_reaps_its_containers_and_gets_its_run_back(
     server, repo, busybox_ref, tmp_path
 ):
-    """Killed mid-step and started again under its name: the run is requeued at its
-    first heartbeat (not after the lease), the killed step is marked failed, and the
-    container the killed process left is gone."""
+    """Killed mid-step and started again under its name: the new process takes the name
+    over once the killed one's heartbeat is stale (not after the lease), the run is
+    requeued then, the killed step is marked failed, and the container the killed
+    process left is gone."""
     assert server.process is not None
     server.process.terminate()  # again with a lease no test outlasts: the restart tells
     server.process.wait(30)

@@ -30,6 +30,7 @@ STEPS = [  # name, status, depends_on, duration
 ]
 SECRET_VALUE = "s3cret-value-typed-in-the-browser"
 LOG_LINES = 100_000
+GREEN = LOG_LINES - 1500  # before the tail and the first 500 earlier lines
 
 
 @dataclass
@@ -45,7 +46,7 @@ def site(tmp_path) -> Iterator[Site]:
     with svc.db.transaction() as session:
         users.add_user(session, "ada", "admin", users.hash_password("correct horse"))
         users.add_user(session, "rita", "read", users.hash_password("battery staple"))
-        repository = Repository(name="project", clone_url="git://127.0.0.1:1/p", run_count=1)
+        repository = Repository(name="project", clone_url="git://127.0.0.1:1/p", run_count=2)
         agent = Agent(name="builder-1")
         session.add_all([repository, agent])
         session.flush()
@@ -57,7 +58,8 @@ def site(tmp_path) -> Iterator[Site]:
             status="running",
             message="a long build",
         )
-        session.add(run)
+        waiting = Run(repository_id=repository.id, number=2, event="manual", labels={"gpu": "true"})
+        session.add_all([run, waiting])
         session.flush()
         for name, status, depends_on, duration in STEPS:
             session.add(
@@ -92,7 +94,7 @@ def site(tmp_path) -> Iterator[Site]:
                 {
                     "run_id": run.id,
                     "attempt": 1,
-                    "lines": [["test", f"line {c * 500 + n + 1}", False] for n in range(500)],
+                    "lines": [["test", log_line(c * 500 + n + 1), False] for n in range(500)],
                 }
                 for c in range(LOG_LINES // 500)
             ],
@@ -102,15 +104,22 @@ def site(tmp_path) -> Iterator[Site]:
         yield Site(url, svc, run_id)
 
 
+def log_line(number: int) -> str:
+    """Line ``number`` of the long log: line GREEN turns green, and no line after it
+    turns it back."""
+    return f"\x1b[32mline {number}" if number == GREEN else f"line {number}"
+
+
 def texts(driver, selector: str) -> list[str]:
     return driver.execute_script(
         "return [...document.querySelectorAll(arguments[0])].map((e) => e.textContent)", selector
     )
 
 
-def fits(driver, name: str, ready: str = "main") -> None:
+def fits(driver, name: str, ready: str = "main", keyboard: bool = False) -> None:
     """The page at 1280x800 and at 390x844 (once ``ready`` matches something): no
-    sideways scrolling, no console error."""
+    sideways scrolling, no console error, every status with a word and not a colour
+    only; with ``keyboard``, each link, button and field reached with Tab."""
     from selenium.webdriver.common.by import By
 
     for width, height in ((1280, 800), (390, 844)):
@@ -119,9 +128,47 @@ def fits(driver, name: str, ready: str = "main") -> None:
         wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, ready), what=f"{name}: {ready}")
         scroll = driver.execute_script("return document.documentElement.scrollWidth")
         assert scroll <= width, (name, width, scroll)
+        assert wordless_statuses(driver) == [], (name, width)
+        if keyboard:
+            assert not_reached_by_tab(driver) == [], (name, width)
         screenshot(driver, f"{name}-{width}")
     driver.set_window_size(1280, 800)
     assert console_errors(driver) == [], name
+
+
+def wordless_statuses(driver) -> list[str]:
+    """The statuses shown (``.status``) without a word: by colour alone."""
+    return driver.execute_script(
+        """return [...document.querySelectorAll('.status')]
+            .filter((e) => e.getClientRects().length)
+            .map((e) => e.textContent.trim())
+            .filter((t) => !/[a-z]{2}/i.test(t));"""
+    )
+
+
+def not_reached_by_tab(driver) -> list[str]:
+    """The visible links, buttons and fields that Tab, pressed from the page's top,
+    never focuses (as their HTML)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    count = driver.execute_script(
+        """const all = [...document.querySelectorAll(
+                'a[href], button, input:not([type=hidden]), select, textarea, summary')]
+            .filter((e) => !e.disabled && e.getClientRects().length);
+        all.forEach((e, i) => { e.dataset.kb = String(i); });
+        document.activeElement.blur();
+        return all.length;"""
+    )
+    reached = set()
+    for _ in range(count + 5):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        reached.add(driver.execute_script("return document.activeElement.dataset.kb ?? null"))
+    return driver.execute_script(
+        """return [...document.querySelectorAll('[data-kb]')]
+            .filter((e) => !arguments[0].includes(e.dataset.kb)).map((e) => e.outerHTML);""",
+        [r for r in reached if r is not None],
+    )
 
 
 def test_a_user_signs_in_with_a_password_and_reads_the_run(site):
@@ -137,7 +184,7 @@ def test_a_user_signs_in_with_a_password_and_reads_the_run(site):
         assert texts(driver, "p.error") == ["unknown user or wrong password"]
         assert all("401" in e for e in console_errors(driver))  # the refusal's status only
         driver.get(site.url + "/login")
-        fits(driver, "login")
+        fits(driver, "login", keyboard=True)
         sign_in_as(driver, site.url, "ada", "correct horse")
         assert "ada, role: admin" in texts(driver, ".role")[0]
 
@@ -206,6 +253,10 @@ def test_a_long_log_opens_at_its_tail_and_loads_earlier_lines(site):
             == f"line {LOG_LINES - 999}"
         )
         assert len(driver.find_elements(By.CSS_SELECTOR, "#log .line")) == 1000
+        # Line GREEN, never loaded, turned the lines after it green: both the tail and
+        # the earlier lines start so.
+        for number in (LOG_LINES - 999, LOG_LINES - 500, LOG_LINES):
+            assert driver.find_elements(By.CSS_SELECTOR, f"#L{number} .text span.fg32"), number
         # A line written now follows the tail, live.
         with site.svc.db.transaction() as session:
             session.add(
@@ -226,6 +277,22 @@ def test_a_long_log_opens_at_its_tail_and_loads_earlier_lines(site):
         assert driver.find_elements(By.LINK_TEXT, "Secrets") == []
 
 
+def test_the_queue_says_why_a_run_waits_on_a_page_for_keyboard_and_phone(site):
+    from selenium.webdriver.common.by import By
+
+    with chromium() as driver:
+        sign_in_as(driver, site.url, "ada", "correct horse")
+        driver.find_element(By.LINK_TEXT, "Agents").click()
+        wait_until(lambda: texts(driver, "main li"), what="the queue")
+        (waiting,) = texts(driver, "main li")
+        assert waiting.startswith("project #2: no agent"), waiting
+        assert "builder-1" in texts(driver, "main td")
+        fits(driver, "agents-queue", keyboard=True)
+        driver.find_element(By.LINK_TEXT, "project #2").click()
+        wait_until(lambda: driver.current_url.endswith("/repos/project/runs/2"), what="run 2")
+        assert "⏳ queued" in texts(driver, ".status")
+
+
 def test_an_admin_sets_and_deletes_secrets_without_seeing_a_value(site):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -243,7 +310,7 @@ def test_an_admin_sets_and_deletes_secrets_without_seeing_a_value(site):
         assert texts(driver, "td.scope") == ["scope: project"]
         assert SECRET_VALUE not in driver.page_source
         assert driver.find_element(By.ID, "secret-value").get_attribute("value") == ""
-        fits(driver, "secrets")
+        fits(driver, "secrets", keyboard=True)
         driver.find_element(
             By.CSS_SELECTOR, "button[aria-label='Delete DEPLOY_KEY (project)']"
         ).click()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
-from dockyard.service import queue
-from dockyard.service.models import Agent, Repository, Step
+from dockyard.service import queue, server
+from dockyard.service.agent import Agent as AgentProcess
+from dockyard.service.agent import AgentConfig
+from dockyard.service.models import Agent, Repository, Step, now
 from dockyard.service.retention import Retention
 from dockyard.service.webhooks import sign
 from tests.service_api import HOOK_SECRET, SHA, Api, hook, push, service_api
@@ -174,7 +178,8 @@ def statements(api: Api, calls) -> list[str]:
     return seen
 
 
-def test_a_restarted_agents_runs_go_back_to_the_queue_at_once(api):
+def running_agent(api: Api) -> tuple[str, dict]:
+    """An agent ``a1`` (instance ``first``) holding run 1, its step running."""
     agent = api.call("POST", "/tokens", api.admin, 201, json={"name": "a1", "role": "agent"})
     me = {"name": "a1", "labels": {"os": "linux"}, "instance": "first"}
     api.call("POST", "/repos/project/runs", api.admin, 201, json={})
@@ -184,14 +189,38 @@ def test_a_restarted_agents_runs_go_back_to_the_queue_at_once(api):
     api.call("POST", path, agent["token"], 200, json={**me, "attempt": 1, "reports": [step]})
     api.call("POST", "/agent/heartbeat", agent["token"], 200, json={**me, "runs": [job["id"]]})
     assert api.call("GET", "/repos/project/runs/1", api.admin, 200)["status"] == "running"
+    return agent["token"], me
 
-    again = {**me, "instance": "second", "runs": []}  # killed and started again
-    api.call("POST", "/agent/heartbeat", agent["token"], 200, json=again)
+
+def test_a_restarted_agents_runs_go_back_to_the_queue_once_the_old_one_is_silent(api):
+    token, me = running_agent(api)
+    again = {**me, "instance": "second", "runs": []}  # killed and started again at once
+    refused = api.call("POST", "/agent/heartbeat", token, 409, json=again)["error"]
+    assert "agent a1 is connected from another process" in refused
+    api.call("POST", "/agent/poll", token, 409, json={**again, "wait": 0})
+    assert api.call("GET", "/repos/project/runs/1", api.admin, 200)["status"] == "running"
+    api.call("POST", "/agent/heartbeat", token, 200, json={**me, "runs": [1]})  # still its own
+
+    with api.client.app.state.service.db.transaction() as session:  # the first one went silent
+        session.execute(
+            update(Agent).values(last_seen=now() - timedelta(seconds=queue.AGENT_ALIVE + 1))
+        )
+    api.call("POST", "/agent/heartbeat", token, 200, json=again)
     run = api.call("GET", "/repos/project/runs/1", api.admin, 200)
     assert (run["status"], run["attempt"]) == ("queued", 1)
     assert [(s["status"], s["reason"]) for s in run["steps"]] == [("failure", "agent a1 restarted")]
     logs = api.call("GET", "/repos/project/runs/1/logs", api.admin, 200)["chunks"]
     assert logs[-1]["lines"] == [["", "agent a1 restarted (attempt 1); run requeued", True]]
+    api.call("POST", "/agent/heartbeat", token, 409, json={**me, "runs": [1]})  # now refused
+
+
+def test_an_agent_that_says_goodbye_hands_its_runs_and_name_over_at_once(api):
+    token, me = running_agent(api)
+    assert api.call("POST", "/agent/goodbye", token, 200, json=me) == {"released": [1]}
+    run = api.call("POST", "/agent/poll", token, 200, json={**me, "instance": "next", "wait": 0})
+    assert (run["job"]["id"], run["job"]["attempt"]) == (1, 2)
+    logs = api.call("GET", "/repos/project/runs/1/logs", api.admin, 200)["chunks"]
+    assert ["", "agent a1 stopped (attempt 1); run requeued", True] in logs[-1]["lines"]
 
 
 def test_a_heartbeat_writes_the_agent_row_only_when_something_changed(api):
@@ -236,3 +265,53 @@ def test_the_server_applies_its_retention_policy_by_itself(tmp_path):
 def test_a_pipeline_path_is_plain_and_relative(api, path):
     doc = {"name": "other", "clone_url": "git://127.0.0.1:1/o.git", "pipeline_path": path}
     assert "pipeline_path" in api.call("POST", "/repos", api.admin, 400, json=doc)["error"]
+
+
+@pytest.mark.filterwarnings("ignore:You should not use the .timeout. argument")
+def test_a_second_agent_process_under_one_name_waits_for_the_first_to_stop(api, tmp_path):
+    token = api.token("agent")
+    api.client.headers["Authorization"] = f"Bearer {token}"
+    config = AgentConfig(server="http://testserver", token=token, name="a1", workdir=tmp_path)
+    first, second = AgentProcess(config), AgentProcess(config)
+    first.client = second.client = api.client  # the real server, in-process
+    assert first._claim_name()
+    claimed = threading.Event()
+    waiter = threading.Thread(target=lambda: second._claim_name() and claimed.set())
+    waiter.start()
+    try:
+        assert not claimed.wait(2.5)  # refused at each try while the first one lives
+        first.stop()  # says goodbye
+        assert claimed.wait(30)
+    finally:
+        second._stopping.set()
+        waiter.join()
+    (agent,) = api.call("GET", "/agents", api.admin, 200)["items"]
+    assert agent["name"] == "a1"
+
+
+def test_a_restart_needs_the_labels_its_first_run_learned(api):
+    token = api.token("agent")
+    me = {"name": "a1", "labels": {"os": "linux"}, "instance": "i"}
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    job = api.call("POST", "/agent/poll", token, 200, json={**me, "wait": 0})["job"]
+    asks = {"seq": 1, "kind": "labels", "labels": {"gpu": "true"}}
+    path = f"/agent/runs/{job['id']}/reports"
+    api.call("POST", path, token, 200, json={**me, "attempt": 1, "reports": [asks]})
+    api.call("POST", "/repos/project/runs/1/cancel", api.admin, 202)  # handed back, queued
+    again = api.call("POST", "/repos/project/runs/1/restart", api.admin, 201)
+    assert again["labels"] == {"os": "linux", "gpu": "true"}
+    assert again["waiting"] == "no agent has gpu=true"
+    assert api.call("POST", "/agent/poll", token, 200, json={**me, "wait": 0})["job"] is None
+
+
+def test_a_server_starting_again_frees_its_local_agents_name_and_runs(api):
+    svc = api.client.app.state.service
+    token = server._local_agent_token(svc)
+    me = {"name": server.LOCAL_AGENT, "labels": {"os": "linux"}, "instance": "old"}
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    assert api.call("POST", "/agent/poll", token, 200, json={**me, "wait": 0})["job"]["id"] == 1
+
+    token = server._local_agent_token(svc)  # the next server start: its agent died with it
+    api.call("POST", "/agent/heartbeat", token, 200, json={**me, "instance": "new", "runs": []})
+    run = api.call("GET", "/repos/project/runs/1", api.admin, 200)
+    assert (run["status"], run["attempt"]) == ("queued", 1)

@@ -3,7 +3,10 @@ against the rules, never returned; only an admin manages them."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import bcrypt
 import pytest
@@ -58,3 +61,36 @@ def test_an_unknown_name_is_checked_against_a_hash_too():
     assert users.verify(None, "anything at all") is False
     real = users.hash_password("correct horse")
     assert users.verify(real, "correct horse") and not users.verify(real, "correct horsf")
+
+
+def server_user(data: Path, *args: str, stdin: str = "", expect: int = 0) -> str:
+    """``dockyard server user ARGS --data DATA``: the database opened directly."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dockyard.cli.main", "server", "user", *args, "--data", str(data)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == expect, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def test_the_first_admin_is_added_without_a_running_server(tmp_path):
+    data = tmp_path / "data"
+    server_user(data, "add", "root", "--role", "admin", stdin="correct horse\n")
+    server_user(data, "add", "ada", stdin="correct horse\n")
+    assert "exists already" in server_user(data, "add", "ada", stdin="correct horse\n", expect=1)
+    assert "at least 8" in server_user(data, "passwd", "ada", stdin="short\n", expect=1)
+    server_user(data, "passwd", "root", stdin="battery staple\n")
+    server_user(data, "rm", "ada")
+    assert "no user named 'ada'" in server_user(data, "rm", "ada", expect=1)
+    listed = server_user(data, "ls").splitlines()
+    assert [line.split()[:2] for line in listed] == [["USER", "ROLE"], ["root", "admin"]]
+
+    with service_api(tmp_path) as api:  # the server on that data dir: root signs in
+        form = {"name": "root", "password": "battery staple"}
+        api.client.post("/login", data={**form, "password": "correct horse"})
+        assert api.client.get("/secrets", follow_redirects=False).status_code == 303
+        api.client.post("/login", data=form)
+        assert api.client.get("/secrets", follow_redirects=False).status_code == 200  # admin

@@ -17,9 +17,11 @@ CHUNKS = 1000  # of 100 lines: a log of 100,000 lines
 PER_CHUNK = 100
 
 
-@pytest.fixture
-def api(tmp_path) -> Iterator[Api]:
-    with service_api(tmp_path) as instance:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api(request, tmp_path) -> Iterator[Api]:
+    """A run with a log of 100,000 lines, on SQLite and on PostgreSQL."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_database")
+    with service_api(tmp_path, database=url) as instance:
         instance.call("POST", "/repos/project/runs", instance.admin, 201, json={})
         with instance.client.app.state.service.db.transaction() as session:
             run_id = session.scalar(select(Run.id).where(Run.number == 1))
@@ -72,10 +74,14 @@ def test_counting_in_the_database_and_by_reading_agree(api):
     with svc.db.transaction() as session:
         run_id = session.scalar(select(Run.id))
         bound = session.scalar(select(LogChunk.id).order_by(LogChunk.id).offset(700).limit(1))
-        for step in ("build", "test", "other"):
+        chunks = session.scalars(
+            select(LogChunk.lines).where(LogChunk.run_id == run_id, LogChunk.id < bound - 1)
+        ).all()
+        for step in ("build", "test", "other", ""):
             counted = logtail.lines_before(session, run_id, step, bound, 1)["start"]
-            read = logtail.count_by_reading(session, run_id, step, bound - 1)
-            assert counted == read == (0 if step == "other" else 699 * PER_CHUNK // 2), step
+            read = sum(1 for lines in chunks for line in lines if line[0] == step or not step)
+            expected = {"other": 0, "": 699 * PER_CHUNK}.get(step, 699 * PER_CHUNK // 2)
+            assert counted == read == expected, step
 
 
 def test_bad_arguments_and_no_session_are_refused(api):
@@ -105,3 +111,31 @@ def test_the_event_stream_resumes_after_the_tail(api):
     ) as stream:
         body = "".join(stream.iter_text())
     assert "event: log" not in body and "event: end" in body
+
+
+def test_lines_start_in_the_colours_the_lines_before_them_left(api):
+    esc = "\x1b"
+    later = [
+        [
+            ["build", f"{esc}[1;31mred and bold", False],
+            ["test", f"{esc}[32mgreen{esc}[0m {esc}[44m", False],
+        ],
+        [["test", f"{esc}]8;;http://x{esc}\\link{esc}]8;;{esc}\\ {esc}[38;5;33m", False]],
+        [["build", f"{esc}[35mgone\rdrawn", False], ["deploy", f"{esc}[33m", False]],
+        [["deploy", f"{esc}[m", False]],
+        [["build", "plain", False], ["test", "plain", False], ["deploy", "plain", False]],
+    ]
+    with api.client.app.state.service.db.transaction() as session:
+        run_id = session.scalar(select(Run.id))
+        session.add_all(LogChunk(run_id=run_id, attempt=1, lines=lines) for lines in later)
+    url = "/repos/project/runs/1/log/lines"
+    tail = api.client.get(url, params={"lines": 3}).json()
+    assert numbered(tail) == ["plain"] * 3
+    assert tail["colours"] == {  # 38;5;33 is a 256-colour code, not yellow; deploy reset
+        "build": {"fg": 31, "bg": 0, "bold": True},
+        "test": {"fg": 0, "bg": 44, "bold": False},
+    }
+    one = api.client.get(url, params={"lines": 1, "step": "test"}).json()
+    assert one["colours"] == {"test": {"fg": 0, "bg": 44, "bold": False}}
+    earlier = api.client.get(url, params={"lines": 1, "before": tail["chunks"][0][0]}).json()
+    assert earlier["colours"] == {"deploy": {"fg": 33, "bg": 0, "bold": False}}

@@ -18,6 +18,7 @@ import click
 if TYPE_CHECKING:
     import httpx
 from dockyard.cli.common import print_table
+from dockyard.cli.users import user_group
 
 
 def _config_path() -> Path:
@@ -385,49 +386,23 @@ def token_rm(token_id: int) -> None:
     _call("DELETE", f"/tokens/{token_id}")
 
 
-@remote.group()
-def user() -> None:
-    """The web UI's users (admin): add, passwd, rm, ls. Passwords are never shown."""
+class _ApiUsers:
+    """The users through the server's API (admin)."""
+
+    def add(self, name: str, role: str, password: str) -> None:
+        _call("POST", "/users", json={"name": name, "role": role, "password": password})
+
+    def passwd(self, name: str, password: str) -> None:
+        _call("PUT", f"/users/{name}/password", json={"password": password})
+
+    def rm(self, name: str) -> None:
+        _call("DELETE", f"/users/{name}")
+
+    def ls(self) -> list[dict[str, str]]:
+        return _call("GET", "/users")["items"]
 
 
-def _password() -> str:
-    """A password from the terminal (asked twice), or else from standard input (one
-    trailing newline dropped), so it is in no command line."""
-    if sys.stdin.isatty():
-        return click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    value = sys.stdin.read()
-    return value[:-1] if value.endswith("\n") else value
-
-
-@user.command("add")
-@click.argument("name")
-@click.option(
-    "--role", type=click.Choice(["read", "write", "admin"]), default="read", show_default=True
-)
-def user_add(name: str, role: str) -> None:
-    """Add user NAME with a password (from the terminal or standard input)."""
-    _call("POST", "/users", json={"name": name, "role": role, "password": _password()})
-
-
-@user.command("passwd")
-@click.argument("name")
-def user_passwd(name: str) -> None:
-    """Set NAME's password; the user's sessions end."""
-    _call("PUT", f"/users/{name}/password", json={"password": _password()})
-
-
-@user.command("rm")
-@click.argument("name")
-def user_rm(name: str) -> None:
-    """Remove user NAME; their sessions end."""
-    _call("DELETE", f"/users/{name}")
-
-
-@user.command("ls")
-def user_ls() -> None:
-    """List the users and their roles."""
-    items = _call("GET", "/users")["items"]
-    print_table([("USER", "ROLE", "ADDED")] + [(u["name"], u["role"], u["created"]) for u in items])
+remote.add_command(user_group(_ApiUsers))
 
 
 @remote.command()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from dockyard.cli.users import DatabaseUsers, user_group
+
 
 def parse_labels(text: str | None) -> dict[str, str]:
     """``k=v,k2=v2`` as a dict."""
@@ -43,16 +45,21 @@ gc_option = click.option(
 )
 
 
-@click.command()
-@click.option("--addr", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to serve.")
-@click.option(
+data_option = click.option(
     "--data",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
     envvar="DOCKYARD_SERVER_DATA",
     help="State directory: the SQLite database, the secret key, the first admin token.",
 )
-@click.option("--database", metavar="URL", help="SQLAlchemy URL [default: SQLite in --data].")
+database_option = click.option(
+    "--database", metavar="URL", help="SQLAlchemy URL [default: SQLite in --data]."
+)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--addr", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to serve.")
+@data_option
+@database_option
 @click.option(
     "--secret-key-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -84,7 +91,7 @@ gc_option = click.option(
 def server(
     ctx: click.Context,
     addr: str,
-    data: Path,
+    data: Path | None,
     database: str | None,
     secret_key_file: Path | None,
     no_local_agent: bool,
@@ -96,7 +103,14 @@ def server(
 ) -> None:
     """Run the CI service: REST API, webhooks, run queue, and a local agent (which
     keeps the store under --gc-keep-storage). With --keep-runs and/or --keep-days, a
-    run goes when either says so (queued and running ones never)."""
+    run goes when either says so (queued and running ones never).
+
+    "dockyard server user ..." manages the web UI's users in the database directly,
+    with no server running (the first admin)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if data is None:
+        raise click.UsageError("Missing option '--data'.", ctx)
     from dockyard.service.retention import Retention
     from dockyard.service.server import ServerConfig, serve
 
@@ -114,6 +128,21 @@ def server(
             retention=Retention(keep_runs=keep_runs, keep_days=keep_days),
         )
     )
+
+
+def _local_users(data: Path | None, database: str | None) -> DatabaseUsers:
+    """The users in the database of the server whose state is in ``data``."""
+    from dockyard.service.database import sqlite_url
+
+    if database is not None:
+        return DatabaseUsers(database)
+    if data is None:
+        raise click.UsageError("Missing option '--data' (or '--database').")
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return DatabaseUsers(sqlite_url(data))
+
+
+server.add_command(user_group(_local_users, (data_option, database_option)))
 
 
 @click.command()

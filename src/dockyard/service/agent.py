@@ -8,8 +8,10 @@ fetched, :func:`run_pipeline` with a :class:`.reporter.Reporter` shipping its lo
 step states. A heartbeat thread keeps
 the leases of its runs every :data:`HEARTBEAT` seconds and learns which to stop
 (cancelled through the API): their containers are killed at once. Lost connections
-are retried; an agent that is stopped (SIGINT/SIGTERM) cancels its runs and leaves
-them to the server, which requeues them when their lease runs out. With
+are retried. A process first claims its name (the server refuses a second live
+process under one name, :func:`.api.agents._agent`), and only then clears what a
+previous process left. An agent that is stopped (SIGINT/SIGTERM) cancels its runs
+and says goodbye: the server requeues them at once and frees the name. With
 ``gc_keep_storage``, each run ends with the store brought back under it if it grew
 past it (:mod:`dockyard.disk.autogc`).
 """
@@ -57,6 +59,14 @@ def _regular_files(root: Path) -> Iterator[Path]:
                 yield path
 
 
+def _error(response: httpx.Response) -> str:
+    """The server's one-line error message of ``response``."""
+    try:
+        return str(response.json().get("error"))
+    except ValueError:
+        return f"HTTP {response.status_code}"
+
+
 class AgentError(DockyardError):
     """The server refuses this agent (its token)."""
 
@@ -100,6 +110,8 @@ class Agent:
 
     def run(self) -> None:
         """Take and run jobs until interrupted, then cancel the ones running."""
+        if not self._claim_name():
+            return
         self._reap_previous()
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
@@ -126,6 +138,30 @@ class Agent:
         finally:
             self.stop()
 
+    def _claim_name(self) -> bool:
+        """Wait until the server lets this process act as the agent's name: another
+        live process holding it is refused (409) until it stops; False if stopped."""
+        delay, said = HEARTBEAT, ""
+        while not self._stopping.is_set():
+            try:
+                response = self.client.post(
+                    "/api/v1/agent/heartbeat", json={**self.identity, "runs": []}
+                )
+                if response.status_code in (401, 403):
+                    raise AgentError(f"server refused the agent: {_error(response)}")
+                if response.status_code != 409:
+                    response.raise_for_status()
+                    return True
+                if _error(response) != said:
+                    said = _error(response)
+                    log.warning("%s; waiting", said)
+                delay = HEARTBEAT
+            except (httpx.HTTPError, OSError, ValueError) as e:
+                log.warning("server %s: %s; retrying", self.config.server, e)
+                delay = min(delay * 2, RETRY_MAX)
+            self._stopping.wait(delay)
+        return False
+
     def _reap_previous(self) -> None:
         """Delete what this agent's previous process left if it was killed: checkouts,
         containers (runc state, bundles), overlays, run dirs. The server learns of the
@@ -147,20 +183,28 @@ class Agent:
                 reaped.leftovers,
             )
 
+    def _cancellations(self) -> list[Cancellation]:
+        with self._lock:
+            return list(self._jobs.values())
+
     def stop(self) -> None:
         self._stopping.set()
+        jobs = self._cancellations()
         with self._lock:
-            jobs = list(self._jobs.values())
             threads = list(self._threads)
         for cancel in jobs:
             cancel.cancel()
         for thread in threads:
             thread.join()
+        try:  # the runs cancelled above go back to the queue now, not after their lease
+            self.client.post("/api/v1/agent/goodbye", json=self.identity, timeout=5.0)
+        except httpx.HTTPError as e:
+            log.warning("goodbye not heard by the server: %s", e)
 
     def _poll(self) -> dict[str, Any] | None:
         response = self.client.post("/api/v1/agent/poll", json={**self.identity, "wait": POLL_WAIT})
         if response.status_code in (401, 403):
-            raise AgentError(f"server refused the agent: {response.json().get('error')}")
+            raise AgentError(f"server refused the agent: {_error(response)}")
         response.raise_for_status()
         return response.json().get("job")
 
@@ -180,6 +224,11 @@ class Agent:
                 response = self.client.post(
                     "/api/v1/agent/heartbeat", json={**self.identity, "runs": runs}
                 )
+                if response.status_code == 409:  # another process took the name over
+                    log.warning("%s; stopping this process's runs", _error(response))
+                    for lost in self._cancellations():
+                        lost.cancel()
+                    continue
                 response.raise_for_status()
                 stop = response.json().get("stop", [])
             except (httpx.HTTPError, OSError, ValueError) as e:

@@ -1,7 +1,8 @@
 """An agent's reports to the server about one run, shipped as the run goes.
 
 The engine's :class:`~dockyard.ci.results.Events` arrive here from the step threads;
-each becomes a numbered report (log lines gathered into one report per flush). A
+each becomes a numbered report (log lines gathered into reports per flush, each of
+at most :data:`BATCH_LINES` lines and about :data:`LOG_BYTES` of JSON). A
 shipping thread sends what is pending every :data:`FLUSH_INTERVAL` seconds, in order,
 and drops a report only once the server has acknowledged its number: a failed request
 is retried with the same numbers, which the server stores once (:mod:`.reports`).
@@ -22,7 +23,8 @@ from dockyard.ci.results import Events, RunResult, StepResult
 
 log = logging.getLogger("dockyard.agent")
 FLUSH_INTERVAL = 0.2  # seconds: a printed line reaches the server within about this
-BATCH_LINES = 500  # lines per log report
+BATCH_LINES = 500  # lines per log report at most
+LOG_BYTES = 1 << 20  # JSON per log report, past its first line
 BATCH_REPORTS = 50  # reports per request
 BATCH_BYTES = 1 << 20  # JSON per request, past its first report (the server takes 4 MiB)
 MAX_LINE = 16 << 10
@@ -121,10 +123,22 @@ class Reporter(Events):
             self._pending.append({"seq": self._seq, **report})
 
     def _take_lines(self) -> None:
-        while self._lines:
-            batch, self._lines = self._lines[:BATCH_LINES], self._lines[BATCH_LINES:]
-            self._seq += 1
-            self._pending.append({"seq": self._seq, "kind": "log", "lines": batch})
+        """The lines printed so far as log reports of up to :data:`BATCH_LINES` lines
+        and about :data:`LOG_BYTES` of JSON (500 long lines would pass the server's
+        body cap): a report alone always fits in a request."""
+        start, size = 0, 0
+        for end, line in enumerate(self._lines):
+            size += len(json.dumps(line))  # escaped: at least the UTF-8 bytes sent
+            if end > start and (end - start == BATCH_LINES or size > LOG_BYTES):
+                self._log_report(self._lines[start:end])
+                start, size = end, len(json.dumps(line))
+        if self._lines:
+            self._log_report(self._lines[start:])
+        self._lines = []
+
+    def _log_report(self, lines: list[list[Any]]) -> None:
+        self._seq += 1
+        self._pending.append({"seq": self._seq, "kind": "log", "lines": lines})
 
     def finish(self, status: str, error: str = "", timeout: float = 600.0) -> bool:
         """Send the run's end after everything before it; True once all is stored."""

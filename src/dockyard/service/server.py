@@ -26,7 +26,7 @@ from dockyard.service import queue, tokens
 from dockyard.service.api import Service, create_app
 from dockyard.service.artifacts import ArtifactStore
 from dockyard.service.database import Database, open_engine, sqlite_url
-from dockyard.service.models import Token
+from dockyard.service.models import Agent, Token
 from dockyard.service.notify import Notifier
 from dockyard.service.retention import Retention
 from dockyard.service.secrets import SecretBox, load_or_create_key
@@ -87,9 +87,16 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _local_agent_token(svc: Service) -> str:
-    """A fresh agent token for this server's local agent (the last one's is dropped)."""
+    """A fresh agent token for this server's local agent (the last one's is dropped).
+
+    The last server's local agent ended with it: its runs go back to the queue now and
+    its name is free, so the new one need not wait for its heartbeat to go stale."""
     with svc.db.transaction() as session:
         session.execute(delete(Token).where(Token.name == f"agent-{LOCAL_AGENT}"))
+        last = session.scalar(select(Agent).where(Agent.name == LOCAL_AGENT))
+        if last is not None and last.instance is not None:
+            queue.release(session, last.id, f"agent {LOCAL_AGENT} restarted")
+            last.instance = None
         return tokens.create_token(session, f"agent-{LOCAL_AGENT}", tokens.AGENT)
 
 

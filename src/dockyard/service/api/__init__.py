@@ -26,6 +26,7 @@ The web UI's pages live outside ``/api`` (:mod:`dockyard.service.web`).
 Forges: ``POST /hooks/{repo}``, signed (:mod:`.webhooks`), no token.
 ``GET /openapi.json``: every route, from this module's handlers (:mod:`.openapi`).
 Agents (role agent): ``POST /agent/poll`` (long poll), ``/agent/heartbeat``,
+``/agent/goodbye`` (a process stops: its runs requeued, its name free),
 ``/agent/runs/{id}/reports`` (:mod:`.reports`), ``/agent/runs/{id}/secrets``,
 ``PUT /agent/runs/{id}/artifacts``.
 
@@ -158,6 +159,7 @@ def create_app(svc: Service) -> Starlette:
         Route(v1 + "/hooks/{repo}", hooks.webhook, methods=["POST"]),
         Route(v1 + "/agent/poll", agents.agent_poll, methods=["POST"]),
         Route(v1 + "/agent/heartbeat", agents.agent_heartbeat, methods=["POST"]),
+        Route(v1 + "/agent/goodbye", agents.agent_goodbye, methods=["POST"]),
         Route(v1 + "/agent/runs/{run}/reports", agents.agent_reports, methods=["POST"]),
         Route(v1 + "/agent/runs/{run}/secrets", agents.agent_secrets, methods=["POST"]),
         Route(v1 + "/agent/runs/{run}/artifacts", artifacts.upload, methods=["PUT"]),

@@ -80,7 +80,10 @@ def _agent(session: Session, doc: dict[str, Any], token: str) -> Agent:
     The row is written only when something changed, or ``last_seen`` is older than
     :data:`SEEN_EVERY`: a heartbeat a second per agent is not a write a second. An
     ``instance`` id other than the one stored means the agent restarted: the runs its
-    previous process held are lost, and go back to the queue at once."""
+    previous process held are lost, and go back to the queue at once; but while the
+    stored instance's heartbeat is fresh (:data:`.queue.AGENT_ALIVE`) a new one is a
+    second process under the same name, refused with 409 (it would take the first's
+    runs away), until that one says goodbye or stops answering."""
     name = field(doc, "name", str, check=NAME_RE.match)
     labels = string_map(doc, "labels", LABEL_RE)
     capacity = field(doc, "capacity", int, 1, check=lambda c: 1 <= c <= 1000)
@@ -103,6 +106,15 @@ def _agent(session: Session, doc: dict[str, Any], token: str) -> Agent:
         raise APIError(403, f"agent {name} belongs to another agent token")
     if instance is not None and agent.instance != instance:
         if agent.instance is not None:
+            heard = (now() - agent.last_seen).total_seconds()
+            if heard < queue.AGENT_ALIVE:
+                raise APIError(
+                    409,
+                    f"agent {name} is connected from another process (heard from"
+                    f" {heard:.0f} s ago): stop it or give this one another --name;"
+                    f" this one takes the name over {queue.AGENT_ALIVE:.0f} s after"
+                    " that one's last heartbeat",
+                )
             queue.release(session, agent.id, f"agent {name} restarted")
         agent.instance = instance
     if agent.token_id != token_id:
@@ -183,6 +195,26 @@ async def agent_heartbeat(request: Request) -> Response:
             return queue.heartbeat(session, agent.id, runs, svc.lease)
 
     return JSONResponse({"stop": await in_thread(work)})
+
+
+async def agent_goodbye(request: Request) -> Response:
+    """An agent process stops: its runs go back to the queue at once, and its name is
+    free for the next process (no wait for its heartbeat to go stale)."""
+    token = await agent_token(request)
+    doc = await read_json(request)
+    svc = service(request)
+
+    def work() -> list[int]:
+        with svc.db.transaction() as session:
+            agent = _agent(session, doc, token)
+            agent.instance = None
+            return queue.release(session, agent.id, f"agent {agent.name} stopped")
+
+    released = await in_thread(work)
+    if released:
+        svc.work.notify()
+        svc.logs.notify()
+    return JSONResponse({"released": released})
 
 
 async def agent_reports(request: Request) -> Response:

@@ -119,7 +119,11 @@ async def trigger(request: Request) -> Response:
 
 
 async def restart_run(request: Request) -> Response:
-    """A new run of what an ended run ran: its commit, branch, event and env."""
+    """A new run of what an ended run ran: its commit, branch, event and env.
+
+    It needs the labels its pipeline asked for, learned by the first run (the
+    repository's own, as they are now, still win): no agent that lacks them takes it
+    only to hand it back."""
     await authorize(request, tokens.WRITE)
 
     def work() -> dict[str, Any]:
@@ -139,6 +143,7 @@ async def restart_run(request: Request) -> Response:
                 env=dict(old.env),
                 ref=old.ref,
                 fork=old.fork,
+                labels={**(old.labels or {}), **repository.labels},
             )
             return run_json(session, run)
 

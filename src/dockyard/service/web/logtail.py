@@ -8,17 +8,18 @@ Chunks are taken whole (an agent sends at most a few hundred lines in one), so a
 chunk id is where the page resumes: the live stream follows after the newest chunk
 read, "load earlier" asks for what comes before the oldest one shown. The number of
 the first line sent is counted too, so line numbers (and links to them) are the same
-as in the whole log.
+as in the whole log, and so are colours an earlier escape set (:mod:`.ansi`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, true
+from sqlalchemy import ColumnElement, func, select, true
 from sqlalchemy.orm import Session
 
 from dockyard.service.models import LogChunk
+from dockyard.service.web import ansi
 
 TAIL = 500  # lines the page opens with
 MAX_LINES = 20_000  # lines one request may ask for
@@ -35,8 +36,9 @@ def lines_before(
     """At least ``want`` lines in whole chunks before chunk ``before``, oldest first.
 
     The lines are ``step``'s (all sources if empty); ``before`` None is the end. With
-    them come ``start`` (how many such lines come before them) and ``last`` (the newest
-    chunk id there is, to follow after).
+    them come ``start`` (how many such lines come before them), ``last`` (the newest
+    chunk id there is, to follow after) and ``colours`` (the ANSI colours each source
+    of theirs starts in, :mod:`.ansi`).
     """
     want = max(1, min(want, MAX_LINES))
     last = db.scalar(select(func.max(LogChunk.id)).where(LogChunk.run_id == run_id)) or 0
@@ -61,10 +63,12 @@ def lines_before(
                 if count >= want:
                     break
     taken.reverse()
+    sources = {line[0] for _, lines in taken for line in lines}
     return {
         "chunks": [[chunk_id, lines] for chunk_id, lines in taken],
         "start": _count_before(db, run_id, step, bound),
         "last": last,
+        "colours": ansi.states_before(db, run_id, step, bound, sources),
     }
 
 
@@ -79,31 +83,14 @@ def _count_before(db: Session, run_id: int, step: str, bound: int) -> int:
         return int(total or 0)
     if db.get_bind().dialect.name == "sqlite":  # counted by the database too
         each = func.json_each(LogChunk.lines).table_valued("value")
-        total = db.scalar(
-            select(func.count())
-            .select_from(LogChunk)
-            .join(each, true())
-            .where(
-                LogChunk.run_id == run_id,
-                LogChunk.id < bound,
-                func.json_extract(each.c.value, "$[0]") == step,
-            )
-        )
-        return int(total or 0)
-    return count_by_reading(db, run_id, step, bound)
-
-
-def count_by_reading(db: Session, run_id: int, step: str, bound: int) -> int:
-    """:func:`_count_before` on databases without ``json_each``: the chunks read here."""
-    count, after = 0, 0
-    while True:
-        rows = db.execute(
-            select(LogChunk.id, LogChunk.lines)
-            .where(LogChunk.run_id == run_id, LogChunk.id > after, LogChunk.id < bound)
-            .order_by(LogChunk.id)
-            .limit(BATCH * 5)
-        ).all()
-        if not rows:
-            return count
-        count += sum(len(_matching(lines, step)) for _, lines in rows)
-        after = rows[-1][0]
+        source: ColumnElement[Any] = func.json_extract(each.c.value, "$[0]")
+    else:  # PostgreSQL
+        each = func.json_array_elements(LogChunk.lines).table_valued("value")
+        source = each.c.value.op("->>")(0)
+    total = db.scalar(
+        select(func.count())
+        .select_from(LogChunk)
+        .join(each, true())
+        .where(LogChunk.run_id == run_id, LogChunk.id < bound, source == step)
+    )
+    return int(total or 0)

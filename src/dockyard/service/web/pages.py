@@ -30,6 +30,7 @@ from dockyard.service.api.common import (
     in_thread,
     read_body,
     run_json,
+    runs_json,
     service,
 )
 from dockyard.service.database import Database
@@ -510,9 +511,10 @@ async def agents(request: Request, viewer: Viewer) -> Response:
 
 
 def _waiting(db: Session) -> list[dict[str, Any]]:
+    """The oldest queued runs and why each waits, read in one batch (:func:`runs_json`)."""
     queued = db.scalars(select(Run).where(Run.status == QUEUED).order_by(Run.id).limit(100))
     return [
         {"repo": doc["repository"], "number": doc["number"], "reason": doc["waiting"]}
-        for doc in (run_json(db, r) for r in queued)
+        for doc in runs_json(db, queued.all())
         if doc["waiting"]
     ]

@@ -197,11 +197,21 @@ function startLog(box) {
     if (following) window.scrollTo(0, document.body.scrollHeight);
   };
 
-  // Earlier lines go above, numbered down from the first shown; their colours start
-  // afresh (what an escape before them set is not known).
-  const prepend = (chunks, start) => {
-    const batch = document.createDocumentFragment();
+  // The colours each source is in before the lines sent: the server works them out
+  // from the lines before (doc.colours), so earlier lines and the tail start right.
+  const statesFrom = (colours) => {
     const states = new Map();
+    for (const [source, state] of Object.entries(colours ?? {})) {
+      const { fg, bg, bold } = state;
+      states.set(source, { fg: Number(fg) || 0, bg: Number(bg) || 0, bold: bold === true });
+    }
+    return states;
+  };
+
+  // Earlier lines go above, numbered down from the first shown.
+  const prepend = (chunks, start, colours) => {
+    const batch = document.createDocumentFragment();
+    const states = statesFrom(colours);
     let number = start;
     for (const [, lines] of chunks) {
       for (const [source, text, note] of lines) {
@@ -234,7 +244,7 @@ function startLog(box) {
     try {
       const doc = await fetchLines(oldest, wanted);
       if (doc.chunks.length) oldest = doc.chunks[0][0];
-      prepend(doc.chunks, doc.start);
+      prepend(doc.chunks, doc.start, doc.colours);
       showEarlier();
       jumpToTarget();
     } catch (error) {
@@ -289,6 +299,7 @@ function startLog(box) {
     oldest = doc.chunks.length ? doc.chunks[0][0] : null;
     first = doc.start;
     count = doc.start;
+    for (const [source, state] of statesFrom(doc.colours)) colours.set(source, state);
     append(doc.chunks.flatMap(([, lines]) => lines));
     showEarlier();
     follow(doc.last);
