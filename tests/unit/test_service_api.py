@@ -165,6 +165,22 @@ def test_tokens_are_listed_without_values_and_a_revoked_one_is_refused_at_once(a
     api.call("GET", "/tokens", api.admin, 401)
 
 
+def test_a_revoked_token_ends_the_log_streams_it_opened(api, monkeypatch):
+    from dockyard.service.api import runs as runs_api
+
+    monkeypatch.setattr(runs_api, "REAUTHORIZE", 0.0)  # before every read
+    reader = api.call("POST", "/tokens", api.admin, 201, json={"name": "r", "role": "read"})
+    api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+    headers = {"Authorization": f"Bearer {reader['token']}", "Accept": "text/event-stream"}
+    url = "/api/v1/repos/project/runs/1/logs"
+    with api.client.stream("GET", url, headers=headers) as stream:
+        assert stream.status_code == 200
+        api.call("DELETE", f"/tokens/{reader['id']}", api.admin, 204)
+        api.call("POST", "/repos/project/runs/1/cancel", api.admin, 202)  # a chunk to send
+        events = [line for line in stream.iter_lines() if line.startswith("event:")]
+    assert events == ["event: denied"]  # not the cancelled run's log, nor its end
+
+
 def statements(api: Api, calls) -> list[str]:
     """The SQL statements ``calls()`` runs."""
     engine = api.client.app.state.service.db.engine

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -73,10 +73,12 @@ async def revoke_token(request: Request) -> Response:
             if token is None:
                 raise APIError(404, f"no token {value}")
             if token.role == tokens.ADMIN:
-                admins = session.scalar(
-                    select(func.count(Token.id)).where(Token.role == tokens.ADMIN)
-                )
-                if admins == 1:
+                # The admin rows locked while counted: two revokes at once on PostgreSQL
+                # would each count two and leave none (SQLite transactions are IMMEDIATE).
+                admins = session.scalars(
+                    select(Token.id).where(Token.role == tokens.ADMIN).with_for_update()
+                ).all()
+                if len(admins) == 1:
                     raise APIError(409, "the last admin token cannot be revoked: make another")
             session.delete(token)
 

@@ -50,6 +50,7 @@ POLL_MAX = 30.0  # seconds a long poll may wait
 
 
 FOLLOW_MAX = 3600.0  # seconds one log-follow request may last (then resume)
+REAUTHORIZE = 5.0  # seconds between checks that a followed stream's caller may still read
 
 
 RECHECK = 1.0  # seconds between database checks of a waiter (other servers' changes)

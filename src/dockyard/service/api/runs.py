@@ -19,9 +19,9 @@ from dockyard.service import queue, tokens
 from dockyard.service.api.common import (
     ENV_RE,
     FOLLOW_MAX,
+    REAUTHORIZE,
     RECHECK,
     APIError,
-    Service,
     authorize,
     field,
     find_repository,
@@ -225,18 +225,30 @@ async def run_logs(request: Request) -> Response:
             }
         )
     return StreamingResponse(
-        _follow(service(request), repo, number, after, chunks, status),
+        _follow(request, repo, number, after, chunks, status),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
 async def _follow(
-    svc: Service, repo: str, number: str, after: int, chunks: list, status: str
+    request: Request, repo: str, number: str, after: int, chunks: list, status: str
 ) -> AsyncIterator[bytes]:
+    """The SSE stream of a followed log. The caller is authorized again every
+    :data:`REAUTHORIZE` seconds: a token revoked, or a user removed or given a new
+    password, ends the streams already open too (an ``event: denied``)."""
+    svc = service(request)
     deadline = time.monotonic() + FOLLOW_MAX
+    authorized = time.monotonic()
     idle = 0.0
     while time.monotonic() < deadline:
+        if time.monotonic() - authorized >= REAUTHORIZE:
+            try:
+                await authorize(request, tokens.READ)
+            except APIError as e:
+                yield f"event: denied\ndata: {json.dumps({'error': e.message})}\n\n".encode()
+                return
+            authorized = time.monotonic()
         for chunk_id, attempt, lines in chunks:
             data = json.dumps({"attempt": attempt, "lines": lines})
             yield f"id: {chunk_id}\nevent: log\ndata: {data}\n\n".encode()
