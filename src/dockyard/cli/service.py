@@ -94,9 +94,10 @@ def server(
     keep_days: float | None,
     gc_keep_storage: int | None,
 ) -> None:
-    """Run the CI service: REST API, webhooks, run queue, and a local agent (which
-    keeps the store under --gc-keep-storage). With --keep-runs and/or --keep-days, a
-    run goes when either says so (queued and running ones never)."""
+    """Run the CI service: REST API, webhooks, run queue, and a local agent.
+
+    The agent keeps the store under --gc-keep-storage. With --keep-runs and/or --keep-days, a run
+    goes when either says so (queued and running ones never)."""
     from dockyard.service.retention import Retention
     from dockyard.service.server import ServerConfig, serve
 
