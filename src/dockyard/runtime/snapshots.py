@@ -184,9 +184,8 @@ class Snapshots:
     def commit(self, upper: Path, chain: str) -> Path:
         """Make the (unmounted) overlay upper dir ``upper`` the snapshot ``chain``; return its path.
 
-        Make the (unmounted) overlay upper dir ``upper`` the snapshot ``chain``, by renaming it: no
-        copy, no re-extraction. If that snapshot exists already (another build made it), ``upper``
-        is deleted and the existing one kept. Either way it is held. Return its path.
+        It is renamed: no copy, no re-extraction. If that snapshot exists already (another build
+        made it), ``upper`` is deleted and the existing one kept. Either way it is held.
 
         ``upper`` must be on the snapshots' filesystem (see :meth:`scratch`) and must
         hold exactly the layer that has ``chain`` as its chain ID. It is marked unsynced
@@ -219,11 +218,11 @@ class Snapshots:
     def prune(self, *, wait: bool = True) -> PruneResult:
         """Delete the snapshots no named image needs, and what killed processes left.
 
-        Delete the snapshots of layers that no named image in the store has (as :meth:`.Store.prune`
+        The snapshots of layers that no named image in the store has go (as :meth:`.Store.prune`
         deletes their blobs), unless a live process holds them, a record pins them
-        (:mod:`dockyard.store.pins`: a working container's) or one is being made; and what killed
-        processes left: extraction temps, scratch dirs (unmounting what is still mounted there),
-        half-deleted trees.
+        (:mod:`dockyard.store.pins`: a working container's) or one is being made. Also what
+        killed processes left: extraction temps, scratch dirs (unmounting what is still mounted
+        there), half-deleted trees.
 
         Returns the chain IDs removed, the bytes freed and the leftovers reaped. Runs
         under the store's GC lock (``wait`` as for :meth:`.Store.gc_lock`); the trees

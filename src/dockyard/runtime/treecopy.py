@@ -175,11 +175,10 @@ def _identical(src: int, donor: int, name: str, st: os.stat_result) -> bool:
 def same_but_times(upper: str, snapshot: str) -> bool:
     """Do the fresh upper dir ``upper`` and the snapshot ``snapshot`` differ only in times?
 
-    Do the fresh upper dir ``upper`` and the snapshot ``snapshot`` hold the same entries -- names,
-    types, modes, owners, sizes, bytes, link targets, devices, kept xattrs -- whatever their times?
-    Then they pack into layers that differ only in times. Conservatively False if ``upper`` holds
-    hardlinks (a snapshot's link counts include other snapshots sharing its inodes, so its own
-    cannot be compared)."""
+    True if they hold the same entries -- names, types, modes, owners, sizes, bytes, link
+    targets, devices, kept xattrs -- whatever their times: then they pack into layers that
+    differ only in times. Conservatively False if ``upper`` holds hardlinks (a snapshot's link
+    counts include other snapshots sharing its inodes, so its own cannot be compared)."""
     a = os.open(upper, _DIR)
     try:
         b = os.open(snapshot, _DIR)
