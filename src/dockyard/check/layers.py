@@ -117,8 +117,8 @@ class Tree(Generic[V]):
     def remove(self, path: str, below: int, *, keep_top: bool = False) -> Iterator[tuple[int, V]]:
         """Remove ``path`` and what is under it, if a layer below number ``below`` put it.
 
-        With ``keep_top``, ``path`` itself stays (a layer's whiteouts delete only what lower layers
-        made). Yield ``(layer number, value)`` of each entry removed. The children index keeps the
+        A layer's whiteouts delete only what lower layers made; with ``keep_top``, ``path`` itself
+        stays. Yield ``(layer number, value)`` of each entry removed. The children index keeps the
         names: it only says where to look."""
         pending = [path]
         while pending:
