@@ -119,7 +119,7 @@ class RunDir:
         atomic.write_bytes(self.path / RECORD, data, durable=durable)
 
     def read_record(self) -> dict[str, Any]:
-        """The record, ``abandoned`` or ``starting`` as the run's process says.
+        """The record, its ``status`` corrected by whether the run's process still lives.
 
         ``status`` is ``abandoned`` if the record says running but its process is gone; ``starting``
         if there is none yet but its process holds it (a run is visible from its first moment,
