@@ -290,7 +290,7 @@ def secret() -> None:
 def secret_set(names: tuple[str, ...], global_: bool) -> None:
     """Set secret NAME of REPOSITORY (or global) to what standard input holds.
 
-    One trailing newline is dropped; so the value is in no command line."""
+    One trailing newline is dropped. Read from standard input, the value is in no command line."""
     path, name = _secrets_path(names, global_, named=True)
     value = sys.stdin.read()
     value = value[:-1] if value.endswith("\n") else value
