@@ -1,5 +1,7 @@
-"""Rebuild on change (``dockyard watch``): inotify on a build context, minus what its
-``.dockerignore`` leaves out, and a loop that builds whenever something in it changes.
+"""Rebuild on change (``dockyard watch``).
+
+inotify on a build context, minus what its ``.dockerignore`` leaves out, and a loop that builds
+whenever something in it changes.
 
 :class:`ContextWatcher` keeps an inotify watch on every directory of the context a
 build can see (an excluded directory is skipped unless an exception could reach into
@@ -52,7 +54,8 @@ _DIR_WATCH = _CHANGES | events.DELETE_SELF | events.MOVE_SELF | events.ONLYDIR |
 
 
 class ContextWatcher:
-    """inotify on the build context ``context`` (and ``dockerfile``, wherever it is);
+    """inotify on the build context ``context`` (and ``dockerfile``, wherever it is).
+
     :meth:`changes` says which paths a build would see changed."""
 
     def __init__(self, context: Path, dockerfile: Path | None = None):
@@ -81,9 +84,11 @@ class ContextWatcher:
         self.close()
 
     def changes(self, timeout: float | None = 0) -> list[str]:
-        """The changed paths (context-relative; the Dockerfile as its own path) among the
-        events that came within ``timeout`` seconds (None: wait for one); excluded
-        paths dropped. An overflowed queue reads as a change of the whole context."""
+        """The changed paths among the events that came within ``timeout`` seconds.
+
+        Paths are context-relative; the Dockerfile is its own path. ``timeout`` None waits for one
+        event; excluded paths are dropped. An overflowed queue reads as a change of the whole
+        context."""
         found: list[str] = []
         pending = self._inotify.read(timeout=None if timeout is None else int(timeout * 1000))
         for event in pending:

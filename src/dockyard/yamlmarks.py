@@ -84,8 +84,9 @@ def load(text: str) -> MarkedDocument:
 
 
 def load_all(text: str) -> list[MarkedDocument]:
-    """Parse every document of a stream (``---`` between them, as Kubernetes manifests
-    are written); the ``MAX_NODES`` limit holds for all of them together."""
+    """Parse every document of a stream (``---`` between them).
+
+    As Kubernetes manifests are written; the ``MAX_NODES`` limit holds for all of them together."""
     documents = []
     with _parsing(text) as loader:
         count = 0

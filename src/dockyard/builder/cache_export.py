@@ -1,5 +1,7 @@
-"""``--cache-to`` / ``--cache-from``: the build cache as an image in a registry or an OCI
-layout directory, so a fresh CI runner with an empty store gets cache hits.
+"""``--cache-to`` / ``--cache-from``: the build cache as an image in a registry or a layout.
+
+The image is in a registry or an OCI layout directory, so a fresh CI runner with an empty store gets
+cache hits.
 
 The cache image is an OCI manifest whose layers are the cached layers and whose config
 is the table of cache records (key -> layer). Exporting pushes only blobs the
@@ -52,9 +54,10 @@ def _location(spec: str) -> Location:
 
 
 def check_location(spec: str, *, registry_only: bool = False) -> None:
-    """DockyardError now if ``spec`` is no cache location: a build checks ``--cache-to``
-    before its first step, not after its last. ``registry_only``: a local directory is
-    refused too (a pipeline names no host path)."""
+    """DockyardError now if ``spec`` is no cache location.
+
+    A build checks ``--cache-to`` before its first step, not after its last. ``registry_only``: a
+    local directory is refused too (a pipeline names no host path)."""
     location = _location(spec)
     if registry_only and location.transport != "docker":
         raise DockyardError(f"cache location {spec!r}: a pipeline may only name a registry")

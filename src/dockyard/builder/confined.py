@@ -37,9 +37,10 @@ class ConfinedDir:
 
     @classmethod
     def open(cls, path: Path, what: str = "build context") -> ConfinedDir:
-        """Open the directory ``path``, a path the caller trusts (the operator's, or a
-        directory dockyard made); BuildError naming it as ``what`` if it is not a
-        directory."""
+        """Open the directory ``path``, a path the caller trusts.
+
+        The operator's, or a directory dockyard made. BuildError naming it as ``what`` if it is not
+        a directory."""
         try:
             fd = os.open(path, _PATH_DIR)
         except OSError as e:
@@ -47,8 +48,9 @@ class ConfinedDir:
         return cls(fd, Path(os.readlink(f"/proc/self/fd/{fd}")))
 
     def subdir(self, relative: str) -> ConfinedDir:
-        """The directory ``relative`` under this one (symlinks resolved inside it), held
-        open on its own; BuildError if there is none."""
+        """The directory ``relative`` under this one, held open on its own.
+
+        Symlinks are resolved inside this one; BuildError if there is none."""
         try:
             fd = inroot.open_in_root(self.fd, relative, _PATH_DIR)
         except OSError as e:
@@ -60,14 +62,16 @@ class ConfinedDir:
         return inroot.open_in_root(self.fd, relative, flags)
 
     def lstat(self, relative: str) -> os.stat_result | None:
-        """``relative``'s own metadata (its last component not followed), None if it
-        does not exist."""
+        """``relative``'s own metadata, None if it does not exist.
+
+        Its last component is not followed."""
         return inroot.lstat_in_root(self.fd, relative)
 
     def read_file(self, relative: str, limit: int = MAX_READ) -> bytes | None:
-        """The content of the regular file ``relative``; None if there is none (a
-        directory, a device or a symlink leading nowhere inside count as none).
-        BuildError if it is larger than ``limit`` or cannot be read."""
+        """The content of the regular file ``relative``; None if there is none.
+
+        A directory, a device or a symlink leading nowhere inside count as none. BuildError if it is
+        larger than ``limit`` or cannot be read."""
         try:
             return inroot.read_regular(self.fd, relative, limit)
         except OSError as e:

@@ -18,18 +18,19 @@ HISTORY_COMMENT = "buildkit.dockerfile.v0"
 
 
 def scratch(platform: Platform) -> ImageState:
-    """``FROM scratch``: BuildKit's empty image, working dir ``/`` (the builder adds
-    ``PATH`` to every stage's Env that lacks it)."""
+    """``FROM scratch``: BuildKit's empty image, working dir ``/``.
+
+    The builder adds ``PATH`` to every stage's Env that lacks it."""
     state = ImageState.new(platform)
     state.set_workdir("/")
     return state
 
 
 def apply_metadata(state: ImageState, instr: ins.Instruction) -> str | None:
-    """Apply an instruction that only changes the config (ENV, CMD, LABEL, USER, ...:
-    everything but FROM, RUN, COPY, ADD, WORKDIR's directory and ARG), already
-    expanded; return its history text (None: ONBUILD, which docker records in no
-    history)."""
+    """Apply an instruction that only changes the config, already expanded.
+
+    That is ENV, CMD, LABEL, USER, ...: everything but FROM, RUN, COPY, ADD, WORKDIR's directory and
+    ARG. Return its history text (None: ONBUILD, which docker records in no history)."""
     match instr:
         case ins.Env():
             for pair in instr.pairs:

@@ -46,8 +46,9 @@ class StepNames:
         self._done = 0
 
     def base(self, name: str) -> str:
-        """The line of the FROM that fetches image ``name`` (normalised, as BuildKit's
-        ``FROM docker.io/library/busybox:latest``)."""
+        """The line of the FROM that fetches image ``name``.
+
+        The name is normalised, as BuildKit's ``FROM docker.io/library/busybox:latest``."""
         with contextlib.suppress(DockyardError):
             name = str(reference.parse(name))
         return self._next(f"FROM {name}")
@@ -55,9 +56,10 @@ class StepNames:
     def step(
         self, instr: ins.Instruction, env: Mapping[str, str], *, trigger: bool = False
     ) -> str | None:
-        """The line of ``instr`` (expanded: its mounts known) run with the variables
-        ``env``; None for an instruction that is not a step. ``trigger``: an ONBUILD
-        trigger of the base stage."""
+        """The line of ``instr`` run with the variables ``env``; None if it is not a step.
+
+        ``instr`` is expanded: its mounts known. ``trigger``: an ONBUILD trigger of the base stage.
+        """
         if not isinstance(instr, NUMBERED):
             return None
         text = expanded_text(instr, env)
@@ -75,8 +77,9 @@ class StepNames:
 
 
 def expanded_text(instr: ins.Instruction, env: Mapping[str, str]) -> str:
-    """``instr`` as written, its variables expanded from ``env`` and secrets masked; as
-    written when it does not expand."""
+    """``instr`` as written, its variables expanded from ``env`` and secrets masked.
+
+    As written when it does not expand."""
     text = instr.original
     if isinstance(instr, ins.Run):
         lex = Lex(instr.escape, raw_quotes=True, skip_unset_env=True)

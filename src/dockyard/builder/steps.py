@@ -40,8 +40,9 @@ IN_MEMORY_LIMIT = 256 << 20
 
 @dataclass(frozen=True)
 class StepLayer:
-    """What a file-changing step produced: its layer and snapshot (chain ID), both None
-    when it changed nothing."""
+    """What a file-changing step produced: its layer and snapshot (chain ID).
+
+    Both None when it changed nothing."""
 
     packed: PackedLayer | None
     chain: str | None = None
@@ -49,9 +50,10 @@ class StepLayer:
 
 
 def fits_in_memory(footprint: int) -> bool:
-    """May a step that writes ``footprint`` bytes (file data, each entry at least a 4 KiB
-    page) have its upper dir in memory? Under :data:`IN_MEMORY_LIMIT`, and under an
-    eighth of the memory available now."""
+    """May a step that writes ``footprint`` bytes have its upper dir in memory?
+
+    ``footprint`` counts file data, each entry at least a 4 KiB page. Yes under
+    :data:`IN_MEMORY_LIMIT`, and under an eighth of the memory available now."""
     if footprint > IN_MEMORY_LIMIT:
         return False
     try:
@@ -86,8 +88,9 @@ class StepRunner:
 
     @contextmanager
     def view(self, state) -> Iterator[Path]:
-        """A mounted view of ``state``'s filesystem for reading (COPY --from, bind
-        mounts from a stage); writes to it are thrown away."""
+        """A mounted view of ``state``'s filesystem for reading; writes to it are thrown away.
+
+        For COPY --from, and bind mounts from a stage."""
         with scratch_rootfs(self.snapshots, self.lowers(state)) as fs:
             yield fs.merged
 
@@ -100,8 +103,10 @@ class StepRunner:
         in_memory: bool = False,
         keep_if_same: bool = False,
     ) -> StepLayer:
-        """Mount ``state``, let ``work`` change the merged dir, and turn the upper dir
-        into a layer blob in the store and a snapshot. An empty diff makes no layer.
+        """Mount ``state``, let ``work`` change it, and turn the changes into a layer and snapshot.
+
+        ``work`` changes the merged dir; the upper dir becomes a layer blob in the store and a
+        snapshot. An empty diff makes no layer.
 
         ``last``: what the last run of this step made (see :mod:`.lineage`), used if its
         snapshot still exists. ``in_memory`` (for steps whose writes fit, see
@@ -127,9 +132,10 @@ class StepRunner:
         in_memory: bool = False,
         keep_if_same: bool = False,
     ) -> StepLayer:
-        """A layer made apart from ``state`` (``COPY --link``): ``work`` writes into an
-        empty dir, which becomes the layer on top of ``state``. Nothing below is read, so
-        the layer is the same whatever ``state`` holds. The options as for
+        """A layer made apart from ``state`` (``COPY --link``).
+
+        ``work`` writes into an empty dir, which becomes the layer on top of ``state``. Nothing
+        below is read, so the layer is the same whatever ``state`` holds. The options as for
         :meth:`change`."""
 
         def make_upper(state_dir: Path) -> Path:
@@ -234,8 +240,9 @@ def _copy_sharing(tree: Path, scratch: Path, donor: Path | None) -> Path:
 
 
 class OutputTail:
-    """Keeps the last lines of a command's output for the error message of a failed RUN,
-    and passes every line on to ``log``."""
+    """Keeps the last lines of a command's output for the error message of a failed RUN.
+
+    Every line is passed on to ``log``."""
 
     def __init__(self, log: Callable[[str], None]):
         self._log = log
@@ -257,9 +264,10 @@ class OutputTail:
 
 
 def run_failed(instr, args: list[str], exit_code: int, tail: list[str]) -> BuildError:
-    """The error of a RUN whose command ``args`` exited non-zero, in BuildKit's words
-    (``process "/bin/sh -c make" did not complete successfully: exit code: 2``), then
-    the last lines of its output."""
+    """The error of a RUN whose command ``args`` exited non-zero, in BuildKit's words.
+
+    As in ``process "/bin/sh -c make" did not complete successfully: exit code: 2``, then the last
+    lines of its output."""
     shown = "\n".join(f"  {line}" for line in tail)
     message = (
         f"process {quote(' '.join(args))} did not complete successfully: exit code: {exit_code}"

@@ -1,5 +1,6 @@
-"""``dockyard diff IMAGE1 IMAGE2``: the paths added, removed and changed between two
-images' finished filesystems (kind, mode, owner, size, link target or content).
+"""``dockyard diff IMAGE1 IMAGE2``: the paths added, removed and changed between two images.
+
+Compared are their finished filesystems: kind, mode, owner, size, link target or content.
 
 Each image's layers stream once (nothing is extracted); a file's content is compared
 by its sha256, hashed as it passes. Memory holds one small record per path.

@@ -1,6 +1,7 @@
-"""An image opened for reading its layers in place: from the store, a registry
-(``docker://REF``: layers stream from the registry, nothing is pulled), or any other
-transport. Each layer comes with the history entry that made it."""
+"""An image opened for reading its layers in place.
+
+From the store, a registry (``docker://REF``: layers stream from the registry, nothing is pulled),
+or any other transport. Each layer comes with the history entry that made it."""
 
 from __future__ import annotations
 

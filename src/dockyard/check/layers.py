@@ -1,7 +1,7 @@
-"""What is inside an image, layer by layer (``dockyard inspect --layers``), as dive
-shows it: per layer the instruction that made it, its compressed and uncompressed
-size, the files it adds, changes and deletes; the image's wasted bytes and an
-efficiency score; its largest files.
+"""What is inside an image, layer by layer (``dockyard inspect --layers``), as dive shows it.
+
+Per layer the instruction that made it, its compressed and uncompressed size, the files it adds,
+changes and deletes; the image's wasted bytes and an efficiency score; its largest files.
 
 *Wasted* bytes are file bytes an image ships but never shows: a file a later layer
 overwrites (the same path in two layers: duplicated) or deletes (a whiteout, or an
@@ -87,8 +87,9 @@ class ImageReport:
 
 
 class Tree(Generic[V]):
-    """The entries of an image so far: path -> (layer number, a value), with each
-    directory's children, so that a whiteout removes a subtree without a scan."""
+    """The entries of an image so far: path -> (layer number, a value).
+
+    With each directory's children, so that a whiteout removes a subtree without a scan."""
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[int, V]] = {}
@@ -114,10 +115,11 @@ class Tree(Generic[V]):
             path = parent
 
     def remove(self, path: str, below: int, *, keep_top: bool = False) -> Iterator[tuple[int, V]]:
-        """Remove ``path`` (unless ``keep_top``) and what is under it, if put by a layer
-        below number ``below`` (a layer's whiteouts delete only what lower layers made);
-        yield ``(layer number, value)`` of each entry removed. The children index keeps
-        the names: it only says where to look."""
+        """Remove ``path`` and what is under it, if a layer below number ``below`` put it.
+
+        A layer's whiteouts delete only what lower layers made; with ``keep_top``, ``path`` itself
+        stays. Yield ``(layer number, value)`` of each entry removed. The children index keeps the
+        names: it only says where to look."""
         pending = [path]
         while pending:
             current = pending.pop()

@@ -181,8 +181,9 @@ def load_policy(file: str | Path) -> Policy:
 
 
 def policy_from_bytes(data: bytes, path: str) -> Policy:
-    """Validate a policy file's content (read up to ``MAX_FILE_SIZE + 1`` bytes, so that
-    a larger one is refused); ``path`` names it in errors."""
+    """Validate a policy file's content; ``path`` names it in errors.
+
+    The content is read up to ``MAX_FILE_SIZE + 1`` bytes, so that a larger one is refused."""
     if len(data) > MAX_FILE_SIZE:
         raise PolicyError(path, [Problem("", "larger than 1 MiB", None)])
     try:

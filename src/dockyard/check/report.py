@@ -1,5 +1,8 @@
-"""Writing check results: lines for people, JSON for scripts, JUnit XML for CI (each
-rule a test case of the image's suite, each finding a failure, warnings as output)."""
+"""Writing check results: lines for people, JSON for scripts, JUnit XML for CI.
+
+In JUnit XML each rule is a test case of the image's suite, each finding a failure, warnings
+as output.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""A picture of where an image's bytes are: one bar per layer, split into the bytes
-the finished image shows (kept) and those it ships for nothing (wasted). Plain SVG
-text, so a CI run can attach it; no dependency."""
+"""A picture of where an image's bytes are: one bar per layer, kept and wasted.
+
+Each bar is split into the bytes the finished image shows (kept) and those it ships for nothing
+(wasted). Plain SVG text, so a CI run can attach it; no dependency."""
 
 from __future__ import annotations
 

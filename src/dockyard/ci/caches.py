@@ -38,8 +38,9 @@ from dockyard.store.dirs import PIPELINE_CACHE_DIR as CACHE_DIR
 
 
 def cache_name(pipeline_key: str, path: str, files_key: str = "") -> str:
-    """The directory name of the cache ``path`` of the pipeline ``pipeline_key`` (for
-    the content ``files_key`` of its key files, if it has any)."""
+    """The directory name of the cache ``path`` of the pipeline ``pipeline_key``.
+
+    It covers the content ``files_key`` of its key files, if it has any."""
     text = f"{pipeline_key}\0{path}" + (f"\0{files_key}" if files_key else "")
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -65,8 +66,9 @@ def files_key(workspace: Path, files: Sequence[str]) -> str:
 
 
 def cache_dir(store_root: Path, pipeline_key: str, path: str, files: str = "") -> Path:
-    """The store directory for the cache ``path`` of the pipeline ``pipeline_key`` (and
-    the key files' content ``files``), created if missing, and marked as used now."""
+    """The store directory for the cache ``path`` of the pipeline ``pipeline_key``.
+
+    Keyed by the key files' content ``files`` too; created if missing, and marked as used now."""
     parent = store_root / CACHE_DIR
     parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     directory = parent / cache_name(pipeline_key, path, files)

@@ -59,8 +59,10 @@ class Cancellation:
 
     @contextlib.contextmanager
     def group(self) -> Iterator[ContainerGroup]:
-        """A group for the containers started in the block (and its context), killed on
-        :meth:`cancel`: for code that starts containers of its own, such as a build."""
+        """A group for the containers started in the block, killed on :meth:`cancel`.
+
+        The block's context counts too. For code that starts containers of its own, such as a build.
+        """
         group = ContainerGroup()
         with self._lock:
             self._live.add(group)
@@ -100,8 +102,9 @@ class Cancellation:
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
     ) -> int:
-        """:func:`dockyard.runtime.run`, cancellable: raise :class:`Cancelled` if the
-        run was cancelled before or while the container ran."""
+        """:func:`dockyard.runtime.run`, cancellable.
+
+        Raise :class:`Cancelled` if the run was cancelled before or while the container ran."""
         container = Container(rootfs, config, root=root, on_output=on_output)
         with self.tracking(container):
             code = container.wait(timeout)

@@ -58,8 +58,9 @@ class RunContext:
     def base_config(
         self, hostname: str, mounts: Sequence[Mount] = (), *, network: str = "default"
     ) -> ContainerConfig:
-        """A container of this run: its network (the run's, or ``none``: loopback only),
-        its hosts, the workspace mounted."""
+        """A container of this run: its network, its hosts, the workspace mounted.
+
+        The network is the run's, or ``none``: loopback only."""
         shared = network != "none"
         return ContainerConfig(
             args=(),
@@ -72,8 +73,9 @@ class RunContext:
         )
 
     def credential_scope(self, secret: str | None) -> CredentialScope:
-        """The registry credentials of a build naming the ``registry_auth`` ``secret``
-        (None: the pipeline's); the caller closes it."""
+        """The registry credentials of a build naming the ``registry_auth`` ``secret``.
+
+        ``secret`` None means the pipeline's; the caller closes it."""
         return credential_scope(
             self.registry_credentials,
             secret or self.registry_auth,
@@ -97,8 +99,10 @@ def credential_scope(
     secret: str | None,
     allow_host_credentials: bool,
 ) -> CredentialScope:
-    """The registry access of a run's pulls or build: the ``secret``'s credentials (none
-    if None), and the host's own logins only if the operator allowed them."""
+    """The registry access of a run's pulls or build.
+
+    The ``secret``'s credentials (none if None), and the host's own logins only if the operator
+    allowed them."""
     from dockyard.registry.client import CredentialScope
 
     return CredentialScope(

@@ -77,8 +77,9 @@ class StepGraph:
         return self._upstream[name]
 
     def with_dependencies(self, names: Collection[str]) -> list[str]:
-        """``names`` and their ``depends_on``, transitively, in pipeline order (a hook
-        selected alone waits only for the selected steps)."""
+        """``names`` and their ``depends_on``, transitively, in pipeline order.
+
+        A hook selected alone waits only for the selected steps."""
         wanted = set(names)
         for name in names:
             wanted |= self._dependencies[name]
@@ -113,8 +114,9 @@ class Schedule:
         return found
 
     def finish(self, name: str, *, failed: bool) -> None:
-        """Record the end of a started step; ``failed`` only if its failure counts
-        (a failed step with ``failure: ignore`` has not failed here)."""
+        """Record the end of a started step; ``failed`` only if its failure counts.
+
+        A failed step with ``failure: ignore`` has not failed here."""
         if name not in self._started or name in self._finished:
             raise ValueError(f"step {name!r} is not running")
         self._finished[name] = failed

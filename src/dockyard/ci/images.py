@@ -58,8 +58,10 @@ class Image:
 
 
 class Images:
-    """The images of one store, as one run uses them; pulled with ``credentials`` only
-    (default: anonymously), never with the host's logins unless those allow it."""
+    """The images of one store, as one run uses them.
+
+    Pulled with ``credentials`` only (default: anonymously), never with the host's logins unless
+    those allow it."""
 
     def __init__(self, store: Store, credentials: CredentialScope | None = None):
         from dockyard.registry.client import CredentialScope
@@ -73,8 +75,9 @@ class Images:
         self._names: list[Reference] = []  # every run name given, to forget at the end
 
     def built(self, name: Reference, tags: list[Reference]) -> Descriptor:
-        """Record that the run's image ``name`` (a :func:`run_name`) answers to ``tags``
-        in this run; return its descriptor."""
+        """Record that the run's image ``name`` answers to ``tags`` in this run.
+
+        ``name`` is a :func:`run_name`. Return its descriptor."""
         descriptor = self.store.resolve(name)
         with self._lock:
             self._names.append(name)
@@ -95,16 +98,18 @@ class Images:
                 self.store.untag(name)
 
     def get(self, ref: Reference, note: Callable[[str], None]) -> Image:
-        """The image ``ref`` (one the run built first), pulled into the store if
-        missing (``note`` hears of it), with its snapshots made."""
+        """The image ``ref``, pulled into the store if missing, with its snapshots made.
+
+        It may be one the run built first; ``note`` hears of a pull."""
         stored = self.stored_name(ref)
         with self._pull_lock(stored), self.credentials.active():
             image = stored_image(self.store, stored, note=note)
         return Image(ref, image.config, self.snapshots.prepare(image.manifest))
 
     def pull(self, ref: Reference, note: Callable[[str], None]) -> tuple[Reference, Descriptor]:
-        """The store's name for ``ref`` in this run and its descriptor, pulled first if
-        missing (once, however many steps want it at the same moment)."""
+        """The store's name for ``ref`` in this run and its descriptor, pulled first if missing.
+
+        Pulled once, however many steps want it at the same moment."""
         stored = self.stored_name(ref)
         with self._pull_lock(stored), self.credentials.active():
             return stored, ensure_image(self.store, stored, note=note)

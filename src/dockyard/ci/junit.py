@@ -1,6 +1,7 @@
-"""JUnit XML test reports: counts, and the test cases: each failed one with its
-message and output (the failure's text, ``system-out`` and ``system-err``, cut to
-:data:`MAX_OUTPUT`), then the names of the others (up to :data:`MAX_CASES` in all).
+"""JUnit XML test reports: counts, and the test cases.
+
+Each failed case with its message and output (the failure's text, ``system-out`` and ``system-err``,
+cut to :data:`MAX_OUTPUT`), then the names of the others (up to :data:`MAX_CASES` in all).
 
 Reports are written by the pipeline's own commands, so they are untrusted input: the
 parser is expat driven directly (no tree is built, memory stays flat) and a document
@@ -175,10 +176,10 @@ def parse_junit(stream: Readable) -> TestCounts:
 def read_reports(
     workspace: Path, patterns: tuple[str, ...], *, check: Callable[[], None] = no_check
 ) -> tuple[TestCounts, list[str]]:
-    """The sum of the reports matching ``patterns`` (globs relative to ``workspace``,
-    see :mod:`.treeglob`), and a problem message for each report that could not be
-    read. ``check`` is called for every entry looked at; it stops the reading by
-    raising."""
+    """The sum of the reports matching ``patterns``, and a problem for each unreadable one.
+
+    ``patterns`` are globs relative to ``workspace`` (see :mod:`.treeglob`). ``check`` is called
+    for every entry looked at; it stops the reading by raising."""
     total, problems = TestCounts(), []
     root = os.open(workspace, DIR_FLAGS)
     try:

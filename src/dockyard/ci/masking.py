@@ -55,8 +55,9 @@ _SMALL = 1024  # below this, one regex search for every head beats a find per pa
 
 
 def patterns(secrets: Iterable[str | bytes]) -> list[bytes]:
-    """What to look for, longest first: each secret (or each non-blank line of a
-    multi-line one), and its encoded forms."""
+    """What to look for, longest first: each secret and its encoded forms.
+
+    A multi-line secret counts as each of its non-blank lines."""
     found: set[bytes] = set()
     for secret in secrets:
         value = secret.encode() if isinstance(secret, str) else secret

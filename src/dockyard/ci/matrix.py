@@ -64,8 +64,9 @@ def combination_name(step: str, values: Mapping[str, str]) -> str:
 
 
 def expand(data: Any, reserved: Collection[str]) -> Expansion:
-    """``data`` (a pipeline document) with each step's ``matrix`` expanded; problems
-    with a matrix are listed, that step then left out. ``reserved``: names a matrix
+    """``data`` (a pipeline document) with each step's ``matrix`` expanded.
+
+    Problems with a matrix are listed, that step then left out. ``reserved``: names a matrix
     variable may not take (the built-in variables)."""
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
         return Expansion(data)  # the schema says what is wrong

@@ -27,8 +27,9 @@ NOTE_PREFIX = b"--- "  # marks dockyard's own lines in a saved log
 
 
 class OutputLog:
-    """The output of ``source``, saved to ``path`` (appended); an output callback for
-    :class:`dockyard.runtime.Container` (``log(stream, chunk)``)."""
+    """The output of ``source``, saved to ``path`` (appended).
+
+    An output callback for :class:`dockyard.runtime.Container` (``log(stream, chunk)``)."""
 
     def __init__(self, source: str, path: Path, secrets: Sequence[str], events: Events):
         self.source = source
@@ -95,8 +96,9 @@ class OutputLog:
 
 
 def saved_lines(data: bytes, *, timestamps: bool = False) -> Iterator[str]:
-    """The lines of a saved log's ``data`` (whole lines only), each without the time
-    it was written unless ``timestamps``."""
+    """The lines of a saved log's ``data`` (whole lines only).
+
+    Each is without the time it was written unless ``timestamps``."""
     for raw in data.split(b"\n")[:-1]:  # after the last newline: still being written
         line = raw.decode("utf-8", "replace")
         yield line if timestamps else line.partition(" ")[2]

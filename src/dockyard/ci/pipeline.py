@@ -123,9 +123,9 @@ class PipelineError(InvalidFile):
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"1h30m"``, ``"1.5m"``, ``"250ms"`` or ``"7d"``;
-    above 0 and at most a year (never NaN or infinite: ``.nan``, ``.inf`` are YAML
-    floats)."""
+    """Seconds from ``90``, ``"90s"``, ``"1h30m"``, ``"1.5m"``, ``"250ms"`` or ``"7d"``.
+
+    Above 0 and at most a year (never NaN or infinite: ``.nan``, ``.inf`` are YAML floats)."""
     seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
@@ -255,8 +255,10 @@ class _Model(BaseModel):
 
 
 class Ready(_Model):
-    """When a service counts as up: a TCP port accepts connections on 127.0.0.1 of the
-    run's network, or a command (in a container of the service's image) exits 0."""
+    """When a service counts as up: a TCP port accepts connections, or a command exits 0.
+
+    The port is on 127.0.0.1 of the run's network; the command runs in a container of the service's
+    image."""
 
     tcp: int | None = Field(None, ge=1, le=65535)
     command: tuple[Text, ...] | None = None
@@ -333,8 +335,9 @@ class Build(_Model):
 
 
 class CheckImage(_Model):
-    """The image gate on an image; ``policy`` is a file of the workspace (default: the
-    built-in policy of ``dockyard check``)."""
+    """The image gate on an image.
+
+    ``policy`` is a file of the workspace (default: the built-in policy of ``dockyard check``)."""
 
     image: ImageRef
     policy: RelativePath | None = None
@@ -375,9 +378,10 @@ class ExitCode(_Model):
 
 
 class Retry(_Model):
-    """Run a failed step again, up to ``count`` more times, if it failed as ``when``
-    says: ``failure`` (any), ``timeout``, ``{exit_code: N}``, or ``service_failure``
-    (its own services did not get ready: they start afresh); default: any."""
+    """Run a failed step again, up to ``count`` more times, if it failed as ``when`` says.
+
+    ``when``: ``failure`` (any), ``timeout``, ``{exit_code: N}``, or ``service_failure`` (its own
+    services did not get ready: they start afresh); default: any."""
 
     count: int = Field(ge=1, le=10)
     when: Annotated[
@@ -386,8 +390,9 @@ class Retry(_Model):
     ] = ("failure", "timeout")
 
     def matches(self, status: str, exit_code: int | None, *, service_failed: bool = False) -> bool:
-        """Whether an attempt that ended with ``status`` (and ``exit_code``, or its
-        services failed) is retried."""
+        """Whether an attempt that ended with ``status`` is retried.
+
+        The attempt is told by ``status`` and ``exit_code``, or by its services having failed."""
         for condition in self.when:
             if isinstance(condition, ExitCode):
                 if status == "failure" and exit_code == condition.exit_code:
@@ -429,8 +434,10 @@ StepServices = Annotated[
 
 
 class Step(_Model):
-    """A command step (``image`` and ``commands``), a build step (``build``) or a check
-    step (``check``)."""
+    """A command step, a build step or a check step.
+
+    A command step has ``image`` and ``commands``, a build step ``build``, a check step ``check``.
+    """
 
     name: StepName
     image: ImageRef | None = None
@@ -459,8 +466,9 @@ class Step(_Model):
         return self.services if isinstance(self.services, dict) else {}
 
     def uses(self, services: Collection[str]) -> tuple[str, ...]:
-        """Which of the pipeline's ``services`` this step waits for (a build step: none,
-        its RUN steps have a network of their own)."""
+        """Which of the pipeline's ``services`` this step waits for.
+
+        A build step waits for none: its RUN steps have a network of their own."""
         if self.services is None:
             idle = self.network == "none" or self.build or self.check
             return () if idle else tuple(services)
@@ -521,8 +529,9 @@ class PipelineSpec(_Model):
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A validated pipeline file; variables replaced with stand-ins until
-    :meth:`with_values` gives their values."""
+    """A validated pipeline file.
+
+    Variables are replaced with stand-ins until :meth:`with_values` gives their values."""
 
     file: Path
     spec: PipelineSpec
@@ -530,8 +539,9 @@ class Pipeline:
     matrices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> steps
 
     def with_values(self, values: Mapping[str, str]) -> Pipeline:
-        """This pipeline with the built-in variables' ``values`` (a run's); raise
-        :class:`PipelineError` if the file is then invalid (a tag with ``/`` in it)."""
+        """This pipeline with the built-in variables' ``values`` (a run's).
+
+        Raise :class:`PipelineError` if the file is then invalid (a tag with ``/`` in it)."""
         assert self.document is not None
         return _validate(self.document, self.file, values)
 
@@ -573,8 +583,10 @@ class Pipeline:
         return labels
 
     def check_labels(self, allowed: Mapping[str, str]) -> None:
-        """Raise :class:`PipelineError` where the file asks for a label another value
-        than ``allowed`` fixes (a repository's labels, which its runs all need)."""
+        """Raise :class:`PipelineError` where the file contradicts a label ``allowed`` fixes.
+
+        That is, where the file asks for a label another value than ``allowed`` fixes (a
+        repository's labels, which its runs all need)."""
         problems = []
         data = self.document.data if self.document else {}
         written = [(("labels",), data.get("labels"))] + [
@@ -632,8 +644,9 @@ def load_pipeline(
 
 
 def open_regular(path: Path, within: str | os.PathLike[str] | None) -> int:
-    """An fd of the regular file ``path``, opened beneath ``within`` if given (see
-    :func:`dockyard.runtime.inroot.open_regular`)."""
+    """An fd of the regular file ``path``, opened beneath ``within`` if given.
+
+    See :func:`dockyard.runtime.inroot.open_regular`."""
     if within is None:
         return inroot.regular(os.open(path, os.O_PATH | os.O_CLOEXEC))
     root = os.open(within, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -23,8 +23,10 @@ INTERVAL = 0.05  # seconds between attempts
 
 
 def wait_for_tcp(netns: Path, port: int, deadline: float, stop: Callable[[], bool]) -> bool:
-    """Try to connect to ``127.0.0.1:port`` in the namespace ``netns`` until it works
-    (True) or ``time.monotonic()`` passes ``deadline`` or ``stop()`` says so (False)."""
+    """Try to connect to ``127.0.0.1:port`` in the namespace ``netns`` until it works.
+
+    True once it works; False once ``time.monotonic()`` passes ``deadline`` or ``stop()`` says so.
+    """
     outcome: list[bool | BaseException] = []
     worker = threading.Thread(
         target=_probe, args=(netns, port, deadline, stop, outcome), name="dockyard-probe"

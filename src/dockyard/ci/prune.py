@@ -56,8 +56,10 @@ def prune(
     caches_unused_for: float | None = None,
     abandoned: bool = False,
 ) -> PruneResult:
-    """Delete all runs but the newest ``keep``, and, if ``caches_unused_for`` (seconds)
-    is given, the caches unused for that long; spare what runs in progress hold.
+    """Delete all runs but the newest ``keep``, and the caches unused for a while.
+
+    Caches go only if ``caches_unused_for`` (seconds) is given: those unused for that long. Spare
+    what runs in progress hold.
 
     ``abandoned``: also delete the runs whose process died, newest or not (an agent
     starting again: the server has their logs and artifacts, and runs them again)."""

@@ -132,12 +132,14 @@ def _rounded(timings: dict[str, float]) -> dict[str, float]:
 
 
 class Events:
-    """Callbacks for following a run; the default does nothing. Called from several
-    threads at once: an implementation that prints must serialise itself."""
+    """Callbacks for following a run; the default does nothing.
+
+    Called from several threads at once: an implementation that prints must serialise itself."""
 
     def line(self, source: str, text: str, *, note: bool = False) -> None:
-        """A line of output of a step or service (``source``), secrets masked; ``note``
-        for what dockyard says about it (pulling, readiness, exit) rather than output."""
+        """A line of output of a step or service (``source``), secrets masked.
+
+        ``note`` for what dockyard says about it (pulling, readiness, exit) rather than output."""
 
     def step_started(self, name: str) -> None:
         """A step's container (or build) is about to start."""

@@ -77,9 +77,10 @@ class RunDir:
 
     @classmethod
     def create_held(cls, store: Store, hold: Hold, caches: Iterable[str] = ()) -> RunDir:
-        """:meth:`create`, with the new run's id and the names of the ``caches`` it
-        will use added to ``hold`` under the store's lease: a prune then either sees
-        them held or ran entirely before they existed."""
+        """:meth:`create`, holding the new run and its ``caches`` under the store's lease.
+
+        The new run's id and the names of the ``caches`` it will use are added to ``hold`` under the
+        lease: a prune then either sees them held or ran entirely before they existed."""
         with store.lease():
             run = cls.create(store.root)
             hold.add([run.id, *caches])
@@ -87,8 +88,9 @@ class RunDir:
 
     @classmethod
     def find(cls, store_root: Path, run_id: str) -> RunDir:
-        """The run ``run_id``, or the one run whose id starts with it; ``last`` is the
-        newest run."""
+        """The run ``run_id``, or the one run whose id starts with it.
+
+        ``last`` is the newest run."""
         ids = run_ids(store_root)
         if run_id == "last" and ids:
             return cls(store_root / RUNS_DIR / ids[-1])
@@ -117,9 +119,11 @@ class RunDir:
         atomic.write_bytes(self.path / RECORD, data, durable=durable)
 
     def read_record(self) -> dict[str, Any]:
-        """The record, with ``status`` ``abandoned`` if it says running but its process
-        is gone; ``starting`` if there is none yet but its process holds it (a run is
-        visible from its first moment, before its record is written)."""
+        """The record, its ``status`` corrected by whether the run's process still lives.
+
+        ``status`` is ``abandoned`` if the record says running but its process is gone; ``starting``
+        if there is none yet but its process holds it (a run is visible from its first moment,
+        before its record is written)."""
         try:
             record = json.loads((self.path / RECORD).read_text())
         except (OSError, ValueError):
@@ -132,9 +136,10 @@ class RunDir:
 
 
 def next_run_number(store_root: Path, pipeline_key: str) -> int:
-    """The number of the pipeline ``pipeline_key``'s next run: 1, 2, ... counted per
-    pipeline (as GitLab's ``CI_PIPELINE_IID``), under a lock, so that runs started at
-    once get different numbers; a prune does not reset it."""
+    """The number of the pipeline ``pipeline_key``'s next run: 1, 2, ... counted per pipeline.
+
+    As GitLab's ``CI_PIPELINE_IID``, under a lock, so that runs started at once get different
+    numbers; a prune does not reset it."""
     directory = store_root / NUMBERS_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / hashlib.sha256(pipeline_key.encode()).hexdigest()[:32]

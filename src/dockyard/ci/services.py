@@ -1,5 +1,6 @@
-"""Services: containers started before the steps that use them, checked for readiness,
-stopped at the end.
+"""Services: containers started before the steps that use them.
+
+They are checked for readiness, and stopped at the end.
 
 The pipeline's services start with the run, in its network namespace; a step waits
 only for those it uses (:meth:`Services.settled`), all of them unless it names some. A
@@ -105,8 +106,9 @@ class Services:
         self.close()
 
     def start(self) -> None:
-        """Start every service, then wait until all are ready; raise
-        :class:`ServiceError` if any failed."""
+        """Start every service, then wait until all are ready.
+
+        Raise :class:`ServiceError` if any failed."""
         self.launch()
         wait(self._settled.values())  # a cancel ends the checks at once
         self.ctx.cancel.check()
@@ -114,8 +116,9 @@ class Services:
             raise ServiceError(self.failure_of(self.specs))
 
     def launch(self) -> None:
-        """Start every service (pulling images as needed) and check each for readiness
-        in the background: :meth:`settled` says when."""
+        """Start every service (pulling images as needed) and check each for readiness.
+
+        Readiness is checked in the background: :meth:`settled` says when."""
         for name, spec in self.specs.items():
             try:
                 service = self._start(name, spec)
@@ -132,8 +135,9 @@ class Services:
         return [self._settled[name] for name in names]
 
     def failure_of(self, names: Iterable[str]) -> str:
-        """What went wrong with the services of ``names``, in the order of the file
-        ("" if nothing)."""
+        """What went wrong with the services of ``names``, in the order of the file.
+
+        "" if nothing."""
         wanted = set(names)
         return "; ".join(m for name, m in self.failures.items() if name in wanted)
 

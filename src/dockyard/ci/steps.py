@@ -80,8 +80,7 @@ _Caches = Callable[[], list[Mount]]  # a step's cache mounts, made on first use
 
 
 class StepTimeout(Exception):
-    """A build step, or the collection of a step's reports and artifacts, passed its
-    timeout."""
+    """A build step, or the collection of a step's reports and artifacts, passed its timeout."""
 
 
 def script(commands: tuple[str, ...]) -> str:
@@ -90,8 +89,9 @@ def script(commands: tuple[str, ...]) -> str:
 
 
 def run_step(ctx: RunContext, step: Step, env: Mapping[str, str], cache_key: str) -> StepResult:
-    """Run ``step`` to its end and report how it went. Never raises: any error fails
-    the step (an unexpected one is named by its type in the reason).
+    """Run ``step`` to its end and report how it went.
+
+    Never raises: any error fails the step (an unexpected one is named by its type in the reason).
 
     ``env`` holds the variables every step gets; ``cache_key`` keys its cache dirs.
     A step with ``retry`` runs again while it fails as its ``retry.when`` says, up to

@@ -70,10 +70,11 @@ def matches(
     enter_matches: bool = True,
     check: Callable[[], None] = no_check,
 ) -> Iterator[Match]:
-    """The entries under the directory ``root_fd`` that ``pattern`` matches, sorted by
-    path. A matched directory is entered only if ``enter_matches`` (its contents can
-    match too). ``check`` is called before each entry is looked at: it stops the walk
-    by raising (a cancelled run, a timeout)."""
+    """The entries under the directory ``root_fd`` that ``pattern`` matches, sorted by path.
+
+    A matched directory is entered only if ``enter_matches`` (its contents can match too). ``check``
+    is called before each entry is looked at: it stops the walk by raising (a cancelled run, a
+    timeout)."""
     parts = split_pattern(pattern)
     if not parts:
         yield Match(root_fd, ".", ".", os.fstat(root_fd))

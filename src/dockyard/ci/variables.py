@@ -86,8 +86,10 @@ def interpolate(
     report: Report,
     step_values: Mapping[int, Mapping[str, str]] | None = None,
 ) -> Any:
-    """The pipeline document ``data`` with variables replaced in every string but keys,
-    step names and ``depends_on``; ``report(path, message)`` hears of each bad one.
+    """The pipeline document ``data`` with variables replaced.
+
+    Replaced in every string but keys, step names and ``depends_on``; ``report(path, message)``
+    hears of each bad one.
 
     ``values`` are the built-in variables; the document's ``variables:`` come on top,
     ``BUILT_IMAGE`` in the steps that have one, and ``step_values`` (by step index: a

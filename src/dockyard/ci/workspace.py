@@ -64,8 +64,10 @@ def collect_artifacts(
     *,
     check: Callable[[], None] = no_check,
 ) -> tuple[list[str], list[str]]:
-    """Copy what ``patterns`` (see :mod:`.treeglob`) match in ``workspace`` into
-    ``target``, keeping relative paths; a matched directory is copied whole.
+    """Copy what ``patterns`` match in ``workspace`` into ``target``.
+
+    ``patterns`` as in :mod:`.treeglob`. Relative paths are kept; a matched directory is copied
+    whole.
 
     Return the copied paths, and a problem message for each entry that was not
     copied (not a file, directory or link; changed while it was copied). ``check``

@@ -40,8 +40,9 @@ def capture(
     platform: str | None,
     tls_verify: bool | None,
 ) -> None:
-    """Pull images and save them, by name, to one archive that `dockyard load` and
-    `dockyard registry import` read on a site with no registry access.
+    """Pull images and save them, by name, to one archive.
+
+    `dockyard load` and `dockyard registry import` read it on a site with no registry access.
 
     \b
     dockyard capture --from-manifests deploy/ values.yaml -o bundle.tar

@@ -71,9 +71,10 @@ def check(
     show_default=True,
 )
 def df(output_format: str) -> None:
-    """Bytes the store uses per kind: images (shared by several, or their own),
-    unreferenced blobs, build cache, snapshots, cache mounts, pipeline runs and caches;
-    and what `dockyard prune` could reclaim."""
+    """Bytes the store uses per kind, and what `dockyard prune` could reclaim.
+
+    Kinds: images (shared by several, or their own), unreferenced blobs, build cache, snapshots,
+    cache mounts, pipeline runs and caches."""
     from dockyard.cli.common import open_store, print_json, print_table
     from dockyard.cli.tables import human_bytes
     from dockyard.disk.usage import KINDS, take_stock

@@ -151,8 +151,9 @@ def run(
 @click.argument("run_id", metavar="RUN")
 @click.argument("name", metavar="[STEP]", required=False)
 def logs(run_id: str, name: str | None, follow: bool, timestamps: bool) -> None:
-    """Print the saved logs of RUN (an id, a unique prefix, or 'last'): of STEP (or
-    service) only, else of every step, prefixed by its name. With --follow, until the
+    """Print the saved logs of RUN (an id, a unique prefix, or 'last').
+
+    Of STEP (or service) only, else of every step, prefixed by its name. With --follow, until the
     step (or the run) ends."""
     from dockyard.ci import RunDir
 
@@ -181,8 +182,9 @@ def logs(run_id: str, name: str | None, follow: bool, timestamps: bool) -> None:
     help="Also delete the caches no step has used for DURATION (such as 12h or 7d).",
 )
 def prune(keep: int, caches_age: str | None) -> None:
-    """Delete the runs (records, logs, artifacts) older than the newest KEEP, and
-    unused caches if asked; runs in progress and their caches are kept."""
+    """Delete the runs older than the newest KEEP, and unused caches if asked.
+
+    A run's records, logs and artifacts go. Runs in progress and their caches are kept."""
     from dockyard.ci.pipeline import parse_duration
     from dockyard.ci.prune import prune as prune_runs
 

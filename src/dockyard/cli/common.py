@@ -79,7 +79,8 @@ def open_source(location: Location, tls_verify: bool | None = None) -> ImageSour
 def print_table(
     rows: Sequence[Sequence[object]], style: Callable[[int, str], str] | None = None
 ) -> None:
-    """Print ``rows`` (the header first) in columns two spaces apart, no trailing blanks;
+    """Print ``rows`` (the header first) in columns two spaces apart, no trailing blanks.
+
     ``style(column, padded cell)`` may colour the cells below the header."""
     cells = [[str(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]

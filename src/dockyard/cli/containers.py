@@ -43,8 +43,9 @@ def container() -> None:
 @tls_option
 @click.argument("image")
 def create(name: str | None, tls_verify: bool | None, image: str) -> None:
-    """Make a working container over IMAGE (pulled if missing; `scratch`: empty) and
-    print its name."""
+    """Make a working container over IMAGE and print its name.
+
+    IMAGE is pulled if missing; `scratch` is an empty one."""
     from dockyard.runtime import Snapshots, stored_image
 
     store, catalog = _catalog()
@@ -119,8 +120,9 @@ def umount(name: str) -> None:
 @container.command()
 @click.argument("name")
 def diff(name: str) -> None:
-    """What changed since the container's image (or its last commit): A added,
-    C changed, D deleted."""
+    """What changed since the container's image (or its last commit).
+
+    A added, C changed, D deleted."""
     from dockyard.containers import rootfs
     from dockyard.containers.diff import changes
     from dockyard.runtime import Snapshots
@@ -258,8 +260,9 @@ def logs(follow: bool, name: str) -> None:
 )  # fmt: skip
 @click.argument("names", nargs=-1, required=True)
 def stop(timeout: float, names: tuple[str, ...]) -> None:
-    """Stop containers running in the background: the image's StopSignal (SIGTERM by
-    default), then SIGKILL."""
+    """Stop containers running in the background.
+
+    The image's StopSignal (SIGTERM by default), then SIGKILL."""
     from dockyard.containers import background
 
     _, catalog = _catalog()
@@ -287,8 +290,7 @@ def exec_in(
     name: str,
     command: tuple[str, ...],
 ) -> None:
-    """Run COMMAND in a container running in the background; its exit status is
-    COMMAND's."""
+    """Run COMMAND in a container running in the background; its exit status is COMMAND's."""
     from dockyard.cli.common import parse_pairs
     from dockyard.containers import background
 

@@ -1,5 +1,6 @@
-"""The click group behind the command line: its options and the commands it imports
-on first use (see :data:`dockyard.cli.main.COMMANDS`).
+"""The click group behind the command line: its options and its commands.
+
+The commands are imported on first use (see :data:`dockyard.cli.main.COMMANDS`).
 
 Kept apart from :mod:`dockyard.cli.main` so that ``dockyard --help`` can answer
 without importing click (see :func:`dockyard.cli.main.main`).

@@ -308,8 +308,10 @@ def prune(
     containers: bool,
     dry_run: bool,
 ) -> None:
-    """Delete blobs and snapshots that no named image in the store refers to, the build
-    records that named them, and what killed processes left behind.
+    """Delete what no named image needs, and what killed processes left behind.
+
+    That is the blobs and snapshots that no named image in the store refers to, and the build
+    records that named them.
 
     With a policy (--keep-storage, --until), a --filter or --dry-run, also what is kept
     for speed -- build cache, RUN --mount=type=cache dirs, pipeline runs and caches --

@@ -1,5 +1,4 @@
-"""Entry point: a click group (:mod:`.group`) whose subcommands are imported only when
-invoked.
+"""Entry point: a click group (:mod:`.group`) whose subcommands are imported only when invoked.
 
 ``dockyard --help`` must start fast, so no command module (and none of httpx, isal...)
 is imported until a command actually runs, and the top-level help itself is written
@@ -84,9 +83,10 @@ HELP_WIDTH = 78  # click's: the terminal's columns, at most 80, less 2
 
 
 def fast_help(argv: list[str]) -> str | None:
-    """The top-level help, if that is all ``argv`` asks for and click would lay it out
-    as :data:`HELP_HEAD` (a terminal of 80 columns or more, every command's line fits);
-    else None, and click writes it."""
+    """The top-level help written without click, or None where click must write it.
+
+    Given if that is all ``argv`` asks for and click would lay it out as :data:`HELP_HEAD` (a
+    terminal of 80 columns or more, every command's line fits); else None, and click writes it."""
     if argv[1:] not in (["--help"], ["-h"]) or os.path.basename(argv[0]) != "dockyard":
         return None
     if _columns() < HELP_WIDTH + 2:
@@ -117,10 +117,11 @@ IMAGES_FLAGS = {"-q": "quiet", "--quiet": "quiet", "--digests": "digests"}
 
 
 def fast_images(argv: list[str]) -> list[str] | None:
-    """The lines of ``dockyard images [-q] [--digests]``, read from the store without
-    click; None (click runs the command) for any other command line, or when click
-    would check the group's options first: a ``DOCKYARD_ROOT`` that is not a directory,
-    a ``DOCKYARD_REGISTRY_MIRROR`` to parse."""
+    """The lines of ``dockyard images [-q] [--digests]``, read from the store without click.
+
+    None (click runs the command) for any other command line, or when click would check the group's
+    options first: a ``DOCKYARD_ROOT`` that is not a directory, a ``DOCKYARD_REGISTRY_MIRROR`` to
+    parse."""
     if argv[1:2] != ["images"] or any(arg not in IMAGES_FLAGS for arg in argv[2:]):
         return None
     root = os.environ.get("DOCKYARD_ROOT")

@@ -90,8 +90,9 @@ def _upstream_option(f):
 
 @click.group()
 def registry() -> None:
-    """A registry server: OCI distribution API, pull-through cache for many upstreams,
-    offline bundles and garbage collection."""
+    """A registry server: OCI distribution API, pull-through cache, offline bundles, GC.
+
+    The pull-through cache serves many upstreams."""
 
 
 @registry.command()
@@ -183,8 +184,9 @@ def export_(
 def import_(
     root: Path | None, config_file: Path | None, upstreams, archive: Path, **where: Any
 ) -> None:
-    """Load an OCI archive (from `registry export`, or any oci-archive) or an OCI layout
-    directory into the registry."""
+    """Load an OCI archive or an OCI layout directory into the registry.
+
+    The archive may come from `registry export`, or be any oci-archive."""
     from dockyard.registry.server.backend import open_storage
     from dockyard.registry.server.bundle import import_archive
 

@@ -289,8 +289,9 @@ def secret() -> None:
 @click.argument("names", nargs=-1, required=True, metavar="[REPOSITORY] NAME")
 @global_option
 def secret_set(names: tuple[str, ...], global_: bool) -> None:
-    """Set secret NAME of REPOSITORY (or global) to what standard input holds (one
-    trailing newline dropped), so the value is in no command line."""
+    """Set secret NAME of REPOSITORY (or global) to what standard input holds.
+
+    One trailing newline is dropped. Read from standard input, the value is in no command line."""
     path, name = _secrets_path(names, global_, named=True)
     value = sys.stdin.read()
     value = value[:-1] if value.endswith("\n") else value

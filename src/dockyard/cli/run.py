@@ -118,8 +118,9 @@ def run_config(
 
 
 def run_command(store: Store, rootfs: Path, config: ContainerConfig, options: RunOptions) -> int:
-    """Run ``config`` in the mounted ``rootfs`` on ``options``'s network; return its exit
-    code, or 125 (the error on stderr) if it could not be run."""
+    """Run ``config`` in the mounted ``rootfs`` on ``options``'s network; return its exit code.
+
+    125 (the error on stderr) if it could not be run."""
     from dockyard.containers.launch import run_in_rootfs
     from dockyard.errors import ContainerError
 

@@ -101,9 +101,10 @@ def server(
     keep_days: float | None,
     gc_keep_storage: int | None,
 ) -> None:
-    """Run the CI service: REST API, webhooks, run queue, and a local agent (which
-    keeps the store under --gc-keep-storage). With --keep-runs and/or --keep-days, a
-    run goes when either says so (queued and running ones never).
+    """Run the CI service: REST API, webhooks, run queue, and a local agent.
+
+    The agent keeps the store under --gc-keep-storage. With --keep-runs and/or
+    --keep-days, a run goes when either says so (queued and running ones never).
 
     "dockyard server user ..." manages the web UI's users in the database directly,
     with no server running (the first admin)."""

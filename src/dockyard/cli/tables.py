@@ -1,6 +1,7 @@
-"""Tables and sizes the CLI prints, without click: the ``dockyard images`` table, which
-both the click command and the fast path of :func:`dockyard.cli.main.main` print, and
-the one size format of every command."""
+"""Tables and sizes the CLI prints, without click.
+
+The ``dockyard images`` table, which both the click command and the fast path of
+:func:`dockyard.cli.main.main` print, and the one size format of every command."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ if TYPE_CHECKING:
 
 
 def images_table(infos: Sequence[ImageInfo], *, quiet: bool, digests: bool) -> list[str]:
-    """The lines ``dockyard images`` prints: a short image ID each (``quiet``), else a
-    table with a header (a DIGEST column with ``digests``)."""
+    """The lines ``dockyard images`` prints.
+
+    A short image ID each (``quiet``), else a table with a header (a DIGEST column with
+    ``digests``)."""
     if quiet:
         return [info.image_id.split(":", 1)[1][:12] for info in infos]
     rows = [("REPOSITORY", "TAG", *(("DIGEST",) if digests else ()), "IMAGE ID", "CREATED", "SIZE")]

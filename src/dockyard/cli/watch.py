@@ -1,5 +1,6 @@
-"""``dockyard watch``: build, then rebuild whenever the context changes (see
-:mod:`dockyard.watch`); with ``--run``, restart a container on each new image.
+"""``dockyard watch``: build, then rebuild whenever the context changes.
+
+See :mod:`dockyard.watch`; with ``--run``, restart a container on each new image.
 
 It takes every option of ``dockyard build`` (the same parameters, invoked the same way
 for each build, so the build cache decides what reruns) and prints, on stderr, one

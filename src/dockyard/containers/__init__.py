@@ -1,5 +1,7 @@
-"""Working containers: open an image, change it by command or by hand, commit the
-changes as a layer (buildah's ``from``/``run``/``mount``/``commit``, ``docker commit``).
+"""Working containers: open an image, change it, commit the changes as a layer.
+
+Changed by command or by hand, as buildah's ``from``/``run``/``mount``/``commit`` and ``docker
+commit`` do.
 
 A working container is an overlay: the snapshots of its image's layers (read-only,
 shared, see :mod:`dockyard.runtime.snapshots`) under an upper dir of its own that

@@ -1,5 +1,6 @@
-"""Working containers running in the background (``dockyard run -d``): start, stop,
-exec into, and read their logs.
+"""Working containers running in the background (``dockyard run -d``).
+
+Start, stop, exec into, and read their logs.
 
 Each runs under a *supervisor* of its own, a small dockyard process in a session of its
 own (podman's conmon, in Python): started by :func:`start`, it holds the container's
@@ -50,9 +51,10 @@ _STARTED = b"started\n"
 
 @dataclass(frozen=True)
 class Job:
-    """What the supervisor runs: ``config`` in the container ``name`` of the store at
-    ``root``, on a private NAT network if ``nat``; deleted when it ends if ``remove``;
-    its output logged within ``log``."""
+    """What the supervisor runs: ``config`` in the container ``name`` of the store at ``root``.
+
+    On a private NAT network if ``nat``; deleted when it ends if ``remove``; its output logged
+    within ``log``."""
 
     root: str
     name: str
@@ -74,6 +76,7 @@ class Running:
 
 def start(job: Job) -> None:
     """Start the supervisor of ``job``; return once the container's process runs.
+
     Raise :class:`ContainerError` (runc's error, say) if it could not be started."""
     supervisor = subprocess.Popen(
         [sys.executable, "-m", __name__],
@@ -107,10 +110,11 @@ def running(container: WorkingContainer) -> Running | None:
 
 
 def stop(catalog: Catalog, container: WorkingContainer, timeout: float = STOP_TIMEOUT) -> bool:
-    """Stop ``container``: its image's StopSignal to its first process, SIGKILL to all
-    after ``timeout`` seconds (at once if that process cannot catch the signal, as a
-    pid namespace's init without a handler never sees it). Return once the supervisor
-    has cleaned up; False if it was not running."""
+    """Stop ``container``: its image's StopSignal to its first process, then SIGKILL to all.
+
+    SIGKILL after ``timeout`` seconds (at once if that process cannot catch the signal, as a pid
+    namespace's init without a handler never sees it). Return once the supervisor has cleaned up;
+    False if it was not running."""
     found = running(container)
     if found is None:
         return False
@@ -144,8 +148,10 @@ def exec_command(
     interactive: bool,
     tty: bool,
 ) -> int:
-    """Run ``command`` in the running ``container`` (``runc exec``: its namespaces,
-    cgroup, seccomp filter, capabilities and environment) and return its exit code."""
+    """Run ``command`` in the running ``container`` and return its exit code.
+
+    As ``runc exec`` does: in its namespaces, cgroup, seccomp filter, capabilities and environment.
+    """
     from dockyard.runtime.users import resolve_in_rootfs
 
     found = running(container)
@@ -168,8 +174,9 @@ def exec_command(
 
 
 def write_log(container: WorkingContainer, out: BinaryIO, *, follow: bool) -> None:
-    """Copy ``container``'s log to ``out``, oldest rotated file first; with ``follow``,
-    then what it writes until it stops."""
+    """Copy ``container``'s log to ``out``, oldest rotated file first.
+
+    With ``follow``, then what it writes until it stops."""
     logfile.follow(container.path, out, until=lambda: not follow or running(container) is None)
 
 

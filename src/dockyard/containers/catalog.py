@@ -88,9 +88,10 @@ class Catalog:
         name: str | None = None,
         platform: Platform | None = None,
     ) -> WorkingContainer:
-        """A new container over the stored image ``manifest`` (None: an empty rootfs),
-        named ``name`` or ``<image>-working-container[-N]`` as buildah names them.
-        ``image`` is how the user named the image. Its snapshots are made now."""
+        """A new container over the stored image ``manifest`` (None: an empty rootfs).
+
+        Named ``name`` or ``<image>-working-container[-N]`` as buildah names them. ``image`` is how
+        the user named the image. Its snapshots are made now."""
         head, chain = None, []
         if manifest is not None:
             config = self.store.read_config(manifest)
@@ -125,8 +126,9 @@ class Catalog:
             raise
 
     def pin(self, record: Record, manifest: Manifest | None, *more: str) -> None:
-        """Keep ``record``'s image (``manifest``: its blobs) and snapshots from a prune,
-        and the names ``more`` (a commit's new blobs and snapshot) too."""
+        """Keep ``record``'s image and snapshots from a prune, and the names ``more`` too.
+
+        The image is ``manifest`` (its blobs); ``more`` are a commit's new blobs and snapshot."""
         names = [digests.hex_part(chain) for chain in record.chain]
         if manifest is not None:
             names += [manifest.digest, manifest.config.digest]
@@ -159,8 +161,9 @@ class Catalog:
 
     @contextlib.contextmanager
     def locked(self, container: WorkingContainer) -> Iterator[WorkingContainer]:
-        """Hold ``container`` for a change, repairing what a killed command left; raise
-        :class:`ContainerError` at once if another command holds it."""
+        """Hold ``container`` for a change, repairing what a killed command left.
+
+        Raise :class:`ContainerError` at once if another command holds it."""
         lock = FileLock(container.path / LOCK_FILE)
         if not lock.acquire(blocking=False):
             if (container.path / RUNNING_FILE).exists():
@@ -201,8 +204,9 @@ class Catalog:
             trash.remove_tree(moved)
 
     def remove_leftovers(self) -> int:
-        """Delete what killed creates left, an hour old (a create may be running): temp
-        dirs, and the pins of no container. Return how many."""
+        """Delete what killed creates left, an hour old; return how many.
+
+        Only an hour old, since a create may be running: temp dirs, and the pins of no container."""
         count = 0
         cutoff = time.time() - LEFTOVER_SECONDS
         ids = {c.record.id for c in self.list()}

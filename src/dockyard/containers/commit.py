@@ -51,8 +51,10 @@ class NothingToCommit(ContainerError):
 
 
 def parse_changes(texts: Sequence[str]) -> list[ins.Instruction]:
-    """``--change`` values as instructions: Dockerfile lines that only change the
-    config (CMD, ENTRYPOINT, ENV, LABEL, USER, WORKDIR, EXPOSE, VOLUME, ...)."""
+    """``--change`` values as instructions.
+
+    Dockerfile lines that only change the config (CMD, ENTRYPOINT, ENV, LABEL, USER, WORKDIR,
+    EXPOSE, VOLUME, ...)."""
     from dockyard.builder.frontend.parse import parse_instruction  # only with --change
     from dockyard.builder.frontend.parser import parse
 
@@ -77,9 +79,10 @@ def commit(
     allow_empty: bool = False,
     compression: str | None = "gzip",
 ) -> manifests.Manifest:
-    """Commit ``container`` (locked by the caller) as the image ``ref``; return its
-    manifest. See the module doc. Raise :class:`NothingToCommit` for an unchanged
-    container unless ``allow_empty`` (or ``squash``)."""
+    """Commit ``container`` (locked by the caller) as the image ``ref``; return its manifest.
+
+    See the module doc. Raise :class:`NothingToCommit` for an unchanged container unless
+    ``allow_empty`` (or ``squash``)."""
     store = catalog.store
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     base = rootfs.head_manifest(store, container)
@@ -139,8 +142,9 @@ def _unchanged(store: Store, snapshots: Snapshots, container: WorkingContainer) 
 def finish_pending(
     catalog: Catalog, container: WorkingContainer, snapshots: Snapshots | None = None
 ) -> None:
-    """Freeze the upper dir of a commit that named its image (see the module doc): it
-    becomes the new layer's snapshot, the container moves onto the new image."""
+    """Freeze the upper dir of a commit that named its image (see the module doc).
+
+    It becomes the new layer's snapshot, the container moves onto the new image."""
     pending = container.record.pending
     if pending is None:
         return

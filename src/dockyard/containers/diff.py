@@ -1,5 +1,6 @@
-"""What a working container changed against its image, as ``docker diff`` shows it:
-``A`` added, ``C`` changed (a directory: something in it), ``D`` deleted, per path.
+"""What a working container changed against its image, as ``docker diff`` shows it.
+
+Per path: ``A`` added, ``C`` changed (a directory: something in it), ``D`` deleted.
 
 Read from the upper dir alone plus lookups in the lower dirs, with overlayfs's rules:
 a 0/0 character device deletes, an opaque directory hides what was below, a lower

@@ -1,5 +1,7 @@
-"""A background container's log: a file rotated at a size cap, as docker's json-file
-driver does with ``max-size`` and ``max-file``, and a reader that reads across it.
+"""A background container's log: a file rotated at a size cap, and a reader across it.
+
+Rotated as docker's json-file driver does with ``max-size`` and ``max-file``; the reader reads
+across the rotated files.
 
 The live file is ``container.log``; rotating renames it to ``container.log.1`` (the
 older ones one number up, the oldest past ``max_files - 1`` dropped) and starts a new
@@ -33,8 +35,9 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 @dataclass(frozen=True)
 class LogLimits:
-    """The cap of a log: ``max_files`` files (the live one and ``max_files - 1``
-    rotated, at most :data:`MAX_FILES`) of at most ``max_size`` bytes each."""
+    """The cap of a log: ``max_files`` files of at most ``max_size`` bytes each.
+
+    The live one and ``max_files - 1`` rotated, at most :data:`MAX_FILES`."""
 
     max_size: int = 10 << 20
     max_files: int = 3
@@ -213,8 +216,9 @@ def _copy(fd: int, out: BinaryIO) -> None:
 
 
 def follow(directory: Path, out: BinaryIO, *, until: Callable[[], bool]) -> None:
-    """Copy the log in ``directory`` to ``out``, then what is written to it until
-    ``until()`` says it is over (woken by inotify, no polling)."""
+    """Copy the log in ``directory`` to ``out``, then what is written to it until it is over.
+
+    ``until()`` says when it is over; woken by inotify, no polling."""
     from inotify_simple import INotify
     from inotify_simple import flags as events
 

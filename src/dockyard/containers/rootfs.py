@@ -1,5 +1,6 @@
-"""A working container's merged rootfs: mounted for one run, or left mounted for the
-host (``container mount``) until ``container umount``.
+"""A working container's merged rootfs: mounted for one run, or left mounted for the host.
+
+Left mounted by ``container mount`` until ``container umount``.
 
 The overlay is the runtime's (:mod:`dockyard.runtime.rootfs`, the same options): the
 container's snapshots as lower dirs, its own ``upper`` and ``work`` dirs, at ``merged``.
@@ -37,16 +38,18 @@ def head_manifest(store: Store, container: WorkingContainer) -> Manifest | None:
 
 
 def lowers(store: Store, snapshots: Snapshots, container: WorkingContainer) -> list[Path]:
-    """The snapshot dirs under ``container``'s upper dir, top first, held (and made again
-    from the stored layers if something removed them)."""
+    """The snapshot dirs under ``container``'s upper dir, top first, held.
+
+    They are made again from the stored layers if something removed them."""
     manifest = head_manifest(store, container)
     return [] if manifest is None else snapshots.prepare(manifest)
 
 
 @contextlib.contextmanager
 def merged(store: Store, snapshots: Snapshots, container: WorkingContainer) -> Iterator[Path]:
-    """``container``'s merged rootfs for the ``with`` block: the host's mount if it is
-    mounted, else one mounted now and unmounted at the end."""
+    """``container``'s merged rootfs for the ``with`` block.
+
+    The host's mount if it is mounted, else one mounted now and unmounted at the end."""
     if container.record.mounted:
         yield container.merged
         return
@@ -74,9 +77,11 @@ def mount(store: Store, snapshots: Snapshots, container: WorkingContainer) -> Pa
 
 
 def unmount(container: WorkingContainer) -> None:
-    """Unmount what :func:`mount` mounted. Refuse while something on the host still uses
-    it (a shell's working directory, an open file): unmounting it lazily would let those
-    write into an upper dir a commit may already have frozen into a snapshot."""
+    """Unmount what :func:`mount` mounted.
+
+    Refuse while something on the host still uses it (a shell's working directory, an open file):
+    unmounting it lazily would let those write into an upper dir a commit may already have frozen
+    into a snapshot."""
     if mount_points_under(container.merged):
         try:
             syscalls.umount2(container.merged, syscalls.UMOUNT_NOFOLLOW)
@@ -94,8 +99,9 @@ def unmount(container: WorkingContainer) -> None:
 
 
 def unmount_stale(store: Store, container: WorkingContainer) -> None:
-    """Unmount the overlay a killed ``container run`` left, after ending its runc
-    container (still running, in a session of its own, if nobody reaped it)."""
+    """Unmount the overlay a killed ``container run`` left, after ending its runc container.
+
+    That runc container may still be running, in a session of its own, if nobody reaped it."""
     if not mount_points_under(container.path):
         return
     from dockyard.runtime.container import reap_orphans

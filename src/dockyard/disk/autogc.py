@@ -22,8 +22,9 @@ log = logging.getLogger("dockyard.gc")
 
 
 class AutoGC:
-    """Keeps the store at ``store_root`` (None: the default store) under ``keep_storage``
-    bytes, when asked to (:meth:`after_run`)."""
+    """Keeps the store at ``store_root`` under ``keep_storage`` bytes, when asked to.
+
+    ``store_root`` None is the default store; it is asked to by :meth:`after_run`."""
 
     def __init__(self, store_root: Path | None, keep_storage: int):
         self.store_root = store_root
@@ -31,9 +32,10 @@ class AutoGC:
         self._running = threading.Lock()
 
     def after_run(self) -> PruneReport | None:
-        """Prune if the store is past the threshold; what went, or None if nothing ran
-        (under it, or a collection already running). Never raises: a failed GC is
-        logged, and the host goes on taking runs."""
+        """Prune if the store is past the threshold; return what went, or None if nothing ran.
+
+        Nothing runs under the threshold, or while a collection is already running. Never raises: a
+        failed GC is logged, and the host goes on taking runs."""
         if not self._running.acquire(blocking=False):
             return None
         try:

@@ -72,8 +72,10 @@ class Usage:
 
 
 def take_stock(store: Store) -> Usage:
-    """Everything in ``store`` by kind. Read without the GC lock: a figure, not a plan
-    (a prune takes its own decisions under the lock)."""
+    """Everything in ``store`` by kind.
+
+    Read without the GC lock: a figure, not a plan (a prune takes its own decisions under the lock).
+    """
     usage = Usage()
     if not store.layout.exists():
         return usage

@@ -93,16 +93,18 @@ def commit(f: BinaryIO, temp: Path, target: Path) -> None:
 
 
 def publish(f: BinaryIO, temp: Path, target: Path) -> None:
-    """Rename ``f`` (the open temp file) onto ``target`` without syncing: atomic for
-    readers, not durable (the caller records that; see :mod:`.unsynced`)."""
+    """Rename ``f`` (the open temp file) onto ``target`` without syncing.
+
+    Atomic for readers, not durable (the caller records that; see :mod:`.unsynced`)."""
     f.flush()
     os.fchmod(f.fileno(), FILE_MODE)
     os.replace(temp, target)
 
 
 def write_bytes(target: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace ``target`` with ``data`` atomically; synced to disk unless not ``durable``
-    (for a document a later durable write replaces: two fsyncs saved)."""
+    """Replace ``target`` with ``data`` atomically; synced to disk unless not ``durable``.
+
+    Not durable suits a document a later durable write replaces: two fsyncs saved."""
     with temp_file(target.parent, target.name) as (f, temp):
         f.write(data)
         (commit if durable else publish)(f, temp, target)

@@ -76,8 +76,10 @@ class BlobDir:
         return data
 
     def write(self, digest: str, stream: ReadCloser, size: int | None = None) -> Path:
-        """Store the blob read from ``stream``; raise :class:`DigestError` and keep nothing
-        if its bytes do not match ``digest`` (and ``size`` when given).
+        """Store the blob read from ``stream``, checked against ``digest``.
+
+        Raise :class:`DigestError` and keep nothing if its bytes do not match ``digest`` (and
+        ``size`` when given).
 
         Returns at once if the blob is already present.
         """
@@ -100,8 +102,9 @@ class BlobDir:
 
     @contextlib.contextmanager
     def ingest(self) -> Iterator[Ingest]:
-        """Write a blob whose digest is known only once it is written (a layer being
-        packed): write to ``.file``, then ``.commit(digest)``; uncommitted, nothing is kept.
+        """Write a blob whose digest is known only once it is written (a layer being packed).
+
+        Write to ``.file``, then ``.commit(digest)``; uncommitted, nothing is kept.
         """
         directory = self._ensure_dir(self.root / "sha256")
         with atomic.temp_file(self.tmp_dir or directory, "ingest") as (f, temp):
@@ -141,8 +144,9 @@ class BlobDir:
         return sum(atomic.remove_stale_temps(d, older_than) for d in dirs)
 
     def place(self, f: BinaryIO, temp: Path, target: Path) -> None:
-        """Move the written temp file ``f`` onto the blob path ``target``: fsynced, or
-        marked unsynced first."""
+        """Move the written temp file ``f`` onto the blob path ``target``.
+
+        It is fsynced, or marked unsynced first."""
         if self.unsynced is None:
             atomic.commit(f, temp, target)
             return
@@ -150,8 +154,9 @@ class BlobDir:
         atomic.publish(f, temp, target)
 
     def settle(self) -> None:
-        """Sync the blobs written unsynced and drop their markers (see :mod:`.unsynced`);
-        only where no writer can be running."""
+        """Sync the blobs written unsynced and drop their markers (see :mod:`.unsynced`).
+
+        Call it only where no writer can be running."""
         if self.unsynced is not None:
             self.unsynced.settle(lambda key: (self.root / key.replace("-", "/", 1)).is_file())
 

@@ -44,8 +44,10 @@ class UnsyncedMarkers:
             return True  # synced (or written before markers existed)
 
     def settle(self, present: Callable[[str], bool]) -> None:
-        """Sync every filesystem once, then drop the markers of this boot and those of
-        names no longer ``present``. Call it where no writer can be marking."""
+        """Sync every filesystem once, then drop the markers that are no longer needed.
+
+        Those are the markers of this boot and those of names no longer ``present``. Call it where
+        no writer can be marking."""
         try:
             markers = list(os.scandir(self.directory))
         except FileNotFoundError:

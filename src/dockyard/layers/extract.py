@@ -81,10 +81,11 @@ def apply_with(
     *,
     name: str | None = None,
 ) -> list[str]:
-    """Drive an applier (made for the rootfs's dir fd and the layer's meter) over a
-    streamed layer tar: the loop shared by :func:`apply_layer` and the runtime's
-    overlay-format extraction. Every byte read, and every byte written, is metered
-    against the limits in the environment."""
+    """Drive an applier over a streamed layer tar.
+
+    The applier is made for the rootfs's dir fd and the layer's meter; the loop is shared by
+    :func:`apply_layer` and the runtime's overlay-format extraction. Every byte read, and every byte
+    written, is metered against the limits in the environment."""
     meter = Meter(Limits.from_env())
     with layer_errors(name):
         root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -101,9 +102,10 @@ def apply_with(
 def metered_members(
     tar_stream: Reader, meter: Meter
 ) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
-    """The members of a layer tar (see :func:`read_members`), every byte read metered;
-    after the last, the stream is read to its end (so that a verifying stream
-    verifies). Iterate inside :func:`layer_errors`."""
+    """The members of a layer tar (see :func:`read_members`), every byte read metered.
+
+    After the last, the stream is read to its end (so that a verifying stream verifies). Iterate
+    inside :func:`layer_errors`."""
     stream = MeteredReader(tar_stream, meter)
     yield from read_members(stream)
     while stream.read(CHUNK):
@@ -112,8 +114,9 @@ def metered_members(
 
 @contextlib.contextmanager
 def layer_errors(name: str | None = None) -> Iterator[None]:
-    """Errors of reading a layer as :class:`LayerError` (a malformed tar too), their
-    message starting with ``name`` if given."""
+    """Errors of reading a layer as :class:`LayerError` (a malformed tar too).
+
+    Their message starts with ``name`` if given."""
     try:
         try:
             yield
@@ -600,10 +603,11 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
 def read_members(
     stream: MeteredReader,
 ) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
-    """The members of the streamed tar, each with the tar its data is read from. Each
-    member's headers are read within the header limit; data the consumer leaves is
-    passed over before the next. Memory stays bounded however many members there are.
-    Raise :class:`LayerError` for malformed headers (``tarfile.TarError`` passes)."""
+    """The members of the streamed tar, each with the tar its data is read from.
+
+    Each member's headers are read within the header limit; data the consumer leaves is passed over
+    before the next. Memory stays bounded however many members there are. Raise :class:`LayerError`
+    for malformed headers (``tarfile.TarError`` passes)."""
     with contextlib.ExitStack() as stack:
         opening = functools.partial(tarfile.open, fileobj=stream, mode="r|")
         tar = stack.enter_context(_headers(stream, opening))  # reads the first member's
@@ -636,9 +640,10 @@ def _pass_data(member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
 
 
 def data_regions(member: tarfile.TarInfo) -> list[tuple[int, int]]:
-    """``(offset, length)`` of the data a regular member stores, in the order stored:
-    the whole file, or a sparse member's map (everything else is a hole). Raise
-    :class:`LayerError` for a map whose regions overlap, go back or pass the end."""
+    """``(offset, length)`` of the data a regular member stores, in the order stored.
+
+    The whole file, or a sparse member's map (everything else is a hole). Raise :class:`LayerError`
+    for a map whose regions overlap, go back or pass the end."""
     sparse: list[tuple[int, int]] | None = member.sparse  # type: ignore[assignment]  # not bytes
     if not sparse:
         return [(0, member.size)] if member.size else []
@@ -652,9 +657,11 @@ def data_regions(member: tarfile.TarInfo) -> list[tuple[int, int]]:
 
 
 def nonzero_runs(data: bytes, offset: int) -> Iterator[tuple[int, int]]:
-    """The ``[start, stop)`` runs of ``data`` (which goes at file ``offset``) to write:
-    all of it but its whole :data:`HOLE_BLOCK`-aligned blocks of zeros. One memcmp per
-    block, failing at the first non-zero byte, so ordinary data costs next to nothing."""
+    """The ``[start, stop)`` runs of ``data`` to write, skipping aligned blocks of zeros.
+
+    ``data`` goes at file ``offset``; all of it is written but its whole :data:`HOLE_BLOCK`-aligned
+    blocks of zeros. One memcmp per block, failing at the first non-zero byte, so ordinary data
+    costs next to nothing."""
     size = len(data)
     start = 0  # of the run being gathered
     block = -offset % HOLE_BLOCK  # the first aligned block starts here

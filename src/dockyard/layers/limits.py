@@ -50,6 +50,7 @@ class LayerTooLarge(LayerError):
 
 def parse_size(text: str, where: str) -> int | None:
     """Bytes from ``64G``, ``512MiB``, ``1048576`` (binary units); None for ``none``.
+
     Raise :class:`DockyardError` naming ``where`` for anything else."""
     value = text.strip().upper()
     if value == "NONE":
@@ -70,7 +71,8 @@ def format_size(n: int) -> str:
 
 @dataclass(frozen=True)
 class Limits:
-    """The most one layer may expand to (``size``) and write to disk (``write``);
+    """The most one layer may expand to (``size``) and write to disk (``write``).
+
     None is no limit."""
 
     size: int | None = DEFAULT_SIZE
@@ -112,8 +114,9 @@ class Meter:
 
 
 class MeteredReader(io.RawIOBase):
-    """``stream`` read through ``meter``: every byte counts towards the expanded size,
-    so a decompression bomb stops at the limit instead of at the end of the disk."""
+    """``stream`` read through ``meter``: every byte counts towards the expanded size.
+
+    So a decompression bomb stops at the limit instead of at the end of the disk."""
 
     def __init__(self, stream: Reader, meter: Meter):
         self._stream = stream
@@ -122,8 +125,9 @@ class MeteredReader(io.RawIOBase):
 
     @contextlib.contextmanager
     def reading_headers(self) -> Iterator[None]:
-        """Within this, at most :data:`HEADER_LIMIT` bytes may be read: the tar reader
-        is reading one member's headers, and holds them in memory."""
+        """Within this, at most :data:`HEADER_LIMIT` bytes may be read.
+
+        The tar reader is reading one member's headers, and holds them in memory."""
         self._header_budget = HEADER_LIMIT
         try:
             yield

@@ -44,8 +44,9 @@ _PADDING = [bytes(n) for n in range(BLOCK)]
 
 
 def file_header(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int) -> bytes:
-    """What :func:`header` gives for a regular file without xattrs, faster: most files
-    of a tree fit the plain ustar block, whose constant part is made once."""
+    """What :func:`header` gives for a regular file without xattrs, faster.
+
+    Most files of a tree fit the plain ustar block, whose constant part is made once."""
     if (
         len(name) > 100
         or not name.isascii()

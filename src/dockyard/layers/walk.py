@@ -50,9 +50,10 @@ class Entry:
     _stream: Reader | None = field(default=None, repr=False)
 
     def head(self, limit: int) -> bytes:
-        """The first ``limit`` bytes of a regular file's content (less if it is
-        shorter); b"" for anything else. Reads only as far as asked: call it from the
-        visitor, while the walk is at this entry."""
+        """The first ``limit`` bytes of a regular file's content; b"" for anything else.
+
+        Less if it is shorter. Reads only as far as asked: call it from the visitor, while the walk
+        is at this entry."""
         if self.kind != FILE or limit <= len(self._head) or len(self._head) >= self.size:
             return self._head[:limit]
         if self._stream is None:
@@ -70,9 +71,10 @@ class Entry:
         return self._head[:limit]
 
     def content_digest(self) -> str:
-        """``sha256:...`` of a regular file's whole content, read in chunks (bounded
-        memory, whatever the size); of b"" for anything else. Call it once, after any
-        :meth:`head`: it reads the rest of the content."""
+        """``sha256:...`` of a regular file's whole content; of b"" for anything else.
+
+        Read in chunks (bounded memory, whatever the size). Call it once, after any :meth:`head`: it
+        reads the rest of the content."""
         hasher = hashlib.sha256(self._head)
         if self.kind == FILE and len(self._head) < self.size:
             stream = self._stream or (self._reader() if self._reader else None)
@@ -96,9 +98,10 @@ class LayerReading:
 def walk_layer(
     blob: Reader, visit: Visitor, *, name: str | None = None, diff_id: bool = False
 ) -> LayerReading:
-    """Call ``visit`` for every entry of the layer ``blob`` (compressed or not), in tar
-    order; with ``diff_id``, hash the tar too. Raise :class:`LayerError` (starting with
-    ``name`` if given) for a malformed or oversized layer."""
+    """Call ``visit`` for every entry of the layer ``blob`` (compressed or not), in tar order.
+
+    With ``diff_id``, hash the tar too. Raise :class:`LayerError` (starting with ``name`` if given)
+    for a malformed or oversized layer."""
     hasher = hashlib.sha256() if diff_id else None
     count = 0
     with layer_errors(name):

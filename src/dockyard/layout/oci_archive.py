@@ -95,8 +95,9 @@ class OCIArchiveWriter:
     def destination(
         self, tag: str | None, annotations: Mapping[str, str] | None = None
     ) -> OCIArchiveImage:
-        """A destination for one image, named ``tag`` in the archive's ``index.json``,
-        its entry carrying ``annotations`` too."""
+        """A destination for one image, named ``tag`` in the archive's ``index.json``.
+
+        Its entry carries ``annotations`` too."""
         return OCIArchiveImage(self, tag, annotations)
 
     def add_entry(

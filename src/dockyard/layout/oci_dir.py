@@ -107,8 +107,9 @@ class OCILayout:
                     atomic.write_bytes(self._index_path, manifests.build_index([]).raw)
 
     def lock(self) -> FileLock:
-        """The lock that serialises read-modify-write of ``index.json``: the layout
-        directory itself."""
+        """The lock that serialises read-modify-write of ``index.json``.
+
+        It is the layout directory itself."""
         return FileLock(self.root, directory=True)
 
     def index(self) -> manifests.Index:
@@ -192,9 +193,10 @@ class OCILayout:
 
 
 class LayoutImageSource:
-    """Read one image of ``layout``: the entry ``descriptor`` (as :meth:`OCILayout.resolve`
-    or :meth:`.Store.resolve` found it). The store is an OCI layout too, so this is its
-    source as well."""
+    """Read one image of ``layout``: the entry ``descriptor``.
+
+    The descriptor is as :meth:`OCILayout.resolve` or :meth:`.Store.resolve` found it. The store is
+    an OCI layout too, so this is its source as well."""
 
     def __init__(self, layout: OCILayout, descriptor: Descriptor):
         self.layout = layout
@@ -221,8 +223,9 @@ class LayoutSource(LayoutImageSource):
 
 
 class BlobsDestination:
-    """The blob side of a destination backed by a :class:`BlobDir`: blobs and manifests
-    land as they come, and the root manifest is remembered for the subclass's
+    """The blob side of a destination backed by a :class:`BlobDir`.
+
+    Blobs and manifests land as they come, and the root manifest is remembered for the subclass's
     ``commit`` to name."""
 
     def __init__(self, blobs: BlobDir, where: object):
@@ -252,8 +255,9 @@ class BlobsDestination:
 
 
 class LayoutDestination(BlobsDestination):
-    """Write one image into the layout at ``path`` (created if needed) under ``tag``,
-    its index entry carrying ``annotations`` too.
+    """Write one image into the layout at ``path`` (created if needed) under ``tag``.
+
+    Its index entry carries ``annotations`` too.
 
     Blobs land as they come; ``index.json`` names the image only at :meth:`commit`, so
     an interrupted copy leaves unreferenced blobs but never a dangling name.

@@ -55,8 +55,9 @@ def create(bundle: Path) -> None:
 def write_private(
     path: Path, data: bytes, *, mode: int = PRIVATE_FILE, owner: tuple[int, int] | None = None
 ) -> None:
-    """Create ``path`` (new, not through a link) holding ``data``: mode 0600 from the
-    start, then ``owner`` (uid, gid) and ``mode`` if others are asked for."""
+    """Create ``path`` (new, not through a link) holding ``data``.
+
+    Mode 0600 from the start, then ``owner`` (uid, gid) and ``mode`` if others are asked for."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(path, flags, PRIVATE_FILE)
     try:
@@ -72,8 +73,10 @@ def write_private(
 
 
 def stage_files(bundle: Path, mounts: Sequence[Mount]) -> list[Mount]:
-    """``mounts`` with each file mount written into the bundle and turned into a
-    read-only bind of that file; the others unchanged."""
+    """``mounts`` with each file mount turned into a read-only bind of a bundle file.
+
+    Each file mount is written into the bundle and bound from there; the other mounts are unchanged.
+    """
     staged: list[Mount] = []
     directory = bundle / STAGED
     for number, mount in enumerate(mounts):

@@ -19,8 +19,10 @@ NONE = "none"
 
 @dataclass(frozen=True)
 class Mount:
-    """An extra mount: a host path bound in (:meth:`bind`), an empty tmpfs (:meth:`tmpfs`)
-    or a file of given content (:meth:`file`)."""
+    """An extra mount: a host path, an empty tmpfs or a file of given content.
+
+    A host path bound in (:meth:`bind`), an empty tmpfs (:meth:`tmpfs`) or a file of given content
+    (:meth:`file`)."""
 
     destination: str
     type: Literal["bind", "tmpfs", "file"] = "bind"
@@ -48,8 +50,9 @@ class Mount:
     def file(
         cls, content: bytes, destination: str, *, uid: int = 0, gid: int = 0, mode: int = 0o400
     ) -> Mount:
-        """A read-only file holding ``content`` (a secret), owned by ``uid:gid`` with
-        ``mode``, at ``destination``: written in the container's private bundle (see
+        """A read-only file holding ``content`` (a secret) at ``destination``.
+
+        Owned by ``uid:gid`` with ``mode``; written in the container's private bundle (see
         :mod:`.bundles`), never in the rootfs, and gone with the container."""
         return cls(destination, "file", readonly=True, content=content, uid=uid, gid=gid, mode=mode)
 

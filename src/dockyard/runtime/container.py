@@ -85,8 +85,9 @@ def _owner_hold(root: Path) -> Hold:
 
 
 def reap_orphans(root: str | os.PathLike[str]) -> list[str]:
-    """Kill and delete the containers under the store ``root`` whose starting process
-    died without cleaning up (their hold is gone); return their ids."""
+    """Kill and delete the orphaned containers under the store ``root``; return their ids.
+
+    Orphaned: their starting process died without cleaning up (their hold is gone)."""
     root = Path(root)
     runc_root = root / RUNC_DIR
     found: set[str] = set()
@@ -288,19 +289,21 @@ class Container:
         return 128 - code if code < 0 else code
 
     def send_signal(self, signum: int) -> bool:
-        """Send ``signum`` to the container's first process only, as ``docker stop``
-        does before it kills. False if it cannot arrive: the container has ended, or
-        its first process, the init of its pid namespace, has no handler for the signal
-        (the kernel drops such signals to an init), so waiting for it to act is futile.
+        """Send ``signum`` to the container's first process only, as ``docker stop`` does.
+
+        ``docker stop`` does so before it kills. False if it cannot arrive: the container has ended,
+        or its first process, the init of its pid namespace, has no handler for the signal (the
+        kernel drops such signals to an init), so waiting for it to act is futile.
         """
         if self._started().poll() is not None:
             return False
         return signal_first(self.runc_root, self.id, signum)
 
     def wait_started(self) -> None:
-        """Return once runc says the process runs, or has ended (:meth:`wait` then
-        tells how); raise :class:`ContainerError` with runc's error if it could not
-        start (no such command, say). For a container nobody watches (``run -d``)."""
+        """Return once runc says the process runs, or has ended (:meth:`wait` then tells how).
+
+        Raise :class:`ContainerError` with runc's error if it could not start (no such command,
+        say). For a container nobody watches (``run -d``)."""
         process = self._started()
         while process.poll() is None:
             if _state(self.runc_root, self.id).get("status") == "running":
@@ -406,9 +409,10 @@ class Container:
 
 
 class ContainerGroup:
-    """The containers started while the group is :meth:`active`, to be killed at once
-    from another thread: the way to stop a job that starts containers out of sight
-    (a build's RUN steps) without waiting for it to look up.
+    """The containers started while the group is :meth:`active`, to be killed at once.
+
+    Killed from another thread: the way to stop a job that starts containers out of sight (a build's
+    RUN steps) without waiting for it to look up.
 
     A container belongs to the group active in the context it is made in: its thread's,
     or a copy of it (``contextvars.copy_context``). Once killed, the group lets no
@@ -455,8 +459,10 @@ _GROUP: contextvars.ContextVar[ContainerGroup | None] = contextvars.ContextVar(
 
 
 def signal_first(runc_root: Path, container_id: str, signum: int) -> bool:
-    """Send ``signum`` to the first process of the running container ``container_id``
-    (runc state in ``runc_root``), if it can arrive: see :meth:`Container.send_signal`."""
+    """Send ``signum`` to the first process of the running container ``container_id``.
+
+    runc state is in ``runc_root``. Sent only if it can arrive: see :meth:`Container.send_signal`.
+    """
     pid = _state(runc_root, container_id).get("pid")
     if not isinstance(pid, int) or pid <= 0 or not _catches(pid, signum):
         return False
@@ -465,8 +471,9 @@ def signal_first(runc_root: Path, container_id: str, signum: int) -> bool:
 
 
 def kill_all(runc_root: Path, container_id: str) -> None:
-    """SIGKILL every process of the container ``container_id``; whoever runs its runc
-    (:class:`Container`) then cleans up."""
+    """SIGKILL every process of the container ``container_id``.
+
+    Whoever runs its runc (:class:`Container`) then cleans up."""
     _runc_quiet(runc_root, "kill", "--all", container_id, "KILL")
 
 

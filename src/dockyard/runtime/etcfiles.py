@@ -28,6 +28,7 @@ FILES = ("hosts", "resolv.conf", "hostname")
 
 def hosts(hostname: str, network: str, extra: Mapping[str, str]) -> str:
     """With the host's network, the host's own file; else localhost and the hostname.
+
     ``extra`` (name -> address) comes last."""
     text = _read("/etc/hosts") if network == HOST else None
     if text is None:
@@ -38,8 +39,9 @@ def hosts(hostname: str, network: str, extra: Mapping[str, str]) -> str:
 
 
 def resolv_conf(network: str, nameservers: Sequence[str] = ()) -> str:
-    """The host's resolver configuration; in a network namespace of its own, without
-    the host's loopback name servers, which are not reachable from there. Given
+    """The host's resolver configuration, for a network namespace of its own.
+
+    Without the host's loopback name servers, which are not reachable from there. Given
     ``nameservers`` (a NAT's resolver) replace the host's."""
     text = _read("/etc/resolv.conf") or ""
     if network == HOST and not nameservers:

@@ -54,8 +54,10 @@ def container_config(
     workdir: str | None = None,
     base: ContainerConfig | None = None,
 ) -> ContainerConfig:
-    """A :class:`ContainerConfig` for an image (its whole config document), with the
-    ``run`` overrides applied; other settings (network, mounts...) come from ``base``."""
+    """A :class:`ContainerConfig` for an image, with the ``run`` overrides applied.
+
+    The image is given as its whole config document; other settings (network, mounts...) come from
+    ``base``."""
     image = ImageConfig(image_config)
     merged_env = parse_env(image.env)
     merged_env.update(env or {})
@@ -69,8 +71,9 @@ def container_config(
 
 
 def parse_signal(name: str) -> int:
-    """The number of a signal as images name it (``StopSignal``): ``SIGTERM``, ``TERM``,
-    ``15`` or ``SIGRTMIN+3``."""
+    """The number of a signal as images name it (``StopSignal``).
+
+    Named as ``SIGTERM``, ``TERM``, ``15`` or ``SIGRTMIN+3``."""
     text = name.strip().upper().removeprefix("SIG")
     rtmin, plus, offset = text.partition("+")
     if text.isdigit():

@@ -60,9 +60,10 @@ def open_in_root(root_fd: int, path: str, flags: int, *, beneath: bool = False) 
 
 
 def open_regular(root_fd: int, path: str, *, beneath: bool = False) -> int:
-    """A blocking, close-on-exec fd to read the regular file ``path`` under ``root_fd``
-    (resolved as :func:`open_in_root` does). :class:`NotRegularFile` for anything else,
-    OSError as ``openat2`` gives it (``EAGAIN`` if the tree kept changing).
+    """A blocking, close-on-exec fd to read the regular file ``path`` under ``root_fd``.
+
+    Resolved as :func:`open_in_root` does. :class:`NotRegularFile` for anything else, OSError as
+    ``openat2`` gives it (``EAGAIN`` if the tree kept changing).
 
     The path is looked up as an ``O_PATH`` fd and checked before anything is opened
     for reading (:func:`regular`): a FIFO or a device node that a hostile step made is
@@ -71,8 +72,9 @@ def open_regular(root_fd: int, path: str, *, beneath: bool = False) -> int:
 
 
 def regular(path_fd: int) -> int:
-    """A blocking, close-on-exec fd to read what the ``O_PATH`` fd ``path_fd`` refers
-    to, if it is a regular file, else :class:`NotRegularFile`; ``path_fd`` is closed.
+    """A blocking, close-on-exec fd to read the regular file the ``O_PATH`` fd ``path_fd`` holds.
+
+    Anything but a regular file raises :class:`NotRegularFile`; ``path_fd`` is closed.
 
     The file is reopened through ``/proc/self/fd``, which opens the inode the fd holds
     (no path is looked up again), so nothing can be swapped in between."""
@@ -85,9 +87,10 @@ def regular(path_fd: int) -> int:
 
 
 def read_regular(root_fd: int, path: str, limit: int = _MAX_READ) -> bytes | None:
-    """The content of the regular file ``path`` under ``root_fd`` (resolved inside it),
-    or None if there is none (a directory, a device, a symlink leading nowhere).
-    OSError if it cannot be read, ``EFBIG`` if it is larger than ``limit`` bytes."""
+    """The content of the regular file ``path`` under ``root_fd`` (resolved inside it).
+
+    None if there is none (a directory, a device, a symlink leading nowhere). OSError if it cannot
+    be read, ``EFBIG`` if it is larger than ``limit`` bytes."""
     try:
         fd = open_regular(root_fd, path)
     except NotRegularFile:
@@ -104,8 +107,9 @@ def read_regular(root_fd: int, path: str, limit: int = _MAX_READ) -> bytes | Non
 
 
 def lstat_in_root(root_fd: int, path: str) -> os.stat_result | None:
-    """``path``'s own metadata inside ``root_fd`` (its parents resolved inside, its last
-    component not followed); None if it does not exist."""
+    """``path``'s own metadata inside ``root_fd``; None if it does not exist.
+
+    Its parents are resolved inside, its last component not followed."""
     parent, _, name = path.rpartition("/")
     try:
         fd = open_in_root(root_fd, parent, _DIR | os.O_CLOEXEC)
@@ -131,9 +135,10 @@ def read_file(rootfs: str | os.PathLike[str], path: str, limit: int = _MAX_READ)
 
 
 def resolve(root_fd: int, path: str) -> tuple[str, list[str]]:
-    """Split ``path`` into the real path of its longest existing part (relative to the
-    root, symlinks resolved inside it, ``""`` for the root) and the missing components
-    after it -- what runc's securejoin would create."""
+    """Split ``path`` into the real path of its longest existing part and the missing rest.
+
+    The real path is relative to the root, symlinks resolved inside it, ``""`` for the root; the
+    rest is the missing components after it -- what runc's securejoin would create."""
     todo = path.split("/")[::-1]
     real: list[str] = []
     missing: list[str] = []

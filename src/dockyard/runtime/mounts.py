@@ -47,8 +47,10 @@ def mount_overlay(
     upper: str | os.PathLike[str],
     work: str | os.PathLike[str],
 ) -> None:
-    """Mount overlayfs on ``target``: ``lowers`` top first, ``upper`` and ``work`` empty
-    dirs on one filesystem (``work`` is overlay's scratch space)."""
+    """Mount overlayfs on ``target``.
+
+    ``lowers`` top first, ``upper`` and ``work`` empty dirs on one filesystem (``work`` is overlay's
+    scratch space)."""
     if not lowers:
         raise ContainerError("an overlay needs at least one lower directory")
     try:
@@ -183,15 +185,17 @@ def unmount(target: str | os.PathLike[str]) -> None:
 
 
 def unmount_all(directory: str | os.PathLike[str]) -> None:
-    """Unmount everything mounted at or below ``directory``, innermost first (what a
-    killed process left there)."""
+    """Unmount everything mounted at or below ``directory``, innermost first.
+
+    That is what a killed process left there."""
     for point in sorted(mount_points_under(directory), key=len, reverse=True):
         unmount(point)
 
 
 def remove_tree(directory: str | os.PathLike[str]) -> None:
-    """Delete the tree ``directory`` (missing is fine), detaching every mount below it
-    first: nothing is ever deleted through a mount, such as a bind of a host dir."""
+    """Delete the tree ``directory`` (missing is fine), detaching every mount below it first.
+
+    Nothing is ever deleted through a mount, such as a bind of a host dir."""
     for point in sorted(mount_points_under(directory), key=len, reverse=True):
         try:
             syscalls.umount2(point, syscalls.MNT_DETACH | syscalls.UMOUNT_NOFOLLOW)

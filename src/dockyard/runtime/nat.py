@@ -60,8 +60,9 @@ _RTF_REJECT = 0x200
 
 
 class NatNetwork:
-    """A network namespace with outbound NAT, until :meth:`close` (or the ``with``
-    block) ends it. :meth:`apply` puts a container config on it."""
+    """A network namespace with outbound NAT, until :meth:`close` (or the ``with`` block).
+
+    :meth:`apply` puts a container config on it."""
 
     def __init__(self) -> None:
         self._netns_fd = _new_netns(_blocked(host_networks()))
@@ -90,8 +91,7 @@ class NatNetwork:
         )
 
     def close(self) -> None:
-        """Stop slirp4netns and let the namespace go (when its last container has);
-        idempotent."""
+        """Stop slirp4netns and let the namespace go (when its last container has); idempotent."""
         if self._process is not None:
             # It keeps no state: kill it. Its exit takes ~20 ms (the kernel removes its
             # tap device), which nobody needs to wait for: a thread reaps it.
@@ -160,9 +160,10 @@ def nat_network() -> Iterator[NatNetwork]:
 
 
 def host_networks(fib_trie: str | None = None) -> list[ipaddress.IPv4Network]:
-    """The host's own IPv4 addresses but loopback ones, as networks (a ``/32`` each, or
-    a wider ``local`` route), from ``/proc/net/fib_trie``: the kernel's table of local
-    addresses, every interface's, secondaries too."""
+    """The host's own IPv4 addresses but loopback ones, as networks.
+
+    A ``/32`` each, or a wider ``local`` route, from ``/proc/net/fib_trie``: the kernel's table of
+    local addresses, every interface's, secondaries too."""
     if fib_trie is None:
         with open("/proc/net/fib_trie") as f:
             fib_trie = f.read()

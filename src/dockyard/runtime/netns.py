@@ -35,8 +35,9 @@ _T = TypeVar("_T")
 
 
 def create_netns(path: str | os.PathLike[str]) -> Path:
-    """Create a network namespace with loopback up, held by a bind mount at ``path``
-    (a new file; its directory must exist). Undo with :func:`remove_netns`."""
+    """Create a network namespace with loopback up, held by a bind mount at ``path``.
+
+    ``path`` is a new file; its directory must exist. Undo with :func:`remove_netns`."""
     target = Path(path)
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
@@ -58,8 +59,9 @@ def create_netns(path: str | os.PathLike[str]) -> Path:
 
 
 def remove_netns(path: str | os.PathLike[str]) -> None:
-    """Unmount and delete a namespace file of :func:`create_netns`; the namespace ends
-    when the last container in it exits. Missing is fine."""
+    """Unmount and delete a namespace file of :func:`create_netns`; missing is fine.
+
+    The namespace ends when the last container in it exits."""
     mounts.unmount(path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -77,8 +79,7 @@ def netns(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def in_new_netns(work: Callable[[], _T]) -> _T:
-    """``work()``, called in a new network namespace with loopback up; what it returns
-    or raises.
+    """``work()``, called in a new network namespace with loopback up; what it returns or raises.
 
     It runs in a thread of its own, which ``unshare(CLONE_NEWNET)`` moves alone into
     the namespace and which then exits: ``work`` keeps the namespace (a bind mount, an

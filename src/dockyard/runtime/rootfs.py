@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class StoredImage:
-    """An image of the store for one platform: the name asked for, its manifest and its
-    config document."""
+    """An image of the store for one platform.
+
+    The name asked for, its manifest and its config document."""
 
     ref: Reference
     manifest: Manifest
@@ -52,9 +53,10 @@ def stored_image(
     progress: CopyProgress | None = None,
     note: Callable[[str], None] | None = None,
 ) -> StoredImage:
-    """The image ``ref`` for ``platform`` (default: the host's), pulled into ``store``
-    first if missing (``note`` hears of that), as docker does for ``run``; NotFound if
-    it has no image for the platform."""
+    """The image ``ref`` for ``platform`` (default: the host's), pulled into ``store`` if missing.
+
+    ``note`` hears of the pull, as docker does for ``run``; NotFound if it has no image for the
+    platform."""
     from dockyard.transfer.pull import ensure_image
 
     descriptor = ensure_image(
@@ -68,8 +70,9 @@ def stored_image(
 
 @contextlib.contextmanager
 def scratch_rootfs(snapshots: Snapshots, lowers: Sequence[Path]) -> Iterator[OverlayRootfs]:
-    """A fresh writable rootfs over the snapshot dirs ``lowers`` (top first) for the
-    ``with`` block, in a held scratch dir; it and its changes are gone afterwards."""
+    """A fresh writable rootfs over the snapshot dirs ``lowers`` for the ``with`` block.
+
+    ``lowers`` top first. It lives in a held scratch dir; it and its changes are gone afterwards."""
     with snapshots.scratch() as scratch, overlay_rootfs(lowers, scratch) as fs:
         yield fs
 
@@ -85,8 +88,10 @@ class OverlayRootfs:
 
 @contextlib.contextmanager
 def overlay_rootfs(lowers: Sequence[Path], state_dir: Path) -> Iterator[OverlayRootfs]:
-    """Mount ``lowers`` (top first; none for an empty rootfs) with the upper dir
-    ``state_dir/upper`` (created if missing, kept if present) at ``state_dir/merged``.
+    """Mount ``lowers`` with the upper dir ``state_dir/upper`` at ``state_dir/merged``.
+
+    ``lowers`` top first, none for an empty rootfs; the upper dir is created if missing, kept if
+    present.
 
     On exit the overlay is unmounted whatever happened, and only ``upper`` is left in
     ``state_dir``. Keep ``state_dir`` on the store's filesystem if the upper dir is to

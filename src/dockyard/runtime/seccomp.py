@@ -1,5 +1,6 @@
-"""The seccomp filter of every container: what docker's default profile refuses, and
-no capability already stops, refused with EPERM.
+"""The seccomp filter of every container: EPERM for what docker refuses and no capability stops.
+
+What docker's default profile refuses, and no capability already stops, is refused with EPERM.
 
 Docker's profile is an allow list of some 350 system calls. Most of what it leaves out
 needs a capability our containers do not get anyway (loading modules, mounting,

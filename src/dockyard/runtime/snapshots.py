@@ -1,5 +1,6 @@
-"""Snapshots: each layer of the store extracted once, as an overlay lower dir keyed by
-chain ID, at ``<store root>/snapshots/<chain id hex>/``.
+"""Snapshots: each layer of the store extracted once, as an overlay lower dir.
+
+Keyed by chain ID, at ``<store root>/snapshots/<chain id hex>/``.
 
 A snapshot holds only its own layer's diff, in overlay format (see :mod:`.unpack`), so
 an image's rootfs is an overlay of its layers' snapshots and nothing is copied per
@@ -125,8 +126,9 @@ class Snapshots:
             trash.remove_tree(moved)
 
     def prepare(self, manifest: Manifest) -> list[Path]:
-        """Make sure every layer of the stored image ``manifest`` has its snapshot;
-        return the lower dirs for an overlay of it, top layer first.
+        """Make sure every layer of the stored image ``manifest`` has its snapshot.
+
+        Return the lower dirs for an overlay of it, top layer first.
 
         Layers are read from the store and checked against the config's diff IDs.
         """
@@ -139,9 +141,10 @@ class Snapshots:
         return self.ensure(manifest.layers, diff_ids)
 
     def ensure(self, layers: Sequence[Descriptor], diff_ids: Sequence[str]) -> list[Path]:
-        """Make sure the stack ``layers`` (bottom first, blobs in the store, with their
-        ``diff_ids``) has its snapshots, and hold them; return the lower dirs, top
-        layer first."""
+        """Make sure the stack ``layers`` has its snapshots, and hold them; return the lower dirs.
+
+        ``layers`` come bottom first, blobs in the store, with their ``diff_ids``; the lower dirs
+        come top layer first."""
         chains = chain_ids(diff_ids)
         if not self._holds_existing(chains):
             with self.store.lease():  # a prune waits until they are held and made
@@ -152,8 +155,9 @@ class Snapshots:
         return [self.path(chain) for chain in reversed(chains)]
 
     def lowers(self, chains: Sequence[str]) -> list[Path]:
-        """The lower dirs of existing snapshots ``chains`` (bottom first), top first;
-        they are held from now on."""
+        """The lower dirs of existing snapshots ``chains``, top first; held from now on.
+
+        ``chains`` come bottom first."""
         if not self._holds_existing(chains):
             with self.store.lease():
                 self._hold.add(digests.hex_part(chain) for chain in chains)
@@ -164,8 +168,9 @@ class Snapshots:
 
     @contextlib.contextmanager
     def scratch(self) -> Iterator[Path]:
-        """A temp dir on the snapshots' filesystem, held, and removed on exit: the place
-        for an overlay's upper dir that :meth:`commit` may then take."""
+        """A temp dir on the snapshots' filesystem, held, and removed on exit.
+
+        The place for an overlay's upper dir that :meth:`commit` may then take."""
         self.root.mkdir(parents=True, exist_ok=True)
         with self.store.lease():  # a prune would take it for a killed process's
             path = Path(tempfile.mkdtemp(prefix=_SCRATCH, dir=self.root))
@@ -177,10 +182,10 @@ class Snapshots:
                 mounts.remove_tree(path)
 
     def commit(self, upper: Path, chain: str) -> Path:
-        """Make the (unmounted) overlay upper dir ``upper`` the snapshot ``chain``, by
-        renaming it: no copy, no re-extraction. If that snapshot exists already (another
-        build made it), ``upper`` is deleted and the existing one kept. Either way it is
-        held. Return its path.
+        """Make the (unmounted) overlay upper dir ``upper`` the snapshot ``chain``; return its path.
+
+        It is renamed: no copy, no re-extraction. If that snapshot exists already (another build
+        made it), ``upper`` is deleted and the existing one kept. Either way it is held.
 
         ``upper`` must be on the snapshots' filesystem (see :meth:`scratch`) and must
         hold exactly the layer that has ``chain`` as its chain ID. It is marked unsynced
@@ -211,11 +216,13 @@ class Snapshots:
         return self.path(chain)
 
     def prune(self, *, wait: bool = True) -> PruneResult:
-        """Delete the snapshots of layers that no named image in the store has (as
-        :meth:`.Store.prune` deletes their blobs), unless a live process holds them, a
-        record pins them (:mod:`dockyard.store.pins`: a working container's) or one is
-        being made; and what killed processes left: extraction temps, scratch
-        dirs (unmounting what is still mounted there), half-deleted trees.
+        """Delete the snapshots no named image needs, and what killed processes left.
+
+        The snapshots of layers that no named image in the store has go (as :meth:`.Store.prune`
+        deletes their blobs), unless a live process holds them, a record pins them
+        (:mod:`dockyard.store.pins`: a working container's) or one is being made. Also what
+        killed processes left: extraction temps, scratch dirs (unmounting what is still mounted
+        there), half-deleted trees.
 
         Returns the chain IDs removed, the bytes freed and the leftovers reaped. Runs
         under the store's GC lock (``wait`` as for :meth:`.Store.gc_lock`); the trees
@@ -257,8 +264,9 @@ class Snapshots:
         return result
 
     def reap_scratch(self) -> int:
-        """Delete only the scratch dirs killed processes left (unmounting what is still
-        mounted there; a live process holds its own); return how many went."""
+        """Delete only the scratch dirs killed processes left; return how many went.
+
+        What is still mounted there is unmounted; a live process holds its own."""
         if not self.root.is_dir():
             return 0
         with self.store.gc_lock():

@@ -93,8 +93,9 @@ _SYSTEM_MOUNTS = (
 def build_spec(
     config: ContainerConfig, *, rootfs: str, user: User, hostname: str, etc_dir: Path
 ) -> dict[str, Any]:
-    """The runtime spec for running ``config`` in ``rootfs`` as ``user``; the files of
-    :mod:`.etcfiles` in ``etc_dir`` are bound at ``/etc``."""
+    """The runtime spec for running ``config`` in ``rootfs`` as ``user``.
+
+    The files of :mod:`.etcfiles` in ``etc_dir`` are bound at ``/etc``."""
     if not config.args:
         raise ContainerError("no command to run")
     caps = [c for c in CAPABILITIES if c not in config.drop_capabilities]
@@ -128,8 +129,9 @@ def build_spec(
 
 
 def environment(config: ContainerConfig, user: User) -> list[str]:
-    """``K=V`` strings: the config's, plus docker's ``PATH`` and ``HOME`` (and ``TERM``
-    with a terminal) where it sets none."""
+    """``K=V`` strings: the config's, plus docker's defaults where it sets none.
+
+    The defaults are ``PATH`` and ``HOME`` (and ``TERM`` with a terminal)."""
     env = dict(config.env)
     for key in env:
         if not key or "=" in key or "\0" in key + env[key]:
@@ -154,8 +156,9 @@ def namespaces(network: str) -> list[dict[str, str]]:
 
 
 def mounts(config: ContainerConfig, etc_dir: Path) -> list[dict[str, Any]]:
-    """System mounts, then the ``/etc`` files and the config's mounts, parents before
-    children; a config mount replaces a system mount or ``/etc`` file at its place."""
+    """System mounts, then the ``/etc`` files and the config's mounts, parents before children.
+
+    A config mount replaces a system mount or ``/etc`` file at its place."""
     extra = [_oci_mount(m) for m in config.mounts]
     taken = {m["destination"] for m in extra}
     etc = [

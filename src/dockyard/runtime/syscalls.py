@@ -97,8 +97,9 @@ def syncfs(path: str | os.PathLike[str]) -> None:
 
 
 def rename_noreplace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> bool:
-    """Rename ``source`` to ``target`` unless ``target`` exists (even as an empty dir,
-    which plain ``rename(2)`` would replace); False if it does."""
+    """Rename ``source`` to ``target`` unless ``target`` exists; False if it does.
+
+    Even an empty dir counts, which plain ``rename(2)`` would replace."""
     result = _libc.renameat2(
         ctypes.c_int(_AT_FDCWD),
         _b(source),

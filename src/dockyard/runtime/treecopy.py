@@ -1,6 +1,7 @@
-"""Copying an overlay upper dir into a new snapshot, sharing the inodes of identical
-files with an older snapshot; and telling whether two such trees differ in anything
-but their times.
+"""Copying an overlay upper dir into a new snapshot, and comparing such trees.
+
+The copy shares the inodes of identical files with an older snapshot; the comparison tells whether
+two such trees differ in anything but their times.
 
 Creating an inode is what a snapshot's files cost on a busy disk (a hardlink is ten
 times cheaper than a new file on the ext4 of a CI VM), so a step whose upper dir was
@@ -44,9 +45,10 @@ class TreeCopyStats:
 
 
 def copy_tree(source: str, target: str, *, share_with: str | None = None) -> TreeCopyStats:
-    """Copy the tree ``source`` into the existing empty directory ``target`` (whose own
-    metadata is set from ``source``'s), linking entries identical to those at the same
-    paths under ``share_with``. Must run as root (owners, devices, trusted xattrs)."""
+    """Copy the tree ``source`` into the existing empty directory ``target``, sharing inodes.
+
+    ``target``'s own metadata is set from ``source``'s; entries identical to those at the same paths
+    under ``share_with`` are linked. Must run as root (owners, devices, trusted xattrs)."""
     stats = TreeCopyStats()
     src = dst = donor = -1
     try:
@@ -171,11 +173,12 @@ def _identical(src: int, donor: int, name: str, st: os.stat_result) -> bool:
 
 
 def same_but_times(upper: str, snapshot: str) -> bool:
-    """Do the fresh upper dir ``upper`` and the snapshot ``snapshot`` hold the same
-    entries -- names, types, modes, owners, sizes, bytes, link targets, devices, kept
-    xattrs -- whatever their times? Then they pack into layers that differ only in
-    times. Conservatively False if ``upper`` holds hardlinks (a snapshot's link counts
-    include other snapshots sharing its inodes, so its own cannot be compared)."""
+    """Do the fresh upper dir ``upper`` and the snapshot ``snapshot`` differ only in times?
+
+    True if they hold the same entries -- names, types, modes, owners, sizes, bytes, link
+    targets, devices, kept xattrs -- whatever their times: then they pack into layers that
+    differ only in times. Conservatively False if ``upper`` holds hardlinks (a snapshot's link
+    counts include other snapshots sharing its inodes, so its own cannot be compared)."""
     a = os.open(upper, _DIR)
     try:
         b = os.open(snapshot, _DIR)

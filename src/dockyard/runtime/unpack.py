@@ -1,5 +1,6 @@
-"""Extracting one layer as an overlayfs lower dir (a snapshot): deletions kept as
-overlay whiteouts instead of applied.
+"""Extracting one layer as an overlayfs lower dir (a snapshot).
+
+Deletions are kept as overlay whiteouts instead of applied.
 
 :func:`dockyard.layers.apply_layer` flattens: a whiteout deletes what lower layers put
 there. A snapshot holds only its own layer, so deletions must stay as facts overlayfs
@@ -32,10 +33,11 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 def unpack_layer(
     tar_stream: Reader, target: str | os.PathLike[str], *, name: str | None = None
 ) -> list[str]:
-    """Extract one uncompressed layer tar into the empty directory ``target`` in overlay
-    format; return the applier's warnings. Raise :class:`LayerError` for hostile or
-    malformed content, or past the size limits (``target`` should then be discarded),
-    starting with ``name`` if given. Reads the stream to EOF."""
+    """Extract one uncompressed layer tar into the empty directory ``target`` in overlay format.
+
+    Return the applier's warnings. Raise :class:`LayerError` for hostile or malformed content, or
+    past the size limits (``target`` should then be discarded), starting with ``name`` if given.
+    Reads the stream to EOF."""
     return apply_with(
         lambda root_fd, meter: _OverlayApplier(root_fd, True, meter), tar_stream, target, name=name
     )

@@ -39,9 +39,10 @@ def resolve_user(
     group: str | None,
     extra_groups: Sequence[str] = (),
 ) -> User:
-    """Resolve ``spec`` (``""``, ``user``, ``uid``, ``user:group``, ``uid:gid``...) given
-    the text of ``/etc/passwd`` and ``/etc/group`` (None if the rootfs lacks them), plus
-    ``extra_groups`` (names or gids) added as supplementary groups."""
+    """Resolve the user ``spec`` given the text of ``/etc/passwd`` and ``/etc/group``.
+
+    ``spec`` is ``""``, ``user``, ``uid``, ``user:group``, ``uid:gid``...; the files are None if the
+    rootfs lacks them. ``extra_groups`` (names or gids) are added as supplementary groups."""
     user_arg, _, group_arg = spec.partition(":")
     users = _entries(passwd, 7)
     groups = _entries(group, 4)
@@ -88,8 +89,9 @@ def resolve_user(
 def resolve_in_rootfs(
     rootfs: str | os.PathLike[str], spec: str, extra_groups: Sequence[str] = ()
 ) -> User:
-    """:func:`resolve_user` with the rootfs's own ``/etc/passwd`` and ``/etc/group``,
-    read safely (their symlinks resolve inside the rootfs)."""
+    """:func:`resolve_user` with the rootfs's own ``/etc/passwd`` and ``/etc/group``.
+
+    They are read safely (their symlinks resolve inside the rootfs)."""
     passwd = _text(inroot.read_file(rootfs, "/etc/passwd"))
     group = _text(inroot.read_file(rootfs, "/etc/group"))
     return resolve_user(spec, passwd, group, extra_groups)

@@ -24,8 +24,9 @@ from dockyard.store import trash
 
 @dataclass
 class PruneResult:
-    """What a prune removed: blobs or snapshots by digest, bytes, leftovers of dead
-    processes (temp files and dirs)."""
+    """What a prune removed.
+
+    Blobs or snapshots by digest, bytes, leftovers of dead processes (temp files and dirs)."""
 
     removed: list[str] = field(default_factory=list)
     freed: int = 0
@@ -33,8 +34,7 @@ class PruneResult:
 
 
 def reachable(layout: OCILayout) -> set[str]:
-    """Digests of every blob a root reaches (its manifests and indexes as far as they
-    are stored).
+    """Digests of every blob a root reaches (its manifests and indexes as far as they are stored).
 
     Raise :class:`StoreError` if a stored manifest cannot be read: sweeping without
     knowing its children would delete them.
@@ -43,8 +43,9 @@ def reachable(layout: OCILayout) -> set[str]:
 
 
 def blobs_per_root(layout: OCILayout) -> list[set[str]]:
-    """For each ``index.json`` entry (a named image), the digests of the stored blobs it
-    reaches: what ``dockyard df`` counts as that image's, and shared when two have it."""
+    """For each ``index.json`` entry (a named image), the digests of the stored blobs it reaches.
+
+    What ``dockyard df`` counts as that image's, and shared when two have it."""
     return [
         {digest for digest in _reached(layout, [root]) if layout.blobs.has(digest)}
         for root in layout.index().manifests
@@ -92,9 +93,10 @@ def _walk(
 def sweep(
     layout: OCILayout, held: Collection[str] = (), only: Collection[str] | None = None
 ) -> PruneResult:
-    """Delete blobs neither reachable nor ``held`` (by live processes: see
-    :meth:`.Store.blob_hold`, or kept by a prune policy), and the temp files of dead
-    writers; with ``only``, delete none but those.
+    """Delete blobs neither reachable nor ``held``, and the temp files of dead writers.
+
+    Held by live processes (see :meth:`.Store.blob_hold`), or kept by a prune policy. With ``only``,
+    delete none but those.
 
     No blob writer may be running (every temp file in the blob temp dir is deleted).
     """
@@ -117,9 +119,10 @@ def sweep(
 
 
 def remove_stale_dirs(directory: Path, older_than: float) -> PruneResult:
-    """Delete the subdirectories of ``directory`` unchanged for ``older_than`` seconds:
-    work dirs a killed process left in a shared temp dir (the builder's secret and
-    script dirs in the store's ``tmp/``). Each counts as one temp."""
+    """Delete the subdirectories of ``directory`` unchanged for ``older_than`` seconds.
+
+    Work dirs a killed process left in a shared temp dir (the builder's secret and script dirs in
+    the store's ``tmp/``). Each counts as one temp."""
     result = PruneResult()
     cutoff = time.time() - older_than
     try:

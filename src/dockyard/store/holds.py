@@ -1,5 +1,6 @@
-"""Holds: names a live process keeps from a prune, such as the snapshots a build or a
-running container uses.
+"""Holds: names a live process keeps from a prune.
+
+Such as the snapshots a build or a running container uses.
 
 A hold is a file in a holds directory, listing one name a line and locked (``flock``,
 exclusively) by its owner for as long as the hold lives. The kernel drops the lock
@@ -24,8 +25,10 @@ from dockyard.errors import StoreError
 
 
 class Hold:
-    """One process's hold on names in ``directory``; created on the first :meth:`add`,
-    released by :meth:`release` or when the object is garbage collected. Thread-safe."""
+    """One process's hold on names in ``directory``.
+
+    Created on the first :meth:`add`, released by :meth:`release` or when the object is garbage
+    collected. Thread-safe."""
 
     def __init__(self, directory: Path):
         self.directory = directory
@@ -88,8 +91,9 @@ def _close(fd: int, path: Path, owner: int) -> None:
 
 
 def held_names(directory: Path) -> set[str]:
-    """Every name a live hold in ``directory`` keeps; the files of dead holds are
-    deleted. Call it under the store's GC lock (see the module doc)."""
+    """Every name a live hold in ``directory`` keeps; the files of dead holds are deleted.
+
+    Call it under the store's GC lock (see the module doc)."""
     names: set[str] = set()
     try:
         entries = list(os.scandir(directory))

@@ -1,5 +1,6 @@
-"""The store as an image destination (its source is a layout's:
-:class:`~dockyard.layout.oci_dir.LayoutImageSource`)."""
+"""The store as an image destination.
+
+Its source is a layout's: :class:`~dockyard.layout.oci_dir.LayoutImageSource`."""
 
 from __future__ import annotations
 

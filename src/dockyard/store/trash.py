@@ -29,8 +29,9 @@ def is_trash(name: str) -> bool:
 
 
 def move_to_trash(path: Path) -> Path | None:
-    """Rename ``path`` to a fresh ``.trash-`` name in its directory, durably; return the
-    new path, or None if ``path`` does not exist."""
+    """Rename ``path`` to a fresh ``.trash-`` name in its directory, durably.
+
+    Return the new path, or None if ``path`` does not exist."""
     target = path.with_name(f"{TRASH_PREFIX}{path.name.lstrip('.')[:24]}-{os.urandom(6).hex()}")
     try:
         path.rename(target)
@@ -57,14 +58,16 @@ def remove_tree(path: Path) -> int:
 
 
 def measure(path: Path) -> int:
-    """The apparent size of the files under ``path`` that deleting it frees: each inode
-    once, and only if all its links are under ``path`` (snapshots share inodes)."""
+    """The apparent size of the files under ``path`` that deleting it frees.
+
+    Each inode once, and only if all its links are under ``path`` (snapshots share inodes)."""
     return tree_stats(path)[0]
 
 
 def tree_stats(path: Path) -> tuple[int, float]:
-    """:func:`measure`'s size, and the newest mtime in the tree (``path``'s included):
-    when it was last written, which ``dockyard df`` and ``prune --until`` take as its
+    """:func:`measure`'s size, and the newest mtime in the tree (``path``'s included).
+
+    That mtime is when it was last written, which ``dockyard df`` and ``prune --until`` take as its
     last use (reading a tree moves atimes, so atimes cannot say)."""
     links: dict[int, list[int]] = {}  # inode -> [size, links left outside the tree]
     try:

@@ -134,10 +134,11 @@ def rewrite_layer(
     desc: Descriptor,
     workdir: Path,
 ) -> Blob:
-    """The layer ``desc`` as the conversion wants it: its own bytes (``path`` None) when
-    its first bytes show it already is in the wanted compression (or compressed at all,
-    for ``only_uncompressed``), else a recompressed copy in ``workdir``, made from the
-    source bytes verified to the end."""
+    """The layer ``desc`` as the conversion wants it: its own bytes or a recompressed copy.
+
+    Its own bytes (``path`` None) when its first bytes show it already is in the wanted compression
+    (or compressed at all, for ``only_uncompressed``), else a recompressed copy in ``workdir``, made
+    from the source bytes verified to the end."""
     from dockyard.layers.compression import CompressingWriter, detect, open_decompressed
 
     wanted = _codec(conversion.compression)

@@ -125,8 +125,10 @@ class KeyValue(Record):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class ArgDef(Record):
-    """One name of an ARG instruction and its value: the default as written when parsed,
-    the resolved value once ``StageScope.apply`` ran (None: no value)."""
+    """One name of an ARG instruction and its value.
+
+    The default as written when parsed, the resolved value once ``StageScope.apply`` ran (None: no
+    value)."""
 
     key: str
     value: str | None = None
@@ -153,8 +155,9 @@ class From(Instruction):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class RunScript(Record):
-    """A heredoc RUN starting with ``#!``: write ``data`` to ``path`` (mode 0755,
-    read-only mount) and execute it, as BuildKit does."""
+    """A heredoc RUN starting with ``#!``, run as a script as BuildKit does.
+
+    Write ``data`` to ``path`` (mode 0755, read-only mount) and execute it."""
 
     path: str
     data: str
@@ -198,8 +201,9 @@ class Run(Instruction):
         return replace(self, mounts=tuple(mounts))
 
     def mount_target(self, mount: Mount, workdir: str) -> str:
-        """The absolute mount point of a bind/cache/tmpfs ``mount`` when running in
-        ``workdir`` (relative targets join it)."""
+        """The absolute mount point of a bind/cache/tmpfs ``mount`` when running in ``workdir``.
+
+        Relative targets join it."""
         target = mount.target
         if not golang.clean_path(target).startswith("/"):
             target = golang.clean_path("/" + workdir + "/" + target)
@@ -210,8 +214,10 @@ class Run(Instruction):
     def command_line(
         self, shell: Sequence[str] = DEFAULT_SHELL
     ) -> tuple[list[str], RunScript | None]:
-        """The argv to execute (shell prepended for the shell form), and the script file
-        to provide first when the RUN is a single ``#!`` heredoc."""
+        """The argv to execute, and the script file to provide first if any.
+
+        The shell is prepended for the shell form; the script file is for a RUN that is a single
+        ``#!`` heredoc."""
         args = list(self.command)
         script = None
         if self.heredocs:
@@ -233,9 +239,10 @@ class Run(Instruction):
         return args, script
 
     def created_by(self, args: Sequence[str], build_args: Sequence[tuple[str, str]]) -> str:
-        """``RUN |2 A=1 B=2 /bin/sh -c make # buildkit``: ``args`` from
-        :meth:`command_line`, ``build_args`` the stage's ARGs with their current values
-        (``StageScope.history_args``)."""
+        """The history text: ``RUN |2 A=1 B=2 /bin/sh -c make # buildkit``.
+
+        ``args`` from :meth:`command_line`, ``build_args`` the stage's ARGs with their current
+        values (``StageScope.history_args``)."""
         prefix = [f"|{len(build_args)}", *(f"{k}={v}" for k, v in build_args)] if build_args else []
         return "RUN " + " ".join([*prefix, *args]) + BUILDKIT_SUFFIX
 
@@ -261,8 +268,9 @@ class Cmd(_CommandLine):  # no fields of its own: not a dataclass of its own
 
 
 class Entrypoint(_CommandLine):  # no fields of its own: not a dataclass of its own
-    """``ENTRYPOINT``; ``ENTRYPOINT []`` clears it. Docker resets CMD to none unless a CMD
-    was set earlier in the same stage."""
+    """``ENTRYPOINT``; ``ENTRYPOINT []`` clears it.
+
+    Docker resets CMD to none unless a CMD was set earlier in the same stage."""
 
     keyword: ClassVar[str] = "ENTRYPOINT"
 
@@ -294,8 +302,9 @@ class _KeyValues(Instruction):
 
 
 class Env(_KeyValues):  # no fields of its own: not a dataclass of its own
-    """``ENV k=v ...`` or legacy ``ENV k v``; every value is expanded with the variables
-    as they were *before* this instruction."""
+    """``ENV k=v ...`` or legacy ``ENV k v``.
+
+    Every value is expanded with the variables as they were *before* this instruction."""
 
     keyword: ClassVar[str] = "ENV"
 
@@ -319,8 +328,9 @@ class Maintainer(Instruction):
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Arg(Instruction):
-    """``ARG a b=default ...``: values are resolved by ``StageScope.apply`` (a build-arg,
-    else the default expanded, else the global ARG of that name)."""
+    """``ARG a b=default ...``: values are resolved by ``StageScope.apply``.
+
+    A build-arg, else the default expanded, else the global ARG of that name."""
 
     keyword: ClassVar[str] = "ARG"
     args: tuple[ArgDef, ...]
@@ -334,8 +344,10 @@ class Arg(Instruction):
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Expose(Instruction):
-    """``EXPOSE 80 53/udp 8000-8002``; after :meth:`expand`, ``ports`` are the
-    ``port/proto`` entries docker stores (ranges unrolled, ``tcp`` by default)."""
+    """``EXPOSE 80 53/udp 8000-8002``.
+
+    After :meth:`expand`, ``ports`` are the ``port/proto`` entries docker stores (ranges unrolled,
+    ``tcp`` by default)."""
 
     keyword: ClassVar[str] = "EXPOSE"
     ports: tuple[str, ...]
@@ -398,8 +410,9 @@ class User(Instruction):
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Workdir(Instruction):
-    """``WORKDIR path``: relative paths join the previous working directory; docker
-    creates the directory (a layer, unless it is ``/``)."""
+    """``WORKDIR path``: relative paths join the previous working directory.
+
+    Docker creates the directory (a layer, unless it is ``/``)."""
 
     keyword: ClassVar[str] = "WORKDIR"
     path: str
@@ -436,8 +449,9 @@ class StopSignal(Instruction):
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Healthcheck(Instruction):
-    """``HEALTHCHECK NONE`` or ``HEALTHCHECK [--interval=..] CMD ...``; durations in
-    nanoseconds as the image config stores them (0: inherit)."""
+    """``HEALTHCHECK NONE`` or ``HEALTHCHECK [--interval=..] CMD ...``.
+
+    Durations are in nanoseconds as the image config stores them (0: inherit)."""
 
     keyword: ClassVar[str] = "HEALTHCHECK"
     test: tuple[str, ...]  # ("NONE",) | ("CMD", argv...) | ("CMD-SHELL", command)
@@ -458,8 +472,9 @@ class Healthcheck(Instruction):
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Onbuild(Instruction):
-    """``ONBUILD <instruction>``: ``expression`` is what the image config's ``OnBuild``
-    keeps (heredoc bodies included). Writes no history entry."""
+    """``ONBUILD <instruction>``; writes no history entry.
+
+    ``expression`` is what the image config's ``OnBuild`` keeps (heredoc bodies included)."""
 
     keyword: ClassVar[str] = "ONBUILD"
     expression: str
@@ -514,8 +529,10 @@ class _CopyBase(Instruction):
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Copy(_CopyBase):
-    """``COPY [--from=stage|image|index] [--chown] [--chmod] [--link] [--parents]
-    [--exclude=p]... src... dest`` (``--from`` is never expanded)."""
+    """``COPY``: files from the context, a stage or an image into the stage.
+
+    ``COPY [--from=stage|image|index] [--chown] [--chmod] [--link] [--parents] [--exclude=p]...
+    src... dest`` (``--from`` is never expanded)."""
 
     keyword: ClassVar[str] = "COPY"
     from_: str = ""
@@ -528,8 +545,10 @@ class Copy(_CopyBase):
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Add(_CopyBase):
-    """``ADD [--chown] [--chmod] [--link] [--checksum] [--keep-git-dir] [--unpack]
-    [--exclude=p]... src... dest``: local archives unpack, URLs download."""
+    """``ADD``: like COPY, but local archives unpack and URLs download.
+
+    ``ADD [--chown] [--chmod] [--link] [--checksum] [--keep-git-dir] [--unpack] [--exclude=p]...
+    src... dest``."""
 
     keyword: ClassVar[str] = "ADD"
     checksum: str = ""
@@ -550,9 +569,10 @@ class Add(_CopyBase):
 
 
 def normalize_path(parent: str, path: str, keep_slash: bool = False) -> str:
-    """BuildKit's ``NormalizePath``: a relative ``path`` joins ``parent`` (default ``/``)
-    and is cleaned; an absolute one is kept as written. With ``keep_slash`` a trailing
-    ``/`` (or ``/.``) of ``path`` survives."""
+    """BuildKit's ``NormalizePath``: ``path`` made absolute under ``parent`` and cleaned.
+
+    A relative ``path`` joins ``parent`` (default ``/``) and is cleaned; an absolute one is kept as
+    written. With ``keep_slash`` a trailing ``/`` (or ``/.``) of ``path`` survives."""
     parent = parent or "/"
     if not parent.startswith("/"):
         parent = golang.clean_path("/" + parent)

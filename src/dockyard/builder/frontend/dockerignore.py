@@ -37,8 +37,10 @@ class _Pattern:
 
 
 def read_patterns(text: str) -> list[tuple[int, str]]:
-    """``(line number, pattern)`` of an ignore file, as docker reads it: ``#`` comment
-    lines and blank lines dropped, patterns trimmed and cleaned, leading ``/`` removed."""
+    """``(line number, pattern)`` of an ignore file, as docker reads it.
+
+    ``#`` comment lines and blank lines dropped, patterns trimmed and cleaned, leading ``/``
+    removed."""
     out = []
     for number, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
         line = raw.removesuffix("\r")
@@ -61,8 +63,9 @@ def read_patterns(text: str) -> list[tuple[int, str]]:
 def ignore_file(
     context: ConfinedDir, dockerfile: ConfinedFile | None = None
 ) -> tuple[str, bytes] | None:
-    """The ignore file that applies, as (its path for messages, its content): the
-    Dockerfile-specific one wins."""
+    """The ignore file that applies, as (its path for messages, its content).
+
+    The Dockerfile-specific one wins."""
     candidates = [ConfinedFile(context, ".dockerignore")]
     if dockerfile is not None:
         specific = os.path.basename(dockerfile.name) + ".dockerignore"
@@ -121,8 +124,9 @@ class IgnoreMatcher:
         return self._state(path, remember=is_dir)[0]
 
     def may_contain(self, directory: str) -> bool:
-        """Whether an exception could include something under ``directory``: when this
-        is False an excluded directory can be skipped without reading it."""
+        """Whether an exception could include something under ``directory``.
+
+        When this is False an excluded directory can be skipped without reading it."""
         prefix = directory + "/"
         return any(
             p.exception

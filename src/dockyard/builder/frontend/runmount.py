@@ -84,8 +84,10 @@ class MountSpec:
     typed_keys: list[tuple[str, str]] = field(default_factory=list)
 
     def validate(self, ssh_index: int = 0) -> Mount:
-        """The mount this spec asks for; ValueError (BuildKit's message) when its fields
-        do not go together. ``ssh_index`` numbers the ssh sockets of one RUN."""
+        """The mount this spec asks for.
+
+        ValueError (BuildKit's message) when its fields do not go together. ``ssh_index`` numbers
+        the ssh sockets of one RUN."""
         for key, kind in self.typed_keys:
             if kind not in _KEYS_OF_TYPE[key]:
                 raise ValueError(f"unexpected key '{key}' for mount type '{kind}'")
@@ -138,8 +140,9 @@ class MountSpec:
 
 
 def parse_mount(spec: str, expand: Callable[[str], str]) -> MountSpec:
-    """One ``--mount`` value (csv ``key=value``) as BuildKit reads it at dispatch, each
-    value expanded with ``expand``; ValueError for a field that is wrong on its own."""
+    """One ``--mount`` value (csv ``key=value``) as BuildKit reads it at dispatch.
+
+    Each value is expanded with ``expand``; ValueError for a field that is wrong on its own."""
     m = MountSpec()
     for fld in _csv_fields(spec):
         key, eq, value = fld.partition("=")

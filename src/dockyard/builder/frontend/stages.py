@@ -72,8 +72,9 @@ class Stage:
 
 
 def proxy_env(build_args: Mapping[str, str]) -> dict[str, str]:
-    """The proxy variables RUN gets from build-args, in both spellings (``HTTP_PROXY``
-    and ``http_proxy``), whatever case the build-arg used."""
+    """The proxy variables RUN gets from build-args, in both spellings.
+
+    ``HTTP_PROXY`` and ``http_proxy``, whatever case the build-arg used."""
     found: dict[str, str] = {}
     for key in sorted(build_args):
         if key.lower() in PROXY_ARGS:
@@ -177,8 +178,9 @@ class BuildPlan:
 
     @property
     def levels(self) -> tuple[tuple[Stage, ...], ...]:
-        """:attr:`order` in groups: a stage depends only on stages of earlier groups, so
-        the stages of one group can run in parallel."""
+        """:attr:`order` in groups whose stages can run in parallel.
+
+        A stage depends only on stages of earlier groups."""
         level: dict[int, int] = {}
         for stage in self.order:
             level[stage.index] = 1 + max((level[d] for d in stage.depends_on), default=-1)
@@ -188,8 +190,9 @@ class BuildPlan:
         return tuple(tuple(groups[n]) for n in sorted(groups))
 
     def source_stage(self, ref: str, *, by_index: bool = True) -> Stage | None:
-        """The stage a ``COPY --from`` (name or index) or, with ``by_index=False``, a
-        ``--mount from=`` names; None when it names an image."""
+        """The stage a ``COPY --from`` or a ``--mount from=`` names; None when it names an image.
+
+        ``COPY --from`` by name or index; ``--mount from=`` with ``by_index=False``."""
         if by_index and _INDEX.match(ref):
             return self.stages[int(ref)]
         for stage in self.stages:
@@ -200,15 +203,17 @@ class BuildPlan:
     def scope(
         self, stage: Stage, image_env: Sequence[str] = (), base: StageScope | None = None
     ) -> StageScope:
-        """A fresh scope for ``stage``: from the base image's Env, or from the final
-        scope of its base stage."""
+        """A fresh scope for ``stage``.
+
+        From the base image's Env, or from the final scope of its base stage."""
         if stage.base_stage is not None and base is None:
             raise ValueError(f"stage {stage.id} is built FROM a stage: pass that stage's scope")
         return StageScope(self, image_env, base)
 
     def image_triggers(self, stage: Stage, onbuild: Sequence[str]) -> tuple[Instruction, ...]:
-        """The ONBUILD triggers of ``stage``'s base image (its config ``OnBuild``), parsed
-        and located at the FROM line; run them before the stage's instructions."""
+        """The ONBUILD triggers of ``stage``'s base image (its config ``OnBuild``).
+
+        Parsed and located at the FROM line; run them before the stage's instructions."""
         return _parse_triggers(onbuild, stage.from_)
 
 

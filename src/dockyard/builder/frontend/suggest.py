@@ -29,10 +29,11 @@ def edit_distance(a: str, b: str) -> int:
 
 
 def closest(value: str, options: Iterable[str], *, case_sensitive: bool = True) -> str | None:
-    """The option nearest ``value`` (the first of equally near ones), or None when none
-    is near enough or ``value`` is one of them. Without ``case_sensitive`` names are
-    compared in lower case and the suggestion takes ``value``'s case (all upper, all
-    lower, else lower)."""
+    """The option nearest ``value`` (the first of equally near ones).
+
+    None when none is near enough or ``value`` is one of them. Without ``case_sensitive`` names are
+    compared in lower case and the suggestion takes ``value``'s case (all upper, all lower, else
+    lower)."""
     wanted = value if case_sensitive else value.lower()
     match, best = None, MAX_DISTANCE + 1
     for option in options:

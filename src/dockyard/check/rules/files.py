@@ -1,5 +1,7 @@
-"""``files``: forbidden paths and globs, setuid/setgid files outside an allow list, and
-world-writable files and directories outside ``/tmp`` (the policy's allow list).
+"""``files``: forbidden paths, setuid/setgid files and world-writable files.
+
+Forbidden paths and globs, setuid/setgid files outside an allow list, and world-writable files and
+directories outside ``/tmp`` (the policy's allow list).
 
 Every layer is judged, not only the finished image: a file a later layer deletes still
 ships in the image's blobs.

@@ -1,6 +1,7 @@
-"""``packages``: the Debian and Alpine packages installed (from the image's final dpkg
-``status`` / ``status.d`` and apk ``installed`` databases), checked against a deny list
-with versions."""
+"""``packages``: the Debian and Alpine packages installed, checked against a deny list.
+
+Read from the image's final dpkg ``status`` / ``status.d`` and apk ``installed`` databases; the deny
+list has versions."""
 
 from __future__ import annotations
 

@@ -81,9 +81,10 @@ def shannon_entropy(value: bytes) -> float:
 
 
 def random_looking(value: bytes) -> bool:
-    """Whether ``value`` looks like a generated secret rather than a word or a path:
-    hex of 32+ characters with entropy 3+, else mixed letters and digits with entropy
-    4+ (a random 20-character base64 string has about 4.1)."""
+    """Whether ``value`` looks like a generated secret rather than a word or a path.
+
+    Hex of 32+ characters with entropy 3+, else mixed letters and digits with entropy 4+ (a random
+    20-character base64 string has about 4.1)."""
     text = value.strip(b"=")
     if re.fullmatch(rb"[0-9a-fA-F]{32,}", text):
         return shannon_entropy(text) >= 3.0

@@ -95,8 +95,10 @@ class Authenticator:
     def challenged(
         self, response: httpx.Response, scopes: tuple[str, ...], used: str | None
     ) -> bool:
-        """Learn from a 401 answer to a request sent with ``used``; True if sending it again
-        with :meth:`authorization` may succeed (a new or refreshed token, or credentials)."""
+        """Learn from a 401 answer to a request sent with ``used``.
+
+        True if sending it again with :meth:`authorization` may succeed (a new or refreshed token,
+        or credentials)."""
         found = [
             c
             for h in response.headers.get_list("www-authenticate")

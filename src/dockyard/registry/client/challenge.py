@@ -1,5 +1,7 @@
-"""Parsing ``WWW-Authenticate`` challenges (RFC 7235), e.g.
-``Bearer realm="https://auth.example/token",service="registry",scope="repository:a:pull"``.
+"""Parsing ``WWW-Authenticate`` challenges (RFC 7235).
+
+For example ``Bearer
+realm="https://auth.example/token",service="registry",scope="repository:a:pull"``.
 """
 
 from __future__ import annotations

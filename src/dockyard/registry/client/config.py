@@ -221,8 +221,9 @@ _command_line_mirrors: dict[str, tuple[Mirror, ...]] = {}
 
 
 def parse_mirror_option(text: str) -> tuple[str, Mirror]:
-    """``HOST=URL`` as (the registry's canonical host, its mirror). ``URL`` is
-    ``http://`` (plain HTTP), ``https://`` (verified TLS) or bare (the usual rules), then
+    """``HOST=URL`` as (the registry's canonical host, its mirror).
+
+    ``URL`` is ``http://`` (plain HTTP), ``https://`` (verified TLS) or bare (the usual rules), then
     ``host[:port][/namespace]``; ``HOST`` is a registry as in references (``docker.io``)."""
     from dockyard.registry.client.credentials import canonical_host
 
@@ -245,8 +246,9 @@ def parse_mirror_option(text: str) -> tuple[str, Mirror]:
 
 
 def use_command_line_mirrors(options: list[str] | tuple[str, ...]) -> None:
-    """Make ``--registry-mirror`` values (``HOST=URL``) the mirrors every pull of this
-    process tries first; raise :class:`RegistryError` for a malformed one."""
+    """Make ``--registry-mirror`` values the mirrors every pull of this process tries first.
+
+    The values are ``HOST=URL``; raise :class:`RegistryError` for a malformed one."""
     mirrors: dict[str, list[Mirror]] = {}
     for text in options:
         for item in text.replace(",", " ").split():

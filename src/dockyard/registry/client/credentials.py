@@ -52,8 +52,10 @@ def _key_host(key: str) -> str:
 
 
 def auth_files() -> list[Path]:
-    """``$REGISTRY_AUTH_FILE``, ``$DOCKER_CONFIG/config.json``, ``~/.docker/config.json``,
-    ``$XDG_RUNTIME_DIR/containers/auth.json``: the ones whose variables are set, in order."""
+    """The credential files whose variables are set, in order.
+
+    ``$REGISTRY_AUTH_FILE``, ``$DOCKER_CONFIG/config.json``, ``~/.docker/config.json``,
+    ``$XDG_RUNTIME_DIR/containers/auth.json``."""
     env = os.environ
     paths = []
     if env.get("REGISTRY_AUTH_FILE"):
@@ -67,8 +69,10 @@ def auth_files() -> list[Path]:
 
 
 def login_file() -> Path:
-    """Where :func:`store` writes: the first of ``$REGISTRY_AUTH_FILE``,
-    ``$DOCKER_CONFIG/config.json``, ``~/.docker/config.json``."""
+    """Where :func:`store` writes.
+
+    The first of ``$REGISTRY_AUTH_FILE``, ``$DOCKER_CONFIG/config.json``, ``~/.docker/config.json``.
+    """
     if os.environ.get("REGISTRY_AUTH_FILE"):
         return Path(os.environ["REGISTRY_AUTH_FILE"])
     if os.environ.get("DOCKER_CONFIG"):
@@ -99,10 +103,11 @@ def from_config(doc: dict[str, Any], host: str, where: str = "config.json") -> C
 
 
 def from_auth_config(text: str, where: str) -> dict[str, Credentials]:
-    """The credentials of a docker-config-style JSON document given as data (a pipeline's
-    ``registry_auth`` secret), by host: its ``auths`` entries (``auth``, ``identitytoken``).
-    Credential helpers are refused: they would hand out the host's own logins. Errors name
-    ``where`` and never quote the document."""
+    """The credentials of a docker-config-style JSON document given as data, by host.
+
+    The document is a pipeline's ``registry_auth`` secret; its ``auths`` entries (``auth``,
+    ``identitytoken``) count. Credential helpers are refused: they would hand out the host's own
+    logins. Errors name ``where`` and never quote the document."""
     try:
         doc = json.loads(text)
     except ValueError:

@@ -39,8 +39,9 @@ def parse_error_body(body: bytes) -> list[tuple[str, str]]:
 
 
 def response_error(host: str, what: str, status: int, body: bytes = b"") -> RegistryError:
-    """The error for a failed answer, e.g.
-    ``registry h:5000: manifest unknown: library/foo:1 (404 MANIFEST_UNKNOWN)``.
+    """The error for a failed answer.
+
+    For example ``registry h:5000: manifest unknown: library/foo:1 (404 MANIFEST_UNKNOWN)``.
 
     401 and 403 give an :class:`AuthError`, 404 a :class:`RegistryNotFound` (which
     generic code catches as :class:`~dockyard.errors.NotFound`).

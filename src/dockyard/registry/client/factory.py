@@ -1,5 +1,6 @@
-"""One shared :class:`RegistryClient` per registry host (and TLS choice) per process, or
-per :class:`CredentialScope` for code that must not use the host's registry logins.
+"""One shared :class:`RegistryClient` per registry host (and TLS choice) per process.
+
+Or per :class:`CredentialScope` for code that must not use the host's registry logins.
 
 A mirror's client (``mirror=True``) is another one, which gives up sooner: a pull falls
 back to the source registry when a mirror fails, rather than wait out every retry."""
@@ -38,9 +39,10 @@ def api_host(host: str) -> str:
 def client_for(
     target: Reference | str, tls_verify: bool | None = None, *, mirror: bool = False
 ) -> RegistryClient:
-    """The client for a reference's registry or a ``host[:port]`` (serving as a pull
-    ``mirror``): the active :class:`CredentialScope`'s, else the process-wide one (the
-    host's logins)."""
+    """The client for a reference's registry or a ``host[:port]``.
+
+    A host may serve as a pull ``mirror``. The active :class:`CredentialScope`'s client, else the
+    process-wide one (the host's logins)."""
     host = target.api_host if isinstance(target, Reference) else api_host(target)
     scope = _SCOPE.get()
     if scope is not None:
@@ -57,8 +59,10 @@ def client_for(
 
 
 class CredentialScope:
-    """The registry credentials one job may use (a pipeline run's, given to it), in place
-    of the host's own logins (docker's ``config.json``, ``dockyard login``).
+    """The registry credentials one job may use, in place of the host's own logins.
+
+    A pipeline run's, given to it; the host's logins are docker's ``config.json`` and ``dockyard
+    login``.
 
     In an :meth:`active` block (its thread, and contexts copied from it) :func:`client_for`
     gives clients that authenticate to a host of ``credentials`` (keyed by host, as in a
@@ -78,8 +82,9 @@ class CredentialScope:
     def client(
         self, host: str, tls_verify: bool | None = None, *, mirror: bool = False
     ) -> RegistryClient:
-        """The client for ``host`` (as a pull ``mirror``) under this scope's credentials:
-        a mirror's are those given for the mirror's own host."""
+        """The client for ``host`` (as a pull ``mirror``) under this scope's credentials.
+
+        A mirror's credentials are those given for the mirror's own host."""
         credentials = self._credentials.get(canonical_host(host))
         if credentials is None and self.host_credentials:
             token = _SCOPE.set(None)

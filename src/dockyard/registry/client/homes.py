@@ -1,5 +1,7 @@
-"""A registry as an image home: :class:`RegistrySource` and :class:`RegistryDestination`
-implement ``dockyard.oci.home.ImageSource`` / ``ImageDestination``."""
+"""A registry as an image home.
+
+:class:`RegistrySource` and :class:`RegistryDestination` implement ``dockyard.oci.home.ImageSource``
+/ ``ImageDestination``."""
 
 from __future__ import annotations
 
@@ -60,8 +62,9 @@ class _Watched:
 
 
 class RegistryDestination:
-    """Writes an image to ``ref``'s repository; the root manifest goes to ``ref.tag``
-    (or by digest when the reference has no tag).
+    """Writes an image to ``ref``'s repository.
+
+    The root manifest goes to ``ref.tag`` (or by digest when the reference has no tag).
 
     ``mount_from`` names a repository of the same registry that may hold the blobs (the
     source of a copy): each blob is then mounted from it when possible, else uploaded.
@@ -79,8 +82,7 @@ class RegistryDestination:
     def put_blob(
         self, desc: Descriptor, stream: ReadCloser, *, reopen: BlobOpener | None = None
     ) -> None:
-        """Mount or upload a blob; the bytes are verified against ``desc`` before the
-        registry may commit them.
+        """Mount or upload a blob, verified against ``desc`` before the registry may commit it.
 
         Retries: the upload restarts from a fresh session after a 5xx, 429, a dropped
         connection or an expired token. ``stream`` serves the first attempt (and any

@@ -10,8 +10,10 @@ from dockyard.registry.client.factory import api_host
 
 
 def login(host: str, username: str, password: str, *, tls_verify: bool | None = None) -> Path:
-    """Check the credentials with an authenticated ``GET /v2/`` (raises ``AuthError`` if
-    refused), then save them for ``host`` (see ``credentials.store``); return the file."""
+    """Check the credentials, then save them for ``host``; return the file.
+
+    The check is an authenticated ``GET /v2/`` (raises ``AuthError`` if refused); saving is as
+    ``credentials.store`` does."""
     user = credentials.Credentials(username, password)
     with RegistryClient(api_host(host), tls_verify=tls_verify, credentials=user) as client:
         client.ping()

@@ -1,5 +1,7 @@
-"""Pulling through mirrors: an image read from the first of a registry's mirrors that
-serves it, else from the registry itself (containers-registries.conf semantics).
+"""Pulling through mirrors.
+
+An image is read from the first of a registry's mirrors that serves it, else from the registry
+itself (containers-registries.conf semantics).
 
 :func:`registry_source` is what every pull opens (``pull``, ``build``'s ``FROM``,
 ``run``, pipelines, ``copy docker://``). The mirrors of the reference's registry
@@ -45,9 +47,10 @@ class Endpoint:
 
 
 def registry_source(ref: Reference, tls_verify: bool | None = None):
-    """The image source a pull of ``ref`` reads: through its registry's mirrors when it
-    has any that serve this pull, else straight from the registry. ``tls_verify`` is the
-    source registry's; each mirror has its own."""
+    """The image source a pull of ``ref`` reads.
+
+    Through its registry's mirrors when it has any that serve this pull, else straight from the
+    registry. ``tls_verify`` is the source registry's; each mirror has its own."""
     source = RegistrySource(client_for(ref, tls_verify=tls_verify), ref)
     mirrors = [m for m in mirrors_for(ref.registry) if m.serves(by_digest=ref.digest is not None)]
     if not mirrors:
@@ -62,8 +65,9 @@ def _endpoint(mirror: Mirror, ref: Reference) -> Endpoint:
 
 
 class MirroredSource:
-    """The image ``ref`` names, from the first of ``endpoints`` that serves its root
-    manifest (the last endpoint is the source registry)."""
+    """The image ``ref`` names, from the first of ``endpoints`` that serves its root manifest.
+
+    The last endpoint is the source registry."""
 
     def __init__(self, ref: Reference, endpoints: list[Endpoint]):
         self.ref = ref

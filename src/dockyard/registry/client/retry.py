@@ -28,8 +28,9 @@ DEFAULT_TIMEOUT = 30.0
 
 
 def stall_timeout() -> float:
-    """Seconds without a byte after which a try fails: ``$DOCKYARD_REGISTRY_TIMEOUT``,
-    else :data:`DEFAULT_TIMEOUT`."""
+    """Seconds without a byte after which a try fails.
+
+    ``$DOCKYARD_REGISTRY_TIMEOUT``, else :data:`DEFAULT_TIMEOUT`."""
     text = os.environ.get(TIMEOUT_VAR)
     if text is None:
         return DEFAULT_TIMEOUT
@@ -51,8 +52,9 @@ class RetryPolicy:
     max_delay: float = 15.0
 
     def delay(self, failures: int, retry_after: str | None = None) -> float:
-        """Seconds to wait after the ``failures``-th failed try (0-based); a numeric
-        ``Retry-After`` lengthens it, up to ``max_delay``."""
+        """Seconds to wait after the ``failures``-th failed try (0-based).
+
+        A numeric ``Retry-After`` lengthens it, up to ``max_delay``."""
         wait = min(self.max_delay, self.base_delay * 2**failures) * random.uniform(0.5, 1.0)
         if retry_after and retry_after.strip().isdigit():
             wait = max(wait, min(self.max_delay, float(retry_after)))

@@ -1,5 +1,6 @@
-"""The TLS context of registry connections: verifying, with the CA bundle loaded at the
-first handshake rather than when the client is made.
+"""The TLS context of registry connections: verifying, with the CA bundle loaded late.
+
+The bundle is loaded at the first handshake rather than when the client is made.
 
 Loading the bundle costs ~25 ms, which every registry command would pay at start-up even
 when it only talks plain HTTP to a loopback registry. The trust sources are httpx's:
@@ -15,8 +16,10 @@ from typing import Any
 
 
 class LazyTrustContext(ssl.SSLContext):
-    """A client context (hostname checks, certificates required) that loads its CA
-    certificates just before its first socket or BIO is wrapped; thread-safe."""
+    """A client TLS context that loads its CA certificates just before its first use.
+
+    A client context (hostname checks, certificates required) that loads its CA certificates just
+    before its first socket or BIO is wrapped; thread-safe."""
 
     _loaded = False
     _lock = threading.Lock()  # shared by all instances: loading is rare and short

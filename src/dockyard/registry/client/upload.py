@@ -14,8 +14,9 @@ Opener = BlobOpener
 
 
 class StreamNotReopenable(Exception):
-    """Raised by an :data:`Opener` that cannot give the bytes again: the upload then fails
-    with the error that asked for the retry."""
+    """Raised by an :data:`Opener` that cannot give the bytes again.
+
+    The upload then fails with the error that asked for the retry."""
 
 
 def read_full(stream: Reader, size: int) -> bytes:
