@@ -1,6 +1,7 @@
 """The registry on an S3-compatible object store (SeaweedFS on loopback), two replicas on
-one bucket: uploads whose chunks alternate between them, digests verified before a blob
-is visible, abandoned uploads cleaned by gc, gc racing pushes, skopeo through both."""
+one bucket: uploads whose chunks alternate between them, a replica killed mid-push and the
+client's retry on the other, digests verified before a blob is visible, abandoned uploads
+cleaned by gc, gc racing pushes, skopeo through both."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import uuid
 
 import httpx
@@ -256,3 +258,109 @@ def test_redirect_answers_blob_gets_with_presigned_urls(replicas, seaweed, prefi
         assert r.status_code == 404 and "location" not in r.headers
     finally:
         server.stop()
+
+
+def _parts_uploaded(seaweed, prefix: str, upload_id: str) -> int:
+    """How many parts the multipart uploads of one session hold in the store."""
+    client = seaweed.client()
+    pending = client.list_multipart_uploads(
+        Bucket="registry", Prefix=f"{prefix}/uploads/{upload_id}/"
+    )
+    return sum(
+        len(
+            client.list_parts(Bucket="registry", Key=u["Key"], UploadId=u["UploadId"]).get(
+                "Parts", []
+            )
+        )
+        for u in pending.get("Uploads", ())
+    )
+
+
+@pytest.mark.parametrize("first", [0, PART_SIZE + 1000], ids=["first-patch", "later-patch"])
+def test_replica_killed_mid_push_client_retries_on_the_other(
+    replicas, seaweed, prefix, storage, tmp_path, first
+):
+    """A replica is SIGKILLed while a ``PATCH`` streams into it, after it uploaded parts
+    the session's state never recorded (into a multipart upload the state names, or one
+    it never got to name): the client asks the surviving replica where the upload stands,
+    sends the rest there, and the blob and its manifest complete; gc later removes what
+    the dead replica left (an orphaned multipart upload), and nothing in use."""
+    survivor = replicas[0]
+    doomed = start_server(
+        tmp_path / "doomed", *seaweed.storage_args(prefix=prefix), env=seaweed.env
+    )
+    try:
+        layer = os.urandom(4 * PART_SIZE + 12345)
+        manifest, blobs = fake_image(layer)
+        digest = sha256_of(layer)
+        name = f"killed/{uuid.uuid4().hex[:8]}"
+        r = httpx.post(f"{doomed.url}/v2/{name}/blobs/uploads/")
+        assert r.status_code == 202, r.text
+        location = r.headers["location"]
+        upload_id = location.rsplit("/", 1)[1]
+        if first:  # a whole part recorded in the state, and a tail
+            r = httpx.patch(
+                doomed.url + location,
+                content=layer[:first],
+                headers={"Content-Range": f"0-{first - 1}"},
+                timeout=60,
+            )
+            assert r.status_code == 202, r.text
+        recorded = _parts_uploaded(seaweed, prefix, upload_id)
+
+        def body():
+            sent = first
+            while sent < len(layer):
+                if sent >= first + 3 * PART_SIZE and doomed.process.poll() is None:
+                    deadline = time.monotonic() + 60
+                    while _parts_uploaded(seaweed, prefix, upload_id) < recorded + 2:
+                        assert time.monotonic() < deadline, "the replica uploaded no parts"
+                        time.sleep(0.05)
+                    doomed.stop(kill=True)  # mid-request, with parts the state doesn't name
+                yield layer[sent : sent + (1 << 20)]
+                sent += 1 << 20
+
+        with pytest.raises(httpx.TransportError):
+            httpx.patch(
+                doomed.url + location,
+                content=body(),
+                headers={"Content-Range": f"{first}-{len(layer) - 1}"},
+                timeout=60,
+            )
+        assert doomed.process.returncode == -9
+        # the client's retry: where does the upload stand, on the replica still there
+        r = httpx.get(survivor.url + location)
+        assert r.status_code == 204, r.text
+        assert r.headers["range"] == f"0-{max(first - 1, 0)}"  # what the dead one recorded
+        offset = first
+        r = httpx.put(
+            survivor.url + location,
+            params={"digest": digest},
+            content=layer[offset:],
+            headers={"Content-Range": f"{offset}-{len(layer) - 1}"},
+            timeout=120,
+        )
+        assert r.status_code == 201, r.text
+        for blob_digest, blob in blobs.items():
+            if blob_digest != digest:
+                httpx.post(
+                    f"{survivor.url}/v2/{name}/blobs/uploads/",
+                    params={"digest": blob_digest},
+                    content=blob,
+                ).raise_for_status()
+        r = httpx.put(
+            f"{survivor.url}/v2/{name}/manifests/v1",
+            content=manifest,
+            headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        )
+        assert r.status_code == 201, r.text
+        got = httpx.get(f"{survivor.url}/v2/{name}/blobs/{digest}", timeout=60)
+        assert got.status_code == 200 and sha256_of(got.content) == digest
+        left = _parts_uploaded(seaweed, prefix, upload_id)  # the orphan of the dead replica
+        assert (left >= 2) == (first == 0), left
+        collect(storage, upload_max_age=0)
+        assert _parts_uploaded(seaweed, prefix, upload_id) == 0
+        assert manifest_digest(survivor.url, name, "v1") == sha256_of(manifest)
+        assert httpx.head(f"{survivor.url}/v2/{name}/blobs/{digest}").status_code == 200
+    finally:
+        doomed.stop(kill=True)
