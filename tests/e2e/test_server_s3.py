@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ import pytest
 from dockyard.registry.server.config import ServerConfig
 from dockyard.registry.server.gc import collect
 from dockyard.registry.server.s3storage import PART_SIZE, S3Storage
+from tests.conftest import need
 from tests.support.registry_server import (
     copy,
     fake_image,
@@ -364,3 +366,33 @@ def test_replica_killed_mid_push_client_retries_on_the_other(
         assert httpx.head(f"{survivor.url}/v2/{name}/blobs/{digest}").status_code == 200
     finally:
         doomed.stop(kill=True)
+
+
+def test_replicas_share_the_token_key_file(seaweed, prefix, tmp_path):
+    """Token mode on a bucket: a token one replica issued works on the other, as both
+    read the operator's key file (``--token-key``); nothing of the key is in the bucket."""
+    need("htpasswd")
+    htpasswd = tmp_path / "htpasswd"
+    subprocess.run(["htpasswd", "-B", "-b", "-c", str(htpasswd), "alice", "pw"], check=True)
+    key = tmp_path / "token.key"
+    key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)
+    args = [*seaweed.storage_args(prefix=prefix), "--htpasswd", str(htpasswd), "--auth", "token"]
+    servers = [
+        start_server(tmp_path / f"auth{n}", *args, "--token-key", str(key), env=seaweed.env)
+        for n in (1, 2)
+    ]
+    try:
+        scope = "repository:shared/key:pull,push"
+        r = httpx.get(f"{servers[0].url}/token", params={"scope": scope}, auth=("alice", "pw"))
+        assert r.status_code == 200, r.text
+        headers = {"Authorization": f"Bearer {r.json()['token']}"}
+        r = httpx.post(f"{servers[1].url}/v2/shared/key/blobs/uploads/", headers=headers)
+        assert r.status_code == 202, r.text
+        listed = keys(seaweed, prefix, "")
+        assert listed and not [k for k in listed if "auth" in k or "key" in k.rsplit("/", 1)[1]]
+        for server in servers:
+            assert not (server.root / "auth").exists()  # no key of its own made
+    finally:
+        for server in servers:
+            server.stop()
