@@ -396,3 +396,51 @@ def test_replicas_share_the_token_key_file(seaweed, prefix, tmp_path):
     finally:
         for server in servers:
             server.stop()
+
+
+def test_catalog_pages_list_only_their_levels(seaweed, tmp_path):
+    """The catalog on a bucket pages in distribution's order (component by component:
+    ``a`` < ``a/0`` < ``a/b/c`` < ``a-b``), the same order and pages as on a directory,
+    and a page lists the levels of its own names (plus the path to ``last``), not every
+    object of every repository."""
+    from dockyard.registry.server.storage import Storage
+
+    names = ["a", "a/0", "a/b/c", "a-b", "a.c", "b", "b/x", "x/y", "z9"]
+    config = ServerConfig(
+        root=tmp_path,
+        storage=f"s3://registry/{uuid.uuid4().hex[:12]}",
+        s3_endpoint=seaweed.endpoint,
+        s3_region="us-east-1",
+    )
+    os.environ.update({k: v for k, v in seaweed.env.items() if k.startswith("AWS_")})
+    bucket = S3Storage.from_config(config)
+    bucket.ensure()
+    files = Storage(tmp_path / "files")
+    for i, name in enumerate(names):
+        for store in (bucket, files):
+            store.link_blob(name, sha256_of(name.encode()))
+            if i % 2:
+                store.put_manifest(name, b"{}", "application/vnd.oci.image.index.v1+json", ("t",))
+    expected = ["a", "a/0", "a/b/c", "a-b", "a.c", "b", "b/x", "x/y", "z9"]
+    assert bucket.repositories() == files.repositories() == expected
+    for n in (1, 2, 4):
+        pages, last = [], None
+        while True:
+            got = bucket.repositories(last, n)
+            assert got == files.repositories(last, n)
+            if not got:
+                break
+            pages += got
+            last = got[-1]
+        assert pages == expected
+    assert bucket.repositories("a/b", 2) == ["a/b/c", "a-b"]  # after a namespace
+    assert bucket.repositories("x/../a", 1) == ["x/y"]  # junk is only a bound
+    calls: list[str] = []
+    bucket.bucket.client.meta.events.register(
+        "provide-client-params.s3.ListObjectsV2", lambda params, **_: calls.append(params["Prefix"])
+    )
+    assert bucket.repositories("a-b", 2) == ["a.c", "b"]
+    prefix = bucket.bucket.prefix
+    assert sorted(calls) == sorted(
+        f"{prefix}repos/{p}" for p in ("", "a-b/", "a.c/", "b/")
+    )  # the top level, last's own, and the page's: never inside _layers/ or _manifests/

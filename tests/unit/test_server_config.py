@@ -144,7 +144,9 @@ def test_check():
         check(ServerConfig(Path("/r"), tls_cert=Path("/c")))
     with pytest.raises(ConfigError):
         check(ServerConfig(Path("/r"), auth_mode="token"))
-    s3_token = ServerConfig(Path("/r"), storage="s3://bucket/p", htpasswd=Path("/h"), auth_mode="token")
+    s3_token = ServerConfig(
+        Path("/r"), storage="s3://bucket/p", htpasswd=Path("/h"), auth_mode="token"
+    )
     with pytest.raises(ConfigError, match="token_key"):  # replicas must share one key
         check(s3_token)
     check(replace(s3_token, token_key=Path("/k")))

@@ -64,7 +64,8 @@ def collect(
                     log.debug("gc: %s@%s: %s", name, digest, e)
         result.marked = len(marked)
 
-        for digest in list(storage.blobs):
+        stored = set(storage.blobs)  # listed once: links are checked against it below
+        for digest in sorted(stored):
             if digest in marked:
                 continue
             age, size = storage.blob_age(digest), storage.blob_size(digest)
@@ -78,13 +79,15 @@ def collect(
             if dry_run or storage.delete_blob_if_idle(digest, grace):
                 result.removed.append(digest)
                 result.freed += size
+                stored.discard(digest)
             else:
                 result.kept_young.append(digest)
 
         if not dry_run:
             for name in storage.repositories():
                 for digest in storage.linked_blobs(name):
-                    if not storage.blobs.has(digest):
+                    # only a link to a blob not listed above is looked up (one just pushed)
+                    if digest not in stored and not storage.blobs.has(digest):
                         storage.unlink_blob(name, digest)
                         result.links_removed += 1
 
