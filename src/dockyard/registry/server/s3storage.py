@@ -712,7 +712,7 @@ class S3Storage(ManifestStore):
     def _level(self, node: str, after: str | None = None) -> _Level:
         """The sub-namespaces of ``node`` (``""``: the top) after component ``after``,
         sorted, and whether ``node`` is a repository itself."""
-        base = f"{repo_key(node)}" if node else f"{REPOS}/"
+        base = repo_key(node) if node else f"{REPOS}/"
         children, repo = [], False
         for part in self.bucket.folders(base, after):
             if part in (MANIFESTS, LAYERS):
