@@ -154,7 +154,7 @@ def test_abandoned_upload_is_cleaned_by_gc(replicas, seaweed, prefix, storage):
     assert httpx.get(replicas[0].url + location).status_code == 404
 
 
-def test_gc_racing_pushes_keeps_what_they_name(replicas, storage):
+def test_gc_racing_pushes_keeps_what_they_name(replicas, storage, seaweed, prefix):
     """gc with no grace at all runs again and again while two clients push images through
     both replicas at once: a manifest the registry accepted always has every blob it
     names."""
@@ -198,7 +198,15 @@ def test_gc_racing_pushes_keeps_what_they_name(replicas, storage):
         pusher.join()
     assert not errors, errors
     assert rounds > 1 and accepted
-    collect(storage, grace=0)
+    stray = f"touched/sha256/{'0' * 64}"  # a marker whose blob is gone
+    storage.bucket.put(stray, b"")
+    collect(storage, grace=0, upload_max_age=0)
+    blobs = {k.split("/blobs/", 1)[1] for k in keys(seaweed, prefix, "blobs/")}
+    touched = {k.split("/touched/", 1)[1] for k in keys(seaweed, prefix, "touched/")}
+    assert touched and touched <= blobs  # the stray marker went, none of the others
+    listed = keys(seaweed, prefix, "repos/race/")
+    links = [k.split("/_layers/", 1)[1] for k in listed if "/_layers/" in k]
+    assert links and [k for k in links if k not in blobs] == []  # none to a gone blob
     for name, manifest, blobs in accepted:
         for server in replicas:
             assert manifest_digest(server.url, name, "v1") == sha256_of(manifest)

@@ -64,8 +64,7 @@ def collect(
                     log.debug("gc: %s@%s: %s", name, digest, e)
         result.marked = len(marked)
 
-        stored = set(storage.blobs)  # listed once: links are checked against it below
-        for digest in sorted(stored):
+        for digest in list(storage.blobs):
             if digest in marked:
                 continue
             age, size = storage.blob_age(digest), storage.blob_size(digest)
@@ -79,15 +78,14 @@ def collect(
             if dry_run or storage.delete_blob_if_idle(digest, grace):
                 result.removed.append(digest)
                 result.freed += size
-                stored.discard(digest)
             else:
                 result.kept_young.append(digest)
 
         if not dry_run:
+            kept = marked.union(result.kept_young)  # blobs still there: no need to look
             for name in storage.repositories():
                 for digest in storage.linked_blobs(name):
-                    # only a link to a blob not listed above is looked up (one just pushed)
-                    if digest not in stored and not storage.blobs.has(digest):
+                    if digest not in kept and not storage.blobs.has(digest):
                         storage.unlink_blob(name, digest)
                         result.links_removed += 1
 

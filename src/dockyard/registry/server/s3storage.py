@@ -831,11 +831,16 @@ class S3Storage(ManifestStore):
                             Bucket=self.bucket.name, Key=up["Key"], UploadId=up["UploadId"]
                         )
                         removed += 1
-        touched = {rel.replace("/", ":", 1) for rel, _ in self.bucket.objects("touched/")}
-        stored = set(self.blobs)  # listed after the markers: a marker's blob comes first
-        for digest in touched - stored:
-            if names.valid_digest(digest) and not self.blobs.has(digest):
-                self.bucket.delete(f"touched/{digest.replace(':', '/', 1)}")
+        # markers and blobs are listed side by side (both in key order, one object of each
+        # in memory); a marker whose blob the listing lacks is looked up before it goes
+        blobs = (rel for rel, _ in self.bucket.objects("blobs/"))
+        blob = next(blobs, None)
+        for rel, _ in self.bucket.objects("touched/"):
+            while blob is not None and blob < rel:
+                blob = next(blobs, None)
+            digest = rel.replace("/", ":", 1)
+            if blob != rel and names.valid_digest(digest) and not self.blobs.has(digest):
+                self.bucket.delete(f"touched/{rel}")
         return removed
 
     # -- what ManifestStore needs --------------------------------------------------------
