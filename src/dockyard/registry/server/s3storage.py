@@ -31,6 +31,10 @@ visible, and an abandoned upload is removed by gc. Blob bodies stream, in ``Rang
 requests when asked; nothing holds a whole blob in memory. With ``--redirect`` the app
 sends clients to a pre-signed URL of the object instead (:meth:`S3Storage.blob_url`).
 
+The catalog walks repository names a level at a time (delimiter listings that start
+after the page's ``last``), so a page costs the levels it shows, never the objects inside
+the repositories; gc checks touch markers against the blob listing side by side.
+
 Consistency rests on S3's strong read-after-write consistency: a manifest is written
 after the blobs it names were checked, and before its tags; a tag is one object, so two
 replicas pushing one tag leave one of the two manifests.
