@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -26,9 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench_registry import dockyard_registry, paired, pull, settle, skopeo
+from bench_registry import dockyard_registry, pull, settle, skopeo
 from bench_transfer import make_image
-from common import forget_skopeo_blob_cache, free_port, report, reset_dir
+from common import forget_skopeo_blob_cache, free_port, report, reset_dir, timed_pair
 
 KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
 BUCKET = "bench"
@@ -182,8 +183,9 @@ def main() -> None:
                         begin = time.perf_counter()
                         skopeo("--dest-tls-verify=false", source, f"docker://{host}/b/img:1")
                         out.append(time.perf_counter() - begin)
-            ours, peer = (sorted(t)[len(t) // 2] for t in times)
-            rows.append(("skopeo push 4x60 MB", ours, peer))
+            ratios = [a / b for a, b in zip(*times, strict=True)]
+            ours, peer = (statistics.median(t) for t in times)
+            rows.append(("skopeo push 4x60 MB", ours, peer, (min(ratios), max(ratios))))
 
             # -- pull: the bytes through the registry, then redirected to the store ------
             prepare = lambda: (reset_dir(dest), forget_skopeo_blob_cache(), settle())  # noqa: E731
@@ -195,13 +197,13 @@ def main() -> None:
                     if not redirect:
                         skopeo("--dest-tls-verify=false", source, f"docker://{host}/b/img:1")
                         skopeo("--dest-tls-verify=false", source, f"docker://{upstream}/b/img:1")
-                    ours, peer = paired(
+                    ours, peer, spread = timed_pair(
                         lambda h=host: pull(f"{h}/b/img:1", dest),
                         lambda u=upstream: pull(f"{u}/b/img:1", dest),
                         prepare,
                         args.repeat,
                     )
-                    rows.append((f"skopeo {label} 4x60 MB", ours, peer))
+                    rows.append((f"skopeo {label} 4x60 MB", ours, peer, spread))
         report("Registry on SeaweedFS S3 (median wall time; peer = docker-registry s3)", rows, 1.0)
 
 
