@@ -1,13 +1,16 @@
 """The registry on an S3-compatible object store (SeaweedFS on loopback), two replicas on
-one bucket: uploads whose chunks alternate between them, digests verified before a blob
-is visible, abandoned uploads cleaned by gc, gc racing pushes, skopeo through both."""
+one bucket: uploads whose chunks alternate between them, a replica killed mid-push and the
+client's retry on the other, digests verified before a blob is visible, abandoned uploads
+cleaned by gc, gc racing pushes, skopeo through both."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import subprocess
 import threading
+import time
 import uuid
 
 import httpx
@@ -16,6 +19,7 @@ import pytest
 from dockyard.registry.server.config import ServerConfig
 from dockyard.registry.server.gc import collect
 from dockyard.registry.server.s3storage import PART_SIZE, S3Storage
+from tests.conftest import need
 from tests.support.registry_server import (
     copy,
     fake_image,
@@ -150,17 +154,17 @@ def test_abandoned_upload_is_cleaned_by_gc(replicas, seaweed, prefix, storage):
     assert httpx.get(replicas[0].url + location).status_code == 404
 
 
-def test_gc_racing_pushes_keeps_what_they_name(replicas, storage):
-    """gc with no grace at all runs again and again while images are pushed through both
-    replicas: a manifest the registry accepted always has every blob it names."""
+def test_gc_racing_pushes_keeps_what_they_name(replicas, storage, seaweed, prefix):
+    """gc with no grace at all runs again and again while two clients push images through
+    both replicas at once: a manifest the registry accepted always has every blob it
+    names."""
     accepted: list[tuple[str, bytes, dict[str, bytes]]] = []
-    stop = threading.Event()
     errors: list[BaseException] = []
 
-    def push() -> None:
+    def push(client: int) -> None:
         try:
-            for i in range(12):
-                server = replicas[i % 2]
+            for i in range(8):
+                server = replicas[(i + client) % 2]
                 name = f"race/{uuid.uuid4().hex[:8]}"
                 manifest, blobs = fake_image(os.urandom(2000))
                 for digest, blob in blobs.items():
@@ -182,19 +186,27 @@ def test_gc_racing_pushes_keeps_what_they_name(replicas, storage):
                     assert r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN", r.text
         except BaseException as e:
             errors.append(e)
-        finally:
-            stop.set()
 
-    pusher = threading.Thread(target=push)
-    pusher.start()
+    pushers = [threading.Thread(target=push, args=(client,)) for client in (0, 1)]
+    for pusher in pushers:
+        pusher.start()
     rounds = 0
-    while not stop.is_set():
+    while any(pusher.is_alive() for pusher in pushers):
         collect(storage, grace=0)
         rounds += 1
-    pusher.join()
+    for pusher in pushers:
+        pusher.join()
     assert not errors, errors
     assert rounds > 1 and accepted
-    collect(storage, grace=0)
+    stray = f"touched/sha256/{'0' * 64}"  # a marker whose blob is gone
+    storage.bucket.put(stray, b"")
+    collect(storage, grace=0, upload_max_age=0)
+    blobs = {k.split("/blobs/", 1)[1] for k in keys(seaweed, prefix, "blobs/")}
+    touched = {k.split("/touched/", 1)[1] for k in keys(seaweed, prefix, "touched/")}
+    assert touched and touched <= blobs  # the stray marker went, none of the others
+    listed = keys(seaweed, prefix, "repos/race/")
+    links = [k.split("/_layers/", 1)[1] for k in listed if "/_layers/" in k]
+    assert links and [k for k in links if k not in blobs] == []  # none to a gone blob
     for name, manifest, blobs in accepted:
         for server in replicas:
             assert manifest_digest(server.url, name, "v1") == sha256_of(manifest)
@@ -256,3 +268,187 @@ def test_redirect_answers_blob_gets_with_presigned_urls(replicas, seaweed, prefi
         assert r.status_code == 404 and "location" not in r.headers
     finally:
         server.stop()
+
+
+def _parts_uploaded(seaweed, prefix: str, upload_id: str) -> int:
+    """How many parts the multipart uploads of one session hold in the store."""
+    client = seaweed.client()
+    pending = client.list_multipart_uploads(
+        Bucket="registry", Prefix=f"{prefix}/uploads/{upload_id}/"
+    )
+    return sum(
+        len(
+            client.list_parts(Bucket="registry", Key=u["Key"], UploadId=u["UploadId"]).get(
+                "Parts", []
+            )
+        )
+        for u in pending.get("Uploads", ())
+    )
+
+
+@pytest.mark.parametrize("first", [0, PART_SIZE + 1000], ids=["first-patch", "later-patch"])
+def test_replica_killed_mid_push_client_retries_on_the_other(
+    replicas, seaweed, prefix, storage, tmp_path, first
+):
+    """A replica is SIGKILLed while a ``PATCH`` streams into it, after it uploaded parts
+    the session's state never recorded (into a multipart upload the state names, or one
+    it never got to name): the client asks the surviving replica where the upload stands,
+    sends the rest there, and the blob and its manifest complete; gc later removes what
+    the dead replica left (an orphaned multipart upload), and nothing in use."""
+    survivor = replicas[0]
+    doomed = start_server(
+        tmp_path / "doomed", *seaweed.storage_args(prefix=prefix), env=seaweed.env
+    )
+    try:
+        layer = os.urandom(4 * PART_SIZE + 12345)
+        manifest, blobs = fake_image(layer)
+        digest = sha256_of(layer)
+        name = f"killed/{uuid.uuid4().hex[:8]}"
+        r = httpx.post(f"{doomed.url}/v2/{name}/blobs/uploads/")
+        assert r.status_code == 202, r.text
+        location = r.headers["location"]
+        upload_id = location.rsplit("/", 1)[1]
+        if first:  # a whole part recorded in the state, and a tail
+            r = httpx.patch(
+                doomed.url + location,
+                content=layer[:first],
+                headers={"Content-Range": f"0-{first - 1}"},
+                timeout=60,
+            )
+            assert r.status_code == 202, r.text
+        recorded = _parts_uploaded(seaweed, prefix, upload_id)
+
+        def body():
+            sent = first
+            while sent < len(layer):
+                if sent >= first + 3 * PART_SIZE and doomed.process.poll() is None:
+                    deadline = time.monotonic() + 60
+                    while _parts_uploaded(seaweed, prefix, upload_id) < recorded + 2:
+                        assert time.monotonic() < deadline, "the replica uploaded no parts"
+                        time.sleep(0.05)
+                    doomed.stop(kill=True)  # mid-request, with parts the state doesn't name
+                yield layer[sent : sent + (1 << 20)]
+                sent += 1 << 20
+
+        with pytest.raises(httpx.TransportError):
+            httpx.patch(
+                doomed.url + location,
+                content=body(),
+                headers={"Content-Range": f"{first}-{len(layer) - 1}"},
+                timeout=60,
+            )
+        assert doomed.process.returncode == -9
+        # the client's retry: where does the upload stand, on the replica still there
+        r = httpx.get(survivor.url + location)
+        assert r.status_code == 204, r.text
+        assert r.headers["range"] == f"0-{max(first - 1, 0)}"  # what the dead one recorded
+        offset = first
+        r = httpx.put(
+            survivor.url + location,
+            params={"digest": digest},
+            content=layer[offset:],
+            headers={"Content-Range": f"{offset}-{len(layer) - 1}"},
+            timeout=120,
+        )
+        assert r.status_code == 201, r.text
+        for blob_digest, blob in blobs.items():
+            if blob_digest != digest:
+                httpx.post(
+                    f"{survivor.url}/v2/{name}/blobs/uploads/",
+                    params={"digest": blob_digest},
+                    content=blob,
+                ).raise_for_status()
+        r = httpx.put(
+            f"{survivor.url}/v2/{name}/manifests/v1",
+            content=manifest,
+            headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        )
+        assert r.status_code == 201, r.text
+        got = httpx.get(f"{survivor.url}/v2/{name}/blobs/{digest}", timeout=60)
+        assert got.status_code == 200 and sha256_of(got.content) == digest
+        left = _parts_uploaded(seaweed, prefix, upload_id)  # the orphan of the dead replica
+        assert (left >= 2) == (first == 0), left
+        collect(storage, upload_max_age=0)
+        assert _parts_uploaded(seaweed, prefix, upload_id) == 0
+        assert manifest_digest(survivor.url, name, "v1") == sha256_of(manifest)
+        assert httpx.head(f"{survivor.url}/v2/{name}/blobs/{digest}").status_code == 200
+    finally:
+        doomed.stop(kill=True)
+
+
+def test_replicas_share_the_token_key_file(seaweed, prefix, tmp_path):
+    """Token mode on a bucket: a token one replica issued works on the other, as both
+    read the operator's key file (``--token-key``); nothing of the key is in the bucket."""
+    need("htpasswd")
+    htpasswd = tmp_path / "htpasswd"
+    subprocess.run(["htpasswd", "-B", "-b", "-c", str(htpasswd), "alice", "pw"], check=True)
+    key = tmp_path / "token.key"
+    key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)
+    args = [*seaweed.storage_args(prefix=prefix), "--htpasswd", str(htpasswd), "--auth", "token"]
+    servers = [
+        start_server(tmp_path / f"auth{n}", *args, "--token-key", str(key), env=seaweed.env)
+        for n in (1, 2)
+    ]
+    try:
+        scope = "repository:shared/key:pull,push"
+        r = httpx.get(f"{servers[0].url}/token", params={"scope": scope}, auth=("alice", "pw"))
+        assert r.status_code == 200, r.text
+        headers = {"Authorization": f"Bearer {r.json()['token']}"}
+        r = httpx.post(f"{servers[1].url}/v2/shared/key/blobs/uploads/", headers=headers)
+        assert r.status_code == 202, r.text
+        listed = keys(seaweed, prefix, "")
+        assert listed and not [k for k in listed if "auth" in k or "key" in k.rsplit("/", 1)[1]]
+        for server in servers:
+            assert not (server.root / "auth").exists()  # no key of its own made
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_catalog_pages_list_only_their_levels(seaweed, tmp_path):
+    """The catalog on a bucket pages in distribution's order (component by component:
+    ``a`` < ``a/0`` < ``a/b/c`` < ``a-b``), the same order and pages as on a directory,
+    and a page lists the levels of its own names (plus the path to ``last``), not every
+    object of every repository."""
+    from dockyard.registry.server.storage import Storage
+
+    names = ["a", "a/0", "a/b/c", "a-b", "a.c", "b", "b/x", "x/y", "z9"]
+    config = ServerConfig(
+        root=tmp_path,
+        storage=f"s3://registry/{uuid.uuid4().hex[:12]}",
+        s3_endpoint=seaweed.endpoint,
+        s3_region="us-east-1",
+    )
+    os.environ.update({k: v for k, v in seaweed.env.items() if k.startswith("AWS_")})
+    bucket = S3Storage.from_config(config)
+    bucket.ensure()
+    files = Storage(tmp_path / "files")
+    for i, name in enumerate(names):
+        for store in (bucket, files):
+            store.link_blob(name, sha256_of(name.encode()))
+            if i % 2:
+                store.put_manifest(name, b"{}", "application/vnd.oci.image.index.v1+json", ("t",))
+    expected = ["a", "a/0", "a/b/c", "a-b", "a.c", "b", "b/x", "x/y", "z9"]
+    assert bucket.repositories() == files.repositories() == expected
+    for n in (1, 2, 4):
+        pages, last = [], None
+        while True:
+            got = bucket.repositories(last, n)
+            assert got == files.repositories(last, n)
+            if not got:
+                break
+            pages += got
+            last = got[-1]
+        assert pages == expected
+    assert bucket.repositories("a/b", 2) == ["a/b/c", "a-b"]  # after a namespace
+    assert bucket.repositories("x/../a", 1) == ["x/y"]  # junk is only a bound
+    calls: list[str] = []
+    bucket.bucket.client.meta.events.register(
+        "provide-client-params.s3.ListObjectsV2", lambda params, **_: calls.append(params["Prefix"])
+    )
+    assert bucket.repositories("a-b", 2) == ["a.c", "b"]
+    prefix = bucket.bucket.prefix
+    assert sorted(calls) == sorted(
+        f"{prefix}repos/{p}" for p in ("", "a-b/", "a.c/", "b/")
+    )  # the top level, last's own, and the page's: never inside _layers/ or _manifests/

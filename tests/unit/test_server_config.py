@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,7 @@ htpasswd = "/etc/htpasswd"
 mode = "token"
 anonymous_pull = true
 failure_limit = 20
+token_key = "/etc/dockyard/token.key"
 
 [[upstream]]
 name = "quay"
@@ -98,6 +100,7 @@ def test_toml_and_yaml_config(tmp_path):
     assert config.addr == "0.0.0.0:5001" and config.tag_ttl == 120 and config.read_only
     assert config.auth_mode == "token" and config.anonymous_pull
     assert config.auth_failure_limit == 20
+    assert config.token_key == Path("/etc/dockyard/token.key")
     quay = config.upstream("quay")
     assert quay.username == "robot" and quay.password == "secret" and quay.tag_ttl == 30
     assert "secret" not in repr(quay)
@@ -141,6 +144,12 @@ def test_check():
         check(ServerConfig(Path("/r"), tls_cert=Path("/c")))
     with pytest.raises(ConfigError):
         check(ServerConfig(Path("/r"), auth_mode="token"))
+    s3_token = ServerConfig(
+        Path("/r"), storage="s3://bucket/p", htpasswd=Path("/h"), auth_mode="token"
+    )
+    with pytest.raises(ConfigError, match="token_key"):  # replicas must share one key
+        check(s3_token)
+    check(replace(s3_token, token_key=Path("/k")))
 
 
 def test_addr():

@@ -186,6 +186,34 @@ def test_tokens(tmp_path):
     assert auth.grant(requested, None, anonymous_pull=False) == []
 
 
+def test_shared_token_key(tmp_path):
+    """``auth.token_key``: replicas given one key file accept each other's tokens; a file
+    others can read, a link, a short or missing key is refused, never replaced."""
+    key = tmp_path / "token.key"
+    key.write_text(os.urandom(32).hex() + "\n")
+    key.chmod(0o600)
+    token, _ = auth.TokenIssuer(key, create=False).issue("alice", [])
+    assert auth.TokenIssuer(key, create=False).verify_user(token) == ("alice", [])
+    assert auth.TokenIssuer(tmp_path / "own.key").verify_user(token) is None
+    key.chmod(0o640)
+    with pytest.raises(DockyardError, match="readable by other users"):
+        auth.TokenIssuer(key, create=False)
+    key.chmod(0o400)
+    link = tmp_path / "link.key"
+    link.symlink_to(key)
+    with pytest.raises(DockyardError, match=r"link\.key"):
+        auth.TokenIssuer(link, create=False)
+    short = tmp_path / "short.key"
+    short.write_text("abcd")
+    short.chmod(0o600)
+    with pytest.raises(DockyardError, match="at least 32 bytes"):
+        auth.TokenIssuer(short, create=False)
+    assert short.read_text() == "abcd"
+    with pytest.raises(DockyardError, match=r"missing\.key"):
+        auth.TokenIssuer(tmp_path / "missing.key", create=False)
+    assert not (tmp_path / "missing.key").exists()
+
+
 def test_bundle_round_trip(storage, tmp_path):
     digest = put_image(storage, "up/org/app", "1", [b"mirrored"])
     (storage.repo_dir("up/org/app") / "_upstream").write_text("quay.io/org/app")

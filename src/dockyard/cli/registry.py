@@ -113,6 +113,12 @@ def registry() -> None:
     help="With --htpasswd: basic auth, or tokens from our /token realm.",
 )
 @click.option("--token-realm", help="Realm URL to announce in token mode [default: <this>/token].")
+@click.option(
+    "--token-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Token mode: the signing key file (64 hex digits, mode 600), the same on every "
+    "replica; needed with --storage [default: <root>/auth/token.key, made if missing].",
+)
 @click.option("--anonymous-pull", is_flag=True, help="With --htpasswd: let anyone pull.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))

@@ -72,11 +72,13 @@ class RegistryApp:
         self.mirror = Mirror(self.storage, config)
         self.htpasswd = auth.Htpasswd(config.htpasswd) if config.htpasswd else None
         self.logins = Logins(self.htpasswd, config.auth_failure_limit) if self.htpasswd else None
-        self.tokens = (
-            auth.TokenIssuer(config.root / "auth" / "token.key")
-            if self.htpasswd and config.auth_mode == "token"
-            else None
-        )
+        self.tokens = None
+        if self.htpasswd and config.auth_mode == "token":
+            self.tokens = (
+                auth.TokenIssuer(config.token_key, create=False)
+                if config.token_key
+                else auth.TokenIssuer(config.root / "auth" / "token.key")
+            )
         self._io = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="registry-io")
         self.upload_locks: dict[str, asyncio.Lock] = {}  # one request per session at a time
         self.upload_slots = UploadSlots(config.max_uploads_per_client)

@@ -5,9 +5,12 @@ Basic mode: every request carries ``Authorization: Basic``; a missing or wrong o
 ``GET /token?service=&scope=`` (or the OAuth2 ``POST /token`` password grant) issued to
 an htpasswd user; a request without one is challenged with ``WWW-Authenticate: Bearer
 realm=".../token",service=...,scope=...``, which docker, podman, skopeo and dockyard
-all follow. Tokens are HMAC-signed (the key lives in ``<root>/auth/token.key``, 0600), so
-they outlive a restart; they carry the user, the granted scopes and an expiry, and stop
-working when the user leaves the htpasswd file. Password checks go through
+all follow. Tokens are HMAC-signed with a key kept on local disk, never in the registry's
+storage (a bucket is read by more than the registry): ``<root>/auth/token.key`` (0600,
+made on first start), or a file the operator gives (``auth.token_key``), which replicas
+behind one address must share so each accepts the others' tokens. Tokens outlive a
+restart; they carry the user, the granted scopes and an expiry, and stop working when the
+user leaves the htpasswd file. Password checks go through
 :mod:`.logins` (bcrypt in a thread, failures rate-limited).
 """
 
@@ -181,6 +184,31 @@ def _signature(stat: os.stat_result) -> tuple[int, ...]:
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
+def read_shared_key(path: Path) -> bytes:
+    """The signing key in a file the operator made (``openssl rand -hex 32``): at least
+    32 bytes in hex, not readable by other users (a bad file is an error, never replaced).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise DockyardError(f"{path}: token key: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_mode & 0o077:
+            raise DockyardError(
+                f"{path}: token key is readable by other users "
+                f"(mode {st.st_mode & 0o777:o}): chmod 600 or 400"
+            )
+        text = f.read(4096)
+    try:
+        key = bytes.fromhex(text.decode().strip())
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) < 32:
+        raise DockyardError(f"{path}: token key must be at least 32 bytes in hex (64 digits)")
+    return key
+
+
 def parse_basic(header: str | None) -> tuple[str, str] | None:
     if not header or header[:6].lower() != "basic ":
         return None
@@ -216,9 +244,11 @@ def parse_scope(scope: str) -> list[Access]:
 class TokenIssuer:
     """Issues and checks our bearer tokens: ``base64(payload).base64(hmac)``."""
 
-    def __init__(self, key_file: Path, ttl: int = TOKEN_TTL):
+    def __init__(self, key_file: Path, ttl: int = TOKEN_TTL, *, create: bool = True):
+        """``create``: make the key if ``key_file`` has none; else the file must hold one
+        (:func:`read_shared_key`)."""
         self.ttl = ttl
-        self._key = self._load_key(key_file)
+        self._key = self._load_key(key_file) if create else read_shared_key(key_file)
 
     @staticmethod
     def _load_key(path: Path) -> bytes:

@@ -21,6 +21,8 @@ htpasswd = "/etc/dockyard/htpasswd"   # bcrypt entries (htpasswd -B)
 mode = "basic"                        # or "token": the server is its own token realm
 anonymous_pull = false
 failure_limit = 10                    # failed logins per client address, and per user, a minute
+token_key = "/etc/dockyard/token.key" # token mode: the signing key (64 hex digits, mode 600),
+                                      #   the same file on every replica; needed with storage
 
 [tls]
 cert = "/etc/dockyard/tls.crt"
@@ -99,6 +101,7 @@ class ServerConfig:
     htpasswd: Path | None = None
     auth_mode: str = "basic"  # with an htpasswd file: "basic" or "token"
     token_realm: str | None = None  # default: <scheme>://<Host header>/token
+    token_key: Path | None = None  # default: <root>/auth/token.key, made on first start
     anonymous_pull: bool = False
     auth_failure_limit: int = 10  # failed logins per client, and per user, per minute (burst)
     tls_cert: Path | None = None
@@ -257,6 +260,8 @@ def from_document(doc: dict[str, Any], where: str, base: ServerConfig) -> Server
         changes["auth_mode"] = auth["mode"]
     if "realm" in auth:
         changes["token_realm"] = str(auth["realm"])
+    if "token_key" in auth:
+        changes["token_key"] = Path(auth["token_key"])
     if "anonymous_pull" in auth:
         changes["anonymous_pull"] = bool(auth["anonymous_pull"])
     if "failure_limit" in auth:
@@ -335,6 +340,12 @@ def check(config: ServerConfig) -> ServerConfig:
         raise ConfigError("TLS needs both a certificate and a key")
     if config.auth_mode == "token" and not config.htpasswd:
         raise ConfigError("token auth needs an htpasswd file for its users")
+    if config.auth_mode == "token" and config.storage and not config.token_key:
+        raise ConfigError(
+            "token auth with storage needs auth.token_key (--token-key): a key file that "
+            "every replica shares (kept out of the bucket); make one with "
+            "`openssl rand -hex 32 > FILE; chmod 600 FILE`"
+        )
     if config.tag_ttl < 0:
         raise ConfigError("tag_ttl must not be negative")
     for key in ("header_timeout", "body_timeout"):

@@ -82,9 +82,10 @@ def collect(
                 result.kept_young.append(digest)
 
         if not dry_run:
+            kept = marked.union(result.kept_young)  # blobs still there: no need to look
             for name in storage.repositories():
                 for digest in storage.linked_blobs(name):
-                    if not storage.blobs.has(digest):
+                    if digest not in kept and not storage.blobs.has(digest):
                         storage.unlink_blob(name, digest)
                         result.links_removed += 1
 

@@ -39,3 +39,9 @@ def is_digest_like(reference: str) -> bool:
 
 def valid_upload_id(upload_id: str) -> bool:
     return UPLOAD_RE.match(upload_id) is not None
+
+
+def catalog_order(name: str) -> list[str]:
+    """The catalog's sort key: component by component (``a`` < ``a/b`` < ``a-b``), as
+    distribution pages it and as both backends can list it a level at a time."""
+    return name.split("/")

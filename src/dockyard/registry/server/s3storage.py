@@ -31,6 +31,10 @@ visible, and an abandoned upload is removed by gc. Blob bodies stream, in ``Rang
 requests when asked; nothing holds a whole blob in memory. With ``--redirect`` the app
 sends clients to a pre-signed URL of the object instead (:meth:`S3Storage.blob_url`).
 
+The catalog walks repository names a level at a time (delimiter listings that start
+after the page's ``last``), so a page costs the levels it shows, never the objects inside
+the repositories; gc checks touch markers against the blob listing side by side.
+
 Consistency rests on S3's strong read-after-write consistency: a manifest is written
 after the blobs it names were checked, and before its tags; a tag is one object, so two
 replicas pushing one tag leave one of the two manifests.
@@ -38,9 +42,11 @@ replicas pushing one tag leave one of the two manifests.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
+import math
 import threading
 import time
 import uuid
@@ -75,6 +81,9 @@ LOCK_STALE = 120.0  # seconds: a lock object not refreshed for longer was left b
 LOCK_REFRESH = 30.0
 LOCK_POLL = 0.25
 REDIRECT_TTL = 20 * 60  # seconds a pre-signed blob URL works (distribution's default)
+LIST_BATCH = 16  # namespaces whose levels the catalog lists at once
+
+_Level = tuple[list[str], bool]  # sub-namespaces, and whether the node is a repository
 
 
 def _missing(error: Exception) -> bool:
@@ -93,6 +102,10 @@ def _precondition_failed(error: Exception) -> bool:
     return isinstance(error, ClientError) and (
         error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412)
     )
+
+
+def _join(node: str, component: str) -> str:
+    return f"{node}/{component}" if node else component
 
 
 def _age(modified: datetime) -> float:
@@ -162,10 +175,12 @@ class Bucket:
         got = self.client.list_objects_v2(Bucket=self.name, Prefix=self.key(rel_prefix), MaxKeys=1)
         return bool(got.get("Contents"))
 
-    def folders(self, rel_prefix: str) -> list[str]:
-        """The next path components under ``rel_prefix`` (it ends in ``/``)."""
+    def folders(self, rel_prefix: str, start_after: str | None = None) -> list[str]:
+        """The next path components under ``rel_prefix`` (it ends in ``/``), those of
+        keys after ``rel_prefix + start_after`` if given."""
+        kw = {"StartAfter": self.key(rel_prefix + start_after)} if start_after else {}
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.name, Prefix=self.key(rel_prefix), Delimiter="/"
+            Bucket=self.name, Prefix=self.key(rel_prefix), Delimiter="/", **kw
         )
         start = len(self.key(rel_prefix))
         return [
@@ -611,6 +626,8 @@ class S3Storage(ManifestStore):
         self.blobs = S3Blobs(self)
         self.uploads = S3Uploads(self)
         self.lock = BucketLock(self.bucket)
+        self._lister_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lister_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> S3Storage:
@@ -649,7 +666,8 @@ class S3Storage(ManifestStore):
                 client.create_bucket(Bucket=self.bucket.name, **kw)
 
     def close(self) -> None:
-        pass
+        if self._lister_pool is not None:
+            self._lister_pool.shutdown(wait=False)
 
     def gc_lock(self, *, shared: bool) -> contextlib.AbstractContextManager[None]:
         return self.lock.shared() if shared else self.lock.exclusive()
@@ -662,14 +680,58 @@ class S3Storage(ManifestStore):
             f"{base}{LAYERS}/"
         )
 
-    def repositories(self) -> list[str]:
-        found = set()
-        for rel, _ in self.bucket.objects(f"{REPOS}/"):
-            for marker in (f"/{MANIFESTS}/", f"/{LAYERS}/"):
-                name, sep, _ = rel.partition(marker)
-                if sep and names.valid_name(name):
-                    found.add(name)
-        return sorted(found)
+    def repositories(self, last: str | None = None, limit: int | None = None) -> list[str]:
+        """Repository names after ``last`` in catalog order, at most ``limit``.
+
+        The tree of names is walked a level at a time (``ListObjectsV2`` with ``/`` as
+        delimiter: one entry per namespace, never the objects inside a repository),
+        starting after ``last``'s component at each level of its path, and stops once
+        ``limit`` names are found; the levels of a batch of siblings are listed at once.
+        """
+        out: list[str] = []
+        want = math.inf if limit is None else limit
+
+        def visit(node: str, rest: list[str] | None, listed: _Level | None = None) -> None:
+            # rest: the components of ``last`` below node; None: all of node comes after it
+            children, repo = listed or self._level(node, rest[0] if rest else None)
+            if rest is None and repo and node:
+                out.append(node)
+            if rest and names.valid_name(_join(node, rest[0])):
+                visit(_join(node, rest[0]), rest[1:])
+            i = 0
+            while i < len(children) and len(out) < want:
+                size = int(min(LIST_BATCH, want - len(out)))  # no more than the page needs
+                batch = [_join(node, c) for c in children[i : i + size]]
+                i += size
+                levels = list(self._lister().map(self._level, batch))
+                for child, level in zip(batch, levels, strict=True):
+                    if len(out) >= want:
+                        return
+                    visit(child, None, level)
+
+        if limit is None or limit > 0:
+            visit("", names.catalog_order(last) if last else None)
+        return out[: len(out) if limit is None else limit]
+
+    def _level(self, node: str, after: str | None = None) -> _Level:
+        """The sub-namespaces of ``node`` (``""``: the top) after component ``after``,
+        sorted, and whether ``node`` is a repository itself."""
+        base = repo_key(node) if node else f"{REPOS}/"
+        children, repo = [], False
+        for part in self.bucket.folders(base, after):
+            if part in (MANIFESTS, LAYERS):
+                repo = True
+            elif names.valid_name(part) and (after is None or part > after):
+                children.append(part)  # a store may list more than asked (S3 puts a/ after a-b)
+        return sorted(children), repo
+
+    def _lister(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lister_lock:
+            if self._lister_pool is None:
+                self._lister_pool = concurrent.futures.ThreadPoolExecutor(
+                    LIST_BATCH, thread_name_prefix="s3-list"
+                )
+            return self._lister_pool
 
     # -- blobs -------------------------------------------------------------------------
 
@@ -773,9 +835,15 @@ class S3Storage(ManifestStore):
                             Bucket=self.bucket.name, Key=up["Key"], UploadId=up["UploadId"]
                         )
                         removed += 1
+        # markers and blobs are listed side by side (both in key order, one object of each
+        # in memory); a marker whose blob the listing lacks is looked up before it goes
+        blobs = (rel for rel, _ in self.bucket.objects("blobs/"))
+        blob = next(blobs, None)
         for rel, _ in self.bucket.objects("touched/"):
+            while blob is not None and blob < rel:
+                blob = next(blobs, None)
             digest = rel.replace("/", ":", 1)
-            if names.valid_digest(digest) and not self.blobs.has(digest):
+            if blob != rel and names.valid_digest(digest) and not self.blobs.has(digest):
                 self.bucket.delete(f"touched/{rel}")
         return removed
 

@@ -101,8 +101,9 @@ class Storage(ManifestStore):
         d = self.repo_dir(name)
         return (d / MANIFESTS).is_dir() or (d / LAYERS).is_dir()
 
-    def repositories(self) -> list[str]:
-        """Every repository name, sorted."""
+    def repositories(self, last: str | None = None, limit: int | None = None) -> list[str]:
+        """Repository names after ``last`` in catalog order (:func:`.names.catalog_order`),
+        at most ``limit``."""
         found: list[str] = []
 
         def walk(directory: Path, prefix: str) -> None:
@@ -117,7 +118,10 @@ class Storage(ManifestStore):
                     walk(Path(entry.path), f"{prefix}/{entry.name}" if prefix else entry.name)
 
         walk(self.repos_dir, "")
-        return sorted(n for n in found if n)
+        ordered = sorted((n for n in found if n), key=names.catalog_order)
+        if last is not None:
+            ordered = [n for n in ordered if names.catalog_order(n) > names.catalog_order(last)]
+        return ordered if limit is None else ordered[:limit]
 
     # -- blobs of a repository -----------------------------------------------------------
 

@@ -97,7 +97,7 @@ async def get(
         return BlobResponse(
             path, headers=headers, media_type="application/octet-stream", stat_result=stat
         )
-    return _streamed(storage, digest, size, range_header, headers)
+    return await _streamed(app, digest, size, range_header, headers)
 
 
 async def delete(app: RegistryApp, name: str, digest: str) -> Response:
@@ -177,25 +177,26 @@ def _single_range(header: str | None, size: int) -> tuple[int, int] | None:
     return int(first), min(int(last), size - 1) if last else size - 1
 
 
-def _streamed(
-    storage: RegistryStorage,
+async def _streamed(
+    app: RegistryApp,
     digest: str,
     size: int,
     range_header: str | None,
     headers: dict[str, str],
 ) -> Response:
     """A blob streamed from a backend without local files (the object store), one
-    ``Range`` part honoured (206), read in big chunks in a thread as the client takes them."""
+    ``Range`` part honoured (206): opened in a thread (a request to the store, kept off
+    the event loop), read in big chunks in a thread as the client takes them."""
     headers = {**headers, "Accept-Ranges": "bytes"}
     wanted = _single_range(range_header, size)
     if wanted is None:
         headers["Content-Length"] = str(size)
-        body = storage.read_blob(digest)
+        body = await app.run(app.storage.read_blob, digest)
         return StreamingResponse(body, headers=headers, media_type="application/octet-stream")
     first, last = wanted
     headers["Content-Length"] = str(last - first + 1)
     headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-    body = storage.read_blob(digest, first, last - first + 1)
+    body = await app.run(app.storage.read_blob, digest, first, last - first + 1)
     return StreamingResponse(
         body, status_code=206, headers=headers, media_type="application/octet-stream"
     )

@@ -37,20 +37,28 @@ def client_of(request: Request) -> str:
 
 def page(request: Request, key: str, items: list[str], extra: dict[str, Any]) -> Response:
     """One page of a sorted listing (``?n=&last=``), with a ``Link`` to the next."""
-    n, last = _page_params(request)
+    n, last = page_params(request)
     if last is not None:
         items = [i for i in items if i > last]
     more = n is not None and len(items) > n
     if n is not None:
         items = items[:n]
+    return page_response(request, key, items, more, extra)
+
+
+def page_response(
+    request: Request, key: str, items: list[str], more: bool, extra: dict[str, Any]
+) -> Response:
+    """``{key: items}``, with a ``Link`` to the page after ``items[-1]`` if ``more``."""
     headers = dict(API_VERSION)
     if more and items:
-        query = urlencode({"n": n, "last": items[-1]})
+        query = urlencode({"n": len(items), "last": items[-1]})
         headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
     return JSONResponse({**extra, key: items}, headers=headers)
 
 
-def _page_params(request: Request) -> tuple[int | None, str | None]:
+def page_params(request: Request) -> tuple[int | None, str | None]:
+    """``(n, last)`` of a listing request; n is at most :data:`MAX_PAGE`."""
     n_text = request.query_params.get("n")
     last = request.query_params.get("last") or None
     if n_text is None or n_text == "":
