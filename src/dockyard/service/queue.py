@@ -96,8 +96,10 @@ def claim(db: Database, agent_id: int, labels: dict[str, str], lease: float) -> 
 
 
 def heartbeat(session: Session, agent_id: int, run_ids: list[int], lease: float) -> list[int]:
-    """Extend the agent's leases on ``run_ids``; return those it must stop: cancelled,
-    or no longer its own (its lease ran out and the run went to another agent)."""
+    """Extend the agent's leases on ``run_ids``; return those it must stop.
+
+    They are the runs cancelled, or no longer its own (its lease ran out and the run
+    went to another agent)."""
     if not run_ids:
         return []
     session.execute(
@@ -128,8 +130,9 @@ def reap(db: Database) -> list[int]:
 
 
 def release(session: Session, agent_id: int, why: str) -> list[int]:
-    """Requeue (or error) the runs ``agent_id`` holds, without waiting for their leases:
-    the agent says it lost them (it restarted)."""
+    """Requeue (or error) the runs ``agent_id`` holds, without waiting for their leases.
+
+    The agent says it lost them (it restarted)."""
     held = session.scalars(select(Run).where(Run.status == RUNNING, Run.agent_id == agent_id))
     lost = list(held)
     for run in lost:
@@ -166,6 +169,7 @@ def live_agents(session: Session) -> list[Agent]:
 
 def waiting_reason(session: Session, run: Run, agents: Sequence[Agent] | None = None) -> str:
     """Why a queued run waits: no live agent has its labels, or all that do are busy.
+
     ``agents``: the live ones, if the caller has read them (:func:`live_agents`)."""
     if agents is None:
         agents = live_agents(session)
@@ -185,8 +189,9 @@ def waiting_reason(session: Session, run: Run, agents: Sequence[Agent] | None = 
 
 
 def extend_leases(session: Session, lease: float) -> None:
-    """Give every running run a full lease: after a server restart, its agents have
-    had no one to send heartbeats to."""
+    """Give every running run a full lease.
+
+    After a server restart, its agents have had no one to send heartbeats to."""
     session.execute(
         update(Run)
         .where(Run.status == RUNNING)

@@ -198,8 +198,9 @@ async def agent_heartbeat(request: Request) -> Response:
 
 
 async def agent_goodbye(request: Request) -> Response:
-    """An agent process stops: its runs go back to the queue at once, and its name is
-    free for the next process (no wait for its heartbeat to go stale)."""
+    """An agent process stops: its runs go back to the queue at once.
+
+    Its name is free for the next process, with no wait for its heartbeat to go stale."""
     token = await agent_token(request)
     doc = await read_json(request)
     svc = service(request)
@@ -243,8 +244,9 @@ async def agent_reports(request: Request) -> Response:
 
 
 async def agent_secrets(request: Request) -> Response:
-    """The values of the named secrets a run gets (global and its repository's; unknown
-    names left out), for the agent that holds the run."""
+    """The values of the named secrets a run gets, for the agent that holds the run.
+
+    They are the global secrets and its repository's; unknown names are left out."""
     token = await agent_token(request)
     doc = await read_json(request)
     attempt = field(doc, "attempt", int)

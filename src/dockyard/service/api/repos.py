@@ -51,8 +51,10 @@ async def list_repositories(request: Request) -> Response:
 
 
 async def create_repository(request: Request) -> Response:
-    """Add a repository: clone URL, default branch, pipeline path, webhook secret,
-    the labels an agent needs (admin)."""
+    """Add a repository (admin).
+
+    Its fields: clone URL, default branch, pipeline path, webhook secret, the labels an
+    agent needs."""
     await authorize(request, tokens.ADMIN)
     doc = await read_json(request)
     name = field(doc, "name", str, check=NAME_RE.match)

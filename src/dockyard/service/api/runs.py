@@ -70,8 +70,9 @@ async def list_runs(request: Request) -> Response:
 
 
 async def list_queue(request: Request) -> Response:
-    """The queued runs of every repository, oldest first, paged, each saying why it
-    waits (``waiting``: no agent has the labels it needs, or none is free)."""
+    """The queued runs of every repository, oldest first, paged, each saying why it waits.
+
+    The reason is ``waiting``: no agent has the labels it needs, or none is free."""
     await authorize(request, tokens.READ)
     page, per_page = page_args(request)
 
@@ -92,8 +93,10 @@ async def list_queue(request: Request) -> Response:
 
 
 async def trigger(request: Request) -> Response:
-    """A manual run: of ``branch`` (default: the repository's) at ``commit`` (default:
-    the branch's head when the agent fetches it), with extra ``env``."""
+    """A manual run of ``branch`` at ``commit``, with extra ``env``.
+
+    ``branch`` defaults to the repository's; ``commit`` to the branch's head when the
+    agent fetches it."""
     await authorize(request, tokens.WRITE)
     doc = await read_json(request)
     branch = field(doc, "branch", str, None, check=lambda b: 0 < len(b) <= 255)
@@ -165,8 +168,9 @@ async def get_run(request: Request) -> Response:
 
 
 async def cancel_run(request: Request) -> Response:
-    """A queued run is cancelled at once; a running one when its agent next hears
-    (its heartbeat), which kills the step's containers."""
+    """A queued run is cancelled at once; a running one at its agent's next heartbeat.
+
+    The agent hears of it then, and kills the step's containers."""
     await authorize(request, tokens.WRITE)
 
     def work() -> dict[str, Any]:
@@ -206,8 +210,9 @@ def _chunks(db: Database, repo: str, number: str, after: int, limit: int):
 
 
 async def run_logs(request: Request) -> Response:
-    """A run's log: chunks after ``?after=ID`` as JSON, or followed as Server-Sent
-    Events (``Accept: text/event-stream``, resuming after ``Last-Event-ID``)."""
+    """A run's log: chunks after ``?after=ID`` as JSON, or followed as Server-Sent Events.
+
+    Follow it with ``Accept: text/event-stream``; it resumes after ``Last-Event-ID``."""
     await authorize(request, tokens.READ)
     repo, number = request.path_params["repo"], request.path_params["number"]
     db = service(request).db

@@ -52,8 +52,9 @@ async def list_schedules(request: Request) -> Response:
 
 
 async def put_schedule(request: Request) -> Response:
-    """Set a cron schedule from ``{"schedule": "0 3 * * 1-5", "branch": "main"}`` (admin;
-    five cron fields, UTC; branch: the repository's default)."""
+    """Set a cron schedule from ``{"schedule": "0 3 * * 1-5", "branch": "main"}`` (admin).
+
+    Five cron fields, in UTC; ``branch`` defaults to the repository's default branch."""
     await authorize(request, tokens.ADMIN)
     name = request.path_params["name"]
     if not NAME_RE.match(name):

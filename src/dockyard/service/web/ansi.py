@@ -1,5 +1,7 @@
-"""The ANSI colour state a log line starts in, as the log page's script would have it
-after rendering every line before it (``static/app.js``: ``applySgr``, ``renderLine``).
+"""The ANSI colour state a log line starts in, as the log page's script would have it.
+
+That is the state after rendering every line before it (``static/app.js``: ``applySgr``,
+``renderLine``).
 
 The page shows a long log from its tail and loads earlier lines on demand; the lines
 it did not render may have set a colour that is still on. The server works that state
@@ -31,8 +33,9 @@ DEFAULT: dict[str, Any] = {"fg": 0, "bg": 0, "bold": False}
 
 @functools.lru_cache(maxsize=4096)
 def sgr_effect(params: str) -> tuple[tuple[str, Any], ...]:
-    """What one SGR sequence's ``params`` do to the state, as the script's ``applySgr``:
-    the value each attribute it touches ends with (a reset touches all three)."""
+    """What one SGR sequence's ``params`` do to the state, as the script's ``applySgr``.
+
+    The value each attribute it touches ends with (a reset touches all three)."""
     codes = [int(c) if c.isdigit() else 0 for c in params.split(";")] if params else [0]
     effect: dict[str, Any] = {}
     i = 0
@@ -54,8 +57,9 @@ def sgr_effect(params: str) -> tuple[tuple[str, Any], ...]:
 
 
 def sgr_params(text: str) -> list[str]:
-    """The parameters of the SGR sequences the script applies for one line: only the
-    last non-empty part after a carriage return is drawn (a progress bar's end)."""
+    """The parameters of the SGR sequences the script applies for one line.
+
+    Only the last non-empty part after a carriage return is drawn: a progress bar's end."""
     if "\x1b" not in text:
         return []
     drawn = next((part for part in reversed(text.split("\r")) if part), "")
@@ -65,8 +69,9 @@ def sgr_params(text: str) -> list[str]:
 def states_before(
     db: Session, run_id: int, step: str, bound: int, sources: Iterable[str]
 ) -> dict[str, dict[str, Any]]:
-    """The colour state each of ``sources`` is in after the lines of the chunks before
-    ``bound`` (of ``step`` only, if given); sources left at the default are left out.
+    """The colour state each of ``sources`` is in after the lines of the chunks before ``bound``.
+
+    Only ``step``'s chunks count, if given; sources still at the default are left out.
 
     Read newest first: an attribute is known from the newest sequence that touched it,
     and a source is done once all three are. At most :data:`SCAN_LINES` coloured lines

@@ -82,8 +82,9 @@ Page = Callable[[Request, Viewer], Awaitable[Response]]
 
 
 def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
-    """``handler`` for a signed-in viewer; others are sent to the sign-in page, and an
-    API error becomes an error page."""
+    """``handler`` for a signed-in viewer; others are sent to the sign-in page.
+
+    An API error becomes an error page."""
 
     @functools.wraps(handler)
     async def wrapper(request: Request) -> Response:
@@ -133,8 +134,10 @@ async def _form(request: Request, cap: int = FORM_MAX) -> dict[str, str]:
 
 
 async def form_of(request: Request, cap: int = FORM_MAX) -> dict[str, str]:
-    """The form a signed-in viewer posted, refused (:class:`..sessions.Refused`) without
-    the session's CSRF value or from another site."""
+    """The form a signed-in viewer posted.
+
+    It is refused (:class:`..sessions.Refused`) without the session's CSRF value or from
+    another site."""
     session = sessions.read(service(request).box, request)
     if session is None:
         raise SignInNeeded
@@ -158,10 +161,12 @@ async def login_form(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    """Check a user's password (``name``, ``password``) or an API token (``token``),
-    then set the session cookie. The form comes from this site only (``Origin``; the
-    cookie is SameSite=Strict, and there is no session yet whose CSRF value it could
-    carry). Failures are rate-limited per client, and per user name."""
+    """Check a user's password or an API token, then set the session cookie.
+
+    The password comes as ``name`` and ``password``, the token as ``token``. The form
+    comes from this site only (``Origin``; the cookie is SameSite=Strict, and there is
+    no session yet whose CSRF value it could carry). Failures are rate-limited per
+    client, and per user name."""
     try:
         sessions.check_origin(request)
         form = await _form(request)
@@ -372,8 +377,7 @@ def _with_graph(db: Session, found: Run, doc: dict[str, Any]) -> None:
 
 @page
 async def run(request: Request, viewer: Viewer) -> Response:
-    """A run: its steps as a graph, test report, artifacts, and cancel / restart for
-    writers."""
+    """A run: its steps as a graph, test report, artifacts, and cancel / restart for writers."""
 
     def work() -> dict[str, Any]:
         with service(request).db.transaction() as db:
@@ -403,8 +407,10 @@ async def run(request: Request, viewer: Viewer) -> Response:
 
 @page
 async def log(request: Request, viewer: Viewer) -> Response:
-    """A run's log, or one step's (with its test report): the page loads the log's
-    tail (:func:`log_lines`), then follows the API's event stream after it."""
+    """A run's log, or one step's (with its test report).
+
+    The page loads the log's tail (:func:`log_lines`), then follows the API's event
+    stream after it."""
     step = request.query_params.get("step", "")[:255]
 
     def work() -> dict[str, Any]:
@@ -427,8 +433,9 @@ async def log(request: Request, viewer: Viewer) -> Response:
 
 
 async def log_lines(request: Request) -> Response:
-    """Lines of a run's log as JSON, newest first (:func:`.logtail.lines_before`):
-    ``?step=S``, ``before=CHUNK`` (default: the end), ``lines=N``."""
+    """Lines of a run's log as JSON, newest first (:func:`.logtail.lines_before`).
+
+    Query: ``?step=S``, ``before=CHUNK`` (default: the end), ``lines=N``."""
     try:
         await _viewer(request)
     except SignInNeeded:

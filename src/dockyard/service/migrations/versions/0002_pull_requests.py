@@ -1,5 +1,6 @@
-"""pull requests: the ref a run fetches, whether it comes from a fork, and whether a
-repository gives its secrets to those
+"""Pull requests: the ref a run fetches, and whether it comes from a fork.
+
+Also whether a repository gives its secrets to runs from forks.
 
 Revision ID: 0002
 Revises: 0001

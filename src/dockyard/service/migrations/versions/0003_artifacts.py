@@ -1,4 +1,4 @@
-"""artifacts: the files steps saved, by digest
+"""Artifacts: the files steps saved, by digest.
 
 Revision ID: 0003
 Revises: 0002

@@ -1,4 +1,4 @@
-"""cron schedules per repository; the size of each run's log, to cap it
+"""Cron schedules per repository; the size of each run's log, to cap it.
 
 Revision ID: 0004
 Revises: 0003

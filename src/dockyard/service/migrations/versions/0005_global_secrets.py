@@ -1,4 +1,4 @@
-"""global secrets: a secret without a repository, one per name
+"""Global secrets: a secret without a repository, one per name.
 
 Revision ID: 0005
 Revises: 0004

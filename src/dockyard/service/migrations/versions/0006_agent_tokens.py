@@ -1,4 +1,4 @@
-"""agent tokens: an agent name belongs to the token that first used it
+"""Agent tokens: an agent name belongs to the token that first used it.
 
 Revision ID: 0006
 Revises: 0005

@@ -1,4 +1,4 @@
-"""agent instances: a restarted agent's runs are released at once
+"""Agent instances: a restarted agent's runs are released at once.
 
 Revision ID: 0007
 Revises: 0006

@@ -1,4 +1,4 @@
-"""web UI: users with passwords, the steps' graph, the test cases of JUnit reports
+"""Web UI: users with passwords, the steps' graph, the test cases of JUnit reports.
 
 Revision ID: 0008
 Revises: 0007
