@@ -1,6 +1,7 @@
 """dockyard's registry vs docker-registry (CNCF distribution), both on one SeaweedFS S3
 gateway: skopeo push and pull of the 240 MB bench image (4 x 60 MB incompressible layers)
-through each, same run, same client (goal: ratio <= 1.0 each).
+through each, same run, same client (goal: ratio <= 1.0 each); and the peak memory of
+a dockyard replica taking a 1 GB layer in one streamed ``PATCH`` (goal < 100 MB).
 
 distribution uses its ``s3`` storage driver (``regionendpoint``, ``forcepathstyle``,
 ``secure: false``, ``v4auth``); dockyard ``--storage s3://…``. Every push goes to an
@@ -8,7 +9,7 @@ empty prefix of the bucket. Pulls are timed twice: with both registries carrying
 bytes (distribution's ``redirect: {disable: true}``, dockyard's default), and with both
 sending clients to pre-signed URLs (distribution's default, dockyard ``--redirect``).
 Start-up of the store and the registries is outside every timed action. Run as root:
-``python3 bench/bench_registry_s3.py [--repeat N]``.
+``python3 bench/bench_registry_s3.py [--repeat N] [--memory-only]``.
 """
 
 from __future__ import annotations
@@ -151,14 +152,58 @@ def distribution_s3(work: Path, endpoint: str, root: str, redirect: bool) -> Ite
 
 def dockyard_s3(work: Path, endpoint: str, root: str, redirect: bool):
     """``dockyard registry serve`` on ``s3://BUCKET/root`` (a context manager)."""
-    args = ["--storage", f"s3://{BUCKET}/{root}", "--s3-endpoint", endpoint]
-    args += ["--s3-region", "us-east-1", *(["--redirect"] if redirect else [])]
+    args = _s3_args(endpoint, root, redirect)
     return dockyard_registry(work / f"local-{uuid.uuid4().hex[:8]}", *args)
+
+
+def peak_rss_of_upload(work: Path, endpoint: str, size: int = 1 << 30) -> float:
+    """Peak resident memory (MB, the kernel's ``VmHWM``) of a dockyard replica on S3
+    while it takes a ``size``-byte blob in one streamed ``PATCH``, then ``PUT``."""
+    import hashlib
+
+    import httpx
+
+    root = work / f"local-mem-{uuid.uuid4().hex[:8]}"
+    block = os.urandom(1 << 20)
+    digest = hashlib.sha256()
+    for _ in range(size // len(block)):
+        digest.update(block)
+    with dockyard_registry(root, *_s3_args(endpoint, "memory", False)) as host:
+        pid = next(
+            int(entry.name)
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and str(root).encode() in _cmdline(entry)
+        )
+        base = f"http://{host}/v2/b/mem/blobs/uploads/"
+        with httpx.Client(timeout=600) as client:
+            started = client.post(base)
+            location = httpx.URL(base).join(started.headers["location"])
+            chunks = (block for _ in range(size // len(block)))
+            patched = client.patch(location, content=chunks)
+            patched.raise_for_status()
+            done = httpx.URL(base).join(patched.headers["location"])
+            client.put(done, params={"digest": f"sha256:{digest.hexdigest()}"}).raise_for_status()
+        status = Path(f"/proc/{pid}/status").read_text()
+    peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+    return int(peak.split()[1]) / 1024  # kB
+
+
+def _cmdline(proc_dir: Path) -> bytes:
+    try:
+        return (proc_dir / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _s3_args(endpoint: str, root: str, redirect: bool) -> list[str]:
+    args = ["--storage", f"s3://{BUCKET}/{root}", "--s3-endpoint", endpoint]
+    return [*args, "--s3-region", "us-east-1", *(["--redirect"] if redirect else [])]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--memory-only", action="store_true", help="only the 1 GB upload")
     args = parser.parse_args()
     os.environ.pop("REGISTRY_AUTH_FILE", None)
     os.environ.pop("AWS_CA_BUNDLE", None)
@@ -173,6 +218,10 @@ def main() -> None:
         dest = work / "pulled"
         rows = []
         with seaweed(work) as endpoint:
+            peak = peak_rss_of_upload(work, endpoint)
+            print(f"dockyard replica on S3, 1 GB layer upload: peak RSS {peak:.0f} MB (goal < 100)")
+            if args.memory_only:
+                return
             # -- push: an empty prefix for every run, the two alternating ---------------
             times: tuple[list[float], list[float]] = ([], [])
             for _ in range(args.repeat):
