@@ -1,7 +1,9 @@
-"""The web UI's user commands (add, passwd, rm, ls), written once for two homes of the
-users: a server's API (``dockyard remote user``) and a server's database opened
-directly (``dockyard server user``: no running server needed, so the first admin can
-be made before anyone can sign in)."""
+"""The web UI's user commands (add, passwd, rm, ls), for two homes of the users.
+
+Written once for both: a server's API (``dockyard remote user``) and a server's
+database opened directly (``dockyard server user``: no running server needed, so the
+first admin can be made before anyone can sign in).
+"""
 
 from __future__ import annotations
 
@@ -44,8 +46,10 @@ def _password() -> str:
 def user_group(
     book: Callable[..., UserBook], options: tuple[Callable[[Any], Any], ...] = ()
 ) -> click.Group:
-    """The ``user`` command group over the users ``book(**options' values)`` opens;
-    ``options`` are click options every command takes (where the users are)."""
+    """The ``user`` command group over the users ``book(**options' values)`` opens.
+
+    ``options`` are click options every command takes (where the users are).
+    """
 
     def where(command: Callable[..., Any]) -> Callable[..., Any]:
         for option in reversed(options):
@@ -91,8 +95,10 @@ def user_group(
 
 
 class DatabaseUsers:
-    """The users in a server's database, opened here (and migrated to the newest
-    schema, as a server starting would)."""
+    """The users in a server's database, opened here.
+
+    Opening it migrates it to the newest schema, as a server starting would.
+    """
 
     def __init__(self, url: str):
         from dockyard.service.database import Database, open_engine

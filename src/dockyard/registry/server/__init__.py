@@ -1,5 +1,7 @@
-"""The registry server: the OCI distribution API over a directory, a pull-through cache
-for many upstreams, offline bundles (export/import) and garbage collection.
+"""The registry server: OCI distribution API, pull-through cache, bundles and gc.
+
+It serves the OCI distribution API over a directory, a pull-through cache for many
+upstreams, offline bundles (export/import) and garbage collection.
 
 ```python
 from pathlib import Path

@@ -46,8 +46,9 @@ class HtpasswdError(DockyardError):
 
 
 class Htpasswd:
-    """``user:hash`` lines; bcrypt (``$2y$``/``$2b$``/``$2a$``) hashes as ``htpasswd -B``
-    writes them.
+    """Users of an htpasswd file: ``user:hash`` lines with bcrypt hashes.
+
+    The hashes are bcrypt (``$2y$``/``$2b$``/``$2a$``) as ``htpasswd -B`` writes them.
 
     The file is re-read when it changes (its size, mtime, ctime or inode). A reload that
     fails (unreadable, malformed) fails closed: no user is known until the file is valid
@@ -104,8 +105,10 @@ class Htpasswd:
         return stat, users
 
     def refresh(self) -> None:
-        """Re-read the file if it changed; on failure, refuse every user until it is
-        valid again."""
+        """Re-read the file if it changed.
+
+        On failure, refuse every user until it is valid again.
+        """
         try:
             seen = _signature(os.stat(self.path))
         except OSError:
@@ -133,8 +136,10 @@ class Htpasswd:
         return user in self._users
 
     def fingerprint(self, user: str, password: str) -> bytes | None:
-        """Names one user and password (keyed hash, no secret in it); None for an unknown
-        user."""
+        """A keyed hash naming one user and password (no secret in it).
+
+        None for an unknown user.
+        """
         return self._cache_key(user, password)[1]
 
     def _cache_key(self, user: str, password: str) -> tuple[bytes | None, bytes | None]:
@@ -147,8 +152,10 @@ class Htpasswd:
         return hashed, key
 
     def remembered(self, user: str, password: str) -> bool:
-        """The password was found good moments ago (no bcrypt: cheap enough for the
-        event loop)."""
+        """Whether the password was found good moments ago.
+
+        No bcrypt: cheap enough for the event loop.
+        """
         self.refresh()
         _, key = self._cache_key(user, password)
         until = self._good.get(key) if key is not None else None
@@ -185,8 +192,10 @@ def _signature(stat: os.stat_result) -> tuple[int, ...]:
 
 
 def read_shared_key(path: Path) -> bytes:
-    """The signing key in a file the operator made (``openssl rand -hex 32``): at least
-    32 bytes in hex, not readable by other users (a bad file is an error, never replaced).
+    """The signing key in a file the operator made (``openssl rand -hex 32``).
+
+    At least 32 bytes in hex, not readable by other users (a bad file is an error, never
+    replaced).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -316,8 +325,11 @@ class TokenIssuer:
 
 
 def grant(requested: list[Access], user: str | None, anonymous_pull: bool) -> list[Access]:
-    """What a user gets of what they asked: everything for a known user, pull for
-    anonymous users when the server allows anonymous pulls."""
+    """What a user gets of what they asked.
+
+    Everything for a known user; pull for anonymous users when the server allows
+    anonymous pulls.
+    """
     out = []
     for want in requested:
         if user is not None:

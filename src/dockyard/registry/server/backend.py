@@ -57,8 +57,10 @@ class UploadWriter(Protocol):
         ...
 
     def finish(self, digest: str, storage: Any) -> bool:
-        """Verify, publish, end the session; DigestError (nothing kept) on a mismatch;
-        False if the blob was there already."""
+        """Verify, publish and end the session.
+
+        DigestError (nothing kept) on a mismatch; False if the blob was there already.
+        """
         ...
 
     def abort(self) -> None: ...
@@ -125,8 +127,10 @@ class RegistryStorage(Protocol):
     # repositories and their blob links
     def repo_exists(self, name: str) -> bool: ...
     def repositories(self, last: str | None = None, limit: int | None = None) -> list[str]:
-        """Repository names after ``last`` in catalog order (:func:`.names.catalog_order`),
-        at most ``limit``: only what that takes is listed."""
+        """Repository names after ``last`` in catalog order, at most ``limit``.
+
+        The order is :func:`.names.catalog_order`; only what that takes is listed.
+        """
         ...
 
     def blob_size(self, digest: str) -> int | None: ...
@@ -146,8 +150,10 @@ class RegistryStorage(Protocol):
         ...
 
     def blob_url(self, digest: str) -> str | None:
-        """A URL any client may ``GET`` the blob from for a while (pre-signed), for
-        ``--redirect``; None if the backend has no such thing (files on disk)."""
+        """A URL any client may ``GET`` the blob from for a while (pre-signed).
+
+        For ``--redirect``; None if the backend has no such thing (files on disk).
+        """
         ...
 
     def blob_sink(self, digest: str) -> BlobSink: ...
@@ -196,8 +202,10 @@ class RegistryStorage(Protocol):
         ...
 
     def remove_stale(self, older_than: float) -> int:
-        """Remove what killed writers left behind (temp files, orphaned multipart
-        uploads); count it."""
+        """Remove what killed writers left behind; return how much.
+
+        That is temp files and orphaned multipart uploads.
+        """
         ...
 
 

@@ -70,8 +70,10 @@ def export(
     patterns: Iterable[str] = (),
     say: Callable[[str], None] | None = None,
 ) -> list[BundledImage]:
-    """Write the images of every repository matching ``patterns`` (globs on the
-    repository or upstream name; none = all) to the oci-archive ``output``."""
+    """Write the matching repositories' images to the oci-archive ``output``.
+
+    ``patterns`` are globs on the repository or upstream name; none = all.
+    """
     say = say or (lambda _m: None)
     patterns = list(patterns)
     done: list[BundledImage] = []
@@ -159,12 +161,12 @@ def _local_name(ref: reference.Reference, upstream_names: dict[str, str]) -> str
 
 
 class LayoutFiles:
-    """The files of an OCI layout directory, read as :class:`TarReader` reads an archive's
-    members.
+    """The files of an OCI layout directory, read like an archive's members.
 
-    Each is opened from the directory's fd with ``openat2(RESOLVE_BENEATH)``: a symlink
-    or ``..`` leading out of the directory is refused, and so is anything but a regular
-    file. A refused file is absent, as a member missing from an archive is.
+    They are read as :class:`TarReader` reads an archive's members. Each is opened from
+    the directory's fd with ``openat2(RESOLVE_BENEATH)``: a symlink or ``..`` leading
+    out of the directory is refused, and so is anything but a regular file. A refused
+    file is absent, as a member missing from an archive is.
     """
 
     _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV, errno.EINVAL)
@@ -229,11 +231,11 @@ def import_archive(
     upstream_names: dict[str, str] | None = None,
     say: Callable[[str], None] | None = None,
 ) -> list[BundledImage]:
-    """Load every image of the oci-archive or OCI layout directory ``path`` into the
-    registry.
+    """Load every image of an oci-archive or OCI layout directory into the registry.
 
-    ``upstream_names`` maps a registry host to an upstream prefix (``{"quay.io":
-    "quay"}``) for archives without our ``dockyard-registry.json``.
+    ``path`` is the archive or the directory. ``upstream_names`` maps a registry host to
+    an upstream prefix (``{"quay.io": "quay"}``) for archives without our
+    ``dockyard-registry.json``.
     """
     say = say or (lambda _m: None)
     storage.ensure()

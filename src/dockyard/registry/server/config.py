@@ -357,8 +357,10 @@ def check(config: ServerConfig) -> ServerConfig:
 
 
 def parse_storage_url(url: str) -> tuple[str, str]:
-    """``(bucket, prefix)`` of ``s3://BUCKET[/PREFIX]`` (the prefix without slashes at
-    its ends, maybe empty)."""
+    """``(bucket, prefix)`` of ``s3://BUCKET[/PREFIX]``.
+
+    The prefix is without slashes at its ends, maybe empty.
+    """
     parts = urlsplit(url)
     bucket, prefix = parts.netloc, parts.path.strip("/")
     valid_bucket = 3 <= len(bucket) <= 63 and all(c.isalnum() or c in "-." for c in bucket)

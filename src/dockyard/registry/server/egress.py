@@ -1,16 +1,16 @@
-"""Connections to upstreams a client named with ``?ns=`` under ``--allow-upstream '*'``:
-public addresses only (an SSRF guard).
+"""Connections to upstreams a client named: public addresses only (an SSRF guard).
 
-Any host is then a client's choice, so without a guard ``?ns=127.0.0.1:8080``,
-``?ns=169.254.169.254`` or a name resolving to the registry host's private network
-would make the registry fetch from services only it can reach. A guarded connection
-resolves the host, refuses it unless *every* address is public (not loopback,
-link-local, private, shared, reserved, multicast or unspecified; IPv4-mapped IPv6 is
-checked as IPv4), and connects to an address it checked -- never resolving the name a
-second time, so a DNS answer that changes between check and use (rebinding) gains
-nothing. TLS still verifies the certificate for the host name. Every connection is
-guarded, so are redirects and token realms the upstream names. Hosts the operator
-allowed by name are not guarded: the operator chose them.
+A client names them with ``?ns=`` under ``--allow-upstream '*'``. Any host is then a
+client's choice, so without a guard ``?ns=127.0.0.1:8080``, ``?ns=169.254.169.254`` or a
+name resolving to the registry host's private network would make the registry fetch from
+services only it can reach. A guarded connection resolves the host, refuses it unless
+*every* address is public (not loopback, link-local, private, shared, reserved,
+multicast or unspecified; IPv4-mapped IPv6 is checked as IPv4), and connects to an
+address it checked -- never resolving the name a second time, so a DNS answer that
+changes between check and use (rebinding) gains nothing. TLS still verifies the
+certificate for the host name. Every connection is guarded, so are redirects and token
+realms the upstream names. Hosts the operator allowed by name are not guarded: the
+operator chose them.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ _IPV4_IN_LOW_BITS = tuple(
 
 
 def is_public(address: str) -> bool:
-    """Whether ``address`` (an IP literal) is a public unicast address; an IPv6 address
-    that carries an IPv4 one (mapped, NAT64, compatible, SIIT, 6to4, Teredo) is public
-    only if that IPv4 address is."""
+    """Whether ``address`` (an IP literal) is a public unicast address.
+
+    An IPv6 address that carries an IPv4 one (mapped, NAT64, compatible, SIIT, 6to4,
+    Teredo) is public only if that IPv4 address is.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(ip)
@@ -70,8 +72,11 @@ def _translated(ip: ipaddress.IPv6Address) -> bool:
 
 
 def literal_refused(host: str) -> bool:
-    """``host`` (``name[:port]``) is an IP literal no guarded connection may reach:
-    refused before any connection (names are checked when they are resolved)."""
+    """Whether ``host`` is an IP literal no guarded connection may reach.
+
+    ``host`` is ``name[:port]``. Such a host is refused before any connection (names are
+    checked when they are resolved).
+    """
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     try:
         return not is_public(name)
@@ -122,8 +127,10 @@ class _GuardedBackend(SyncBackend):
 
 
 class GuardedTransport(httpx.HTTPTransport):
-    """An httpx transport whose every connection goes through :class:`_GuardedBackend`
-    (certificates verified as our client verifies them)."""
+    """An httpx transport whose every connection goes through :class:`_GuardedBackend`.
+
+    Certificates are verified as our client verifies them.
+    """
 
     def __init__(self, max_connections: int):
         super().__init__()

@@ -64,8 +64,11 @@ class BoundedReceive:
 
     @property
     def unread(self) -> bool:
-        """Body bytes are still on their way that no handler read: refusing the request,
-        close the connection rather than read them (and drop them) to keep it alive."""
+        """Whether body bytes that no handler read are still on their way.
+
+        Refusing the request, close the connection rather than read them (and drop them)
+        to keep it alive.
+        """
         return not self._ended
 
     async def __call__(self) -> dict[str, Any]:

@@ -48,8 +48,10 @@ class Logins:
         self._pending: dict[bytes, asyncio.Future[bool]] = {}  # checks under way
 
     async def check(self, client: str, user: str, password: str) -> bool:
-        """True for a good password; raises 429 when the client or the user failed too
-        often lately."""
+        """True for a good password.
+
+        Raises 429 when the client or the user failed too often lately.
+        """
         if self.htpasswd.remembered(user, password):
             return True
         if self.htpasswd.broken is not None:

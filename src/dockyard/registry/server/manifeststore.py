@@ -1,8 +1,8 @@
-"""Manifests, tags, referrers and upstream notes of every repository, written once for
-both storage backends.
+"""Manifests, tags, referrers and upstream notes of every repository.
 
-The filesystem (:mod:`.storage`) and the object store (:mod:`.s3storage`) keep the same
-layout of small objects (paths under ``--root``, keys under ``s3://BUCKET/PREFIX/``):
+Written once for both storage backends: the filesystem (:mod:`.storage`) and the object
+store (:mod:`.s3storage`) keep the same layout of small objects (paths under
+``--root``, keys under ``s3://BUCKET/PREFIX/``):
 
 ```
 repos/<name>/_manifests/revisions/<alg>/<hex>   a manifest it holds (content: media type)
@@ -287,8 +287,10 @@ def iter_manifest_blobs(raw: bytes, media_type: str | None = None) -> Iterator[s
 
 
 def referrer_info(raw: bytes) -> dict[str, Any]:
-    """``subject``/``artifact_type``/``annotations`` keyword arguments of
-    :meth:`ManifestStore.put_manifest` for a manifest's bytes (empty without a subject)."""
+    """Keyword arguments of :meth:`ManifestStore.put_manifest` for a manifest's bytes.
+
+    They are ``subject``/``artifact_type``/``annotations`` (empty without a subject).
+    """
     try:
         doc = json.loads(raw)
         if not isinstance(doc, dict) or not isinstance(doc.get("subject"), dict):

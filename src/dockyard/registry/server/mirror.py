@@ -65,9 +65,11 @@ class Unknown(Exception):
 
 
 class Upstream:
-    """One configured upstream registry and its (lazily made) client; ``guarded``: a
-    host a client named under ``--allow-upstream '*'``, reached only at public
-    addresses (:mod:`.egress`)."""
+    """One configured upstream registry and its (lazily made) client.
+
+    ``guarded``: a host a client named under ``--allow-upstream '*'``, reached only at
+    public addresses (:mod:`.egress`).
+    """
 
     def __init__(self, config: UpstreamConfig, server: ServerConfig, *, guarded: bool = False):
         self.config = config
@@ -351,8 +353,10 @@ class Mirror:
     async def stream_blob(
         self, route: Route, digest: str
     ) -> tuple[AsyncIterator[Chunk], int] | None:
-        """The blob's bytes from the upstream and its size, written to the cache as they
-        pass (tee); None if the upstream does not have it.
+        """The blob's bytes from the upstream and its size, teed into the cache.
+
+        The bytes are written to the cache as they pass; None if the upstream does not
+        have it.
 
         If the client goes away, the download still finishes into the cache (the next
         pull is a hit). A digest mismatch aborts the answer and keeps nothing; the last

@@ -42,6 +42,9 @@ def valid_upload_id(upload_id: str) -> bool:
 
 
 def catalog_order(name: str) -> list[str]:
-    """The catalog's sort key: component by component (``a`` < ``a/b`` < ``a-b``), as
-    distribution pages it and as both backends can list it a level at a time."""
+    """The catalog's sort key: component by component (``a`` < ``a/b`` < ``a-b``).
+
+    This is how distribution pages it, and how both backends can list it a level at a
+    time.
+    """
     return name.split("/")

@@ -25,8 +25,10 @@ _COMPONENT_PORT_RE = re.compile(r"^(?P<host>.+)_(?P<port>[0-9]{1,5})$")
 
 
 def normalize_host(text: str) -> str | None:
-    """``host[:port]`` in lowercase, Docker Hub's aliases as ``docker.io``; None for
-    anything else (IPv6 literals, user info, paths, ``_``)."""
+    """``host[:port]`` in lowercase, Docker Hub's aliases as ``docker.io``.
+
+    None for anything else (IPv6 literals, user info, paths, ``_``).
+    """
     host = text.strip().lower()
     match = _HOST_RE.match(host)
     if match is None or (match["port"] and not 0 < int(match["port"]) < 65536):
@@ -35,8 +37,10 @@ def normalize_host(text: str) -> str | None:
 
 
 def url_of(host: str) -> str:
-    """Where a client-named upstream is asked: HTTPS, plain HTTP only on loopback (as
-    our client does for any loopback registry)."""
+    """Where a client-named upstream is asked: HTTPS, plain HTTP only on loopback.
+
+    Our client does the same for any loopback registry.
+    """
     if host == "docker.io":
         return "https://registry-1.docker.io"
     return f"{'http' if is_loopback_host(host) else 'https'}://{host}"

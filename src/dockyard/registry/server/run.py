@@ -1,5 +1,8 @@
-"""Running the server: uvicorn (httptools and uvloop when installed, with the request
-head deadline of :mod:`slowclients`), TLS, logging."""
+"""Running the server: uvicorn, TLS, logging.
+
+uvicorn runs with httptools and uvloop when installed, with the request head deadline
+of :mod:`slowclients`.
+"""
 
 from __future__ import annotations
 

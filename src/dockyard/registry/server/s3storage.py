@@ -176,8 +176,10 @@ class Bucket:
         return bool(got.get("Contents"))
 
     def folders(self, rel_prefix: str, start_after: str | None = None) -> list[str]:
-        """The next path components under ``rel_prefix`` (it ends in ``/``), those of
-        keys after ``rel_prefix + start_after`` if given."""
+        """The next path components under ``rel_prefix`` (it ends in ``/``).
+
+        With ``start_after``, those of keys after ``rel_prefix + start_after``.
+        """
         kw = {"StartAfter": self.key(rel_prefix + start_after)} if start_after else {}
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.name, Prefix=self.key(rel_prefix), Delimiter="/", **kw
@@ -191,9 +193,12 @@ class Bucket:
 
 
 def make_client(config: ServerConfig) -> Any:
-    """A boto3 S3 client: credentials from the usual AWS environment and files; path-style
-    addressing for a given endpoint (SeaweedFS, MinIO, Ceph); checksums only where S3
-    demands them (object stores other than AWS's reject the newer trailing ones)."""
+    """A boto3 S3 client with credentials from the usual AWS environment and files.
+
+    Path-style addressing for a given endpoint (SeaweedFS, MinIO, Ceph); checksums only
+    where S3 demands them (object stores other than AWS's reject the newer trailing
+    ones).
+    """
     import boto3
     from botocore.config import Config
 
@@ -224,8 +229,10 @@ def _no_expect_continue(request: Any, **_: Any) -> None:
 
 
 class BucketLock:
-    """The gc lock in the bucket: many shared holders (manifest writes), one exclusive
-    (gc), none of them on one machine.
+    """The gc lock in the bucket: shared by manifest writes, exclusive for gc.
+
+    Many shared holders (manifest writes), one exclusive (gc), none of them on one
+    machine.
 
     A shared holder writes ``locks/writers/<id>``, then looks for ``locks/gc``: if it is
     there, it removes its own object and waits (noted in ``locks/waiting/<id>``, which
@@ -474,8 +481,11 @@ class S3Uploads:
 
 
 class S3UploadWriter:
-    """Appends to one upload session: whole parts go to the multipart upload as they fill,
-    the rest waits in memory until :meth:`close` writes it as the session's tail."""
+    """Appends to one upload session.
+
+    Whole parts go to the multipart upload as they fill, the rest waits in memory until
+    :meth:`close` writes it as the session's tail.
+    """
 
     def __init__(self, uploads: S3Uploads, upload_id: str, state: dict[str, Any]):
         self._uploads = uploads
@@ -594,8 +604,11 @@ class S3UploadWriter:
 
 
 class S3Sink:
-    """A blob the pull-through cache (or an import) streams in: an upload session of no
-    repository, so a killed writer's bytes are cleaned by gc like any upload's."""
+    """A blob the pull-through cache (or an import) streams in.
+
+    It is an upload session of no repository, so a killed writer's bytes are cleaned by
+    gc like any upload's.
+    """
 
     def __init__(self, storage: S3Storage, digest: str):
         self._storage = storage
@@ -644,8 +657,10 @@ class S3Storage(ManifestStore):
         return True
 
     def ensure(self) -> None:
-        """Create the bucket if there is none (a test store, a first start); a store that
-        cannot be reached is a one-line error."""
+        """Create the bucket if there is none (a test store, a first start).
+
+        A store that cannot be reached is a one-line error.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -790,8 +805,10 @@ class S3Storage(ManifestStore):
         return chunks()
 
     def blob_url(self, digest: str) -> str:
-        """A pre-signed ``GET`` of the blob's object, valid :data:`REDIRECT_TTL` seconds
-        (signed locally: no request to the store)."""
+        """A pre-signed ``GET`` of the blob's object for :data:`REDIRECT_TTL` seconds.
+
+        Signed locally: no request to the store.
+        """
         return self.bucket.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket.name, "Key": self.bucket.key(S3Blobs.key(digest))},
@@ -820,8 +837,11 @@ class S3Storage(ManifestStore):
         return True
 
     def remove_stale(self, older_than: float) -> int:
-        """Abort multipart uploads whose session is gone (a replica killed between the
-        two), and drop touch markers of blobs that are gone."""
+        """Abort orphaned multipart uploads; drop touch markers of blobs that are gone.
+
+        A multipart upload is orphaned when its session is gone (a replica killed
+        between the two).
+        """
         client, removed = self.bucket.client, 0
         pages = client.get_paginator("list_multipart_uploads").paginate(
             Bucket=self.bucket.name, Prefix=self.bucket.key(f"{UPLOADS}/")

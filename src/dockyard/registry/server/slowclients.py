@@ -145,8 +145,11 @@ class _HeadDeadline:
 
 
 def http_protocol(header_timeout: float, implementation: str = "auto") -> type:
-    """uvicorn's HTTP protocol with a head deadline: ``"httptools"``, ``"h11"``, or
-    ``"auto"`` (httptools when installed, as uvicorn chooses)."""
+    """uvicorn's HTTP protocol with a head deadline.
+
+    ``implementation``: ``"httptools"``, ``"h11"``, or ``"auto"`` (httptools when
+    installed, as uvicorn chooses).
+    """
     if implementation == "auto":
         try:
             import httptools  # noqa: F401

@@ -102,8 +102,10 @@ class Storage(ManifestStore):
         return (d / MANIFESTS).is_dir() or (d / LAYERS).is_dir()
 
     def repositories(self, last: str | None = None, limit: int | None = None) -> list[str]:
-        """Repository names after ``last`` in catalog order (:func:`.names.catalog_order`),
-        at most ``limit``."""
+        """Repository names after ``last`` in catalog order, at most ``limit``.
+
+        The order is :func:`.names.catalog_order`.
+        """
         found: list[str] = []
 
         def walk(directory: Path, prefix: str) -> None:
@@ -426,8 +428,11 @@ class UploadWriter:
 
 
 class FileSink:
-    """A blob the pull-through cache writes as it streams: a temp file renamed into the
-    blob dir on :meth:`commit` (the cache checked the digest as the bytes passed)."""
+    """A blob the pull-through cache writes as it streams.
+
+    A temp file renamed into the blob dir on :meth:`commit` (the cache checked the
+    digest as the bytes passed).
+    """
 
     def __init__(self, storage: Storage, digest: str):
         self._target = storage.blobs.path(digest)

@@ -1,4 +1,11 @@
-"""${message}
+<%!
+    def summary(message):
+        """The revision message as a docstring's summary: capitalised, with a full stop."""
+        text = str(message).strip()
+        text = text[:1].upper() + text[1:]
+        return text if text.endswith((".", "!", "?")) else text + "."
+%>\
+"""${summary(message)}
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}

@@ -1,5 +1,8 @@
-"""``GET /v2/_catalog``: every repository, paged (at most :data:`.common.MAX_PAGE` a page):
-the backend lists only what the page needs, after ``last``."""
+"""``GET /v2/_catalog``: every repository, paged.
+
+At most :data:`.common.MAX_PAGE` a page: the backend lists only what the page needs,
+after ``last``.
+"""
 
 from __future__ import annotations
 
