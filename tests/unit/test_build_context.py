@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dockyard.builder.confined import ConfinedDir, ConfinedFile
-from dockyard.builder.context import BuildContext, index_file_for
+from dockyard.builder.context import BuildContext, ContextIndex
 from dockyard.builder.frontend.dockerignore import IgnoreMatcher
 
 
@@ -54,21 +54,21 @@ def test_checksum_covers_only_selected_paths(context):
 
 
 def test_stat_cache_skips_reading_unchanged_files(context, tmp_path, monkeypatch):
-    index = index_file_for(tmp_path / "store", context)
+    index = ContextIndex(tmp_path / "store", context)
     seen = hashed_files(monkeypatch)
-    first = BuildContext(context, index_file=index)
+    first = BuildContext(context, index=index)
     digest = first.checksum([""])
     first.save_index()
     assert sorted(seen) == ["README", "src/main.py", "src/pkg/mod.py"]
 
     seen.clear()
-    second = BuildContext(context, index_file=index)
+    second = BuildContext(context, index=index)
     assert second.checksum([""]) == digest
     assert seen == []
 
     (context / "src/pkg/mod.py").write_text("X = 2\n")
     seen.clear()
-    third = BuildContext(context, index_file=index)
+    third = BuildContext(context, index=index)
     assert third.checksum([""]) != digest
     assert seen == ["src/pkg/mod.py"]
 
