@@ -126,15 +126,16 @@ class BuildContext:
             return self._entries
 
     def _entry(self, rel: str, st: os.stat_result, link: str | None) -> Entry:
-        if not stat.S_ISREG(st.st_mode):
-            return Entry(rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, link)
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        mode, size = st.st_mode, st.st_size
+        if not stat.S_ISREG(mode):
+            return Entry(rel, mode, st.st_uid, st.st_gid, size, link)
+        stamp = (st.st_ino, size, st.st_mtime_ns, st.st_ctime_ns)
         cached = self._cached.get(rel)  # [ino, size, mtime_ns, ctime_ns, digest]
         digest = None
-        if cached and stamp == tuple(cached[:4]):
+        if cached is not None and len(cached) == 5 and stamp == (*cached[:4],):
             digest = cached[4]
             self._reused += 1
-        return Entry(rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, None, digest, stamp)
+        return Entry(rel, mode, st.st_uid, st.st_gid, size, None, digest, stamp)
 
     def _walk(
         self,

@@ -326,11 +326,19 @@ class Node:
     children: list[Node] = field(default_factory=list)
 
     def walk(self, rel: str = "") -> Iterator[tuple[str, Node]]:
-        """``(path relative to the top, node)`` for everything below this node."""
-        for child in self.children:
-            path = f"{rel}/{child.name}" if rel else child.name
+        """``(path relative to the top, node)`` for everything below this node, depth
+        first (a stack, not nested generators: a deep tree costs no more per node)."""
+        stack = [(rel, self.children, 0)]
+        while stack:
+            base, children, i = stack.pop()
+            if i == len(children):
+                continue
+            child = children[i]
+            path = f"{base}/{child.name}" if base else child.name
             yield path, child
-            yield from child.walk(path)
+            stack.append((base, children, i + 1))
+            if child.children:
+                stack.append((path, child.children, 0))
 
 
 def _literal_prefix(pattern: str) -> str:
@@ -412,8 +420,9 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
         records.append((f"{index}\0{name}", node, real))
         for rel, child in node.walk():
             records.append((f"{index}\0{name}/{rel}", child, f"{real}/{rel}" if real else rel))
-    entries = [tree.entry(path) for _, _, path in records]
-    tree.context.fill_digests([e for e in entries if e is not None])
+    entry = tree.entries.get
+    entries = [entry(path) for _, _, path in records]
+    tree.context.fill_digests([e for e in entries if e is not None and e.digest is None])
     lines = []  # hashed at once: the same digest as line by line, at a fraction of the calls
     for (label, node, path), entry in zip(records, entries, strict=True):
         if entry is not None:
