@@ -45,9 +45,7 @@ from dockyard.builder.copier.sources import (
     NotFound,
     RootfsTree,
     Tree,
-    build_node,
     clean_source,
-    context_digest,
     glob,
     has_wildcards,
     open_parent,
@@ -256,7 +254,7 @@ def _local_items(
                 raise _not_found(instr, path)
             raise instr.error(f"lstat /{match}: no such file or directory")
         name = posixpath.basename(match) or "/"
-        node = build_node(tree, real, name, filters)
+        node = tree.node(real, name, filters)
         items.append(_Item("tree", name, tree=tree, real=real, node=node, unpack=unpack))
     return items
 
@@ -299,7 +297,7 @@ def _key(plan: CopyPlan, parents: bool, unpack_flag: bool | None) -> dict[str, A
         "unpack": unpack_flag,
         "exclude": list(instr.exclude),
         "sources": sources,
-        "context": context_digest(context_tree, context_sources) if context_tree else None,
+        "context": context_tree.digest(context_sources) if context_tree else None,
     }
 
 
