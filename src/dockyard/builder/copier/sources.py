@@ -453,8 +453,8 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
         records.append((f"{index}\0{name}", node, real))
         for rel, child in node.walk():
             records.append((f"{index}\0{name}/{rel}", child, f"{real}/{rel}" if real else rel))
-    entry = tree.entries.get
-    entries = [entry(path) for _, _, path in records]
+    lookup = tree.entries.get
+    entries = [lookup(path) for _, _, path in records]
     tree.context.fill_digests([e for e in entries if e is not None and e.digest is None])
     lines = []  # hashed at once: the same digest as line by line, at a fraction of the calls
     for (label, node, path), entry in zip(records, entries, strict=True):
