@@ -112,3 +112,25 @@ def test_parallel_readers_all_see_the_whole_context(tmp_path):
         with ThreadPoolExecutor(readers) as pool:
             assert list(pool.map(read, range(readers))) == [expected] * readers
         ctx.close()
+
+
+def test_stat_cache_is_rewritten_only_when_it_changed(context, tmp_path):
+    """A build that computed no digest and saw every file of the stat cache again leaves
+    it alone (no write on a cached rebuild); one that lost a file rewrites it."""
+    index = ContextIndex(tmp_path / "store", context)
+    first = BuildContext(context, index=index)
+    first.checksum([""])
+    first.save_index()
+    written = index.path.stat().st_ino
+
+    again = BuildContext(context, index=index)
+    again.checksum([""])
+    again.save_index()
+    assert index.path.stat().st_ino == written  # not replaced
+
+    (context / "README").unlink()
+    gone = BuildContext(context, index=index)
+    gone.checksum([""])
+    gone.save_index()
+    assert index.path.stat().st_ino != written
+    assert "README" not in index.load(str(context))
