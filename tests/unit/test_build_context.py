@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dockyard.builder.confined import ConfinedDir, ConfinedFile
-from dockyard.builder.context import BuildContext, index_file_for
+from dockyard.builder.context import BuildContext, ContextIndex
 from dockyard.builder.frontend.dockerignore import IgnoreMatcher
 
 
@@ -54,21 +54,21 @@ def test_checksum_covers_only_selected_paths(context):
 
 
 def test_stat_cache_skips_reading_unchanged_files(context, tmp_path, monkeypatch):
-    index = index_file_for(tmp_path / "store", context)
+    index = ContextIndex(tmp_path / "store", context)
     seen = hashed_files(monkeypatch)
-    first = BuildContext(context, index_file=index)
+    first = BuildContext(context, index=index)
     digest = first.checksum([""])
     first.save_index()
     assert sorted(seen) == ["README", "src/main.py", "src/pkg/mod.py"]
 
     seen.clear()
-    second = BuildContext(context, index_file=index)
+    second = BuildContext(context, index=index)
     assert second.checksum([""]) == digest
     assert seen == []
 
     (context / "src/pkg/mod.py").write_text("X = 2\n")
     seen.clear()
-    third = BuildContext(context, index_file=index)
+    third = BuildContext(context, index=index)
     assert third.checksum([""]) != digest
     assert seen == ["src/pkg/mod.py"]
 
@@ -112,3 +112,25 @@ def test_parallel_readers_all_see_the_whole_context(tmp_path):
         with ThreadPoolExecutor(readers) as pool:
             assert list(pool.map(read, range(readers))) == [expected] * readers
         ctx.close()
+
+
+def test_stat_cache_is_rewritten_only_when_it_changed(context, tmp_path):
+    """A build that computed no digest and saw every file of the stat cache again leaves
+    it alone (no write on a cached rebuild); one that lost a file rewrites it."""
+    index = ContextIndex(tmp_path / "store", context)
+    first = BuildContext(context, index=index)
+    first.checksum([""])
+    first.save_index()
+    written = index.path.stat().st_ino
+
+    again = BuildContext(context, index=index)
+    again.checksum([""])
+    again.save_index()
+    assert index.path.stat().st_ino == written  # not replaced
+
+    (context / "README").unlink()
+    gone = BuildContext(context, index=index)
+    gone.checksum([""])
+    gone.save_index()
+    assert index.path.stat().st_ino != written
+    assert "README" not in index.load(str(context))

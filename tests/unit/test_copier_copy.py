@@ -381,6 +381,43 @@ def test_key_follows_content_and_modes_not_times(ctx):
         assert p.context_paths == ["dir"]
 
 
+def test_copies_of_one_build_walk_the_context_once_and_reuse_its_digests(ctx, monkeypatch):
+    """Every COPY of a build plans from one walk of the context; a source copied again
+    unfiltered reuses its node and digest; a filtered copy of it still filters."""
+    from dockyard.builder.context import BuildContext
+
+    walked: list[str] = []
+    hashed: list[str] = []
+    walk, hash_file = BuildContext._walk, BuildContext._hash_file
+    monkeypatch.setattr(
+        BuildContext,
+        "_walk",
+        lambda self, fd, prefix, *a: walked.append(prefix) or walk(self, fd, prefix, *a),
+    )
+    monkeypatch.setattr(
+        BuildContext, "_hash_file", lambda self, e: hashed.append(e.path) or hash_file(self, e)
+    )
+    build = context(ctx)
+    plans = [
+        copier.plan_copy(instruction(text), build, None)
+        for text in (
+            "COPY dir /d",
+            "COPY dir /e",
+            "COPY --exclude=sub/*.md dir /d",
+            "COPY a.txt dir /f/",
+        )
+    ]
+    assert walked.count("") == 1  # the root: one walk for the four
+    assert sorted(hashed) == sorted(set(hashed)) and "dir/x" in hashed  # each file hashed once
+    first, second, filtered, both = (p.key["context"] for p in plans)
+    assert first == second and filtered != first and both not in (first, filtered)
+    assert plans[0].items[0].node is plans[1].items[0].node  # the same unfiltered node
+    assert plans[2].items[0].node is not plans[0].items[0].node
+    (ctx / "dir/x").write_text("changed")  # a new build sees it: nothing outlives a build
+    with copier.plan_copy(instruction("COPY dir /d"), context(ctx), None) as again:
+        assert again.key["context"] != first
+
+
 # -- WORKDIR -------------------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from dockyard import reference
 from dockyard.builder.cache import BuildCache, CacheRecord, step_key
 from dockyard.builder.confined import ConfinedDir, ConfinedFile
-from dockyard.builder.context import BuildContext, IgnoreCheck, index_file_for
+from dockyard.builder.context import BuildContext, ContextIndex, IgnoreCheck
 from dockyard.builder.frontend import commands as ins
 from dockyard.builder.frontend.dockerignore import IgnoreMatcher
 from dockyard.builder.frontend.stages import BuildPlan, Stage, StageScope, plan_build
@@ -215,7 +215,7 @@ class Builder:
         self._context = BuildContext(
             context_dir,
             *_ignore(context_dir, dockerfile),
-            index_file=index_file_for(self.store.root, context_dir.path),
+            index=ContextIndex(self.store.root, context_dir.path),
         )
         self._import_cache()
         done = self._run_stages(plan)

@@ -8,7 +8,9 @@ was made; the layer itself is an ordinary blob of the store.
 
 Records live in ``<store>/build/cache/<key>``. A record, once written, is never replaced
 by one naming another layer (:meth:`BuildCache.put`): a ``--no-cache`` build of the
-same step adds nothing then, so other images' cached builds keep their digests.
+same step adds nothing then, so other images' cached builds keep their digests. They
+are written without an fsync, marked unsynced instead: one a crash may have damaged is
+a miss (see :mod:`.durability`).
 ``--cache-from`` adds the records of a cache image in a registry (their blobs are
 fetched only when needed); ``--cache-to`` writes one (see
 :mod:`dockyard.builder.cache_export`).
@@ -26,8 +28,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dockyard.builder.durability import RecordMarkers
 from dockyard.errors import DockyardError
 from dockyard.files import atomic
+from dockyard.files.locking import FileLock
 from dockyard.oci.descriptor import Descriptor
 from dockyard.store import Store
 
@@ -67,6 +71,7 @@ class BuildCache:
 
     def __init__(self, store_root: Path):
         self.directory = store_root / "build" / "cache"
+        self.markers = RecordMarkers(store_root, "cache")
         self._imported: dict[str, tuple[CacheRecord, str]] = {}  # key -> (record, source)
         self._used: dict[str, CacheRecord] = {}
         self._lock = threading.Lock()
@@ -75,6 +80,8 @@ class BuildCache:
         """The record for ``key`` and, if it came from a cache image, that image's name."""
         path = self.directory / key
         try:
+            if not self.markers.whole(key):
+                raise FileNotFoundError(key)  # a crash may have damaged it: a miss
             record = CacheRecord.from_dict(key, json.loads(path.read_bytes()))
             origin = None
         except FileNotFoundError:
@@ -91,23 +98,28 @@ class BuildCache:
 
     def put(self, record: CacheRecord) -> None:
         """Record a step's result, unless a sound record for its key exists already:
-        that one stays (a damaged one is replaced). ``os.link`` never replaces, so of
-        two builds writing one key at once the first wins."""
+        that one stays (a damaged one, or one a crash may have damaged, is replaced).
+        ``os.link`` never replaces, so of two builds writing one key at once the first
+        wins. Not synced: marked (see :mod:`.durability`), under the directory's lock,
+        so that no writer reads a marker another is writing."""
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.directory / record.key
         with atomic.temp_file(self.directory, record.key) as (f, temp):
             f.write(json.dumps(record.to_dict()).encode())
             f.flush()
             os.fchmod(f.fileno(), atomic.FILE_MODE)
-            os.fsync(f.fileno())
             try:
-                os.link(temp, target)
-            except FileExistsError:
-                if _read(target) is None:
-                    os.replace(temp, target)
+                with (
+                    FileLock(self.directory, directory=True),
+                    self.markers.publishing(record.key) as was_whole,
+                ):
+                    try:
+                        os.link(temp, target)
+                    except FileExistsError:
+                        if not was_whole or _read(target) is None:
+                            os.replace(temp, target)
             finally:
                 temp.unlink(missing_ok=True)
-            atomic.fsync_dir(self.directory)
         with self._lock:
             self._used[record.key] = record
 
@@ -121,10 +133,7 @@ class BuildCache:
         could only miss. Return how many went."""
         removed = 0
         for path in _records(self.directory):
-            try:
-                record = CacheRecord.from_dict(path.name, json.loads(path.read_bytes()))
-            except (OSError, ValueError, KeyError):
-                record = None  # damaged: a miss too
+            record = _read(path) if self.markers.whole(path.name) else None  # None: a miss
             if record is None or (record.layer is not None and not has_blob(record.layer.digest)):
                 path.unlink(missing_ok=True)
                 removed += 1
@@ -170,7 +179,9 @@ def step_key(parent: str, payload: dict[str, Any]) -> str:
 def prune_build_records(store: Store, snapshot_exists: Callable[[str], bool]) -> int:
     """After a prune of the store's blobs and snapshots: delete the build records that
     name what it took (cache records, :mod:`.lineage` records) and the temp files of
-    killed writers among them. Return how many records went."""
+    killed writers among them, then sync the records written since the last prune and
+    drop their markers (:mod:`.durability`). Return how many records went."""
+    from dockyard.builder.context import INDEX_DIR
     from dockyard.builder.lineage import StepLineage
 
     has_blob = store.blobs.has
@@ -180,4 +191,8 @@ def prune_build_records(store: Store, snapshot_exists: Callable[[str], bool]) ->
     removed += lineage.prune(lambda run: snapshot_exists(run.chain) and has_blob(run.layer.digest))
     for directory in (cache.directory, lineage.directory):
         atomic.remove_stale_temps(directory, older_than=3600)
+    with store.gc_lock():
+        cache.markers.settle(cache.directory)
+        lineage.markers.settle(lineage.directory)
+        RecordMarkers(store.root, INDEX_DIR.name).settle(store.root / INDEX_DIR)
     return removed

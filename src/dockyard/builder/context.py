@@ -1,8 +1,10 @@
 """The build context: the files a build may read, with content checksums for cache keys.
 
-Hashing is incremental, like git's index: a stat cache remembers each file's
-(inode, size, mtime, ctime) and digest, so an unchanged 10k-file context costs a walk
-of stats, not a read of every byte. Checksums cover name, type, permissions, owner,
+Hashing is incremental, like git's index: a stat cache (:class:`ContextIndex`)
+remembers each file's (inode, size, mtime, ctime) and digest, so an unchanged 10k-file
+context costs a walk of stats, not a read of every byte. It is rewritten only when a
+digest was computed or a file went, unsynced (one a crash may have damaged is ignored:
+see :mod:`.durability`). Checksums cover name, type, permissions, owner,
 link target and content, never times, so a fresh checkout hits the same cache keys.
 
 Everything is read from the context's directory fd (:class:`.ConfinedDir`), one
@@ -23,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.builder.confined import ConfinedDir
+from dockyard.builder.durability import RecordMarkers
 from dockyard.errors import BuildError
-from dockyard.files import atomic
 
 PAGE = 4096
 HASH_THREADS = 4
+INDEX_DIR = Path("build") / "context-index"  # in the store: the stat caches
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -71,8 +74,8 @@ class BuildContext:
     ``root`` is a path (opened here, and closed by :meth:`close`) or a directory the
     caller holds open. ``ignore`` excludes paths (the .dockerignore rules);
     ``may_contain`` tells whether an excluded directory could still hold an included
-    path (a ``!`` exception), so the walk only enters such directories. ``index_file``
-    is the stat cache (None: no cache).
+    path (a ``!`` exception), so the walk only enters such directories. ``index`` is
+    the stat cache (None: no cache).
     """
 
     def __init__(
@@ -80,18 +83,20 @@ class BuildContext:
         root: Path | ConfinedDir,
         ignore: IgnoreCheck | None = None,
         may_contain: Callable[[str], bool] | None = None,
-        index_file: Path | None = None,
+        index: ContextIndex | None = None,
     ):
         self._owned = not isinstance(root, ConfinedDir)
         self.dir = ConfinedDir.open(root) if isinstance(root, Path) else root
         self.path = self.dir.path  # for messages and keys: never opened by name
         self._ignore = ignore or (lambda path, is_dir: False)
         self._may_contain = may_contain or (lambda path: False)
-        self._index_file = index_file
+        self._index = index
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] | None = None
         self._children: dict[str, list[str]] = {}
-        self._cached = self._load_index()
+        self._cached = index.load(str(self.path)) if index is not None else {}
+        self._reused = 0  # digests the walk took from the stat cache
+        self._hashed = False  # a digest was computed: the stat cache is out of date
 
     def close(self) -> None:
         """Close the context's directory if it was opened here."""
@@ -121,12 +126,16 @@ class BuildContext:
             return self._entries
 
     def _entry(self, rel: str, st: os.stat_result, link: str | None) -> Entry:
-        if not stat.S_ISREG(st.st_mode):
-            return Entry(rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, link)
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        mode, size = st.st_mode, st.st_size
+        if not stat.S_ISREG(mode):
+            return Entry(rel, mode, st.st_uid, st.st_gid, size, link)
+        stamp = (st.st_ino, size, st.st_mtime_ns, st.st_ctime_ns)
         cached = self._cached.get(rel)  # [ino, size, mtime_ns, ctime_ns, digest]
-        digest = cached[4] if cached and stamp == tuple(cached[:4]) else None
-        return Entry(rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, None, digest, stamp)
+        digest = None
+        if cached is not None and len(cached) == 5 and stamp == (*cached[:4],):
+            digest = cached[4]
+            self._reused += 1
+        return Entry(rel, mode, st.st_uid, st.st_gid, size, None, digest, stamp)
 
     def _walk(
         self,
@@ -199,6 +208,7 @@ class BuildContext:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise _changed(entry.path)
             entry.digest = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+        self._hashed = True
 
     def fill_digests(self, entries: Iterable[Entry]) -> None:
         """Hash the regular files the stat cache did not know, in parallel."""
@@ -226,35 +236,47 @@ class BuildContext:
 
     # the stat cache
 
-    def _load_index(self) -> dict[str, list]:
-        if self._index_file is None:
-            return {}
-        try:
-            doc = json.loads(self._index_file.read_bytes())
-        except (OSError, ValueError):
-            return {}
-        return doc.get("files", {}) if doc.get("root") == str(self.path) else {}
-
     def save_index(self) -> None:
-        """Remember the digests computed, for the next build of this context."""
-        if self._index_file is None or self._entries is None:
+        """Remember the digests computed, for the next build of this context: a write
+        only if one was computed or a file of the stat cache was not seen again."""
+        if self._index is None or self._entries is None:
             return
+        if not self._hashed and self._reused == len(self._cached):
+            return  # every digest came from the stat cache, and all of them were used
         files = {
             e.path: [*e.stamp, e.digest]
             for e in self._entries.values()
-            if e.is_file and e.digest is not None
+            if e.digest is not None and e.is_file
         }
-        if files == self._cached:
-            return
-        self._index_file.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"root": str(self.path), "files": files}
-        atomic.write_bytes(self._index_file, json.dumps(doc, separators=(",", ":")).encode())
+        if files != self._cached:
+            self._index.save(str(self.path), files)
 
 
-def index_file_for(store_root: Path, context_root: Path) -> Path:
-    """Where the stat cache of a context directory lives in the store."""
-    key = hashlib.sha256(str(context_root.resolve()).encode()).hexdigest()[:32]
-    return store_root / "build" / "context-index" / f"{key}.json"
+class ContextIndex:
+    """The stat cache of one context directory, in the store:
+    ``build/context-index/<key>.json``, written unsynced (see :mod:`.durability`)."""
+
+    def __init__(self, store_root: Path, context_root: Path):
+        key = hashlib.sha256(str(context_root.resolve()).encode()).hexdigest()[:32]
+        self.path = store_root / INDEX_DIR / f"{key}.json"
+        self.markers = RecordMarkers(store_root, INDEX_DIR.name)
+
+    def load(self, root: str) -> dict[str, list]:
+        """``{path: [ino, size, mtime_ns, ctime_ns, digest]}`` of the context at
+        ``root``; empty if there is none, or a crash may have damaged it."""
+        if not self.markers.whole(self.path.name):
+            return {}
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        files = doc.get("files") if isinstance(doc, dict) and doc.get("root") == root else None
+        return files if isinstance(files, dict) else {}
+
+    def save(self, root: str, files: dict[str, list]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"root": root, "files": files}
+        self.markers.write(self.path, json.dumps(doc, separators=(",", ":")).encode())
 
 
 def _open_subdir(dir_fd: int, name: str, rel: str) -> int:

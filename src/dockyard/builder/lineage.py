@@ -9,7 +9,8 @@ files but for their times: it then keeps the last run's layer, so the layers aft
 edit keep their digests (see :meth:`.StepRunner.change`).
 
 Records are only hints: what is shared or kept is compared entry by entry, byte for
-byte, first. They live in ``<store>/build/lineage/<key>``.
+byte, first. They live in ``<store>/build/lineage/<key>``, written without an fsync:
+one a crash may have damaged counts as none (see :mod:`.durability`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.builder.durability import RecordMarkers
 from dockyard.errors import DigestError
-from dockyard.files import atomic
 from dockyard.layers import PackedLayer
 from dockyard.oci import digest as digests
 
@@ -42,6 +43,7 @@ class StepLineage:
 
     def __init__(self, store_root: Path):
         self.directory = store_root / "build" / "lineage"
+        self.markers = RecordMarkers(store_root, "lineage")
 
     @staticmethod
     def key(context: Path, dockerfile: Path, step: str, workdir: str) -> str:
@@ -52,6 +54,8 @@ class StepLineage:
 
     def get(self, key: str) -> LastRun | None:
         """The last run of step ``key``, if recorded (a damaged record is none)."""
+        if not self.markers.whole(key):
+            return None
         try:
             doc = json.loads((self.directory / key).read_bytes())
             layer = PackedLayer(
@@ -80,6 +84,7 @@ class StepLineage:
         return removed
 
     def put(self, key: str, run: LastRun) -> None:
+        """Record ``run`` as the last run of step ``key`` (not synced: marked)."""
         doc = {
             "chain": run.chain,
             "digest": run.layer.digest,
@@ -89,4 +94,4 @@ class StepLineage:
             "inputs": run.inputs,
         }
         self.directory.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(self.directory / key, json.dumps(doc).encode())
+        self.markers.write(self.directory / key, json.dumps(doc).encode())

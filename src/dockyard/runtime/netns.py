@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -106,6 +105,8 @@ def in_new_netns(work: Callable[[], _T]) -> _T:
 
 def loopback_up() -> None:
     """Bring ``lo`` up in the calling thread's network namespace."""
+    import socket  # not at import: every build loads this module (dockyard.runtime), few run it
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         request = struct.pack(_IFREQ, b"lo", 0)
         flags = struct.unpack(_IFREQ, fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]

@@ -33,7 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.builder.context import BuildContext
 from dockyard.builder.copier import remote
@@ -45,18 +45,18 @@ from dockyard.builder.copier.sources import (
     NotFound,
     RootfsTree,
     Tree,
-    build_node,
     clean_source,
-    context_digest,
     glob,
     has_wildcards,
     open_parent,
     rootfs_digest,
 )
-from dockyard.builder.copier.writer import CopyError, Meta, Writer
 from dockyard.builder.frontend.commands import Add, Copy
 from dockyard.builder.frontend.golang import clean_path
 from dockyard.errors import BuildError, DockyardError
+
+if TYPE_CHECKING:
+    from dockyard.builder.copier.writer import Writer
 
 __all__ = ["CopyPlan", "execute_copy", "make_dirs", "plan_copy"]
 
@@ -254,7 +254,7 @@ def _local_items(
                 raise _not_found(instr, path)
             raise instr.error(f"lstat /{match}: no such file or directory")
         name = posixpath.basename(match) or "/"
-        node = build_node(tree, real, name, filters)
+        node = tree.node(real, name, filters)
         items.append(_Item("tree", name, tree=tree, real=real, node=node, unpack=unpack))
     return items
 
@@ -297,7 +297,7 @@ def _key(plan: CopyPlan, parents: bool, unpack_flag: bool | None) -> dict[str, A
         "unpack": unpack_flag,
         "exclude": list(instr.exclude),
         "sources": sources,
-        "context": context_digest(context_tree, context_sources) if context_tree else None,
+        "context": context_tree.digest(context_sources) if context_tree else None,
     }
 
 
@@ -317,6 +317,8 @@ def execute_copy(
     (default: ``merged_root``, the destination, as BuildKit does). Heredoc files get
     mtime ``now_ns`` (default: now; the layer packer clamps to SOURCE_DATE_EPOCH).
     BuildError at the instruction's line for anything BuildKit refuses."""
+    from dockyard.builder.copier.writer import CopyError, Writer  # not on a cached build
+
     instr = plan.instr
     dest = instr.resolve_dest(workdir)
     try:
@@ -371,6 +373,8 @@ def _check_many(plan: CopyPlan, writer: Writer, dest: str, roots: dict[int, int]
     ("must be a directory and end with a /"). BuildKit lets each file overwrite the
     last (moby/buildkit#4550); copying several into an existing directory, or several
     directories' contents into a new one, works in both and is allowed."""
+    from dockyard.builder.copier.writer import CopyError
+
     if len(plan.items) < 2 or dest.endswith(("/", "/.")):
         return
     if all(_dir_like(plan, item, roots) for item in plan.items):
@@ -412,6 +416,7 @@ def _execute(
     plan: CopyPlan, item: _Item, writer: Writer, dest: str, roots: dict[int, int], now: int
 ) -> None:
     from dockyard.builder.copier import archive  # tarfile: only to unpack
+    from dockyard.builder.copier.writer import Meta
 
     if item.kind == "inline":  # BuildKit's Mkfile: 0644, root-owned, made just now
         meta = Meta(stat.S_IFREG | 0o644, st_atime_ns=now, st_mtime_ns=now)
@@ -438,6 +443,7 @@ def _execute_tree(
     plan: CopyPlan, item: _Item, writer: Writer, dest: str, roots: dict[int, int]
 ) -> None:
     from dockyard.builder.copier import archive  # tarfile: only to unpack
+    from dockyard.builder.copier.writer import CopyError
 
     tree, node = item.tree, item.node
     assert tree is not None and node is not None
@@ -488,6 +494,7 @@ def _unpack(plan: CopyPlan, writer: Writer, dest: str, fd: int) -> None:
     """BuildKit's ``unpack``: the destination (slash or not) is the directory to extract
     into, made (0755, --chown owner) if missing."""
     from dockyard.builder.copier import archive  # tarfile: only to unpack
+    from dockyard.builder.copier.writer import CopyError
 
     clean = clean_path(dest)
     writer.mkdir_all(clean, 0o755, writer.owner)
@@ -508,6 +515,8 @@ def make_dirs(
     inside it), mode 0755, owned by ``user`` (the stage's USER; names looked up in the
     rootfs, unknown ones meaning root as in BuildKit), times ``mtime_ns`` if given
     (BuildKit uses SOURCE_DATE_EPOCH). Existing directories are left alone."""
+    from dockyard.builder.copier.writer import CopyError, Writer
+
     try:
         owner = resolve_owner(user, rootfs, strict=False)
         with Writer(rootfs) as writer:

@@ -98,6 +98,10 @@ class Tree:
         """A directory fd of the root (for :func:`open_parent`)."""
         raise NotImplementedError
 
+    def node(self, real: str, name: str, filters: Filters) -> Node:
+        """:func:`build_node` of ``real`` (resolved, existing) copied as ``name``."""
+        return build_node(self, real, name, filters)
+
 
 class ContextTree(Tree):
     """The build context after .dockerignore, as BuildKit's synced copy of it: the
@@ -108,6 +112,10 @@ class ContextTree(Tree):
     def __init__(self, context: BuildContext):
         self.context = context
         self.entries = context.entries
+        # COPYs of one build that copy the same source unfiltered share its node and
+        # digest (the context does not change during a build: it is read once)
+        self._plain_nodes: dict[tuple[str, str], Node] = {}
+        self._digests: dict[tuple[tuple[str, str], ...], str] = {}
         self.children: dict[str, list[str]] = {}
         self.implicit: set[str] = set()  # excluded directories holding included paths
         for path in self.entries:
@@ -134,6 +142,26 @@ class ContextTree(Tree):
 
     def open(self) -> int:
         return self.context.dir.open_fd("", _DIR_FD)
+
+    def node(self, real: str, name: str, filters: Filters) -> Node:
+        if not filters.empty:
+            return build_node(self, real, name, filters)
+        node = self._plain_nodes.get((real, name))
+        if node is None:
+            node = self._plain_nodes[real, name] = build_node(self, real, name, filters)
+        return node
+
+    def digest(self, sources: list[tuple[str, str, Node]]) -> str:
+        """:func:`context_digest` of ``sources``, computed once per build for the same
+        unfiltered sources (their nodes from :meth:`node`)."""
+        key = tuple((real, name) for real, name, _ in sources)
+        plain = all(self._plain_nodes.get((real, name)) is node for real, name, node in sources)
+        if plain and (known := self._digests.get(key)) is not None:
+            return known
+        digest = context_digest(self, sources)
+        if plain:
+            self._digests[key] = digest
+        return digest
 
     def kind(self, path: str) -> int | None:
         entry = self.entries.get(path)
@@ -326,11 +354,19 @@ class Node:
     children: list[Node] = field(default_factory=list)
 
     def walk(self, rel: str = "") -> Iterator[tuple[str, Node]]:
-        """``(path relative to the top, node)`` for everything below this node."""
-        for child in self.children:
-            path = f"{rel}/{child.name}" if rel else child.name
+        """``(path relative to the top, node)`` for everything below this node, depth
+        first (a stack, not nested generators: a deep tree costs no more per node)."""
+        stack = [(rel, self.children, 0)]
+        while stack:
+            base, children, i = stack.pop()
+            if i == len(children):
+                continue
+            child = children[i]
+            path = f"{base}/{child.name}" if base else child.name
             yield path, child
-            yield from child.walk(path)
+            stack.append((base, children, i + 1))
+            if child.children:
+                stack.append((path, child.children, 0))
 
 
 def _literal_prefix(pattern: str) -> str:
@@ -357,6 +393,11 @@ class Filters:
         except DockyardError as e:
             raise ValueError(str(e)) from None
         return cls(ex, inc, tuple(_literal_prefix(p.lstrip("/")) for p in include))
+
+    @property
+    def empty(self) -> bool:
+        """No pattern: everything under a source is copied."""
+        return self.exclude is None and self.include is None
 
     def may_include_under(self, rel: str) -> bool:
         """Could an include pattern match something under directory ``rel``?"""
@@ -412,8 +453,9 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
         records.append((f"{index}\0{name}", node, real))
         for rel, child in node.walk():
             records.append((f"{index}\0{name}/{rel}", child, f"{real}/{rel}" if real else rel))
-    entries = [tree.entry(path) for _, _, path in records]
-    tree.context.fill_digests([e for e in entries if e is not None])
+    lookup = tree.entries.get
+    entries = [lookup(path) for _, _, path in records]
+    tree.context.fill_digests([e for e in entries if e is not None and e.digest is None])
     lines = []  # hashed at once: the same digest as line by line, at a fraction of the calls
     for (label, node, path), entry in zip(records, entries, strict=True):
         if entry is not None:
