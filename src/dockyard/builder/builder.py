@@ -112,8 +112,11 @@ class BuildResult:
 
 @dataclass
 class StageState:
-    """One stage while it runs, and after (BuildKit's ``dispatchState``): its image, its
-    variables, and the plan and stages done that its ``--from`` names resolve in."""
+    """One stage while it runs, and after (BuildKit's ``dispatchState``).
+
+    Its image, its variables, and the plan and stages done that its ``--from`` names
+    resolve in.
+    """
 
     stage: Stage
     state: ImageState
@@ -123,8 +126,11 @@ class StageState:
     cmd_set: bool = False  # a CMD ran in this stage: a later ENTRYPOINT keeps it
 
     def history(self, created_by: str, created: str | None = None) -> None:
-        """A history entry of a step that made no layer (``created`` None: a config-only
-        step, timed by the layers around it: see :meth:`ImageState.finish`)."""
+        """A history entry of a step that made no layer.
+
+        ``created`` is None: a config-only step, timed by the layers around it (see
+        :meth:`ImageState.finish`).
+        """
         self.state.add_history(created_by, created, empty_layer=True, comment=HISTORY_COMMENT)
 
     def layer(self, record: CacheRecord, created_by: str, created: str) -> None:
@@ -192,8 +198,11 @@ class Builder:
     # the whole build
 
     def build(self) -> BuildResult:
-        """Build the image. The layer blobs it writes or reuses are named only at its
-        end; until then they are in a blob hold, which a prune spares."""
+        """Build the image.
+
+        The layer blobs it writes or reuses are named only at its end; until then they
+        are in a blob hold, which a prune spares.
+        """
         try:
             if self.options.cache_to:  # a bad value fails before any step runs
                 from dockyard.builder.cache_export import check_location

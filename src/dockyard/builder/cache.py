@@ -38,9 +38,12 @@ from dockyard.store import Store
 
 @dataclass(frozen=True)
 class CacheRecord:
-    """A step's result: the layer it added (None: it changed no file), its diff ID and
-    when it was made (its history time in every image that reuses it, so that a rebuild
-    that hits everywhere gives the same image; None in records older than that)."""
+    """A step's result: the layer it added, its diff ID and when it was made.
+
+    ``layer`` is None if the step changed no file. ``created`` is its history time in
+    every image that reuses it, so that a rebuild that hits everywhere gives the same
+    image; None in records older than that.
+    """
 
     key: str
     layer: Descriptor | None
@@ -97,11 +100,13 @@ class BuildCache:
         return record, origin
 
     def put(self, record: CacheRecord) -> None:
-        """Record a step's result, unless a sound record for its key exists already:
-        that one stays (a damaged one, or one a crash may have damaged, is replaced).
+        """Record a step's result, unless a sound record for its key exists already.
+
+        That one stays (a damaged one, or one a crash may have damaged, is replaced).
         ``os.link`` never replaces, so of two builds writing one key at once the first
         wins. Not synced: marked (see :mod:`.durability`), under the directory's lock,
-        so that no writer reads a marker another is writing."""
+        so that no writer reads a marker another is writing.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.directory / record.key
         with atomic.temp_file(self.directory, record.key) as (f, temp):
@@ -129,8 +134,10 @@ class BuildCache:
                 self._imported.setdefault(key, (record, origin))
 
     def prune(self, has_blob: Callable[[str], bool]) -> int:
-        """Delete the local records whose layer blob is gone (a prune took it): they
-        could only miss. Return how many went."""
+        """Delete the local records whose layer blob is gone (a prune took it).
+
+        They could only miss. Return how many went.
+        """
         removed = 0
         for path in _records(self.directory):
             record = _read(path) if self.markers.whole(path.name) else None  # None: a miss
@@ -177,10 +184,13 @@ def step_key(parent: str, payload: dict[str, Any]) -> str:
 
 
 def prune_build_records(store: Store, snapshot_exists: Callable[[str], bool]) -> int:
-    """After a prune of the store's blobs and snapshots: delete the build records that
-    name what it took (cache records, :mod:`.lineage` records) and the temp files of
-    killed writers among them, then sync the records written since the last prune and
-    drop their markers (:mod:`.durability`). Return how many records went."""
+    """Delete the build records that name what a prune of the store's blobs and snapshots took.
+
+    Run it after that prune. It deletes those records (cache records, :mod:`.lineage`
+    records) and the temp files of killed writers among them, then syncs the records
+    written since the last prune and drops their markers (:mod:`.durability`). Return
+    how many records went.
+    """
     from dockyard.builder.context import INDEX_DIR
     from dockyard.builder.lineage import StepLineage
 

@@ -189,8 +189,10 @@ class BuildContext:
         return out
 
     def footprint(self, paths: Iterable[str]) -> int:
-        """About the bytes a copy of the selected paths takes on a filesystem of 4 KiB
-        pages: file data rounded up to pages, at least a page per entry."""
+        """About the bytes a copy of the selected paths takes on a filesystem of 4 KiB pages.
+
+        File data rounded up to pages, at least a page per entry.
+        """
         total = 0
         for path in paths:
             for entry in self.tree(path):
@@ -237,8 +239,10 @@ class BuildContext:
     # the stat cache
 
     def save_index(self) -> None:
-        """Remember the digests computed, for the next build of this context: a write
-        only if one was computed or a file of the stat cache was not seen again."""
+        """Remember the digests computed, for the next build of this context.
+
+        A write only if one was computed or a file of the stat cache was not seen again.
+        """
         if self._index is None or self._entries is None:
             return
         if not self._hashed and self._reused == len(self._cached):
@@ -253,8 +257,10 @@ class BuildContext:
 
 
 class ContextIndex:
-    """The stat cache of one context directory, in the store:
-    ``build/context-index/<key>.json``, written unsynced (see :mod:`.durability`)."""
+    """The stat cache of one context directory, in the store.
+
+    It is ``build/context-index/<key>.json``, written unsynced (see :mod:`.durability`).
+    """
 
     def __init__(self, store_root: Path, context_root: Path):
         key = hashlib.sha256(str(context_root.resolve()).encode()).hexdigest()[:32]
@@ -262,8 +268,10 @@ class ContextIndex:
         self.markers = RecordMarkers(store_root, INDEX_DIR.name)
 
     def load(self, root: str) -> dict[str, list]:
-        """``{path: [ino, size, mtime_ns, ctime_ns, digest]}`` of the context at
-        ``root``; empty if there is none, or a crash may have damaged it."""
+        """``{path: [ino, size, mtime_ns, ctime_ns, digest]}`` of the context at ``root``.
+
+        Empty if there is none, or a crash may have damaged it.
+        """
         if not self.markers.whole(self.path.name):
             return {}
         try:

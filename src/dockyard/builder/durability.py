@@ -37,23 +37,30 @@ UNSYNCED_DIR = Path("build") / "unsynced"
 
 
 class RecordMarkers:
-    """The unsynced markers of the records in one directory of a store (``kind``:
-    ``cache``, ``lineage``, ``context-index``, the directory's name under ``build/``)."""
+    """The unsynced markers of the records in one directory of a store.
+
+    ``kind``: ``cache``, ``lineage``, ``context-index``, the directory's name under
+    ``build/``.
+    """
 
     def __init__(self, store_root: Path, kind: str):
         self.store_root = store_root
         self.markers = UnsyncedMarkers(store_root / UNSYNCED_DIR / kind)
 
     def whole(self, name: str) -> bool:
-        """False if the record ``name`` was written in another boot and never synced:
-        a crash may have left it empty or stale, so it must not be trusted."""
+        """False if the record ``name`` was written in another boot and never synced.
+
+        A crash may have left it empty or stale, so it must not be trusted.
+        """
         return self.markers.whole(name)
 
     @contextmanager
     def publishing(self, name: str) -> Iterator[bool]:
-        """Hold the store's lease and mark ``name`` unsynced for the block, which
-        renames the record into place; yields whether the record there before (if
-        any) was whole, as read before the marker was made."""
+        """Hold the store's lease and mark ``name`` unsynced for the block.
+
+        The block renames the record into place. Yields whether the record there before
+        (if any) was whole, as read before the marker was made.
+        """
         with FileLock(self.store_root / GC_LOCK_FILE, shared=True):
             was_whole = self.markers.whole(name)
             self.markers.mark(name)
@@ -67,6 +74,8 @@ class RecordMarkers:
                 atomic.publish(f, temp, target)
 
     def settle(self, directory: Path) -> None:
-        """Sync once and drop the markers of this boot, and of records no longer in
-        ``directory``. Call it under the store's GC lock."""
+        """Sync once and drop the markers of this boot, and of records no longer in ``directory``.
+
+        Call it under the store's GC lock.
+        """
         self.markers.settle(lambda name: os.path.lexists(directory / name))

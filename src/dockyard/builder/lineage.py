@@ -1,5 +1,4 @@
-"""What the last run of a step made, found by the step's place in a build rather than
-by its inputs.
+"""What the last run of a step made, found by the step's place in a build, not its inputs.
 
 A step that misses the cache often makes much of what its last run made. An edited
 COPY rewrites a few files of many: the last run's snapshot is where the new one finds
@@ -30,8 +29,10 @@ from dockyard.oci import digest as digests
 
 @dataclass(frozen=True)
 class LastRun:
-    """A step's last run: the snapshot (chain ID) and layer it made, and a digest of
-    its inputs, all but the state it started from."""
+    """A step's last run: the snapshot (chain ID) and layer it made, and a digest of its inputs.
+
+    The digest covers all its inputs but the state it started from.
+    """
 
     chain: str
     layer: PackedLayer
@@ -47,8 +48,11 @@ class StepLineage:
 
     @staticmethod
     def key(context: Path, dockerfile: Path, step: str, workdir: str) -> str:
-        """A step's place: its build context and Dockerfile, the step as the history
-        names it (edited sources or a new base leave it the same), its directory."""
+        """A step's place: its build context and Dockerfile, the step and its directory.
+
+        The step is named as the history names it (edited sources or a new base leave it
+        the same).
+        """
         doc = [str(context.resolve()), str(dockerfile.resolve()), step, workdir]
         return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
 
@@ -69,8 +73,10 @@ class StepLineage:
             return None
 
     def prune(self, still_there: Callable[[LastRun], bool]) -> int:
-        """Delete the records of runs whose snapshot or layer is gone (``still_there``
-        says), and damaged ones. Return how many went."""
+        """Delete the records of runs whose snapshot or layer is gone, and damaged ones.
+
+        ``still_there`` says which are gone. Return how many went.
+        """
         removed = 0
         try:
             names = [e.name for e in os.scandir(self.directory) if not e.name.startswith(".")]

@@ -81,11 +81,14 @@ class _Item:
 
 @dataclass
 class CopyPlan:
-    """A COPY/ADD with its sources resolved; ``key`` (JSON-able) identifies its result
-    given the destination state and workdir, but for the content of ``--from`` sources
-    (see :meth:`from_digest`). ``context_paths``: the context paths the sources resolved
-    to; ``from_sources``: the sources in a ``--from`` stage or image. Holds downloads in
-    a temp dir until :meth:`close` (or garbage collection)."""
+    """A COPY/ADD with its sources resolved.
+
+    ``key`` (JSON-able) identifies its result given the destination state and workdir,
+    but for the content of ``--from`` sources (see :meth:`from_digest`).
+    ``context_paths``: the context paths the sources resolved to; ``from_sources``: the
+    sources in a ``--from`` stage or image. Holds downloads in a temp dir until
+    :meth:`close` (or garbage collection).
+    """
 
     instr: Copy | Add
     key: dict[str, Any]
@@ -97,8 +100,10 @@ class CopyPlan:
     _tmp_parent: Path | None = None
 
     def from_digest(self, source_root: Path) -> str:
-        """The content digest of what the plan copies from ``source_root`` (its
-        ``--from`` stage or image, mounted), for the cache key."""
+        """The content digest of what the plan copies from ``source_root``, for the cache key.
+
+        ``source_root`` is its ``--from`` stage or image, mounted.
+        """
         tree = RootfsTree(source_root)
         try:
             return rootfs_digest(tree, self.from_sources)
@@ -106,9 +111,11 @@ class CopyPlan:
             tree.close()
 
     def inline_bytes(self) -> int | None:
-        """The bytes of the heredocs the plan copies, if it copies nothing else but
-        build-context files as they are (no archive extracted, no download, no
-        ``--from``); else None."""
+        """The bytes of the heredocs the plan copies, if all else it copies is build-context files.
+
+        That is, if it copies nothing else but build-context files as they are (no
+        archive extracted, no download, no ``--from``); else None.
+        """
         total = 0
         for item in self.items:
             if item.kind == "inline":
@@ -142,9 +149,12 @@ def plan_copy(
     *,
     tmp_dir: Path | None = None,
 ) -> CopyPlan:
-    """Resolve ``instr``'s sources: from ``source_root`` (the ``--from`` stage or image,
-    mounted) if given, else from the build ``context``. ``tmp_dir`` holds downloads.
-    BuildError (at the instruction's line) for missing sources and invalid flags."""
+    """Resolve ``instr``'s sources, from a ``--from`` stage or image or the build context.
+
+    From ``source_root`` (the ``--from`` stage or image, mounted) if given, else from
+    the build ``context``. ``tmp_dir`` holds downloads. BuildError (at the instruction's
+    line) for missing sources and invalid flags.
+    """
     add = isinstance(instr, Add)
     parents = isinstance(instr, Copy) and instr.parents
     unpack_flag = instr.unpack if isinstance(instr, Add) else None
@@ -312,11 +322,13 @@ def execute_copy(
     user_lookup_root: Path | None = None,
     now_ns: int | None = None,
 ) -> None:
-    """Write ``plan`` into the rootfs ``merged_root``, the destination relative to
-    ``workdir``. ``--chown`` names resolve in ``user_lookup_root``'s passwd/group files
-    (default: ``merged_root``, the destination, as BuildKit does). Heredoc files get
-    mtime ``now_ns`` (default: now; the layer packer clamps to SOURCE_DATE_EPOCH).
-    BuildError at the instruction's line for anything BuildKit refuses."""
+    """Write ``plan`` into the rootfs ``merged_root``, the destination relative to ``workdir``.
+
+    ``--chown`` names resolve in ``user_lookup_root``'s passwd/group files (default:
+    ``merged_root``, the destination, as BuildKit does). Heredoc files get mtime
+    ``now_ns`` (default: now; the layer packer clamps to SOURCE_DATE_EPOCH). BuildError
+    at the instruction's line for anything BuildKit refuses.
+    """
     from dockyard.builder.copier.writer import CopyError, Writer  # not on a cached build
 
     instr = plan.instr
@@ -511,10 +523,13 @@ def _unpack(plan: CopyPlan, writer: Writer, dest: str, fd: int) -> None:
 def make_dirs(
     rootfs: str | os.PathLike[str], path: str, user: str = "", *, mtime_ns: int | None = None
 ) -> None:
-    """WORKDIR: make ``path`` and its missing parents inside ``rootfs`` (symlinks resolved
-    inside it), mode 0755, owned by ``user`` (the stage's USER; names looked up in the
-    rootfs, unknown ones meaning root as in BuildKit), times ``mtime_ns`` if given
-    (BuildKit uses SOURCE_DATE_EPOCH). Existing directories are left alone."""
+    """WORKDIR: make ``path`` and its missing parents inside ``rootfs``.
+
+    Symlinks are resolved inside it. The directories get mode 0755, owned by ``user``
+    (the stage's USER; names looked up in the rootfs, unknown ones meaning root as in
+    BuildKit), times ``mtime_ns`` if given (BuildKit uses SOURCE_DATE_EPOCH). Existing
+    directories are left alone.
+    """
     from dockyard.builder.copier.writer import CopyError, Writer
 
     try:

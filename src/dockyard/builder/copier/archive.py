@@ -65,9 +65,11 @@ def is_archive(fd: int) -> bool:
 
 
 def extract(fd: int, dest_fd: int, owner: tuple[int, int] | None) -> None:
-    """Extract the archive open at ``fd`` into the directory ``dest_fd``, nothing outside
-    it; every entry chowned to ``owner`` if given. DockyardError for hostile or broken
-    archives."""
+    """Extract the archive open at ``fd`` into the directory ``dest_fd``, nothing outside it.
+
+    Every entry is chowned to ``owner`` if given. DockyardError for hostile or broken
+    archives.
+    """
     with _tar_stream(fd) as stream:
         apply_layer(stream, f"/proc/self/fd/{dest_fd}")
     if owner is None:

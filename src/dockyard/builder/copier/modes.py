@@ -225,8 +225,11 @@ class Chmod:
 
     @classmethod
     def parse(cls, spec: str) -> Chmod | None:
-        """None for an empty spec; ValueError with BuildKit's message if invalid (a
-        spec starting with a digit gets the octal one)."""
+        """Parse a ``--chmod`` spec; None for an empty one.
+
+        ValueError with BuildKit's message if invalid (a spec starting with a digit gets
+        the octal one).
+        """
         if not spec:
             return None
         if spec[:1].isascii() and spec[:1].isdigit():
@@ -247,8 +250,11 @@ class Chmod:
 
     @property
     def dir_mode(self) -> int:
-        """Mode of directories the copy creates on the way: fsutil's ``MkdirAll`` gets the
-        octal mode (Go drops its setuid/setgid/sticky bits there), else 0755."""
+        """Mode of directories the copy creates on the way.
+
+        fsutil's ``MkdirAll`` gets the octal mode (Go drops its setuid/setgid/sticky
+        bits there), else 0755.
+        """
         return self.octal & 0o777 if self.octal is not None else 0o755
 
 
@@ -301,8 +307,10 @@ def _field_id(value: str) -> int:
 def resolve_owner(
     spec: str, rootfs: str | os.PathLike[str], *, strict: bool
 ) -> tuple[int, int] | None:
-    """``(uid, gid)`` for a ``--chown``/USER spec, names looked up in ``rootfs``; None for
-    an empty spec. ValueError for an unknown name when ``strict``."""
+    """``(uid, gid)`` for a ``--chown``/USER spec, names looked up in ``rootfs``.
+
+    None for an empty spec. ValueError for an unknown name when ``strict``.
+    """
     if not spec:
         return None
     user, has_group, group = spec.partition(":")

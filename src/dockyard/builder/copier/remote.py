@@ -23,8 +23,10 @@ _CHUNK = 1 << 20
 
 
 def is_git(source: str) -> bool:
-    """BuildKit's ``isGitSource`` for what ``ADD``/``COPY`` accept (``github.com/…``
-    without a scheme is a local path, as BuildKit treats it)."""
+    """BuildKit's ``isGitSource`` for what ``ADD``/``COPY`` accept.
+
+    ``github.com/…`` without a scheme is a local path, as BuildKit treats it.
+    """
     if source.startswith(("git://", "ssh://", "git@")):
         return True
     if source.startswith(("http://", "https://")):
@@ -37,8 +39,10 @@ def is_url(source: str) -> bool:
 
 
 def file_name(url: str) -> str:
-    """dockerfile2llb's name for a downloaded file: ``path.Base`` of the URL path (made
-    safe as BuildKit's ``SafeFileName`` makes it), ``__unnamed__`` without one."""
+    """dockerfile2llb's name for a downloaded file: ``path.Base`` of the URL path.
+
+    Made safe as BuildKit's ``SafeFileName`` makes it; ``__unnamed__`` without one.
+    """
     path = unquote(urlsplit(url).path)
     name = posixpath.basename(path.rstrip("/")) if path.strip("/") else ""
     if not name:

@@ -63,8 +63,10 @@ class Tree:
         raise NotImplementedError
 
     def resolve(self, path: str) -> str | None:
-        """``path`` with every symlink resolved inside the tree (absolute targets start
-        at its root, ``..`` stops there); None if it leads nowhere."""
+        """``path`` with every symlink resolved inside the tree; None if it leads nowhere.
+
+        Absolute targets start at its root, ``..`` stops there.
+        """
         todo = path.split("/")[::-1]
         real: list[str] = []
         links = 0
@@ -104,8 +106,10 @@ class Tree:
 
 
 class ContextTree(Tree):
-    """The build context after .dockerignore, as BuildKit's synced copy of it: the
-    directories holding re-included paths (``!`` exceptions) exist, owners are 0:0."""
+    """The build context after .dockerignore, as BuildKit's synced copy of it.
+
+    The directories holding re-included paths (``!`` exceptions) exist, owners are 0:0.
+    """
 
     reset_owner = True
 
@@ -152,8 +156,11 @@ class ContextTree(Tree):
         return node
 
     def digest(self, sources: list[tuple[str, str, Node]]) -> str:
-        """:func:`context_digest` of ``sources``, computed once per build for the same
-        unfiltered sources (their nodes from :meth:`node`)."""
+        """:func:`context_digest` of ``sources``, cached for the build.
+
+        It is computed once per build for the same unfiltered sources (their nodes from
+        :meth:`node`).
+        """
         key = tuple((real, name) for real, name, _ in sources)
         plain = all(self._plain_nodes.get((real, name)) is node for real, name, node in sources)
         if plain and (known := self._digests.get(key)) is not None:
@@ -258,8 +265,11 @@ class RootfsTree(Tree):
 
 
 def open_parent(root_fd: int, path: str) -> tuple[int, str | None]:
-    """An fd of the directory holding ``path`` (inside the tree whose root is
-    ``root_fd``) and its name there; for the root itself, a dup of it and None."""
+    """An fd of the directory holding ``path`` and its name there.
+
+    ``path`` is inside the tree whose root is ``root_fd``; for the root itself, a dup of
+    it and None.
+    """
     if not path:
         return inroot.open_in_root(root_fd, "", _DIR_FD), None
     parent, _, name = path.rpartition("/")
@@ -310,9 +320,11 @@ def _go_match_pattern(pattern: str) -> str:
 
 
 def glob(tree: Tree, path: str) -> list[str]:
-    """Paths (relative to the tree's root, in the resolved prefix) matching the glob
-    ``path`` (absolute, cleaned), in Go's walk order. NotFound if its plain prefix does
-    not exist; ValueError for a malformed pattern."""
+    """Paths matching the glob ``path`` (absolute, cleaned), in Go's walk order.
+
+    They are relative to the tree's root, in the resolved prefix. NotFound if its plain
+    prefix does not exist; ValueError for a malformed pattern.
+    """
     prefix, pattern = split_wildcards(path)
     base = tree.resolve(prefix)
     if base is None:
@@ -344,9 +356,11 @@ def glob(tree: Tree, path: str) -> list[str]:
 
 @dataclass
 class Node:
-    """One entry to copy. ``included`` False: a directory only created because
-    something under it is (``--parents``/``--exclude`` exceptions), fsutil's delayed
-    parent directories."""
+    """One entry to copy.
+
+    ``included`` False: a directory only created because something under it is
+    (``--parents``/``--exclude`` exceptions), fsutil's delayed parent directories.
+    """
 
     name: str
     kind: int
@@ -354,8 +368,10 @@ class Node:
     children: list[Node] = field(default_factory=list)
 
     def walk(self, rel: str = "") -> Iterator[tuple[str, Node]]:
-        """``(path relative to the top, node)`` for everything below this node, depth
-        first (a stack, not nested generators: a deep tree costs no more per node)."""
+        """``(path relative to the top, node)`` for everything below this node, depth first.
+
+        A stack, not nested generators: a deep tree costs no more per node.
+        """
         stack = [(rel, self.children, 0)]
         while stack:
             base, children, i = stack.pop()
@@ -406,8 +422,11 @@ class Filters:
 
 
 def build_node(tree: Tree, real: str, name: str, filters: Filters) -> Node:
-    """The source at ``real`` (already resolved, existing) and, for a directory, what
-    under it gets copied, as fsutil's copier decides it."""
+    """The node of the source at ``real`` (already resolved, existing).
+
+    For a directory, the node also holds what under it gets copied, as fsutil's copier
+    decides it.
+    """
     kind = tree.kind(real)
     assert kind is not None
     node = Node(name, kind)
@@ -445,9 +464,12 @@ def _children(tree: Tree, real: str, rel: str, filters: Filters) -> list[Node]:
 
 
 def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> str:
-    """A digest of what copying ``sources`` (``(real path, dest name, node)``) from the
-    context writes: names, types, permissions, link targets and file contents, never
-    times or owners (the context's owners are reset to 0:0 anyway)."""
+    """A digest of what copying ``sources`` from the context writes.
+
+    ``sources`` are ``(real path, dest name, node)``. The digest covers names, types,
+    permissions, link targets and file contents, never times or owners (the context's
+    owners are reset to 0:0 anyway).
+    """
     records: list[tuple[str, Node, str]] = []
     for index, (real, name, node) in enumerate(sources):
         records.append((f"{index}\0{name}", node, real))
@@ -473,10 +495,13 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
 
 
 def rootfs_digest(tree: RootfsTree, sources: list[tuple[str, str, Node]]) -> str:
-    """A digest of what copying ``sources`` (``(real path, dest name, node)``) from a
-    stage or image writes: names, types, permissions, owners, device numbers, link
-    targets, hardlinks and file contents, never times. Equal digests, equal layers but
-    for mtimes, which BuildKit's content cache keys ignore too."""
+    """A digest of what copying ``sources`` from a stage or image writes.
+
+    ``sources`` are ``(real path, dest name, node)``. The digest covers names, types,
+    permissions, owners, device numbers, link targets, hardlinks and file contents,
+    never times. Equal digests, equal layers but for mtimes, which BuildKit's content
+    cache keys ignore too.
+    """
     h = hashlib.sha256()
     for index, (real, name, top) in enumerate(sources):
         first_names: dict[tuple[int, int], str] = {}  # hardlinks stay links per source

@@ -102,8 +102,10 @@ class Writer:
     # -- paths ------------------------------------------------------------------------
 
     def resolve(self, path: str) -> tuple[list[str], list[str]]:
-        """``path``'s longest existing part with its symlinks resolved inside the root,
-        and the missing components after it."""
+        """``path`` split into its longest existing part and the missing components after it.
+
+        The existing part has its symlinks resolved inside the root.
+        """
         try:
             real, missing = inroot.resolve(self.fd, path)
         except OSError as e:
@@ -137,9 +139,12 @@ class Writer:
         owner: tuple[int, int] | None,
         mtime_ns: int | None = None,
     ) -> list[list[str]]:
-        """fsutil's ``MkdirAll``: make the directory ``path`` and its missing parents
-        (``mode``, chowned to ``owner``, ``mtime_ns`` if given); an existing non-directory
-        on the way is an error. Return the real paths created, outermost first."""
+        """fsutil's ``MkdirAll``: make the directory ``path`` and its missing parents.
+
+        They get ``mode``, are chowned to ``owner`` and get ``mtime_ns`` if given; an
+        existing non-directory on the way is an error. Return the real paths created,
+        outermost first.
+        """
         real, missing = self.resolve(path)
         if not missing:
             if not self.is_dir(real):
@@ -177,11 +182,13 @@ class Writer:
     # -- one source -------------------------------------------------------------------
 
     def place(self, dest: str, name: str, is_dir: bool) -> list[str]:
-        """Where one source lands (fsutil's ``Copy`` up to ``prepareTargetDir``): the
-        destination directory is made first if ``dest`` ends with ``/``, else its parent;
-        a non-directory copied onto an existing directory goes inside it as ``name``; a
-        directory's contents are copied into ``dest`` (made if missing). Return the real
-        path of the entry to write."""
+        """Where one source lands (fsutil's ``Copy`` up to ``prepareTargetDir``).
+
+        The destination directory is made first if ``dest`` ends with ``/``, else its
+        parent; a non-directory copied onto an existing directory goes inside it as
+        ``name``; a directory's contents are copied into ``dest`` (made if missing).
+        Return the real path of the entry to write.
+        """
         clean = clean_path("/" + dest)
         as_dir = dest.endswith(("/", "/.")) or clean == "/"
         dir_mode = self.chmod.dir_mode if self.chmod is not None else 0o755
