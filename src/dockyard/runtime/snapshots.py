@@ -234,11 +234,15 @@ class Snapshots:
         doomed: list[Path] = []
         with self.store.gc_lock(wait=wait):
             pinned = pinned_names(self.store.root / PINS_DIR)  # working containers'
-            spared = held_names(self.root / _HOLDS) | pinned | {
-                digests.hex_part(chain)
-                for stack in self.store.image_diff_ids()
-                for chain in chain_ids(stack)
-            }
+            spared = (
+                held_names(self.root / _HOLDS)
+                | pinned
+                | {
+                    digests.hex_part(chain)
+                    for stack in self.store.image_diff_ids()
+                    for chain in chain_ids(stack)
+                }
+            )
             (self.root / _LOCKS).mkdir(exist_ok=True)
             for entry in list(os.scandir(self.root)):
                 name, path = entry.name, Path(entry.path)
