@@ -18,7 +18,7 @@ import pytest
 
 from dockyard.registry.server.config import ServerConfig
 from dockyard.registry.server.gc import collect
-from dockyard.registry.server.s3storage import PART_SIZE, S3Storage
+from dockyard.registry.server.s3storage import PART_SIZE, S3Blobs, S3Storage
 from tests.conftest import need
 from tests.support.registry_server import (
     copy,
@@ -452,3 +452,48 @@ def test_catalog_pages_list_only_their_levels(seaweed, tmp_path):
     assert sorted(calls) == sorted(
         f"{prefix}repos/{p}" for p in ("", "a-b/", "a.c/", "b/")
     )  # the top level, last's own, and the page's: never inside _layers/ or _manifests/
+
+
+def test_a_blob_read_costs_one_head_per_object_it_checks(seaweed, tmp_path, monkeypatch):
+    """A blob ``GET`` asks the store two ``HEAD``s (the repository's link, the blob with
+    its size) and one ``GET``; a repository without the link costs one ``HEAD`` and a 404;
+    a link whose blob is gone is a 404 too."""
+    import warnings
+
+    with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx works
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    from dockyard.registry.server.app import create_app
+
+    for key, value in seaweed.env.items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    config = ServerConfig(
+        root=tmp_path,
+        storage=f"s3://registry/{uuid.uuid4().hex[:12]}",
+        s3_endpoint=seaweed.endpoint,
+        s3_region="us-east-1",
+    )
+    data = os.urandom(1000)
+    digest = sha256_of(data)
+    with TestClient(create_app(config)) as client:
+        r = client.post(f"/v2/counted/blobs/uploads/?digest={digest}", content=data)
+        assert r.status_code == 201, r.text
+        sent: list[str] = []
+        client.app.storage.bucket.client.meta.events.register(
+            "before-send.s3", lambda event_name, **_: sent.append(event_name.rsplit(".", 1)[1])
+        )
+        r = client.get(f"/v2/counted/blobs/{digest}")
+        assert (r.status_code, r.content) == (200, data)
+        assert sent == ["HeadObject", "HeadObject", "GetObject"]
+        sent.clear()
+        r = client.head(f"/v2/counted/blobs/{digest}")
+        assert (r.status_code, r.headers["content-length"]) == (200, str(len(data)))
+        assert sent == ["HeadObject", "HeadObject", "PutObject"]  # the PUT: touched now
+        sent.clear()
+        assert client.get(f"/v2/elsewhere/blobs/{digest}").status_code == 404
+        assert sent == ["HeadObject"]
+        client.app.storage.bucket.delete(S3Blobs.key(digest))
+        assert client.get(f"/v2/counted/blobs/{digest}").status_code == 404

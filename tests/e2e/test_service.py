@@ -19,6 +19,7 @@ from dockyard.builder.cache import BuildCache, CacheRecord
 from dockyard.disk.usage import take_stock
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor
+from dockyard.service.server import default_local_agent_name
 from dockyard.service.webhooks import sign
 from dockyard.store import Store
 from tests.conftest import need
@@ -321,9 +322,10 @@ def test_the_servers_own_agent_runs_pipelines_by_default(tmp_path, repo, busybox
         server.call("POST", "/repos/project/runs", 201, json={})
         run = server.wait_for(1, "success", "failure")
         assert run["status"] == "success"
-        assert run["steps"][0]["agent"] == "local"
+        name = default_local_agent_name(tmp_path / "data")
+        assert run["steps"][0]["agent"] == name
         agents = server.call("GET", "/agents")["items"]
-        assert [(a["name"], a["capacity"]) for a in agents] == [("local", 1)]
+        assert [(a["name"], a["capacity"]) for a in agents] == [(name, 1)]
     finally:
         assert server.process is not None
         server.process.terminate()
@@ -356,6 +358,48 @@ def test_a_pipeline_file_error_fails_the_run_with_file_and_line(server, repo, tm
     assert run["status"] == "failure"
     assert run["error"].startswith(".dockyard.yml:3:"), run["error"]
     assert run["steps"] == []
+
+
+def test_servers_on_one_postgresql_each_start_a_local_agent_of_their_own(tmp_path, request):
+    """Two servers on one database with their local agents: both agents connect under
+    names of their own, and a restart of the second server leaves the first's agent (its
+    process, its token) alone."""
+    database = request.getfixturevalue("postgres_database")
+    first = Server(tmp_path / "data-1", database, tmp_path / "secret.key")
+    second = Server(tmp_path / "data-2", database, tmp_path / "secret.key")
+    names = {default_local_agent_name(s.data) for s in (first, second)}
+    first.start(local_agent=True)
+    try:
+        second.start(local_agent=True)
+        _wait_for_agents(first, names)
+        (agent_a,) = _local_agents(first.data)
+        token_a = _token_id(first, f"agent-{default_local_agent_name(first.data)}")
+        assert second.process is not None
+        second.process.terminate()
+        second.process.wait(60)
+        second.start(local_agent=True)
+        _wait_for_agents(first, names)
+        assert _token_id(first, f"agent-{default_local_agent_name(second.data)}") > token_a
+        assert _token_id(first, f"agent-{default_local_agent_name(first.data)}") == token_a
+        assert _local_agents(first.data) == [agent_a]
+    finally:
+        for server in (second, first):
+            if server.process is not None:
+                server.process.terminate()
+                server.process.wait(60)
+
+
+def _wait_for_agents(server: Server, names: set[str]) -> None:
+    """Until ``names`` are the agents the server lists (each connected once)."""
+    deadline = time.monotonic() + 60
+    while {a["name"] for a in server.call("GET", "/agents")["items"]} != names:
+        assert time.monotonic() < deadline, server.call("GET", "/agents")
+        time.sleep(0.2)
+
+
+def _token_id(server: Server, name: str) -> int:
+    (token,) = [t["id"] for t in server.call("GET", "/tokens")["items"] if t["name"] == name]
+    return token
 
 
 def two_servers_on_postgresql(

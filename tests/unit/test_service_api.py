@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,13 +12,16 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select, update
 
+from dockyard.errors import DockyardError
 from dockyard.service import queue, server
 from dockyard.service.agent import Agent as AgentProcess
 from dockyard.service.agent import AgentConfig
+from dockyard.service.api import create_app
 from dockyard.service.models import Agent, Repository, Step, now
 from dockyard.service.retention import Retention
+from dockyard.service.server import ServerConfig, open_service
 from dockyard.service.webhooks import sign
-from tests.service_api import HOOK_SECRET, SHA, Api, hook, push, service_api
+from tests.service_api import HOOK_SECRET, SHA, Api, TestClient, hook, push, service_api
 
 
 @pytest.fixture
@@ -322,12 +326,67 @@ def test_a_restart_needs_the_labels_its_first_run_learned(api):
 
 def test_a_server_starting_again_frees_its_local_agents_name_and_runs(api):
     svc = api.client.app.state.service
-    token = server._local_agent_token(svc)
-    me = {"name": server.LOCAL_AGENT, "labels": {"os": "linux"}, "instance": "old"}
+    name = server.local_agent_name(ServerConfig(addr="127.0.0.1:0", data=api.data))
+    token = server._local_agent_token(svc, name)
+    me = {"name": name, "labels": {"os": "linux"}, "instance": "old"}
     api.call("POST", "/repos/project/runs", api.admin, 201, json={})
     assert api.call("POST", "/agent/poll", token, 200, json={**me, "wait": 0})["job"]["id"] == 1
 
-    token = server._local_agent_token(svc)  # the next server start: its agent died with it
+    token = server._local_agent_token(svc, name)  # the next start: its agent died with it
     api.call("POST", "/agent/heartbeat", token, 200, json={**me, "instance": "new", "runs": []})
     run = api.call("GET", "/repos/project/runs/1", api.admin, 200)
     assert (run["status"], run["attempt"]) == ("queued", 1)
+
+
+def test_a_local_agent_is_named_for_its_host_and_data_dir(tmp_path):
+    name = server.default_local_agent_name(tmp_path / "a")
+    assert name == server.default_local_agent_name(tmp_path / "a" / ".." / "a")  # each start
+    assert name.startswith(f"local-{socket.gethostname()[:63]}-")
+    assert server.default_local_agent_name(tmp_path / "b") != name
+    config = ServerConfig(addr="127.0.0.1:0", data=tmp_path / "a", local_agent_name="ci-1")
+    assert server.local_agent_name(config) == "ci-1"
+
+
+def test_a_local_agent_never_takes_another_agents_name(api):
+    svc = api.client.app.state.service
+    remote = api.token("agent")
+    api.call("POST", "/agent/poll", remote, 200, json={"name": "builder", "wait": 0})
+    with pytest.raises(DockyardError, match="agent name builder belongs to another"):
+        server._local_agent_token(svc, "builder")
+    (agent,) = api.call("GET", "/agents", api.admin, 200)["items"]
+    assert agent["name"] == "builder"
+
+
+def test_servers_on_one_postgresql_each_have_a_local_agent_of_their_own(tmp_path, request):
+    """Two servers on one database, each with its local agent holding a run: both agents
+    stay live, and a start (or restart) of one server requeues only its own agent's runs."""
+    database = request.getfixturevalue("postgres_database")
+    with service_api(tmp_path / "a", database=database) as a:
+        config = ServerConfig(addr="127.0.0.1:0", data=tmp_path / "b" / "data", database=database)
+        with TestClient(create_app(open_service(config))) as client:
+            b = Api(client, a.data)  # the first server's admin token is the only one
+            agents = {}
+            for api in (a, b):
+                svc = api.client.app.state.service
+                data = api.data if api is a else config.data
+                name = server.local_agent_name(ServerConfig(addr="127.0.0.1:0", data=data))
+                agents[name] = (svc, server._local_agent_token(svc, name))  # the server starts
+                me = {"name": name, "labels": {"os": "linux"}, "instance": "first"}
+                api.call("POST", "/repos/project/runs", api.admin, 201, json={})
+                job = api.call("POST", "/agent/poll", agents[name][1], 200, json={**me, "wait": 0})
+                assert job["job"]["attempt"] == 1
+            (name_a, (_, token_a)), (name_b, (svc_b, _)) = agents.items()
+            assert name_a != name_b
+            listed = a.call("GET", "/agents", a.admin, 200)["items"]
+            assert {x["name"]: x["running"] for x in listed} == {name_a: 1, name_b: 1}
+            token_b = server._local_agent_token(svc_b, name_b)  # the second server restarts
+            for number, status in ((1, "running"), (2, "queued")):
+                run = b.call("GET", f"/repos/project/runs/{number}", b.admin, 200)
+                assert (run["status"], run["attempt"]) == (status, 1)
+            me_a = {"name": name_a, "labels": {"os": "linux"}, "instance": "first", "runs": [1]}
+            assert a.call("POST", "/agent/heartbeat", token_a, 200, json=me_a)["stop"] == []
+            b.call("POST", "/agent/heartbeat", token_b, 403, json=me_a)  # not B's to free
+            b.call("POST", "/agent/heartbeat", token_a, 409, json={**me_a, "instance": "2nd"})
+            me_b = {"name": name_b, "labels": {"os": "linux"}, "instance": "second"}
+            job = b.call("POST", "/agent/poll", token_b, 200, json={**me_b, "wait": 0})["job"]
+            assert job["id"] == 2

@@ -35,6 +35,15 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(str(e)) from None
 
 
+def _agent_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An agent name the server takes: letters, digits, ``._-``, at most 100."""
+    from dockyard.service.api.common import NAME_RE
+
+    if value is not None and not NAME_RE.match(value):
+        raise click.BadParameter(f"{value!r}: letters, digits, '._-' (first a letter or digit)")
+    return value
+
+
 gc_option = click.option(
     "--gc-keep-storage",
     metavar="SIZE",
@@ -68,6 +77,13 @@ database_option = click.option(
 @click.option("--no-local-agent", is_flag=True, help="Do not start the built-in agent.")
 @click.option("--local-agent-labels", metavar="K=V,...", help="Labels of the built-in agent.")
 @click.option(
+    "--local-agent-name",
+    metavar="NAME",
+    callback=_agent_name,
+    help="Name of the built-in agent, one per server [default: local-HOST-HASH, HASH of "
+    "--data's path].",
+)
+@click.option(
     "--lease",
     type=click.FloatRange(min=1),
     default=30.0,
@@ -96,6 +112,7 @@ def server(
     secret_key_file: Path | None,
     no_local_agent: bool,
     local_agent_labels: str | None,
+    local_agent_name: str | None,
     lease: float,
     keep_runs: int | None,
     keep_days: float | None,
@@ -123,6 +140,7 @@ def server(
             key_file=secret_key_file,
             local_agent=not no_local_agent,
             local_agent_labels=parse_labels(local_agent_labels),
+            local_agent_name=local_agent_name,
             lease=lease,
             store_root=ctx.obj.root if ctx.obj else None,
             gc_keep_storage=gc_keep_storage,

@@ -1,7 +1,8 @@
 """``dockyard server``: the API served by uvicorn, and one local agent beside it.
 
 The database and key are set up first; the agent is a child process, so a pipeline
-never stalls the API.
+never stalls the API. Each server's local agent has a name of its own (several servers
+share one PostgreSQL database), the same at each start of that server.
 
 On first start the server makes an admin token and writes it to ``DATA/admin-token``
 (0600): the one way in until more tokens are made through the API.
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import hashlib
 import logging
 import os
+import re
 import secrets as random
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select
 
+from dockyard.errors import DockyardError
 from dockyard.service import queue, tokens
 from dockyard.service.api import Service, create_app
 from dockyard.service.artifacts import ArtifactStore
@@ -33,7 +38,6 @@ from dockyard.service.secrets import SecretBox, load_or_create_key
 
 log = logging.getLogger("dockyard.service")
 ADMIN_TOKEN_FILE = "admin-token"
-LOCAL_AGENT = "local"
 DEFAULT_LEASE = 30.0
 PR_SET_PDEATHSIG = 1
 
@@ -46,6 +50,7 @@ class ServerConfig:
     key_file: Path | None = None  # default: ``data/secret.key``
     local_agent: bool = True
     local_agent_labels: dict[str, str] | None = None
+    local_agent_name: str | None = None  # default: :func:`default_local_agent_name`
     lease: float = DEFAULT_LEASE  # seconds a run is kept without its agent's heartbeat
     store_root: Path | None = None  # the local agent's store (its images and caches)
     gc_keep_storage: int | None = None  # bytes: the local agent prunes past this
@@ -86,23 +91,53 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _local_agent_token(svc: Service) -> str:
-    """A fresh agent token for this server's local agent (the last one's is dropped).
+def default_local_agent_name(data: Path) -> str:
+    """``local-HOST-HASH``: the host's name and a hash of the data directory's path.
 
-    The last server's local agent ended with it: its runs go back to the queue now and
-    its name is free, so the new one need not wait for its heartbeat to go stale."""
+    The same at every start of one server; another on another host, or for another
+    server on this host (a data directory of its own)."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63]
+    where = hashlib.sha256(os.fsencode(data.resolve())).hexdigest()[:8]
+    return f"local-{host}-{where}" if host else f"local-{where}"
+
+
+def local_agent_name(config: ServerConfig) -> str:
+    """The name of ``config``'s local agent: the one given, else the default."""
+    return config.local_agent_name or default_local_agent_name(config.data)
+
+
+def _local_agent_token(svc: Service, name: str) -> str:
+    """A fresh agent token for this server's local agent ``name``; the last is dropped.
+
+    The last start's local agent ended with its server: its runs go back to the queue
+    now and its name is free, so the new one need not wait for its heartbeat to go stale.
+    Only the agent of that name is touched, and only if the name is this server's (its
+    last local agent token used it): another agent's name is an error here."""
     with svc.db.transaction() as session:
-        session.execute(delete(Token).where(Token.name == f"agent-{LOCAL_AGENT}"))
-        last = session.scalar(select(Agent).where(Agent.name == LOCAL_AGENT))
+        token_name = f"agent-{name}"
+        old = set(session.scalars(select(Token.id).where(Token.name == token_name)))
+        last = session.scalar(select(Agent).where(Agent.name == name))
+        if (
+            last is not None
+            and last.token_id not in old
+            and not tokens.may_act_as(session, last, None)
+        ):
+            raise DockyardError(
+                f"agent name {name} belongs to another agent's token: give the local"
+                " agent another name (--local-agent-name)"
+            )
+        session.execute(delete(Token).where(Token.name == token_name))
         if last is not None and last.instance is not None:
-            queue.release(session, last.id, f"agent {LOCAL_AGENT} restarted")
+            queue.release(session, last.id, f"agent {name} restarted")
             last.instance = None
-        return tokens.create_token(session, f"agent-{LOCAL_AGENT}", tokens.AGENT)
+        return tokens.create_token(session, token_name, tokens.AGENT)
 
 
 def start_local_agent(svc: Service, url: str, config: ServerConfig) -> subprocess.Popen:
     labels = ",".join(f"{k}={v}" for k, v in (config.local_agent_labels or {}).items())
-    env = {**os.environ, "DOCKYARD_AGENT_TOKEN": _local_agent_token(svc)}
+    name = local_agent_name(config)
+    env = {**os.environ, "DOCKYARD_AGENT_TOKEN": _local_agent_token(svc, name)}
+    log.info("local agent %s, work dir %s", name, config.data / "agent")
     root = ["--root", str(config.store_root)] if config.store_root else []
     command = [
         sys.executable,
@@ -113,7 +148,7 @@ def start_local_agent(svc: Service, url: str, config: ServerConfig) -> subproces
         "--server",
         url,
         "--name",
-        LOCAL_AGENT,
+        name,
         "--capacity",
         "1",
         "--workdir",

@@ -761,6 +761,12 @@ class S3Storage(ManifestStore):
     def has_blob(self, name: str, digest: str) -> bool:
         return self.bucket.head(self._layer(name, digest)) is not None and self.blobs.has(digest)
 
+    def linked_blob_size(self, name: str, digest: str) -> int | None:
+        """Two ``HEAD`` requests: the repository's link (none: no more asked), the blob."""
+        if self.bucket.head(self._layer(name, digest)) is None:
+            return None
+        return self.blob_size(digest)
+
     def link_blob(self, name: str, digest: str) -> None:
         self.bucket.put(self._layer(name, digest), b"")
         self.touch_blob(digest)

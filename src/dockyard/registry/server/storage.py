@@ -187,6 +187,11 @@ class Storage(ManifestStore):
         """The repository links the blob and the blob is there."""
         return self._layer_link(name, digest).exists() and self.blobs.has(digest)
 
+    def linked_blob_size(self, name: str, digest: str) -> int | None:
+        if not self._layer_link(name, digest).exists():
+            return None
+        return self.blob_size(digest)
+
     def link_blob(self, name: str, digest: str) -> None:
         """Add the blob to the repository; also marks the blob recently used (gc grace)."""
         link = self._layer_link(name, digest)

@@ -23,7 +23,6 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 
 from dockyard.registry.server import names
 from dockyard.registry.server.apierrors import APIError
-from dockyard.registry.server.backend import RegistryStorage
 from dockyard.registry.server.handlers.common import API_VERSION, READ_METHODS, not_allowed
 from dockyard.registry.server.mirror import Route
 
@@ -59,22 +58,19 @@ async def get(
     headers = {**API_VERSION, "Docker-Content-Digest": digest}
     if route is not None:
         local = route.local
-        size = await app.run(_linked_size, storage, local, digest)
-        if (
-            size is None
-            and route.upstream.config.trusted
-            and await app.run(storage.blob_size, digest) is not None
-        ):
-            # stored for another repository: serve it here only if the upstream has it
-            # for this one (an upstream a client named must send the bytes instead)
-            if await app.mirror.blob_size(route, digest) is None:
-                raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
-            await app.run(storage.link_blob, local, digest)
+        size = await app.run(storage.linked_blob_size, local, digest)
+        if size is None and route.upstream.config.trusted:
             size = await app.run(storage.blob_size, digest)
+            if size is not None:
+                # stored for another repository: serve it here only if the upstream has
+                # it for this one (an upstream a client named must send the bytes instead)
+                if await app.mirror.blob_size(route, digest) is None:
+                    raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
+                await app.run(storage.link_blob, local, digest)
         if size is None:
             return await _from_upstream(app, request, route, digest, headers)
     else:
-        size = await app.run(_linked_size, storage, name, digest)
+        size = await app.run(storage.linked_blob_size, name, digest)
         if size is None:
             raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
     if request.method == "HEAD":
@@ -122,13 +118,6 @@ async def _from_upstream(
     body, size = opened
     headers["Content-Length"] = str(size)
     return StreamingResponse(body, headers=headers, media_type="application/octet-stream")
-
-
-def _linked_size(storage: RegistryStorage, name: str, digest: str) -> int | None:
-    """The size of a blob the repository holds; None if it holds none."""
-    if not storage.has_blob(name, digest):
-        return None
-    return storage.blob_size(digest)
 
 
 def _check_range(header: str | None, size: int) -> None:
