@@ -114,10 +114,11 @@ def run_in_rootfs(
     ``network`` ``default`` is a private NAT network of its own.
     """
     from dockyard.runtime import run as run_container
-    from dockyard.runtime.nat import nat_network
 
     with contextlib.ExitStack() as stack:
         if network == "default":
+            from dockyard.runtime.nat import nat_network  # socket and all: only for NAT
+
             config = stack.enter_context(nat_network()).apply(config)
         return run_container(rootfs, config, root=store.root, stdin=stdin)
 

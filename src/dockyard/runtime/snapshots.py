@@ -46,6 +46,7 @@ import shutil
 import tempfile
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockyard.errors import ContainerError, ManifestError
 from dockyard.files.locking import FileLock
@@ -56,10 +57,13 @@ from dockyard.oci.config import ImageConfig
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.manifest import Manifest
 from dockyard.runtime import interrupts, mounts, syscalls
-from dockyard.store import PruneResult, Store, trash
+from dockyard.store import Store, trash
 from dockyard.store.holds import Hold, held_names
 from dockyard.store.pins import pinned_names
 from dockyard.store.store import PINS_DIR
+
+if TYPE_CHECKING:  # the collector: only for a prune, not every container command
+    from dockyard.store.gc import PruneResult
 
 SNAPSHOTS_DIR = "snapshots"
 _TEMP = ".tmp-"
@@ -228,6 +232,8 @@ class Snapshots:
         under the store's GC lock (``wait`` as for :meth:`.Store.gc_lock`); the trees
         are only renamed under it, and deleted after it is released.
         """
+        from dockyard.store.gc import PruneResult
+
         result = PruneResult()
         if not self.store.layout.exists() or not self.root.is_dir():
             return result

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockyard.errors import NotFound
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.reference import Reference, as_reference
 from dockyard.store import Store, as_store
-from dockyard.transfer.copy import CopyProgress, CopyResult, copy_image
+
+if TYPE_CHECKING:  # copying is imported on a pull: a stored image needs none of it (~10 ms)
+    from dockyard.transfer.copy import CopyProgress, CopyResult
 
 
 def pull(
@@ -29,6 +32,7 @@ def pull(
     One platform (``platform``, default the host's) unless ``all_platforms``.
     """
     from dockyard.registry.client.mirrors import registry_source
+    from dockyard.transfer.copy import copy_image
 
     ref = as_reference(image)
     return copy_image(
@@ -60,6 +64,7 @@ def push(
     """
     from dockyard.registry.client import RegistryDestination, client_for
     from dockyard.transfer.convert import plan
+    from dockyard.transfer.copy import copy_image
 
     ref = as_reference(image)
     target = ref if destination is None else as_reference(destination)
