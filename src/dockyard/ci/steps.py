@@ -56,7 +56,6 @@ from dockyard.ci.caches import cache_dir, cache_name, files_key
 from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
 from dockyard.ci.images import run_name
-from dockyard.ci.junit import parse_junit, read_reports
 from dockyard.ci.output import OutputLog
 from dockyard.ci.pipeline import Problem, Step, open_regular
 from dockyard.ci.results import CANCELLED, FAILED, FAILURE, SUCCESS, TIMEOUT, StepResult
@@ -353,6 +352,8 @@ def _check(ctx: RunContext, step: Step, log: OutputLog, result: StepResult) -> i
     target = ctx.run.artifacts(step.name)
     target.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(target / CHECK_REPORT, xml)
+    from dockyard.ci.junit import parse_junit
+
     result.tests = parse_junit(io.BytesIO(xml))
     log.note(f"report: {CHECK_REPORT} among the step's artifacts")
     return 1 if checked.failed else 0
@@ -404,6 +405,8 @@ def _collect(
             raise StepTimeout
 
     if step.reports.junit:
+        from dockyard.ci.junit import read_reports  # its XML parser only for steps with reports
+
         result.tests, problems = read_reports(ctx.run.workspace, step.reports.junit, check=check)
         _notes(log, problems, "")
         tests = result.tests
