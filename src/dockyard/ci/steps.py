@@ -51,7 +51,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockyard.builder.confined import ConfinedDir, ConfinedFile
 from dockyard.ci.caches import cache_dir, cache_name, files_key
 from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
@@ -68,6 +67,7 @@ from dockyard.runtime.container import ContainerGroup
 from dockyard.runtime.nat import NAMESERVER, NatNetwork
 
 if TYPE_CHECKING:
+    from dockyard.builder.confined import ConfinedDir, ConfinedFile
     from dockyard.check.policy import Policy
 
 COLLECT_GRACE = 30.0
@@ -268,6 +268,7 @@ def _build(
     from dockyard.builder.builder import BuildOptions
     from dockyard.builder.builder import build as build_image
     from dockyard.builder.cache_export import check_location
+    from dockyard.builder.confined import ConfinedDir
 
     build = step.build
     assert build is not None
@@ -430,6 +431,8 @@ def _dockerfile(
     if relative is None:
         return None  # the builder reads Dockerfile in the context
     directory, name = posixpath.split(posixpath.normpath(relative))
+    from dockyard.builder.confined import ConfinedFile
+
     return ConfinedFile(stack.enter_context(workspace.subdir(directory)), name)
 
 
