@@ -447,12 +447,12 @@ class Step(_Model):
     secrets: tuple[EnvName, ...] = ()
     depends_on: tuple[str, ...] = ()
     cache: CacheField = ()  # paths, or a Cache
-    reports: Reports = Reports()
+    reports: Reports = Reports.model_construct()  # built without a validator (see _Model)
     artifacts: tuple[RelativePath, ...] = ()  # glob patterns
     timeout: Duration | None = None  # of each attempt
     retry: Retry | None = None
     failure: Literal["fail", "ignore"] = "fail"
-    when: When = When()
+    when: When = When.model_construct()
     network: Literal["default", "none"] = "default"  # none: loopback only, no services
     # the pipeline's services it waits for (default: all), or its own (a mapping)
     services: StepServices | None = None

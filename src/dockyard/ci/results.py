@@ -7,9 +7,10 @@ A :class:`RunResult` is what ``run.json`` and ``--json`` hold (:meth:`RunResult.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dockyard.ci.junit import TestCounts
+if TYPE_CHECKING:  # counted by steps with reports; not imported to run or list the rest
+    from dockyard.ci.junit import TestCounts
 
 # Step statuses
 SUCCESS = "success"

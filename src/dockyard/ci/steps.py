@@ -51,12 +51,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockyard.builder.confined import ConfinedDir, ConfinedFile
 from dockyard.ci.caches import cache_dir, cache_name, files_key
 from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
 from dockyard.ci.images import run_name
-from dockyard.ci.junit import parse_junit, read_reports
 from dockyard.ci.output import OutputLog
 from dockyard.ci.pipeline import Problem, Step, open_regular
 from dockyard.ci.results import CANCELLED, FAILED, FAILURE, SUCCESS, TIMEOUT, StepResult
@@ -69,6 +67,7 @@ from dockyard.runtime.container import ContainerGroup
 from dockyard.runtime.nat import NAMESERVER, NatNetwork
 
 if TYPE_CHECKING:
+    from dockyard.builder.confined import ConfinedDir, ConfinedFile
     from dockyard.check.policy import Policy
 
 COLLECT_GRACE = 30.0
@@ -269,6 +268,7 @@ def _build(
     from dockyard.builder.builder import BuildOptions
     from dockyard.builder.builder import build as build_image
     from dockyard.builder.cache_export import check_location
+    from dockyard.builder.confined import ConfinedDir
 
     build = step.build
     assert build is not None
@@ -353,6 +353,8 @@ def _check(ctx: RunContext, step: Step, log: OutputLog, result: StepResult) -> i
     target = ctx.run.artifacts(step.name)
     target.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(target / CHECK_REPORT, xml)
+    from dockyard.ci.junit import parse_junit
+
     result.tests = parse_junit(io.BytesIO(xml))
     log.note(f"report: {CHECK_REPORT} among the step's artifacts")
     return 1 if checked.failed else 0
@@ -404,6 +406,8 @@ def _collect(
             raise StepTimeout
 
     if step.reports.junit:
+        from dockyard.ci.junit import read_reports  # its XML parser only for steps with reports
+
         result.tests, problems = read_reports(ctx.run.workspace, step.reports.junit, check=check)
         _notes(log, problems, "")
         tests = result.tests
@@ -427,6 +431,8 @@ def _dockerfile(
     if relative is None:
         return None  # the builder reads Dockerfile in the context
     directory, name = posixpath.split(posixpath.normpath(relative))
+    from dockyard.builder.confined import ConfinedFile
+
     return ConfinedFile(stack.enter_context(workspace.subdir(directory)), name)
 
 

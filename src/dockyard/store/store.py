@@ -38,12 +38,11 @@ from dockyard.oci import manifest as manifests
 from dockyard.oci.config import ImageConfig
 from dockyard.oci.descriptor import Descriptor, Platform
 from dockyard.reference import Reference
-from dockyard.store.holds import Hold, held_names
-from dockyard.store.home import StoreDestination
-from dockyard.store.pins import pinned_names
 
-if TYPE_CHECKING:  # the collector is imported by the methods that collect
+if TYPE_CHECKING:  # imported by the methods that write, hold or collect (not to list)
     from dockyard.store import gc
+    from dockyard.store.holds import Hold
+    from dockyard.store.home import StoreDestination
 
 GC_LOCK_FILE = "gc.lock"
 BLOB_HOLDS_DIR = "holds/blobs"
@@ -165,6 +164,8 @@ class Store:
 
     def destination(self, ref: Reference) -> StoreDestination:
         """Write an image named ``ref`` at commit; holds a lease until then."""
+        from dockyard.store.home import StoreDestination
+
         ref_key(ref)  # fail now, not after the copy, if ref cannot name an image
         self.layout.ensure()
         return StoreDestination(self, ref)
@@ -221,6 +222,8 @@ class Store:
         A build holds its layers so until it names its image. Write each blob and add it
         under :meth:`lease`.
         """
+        from dockyard.store.holds import Hold
+
         return Hold(self.root / BLOB_HOLDS_DIR)
 
     @contextlib.contextmanager
@@ -257,6 +260,8 @@ class Store:
         :meth:`.Snapshots.prune`.
         """
         from dockyard.store import gc
+        from dockyard.store.holds import held_names
+        from dockyard.store.pins import pinned_names
 
         if not self.layout.exists():
             return gc.PruneResult()
