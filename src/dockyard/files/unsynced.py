@@ -19,6 +19,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from dockyard.files import atomic
+
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -29,19 +31,27 @@ class UnsyncedMarkers:
         self.directory = directory
 
     def mark(self, name: str) -> None:
-        """Record that ``name`` is about to be renamed into place unsynced."""
-        try:
-            (self.directory / name).write_text(_boot_id())
-        except FileNotFoundError:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            (self.directory / name).write_text(_boot_id())
+        """Record that ``name`` is about to be renamed into place unsynced.
+
+        A marker of this boot stays as it is; any other is replaced by renaming a whole
+        new one into place, so a reader never sees a marker half-written (an emptied
+        marker reads as "another boot": the thing it names would look lost).
+        """
+        if self._boot_of(name) == _boot_id():
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(self.directory / name, _boot_id().encode(), durable=False)
 
     def whole(self, name: str) -> bool:
         """False if ``name`` was written in another boot and never synced."""
+        boot = self._boot_of(name)
+        return boot is None or boot == _boot_id()  # None: synced, or from before markers
+
+    def _boot_of(self, name: str) -> str | None:
         try:
-            return (self.directory / name).read_text() == _boot_id()
+            return (self.directory / name).read_text()
         except FileNotFoundError:
-            return True  # synced (or written before markers existed)
+            return None
 
     def settle(self, present: Callable[[str], bool]) -> None:
         """Sync every filesystem once, then drop the markers that are no longer needed.
