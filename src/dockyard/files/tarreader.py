@@ -86,11 +86,7 @@ class TarReader:
         if self.size(name) > limit:
             raise ManifestError(f"{self.path}: {name} is too big")
         with self.open(name) as f:
-            data = f.read()
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ManifestError(f"{self.path}: {name}: invalid JSON: {e}") from None
+            return parse_json(self.path, name, f.read())
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -147,3 +143,12 @@ class _MemberReader:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+def parse_json(where: Path, name: str, data: bytes) -> Any:
+    """``data``, the member or file ``name`` of ``where``, parsed as JSON; raise
+    :class:`ManifestError` naming both."""
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{where}: {name}: invalid JSON: {e}") from None

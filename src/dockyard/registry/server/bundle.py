@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, cast
 
 from dockyard import reference
 from dockyard.errors import DockyardError, InvalidReference, ManifestError, NotFound
-from dockyard.files.tarreader import TarReader
+from dockyard.files.tarreader import TarReader, parse_json
 from dockyard.layout.oci_archive import OCIArchiveWriter, blob_name
 from dockyard.layout.oci_dir import INDEX_FILE, MAX_MANIFEST_SIZE, REF_NAME, parse_index
 from dockyard.oci import manifest as manifests
@@ -206,10 +206,7 @@ class LayoutFiles:
             data = f.read(limit + 1)
         if len(data) > limit:
             raise ManifestError(f"{self.path}: {name} is too big")
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ManifestError(f"{self.path}: {name}: invalid JSON: {e}") from None
+        return parse_json(self.path, name, data)
 
     def close(self) -> None:
         if self._fd >= 0:
