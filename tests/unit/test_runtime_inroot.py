@@ -12,6 +12,8 @@ import pytest
 from dockyard.runtime.inroot import (
     MountStubs,
     NotRegularFile,
+    open_by_walking,
+    open_in_root,
     open_regular,
     read_file,
     read_regular,
@@ -147,7 +149,8 @@ def test_a_device_node_is_never_opened(tmp_path):
 
 def test_a_concurrent_rename_does_not_make_a_file_missing(tmp_path):
     # openat2 says EAGAIN to a scoped lookup through ".." whenever a rename anywhere
-    # raced it (about 1 in 200 here with a renamer running): each open retries.
+    # raced it (about 1 in 200 here with a renamer running, far more on a loaded
+    # machine and a long path): a few tries, then the walk, which renames cannot spoil.
     (tmp_path / "d").mkdir()
     (tmp_path / "key").write_text("k")
     root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
@@ -156,5 +159,65 @@ def test_a_concurrent_rename_does_not_make_a_file_missing(tmp_path):
             for _ in range(5000):
                 os.close(open_regular(root, "d/../key", beneath=True))
                 os.close(open_regular(root, "d/../key"))
+    finally:
+        os.close(root)
+
+
+@pytest.fixture
+def hostile(tmp_path) -> Path:
+    """A tree with every way out: absolute and climbing symlinks, loops, dangling links."""
+    root = tmp_path / "root"
+    (root / "a/b").mkdir(parents=True)
+    (root / "a/b/file").write_text("f")
+    (tmp_path / "secret").write_text("host")
+    (root / "abs").symlink_to("/a/b")
+    (root / "climb").symlink_to("../../../a")
+    (root / "a/up").symlink_to("..")
+    (root / "a/b/host").symlink_to("../../../secret")
+    (root / "loop").symlink_to("loop")
+    (root / "dangling").symlink_to("nowhere/x")
+    (root / "filelink").symlink_to("a/b/file")
+    os.mkfifo(root / "fifo")
+    return root
+
+
+WALKED = (
+    ". a a/b/file abs/file climb/b/file a/up/a/b/file a/b/host ../../a/b/file loop dangling"
+    " filelink filelink/ a/b/file/ a/b/file/x abs/../abs/./file a/up/up/up/abs missing"
+    " a/missing/.. fifo /abs"
+).split() + [""]
+
+
+def outcome(open_, root: int, path: str, flags: int, beneath: bool) -> tuple[int, int] | int:
+    """The inode opened, or the errno."""
+    try:
+        fd = open_(root, path, flags, beneath=beneath)
+    except OSError as e:
+        return e.errno
+    try:
+        st = os.fstat(fd)
+        return st.st_dev, st.st_ino
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("beneath", [False, True])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        os.O_PATH,
+        os.O_PATH | os.O_NOFOLLOW,
+        os.O_PATH | os.O_DIRECTORY,
+        os.O_RDONLY | os.O_NONBLOCK,
+        os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
+        os.O_RDONLY | os.O_DIRECTORY,
+    ],
+)
+def test_the_walk_opens_what_openat2_opens(hostile, flags, beneath):
+    root = os.open(hostile, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for path in WALKED:
+            expected = outcome(open_in_root, root, path, flags, beneath)
+            assert outcome(open_by_walking, root, path, flags, beneath) == expected, path
     finally:
         os.close(root)

@@ -31,7 +31,8 @@ _PATH = os.O_PATH | os.O_CLOEXEC
 _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV)
 _MAX_SYMLINKS = 40
 _MAX_READ = 16 << 20
-_RETRIES = 128  # each try costs microseconds; a busy renamer can spoil a few dozen in a row
+_OPENAT2_TRIES = 8  # then the walk, which no rename can spoil
+_NOT_FOLLOWED = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class NotRegularFile(OSError):
@@ -45,18 +46,96 @@ def open_in_root(root_fd: int, path: str, flags: int, *, beneath: bool = False) 
     """An fd of ``path`` inside the directory ``root_fd``, symlinks resolved inside it.
 
     With ``beneath``, a symlink or ``..`` leading out of the directory is refused
-    (``EXDEV``) instead of stopping at it. A lookup through ``..`` says ``EAGAIN`` when
-    a rename anywhere raced it: it is tried again, up to a few times, so that a
-    concurrent rename cannot make a file look missing.
+    (``EXDEV``) instead of stopping at it. ``openat2`` refuses a lookup through ``..``
+    with ``EAGAIN`` when a rename anywhere on the machine raced it; after a few such
+    tries the path is resolved by :func:`open_by_walking`, so that a busy renamer can
+    neither make a file look missing nor starve the lookup.
     """
     resolve = _BENEATH if beneath else _RESOLVE
     relative = path.lstrip("/") or "."
-    for _ in range(_RETRIES - 1):
+    for _ in range(_OPENAT2_TRIES):
         try:
             return syscalls.openat2(root_fd, relative, flags, resolve)
         except BlockingIOError:
             continue
-    return syscalls.openat2(root_fd, relative, flags, resolve)
+    return open_by_walking(root_fd, relative, flags, beneath=beneath)
+
+
+def open_by_walking(root_fd: int, path: str, flags: int, *, beneath: bool = False) -> int:
+    """What :func:`open_in_root` opens, resolved one component at a time in userspace.
+
+    Each component is opened ``O_PATH | O_NOFOLLOW`` from the fd of the one before; a
+    symlink's target is read from the symlink's own fd and resolved the same way (from
+    the root if absolute); ``..`` goes back to the previous fd of the walk, never to
+    the kernel's parent, and stays at the root there. So, as with ``openat2``, nothing
+    outside ``root_fd`` is reached, and renames elsewhere cannot make it fail. The
+    file found is opened with ``flags`` through its ``O_PATH`` fd (``/proc/self/fd``),
+    so nothing swapped in after the check is opened. ``O_CREAT`` is not supported.
+    """
+    if flags & os.O_CREAT:
+        raise ValueError("open_by_walking cannot create files")
+    dirs = [os.open(".", _DIR | os.O_CLOEXEC, dir_fd=root_fd)]
+    todo = path.split("/")[::-1]
+    links = 0
+    try:
+        while todo:
+            part = todo.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if len(dirs) > 1:
+                    os.close(dirs.pop())
+                elif beneath:
+                    raise OSError(errno.EXDEV, "leads out of its root", path)
+                continue
+            fd = os.open(part, _NOT_FOLLOWED, dir_fd=dirs[-1])
+            mode = os.fstat(fd).st_mode
+            last = all(rest in ("", ".") for rest in todo)
+            if stat.S_ISLNK(mode) and not (last and not todo and flags & os.O_NOFOLLOW):
+                try:
+                    target = os.readlink("", dir_fd=fd)
+                finally:
+                    os.close(fd)
+                links += 1
+                if links > _MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, "too many levels of symlinks", path)
+                if target.startswith("/"):
+                    if beneath:
+                        raise OSError(errno.EXDEV, "leads out of its root", path)
+                    while len(dirs) > 1:
+                        os.close(dirs.pop())
+                todo.extend(target.split("/")[::-1])
+                continue
+            if not last:
+                if not stat.S_ISDIR(mode):
+                    os.close(fd)
+                    raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+                dirs.append(fd)
+                continue
+            return _reopen(fd, mode, flags | (os.O_DIRECTORY if todo else 0))
+        return _reopen(os.dup(dirs[-1]), stat.S_IFDIR, flags)
+    finally:
+        for fd in dirs:
+            os.close(fd)
+
+
+def _reopen(path_fd: int, mode: int, flags: int) -> int:
+    """The file the ``O_PATH`` fd ``path_fd`` holds (of type ``mode``) opened with ``flags``,
+    with ``open(2)``'s errors for its type; ``path_fd`` is handed over or closed."""
+    error = 0
+    if flags & os.O_DIRECTORY and not stat.S_ISDIR(mode):
+        error = errno.ENOTDIR
+    elif stat.S_ISLNK(mode) and not flags & os.O_PATH:
+        error = errno.ELOOP
+    if error:
+        os.close(path_fd)
+        raise OSError(error, os.strerror(error))
+    if flags & os.O_PATH:
+        return path_fd
+    try:
+        return os.open(f"/proc/self/fd/{path_fd}", (flags & ~os.O_NOFOLLOW) | os.O_CLOEXEC)
+    finally:
+        os.close(path_fd)
 
 
 def open_regular(root_fd: int, path: str, *, beneath: bool = False) -> int:
