@@ -296,6 +296,36 @@ def test_a_retry_uses_the_cache_its_step_started_with(dockyard, tmp_path, busybo
     assert found == ["found=", "found=one"]
 
 
+def test_a_locked_cache_is_used_by_one_step_at_a_time(dockyard, tmp_path, busybox_ref):
+    """Both combinations start at once; each, holding the cache, waits (1 s at most) for
+    the other to begin in it too: with the lock, their turns never interleave."""
+    directory = write_project(
+        tmp_path / "p",
+        busybox_ref,
+        """
+        steps:
+          - name: apt
+            matrix: {N: [a, b]}
+            image: IMAGE
+            cache: {paths: [/c], sharing: locked}
+            commands:
+              - echo begin $N >> /c/turns
+              - >-
+                i=0; until [ $(grep -c begin /c/turns) = 2 ] || [ $i = 10 ];
+                do i=$((i+1)); sleep 0.1; done
+              - echo end $N >> /c/turns
+              - cat /c/turns
+        """,
+    )
+    out, doc = ci_run(dockyard, directory, "-j", "2")
+    assert {s["status"] for s in doc["steps"]} == {"success"}
+    turns = [
+        [line.split()[0] for line in output(out, f"apt.N-{n}") if line.startswith(("begin", "end"))]
+        for n in "ab"
+    ]
+    assert max(turns, key=len) == ["begin", "end", "begin", "end"]
+
+
 def test_a_retried_step_keeps_every_attempt(dockyard, tmp_path, busybox_ref):
     directory = write_project(
         tmp_path / "p",

@@ -7,7 +7,8 @@ One pipeline file, run from two checkouts (branches ``main`` and ``feature``):
 - build steps make a PostgreSQL image and the app's image (``localhost/team/app:ci``
   in both checkouts: each run must test its own);
 - ``deps`` installs packages from the package index through the step network, its
-  cache keyed by ``requirements.txt``;
+  cache keyed by ``requirements.txt`` and locked (both branches' runs use it, and apt
+  fails at once on a lock another apt holds);
 - ``integration``, a matrix of two, each combination with its own database service
   (built earlier in the run, its password a secret), runs the app against it;
 - ``flaky`` fails once, then passes on retry; ``notify`` runs only on failure.
@@ -43,7 +44,7 @@ steps:
     build: {context: ., tags: ["${APP}"]}
   - name: deps
     image: DEBIAN
-    cache: {key: {files: [requirements.txt]}, paths: [/var/cache/apt/archives]}
+    cache: {key: {files: [requirements.txt]}, paths: [/var/cache/apt/archives], sharing: locked}
     commands:
       - >-
         if ls /var/cache/apt/archives/*.deb >/dev/null 2>&1;

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dockyard.ci.caches import cache_name, files_key
+import pytest
+
+from dockyard.ci.caches import cache_name, files_key, locked
+from dockyard.files.locking import FileLock
 from tests.support.renames import renaming
 
 
@@ -36,3 +39,31 @@ def test_a_concurrent_rename_does_not_change_the_key(tmp_path):
     assert keys == {expected}
     (workspace / "requirements.txt").unlink()
     assert files_key(workspace, ["sub/link"]) != expected  # it was read, not missing
+
+
+def test_a_locked_cache_waits_for_its_holder_and_gives_up_as_told(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    notes: list[str] = []
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            raise TimeoutError
+
+    with FileLock(tmp_path / "b", directory=True):  # another step holds b
+        with (
+            pytest.raises(TimeoutError),
+            locked({"/a": tmp_path / "a", "/b": tmp_path / "b"}, wait, notes.append),
+        ):
+            pass
+        assert notes == ["cache /b is in use by another step: waiting for it"]
+        assert len(waits) == 3
+        with FileLock(tmp_path / "a", directory=True):
+            pass  # a was let go when it gave up
+    with locked({"/a": tmp_path / "a", "/b": tmp_path / "b"}, wait, notes.append):
+        other = FileLock(tmp_path / "a", directory=True)
+        assert not other.acquire(blocking=False)  # held for the block
+    assert other.acquire(blocking=False)
+    other.release()

@@ -271,6 +271,20 @@ def test_check_steps():
     ]
 
 
+def test_a_cache_is_shared_unless_locked():
+    text = """\
+        steps:
+          - {name: a, image: busybox, cache: [/c]}
+          - {name: b, image: busybox, cache: {paths: [/c], sharing: locked}}
+          - {name: c, image: busybox, cache: {paths: [/c], sharing: private}}
+    """
+    assert problems(text) == [
+        ".dockyard.yml:4: steps[2].cache.sharing: Input should be 'shared' or 'locked'"
+    ]
+    pipeline = parse(text.replace("private", "locked"))
+    assert [s.cache_locked for s in pipeline.steps] == [False, True, True]
+
+
 def test_paths_and_names():
     text = """\
         services:

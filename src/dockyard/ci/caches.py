@@ -14,6 +14,11 @@ empty, and the old one is kept for the old content. The files are opened beneath
 workspace (a symlink out of it counts as missing, a FIFO is not read), as steps may
 have put anything there.
 
+A cache with ``sharing: locked`` is used by one step at a time, whatever run it is
+in: the step holds an ``flock`` on the directory itself while its container runs
+(:func:`locked`), and another step waits for it (apt, for one, locks its archive dir
+and fails at once if another apt holds it).
+
 Each use sets the directory's mtime, so that ``dockyard ci prune`` can tell the caches
 nobody has used for a while (see :mod:`.prune`).
 
@@ -29,11 +34,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from dockyard.ci.pipeline import open_regular
 from dockyard.errors import DockyardError
+from dockyard.files.locking import FileLock
 from dockyard.store.dirs import PIPELINE_CACHE_DIR as CACHE_DIR
 
 
@@ -83,3 +89,27 @@ def cache_dir(store_root: Path, pipeline_key: str, path: str, files: str = "") -
     finally:
         os.close(fd)
     return directory
+
+
+LOCK_POLL = 0.1  # seconds between tries of a locked cache another step holds
+
+
+@contextlib.contextmanager
+def locked(
+    caches: Mapping[str, Path], wait: Callable[[float], None], note: Callable[[str], None]
+) -> Iterator[None]:
+    """Hold the cache dirs ``caches`` (by their path in the container) for the block, one
+    holder at a time.
+
+    Taken in one order (by directory), so that two steps never wait for each other.
+    While another holds one, ``note`` says so once and ``wait(LOCK_POLL)`` runs between
+    tries: it raises to give up (cancelled, timed out)."""
+    with contextlib.ExitStack() as held:
+        for path, directory in sorted(caches.items(), key=lambda item: item[1]):
+            lock = FileLock(directory, directory=True)
+            if not lock.acquire(blocking=False):
+                note(f"cache {path} is in use by another step: waiting for it")
+                while not lock.acquire(blocking=False):
+                    wait(LOCK_POLL)
+            held.callback(lock.release)
+        yield

@@ -24,6 +24,7 @@
         # services: {db: {image: REF, ...}}       # or its own, in a network of its own
         cache: [/root/.cache/pip]                 # or, keyed by the files' contents:
         # cache: {key: {files: [requirements.txt]}, paths: [/root/.cache/pip]}
+        # cache: {paths: [/var/cache/apt], sharing: locked}  # one step at a time in it
         reports: {junit: report.xml}
         artifacts: ["dist/**"]
         timeout: 10m
@@ -357,10 +358,15 @@ class CacheKey(_Model):
 
 
 class Cache(_Model):
-    """Cache dirs kept between runs; with a ``key``, one set per content of its files."""
+    """Cache dirs kept between runs; with a ``key``, one set per content of its files.
+
+    ``sharing`` is BuildKit's for cache mounts: ``shared`` (steps of any run use a cache
+    dir at once) or ``locked`` (one step at a time, the others wait: for tools such as
+    apt and dpkg that lock their cache and fail rather than wait)."""
 
     key: CacheKey | None = None
     paths: Annotated[tuple[AbsolutePath, ...], BeforeValidator(_list)]
+    sharing: Literal["shared", "locked"] = "shared"
 
 
 def _cache_form(value: object) -> str:
@@ -477,6 +483,11 @@ class Step(_Model):
     @property
     def cache_paths(self) -> tuple[str, ...]:
         return self.cache.paths if isinstance(self.cache, Cache) else self.cache
+
+    @property
+    def cache_locked(self) -> bool:
+        """Whether its cache dirs are used by one step at a time."""
+        return isinstance(self.cache, Cache) and self.cache.sharing == "locked"
 
     @property
     def cache_files(self) -> tuple[str, ...]:

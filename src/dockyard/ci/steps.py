@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockyard.ci.caches import cache_dir, cache_name, files_key
+from dockyard.ci.caches import cache_dir, cache_name, files_key, locked
 from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
 from dockyard.ci.images import run_name
@@ -155,7 +155,9 @@ def _attempt(
         else:
             step_env = {**env, **step.environment, **{n: ctx.secrets[n] for n in step.secrets}}
             with _own_services(ctx, step, env, result) as step_ctx:
-                result.exit_code = _commands(step_ctx, step, step_env, caches, log, result)
+                result.exit_code = _commands(
+                    step_ctx, step, step_env, caches, log, result, deadline
+                )
         result.status = SUCCESS if result.exit_code == 0 else FAILURE
         if result.exit_code and step.check is not None:
             result.reason = "a rule of severity error failed"
@@ -229,6 +231,7 @@ def _commands(
     caches: _Caches,
     log: OutputLog,
     result: StepResult,
+    deadline: float | None,
 ) -> int:
     """Run the step's commands; how long pulling and running took goes into ``result``."""
     assert step.image is not None
@@ -245,7 +248,7 @@ def _commands(
         workdir=step.workdir or MOUNT_POINT,
         base=ctx.base_config(step.name, caches(), network=step.network),
     )
-    with ctx.images.rootfs(image) as rootfs:
+    with ctx.images.rootfs(image) as rootfs, _locked_caches(ctx, step, caches, log, deadline):
         started = time.monotonic()
         try:
             return ctx.cancel.run(
@@ -253,6 +256,23 @@ def _commands(
             )
         finally:
             result.timings["run"] = time.monotonic() - started
+
+
+def _locked_caches(
+    ctx: RunContext, step: Step, caches: _Caches, log: OutputLog, deadline: float | None
+) -> contextlib.AbstractContextManager[None]:
+    """Hold ``step``'s cache dirs if it uses them one step at a time (``sharing: locked``);
+    waiting for them counts against its timeout."""
+    if not step.cache_locked:
+        return contextlib.nullcontext()
+
+    def wait(seconds: float) -> None:
+        if ctx.cancel.wait(seconds):
+            raise Cancelled
+        if deadline is not None and time.monotonic() > deadline:
+            raise StepTimeout
+
+    return locked({m.destination: Path(m.source) for m in caches()}, wait, log.note)
 
 
 def _build(
