@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.runtime.nat import NatNetwork
+from dockyard.runtime.netns import create_netns, remove_netns
 from tests.conftest import need
 from tests.killing import killed_when_ready
 
@@ -74,29 +75,43 @@ while True:
 """
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
+def _ip(*args: str, netns: Path | None = None) -> None:
+    inside = ["nsenter", f"--net={netns}"] if netns is not None else []
+    subprocess.run([*inside, "ip", *args], check=True, capture_output=True)
 
 
 @pytest.fixture
-def world() -> Iterator[World]:
-    need("ip", "slirp4netns", "runc")
+def world(tmp_path) -> Iterator[World]:
+    """The servers of the module docstring; the far namespace is held by a file of
+    ``tmp_path`` (not ``ip netns add``'s /run/netns, which podman and ``ip`` may be
+    re-mounting at the same time: its namespace files then read as plain files)."""
+    need("ip", "nsenter", "slirp4netns", "runc")
     tag = os.urandom(3).hex()
     subnet = f"10.{200 + int(tag[:2], 16) % 50}.{int(tag[2:4], 16)}"
-    namespace, host_end, far_end = f"dy-out-{tag}", f"dyh{tag}", f"dyo{tag}"
-    _ip("netns", "add", namespace)
+    host_end, far_end = f"dyh{tag}", f"dyo{tag}"
+    namespace = create_netns(tmp_path / "outside.netns")
     server = None
     listeners: list[socket.socket] = []
     try:
-        _ip("link", "add", host_end, "type", "veth", "peer", "name", far_end)
-        _ip("link", "set", far_end, "netns", namespace)
+        _ip(
+            "link",
+            "add",
+            far_end,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            host_end,
+            "netns",
+            str(os.getpid()),
+            netns=namespace,
+        )
         _ip("addr", "add", f"{subnet}.1/30", "dev", host_end)
         _ip("link", "set", host_end, "up")
-        _ip("-n", namespace, "addr", "add", f"{subnet}.2/30", "dev", far_end)
-        _ip("-n", namespace, "link", "set", far_end, "up")
-        _ip("-n", namespace, "link", "set", "lo", "up")
+        _ip("addr", "add", f"{subnet}.2/30", "dev", far_end, netns=namespace)
+        _ip("link", "set", far_end, "up", netns=namespace)
         server = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, sys.executable, "-c", OUTSIDE_SERVER, f"{subnet}.2"],
+            ["nsenter", f"--net={namespace}", sys.executable, "-c", OUTSIDE_SERVER, f"{subnet}.2"],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -113,7 +128,7 @@ def world() -> Iterator[World]:
             server.kill()
             server.wait()
         subprocess.run(["ip", "link", "del", host_end], capture_output=True)
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        remove_netns(namespace)
 
 
 @pytest.fixture
@@ -374,6 +389,7 @@ def test_apt_installs_through_the_nat_on_the_default_network(dockyard, tmp_path,
 NAT_IN_OWN_MOUNTS = """
 import subprocess, sys
 from dockyard.runtime.nat import NatNetwork
+from dockyard.runtime.netns import create_netns, remove_netns
 with NatNetwork() as network:
     print(subprocess.run(
         ["nsenter", "--net=" + network.path, sys.executable, "-c", sys.argv[1]],
