@@ -107,7 +107,7 @@ def export_built(store: Store, digest: str, output: Output, name: Reference | No
     from dockyard.transfer.copy import copy_image
     from dockyard.transfer.transports import FILE_KINDS
 
-    source = store.source(replace(BUILT_REPOSITORY, digest=digest))
+    source = store.source(BUILT_REPOSITORY.with_digest(digest))
     dest = Path(str(output.dest))  # set: Output checks it
     if output.kind == "local":
         from dockyard.transfer.export import export_rootfs
