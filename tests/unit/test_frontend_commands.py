@@ -3,6 +3,8 @@ variables (and the errors found then), and docker's history text."""
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError, replace
+
 import pytest
 
 from dockyard.builder.frontend.commands import (
@@ -480,3 +482,20 @@ def test_backtick_escape_in_expansion() -> None:
     df = parse("# escape=`\nFROM a\nWORKDIR C:\\app\\`$A\n")
     workdir = parse_instruction(df.nodes[1], df.escape)
     assert workdir.expand(ENV).path == "C:\\app\\$A"
+
+
+def test_records_are_frozen_and_compare_by_fields() -> None:
+    """``records.record``: only ``__init__`` generated, yet frozen as a dataclass would be."""
+    workdir = one("WORKDIR /app\n")
+    assert isinstance(workdir, Workdir)
+    with pytest.raises(FrozenInstanceError):
+        workdir.path = "/other"  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        workdir.other = 1  # type: ignore[attr-defined]
+    with pytest.raises(FrozenInstanceError):
+        del workdir.path  # type: ignore[misc]
+    again = replace(workdir, path="/other")
+    assert (workdir.path, again.path) == ("/app", "/other")
+    assert workdir == one("WORKDIR /app\n") != again
+    assert len({KeyValue("a", "b"), KeyValue("a", "b"), KeyValue("a", "c")}) == 2
+    assert repr(KeyValue("a", "b")) == "KeyValue(key='a', value='b', legacy=False)"
