@@ -1,9 +1,10 @@
-"""One base for the frontend's frozen records: equality, hash, repr and the freeze written once.
+"""One base for the builder's frozen records: equality, hash, repr and the freeze written once.
 
 A frozen dataclass gets ``__init__``, ``__repr__``, ``__eq__``, ``__hash__``,
 ``__setattr__`` and ``__delattr__`` generated and compiled for it, one by one, when its
-module is imported; for the frontend's ~30 record types (instructions, nodes, mounts)
-that was most of its import time, and of a cached build's start-up. Declared with
+module is imported; for the builder's ~40 record types (instructions, nodes, mounts,
+stages, cache records, outputs) that was most of its import time, and of a cached
+build's start-up (issue 18). Declared with
 :func:`record` and derived from :class:`Record`, a record gets only its ``__init__``
 compiled, and behaves as before: its fields are set once, by ``__init__``, and never
 again (type checkers see a frozen dataclass); it is equal to a record of the same class
