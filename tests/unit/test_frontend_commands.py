@@ -3,7 +3,8 @@ variables (and the errors found then), and docker's history text."""
 
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError, replace
+import sys
+from dataclasses import FrozenInstanceError, is_dataclass, replace
 
 import pytest
 
@@ -499,3 +500,21 @@ def test_records_are_frozen_and_compare_by_fields() -> None:
     assert workdir == one("WORKDIR /app\n") != again
     assert len({KeyValue("a", "b"), KeyValue("a", "b"), KeyValue("a", "c")}) == 2
     assert repr(KeyValue("a", "b")) == "KeyValue(key='a', value='b', legacy=False)"
+
+
+def test_a_build_imports_no_frozen_dataclass() -> None:
+    """A frozen dataclass compiles six methods when imported: a build's frozen types are
+    ``records.record`` records, which compile only ``__init__`` (issue 18: start-up)."""
+    import dockyard.builder.outputs  # noqa: F401  (imports what every build needs)
+
+    frozen = [
+        f"{cls.__module__}.{cls.__qualname__}"
+        for name, module in list(sys.modules.items())
+        if name.startswith("dockyard.builder")
+        for cls in vars(module).values()
+        if isinstance(cls, type)
+        and cls.__module__ == name
+        and is_dataclass(cls)
+        and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    ]
+    assert frozen == []
