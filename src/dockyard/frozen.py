@@ -11,6 +11,7 @@ and :meth:`Frozen.replace` work from the fields as a frozen dataclass's do.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, ClassVar, NoReturn, Self
 
 
@@ -28,7 +29,9 @@ class Frozen:
     __slots__ = ()
     _fields: ClassVar[tuple[str, ...]] = ()
     _uncompared: ClassVar[frozenset[str]] = frozenset()
-    _compared: ClassVar[tuple[str, ...]] = ()
+    _key: ClassVar[attrgetter[Any]]
+    """The compared fields' values (in C, as dataclasses' generated code is: a tuple for
+    two or more, the value itself for one)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -37,7 +40,10 @@ class Frozen:
         if set(own) != set(cls.__dict__.get("__slots__", ())):
             raise TypeError(f"{cls.__qualname__}: __slots__ must name the annotated fields")
         cls._fields = (*cls._fields, *own)
-        cls._compared = tuple(name for name in cls._fields if name not in cls._uncompared)
+        compared = [name for name in cls._fields if name not in cls._uncompared]
+        if not compared:
+            raise TypeError(f"{cls.__qualname__}: no field to compare")
+        cls._key = attrgetter(*compared)
 
     def _set(self, *values: object) -> None:
         """Set every field, in ``_fields`` order (``__init__``'s way past the freeze)."""
@@ -53,17 +59,13 @@ class Frozen:
         copy._set(*values)
         return copy
 
-    def _key(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self._compared)
-
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        assert isinstance(other, Frozen)
-        return self._key() == other._key()
+        return self._key(self) == self._key(other)
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return hash(self._key(self))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)

@@ -8,7 +8,9 @@ import pickle
 import pytest
 
 from dockyard.frozen import Frozen, FrozenError
+from dockyard.oci.config import ImageConfig
 from dockyard.oci.descriptor import Descriptor, Platform
+from dockyard.oci.home import RawManifest
 from dockyard.reference import parse
 from dockyard.registry.client.client import RegistryManifest
 
@@ -61,10 +63,26 @@ def test_a_subclass_has_its_bases_fields_first_and_copies_and_pickles():
         assert again == manifest and type(again) is RegistryManifest
 
 
-def test_slots_must_name_the_annotated_fields():
+def test_slots_must_name_the_annotated_fields_and_one_be_compared():
     with pytest.raises(TypeError, match="__slots__ must name"):
 
         class Bad(Frozen):
             __slots__ = ("a",)
             a: int
             b: int
+
+    with pytest.raises(TypeError, match="no field to compare"):
+
+        class Blind(Frozen):
+            __slots__ = ("a",)
+            _uncompared = frozenset({"a"})
+            a: int
+
+
+def test_a_value_of_one_field_compares_and_hashes_by_it():
+    assert ImageConfig({"os": "linux"}) == ImageConfig({"os": "linux"}) != ImageConfig({})
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(ImageConfig({}))  # a dict field, as with a frozen dataclass
+    raw = RawManifest(b"{}", "m")
+    assert raw == RawManifest(b"{}", "m") != RawManifest(b"{}", "n")
+    assert hash(raw) == hash(RawManifest(b"{}", "m"))

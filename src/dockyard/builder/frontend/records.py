@@ -46,9 +46,10 @@ class Record:
 
     def __setattr__(self, name: str, value: object) -> None:
         """Set a field not yet set (what ``__init__`` does); any other assignment fails."""
-        if name not in self.__dataclass_fields__ or name in vars(self):
+        values = self.__dict__
+        if name in values or name not in self.__dataclass_fields__:
             raise FrozenInstanceError(f"cannot assign to field {name!r}")
-        object.__setattr__(self, name, value)
+        values[name] = value
 
     def __delattr__(self, name: str) -> None:
         raise FrozenInstanceError(f"cannot delete field {name!r}")
