@@ -26,7 +26,8 @@ points into a file.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from dockyard.frozen import Frozen
 
 
 class DockyardError(Exception):
@@ -89,13 +90,16 @@ class LocatedError(DockyardError):
         self.line = line
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Frozen):
     """One thing wrong with a file, where it is."""
 
+    __slots__ = ("field", "line", "message")
     field: str  # such as steps[2].timeout; empty for the file as a whole
     message: str
     line: int | None
+
+    def __init__(self, field: str, message: str, line: int | None) -> None:
+        self._set(field, message, line)
 
     def format(self, file: str) -> str:
         """``file:line: field: message``, leaving out what is unknown."""

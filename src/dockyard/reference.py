@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, replace
 
 from dockyard.errors import InvalidReference
+from dockyard.frozen import Frozen
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -28,14 +28,19 @@ _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
 MAX_NAME_LENGTH = 255
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(Frozen):
     """A parsed image reference. ``tag`` is None when only a digest was given."""
 
+    __slots__ = ("digest", "registry", "repository", "tag")
     registry: str
     repository: str
-    tag: str | None = None
-    digest: str | None = None
+    tag: str | None
+    digest: str | None
+
+    def __init__(
+        self, registry: str, repository: str, tag: str | None = None, digest: str | None = None
+    ) -> None:
+        self._set(registry, repository, tag, digest)
 
     @property
     def name(self) -> str:
@@ -48,10 +53,10 @@ class Reference:
         return self.digest or self.tag or DEFAULT_TAG
 
     def with_tag(self, tag: str) -> Reference:
-        return replace(self, tag=tag, digest=None)
+        return self.replace(tag=tag, digest=None)
 
     def with_digest(self, digest: str) -> Reference:
-        return replace(self, digest=digest)
+        return self.replace(digest=digest)
 
     def __str__(self) -> str:
         text = self.name

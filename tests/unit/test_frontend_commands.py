@@ -3,6 +3,11 @@ variables (and the errors found then), and docker's history text."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import FrozenInstanceError, replace
+
 import pytest
 
 from dockyard.builder.frontend.commands import (
@@ -480,3 +485,36 @@ def test_backtick_escape_in_expansion() -> None:
     df = parse("# escape=`\nFROM a\nWORKDIR C:\\app\\`$A\n")
     workdir = parse_instruction(df.nodes[1], df.escape)
     assert workdir.expand(ENV).path == "C:\\app\\$A"
+
+
+def test_records_are_frozen_and_compare_by_fields() -> None:
+    """``records.record``: only ``__init__`` generated, yet frozen as a dataclass would be."""
+    workdir = one("WORKDIR /app\n")
+    assert isinstance(workdir, Workdir)
+    with pytest.raises(FrozenInstanceError):
+        workdir.path = "/other"  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        workdir.other = 1  # type: ignore[attr-defined]
+    with pytest.raises(FrozenInstanceError):
+        del workdir.path  # type: ignore[misc]
+    again = replace(workdir, path="/other")
+    assert (workdir.path, again.path) == ("/app", "/other")
+    assert workdir == one("WORKDIR /app\n") != again
+    assert len({KeyValue("a", "b"), KeyValue("a", "b"), KeyValue("a", "c")}) == 2
+    assert repr(KeyValue("a", "b")) == "KeyValue(key='a', value='b', legacy=False)"
+
+
+def test_a_build_imports_no_frozen_dataclass() -> None:
+    """A frozen dataclass compiles six methods when imported: the frozen types a build
+    loads are ``records.record`` records, which compile only ``__init__`` (issue 18)."""
+    code = (
+        "import sys\nfrom dataclasses import is_dataclass\n"
+        "import dockyard.builder.outputs\n"  # what every build imports
+        "print(sorted(f'{c.__module__}.{c.__qualname__}' for n, m in list(sys.modules.items())"
+        " if n.startswith('dockyard.') for c in vars(m).values() if isinstance(c, type)"
+        " and c.__module__ == n and is_dataclass(c) and c.__dataclass_params__.frozen))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # this tree's dockyard
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

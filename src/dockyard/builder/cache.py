@@ -23,12 +23,12 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dockyard.builder.durability import RecordMarkers
+from dockyard.builder.frontend.records import Record, record
 from dockyard.errors import DockyardError
 from dockyard.files import atomic
 from dockyard.files.locking import FileLock
@@ -36,8 +36,8 @@ from dockyard.oci.descriptor import Descriptor
 from dockyard.store import Store
 
 
-@dataclass(frozen=True)
-class CacheRecord:
+@record
+class CacheRecord(Record):
     """A step's result: the layer it added, its diff ID and when it was made.
 
     ``layer`` is None if the step changed no file. ``created`` is its history time in

@@ -12,9 +12,9 @@ nothing: the fd still names the directory that was opened.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.builder.frontend.records import Record, record
 from dockyard.errors import BuildError
 from dockyard.runtime import inroot
 
@@ -92,8 +92,8 @@ class ConfinedDir:
         self.close()
 
 
-@dataclass(frozen=True)
-class ConfinedFile:
+@record
+class ConfinedFile(Record):
     """The file ``name`` (a relative path) inside the directory ``dir``."""
 
     dir: ConfinedDir

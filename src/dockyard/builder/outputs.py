@@ -13,12 +13,13 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dockyard.builder.builder import BuildOptions, BuildResult, Log
 from dockyard.builder.builder import build as run_build
+from dockyard.builder.frontend.records import Record, record
 from dockyard.errors import DockyardError
 from dockyard.reference import Reference, as_reference
 from dockyard.store import Store, as_store
@@ -28,8 +29,8 @@ TARBALLS = ("oci-archive", "docker-archive")
 BUILT_REPOSITORY = Reference("localhost", "dockyard-build")  # + @digest: a build's image
 
 
-@dataclass(frozen=True)
-class Output:
+@record
+class Output(Record):
     """Where a built image goes: a ``kind`` of home and its ``dest``.
 
     ``kind`` is one of :data:`OUTPUT_KINDS` (``oci`` is a layout directory); ``dest`` is
@@ -107,7 +108,7 @@ def export_built(store: Store, digest: str, output: Output, name: Reference | No
     from dockyard.transfer.copy import copy_image
     from dockyard.transfer.transports import FILE_KINDS
 
-    source = store.source(replace(BUILT_REPOSITORY, digest=digest))
+    source = store.source(BUILT_REPOSITORY.with_digest(digest))
     dest = Path(str(output.dest))  # set: Output checks it
     if output.kind == "local":
         from dockyard.transfer.export import export_rootfs

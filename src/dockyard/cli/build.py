@@ -224,12 +224,10 @@ def _capture(
 ) -> None:
     """Save the images the build read and the built image (by each -t, else by digest)
     to ``output``, and list them on stderr."""
-    from dataclasses import replace
-
     from dockyard.builder.outputs import BUILT_REPOSITORY
     from dockyard.transfer.capture import save_bundle
 
-    by_digest = replace(BUILT_REPOSITORY, digest=result.digest)
+    by_digest = BUILT_REPOSITORY.with_digest(result.digest)
     built = store.resolve(by_digest)
     names = options.tags or [by_digest]
     images = [*result.images.items(), *((name, built) for name in names)]

@@ -16,7 +16,6 @@ convert such an image to OCI on the way (:mod:`dockyard.transfer.convert`), unle
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -147,7 +146,7 @@ class OCILayout:
         annotations = {k: v for k, v in desc.annotations.items() if k != REF_NAME}
         if name is not None:
             annotations[REF_NAME] = name
-        entry = dataclasses.replace(desc, annotations=annotations)
+        entry = desc.replace(annotations=annotations)
 
         def same(old: Descriptor) -> bool:
             if name is None:
@@ -273,9 +272,7 @@ class LayoutDestination(BlobsDestination):
         self.annotations = dict(annotations or {})
 
     def commit(self) -> None:
-        self.layout.set_name(
-            self.tag, dataclasses.replace(self.root(), annotations=self.annotations)
-        )
+        self.layout.set_name(self.tag, self.root().replace(annotations=self.annotations))
 
     def abort(self) -> None:
         """Nothing to undo: unnamed blobs are harmless and pruned later."""

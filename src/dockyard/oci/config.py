@@ -11,29 +11,38 @@ them is skipped unseen.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from dockyard.frozen import Frozen
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """The ``PATH`` of an image that sets none, as docker and BuildKit give it on Linux."""
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
+class HistoryEntry(Frozen):
     """One entry of the config's ``history``: what made a layer (or an empty step)."""
 
+    __slots__ = ("author", "comment", "created", "created_by", "empty_layer")
     created: str
     created_by: str
     author: str
     comment: str
     empty_layer: bool
 
+    def __init__(
+        self, created: str, created_by: str, author: str, comment: str, empty_layer: bool
+    ) -> None:
+        self._set(created, created_by, author, comment, empty_layer)
 
-@dataclass(frozen=True)
-class ImageConfig:
+
+class ImageConfig(Frozen):
     """Read access to an image config document ``doc`` (kept as given)."""
 
+    __slots__ = ("doc",)
     doc: Mapping[str, Any]
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self._set(doc)
 
     @property
     def diff_ids(self) -> tuple[str, ...]:

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.errors import ManifestError
+from dockyard.frozen import Frozen
 from dockyard.oci import digest as digests
 
 _ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 
 
-@dataclass(frozen=True)
-class Platform:
-    os: str = "linux"
-    architecture: str = "amd64"
-    variant: str | None = None
-    os_version: str | None = None
+class Platform(Frozen):
+    __slots__ = ("architecture", "os", "os_version", "variant")
+    os: str
+    architecture: str
+    variant: str | None
+    os_version: str | None
+
+    def __init__(
+        self,
+        os: str = "linux",
+        architecture: str = "amd64",
+        variant: str | None = None,
+        os_version: str | None = None,
+    ) -> None:
+        self._set(os, architecture, variant, os_version)
 
     @classmethod
     def parse(cls, text: str) -> Platform:
@@ -63,15 +72,31 @@ def _default_variant(p: Platform) -> str | None:
     return {"arm64": "v8"}.get(p.architecture)
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(Frozen):
+    """A blob by media type, digest and size; ``annotations`` are not compared."""
+
+    __slots__ = ("annotations", "artifact_type", "digest", "media_type", "platform", "size", "urls")
+    _uncompared = frozenset({"annotations"})
     media_type: str
     digest: str
     size: int
-    annotations: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
-    platform: Platform | None = None
-    urls: tuple[str, ...] = ()
-    artifact_type: str | None = None
+    annotations: dict[str, str]
+    platform: Platform | None
+    urls: tuple[str, ...]
+    artifact_type: str | None
+
+    def __init__(
+        self,
+        media_type: str,
+        digest: str,
+        size: int,
+        annotations: dict[str, str] | None = None,
+        platform: Platform | None = None,
+        urls: tuple[str, ...] = (),
+        artifact_type: str | None = None,
+    ) -> None:
+        annotations = {} if annotations is None else annotations
+        self._set(media_type, digest, size, annotations, platform, urls, artifact_type)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "descriptor") -> Descriptor:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Protocol
 
+from dockyard.frozen import Frozen
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.streams import ReadCloser
 
@@ -23,12 +23,15 @@ BlobOpener = Callable[[], AbstractContextManager[ReadCloser]]
 """Opens a blob's bytes again from the start (for a destination that must retry)."""
 
 
-@dataclass(frozen=True)
-class RawManifest:
+class RawManifest(Frozen):
     """A manifest or index exactly as stored, with the media type it was served as."""
 
+    __slots__ = ("data", "media_type")
     data: bytes
     media_type: str
+
+    def __init__(self, data: bytes, media_type: str) -> None:
+        self._set(data, media_type)
 
 
 class ImageSource(Protocol):

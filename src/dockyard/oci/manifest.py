@@ -7,25 +7,36 @@ re-serialise a document we did not create.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from dockyard.errors import ManifestError
+from dockyard.frozen import Frozen
 from dockyard.oci import digest as digests
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.descriptor import Descriptor, Platform
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(Frozen):
     """A single-platform image manifest (OCI or Docker schema 2)."""
 
+    __slots__ = ("annotations", "config", "layers", "media_type", "raw", "subject")
     raw: bytes
     media_type: str
     config: Descriptor
     layers: tuple[Descriptor, ...]
     annotations: dict[str, str]
-    subject: Descriptor | None = None
+    subject: Descriptor | None
+
+    def __init__(
+        self,
+        raw: bytes,
+        media_type: str,
+        config: Descriptor,
+        layers: tuple[Descriptor, ...],
+        annotations: dict[str, str],
+        subject: Descriptor | None = None,
+    ) -> None:
+        self._set(raw, media_type, config, layers, annotations, subject)
 
     @property
     def digest(self) -> str:
@@ -40,14 +51,23 @@ class Manifest:
         return (self.config, *self.layers)
 
 
-@dataclass(frozen=True)
-class Index:
+class Index(Frozen):
     """An OCI image index or a Docker manifest list."""
 
+    __slots__ = ("annotations", "manifests", "media_type", "raw")
     raw: bytes
     media_type: str
     manifests: tuple[Descriptor, ...]
     annotations: dict[str, str]
+
+    def __init__(
+        self,
+        raw: bytes,
+        media_type: str,
+        manifests: tuple[Descriptor, ...],
+        annotations: dict[str, str],
+    ) -> None:
+        self._set(raw, media_type, manifests, annotations)
 
     @property
     def digest(self) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from dockyard.errors import DockyardError, InvalidReference, ManifestError, NotF
 from dockyard.files.blobdir import STALE_TEMP_SECONDS
 from dockyard.files.locking import FileLock
 from dockyard.files.unsynced import UnsyncedMarkers
+from dockyard.frozen import Frozen
 from dockyard.layout.oci_dir import LayoutImageSource, OCILayout, ref_name
 from dockyard.oci import manifest as manifests
 from dockyard.oci.config import ImageConfig
@@ -79,15 +79,25 @@ def ref_key(ref: Reference) -> str:
     raise InvalidReference(f"{ref}: a stored image needs a tag or a digest")
 
 
-@dataclass(frozen=True)
-class ImageInfo:
+class ImageInfo(Frozen):
     """One named image, as ``dockyard images`` lists it."""
 
+    __slots__ = ("created", "descriptor", "image_id", "ref", "size")
     ref: Reference
     descriptor: Descriptor
     image_id: str  # the config digest, as docker reports it
     created: datetime | None
     size: int  # bytes of the stored blobs (compressed layers, config, manifest)
+
+    def __init__(
+        self,
+        ref: Reference,
+        descriptor: Descriptor,
+        image_id: str,
+        created: datetime | None,
+        size: int,
+    ) -> None:
+        self._set(ref, descriptor, image_id, created, size)
 
 
 class Store:

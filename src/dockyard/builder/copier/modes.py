@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 
+from dockyard.builder.frontend.records import Record, record
 from dockyard.errors import DockyardError
 from dockyard.runtime import inroot
 
@@ -32,8 +32,8 @@ _ALL = 0xFFFF  # ^umask with umask 0, as a 16-bit modet
 _CLEAR, _SET, _GBITS, _OBITS, _UBITS = 1, 2, 4, 8, 16
 
 
-@dataclass(frozen=True)
-class _Cmd:
+@record
+class _Cmd(Record):
     cmd: str  # + - X u g o
     bits: int
     cmd2: int = 0
@@ -216,8 +216,8 @@ def _compress(cmds: list[_Cmd]) -> list[_Cmd]:
     return out
 
 
-@dataclass(frozen=True)
-class Chmod:
+@record
+class Chmod(Record):
     """A ``--chmod`` value: ``octal`` (``0o7777`` at most) or a symbolic :class:`ModeSet`."""
 
     octal: int | None = None

@@ -14,9 +14,10 @@ import hashlib
 import os
 import posixpath
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from dockyard.builder.frontend.records import Record, record
 
 _HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _CHUNK = 1 << 20
@@ -66,8 +67,8 @@ def parse_checksum(text: str) -> tuple[str, str]:
     return algorithm, encoded
 
 
-@dataclass(frozen=True)
-class Download:
+@record
+class Download(Record):
     """A URL fetched into ``path``: its sha256 ``digest``, name and mtime."""
 
     url: str

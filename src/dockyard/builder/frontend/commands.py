@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from dockyard.builder.frontend import golang
 from dockyard.builder.frontend.parser import DEFAULT_ESCAPE, Heredoc, heredoc_opening
-from dockyard.builder.frontend.records import Record
+from dockyard.builder.frontend.records import Record, record
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 from dockyard.errors import BuildError
 
@@ -78,7 +78,7 @@ _SIGNALS = frozenset(
 )
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Instruction(Record):
     """What every instruction carries: where it is and how it was written."""
 
@@ -114,7 +114,7 @@ class Instruction(Record):
         return expand
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class KeyValue(Record):
     """One ``key=value`` of ENV or LABEL; ``legacy`` for the ``ENV key value`` form."""
 
@@ -123,7 +123,7 @@ class KeyValue(Record):
     legacy: bool = False
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class ArgDef(Record):
     """One name of an ARG instruction and its value.
 
@@ -134,7 +134,7 @@ class ArgDef(Record):
     value: str | None = None
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class InlineSource(Record):
     """A COPY/ADD heredoc source: a file named ``path`` holding ``data``."""
 
@@ -143,7 +143,7 @@ class InlineSource(Record):
     expand: bool
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class From(Instruction):
     """``FROM [--platform=P] image [AS name]`` (the stage graph expands base/platform)."""
 
@@ -153,7 +153,7 @@ class From(Instruction):
     platform: str | None = None
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class RunScript(Record):
     """A heredoc RUN starting with ``#!``, run as a script as BuildKit does.
 
@@ -163,7 +163,7 @@ class RunScript(Record):
     data: str
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Run(Instruction):
     """``RUN``: shell form (``shell_form``) or exec form, heredocs, mounts, network."""
 
@@ -247,7 +247,7 @@ class Run(Instruction):
         return "RUN " + " ".join([*prefix, *args]) + BUILDKIT_SUFFIX
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class _CommandLine(Instruction):
     command: tuple[str, ...]
     shell_form: bool
@@ -275,7 +275,7 @@ class Entrypoint(_CommandLine):  # no fields of its own: not a dataclass of its 
     keyword: ClassVar[str] = "ENTRYPOINT"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Shell(Instruction):
     """``SHELL ["executable", "params"]`` (JSON form only)."""
 
@@ -286,7 +286,7 @@ class Shell(Instruction):
         return f"SHELL {golang.format_list(self.shell)}"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class _KeyValues(Instruction):
     pairs: tuple[KeyValue, ...]
 
@@ -315,7 +315,7 @@ class Label(_KeyValues):  # no fields of its own: not a dataclass of its own
     keyword: ClassVar[str] = "LABEL"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Maintainer(Instruction):
     """``MAINTAINER name`` (deprecated): docker sets the image's ``author``."""
 
@@ -326,7 +326,7 @@ class Maintainer(Instruction):
         return f"MAINTAINER {self.maintainer}"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Arg(Instruction):
     """``ARG a b=default ...``: values are resolved by ``StageScope.apply``.
 
@@ -342,7 +342,7 @@ class Arg(Instruction):
         )
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Expose(Instruction):
     """``EXPOSE 80 53/udp 8000-8002``.
 
@@ -371,7 +371,7 @@ class Expose(Instruction):
         return f"EXPOSE {golang.format_list(self.ports)}"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Volume(Instruction):
     """``VOLUME ["/a", "/b"]`` or ``VOLUME /a /b``."""
 
@@ -389,7 +389,7 @@ class Volume(Instruction):
         return f"VOLUME {golang.format_list(self.volumes)}"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class User(Instruction):
     """``USER user[:group]``."""
 
@@ -408,7 +408,7 @@ class User(Instruction):
         return f"USER {self.user}"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Workdir(Instruction):
     """``WORKDIR path``: relative paths join the previous working directory.
 
@@ -430,7 +430,7 @@ class Workdir(Instruction):
         return f"WORKDIR {workdir}"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class StopSignal(Instruction):
     """``STOPSIGNAL SIGTERM`` (a name with or without ``SIG``, or a number)."""
 
@@ -447,7 +447,7 @@ class StopSignal(Instruction):
         return f"STOPSIGNAL {self.signal}"
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Healthcheck(Instruction):
     """``HEALTHCHECK NONE`` or ``HEALTHCHECK [--interval=..] CMD ...``.
 
@@ -470,7 +470,7 @@ class Healthcheck(Instruction):
         )
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Onbuild(Instruction):
     """``ONBUILD <instruction>``; writes no history entry.
 
@@ -480,7 +480,7 @@ class Onbuild(Instruction):
     expression: str
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class _CopyBase(Instruction):
     sources: tuple[str, ...]  # context paths, URLs (ADD), or paths in --from
     dest: str
@@ -527,7 +527,7 @@ class _CopyBase(Instruction):
         return " ".join([*parts, self.dest]) + BUILDKIT_SUFFIX
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Copy(_CopyBase):
     """``COPY``: files from the context, a stage or an image into the stage.
 
@@ -543,7 +543,7 @@ class Copy(_CopyBase):
         return self._history(["--parents"] if self.parents else [])
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+@record(kw_only=True)
 class Add(_CopyBase):
     """``ADD``: like COPY, but local archives unpack and URLs download.
 

@@ -19,17 +19,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from dockyard.builder.confined import ConfinedDir, ConfinedFile
 from dockyard.builder.frontend.golang import clean_path
+from dockyard.builder.frontend.records import Record, record
 from dockyard.errors import BuildError
 
 _WILDCARDS = "*?[\\"
 
 
-@dataclass(frozen=True)
-class _Pattern:
+@record
+class _Pattern(Record):
     text: str  # cleaned, without the "!"
     exception: bool
     match: Callable[[str], bool]

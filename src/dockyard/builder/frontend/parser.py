@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from dockyard.builder.frontend.records import Record
+from dockyard.builder.frontend.records import Record, record
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 from dockyard.errors import BuildError
 
@@ -32,7 +32,7 @@ _HEREDOC = re.compile(r"(\d*)<<(-?)\s*([^<]*)\Z", re.ASCII)
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class BuildWarning(Record):
     """Something docker accepts but warns about (empty continuation line, unused build-arg)."""
 
@@ -45,7 +45,7 @@ class BuildWarning(Record):
         return f"{where}{self.message}"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Heredoc(Record):
     """One here-document: ``content`` is the body as written, newlines included."""
 
@@ -61,7 +61,7 @@ class Heredoc(Record):
         return _LEADING_TABS.sub("", self.content) if self.chomp else self.content
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Node(Record):
     """One instruction as written: a logical line plus the heredoc bodies that follow it."""
 
@@ -81,7 +81,7 @@ class Node(Record):
         return self.command.lower()
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Dockerfile(Record):
     """A parsed Dockerfile: its nodes and parser directives."""
 

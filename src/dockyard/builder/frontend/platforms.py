@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import platform as _host
 import re
-from dataclasses import dataclass
+
+from dockyard.builder.frontend.records import Record, record
 
 _KNOWN_OS = frozenset(
     {
@@ -94,8 +95,8 @@ def normalize_arch(arch: str, variant: str) -> tuple[str, str]:
     return arch, variant
 
 
-@dataclass(frozen=True)
-class Platform:
+@record
+class Platform(Record):
     """An OS/architecture/variant triple."""
 
     os: str

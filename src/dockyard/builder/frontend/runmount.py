@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dockyard.builder.frontend import golang
-from dockyard.builder.frontend.records import Record
+from dockyard.builder.frontend.records import Record, record
 from dockyard.builder.frontend.suggest import did_you_mean
 
 _MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
@@ -33,7 +33,7 @@ _KEYS_OF_TYPE = {"required": ("secret", "ssh"), "size": ("tmpfs",)}
 _RAM_SIZE = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record
 class Mount(Record):
     """One ``RUN --mount``, validated, with BuildKit's defaults applied.
 

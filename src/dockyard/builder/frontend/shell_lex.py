@@ -18,17 +18,17 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from dockyard.builder.frontend.golang import quote
+from dockyard.builder.frontend.records import Record, record
 
 
 class ExpansionError(ValueError):
     """A malformed expression (``${V``, ``${V:=x}``) or ``${V?msg}`` with V unset."""
 
 
-@dataclass(frozen=True)
-class Expansion:
+@record
+class Expansion(Record):
     """The outcome of expanding one string."""
 
     result: str

@@ -36,6 +36,7 @@ from dockyard.builder.frontend.commands import (
 from dockyard.builder.frontend.parse import parse_instruction
 from dockyard.builder.frontend.parser import BuildWarning, Dockerfile, parse
 from dockyard.builder.frontend.platforms import Platform
+from dockyard.builder.frontend.records import Record, record
 from dockyard.builder.frontend.shell_lex import ExpansionError, Lex
 from dockyard.builder.frontend.suggest import did_you_mean
 from dockyard.errors import BuildError, InvalidReference
@@ -46,8 +47,8 @@ _RESERVED_STAGE_NAMES = ("context", "scratch")
 _INDEX = re.compile(r"[+-]?[0-9]+\Z")
 
 
-@dataclass(frozen=True)
-class Stage:
+@record
+class Stage(Record):
     """One ``FROM`` and the instructions up to the next one."""
 
     index: int
@@ -158,8 +159,8 @@ class StageScope:
         return self.env | {k: v for k, v in self._plan.proxy_env.items() if k not in self.env}
 
 
-@dataclass(frozen=True)
-class BuildPlan:
+@record
+class BuildPlan(Record):
     """What to build: all stages, the target, and the stages it needs."""
 
     dockerfile: Dockerfile

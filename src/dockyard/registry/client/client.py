@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -57,11 +56,14 @@ _ERROR_BODY_LIMIT = 64 << 10
 _OK = range(200, 300)
 
 
-@dataclass(frozen=True)
 class RegistryManifest(RawManifest):
     """A manifest as the registry served it, with its digest (verified against the bytes)."""
 
+    __slots__ = ("digest",)
     digest: str
+
+    def __init__(self, data: bytes, media_type: str, digest: str) -> None:
+        self._set(data, media_type, digest)
 
 
 class _Restart(Exception):
