@@ -99,7 +99,7 @@ class Problem(Frozen):
     line: int | None
 
     def __init__(self, field: str, message: str, line: int | None) -> None:
-        self._set(field, message, line)
+        self._set(field=field, message=message, line=line)
 
     def format(self, file: str) -> str:
         """``file:line: field: message``, leaving out what is unknown."""

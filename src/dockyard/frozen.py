@@ -5,14 +5,14 @@ imports :mod:`inspect`) and generating each class's methods cost more than listi
 store: ~7 ms and ~1 ms a class here. The values every command reads (references,
 descriptors, manifests, image configs) are therefore :class:`Frozen`: a subclass
 annotates its fields, names them in ``__slots__`` too and sets them in its typed
-``__init__`` with :meth:`Frozen._set`; equality, hashing, ``repr``, copying, pickling
+``__init__`` with :meth:`Frozen._set` (by name); equality, hashing, ``repr``, copying, pickling
 and :meth:`Frozen.replace` work from the fields as a frozen dataclass's do.
 """
 
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any, ClassVar, NoReturn, Self
+from typing import Any, ClassVar, NoReturn, Self, cast
 
 
 class FrozenError(AttributeError):
@@ -45,19 +45,24 @@ class Frozen:
             raise TypeError(f"{cls.__qualname__}: no field to compare")
         cls._key = attrgetter(*compared)
 
-    def _set(self, *values: object) -> None:
-        """Set every field, in ``_fields`` order (``__init__``'s way past the freeze)."""
-        for name, value in zip(self._fields, values, strict=True):
-            object.__setattr__(self, name, value)
+    def _set(self, **values: object) -> None:
+        """Set every field, each by its name (``__init__``'s way past the freeze)."""
+        try:
+            if len(values) != len(self._fields):
+                raise KeyError
+            for name in self._fields:
+                object.__setattr__(self, name, values[name])
+        except KeyError:
+            wrong = sorted(set(values).symmetric_difference(self._fields))
+            raise TypeError(f"{type(self).__name__}: fields {wrong} set wrongly") from None
 
     def replace(self, **changes: Any) -> Self:
         """A copy with the fields in ``changes`` changed (``dataclasses.replace``)."""
-        values = [changes.pop(name, getattr(self, name)) for name in self._fields]
-        if changes:
-            raise TypeError(f"{type(self).__name__} has no field {next(iter(changes))!r}")
-        copy = object.__new__(type(self))
-        copy._set(*values)
-        return copy
+        unknown = changes.keys() - set(self._fields)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {min(unknown)!r}")
+        values = {name: changes.get(name, getattr(self, name)) for name in self._fields}
+        return cast(Self, _rebuild(type(self), values))
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -71,11 +76,18 @@ class Frozen:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
         return f"{type(self).__qualname__}({fields})"
 
-    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
-        return type(self), tuple(getattr(self, name) for name in self._fields)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), {name: getattr(self, name) for name in self._fields})
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise FrozenError(f"cannot assign to field {name!r}")
 
     def __delattr__(self, name: str) -> NoReturn:
         raise FrozenError(f"cannot delete field {name!r}")
+
+
+def _rebuild(cls: type[Frozen], values: dict[str, object]) -> Frozen:
+    """A copy or an unpickled value: its fields set by name, no ``__init__`` run."""
+    value = object.__new__(cls)
+    value._set(**values)
+    return value

@@ -40,7 +40,7 @@ class Reference(Frozen):
     def __init__(
         self, registry: str, repository: str, tag: str | None = None, digest: str | None = None
     ) -> None:
-        self._set(registry, repository, tag, digest)
+        self._set(registry=registry, repository=repository, tag=tag, digest=digest)
 
     @property
     def name(self) -> str:

@@ -86,3 +86,27 @@ def test_a_value_of_one_field_compares_and_hashes_by_it():
     raw = RawManifest(b"{}", "m")
     assert raw == RawManifest(b"{}", "m") != RawManifest(b"{}", "n")
     assert hash(raw) == hash(RawManifest(b"{}", "m"))
+
+
+def test_init_sets_fields_by_name_so_their_order_cannot_swap_them():
+    class Pair(Frozen):
+        __slots__ = ("left", "right")
+        left: str
+        right: int
+
+        def __init__(self, right: int, left: str) -> None:  # not in field order
+            self._set(right=right, left=left)
+
+    class Broken(Frozen):
+        __slots__ = ("left", "right")
+        left: str
+        right: int
+
+        def __init__(self, left: str) -> None:
+            self._set(left=left, rigth=0)
+
+    pair = Pair(1, "a")
+    assert (pair.left, pair.right) == ("a", 1)
+    assert copy.deepcopy(pair) == pair == pair.replace(left="a") != pair.replace(right=2)
+    with pytest.raises(TypeError, match="rigth"):
+        Broken("a")

@@ -32,7 +32,13 @@ class HistoryEntry(Frozen):
     def __init__(
         self, created: str, created_by: str, author: str, comment: str, empty_layer: bool
     ) -> None:
-        self._set(created, created_by, author, comment, empty_layer)
+        self._set(
+            created=created,
+            created_by=created_by,
+            author=author,
+            comment=comment,
+            empty_layer=empty_layer,
+        )
 
 
 class ImageConfig(Frozen):
@@ -42,7 +48,7 @@ class ImageConfig(Frozen):
     doc: Mapping[str, Any]
 
     def __init__(self, doc: Mapping[str, Any]) -> None:
-        self._set(doc)
+        self._set(doc=doc)
 
     @property
     def diff_ids(self) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ class Platform(Frozen):
         variant: str | None = None,
         os_version: str | None = None,
     ) -> None:
-        self._set(os, architecture, variant, os_version)
+        self._set(os=os, architecture=architecture, variant=variant, os_version=os_version)
 
     @classmethod
     def parse(cls, text: str) -> Platform:
@@ -96,7 +96,15 @@ class Descriptor(Frozen):
         artifact_type: str | None = None,
     ) -> None:
         annotations = {} if annotations is None else annotations
-        self._set(media_type, digest, size, annotations, platform, urls, artifact_type)
+        self._set(
+            media_type=media_type,
+            digest=digest,
+            size=size,
+            annotations=annotations,
+            platform=platform,
+            urls=urls,
+            artifact_type=artifact_type,
+        )
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "descriptor") -> Descriptor:

@@ -31,7 +31,7 @@ class RawManifest(Frozen):
     media_type: str
 
     def __init__(self, data: bytes, media_type: str) -> None:
-        self._set(data, media_type)
+        self._set(data=data, media_type=media_type)
 
 
 class ImageSource(Protocol):

@@ -36,7 +36,14 @@ class Manifest(Frozen):
         annotations: dict[str, str],
         subject: Descriptor | None = None,
     ) -> None:
-        self._set(raw, media_type, config, layers, annotations, subject)
+        self._set(
+            raw=raw,
+            media_type=media_type,
+            config=config,
+            layers=layers,
+            annotations=annotations,
+            subject=subject,
+        )
 
     @property
     def digest(self) -> str:
@@ -67,7 +74,7 @@ class Index(Frozen):
         manifests: tuple[Descriptor, ...],
         annotations: dict[str, str],
     ) -> None:
-        self._set(raw, media_type, manifests, annotations)
+        self._set(raw=raw, media_type=media_type, manifests=manifests, annotations=annotations)
 
     @property
     def digest(self) -> str:

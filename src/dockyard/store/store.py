@@ -97,7 +97,7 @@ class ImageInfo(Frozen):
         created: datetime | None,
         size: int,
     ) -> None:
-        self._set(ref, descriptor, image_id, created, size)
+        self._set(ref=ref, descriptor=descriptor, image_id=image_id, created=created, size=size)
 
 
 class Store:

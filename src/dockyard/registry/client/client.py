@@ -63,7 +63,7 @@ class RegistryManifest(RawManifest):
     digest: str
 
     def __init__(self, data: bytes, media_type: str, digest: str) -> None:
-        self._set(data, media_type, digest)
+        self._set(data=data, media_type=media_type, digest=digest)
 
 
 class _Restart(Exception):
