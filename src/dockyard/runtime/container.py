@@ -57,6 +57,7 @@ RUNC = "runc"
 RUNC_DIR = "runc"
 BUNDLES_DIR = "bundles"
 HOLDS_DIR = "container-holds"
+PID_FILE = "init.pid"  # in the bundle: the first process's pid (runc run --pid-file)
 KILL_GRACE = 10.0  # seconds to wait for the container to go after SIGKILL
 
 OutputCallback = Callable[[str, bytes], None]
@@ -253,6 +254,8 @@ class Container:
                 "run",
                 "--bundle",
                 str(self.bundle),
+                "--pid-file",
+                str(self.bundle / PID_FILE),
                 self.id,
             ],
             stdin=stdin if stdin is not None or config.terminal else subprocess.DEVNULL,
@@ -297,7 +300,14 @@ class Container:
         """
         if self._started().poll() is not None:
             return False
-        return signal_first(self.runc_root, self.id, signum)
+        try:  # runc writes it once the process exists: what ``runc state`` would ask it
+            pid = int((self.bundle / PID_FILE).read_text())
+        except (OSError, ValueError):
+            return False  # not started yet, so no handler yet
+        if pid <= 0 or not _catches(pid, signum):
+            return False
+        self._runc_quiet("kill", self.id, str(signum))
+        return True
 
     def wait_started(self) -> None:
         """Return once runc says the process runs, or has ended (:meth:`wait` then tells how).
