@@ -10,7 +10,8 @@ waits for the process and removes the container's state and cgroups when it exit
 and its exit status is the container's (128 + N after signal N). Its own failures are
 told apart from the command's through its JSON log (``--log``). Its state lives in
 ``<store root>/runc`` (``--root``), so other runc users never see our containers; the
-bundle (``config.json``, the ``/etc`` files) in ``<store root>/bundles/<id>``.
+bundle (``config.json``, the ``/etc`` files, runc's ``--pid-file``) in
+``<store root>/bundles/<id>``.
 
 Stopping is ``runc kill --all ID KILL``: every process of the container's pid namespace
 and cgroup, so a timeout ends the whole tree (:meth:`~Container.send_signal` may first
