@@ -34,6 +34,7 @@ from dockyard.runtime import (
 )
 from dockyard.runtime.container import (
     BUNDLES_DIR,
+    PID_FILE,
     kill_all,
     reap_orphans,
     signal_first,
@@ -402,6 +403,26 @@ def test_a_signal_goes_to_the_first_process_only_if_it_catches_it(rootfs, busybo
         assert c.wait(30) == 7
         assert out.stdout == "up\ngot it\n"
         assert not signal_first(c.runc_root, c.id, signal.SIGTERM)  # it has ended
+
+
+def test_send_signal_finds_the_first_process_without_asking_runc(rootfs, busybox_image):
+    out = Output()
+    script = "trap 'echo got it; exit 7' TERM; echo up; while :; do sleep 0.1; done"
+    with Container(rootfs, sh(script), root=busybox_image.store.root, on_output=out) as c:
+        _until(lambda: out.stdout == "up\n")
+        assert (c.bundle / PID_FILE).exists()  # runc's --pid-file: no ``runc state`` needed
+        assert c.send_signal(signal.SIGTERM)
+        assert c.wait(30) == 7
+        assert not c.send_signal(signal.SIGTERM)  # it has ended
+    with Container(
+        rootfs,
+        sh("echo up; exec sleep 1725"),
+        root=busybox_image.store.root,
+        on_output=(out := Output()),
+    ) as c:
+        _until(lambda: out.stdout == "up\n")
+        assert not c.send_signal(signal.SIGTERM)  # an init without a handler drops it
+        assert _runc_status(c) == "running"
 
 
 def test_kill_all_ends_an_init_that_ignores_signals_and_its_children(rootfs, busybox_image):

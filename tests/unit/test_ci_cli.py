@@ -1,11 +1,15 @@
-"""``dockyard ci`` options: secrets from flags, the environment and files."""
+"""``dockyard ci`` options: secrets from flags, the environment and files; the default
+branch and commit, from git."""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
 
 import click
 import pytest
 
-from dockyard.cli.ci import _secrets
+from dockyard.cli.ci import _git_head, _secrets
 
 
 def test_secrets_from_flags_env_and_files(tmp_path, monkeypatch):
@@ -48,3 +52,20 @@ def test_secret_names_are_checked_as_every_key_value_option_checks_them():
         _secrets((" TOKEN=x",), False, ())
     with pytest.raises(click.BadParameter, match="expected KEY=VALUE"):
         _secrets(("=x",), False, ())
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_default_branch_and_commit_come_from_the_work_tree(tmp_path):
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    assert _git_head(tmp_path) == (None, None)  # not a work tree
+    git("init", "-q", "-b", "feature/x")
+    assert _git_head(tmp_path) == (None, None)  # no commit yet
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "m")
+    commit = git("rev-parse", "HEAD")
+    assert _git_head(tmp_path) == (commit, "feature/x")
+    git("checkout", "-q", "--detach")
+    assert _git_head(tmp_path) == (commit, None)  # a detached HEAD is on no branch

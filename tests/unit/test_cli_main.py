@@ -119,6 +119,43 @@ def run_main(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
+def test_what_lives_at_exit_is_frozen_not_collected_by_the_teardown():
+    # A handler registered before main() runs after main's own: by then, all is frozen.
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen:', gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['dockyard', '--help']\n"
+        "from dockyard.cli.main import main\nmain()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "100"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "frozen: True"
+
+
+def test_collection_is_back_once_the_command_is_imported():
+    # off while modules are imported; then on, with what they made frozen out of its way
+    code = (
+        "import gc, sys\n"
+        "sys.argv = ['dockyard', 'tag', '--help']\n"
+        "from dockyard.cli.main import main\n"
+        "try:\n    main()\n"
+        "finally:\n    print('after:', gc.isenabled(), gc.get_freeze_count() > 0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.stdout.startswith("Usage: dockyard tag"), done.stderr
+    assert done.stdout.splitlines()[-1] == "after: True True"
+
+
 def test_images_loads_no_click_and_errors_in_one_line(tmp_path):
     done = run_main(["dockyard", "images"], {"DOCKYARD_ROOT": str(tmp_path)})
     assert (done.returncode, done.stdout) == (0, "REPOSITORY  TAG  IMAGE ID  CREATED  SIZE\n")

@@ -112,13 +112,17 @@ def run(
     from dockyard.ci.pipeline import DEFAULT_FILE
 
     pipeline = load_pipeline(file or directory / DEFAULT_FILE, within=None if file else directory)
+    if branch is None or commit is None:
+        git_commit, git_branch = _git_head(directory)
+        branch = git_branch if branch is None else branch
+        commit = git_commit if commit is None else commit
     options = RunOptions(
         store_root=open_store().root,
         source=directory,
         secrets=_secrets(secrets, from_env, secrets_files),
         env=parse_pairs(env, "--env"),
-        branch=branch if branch is not None else _git(directory, "--abbrev-ref", "HEAD"),
-        commit=commit if commit is not None else _git(directory, "HEAD"),
+        branch=branch,
+        commit=commit,
         event=event,
         only=only,
         allow_host_credentials=allow_host_credentials,
@@ -411,21 +415,24 @@ def _secrets(values: tuple[str, ...], from_env: bool, files: tuple[Path, ...]) -
     return secrets
 
 
-def _git(directory: Path, *rev: str) -> str | None:
-    """``git rev-parse REV`` in the work tree at ``directory`` (the checked-out branch
-    for ``--abbrev-ref HEAD``, the commit for ``HEAD``), if it is one."""
+def _git_head(directory: Path) -> tuple[str | None, str | None]:
+    """The commit and the checked-out branch of the work tree at ``directory``, if it is
+    one (None for what it has not: no commit yet, a detached HEAD), from one ``git``."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", *rev],
+            ["git", "-C", str(directory), "rev-parse", "HEAD", "--abbrev-ref", "HEAD"],
             capture_output=True,
             text=True,
             timeout=10,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    branch = out.stdout.strip()
-    return branch if out.returncode == 0 and branch and branch != "HEAD" else None
+        return None, None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2:
+        return None, None
+    commit, branch = lines
+    return commit, branch if branch != "HEAD" else None
 
 
 def _sigterm_as_sigint(signum: int, frame: object) -> None:

@@ -10,6 +10,9 @@ click costs as much as Python's own start.
 
 from __future__ import annotations
 
+import atexit
+import gc
+import importlib
 import os
 import sys
 
@@ -147,6 +150,15 @@ def __getattr__(name: str) -> object:
 
 
 def main() -> None:
+    # The interpreter's teardown collects garbage as it clears each module: after click,
+    # pydantic and a pipeline run, 40-100 ms here, as long as a container's start. What
+    # still lives at exit is frozen instead (the OS frees it); exit handlers, thread
+    # joins and flushes all still run. Registered first, it runs after every other one.
+    atexit.register(gc.freeze)
+    # Imports make objects that live on: collecting while they come finds nothing to free
+    # (~10-30 ms of a run here). Collection is back once the command is imported
+    # (:func:`_import_command`).
+    gc.disable()
     help_text = fast_help(sys.argv)
     if help_text is not None:
         sys.stdout.write(help_text)
@@ -173,6 +185,7 @@ def main() -> None:
     # registry command here (selenium brings trio along), for a library we never use.
     sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
     try:
+        _import_command(sys.argv)
         sys.exit(cli.main(standalone_mode=False) or 0)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
@@ -186,6 +199,17 @@ def main() -> None:
         sys.exit(130)
     except Exception as e:
         _fail(e, debug)
+
+
+def _import_command(argv: list[str]) -> None:
+    """Import the module of the command ``argv`` names, then collect garbage again, with
+    what is imported so far frozen out of the collector's sight (it lives on)."""
+    for arg in argv[1:]:
+        if arg in COMMANDS:  # the first word naming one (if an option's value, no harm)
+            importlib.import_module(COMMANDS[arg][0])
+            break
+    gc.freeze()
+    gc.enable()
 
 
 def _fail(error: Exception, debug: bool) -> NoReturn:

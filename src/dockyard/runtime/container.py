@@ -10,7 +10,8 @@ waits for the process and removes the container's state and cgroups when it exit
 and its exit status is the container's (128 + N after signal N). Its own failures are
 told apart from the command's through its JSON log (``--log``). Its state lives in
 ``<store root>/runc`` (``--root``), so other runc users never see our containers; the
-bundle (``config.json``, the ``/etc`` files) in ``<store root>/bundles/<id>``.
+bundle (``config.json``, the ``/etc`` files, runc's ``--pid-file``) in
+``<store root>/bundles/<id>``.
 
 Stopping is ``runc kill --all ID KILL``: every process of the container's pid namespace
 and cgroup, so a timeout ends the whole tree (:meth:`~Container.send_signal` may first
@@ -57,6 +58,7 @@ RUNC = "runc"
 RUNC_DIR = "runc"
 BUNDLES_DIR = "bundles"
 HOLDS_DIR = "container-holds"
+PID_FILE = "init.pid"  # in the bundle: the first process's pid (runc run --pid-file)
 KILL_GRACE = 10.0  # seconds to wait for the container to go after SIGKILL
 
 OutputCallback = Callable[[str, bytes], None]
@@ -253,6 +255,8 @@ class Container:
                 "run",
                 "--bundle",
                 str(self.bundle),
+                "--pid-file",
+                str(self.bundle / PID_FILE),
                 self.id,
             ],
             stdin=stdin if stdin is not None or config.terminal else subprocess.DEVNULL,
@@ -297,7 +301,14 @@ class Container:
         """
         if self._started().poll() is not None:
             return False
-        return signal_first(self.runc_root, self.id, signum)
+        try:  # runc writes it once the process exists: what ``runc state`` would ask it
+            pid = int((self.bundle / PID_FILE).read_text())
+        except (OSError, ValueError):
+            return False  # not started yet, so no handler yet
+        if pid <= 0 or not _catches(pid, signum):
+            return False
+        self._runc_quiet("kill", self.id, str(signum))
+        return True
 
     def wait_started(self) -> None:
         """Return once runc says the process runs, or has ended (:meth:`wait` then tells how).
