@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.builder.frontend.golang import quote
+from dockyard.builder.incremental import CopyRecord
 from dockyard.builder.lineage import LastRun
 from dockyard.errors import BuildError
 from dockyard.layers import PackedLayer, pack
@@ -47,6 +48,7 @@ class StepLayer:
     packed: PackedLayer | None
     chain: str | None = None
     kept: bool = False  # the layer is the last run's: this run made the same files
+    copy: CopyRecord | None = None  # a COPY's note for its next run (see .incremental)
 
 
 def fits_in_memory(footprint: int) -> bool:
@@ -126,7 +128,7 @@ class StepRunner:
     def detached(
         self,
         state,
-        work: Callable[[Path], None],
+        work: Callable[[Path], object],
         *,
         last: LastRun | None = None,
         in_memory: bool = False,
@@ -145,6 +147,32 @@ class StepRunner:
             return root
 
         return self._step(state, make_upper, False, last, in_memory, keep_if_same)
+
+    def rebuild(
+        self, state, last: LastRun, build: Callable[[Path, Path], None]
+    ) -> StepLayer | None:
+        """The layer and snapshot above ``state`` made from ``last``'s snapshot, without an overlay.
+
+        ``build(donor, target)`` fills the empty dir ``target`` with what the step's
+        upper dir would hold, from ``last``'s snapshot ``donor``; ``target`` is then
+        packed and becomes the snapshot. None if that snapshot is gone."""
+        donor = self.snapshots.holding(last.chain)
+        if donor is None:
+            return None
+        with self.snapshots.scratch() as scratch:
+            target = scratch / "snapshot"
+            target.mkdir()
+            build(donor, target)
+            parent = chain_ids(state.diff_ids)
+            with self.store.lease(), self.store.blobs.ingest() as blob:
+                packed = pack(
+                    target, blob.file, overlay=True, source_date_epoch=self.source_date_epoch
+                )
+                blob.commit(packed.digest)
+                self.blob_hold.add([packed.digest])
+            chain = chain_id(parent[-1] if parent else None, packed.diff_id)
+            self.snapshots.commit(target, chain)
+        return StepLayer(packed, chain)
 
     def _step(
         self,

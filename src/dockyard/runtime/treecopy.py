@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from dockyard.layers import whiteouts
@@ -150,6 +151,59 @@ class _Copier:
         for attr, value in (_entry_xattrs(src, name) or {}).items():
             os.setxattr(f"/proc/self/fd/{dst}/{name}", attr, value, follow_symlinks=False)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst, follow_symlinks=False)
+
+
+def clone_tree(source: str, target: str, *, skip: Collection[str] = ()) -> TreeCopyStats:
+    """Make the existing empty directory ``target`` a copy of the snapshot ``source`` that
+    shares every inode but those of its directories.
+
+    Non-directories are linked (copied where an inode is at its link limit), directories
+    made anew with ``source``'s metadata, kept xattrs included. The non-directories at the
+    relative paths in ``skip`` are left out. Unlike :func:`copy_tree` nothing is compared:
+    ``source`` is a snapshot, which is never written once made."""
+    stats = TreeCopyStats()
+    src = os.open(source, _DIR)
+    try:
+        dst = os.open(target, _DIR)
+        try:
+            _clone_dir(_Copier(stats, os.path.abspath(target)), src, dst, "", frozenset(skip))
+            _set_meta(dst, os.fstat(src), _xattrs(src))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return stats
+
+
+def _clone_dir(copier: _Copier, src: int, dst: int, rel: str, skip: frozenset[str]) -> None:
+    with os.scandir(src) as listing:
+        children = [(child.name, child.is_dir(follow_symlinks=False)) for child in listing]
+    for name, is_dir in children:
+        path = f"{rel}/{name}" if rel else name
+        if is_dir:
+            os.mkdir(name, 0o700, dir_fd=dst)
+            copier.stats.copied += 1
+            sub_src = os.open(name, _DIR, dir_fd=src)
+            try:
+                sub_dst = os.open(name, _DIR, dir_fd=dst)
+                try:
+                    _clone_dir(copier, sub_src, sub_dst, path, skip)
+                    _set_meta(sub_dst, os.fstat(sub_src), _xattrs(sub_src))
+                finally:
+                    os.close(sub_dst)
+            finally:
+                os.close(sub_src)
+            continue
+        if path in skip:
+            continue
+        try:
+            os.link(name, name, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
+            copier.stats.shared += 1
+        except OSError as e:
+            if e.errno != errno.EMLINK:
+                raise
+            copier._copy_entry(src, dst, name, os.lstat(name, dir_fd=src))
+            copier.stats.copied += 1
 
 
 def _identical(src: int, donor: int, name: str, st: os.stat_result) -> bool:
