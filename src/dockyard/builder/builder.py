@@ -767,13 +767,12 @@ class Builder:
             }
 
             def execute(last: LastRun | None, keep: bool) -> StepLayer:
-                in_memory = self._fits_in_memory(copy_plan)
                 if instr.link:
                     return self.steps.detached(
                         state,
                         lambda root: copier.execute_copy(copy_plan, root, workdir=workdir),
                         last=last,
-                        in_memory=in_memory,
+                        in_memory=self._fits_in_memory(copy_plan),
                         keep_if_same=keep,
                     )
                 parent = state.identity()
@@ -796,7 +795,7 @@ class Builder:
                         copier.execute_copy(copy_plan, fs.merged, workdir=workdir)
                     ),
                     last=last,
-                    in_memory=in_memory,
+                    in_memory=self._fits_in_memory(copy_plan),
                     keep_if_same=keep,
                 )
                 if result.kept or result.packed is None or not placed:

@@ -212,10 +212,10 @@ def _dest(top: list[str], rel: str) -> list[str]:
 
 def rebuild(
     found: Changes, plan: CopyPlan, context_root: int, donor: Path, target: Path, lowers: list[Path]
-) -> None:
+) -> set[str]:
     """Fill the empty dir ``target`` with what a full run of ``plan`` would leave in its
     upper dir: the snapshot ``donor`` (the last run's) cloned, ``found``'s changes
-    written by the COPY writer.
+    written by the COPY writer. Return the paths written or left out (relative).
 
     ``context_root`` is an fd of the build context, ``lowers`` the snapshot dirs of the
     state below. Unsure if a source changed kind, or an added path exists below."""
@@ -242,6 +242,7 @@ def rebuild(
                     _dir_times(writer, context_root, item, rel, check_xattrs=rel in item.dirs)
     except (CopyError, OSError) as e:  # the full run tells what is wrong, at its line
         raise Unsure(str(e)) from e
+    return skip
 
 
 def _write(writer, context_root: int, item: _ItemChanges, rel: str) -> None:

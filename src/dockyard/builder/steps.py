@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.builder.frontend.golang import quote
 from dockyard.builder.incremental import CopyRecord
 from dockyard.builder.lineage import LastRun
-from dockyard.errors import BuildError
-from dockyard.layers import PackedLayer, pack
+from dockyard.errors import BuildError, DigestError, LayerError
+from dockyard.layers import PackedLayer, open_decompressed, pack
+from dockyard.layers.packer import Previous
 from dockyard.runtime import mounts
 from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs, scratch_rootfs
 from dockyard.runtime.snapshots import Snapshots, chain_id, chain_ids
@@ -149,30 +150,58 @@ class StepRunner:
         return self._step(state, make_upper, False, last, in_memory, keep_if_same)
 
     def rebuild(
-        self, state, last: LastRun, build: Callable[[Path, Path], None]
+        self, state, last: LastRun, build: Callable[[Path, Path], Collection[str]]
     ) -> StepLayer | None:
         """The layer and snapshot above ``state`` made from ``last``'s snapshot, without an overlay.
 
         ``build(donor, target)`` fills the empty dir ``target`` with what the step's
-        upper dir would hold, from ``last``'s snapshot ``donor``; ``target`` is then
-        packed and becomes the snapshot. None if that snapshot is gone."""
+        upper dir would hold, from ``last``'s snapshot ``donor``, every regular file the
+        very inode of ``donor``'s at that path but those it returns (relative paths).
+        ``target`` is then packed, the members of those inodes taken from ``last``'s
+        layer, and becomes the snapshot. None if that snapshot is gone."""
         donor = self.snapshots.holding(last.chain)
         if donor is None:
             return None
         with self.snapshots.scratch() as scratch:
             target = scratch / "snapshot"
             target.mkdir()
-            build(donor, target)
+            rewritten = frozenset(os.fsencode(path) for path in build(donor, target))
+            packed = None
+            if self._hold_blob(last.layer.digest):
+                try:
+                    packed = self._pack(target, last, rewritten)
+                except (LayerError, DigestError):  # not what it should be: pack it all
+                    packed = None
+            if packed is None:
+                packed = self._pack(target)
             parent = chain_ids(state.diff_ids)
-            with self.store.lease(), self.store.blobs.ingest() as blob:
-                packed = pack(
-                    target, blob.file, overlay=True, source_date_epoch=self.source_date_epoch
-                )
-                blob.commit(packed.digest)
-                self.blob_hold.add([packed.digest])
             chain = chain_id(parent[-1] if parent else None, packed.diff_id)
             self.snapshots.commit(target, chain)
         return StepLayer(packed, chain)
+
+    def _pack(
+        self, tree: Path, last: LastRun | None = None, rewritten: frozenset[bytes] = frozenset()
+    ) -> PackedLayer:
+        """``tree`` (an upper dir) packed into a blob of the store, held; made from
+        ``last``'s layer but for the ``rewritten`` files if given (see :class:`.Previous`)."""
+        with ExitStack() as stack:
+            stack.enter_context(self.store.lease())
+            blob = stack.enter_context(self.store.blobs.ingest())
+            previous = None
+            if last is not None:
+                reader = stack.enter_context(self.store.blobs.open(last.layer.digest))
+                tar = stack.enter_context(open_decompressed(reader))
+                previous = Previous(tar, last.layer.diff_id, rewritten)
+            packed = pack(
+                tree,
+                blob.file,
+                overlay=True,
+                source_date_epoch=self.source_date_epoch,
+                previous=previous,
+            )
+            blob.commit(packed.digest)
+            self.blob_hold.add([packed.digest])
+        return packed
 
     def _step(
         self,
