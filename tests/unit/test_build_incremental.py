@@ -48,8 +48,11 @@ def full_run(ctx: Path, rootfs: Path, text: str = COPY) -> CopyRecord | None:
         return incremental.record(plan, "parent", "shape", placement)
 
 
-def rebuilt(ctx: Path, last: CopyRecord, donor: Path, target: Path) -> CopyRecord | None:
-    """The COPY rebuilt into ``target`` from ``donor``; None if the record cannot vouch."""
+def rebuilt(
+    ctx: Path, last: CopyRecord, donor: Path, target: Path, lowers: list[Path] | None = None
+) -> CopyRecord | None:
+    """The COPY rebuilt into ``target`` from ``donor`` over the snapshot dirs ``lowers``;
+    None if the record cannot vouch."""
     build = context(ctx)
     with copier.plan_copy(instruction(COPY), build, None) as plan:
         found = incremental.changes(last, plan, "parent", "shape")
@@ -58,7 +61,7 @@ def rebuilt(ctx: Path, last: CopyRecord, donor: Path, target: Path) -> CopyRecor
         target.mkdir()
         root = build.dir.open_fd("", os.O_RDONLY | os.O_DIRECTORY)
         try:
-            incremental.rebuild(found, plan, root, donor, target, [])
+            incremental.rebuild(found, plan, root, donor, target, lowers or [])
         finally:
             os.close(root)
         return found.record
@@ -140,3 +143,26 @@ def test_a_damaged_record_is_none(doc):
 def test_a_record_survives_json():
     record = CopyRecord("p", "s", (1, 2), [(["app", "src"], {"": (0o40755, 1, 2, 3, 4)})])
     assert CopyRecord.from_json(record.to_json()) == record
+
+
+@pytest.mark.parametrize("below", ["the path", "a symlink on the way", "a file on the way"])
+def test_a_file_added_where_the_state_below_may_hold_something_is_unsure(tmp_path, below):
+    """The full run would meet what is there (a directory it cannot replace, a symlink
+    it resolves): the rebuild leaves it to the full run, and reads nothing outside."""
+    ctx = source_tree(tmp_path / "ctx")
+    record = full_run(ctx, tmp_path / "last")
+    assert record is not None
+    (ctx / "src/d2/added.txt").write_text("added\n")
+    lower = tmp_path / "lower"
+    (lower / "app/src").mkdir(parents=True)
+    if below == "the path":
+        (lower / "app/src/d2/added.txt").mkdir(parents=True)
+    elif below == "a symlink on the way":
+        os.symlink("/", lower / "app/src/d2")
+    else:
+        (lower / "app/src/d2").write_text("a file\n")
+    with pytest.raises(incremental.Unsure):
+        rebuilt(ctx, record, tmp_path / "last", tmp_path / "rebuilt", [lower])
+    empty = tmp_path / "empty"
+    (empty / "app/src").mkdir(parents=True)
+    assert rebuilt(ctx, record, tmp_path / "last", tmp_path / "again", [empty]) is not None

@@ -224,9 +224,9 @@ def rebuild(
 
     for item in found.items:
         for rel in item.added:
-            dest = "/".join(_dest(item.top, rel))
-            if any(os.path.lexists(lower / dest) for lower in lowers):
-                raise Unsure(f"/{dest} exists below")
+            dest = _dest(item.top, rel)
+            if any(_below(lower, dest) for lower in lowers):
+                raise Unsure(f"/{'/'.join(dest)} may exist below")
     skip = {"/".join(_dest(i.top, rel)) for i in found.items for rel in (*i.writes, *i.removed)}
     try:
         clone_tree(str(donor), str(target), skip=skip)
@@ -243,6 +243,29 @@ def rebuild(
     except (CopyError, OSError) as e:  # the full run tells what is wrong, at its line
         raise Unsure(str(e)) from e
     return skip
+
+
+def _below(lower: Path, comps: list[str]) -> bool:
+    """May the snapshot dir ``lower`` hold something at ``comps``? Walked one directory
+    at a time, never through a symlink: one on the way counts as yes."""
+    fd = os.open(lower, _DIR)
+    try:
+        for name in comps[:-1]:
+            try:
+                child = os.open(name, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                return False
+            except OSError:  # a symlink or a file on the way
+                return True
+            os.close(fd)
+            fd = child
+        try:
+            os.lstat(comps[-1], dir_fd=fd)
+        except FileNotFoundError:
+            return False
+        return True
+    finally:
+        os.close(fd)
 
 
 def _write(writer, context_root: int, item: _ItemChanges, rel: str) -> None:
