@@ -378,18 +378,22 @@ def _root_fd(tree: Tree, roots: dict[int, int]) -> int:
 
 def _dir_like(plan: CopyPlan, item: _Item, roots: dict[int, int]) -> bool:
     """Does the item fill a directory (a directory, or an archive ADD unpacks)?"""
-    from dockyard.builder.copier import archive  # tarfile: only to unpack
-
     if item.kind == "tree":
         assert item.node is not None
         if item.node.kind == stat.S_IFDIR:
             return True
         if item.unpack and item.node.kind == stat.S_IFREG:
-            return _with_source_file(item, roots, archive.is_archive)
+            return _with_source_file(item, roots, _is_archive)
         return False
     if item.kind == "url" and item.unpack:
-        return _with_download(plan, item, archive.is_archive)
+        return _with_download(plan, item, _is_archive)
     return False
+
+
+def _is_archive(fd: int) -> bool:
+    from dockyard.builder.copier import archive  # tarfile and co.: only for ADD
+
+    return archive.is_archive(fd)
 
 
 def _check_many(plan: CopyPlan, writer: Writer, dest: str, roots: dict[int, int]) -> None:
@@ -441,7 +445,6 @@ def _execute(
 ) -> list[str] | None:
     """Write one item; return the real path its source landed at (a tree's, copied as it
     is), else None."""
-    from dockyard.builder.copier import archive  # tarfile: only to unpack
     from dockyard.builder.copier.writer import Meta
 
     if item.kind == "inline":  # BuildKit's Mkfile: 0644, root-owned, made just now
@@ -449,7 +452,7 @@ def _execute(
         writer.copy(writer.place(dest, item.name, False), meta, content=item.data)
         return None
     if item.kind == "url":
-        if item.unpack and _with_download(plan, item, archive.is_archive):
+        if item.unpack and _with_download(plan, item, _is_archive):
             _with_download(plan, item, lambda fd: _unpack(plan, writer, dest, fd))
             return None
         if item.download is None:
@@ -468,7 +471,6 @@ def _execute(
 def _execute_tree(
     plan: CopyPlan, item: _Item, writer: Writer, dest: str, roots: dict[int, int]
 ) -> list[str] | None:
-    from dockyard.builder.copier import archive  # tarfile: only to unpack
     from dockyard.builder.copier.writer import CopyError
 
     tree, node = item.tree, item.node
@@ -498,7 +500,7 @@ def _execute_tree(
         if item.unpack and node.kind == stat.S_IFREG:
             fd = os.open(name, _READ, dir_fd=parent)
             try:
-                if archive.is_archive(fd):
+                if _is_archive(fd):
                     _unpack(plan, writer, dest, fd)
                     return None
             finally:
