@@ -90,8 +90,10 @@ class CopyRecord:
 
 
 def _stamp(value: Any) -> Stamp:
-    mode, ino, size, mtime, ctime = (int(v) for v in value)
-    return (mode, ino, size, mtime, ctime)
+    stamp = tuple(map(int, value))
+    if len(stamp) != 5:
+        raise ValueError(f"a stamp has 5 numbers, not {len(stamp)}")
+    return stamp  # type: ignore[return-value]
 
 
 def _entry_stamp(entry: Entry) -> Stamp:

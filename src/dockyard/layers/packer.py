@@ -438,28 +438,37 @@ class _OldMembers:
         self._head = None
         if self._ended:
             return
-        header = self._exact(tarformat.BLOCK)
-        if header == _ZERO_BLOCK:
+        at = self._at
+        if at + _BLOCK <= len(self._buffer):  # the common case, without a call
+            header = block = self._buffer[at : at + _BLOCK]
+            self._at = at + _BLOCK
+        else:
+            header = block = self._exact(_BLOCK)
+        if block == _ZERO_BLOCK:
             self._ended = True  # the end-of-archive blocks: finish() reads them
             return
-        fields: dict[bytes, bytes] = {}
-        block = header
-        if block[156:157] == b"x":
-            size = _octal(block[124:136])
-            data = self._exact(size + len(tarformat.padding(size)))
-            fields = _pax_records(data[:size])
-            block = self._exact(tarformat.BLOCK)
-            header += data + block
         typeflag = block[156:157]
+        path = size = None
+        if typeflag == b"x":
+            length = _octal(block[124:136])
+            data = self._exact(length + -length % _BLOCK)
+            fields = _pax_records(data[:length])
+            path = fields.get(b"path")
+            size = int(fields[b"size"]) if b"size" in fields else None
+            block = self._exact(_BLOCK)
+            header += data + block
+            typeflag = block[156:157]
         if typeflag not in _PLAIN_TYPES:
             raise StalePrevious(f"the older layer has a member of type {typeflag!r}")
-        name = fields.get(b"path") or block[:100].split(b"\0", 1)[0]
-        size = int(fields[b"size"]) if b"size" in fields else _octal(block[124:136])
+        name = path or block[:100].split(b"\0", 1)[0]
+        if size is None:
+            size = _octal(block[124:136])
         if size and typeflag != tarformat.REGTYPE:
             raise StalePrevious(f"the older layer's {os.fsdecode(name)} has data")
-        self._head = (name.rstrip(b"/"), typeflag, header, size + len(tarformat.padding(size)))
+        self._head = (name.rstrip(b"/"), typeflag, header, size + -size % _BLOCK)
 
 
+_BLOCK = tarformat.BLOCK
 _ZERO_BLOCK = bytes(tarformat.BLOCK)
 # What a tar of this packer holds: no hardlinks (a tree made from an older layer's may
 # break them), GNU long names or global pax headers.
@@ -476,9 +485,12 @@ _PLAIN_TYPES = frozenset(
 
 
 def _octal(field: bytes) -> int:
-    text = field.split(b"\0", 1)[0].strip()
     try:
-        return int(text or b"0", 8)
+        return int(field[:-1], 8)  # as this packer writes them: digits, then a NUL
+    except ValueError:
+        pass
+    try:
+        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
     except ValueError:
         raise StalePrevious(f"bad number {field!r} in the older layer") from None
 
