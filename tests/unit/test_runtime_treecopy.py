@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.runtime.treecopy import clone_tree, copy_tree
+from dockyard.runtime.treecopy import clone_tree, copy_tree, same_but_times
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners and whiteouts need root")
 
@@ -175,3 +175,15 @@ def test_a_clone_links_every_file_makes_directories_and_skips_what_it_is_told(tm
         assert (target / "app" / name).lstat().st_ino == (snapshot / "app" / name).lstat().st_ino
     assert (target / "app").stat().st_ino != (snapshot / "app").stat().st_ino
     assert stats.shared == 5
+
+
+@pytest.mark.parametrize("where", [None, 0, (1 << 20) + 5, (3 << 20) + 100])
+def test_same_but_times_compares_every_byte_of_a_big_file(tmp_path, where):
+    """A file of several read chunks and a partial last one: a byte changed in any of
+    them is a difference, new times are not."""
+    data = bytearray(os.urandom((3 << 20) + 123))
+    write(tmp_path / "a/big.bin", bytes(data))
+    if where is not None:
+        data[where] ^= 1
+    write(tmp_path / "b/big.bin", bytes(data), mtime=MTIME + 10**9)
+    assert same_but_times(str(tmp_path / "a"), str(tmp_path / "b")) is (where is None)
