@@ -16,8 +16,8 @@ rewritten entry what a full run gives it; the directories holding a rewritten en
 get their source's times again, as the writer sets them after their children. What
 the record cannot vouch for goes the full way (:class:`Unsure`): a directory added,
 removed, or with a new mode or xattrs; hardlinks; heredocs, downloads, archives,
-``--exclude``/``--parents`` filters; a path added where the state below holds
-something; more than half the entries changed.
+``--exclude``/``--parents`` filters, ``--link``; a path added where the state below
+may hold something; more than half the entries changed.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ Stamp = tuple[int, int, int, int, int]  # mode, inode, size, mtime_ns, ctime_ns
 
 @dataclass(frozen=True)
 class CopyRecord:
-    """What a full run of a COPY noted for the next run (kept in its lineage record).
+    """What a run of a COPY noted for the next one (kept in its lineage record).
 
     ``parent``: the identity of the state it started from; ``shape``: a digest of its
     inputs but the content of its sources; ``owner``: the ``--chown`` it resolved;

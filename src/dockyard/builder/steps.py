@@ -9,7 +9,9 @@ mounts it without extracting anything.
 
 A step that reran meets what its last run made (:mod:`.lineage`): a small COPY then
 writes into memory and its snapshot shares the last run's unchanged files, and a step
-that made the same files but for their times keeps the last run's layer.
+that made the same files but for their times keeps the last run's layer. An edited
+COPY from the same state is not run in an overlay at all: :meth:`StepRunner.rebuild`
+makes its snapshot from the last one (:mod:`.incremental`).
 """
 
 from __future__ import annotations
@@ -180,10 +182,16 @@ class StepRunner:
         return StepLayer(packed, chain)
 
     def _pack(
-        self, tree: Path, last: LastRun | None = None, rewritten: frozenset[bytes] = frozenset()
+        self,
+        tree: Path,
+        last: LastRun | None = None,
+        rewritten: frozenset[bytes] = frozenset(),
+        *,
+        overlay: bool = True,
     ) -> PackedLayer:
-        """``tree`` (an upper dir) packed into a blob of the store, held; made from
-        ``last``'s layer but for the ``rewritten`` files if given (see :class:`.Previous`)."""
+        """``tree`` (an upper dir if ``overlay``) packed into a blob of the store, held;
+        made from ``last``'s layer but for the ``rewritten`` files if given (see
+        :class:`.Previous`)."""
         with ExitStack() as stack:
             stack.enter_context(self.store.lease())
             blob = stack.enter_context(self.store.blobs.ingest())
@@ -195,7 +203,7 @@ class StepRunner:
             packed = pack(
                 tree,
                 blob.file,
-                overlay=True,
+                overlay=overlay,
                 source_date_epoch=self.source_date_epoch,
                 previous=previous,
             )
@@ -266,12 +274,7 @@ class StepRunner:
             chain = chain_id(below, keep.layer.diff_id)
             self.snapshots.commit(_copy_sharing(donor, scratch, donor), chain)
             return StepLayer(keep.layer, chain, kept=True)
-        with self.store.lease(), self.store.blobs.ingest() as blob:
-            packed = pack(
-                upper, blob.file, overlay=overlay, source_date_epoch=self.source_date_epoch
-            )
-            blob.commit(packed.digest)
-            self.blob_hold.add([packed.digest])
+        packed = self._pack(upper, overlay=overlay)
         # A thread copying while the layer is packed was measured slower: the GIL.
         snapshot = _copy_sharing(upper, scratch, donor) if copy else upper
         chain = chain_id(below, packed.diff_id)
