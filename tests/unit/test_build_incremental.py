@@ -49,12 +49,17 @@ def full_run(ctx: Path, rootfs: Path, text: str = COPY) -> CopyRecord | None:
 
 
 def rebuilt(
-    ctx: Path, last: CopyRecord, donor: Path, target: Path, lowers: list[Path] | None = None
+    ctx: Path,
+    last: CopyRecord,
+    donor: Path,
+    target: Path,
+    lowers: list[Path] | None = None,
+    text: str = COPY,
 ) -> CopyRecord | None:
     """The COPY rebuilt into ``target`` from ``donor`` over the snapshot dirs ``lowers``;
     None if the record cannot vouch."""
     build = context(ctx)
-    with copier.plan_copy(instruction(COPY), build, None) as plan:
+    with copier.plan_copy(instruction(text), build, None) as plan:
         found = incremental.changes(last, plan, "parent", "shape")
         if found is None:
             return None
@@ -166,3 +171,25 @@ def test_a_file_added_where_the_state_below_may_hold_something_is_unsure(tmp_pat
     empty = tmp_path / "empty"
     (empty / "app/src").mkdir(parents=True)
     assert rebuilt(ctx, record, tmp_path / "last", tmp_path / "again", [empty]) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "COPY --chmod=640 --chown=1000:1001 src/ /app/src/",
+        "COPY src/d1/f1.txt /app/one.txt",
+        "COPY src/d1/f1.txt src/d2/f2.txt /app/",
+    ],
+)
+def test_options_and_single_files_are_rebuilt_as_a_full_run_writes_them(tmp_path, text):
+    ctx = source_tree(tmp_path / "ctx")
+    record = full_run(ctx, tmp_path / "last", text)
+    assert record is not None
+    (ctx / "src/d1/f1.txt").write_text("edited, longer\n")
+    (ctx / "src/d2/f2.txt").write_text("edited too\n")
+    assert rebuilt(ctx, record, tmp_path / "last", tmp_path / "rebuilt", text=text) is not None
+    full_run(ctx, tmp_path / "full", text)
+
+    expected = describe(tmp_path / "full")
+    expected["app"] = describe(tmp_path / "rebuilt")["app"]  # made now, see above
+    assert describe(tmp_path / "rebuilt") == expected

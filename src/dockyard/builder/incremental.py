@@ -17,7 +17,7 @@ get their source's times again, as the writer sets them after their children. Wh
 the record cannot vouch for goes the full way (:class:`Unsure`): a directory added,
 removed, or with a new mode or xattrs; hardlinks; heredocs, downloads, archives,
 ``--exclude``/``--parents`` filters, ``--link``; a path added where the state below
-may hold something; more than half the entries changed.
+may hold something; sources landing in one another.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_MOST_CHANGED = 0.5  # above this share of entries changed, a full run is as cheap
 _SKIPPED_XATTRS = ("security.selinux",)
 
 
@@ -171,7 +170,7 @@ def changes(last: CopyRecord, plan: CopyPlan, parent: str, shape: str) -> Change
     sources = _sources(plan)
     if sources is None or len(sources) != len(last.items):
         return None
-    items, stamped, changed = [], [], 0
+    items, stamped = [], []
     for (top, old), (real, entries) in zip(last.items, sources, strict=True):
         new = {rel: _entry_stamp(e) for rel, e in entries.items()}
         stamped.append((top, new))
@@ -194,9 +193,8 @@ def changes(last: CopyRecord, plan: CopyPlan, parent: str, shape: str) -> Change
             if before is None:
                 item.added.add(rel)
         item.removed = [rel for rel in old if rel not in new]
-        changed += len(item.writes) + len(item.removed)
         items.append(item)
-    if changed > _MOST_CHANGED * sum(len(s) for _, s in stamped) or _overlap(last):
+    if _overlap(last):
         return None
     return Changes(CopyRecord(parent, shape, last.owner, stamped), last.owner, items)
 
