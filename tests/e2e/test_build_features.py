@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -390,6 +391,77 @@ def test_an_incremental_rebuild_equals_a_fresh_build(dockyard, busybox_ref, tmp_
         return json.loads(tool("inspect", "localhost/t/incr:1").stdout)["Digest"]
 
     assert digest(dockyard) == digest(fresh)
+
+
+REBUILT = b"rebuilt from the last run"
+
+
+def _digest(tool, ref: str) -> str:
+    return json.loads(tool("inspect", ref).stdout)["Digest"]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["in place", "replaced by rename", "added and removed", "new mode", "same size and time"],
+)
+def test_a_copy_rebuilt_from_its_last_run_is_the_fresh_build(dockyard, busybox_ref, tmp_path, edit):
+    """An edited COPY whose state below is unchanged is rebuilt from its last run's
+    snapshot (only what changed written): the image is byte for byte the one a fresh
+    store builds, whatever the edit did to files and their directories' times."""
+    from tests.conftest import Dockyard
+
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    context = _edit_build(dockyard, busybox_ref, tmp_path)
+    edited = context / "src/d1/edited.txt"
+    for i in range(3):  # directory times before the epoch: they reach the layer
+        os.utime(context / f"src/d{i}", ns=(10**18, 10**18))
+    dockyard("build", "-q", "-t", "localhost/t/rebuilt:1", str(context), env=env)
+    if edit == "in place":
+        edited.write_text("after, longer\n")
+    elif edit == "replaced by rename":
+        (context / "src/d1/tmp").write_text("renamed in\n")
+        (context / "src/d1/tmp").rename(edited)
+    elif edit == "added and removed":
+        (context / "src/d2/new.txt").write_text("new\n")
+        (context / "src/d0/f0.txt").unlink()
+    elif edit == "new mode":
+        edited.chmod(0o600)
+    else:
+        times = edited.stat()
+        edited.write_text("BEFORE\n")
+        os.utime(edited, ns=(times.st_atime_ns, times.st_mtime_ns))
+    out = dockyard(
+        "build", "--progress=plain", "-t", "localhost/t/rebuilt:1", str(context), env=env
+    )
+    assert out.stderr.count(REBUILT) == 1
+    fresh = Dockyard(tmp_path / "fresh-store")
+    fresh("build", "-q", "-t", "localhost/t/rebuilt:1", str(context), env=env)
+    assert _digest(dockyard, "localhost/t/rebuilt:1") == _digest(fresh, "localhost/t/rebuilt:1")
+    rootfs = export(dockyard, "localhost/t/rebuilt:1", tmp_path)
+    assert (rootfs / "app/edited-copy").read_text() == edited.read_text()
+
+
+def test_a_copy_is_run_in_full_where_its_last_run_cannot_vouch(dockyard, busybox_ref, tmp_path):
+    """A new directory, a state below that changed, a last snapshot pruned: the COPY
+    runs in full, and the next edit is rebuilt from that run."""
+    context = _edit_build(dockyard, busybox_ref, tmp_path)
+    ref = "localhost/t/full:1"
+    dockyard("build", "-q", "-t", ref, str(context))
+    (context / "src/d9").mkdir()
+    (context / "src/d9/f.txt").write_text("in a new directory\n")
+    assert REBUILT not in dockyard("build", "--progress=plain", "-t", ref, str(context)).stderr
+    (context / "src/d9/f.txt").write_text("edited\n")
+    assert REBUILT in dockyard("build", "--progress=plain", "-t", ref, str(context)).stderr
+    dockerfile = (context / "Dockerfile").read_text()
+    (context / "Dockerfile").write_text(dockerfile.replace("WORKDIR /app", "WORKDIR /app\nENV A=1"))
+    (context / "src/d9/f.txt").write_text("edited again\n")
+    out = dockyard("build", "--progress=plain", "-t", ref, str(context))
+    assert REBUILT not in out.stderr  # the config below changed: another state
+    shutil.rmtree(dockyard.root / "snapshots")
+    (context / "src/d9/f.txt").write_text("edited once more\n")
+    assert REBUILT not in dockyard("build", "--progress=plain", "-t", ref, str(context)).stderr
+    rootfs = export(dockyard, ref, tmp_path)
+    assert (rootfs / "app/src/d9/f.txt").read_text() == "edited once more\n"
 
 
 def test_prune_drops_the_build_records_of_what_it_took(dockyard, busybox_ref, tmp_path):

@@ -435,3 +435,63 @@ def test_the_fast_file_header_is_the_general_one(name, uid, size, mtime):
         member = tar.next()  # the header alone: no data follows
     assert member is not None
     assert member.name == name.decode() and member.size == size and member.uid == uid
+
+
+def previous_tree(root: Path) -> Path:
+    """A tree with what an older layer's members may be: long and non-ASCII names (pax
+    records), xattrs, a file bigger than a read, a symlink, a whiteout."""
+    (root / "d").mkdir(parents=True)
+    for i in range(20):
+        (root / "d" / f"f{i}.txt").write_text(f"file {i}\n")
+    (root / "d" / ("long-" * 30)).write_text("a long name\n")
+    (root / "d/ünï.txt").write_text("not ascii\n")
+    (root / "d/big.bin").write_bytes(os.urandom((1 << 20) + 12345))
+    (root / "d/attrs.txt").write_text("with xattrs\n")
+    os.setxattr(root / "d/attrs.txt", "user.note", b"kept")
+    os.symlink("f1.txt", root / "d/link")
+    return root
+
+
+def repacked(tree: Path, old: bytes, diff_id: str, rewritten: set[bytes]) -> bytes:
+    """``tree`` packed with the members of the gzip blob ``old`` (of diff ID ``diff_id``)."""
+    from dockyard.layers.packer import Previous
+
+    out = io.BytesIO()
+    with open_decompressed(io.BytesIO(old)) as tar:
+        pack(tree, out, overlay=True, previous=Previous(tar, diff_id, frozenset(rewritten)))
+    return out.getvalue()
+
+
+@needs_root
+def test_members_taken_from_the_older_layer_give_the_bytes_of_a_plain_pack(tmp_path):
+    """A tree cloned from an older layer's snapshot, a few files rewritten, added and
+    removed: packed with the older layer's members, it is the same blob, byte for byte."""
+    from dockyard.runtime.treecopy import clone_tree
+
+    older = previous_tree(tmp_path / "older")
+    old, packed = pack_bytes(older, overlay=True)
+    new = tmp_path / "new"
+    new.mkdir()
+    clone_tree(str(older), str(new), skip={"d/f3.txt", "d/f7.txt"})
+    (new / "d/f3.txt").write_text("rewritten\n")
+    (new / "d/added.txt").write_text("added\n")
+    rewritten = {b"d/f3.txt", b"d/added.txt"}
+
+    assert repacked(new, old, packed.diff_id, rewritten) == pack_bytes(new, overlay=True)[0]
+    assert repacked(older, old, packed.diff_id, set()) == old  # the whole layer taken
+
+
+@needs_root
+def test_an_older_layer_that_is_not_what_it_says_is_stale(tmp_path):
+    """A tar that does not hash to its diff ID, or that has hardlinks (a clone may break
+    them): StalePrevious, and the caller packs the tree plainly."""
+    from dockyard.layers.packer import StalePrevious
+
+    older = previous_tree(tmp_path / "older")
+    old, packed = pack_bytes(older, overlay=True)
+    with pytest.raises(StalePrevious):
+        repacked(older, old, "sha256:" + "0" * 64, set())
+    os.link(older / "d/f1.txt", older / "d/hard.txt")
+    old, packed = pack_bytes(older, overlay=True)
+    with pytest.raises(StalePrevious):
+        repacked(older, old, packed.diff_id, set())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.runtime.treecopy import copy_tree
+from dockyard.runtime.treecopy import clone_tree, copy_tree, same_but_times
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners and whiteouts need root")
 
@@ -155,3 +155,35 @@ def test_a_missing_older_snapshot_means_a_plain_copy(tmp_path):
     stats = copy_tree(str(source), str(target), share_with=str(tmp_path / "gone"))
     assert stats.shared == 0
     assert (target / "app/plain.txt").read_bytes() == b"plain\n"
+
+
+def test_a_clone_links_every_file_makes_directories_and_skips_what_it_is_told(tmp_path):
+    """A snapshot cloned for an incremental COPY: each non-directory the very inode
+    (hardlinks stay one inode), directories new with the same metadata and kept
+    xattrs, the skipped paths left out."""
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    copy_tree(str(upper_dir(tmp_path / "upper")), str(snapshot))
+    target = tmp_path / "clone"
+    target.mkdir()
+    stats = clone_tree(str(snapshot), str(target), skip={"app/plain.txt", "app/fifo"})
+
+    expected = describe(snapshot)
+    del expected["app/plain.txt"], expected["app/fifo"]
+    assert describe(target) == expected
+    for name in ("setuid", "big.bin", "big-link.bin", "link", "deleted"):
+        assert (target / "app" / name).lstat().st_ino == (snapshot / "app" / name).lstat().st_ino
+    assert (target / "app").stat().st_ino != (snapshot / "app").stat().st_ino
+    assert stats.shared == 5
+
+
+@pytest.mark.parametrize("where", [None, 0, (1 << 20) + 5, (3 << 20) + 100])
+def test_same_but_times_compares_every_byte_of_a_big_file(tmp_path, where):
+    """A file of several read chunks and a partial last one: a byte changed in any of
+    them is a difference, new times are not."""
+    data = bytearray(os.urandom((3 << 20) + 123))
+    write(tmp_path / "a/big.bin", bytes(data))
+    if where is not None:
+        data[where] ^= 1
+    write(tmp_path / "b/big.bin", bytes(data), mtime=MTIME + 10**9)
+    assert same_but_times(str(tmp_path / "a"), str(tmp_path / "b")) is (where is None)

@@ -436,7 +436,7 @@ class Builder:
             if packed is not None and result.chain is not None:
                 from dockyard.builder.lineage import LastRun
 
-                self.lineage.put(place, LastRun(result.chain, packed, inputs))
+                self.lineage.put(place, LastRun(result.chain, packed, inputs, result.copy))
             record = CacheRecord(
                 key,
                 packed.descriptor() if packed else None,
@@ -767,24 +767,73 @@ class Builder:
             }
 
             def execute(last: LastRun | None, keep: bool) -> StepLayer:
-                in_memory = self._fits_in_memory(copy_plan)
                 if instr.link:
                     return self.steps.detached(
                         state,
                         lambda root: copier.execute_copy(copy_plan, root, workdir=workdir),
                         last=last,
-                        in_memory=in_memory,
+                        in_memory=self._fits_in_memory(copy_plan),
                         keep_if_same=keep,
                     )
-                return self.steps.change(
+                parent = state.identity()
+                shape = step_key(
+                    "copy shape",
+                    {
+                        **payload,
+                        "plan": {**copy_plan.key, "context": None},
+                        "source_date_epoch": self.source_date_epoch,
+                    },
+                )
+                if last is not None and last.copy is not None and not self.options.no_cache:
+                    rebuilt = self._rebuild_copy(state, copy_plan, last, parent, shape)
+                    if rebuilt is not None:
+                        return rebuilt
+                placed: list[copier.Placement] = []
+                result = self.steps.change(
                     state,
-                    lambda fs: copier.execute_copy(copy_plan, fs.merged, workdir=workdir),
+                    lambda fs: placed.append(
+                        copier.execute_copy(copy_plan, fs.merged, workdir=workdir)
+                    ),
                     last=last,
-                    in_memory=in_memory,
+                    in_memory=self._fits_in_memory(copy_plan),
                     keep_if_same=keep,
                 )
+                if result.kept or result.packed is None or not placed:
+                    return result
+                from dockyard.builder import incremental
+
+                note = incremental.record(copy_plan, parent, shape, placed[0])
+                return dataclasses.replace(result, copy=note)
 
             self._layer_step(d, payload, instr.created_by(), execute, detached=instr.link)
+
+    def _rebuild_copy(
+        self, state: ImageState, plan, last: LastRun, parent: str, shape: str
+    ) -> StepLayer | None:
+        """The COPY's layer made from its last run's (see :mod:`.incremental`), or None
+        if that run's record cannot vouch for it."""
+        from dockyard.builder import incremental
+
+        assert last.copy is not None and self._context is not None
+        found = incremental.changes(last.copy, plan, parent, shape)
+        if found is None:
+            return None
+        lowers = self.steps.lowers(state)
+        root = self._context.dir.open_fd("", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            result = self.steps.rebuild(
+                state,
+                last,
+                lambda donor, target: incremental.rebuild(found, plan, root, donor, target, lowers),
+            )
+        except incremental.Unsure:
+            return None
+        finally:
+            os.close(root)
+        if result is None:
+            return None
+        self.log("  rebuilt from the last run: only changed files written")
+        return dataclasses.replace(result, copy=found.record)
 
     def _fits_in_memory(self, plan) -> bool:
         """May this COPY write into memory (see :meth:`.StepRunner.change`)? Only if it

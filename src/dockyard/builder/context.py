@@ -49,7 +49,8 @@ class Entry:
     size: int
     link: str | None = None
     digest: str | None = None  # sha256 of a regular file's content, filled on demand
-    stamp: tuple[int, int, int, int] = (0, 0, 0, 0)  # ino, size, mtime_ns, ctime_ns
+    stamp: tuple[int, int, int, int] = (0, 0, 0, 0)  # ino, size, mtime_ns, ctime_ns (any kind)
+    nlink: int = 1
 
     @property
     def is_dir(self) -> bool:
@@ -127,15 +128,15 @@ class BuildContext:
 
     def _entry(self, rel: str, st: os.stat_result, link: str | None) -> Entry:
         mode, size = st.st_mode, st.st_size
-        if not stat.S_ISREG(mode):
-            return Entry(rel, mode, st.st_uid, st.st_gid, size, link)
         stamp = (st.st_ino, size, st.st_mtime_ns, st.st_ctime_ns)
+        if not stat.S_ISREG(mode):
+            return Entry(rel, mode, st.st_uid, st.st_gid, size, link, None, stamp, st.st_nlink)
         cached = self._cached.get(rel)  # [ino, size, mtime_ns, ctime_ns, digest]
         digest = None
         if cached is not None and len(cached) == 5 and stamp == (*cached[:4],):
             digest = cached[4]
             self._reused += 1
-        return Entry(rel, mode, st.st_uid, st.st_gid, size, None, digest, stamp)
+        return Entry(rel, mode, st.st_uid, st.st_gid, size, None, digest, stamp, st.st_nlink)
 
     def _walk(
         self,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.builder.durability import RecordMarkers
+from dockyard.builder.incremental import CopyRecord
 from dockyard.errors import DigestError
 from dockyard.layers import PackedLayer
 from dockyard.oci import digest as digests
@@ -31,12 +32,14 @@ from dockyard.oci import digest as digests
 class LastRun:
     """A step's last run: the snapshot (chain ID) and layer it made, and a digest of its inputs.
 
-    The digest covers all its inputs but the state it started from.
+    The digest covers all its inputs but the state it started from. ``copy``: what a
+    COPY noted for an incremental rebuild (see :mod:`.incremental`).
     """
 
     chain: str
     layer: PackedLayer
     inputs: str
+    copy: CopyRecord | None = None
 
 
 class StepLineage:
@@ -68,7 +71,8 @@ class StepLineage:
                 diff_id=digests.validate(doc["diff_id"]),
                 media_type=str(doc["media_type"]),
             )
-            return LastRun(digests.validate(doc["chain"]), layer, str(doc["inputs"]))
+            copy = CopyRecord.from_json(doc["copy"]) if doc.get("copy") else None
+            return LastRun(digests.validate(doc["chain"]), layer, str(doc["inputs"]), copy)
         except (OSError, ValueError, KeyError, TypeError, DigestError):
             return None
 
@@ -98,6 +102,7 @@ class StepLineage:
             "diff_id": run.layer.diff_id,
             "media_type": run.layer.media_type,
             "inputs": run.inputs,
+            "copy": run.copy.to_json() if run.copy is not None else None,
         }
         self.directory.mkdir(parents=True, exist_ok=True)
         self.markers.write(self.directory / key, json.dumps(doc).encode())

@@ -9,22 +9,26 @@ mounts it without extracting anything.
 
 A step that reran meets what its last run made (:mod:`.lineage`): a small COPY then
 writes into memory and its snapshot shares the last run's unchanged files, and a step
-that made the same files but for their times keeps the last run's layer.
+that made the same files but for their times keeps the last run's layer. An edited
+COPY from the same state is not run in an overlay at all: :meth:`StepRunner.rebuild`
+makes its snapshot from the last one (:mod:`.incremental`).
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.builder.frontend.golang import quote
+from dockyard.builder.incremental import CopyRecord
 from dockyard.builder.lineage import LastRun
-from dockyard.errors import BuildError
-from dockyard.layers import PackedLayer, pack
+from dockyard.errors import BuildError, DigestError, LayerError
+from dockyard.layers import PackedLayer, open_decompressed, pack
+from dockyard.layers.packer import Previous
 from dockyard.runtime import mounts
 from dockyard.runtime.rootfs import OverlayRootfs, overlay_rootfs, scratch_rootfs
 from dockyard.runtime.snapshots import Snapshots, chain_id, chain_ids
@@ -47,6 +51,7 @@ class StepLayer:
     packed: PackedLayer | None
     chain: str | None = None
     kept: bool = False  # the layer is the last run's: this run made the same files
+    copy: CopyRecord | None = None  # a COPY's note for its next run (see .incremental)
 
 
 def fits_in_memory(footprint: int) -> bool:
@@ -126,7 +131,7 @@ class StepRunner:
     def detached(
         self,
         state,
-        work: Callable[[Path], None],
+        work: Callable[[Path], object],
         *,
         last: LastRun | None = None,
         in_memory: bool = False,
@@ -145,6 +150,66 @@ class StepRunner:
             return root
 
         return self._step(state, make_upper, False, last, in_memory, keep_if_same)
+
+    def rebuild(
+        self, state, last: LastRun, build: Callable[[Path, Path], Collection[str]]
+    ) -> StepLayer | None:
+        """The layer and snapshot above ``state`` made from ``last``'s snapshot, without an overlay.
+
+        ``build(donor, target)`` fills the empty dir ``target`` with what the step's
+        upper dir would hold, from ``last``'s snapshot ``donor``, every regular file the
+        very inode of ``donor``'s at that path but those it returns (relative paths).
+        ``target`` is then packed, the members of those inodes taken from ``last``'s
+        layer, and becomes the snapshot. None if that snapshot is gone."""
+        donor = self.snapshots.holding(last.chain)
+        if donor is None:
+            return None
+        with self.snapshots.scratch() as scratch:
+            target = scratch / "snapshot"
+            target.mkdir()
+            rewritten = frozenset(os.fsencode(path) for path in build(donor, target))
+            packed = None
+            if self._hold_blob(last.layer.digest):
+                try:
+                    packed = self._pack(target, last, rewritten)
+                except (LayerError, DigestError):  # not what it should be: pack it all
+                    packed = None
+            if packed is None:
+                packed = self._pack(target)
+            parent = chain_ids(state.diff_ids)
+            chain = chain_id(parent[-1] if parent else None, packed.diff_id)
+            self.snapshots.commit(target, chain)
+        return StepLayer(packed, chain)
+
+    def _pack(
+        self,
+        tree: Path,
+        last: LastRun | None = None,
+        rewritten: frozenset[bytes] = frozenset(),
+        *,
+        overlay: bool = True,
+    ) -> PackedLayer:
+        """``tree`` (an upper dir if ``overlay``) packed into a blob of the store, held;
+        made from ``last``'s layer but for the ``rewritten`` files if given (see
+        :class:`.Previous`)."""
+        with ExitStack() as stack:
+            stack.enter_context(self.store.lease())
+            blob = stack.enter_context(self.store.blobs.ingest())
+            previous = None
+            if last is not None:
+                reader = stack.enter_context(self.store.blobs.open(last.layer.digest))
+                tar = stack.enter_context(open_decompressed(reader))
+                previous = Previous(tar, last.layer.diff_id, rewritten)
+            packed = pack(
+                tree,
+                blob.file,
+                overlay=overlay,
+                source_date_epoch=self.source_date_epoch,
+                previous=previous,
+            )
+            blob.commit(packed.digest)
+            self.blob_hold.add([packed.digest])
+        return packed
 
     def _step(
         self,
@@ -209,12 +274,7 @@ class StepRunner:
             chain = chain_id(below, keep.layer.diff_id)
             self.snapshots.commit(_copy_sharing(donor, scratch, donor), chain)
             return StepLayer(keep.layer, chain, kept=True)
-        with self.store.lease(), self.store.blobs.ingest() as blob:
-            packed = pack(
-                upper, blob.file, overlay=overlay, source_date_epoch=self.source_date_epoch
-            )
-            blob.commit(packed.digest)
-            self.blob_hold.add([packed.digest])
+        packed = self._pack(upper, overlay=overlay)
         # A thread copying while the layer is packed was measured slower: the GIL.
         snapshot = _copy_sharing(upper, scratch, donor) if copy else upper
         chain = chain_id(below, packed.diff_id)

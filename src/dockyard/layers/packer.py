@@ -9,6 +9,11 @@ atime/ctime. Hardlinks inside the tree stay hardlinks (the first path in sort or
 carries the data), ``user.*``/``security.*`` xattrs travel as ``SCHILY.xattr.*`` pax
 records, sockets are skipped.
 
+Packing a tree made from an older layer's tree (an incremental COPY: most files the
+very inodes of that layer's snapshot) can take those files' tar members from the older
+layer's tar instead of reading them (:class:`Previous`): the bytes are those a
+plain pack writes, as a member is a function of the inode and its name alone.
+
 With ``overlay=True`` the directory is an overlayfs upper dir and its deletions become
 OCI whiteouts: a 0/0 character device becomes ``.wh.<name>``, an opaque directory gets
 a ``<dir>/.wh..wh..opq`` entry, and overlay's own xattrs stay out of the tar. With
@@ -24,12 +29,12 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard.errors import LayerError
+from dockyard.errors import DigestError, LayerError
 from dockyard.layers import tarformat, whiteouts
 from dockyard.layers.compression import CHUNK, GZIP, Buffer, CompressingWriter
 from dockyard.oci.descriptor import Descriptor
 from dockyard.oci.mediatypes import layer_media_type
-from dockyard.oci.streams import Writer
+from dockyard.oci.streams import Reader, Writer
 
 _KEPT_XATTR_PREFIXES = ("user.", "security.")
 # Labels of the host's SELinux policy, not of the image; the runtime relabels anyway.
@@ -50,6 +55,25 @@ _TYPEFLAGS = {
     stat.S_IFBLK: tarformat.BLKTYPE,
     stat.S_IFIFO: tarformat.FIFOTYPE,
 }
+
+
+class StalePrevious(LayerError):
+    """The older layer given to :func:`pack` cannot be used: pack the tree without it."""
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The layer a tree was made from, for :func:`pack` to take members from.
+
+    ``tar``: its uncompressed tar (read to its end, so that a verifying reader checks
+    it); ``diff_id``: what that tar must hash to; ``rewritten``: the names of the
+    regular files that are not the very inodes the layer was packed from (whose members
+    are made afresh). Every other regular file of the tree must be.
+    """
+
+    tar: Reader
+    diff_id: str
+    rewritten: frozenset[bytes]
 
 
 @dataclass(frozen=True)
@@ -77,6 +101,7 @@ def pack(
     source_date_epoch: int | None = None,
     overlay: bool = False,
     whiteout_names: bool = False,
+    previous: Previous | None = None,
 ) -> PackedLayer:
     """Write the tree under ``source`` as a layer blob to ``out``, in one pass.
 
@@ -86,7 +111,8 @@ def pack(
     ``.wh.*`` files through as whiteouts (see the module docstring).
     The tree must not change while it is packed: a file that shrinks raises
     :class:`LayerError`, as does anything that cannot be read. ``source`` itself is not
-    an entry; paths are relative to it.
+    an entry; paths are relative to it. ``previous``: see :class:`Previous`;
+    :class:`StalePrevious` if its tar is not what it says (``out`` is then spoilt).
     """
     root = os.fsencode(source)
     try:
@@ -96,10 +122,12 @@ def pack(
     blob = _DigestingSink(out)
     tar = _TarPipe(CompressingWriter(blob, compression, level))
     first_links: dict[tuple[int, int], bytes] = {}
+    old = _OldMembers(previous) if previous is not None else None
     for name, path, st, kind in entries:
         try:
             if kind == _FILE:
-                tar.add_file(name, path, source_date_epoch, overlay, first_links)
+                if old is None or name in old.rewritten or not old.copy(name, tar):
+                    tar.add_file(name, path, source_date_epoch, overlay, first_links)
                 continue
             assert st is not None  # only regular files are stat'ed later
             mtime = _clamp(st.st_mtime_ns, source_date_epoch)
@@ -111,6 +139,8 @@ def pack(
             raise LayerError(f"{os.fsdecode(name)}: {e}") from None
         except OSError as e:
             raise LayerError(f"cannot pack {os.fsdecode(path)}: {e.strerror or e}") from e
+    if old is not None:
+        old.finish()
     tar.close()
     return PackedLayer(
         digest="sha256:" + blob.hash.hexdigest(),
@@ -331,6 +361,152 @@ class _TarPipe:
     def _send(self, data: Buffer) -> None:
         self.diff.update(data)
         self._writer.write(data)
+
+
+class _OldMembers:
+    """The members of an older layer's tar, read in order as :func:`pack` asks for them."""
+
+    def __init__(self, previous: Previous):
+        self.rewritten = previous.rewritten
+        self._tar = previous.tar
+        self._diff_id = previous.diff_id
+        self._hash = hashlib.sha256()
+        self._buffer = b""  # read ahead, in big reads: a read per header would cost more
+        self._at = 0
+        self._head: tuple[bytes, bytes, bytes, int] | None = None  # name, type, header, data
+        self._ended = False
+        self._peek()
+
+    def copy(self, name: bytes, tar: _TarPipe) -> bool:
+        """Write the member of the regular file ``name`` to ``tar``; False if there is none."""
+        while self._head is not None and self._head[0] < name:
+            self._skip(self._head[3])
+            self._peek()
+        if self._head is None or self._head[0] != name:
+            return False
+        _, typeflag, header, length = self._head
+        if typeflag != tarformat.REGTYPE:
+            raise StalePrevious(f"{os.fsdecode(name)} is no regular file in the older layer")
+        if length <= CHUNK:
+            tar.write(header + self._exact(length))
+        else:
+            tar.write(header)
+            tar._flush()
+            while length:
+                chunk = self._exact(min(length, CHUNK))
+                tar._send(chunk)
+                length -= len(chunk)
+        self._peek()
+        return True
+
+    def finish(self) -> None:
+        """Read the older tar to its end and check it is the layer it was said to be."""
+        while self._read():
+            pass
+        if "sha256:" + self._hash.hexdigest() != self._diff_id:
+            raise StalePrevious("the older layer is not the one its tree was made from")
+
+    def _read(self) -> bytes:
+        try:
+            data = self._tar.read(CHUNK)
+        except (LayerError, DigestError, OSError) as e:
+            raise StalePrevious(f"the older layer cannot be read: {e}") from e
+        self._hash.update(data)
+        return data
+
+    def _exact(self, n: int) -> bytes:
+        end = self._at + n
+        if end > len(self._buffer):
+            parts = [self._buffer[self._at :]]
+            have = len(parts[0])
+            while have < n:
+                if not (more := self._read()):
+                    raise StalePrevious("the older layer's tar ends early")
+                parts.append(more)
+                have += len(more)
+            self._buffer, self._at, end = b"".join(parts), 0, n
+        data = self._buffer[self._at : end]
+        self._at = end
+        return data
+
+    def _skip(self, n: int) -> None:
+        while n:
+            n -= len(self._exact(min(n, CHUNK)))
+
+    def _peek(self) -> None:
+        """Parse the next member's header(s), leaving its data unread."""
+        self._head = None
+        if self._ended:
+            return
+        at = self._at
+        if at + _BLOCK <= len(self._buffer):  # the common case, without a call
+            header = block = self._buffer[at : at + _BLOCK]
+            self._at = at + _BLOCK
+        else:
+            header = block = self._exact(_BLOCK)
+        if block == _ZERO_BLOCK:
+            self._ended = True  # the end-of-archive blocks: finish() reads them
+            return
+        typeflag = block[156:157]
+        path = size = None
+        if typeflag == b"x":
+            length = _octal(block[124:136])
+            data = self._exact(length + -length % _BLOCK)
+            fields = _pax_records(data[:length])
+            path = fields.get(b"path")
+            size = int(fields[b"size"]) if b"size" in fields else None
+            block = self._exact(_BLOCK)
+            header += data + block
+            typeflag = block[156:157]
+        if typeflag not in _PLAIN_TYPES:
+            raise StalePrevious(f"the older layer has a member of type {typeflag!r}")
+        name = path or block[:100].split(b"\0", 1)[0]
+        if size is None:
+            size = _octal(block[124:136])
+        if size and typeflag != tarformat.REGTYPE:
+            raise StalePrevious(f"the older layer's {os.fsdecode(name)} has data")
+        self._head = (name.rstrip(b"/"), typeflag, header, size + -size % _BLOCK)
+
+
+_BLOCK = tarformat.BLOCK
+_ZERO_BLOCK = bytes(tarformat.BLOCK)
+# What a tar of this packer holds: no hardlinks (a tree made from an older layer's may
+# break them), GNU long names or global pax headers.
+_PLAIN_TYPES = frozenset(
+    {
+        tarformat.REGTYPE,
+        tarformat.SYMTYPE,
+        tarformat.CHRTYPE,
+        tarformat.BLKTYPE,
+        tarformat.DIRTYPE,
+        tarformat.FIFOTYPE,
+    }
+)
+
+
+def _octal(field: bytes) -> int:
+    try:
+        return int(field[:-1], 8)  # as this packer writes them: digits, then a NUL
+    except ValueError:
+        pass
+    try:
+        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        raise StalePrevious(f"bad number {field!r} in the older layer") from None
+
+
+def _pax_records(data: bytes) -> dict[bytes, bytes]:
+    fields = {}
+    while data:
+        length, _, rest = data.partition(b" ")
+        try:
+            size = int(length)
+        except ValueError:
+            raise StalePrevious("bad pax record in the older layer") from None
+        key, _, value = rest[: size - len(length) - 2].partition(b"=")
+        fields[key] = value
+        data = data[size:]
+    return fields
 
 
 def _clamp(mtime_ns: int, source_date_epoch: int | None) -> int:

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from dockyard.layers import whiteouts
@@ -152,6 +153,59 @@ class _Copier:
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst, follow_symlinks=False)
 
 
+def clone_tree(source: str, target: str, *, skip: Collection[str] = ()) -> TreeCopyStats:
+    """Make the existing empty directory ``target`` a copy of the snapshot ``source`` that
+    shares every inode but those of its directories.
+
+    Non-directories are linked (copied where an inode is at its link limit), directories
+    made anew with ``source``'s metadata, kept xattrs included. The non-directories at the
+    relative paths in ``skip`` are left out. Unlike :func:`copy_tree` nothing is compared:
+    ``source`` is a snapshot, which is never written once made."""
+    stats = TreeCopyStats()
+    src = os.open(source, _DIR)
+    try:
+        dst = os.open(target, _DIR)
+        try:
+            _clone_dir(_Copier(stats, os.path.abspath(target)), src, dst, "", frozenset(skip))
+            _set_meta(dst, os.fstat(src), _xattrs(src))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return stats
+
+
+def _clone_dir(copier: _Copier, src: int, dst: int, rel: str, skip: frozenset[str]) -> None:
+    with os.scandir(src) as listing:
+        children = [(child.name, child.is_dir(follow_symlinks=False)) for child in listing]
+    for name, is_dir in children:
+        path = f"{rel}/{name}" if rel else name
+        if is_dir:
+            os.mkdir(name, 0o700, dir_fd=dst)
+            copier.stats.copied += 1
+            sub_src = os.open(name, _DIR, dir_fd=src)
+            try:
+                sub_dst = os.open(name, _DIR, dir_fd=dst)
+                try:
+                    _clone_dir(copier, sub_src, sub_dst, path, skip)
+                    _set_meta(sub_dst, os.fstat(sub_src), _xattrs(sub_src))
+                finally:
+                    os.close(sub_dst)
+            finally:
+                os.close(sub_src)
+            continue
+        if path in skip:
+            continue
+        try:
+            os.link(name, name, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
+            copier.stats.shared += 1
+        except OSError as e:
+            if e.errno != errno.EMLINK:
+                raise
+            copier._copy_entry(src, dst, name, os.lstat(name, dir_fd=src))
+            copier.stats.copied += 1
+
+
 def _identical(src: int, donor: int, name: str, st: os.stat_result) -> bool:
     """Is the non-directory ``name`` of ``src`` (``st``) the same in ``donor``, times
     included?"""
@@ -253,10 +307,18 @@ def _same_open_bytes(a: int, b: int, size: int) -> bool:
     """Compare the first ``size`` bytes (both files have that size: snapshots and
     upper dirs do not change while they are compared). Reads ask for no more than is
     there: Python allocates the whole buffer asked for, which for a small file would
-    cost more than the read."""
+    cost more than the read; a big file is read into two buffers reused for each chunk
+    (a fresh megabyte per read costs its page faults, more than the read)."""
+    if size <= _CHUNK:
+        return os.pread(a, size, 0) == os.pread(b, size, 0)
+    ours, theirs = bytearray(_CHUNK), bytearray(_CHUNK)
     for offset in range(0, size, _CHUNK):
         n = min(_CHUNK, size - offset)
-        if os.pread(a, n, offset) != os.pread(b, n, offset):
+        if n < _CHUNK:
+            ours, theirs = bytearray(n), bytearray(n)
+        if os.preadv(a, [ours], offset) != n or os.preadv(b, [theirs], offset) != n:
+            return False  # shorter than its size said: changed after all
+        if ours != theirs:
             return False
     return True
 

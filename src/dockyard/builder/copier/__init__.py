@@ -58,7 +58,7 @@ from dockyard.errors import BuildError, DockyardError
 if TYPE_CHECKING:
     from dockyard.builder.copier.writer import Writer
 
-__all__ = ["CopyPlan", "execute_copy", "make_dirs", "plan_copy"]
+__all__ = ["CopyPlan", "Placement", "execute_copy", "make_dirs", "plan_copy"]
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SUBDIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -140,6 +140,16 @@ class CopyPlan:
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="dockyard-add-", dir=self._tmp_parent)
         return Path(self._tmp.name)
+
+
+@dataclass
+class Placement:
+    """Where :func:`execute_copy` wrote: the ``--chown`` owner it resolved (None: the
+    sources'), and per item of the plan the real path (components) its source landed
+    at, None for heredocs, downloads and unpacked archives."""
+
+    owner: tuple[int, int] | None
+    tops: list[list[str] | None] = field(default_factory=list)
 
 
 def plan_copy(
@@ -321,13 +331,13 @@ def execute_copy(
     workdir: str,
     user_lookup_root: Path | None = None,
     now_ns: int | None = None,
-) -> None:
+) -> Placement:
     """Write ``plan`` into the rootfs ``merged_root``, the destination relative to ``workdir``.
 
     ``--chown`` names resolve in ``user_lookup_root``'s passwd/group files (default:
     ``merged_root``, the destination, as BuildKit does). Heredoc files get mtime
     ``now_ns`` (default: now; the layer packer clamps to SOURCE_DATE_EPOCH). BuildError
-    at the instruction's line for anything BuildKit refuses.
+    at the instruction's line for anything BuildKit refuses. Return where it wrote.
     """
     from dockyard.builder.copier.writer import CopyError, Writer  # not on a cached build
 
@@ -339,11 +349,12 @@ def execute_copy(
         raise instr.error(str(e)) from None
     now = time.time_ns() if now_ns is None else now_ns
     roots: dict[int, int] = {}
+    placement = Placement(owner)
     try:
         with Writer(merged_root, owner, plan.chmod) as writer:
             _check_many(plan, writer, dest, roots)
             for item in plan.items:
-                _execute(plan, item, writer, dest, roots, now)
+                placement.tops.append(_execute(plan, item, writer, dest, roots, now))
     except CopyError as e:
         raise instr.error(str(e)) from None
     except DockyardError as e:
@@ -355,6 +366,7 @@ def execute_copy(
     finally:
         for fd in roots.values():
             os.close(fd)
+    return placement
 
 
 def _root_fd(tree: Tree, roots: dict[int, int]) -> int:
@@ -366,18 +378,22 @@ def _root_fd(tree: Tree, roots: dict[int, int]) -> int:
 
 def _dir_like(plan: CopyPlan, item: _Item, roots: dict[int, int]) -> bool:
     """Does the item fill a directory (a directory, or an archive ADD unpacks)?"""
-    from dockyard.builder.copier import archive  # tarfile: only to unpack
-
     if item.kind == "tree":
         assert item.node is not None
         if item.node.kind == stat.S_IFDIR:
             return True
         if item.unpack and item.node.kind == stat.S_IFREG:
-            return _with_source_file(item, roots, archive.is_archive)
+            return _with_source_file(item, roots, _is_archive)
         return False
     if item.kind == "url" and item.unpack:
-        return _with_download(plan, item, archive.is_archive)
+        return _with_download(plan, item, _is_archive)
     return False
+
+
+def _is_archive(fd: int) -> bool:
+    from dockyard.builder.copier import archive  # tarfile and co.: only for ADD
+
+    return archive.is_archive(fd)
 
 
 def _check_many(plan: CopyPlan, writer: Writer, dest: str, roots: dict[int, int]) -> None:
@@ -426,18 +442,19 @@ def _with_download(plan: CopyPlan, item: _Item, use):
 
 def _execute(
     plan: CopyPlan, item: _Item, writer: Writer, dest: str, roots: dict[int, int], now: int
-) -> None:
-    from dockyard.builder.copier import archive  # tarfile: only to unpack
+) -> list[str] | None:
+    """Write one item; return the real path its source landed at (a tree's, copied as it
+    is), else None."""
     from dockyard.builder.copier.writer import Meta
 
     if item.kind == "inline":  # BuildKit's Mkfile: 0644, root-owned, made just now
         meta = Meta(stat.S_IFREG | 0o644, st_atime_ns=now, st_mtime_ns=now)
         writer.copy(writer.place(dest, item.name, False), meta, content=item.data)
-        return
+        return None
     if item.kind == "url":
-        if item.unpack and _with_download(plan, item, archive.is_archive):
+        if item.unpack and _with_download(plan, item, _is_archive):
             _with_download(plan, item, lambda fd: _unpack(plan, writer, dest, fd))
-            return
+            return None
         if item.download is None:
             item.download = _download(plan, item.url)
         d = item.download
@@ -447,14 +464,13 @@ def _execute(
             meta,
             content=lambda: os.open(d.path, os.O_RDONLY | os.O_CLOEXEC),
         )
-        return
-    _execute_tree(plan, item, writer, dest, roots)
+        return None
+    return _execute_tree(plan, item, writer, dest, roots)
 
 
 def _execute_tree(
     plan: CopyPlan, item: _Item, writer: Writer, dest: str, roots: dict[int, int]
-) -> None:
-    from dockyard.builder.copier import archive  # tarfile: only to unpack
+) -> list[str] | None:
     from dockyard.builder.copier.writer import CopyError
 
     tree, node = item.tree, item.node
@@ -479,14 +495,14 @@ def _execute_tree(
                 )
             finally:
                 os.close(src_dir)
-            return
+            return comps
         assert name is not None
         if item.unpack and node.kind == stat.S_IFREG:
             fd = os.open(name, _READ, dir_fd=parent)
             try:
-                if archive.is_archive(fd):
+                if _is_archive(fd):
                     _unpack(plan, writer, dest, fd)
-                    return
+                    return None
             finally:
                 os.close(fd)
         comps = writer.place(dest, item.name, False)
@@ -498,6 +514,7 @@ def _execute_tree(
             reset_owner=tree.reset_owner,
             xattrs_from=xattrs_from,
         )
+        return comps
     finally:
         os.close(parent)
 
