@@ -33,6 +33,7 @@ from dockyard.builder.context import Entry
 
 if TYPE_CHECKING:
     from dockyard.builder.copier import CopyPlan, Placement
+    from dockyard.builder.copier.writer import Writer
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -268,7 +269,7 @@ def _below(lower: Path, comps: list[str]) -> bool:
         os.close(fd)
 
 
-def _write(writer, context_root: int, item: _ItemChanges, rel: str) -> None:
+def _write(writer: Writer, context_root: int, item: _ItemChanges, rel: str) -> None:
     """Copy the source entry ``rel`` of ``item`` as the full run would."""
     from dockyard.builder.copier.sources import open_parent
 
@@ -290,7 +291,9 @@ def _write(writer, context_root: int, item: _ItemChanges, rel: str) -> None:
         os.close(parent)
 
 
-def _dir_times(writer, context_root: int, item: _ItemChanges, rel: str, *, check_xattrs) -> None:
+def _dir_times(
+    writer: Writer, context_root: int, item: _ItemChanges, rel: str, *, check_xattrs: bool
+) -> None:
     """Give the directory ``rel`` of ``item`` its source's times, which the full run
     sets once its children are in; ``check_xattrs``: its stamp changed, so its xattrs
     may have: Unsure unless neither it nor the clone has any."""
