@@ -136,6 +136,11 @@ def test_heredocs_and_overlapping_sources_leave_no_record_or_no_rebuild(tmp_path
     assert record is not None  # both land in /app: the order of writes tells its times
     with copier.plan_copy(instruction("COPY src/d0 src/d1 /app/"), context(ctx), None) as plan:
         assert incremental.changes(record, plan, "parent", "shape") is None
+    (ctx / "f0.txt").write_text("lands on src/d0/f0.txt's copy\n")  # into the root: top []
+    record = full_run(ctx, tmp_path / "root", "COPY src/d0 f0.txt /")
+    assert record is not None
+    with copier.plan_copy(instruction("COPY src/d0 f0.txt /"), context(ctx), None) as plan:
+        assert incremental.changes(record, plan, "parent", "shape") is None
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,9 @@ rewritten entry what a full run gives it; the directories holding a rewritten en
 get their source's times again, as the writer sets them after their children. What
 the record cannot vouch for goes the full way (:class:`Unsure`): a directory added,
 removed, or with a new mode or xattrs; hardlinks; heredocs, downloads, archives,
-``--exclude``/``--parents`` filters, ``--link``; a path added where the state below
-may hold something; sources landing in one another.
+an excluded directory holding included paths (``--exclude``, ``.dockerignore``),
+``--link``; a path added where the state below may hold something; sources landing in
+one another.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def changes(last: CopyRecord, plan: CopyPlan, parent: str, shape: str) -> Change
 def _overlap(found: CopyRecord) -> bool:
     """Does a source land in or on another's? Then the order of the writes would tell
     the times of the directories they share."""
-    tops = sorted("/".join(top) + "/" for top, _ in found.items)
+    tops = sorted("".join(f"{c}/" for c in top) for top, _ in found.items)  # the root: ""
     return any(b.startswith(a) for a, b in itertools.pairwise(tops))
 
 
@@ -264,6 +265,8 @@ def _below(lower: Path, comps: list[str]) -> bool:
             os.lstat(comps[-1], dir_fd=fd)
         except FileNotFoundError:
             return False
+        except OSError:  # cannot tell
+            return True
         return True
     finally:
         os.close(fd)

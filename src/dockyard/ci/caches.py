@@ -32,6 +32,7 @@ directory can become a cache.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,7 +40,6 @@ from pathlib import Path
 
 from dockyard.ci.pipeline import open_regular
 from dockyard.errors import DockyardError
-from dockyard.files.locking import FileLock
 from dockyard.store.dirs import PIPELINE_CACHE_DIR as CACHE_DIR
 
 
@@ -92,6 +92,7 @@ def cache_dir(store_root: Path, pipeline_key: str, path: str, files: str = "") -
 
 
 LOCK_POLL = 0.1  # seconds between tries of a locked cache another step holds
+_LOCKED_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @contextlib.contextmanager
@@ -106,10 +107,21 @@ def locked(
     tries: it raises to give up (cancelled, timed out)."""
     with contextlib.ExitStack() as held:
         for path, directory in sorted(caches.items(), key=lambda item: item[1]):
-            lock = FileLock(directory, directory=True)
-            if not lock.acquire(blocking=False):
+            try:
+                fd = os.open(directory, _LOCKED_DIR)
+            except OSError as e:
+                raise DockyardError(f"cache {path}: {directory} is not a directory") from e
+            held.callback(os.close, fd)  # closing it lets the lock go
+            if not _try_lock(fd):
                 note(f"cache {path} is in use by another step: waiting for it")
-                while not lock.acquire(blocking=False):
+                while not _try_lock(fd):
                     wait(LOCK_POLL)
-            held.callback(lock.release)
         yield
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

@@ -362,7 +362,8 @@ class Cache(_Model):
 
     ``sharing`` is BuildKit's for cache mounts: ``shared`` (steps of any run use a cache
     dir at once) or ``locked`` (one step at a time, the others wait: for tools such as
-    apt and dpkg that lock their cache and fail rather than wait)."""
+    apt and dpkg that lock their cache and fail rather than wait). The lock binds the
+    steps that say ``locked``: a step naming the same cache as ``shared`` does not wait."""
 
     key: CacheKey | None = None
     paths: Annotated[tuple[AbsolutePath, ...], BeforeValidator(_list)]

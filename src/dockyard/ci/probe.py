@@ -68,10 +68,10 @@ def _probe(
                 pass
             now = time.monotonic()
             interval = min(MAX_INTERVAL, max(MIN_INTERVAL, (now - started) / 10))
-            if now + interval > deadline:
+            if now >= deadline:
                 outcome.append(False)
                 return
-            time.sleep(interval)
+            time.sleep(min(interval, deadline - now))  # a last try at the deadline
         outcome.append(False)
     except BaseException as e:  # reported to the caller's thread
         outcome.append(e)

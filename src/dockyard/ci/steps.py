@@ -155,9 +155,7 @@ def _attempt(
         else:
             step_env = {**env, **step.environment, **{n: ctx.secrets[n] for n in step.secrets}}
             with _own_services(ctx, step, env, result) as step_ctx:
-                result.exit_code = _commands(
-                    step_ctx, step, step_env, caches, log, result, deadline
-                )
+                result.exit_code = _commands(step_ctx, step, step_env, caches, log, result)
         result.status = SUCCESS if result.exit_code == 0 else FAILURE
         if result.exit_code and step.check is not None:
             result.reason = "a rule of severity error failed"
@@ -231,7 +229,6 @@ def _commands(
     caches: _Caches,
     log: OutputLog,
     result: StepResult,
-    deadline: float | None,
 ) -> int:
     """Run the step's commands; how long pulling and running took goes into ``result``."""
     assert step.image is not None
@@ -248,21 +245,26 @@ def _commands(
         workdir=step.workdir or MOUNT_POINT,
         base=ctx.base_config(step.name, caches(), network=step.network),
     )
-    with ctx.images.rootfs(image) as rootfs, _locked_caches(ctx, step, caches, log, deadline):
-        started = time.monotonic()
-        try:
-            return ctx.cancel.run(
-                rootfs, config, root=ctx.store.root, timeout=step.timeout, on_output=log
-            )
-        finally:
-            result.timings["run"] = time.monotonic() - started
+    with ctx.images.rootfs(image) as rootfs:
+        waiting = time.monotonic()
+        deadline = waiting + step.timeout if step.timeout else None
+        with _locked_caches(ctx, step, caches, log, deadline):
+            started = time.monotonic()
+            timeout = None if deadline is None else max(deadline - started, 0.001)
+            try:
+                return ctx.cancel.run(
+                    rootfs, config, root=ctx.store.root, timeout=timeout, on_output=log
+                )
+            finally:
+                result.timings["run"] = time.monotonic() - started
 
 
 def _locked_caches(
     ctx: RunContext, step: Step, caches: _Caches, log: OutputLog, deadline: float | None
 ) -> contextlib.AbstractContextManager[None]:
     """Hold ``step``'s cache dirs if it uses them one step at a time (``sharing: locked``);
-    waiting for them counts against its timeout."""
+    StepTimeout if ``deadline`` passes while it waits for them (the wait and the run share
+    its timeout)."""
     if not step.cache_locked:
         return contextlib.nullcontext()
 

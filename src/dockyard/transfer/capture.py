@@ -14,7 +14,6 @@ that platform's manifest by its own digest instead (with a note).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +113,7 @@ def _save_one(store, ref, desc, platform, note, destination) -> SavedImage:
         if chosen is None:
             raise NotFound(f"{ref}: no image for {platform or Platform.host()} in the store")
         if ref.digest is not None:  # the root written is one platform's manifest
-            name = dataclasses.replace(ref, digest=chosen.digest)
+            name = ref.replace(digest=chosen.digest)
             note(f"{ref}: only {platform or Platform.host()} is stored; saved as {name}")
     source = LayoutImageSource(store.layout, desc)
     result = copy_image(source, destination(name), platform=platform, all_platforms=whole)
