@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockyard.builder.context import Entry
+from dockyard.builder.frontend import records
 
 if TYPE_CHECKING:
     from dockyard.builder.copier import CopyPlan, Placement
@@ -48,8 +49,8 @@ class Unsure(Exception):
 Stamp = tuple[int, int, int, int, int]  # mode, inode, size, mtime_ns, ctime_ns
 
 
-@dataclass(frozen=True)
-class CopyRecord:
+@records.record
+class CopyRecord(records.Record):
     """What a run of a COPY noted for the next one (kept in its lineage record).
 
     ``parent``: the identity of the state it started from; ``shape``: a digest of its
