@@ -567,25 +567,26 @@ class Builder:
     def _start_nat(self) -> None:
         """Start making the NAT network in a thread, for RUN steps that are yet to come.
 
-        Its start (~10 ms: a namespace, slirp4netns's readiness) and the import of the
-        container runtime (~20 ms) then overlap the steps before the first RUN, which
-        :meth:`_nat_network` waits for. Once a build; :meth:`build` waits for it too."""
+        Its start (~10 ms: a namespace, slirp4netns's readiness) then overlaps the steps
+        before the first RUN, which :meth:`_nat_network` waits for. Once a build;
+        :meth:`build` waits for it too. Its module is imported here: an import in the
+        thread would hold the GIL for long stretches, each one stalling this thread's
+        next syscall."""
+        from dockyard.runtime.nat import NatNetwork
+
         with self._lock:
             if self._nat is not None or self._nat_maker is not None:
                 return
             self._nat_maker = threading.Thread(
-                target=self._make_nat, name="dockyard-build-nat", daemon=True
+                target=self._make_nat, args=(NatNetwork,), name="dockyard-build-nat", daemon=True
             )
             self._nat_maker.start()  # under the lock: nobody joins it unstarted
 
-    def _make_nat(self) -> None:
+    def _make_nat(self, make: Callable[[], NatNetwork]) -> None:
         """:meth:`_start_nat`'s thread: make the network; on failure leave it to the
         first RUN step on it, which tries again and says why."""
         try:
-            import dockyard.runtime.container  # noqa: F401 (imported here: meanwhile)
-            from dockyard.runtime.nat import NatNetwork
-
-            nat = NatNetwork()
+            nat = make()
         except Exception:
             return
         with self._lock:
