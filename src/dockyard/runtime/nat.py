@@ -20,7 +20,8 @@ The namespace is held by an open file descriptor, not a mount, and containers jo
 by ``/proc/<our pid>/fd/<fd>``. slirp4netns also ends when the pipe we hold
 (``--exit-fd``) closes, so a dockyard process killed outright leaves neither a mount
 nor a process behind. Start-up is ~5 ms (slirp4netns says when it is ready through
-``--ready-fd``); a build makes one network for all its RUN steps.
+``--ready-fd``); a build makes one network for all its RUN steps, in a thread while the
+steps before the first of them run.
 
 .. _slirp4netns: https://github.com/rootless-containers/slirp4netns
 """
