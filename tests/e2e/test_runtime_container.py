@@ -313,6 +313,13 @@ def test_timeout_kills_the_whole_tree(rootfs, busybox_image):
     assert processes_running(marker) == []
 
 
+def test_the_timeout_holds_after_the_output_has_ended(rootfs, busybox_image):
+    marker = "sleep 1720"
+    with pytest.raises(ContainerTimeout):
+        run_sh(rootfs, busybox_image, f"echo hi; exec >/dev/null 2>&1; {marker}", timeout=1)
+    assert processes_running(marker) == []
+
+
 def test_a_service_container_is_killed_on_close(rootfs, busybox_image):
     marker = "sleep 1718"
     with Container(rootfs, sh(f"{marker} & {marker}"), root=busybox_image.store.root) as c:

@@ -383,6 +383,24 @@ def test_remove_tree_never_deletes_through_a_mount(tmp_path):
     remove_tree(tree_root)  # missing is fine
 
 
+def test_remove_tree_of_an_empty_dir_that_is_a_mount_point_or_a_bind_of_one(tmp_path):
+    """An empty dir goes with one rmdir; a mount point that looks empty is detached first,
+    the dir bound there left whole."""
+    (tmp_path / "empty").mkdir()
+    remove_tree(tmp_path / "empty")
+    assert not (tmp_path / "empty").exists()
+    (tmp_path / "mounted").mkdir()
+    tmpfs(tmp_path / "mounted")
+    remove_tree(tmp_path / "mounted")
+    assert not (tmp_path / "mounted").exists() and mount_points_under(tmp_path) == []
+    precious = tmp_path / "precious"
+    (precious / "inside").mkdir(parents=True)
+    (tmp_path / "bound").mkdir()
+    bind(precious / "inside", tmp_path / "bound")
+    remove_tree(tmp_path / "bound")
+    assert not (tmp_path / "bound").exists() and (precious / "inside").is_dir()
+
+
 # -- pruning snapshots and what killed processes left -------------------------------------
 
 

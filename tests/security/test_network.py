@@ -173,8 +173,11 @@ def build(dockyard, tmp_path: Path, dockerfile: str, *args: str, check: bool = T
 # -- RUN steps ----------------------------------------------------------------------
 
 
-def test_a_run_step_reaches_the_outside_but_not_the_host(dockyard, tmp_path, world, image):
-    log = build(dockyard, tmp_path, f"FROM {image}\nRUN {probe(world)}\n")
+@pytest.mark.parametrize("before", ["", "WORKDIR /w\n"], ids=["made-for-it", "made-ahead"])
+def test_a_run_step_reaches_the_outside_but_not_the_host(dockyard, tmp_path, world, image, before):
+    """Whether the network is made when the RUN step needs it, or ahead, in a thread,
+    while the steps before it run."""
+    log = build(dockyard, tmp_path, f"FROM {image}\n{before}RUN {probe(world)}\n")
     assert answers(log) == ISOLATED
 
 

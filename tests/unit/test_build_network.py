@@ -41,3 +41,15 @@ def test_run_network_host_needs_the_entitlement_or_a_host_build():
         network(" --network=host", network="none")
     assert network(" --network=host", allow_network_host=True) == "host"
     assert network(" --network=host", network="host") == "host"
+
+
+@pytest.mark.parametrize("flag", ["", " --network=default", " --network=none", " --network=host"])
+@pytest.mark.parametrize("build_network", ["default", "none", "host"])
+def test_a_step_is_on_the_nat_network_exactly_when_its_network_is_the_default(flag, build_network):
+    """What a build makes its NAT network ahead for (``_on_nat``) is what the step gets."""
+    df = parse(f"RUN{flag} true\n", "Dockerfile")
+    instr = parse_instruction(df.nodes[0], df.escape, "Dockerfile")
+    options = BuildOptions(context=Path("."), network=build_network, allow_network_host=True)
+    builder = SimpleNamespace(options=options)
+    on_nat = Builder._on_nat(builder, instr)  # type: ignore[arg-type]
+    assert on_nat == (network(flag, network=build_network, allow_network_host=True) == "default")

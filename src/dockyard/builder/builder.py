@@ -124,6 +124,7 @@ class StageState:
     plan: BuildPlan
     done: dict[int, StageState]  # the build's finished stages, by index
     cmd_set: bool = False  # a CMD ran in this stage: a later ENTRYPOINT keeps it
+    nat_runs_ahead: int = 0  # RUN steps on the build's NAT network still to come
 
     def history(self, created_by: str, created: str | None = None) -> None:
         """A history entry of a step that made no layer.
@@ -160,6 +161,7 @@ class Builder:
         self._context: BuildContext | None = None
         self._dockerfile: ConfinedFile | None = None
         self._nat: NatNetwork | None = None  # shared by the build's RUN steps, made on first use
+        self._nat_maker: threading.Thread | None = None  # making it ahead (see _start_nat)
         self._steps: StepRunner | None = None
         self._lineage: StepLineage | None = None
         self._emptied_cache_mounts: set[str] = set()  # --no-cache: emptied once per build
@@ -216,6 +218,8 @@ class Builder:
                 return self._build(context_dir, self._dockerfile)
         finally:
             self.blob_hold.release()
+            if self._nat_maker is not None:
+                self._nat_maker.join()
             if self._nat is not None:
                 self._nat.close()
 
@@ -326,12 +330,15 @@ class Builder:
             self._timings.append((started, line, pulled))
         if "PATH" not in d.state.env and not d.state.is_windows:
             d.state.set_env("PATH", DEFAULT_PATH)  # as BuildKit: PATH is always set (not Windows)
-        for number, instr in enumerate([*triggers, *stage.instructions], 1):
+        instructions = [*triggers, *stage.instructions]
+        d.nat_runs_ahead = sum(map(self._on_nat, instructions))
+        for number, instr in enumerate(instructions, 1):
             expanded = d.scope.apply(instr)
             step = names.step(expanded, d.scope.env, trigger=number <= len(triggers))
             if step is not None:
                 self.log(step)
             started = time.monotonic()
+            d.nat_runs_ahead -= self._on_nat(instr)
             self._instruction(d, expanded)
             if step is not None:
                 self._timings.append((started, step, time.monotonic() - started))
@@ -426,6 +433,8 @@ class Builder:
             place = self.lineage.key(
                 self._context.path, self._dockerfile.path, created_by, d.state.workdir
             )
+            if d.nat_runs_ahead:  # they follow a step that runs, so they most likely run too
+                self._start_nat()
             inputs = step_key("inputs", payload)
             last = self.lineage.get(place)
             keep = last is not None and last.inputs == inputs and not self.options.no_cache
@@ -538,14 +547,50 @@ class Builder:
             )
         return instr.network
 
+    def _on_nat(self, instr: ins.Instruction) -> bool:
+        """Is ``instr`` a RUN step on the build's NAT network (see :meth:`_network`)?"""
+        if not isinstance(instr, ins.Run):
+            return False
+        return (self.options.network if instr.network == "default" else instr.network) == "default"
+
     def _nat_network(self) -> NatNetwork:
-        """The build's private network with outbound NAT, made on first use."""
+        """The build's private network with outbound NAT, made on first use (or ahead)."""
+        if self._nat_maker is not None:
+            self._nat_maker.join()
         with self._lock:
-            if self._nat is None:
+            if self._nat is None:  # not made ahead, or that failed: the error is raised here
                 from dockyard.runtime.nat import NatNetwork
 
                 self._nat = NatNetwork()
             return self._nat
+
+    def _start_nat(self) -> None:
+        """Start making the NAT network in a thread, for RUN steps that are yet to come.
+
+        Its start (~10 ms: a namespace, slirp4netns's readiness) then overlaps the steps
+        before the first RUN, which :meth:`_nat_network` waits for. Once a build;
+        :meth:`build` waits for it too. Its module is imported here: an import in the
+        thread would hold the GIL for long stretches, each one stalling this thread's
+        next syscall."""
+        from dockyard.runtime.nat import NatNetwork
+
+        with self._lock:
+            if self._nat is not None or self._nat_maker is not None:
+                return
+            self._nat_maker = threading.Thread(
+                target=self._make_nat, args=(NatNetwork,), name="dockyard-build-nat", daemon=True
+            )
+            self._nat_maker.start()  # under the lock: nobody joins it unstarted
+
+    def _make_nat(self, make: Callable[[], NatNetwork]) -> None:
+        """:meth:`_start_nat`'s thread: make the network; on failure leave it to the
+        first RUN step on it, which tries again and says why."""
+        try:
+            nat = make()
+        except Exception:
+            return
+        with self._lock:
+            self._nat = nat
 
     def _mount_key(self, d: StageState, instr: ins.Run, mount: Mount, workdir: str) -> list[Any]:
         """What of a RUN mount goes into the cache key: every option as given (ids,

@@ -20,13 +20,15 @@ The namespace is held by an open file descriptor, not a mount, and containers jo
 by ``/proc/<our pid>/fd/<fd>``. slirp4netns also ends when the pipe we hold
 (``--exit-fd``) closes, so a dockyard process killed outright leaves neither a mount
 nor a process behind. Start-up is ~5 ms (slirp4netns says when it is ready through
-``--ready-fd``); a build makes one network for all its RUN steps.
+``--ready-fd``); a build makes one network for all its RUN steps, in a thread while the
+steps before the first of them run.
 
 .. _slirp4netns: https://github.com/rootless-containers/slirp4netns
 """
 
 from __future__ import annotations
 
+import _socket  # not socket, slow to import (see netns.ioctl_socket)
 import contextlib
 import ctypes
 import dataclasses
@@ -34,7 +36,6 @@ import fcntl
 import ipaddress
 import os
 import select
-import socket
 import subprocess
 import tempfile
 import threading
@@ -42,7 +43,7 @@ from collections.abc import Iterable, Iterator
 
 from dockyard.errors import ContainerError
 from dockyard.runtime.config import ContainerConfig
-from dockyard.runtime.netns import in_new_netns
+from dockyard.runtime.netns import in_new_netns, ioctl_socket
 
 SLIRP4NETNS = "slirp4netns"
 GATEWAY = "10.0.2.2"  # slirp4netns's defaults for --cidr=10.0.2.0/24
@@ -194,7 +195,7 @@ def _new_netns(blocked: Iterable[ipaddress.IPv4Network]) -> int:
     def setup() -> int:
         fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            with ioctl_socket() as s:
                 for network in blocked:
                     fcntl.ioctl(s, _SIOCADDRT, bytes(_reject_route(network)))
         except BaseException:
@@ -241,7 +242,7 @@ def _reject_route(network: ipaddress.IPv4Network) -> _RtEntry:
     """A route to ``network`` that refuses every packet (``EHOSTUNREACH``)."""
 
     def sockaddr(address: ipaddress.IPv4Address) -> _SockaddrIn:
-        return _SockaddrIn(socket.AF_INET, 0, (ctypes.c_ubyte * 4)(*address.packed))
+        return _SockaddrIn(_socket.AF_INET, 0, (ctypes.c_ubyte * 4)(*address.packed))
 
     host = _RTF_HOST if network.prefixlen == 32 else 0
     return _RtEntry(

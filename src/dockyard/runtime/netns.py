@@ -21,10 +21,13 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from dockyard.errors import ContainerError
 from dockyard.runtime import interrupts, mounts, syscalls
+
+if TYPE_CHECKING:
+    import _socket
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -103,11 +106,19 @@ def in_new_netns(work: Callable[[], _T]) -> _T:
     return cast(_T, value)
 
 
+def ioctl_socket() -> contextlib.closing[_socket.socket]:
+    """A UDP socket for network ioctls, closed at the end of its ``with`` block.
+
+    From :mod:`_socket`, the C module: :mod:`socket` makes its enums when imported (~10 ms
+    here), which a build would pay at its first RUN step for this one socket."""
+    import _socket  # not at import: every build loads this module (dockyard.runtime), few run it
+
+    return contextlib.closing(_socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM))
+
+
 def loopback_up() -> None:
     """Bring ``lo`` up in the calling thread's network namespace."""
-    import socket  # not at import: every build loads this module (dockyard.runtime), few run it
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with ioctl_socket() as s:
         request = struct.pack(_IFREQ, b"lo", 0)
         flags = struct.unpack(_IFREQ, fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | _IFF_UP))
