@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from dockyard.errors import LocatedError
+from dockyard.frozen import Frozen
 
 FieldPath = tuple[str | int, ...]
 MAX_NODES = 100_000
@@ -46,12 +46,15 @@ class YamlError(LocatedError):
         super().__init__(message, None, line)
 
 
-@dataclass(frozen=True)
-class MarkedDocument:
+class MarkedDocument(Frozen):
     """A YAML document as plain data, and the line of each path in it."""
 
+    __slots__ = ("data", "lines")
     data: Any
     lines: dict[FieldPath, int]
+
+    def __init__(self, data: Any, lines: dict[FieldPath, int]):
+        self._set(data=data, lines=lines)
 
     def line_of(self, path: FieldPath) -> int | None:
         """The line of ``path``, or of its nearest ancestor that was written."""

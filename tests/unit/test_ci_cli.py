@@ -3,8 +3,10 @@ branch and commit, from git."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 
 import click
 import pytest
@@ -69,3 +71,32 @@ def test_the_default_branch_and_commit_come_from_the_work_tree(tmp_path):
     assert _git_head(tmp_path) == (commit, "feature/x")
     git("checkout", "-q", "--detach")
     assert _git_head(tmp_path) == (commit, None)  # a detached HEAD is on no branch
+
+
+PLUGIN_CHECK = """
+import os, sys
+import pydantic.plugin._loader as loader
+from dockyard.cli.ci import _pydantic_plugins_unsought
+from dockyard.ci import load_pipeline
+
+with _pydantic_plugins_unsought():
+    inside = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
+    load_pipeline(sys.argv[1])
+print(inside, os.environ.get("PYDANTIC_DISABLE_PLUGINS"), loader._plugins)
+"""
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "1 None None"), ("x", "x x {}")])
+def test_the_pipeline_validator_is_built_without_a_plugin_search(tmp_path, given, seen):
+    """No search while the pipeline's validator is built; the environment is as it was after
+    (a fresh process: pydantic keeps the plugins it found for the rest of one)."""
+    pipeline = tmp_path / ".dockyard.yml"
+    pipeline.write_text("steps:\n  - {name: a, image: busybox, commands: [true]}\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if given is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = given
+    done = subprocess.run(
+        [sys.executable, "-c", PLUGIN_CHECK, str(pipeline)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == seen

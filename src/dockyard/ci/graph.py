@@ -13,7 +13,8 @@ tested alone: which steps may start now, and whether anything a step waits for
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+
+from dockyard.frozen import Frozen
 
 
 def find_cycle(dependencies: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -41,13 +42,16 @@ def find_cycle(dependencies: Mapping[str, Sequence[str]]) -> list[str] | None:
     return None
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(Frozen):
     """What the graph needs to know of a step."""
 
+    __slots__ = ("depends_on", "name", "on_failure")
     name: str
-    depends_on: tuple[str, ...] = ()
-    on_failure: bool = False  # its ``when.status`` includes failure
+    depends_on: tuple[str, ...]
+    on_failure: bool  # its ``when.status`` includes failure
+
+    def __init__(self, name: str, depends_on: tuple[str, ...] = (), on_failure: bool = False):
+        self._set(name=name, depends_on=depends_on, on_failure=on_failure)
 
 
 class StepGraph:

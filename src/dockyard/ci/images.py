@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import NotFound
+from dockyard.frozen import Frozen
 from dockyard.oci.descriptor import Descriptor
 from dockyard.reference import Reference
 from dockyard.runtime import Snapshots, scratch_rootfs, stored_image
@@ -48,13 +48,16 @@ def run_of(ref: Reference) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(Frozen):
     """A stored image ready to run: its config and its snapshot dirs (top first)."""
 
+    __slots__ = ("config", "lowers", "ref")
     ref: Reference
     config: dict[str, Any]
     lowers: list[Path]
+
+    def __init__(self, ref: Reference, config: dict[str, Any], lowers: list[Path]):
+        self._set(ref=ref, config=config, lowers=lowers)
 
 
 class Images:

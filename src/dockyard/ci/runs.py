@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from typing import Any
 from dockyard.errors import NotFound
 from dockyard.files import atomic
 from dockyard.files.locking import FileLock
+from dockyard.frozen import Frozen
 from dockyard.store import Store
 from dockyard.store.dirs import PIPELINE_HOLDS_DIR as HOLDS_DIR
 from dockyard.store.dirs import PIPELINE_RUNS_DIR as RUNS_DIR
@@ -52,11 +52,14 @@ STARTING = "starting"  # said of a run whose process lives but has written no re
 ABANDONED = "abandoned"  # said of a running record whose process is gone
 
 
-@dataclass(frozen=True)
-class RunDir:
+class RunDir(Frozen):
     """The directory of one run."""
 
+    __slots__ = ("path",)
     path: Path
+
+    def __init__(self, path: Path):
+        self._set(path=path)
 
     @property
     def id(self) -> str:

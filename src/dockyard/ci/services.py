@@ -37,7 +37,6 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 
-from dockyard.ci import probe
 from dockyard.ci.cancel import Cancelled
 from dockyard.ci.context import RunContext
 from dockyard.ci.images import Image
@@ -275,7 +274,9 @@ class Services:
         deadline = started + ready.timeout
         try:
             if ready.tcp is not None:
-                ok = probe.wait_for_tcp(
+                from dockyard.ci.probe import wait_for_tcp  # ctypes, libc: only for TCP checks
+
+                ok = wait_for_tcp(
                     self.ctx.netns,
                     ready.tcp,
                     deadline,

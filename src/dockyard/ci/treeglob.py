@@ -26,8 +26,9 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
+
+from dockyard.frozen import Frozen
 
 MAX_DEPTH = 256
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -39,14 +40,17 @@ class TreeError(Exception):
     """The tree cannot be walked as asked (too deep)."""
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(Frozen):
     """One entry a pattern matched; ``dir_fd`` is open until the walk moves on."""
 
+    __slots__ = ("dir_fd", "name", "path", "stat")
     dir_fd: int  # the directory holding it
     name: str  # its name in that directory ("." for the root itself)
     path: str  # relative to the root
     stat: os.stat_result  # not followed; the entry may change after it was taken
+
+    def __init__(self, dir_fd: int, name: str, path: str, stat: os.stat_result):
+        self._set(dir_fd=dir_fd, name=name, path=path, stat=stat)
 
 
 def no_check() -> None:

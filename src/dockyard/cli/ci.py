@@ -8,6 +8,7 @@ Ctrl-C (or SIGTERM), after cleaning up. ``--json`` is written however the run en
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from dockyard.ci import RunDir, RunResult, StepResult
 
 INTERRUPTED = 130
+PLUGINS_OFF = "PYDANTIC_DISABLE_PLUGINS"
 FOLLOW_INTERVAL = 0.2  # seconds between looks at a followed log
 _COLOURS = ("cyan", "magenta", "blue", "yellow", "green", "bright_cyan", "bright_magenta")
 _STATUS_COLOURS = {"success": "green", "failure": "red", "timeout": "red", "skipped": "yellow"}
@@ -111,7 +114,10 @@ def run(
     from dockyard.ci import RunOptions, load_pipeline, run_pipeline
     from dockyard.ci.pipeline import DEFAULT_FILE
 
-    pipeline = load_pipeline(file or directory / DEFAULT_FILE, within=None if file else directory)
+    with _pydantic_plugins_unsought():
+        pipeline = load_pipeline(
+            file or directory / DEFAULT_FILE, within=None if file else directory
+        )
     if branch is None or commit is None:
         git_commit, git_branch = _git_head(directory)
         branch = git_branch if branch is None else branch
@@ -433,6 +439,26 @@ def _git_head(directory: Path) -> tuple[str | None, str | None]:
         return None, None
     commit, branch = lines
     return commit, branch if branch != "HEAD" else None
+
+
+@contextlib.contextmanager
+def _pydantic_plugins_unsought() -> Iterator[None]:
+    """No search for pydantic plugins while the pipeline's validator is built.
+
+    Building a model's first validator, pydantic looks for plugins in the entry points of
+    every installed distribution (~5 ms here) unless ``PYDANTIC_DISABLE_PLUGINS`` is set;
+    it reads the variable at each build (pydantic 2.13), so set for this one build and
+    then restored, it leaves every later validator, and this run's children, as they were.
+    Only while this process has one thread: no other thread reads the environment as it
+    changes (glibc's setenv is not safe beside a getenv)."""
+    if PLUGINS_OFF in os.environ or threading.active_count() != 1:
+        yield
+        return
+    os.environ[PLUGINS_OFF] = "1"
+    try:
+        yield
+    finally:
+        del os.environ[PLUGINS_OFF]
 
 
 def _sigterm_as_sigint(signum: int, frame: object) -> None:

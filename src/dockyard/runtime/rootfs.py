@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import NotFound
+from dockyard.frozen import Frozen
 from dockyard.runtime import interrupts, mounts
 
 if TYPE_CHECKING:
@@ -33,15 +33,18 @@ if TYPE_CHECKING:
     from dockyard.transfer.copy import CopyProgress
 
 
-@dataclass(frozen=True)
-class StoredImage:
+class StoredImage(Frozen):
     """An image of the store for one platform.
 
     The name asked for, its manifest and its config document."""
 
+    __slots__ = ("config", "manifest", "ref")
     ref: Reference
     manifest: Manifest
     config: dict[str, Any]
+
+    def __init__(self, ref: Reference, manifest: Manifest, config: dict[str, Any]):
+        self._set(ref=ref, manifest=manifest, config=config)
 
 
 def stored_image(
@@ -77,13 +80,16 @@ def scratch_rootfs(snapshots: Snapshots, lowers: Sequence[Path]) -> Iterator[Ove
         yield fs
 
 
-@dataclass(frozen=True)
-class OverlayRootfs:
+class OverlayRootfs(Frozen):
     """The directories of a mounted overlay rootfs."""
 
+    __slots__ = ("lowers", "merged", "upper")
     merged: Path  # the rootfs to run in
     upper: Path  # what the container changed
     lowers: tuple[Path, ...]  # top first
+
+    def __init__(self, merged: Path, upper: Path, lowers: tuple[Path, ...]):
+        self._set(merged=merged, upper=upper, lowers=lowers)
 
 
 @contextlib.contextmanager

@@ -15,22 +15,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from dockyard.errors import ContainerError
+from dockyard.frozen import Frozen
 from dockyard.runtime import inroot
 
 MAX_ID = 2**31 - 1
 
 
-@dataclass(frozen=True)
-class User:
+class User(Frozen):
     """Who the container's process runs as."""
 
-    uid: int = 0
-    gid: int = 0
-    additional_gids: tuple[int, ...] = ()
-    home: str = "/"
+    __slots__ = ("additional_gids", "gid", "home", "uid")
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...]
+    home: str
+
+    def __init__(
+        self, uid: int = 0, gid: int = 0, additional_gids: tuple[int, ...] = (), home: str = "/"
+    ):
+        self._set(uid=uid, gid=gid, additional_gids=additional_gids, home=home)
 
 
 def resolve_user(
