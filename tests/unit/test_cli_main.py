@@ -111,6 +111,11 @@ def run_main(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProces
         "try:\n    main()\nfinally:\n"
         f"    print(sorted(m for m in {WATCHED!r} if m in sys.modules), file=sys.stderr)\n"
     )
+    return fresh_python(code, env)
+
+
+def fresh_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh interpreter (no site hooks) that imports what we do."""
     return subprocess.run(
         [sys.executable, "-S", "-c", code],
         capture_output=True,
@@ -127,12 +132,7 @@ def test_what_lives_at_exit_is_frozen_not_collected_by_the_teardown():
         "sys.argv = ['dockyard', '--help']\n"
         "from dockyard.cli.main import main\nmain()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-S", "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "100"},
-    )
+    done = fresh_python(code, {"COLUMNS": "100"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "frozen: True"
 
@@ -146,12 +146,7 @@ def test_collection_is_back_once_the_command_is_imported():
         "try:\n    main()\n"
         "finally:\n    print('after:', gc.isenabled(), gc.get_freeze_count() > 0)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-S", "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
+    done = fresh_python(code, {})
     assert done.stdout.startswith("Usage: dockyard tag"), done.stderr
     assert done.stdout.splitlines()[-1] == "after: True True"
 
