@@ -50,6 +50,7 @@ from dockyard.reference import Reference
 from dockyard.store import Store
 
 if TYPE_CHECKING:
+    from dockyard.builder.copier import CopyPlan
     from dockyard.builder.frontend.runmount import Mount
     from dockyard.builder.lineage import LastRun, StepLineage
     from dockyard.builder.steps import StepLayer, StepRunner
@@ -853,7 +854,7 @@ class Builder:
             self._layer_step(d, payload, instr.created_by(), execute, detached=instr.link)
 
     def _rebuild_copy(
-        self, state: ImageState, plan, last: LastRun, parent: str, shape: str
+        self, state: ImageState, plan: CopyPlan, last: LastRun, parent: str, shape: str
     ) -> StepLayer | None:
         """The COPY's layer made from its last run's (see :mod:`.incremental`), or None
         if that run's record cannot vouch for it."""
