@@ -15,6 +15,7 @@ import tarfile
 import textwrap
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -459,6 +460,7 @@ def test_prune_spares_the_snapshots_of_a_running_container(
     volume = tmp_path / "volume"
     volume.mkdir()
     os.mkfifo(volume / "go")
+    go = _held_open(volume / "go")
     script = "echo up > /vol/started; read x < /vol/go; cat /etc/passwd"
     command = ["run", "--rm", "-v", f"{volume}:/vol", str(ref), "sh", "-c", script]
     running = subprocess.Popen(
@@ -476,9 +478,8 @@ def test_prune_spares_the_snapshots_of_a_running_container(
         assert out.startswith(f"removed {len(manifest.blobs) + 1} blobs, 0 snapshots and ")
         assert snapshot_dirs(store) == in_use
     finally:
-        wait_for(lambda: _reader_waits(volume / "go"), "container reading", running)
-        with open(volume / "go", "w") as go:
-            go.write("go\n")
+        with go:
+            go.write(b"go\n")
         stdout, stderr = running.communicate(timeout=60)
     assert running.returncode == 0, stderr
     assert stdout.startswith(b"root:x:0:0:")  # read from a lower dir after the prune
@@ -487,13 +488,11 @@ def test_prune_spares_the_snapshots_of_a_running_container(
     assert snapshot_dirs(store) == []
 
 
-def _reader_waits(fifo: Path) -> bool:
-    """Has someone opened ``fifo`` for reading (so that opening it to write won't block)?"""
-    try:
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:  # ENXIO: no reader yet
-        return False
-    return True
+def _held_open(fifo: Path) -> BinaryIO:
+    """Open ``fifo`` read-write, which never blocks: the reader's ``open`` returns at once
+    and its reads wait for what we write. (Probing for a reader by opening to write and
+    closing again would wake the reader's ``open`` and let it read end-of-file.)"""
+    return os.fdopen(os.open(fifo, os.O_RDWR), "wb", buffering=0)
 
 
 def test_an_extraction_killed_midway_is_reaped_and_redone(store):
@@ -502,6 +501,7 @@ def test_an_extraction_killed_midway_is_reaped_and_redone(store):
     blob = store.blobs.path(manifest.layers[0].digest)
     blob.unlink()
     os.mkfifo(blob)  # the extraction will wait for us to feed it, mid-way
+    feed = _held_open(blob)
     script = textwrap.dedent(
         """
         from dockyard import reference
@@ -517,9 +517,8 @@ def test_an_extraction_killed_midway_is_reaped_and_redone(store):
     )
     child = subprocess.Popen([sys.executable, "-c", script], env=child_env(store.root))
     try:
-        wait_for(lambda: _reader_waits(blob), "extraction start", child)
-        with open(blob, "wb") as feed:
-            feed.write(big[: len(big) // 2])
+        with feed:
+            feed.write(big[: len(big) // 2])  # returns once the extraction has read most of it
             temps = list((store.root / "snapshots").glob(".tmp-*"))
             assert len(temps) == 1 and temps[0].is_dir()
             child.kill()
