@@ -127,6 +127,16 @@ def busybox_rootfs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def settled_files(monkeypatch) -> None:
+    """Build contexts are walked as if a second after their files were written, so no
+    file is racily clean (see :func:`dockyard.builder.context.racy`) however fast a test
+    writes and builds: a test of the stat cache sees what a user's build sees."""
+    from dockyard.builder import context
+
+    monkeypatch.setattr(context, "file_clock", lambda: time.time_ns() + 10**9)
+
+
+@pytest.fixture
 def store_root(tmp_path) -> Path:
     """An empty dockyard store for one test."""
     root = tmp_path / "store"

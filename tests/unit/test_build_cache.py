@@ -98,7 +98,7 @@ def test_prune_drops_a_distrusted_record(tmp_path):
     assert not (BuildCache(tmp_path).directory / "k").exists()
 
 
-def test_lineage_and_context_index_unsynced_in_a_previous_boot_are_none(tmp_path):
+def test_lineage_and_context_index_unsynced_in_a_previous_boot_are_none(tmp_path, settled_files):
     lineage = StepLineage(tmp_path)
     layer = PackedLayer(f"sha256:{1:064x}", 10, f"sha256:{2:064x}", LAYER)
     lineage.put("step", LastRun(f"sha256:{3:064x}", layer, "inputs"))

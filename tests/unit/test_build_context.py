@@ -4,9 +4,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from dockyard.builder import context as context_module
 from dockyard.builder.confined import ConfinedDir, ConfinedFile
-from dockyard.builder.context import BuildContext, ContextIndex
+from dockyard.builder.context import BuildContext, ContextIndex, racy
 from dockyard.builder.frontend.dockerignore import IgnoreMatcher
+
+pytestmark = pytest.mark.usefixtures("settled_files")
 
 
 @pytest.fixture
@@ -134,3 +137,42 @@ def test_stat_cache_is_rewritten_only_when_it_changed(context, tmp_path):
     gone.save_index()
     assert index.path.stat().st_ino != written
     assert "README" not in index.load(str(context))
+
+
+def test_a_change_time_in_or_after_the_walk_s_tick_is_racy():
+    seen_at = 1_700_000_000_123_456_789
+    assert racy(seen_at, seen_at)  # the same tick: a write after the walk may keep it
+    assert racy(seen_at + 5, seen_at)
+    assert not racy(seen_at - 1, seen_at)
+    # whole seconds: a filesystem that rounds (FAT: to two) may stamp a later write so
+    assert racy(1_700_000_000 * 10**9, seen_at)
+    assert not racy(1_697_000_000 * 10**9, seen_at)
+    assert racy(1_700_000_000_123 * 10**6, seen_at)  # milliseconds
+    assert not racy(1_700_000_000_122 * 10**6, seen_at)
+
+
+def test_a_file_rewritten_in_the_tick_the_walk_saw_it_is_read_again(tmp_path, monkeypatch):
+    """Git's racily-clean case: a same-size rewrite in the tick of the walk that hashed
+    the file may keep its stamp; the stat cache must not vouch for it next time."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    f = context / "f"
+    f.write_text("aaaa")
+    index = ContextIndex(tmp_path / "store", context)
+    ctime = f.stat().st_ctime_ns
+    monkeypatch.setattr(context_module, "file_clock", lambda: ctime)  # the walk's tick
+    first = BuildContext(context, index=index)
+    first.checksum([""])
+    first.save_index()
+    kept = index.load(str(context))
+
+    # before Linux 6.13's multigrain times (or on a filesystem without them) this write,
+    # in the same tick, keeps size and stamp: only the smudge tells the cache it changed
+    f.write_text("bbbb")
+    f_ctime = f.stat().st_ctime_ns
+    monkeypatch.setattr(context_module, "file_clock", lambda: f_ctime + 10**9)
+    second = BuildContext(context, index=index)
+    assert second.checksum([""]) == BuildContext(context).checksum([""])
+    assert "f" not in kept  # smudged, not kept
+    second.save_index()
+    assert "f" in index.load(str(context))  # settled: kept

@@ -12,7 +12,7 @@ from dockyard.builder import copier, incremental
 from dockyard.builder.incremental import CopyRecord
 from tests.support.copier import context, instruction, needs_root
 
-pytestmark = needs_root
+pytestmark = [needs_root, pytest.mark.usefixtures("settled_files")]
 
 TIME = 1_600_000_000 * 10**9
 COPY = "COPY src/ /app/src/"

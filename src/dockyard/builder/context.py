@@ -4,8 +4,11 @@ Hashing is incremental, like git's index: a stat cache (:class:`ContextIndex`)
 remembers each file's (inode, size, mtime, ctime) and digest, so an unchanged 10k-file
 context costs a walk of stats, not a read of every byte. It is rewritten only when a
 digest was computed or a file went, unsynced (one a crash may have damaged is ignored:
-see :mod:`.durability`). Checksums cover name, type, permissions, owner,
-link target and content, never times, so a fresh checkout hits the same cache keys.
+see :mod:`.durability`). A file changed in the tick the walk saw it is *racily clean*
+(git's term): a second write in that tick would leave its stamp as it was, so its stamp
+is smudged, never matched, and it is read again next time (:func:`racy`). Checksums
+cover name, type, permissions, owner, link target and content, never times, so a fresh
+checkout hits the same cache keys.
 
 Everything is read from the context's directory fd (:class:`.ConfinedDir`), one
 component at a time with ``O_NOFOLLOW``: a directory swapped for a symlink while the
@@ -20,6 +23,7 @@ import json
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +41,32 @@ _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 IgnoreCheck = Callable[[str, bool], bool]
 """``(relative path, is_dir) -> excluded?``; paths use ``/`` and have no leading ``./``."""
 
+SMUDGED = -1  # the ctime of a stamp no later stat can match
+_CLOCK_REALTIME_COARSE = 5  # Linux's clock id (not in Python's time module)
+
+
+def file_clock() -> int:
+    """Now, as the kernel stamps a file changed now: its coarse clock (the tick's start),
+    never ahead of a later change's time. Tests replace it to place the walk in time."""
+    return time.clock_gettime_ns(_CLOCK_REALTIME_COARSE)
+
+
+def racy(ctime_ns: int, seen_at: int) -> bool:
+    """Could a change after ``seen_at`` leave this ctime as it is?
+
+    Yes if it is not before ``seen_at`` (the same tick), or within the granularity of
+    a filesystem that rounds its times (told by trailing zeros: whole seconds on some,
+    two on FAT), as git's "racily clean" entries. (Linux 6.13's multigrain times give a
+    change after a stat a finer ctime on some filesystems; older kernels and the others
+    stamp it with the tick.)
+    """
+    grain = 1
+    while grain < 1_000_000_000 and ctime_ns % (grain * 10) == 0:
+        grain *= 10
+    if grain == 1_000_000_000:
+        grain *= 2
+    return ctime_ns + grain > seen_at
+
 
 @dataclass(slots=True)
 class Entry:
@@ -49,7 +79,8 @@ class Entry:
     size: int
     link: str | None = None
     digest: str | None = None  # sha256 of a regular file's content, filled on demand
-    stamp: tuple[int, int, int, int] = (0, 0, 0, 0)  # ino, size, mtime_ns, ctime_ns (any kind)
+    # ino, size, mtime_ns, ctime_ns (any kind); ctime_ns is SMUDGED for a racily-clean entry
+    stamp: tuple[int, int, int, int] = (0, 0, 0, 0)
     nlink: int = 1
 
     @property
@@ -98,6 +129,7 @@ class BuildContext:
         self._cached = index.load(str(self.path)) if index is not None else {}
         self._reused = 0  # digests the walk took from the stat cache
         self._hashed = False  # a digest was computed: the stat cache is out of date
+        self._seen_at = 0  # file_clock() before the walk
 
     def close(self) -> None:
         """Close the context's directory if it was opened here."""
@@ -117,6 +149,7 @@ class BuildContext:
                     fd = self.dir.open_fd("", _DIR)
                 except OSError as e:
                     raise BuildError(f"cannot read build context: {e.strerror}") from None
+                self._seen_at = file_clock()
                 try:
                     entries[""] = self._entry("", os.fstat(fd), None)
                     self._walk(fd, "", entries, children)
@@ -127,13 +160,16 @@ class BuildContext:
             return self._entries
 
     def _entry(self, rel: str, st: os.stat_result, link: str | None) -> Entry:
-        mode, size = st.st_mode, st.st_size
-        stamp = (st.st_ino, size, st.st_mtime_ns, st.st_ctime_ns)
+        mode, size, ctime = st.st_mode, st.st_size, st.st_ctime_ns
+        stamp = (st.st_ino, size, st.st_mtime_ns, ctime)
+        smudged = ctime + 2_000_000_000 > self._seen_at and racy(ctime, self._seen_at)
+        if smudged:
+            stamp = (st.st_ino, size, st.st_mtime_ns, SMUDGED)
         if not stat.S_ISREG(mode):
             return Entry(rel, mode, st.st_uid, st.st_gid, size, link, None, stamp, st.st_nlink)
         cached = self._cached.get(rel)  # [ino, size, mtime_ns, ctime_ns, digest]
         digest = None
-        if cached is not None and len(cached) == 5 and stamp == (*cached[:4],):
+        if not smudged and cached is not None and len(cached) == 5 and stamp == (*cached[:4],):
             digest = cached[4]
             self._reused += 1
         return Entry(rel, mode, st.st_uid, st.st_gid, size, None, digest, stamp, st.st_nlink)
@@ -251,7 +287,7 @@ class BuildContext:
         files = {
             e.path: [*e.stamp, e.digest]
             for e in self._entries.values()
-            if e.digest is not None and e.is_file
+            if e.digest is not None and e.is_file and e.stamp[3] != SMUDGED
         }
         if files != self._cached:
             self._index.save(str(self.path), files)

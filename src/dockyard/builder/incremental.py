@@ -8,7 +8,8 @@ of every entry it copied), the new snapshot is instead the last one cloned
 (:func:`.treecopy.clone_tree`: every file linked, nothing read) with only what changed
 written by the COPY writer, then packed. What changed is told by the context's stamps
 (inode, size, mtime, ctime: a write to a file, its mode or its xattrs moves its ctime),
-so nothing unchanged is read or compared.
+so nothing unchanged is read or compared; an entry whose stamp the context smudged
+(racily clean) counts as changed.
 
 The result is the layer a full run gives: the same state below and the same
 instruction place every entry where the last run did, and the writer gives each
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dockyard.builder.context import Entry
+from dockyard.builder.context import SMUDGED, Entry
 from dockyard.builder.frontend import records
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ def changes(last: CopyRecord, plan: CopyPlan, parent: str, shape: str) -> Change
         item = _ItemChanges(top, real, [], set(), [], [], {r: old[r][0] for r in old_dirs})
         for rel, now in new.items():
             before = old.get(rel)
-            if before == now:
+            if before == now and now[4] != SMUDGED:  # a racily-clean entry always changed
                 continue
             if before is not None and stat.S_IFMT(before[0]) != stat.S_IFMT(now[0]):
                 return None
