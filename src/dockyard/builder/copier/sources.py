@@ -508,6 +508,7 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
     entries = [lookup(path) for _, _, path in records]
     tree.context.fill_digests([e for e in entries if e is not None and e.digest is None])
     lines = []  # hashed at once: the same digest as line by line, at a fraction of the calls
+    middles: dict[tuple[int, int, bool], str] = {}  # kind, mode, included: a few in a context
     for (label, node, path), entry in zip(records, entries, strict=True):
         if entry is not None:
             perm = entry.mode & 0o7777  # stat.S_IMODE
@@ -518,7 +519,11 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
                 raise NotFound(path)
             perm = stat.S_IMODE(st.st_mode)
             detail = ""
-        lines.append(f"{label}\0{node.kind:o}\0{perm:o}\0{int(node.included)}\0{detail}\n")
+        middle = middles.get((node.kind, perm, node.included))
+        if middle is None:
+            middle = f"\0{node.kind:o}\0{perm:o}\0{int(node.included)}\0"
+            middles[node.kind, perm, node.included] = middle
+        lines.append(f"{label}{middle}{detail}\n")
     text = "".join(lines).encode("utf-8", "surrogateescape")
     return "sha256:" + hashlib.sha256(text).hexdigest()
 
