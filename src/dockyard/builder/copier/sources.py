@@ -493,17 +493,20 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
     owners are reset to 0:0 anyway).
     """
     records: list[tuple[str, Node, str]] = []  # (label, node, context path)
-
-    def add(label: str, path: str, children: list[Node]) -> None:
-        for child in children:  # depth first, as Node.walk
+    for index, (real, name, node) in enumerate(sources):
+        records.append((f"{index}\0{name}", node, real))
+        # depth first, as Node.walk (a stack too), each level's label and path made once
+        stack = [(f"{index}\0{name}/", f"{real}/" if real else "", iter(node.children))]
+        while stack:
+            label, path, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                continue
             child_label, child_path = label + child.name, path + child.name
             records.append((child_label, child, child_path))
             if child.children:
-                add(child_label + "/", child_path + "/", child.children)
-
-    for index, (real, name, node) in enumerate(sources):
-        records.append((f"{index}\0{name}", node, real))
-        add(f"{index}\0{name}/", f"{real}/" if real else "", node.children)
+                stack.append((child_label + "/", child_path + "/", iter(child.children)))
     lookup = tree.entries.get
     entries = [lookup(path) for _, _, path in records]
     tree.context.fill_digests([e for e in entries if e is not None and e.digest is None])
