@@ -18,11 +18,9 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import os
-import shutil
 import stat
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -701,6 +699,8 @@ class Builder:
             return stack.enter_context(overlay_rootfs([source], scratch / "rw")).merged
         if not stat.S_ISREG(mode):
             raise instr.error(f"mount source {mount.source!r}: rw needs a file or a directory")
+        import shutil
+
         copy = scratch / "copy"
         shutil.copyfile(source, copy)
         copy.chmod(stat.S_IMODE(mode))
@@ -758,11 +758,15 @@ class Builder:
     def _discard(self, directory: Path) -> None:
         """Remove ``directory`` (a cache mount's): renamed away first, so that a build
         using it now keeps the old one and a new one can be made at once."""
+        import uuid
+
         aside = self._tmp() / f"discarded-{uuid.uuid4().hex}"
         try:
             os.rename(directory, aside)
         except FileNotFoundError:
             return
+        import shutil
+
         shutil.rmtree(aside, ignore_errors=True)
 
     def _script_mount(self, script: ins.RunScript, stack: ExitStack) -> runtime_config.Mount:

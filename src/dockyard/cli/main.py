@@ -64,6 +64,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# command name -> the library modules it imports when it runs, not at its own import (so
+# that its --help stays fast): imported with it, while collection is off (see
+# :func:`_import_command`), unless only help is asked for.
+RUN_IMPORTS: dict[str, tuple[str, ...]] = {"build": ("dockyard.builder.outputs",)}
+
+
 HELP_HEAD = """\
 Usage: dockyard [OPTIONS] COMMAND [ARGS]...
 
@@ -202,11 +208,15 @@ def main() -> None:
 
 
 def _import_command(argv: list[str]) -> None:
-    """Import the module of the command ``argv`` names, then collect garbage again, with
-    what is imported so far frozen out of the collector's sight (it lives on)."""
+    """Import the module of the command ``argv`` names (and its :data:`RUN_IMPORTS`), then
+    collect garbage again, with what is imported so far frozen out of the collector's
+    sight (it lives on)."""
     for arg in argv[1:]:
         if arg in COMMANDS:  # the first word naming one (if an option's value, no harm)
             importlib.import_module(COMMANDS[arg][0])
+            if "--help" not in argv and "-h" not in argv:
+                for module in RUN_IMPORTS.get(arg, ()):
+                    importlib.import_module(module)
             break
     gc.freeze()
     gc.enable()

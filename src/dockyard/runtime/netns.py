@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from dockyard.errors import ContainerError
-from dockyard.runtime import interrupts, mounts, syscalls
+from dockyard.runtime import syscalls
 
 if TYPE_CHECKING:
     import _socket
@@ -46,6 +46,7 @@ def create_netns(path: str | os.PathLike[str]) -> Path:
     except OSError as e:
         raise ContainerError(f"cannot create netns file {target}: {e.strerror}") from None
     os.close(fd)
+    from dockyard.runtime import mounts  # not at import: see ioctl_socket
 
     def hold() -> None:
         mounts.bind(f"/proc/self/task/{threading.get_native_id()}/ns/net", target, recursive=False)
@@ -64,6 +65,8 @@ def remove_netns(path: str | os.PathLike[str]) -> None:
     """Unmount and delete a namespace file of :func:`create_netns`; missing is fine.
 
     The namespace ends when the last container in it exits."""
+    from dockyard.runtime import mounts  # not at import: see ioctl_socket
+
     mounts.unmount(path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -72,6 +75,8 @@ def remove_netns(path: str | os.PathLike[str]) -> None:
 @contextlib.contextmanager
 def netns(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A network namespace at ``path`` for the duration of the block."""
+    from dockyard.runtime import interrupts  # not at import: see ioctl_socket
+
     created = create_netns(path)
     try:
         yield created
@@ -111,7 +116,7 @@ def ioctl_socket() -> contextlib.closing[_socket.socket]:
 
     From :mod:`_socket`, the C module: :mod:`socket` makes its enums when imported (~10 ms
     here), which a build would pay at its first RUN step for this one socket."""
-    import _socket  # not at import: every build loads this module (dockyard.runtime), few run it
+    import _socket  # not at import: every build loads this module (dockyard.runtime), few use it
 
     return contextlib.closing(_socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM))
 

@@ -431,8 +431,30 @@ def build_node(tree: Tree, real: str, name: str, filters: Filters) -> Node:
     assert kind is not None
     node = Node(name, kind)
     if kind == stat.S_IFDIR:
-        node.children = _children(tree, real, "", filters)
+        if filters.empty and isinstance(tree, ContextTree):
+            node.children = _context_children(tree, real)
+        else:
+            node.children = _children(tree, real, "", filters)
     return node
+
+
+def _context_children(tree: ContextTree, real: str) -> list[Node]:
+    """:func:`_children` of a context directory without filters: everything under it.
+
+    The context's listing is in memory, so no pattern to test and no scan to make (a
+    warm rebuild builds this node for every file it copies)."""
+    prefix = f"{real}/" if real else ""
+    kind_of = tree.kind
+    out: list[Node] = []
+    for name in tree.children.get(real, ()):
+        path = prefix + name
+        kind = kind_of(path)
+        assert kind is not None
+        node = Node(name, kind)
+        if kind == stat.S_IFDIR:
+            node.children = _context_children(tree, path)
+        out.append(node)
+    return out
 
 
 def _children(tree: Tree, real: str, rel: str, filters: Filters) -> list[Node]:
@@ -470,18 +492,29 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
     permissions, link targets and file contents, never times or owners (the context's
     owners are reset to 0:0 anyway).
     """
-    records: list[tuple[str, Node, str]] = []
+    records: list[tuple[str, Node, str]] = []  # (label, node, context path)
     for index, (real, name, node) in enumerate(sources):
         records.append((f"{index}\0{name}", node, real))
-        for rel, child in node.walk():
-            records.append((f"{index}\0{name}/{rel}", child, f"{real}/{rel}" if real else rel))
+        # depth first, as Node.walk (a stack too), each level's label and path made once
+        stack = [(f"{index}\0{name}/", f"{real}/" if real else "", iter(node.children))]
+        while stack:
+            label, path, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                continue
+            child_label, child_path = label + child.name, path + child.name
+            records.append((child_label, child, child_path))
+            if child.children:
+                stack.append((child_label + "/", child_path + "/", iter(child.children)))
     lookup = tree.entries.get
     entries = [lookup(path) for _, _, path in records]
     tree.context.fill_digests([e for e in entries if e is not None and e.digest is None])
     lines = []  # hashed at once: the same digest as line by line, at a fraction of the calls
+    middles: dict[tuple[int, int, bool], str] = {}  # kind, mode, included: a few in a context
     for (label, node, path), entry in zip(records, entries, strict=True):
         if entry is not None:
-            perm = stat.S_IMODE(entry.mode)
+            perm = entry.mode & 0o7777  # stat.S_IMODE
             detail = entry.link if entry.link is not None else (entry.digest or "")
         else:  # an excluded directory holding included paths: only its mode is copied
             st = tree.context.dir.lstat(path)
@@ -489,7 +522,11 @@ def context_digest(tree: ContextTree, sources: list[tuple[str, str, Node]]) -> s
                 raise NotFound(path)
             perm = stat.S_IMODE(st.st_mode)
             detail = ""
-        lines.append(f"{label}\0{node.kind:o}\0{perm:o}\0{int(node.included)}\0{detail}\n")
+        middle = middles.get((node.kind, perm, node.included))
+        if middle is None:
+            middle = f"\0{node.kind:o}\0{perm:o}\0{int(node.included)}\0"
+            middles[node.kind, perm, node.included] = middle
+        lines.append(f"{label}{middle}{detail}\n")
     text = "".join(lines).encode("utf-8", "surrogateescape")
     return "sha256:" + hashlib.sha256(text).hexdigest()
 

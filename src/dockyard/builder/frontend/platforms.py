@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _host
+import os
 import re
 
 from dockyard.builder.frontend.records import Record, record
@@ -109,9 +109,10 @@ class Platform(Record):
     @classmethod
     def host(cls) -> Platform:
         """The machine we run on, as BuildKit's default build platform."""
-        machine = _host.machine().lower()
+        host = os.uname()  # platform.uname()'s answer on Linux, without its import
+        machine = host.machine.lower()
         arch, variant = _MACHINES.get(machine, normalize_arch(machine, ""))
-        return cls(_host.system().lower() or "linux", arch, variant)
+        return cls(host.sysname.lower() or "linux", arch, variant)
 
     @classmethod
     def parse(cls, spec: str) -> Platform:
