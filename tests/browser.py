@@ -67,7 +67,7 @@ def screenshot(driver, name: str) -> Path:
     return path
 
 
-def wait_until(condition, timeout: float = 30, what: str = "condition"):
+def wait_until(condition, timeout: float = 60, what: str = "condition"):
     """``condition()``'s first truthy value, polled; fails after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

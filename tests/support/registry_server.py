@@ -68,10 +68,11 @@ class Server:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + timeout
+        wanted = self.port
         while True:
-            if self.port == 0:
-                self.port = self._bound_port(logged)
-            if self.port != 0:
+            bound = self._bound_port(logged)  # this process's, not another's on the port
+            if bound and wanted in (0, bound):
+                self.port = bound
                 try:
                     r = httpx.get(f"{self.url}/v2/", timeout=5.0, verify=False)
                     if r.status_code in (200, 401):
