@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -66,7 +67,7 @@ def screenshot(driver, name: str) -> Path:
     return path
 
 
-def wait_until(condition, timeout: float = 30, what: str = "condition"):
+def wait_until(condition, timeout: float = 60, what: str = "condition"):
     """``condition()``'s first truthy value, polled; fails after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -100,19 +101,27 @@ def sign_in_as(driver, base_url: str, name: str, password: str) -> None:
 
 
 @contextlib.contextmanager
-def served(app, port: int) -> Iterator[str]:
-    """``app`` served by uvicorn on 127.0.0.1:``port`` in a thread; yields its URL."""
+def served(app) -> Iterator[str]:
+    """``app`` served by uvicorn on a port of loopback in a thread; yields its URL. The
+    socket is bound and listening before uvicorn starts: no other process can take its
+    port, and no request finds it closed."""
     import uvicorn
 
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     )
-    thread = threading.Thread(target=server.run, name="web-ui-server", daemon=True)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="web-ui-server", daemon=True
+    )
     thread.start()
     try:
-        wait_until(lambda: server.started or not thread.is_alive(), what="uvicorn")
+        wait_until(lambda: server.started or not thread.is_alive(), timeout=60, what="uvicorn")
         assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(30)
+        sock.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,23 +20,24 @@ import httpx
 import pytest
 
 from dockyard.runtime.mounts import remove_tree
+from tests.support.listening import free_port, wait_listening
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, timeout: float = 20.0, ok=(200, 401)) -> None:
-    """Poll ``url`` until it answers with one of ``ok`` (a server we just started)."""
+def wait_for_http(
+    url: str, timeout: float = 60.0, ok=(200, 401), process: subprocess.Popen | None = None
+) -> None:
+    """Poll ``url`` until it answers with one of ``ok`` (a server we just started, as
+    ``process``: its end ends the wait). A loaded 2-core CI machine may take many seconds
+    to start a Python server."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(url, timeout=1.0).status_code in ok:
+            if httpx.get(url, timeout=5.0).status_code in ok:
                 return
         except httpx.TransportError:
             pass
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server of {url} exited ({process.returncode})")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not come up within {timeout}s")
         time.sleep(0.05)
@@ -66,29 +66,36 @@ class Registry:
 
 
 def start_docker_registry(workdir: Path, auth_yaml: str = "") -> Registry:
+    """docker-registry on a free port (another one if a process took it before the
+    registry bound it), once it answers."""
     need("docker-registry")
-    port = free_port()
     storage = workdir / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     config = workdir / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: error, accesslog: {disabled: true}}\n"
-        f"storage: {{filesystem: {{rootdirectory: {storage}}}, delete: {{enabled: true}}}}\n"
-        f"http: {{addr: '127.0.0.1:{port}'}}\n" + auth_yaml
+    for _ in range(3):
+        port = free_port()
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: error, accesslog: {disabled: true}}\n"
+            f"storage: {{filesystem: {{rootdirectory: {storage}}}, delete: {{enabled: true}}}}\n"
+            f"http: {{addr: '127.0.0.1:{port}'}}\n" + auth_yaml
+        )
+        log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - lives as long as the process
+        # docker-registry reads REGISTRY_* variables as config overrides (REGISTRY_AUTH_FILE!).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        proc = subprocess.Popen(
+            ["docker-registry", "serve", str(config)], stdout=log, stderr=log, env=env
+        )
+        if not wait_listening(proc, port):  # it ended: the port taken first?
+            log.close()
+            if b"address already in use" in (workdir / "registry.log").read_bytes():
+                continue
+            raise RuntimeError(f"docker-registry exited:\n{(workdir / 'registry.log').read_text()}")
+        wait_for_http(f"http://127.0.0.1:{port}/v2/", process=proc)
+        return Registry(f"127.0.0.1:{port}", storage, proc)
+    raise RuntimeError(
+        f"docker-registry found no free port:\n{(workdir / 'registry.log').read_text()}"
     )
-    log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - lives as long as the process
-    # docker-registry reads REGISTRY_* variables as config overrides (REGISTRY_AUTH_FILE!).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    proc = subprocess.Popen(
-        ["docker-registry", "serve", str(config)], stdout=log, stderr=log, env=env
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/v2/")
-    except RuntimeError:
-        proc.kill()
-        raise
-    return Registry(f"127.0.0.1:{port}", storage, proc)
 
 
 def stop(registry: Registry) -> None:
@@ -309,7 +316,6 @@ def postgres_server() -> Iterator[str]:
 
     base = Path(tempfile.mkdtemp(prefix="dockyard-pg-"))
     shutil.chown(base, "postgres", "postgres")
-    port = free_port()
 
     def as_postgres(*command: str) -> None:
         subprocess.run(
@@ -317,18 +323,28 @@ def postgres_server() -> Iterator[str]:
         )
 
     as_postgres(str(bin_dir / "initdb"), "-D", str(base / "data"), "-A", "trust", "-U", "dockyard")
-    options = f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
-    as_postgres(
-        str(bin_dir / "pg_ctl"),
-        "-D",
-        str(base / "data"),
-        "-o",
-        options,
-        "-w",
-        "-l",
-        str(base / "log"),
-        "start",
-    )
+    for _ in range(3):  # another port if another process bound the one chosen first
+        port = free_port()
+        logged = (base / "log").stat().st_size if (base / "log").exists() else 0
+        options = f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        try:
+            as_postgres(
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(base / "data"),
+                "-o",
+                options,
+                "-w",
+                "-l",
+                str(base / "log"),
+                "start",
+            )
+            break
+        except subprocess.CalledProcessError:
+            if b"could not bind" not in (base / "log").read_bytes()[logged:]:
+                raise
+    else:
+        raise RuntimeError(f"PostgreSQL found no free port:\n{(base / 'log').read_text()}")
     try:
         yield f"postgresql://dockyard@127.0.0.1:{port}"
     finally:

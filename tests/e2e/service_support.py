@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 
 from dockyard.mountinfo import mount_points_under
-from tests.conftest import free_port, wait_for_http
+from tests.conftest import wait_for_http
+from tests.support.listening import start_listening
 
 WEBHOOK_SECRET = "a-webhook-secret-of-some-length"
 LEASE = 3  # seconds without a heartbeat before an agent is taken for dead
@@ -68,7 +69,7 @@ class Server:
     data: Path
     database: str | None = None  # default: SQLite in ``data``
     key_file: Path | None = None  # default: in ``data``
-    port: int = field(default_factory=free_port)
+    port: int = 0  # chosen by the first start
     lease: float = LEASE
     process: subprocess.Popen | None = None
     agents: list[subprocess.Popen] = field(default_factory=list)
@@ -79,26 +80,31 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, local_agent: bool = False) -> None:
-        self.process = spawn(
-            [
-                sys.executable,
-                "-m",
-                "dockyard.cli.main",
-                "--root",
-                str(self.data.parent / "store-local"),
-                "server",
-                "--addr",
-                f"127.0.0.1:{self.port}",
-                "--data",
-                str(self.data),
-                *([] if local_agent else ["--no-local-agent"]),
-                *(["--database", self.database] if self.database else []),
-                *(["--secret-key-file", str(self.key_file)] if self.key_file else []),
-                "--lease",
-                str(self.lease),
-            ],
-            self.data.parent / "server.log",
-        )
+        """Start the server (again on its port, once it has one) and wait until it answers."""
+
+        def serve(port: int) -> subprocess.Popen:
+            return spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "dockyard.cli.main",
+                    "--root",
+                    str(self.data.parent / "store-local"),
+                    "server",
+                    "--addr",
+                    f"127.0.0.1:{port}",
+                    "--data",
+                    str(self.data),
+                    *([] if local_agent else ["--no-local-agent"]),
+                    *(["--database", self.database] if self.database else []),
+                    *(["--secret-key-file", str(self.key_file)] if self.key_file else []),
+                    "--lease",
+                    str(self.lease),
+                ],
+                self.data.parent / "server.log",
+            )
+
+        self.process, self.port = start_listening(serve, self.data.parent / "server.log", self.port)
         wait_for_http(self.url + "/api/v1")
         if (self.data / "admin-token").exists():  # only the first server on a database
             self.login((self.data / "admin-token").read_text().strip())

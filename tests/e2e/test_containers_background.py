@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -121,9 +122,12 @@ def test_prune_spares_it_and_a_killed_supervisor_leaves_nothing(dockyard, base, 
     assert status(dockyard, name) == "running"
     assert dockyard("container", "exec", name, "true").returncode == 0
     running = json.loads((store_root / "containers" / name / RUNNING_FILE).read_bytes())
-    os.kill(running["pid"], signal.SIGKILL)  # the supervisor, as the OOM killer would
-    pidfd = os.pidfd_open(running["pid"])
-    os.close(pidfd)
+    pidfd = os.pidfd_open(running["pid"])  # before the kill: after it, it may be reaped
+    try:  # the supervisor, as the OOM killer would; dead before the next command
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        assert select.select([pidfd], [], [], 60)[0], "the supervisor outlived SIGKILL"
+    finally:
+        os.close(pidfd)
     # The next command that takes the container reaps its runc container and repairs it.
     dockyard("container", "run", name, "--", "true")
     assert runc_containers(store_root) == []

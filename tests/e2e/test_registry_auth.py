@@ -287,7 +287,7 @@ class TokenRegistry:
                 stdout=log,
                 stderr=log,
             )
-        wait_for_http(f"{self.registry.url}/v2/")
+        wait_for_http(f"{self.registry.url}/v2/", process=self.registry.process)
 
 
 @pytest.fixture

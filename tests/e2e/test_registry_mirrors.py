@@ -7,10 +7,12 @@ mirror; one only the source holds, only by falling back.
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 
-from tests.conftest import free_port, start_docker_registry, stop
+from tests.conftest import start_docker_registry, stop
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +85,10 @@ def test_falls_back_when_mirror_is_down_or_lacks_the_image(
     dockyard, busybox_ref, mirror_registry, tmp_path
 ):
     source = busybox_ref.split("/", 1)[0]
-    down = f"127.0.0.1:{free_port()}"  # nothing listens there
-    dockyard("--registry-mirror", f"{source}=http://{down}", "pull", busybox_ref)
+    with socket.socket() as closed:  # bound, never listening: refused, and no one else's
+        closed.bind(("127.0.0.1", 0))
+        down = f"127.0.0.1:{closed.getsockname()[1]}"
+        dockyard("--registry-mirror", f"{source}=http://{down}", "pull", busybox_ref)
     dockyard("rmi", busybox_ref)
     # The mirror answers, but has no fixtures/busybox: the source serves it.
     env = config_dir(tmp_path, source, f'location = "{mirror_registry.host}"')

@@ -48,6 +48,7 @@ from tests.support.containers import (
     processes_running,
     runc_containers,
 )
+from tests.support.waiting import PATIENCE, wait_until
 
 SHARED_FIXTURES = (busybox_image, no_leaks)  # pytest finds them here by name
 
@@ -323,10 +324,7 @@ def test_the_timeout_holds_after_the_output_has_ended(rootfs, busybox_image):
 def test_a_service_container_is_killed_on_close(rootfs, busybox_image):
     marker = "sleep 1718"
     with Container(rootfs, sh(f"{marker} & {marker}"), root=busybox_image.store.root) as c:
-        deadline = time.monotonic() + 10
-        while len(processes_running(marker)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(processes_running(marker)) == 2
+        wait_until(lambda: len(processes_running(marker)) == 2, "both sleeps to run")
     assert processes_running(marker) == []
     assert c.pid is not None
 
@@ -380,7 +378,7 @@ def _runc_status(container: Container) -> str:
     return json.loads(state.stdout)["status"] if state.returncode == 0 else "gone"
 
 
-def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+def _until(condition: Callable[[], bool], timeout: float = PATIENCE) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -460,9 +458,7 @@ def test_a_killed_runc_leaves_nothing_running(rootfs, busybox_image):
         rootfs, sh(f"echo up; {marker} & {marker}"), root=busybox_image.store.root, on_output=out
     )
     with container:
-        deadline = time.monotonic() + 10
-        while len(processes_running(marker)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(processes_running(marker)) == 2, "both sleeps to run")
         assert container.pid is not None
         os.kill(container.pid, signal.SIGKILL)
         time.sleep(0.2)
@@ -475,9 +471,7 @@ def _start_then_wait(rootfs: Path, root: Path, marker: str, ready_fd: int) -> No
     """In a child: start a container, say so once it runs, wait to be killed."""
     container = Container(rootfs, sh(f"{marker} & {marker}"), root=root)
     container.start()
-    deadline = time.monotonic() + 10
-    while len(processes_running(marker)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(processes_running(marker)) == 2, "both sleeps to run")
     os.write(ready_fd, b"1")
     signal.pause()
 

@@ -29,6 +29,7 @@ from tests.support.registry_server import (
     start_server,
 )
 from tests.support.registry_server import sha256_of as sha
+from tests.support.waiting import PATIENCE
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +40,7 @@ def cached(root: Path, digest: str) -> bool:
     return (root / "blobs" / "sha256" / digest.split(":")[1]).is_file()
 
 
-def wait_until(condition, timeout: float = 20.0) -> bool:
+def wait_until(condition, timeout: float = PATIENCE) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import need
 from tests.support.registry_server import copy, manifest_digest, run, start_server
 from tests.support.registry_server import sha256_of as sha
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -144,12 +145,25 @@ def test_skopeo_pushes_of_one_image_race(server, busybox_layout):
     assert_store_sound(server.root)
 
 
-def _send_partial(host: str, request_head: str, body: bytes) -> None:
-    """Send a request head and part of its body, then drop the connection (killed client)."""
+def upload_sizes(root: Path) -> list[int]:
+    """The bytes each upload in progress has on disk (white-box: how far the server got)."""
+    sizes = []
+    for data in (root / "uploads").glob("*/data"):
+        with contextlib.suppress(FileNotFoundError):  # finished since it was listed
+            sizes.append(data.stat().st_size)
+    return sizes
+
+
+def _send_partial(host: str, request_head: str, body: bytes, root: Path) -> None:
+    """Send a request head and part of its body, then drop the connection (killed client)
+    once the server has written some of the body (1 MiB, a write batch) to an upload."""
     hostname, port = host.split(":")
     with socket.create_connection((hostname, int(port))) as s:
         s.sendall(request_head.encode() + body)
-        time.sleep(0.3)
+        wait_until(
+            lambda: any(size >= 1 << 20 for size in upload_sizes(root)),
+            "the server to write part of the body",
+        )
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 
 
@@ -161,19 +175,17 @@ def test_client_killed_mid_upload(server):
         f"POST /v2/killed/mono/blobs/uploads/?digest={digest} HTTP/1.1\r\n"
         f"Host: {server.host}\r\nContent-Length: {len(data)}\r\n\r\n"
     )
-    _send_partial(server.host, head, data[: 3 << 20])
-    time.sleep(0.5)
+    _send_partial(server.host, head, data[: 3 << 20], server.root)
+    wait_until(lambda: list((server.root / "uploads").iterdir()) == [], "the cut-off upload to go")
     assert httpx.head(f"{server.url}/v2/killed/mono/blobs/{digest}").status_code == 404
-    assert list((server.root / "uploads").iterdir()) == []
     # a chunk cut off: the session keeps what arrived and the client resumes from there
     location = httpx.post(f"{server.url}/v2/killed/chunk/blobs/uploads/").headers["location"]
     head = (
         f"PATCH {location} HTTP/1.1\r\nHost: {server.host}\r\n"
         f"Content-Length: {len(data)}\r\nContent-Range: 0-{len(data) - 1}\r\n\r\n"
     )
-    _send_partial(server.host, head, data[: 5 << 20])
-    time.sleep(0.5)
-    status = httpx.get(f"{server.url}{location}")
+    _send_partial(server.host, head, data[: 5 << 20], server.root)
+    status = httpx.get(f"{server.url}{location}", timeout=60)  # after the cut-off PATCH
     assert status.status_code == 204
     have = int(status.headers["range"].split("-")[1]) + 1
     assert 0 < have <= 5 << 20
@@ -210,7 +222,10 @@ def test_skopeo_killed_mid_push_then_push_again(server, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(0.4)
+    wait_until(  # killed mid-push: once a blob's bytes are arriving (unless all came)
+        lambda: any(upload_sizes(server.root)) or proc.poll() is not None,
+        "skopeo to upload some of the image",
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     copy(f"oci:{layout}:big", f"docker://{server.host}/killed/skopeo:1")
@@ -241,6 +256,7 @@ def test_server_killed_mid_write(tmp_path):
                 httpx.patch(f"{server.url}{location}", content=slow_body(), timeout=30)
 
         acknowledged: dict[str, str] = {}
+        storming = threading.Event()  # a tag is acknowledged, the storm goes on
         layer = os.urandom(1 << 20)
 
         def tag_storm():
@@ -252,17 +268,20 @@ def test_server_killed_mid_write(tmp_path):
                     )
                 except (httpx.HTTPError, AssertionError):
                     return
+                storming.set()
                 i += 1
 
         threads = [threading.Thread(target=slow_patch), threading.Thread(target=tag_storm)]
         for t in threads:
             t.start()
-        time.sleep(0.6)
+        assert storming.wait(60), "no manifest push finished"
+        wait_until(
+            lambda: max(upload_sizes(server.root), default=0) > 4 << 20, "the slow chunk to arrive"
+        )
         server.stop(kill=True)
         stop_sending.set()
         for t in threads:
             t.join()
-        assert acknowledged, "no manifest push finished before the kill"
 
         server.start()
         assert_store_sound(server.root)

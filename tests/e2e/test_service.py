@@ -32,6 +32,7 @@ from tests.e2e.service_support import (
     push_payload,
     texts,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -276,9 +277,7 @@ def test_server_restart_keeps_queued_runs_and_agents_reconnect(server, repo, bus
         json={"name": "other", "clone_url": repo.url, "labels": {"pool": "early"}},
     )
     server.agent("early", "pool=early", tmp_path / "store-early")  # fits only "other"
-    deadline = time.monotonic() + 30
-    while not server.call("GET", "/agents")["items"] and time.monotonic() < deadline:
-        time.sleep(0.1)  # until the agent has said hello
+    wait_until(lambda: server.call("GET", "/agents")["items"], "the agent's hello")
     for _ in range(3):
         server.call("POST", "/repos/project/runs", 201, json={})
     assert server.call("GET", "/repos/project/runs/1")["waiting"] == "no agent has pool=late"
@@ -331,10 +330,7 @@ def test_the_servers_own_agent_runs_pipelines_by_default(tmp_path, repo, busybox
         server.process.terminate()
         server.process.wait(60)
     # The agent ends with its server (SIGTERM from the kernel when its parent dies).
-    deadline = time.monotonic() + 30
-    while _local_agents(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _local_agents(tmp_path) == []
+    wait_until(lambda: _local_agents(tmp_path) == [], "the local agent to end")
 
 
 def _local_agents(tmp_path: Path) -> list[str]:

@@ -18,7 +18,6 @@ from dockyard.service.api import create_app
 from dockyard.service.models import Agent, JUnitCase, LogChunk, Repository, Run, Step
 from dockyard.service.server import ServerConfig, open_service
 from tests.browser import chromium, console_errors, screenshot, served, sign_in_as, wait_until
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -100,7 +99,7 @@ def site(tmp_path) -> Iterator[Site]:
             ],
         )
         run_id = run.id
-    with served(create_app(svc), free_port()) as url:
+    with served(create_app(svc)) as url:
         yield Site(url, svc, run_id)
 
 

@@ -261,7 +261,6 @@ def test_markup_in_log_lines_is_shown_as_text_in_a_real_browser(tmp_path):
     from dockyard.service.api import create_app
     from dockyard.service.server import ADMIN_TOKEN_FILE, ServerConfig, open_service
     from tests.browser import chromium, console_errors, served, sign_in, wait_until
-    from tests.conftest import free_port
 
     data = tmp_path / "data"
     svc = open_service(ServerConfig(addr="127.0.0.1:0", data=data, local_agent=False))
@@ -277,7 +276,7 @@ def test_markup_in_log_lines_is_shown_as_text_in_a_real_browser(tmp_path):
         session.flush()
         session.add(LogChunk(run_id=run.id, attempt=1, lines=LOG_LINES))
         run_id = run.id
-    with served(create_app(svc), free_port()) as url, chromium() as driver:
+    with served(create_app(svc)) as url, chromium() as driver:
         sign_in(driver, url, admin)
         driver.get(url + "/repos/project/runs/1/log?step=build")
         lines = wait_until(

@@ -31,6 +31,7 @@ from dockyard.runtime.nat import NatNetwork
 from dockyard.runtime.netns import create_netns, remove_netns
 from tests.conftest import need
 from tests.killing import killed_when_ready
+from tests.support.waiting import PATIENCE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -362,7 +363,7 @@ def test_a_killed_dockyard_leaves_no_nat_process_running():
             slirp = int(os.read(pid_r, 32))
             watch = os.pidfd_open(slirp)
             assert not select.select([watch], [], [], 0)[0]  # running while its owner lives
-        assert select.select([watch], [], [], 10)[0], "slirp4netns outlived its owner"
+        assert select.select([watch], [], [], PATIENCE)[0], "slirp4netns outlived its owner"
         os.close(watch)
     finally:
         os.close(pid_r)

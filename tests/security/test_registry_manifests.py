@@ -27,6 +27,7 @@ from dockyard.registry.server.config import ServerConfig
 from tests.support.http import serve_in_thread
 from tests.support.registry_server import sha256_of as sha
 from tests.support.registry_server import start_server
+from tests.support.waiting import PATIENCE
 
 LIMIT = 4 << 20
 
@@ -389,7 +390,7 @@ def test_lying_upstream_blob_is_502_and_not_cached(lying):
     assert r.status_code == 502, r.text
     assert error_code(r) == "DIGEST_INVALID"
     assert "upstream up sent wrong bytes" in r.json()["errors"][0]["message"]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + PATIENCE
     while not nothing_cached(server.root, "up/org/app") and time.monotonic() < deadline:
         time.sleep(0.05)  # the download's clean-up runs after the answer
     assert nothing_cached(server.root, "up/org/app")

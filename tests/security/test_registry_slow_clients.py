@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.registry_server import sha256_of as sha
 from tests.support.registry_server import start_server
+from tests.support.waiting import PATIENCE, wait_until
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
@@ -198,6 +199,10 @@ def test_uploads_per_client_are_capped(tmp_path):
                 + b"a" * 1000
             )
             held.append(sock)
+        wait_until(  # the server has read the held requests' heads: their slots are taken
+            lambda: httpx.post(f"{server.url}/v2/cap/blob/blobs/uploads/").status_code == 429,
+            "the held uploads to take their slots",
+        )
         for refused in (
             httpx.patch(f"{server.url}{third}", content=b"b" * 1000),
             httpx.post(f"{server.url}/v2/cap/blob/blobs/uploads/"),
@@ -208,7 +213,7 @@ def test_uploads_per_client_are_capped(tmp_path):
         assert httpx.get(f"{server.url}/v2/").status_code == 200  # other requests still go
         for sock in held:  # the held uploads end: their slots come back
             sock.close()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + PATIENCE
         while True:
             r = httpx.patch(f"{server.url}{third}", content=b"b" * 1000)
             if r.status_code != 429 or time.monotonic() > deadline:

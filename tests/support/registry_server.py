@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,13 +20,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port, need
+from tests.conftest import need
 from tests.support.http import serve_in_thread
+from tests.support.waiting import PATIENCE
 
 
 @dataclass
 class Server:
-    """A running ``dockyard registry serve`` on 127.0.0.1."""
+    """A running ``dockyard registry serve`` on 127.0.0.1; port 0 (a new server) lets the
+    kernel choose a free port, which :meth:`start` reads from uvicorn's start-up line."""
 
     root: Path
     args: tuple[str, ...]
@@ -43,7 +46,10 @@ class Server:
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.host}"
 
-    def start(self, timeout: float = 20.0) -> Server:
+    def start(self, timeout: float = PATIENCE) -> Server:
+        """Start the server (again on its port, once it has one) and return once it
+        answers: no port is chosen first and bound later, when another process may have
+        taken it."""
         argv = [
             sys.executable,
             "-m",
@@ -58,20 +64,32 @@ class Server:
         ]
         env = {k: v for k, v in os.environ.items() if k != "DOCKYARD_DEBUG"}
         env.update(self.env or {})
+        logged = self.log.stat().st_size if self.log.exists() else 0  # earlier runs' lines
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + timeout
+        wanted = self.port
         while True:
-            try:
-                r = httpx.get(f"{self.url}/v2/", timeout=1.0, verify=False)
-                if r.status_code in (200, 401):
-                    return self
-            except httpx.TransportError:
-                pass
+            bound = self._bound_port(logged)  # this process's, not another's on the port
+            if bound and wanted in (0, bound):
+                self.port = bound
+                try:
+                    r = httpx.get(f"{self.url}/v2/", timeout=5.0, verify=False)
+                    if r.status_code in (200, 401):
+                        return self
+                except httpx.TransportError:
+                    pass
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"registry did not start:\n{self.log.read_text()}")
             time.sleep(0.05)
+
+    def _bound_port(self, logged: int) -> int:
+        """The port uvicorn says it listens on in this run's log lines, 0 until it says."""
+        with open(self.log, "rb") as log:
+            log.seek(logged)
+            found = re.search(rb"Uvicorn running on https?://127\.0\.0\.1:(\d+)", log.read())
+        return int(found[1]) if found else 0
 
     def stop(self, kill: bool = False) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -94,7 +112,7 @@ class Server:
 def start_server(workdir: Path, *args: str, tls: bool = False, env=None) -> Server:
     root = workdir / "root"
     workdir.mkdir(parents=True, exist_ok=True)
-    return Server(root, args, free_port(), workdir / "server.log", tls, env).start()
+    return Server(root, args, 0, workdir / "server.log", tls, env).start()
 
 
 def run(

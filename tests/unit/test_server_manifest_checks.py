@@ -36,10 +36,10 @@ def test_brackets_inside_strings_do_not_count():
 
 def test_a_depth_bomb_of_the_largest_size_is_refused_quickly():
     bomb = b"[" * (MAX_MANIFEST_SIZE // 2) + b"]" * (MAX_MANIFEST_SIZE // 2)
-    started = time.monotonic()
+    started = time.thread_time()  # CPU time: the same on a loaded machine as on an idle one
     with pytest.raises(ManifestError):
         check_depth(bomb)
-    assert time.monotonic() - started < 5
+    assert time.thread_time() - started < 5
 
 
 def test_check_takes_the_type_from_the_header_or_the_document():

@@ -13,6 +13,7 @@ import uvicorn
 
 from dockyard.registry.server.apierrors import APIError
 from dockyard.registry.server.slowclients import UploadSlots, http_protocol
+from tests.support.waiting import wait_until
 
 
 async def hello(scope, receive, send):
@@ -38,9 +39,8 @@ def port(request):
     sock.bind(("127.0.0.1", 0))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)  # waiting for the server thread to listen
+    wait_until(lambda: server.started or not thread.is_alive(), "the server thread to listen")
+    assert server.started
     yield sock.getsockname()[1]
     server.should_exit = True
     thread.join()

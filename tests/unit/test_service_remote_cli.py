@@ -12,31 +12,37 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_for_http
+from tests.conftest import wait_for_http
+from tests.support.listening import start_listening
 
 
 @pytest.fixture
 def server(tmp_path) -> Iterator[tuple[str, str]]:
-    port = free_port()
     data = tmp_path / "data"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dockyard.cli.main",
-            "server",
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--data",
-            str(data),
-            "--no-local-agent",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "server.log"
+
+    def serve(port: int) -> subprocess.Popen:
+        with open(log, "ab") as out:
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dockyard.cli.main",
+                    "server",
+                    "--addr",
+                    f"127.0.0.1:{port}",
+                    "--data",
+                    str(data),
+                    "--no-local-agent",
+                ],
+                stdout=out,
+                stderr=out,
+            )
+
+    process, port = start_listening(serve, log)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for_http(url + "/api/v1")
+        wait_for_http(url + "/api/v1", process=process)
         yield url, (data / "admin-token").read_text().strip()
     finally:
         process.terminate()
