@@ -71,7 +71,7 @@ class RunDir(Frozen):
         runs = store_root / RUNS_DIR
         runs.mkdir(parents=True, exist_ok=True)
         while True:
-            path = runs / datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+            path = runs / _new_id()
             try:
                 path.mkdir()
             except FileExistsError:
@@ -83,11 +83,21 @@ class RunDir(Frozen):
         """:meth:`create`, holding the new run and its ``caches`` under the store's lease.
 
         The new run's id and the names of the ``caches`` it will use are added to ``hold`` under the
-        lease: a prune then either sees them held or ran entirely before they existed."""
+        lease: a prune then either sees them held or ran entirely before they existed. The id is
+        held before its directory is made, so a reader that sees the run sees it held (starting,
+        never abandoned). An id another run took in the same microsecond stays held with this
+        one: that run is only kept from a prune a little longer."""
+        runs = store.root / RUNS_DIR
         with store.lease():
-            run = cls.create(store.root)
-            hold.add([run.id, *caches])
-        return run
+            runs.mkdir(parents=True, exist_ok=True)
+            while True:
+                run_id = _new_id()
+                hold.add([run_id, *caches])
+                try:
+                    (runs / run_id).mkdir()
+                except FileExistsError:
+                    continue
+                return cls(runs / run_id)
 
     @classmethod
     def find(cls, store_root: Path, run_id: str) -> RunDir:
@@ -153,6 +163,11 @@ def next_run_number(store_root: Path, pipeline_key: str) -> int:
             number = 1
         atomic.write_bytes(path, f"{number}\n".encode())
     return number
+
+
+def _new_id() -> str:
+    """A run id: its start time, to the microsecond (ids sort by age)."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
 
 
 def run_ids(store_root: Path) -> list[str]:
