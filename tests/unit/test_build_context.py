@@ -1,3 +1,4 @@
+import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -176,3 +177,30 @@ def test_a_file_rewritten_in_the_tick_the_walk_saw_it_is_read_again(tmp_path, mo
     assert "f" not in kept  # smudged, not kept
     second.save_index()
     assert "f" in index.load(str(context))  # settled: kept
+
+
+def test_on_a_filesystem_another_clock_stamps_no_stamp_is_trusted(context, tmp_path, monkeypatch):
+    """NFS, FUSE, 9p: a server behind our clock can stamp a same-size rewrite as it was."""
+    monkeypatch.setattr(context_module.syscalls, "filesystem_type", lambda fd: 0x6969)  # NFS
+    index = ContextIndex(tmp_path / "store", context)
+    seen = hashed_files(monkeypatch)
+    for _ in range(2):
+        built = BuildContext(context, index=index)
+        built.checksum([""])
+        built.save_index()
+    assert (
+        sorted(seen) == ["README", "README", "src/main.py", "src/main.py"] + ["src/pkg/mod.py"] * 2
+    )
+    assert index.load(str(context)) == {}
+
+
+def test_a_stat_cache_saved_before_the_racy_rule_is_not_trusted(context, tmp_path):
+    index = ContextIndex(tmp_path / "store", context)
+    built = BuildContext(context, index=index)
+    built.checksum([""])
+    built.save_index()
+    doc = json.loads(index.path.read_bytes())
+    assert set(doc["files"]) == {"README", "src/main.py", "src/pkg/mod.py"}
+    del doc["stamps"]  # as the last version wrote it
+    index.markers.write(index.path, json.dumps(doc).encode())
+    assert index.load(str(context)) == {}

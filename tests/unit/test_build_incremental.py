@@ -198,3 +198,21 @@ def test_options_and_single_files_are_rebuilt_as_a_full_run_writes_them(tmp_path
     expected = describe(tmp_path / "full")
     expected["app"] = describe(tmp_path / "rebuilt")["app"]  # made now, see above
     assert describe(tmp_path / "rebuilt") == expected
+
+
+def test_an_entry_the_context_smudged_is_rewritten(tmp_path, monkeypatch):
+    """A file changed in the tick the last run's walk saw it (racily clean): its stamp
+    vouches for nothing, so the rebuild writes it though the stamp looks the same."""
+    from dockyard.builder import context as context_module
+
+    ctx = source_tree(tmp_path / "ctx")
+    oldest = min(p.lstat().st_ctime_ns for p in ctx.rglob("*"))
+    monkeypatch.setattr(context_module, "file_clock", lambda: oldest)  # the files' own tick
+    record = full_run(ctx, tmp_path / "last")
+    assert record is not None
+    same = "d2/f5.txt"
+    assert record.items[0][1][same][4] == context_module.SMUDGED
+    with copier.plan_copy(instruction(COPY), context(ctx), None) as plan:
+        found = incremental.changes(record, plan, "parent", "shape")
+    assert found is not None
+    assert same in found.items[0].writes  # as the stamp could not vouch for it

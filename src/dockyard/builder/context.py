@@ -6,9 +6,10 @@ context costs a walk of stats, not a read of every byte. It is rewritten only wh
 digest was computed or a file went, unsynced (one a crash may have damaged is ignored:
 see :mod:`.durability`). A file changed in the tick the walk saw it is *racily clean*
 (git's term): a second write in that tick would leave its stamp as it was, so its stamp
-is smudged, never matched, and it is read again next time (:func:`racy`). Checksums
-cover name, type, permissions, owner, link target and content, never times, so a fresh
-checkout hits the same cache keys.
+is smudged, never matched, and it is read again next time (:func:`racy`); on a filesystem
+another machine's clock stamps (NFS, FUSE, ...) every stamp is (:data:`LOCAL_FILESYSTEMS`).
+Checksums cover name, type, permissions, owner, link target and content, never times, so
+a fresh checkout hits the same cache keys.
 
 Everything is read from the context's directory fd (:class:`.ConfinedDir`), one
 component at a time with ``O_NOFOLLOW``: a directory swapped for a symlink while the
@@ -31,6 +32,7 @@ from pathlib import Path
 from dockyard.builder.confined import ConfinedDir
 from dockyard.builder.durability import RecordMarkers
 from dockyard.errors import BuildError
+from dockyard.runtime import syscalls
 
 PAGE = 4096
 HASH_THREADS = 4
@@ -42,7 +44,33 @@ IgnoreCheck = Callable[[str, bool], bool]
 """``(relative path, is_dir) -> excluded?``; paths use ``/`` and have no leading ``./``."""
 
 SMUDGED = -1  # the ctime of a stamp no later stat can match
+STAMPS = "racy-smudged"  # what a saved stamp vouches for: older ones were saved unchecked
 _CLOCK_REALTIME_COARSE = 5  # Linux's clock id (not in Python's time module)
+
+
+LOCAL_FILESYSTEMS = frozenset(
+    {
+        0xEF53,  # ext2/3/4
+        0x58465342,  # xfs
+        0x9123683E,  # btrfs
+        0x01021994,  # tmpfs
+        0x858458F6,  # ramfs
+        0x794C7630,  # overlayfs
+        0x2FC12FC1,  # zfs
+        0xF2F52010,  # f2fs
+        0xCA451A4E,  # bcachefs
+        0x3153464A,  # jfs
+        0x52654973,  # reiserfs
+        0x3434,  # nilfs2
+        0x4D44,  # msdos/vfat (two-second times: see racy)
+        0x2011BAB0,  # exfat
+        0x5346544E,  # ntfs
+        0x7366746E,  # ntfs3
+    }
+)
+"""Filesystems this kernel stamps with its own clock. Elsewhere (NFS, SMB, 9p, FUSE and
+virtiofs: a server's or host's clock, maybe behind ours) a same-size change can keep a
+stamp :func:`racy` calls settled, so no stamp there is trusted: every file is read."""
 
 
 def file_clock() -> int:
@@ -149,8 +177,11 @@ class BuildContext:
                     fd = self.dir.open_fd("", _DIR)
                 except OSError as e:
                     raise BuildError(f"cannot read build context: {e.strerror}") from None
-                self._seen_at = file_clock()
                 try:
+                    if syscalls.filesystem_type(fd) in LOCAL_FILESYSTEMS:
+                        self._seen_at = file_clock()
+                    else:
+                        self._seen_at = -(1 << 62)  # no stamp settled: every one smudged
                     entries[""] = self._entry("", os.fstat(fd), None)
                     self._walk(fd, "", entries, children)
                 finally:
@@ -315,12 +346,13 @@ class ContextIndex:
             doc = json.loads(self.path.read_bytes())
         except (OSError, ValueError):
             return {}
-        files = doc.get("files") if isinstance(doc, dict) and doc.get("root") == root else None
+        ours = isinstance(doc, dict) and doc.get("root") == root and doc.get("stamps") == STAMPS
+        files = doc.get("files") if ours else None
         return files if isinstance(files, dict) else {}
 
     def save(self, root: str, files: dict[str, list]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"root": root, "files": files}
+        doc = {"root": root, "stamps": STAMPS, "files": files}
         self.markers.write(self.path, json.dumps(doc, separators=(",", ":")).encode())
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dockyard.builder.context import SMUDGED, Entry
+from dockyard.builder.context import SMUDGED, STAMPS, Entry
 from dockyard.builder.frontend import records
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class CopyRecord(records.Record):
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "stamps": STAMPS,
             "parent": self.parent,
             "shape": self.shape,
             "owner": list(self.owner) if self.owner is not None else None,
@@ -75,8 +76,10 @@ class CopyRecord(records.Record):
 
     @classmethod
     def from_json(cls, doc: Any) -> CopyRecord | None:
-        """The record in ``doc``; None if it is not one."""
+        """The record in ``doc``; None if it is not one (or its stamps were saved unchecked)."""
         try:
+            if doc["stamps"] != STAMPS:
+                return None
             owner = doc["owner"]
             items = [
                 ([str(c) for c in top], {str(k): _stamp(v) for k, v in stamps.items()})

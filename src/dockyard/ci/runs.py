@@ -86,7 +86,8 @@ class RunDir(Frozen):
         lease: a prune then either sees them held or ran entirely before they existed. The id is
         held before its directory is made, so a reader that sees the run sees it held (starting,
         never abandoned). An id another run took in the same microsecond stays held with this
-        one: that run is only kept from a prune a little longer."""
+        one, as if this run held it: while this one lives, that run is spared by prunes and, if
+        it died before its first record, reads as starting rather than abandoned."""
         runs = store.root / RUNS_DIR
         with store.lease():
             runs.mkdir(parents=True, exist_ok=True)

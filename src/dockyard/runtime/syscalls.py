@@ -113,6 +113,13 @@ def rename_noreplace(source: str | os.PathLike[str], target: str | os.PathLike[s
     return True
 
 
+def filesystem_type(fd: int) -> int:
+    """The ``f_type`` magic number ``fstatfs(2)`` gives for the filesystem of ``fd``."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes; f_type comes first
+    _check(_libc.fstatfs(ctypes.c_int(fd), buf))
+    return ctypes.c_long.from_buffer(buf).value
+
+
 class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
