@@ -9,11 +9,12 @@ import shutil
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.waiting import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -67,18 +68,6 @@ def screenshot(driver, name: str) -> Path:
     return path
 
 
-def wait_until(condition, timeout: float = 60, what: str = "condition"):
-    """``condition()``'s first truthy value, polled; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def sign_in(driver, base_url: str, token: str) -> None:
     """Signs in with an API token."""
     from selenium.webdriver.common.by import By
@@ -118,7 +107,7 @@ def served(app) -> Iterator[str]:
     )
     thread.start()
     try:
-        wait_until(lambda: server.started or not thread.is_alive(), timeout=60, what="uvicorn")
+        wait_until(lambda: server.started or not thread.is_alive(), what="uvicorn")
         assert server.started, "uvicorn did not start"
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:

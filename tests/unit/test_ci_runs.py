@@ -10,24 +10,8 @@ from dockyard.store.holds import Hold
 
 
 def test_a_held_run_without_a_record_is_starting(tmp_path):
-    store = Store(tmp_path / "store")
-    hold = Hold(store.root / HOLDS_DIR)
-    try:
-        run = RunDir.create_held(store, hold)
-        assert run.read_record()["status"] == STARTING
-    finally:
-        hold.release()
-    assert run.read_record()["status"] == ABANDONED
-
-
-def test_a_run_without_a_record_nobody_holds_is_abandoned(tmp_path):
-    run = RunDir.create(tmp_path / "store")
-    assert run.read_record() == {"id": run.id, "status": ABANDONED, "steps": []}
-
-
-def test_a_new_run_is_held_before_a_reader_can_see_it(tmp_path):
-    """``ci logs -f`` reading between the run's mkdir and its hold would call it abandoned
-    and stop following it: the hold comes first."""
+    """Held before it is seen: ``ci logs -f`` reading between the run's mkdir and its hold
+    would call it abandoned and stop following it."""
     store = Store(tmp_path / "store")
     seen: list[str] = []
 
@@ -43,4 +27,10 @@ def test_a_new_run_is_held_before_a_reader_can_see_it(tmp_path):
         assert run.read_record()["status"] == STARTING
     finally:
         hold.release()
-    assert seen == []  # no run was visible, so none unheld
+    assert seen == []  # no run was visible while its hold was taken
+    assert run.read_record()["status"] == ABANDONED
+
+
+def test_a_run_without_a_record_nobody_holds_is_abandoned(tmp_path):
+    run = RunDir.create(tmp_path / "store")
+    assert run.read_record() == {"id": run.id, "status": ABANDONED, "steps": []}
