@@ -758,6 +758,7 @@ class Builder:
     def _discard(self, directory: Path) -> None:
         """Remove ``directory`` (a cache mount's): renamed away first, so that a build
         using it now keeps the old one and a new one can be made at once."""
+        import shutil
         import uuid
 
         aside = self._tmp() / f"discarded-{uuid.uuid4().hex}"
@@ -765,8 +766,6 @@ class Builder:
             os.rename(directory, aside)
         except FileNotFoundError:
             return
-        import shutil
-
         shutil.rmtree(aside, ignore_errors=True)
 
     def _script_mount(self, script: ins.RunScript, stack: ExitStack) -> runtime_config.Mount:

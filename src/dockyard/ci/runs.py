@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,17 +66,20 @@ class RunDir(Frozen):
         return self.path.name
 
     @classmethod
-    def create(cls, store_root: Path) -> RunDir:
-        """A new, empty run directory with a fresh id."""
+    def create(cls, store_root: Path, claim: Callable[[str], None] | None = None) -> RunDir:
+        """A new, empty run directory with a fresh id; ``claim`` is given each id tried
+        before its directory is made."""
         runs = store_root / RUNS_DIR
         runs.mkdir(parents=True, exist_ok=True)
         while True:
-            path = runs / _new_id()
+            run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+            if claim is not None:
+                claim(run_id)
             try:
-                path.mkdir()
+                (runs / run_id).mkdir()
             except FileExistsError:
                 continue
-            return cls(path)
+            return cls(runs / run_id)
 
     @classmethod
     def create_held(cls, store: Store, hold: Hold, caches: Iterable[str] = ()) -> RunDir:
@@ -88,17 +91,8 @@ class RunDir(Frozen):
         never abandoned). An id another run took in the same microsecond stays held with this
         one, as if this run held it: while this one lives, that run is spared by prunes and, if
         it died before its first record, reads as starting rather than abandoned."""
-        runs = store.root / RUNS_DIR
         with store.lease():
-            runs.mkdir(parents=True, exist_ok=True)
-            while True:
-                run_id = _new_id()
-                hold.add([run_id, *caches])
-                try:
-                    (runs / run_id).mkdir()
-                except FileExistsError:
-                    continue
-                return cls(runs / run_id)
+            return cls.create(store.root, claim=lambda run_id: hold.add([run_id, *caches]))
 
     @classmethod
     def find(cls, store_root: Path, run_id: str) -> RunDir:
@@ -164,11 +158,6 @@ def next_run_number(store_root: Path, pipeline_key: str) -> int:
             number = 1
         atomic.write_bytes(path, f"{number}\n".encode())
     return number
-
-
-def _new_id() -> str:
-    """A run id: its start time, to the microsecond (ids sort by age)."""
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
 
 
 def run_ids(store_root: Path) -> list[str]:
